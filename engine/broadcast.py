@@ -1,0 +1,84 @@
+"""Shapes: numpy broadcasting in the forward pass, its adjoint (a sum) in the backward pass.
+
+Broadcasting copies an input along new or size-1 axes. The adjoint of "copy" is "add
+up the copies", so every backward rule sends its gradient through `sum_to`, the one
+place in handgrad that undoes broadcasting.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+
+def broadcast_shapes(op: str, *shapes: Shape) -> Shape:
+    """numpy's broadcast result shape, or a ValueError that names the op and the shapes."""
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        listed = " and ".join(str(tuple(s)) for s in shapes)
+        raise ValueError(f"{op}: shapes {listed} cannot be broadcast together") from None
+
+
+def sum_to(grad: np.ndarray, shape: Shape) -> np.ndarray:
+    """Sum `grad` down to `shape`, the adjoint of broadcasting an array of `shape` to grad.shape.
+
+    A no-op (no copy) when the shapes already match, which is the common case.
+    """
+    shape = tuple(shape)
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra < 0:
+        raise ValueError(f"sum_to: cannot reduce shape {grad.shape} to the larger shape {shape}")
+    # Axes that broadcasting added in front, then axes where the input had size 1.
+    axes = tuple(range(extra)) + tuple(
+        extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1
+    )
+    out = grad.sum(axis=axes, keepdims=True) if axes else grad
+    if extra:
+        out = out.reshape(out.shape[extra:])
+    if out.shape != shape:
+        raise ValueError(f"sum_to: shape {grad.shape} does not broadcast from {shape}")
+    return out
+
+
+# The name used in the tinygrad and PyTorch literature; the same function.
+unbroadcast = sum_to
+
+
+def normalize_axis(op: str, axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+    """numpy-style `axis` (int, tuple or None) as a sorted tuple of non-negative axes.
+
+    None means every axis. Raises ValueError naming the op for an axis out of range or
+    repeated.
+    """
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
+            raise TypeError(f"{op}: axis must be an int, a tuple of ints or None, got {axis!r}")
+        if not -ndim <= a < ndim:
+            raise ValueError(
+                f"{op}: axis {a} is out of range for a tensor with {ndim} dimension(s)"
+            )
+        out.append(int(a) % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+def expand_reduced(grad: np.ndarray, shape: Shape, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """Broadcast the gradient of a reduction over `axes` back to the input `shape`."""
+    if not keepdims:
+        grad = np.expand_dims(grad, axes) if axes else grad
+    return np.broadcast_to(grad, shape)
+
+
+def keepdims_shape(shape: Shape, axes: tuple[int, ...]) -> Shape:
+    """The shape a reduction over `axes` has with keepdims=True."""
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))

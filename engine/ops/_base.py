@@ -1,0 +1,49 @@
+"""Shared shapes of rules: elementwise ops whose VJP and JVP are both "multiply by f'(x)"."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..broadcast import broadcast_shapes, sum_to
+from ..graph import Node
+from ..op import Op
+
+
+class UnaryElementwise(Op):
+    """y = f(x) elementwise. The Jacobian is diagonal, diag(f'(x)), so the VJP is
+    ``grad * f'(x)`` and the JVP is ``tangent * f'(x)``. Subclasses give ``forward``
+    (saving what f' needs) and ``derivative``."""
+
+    def derivative(self, ctx: Node) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+        return (grad * self.derivative(ctx),)
+
+    def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
+        return dx * self.derivative(ctx)
+
+
+class BinaryElementwise(Op):
+    """z = f(a, b) elementwise with numpy broadcasting. Subclasses give ``partials``:
+    the local derivatives (df/da, df/db), each of the output's shape or broadcastable
+    to it. VJP: each gradient is ``grad * partial`` summed back to its input's shape;
+    JVP: ``da * df/da + db * df/db``."""
+
+    def check_shapes(self, a: np.ndarray, b: np.ndarray) -> None:
+        if a.shape != b.shape:
+            broadcast_shapes(self.name, a.shape, b.shape)
+
+    def partials(self, ctx: Node) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        a, b = ctx.inputs
+        da, db = self.partials(ctx)
+        need_a, need_b = ctx.needs_input_grad
+        return (sum_to(grad * da, a.shape) if need_a else None,
+                sum_to(grad * db, b.shape) if need_b else None)
+
+    def jvp(self, ctx: Node, ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
+        da, db = self.partials(ctx)
+        out_shape = np.broadcast_shapes(ta.shape, tb.shape)
+        return np.broadcast_to(ta * da + tb * db, out_shape)

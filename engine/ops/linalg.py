@@ -1,0 +1,108 @@
+"""Matrix products: matmul (numpy's rules: 2-D, batched N-D, 1-D vectors) and the fused
+dense layer linear(x, W, b) = x @ W + b."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..broadcast import broadcast_shapes, sum_to
+from ..graph import Node
+from ..op import Op, register
+from ..tensor import Tensor
+
+
+def _check_matmul(op: Op, a: np.ndarray, b: np.ndarray) -> None:
+    if a.ndim == 0 or b.ndim == 0:
+        raise op.error(f"operands must have at least 1 dimension, got shapes {a.shape} and "
+                       f"{b.shape} (use mul for scalars)")
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise op.error(f"inner dimensions do not match: shapes {a.shape} and {b.shape} "
+                       f"({k_a} != {k_b})")
+    if a.ndim > 2 or b.ndim > 2:
+        broadcast_shapes(op.name, a.shape[:-2], b.shape[:-2])
+
+
+def _swap(m: np.ndarray) -> np.ndarray:
+    return np.swapaxes(m, -1, -2)
+
+
+class MatMul(Op):
+    """matmul(a, b) = a @ b.   VJP: grad_a = grad @ b^T, grad_b = a^T @ grad (batch axes summed
+    back to each input's shape); JVP: da @ b + a @ db.
+
+    1-D operands follow numpy: a vector a is a row (1, k), a vector b a column (k, 1), and
+    the added axis is dropped from the result; the backward adds it back.
+    """
+
+    name = "matmul"
+
+    def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        _check_matmul(self, a, b)
+        ctx.save(a, b)
+        return a @ b
+
+    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, Any]:
+        a, b = ctx.saved
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g = grad[..., None] if b.ndim == 1 else grad
+        g = np.expand_dims(g, -2) if a.ndim == 1 else g
+        need_a, need_b = ctx.needs_input_grad
+        ga = sum_to(g @ _swap(b2), a2.shape).reshape(a.shape) if need_a else None
+        gb = sum_to(_swap(a2) @ g, b2.shape).reshape(b.shape) if need_b else None
+        return ga, gb
+
+    def jvp(self, ctx: Node, da: np.ndarray, db: np.ndarray) -> np.ndarray:
+        a, b = ctx.saved
+        return da @ b + a @ db
+
+
+class Linear(Op):
+    """linear(x, W, b) = x @ W + b, x: (..., in), W: (in, out), b: (out,) or None.
+    VJP: grad_x = grad @ W^T, grad_W = x^T @ grad (summed over batch axes), grad_b = Σ grad.
+
+    This is the classic layer of the from-scratch derivations: weight gradient = previous
+    activation^T times delta, bias gradient = delta summed over the batch.
+    """
+
+    name = "linear"
+
+    def __call__(self, x: Any, W: Any, b: Any = None) -> Tensor:
+        return self.apply(x, W) if b is None else self.apply(x, W, b)
+
+    def forward(self, ctx: Node, x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+        if W.ndim != 2:
+            raise self.error(f"weight must be 2-D (in_features, out_features), got shape {W.shape}")
+        if x.ndim == 0 or x.shape[-1] != W.shape[0]:
+            raise self.error(f"input of shape {x.shape} does not fit weight of shape {W.shape}: "
+                             f"the last axis of the input must be {W.shape[0]}")
+        if b is not None and b.shape != (W.shape[1],):
+            raise self.error(f"bias must have shape ({W.shape[1]},), got {b.shape}")
+        ctx.save(x, W)
+        out = x @ W
+        if b is not None:
+            out += b  # in place: `out` is a fresh array
+        return out
+
+    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, ...]:
+        x, W = ctx.saved
+        needs = ctx.needs_input_grad
+        g2 = grad.reshape(-1, grad.shape[-1])            # (batch, out)
+        gx = (grad @ W.T) if needs[0] else None
+        gW = (x.reshape(-1, x.shape[-1]).T @ g2) if needs[1] else None
+        if len(ctx.inputs) == 2:
+            return gx, gW
+        gb = g2.sum(axis=0) if needs[2] else None
+        return gx, gW, gb
+
+    def jvp(self, ctx: Node, dx: np.ndarray, dW: np.ndarray, db: np.ndarray | None = None) -> np.ndarray:
+        x, W = ctx.saved
+        out = dx @ W + x @ dW
+        return out if db is None else out + db
+
+
+matmul = register(MatMul())
+linear = register(Linear())
