@@ -138,7 +138,7 @@ class GELU(UnaryElementwise):
             ctx.save(x, t)
             return 0.5 * x * (1 + t)
         if approximate == "none":
-            cdf = (0.5 * (1 + _erf(x * _INV_SQRT_2))).astype(x.dtype)
+            cdf = np.asarray(0.5 * (1 + _erf(x * _INV_SQRT_2)), dtype=x.dtype)
             ctx.save(x, cdf)
             return x * cdf
         raise self.error(f"approximate must be 'tanh' or 'none', got {approximate!r}")

@@ -1,0 +1,224 @@
+"""Finite-difference checks of the derivative rules, in float64.
+
+``gradcheck`` compares the reverse-mode gradient (every op's VJP rule along the graph)
+with central differences; ``jvpcheck`` does the same for forward mode (JVP rules).
+
+Why these numbers: the central difference (f(x+h) - f(x-h)) / 2h has truncation error
+~h^2 |f'''| / 6 and rounding error ~eps_mach |f| / h. In float64 (eps_mach ~ 2.2e-16) the
+sum is smallest near h = cbrt(eps_mach) ~ 6e-6, giving a relative error ~1e-10; the
+defaults (h = 1e-6, atol = 1e-5, rtol = 1e-3, PyTorch's) leave a wide margin for curvature
+while still catching any wrong rule (wrong rules are off by O(1), not by 1e-6). In float32
+the same estimate cannot beat ~3e-7 relative, which is why every check runs in float64.
+
+Modes:
+  * "full": the whole Jacobian, column by column (2 forward runs per input element) against
+    one backward run per output element. Exact location of a mismatch; for small inputs.
+  * "directional": one random projection v^T J u, cost independent of size (PyTorch's
+    fast mode, Chainer's check_backward). atol is scaled by ||v||_1 ||u||_1, the bound on
+    how elementwise errors of size atol add up in the projection.
+  * "complex": the complex-step derivative Im f(x + i h e_j) / h with h = 1e-20, exact to
+    rounding for analytic functions (no abs, max, comparisons); use atol = rtol ~ 1e-12.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import graph
+from .tensor import Tensor
+
+Fn = Callable[..., Tensor]
+
+
+class GradcheckError(AssertionError):
+    """A derivative rule disagrees with finite differences."""
+
+
+class _Problem:
+    """The inputs of a check: float64 copies of the differentiable ones, the rest as given."""
+
+    def __init__(self, fn: Fn, inputs: Sequence[Any], what: str):
+        self.fn = fn
+        self.what = what
+        self.values: list[Any] = []
+        self.diff: list[int] = []           # positions of inputs that are perturbed
+        for i, x in enumerate(inputs):
+            is_tensor = isinstance(x, Tensor)
+            data = x.data if is_tensor else x
+            arr = np.asarray(data) if isinstance(data, (np.ndarray, float, int, np.generic)) else None
+            differentiable = arr is not None and arr.dtype.kind == "f" and (
+                x.requires_grad if is_tensor else True)
+            if differentiable:
+                if arr.dtype != np.float64:
+                    warnings.warn(f"{what}: input {i} is {arr.dtype}; checking in float64 "
+                                  f"(finite differences in {arr.dtype} are too coarse)",
+                                  stacklevel=3)
+                self.values.append(np.array(arr, dtype=np.float64, order="C", copy=True))
+                self.diff.append(i)
+            else:
+                self.values.append(x)
+        if not self.diff:
+            raise ValueError(f"{what}: no floating-point input to differentiate")
+
+    def call(self, values: Sequence[Any], leaves: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """Run fn; differentiable inputs become Tensors (leaves requiring grad if ``leaves``)."""
+        args = list(values)
+        made = []
+        for i in self.diff:
+            t = Tensor(values[i], requires_grad=leaves and np.asarray(values[i]).dtype.kind == "f")
+            args[i] = t
+            made.append(t)
+        out = self.fn(*args)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"{self.what}: fn must return a Tensor, got {type(out).__name__}")
+        return out, made
+
+    def reached(self, out: Tensor, leaves: list[Tensor]) -> list[int]:
+        """Positions of the inputs a gradient reaches. The others are used only in
+        non-differentiable positions (a float target, a mask) and are skipped, like
+        integer labels."""
+        grads = graph.backward([out], [np.ones(out.shape)], retain_graph=True, inputs=leaves)
+        return [k for k, g in zip(self.diff, grads) if g is not None]
+
+    def evaluate(self, values: Sequence[Any]) -> np.ndarray:
+        with graph.no_grad():
+            return np.asarray(self.call(values)[0].data)
+
+    def shifted(self, k: int, delta: np.ndarray) -> list[Any]:
+        """The inputs with input ``k`` (a position in self.values) moved by ``delta``."""
+        values = list(self.values)
+        values[k] = self.values[k] + delta
+        return values
+
+    def central_difference(self, directions: dict[int, np.ndarray], eps: float) -> np.ndarray:
+        """(f(x + eps d) - f(x - eps d)) / (2 eps) for the direction d given per input."""
+        plus, minus = list(self.values), list(self.values)
+        for k, d in directions.items():
+            plus[k] = self.values[k] + eps * d
+            minus[k] = self.values[k] - eps * d
+        return (self.evaluate(plus) - self.evaluate(minus)) / (2 * eps)
+
+    def complex_step(self, k: int, j: int, h: float) -> np.ndarray:
+        values = list(self.values)
+        z = self.values[k].astype(np.complex128)
+        z.flat[j] += 1j * h
+        values[k] = z
+        with graph.no_grad():
+            return np.imag(np.asarray(self.call(values)[0].data)) / h
+
+
+def _compare(what: str, analytic: np.ndarray, numerical: np.ndarray, atol: float, rtol: float,
+             describe: Callable[[tuple[int, ...]], str]) -> None:
+    err = np.abs(analytic - numerical)
+    bad = ~(err <= atol + rtol * np.abs(numerical))   # NaN counts as bad
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise GradcheckError(
+            f"{what}: {describe(idx)}: analytic {analytic[idx]!r} vs numerical "
+            f"{numerical[idx]!r}, error {err[idx]:.3g} > atol {atol:g} + rtol {rtol:g} * |numerical| "
+            f"({int(bad.sum())} of {bad.size} entries disagree)")
+
+
+def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat, shape))
+
+
+def _random_like(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.standard_normal(shape)
+
+
+def gradcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float = 1e-5,
+              rtol: float = 1e-3, mode: str = "full", check_forward_mode: bool = False,
+              seed: int = 0) -> bool:
+    """Check the backward (VJP) rules behind ``fn(*inputs)`` against float64 differences.
+
+    Floating-point arrays, numbers and Tensors with requires_grad=True are differentiated;
+    integer arrays (labels), boolean masks and Tensors with requires_grad=False are passed
+    through unperturbed. Returns True, or raises GradcheckError naming the input, the
+    element, the analytic and numerical values and the error.
+    """
+    if mode not in ("full", "directional", "complex"):
+        raise ValueError(f"gradcheck: mode must be 'full', 'directional' or 'complex', got {mode!r}")
+    problem = _Problem(fn, inputs, "gradcheck")
+    rng = np.random.default_rng(seed)
+    out, leaves = problem.call(problem.values, leaves=True)
+    if not out.requires_grad:
+        raise GradcheckError("gradcheck: the output does not depend on any differentiable input")
+    out_shape = out.shape
+
+    reached = problem.reached(out, leaves)
+    if mode == "directional":
+        v = _random_like(rng, out_shape)
+        u = {k: _random_like(rng, problem.values[k].shape) for k in reached}
+        grads = graph.backward([out], [v], retain_graph=True, inputs=leaves)
+        analytic = sum(float(np.sum(g * u[k])) for g, k in zip(grads, problem.diff) if k in u)
+        numerical = float(np.sum(v * problem.central_difference(u, eps)))
+        scale = np.abs(v).sum() * sum(np.abs(d).sum() for d in u.values())
+        _compare("gradcheck (directional)", np.array(analytic), np.array(numerical),
+                 atol * scale, rtol, lambda _: "projection v^T J u")
+    else:
+        # Analytic Jacobian row by row: backward with each output basis vector.
+        n_out = int(np.prod(out_shape))
+        rows = {k: np.zeros((n_out, problem.values[k].size)) for k in problem.diff}
+        for i in range(n_out):
+            e = np.zeros(n_out)
+            e[i] = 1
+            grads = graph.backward([out], [e.reshape(out_shape)], retain_graph=True, inputs=leaves)
+            for g, k in zip(grads, problem.diff):
+                if g is not None:
+                    rows[k][i] = g.ravel()
+        for k in reached:
+            x = problem.values[k]
+            numerical = np.zeros((n_out, x.size))
+            for j in range(x.size):
+                if mode == "complex":
+                    numerical[:, j] = problem.complex_step(k, j, 1e-20).ravel()
+                else:
+                    d = np.zeros(x.size)
+                    d[j] = 1
+                    numerical[:, j] = problem.central_difference({k: d.reshape(x.shape)}, eps).ravel()
+            _compare(f"gradcheck ({mode})", rows[k], numerical, atol, rtol,
+                     lambda idx, k=k, x=x: (f"input {k}, d output{_index(idx[0], out_shape)}"
+                                            f" / d input{_index(idx[1], x.shape)}"))
+
+    if check_forward_mode:
+        jvpcheck(fn, inputs, eps=eps, atol=atol, rtol=rtol,
+                 mode="directional" if mode == "directional" else "full", seed=seed)
+    return True
+
+
+def jvpcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float = 1e-5,
+             rtol: float = 1e-3, mode: str = "full", seed: int = 0) -> bool:
+    """Check the forward-mode (JVP) rules behind ``fn(*inputs)`` against float64 differences.
+
+    "full": J e_j for every input element j (one JVP pass each over the recorded graph);
+    "directional": J u for one random tangent u per input.
+    """
+    if mode not in ("full", "directional"):
+        raise ValueError(f"jvpcheck: mode must be 'full' or 'directional', got {mode!r}")
+    problem = _Problem(fn, inputs, "jvpcheck")
+    rng = np.random.default_rng(seed + 1)
+    out, leaves = problem.call(problem.values, leaves=True)
+    if not out.requires_grad:
+        raise GradcheckError("jvpcheck: the output does not depend on any differentiable input")
+
+    def check(directions: dict[int, np.ndarray], where: str) -> None:
+        seeds = {id(leaves[problem.diff.index(k)]): d for k, d in directions.items()}
+        (analytic,) = graph.forward_tangents([out], seeds)
+        numerical = problem.central_difference(directions, eps)
+        _compare("jvpcheck", np.asarray(analytic), numerical, atol, rtol,
+                 lambda idx: f"{where}, output{idx}")
+
+    reached = problem.reached(out, leaves)
+    if mode == "directional":
+        check({k: _random_like(rng, problem.values[k].shape) for k in reached}, "random tangent")
+        return True
+    for k in reached:
+        x = problem.values[k]
+        for j in range(x.size):
+            d = np.zeros(x.size)
+            d[j] = 1
+            check({k: d.reshape(x.shape)}, f"tangent e_{_index(j, x.shape)} of input {k}")
+    return True
