@@ -210,6 +210,7 @@ class Dropout(Op):
     def forward(self, ctx: Node, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if mask.shape != x.shape:
             raise self.error(f"mask shape {mask.shape} differs from input shape {x.shape}")
+        mask = mask.astype(x.dtype, copy=False)
         ctx.save(mask)
         return x * mask
 

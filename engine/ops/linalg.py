@@ -84,7 +84,8 @@ class Linear(Op):
         ctx.save(x, W)
         out = x @ W
         if b is not None:
-            out += b  # in place: `out` is a fresh array
+            # In place when the dtypes allow it: `out` is a fresh array, no need for another.
+            out = np.add(out, b, out=out) if np.result_type(out, b) == out.dtype else out + b
         return out
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, ...]:

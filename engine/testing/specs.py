@@ -29,6 +29,8 @@ class OpSpec:
     kinks:         where the op is not differentiable and how the sample avoids it.
     complex_step:  the forward is analytic and accepts complex input (complex-step check).
     atol, rtol:    tolerance override for finite-difference checks, with ``why``.
+    kink_examples: (args, params, expected gradients of sum(output)) at the kinks
+                   themselves, documenting the convention chosen there.
     """
 
     name: str
@@ -39,6 +41,7 @@ class OpSpec:
     atol: float | None = None
     rtol: float | None = None
     why: str = ""
+    kink_examples: tuple[tuple[tuple[Any, ...], dict[str, Any], tuple[Any, ...]], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -60,7 +63,9 @@ def spec_for(name: str) -> OpSpec:
 
 # --- building blocks ---------------------------------------------------------------------
 
-def _unary(values: Callable[[s.Shape], st.SearchStrategy], max_dims: int = 3, **params: st.SearchStrategy) -> st.SearchStrategy:
+def unary(values: Callable[[s.Shape], st.SearchStrategy], max_dims: int = 3, **params: st.SearchStrategy) -> st.SearchStrategy:
+    """Samples of a one-input op: an array of any small shape from ``values(shape)``,
+    and each keyword parameter drawn from its strategy."""
     @st.composite
     def draw_sample(draw: st.DrawFn) -> Sample:
         shape = draw(s.shapes(max_dims=max_dims))
@@ -68,7 +73,8 @@ def _unary(values: Callable[[s.Shape], st.SearchStrategy], max_dims: int = 3, **
     return draw_sample()
 
 
-def _binary(left: Callable[[s.Shape], st.SearchStrategy], right: Callable[[s.Shape], st.SearchStrategy]) -> st.SearchStrategy:
+def binary(left: Callable[[s.Shape], st.SearchStrategy], right: Callable[[s.Shape], st.SearchStrategy]) -> st.SearchStrategy:
+    """Samples of a two-input broadcasting op: shapes that broadcast together."""
     @st.composite
     def draw_sample(draw: st.DrawFn) -> Sample:
         sa, sb = draw(s.broadcastable_shapes(2))
@@ -76,7 +82,8 @@ def _binary(left: Callable[[s.Shape], st.SearchStrategy], right: Callable[[s.Sha
     return draw_sample()
 
 
-def _reduction(values: Callable[[s.Shape], st.SearchStrategy], **params: st.SearchStrategy) -> st.SearchStrategy:
+def reduction(values: Callable[[s.Shape], st.SearchStrategy], **params: st.SearchStrategy) -> st.SearchStrategy:
+    """Samples of a reduction: an array, a valid ``axis`` (None, int or tuple), ``keepdims``."""
     @st.composite
     def draw_sample(draw: st.DrawFn) -> Sample:
         shape = draw(s.shapes(max_dims=3))
@@ -102,13 +109,13 @@ def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
 
 # --- elementwise ---------------------------------------------------------------------------
 
-spec("add", _binary(s.reals, s.reals), np.add, complex_step=True)
-spec("sub", _binary(s.reals, s.reals), np.subtract, complex_step=True)
-spec("mul", _binary(s.reals, s.reals), np.multiply, complex_step=True)
-spec("div", _binary(s.reals, s.nonzero), np.divide, kinks="pole at b = 0: b kept |b| >= 0.3",
+spec("add", binary(s.reals, s.reals), np.add, complex_step=True)
+spec("sub", binary(s.reals, s.reals), np.subtract, complex_step=True)
+spec("mul", binary(s.reals, s.reals), np.multiply, complex_step=True)
+spec("div", binary(s.reals, s.nonzero), np.divide, kinks="pole at b = 0: b kept |b| >= 0.3",
      complex_step=True)
-spec("neg", _unary(s.reals), np.negative, complex_step=True)
-spec("pow", _binary(s.positive, lambda sh: s.reals(sh, 2.0)), np.power,
+spec("neg", unary(s.reals), np.negative, complex_step=True)
+spec("pow", binary(s.positive, lambda sh: s.reals(sh, 2.0)), np.power,
      kinks="a > 0 (a^b for real b and the log(a) in d/db need it): a in [0.2, 3]", complex_step=True)
 
 
@@ -128,15 +135,19 @@ def _pow_scalar_sample(draw: st.DrawFn) -> Sample:
 spec("pow_scalar", _pow_scalar_sample(), lambda x, exponent: np.power(x, exponent),
      kinks="pole at 0 for negative exponents (|x| >= 0.3); x > 0 for fractional ones",
      complex_step=True)
-spec("exp", _unary(s.reals), np.exp, complex_step=True)
-spec("log", _unary(s.positive), np.log, kinks="pole at 0: x in [0.2, 3]", complex_step=True)
-spec("sqrt", _unary(s.positive), np.sqrt, kinks="infinite slope at 0: x in [0.2, 3]",
+spec("exp", unary(s.reals), np.exp, complex_step=True)
+spec("log", unary(s.positive), np.log, kinks="pole at 0: x in [0.2, 3]", complex_step=True)
+spec("sqrt", unary(s.positive), np.sqrt, kinks="infinite slope at 0: x in [0.2, 3]",
      complex_step=True)
-spec("abs", _unary(s.nonzero), np.abs, kinks="kink at 0 (abs'(0) = 0 by convention): |x| >= 0.3")
-spec("maximum", _binary(lambda sh: s.off_grid(sh, 0.0), lambda sh: s.off_grid(sh, 0.5)),
-     np.maximum, kinks="ties a == b (gradient split evenly): |a - b| >= 0.1")
-spec("minimum", _binary(lambda sh: s.off_grid(sh, 0.0), lambda sh: s.off_grid(sh, 0.5)),
-     np.minimum, kinks="ties a == b (gradient split evenly): |a - b| >= 0.1")
+spec("abs", unary(s.nonzero), np.abs, kinks="kink at 0 (abs'(0) = 0 by convention): |x| >= 0.3",
+     kink_examples=(((np.array([-1.0, 0.0, 2.0]),), {}, (np.array([-1.0, 0.0, 1.0]),)),))
+_TIE = ((np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 2.0])), {})
+spec("maximum", binary(lambda sh: s.off_grid(sh, 0.0), lambda sh: s.off_grid(sh, 0.5)),
+     np.maximum, kinks="ties a == b (gradient split evenly): |a - b| >= 0.1",
+     kink_examples=(_TIE + ((np.array([0.0, 0.5, 1.0]), np.array([1.0, 0.5, 0.0])),),))
+spec("minimum", binary(lambda sh: s.off_grid(sh, 0.0), lambda sh: s.off_grid(sh, 0.5)),
+     np.minimum, kinks="ties a == b (gradient split evenly): |a - b| >= 0.1",
+     kink_examples=(_TIE + ((np.array([1.0, 0.5, 0.0]), np.array([0.0, 0.5, 1.0])),),))
 
 
 @st.composite
@@ -148,7 +159,9 @@ def _clip_sample(draw: st.DrawFn) -> Sample:
 
 
 spec("clip", _clip_sample(), lambda x, min=None, max=None: np.clip(x, min, max),
-     kinks="at min and max (gradient passes at the bound): x >= 0.1 away from both")
+     kinks="at min and max (gradient passes at the bound): x >= 0.1 away from both",
+     kink_examples=(((np.array([-2.0, -1.0, 0.0, 1.0, 2.0]),), {"min": -1.0, "max": 1.0},
+                     (np.array([0.0, 1.0, 1.0, 1.0, 0.0]),)),))
 
 
 @st.composite
@@ -280,14 +293,18 @@ def _var_sample(draw: st.DrawFn) -> Sample:
                                      "ddof": draw(st.sampled_from([0, 1]))}
 
 
-spec("sum", _reduction(s.reals), lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
+spec("sum", reduction(s.reals), lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
      complex_step=True)
-spec("mean", _reduction(s.reals), lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims),
+spec("mean", reduction(s.reals), lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims),
      complex_step=True)
-spec("max", _reduction(s.distinct), lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims),
-     kinks="ties (gradient split evenly): entries pairwise >= 0.3 apart")
-spec("min", _reduction(s.distinct), lambda x, axis, keepdims: np.min(x, axis=axis, keepdims=keepdims),
-     kinks="ties (gradient split evenly): entries pairwise >= 0.3 apart")
+_TIES = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]])
+spec("max", reduction(s.distinct), lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims),
+     kinks="ties (gradient split evenly): entries pairwise >= 0.3 apart",
+     kink_examples=(((_TIES,), {"axis": 1}, (np.array([[0, .5, .5], [1 / 3, 1 / 3, 1 / 3]]),)),
+                    ((_TIES,), {"axis": None}, (np.array([[0, .5, .5], [0, 0, 0]]),))))
+spec("min", reduction(s.distinct), lambda x, axis, keepdims: np.min(x, axis=axis, keepdims=keepdims),
+     kinks="ties (gradient split evenly): entries pairwise >= 0.3 apart",
+     kink_examples=(((_TIES,), {"axis": 1}, (np.array([[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]]),)),))
 spec("var", _var_sample(),
      lambda x, axis, keepdims, ddof: np.var(x, axis=axis, keepdims=keepdims, ddof=ddof),
      complex_step=True)
@@ -297,7 +314,7 @@ def _logsumexp_ref(x: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:
     return np.log(np.sum(np.exp(x), axis=axis, keepdims=keepdims))
 
 
-spec("logsumexp", _reduction(s.reals), _logsumexp_ref)
+spec("logsumexp", reduction(s.reals), _logsumexp_ref)
 
 # --- activations ---------------------------------------------------------------------------
 
@@ -321,17 +338,21 @@ def _dropout_sample(draw: st.DrawFn) -> Sample:
     return (draw(s.reals(shape)), keep / (1 - p)), {}
 
 
-spec("sigmoid", _unary(lambda sh: s.reals(sh, 5.0)), lambda x: 1 / (1 + np.exp(-x)))
-spec("tanh", _unary(s.reals), np.tanh, complex_step=True)
-spec("relu", _unary(s.nonzero), lambda x: np.maximum(x, 0), kinks="at 0 (relu'(0) = 0): |x| >= 0.3")
-spec("leaky_relu", _unary(s.nonzero, negative_slope=st.sampled_from([0.01, 0.2])),
+spec("sigmoid", unary(lambda sh: s.reals(sh, 5.0)), lambda x: 1 / (1 + np.exp(-x)))
+spec("tanh", unary(s.reals), np.tanh, complex_step=True)
+_KINK = (np.array([-1.0, 0.0, 1.0]),)
+spec("relu", unary(s.nonzero), lambda x: np.maximum(x, 0), kinks="at 0 (relu'(0) = 0): |x| >= 0.3",
+     kink_examples=((_KINK, {}, (np.array([0.0, 0.0, 1.0]),)),))
+spec("leaky_relu", unary(s.nonzero, negative_slope=st.sampled_from([0.01, 0.2])),
      lambda x, negative_slope: np.where(x > 0, x, negative_slope * x),
-     kinks="at 0 (derivative there = negative_slope): |x| >= 0.3")
-spec("elu", _unary(s.nonzero, alpha=st.sampled_from([1.0, 0.5])),
+     kinks="at 0 (derivative there = negative_slope): |x| >= 0.3",
+     kink_examples=((_KINK, {"negative_slope": 0.2}, (np.array([0.2, 0.2, 1.0]),)),))
+spec("elu", unary(s.nonzero, alpha=st.sampled_from([1.0, 0.5])),
      lambda x, alpha: np.where(x > 0, x, alpha * (np.exp(x) - 1)),
-     kinks="at 0 when alpha != 1 (derivative there = alpha): |x| >= 0.3")
-spec("softplus", _unary(lambda sh: s.reals(sh, 5.0)), lambda x: np.log1p(np.exp(x)))
-spec("gelu", _unary(s.reals, approximate=st.sampled_from(["tanh", "none"])), _gelu_ref)
+     kinks="at 0 when alpha != 1 (derivative there = alpha): |x| >= 0.3",
+     kink_examples=((_KINK, {"alpha": 0.5}, (np.array([0.5 * np.exp(-1.0), 0.5, 1.0]),)),))
+spec("softplus", unary(lambda sh: s.reals(sh, 5.0)), lambda x: np.log1p(np.exp(x)))
+spec("gelu", unary(s.reals, approximate=st.sampled_from(["tanh", "none"])), _gelu_ref)
 spec("softmax", _along_axis(s.reals), _softmax_ref)
 spec("log_softmax", _along_axis(s.reals), lambda x, axis: np.log(_softmax_ref(x, axis)))
 spec("dropout", _dropout_sample(), lambda x, mask: x * mask,
