@@ -52,6 +52,9 @@ class Op:
     def apply(self, *inputs: Any, **params: Any) -> Tensor:
         """Run the forward on the inputs' arrays and, if a gradient can flow, record a node."""
         tensors = self._as_tensors(inputs)
+        # numpy scalars as parameters (alpha=np.float64(0.5), ddof=np.int64(1)) become Python
+        # numbers: numpy would let them promote a float32 computation to float64.
+        params = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
         grad_on = graph.is_grad_enabled()
         needs = tuple(grad_on and t.requires_grad and i not in self.nondiff
                       for i, t in enumerate(tensors))

@@ -76,6 +76,9 @@ class LeakyReLU(UnaryElementwise):
 
     name = "leaky_relu"
 
+    def __call__(self, x: Any, negative_slope: float = 0.01) -> Tensor:
+        return self.apply(x, negative_slope=negative_slope)  # a parameter, not a second input
+
     def forward(self, ctx: Node, x: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
         ctx.save(x > 0)
         return np.where(x > 0, x, x * negative_slope)
@@ -91,6 +94,9 @@ class ELU(UnaryElementwise):
     """elu(x) = x if x > 0 else alpha (e^x - 1).   d/dx = 1 if x > 0 else alpha e^x."""
 
     name = "elu"
+
+    def __call__(self, x: Any, alpha: float = 1.0) -> Tensor:
+        return self.apply(x, alpha=alpha)
 
     def forward(self, ctx: Node, x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
         neg = alpha * np.exp(np.minimum(x, 0))   # alpha e^x on the left; never overflows
@@ -131,6 +137,9 @@ class GELU(UnaryElementwise):
     """
 
     name = "gelu"
+
+    def __call__(self, x: Any, approximate: str = "tanh") -> Tensor:
+        return self.apply(x, approximate=approximate)
 
     def forward(self, ctx: Node, x: np.ndarray, approximate: str = "tanh") -> np.ndarray:
         if approximate == "tanh":

@@ -127,6 +127,9 @@ class PowScalar(UnaryElementwise):
 
     name = "pow_scalar"
 
+    def __call__(self, x: Any, exponent: float) -> Tensor:
+        return self.apply(x, exponent=exponent)  # a constant parameter, not an input
+
     def forward(self, ctx: Node, x: np.ndarray, exponent: float) -> np.ndarray:
         if not isinstance(exponent, numbers.Real):
             raise self.error(f"exponent must be a real number, got {exponent!r}", TypeError)
@@ -237,6 +240,9 @@ class Clip(UnaryElementwise):
     """clip(x, min, max) = min(max(x, min), max).   d/dx = [min <= x <= max]."""
 
     name = "clip"
+
+    def __call__(self, x: Any, min: float | None = None, max: float | None = None) -> Tensor:
+        return self.apply(x, min=min, max=max)  # bounds are parameters, not inputs
 
     def forward(self, ctx: Node, x: np.ndarray, min: float | None = None,
                 max: float | None = None) -> np.ndarray:

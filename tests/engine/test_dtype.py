@@ -1,0 +1,207 @@
+"""dtype preservation: float32 in, float32 out, for every registered op, its forward, its
+VJP and JVP rules and the gradients that land in ``.grad``; the same for float64.
+
+``graph.backward`` casts whatever a backward rule returns to the input's dtype, which would
+hide a rule that silently computes in float64 (twice the memory and time for a float32
+model). So the rules themselves are called on the node and their results checked too.
+
+EXAMPLES holds at least one small valid call per op name; a test asserts it covers all of
+``engine.REGISTRY``, so a new op without an entry fails here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import engine
+from engine import Tensor
+
+_rng = np.random.default_rng(0)
+M = _rng.normal(size=(2, 3))            # a generic matrix
+N = _rng.normal(size=(2, 3))
+V = _rng.normal(size=3)                 # broadcasts against M
+POS = _rng.uniform(0.5, 2.0, (2, 3))    # inside the domain of log, sqrt, a ** b
+T3 = _rng.normal(size=(2, 3, 4))
+LABELS = np.array([2, 0])               # class labels for (2, 3) logits
+COND = np.array([[True, False, True], [False, False, True]])
+
+# op name -> list of (float inputs, function of the leaf tensors whose output comes from that op).
+EXAMPLES = {
+    "abs": [([M], engine.abs)],
+    "add": [([M, N], lambda a, b: a + b), ([M, V], lambda a, b: a + b)],
+    "broadcast_to": [([V], lambda x: engine.broadcast_to(x, (2, 3)))],
+    "clip": [([M], lambda x: x.clip(-0.5, 0.5)),
+             ([M], lambda x: engine.clip(x, -0.5, 0.5))],  # positional bounds are parameters
+    "concat": [([M, N], lambda a, b: engine.concat([a, b], axis=1))],
+    "div": [([M, POS], lambda a, b: a / b)],
+    "dropout": [([M], lambda x: engine.dropout(x, p=0.5, rng=np.random.default_rng(0)))],
+    "elu": [([M], lambda x: engine.elu(x, alpha=0.5))],
+    "exp": [([M], engine.exp)],
+    "flatten": [([T3], lambda x: engine.flatten(x, start_dim=1))],
+    "gelu": [([M], engine.gelu), ([M], lambda x: engine.gelu(x, approximate="none"))],
+    "getitem": [([M], lambda x: x[1:, ::2]), ([M], lambda x: x[np.array([0, 0, 1])])],
+    "leaky_relu": [([M], lambda x: engine.leaky_relu(x, negative_slope=0.1))],
+    "linear": [([M, N.T, V[:2]], engine.linear), ([M, N.T], engine.linear)],
+    "log": [([POS], engine.log)],
+    "log_softmax": [([M], lambda x: engine.log_softmax(x, axis=0))],
+    "logsumexp": [([M], lambda x: engine.logsumexp(x, axis=1))],
+    "matmul": [([M, N.T], lambda a, b: a @ b), ([T3, _rng.normal(size=4)], lambda a, b: a @ b)],
+    "max": [([M], lambda x: x.max(axis=1)), ([np.array([[1.0, 3.0, 3.0]])], lambda x: x.max())],
+    "maximum": [([M, V], engine.maximum)],
+    "mean": [([M], lambda x: x.mean(axis=0))],
+    "min": [([M], lambda x: x.min())],
+    "minimum": [([M, N], engine.minimum)],
+    "mse": [([M, N], engine.mse), ([M, N], lambda a, b: engine.mse(a, b, reduction="none"))],
+    "mul": [([M, V], lambda a, b: a * b)],
+    "neg": [([M], lambda x: -x)],
+    "pow": [([POS, M], lambda a, b: a ** b)],
+    "pow_scalar": [([M], lambda x: x ** 3), ([POS], lambda x: x ** 0.5)],
+    "relu": [([M], engine.relu)],
+    "reshape": [([M], lambda x: x.reshape(3, 2))],
+    "sigmoid": [([M], engine.sigmoid)],
+    "sigmoid_binary_cross_entropy": [
+        ([M], lambda z: engine.sigmoid_binary_cross_entropy(z, (N > 0).astype(np.float64))),
+        ([M], lambda z: engine.sigmoid_binary_cross_entropy(z, (N > 0).astype(np.int64),
+                                                            reduction="batchmean"))],
+    "softmax": [([M], engine.softmax)],
+    "softmax_cross_entropy": [
+        ([M], lambda z: engine.softmax_cross_entropy(z, LABELS)),
+        ([M], lambda z: engine.softmax_cross_entropy(z, LABELS, reduction="none", label_smoothing=0.1)),
+        ([M], lambda z: engine.softmax_cross_entropy(z, np.full((2, 3), 1 / 3)))],  # float64 probs
+    "softplus": [([M], engine.softplus)],
+    "sqrt": [([POS], engine.sqrt)],
+    "stack": [([M, N], lambda a, b: engine.stack([a, b], axis=1))],
+    "sub": [([M, V], lambda a, b: a - b)],
+    "sum": [([M], lambda x: x.sum(axis=1, keepdims=True))],
+    "tanh": [([M], engine.tanh)],
+    "transpose": [([T3], lambda x: x.transpose(2, 0, 1))],
+    "var": [([M], lambda x: x.var(axis=1, ddof=1))],
+    "where": [([M, N], lambda a, b: engine.where(COND, a, b))],
+}
+
+CASES = [(name, i) for name in sorted(EXAMPLES) for i in range(len(EXAMPLES[name]))]
+
+
+def test_examples_cover_every_registered_op():
+    missing = sorted(set(engine.REGISTRY) - set(EXAMPLES))
+    assert not missing, f"ops without a dtype example in tests/engine/test_dtype.py: {missing}"
+    assert not set(EXAMPLES) - set(engine.REGISTRY), "an example names an op that is not registered"
+
+
+def check_rules_keep_dtype(out: Tensor, dtype) -> None:
+    """Call the output node's backward and jvp rules directly and check their dtypes."""
+    node = out.node
+    grads = node.op.backward(node, np.ones(out.shape, dtype))
+    for i, g in enumerate(grads):
+        if g is not None:
+            assert np.asarray(g).dtype == dtype, f"{node.op.name}: backward gives {np.asarray(g).dtype} for input {i}"
+    tangents = [None if i in node.op.nondiff else np.ones(t.shape, t.dtype)
+                for i, t in enumerate(node.inputs)]
+    jvp_out = np.asarray(node.op.jvp(node, *tangents))
+    assert jvp_out.dtype == dtype, f"{node.op.name}: jvp gives {jvp_out.dtype}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name, i", CASES)
+def test_op_keeps_the_float_dtype(name, i, dtype):
+    inputs, fn = EXAMPLES[name][i]
+    leaves = [Tensor(np.asarray(a, dtype=dtype), requires_grad=True) for a in inputs]
+    out = fn(*leaves)
+    assert out.node is not None and out.node.op.name == name, "the example must end in its op"
+    assert out.dtype == dtype
+    for k, t in enumerate(out.node.inputs):
+        if k not in out.node.op.nondiff:
+            assert t.dtype == dtype, f"differentiable input {k} has dtype {t.dtype}"
+    check_rules_keep_dtype(out, dtype)
+    out.backward(np.ones(out.shape, dtype))
+    for k, leaf in enumerate(leaves):
+        assert leaf.grad is not None, f"input {k} got no gradient"
+        assert leaf.grad.dtype == dtype
+
+
+# --- constants mixed with float32 tensors -------------------------------------------------
+# Numbers, numpy scalars and float64/int arrays are constants: they take the tensor's dtype
+# instead of promoting it. Each case is one op applied to x (float32, shape (3,), positive).
+
+MIXED = {
+    "x * 2.0": lambda x: x * 2.0,
+    "2.0 * x": lambda x: 2.0 * x,
+    "x + 1 (int)": lambda x: x + 1,
+    "x + float64 array": lambda x: x + np.ones(3),
+    "float64 array - x": lambda x: np.ones(3) - x,
+    "x * int array": lambda x: x * np.arange(3),
+    "np.float64(2) * x": lambda x: np.float64(2) * x,
+    "x / np.float64(3)": lambda x: x / np.float64(3),
+    "x ** 2": lambda x: x ** 2,
+    "x ** 0.5": lambda x: x ** 0.5,
+    "x ** np.float64(2)": lambda x: x ** np.float64(2),
+    "x ** np.int64(3)": lambda x: x ** np.int64(3),
+    "2.0 ** x": lambda x: 2.0 ** x,
+    "float64 array ** x": lambda x: np.full(3, 2.0) ** x,
+    "maximum(x, 0.5)": lambda x: engine.maximum(x, 0.5),
+    "where(cond, x, 0.0)": lambda x: engine.where(np.array([True, False, True]), x, 0.0),
+    "where(cond, float64 array, x)": lambda x: engine.where(np.array([True, False, True]), np.zeros(3), x),
+    "clip(x, np.float64 bounds)": lambda x: engine.clip(x, min=np.float64(0.6), max=np.float64(1.5)),
+    "leaky_relu(x, np.float64 slope)": lambda x: engine.leaky_relu(x, negative_slope=np.float64(0.2)),
+    "elu(x, np.float64 alpha)": lambda x: engine.elu(x, alpha=np.float64(0.5)),
+    "var(x, ddof=np.int64(1))": lambda x: engine.var(x, ddof=np.int64(1)),
+    "concat([x, float64 array])": lambda x: engine.concat([x, np.ones(2)]),
+    "x @ float64 matrix": lambda x: x @ np.ones((3, 2)),
+    "linear(x, float64 W, float64 b)": lambda x: engine.linear(x, np.ones((3, 2)), np.ones(2)),
+    "mse(x, float64 target)": lambda x: engine.mse(x, np.zeros(3)),
+    "cross-entropy, float64 probabilities": lambda x: engine.softmax_cross_entropy(x, np.full(3, 1 / 3)),
+    "cross-entropy, np.float64 smoothing": lambda x: engine.softmax_cross_entropy(
+        x, np.array(1), label_smoothing=np.float64(0.1)),
+    "bce, float64 targets": lambda x: engine.sigmoid_binary_cross_entropy(x, np.array([0.0, 0.5, 1.0])),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MIXED))
+def test_constants_do_not_promote_float32(case):
+    x = Tensor(np.array([0.5, 1.0, 2.0], np.float32), requires_grad=True)
+    out = MIXED[case](x)
+    assert out.dtype == np.float32
+    check_rules_keep_dtype(out, np.float32)
+    out.backward(np.ones(out.shape, np.float32))
+    assert x.grad.dtype == np.float32
+
+
+def test_float64_tensor_with_python_numbers_stays_float64():
+    x = Tensor(np.array([0.5, 2.0]), requires_grad=True)
+    out = (x * 2 + 1.5) ** 2
+    out.sum().backward()
+    assert out.dtype == np.float64 and x.grad.dtype == np.float64
+
+
+# --- integer and boolean inputs -----------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_integer_labels_stay_integer(dtype):
+    """Labels are not differentiable inputs, so they are never cast to the logits' dtype."""
+    z = Tensor(np.zeros((2, 3), dtype), requires_grad=True)
+    loss = engine.softmax_cross_entropy(z, np.array([2, 0], np.int64))
+    assert loss.node.inputs[1].dtype == np.int64
+    assert loss.dtype == dtype
+    loss = engine.sigmoid_binary_cross_entropy(z, np.ones((2, 3), np.int32))
+    assert loss.node.inputs[1].dtype == np.int32
+    assert loss.dtype == dtype
+
+
+def test_where_condition_stays_boolean_and_dropout_mask_takes_the_input_dtype():
+    x = Tensor(np.ones(4, np.float32), requires_grad=True)
+    out = engine.where(np.array([True, False, True, False]), x, 0.0)
+    assert out.node.inputs[0].dtype == np.bool_
+    out = engine.dropout(x, p=0.5, rng=np.random.default_rng(0))
+    assert out.node.inputs[1].dtype == np.float32
+
+
+def test_integer_tensors_cannot_require_grad():
+    with pytest.raises(TypeError, match="^Tensor: only floating-point tensors can require grad"):
+        Tensor(np.arange(3), requires_grad=True)
+
+
+def test_integer_tensors_compute_in_integers_without_a_graph():
+    a = Tensor(np.arange(4))
+    out = a * 2 + 1
+    assert out.dtype.kind == "i" and out.node is None
+    np.testing.assert_array_equal(out.data, [1, 3, 5, 7])
