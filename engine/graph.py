@@ -203,7 +203,9 @@ def backward(roots: Sequence["Tensor"], root_grads: Sequence[np.ndarray], *,
         if g is None:
             continue
         if wanted is not None and id(tensor) in wanted:
-            wanted[id(tensor)] = g
+            # A private copy, as for .grad: g may be a read-only broadcast view or the
+            # caller's own grad_outputs array.
+            wanted[id(tensor)] = np.array(g, copy=True)
         node = tensor.node
         if accumulate and (node is None or tensor._retains_grad):
             tensor._accumulate_grad(g)

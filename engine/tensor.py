@@ -279,10 +279,10 @@ class Tensor:
         return _ops.flatten(self, start_dim=start_dim, end_dim=end_dim)
 
     def transpose(self, *axes: Any) -> "Tensor":
-        return _ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+        return _ops.permute(self, *axes) if axes else _ops.transpose(self)
 
     def permute(self, *axes: Any) -> "Tensor":
-        return _ops.transpose(self, axes[0] if len(axes) == 1 else axes)
+        return _ops.permute(self, *axes)
 
     @property
     def T(self) -> "Tensor":

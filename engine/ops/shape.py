@@ -101,7 +101,7 @@ class Transpose(Op):
 
 def permute(x: Any, *axes: int) -> Tensor:
     """PyTorch's name for transpose with an explicit permutation."""
-    return transpose(x, axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else axes)
+    return transpose(x, axes[0] if len(axes) == 1 and not isinstance(axes[0], numbers.Integral) else axes)
 
 
 class GetItem(Op):
