@@ -9,9 +9,11 @@ from .ops import *  # noqa: F401,F403  (every op is a function of the engine nam
 from .ops import __all__ as _ops_all
 from .transforms import grad, jvp, vjp
 from .gradcheck import GradcheckError, gradcheck, jvpcheck
+from .viz import GraphvizNotFound, backward_frames, draw, render, save_backward_html
 
 __version__ = "0.1.0"
 
 __all__ = ["Tensor", "as_tensor", "Node", "Op", "REGISTRY", "register", "unregister", "no_grad",
            "enable_grad", "is_grad_enabled", "detect_anomaly", "name_scope", "topological_order",
-           "grad", "jvp", "vjp", "gradcheck", "jvpcheck", "GradcheckError", "sum_to", "unbroadcast", *_ops_all]
+           "grad", "jvp", "vjp", "gradcheck", "jvpcheck", "GradcheckError",
+           "draw", "backward_frames", "save_backward_html", "render", "GraphvizNotFound", "sum_to", "unbroadcast", *_ops_all]

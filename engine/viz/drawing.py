@@ -1,0 +1,326 @@
+"""``draw``: the compute graph below a tensor as a ``graphviz.Digraph``.
+
+Tensors are boxes (name, shape and dtype, values, gradient), ops are ellipses, edges go in
+the direction data flows. Nodes created inside an nn module sit in a cluster per module
+(or one box per module with ``collapse=True``). Only DOT text is produced here; turning
+it into SVG/PNG/PDF needs the Graphviz ``dot`` program (see rendering.py). In Jupyter the
+returned Digraph displays inline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import graphviz
+import numpy as np
+
+from ..graph import Node
+from ..tensor import Tensor
+from . import labels, styles
+from .gradients import all_gradients, backward_order
+from .numeric import NumericCheck, numeric_checks
+from .view import GraphView, build_view
+
+SHOW = ("shape", "value", "grad")
+RANKDIRS = ("LR", "RL", "TB", "BT")
+OUT = -1  # edge key position of an op's edge to its output tensor
+
+EdgeKey = tuple[int, int]  # (id(node), input position, or OUT)
+
+
+@dataclass
+class Options:
+    """How to draw (the keyword arguments of ``draw``)."""
+
+    show: Sequence[str] = SHOW
+    rankdir: str = "LR"
+    max_elements: int = 6
+    collapse: bool = False
+    rules: bool = False   # print each op's derivative rule
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.show if s not in SHOW]
+        if unknown:
+            raise ValueError(f"draw: show may contain {SHOW}, got {unknown}")
+        if self.rankdir not in RANKDIRS:
+            raise ValueError(f"draw: rankdir must be one of {RANKDIRS}, got {self.rankdir!r}")
+        if self.max_elements < 0:
+            raise ValueError(f"draw: max_elements must be >= 0, got {self.max_elements}")
+
+
+@dataclass
+class Overlay:
+    """What a picture adds to the bare graph: gradients, checks, backward steps, highlights."""
+
+    grads: dict[int, np.ndarray] = field(default_factory=dict)      # id(tensor) -> gradient
+    partial: set[int] = field(default_factory=set)      # tensors whose gradient is still summed
+    checks: dict[int, NumericCheck] = field(default_factory=dict)   # id(leaf) -> check
+    steps: dict[int, int] = field(default_factory=dict)  # id(node) -> backward step, from 1
+    edge_labels: dict[EdgeKey, str] = field(default_factory=dict)
+    hot_edges: set[EdgeKey] = field(default_factory=set)  # drawn in the gradient colour
+    current: int | None = None                           # id(node) whose rule runs now
+    done: set[int] = field(default_factory=set)          # ids of nodes whose rule already ran
+    caption: str | None = None
+
+
+def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "LR",
+         max_elements: int = 6, collapse: bool = False, backward_order: bool = False,
+         rules: bool = False, numeric: bool = False, model: Any = None) -> graphviz.Digraph:
+    """The compute graph that produced ``tensor``, as a ``graphviz.Digraph``.
+
+    show: what tensor boxes list besides the name: "shape" (and dtype), "value", "grad".
+      Arrays with at most ``max_elements`` elements are printed, larger ones summarised
+      as min / mean / max. With a scalar root and a live graph, every tensor's gradient
+      (intermediates too) is computed without touching ``.grad``; otherwise ``.grad``
+      is shown where set.
+    rankdir: "LR" (left to right), "TB" (top to bottom), "RL" or "BT".
+    collapse: one box per module instead of a cluster of its ops and tensors.
+    backward_order: number the ops in the order backward runs their rules and label
+      each edge with the shape of the gradient flowing back along it.
+    rules: print each op's derivative rule (from its docstring).
+    numeric: beside each leaf's gradient, the central-difference estimate.
+    model: an nn.Module: names parameters ("layers.0.weight") and labels clusters
+      ("layers.0 (Linear 2→3, bias=True)").
+
+    ``.source`` is the DOT text; rendering needs Graphviz (``render``).
+    """
+    options = Options(show=tuple(show), rankdir=rankdir, max_elements=max_elements,
+                      collapse=collapse, rules=rules)
+    view = build_view(tensor, model)
+    overlay = Overlay()
+    if "grad" in options.show or numeric:
+        overlay.grads = all_gradients(view)
+    if numeric:
+        overlay.checks = numeric_checks(view, overlay.grads, max_elements)
+    if backward_order:
+        overlay.steps = step_numbers(view)
+        overlay.edge_labels = gradient_shapes(view)
+        overlay.hot_edges = set(overlay.edge_labels)
+    return to_digraph(view, options, overlay)
+
+
+def step_numbers(view: GraphView) -> dict[int, int]:
+    """id(node) -> the position (from 1) of its rule in the backward pass."""
+    return {id(node): k for k, node in enumerate(backward_order(view), start=1)}
+
+
+def gradient_shapes(view: GraphView) -> dict[EdgeKey, str]:
+    """Each edge a gradient flows back along, labelled with that gradient's shape."""
+    found = {}
+    for node in view.nodes:
+        found[(id(node), OUT)] = f"grad {labels.shape_text(view.output[id(node)].shape)}"
+        for i, (inp, needed) in enumerate(zip(node.inputs, node.needs_input_grad)):
+            if needed:
+                found[(id(node), i)] = f"grad {labels.shape_text(inp.shape)}"
+    return found
+
+
+# --- text of the boxes ------------------------------------------------------------------
+
+def tensor_lines(view: GraphView, t: Tensor, options: Options, overlay: Overlay) -> list[str]:
+    """Name, shape and dtype, value, gradient and numeric check of one tensor."""
+    n = options.max_elements
+    lines = [view.name(t)]
+    if "shape" in options.show:
+        lines.append(f"{labels.shape_text(t.shape)} {t.dtype}")
+    if "value" in options.show:
+        lines += labels.labelled("value", t.data, n)
+    grad = overlay.grads.get(id(t))
+    if "grad" in options.show and grad is not None:
+        lines += labels.labelled("grad so far" if id(t) in overlay.partial else "grad", grad, n)
+    check = overlay.checks.get(id(t))
+    if check is not None:
+        lines += check_lines(check, n)
+    return lines
+
+
+def check_lines(check: NumericCheck, max_elements: int) -> list[str]:
+    """The numeric estimate next to the analytic gradient, and their largest difference."""
+    if check.direction is None:
+        lines = labels.labelled("numeric", check.numeric, max_elements)
+    else:
+        lines = [f"along a random unit u: grad·u {labels.number(check.analytic)}",
+                 f"numeric d/du {labels.number(check.numeric)}"]
+    return lines + [f"max |analytic − numeric| {check.error:.1e}"]
+
+
+def op_lines(node: Node, options: Options, overlay: Overlay) -> list[str]:
+    """Op name (with its backward step number), parameters, backward delta, rule."""
+    step = overlay.steps.get(id(node))
+    lines = [f"[{step}] {node.op.name}" if step is not None else node.op.name]
+    params = labels.op_params(node)
+    if params:
+        lines.append(params)
+    if node.op.name in labels.FUSED_DELTAS:
+        lines.append(labels.FUSED_DELTAS[node.op.name])
+    if options.rules:
+        lines += labels.wrap(labels.derivative_rule(node.op))
+    return lines
+
+
+def dot_label(lines: list[str]) -> str:
+    """Lines joined with DOT's line break; backslashes kept literal; never an HTML label."""
+    return graphviz.nohtml("\\n".join(line.replace("\\", "\\\\") for line in lines))
+
+
+# --- assembling the Digraph -------------------------------------------------------------
+
+@dataclass
+class _Box:
+    """One DOT node statement, waiting to be placed in its cluster."""
+
+    name: str
+    lines: list[str]
+    kind: str          # a key of styles.STYLES
+    scope: str | None
+    attrs: dict[str, str] = field(default_factory=dict)  # on top of the kind's style
+
+
+def scope_chain(scope: str | None) -> list[str]:
+    """"layers.0" -> ["layers", "layers.0"]: the clusters a node sits in, outermost first."""
+    if not scope:
+        return []
+    parts = scope.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def collapse_units(view: GraphView) -> dict[int, str]:
+    """id(tensor or node) -> the module scope whose box hides it (collapse=True).
+
+    A module's box is the outermost scope that owns op nodes itself: a container that
+    only calls sub-modules (the Sequential ``layers`` of an MLP) stays a cluster around
+    its children's boxes, so an MLP shows one box per layer. The root is never hidden.
+    """
+    owners = {n.scope for n in view.nodes if n.scope}
+
+    def unit(scope: str | None) -> str | None:
+        return next((s for s in scope_chain(scope) if s in owners), None)
+
+    hidden = {}
+    for item in [*view.tensors, *view.nodes]:
+        u = unit(view.scope(item))
+        if u is not None and item is not view.root:
+            hidden[id(item)] = u
+    return hidden
+
+
+def module_label(view: GraphView, scope: str) -> str:
+    """"layers.0 (Linear 2→3, bias=True)" with a model, else the scope alone."""
+    module = view.modules.get(scope)
+    return f"{scope} ({labels.module_description(module)})" if module is not None else scope
+
+
+def group_box(view: GraphView, unit: str, name: str, hidden: dict[int, str],
+              overlay: Overlay) -> _Box:
+    """The box standing for a collapsed module: its label, parameter shapes, backward steps."""
+    lines = [module_label(view, unit)]
+    for t in view.tensors:
+        if hidden.get(id(t)) == unit and t.node is None and t.requires_grad:
+            short = view.name(t).removeprefix(unit + ".")
+            lines.append(f"{short} {labels.shape_text(t.shape)}")
+    steps = [overlay.steps[id(n)] for n in view.nodes
+             if hidden.get(id(n)) == unit and id(n) in overlay.steps]
+    if steps:
+        lines.append("backward steps " + ", ".join(str(s) for s in sorted(steps)))
+    parent = unit.rpartition(".")[0] or None
+    return _Box(name, lines, styles.MODULE, parent)
+
+
+def op_attrs(node: Node, overlay: Overlay) -> dict[str, str]:
+    """Playback frames: the op whose rule runs now stands out, ops already done fade."""
+    if id(node) == overlay.current:
+        return dict(styles.CURRENT)
+    if id(node) in overlay.done:
+        return dict(styles.DONE)
+    return {}
+
+
+def to_digraph(view: GraphView, options: Options, overlay: Overlay) -> graphviz.Digraph:
+    """Lay every box into its cluster, then the edges, then the legend."""
+    g = graphviz.Digraph(name="handgrad")
+    g.attr(rankdir=options.rankdir, **styles.GRAPH_ATTRS)
+    if overlay.caption:
+        g.attr(label=dot_label([overlay.caption]), labelloc="t")
+    g.attr("node", **styles.NODE_ATTRS)
+    g.attr("edge", **styles.EDGE_ATTRS)
+
+    hidden = collapse_units(view) if options.collapse else {}
+    group_names: dict[str, str] = {}   # module scope -> "group0", in order of appearance
+    for t in view.tensors:
+        for item in [t.node, t] if t.node is not None else [t]:
+            unit = hidden.get(id(item))
+            if unit is not None and unit not in group_names:
+                group_names[unit] = f"group{len(group_names)}"
+
+    def endpoint(item: Tensor | Node) -> str:
+        """The DOT node drawn for a tensor or op: its own box, or its module's box."""
+        unit = hidden.get(id(item))
+        return group_names[unit] if unit is not None else view.dot_id(item)
+
+    boxes = [group_box(view, unit, name, hidden, overlay) for unit, name in group_names.items()]
+    for t in view.tensors:
+        if t.node is not None and id(t.node) not in hidden:
+            boxes.append(_Box(view.dot_id(t.node), op_lines(t.node, options, overlay), styles.OP,
+                              t.node.scope, op_attrs(t.node, overlay)))
+        if id(t) not in hidden:
+            boxes.append(_Box(view.dot_id(t), tensor_lines(view, t, options, overlay), view.kind(t),
+                              view.scope(t)))
+    place_boxes(g, view, boxes)
+    add_edges(g, view, overlay, endpoint)
+    styles.add_legend(g, [k for k in styles.STYLES if any(b.kind == k for b in boxes)])
+    return g
+
+
+def place_boxes(g: graphviz.Digraph, view: GraphView, boxes: list[_Box]) -> None:
+    """Emit each box inside the nested clusters of its scope (``cluster_layers.0`` inside
+    ``cluster_layers``), clusters in the order they first appear."""
+    members: dict[str | None, list[_Box]] = {None: []}
+    children: dict[str | None, list[str]] = {None: []}
+    for box in boxes:
+        parent: str | None = None
+        for scope in scope_chain(box.scope):
+            if scope not in members:
+                members[scope], children[scope] = [], []
+                children[parent].append(scope)
+            parent = scope
+        members[box.scope or None].append(box)
+
+    def emit(container: graphviz.Digraph, scope: str | None) -> None:
+        for box in members[scope]:
+            attrs = {**styles.STYLES[box.kind], **box.attrs}
+            container.node(box.name, dot_label(box.lines), **attrs)
+        for child in children[scope]:
+            with container.subgraph(name=f"cluster_{child}") as cluster:
+                cluster.attr(label=module_label(view, child), style="rounded,filled",
+                             color="#8a9bb5", fillcolor="#f5f7fb", fontcolor="#2c3e66")
+                emit(cluster, child)
+
+    emit(g, None)
+
+
+def add_edges(g: graphviz.Digraph, view: GraphView, overlay: Overlay,
+              endpoint: Callable[[Tensor | Node], str]) -> None:
+    """Data-flow edges input -> op -> output. ``endpoint`` maps a tensor or node to the
+    DOT node drawn for it (a collapsed module's box for hidden ones); edges inside one
+    box vanish and an edge leaving a box is labelled with the shape it carries."""
+    drawn: set[tuple[str, str]] = set()
+    for node in view.nodes:
+        out = view.output[id(node)]
+        pairs = [(inp, node, i) for i, inp in enumerate(node.inputs)] + [(node, out, OUT)]
+        for src, dst, position in pairs:
+            a, b = endpoint(src), endpoint(dst)
+            key = (id(node), position)
+            from_box, to_box = a != view.dot_id(src), b != view.dot_id(dst)
+            if a == b or (from_box or to_box) and (a, b) in drawn:
+                continue  # inside one module box, or a second edge between the same boxes
+            drawn.add((a, b))
+            attrs: dict[str, str] = {}
+            if key in overlay.edge_labels:
+                attrs["label"] = dot_label(overlay.edge_labels[key].splitlines())
+            elif from_box:
+                attrs["label"] = labels.shape_text(out.shape if position == OUT else src.shape)
+            if key in overlay.hot_edges:
+                attrs.update(fontcolor=styles.GRAD_COLOR)
+                if id(node) == overlay.current:
+                    attrs.update(color=styles.GRAD_COLOR, penwidth="2")
+            g.edge(a, b, **attrs)

@@ -1,0 +1,117 @@
+"""The text inside the boxes: numbers, arrays, op names with their parameters, and the
+derivative rule read from each op's docstring."""
+from __future__ import annotations
+
+import inspect
+import textwrap
+from typing import Any
+
+import numpy as np
+
+from ..graph import Node
+from ..op import Op
+from ..tensor import Tensor
+
+# The fused losses are one node whose backward is the classic output delta.
+FUSED_DELTAS = {
+    "softmax_cross_entropy": "δ = (p − y)/N",
+    "sigmoid_binary_cross_entropy": "δ = (σ(z) − y)/N",
+}
+RULE_WIDTH = 40  # characters per line of a derivative rule in an op box
+
+
+def number(v: Any) -> str:
+    """A number in 4 significant digits: 0.1235, -3, 1.5e-07, True."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return f"{float(v):.4g}"
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    return str(tuple(int(n) for n in shape))
+
+
+def array_lines(a: np.ndarray, max_elements: int) -> list[str]:
+    """The values of a small array (one line per matrix row), else min / mean / max."""
+    a = np.asarray(a)
+    if a.size <= max_elements:
+        text = np.array2string(a, separator=", ", max_line_width=10**6,
+                               threshold=max_elements + 1, formatter={"all": number})
+        return text.splitlines()
+    if a.dtype.kind not in "biuf":
+        return [f"{a.dtype} array"]
+    with np.errstate(all="ignore"):  # inf - inf in a mean is not worth a warning here
+        lo, mean, hi = a.min(), a.astype(np.float64).mean(), a.max()
+    return [f"min {number(lo)}  mean {number(mean)}  max {number(hi)}"]
+
+
+def labelled(title: str, a: np.ndarray, max_elements: int) -> list[str]:
+    """``title`` in front of the first line of ``array_lines``."""
+    lines = array_lines(a, max_elements)
+    return [f"{title} {lines[0]}", *lines[1:]]
+
+
+def param_value(v: Any) -> str:
+    """A short text for an op parameter (axis=1, shape=(2, 3), index=array (4,))."""
+    if isinstance(v, Tensor):
+        v = v.data
+    if isinstance(v, np.ndarray):
+        return f"array {shape_text(v.shape)}"
+    if isinstance(v, tuple):
+        return "(" + ", ".join(param_value(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    if isinstance(v, slice):
+        parts = ["" if x is None else str(x) for x in (v.start, v.stop, v.step)]
+        return ":".join(parts[:2] if v.step is None else parts)
+    if isinstance(v, float):
+        return number(v)
+    return repr(v)
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    if default is inspect.Parameter.empty or isinstance(value, (np.ndarray, Tensor)):
+        return False
+    try:
+        return bool(value == default) and type(value) is type(default)
+    except (TypeError, ValueError):
+        return False
+
+
+def op_params(node: Node) -> str:
+    """The node's parameters that differ from the defaults of its op's forward: "axis=1"."""
+    try:
+        defaults = {k: p.default for k, p in inspect.signature(node.op.forward).parameters.items()}
+    except (TypeError, ValueError):
+        defaults = {}
+    shown = [f"{k}={param_value(v)}" for k, v in node.params.items()
+             if v is not None and not _is_default(v, defaults.get(k, inspect.Parameter.empty))]
+    return ", ".join(shown)
+
+
+def derivative_rule(op: Op) -> str:
+    """The derivative rule from the op's docstring, on one line.
+
+    Docstrings read ``"exp(x) = e^x.   d/dx = e^x ..."``: the rule is what follows the
+    3-space gap in the first paragraph. Without a gap, it is the rest of the first
+    paragraph after its first line (``linear``: "VJP: grad_x = ..."); failing that, the
+    first line.
+    """
+    doc = inspect.cleandoc(type(op).__doc__ or "")
+    paragraph = doc.split("\n\n")[0]
+    if "   " in paragraph:
+        rule = paragraph.split("   ", 1)[1]
+    else:
+        first, _, rest = paragraph.partition("\n")
+        rule = rest or first
+    return " ".join(rule.split())
+
+
+def wrap(text: str, width: int = RULE_WIDTH) -> list[str]:
+    return textwrap.wrap(text, width) or [""]
+
+
+def module_description(module: Any) -> str:
+    """"Linear 2→3, bias=True": the module's class and its extra_repr."""
+    extra = module.extra_repr() if hasattr(module, "extra_repr") else ""
+    return f"{type(module).__name__} {extra}".strip()

@@ -1,0 +1,48 @@
+"""How each kind of box looks, and the legend that explains it."""
+from __future__ import annotations
+
+import graphviz
+
+from .view import DATA, INTERMEDIATE, LEAF, PARAMETER, ROOT
+
+OP, MODULE = "op", "module"
+
+STYLES: dict[str, dict[str, str]] = {
+    PARAMETER: dict(shape="box", style="filled,bold", fillcolor="#ffd9a6"),
+    LEAF: dict(shape="box", style="filled", fillcolor="#fff2b3"),
+    DATA: dict(shape="note", style="filled", fillcolor="#e6e6e6"),
+    INTERMEDIATE: dict(shape="box", style="rounded,filled", fillcolor="#ffffff"),
+    ROOT: dict(shape="doubleoctagon", style="filled", fillcolor="#f6b8b8"),
+    OP: dict(shape="ellipse", style="filled", fillcolor="#cfe0fc"),
+    MODULE: dict(shape="box3d", style="filled", fillcolor="#d4efd4"),
+}
+
+LEGEND_TEXT = {
+    PARAMETER: "parameter (trained)",
+    LEAF: "leaf that requires grad",
+    DATA: "data / constant (no grad)",
+    INTERMEDIATE: "intermediate tensor",
+    ROOT: "root (the loss)",
+    OP: "op (its backward rule)",
+    MODULE: "collapsed module",
+}
+
+# Playback frames: the op whose rule runs now, ops already done, gradients sent.
+CURRENT = dict(fillcolor="#ffc933", penwidth="3")
+DONE = dict(fillcolor="#e9eef7", fontcolor="#6b7280")
+GRAD_COLOR = "#c0392b"
+
+GRAPH_ATTRS = dict(fontname="Helvetica", fontsize="11", nodesep="0.3", ranksep="0.4")
+NODE_ATTRS = dict(fontname="Helvetica", fontsize="10")
+EDGE_ATTRS = dict(fontname="Helvetica", fontsize="9", color="#555555")
+
+
+def add_legend(g: graphviz.Digraph, kinds: list[str]) -> None:
+    """A 'legend' cluster with one sample box per kind drawn in the picture, in a row
+    (invisible edges line them up along the rank direction)."""
+    with g.subgraph(name="cluster_legend") as legend:
+        legend.attr(label="legend", style="dashed", color="#999999")
+        for kind in kinds:
+            legend.node(f"legend_{kind}", LEGEND_TEXT[kind], **STYLES[kind])
+        for a, b in zip(kinds, kinds[1:]):
+            legend.edge(f"legend_{a}", f"legend_{b}", style="invis")

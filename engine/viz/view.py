@@ -1,0 +1,134 @@
+"""What a picture of the graph is made of: every tensor and op node reachable from a root,
+in a fixed order, with stable ids, display names, kinds and module scopes.
+
+Ids come from positions in a topological order (``t0, t1, ...`` for tensors, ``op0, op1,
+...`` for op nodes), never from Python's ``id()``, so the same graph built twice gives the
+same DOT text.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from ..graph import Node
+from ..tensor import Tensor
+
+# Tensor kinds, each drawn in its own style (see styles.py).
+ROOT, PARAMETER, LEAF, DATA, INTERMEDIATE = "root", "parameter", "leaf", "data", "intermediate"
+
+
+def all_tensors(root: Tensor) -> list[Tensor]:
+    """Every tensor reachable from ``root``, inputs before outputs.
+
+    Unlike ``graph.topological_order`` (which follows only edges a gradient flows along),
+    this also includes constants, data and labels: the picture shows the whole forward.
+    An iterative depth-first post-order, inputs explored left to right.
+    """
+    order: list[Tensor] = []
+    seen: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        tensor, children_done = stack.pop()
+        if children_done:
+            order.append(tensor)
+            continue
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        stack.append((tensor, True))
+        if tensor.node is not None:
+            for inp in reversed(tensor.node.inputs):
+                if id(inp) not in seen:
+                    stack.append((inp, False))
+    return order
+
+
+def is_parameter(tensor: Tensor) -> bool:
+    """True for an ``nn.Parameter``, recognised by class name: the engine must not import nn."""
+    return any(cls.__name__ == "Parameter" for cls in type(tensor).__mro__)
+
+
+@dataclass
+class GraphView:
+    """The graph below ``root`` as the drawing code sees it."""
+
+    root: Tensor
+    model: Any = None
+    tensors: list[Tensor] = field(default_factory=list)      # inputs before outputs
+    nodes: list[Node] = field(default_factory=list)          # op nodes, same order
+    ids: dict[int, str] = field(default_factory=dict)        # id(tensor or node) -> "t3", "op1"
+    output: dict[int, Tensor] = field(default_factory=dict)  # id(node) -> the tensor it made
+    param_names: dict[int, str] = field(default_factory=dict)  # id(param) -> "layers.0.weight"
+    users: dict[int, list[Node]] = field(default_factory=dict)  # id(tensor) -> nodes using it
+
+    def dot_id(self, item: Tensor | Node) -> str:
+        """The DOT node id: "t3" for a tensor, "op1" for an op node."""
+        return self.ids[id(item)]
+
+    def name(self, tensor: Tensor) -> str:
+        """The model's dotted parameter name, else ``tensor.name``, else the id."""
+        return self.param_names.get(id(tensor)) or tensor.name or self.dot_id(tensor)
+
+    def kind(self, tensor: Tensor) -> str:
+        if tensor is self.root:
+            return ROOT
+        if tensor.node is not None:
+            return INTERMEDIATE
+        if id(tensor) in self.param_names or is_parameter(tensor):
+            return PARAMETER
+        return LEAF if tensor.requires_grad else DATA
+
+    def scope(self, item: Tensor | Node) -> str | None:
+        """The module path a node or tensor belongs to (None: outside every module).
+
+        An op node has the scope it was created in and its output shares it. A trainable
+        leaf belongs to the module that owns it (from ``model``) or, without a model, to
+        the one scope all its consumers share. Data leaves stay outside.
+        """
+        if isinstance(item, Node):
+            return item.scope
+        if item.node is not None:
+            return item.node.scope
+        if not item.requires_grad:
+            return None
+        name = self.param_names.get(id(item))
+        if name is not None:
+            return name.rpartition(".")[0] or None
+        scopes = {n.scope for n in self.consumers(item)}
+        return scopes.pop() if len(scopes) == 1 else None
+
+    def consumers(self, tensor: Tensor) -> list[Node]:
+        """The op nodes that take ``tensor`` as an input."""
+        return self.users.get(id(tensor), [])
+
+    @cached_property
+    def modules(self) -> dict[str, Any]:
+        """Scope -> module, when a model was given."""
+        return dict(self.model.named_modules()) if self.model is not None else {}
+
+    @property
+    def alive(self) -> bool:
+        """True while no backward() has freed the buffers the rules need."""
+        return not any(n.freed for n in self.nodes)
+
+
+def build_view(root: Tensor, model: Any = None) -> GraphView:
+    """Walk the graph below ``root`` and number everything in topological order."""
+    if not isinstance(root, Tensor):
+        raise TypeError(f"draw: expected a Tensor, got {type(root).__name__}")
+    view = GraphView(root=root, model=model)
+    if model is not None:
+        view.param_names = {id(p): name for name, p in model.named_parameters()}
+    view.tensors = all_tensors(root)
+    for i, t in enumerate(view.tensors):
+        view.ids[id(t)] = f"t{i}"
+        if t.node is not None:
+            view.ids[id(t.node)] = f"op{len(view.nodes)}"
+            view.output[id(t.node)] = t
+            view.nodes.append(t.node)
+            for inp in t.node.inputs:
+                users = view.users.setdefault(id(inp), [])
+                if t.node not in users:
+                    users.append(t.node)
+    return view

@@ -1,0 +1,378 @@
+"""Data: the IDX file format of MNIST, the MNIST-format datasets, teaching datasets
+generated in code, preprocessing, and minibatch iteration.
+
+Nothing here downloads anything: MNIST-format files are read from a directory you
+point to (or Debian's Fashion-MNIST package); the teaching datasets are generated from
+a seed, bit for bit the same on every machine.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+DATASETS = ("spirals", "moons", "circles", "xor", "blobs", "mnist", "fashion-mnist")
+
+
+class DatasetError(ValueError):
+    """A dataset file that is missing, truncated or corrupt; the message names the path."""
+
+
+# --- the IDX format ----------------------------------------------------------------------
+# magic: 0x00 0x00 <type code> <number of dims>, then one big-endian uint32 per dim, then
+# the data, big-endian, row-major.
+IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+             0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read: {e.strerror or e}") from None
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DatasetError(f"{path}: corrupt gzip stream: {e}") from None
+    return raw
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or raw, detected by content) into a numpy array
+    of native byte order. Every header field and the exact length are checked."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    if len(raw) < 4:
+        raise DatasetError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
+    if raw[0] != 0 or raw[1] != 0:
+        raise DatasetError(f"{path}: bad magic number {raw[:4].hex()} (an IDX file starts "
+                           f"with two zero bytes)")
+    code, ndim = raw[2], raw[3]
+    if code not in IDX_TYPES:
+        raise DatasetError(f"{path}: unknown IDX type code 0x{code:02x}")
+    if not 1 <= ndim <= 4:
+        raise DatasetError(f"{path}: unsupported number of dimensions {ndim}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetError(f"{path}: truncated header: expected {header} bytes, found {len(raw)}")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = IDX_TYPES[code]
+    expected = int(np.prod(dims)) * dtype.itemsize
+    found = len(raw) - header
+    if found < expected:
+        raise DatasetError(f"{path}: truncated: expected {expected} bytes of data for shape "
+                           f"{dims}, found {found}")
+    if found > expected:
+        raise DatasetError(f"{path}: {found - expected} unexpected bytes after the data of "
+                           f"shape {dims}")
+    data = np.frombuffer(raw, dtype=dtype, count=int(np.prod(dims)), offset=header)
+    return data.reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> Path:
+    """Write ``array`` as an IDX file (gzip when ``compress`` or the name ends in .gz)."""
+    path = Path(path)
+    array = np.asarray(array)
+    codes = {dt.newbyteorder("=") if dt.itemsize > 1 else dt: c for c, dt in IDX_TYPES.items()}
+    native = array.dtype.newbyteorder("=")
+    if native not in codes:
+        raise ValueError(f"write_idx: dtype {array.dtype} has no IDX type code")
+    if not 1 <= array.ndim <= 4:
+        raise ValueError(f"write_idx: {array.ndim}-d arrays are not supported")
+    code = codes[native]
+    body = (bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+            + array.astype(IDX_TYPES[code]).tobytes())
+    if compress or (compress is None and path.suffix == ".gz"):
+        body = gzip.compress(body)
+    path.write_bytes(body)
+    return path
+
+
+# --- MNIST-format datasets ---------------------------------------------------------------
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
+}
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+WHERE_TO_GET = {
+    "fashion-mnist": "install Debian's package (apt-get install dataset-fashion-mnist, which puts "
+                     "the files in /usr/share/datasets/fashion-mnist) or download the four files "
+                     "from the zalandoresearch/fashion-mnist repository (data/fashion)",
+    "mnist": "download the four original MNIST files (train-images-idx3-ubyte.gz, ...) from "
+             "Yann LeCun's MNIST page or a mirror",
+}
+
+
+def _candidate_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
+    dirs: list[Path] = []
+    if data_dir is not None:
+        dirs += [Path(data_dir), Path(data_dir) / name]
+    env = os.environ.get("HANDGRAD_DATA")
+    if env:
+        dirs += [Path(env) / name, Path(env)]
+    if name == "fashion-mnist":
+        dirs.append(DEBIAN_FASHION_MNIST)
+    dirs.append(Path.home() / ".cache" / "handgrad" / name)
+    return dirs
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_mnist_files(name: str, data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+    """The four files of ``name`` from the first directory that holds all of them."""
+    if name not in WHERE_TO_GET:
+        raise ValueError(f"unknown MNIST-format dataset {name!r}; choose mnist or fashion-mnist")
+    searched = _candidate_dirs(name, data_dir)
+    for d in searched:
+        found = {key: _find(d, stem) for key, stem in MNIST_FILES.items()}
+        if all(found.values()):
+            return found  # type: ignore[return-value]
+    files = ", ".join(f"{s}[.gz]" for s in MNIST_FILES.values())
+    raise DatasetError(f"{name}: files not found. Looked in: {', '.join(str(d) for d in searched)}. "
+                       f"Needed: {files}. To get them, {WHERE_TO_GET[name]}, then pass the "
+                       f"directory with --data-dir or the HANDGRAD_DATA environment variable.")
+
+
+def load_mnist(name: str = "mnist", data_dir: str | os.PathLike | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_test, y_test): uint8 images (N, 28, 28) and int64 labels."""
+    files = find_mnist_files(name, data_dir)
+    out = []
+    for split in ("train", "test"):
+        images, labels = read_idx(files[f"{split}_images"]), read_idx(files[f"{split}_labels"])
+        if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+            raise DatasetError(f"{files[f'{split}_images']}: expected uint8 images of shape "
+                               f"(N, 28, 28), got {images.dtype} {images.shape}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise DatasetError(f"{files[f'{split}_labels']}: {labels.shape} labels for "
+                               f"{len(images)} images in {files[f'{split}_images']}")
+        if labels.size and labels.max() > 9:
+            raise DatasetError(f"{files[f'{split}_labels']}: label {labels.max()} outside 0..9")
+        out += [images, labels.astype(np.int64)]
+    return out[0], out[1], out[2], out[3]
+
+
+# --- teaching datasets -------------------------------------------------------------------
+
+def _classes_of(n: int, classes: int) -> np.ndarray:
+    """n labels, as balanced as possible, in order 0, 0, ..., 1, 1, ..."""
+    return np.repeat(np.arange(classes), [n // classes + (c < n % classes) for c in range(classes)])
+
+
+def _finish(X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    order = rng.permutation(len(y))
+    return X[order].astype(np.float32), y[order].astype(np.int64)
+
+
+def _check_n(name: str, n: int, classes: int = 1) -> None:
+    if not isinstance(n, (int, np.integer)) or n < classes or n <= 0:
+        raise ValueError(f"{name}: n must be an integer >= {max(classes, 1)}, got {n!r}")
+
+
+def spirals(n: int = 600, classes: int = 3, noise: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``classes`` interleaved spiral arms in the plane (the CS231n toy problem)."""
+    _check_n("spirals", n, classes)
+    rng = np.random.default_rng(seed)
+    y = _classes_of(n, classes)
+    t = np.concatenate([np.linspace(0, 1, int((y == c).sum())) for c in range(classes)])
+    radius = t
+    angle = y * (2 * np.pi / classes) + t * 4 + rng.standard_normal(n) * noise
+    X = np.stack([radius * np.sin(angle), radius * np.cos(angle)], axis=1)
+    return _finish(X, y, rng)
+
+
+def moons(n: int = 400, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaving half circles."""
+    _check_n("moons", n, 2)
+    rng = np.random.default_rng(seed)
+    y = _classes_of(n, 2)
+    t = rng.uniform(0, np.pi, n)
+    X = np.where(y[:, None] == 0, np.stack([np.cos(t), np.sin(t)], 1),
+                 np.stack([1 - np.cos(t), 0.5 - np.sin(t)], 1))
+    return _finish(X + rng.normal(0, noise, X.shape), y, rng)
+
+
+def circles(n: int = 400, noise: float = 0.05, factor: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A circle (class 0) around a smaller one (class 1), radius ratio ``factor``."""
+    _check_n("circles", n, 2)
+    if not 0 < factor < 1:
+        raise ValueError(f"circles: factor must be in (0, 1), got {factor}")
+    rng = np.random.default_rng(seed)
+    y = _classes_of(n, 2)
+    t = rng.uniform(0, 2 * np.pi, n)
+    r = np.where(y == 0, 1.0, factor)
+    X = np.stack([r * np.cos(t), r * np.sin(t)], 1)
+    return _finish(X + rng.normal(0, noise, X.shape), y, rng)
+
+
+def xor(n: int = 400, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Four clusters at the corners of the unit square; the label is x1 XOR x2."""
+    _check_n("xor", n, 4)
+    rng = np.random.default_rng(seed)
+    corner = np.arange(n) % 4
+    bits = np.stack([corner // 2, corner % 2], 1)
+    y = bits[:, 0] ^ bits[:, 1]
+    return _finish(bits + rng.normal(0, noise, (n, 2)), y, rng)
+
+
+def blobs(n: int = 300, centers: int = 3, std: float = 0.5, dim: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian clusters around ``centers`` random points in [-5, 5]^dim."""
+    _check_n("blobs", n, centers)
+    rng = np.random.default_rng(seed)
+    means = rng.uniform(-5, 5, (centers, dim))
+    y = _classes_of(n, centers)
+    return _finish(means[y] + rng.normal(0, std, (n, dim)), y, rng)
+
+
+GENERATORS = {"spirals": spirals, "moons": moons, "circles": circles, "xor": xor, "blobs": blobs}
+
+
+# --- preprocessing -----------------------------------------------------------------------
+
+def normalize_images(x: np.ndarray) -> np.ndarray:
+    """uint8 pixels 0..255 as float32 in [0, 1]."""
+    return np.asarray(x, dtype=np.float32) / np.float32(255)
+
+
+def standardize(x_train: np.ndarray, *others: np.ndarray, eps: float = 1e-8) -> tuple[np.ndarray, ...]:
+    """Subtract the training mean and divide by the training std (per feature), applying
+    the same transform to ``others`` (validation, test)."""
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0) + eps
+    return tuple(((x - mean) / std).astype(x_train.dtype) for x in (x_train, *others))
+
+
+def one_hot(y: Any, classes: int, dtype: Any = np.float32) -> np.ndarray:
+    """Labels (N,) as rows of a (N, classes) identity."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: labels must be integers, got dtype {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= classes):
+        raise ValueError(f"one_hot: labels must lie in [0, {classes}), got {y.min()}..{y.max()}")
+    out = np.zeros(y.shape + (classes,), dtype=dtype)
+    np.put_along_axis(out, y[..., None].astype(np.intp), 1, axis=-1)
+    return out
+
+
+def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.1, seed: int = 0,
+                    stratify: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A shuffled split into (x_train, y_train, x_val, y_val); ``stratify`` keeps the class
+    proportions in both parts."""
+    if len(X) != len(y):
+        raise ValueError(f"train_val_split: {len(X)} inputs but {len(y)} labels")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"train_val_split: val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    if stratify:
+        val_idx = []
+        for c in np.unique(y):
+            members = rng.permutation(np.flatnonzero(y == c))
+            val_idx.append(members[: int(round(len(members) * val_fraction))])
+        val = np.sort(np.concatenate(val_idx))
+        train = np.setdiff1d(np.arange(len(y)), val)
+        train, val = rng.permutation(train), rng.permutation(val)
+    else:
+        order = rng.permutation(len(y))
+        n_val = int(round(len(y) * val_fraction))
+        val, train = order[:n_val], order[n_val:]
+    if len(val) == 0 or len(train) == 0:
+        raise ValueError(f"train_val_split: val_fraction {val_fraction} of {len(y)} examples "
+                         f"leaves an empty split")
+    return X[train], y[train], X[val], y[val]
+
+
+def batches(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
+            rng: np.random.Generator | None = None, drop_last: bool = False
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Minibatches (xb, yb) covering every example once, in a shuffled order if asked."""
+    if len(X) != len(y):
+        raise ValueError(f"batches: {len(X)} inputs but {len(y)} targets")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ValueError(f"batches: batch_size must be a positive integer, got {batch_size!r}")
+    n = len(X)
+    order = (rng if rng is not None else np.random.default_rng()).permutation(n) if shuffle else None
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        if order is None:
+            yield X[start:start + batch_size], y[start:start + batch_size]
+        else:
+            idx = order[start:start + batch_size]
+            yield X[idx], y[idx]
+
+
+class DataLoader:
+    """Iterable minibatches of (X, y); each pass reshuffles with the loader's own seeded
+    generator, so a run is reproducible and two loaders never share randomness."""
+
+    def __init__(self, X: Any, y: Any, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False):
+        self.X, self.y = np.asarray(X), np.asarray(y)
+        if len(self.X) != len(self.y):
+            raise ValueError(f"DataLoader: {len(self.X)} inputs but {len(self.y)} targets")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
+        self.rng = np.random.default_rng(seed)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return batches(self.X, self.y, self.batch_size, self.shuffle, self.rng, self.drop_last)
+
+    def __len__(self) -> int:
+        n = len(self.X)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+# --- one entry point ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Splits:
+    """A dataset ready for training: float32 inputs, int64 labels, train/val/test."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, n: int | None = None,
+                 seed: int = 0, val_fraction: float = 0.0) -> Splits:
+    """Load ``name`` (one of DATASETS). MNIST-format images become (N, 784) float32 in [0, 1]
+    with the official test split (``n`` keeps the first n training examples); teaching
+    datasets are generated from ``seed`` (``n`` examples, default per dataset) and split
+    80/20. ``val_fraction`` > 0 carves a validation split out of the training set."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name in GENERATORS:
+        X, y = GENERATORS[name](seed=seed) if n is None else GENERATORS[name](n=n, seed=seed)
+        cut = int(round(len(y) * 0.8))
+        x_train, y_train, x_test, y_test = X[:cut], y[:cut], X[cut:], y[cut:]
+        num_classes = int(y.max()) + 1
+    else:
+        xtr, y_train, xte, y_test = load_mnist(name, data_dir)
+        if n is not None:
+            xtr, y_train = xtr[:n], y_train[:n]
+        x_train = normalize_images(xtr.reshape(len(xtr), -1))
+        x_test = normalize_images(xte.reshape(len(xte), -1))
+        num_classes = 10
+    x_val = y_val = None
+    if val_fraction:
+        x_train, y_train, x_val, y_val = train_val_split(x_train, y_train, val_fraction, seed)
+    return Splits(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes,
+                  tuple(x_train.shape[1:]))

@@ -1,0 +1,98 @@
+"""Weight initialization. Every initializer takes a shape and a ``numpy.random.Generator``
+and returns a new array, so a seed reproduces a network bit for bit.
+
+For a weight of shape (fan_in, fan_out) (handgrad's Linear computes x @ W + b):
+  he / kaiming   N(0, 2 / fan_in)                  keeps activations' variance through ReLU
+  xavier/glorot  N(0, 2 / (fan_in + fan_out))      for tanh / sigmoid
+  *_uniform      the uniform law with the same variance
+  small_normal   N(0, 0.1^2)                       the classic from-scratch choice
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+Initializer = Callable[[tuple[int, ...], np.random.Generator], np.ndarray]
+
+_default_rng = np.random.default_rng(0)
+
+
+def manual_seed(seed: int) -> None:
+    """Reset the generator used when a layer is built without an explicit ``rng``."""
+    global _default_rng
+    _default_rng = np.random.default_rng(seed)
+
+
+def default_rng() -> np.random.Generator:
+    return _default_rng
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) < 2:
+        raise ValueError(f"fan-based initialization needs a weight of at least 2 dimensions, "
+                         f"got shape {shape}")
+    receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    return shape[0] * receptive, shape[1] * receptive
+
+
+def kaiming_normal(shape: tuple[int, ...], rng: np.random.Generator, gain: float = math.sqrt(2)) -> np.ndarray:
+    fan_in, _ = _fans(shape)
+    return rng.normal(0.0, gain / math.sqrt(fan_in), size=shape)
+
+
+def kaiming_uniform(shape: tuple[int, ...], rng: np.random.Generator, gain: float = math.sqrt(2)) -> np.ndarray:
+    fan_in, _ = _fans(shape)
+    bound = gain * math.sqrt(3 / fan_in)
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def xavier_normal(shape: tuple[int, ...], rng: np.random.Generator, gain: float = 1.0) -> np.ndarray:
+    fan_in, fan_out = _fans(shape)
+    return rng.normal(0.0, gain * math.sqrt(2 / (fan_in + fan_out)), size=shape)
+
+
+def xavier_uniform(shape: tuple[int, ...], rng: np.random.Generator, gain: float = 1.0) -> np.ndarray:
+    fan_in, fan_out = _fans(shape)
+    bound = gain * math.sqrt(6 / (fan_in + fan_out))
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def small_normal(shape: tuple[int, ...], rng: np.random.Generator, std: float = 0.1) -> np.ndarray:
+    return rng.normal(0.0, std, size=shape)
+
+
+def zeros(shape: tuple[int, ...], rng: np.random.Generator | None = None) -> np.ndarray:
+    return np.zeros(shape)
+
+
+def ones(shape: tuple[int, ...], rng: np.random.Generator | None = None) -> np.ndarray:
+    return np.ones(shape)
+
+
+INITIALIZERS: dict[str, Initializer] = {
+    "he": kaiming_normal, "kaiming": kaiming_normal, "kaiming_normal": kaiming_normal,
+    "he_uniform": kaiming_uniform, "kaiming_uniform": kaiming_uniform,
+    "xavier": xavier_normal, "glorot": xavier_normal, "xavier_normal": xavier_normal,
+    "xavier_uniform": xavier_uniform, "glorot_uniform": xavier_uniform,
+    "small_normal": small_normal, "normal": small_normal,
+    "zeros": zeros, "ones": ones,
+}
+
+
+def get(init: str | Initializer) -> Initializer:
+    """An initializer by name, or ``init`` itself when it is a callable."""
+    if callable(init):
+        return init
+    if init not in INITIALIZERS:
+        raise ValueError(f"unknown initializer {init!r}; choose one of {sorted(INITIALIZERS)}")
+    return INITIALIZERS[init]
+
+
+def initialize(init: str | Initializer, shape: tuple[int, ...], rng: np.random.Generator | None,
+               dtype: Any = np.float32) -> np.ndarray:
+    out = np.asarray(get(init)(tuple(shape), rng if rng is not None else _default_rng))
+    if out.shape != tuple(shape):
+        raise ValueError(f"initializer {init!r} returned shape {out.shape}, expected {tuple(shape)}")
+    return out.astype(dtype)

@@ -1,0 +1,184 @@
+"""Layers: Linear, activations, Dropout, Flatten, and the MLP built from them."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+import engine
+from engine import Tensor
+
+from . import init as init_
+from .module import Module, Parameter, Sequential
+
+
+class Linear(Module):
+    """y = x @ W + b with W of shape (in_features, out_features): the fused ``linear`` op.
+
+    The weight is stored (in, out), as in the from-scratch derivations (delta_W = a^T delta),
+    not (out, in) as in PyTorch. ``init`` names an initializer of ``nn.init`` or is a
+    callable (shape, rng) -> array; biases start at zero.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 init: str | init_.Initializer = "he", rng: np.random.Generator | None = None,
+                 dtype: Any = np.float32):
+        super().__init__()
+        for what, n in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(n, (int, np.integer)) or n <= 0:
+                raise ValueError(f"Linear: {what} must be a positive integer, got {n!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.weight = Parameter(init_.initialize(init, (in_features, out_features), rng, dtype))
+        self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
+
+    def forward(self, x: Any) -> Tensor:
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear({self.in_features}→{self.out_features}): input has shape "
+                             f"{x.shape}, its last axis must be {self.in_features}")
+        return engine.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}→{self.out_features}, bias={self.bias is not None}"
+
+
+class _Activation(Module):
+    """An activation: forward applies ``fn`` with the module's keyword arguments."""
+
+    fn: Any = None
+
+    def __init__(self, **kwargs: Any):
+        super().__init__()
+        object.__setattr__(self, "kwargs", kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return type(self).fn(x, **self.kwargs)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+
+
+class ReLU(_Activation):
+    fn = engine.relu
+
+
+class Sigmoid(_Activation):
+    fn = engine.sigmoid
+
+
+class Tanh(_Activation):
+    fn = engine.tanh
+
+
+class Softplus(_Activation):
+    fn = engine.softplus
+
+
+class LeakyReLU(_Activation):
+    fn = engine.leaky_relu
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__(negative_slope=negative_slope)
+
+
+class ELU(_Activation):
+    fn = engine.elu
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__(alpha=alpha)
+
+
+class GELU(_Activation):
+    fn = engine.gelu
+
+    def __init__(self, approximate: str = "tanh"):
+        super().__init__(approximate=approximate)
+
+
+class Softmax(_Activation):
+    fn = engine.softmax
+
+    def __init__(self, axis: int = -1):
+        super().__init__(axis=axis)
+
+
+class Identity(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...): images to vectors."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return engine.flatten(x, start_dim=1)
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zero each element with probability p and scale the
+    rest by 1/(1-p); in eval mode, the identity."""
+
+    def __init__(self, p: float = 0.5, rng: np.random.Generator | None = None):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = p
+        object.__setattr__(self, "rng", rng if rng is not None else init_.default_rng())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return engine.dropout(x, self.p, training=self.training, rng=self.rng)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+ACTIVATIONS: dict[str, type[Module]] = {
+    "relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "leaky_relu": LeakyReLU, "elu": ELU,
+    "gelu": GELU, "softplus": Softplus, "identity": Identity,
+}
+
+# He initialization suits the ReLU family; Xavier suits the saturating ones.
+DEFAULT_INIT = {"relu": "he", "leaky_relu": "he", "elu": "he", "gelu": "he", "softplus": "he",
+                "sigmoid": "xavier", "tanh": "xavier", "identity": "xavier"}
+
+
+class MLP(Module):
+    """A multilayer perceptron: ``MLP([784, 50, 10], activation="sigmoid")`` is
+    Linear(784→50), Sigmoid, Linear(50→10). The output layer is linear (logits, for the
+    fused softmax-cross-entropy or sigmoid-BCE losses)."""
+
+    def __init__(self, sizes: Sequence[int], activation: str = "relu", dropout: float = 0.0,
+                 init: str | None = None, bias: bool = True, seed: int | None = None,
+                 rng: np.random.Generator | None = None, dtype: Any = np.float32):
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or any(s <= 0 for s in sizes):
+            raise ValueError(f"MLP: sizes must list at least an input and an output size, all "
+                             f"positive, got {list(sizes)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"MLP: unknown activation {activation!r}; choose one of "
+                             f"{sorted(ACTIVATIONS)}")
+        if rng is None:
+            rng = np.random.default_rng(seed) if seed is not None else init_.default_rng()
+        init = init or DEFAULT_INIT[activation]
+        layers: list[Module] = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            last = i == len(sizes) - 2
+            layers.append(Linear(n_in, n_out, bias=bias, init="xavier" if last else init, rng=rng,
+                                 dtype=dtype))
+            if not last:
+                layers.append(ACTIVATIONS[activation]())
+                if dropout:
+                    layers.append(Dropout(dropout, rng=rng))
+        self.layers = Sequential(*layers)
+        # What it takes to build this model again (saved in checkpoints).
+        object.__setattr__(self, "config", {
+            "sizes": sizes, "activation": activation, "dropout": float(dropout),
+            "init": init if isinstance(init, str) else None, "bias": bias,
+            "dtype": np.dtype(dtype).name})
+
+    def forward(self, x: Any) -> Tensor:
+        return self.layers(x)
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.config['sizes']}, activation={self.config['activation']!r}"

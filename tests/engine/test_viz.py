@@ -1,0 +1,409 @@
+"""The teaching pictures (engine.viz): the DOT text of small known graphs, layers as
+clusters, collapsing, backward order, numeric vs analytic gradients, the step-by-step
+playback, rendering with and without Graphviz, the activation plot and the CLI.
+
+Regenerate the golden files (the README figure) with
+    .venv/bin/python -m tests.engine.test_viz
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import engine
+import nn
+from engine.viz import GraphvizNotFound, backward_frames, draw, render, save_backward_html
+from engine.viz import labels
+from engine.viz.cli import add_draw_arguments, draw_command
+from engine.viz.numeric import numeric_checks
+from engine.viz.playback import captioned_frames
+from engine.viz.view import build_view
+
+GOLDEN = Path(__file__).parent / "golden"
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' not installed")
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+# --- reading DOT text back ---------------------------------------------------------------
+
+NODE = re.compile(r'^\s*(\w+) \[label=("(?:[^"\\]|\\.)*"|\w+)', re.MULTILINE)
+EDGE = re.compile(r"^\s*(\w+) -> (\w+)(?: \[(.*)\])?$", re.MULTILINE)
+
+
+def nodes(source: str) -> dict[str, str]:
+    """DOT node id -> its label as plain text (legend entries left out)."""
+    found = {name: label.strip('"').replace("\\n", "\n") for name, label in NODE.findall(source)}
+    return {k: v for k, v in found.items() if not k.startswith("legend_")}
+
+
+def edges(source: str) -> list[tuple[str, str]]:
+    return [(a, b) for a, b, _ in EDGE.findall(source) if not a.startswith("legend_")]
+
+
+def edge_attrs(source: str) -> dict[tuple[str, str], str]:
+    return {(a, b): attrs for a, b, attrs in EDGE.findall(source)}
+
+
+def cluster(source: str, name: str) -> str:
+    """The body of ``subgraph "name" { ... }`` (nested clusters included)."""
+    start = re.search(rf'subgraph "?{re.escape(name)}"? {{', source)
+    assert start is not None, f"no cluster {name}"
+    depth, i = 1, start.end()
+    while depth:
+        depth += {"{": 1, "}": -1}.get(source[i], 0)
+        i += 1
+    return source[start.end():i - 1]
+
+
+# --- small known graphs --------------------------------------------------------------------
+
+def tanh_graph():
+    """sum(tanh(x * w + b)) with x data, w and b leaves that require grad, float64."""
+    x = engine.Tensor(np.array([1.0, 2.0]), name="x")
+    w = engine.Tensor(np.array([0.5, -1.0]), requires_grad=True, name="w")
+    b = engine.Tensor(np.array([0.1, 0.2]), requires_grad=True, name="b")
+    return (x * w + b).tanh().sum(), x, w, b
+
+
+def small_mlp():
+    """MLP([2, 3, 2]) with fixed float64 weights on 2 XOR examples, and its loss."""
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0, dtype=np.float64)
+    model.load_state_dict({
+        "layers.0.weight": [[0.5, -0.3, 0.8], [-0.2, 0.4, 0.6]],
+        "layers.0.bias": [0.1, -0.2, 0.05],
+        "layers.2.weight": [[0.7, -0.5], [-0.4, 0.9], [0.3, 0.6]],
+        "layers.2.bias": [0.05, -0.05],
+    })
+    x = engine.Tensor(np.array([[0.0, 1.0], [1.0, 1.0]]), name="x")
+    loss = nn.CrossEntropyLoss()(model(x), np.array([1, 0]))
+    return model, loss
+
+
+def test_tanh_graph_has_exactly_its_tensors_ops_and_data_flow_edges():
+    loss, *_ = tanh_graph()
+    source = draw(loss).source
+    found = nodes(source)
+    assert set(found) == {f"t{i}" for i in range(7)} | {f"op{i}" for i in range(4)}
+    assert [found[f"op{i}"] for i in range(4)] == ["mul", "add", "tanh", "sum"]
+    names = [found[f"t{i}"].splitlines()[0] for i in range(7)]
+    assert names == ["x", "w", "t2", "b", "t4", "t5", "t6"]
+    assert sorted(edges(source)) == sorted([
+        ("t0", "op0"), ("t1", "op0"), ("op0", "t2"), ("t2", "op1"), ("t3", "op1"),
+        ("op1", "t4"), ("t4", "op2"), ("op2", "t5"), ("t5", "op3"), ("op3", "t6")])
+
+
+def test_tensor_labels_show_shape_dtype_value_and_every_gradient():
+    loss, x, w, b = tanh_graph()
+    found = nodes(draw(loss).source)
+    y = np.tanh(x.data * w.data + b.data)
+    dw = x.data * (1 - y ** 2)                        # d sum(tanh(x w + b)) / dw by hand
+    np.testing.assert_allclose(dw, [0.7116, 0.2071], atol=5e-5)
+    assert found["t1"].splitlines() == ["w", "(2,) float64", "value [0.5, -1]",
+                                        "grad [0.7116, 0.2071]"]
+    assert "grad [1, 1]" in found["t5"]              # an intermediate's gradient
+    assert found["t6"].splitlines()[-1] == "grad 1"  # the root
+    assert "grad" not in found["t0"]                 # data has none
+    assert w.grad is None and b.grad is None         # drawing does not touch .grad
+
+
+def test_big_tensors_are_summarised_and_show_selects_the_lines():
+    a = engine.Tensor(np.arange(12.0).reshape(3, 4), requires_grad=True, name="a")
+    source = draw((a * a).sum(), max_elements=6).source
+    assert nodes(source)["t0"].splitlines()[2:] == ["value min 0  mean 5.5  max 11",
+                                                    "grad min 0  mean 11  max 22"]
+    assert nodes(draw((a * a).sum(), show=("shape",)).source)["t0"] == "a\n(3, 4) float64"
+    with pytest.raises(ValueError, match="show"):
+        draw(a, show=("colour",))
+
+
+def test_after_backward_the_graph_is_freed_and_only_dot_grad_is_shown():
+    loss, _, w, _ = tanh_graph()
+    loss.backward()
+    found = nodes(draw(loss).source)
+    assert f"grad [{labels.number(w.grad[0])}, {labels.number(w.grad[1])}]" in found["t1"]
+    assert "grad" not in found["t5"]                 # intermediates keep no .grad
+
+
+def test_op_labels_show_parameters_that_differ_from_the_defaults():
+    a = engine.Tensor(np.ones((2, 3)), requires_grad=True)
+    found = nodes(draw(a.softmax(axis=0).sum(axis=1).mean()).source)
+    assert found["op0"] == "softmax\naxis=0"
+    assert found["op1"] == "sum\naxis=1"
+    assert found["op2"] == "mean"                    # axis=None, keepdims=False: defaults
+
+
+def test_derivative_rules_come_from_the_op_docstrings():
+    assert labels.derivative_rule(engine.exp) == "d/dx = e^x (the output itself)."
+    assert labels.derivative_rule(engine.dropout_op) == "d/dx = mask."   # gap on line 2
+    assert labels.derivative_rule(engine.linear).startswith("VJP: grad_x = grad @ W^T")
+    loss, *_ = tanh_graph()
+    assert "d/dx = 1 - tanh(x)^2." in nodes(draw(loss, rules=True).source)["op2"]
+
+
+def test_fused_losses_are_one_box_showing_their_backward_delta():
+    z = engine.Tensor(np.array([[1.0, -1.0], [0.5, 2.0]]), requires_grad=True)
+    found = nodes(draw(engine.softmax_cross_entropy(z, np.array([0, 1]))).source)
+    ops = [v for k, v in found.items() if k.startswith("op")]
+    assert ops == ["softmax_cross_entropy\nδ = (p − y)/N"]
+    found = nodes(draw(engine.sigmoid_binary_cross_entropy(z, np.ones((2, 2)))).source)
+    assert "(σ(z) − y)/N" in found["op0"]
+
+
+# --- modules -------------------------------------------------------------------------------
+
+def test_mlp_layers_are_clusters_labelled_with_module_and_description():
+    model, loss = small_mlp()
+    source = draw(loss, model=model).source
+    outer = cluster(source, "cluster_layers")
+    assert 'label="layers (Sequential)"' in outer
+    for scope, text in [("layers.0", "layers.0 (Linear 2→3, bias=True)"),
+                        ("layers.1", "layers.1 (Tanh)"),
+                        ("layers.2", "layers.2 (Linear 3→2, bias=True)")]:
+        body = cluster(source, f"cluster_{scope}")
+        assert f'label="{text}"' in body and f"cluster_{scope}" in outer
+    found = nodes(cluster(source, "cluster_layers.0"))
+    assert sorted(v.splitlines()[0] for v in found.values()) == [
+        "layers.0.bias", "layers.0.weight", "linear", "t3"]
+    assert "softmax_cross_entropy" not in outer      # the loss is outside every module
+
+
+def test_without_a_model_clusters_carry_the_scope_and_parameters_their_own_name():
+    model, loss = small_mlp()
+    source = draw(loss).source
+    assert 'label="layers.0"' in cluster(source, "cluster_layers.0")
+    assert nodes(cluster(source, "cluster_layers.2"))["t5"].startswith("weight\n(3, 2)")
+
+
+def test_collapse_draws_one_box_per_layer_with_its_parameter_shapes():
+    model, loss = small_mlp()
+    source = draw(loss, model=model, collapse=True).source
+    found = nodes(source)
+    assert [found[f"group{i}"].splitlines() for i in range(3)] == [
+        ["layers.0 (Linear 2→3, bias=True)", "weight (2, 3)", "bias (3,)"],
+        ["layers.1 (Tanh)"],
+        ["layers.2 (Linear 3→2, bias=True)", "weight (3, 2)", "bias (2,)"]]
+    assert [v for k, v in found.items() if k.startswith("op")] == [
+        "softmax_cross_entropy\nδ = (p − y)/N"]
+    assert sorted(edges(source)) == sorted([
+        ("t0", "group0"), ("group0", "group1"), ("group1", "group2"), ("group2", "op3"),
+        ("t8", "op3"), ("op3", "t9")])
+    assert edge_attrs(source)[("group0", "group1")] == 'label="(2, 3)"'
+
+
+def test_ids_are_deterministic_two_builds_give_identical_dot():
+    def build() -> str:
+        junk = [engine.Tensor(np.ones(3), requires_grad=True) * 2 for _ in range(5)]  # noqa: F841
+        model, loss = small_mlp()
+        return draw(loss, model=model, backward_order=True, numeric=True).source
+    assert build() == build()
+
+
+# --- backward order and numeric overlay ----------------------------------------------------
+
+def fan_out_graph():
+    """loss = sum(tanh(h) * sigmoid(h)) + sum(W * W), h = x @ W: W and h used twice."""
+    W = engine.Tensor(np.array([[0.3, -0.2], [0.1, 0.4]]), requires_grad=True, name="W")
+    h = engine.Tensor(np.array([[1.0, 2.0], [-1.0, 0.5]]), name="x") @ W
+    return (h.tanh() * h.sigmoid()).sum() + (W * W).sum()
+
+
+def test_backward_order_numbers_ops_as_backward_runs_their_rules(monkeypatch):
+    loss = fan_out_graph()
+    source = draw(loss, backward_order=True).source
+    numbered = {int(re.match(r"\[(\d+)\]", label).group(1)): name
+                for name, label in nodes(source).items() if name.startswith("op")}
+    view = build_view(loss)
+    calls: list[str] = []
+    for op in {id(node.op): node.op for node in view.nodes}.values():  # each op once
+        rule = op.backward
+        monkeypatch.setattr(op, "backward",
+                            lambda ctx, g, rule=rule: calls.append(view.dot_id(ctx)) or rule(ctx, g))
+    loss.backward()
+    assert [numbered[k] for k in sorted(numbered)] == calls
+    assert sorted(numbered) == list(range(1, len(view.nodes) + 1))
+    assert edge_attrs(source)[("t1", "op0")] == 'label="grad (2, 2)" fontcolor="#c0392b"'
+    assert edge_attrs(source)[("t0", "op0")] == ""   # x is data: no gradient flows back
+
+
+def test_numeric_gradients_agree_with_the_analytic_ones():
+    a = engine.Tensor(np.linspace(-1, 1, 12).reshape(3, 4), requires_grad=True, name="a")
+    v = engine.Tensor(np.array([0.5, -0.25, 1.0, 2.0]), requires_grad=True, name="v")
+    loss = ((a * v).tanh() ** 2).mean() + v.softplus().sum()
+    view = build_view(loss)
+    dA, dv = engine.grad(loss, [a, v], retain_graph=True)
+    checks = numeric_checks(view, {id(a): dA, id(v): dv}, max_elements=6)
+    small, big = checks[id(v)], checks[id(a)]
+    assert small.direction is None and small.numeric.shape == (4,)       # per element
+    assert big.direction is not None and big.numeric.shape == ()         # along one direction
+    np.testing.assert_allclose(small.numeric, dv, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(big.numeric, np.sum(dA * big.direction), atol=1e-6, rtol=0)
+    assert small.error < 1e-6 and big.error < 1e-6
+    found = nodes(draw(loss, numeric=True).source)
+    assert "numeric [" in found["t1"] and "along a random unit u: grad·u" in found["t0"]
+
+
+def test_numeric_needs_a_scalar_root():
+    a = engine.Tensor(np.ones(2), requires_grad=True)
+    with pytest.raises(ValueError, match="scalar"):
+        draw(a * 2, numeric=True)
+
+
+# --- playback ------------------------------------------------------------------------------
+
+def test_one_frame_per_backward_step_with_the_current_op_highlighted():
+    loss = fan_out_graph()
+    frames = list(captioned_frames(loss))
+    n_ops = len(build_view(loss).nodes)
+    assert len(list(backward_frames(loss))) == n_ops == len(frames) == 8
+    for k, (caption, frame) in enumerate(frames, start=1):
+        assert caption.startswith(f"step {k}/{n_ops}: backward of ")
+        assert frame.source.count("penwidth=3") == 1
+    assert frames[0][0] == "step 1/8: backward of add sends grad () to t6, grad () to t8"
+    assert frames[-1][0] == "step 8/8: backward of matmul sends grad (2, 2) to W"
+
+
+def test_frames_show_gradients_summed_so_far_until_every_user_has_run():
+    loss = fan_out_graph()
+    frames = [nodes(f.source) for f in backward_frames(loss)]
+    for name in ("t1", "t2"):   # W feeds matmul and W * W; h feeds tanh and sigmoid
+        partial = [k for k, f in enumerate(frames) if "grad so far" in f[name]]
+        final = [k for k, f in enumerate(frames) if "\ngrad [" in f[name]]
+        assert partial and final and max(partial) < min(final)
+        assert all("grad" not in f[name] for f in frames[:min(partial)])
+    W = frames[-1]["t1"]
+    assert W.endswith("grad [[0.8469, -0.4212],\n [1.572, 2.266]]")
+
+
+def test_frames_need_a_live_graph():
+    loss, *_ = tanh_graph()
+    loss.backward()
+    with pytest.raises(ValueError, match="retain_graph"):
+        next(backward_frames(loss))
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+@needs_dot
+def test_svg_of_an_mlp_has_every_node_and_cluster(tmp_path):
+    model, loss = small_mlp()
+    picture = draw(loss, model=model)
+    path = render(picture, tmp_path / "mlp.svg")
+    root = ET.parse(path).getroot()
+    titles = {g.get("class"): set() for g in root.iter(f"{SVG}g")}
+    for g in root.iter(f"{SVG}g"):
+        title = g.find(f"{SVG}title")
+        if title is not None:
+            titles[g.get("class")].add(title.text)
+    assert set(nodes(picture.source)) <= titles["node"]
+    assert {"cluster_layers", "cluster_layers.0", "cluster_layers.1", "cluster_layers.2",
+            "cluster_legend"} <= titles["cluster"]
+    assert render(picture, tmp_path / "mlp.png", "png").read_bytes()[:4] == b"\x89PNG"
+
+
+@needs_dot
+def test_backward_html_is_one_self_contained_page_with_a_frame_per_step(tmp_path):
+    model, loss = small_mlp()
+    text = save_backward_html(loss, tmp_path / "b.html", model=model).read_text()
+    assert text.count('<section class="frame"') == len(build_view(loss).nodes) == 4
+    assert text.count("<svg") == 4 and 'id="prev"' in text and 'id="next"' in text
+    assert "ArrowLeft" in text and "ArrowRight" in text and 'id="counter"' in text
+    assert 'data-caption="step 3/4: backward of tanh sends grad (2, 3) to t3"' in text
+    without_xmlns = re.sub(r'xmlns(:xlink)?="http://www\.w3\.org/[^"]*"', "", text)
+    assert "http" not in without_xmlns
+    assert not re.search(r"<(link|img|iframe)\b|src=|@import|url\(", text)
+
+
+def test_without_dot_rendering_explains_how_to_install_it_and_dot_text_still_works(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))       # no `dot` to be found
+    loss, *_ = tanh_graph()
+    picture = draw(loss)
+    with pytest.raises(GraphvizNotFound, match="apt-get install graphviz") as error:
+        render(picture, tmp_path / "g.svg")
+    assert isinstance(error.value, RuntimeError)
+    assert "brew install graphviz" in str(error.value)
+    assert "conda install graphviz" in str(error.value)
+    assert not (tmp_path / "g.svg").exists()
+    assert picture.source.startswith("digraph handgrad {")
+    assert render(picture, tmp_path / "g.dot", "dot").read_text() == picture.source
+    with pytest.raises(GraphvizNotFound):
+        save_backward_html(loss, tmp_path / "b.html")
+    assert draw_command(parse(["--out", str(tmp_path / "g.svg")])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("handgrad draw: error: ") and err.count("\n") == 1
+
+
+def test_render_rejects_unknown_formats(tmp_path):
+    with pytest.raises(ValueError, match="format"):
+        render(draw(engine.Tensor(1.0)), tmp_path / "g.gif", "gif")
+
+
+# --- teaching plot and CLI -----------------------------------------------------------------
+
+def test_plot_activations_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from nn.plots import plot_activations
+    path = plot_activations(tmp_path / "activations.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="handgrad draw")
+    add_draw_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_draw_command_writes_dot_text_and_prints_the_path(tmp_path, capsys):
+    out = tmp_path / "graph.dot"
+    args = ["--hidden", "4,3", "--batch", "2", "--collapse", "--out", str(out)]
+    assert draw_command(parse(args)) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    text = out.read_text()
+    assert text.startswith("digraph handgrad {")
+    assert text.count("shape=box3d") == 5 + 1     # 5 layers, and the legend's sample
+
+
+@needs_dot
+def test_draw_command_writes_svg_and_the_html_playback(tmp_path, capsys):
+    svg = tmp_path / "g.svg"
+    args = ["--backward-order", "--rules", "--numeric", "--out", str(svg)]
+    assert draw_command(parse(args)) == 0
+    assert ET.parse(svg).getroot().tag == f"{SVG}svg"
+    page = tmp_path / "b.html"
+    assert draw_command(parse(["--html", "--out", str(page)])) == 0
+    assert page.read_text().count('<section class="frame"') == 4   # linear, tanh, linear, loss
+    assert capsys.readouterr().out.split() == [str(svg), str(page)]
+
+
+# --- golden README figure --------------------------------------------------------------------
+
+def golden_picture():
+    model, loss = small_mlp()
+    return draw(loss, model=model)
+
+
+def test_small_mlp_dot_matches_the_golden_file():
+    expected = (GOLDEN / "small_mlp.dot").read_text(encoding="utf-8")
+    assert golden_picture().source == expected, \
+        "the picture changed: regenerate with `.venv/bin/python -m tests.engine.test_viz`"
+
+
+def test_golden_svg_was_rendered_from_the_golden_dot():
+    svg = ET.parse(GOLDEN / "small_mlp.svg").getroot()
+    titles = {g.find(f"{SVG}title").text for g in svg.iter(f"{SVG}g") if g.get("class") == "node"}
+    dot_ids = {name for name, _ in NODE.findall((GOLDEN / "small_mlp.dot").read_text())}
+    assert titles == dot_ids
+
+
+if __name__ == "__main__":
+    GOLDEN.mkdir(exist_ok=True)
+    picture = golden_picture()
+    (GOLDEN / "small_mlp.dot").write_text(picture.source, encoding="utf-8")
+    print(render(picture, GOLDEN / "small_mlp.svg"))
+    print(GOLDEN / "small_mlp.dot")

@@ -1,0 +1,99 @@
+"""Layers: Linear matches x @ W + b, activations match the engine ops, Dropout, MLP."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import engine
+import nn
+
+rng = np.random.default_rng(0)
+
+
+def test_linear_forward_backward_is_the_classic_layer():
+    lin = nn.Linear(3, 2, rng=np.random.default_rng(0))
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    out = lin(x)
+    np.testing.assert_allclose(out.data, x @ lin.weight.data + lin.bias.data, rtol=1e-6)
+    delta = rng.standard_normal((5, 2)).astype(np.float32)
+    out.backward(delta)
+    # weight gradient = previous activation^T delta, bias gradient = delta summed over the batch
+    np.testing.assert_allclose(lin.weight.grad, x.T @ delta, rtol=1e-5)
+    np.testing.assert_allclose(lin.bias.grad, delta.sum(axis=0), rtol=1e-5)
+    assert out.node.op.name == "linear"
+    assert lin.weight.dtype == np.float32 and lin.weight.grad.dtype == np.float32
+
+
+def test_linear_without_bias_and_bad_input():
+    lin = nn.Linear(3, 2, bias=False)
+    assert lin.bias is None and len(lin.parameters()) == 1
+    assert lin(np.ones((2, 3), dtype=np.float32)).shape == (2, 2)
+    with pytest.raises(ValueError, match=r"Linear\(3→2\).*shape \(2, 4\)"):
+        lin(np.ones((2, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="in_features"):
+        nn.Linear(0, 2)
+
+
+@pytest.mark.parametrize("module,fn", [
+    (nn.ReLU(), engine.relu), (nn.Sigmoid(), engine.sigmoid), (nn.Tanh(), engine.tanh),
+    (nn.LeakyReLU(0.2), lambda x: engine.leaky_relu(x, negative_slope=0.2)),
+    (nn.ELU(0.5), lambda x: engine.elu(x, alpha=0.5)), (nn.GELU(), engine.gelu),
+    (nn.Softplus(), engine.softplus), (nn.Identity(), lambda x: x),
+    (nn.Softmax(), lambda x: engine.softmax(x, axis=-1)),
+])
+def test_activation_modules_apply_their_op(module, fn):
+    x = engine.Tensor(rng.standard_normal((4, 3)))
+    np.testing.assert_array_equal(module(x).data, fn(x).data)
+    assert module.parameters() == []
+
+
+def test_dropout_train_and_eval():
+    drop = nn.Dropout(0.5, rng=np.random.default_rng(0))
+    x = engine.Tensor(np.ones((100, 100), dtype=np.float32))
+    y = drop(x).data
+    assert set(np.unique(y)) <= {0.0, 2.0}
+    assert 0.45 < (y == 0).mean() < 0.55          # 10,000 draws: std of the rate is 0.005
+    drop.eval()
+    assert drop(x) is x
+    with pytest.raises(ValueError, match="p must be"):
+        nn.Dropout(1.0)
+
+
+def test_flatten_module():
+    x = engine.Tensor(np.zeros((2, 3, 4)))
+    assert nn.Flatten()(x).shape == (2, 12)
+
+
+def test_mlp_structure_matches_the_classic_network():
+    model = nn.MLP([784, 50, 10], activation="sigmoid", seed=0)
+    kinds = [type(m).__name__ for m in model.layers]
+    assert kinds == ["Linear", "Sigmoid", "Linear"]
+    assert model.layers[0].weight.shape == (784, 50) and model.layers[2].weight.shape == (50, 10)
+    assert model(np.zeros((3, 784), dtype=np.float32)).shape == (3, 10)
+    assert model.config["sizes"] == [784, 50, 10]
+
+
+def test_mlp_with_dropout_and_errors():
+    model = nn.MLP([4, 8, 8, 2], activation="relu", dropout=0.2, seed=0)
+    kinds = [type(m).__name__ for m in model.layers]
+    assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    with pytest.raises(ValueError, match="unknown activation"):
+        nn.MLP([2, 2], activation="swish")
+    with pytest.raises(ValueError, match="sizes"):
+        nn.MLP([2])
+
+
+def test_mlp_learns_xor_with_gradient_descent():
+    """The classic from-scratch experiment in miniature: full-batch gradient descent."""
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
+    y = np.array([0, 1, 1, 0])
+    model = nn.MLP([2, 8, 2], activation="tanh", seed=1)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = nn.optim.SGD(model, lr=0.5, momentum=0.9)
+    for _ in range(300):
+        loss = loss_fn(model(X), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    assert nn.accuracy(model(X), y) == 1.0

@@ -1,0 +1,53 @@
+"""Loss modules delegate to the fused engine losses; L2 penalty."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import engine
+import nn
+
+rng = np.random.default_rng(0)
+
+
+def test_cross_entropy_with_labels_one_hot_and_smoothing():
+    z = engine.Tensor(rng.standard_normal((6, 4)), requires_grad=True)
+    y = rng.integers(0, 4, 6)
+    onehot = np.eye(4)[y]
+    a = nn.CrossEntropyLoss()(z, y)
+    b = nn.CrossEntropyLoss()(z, onehot)
+    assert a.item() == pytest.approx(b.item(), rel=1e-12)
+    a.backward()
+    p = np.exp(z.data) / np.exp(z.data).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(z.grad, (p - onehot) / 6, rtol=1e-12)
+    smooth = nn.CrossEntropyLoss(label_smoothing=0.1)(z, y).item()
+    expected = engine.softmax_cross_entropy(z, 0.9 * onehot + 0.1 / 4).item()
+    assert smooth == pytest.approx(expected, rel=1e-12)
+
+
+def test_bce_with_logits_multilabel_and_mse():
+    z = engine.Tensor(rng.standard_normal((5, 3)), requires_grad=True)
+    y = (rng.random((5, 3)) > 0.5).astype(np.float64)
+    loss = nn.BCEWithLogitsLoss()(z, y)
+    loss.backward()
+    s = 1 / (1 + np.exp(-z.data))
+    np.testing.assert_allclose(z.grad, (s - y) / 15, rtol=1e-12)
+    assert nn.BCEWithLogitsLoss(reduction="batchmean")(z, y).item() == pytest.approx(loss.item() * 3)
+    pred = engine.Tensor(np.array([1.0, 2.0]))
+    assert nn.MSELoss()(pred, np.array([0.0, 0.0])).item() == pytest.approx(2.5)
+    assert nn.MSELoss(reduction="sum")(pred, np.array([0.0, 0.0])).item() == pytest.approx(5.0)
+
+
+def test_l2_penalty_skips_biases_and_has_gradient_wd_times_w():
+    model = nn.MLP([3, 4, 2], seed=0)
+    penalty = nn.l2_penalty(model, 0.1)
+    weights = [p.data for p in model.parameters() if p.ndim > 1]
+    assert penalty.item() == pytest.approx(0.05 * sum(float((w.astype(np.float64) ** 2).sum()) for w in weights), rel=1e-5)
+    penalty.backward()
+    for p in model.parameters():
+        if p.ndim > 1:
+            np.testing.assert_allclose(p.grad, 0.1 * p.data, rtol=1e-5)
+        else:
+            assert p.grad is None
+    with pytest.raises(ValueError, match="no parameters"):
+        nn.l2_penalty([], 0.1)

@@ -1,0 +1,49 @@
+"""Accuracy, confusion matrix, precision and recall against hand counts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import engine
+import nn
+
+
+def test_accuracy_from_logits_labels_and_one_hot():
+    logits = np.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0], [0.0, 1.0]])
+    y = np.array([0, 1, 1, 1])
+    assert nn.accuracy(logits, y) == 0.75
+    assert nn.accuracy(engine.Tensor(logits), np.eye(2)[y]) == 0.75
+    assert nn.accuracy(np.array([0, 1, 0, 1]), y) == 0.75
+    with pytest.raises(ValueError):
+        nn.accuracy(logits, y[:3])
+
+
+def test_confusion_matrix_counts():
+    y = np.array([0, 0, 1, 2, 2, 2])
+    p = np.array([0, 1, 1, 2, 0, 2])
+    cm = nn.confusion_matrix(y, p, num_classes=3)
+    np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    assert cm.sum() == 6 and np.trace(cm) == 4
+    with pytest.raises(ValueError, match="classes"):
+        nn.confusion_matrix(y, p, num_classes=2)
+
+
+def test_precision_recall_binary_and_multilabel():
+    probs = np.array([0.9, 0.8, 0.3, 0.6, 0.1])
+    truth = np.array([1, 0, 1, 1, 0])
+    # predicted positive at 0.5: items 0, 1, 3 -> tp 2, fp 1, fn 1
+    assert nn.precision_recall(probs, truth) == pytest.approx((2 / 3, 2 / 3))
+    # at 0.25: items 0, 1, 2, 3 -> tp 3, fp 1, fn 0
+    assert nn.precision_recall(probs, truth, threshold=0.25) == pytest.approx((3 / 4, 1.0))
+    P = np.array([[0.9, 0.2], [0.7, 0.8], [0.1, 0.6]])
+    T = np.array([[1, 0], [0, 1], [0, 0]])
+    # label 0: tp 1 fp 1 fn 0; label 1: tp 1 fp 1 fn 0
+    per_label = nn.precision_recall(P, T, average=None)
+    np.testing.assert_allclose(per_label[0], [0.5, 0.5])
+    np.testing.assert_allclose(per_label[1], [1.0, 1.0])
+    assert nn.precision_recall(P, T, average="macro") == pytest.approx((0.5, 1.0))
+    assert nn.precision_recall(P, T, average="micro") == pytest.approx((0.5, 1.0))
+    # nothing predicted positive: precision is 0 by convention, not NaN
+    assert nn.precision_recall(np.zeros(3), np.array([1, 0, 1])) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="average"):
+        nn.precision_recall(P, T, average="weighted")

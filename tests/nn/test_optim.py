@@ -1,0 +1,526 @@
+"""Optimizers, learning-rate schedules and gradient clipping.
+
+Each optimizer is checked step by step against a reference written here, independently of
+nn/optim.py, from the algorithm boxes of the PyTorch documentation
+(https://pytorch.org/docs/stable/optim.html, one page per optimizer), which follow the papers:
+SGD with momentum (Sutskever et al., 2013), Adam (Kingma & Ba, 2015), AdamW (Loshchilov &
+Hutter, 2019), RMSprop (Hinton, 2012, lecture 6e), Adagrad (Duchi et al., 2011), Adadelta
+(Zeiler, 2012). The references are plain float64 numpy, written for clarity, not speed, in the
+notation of those boxes: theta the parameter, g its gradient, gamma the learning rate,
+lambda the weight decay, t the step count starting at 1.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import engine
+import nn
+from nn import optim
+from nn.module import Parameter
+
+# --- independent references ------------------------------------------------------------------
+# Each takes the initial parameter and the list of gradients fed at steps 1, 2, ..., and returns
+# the parameter after each step. Everything is float64.
+
+
+def sgd_reference(theta, grads, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    """torch.optim.SGD: momentum mu, dampening tau, buffer b."""
+    theta, b, out = theta.astype(np.float64), None, []
+    for t, g in enumerate(grads, start=1):
+        g = g.astype(np.float64)
+        if weight_decay != 0:
+            g = g + weight_decay * theta
+        if momentum != 0:
+            b = g if t == 1 else momentum * b + (1 - dampening) * g
+            g = g + momentum * b if nesterov else b
+        theta = theta - lr * g
+        out.append(theta)
+    return out
+
+
+def adam_reference(theta, grads, lr, betas, eps, weight_decay=0.0, decoupled=False):
+    """torch.optim.Adam (decoupled=False: L2 added to the gradient) and torch.optim.AdamW
+    (decoupled=True: theta <- theta - gamma lambda theta before the Adam step)."""
+    beta1, beta2 = betas
+    theta, out = theta.astype(np.float64), []
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    for t, g in enumerate(grads, start=1):
+        g = g.astype(np.float64)
+        if decoupled:
+            theta = theta - lr * weight_decay * theta
+        elif weight_decay != 0:
+            g = g + weight_decay * theta
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g ** 2
+        m_hat = m / (1 - beta1 ** t)
+        v_hat = v / (1 - beta2 ** t)
+        theta = theta - lr * m_hat / (np.sqrt(v_hat) + eps)
+        out.append(theta)
+    return out
+
+
+def rmsprop_reference(theta, grads, lr, alpha, eps, momentum=0.0, centered=False, weight_decay=0.0):
+    """torch.optim.RMSprop: square average v, gradient average g_ave, buffer b."""
+    theta, out = theta.astype(np.float64), []
+    v = np.zeros_like(theta)
+    g_ave = np.zeros_like(theta)
+    b = np.zeros_like(theta)
+    for g in grads:
+        g = g.astype(np.float64)
+        if weight_decay != 0:
+            g = g + weight_decay * theta
+        v = alpha * v + (1 - alpha) * g ** 2
+        v_tilde = v
+        if centered:
+            g_ave = alpha * g_ave + (1 - alpha) * g
+            v_tilde = v_tilde - g_ave ** 2
+        if momentum > 0:
+            b = momentum * b + g / (np.sqrt(v_tilde) + eps)
+            theta = theta - lr * b
+        else:
+            theta = theta - lr * g / (np.sqrt(v_tilde) + eps)
+        out.append(theta)
+    return out
+
+
+def adagrad_reference(theta, grads, lr, eps, weight_decay=0.0, initial_accumulator_value=0.0):
+    """torch.optim.Adagrad with lr_decay = 0: running sum of squared gradients."""
+    theta, out = theta.astype(np.float64), []
+    state_sum = np.full_like(theta, initial_accumulator_value)
+    for g in grads:
+        g = g.astype(np.float64)
+        if weight_decay != 0:
+            g = g + weight_decay * theta
+        state_sum = state_sum + g ** 2
+        theta = theta - lr * g / (np.sqrt(state_sum) + eps)
+        out.append(theta)
+    return out
+
+
+def adadelta_reference(theta, grads, lr, rho, eps, weight_decay=0.0):
+    """torch.optim.Adadelta: square average v, accumulated squared updates u."""
+    theta, out = theta.astype(np.float64), []
+    v = np.zeros_like(theta)
+    u = np.zeros_like(theta)
+    for g in grads:
+        g = g.astype(np.float64)
+        if weight_decay != 0:
+            g = g + weight_decay * theta
+        v = rho * v + (1 - rho) * g ** 2
+        delta = np.sqrt(u + eps) / np.sqrt(v + eps) * g
+        u = rho * u + (1 - rho) * delta ** 2
+        theta = theta - lr * delta
+        out.append(theta)
+    return out
+
+
+# Hyper-parameters are chosen away from the defaults so that every term matters: a large eps
+# tells apart "eps outside the square root of the bias-corrected v" from other placements,
+# small betas make the bias correction large, and so on.
+ADAM = dict(lr=0.1, betas=(0.8, 0.95), eps=1e-3)
+RMS = dict(lr=0.01, alpha=0.9, eps=1e-3)
+CASES = {
+    # name: (optimizer class, keyword arguments, reference)
+    "sgd": (optim.SGD, dict(lr=0.1), sgd_reference),
+    "sgd_weight_decay": (optim.SGD, dict(lr=0.1, weight_decay=0.1), sgd_reference),
+    "sgd_momentum": (optim.SGD, dict(lr=0.1, momentum=0.9), sgd_reference),
+    "sgd_dampening": (optim.SGD, dict(lr=0.1, momentum=0.9, dampening=0.3), sgd_reference),
+    "sgd_nesterov": (optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True), sgd_reference),
+    "sgd_nesterov_weight_decay": (optim.SGD, dict(lr=0.1, momentum=0.8, nesterov=True,
+                                                  weight_decay=0.1), sgd_reference),
+    "adam": (optim.Adam, ADAM, adam_reference),
+    "adam_weight_decay": (optim.Adam, dict(ADAM, weight_decay=0.1), adam_reference),
+    "adamw": (optim.AdamW, dict(ADAM, weight_decay=0.1),
+              lambda theta, grads, **kw: adam_reference(theta, grads, decoupled=True, **kw)),
+    "rmsprop": (optim.RMSprop, RMS, rmsprop_reference),
+    "rmsprop_weight_decay": (optim.RMSprop, dict(RMS, weight_decay=0.1), rmsprop_reference),
+    "rmsprop_momentum": (optim.RMSprop, dict(RMS, momentum=0.8), rmsprop_reference),
+    "rmsprop_centered": (optim.RMSprop, dict(RMS, centered=True), rmsprop_reference),
+    "rmsprop_centered_momentum_weight_decay": (
+        optim.RMSprop, dict(RMS, centered=True, momentum=0.8, weight_decay=0.1), rmsprop_reference),
+    "adagrad": (optim.Adagrad, dict(lr=0.1, eps=1e-3), adagrad_reference),
+    "adagrad_initial_accumulator_weight_decay": (
+        optim.Adagrad, dict(lr=0.1, eps=1e-3, initial_accumulator_value=0.5, weight_decay=0.1),
+        adagrad_reference),
+    "adadelta": (optim.Adadelta, dict(lr=1.0, rho=0.8, eps=1e-3), adadelta_reference),
+    "adadelta_weight_decay": (optim.Adadelta, dict(lr=0.5, rho=0.8, eps=1e-3, weight_decay=0.1),
+                              adadelta_reference),
+}
+
+SHAPES = [(3, 4), (5,)]       # two parameters of different shapes
+N_STEPS = 4
+
+
+def make_problem(dtype, seed=0):
+    """Initial values for the two parameters and a different gradient for each step,
+    rounded to ``dtype`` (the float64 reference then starts from the very same numbers)."""
+    rng = np.random.default_rng(seed)
+    init = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    grads = [[rng.standard_normal(s).astype(dtype) for s in SHAPES] for _ in range(N_STEPS)]
+    return init, grads
+
+
+def state_arrays(opt, p):
+    return {k: v for k, v in opt.state[id(p)].items() if isinstance(v, np.ndarray)}
+
+
+# float64: the optimizer and the reference do the same arithmetic up to the order of a few
+# operations, so they agree to a few ulps (1e-12 leaves a margin of ~1e3 on O(1) values).
+# float32: the parameters and gradients are float32 (eps = 1.2e-7) and O(1); the rounding of
+# the few tens of float32 operations of 4 steps measures ~1e-7 here, so 2e-6 leaves a margin
+# of ~20. A wrong rule moves the parameters by ~lr * O(1) >= 1e-3.
+TOLERANCES = {np.float64: 1e-12, np.float32: 2e-6}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_steps_match_the_published_update_rule(case, dtype):
+    cls, kwargs, reference = CASES[case]
+    init, grads = make_problem(dtype)
+    params = [Parameter(w.copy()) for w in init]
+    opt = cls(params, **kwargs)
+    expected = [reference(w, [g[i] for g in grads], **kwargs) for i, w in enumerate(init)]
+    data_ids = [id(p.data) for p in params]
+    buffer_ids = None
+    tol = TOLERANCES[dtype]
+    for step in range(N_STEPS):
+        for p, g in zip(params, grads[step]):
+            p.grad = g.copy()
+        opt.step()
+        for i, p in enumerate(params):
+            np.testing.assert_allclose(p.data, expected[i][step], rtol=tol, atol=tol,
+                                       err_msg=f"{case}, parameter {i}, step {step + 1}")
+            assert p.data.dtype == dtype
+            # the gradient is read, never modified
+            np.testing.assert_array_equal(p.grad, grads[step][i])
+            for name, buf in state_arrays(opt, p).items():
+                assert buf.dtype == dtype and buf.shape == p.shape, name
+        # updated in place: the same array objects, and the buffers are allocated once
+        assert [id(p.data) for p in params] == data_ids
+        ids = [{k: id(v) for k, v in state_arrays(opt, p).items()} for p in params]
+        if buffer_ids is None:
+            buffer_ids = ids
+        assert ids == buffer_ids
+        for p in params:
+            for buf in state_arrays(opt, p).values():
+                assert buf is not p.grad and not np.shares_memory(buf, p.data)
+    assert opt.steps == N_STEPS
+
+
+def test_state_buffers_exist_for_stateful_optimizers():
+    """Guards the identity check above against optimizers that keep no arrays at all."""
+    expected_keys = {
+        "sgd_momentum": {"momentum"}, "adam": {"m", "v"}, "adamw": {"m", "v"},
+        "rmsprop_centered_momentum_weight_decay": {"v", "mean_g", "momentum"},
+        "adagrad": {"sum"}, "adadelta": {"v", "u"},
+    }
+    for case, keys in expected_keys.items():
+        cls, kwargs, _ = CASES[case]
+        p = Parameter(np.ones(3))
+        opt = cls([p], **kwargs)
+        p.grad = np.ones(3)
+        opt.step()
+        assert set(state_arrays(opt, p)) == keys, case
+
+
+@pytest.mark.parametrize("case", ["sgd_momentum", "adam", "adamw", "rmsprop_centered",
+                                  "adagrad", "adadelta"])
+def test_parameters_without_gradient_are_skipped(case):
+    cls, kwargs, reference = CASES[case]
+    init, grads = make_problem(np.float64)
+    a, b = (Parameter(w.copy()) for w in init)
+    opt = cls([a, b], **kwargs)
+    a.grad = grads[0][0]
+    opt.step()                                    # b has no gradient: untouched, no state
+    np.testing.assert_array_equal(b.data, init[1])
+    assert opt.state[id(b)] == {}
+    b.grad = grads[1][1]
+    opt.step()                                    # a steps again with the same gradient
+    np.testing.assert_allclose(a.data, reference(init[0], [grads[0][0]] * 2, **kwargs)[-1],
+                               rtol=1e-12, atol=1e-12)
+    # b's first step is a first step (e.g. Adam's bias correction uses its own t = 1)
+    np.testing.assert_allclose(b.data, reference(init[1], [grads[1][1]], **kwargs)[-1],
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_zero_grad_sets_gradients_to_none():
+    model = nn.Linear(3, 2)
+    opt = optim.SGD(model, lr=0.1)
+    assert opt.params == model.parameters()
+    for p in opt.params:
+        p.grad = np.ones_like(p.data)
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_schedule_changes_the_learning_rate_used_by_step():
+    p = Parameter(np.zeros(2))
+    opt = optim.SGD([p], lr=1.0)
+    optim.StepLR(opt, step_size=1, gamma=0.5).step()
+    p.grad = np.ones(2)
+    opt.step()
+    np.testing.assert_array_equal(p.data, [-0.5, -0.5])
+
+
+ALL = [optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop, optim.Adagrad, optim.Adadelta]
+
+
+def _one_param():
+    return [Parameter(np.zeros(2))]
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_invalid_common_arguments(cls):
+    with pytest.raises(ValueError, match="empty"):
+        cls([], lr=0.1)
+    with pytest.raises(ValueError, match="empty"):
+        cls(iter([]), lr=0.1)
+    with pytest.raises(ValueError, match="learning rate"):
+        cls(_one_param(), lr=-0.1)
+    with pytest.raises(ValueError, match="weight_decay"):
+        cls(_one_param(), lr=0.1, weight_decay=-0.1)
+
+
+@pytest.mark.parametrize("cls,kwargs,name", [
+    (optim.SGD, dict(momentum=1.0), "momentum"),
+    (optim.SGD, dict(momentum=1.5), "momentum"),
+    (optim.SGD, dict(momentum=-0.1), "momentum"),
+    (optim.SGD, dict(nesterov=True), "Nesterov"),                           # momentum = 0
+    (optim.SGD, dict(nesterov=True, momentum=0.9, dampening=0.1), "Nesterov"),
+    (optim.RMSprop, dict(momentum=1.0), "momentum"),
+    (optim.RMSprop, dict(alpha=-0.1), "alpha"),
+    (optim.RMSprop, dict(eps=-1e-8), "eps"),
+    (optim.Adam, dict(betas=(1.0, 0.999)), "beta1"),
+    (optim.Adam, dict(betas=(-0.1, 0.999)), "beta1"),
+    (optim.Adam, dict(betas=(0.9, 1.0)), "beta2"),
+    (optim.Adam, dict(betas=(0.9, -0.5)), "beta2"),
+    (optim.Adam, dict(eps=-1e-8), "eps"),
+    (optim.AdamW, dict(betas=(1.2, 0.999)), "beta1"),
+    (optim.AdamW, dict(betas=(0.9, 1.0)), "beta2"),
+    (optim.Adagrad, dict(initial_accumulator_value=-1.0), "initial_accumulator_value"),
+    (optim.Adagrad, dict(eps=-1e-10), "eps"),
+    (optim.Adadelta, dict(rho=1.5), "rho"),
+    (optim.Adadelta, dict(rho=-0.1), "rho"),
+])
+def test_invalid_hyper_parameters(cls, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        cls(_one_param(), lr=0.1, **kwargs)
+
+
+# --- against PyTorch, when it is installed (not in CI) ---------------------------------------
+
+def _torch_optimizer(torch, case, params):
+    cls, kwargs, _ = CASES[case]
+    torch_cls = getattr(torch.optim, cls.__name__)         # same class names as torch.optim
+    return torch_cls(params, **kwargs)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_torch_optim(case):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    init = [rng.standard_normal(s) for s in SHAPES]
+    ours = [Parameter(w.copy()) for w in init]
+    theirs = [torch.tensor(w.copy(), requires_grad=True) for w in init]
+    cls, kwargs, _ = CASES[case]
+    opt, topt = cls(ours, **kwargs), _torch_optimizer(torch, case, theirs)
+    for step in range(5):
+        for p, tp in zip(ours, theirs):
+            g = rng.standard_normal(p.shape)
+            p.grad, tp.grad = g.copy(), torch.tensor(g.copy())
+        opt.step()
+        topt.step()
+        for p, tp in zip(ours, theirs):
+            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-10, atol=1e-12,
+                                       err_msg=f"{case}, step {step + 1}")
+
+
+# --- behaviour: minimizing a convex quadratic ------------------------------------------------
+
+def _least_squares_problem():
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((8, 3))
+    b = rng.standard_normal((8, 1))
+    w_star = np.linalg.lstsq(A, b, rcond=None)[0]
+    loss_star = 0.5 * float(np.sum((A @ w_star - b) ** 2))
+    return A, b, loss_star
+
+
+# Learning rates a practitioner would pick for this small problem (the eigenvalues of the
+# Hessian A^T A lie between 0.67 and 12.5, so gradient descent needs lr < 2 / 12.5 = 0.16).
+# Adadelta: near the optimum sqrt(u + eps) / sqrt(v + eps) -> 1, so it behaves like gradient
+# descent with step lr and needs that same bound; its first steps are ~lr sqrt(eps), hence a
+# large eps. RMSprop and Adam settle at a distance that shrinks with lr.
+BEHAVIOUR = {
+    "sgd": (optim.SGD, dict(lr=0.05)),
+    "sgd_momentum": (optim.SGD, dict(lr=0.02, momentum=0.9)),
+    "sgd_nesterov": (optim.SGD, dict(lr=0.02, momentum=0.9, nesterov=True)),
+    "adam": (optim.Adam, dict(lr=0.05)),
+    "adamw": (optim.AdamW, dict(lr=0.05, weight_decay=1e-4)),
+    "rmsprop": (optim.RMSprop, dict(lr=0.02)),
+    "rmsprop_centered_momentum": (optim.RMSprop, dict(lr=0.01, momentum=0.5, centered=True)),
+    "adagrad": (optim.Adagrad, dict(lr=0.5)),
+    "adadelta": (optim.Adadelta, dict(lr=0.1, eps=1e-2)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BEHAVIOUR))
+def test_minimizes_a_convex_quadratic(case):
+    """0.5 ||A w - b||^2, gradients from the engine; 200 steps close 99.99% of the gap to
+    the least-squares optimum (all of these settings reach 1e-6 of it or better)."""
+    cls, kwargs = BEHAVIOUR[case]
+    A, b, loss_star = _least_squares_problem()
+    w = Parameter(np.zeros((3, 1)))
+    opt = cls([w], **kwargs)
+
+    def loss():
+        r = engine.Tensor(A) @ w - b
+        return 0.5 * (r * r).sum()
+
+    initial = float(loss().data)
+    for _ in range(200):
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        opt.step()
+    final = float(loss().data)
+    assert final - loss_star < 1e-4 * (initial - loss_star), (initial, final, loss_star)
+
+
+# --- learning-rate schedules -----------------------------------------------------------------
+
+BASE_LR = 0.5
+
+
+def _lrs(make_schedule, n):
+    """The learning rate before any step, then after each of n calls to step()."""
+    opt = optim.SGD(_one_param(), lr=BASE_LR)
+    schedule = make_schedule(opt)
+    lrs = [opt.lr]
+    for _ in range(n):
+        returned = schedule.step()
+        assert returned == opt.lr == schedule.get_lr()
+        lrs.append(opt.lr)
+    return lrs
+
+
+def _cosine(t, T_max, eta_min, base=BASE_LR):
+    t = min(t, T_max)
+    return eta_min + (base - eta_min) * (1 + math.cos(math.pi * t / T_max)) / 2
+
+
+def test_step_lr():
+    lrs = _lrs(lambda opt: optim.StepLR(opt, step_size=3, gamma=0.5), 10)
+    np.testing.assert_allclose(lrs, [BASE_LR * 0.5 ** (t // 3) for t in range(11)], rtol=1e-15)
+    assert lrs[:4] == [0.5, 0.5, 0.5, 0.25]
+
+
+def test_exponential_lr():
+    lrs = _lrs(lambda opt: optim.ExponentialLR(opt, gamma=0.9), 10)
+    np.testing.assert_allclose(lrs, [BASE_LR * 0.9 ** t for t in range(11)], rtol=1e-14)
+
+
+def test_cosine_annealing_lr():
+    lrs = _lrs(lambda opt: optim.CosineAnnealingLR(opt, T_max=8, eta_min=0.01), 12)
+    np.testing.assert_allclose(lrs, [_cosine(t, 8, 0.01) for t in range(13)], rtol=1e-14)
+    assert lrs[0] == BASE_LR
+    np.testing.assert_allclose(lrs[4], (BASE_LR + 0.01) / 2, rtol=1e-14)   # half-way
+    np.testing.assert_allclose(lrs[8:], 0.01, rtol=1e-14)                 # stays at eta_min
+
+
+def test_linear_warmup_alone():
+    lrs = _lrs(lambda opt: optim.LinearWarmup(opt, warmup_steps=4, start_factor=0.25), 7)
+    expected = [BASE_LR * (0.25 + 0.75 * t / 4) for t in range(4)] + [BASE_LR] * 4
+    np.testing.assert_allclose(lrs, expected, rtol=1e-15)
+    assert lrs[0] == BASE_LR * 0.25
+
+
+def test_linear_warmup_then_cosine():
+    lrs = _lrs(lambda opt: optim.LinearWarmup(
+        opt, warmup_steps=4, start_factor=0.1,
+        then=optim.CosineAnnealingLR(opt, T_max=6, eta_min=0.02)), 12)
+    expected = ([BASE_LR * (0.1 + 0.9 * t / 4) for t in range(4)]
+                + [_cosine(t - 4, 6, 0.02) for t in range(4, 13)])
+    np.testing.assert_allclose(lrs, expected, rtol=1e-14)
+    assert lrs[4] == BASE_LR and lrs[10:] == pytest.approx([0.02] * 3, rel=1e-14)
+
+
+@pytest.mark.parametrize("make", [
+    lambda opt: optim.StepLR(opt, step_size=0),
+    lambda opt: optim.StepLR(opt, step_size=-2),
+    lambda opt: optim.StepLR(opt, step_size=2, gamma=0.0),
+    lambda opt: optim.ExponentialLR(opt, gamma=-0.9),
+    lambda opt: optim.CosineAnnealingLR(opt, T_max=0),
+    lambda opt: optim.CosineAnnealingLR(opt, T_max=5, eta_min=-0.1),
+    lambda opt: optim.LinearWarmup(opt, warmup_steps=0),
+    lambda opt: optim.LinearWarmup(opt, warmup_steps=3, start_factor=1.5),
+    lambda opt: optim.LinearWarmup(opt, warmup_steps=3, start_factor=-0.1),
+])
+def test_invalid_schedule_arguments(make):
+    opt = optim.SGD(_one_param(), lr=BASE_LR)
+    with pytest.raises(ValueError):
+        make(opt)
+    assert opt.lr == BASE_LR
+
+
+# --- gradient clipping -----------------------------------------------------------------------
+
+def _params_with_grads(grads):
+    params = []
+    for g in grads:
+        p = Parameter(np.zeros(g.shape, dtype=g.dtype))
+        p.grad = g.copy()
+        params.append(p)
+    return params
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_clip_grad_norm_scales_all_gradients_together(dtype):
+    rng = np.random.default_rng(3)
+    grads = [rng.standard_normal(s).astype(dtype) * 3 for s in SHAPES]
+    params = _params_with_grads(grads)
+    params.append(Parameter(np.zeros(2, dtype=dtype)))           # no gradient: ignored
+    norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads))
+    assert norm > 5
+    returned = optim.clip_grad_norm_(params, max_norm=1.0)
+    assert returned == pytest.approx(norm, rel=1e-12)              # the norm before clipping
+    clipped = [p.grad for p in params[:2]]
+    new_norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in clipped))
+    # within 1e-6 relative in float64; float32 rounding of ~17 products adds well under 1e-6
+    assert new_norm == pytest.approx(1.0, rel=1e-6)
+    scale = 1.0 / norm                                             # one common factor
+    for g, c in zip(grads, clipped):
+        assert c.dtype == dtype
+        np.testing.assert_allclose(c, g * scale, rtol=1e-5 if dtype == np.float32 else 1e-6)
+    assert params[2].grad is None
+
+
+def test_clip_grad_norm_leaves_small_gradients_untouched():
+    grads = [np.array([[0.3, -0.4]]), np.array([0.0, 0.5])]        # norm sqrt(0.5) ~ 0.707
+    model_params = _params_with_grads(grads)
+    objects = [p.grad for p in model_params]
+    assert optim.clip_grad_norm_(model_params, max_norm=1.0) == pytest.approx(math.sqrt(0.5))
+    for p, g, obj in zip(model_params, grads, objects):
+        assert p.grad is obj
+        np.testing.assert_array_equal(p.grad, g)
+
+
+def test_clip_grad_norm_accepts_a_module():
+    model = nn.Linear(2, 2, dtype=np.float64)
+    model.weight.grad = np.full((2, 2), 3.0)
+    model.bias.grad = np.full(2, 4.0)                                 # norm sqrt(36 + 32)
+    assert optim.clip_grad_norm_(model, max_norm=2.0) == pytest.approx(math.sqrt(68))
+    total = math.sqrt(np.sum(model.weight.grad ** 2) + np.sum(model.bias.grad ** 2))
+    assert total == pytest.approx(2.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("max_norm", [0.0, -1.0])
+def test_clip_grad_norm_rejects_non_positive_max_norm(max_norm):
+    params = _params_with_grads([np.ones(3)])
+    with pytest.raises(ValueError, match="max_norm"):
+        optim.clip_grad_norm_(params, max_norm)
+    np.testing.assert_array_equal(params[0].grad, np.ones(3))

@@ -1,0 +1,92 @@
+"""Checkpoints: round trip, architecture rebuilt, no pickle, atomic writes, clear errors."""
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import nn
+from nn import serialization
+
+
+def test_round_trip_rebuilds_the_model_from_the_file(tmp_path):
+    model = nn.MLP([4, 6, 3], activation="tanh", dropout=0.1, seed=3)
+    path = nn.save(model, tmp_path / "m.npz", metadata={"dataset": "xor", "epochs": 5})
+    loaded = nn.load(path)
+    assert type(loaded) is nn.MLP and loaded.config == model.config
+    for (na, a), (nb, b) in zip(model.named_parameters(), loaded.named_parameters()):
+        assert na == nb and a.dtype == b.dtype and np.array_equal(a.data, b.data)
+    assert loaded.checkpoint_metadata == {"dataset": "xor", "epochs": 5}
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_array_equal(nn.predict(model, x), nn.predict(loaded, x))
+
+
+def test_the_file_is_a_plain_npz_without_pickles(tmp_path):
+    path = nn.save(nn.MLP([2, 3, 2], seed=0), tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as data:      # would raise if anything were pickled
+        assert set(data.files) == {"layers.0.weight", "layers.0.bias", "layers.2.weight",
+                                   "layers.2.bias", serialization.META_KEY}
+
+
+def test_load_into_an_existing_model_and_architecture_mismatch(tmp_path):
+    path = nn.save(nn.MLP([2, 3, 2], seed=0), tmp_path / "m.npz")
+    target = nn.MLP([2, 3, 2], seed=1)
+    nn.load(path, target)
+    np.testing.assert_array_equal(target.layers[0].weight.data, nn.MLP([2, 3, 2], seed=0).layers[0].weight.data)
+    with pytest.raises(nn.CheckpointError, match="does not match"):
+        nn.load(path, nn.MLP([2, 5, 2], seed=0))
+
+    class Custom(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.lin = nn.Linear(2, n)
+
+    with pytest.raises(nn.CheckpointError, match="missing keys"):
+        nn.load(path, Custom(3))
+    custom_path = nn.save(Custom(3), tmp_path / "c.npz")
+    with pytest.raises(nn.CheckpointError, match="cannot be rebuilt"):
+        nn.load(custom_path)
+    with pytest.raises(nn.CheckpointError, match=r"lin.weight has shape \(2, 4\)"):
+        nn.load(custom_path, Custom(4))
+
+
+def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    nn.save(nn.MLP([2, 3, 2], seed=0), path)
+    before = path.read_bytes()
+
+    def broken_savez(f, **arrays):
+        f.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(serialization.np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        nn.save(nn.MLP([2, 3, 2], seed=1), path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.npz"]          # no temporary file left behind
+
+
+def test_unreadable_files_are_reported_with_their_path(tmp_path):
+    bad = tmp_path / "garbage.npz"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(nn.CheckpointError, match="garbage.npz"):
+        nn.load(bad)
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, w=np.zeros(3))
+    with pytest.raises(nn.CheckpointError, match="not a handgrad checkpoint"):
+        nn.load(plain)
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        nn.load(tmp_path / "missing.npz")
+    truncated = tmp_path / "cut.npz"
+    good = nn.save(nn.MLP([2, 3, 2], seed=0), tmp_path / "good.npz").read_bytes()
+    truncated.write_bytes(good[: len(good) // 2])
+    with pytest.raises(nn.CheckpointError, match="cut.npz"):
+        nn.load(truncated)
+
+
+def test_metadata_must_be_json(tmp_path):
+    with pytest.raises(TypeError, match="JSON"):
+        nn.save(nn.MLP([2, 2], seed=0), tmp_path / "m.npz", metadata={"x": object()})
+    assert not list(tmp_path.iterdir())

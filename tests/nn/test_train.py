@@ -1,0 +1,124 @@
+"""fit / evaluate / predict: learning, history, reproducibility, early stopping, schedules."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nn
+from nn.data import DataLoader, spirals
+
+
+@pytest.fixture(scope="module")
+def blobs_data():
+    X, y = nn.data.blobs(300, centers=3, seed=0)
+    return X[:240], y[:240], X[240:], y[240:]
+
+
+def _model(seed=0):
+    return nn.MLP([2, 16, 3], activation="relu", seed=seed)
+
+
+def test_fit_learns_and_records_history(blobs_data):
+    Xtr, ytr, Xva, yva = blobs_data
+    model = _model()
+    hist = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.Adam(model, lr=0.05), (Xtr, ytr),
+                  epochs=15, batch_size=32, val_data=(Xva, yva), progress=False)
+    assert len(hist.epochs) == 15 and len(hist.steps) == 15 * 8     # 240 / 32 -> 8 batches
+    first, last = hist.epochs[0], hist.epochs[-1]
+    assert set(last) >= {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"}
+    assert last["train_loss"] < first["train_loss"]
+    assert last["val_accuracy"] > 0.9
+    assert nn.evaluate(model, nn.CrossEntropyLoss(), (Xva, yva))["accuracy"] == last["val_accuracy"]
+
+
+def test_training_is_reproducible_bit_for_bit_with_a_seed():
+    X, y = spirals(200, seed=1)
+    runs = []
+    for _ in range(2):
+        model = nn.MLP([2, 16, 16, 3], seed=5, dropout=0.1)
+        hist = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1, momentum=0.9),
+                      (X, y), epochs=3, batch_size=16, seed=7, progress=False)
+        runs.append((hist.steps, model.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    for k in runs[0][1]:
+        assert np.array_equal(runs[0][1][k], runs[1][1][k])
+
+
+def test_full_batch_gradient_descent_and_a_data_loader(blobs_data):
+    Xtr, ytr, _, _ = blobs_data
+    model = _model()
+    hist = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.5), (Xtr, ytr),
+                  epochs=5, batch_size=None, progress=False)
+    assert len(hist.steps) == 5                    # one step per epoch
+    loader = DataLoader(Xtr, ytr, batch_size=60, shuffle=True, seed=0)
+    hist = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.5), loader, epochs=2,
+                  progress=False)
+    assert len(hist.steps) == 2 * 4
+
+
+def test_early_stopping_restores_the_best_weights(blobs_data):
+    """40 training examples and a big network: it overfits, the validation loss turns up,
+    training stops and the weights of the best epoch come back."""
+    X, y = spirals(200, seed=0)
+    model = nn.MLP([2, 64, 64, 3], seed=0)
+    snapshots = {}
+    hist = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.Adam(model, lr=0.02), (X[:40], y[:40]),
+                  epochs=200, batch_size=8, val_data=(X[40:], y[40:]), early_stopping=5,
+                  progress=False, callback=lambda e, rec: snapshots.__setitem__(e, model.state_dict()))
+    assert hist.stopped_early and len(hist.epochs) < 200
+    best = min(hist.epochs, key=lambda e: e["val_loss"])
+    assert hist.best_epoch == best["epoch"] == len(hist.epochs) - 5
+    for k, v in model.state_dict().items():
+        assert np.array_equal(v, snapshots[hist.best_epoch][k])
+    Xtr, ytr, _, _ = blobs_data
+    with pytest.raises(ValueError, match="val_data"):
+        nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (Xtr, ytr),
+               early_stopping=2, progress=False)
+
+
+def test_scheduler_clipping_and_regularizer(blobs_data):
+    Xtr, ytr, _, _ = blobs_data
+    model = _model()
+    opt = nn.optim.SGD(model, lr=0.1)
+    sched = nn.optim.StepLR(opt, step_size=2, gamma=0.5)
+    hist = nn.fit(model, nn.CrossEntropyLoss(), opt, (Xtr, ytr), epochs=4, batch_size=60,
+                  scheduler=sched, clip_grad_norm=0.1,
+                  regularizer=lambda: nn.l2_penalty(model, 1e-3), progress=False)
+    assert [e["lr"] for e in hist.epochs] == [0.1, 0.05, 0.05, 0.025]
+
+
+def test_a_diverging_loss_is_reported_not_silently_continued(blobs_data):
+    Xtr, ytr, _, _ = blobs_data
+    model = _model()
+    model.layers[0].weight.data[...] = np.inf
+    with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="loss became"):
+        nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (Xtr, ytr),
+               epochs=1, progress=False)
+
+
+def test_progress_bar_runs(blobs_data, capsys):
+    Xtr, ytr, _, _ = blobs_data
+    model = _model()
+    nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (Xtr, ytr), epochs=1,
+           batch_size=120, progress=True)
+
+
+def test_predict_batches_and_restores_the_mode():
+    model = nn.MLP([2, 4, 3], dropout=0.5, seed=0)
+    X = np.random.default_rng(0).standard_normal((10, 2)).astype(np.float32)
+    full = nn.predict(model, X)
+    np.testing.assert_allclose(nn.predict(model, X, batch_size=3), full, rtol=1e-6)
+    assert model.training                         # predict ran in eval mode, then restored
+    assert full.shape == (10, 3)
+
+
+def test_binary_multilabel_training_with_bce():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 4)).astype(np.float32)
+    Y = np.stack([X[:, 0] > 0, X[:, 1] + X[:, 2] > 0], axis=1).astype(np.float32)
+    model = nn.MLP([4, 16, 2], seed=0)
+    nn.fit(model, nn.BCEWithLogitsLoss(), nn.optim.Adam(model, lr=0.05), (X, Y), epochs=30,
+           batch_size=50, progress=False)
+    probs = 1 / (1 + np.exp(-nn.predict(model, X)))
+    precision, recall = nn.precision_recall(probs, Y)
+    assert precision > 0.9 and recall > 0.9
