@@ -1,0 +1,66 @@
+"""Peak memory of one training step (784-256-128-10, batch 128, float32): handgrad vs numpy
+by hand, measured with tracemalloc (numpy reports its array allocations to it). The peak
+is taken over a step after a warm-up step, so optimizer buffers already exist in both.
+
+    python benchmarks/memory.py [--smoke]
+"""
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+
+from common import parser, save, table
+
+import engine  # noqa: E402
+import nn  # noqa: E402
+from numpy_mlp import NumpyMLP  # noqa: E402
+
+SIZES = [784, 256, 128, 10]
+
+
+def peak_bytes(step, repeats: int = 3) -> int:
+    step()                                   # warm-up: optimizer state allocated
+    peaks = []
+    for _ in range(repeats):
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        step()
+        peaks.append(tracemalloc.get_traced_memory()[1] - base)
+        tracemalloc.stop()
+    return min(peaks)
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    batch = 32 if args.smoke else 128
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 784), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    ref = NumpyMLP(SIZES, np.random.default_rng(0))
+    model = nn.MLP(SIZES, seed=0)
+    opt = nn.optim.SGD(model, lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def handgrad_step():
+        loss = loss_fn(model(engine.Tensor(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    rows = [{"variant": "numpy by hand", "peak KiB": peak_bytes(lambda: ref.step(x, y, 0.01, 0.9)) / 1024},
+            {"variant": "handgrad", "peak KiB": peak_bytes(handgrad_step) / 1024}]
+    for r in rows:
+        r["vs numpy"] = r["peak KiB"] / rows[0]["peak KiB"]
+    params_kib = sum(p.data.nbytes for p in model.parameters()) / 1024
+    acts_kib = sum(batch * n * 4 for n in SIZES) / 1024
+    print(f"Peak memory allocated during one step: MLP {SIZES}, batch {batch}, float32 "
+          f"(parameters {params_kib:.0f} KiB, activations {acts_kib:.0f} KiB)")
+    print(table(rows, ["variant", "peak KiB", "vs numpy"]))
+    path = save("memory", {"sizes": SIZES, "batch": batch, "rows": rows}, args.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
