@@ -79,7 +79,7 @@ class SGD(Optimizer):
                 buf = state["momentum"] = np.array(g, dtype=w.dtype, copy=True)
             else:
                 buf *= self.momentum
-                buf += (1 - self.dampening) * g
+                buf += (1 - self.dampening) * g if self.dampening else g
             g = g + self.momentum * buf if self.nesterov else buf
         w -= self.lr * g
 
