@@ -111,13 +111,19 @@ def anomaly_enabled() -> bool:
     return _GradMode.anomaly
 
 
-@contextlib.contextmanager
-def name_scope(name: str) -> Iterator[None]:
-    """Nodes created inside are tagged with ``name`` (nested scopes join with '.')."""
-    _GradMode.scopes.append(name)
-    try:
-        yield
-    finally:
+class name_scope:
+    """Nodes created inside are tagged with ``name`` (nested scopes join with '.').
+    (A class rather than a generator: every module call enters one, so it must be cheap.)"""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self) -> None:
+        _GradMode.scopes.append(self.name)
+
+    def __exit__(self, *exc: object) -> None:
         _GradMode.scopes.pop()
 
 
@@ -197,6 +203,11 @@ def backward(roots: Sequence["Tensor"], root_grads: Sequence[np.ndarray], *,
     wanted = {id(t): None for t in inputs} if inputs is not None else None
     accumulate = inputs is None
     anomaly = _GradMode.anomaly
+    # Arrays already stored as some tensor's .grad, or given by the caller: a tensor may
+    # adopt a gradient array without copying only if it is none of these, owns its memory
+    # (not a view) and is writeable (not a broadcast). Copying every parameter gradient
+    # would cost as much as a layer's update.
+    handed_out: set[int] = {id(g) for g in root_grads}
 
     for tensor in reversed(order):
         g = grads.pop(id(tensor), None)
@@ -208,7 +219,10 @@ def backward(roots: Sequence["Tensor"], root_grads: Sequence[np.ndarray], *,
             wanted[id(tensor)] = np.array(g, copy=True)
         node = tensor.node
         if accumulate and (node is None or tensor._retains_grad):
-            tensor._accumulate_grad(g)
+            may_adopt = (id(g) not in handed_out and g.base is None and g.flags.writeable
+                         and g.dtype == tensor.dtype)
+            handed_out.add(id(g))
+            tensor._accumulate_grad(g, may_adopt)
         if node is None:
             continue
         _check_alive(node)

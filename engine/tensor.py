@@ -151,10 +151,12 @@ class Tensor:
             g = g.astype(self.dtype, copy=False)
         graph.backward([self], [g], retain_graph=retain_graph)
 
-    def _accumulate_grad(self, g: np.ndarray) -> None:
+    def _accumulate_grad(self, g: np.ndarray, may_adopt: bool = False) -> None:
+        """Add ``g`` to ``.grad``. The first gradient is kept as it is when the caller says
+        nobody else holds it (``may_adopt``), and copied otherwise, because later
+        accumulation and optimizers update ``.grad`` in place."""
         if self.grad is None:
-            # A private copy: the same array may have been handed to other tensors too.
-            self.grad = np.array(g, dtype=self.dtype, copy=True)
+            self.grad = g if may_adopt else np.array(g, dtype=self.dtype, copy=True)
         else:
             self.grad += g
 

@@ -88,8 +88,8 @@ class SoftmaxCrossEntropy(Op):
         return self.apply(logits, _data(targets), reduction=reduction,
                           label_smoothing=label_smoothing)
 
-    def targets_as_probabilities(self, z: np.ndarray, y: np.ndarray, eps: float) -> np.ndarray:
-        """Check the targets and return them as (smoothed) probabilities of z's shape."""
+    def check_targets(self, z: np.ndarray, y: np.ndarray) -> bool:
+        """Validate the targets; True for integer labels, False for probabilities."""
         C = z.shape[-1]
         if y.dtype.kind in "iu":
             if y.shape != z.shape[:-1]:
@@ -98,21 +98,16 @@ class SoftmaxCrossEntropy(Op):
             if y.size and (y.min() < 0 or y.max() >= C):
                 bad = y[(y < 0) | (y >= C)].ravel()[0]
                 raise self.error(f"class label {bad} is outside [0, {C}) for logits of shape {z.shape}")
-            probs = np.zeros(z.shape, dtype=z.dtype)
-            np.put_along_axis(probs, y[..., None].astype(np.intp), 1, axis=-1)
-        elif y.dtype.kind == "f":
+            return True
+        if y.dtype.kind == "f":
             if y.shape != z.shape:
                 hint = (" (float labels? class labels must be integers)"
                         if y.shape == z.shape[:-1] else "")
                 raise self.error(f"probability targets must have the logits' shape {z.shape}, "
                                  f"got {y.shape}{hint}")
-            probs = y.astype(z.dtype, copy=False)
-        else:
-            raise self.error(f"targets must be integer class labels or float probabilities, "
-                             f"got dtype {y.dtype}", TypeError)
-        if eps:
-            probs = (1 - eps) * probs + eps / C
-        return probs
+            return False
+        raise self.error(f"targets must be integer class labels or float probabilities, "
+                         f"got dtype {y.dtype}", TypeError)
 
     def forward(self, ctx: Node, z: np.ndarray, y: np.ndarray, reduction: str = "mean",
                 label_smoothing: float = 0.0) -> np.ndarray:
@@ -123,14 +118,33 @@ class SoftmaxCrossEntropy(Op):
             raise self.error(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
         if not 0 <= label_smoothing <= 1:
             raise self.error(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-        targets = self.targets_as_probabilities(z, y, label_smoothing)
+        labels = self.check_targets(z, y)
+        eps, C = label_smoothing, z.shape[-1]
         # log-softmax through the log-sum-exp with the max shifted out: exact for |z| ~ 1e4.
         shifted = z - z.max(axis=-1, keepdims=True)
         log_norm = np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
         log_p = shifted - log_norm
-        per_row = -(targets * log_p).sum(axis=-1)
+        if labels:
+            # The one-hot target is never built: pick log p of the true class per row, and
+            # subtract (1 - eps) from p at that class for the delta p - y.
+            rows, flat_y = np.arange(y.size), y.reshape(-1)
+            log_p2 = log_p.reshape(-1, C)
+            per_row = -(1 - eps) * log_p2[rows, flat_y]
+            if eps:
+                per_row -= (eps / C) * log_p2.sum(axis=-1)
+            per_row = per_row.reshape(y.shape)
+            delta = np.exp(log_p2)
+            if eps:
+                delta -= eps / C
+            delta[rows, flat_y] -= 1 - eps
+            delta = delta.reshape(z.shape)
+        else:
+            targets = y.astype(z.dtype, copy=False)
+            if eps:
+                targets = (1 - eps) * targets + eps / C
+            per_row = -(targets * log_p).sum(axis=-1)
+            delta = np.exp(log_p) * targets.sum(axis=-1, keepdims=True) - targets
         n = max(per_row.size, 1)
-        delta = np.exp(log_p) * targets.sum(axis=-1, keepdims=True) - targets
         ctx.save(delta, n)
         return _reduce(per_row, reduction, n)
 
