@@ -38,7 +38,7 @@ class Node:
         self.saved: Any = ()
         self.needs_input_grad = needs_input_grad
         self.index = next(_counter)          # creation order, for stable ordering
-        self.scope = current_scope()         # name of the nn module that created it, if any
+        self.scope = _GradMode.scope         # name of the nn module that created it, if any
 
     def save(self, *values: Any) -> None:
         """Keep ``values`` (arrays, shapes, ...) for the backward and JVP rules."""
@@ -63,6 +63,7 @@ class _GradMode:
     enabled = True
     anomaly = False
     scopes: list[str] = []
+    scope: str | None = None      # ".".join(scopes), kept up to date by name_scope
 
 
 def is_grad_enabled() -> bool:
@@ -122,13 +123,15 @@ class name_scope:
 
     def __enter__(self) -> None:
         _GradMode.scopes.append(self.name)
+        _GradMode.scope = ".".join(_GradMode.scopes)
 
     def __exit__(self, *exc: object) -> None:
         _GradMode.scopes.pop()
+        _GradMode.scope = ".".join(_GradMode.scopes) or None
 
 
 def current_scope() -> str | None:
-    return ".".join(_GradMode.scopes) or None
+    return _GradMode.scope
 
 
 def check_finite(what: str, node: Node, array: np.ndarray, inputs: Iterable[np.ndarray]) -> None:
@@ -153,20 +156,23 @@ def topological_order(roots: Sequence["Tensor"]) -> list["Tensor"]:
     order: list[Tensor] = []
     seen: set[int] = set()
     stack: list[tuple[Tensor, bool]] = [(r, False) for r in reversed(roots)]
+    push, pop = stack.append, stack.pop
     while stack:
-        tensor, children_done = stack.pop()
+        tensor, children_done = pop()
         if children_done:
             order.append(tensor)
             continue
-        if id(tensor) in seen:
+        key = id(tensor)
+        if key in seen:
             continue
-        seen.add(id(tensor))
-        stack.append((tensor, True))
+        seen.add(key)
+        push((tensor, True))
         node = tensor.node
         if node is not None:
-            for inp, needed in zip(reversed(node.inputs), reversed(node.needs_input_grad)):
-                if needed and id(inp) not in seen:
-                    stack.append((inp, False))
+            inputs, needed = node.inputs, node.needs_input_grad
+            for i in range(len(inputs) - 1, -1, -1):   # right to left: the left input is visited first
+                if needed[i] and id(inputs[i]) not in seen:
+                    push((inputs[i], False))
     return order
 
 
@@ -225,7 +231,8 @@ def backward(roots: Sequence["Tensor"], root_grads: Sequence[np.ndarray], *,
             tensor._accumulate_grad(g, may_adopt)
         if node is None:
             continue
-        _check_alive(node)
+        if node.saved is _FREED:
+            _check_alive(node)
         in_grads = node.op.backward(node, g)
         if len(in_grads) != len(node.inputs):
             raise RuntimeError(f"op '{node.op.name}': backward returned {len(in_grads)} "
@@ -233,16 +240,19 @@ def backward(roots: Sequence["Tensor"], root_grads: Sequence[np.ndarray], *,
         for i, (inp, ig, needed) in enumerate(zip(node.inputs, in_grads, node.needs_input_grad)):
             if not needed or ig is None:
                 continue
-            ig = np.asarray(ig)
-            _check_shape(node, i, ig, inp.shape, "backward")
-            if ig.dtype != inp.dtype:
-                ig = ig.astype(inp.dtype)
+            if type(ig) is not np.ndarray:
+                ig = np.asarray(ig)
+            data = inp.data
+            if ig.shape != data.shape:
+                _check_shape(node, i, ig, data.shape, "backward")
+            if ig.dtype != data.dtype:
+                ig = ig.astype(data.dtype)
             if anomaly:
                 check_finite("backward", node, ig, [g])
             key = id(inp)
             grads[key] = grads[key] + ig if key in grads else ig
         if not retain_graph:
-            node.free()
+            node.saved = _FREED  # release the buffers (Node.free)
 
     if wanted is None:
         return None

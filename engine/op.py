@@ -54,16 +54,18 @@ class Op:
         tensors = self._as_tensors(inputs)
         # numpy scalars as parameters (alpha=np.float64(0.5), ddof=np.int64(1)) become Python
         # numbers: numpy would let them promote a float32 computation to float64.
-        params = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
-        grad_on = graph.is_grad_enabled()
-        needs = tuple(grad_on and t.requires_grad and i not in self.nondiff
-                      for i, t in enumerate(tensors))
+        if params:
+            params = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
+        grad_on = graph._GradMode.enabled
+        nondiff = self.nondiff
+        needs = tuple([grad_on and t.requires_grad and i not in nondiff
+                       for i, t in enumerate(tensors)])
         ctx = Node(self, tensors, params, needs)
         arrays = [t.data for t in tensors]
         out = self.forward(ctx, *arrays, **params)
         if not isinstance(out, np.ndarray):
             out = np.asarray(out)  # reductions give numpy scalars; keep them 0-d arrays
-        if graph.anomaly_enabled():
+        if graph._GradMode.anomaly:
             graph.check_finite("forward", ctx, out, arrays)
         return Tensor._from_op(out, ctx if any(needs) else None)
 

@@ -67,7 +67,7 @@ class Module:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._name is None:
             return self.forward(*args, **kwargs)
-        with engine.name_scope(self._name):
+        with engine.name_scope(self._name):   # nodes made in forward carry this name
             return self.forward(*args, **kwargs)
 
     def train(self, mode: bool = True) -> "Module":

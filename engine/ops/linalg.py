@@ -85,7 +85,7 @@ class Linear(Op):
         out = x @ W
         if b is not None:
             # In place when the dtypes allow it: `out` is a fresh array, no need for another.
-            out = np.add(out, b, out=out) if np.result_type(out, b) == out.dtype else out + b
+            out = np.add(out, b, out=out) if b.dtype == out.dtype else out + b
         return out
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, ...]:

@@ -122,8 +122,10 @@ class SoftmaxCrossEntropy(Op):
         eps, C = label_smoothing, z.shape[-1]
         # log-softmax through the log-sum-exp with the max shifted out: exact for |z| ~ 1e4.
         shifted = z - z.max(axis=-1, keepdims=True)
-        log_norm = np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-        log_p = shifted - log_norm
+        e = np.exp(shifted)
+        norm = e.sum(axis=-1, keepdims=True)
+        log_p = shifted - np.log(norm)
+        p = e / norm
         if labels:
             # The one-hot target is never built: pick log p of the true class per row, and
             # subtract (1 - eps) from p at that class for the delta p - y.
@@ -133,7 +135,7 @@ class SoftmaxCrossEntropy(Op):
             if eps:
                 per_row -= (eps / C) * log_p2.sum(axis=-1)
             per_row = per_row.reshape(y.shape)
-            delta = np.exp(log_p2)
+            delta = p.reshape(-1, C)
             if eps:
                 delta -= eps / C
             delta[rows, flat_y] -= 1 - eps
@@ -143,7 +145,7 @@ class SoftmaxCrossEntropy(Op):
             if eps:
                 targets = (1 - eps) * targets + eps / C
             per_row = -(targets * log_p).sum(axis=-1)
-            delta = np.exp(log_p) * targets.sum(axis=-1, keepdims=True) - targets
+            delta = p * targets.sum(axis=-1, keepdims=True) - targets
         n = max(per_row.size, 1)
         ctx.save(delta, n)
         return _reduce(per_row, reduction, n)
