@@ -1,0 +1,181 @@
+"""nn.data: the IDX reader and its errors, MNIST-format loading, teaching datasets,
+preprocessing and batching."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nn
+from nn import data as D
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(7,), (3, 4), (2, 3, 5)])
+@pytest.mark.parametrize("name", ["a.idx", "a.idx.gz"])
+def test_idx_round_trip(tmp_path, dtype, shape, name):
+    arr = (np.arange(np.prod(shape)) - 3).reshape(shape).astype(dtype)
+    path = D.write_idx(tmp_path / name, arr)
+    assert (path.read_bytes()[:2] == b"\x1f\x8b") == name.endswith(".gz")
+    back = D.read_idx(path)
+    assert back.dtype == np.dtype(dtype) and np.array_equal(back, arr)
+
+
+def _idx_bytes(arr: np.ndarray) -> bytes:
+    return bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, ">u4").tobytes() + arr.tobytes()
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda b: b"\x01" + b[1:], "bad magic"),
+    (lambda b: b[:2] + b"\x07" + b[3:], "unknown IDX type code 0x07"),
+    (lambda b: b[:-10], "truncated: expected 60 bytes of data for shape (3, 4, 5), found 50"),
+    (lambda b: b + b"xx", "2 unexpected bytes"),
+    (lambda b: b[:3] + b"\x09" + b[4:], "unsupported number of dimensions 9"),
+    (lambda b: b[:6], "truncated header"),
+    (lambda b: b"\x1f\x8b" + b"not gzip at all", "corrupt gzip"),
+    (lambda b: gzip.compress(b)[:-8], "corrupt gzip"),
+])
+def test_corrupt_idx_files_are_reported_with_their_path(tmp_path, mutate, message):
+    good = _idx_bytes(np.zeros((3, 4, 5), np.uint8))
+    path = tmp_path / "broken-images-idx3-ubyte"
+    path.write_bytes(mutate(good))
+    with pytest.raises(D.DatasetError) as info:
+        D.read_idx(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def _fake_mnist(directory: Path, n_train: int = 20, n_test: int = 10, gz: bool = True, **override) -> None:
+    rng = np.random.default_rng(0)
+    files = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) % 10).astype(np.uint8),
+    }
+    files.update(override)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stem, arr in files.items():
+        D.write_idx(directory / (stem + (".gz" if gz else "")), arr)
+
+
+def test_load_mnist_from_a_directory_and_from_the_environment(tmp_path, monkeypatch):
+    _fake_mnist(tmp_path / "files", gz=False)
+    xtr, ytr, xte, yte = D.load_mnist("mnist", data_dir=tmp_path / "files")
+    assert xtr.shape == (20, 28, 28) and xtr.dtype == np.uint8 and ytr.dtype == np.int64
+    assert xte.shape == (10, 28, 28) and list(yte) == list(range(10))
+    _fake_mnist(tmp_path / "root" / "mnist")
+    monkeypatch.setenv("HANDGRAD_DATA", str(tmp_path / "root"))
+    assert D.load_mnist("mnist")[0].shape == (20, 28, 28)
+    splits = D.load_dataset("mnist", n=8, val_fraction=0.25)
+    assert splits.x_train.shape == (6, 784) and splits.x_val.shape == (2, 784)
+    assert splits.x_train.dtype == np.float32 and 0 <= splits.x_train.min() and splits.x_train.max() <= 1
+    assert splits.num_classes == 10 and splits.input_shape == (784,)
+
+
+def test_missing_files_say_where_we_looked_and_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("HANDGRAD_DATA", raising=False)
+    with pytest.raises(D.DatasetError) as info:
+        D.load_mnist("mnist", data_dir=tmp_path)
+    msg = str(info.value)
+    assert str(tmp_path) in msg and "train-images-idx3-ubyte" in msg
+    assert "--data-dir" in msg and "HANDGRAD_DATA" in msg
+    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    with pytest.raises(D.DatasetError, match="apt-get install dataset-fashion-mnist"):
+        D.load_mnist("fashion-mnist", data_dir=tmp_path)
+
+
+def test_inconsistent_files_are_errors(tmp_path):
+    _fake_mnist(tmp_path / "a", **{"train-labels-idx1-ubyte": np.zeros(19, np.uint8)})
+    with pytest.raises(D.DatasetError, match="labels for 20 images"):
+        D.load_mnist("mnist", data_dir=tmp_path / "a")
+    _fake_mnist(tmp_path / "b", **{"t10k-labels-idx1-ubyte": np.full(10, 12, np.uint8)})
+    with pytest.raises(D.DatasetError, match="label 12 outside 0..9"):
+        D.load_mnist("mnist", data_dir=tmp_path / "b")
+    _fake_mnist(tmp_path / "c", **{"train-images-idx3-ubyte": np.zeros((20, 14, 14), np.uint8)})
+    with pytest.raises(D.DatasetError, match=r"\(N, 28, 28\)"):
+        D.load_mnist("mnist", data_dir=tmp_path / "c")
+
+
+@pytest.mark.skipif(not D.DEBIAN_FASHION_MNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
+def test_real_fashion_mnist_from_the_debian_package():
+    xtr, ytr, xte, yte = D.load_mnist("fashion-mnist")
+    assert xtr.shape == (60000, 28, 28) and xte.shape == (10000, 28, 28)
+    assert np.array_equal(np.bincount(ytr), np.full(10, 6000))
+    assert np.array_equal(np.bincount(yte), np.full(10, 1000))
+    s = D.load_dataset("fashion-mnist", n=1000)
+    assert s.x_train.shape == (1000, 784) and s.x_test.shape == (10000, 784)
+
+
+@pytest.mark.parametrize("name", ["spirals", "moons", "circles", "xor", "blobs"])
+def test_teaching_datasets_are_deterministic_balanced_and_typed(name):
+    gen = D.GENERATORS[name]
+    X, y = gen(n=120, seed=3)
+    X2, y2 = gen(n=120, seed=3)
+    X3, _ = gen(n=120, seed=4)
+    assert np.array_equal(X, X2) and np.array_equal(y, y2) and not np.array_equal(X, X3)
+    assert X.dtype == np.float32 and y.dtype == np.int64 and len(X) == len(y) == 120
+    counts = np.bincount(y)
+    assert counts.max() - counts.min() <= 1
+    s = D.load_dataset(name, seed=1)
+    assert len(s.x_train) == 4 * len(s.x_test) and s.num_classes == counts.size
+
+
+def test_a_small_mlp_can_learn_each_teaching_dataset():
+    for name in ("moons", "circles", "xor", "blobs"):
+        s = D.load_dataset(name, seed=0)
+        model = nn.MLP([2, 32, s.num_classes], seed=0)
+        nn.fit(model, nn.CrossEntropyLoss(), nn.optim.Adam(model, lr=0.03), (s.x_train, s.y_train),
+               epochs=150, batch_size=None, progress=False)
+        assert nn.evaluate(model, nn.CrossEntropyLoss(), (s.x_test, s.y_test))["accuracy"] > 0.9, name
+
+
+def test_preprocessing():
+    assert D.normalize_images(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(5, 3, (100, 4)), rng.normal(5, 3, (10, 4))
+    sa, sb = D.standardize(a, b)
+    np.testing.assert_allclose(sa.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(sa.std(axis=0), 1, rtol=1e-6)
+    np.testing.assert_allclose(sb, (b - a.mean(0)) / (a.std(0) + 1e-8))
+    np.testing.assert_array_equal(D.one_hot(np.array([2, 0]), 3), [[0, 0, 1], [1, 0, 0]])
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        D.one_hot(np.array([3]), 3)
+    with pytest.raises(TypeError):
+        D.one_hot(np.array([0.5]), 3)
+
+
+def test_train_val_split():
+    X, y = np.arange(100)[:, None], np.arange(100) % 4
+    xt, yt, xv, yv = D.train_val_split(X, y, 0.2, seed=1)
+    assert len(xv) == 20 and len(xt) == 80
+    assert set(xt[:, 0]) | set(xv[:, 0]) == set(range(100)) and not set(xt[:, 0]) & set(xv[:, 0])
+    again = D.train_val_split(X, y, 0.2, seed=1)
+    assert np.array_equal(again[2], xv)
+    _, _, _, yv = D.train_val_split(X, y, 0.2, seed=1, stratify=True)
+    assert np.array_equal(np.bincount(yv), [5, 5, 5, 5])
+    for bad in (0, 1, 1.5):
+        with pytest.raises(ValueError, match="val_fraction"):
+            D.train_val_split(X, y, bad)
+    with pytest.raises(ValueError, match="empty"):
+        D.train_val_split(X[:3], y[:3], 0.1)
+
+
+def test_batches_and_data_loader():
+    X, y = np.arange(10)[:, None], np.arange(10)
+    seen = np.concatenate([yb for _, yb in D.batches(X, y, 3, rng=np.random.default_rng(0))])
+    assert sorted(seen) == list(range(10)) and list(seen) != list(range(10))
+    assert [len(yb) for _, yb in D.batches(X, y, 3, shuffle=False, drop_last=True)] == [3, 3, 3]
+    loader = D.DataLoader(X, y, batch_size=4, seed=5)
+    assert len(loader) == 3
+    first, second = [np.concatenate([b for _, b in loader]) for _ in range(2)]
+    assert sorted(first) == sorted(second) and list(first) != list(second)
+    again = np.concatenate([b for _, b in D.DataLoader(X, y, batch_size=4, seed=5)])
+    assert np.array_equal(first, again)
+    with pytest.raises(ValueError, match="batch_size"):
+        D.DataLoader(X, y, batch_size=0)
+    with pytest.raises(ValueError, match="10 inputs but 9"):
+        D.DataLoader(X, y[:9])
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
+        D.load_dataset("cifar")
