@@ -1,0 +1,92 @@
+"""Bad input gets a clear error raised by handgrad, naming the op and the shapes, dtypes or
+values at fault, before numpy can fail confusingly or broadcast silently."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import engine
+
+T = engine.Tensor
+
+
+def t(*shape, dtype=np.float64, grad=False):
+    return T(np.ones(shape, dtype=dtype), requires_grad=grad)
+
+
+@pytest.mark.parametrize("make,error,pattern", [
+    # matmul
+    (lambda: t(4, 3) @ t(4, 5), ValueError, r"matmul: inner dimensions do not match: shapes \(4, 3\) and \(4, 5\) \(3 != 4\)"),
+    (lambda: t(3) @ t(4), ValueError, r"matmul: inner dimensions .*\(3,\) and \(4,\)"),
+    (lambda: engine.matmul(t(), t(3)), ValueError, r"matmul: operands must have at least 1 dimension"),
+    (lambda: t(2, 2, 3) @ t(3, 3, 4), ValueError, r"matmul: shapes \(2,\) and \(3,\) cannot be broadcast"),
+    # broadcasting
+    (lambda: t(2, 3) + t(4), ValueError, r"add: shapes \(2, 3\) and \(4,\) cannot be broadcast together"),
+    (lambda: t(2, 3) * t(3, 2), ValueError, r"mul: shapes \(2, 3\) and \(3, 2\)"),
+    (lambda: engine.where(np.ones((2, 3), bool), t(2, 3), t(4)), ValueError, r"where: shapes"),
+    (lambda: engine.where(np.ones(3), t(3), t(3)), TypeError, r"where: condition must be boolean"),
+    (lambda: engine.broadcast_to(t(3), (2, 4)), ValueError, r"broadcast_to: shapes \(3,\) and \(2, 4\)"),
+    (lambda: engine.broadcast_to(t(2, 3), (3,)), ValueError, r"broadcast_to"),
+    # shapes and axes
+    (lambda: t(2, 3).reshape(4, 2), ValueError, r"reshape: cannot reshape a tensor of shape \(2, 3\) \(6 elements\) into shape \(4, 2\)"),
+    (lambda: t(2, 3).sum(axis=2), ValueError, r"sum: axis 2 is out of range for a tensor with 2 dimension"),
+    (lambda: t(2, 3).mean(axis=-3), ValueError, r"mean: axis -3 is out of range"),
+    (lambda: t(2, 3).max(axis=(0, 0)), ValueError, r"max: repeated axis"),
+    (lambda: t(2, 3).sum(axis=1.5), TypeError, r"sum: axis must be an int"),
+    (lambda: engine.softmax(t(2, 3), axis=2), ValueError, r"softmax: axis 2 is out of range"),
+    (lambda: engine.logsumexp(t(2), axis=1), ValueError, r"logsumexp: axis 1 is out of range"),
+    (lambda: engine.concat([t(2, 3), t(2, 4)], axis=0), ValueError, r"concat: all shapes must match except along axis 0"),
+    (lambda: engine.concat([t(2, 3)], axis=2), ValueError, r"concat: axis 2 is out of range"),
+    (lambda: engine.stack([t(2), t(3)]), ValueError, r"stack: all tensors must have the same shape"),
+    (lambda: engine.transpose(t(2, 3), (0, 0)), ValueError, r"transpose: axes \(0, 0\) are not a permutation"),
+    (lambda: engine.flatten(t(2, 3, 4), start_dim=2, end_dim=1), ValueError, r"flatten: start_dim 2 comes after end_dim 1"),
+    (lambda: t(2, 3)[5], IndexError, r"getitem: index 5 is invalid for shape \(2, 3\)"),
+    (lambda: engine.var(t(1, 3), axis=0, ddof=1), ValueError, r"var: needs more than ddof=1"),
+    (lambda: engine.clip(t(3), 1.0, -1.0), ValueError, r"clip: min \(1.0\) must not exceed max \(-1.0\)"),
+    (lambda: engine.clip(t(3)), ValueError, r"clip: at least one of min and max"),
+    # fused layer
+    (lambda: engine.linear(t(4, 3), t(5, 2)), ValueError, r"linear: input of shape \(4, 3\) does not fit weight of shape \(5, 2\)"),
+    (lambda: engine.linear(t(4, 3), t(3, 2), t(3)), ValueError, r"linear: bias must have shape \(2,\), got \(3,\)"),
+    (lambda: engine.linear(t(4, 3), t(3)), ValueError, r"linear: weight must be 2-D"),
+    # tensors and gradients
+    (lambda: T(np.arange(3), requires_grad=True), TypeError, r"only floating-point tensors can require grad, got dtype int64"),
+    (lambda: t(2, 3, grad=True).exp().backward(), ValueError, r"backward: a gradient can be implied only for a tensor with one element .* shape \(2, 3\)"),
+    (lambda: t(2, 3, grad=True).exp().backward(np.ones(3)), ValueError, r"backward: grad has shape \(3,\) but the tensor has shape \(2, 3\)"),
+    (lambda: t(2).sum().backward(), RuntimeError, r"does not require grad"),
+    (lambda: engine.add(t(2), "a"), TypeError, r"add: input 1 must be a Tensor"),
+    (lambda: engine.add(t(2), None), TypeError, r"add: input 1 must be a Tensor"),
+])
+def test_bad_input_is_reported_by_handgrad(make, error, pattern):
+    with pytest.raises(error, match=pattern):
+        make()
+
+
+@pytest.mark.parametrize("make,pattern", [
+    (lambda z: engine.softmax_cross_entropy(z, np.array([0, 3, 1])), r"class label 3 is outside \[0, 3\) for logits of shape \(3, 3\)"),
+    (lambda z: engine.softmax_cross_entropy(z, np.array([0, -1, 1])), r"class label -1 is outside"),
+    (lambda z: engine.softmax_cross_entropy(z, np.array([0.0, 1.0, 2.0])), r"float labels\? class labels must be integers"),
+    (lambda z: engine.softmax_cross_entropy(z, np.array([0, 1])), r"integer labels must have shape \(3,\)"),
+    (lambda z: engine.softmax_cross_entropy(z, np.ones((3, 4)) / 4), r"probability targets must have the logits' shape \(3, 3\), got \(3, 4\)"),
+    (lambda z: engine.sigmoid_binary_cross_entropy(z, np.ones((3, 2))), r"targets shape \(3, 2\) differs from logits shape \(3, 3\)"),
+    (lambda z: engine.sigmoid_binary_cross_entropy(z, np.full((3, 3), 1.5)), r"targets must lie in \[0, 1\], got values from 1.5"),
+    (lambda z: engine.mse(z, np.ones(3)), r"mse: prediction shape \(3, 3\) and target shape \(3,\) differ"),
+    (lambda z: engine.mse(z, np.ones((3, 3)), reduction="avg"), r"mse: reduction must be one of"),
+    (lambda z: engine.softmax_cross_entropy(z, np.array([0, 1, 2]), label_smoothing=2.0), r"label_smoothing must be in \[0, 1\]"),
+])
+def test_bad_targets_are_reported_before_any_arithmetic(make, pattern):
+    z = t(3, 3, grad=True)
+    with pytest.raises(ValueError, match=pattern):
+        make(z)
+
+
+def test_bool_targets_are_a_type_error():
+    with pytest.raises(TypeError, match="softmax_cross_entropy: targets must be integer class labels or float"):
+        engine.softmax_cross_entropy(t(2, 3), np.ones((2, 3), bool))
+
+
+def test_errors_come_from_handgrad_not_numpy():
+    """Every message above starts with the op's name: none is numpy's own text."""
+    with pytest.raises(ValueError) as info:
+        t(4, 3) @ t(4, 5)
+    assert str(info.value).startswith("matmul:")
+    assert "gufunc" not in str(info.value) and "signature" not in str(info.value)
