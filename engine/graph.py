@@ -62,8 +62,7 @@ class Node:
 class _GradMode:
     enabled = True
     anomaly = False
-    scopes: list[str] = []
-    scope: str | None = None      # ".".join(scopes), kept up to date by name_scope
+    scope: str | None = None      # the dotted name of the nn modules being called
 
 
 def is_grad_enabled() -> bool:
@@ -113,21 +112,22 @@ def anomaly_enabled() -> bool:
 
 
 class name_scope:
-    """Nodes created inside are tagged with ``name`` (nested scopes join with '.').
-    (A class rather than a generator: every module call enters one, so it must be cheap.)"""
+    """Nodes created inside are tagged with ``name``; nested scopes join with '.'
+    ("layers" then "0" gives "layers.0"). A small class rather than a generator-based
+    context manager: every module call enters one, so it must be cheap."""
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "outer")
 
     def __init__(self, name: str):
         self.name = name
+        self.outer: str | None = None
 
     def __enter__(self) -> None:
-        _GradMode.scopes.append(self.name)
-        _GradMode.scope = ".".join(_GradMode.scopes)
+        self.outer = _GradMode.scope
+        _GradMode.scope = f"{self.outer}.{self.name}" if self.outer else self.name
 
     def __exit__(self, *exc: object) -> None:
-        _GradMode.scopes.pop()
-        _GradMode.scope = ".".join(_GradMode.scopes) or None
+        _GradMode.scope = self.outer
 
 
 def current_scope() -> str | None:
