@@ -78,22 +78,6 @@ class Scale(engine.Op):
         return dx * weights
 
 
-@pytest.fixture
-def registered():
-    """``registered(op)`` registers op for one test and unregisters it afterwards."""
-    names = []
-
-    def register(op):
-        names.append(op.name)
-        return engine.register(op)
-
-    try:
-        yield register
-    finally:
-        for name in names:
-            engine.unregister(name)
-
-
 def leaf(values):
     return engine.Tensor(np.array(values, dtype=np.float64), requires_grad=True)
 

@@ -332,22 +332,6 @@ class MulWithScalarTangent(Mul):
         return (da * b + a * db).sum()
 
 
-@pytest.fixture
-def registered():
-    """Register test-only ops and always remove them afterwards."""
-    names = []
-
-    def register(op):
-        names.append(op.name)
-        return engine.register(op)
-
-    try:
-        yield register
-    finally:
-        for name in names:
-            engine.unregister(name)
-
-
 def test_a_gradient_of_the_wrong_shape_is_an_error_naming_the_op(registered):
     broken_add = registered(AddWithoutSumTo())
     a = leaf([1.0, 2.0, 3.0])                       # shape (3,), broadcast against (2, 3)
