@@ -1,19 +1,24 @@
 """handgrad's engine: tensors, an explicit compute graph, and ops that carry their own
-forward, backward (VJP) and forward-mode (JVP) rules."""
-from .broadcast import sum_to, unbroadcast
-from .graph import (Node, detect_anomaly, enable_grad, is_grad_enabled, name_scope, no_grad,
-                    topological_order)
-from .tensor import Tensor, as_tensor  # first: tensor.py pulls in op.py and the ops
+forward, backward (VJP) and forward-mode (JVP) rules.
+
+``import engine`` needs numpy alone. Pictures live in ``engine.viz`` (graphviz) and the
+property-based test tools in ``engine.testing`` (hypothesis); import them when needed.
+Every registered op is ``engine.<name>`` (``engine.exp``, ``engine.softmax_cross_entropy``).
+"""
+from .tensor import Tensor, as_tensor, from_numpy, inplace  # first: tensor.py pulls in op.py
+from .broadcast import sum_to
+from .graph import Node, Step, backward_steps, topological_order
+from .modes import (current_scope, detect_anomaly, enable_grad, is_anomaly_enabled,
+                    is_grad_enabled, name_scope, no_grad, set_grad_enabled)
 from .op import REGISTRY, Op, register, unregister
-from .ops import *  # noqa: F401,F403  (every op is a function of the engine namespace)
-from .ops import __all__ as _ops_all
+from . import ops  # noqa: F401  (registers every built-in op as engine.<name>)
 from .transforms import grad, jvp, vjp
 from .gradcheck import GradcheckError, gradcheck, jvpcheck
-from .viz import GraphvizNotFound, backward_frames, draw, render, save_backward_html
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["Tensor", "as_tensor", "Node", "Op", "REGISTRY", "register", "unregister", "no_grad",
-           "enable_grad", "is_grad_enabled", "detect_anomaly", "name_scope", "topological_order",
-           "grad", "jvp", "vjp", "gradcheck", "jvpcheck", "GradcheckError",
-           "draw", "backward_frames", "save_backward_html", "render", "GraphvizNotFound", "sum_to", "unbroadcast", *_ops_all]
+__all__ = ["Tensor", "as_tensor", "from_numpy", "inplace", "Node", "Step", "Op", "REGISTRY",
+           "register", "unregister", "no_grad", "enable_grad", "set_grad_enabled",
+           "is_grad_enabled", "detect_anomaly", "is_anomaly_enabled", "name_scope",
+           "current_scope", "topological_order", "backward_steps", "grad", "jvp", "vjp",
+           "gradcheck", "jvpcheck", "GradcheckError", "sum_to", *sorted(REGISTRY)]

@@ -45,10 +45,6 @@ def sum_to(grad: np.ndarray, shape: Shape) -> np.ndarray:
     return out
 
 
-# The name used in the tinygrad and PyTorch literature; the same function.
-unbroadcast = sum_to
-
-
 def normalize_axis(op: str, axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
     """numpy-style `axis` (int, tuple or None) as a sorted tuple of non-negative axes.
 
@@ -83,7 +79,3 @@ def expand_reduced(grad: np.ndarray, shape: Shape, axes: tuple[int, ...], keepdi
         grad = np.expand_dims(grad, axes) if axes else grad
     return np.broadcast_to(grad, shape)
 
-
-def keepdims_shape(shape: Shape, axes: tuple[int, ...]) -> Shape:
-    """The shape a reduction over `axes` has with keepdims=True."""
-    return tuple(1 if i in axes else n for i, n in enumerate(shape))

@@ -31,9 +31,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import graph
+from .modes import no_grad
 from .tensor import Tensor
+from .transforms import gradients
 
 Fn = Callable[..., Tensor]
+
+
+def central_difference(f: Callable[[float], Any], eps: float) -> np.ndarray:
+    """(f(eps) - f(-eps)) / (2 eps): the derivative at t = 0 of a function of one real
+    number t. Every numerical derivative in handgrad is this one, with f(t) = F(x + t u)
+    for some direction u (gradcheck, jvpcheck, the numeric overlay of the pictures)."""
+    return (np.asarray(f(eps), dtype=np.float64) - np.asarray(f(-eps), dtype=np.float64)) / (2 * eps)
 
 
 class GradcheckError(AssertionError):
@@ -83,33 +92,28 @@ class _Problem:
         """Positions of the inputs a gradient reaches. The others are used only in
         non-differentiable positions (a float target, a mask) and are skipped, like
         integer labels."""
-        grads = graph.backward([out], [np.ones(out.shape)], retain_graph=True, inputs=leaves)
+        grads = gradients([out], [np.ones(out.shape)], leaves, retain_graph=True)
         return [k for k, g in zip(self.diff, grads) if g is not None]
 
     def evaluate(self, values: Sequence[Any]) -> np.ndarray:
-        with graph.no_grad():
+        with no_grad():
             return np.asarray(self.call(values)[0].data)
 
-    def shifted(self, k: int, delta: np.ndarray) -> list[Any]:
-        """The inputs with input ``k`` (a position in self.values) moved by ``delta``."""
-        values = list(self.values)
-        values[k] = self.values[k] + delta
-        return values
-
-    def central_difference(self, directions: dict[int, np.ndarray], eps: float) -> np.ndarray:
-        """(f(x + eps d) - f(x - eps d)) / (2 eps) for the direction d given per input."""
-        plus, minus = list(self.values), list(self.values)
-        for k, d in directions.items():
-            plus[k] = self.values[k] + eps * d
-            minus[k] = self.values[k] - eps * d
-        return (self.evaluate(plus) - self.evaluate(minus)) / (2 * eps)
+    def along(self, directions: dict[int, np.ndarray]) -> Callable[[float], np.ndarray]:
+        """t -> f(x + t d), d given per input (the others unmoved)."""
+        def f(t: float) -> np.ndarray:
+            values = list(self.values)
+            for k, d in directions.items():
+                values[k] = self.values[k] + t * d
+            return self.evaluate(values)
+        return f
 
     def complex_step(self, k: int, j: int, h: float) -> np.ndarray:
         values = list(self.values)
         z = self.values[k].astype(np.complex128)
         z.flat[j] += 1j * h
         values[k] = z
-        with graph.no_grad():
+        with no_grad():
             return np.imag(np.asarray(self.call(values)[0].data)) / h
 
 
@@ -166,9 +170,9 @@ def gradcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float =
     if mode == "directional":
         v = _unit(_random_like(rng, out_shape))
         u = _unit_directions({k: _random_like(rng, problem.values[k].shape) for k in reached})
-        grads = graph.backward([out], [v], retain_graph=True, inputs=leaves)
+        grads = gradients([out], [v], leaves, retain_graph=True)
         analytic = sum(float(np.sum(g * u[k])) for g, k in zip(grads, problem.diff) if k in u)
-        numerical = float(np.sum(v * problem.central_difference(u, eps)))
+        numerical = float(np.sum(v * central_difference(problem.along(u), eps)))
         _compare("gradcheck (directional)", np.array(analytic), np.array(numerical),
                  atol, rtol, lambda _: "projection v^T J u (unit v, u)")
     else:
@@ -178,7 +182,7 @@ def gradcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float =
         for i in range(n_out):
             e = np.zeros(n_out)
             e[i] = 1
-            grads = graph.backward([out], [e.reshape(out_shape)], retain_graph=True, inputs=leaves)
+            grads = gradients([out], [e.reshape(out_shape)], leaves, retain_graph=True)
             for g, k in zip(grads, problem.diff):
                 if g is not None:
                     rows[k][i] = g.ravel()
@@ -191,7 +195,8 @@ def gradcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float =
                 else:
                     d = np.zeros(x.size)
                     d[j] = 1
-                    numerical[:, j] = problem.central_difference({k: d.reshape(x.shape)}, eps).ravel()
+                    numerical[:, j] = central_difference(
+                        problem.along({k: d.reshape(x.shape)}), eps).ravel()
             _compare(f"gradcheck ({mode})", rows[k], numerical, atol, rtol,
                      lambda idx, k=k, x=x: (f"input {k}, d output{_index(idx[0], out_shape)}"
                                             f" / d input{_index(idx[1], x.shape)}"))
@@ -220,7 +225,7 @@ def jvpcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float = 
     def check(directions: dict[int, np.ndarray], where: str) -> None:
         seeds = {id(leaves[problem.diff.index(k)]): d for k, d in directions.items()}
         (analytic,) = graph.forward_tangents([out], seeds)
-        numerical = problem.central_difference(directions, eps)
+        numerical = central_difference(problem.along(directions), eps)
         _compare("jvpcheck", np.asarray(analytic), numerical, atol, rtol,
                  lambda idx: f"{where}, output{idx}")
 

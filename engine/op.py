@@ -1,80 +1,264 @@
 """The op contract and the registry of every op handgrad knows.
 
-An op is ONE class holding everything about one mathematical function:
+An op is ONE class holding everything about one mathematical function::
 
-* ``forward(ctx, *arrays, **params)``: numpy in, numpy out. It validates its inputs
-  (raising ValueError/TypeError that name the op) and saves what the rules below need
-  with ``ctx.save(...)``.
-* ``backward(ctx, grad)``: the vector-Jacobian product. Given the gradient of the loss
-  with respect to the output, return one gradient per input (None for inputs that are
-  not differentiable or whose gradient is not needed: ``ctx.needs_input_grad[i]``).
-* ``jvp(ctx, *tangents)``: the Jacobian-vector product (forward mode). Given one
-  tangent per input (an array of the input's shape; None for non-differentiable
-  inputs), return the tangent of the output.
-* ``nondiff``: positions of inputs that are not differentiable (labels, masks,
-  conditions). The engine never asks for their gradient and never perturbs them.
-* the class docstring: the math of the forward and of the derivative.
+    @register(method=True)                     # also attach Tensor.cube
+    class Cube(Op):
+        \"\"\"cube(x) = x^3, elementwise.\"\"\"   # the math, for readers
 
-``register(op)`` puts an instance in ``REGISTRY`` under ``op.name``. The test suite walks
-``REGISTRY``, so a registered op without a test specification fails the suite.
+        name = "cube"                          # engine.cube, REGISTRY["cube"]
+        rule = "d/dx = 3 x^2"                  # the derivative, as pictures show it
+
+        def forward(self, ctx, x):             # numpy in, numpy out
+            ctx.save(x)                        # what the rules below need
+            return x ** 3
+
+        def backward(self, ctx, grad):         # VJP: one gradient per input
+            (x,) = ctx.saved
+            return (grad * 3 * x ** 2,)
+
+        def jvp(self, ctx, dx):                # JVP: the output's tangent
+            (x,) = ctx.saved
+            return dx * 3 * x ** 2
+
+* ``forward(self, ctx, *inputs, *, params...)``: the positional arguments after ``ctx`` are
+  the op's inputs (arrays; an input with default ``None`` is optional; ``*xs`` takes any
+  number); the keyword-only arguments are its parameters (``axis``, ``negative_slope``).
+  Calls are bound once from this signature: ``leaky_relu(x, 0.2)`` passes 0.2 as
+  ``negative_slope``; anything that does not fit raises ``TypeError`` naming the op.
+* ``check(self, *inputs, **params)``, optional: validation before ``forward`` (errors name
+  the op). It may return the parameters in a normal form (``axis`` as a tuple), which
+  forward and the rules then see in ``ctx.params``.
+* ``backward(self, ctx, grad)``: the vector-Jacobian product, one gradient per input (None
+  where ``ctx.needs_input_grad[i]`` is False or the input is not differentiable).
+* ``jvp(self, ctx, *tangents)``: the Jacobian-vector product (None for a non-differentiable
+  input's tangent). An op with ``linear = True`` needs none: for a linear function the
+  JVP is the function itself applied to the tangents (``sum(dx)``, ``dx[index]``).
+* ``nondiff``: positions of inputs that are not differentiable (labels, masks, conditions).
+* ``rule``: the derivative in one line, shown in pictures. The docstring states the math.
+
+``@register`` instantiates the class, puts the instance in ``REGISTRY`` and makes it
+``engine.<name>``; with ``method=True`` (or a method name) also a Tensor method. The test
+suite walks ``REGISTRY`` and fails for an op without a test specification.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import inspect
+import sys
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 
-from . import graph
-from .graph import Node
+from . import saved
+from .graph import Node, check_finite
+from .modes import STATE
 from .tensor import Tensor
+
+T = TypeVar("T", bound=type)
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class Signature:
+    """How a call of an op maps onto its forward: inputs, then parameters."""
+
+    def __init__(self, op: "Op"):
+        where = f"{type(op).__name__}.forward"
+        params = list(inspect.signature(type(op).forward).parameters.values())[2:]  # self, ctx
+        self.inputs: list[str] = []      # positional inputs, in order
+        self.optional = 0                # how many trailing inputs default to None
+        self.varargs = False             # forward(self, ctx, *xs, ...)
+        self.params: list[str] = []      # keyword-only parameters, in order
+        defaults: dict[str, Any] = {}
+        for p in params:
+            if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.POSITIONAL_ONLY:
+                if self.varargs:
+                    raise TypeError(f"{where}: no input may follow *{p.name}")
+                if p.default is not p.empty:
+                    if p.default is not None:
+                        raise TypeError(f"{where}: input {p.name!r} may default only to None "
+                                        f"(an optional input); make it keyword-only if it "
+                                        f"is a parameter")
+                    self.optional += 1
+                elif self.optional:
+                    raise TypeError(f"{where}: required input {p.name!r} follows an optional one")
+                self.inputs.append(p.name)
+            elif p.kind is p.VAR_POSITIONAL:
+                if self.inputs:
+                    raise TypeError(f"{where}: *{p.name} must be the only input")
+                self.varargs = True
+            elif p.kind is p.KEYWORD_ONLY:
+                self.params.append(p.name)
+                if p.default is not p.empty:
+                    defaults[p.name] = p.default
+            else:
+                raise TypeError(f"{where}: **{p.name} is not allowed: list every parameter "
+                                f"as a keyword-only argument")
+        if not self.inputs and not self.varargs:
+            raise TypeError(f"{where}: an op needs at least one input")
+        self.required = len(self.inputs) - self.optional
+        self.defaults: Mapping[str, Any] = MappingProxyType(defaults) if defaults else _EMPTY
+        self.required_params = [p for p in self.params if p not in defaults]
+
+    def bind(self, op: "Op", args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """(inputs, params) for ``op(*args, **kwargs)``, or TypeError naming the op."""
+        if self.varargs:
+            inputs, extra = list(args), ()
+        else:
+            inputs, extra = list(args[:len(self.inputs)]), args[len(self.inputs):]
+        if len(extra) > len(self.params):
+            raise op.error(f"takes {self._describe()}, got {len(args)} positional arguments",
+                           TypeError)
+        params = dict(self.defaults)
+        params.update(zip(self.params, extra))      # extra positionals: parameters, in order
+        for key, value in kwargs.items():
+            if key in self.params:
+                if key in self.params[:len(extra)]:
+                    raise op.error(f"got two values for parameter {key!r}", TypeError)
+                params[key] = value
+            elif key in self.inputs:
+                i = self.inputs.index(key)
+                if i < len(inputs) and inputs[i] is not _MISSING:
+                    raise op.error(f"got two values for input {key!r}", TypeError)
+                inputs += [_MISSING] * (i + 1 - len(inputs))
+                inputs[i] = value
+            else:
+                raise op.error(f"unexpected keyword argument {key!r}; it takes "
+                               f"{self._describe()}", TypeError)
+        missing = [n for n, v in zip(self.inputs[:self.required],
+                                     inputs + [_MISSING] * self.required) if v is _MISSING]
+        missing += [p for p in self.required_params if p not in params]
+        if missing:
+            raise op.error(f"missing {', '.join(repr(m) for m in missing)}; it takes "
+                           f"{self._describe()}", TypeError)
+        while len(inputs) > self.required and (inputs[-1] is None or inputs[-1] is _MISSING):
+            inputs.pop()                              # optional inputs left out
+        if any(x is _MISSING or (x is None and i >= self.required) for i, x in enumerate(inputs)):
+            raise op.error("an optional input may be left out only at the end", TypeError)
+        return tuple(inputs), {k: freeze(v) for k, v in params.items()}
+
+    def _describe(self) -> str:
+        ins = "any number of tensors" if self.varargs else (
+            ", ".join(self.inputs[:self.required]
+                      + [f"{n}=None" for n in self.inputs[self.required:]]))
+        ps = ", ".join(f"{p}={self.defaults[p]!r}" if p in self.defaults else p
+                       for p in self.params)
+        return f"inputs ({ins})" + (f" and parameters ({ps})" if ps else "")
+
+
+_MISSING = object()
+
+
+def freeze(value: Any) -> Any:
+    """A parameter as the node keeps it: numpy scalars become Python numbers (they would
+    promote float32 math to float64), arrays and tensors become private read-only copies
+    (the caller may change theirs later), containers are rebuilt around frozen items."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Tensor):
+        value = value.data
+    if isinstance(value, np.ndarray):
+        value = value.copy()
+        value.flags.writeable = False
+        return value
+    if isinstance(value, tuple):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, list):
+        return [freeze(v) for v in value]
+    return value
+
+
+class _Discard:
+    """The ``ctx`` of a forward re-run on tangents (linear ops' JVP): saves nothing."""
+
+    __slots__ = ()
+
+    def save(self, *values: Any) -> None:
+        pass
 
 
 class Op:
-    """Base class of every op. Subclasses set ``name`` and the three rules."""
+    """Base class of every op: set ``name`` and ``rule``, write ``forward``, ``backward``
+    and (unless ``linear``) ``jvp``; decorate the class with ``@register``."""
 
     name: str = ""
+    rule: str = ""
     nondiff: tuple[int, ...] = ()
+    linear: bool = False
 
-    def forward(self, ctx: Node, *arrays: np.ndarray, **params: Any) -> np.ndarray:
+    def __init__(self) -> None:
+        self.signature = Signature(self)
+
+    def forward(self, ctx: Node, *inputs: np.ndarray, **params: Any) -> np.ndarray:
         raise NotImplementedError(f"op {self.name!r} has no forward rule")
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray | None, ...]:
         raise NotImplementedError(f"op {self.name!r} has no backward (VJP) rule")
 
     def jvp(self, ctx: Node, *tangents: np.ndarray | None) -> np.ndarray:
-        raise NotImplementedError(f"op {self.name!r} has no forward-mode (JVP) rule")
+        """For a linear op, J u = f(u): the forward applied to the tangents (inputs that
+        are not differentiable, like a condition, keep their values)."""
+        if not self.linear:
+            raise NotImplementedError(f"op {self.name!r} has no forward-mode (JVP) rule")
+        args = [ctx.inputs[i].data if t is None else t for i, t in enumerate(tangents)]
+        return self.forward(_Discard(), *args, **ctx.params)  # type: ignore[arg-type]
 
-    def __call__(self, *inputs: Any, **params: Any) -> Tensor:
-        """Apply the op. Ops whose public signature differs (a list of tensors, a
-        target to convert) override this and end in ``self.apply``."""
-        return self.apply(*inputs, **params)
+    check: Callable[..., Mapping[str, Any] | None] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        """Apply the op: ``engine.leaky_relu(x, negative_slope=0.2)``."""
+        sig = self.signature
+        if not kwargs and not sig.varargs and sig.required <= len(args) <= len(sig.inputs):
+            while len(args) > sig.required and args[-1] is None:
+                args = args[:-1]                     # an optional input left out
+            return self._apply(args, sig.defaults)   # the common call: inputs only
+        inputs, params = sig.bind(self, args, kwargs)
+        return self._apply(inputs, params)
 
     def apply(self, *inputs: Any, **params: Any) -> Tensor:
+        """Apply the op to exactly these inputs and parameters (no positional binding)."""
+        unknown = set(params) - set(self.signature.params)
+        if unknown:
+            raise self.error(f"unexpected parameters {sorted(unknown)}", TypeError)
+        return self._apply(inputs, {**self.signature.defaults,
+                                    **{k: freeze(v) for k, v in params.items()}})
+
+    def _apply(self, inputs: tuple[Any, ...], params: Mapping[str, Any]) -> Tensor:
         """Run the forward on the inputs' arrays and, if a gradient can flow, record a node."""
-        tensors = self._as_tensors(inputs)
-        # numpy scalars as parameters (alpha=np.float64(0.5), ddof=np.int64(1)) become Python
-        # numbers: numpy would let them promote a float32 computation to float64.
-        if params:
-            params = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
-        grad_on = graph._GradMode.enabled
-        nondiff = self.nondiff
-        needs = tuple([grad_on and t.requires_grad and i not in nondiff
-                       for i, t in enumerate(tensors)])
-        ctx = Node(self, tensors, params, needs)
+        for x in inputs:
+            if type(x) is not Tensor and not isinstance(x, Tensor):
+                tensors = self._as_tensors(inputs)
+                break
+        else:
+            tensors = inputs
         arrays = [t.data for t in tensors]
+        if self.check is not None:
+            normal = self.check(*arrays, **params)
+            if normal is not None:
+                params = normal
+        state = STATE
+        grad_on = state.grad_enabled
+        nondiff = self.nondiff
+        needs = tuple([grad_on and t._requires_grad and i not in nondiff
+                       for i, t in enumerate(tensors)])
+        ctx = Node(self, tensors, params, needs)   # type: ignore[arg-type]
         out = self.forward(ctx, *arrays, **params)
-        if not isinstance(out, np.ndarray):
+        if type(out) is not np.ndarray:
             out = np.asarray(out)  # reductions give numpy scalars; keep them 0-d arrays
-        if graph._GradMode.anomaly:
-            graph.check_finite("forward", ctx, out, arrays)
-        return Tensor._from_op(out, ctx if any(needs) else None)
+        anomaly = state.anomaly
+        if anomaly:
+            check_finite("forward", ctx, out, arrays)
+        if True not in needs:
+            return Tensor._from_op(out, None)
+        if ctx.saved:
+            ctx.guard = saved.guard(ctx, ctx.saved, out, anomaly)
+        return Tensor._from_op(out, ctx)
 
     def _as_tensors(self, inputs: tuple[Any, ...]) -> tuple[Tensor, ...]:
-        """Wrap numbers and arrays as constant tensors. A constant in a differentiable
-        position takes the dtype of the first floating-point tensor input, so
-        ``float32_tensor * np.float64(2)`` stays float32; labels and masks keep theirs."""
-        if all(isinstance(x, Tensor) for x in inputs):
-            return inputs  # type: ignore[return-value]
+        """Wrap numbers and arrays as constant tensors (copies: the caller keeps theirs). A
+        constant in a differentiable position takes the dtype of the first floating-point
+        tensor input, so ``float32_tensor * np.float64(2)`` stays float32; labels and
+        masks keep theirs."""
         ref = next((x.dtype for x in inputs if isinstance(x, Tensor) and x.dtype.kind == "f"), None)
         out = []
         for i, x in enumerate(inputs):
@@ -82,13 +266,13 @@ class Op:
                 if x is None or isinstance(x, (str, bytes)):
                     raise self.error(f"input {i} must be a Tensor, an array or a number, "
                                      f"got {x!r}", TypeError)
-                array = np.asarray(x)
+                array = np.array(x, copy=True)
                 if array.dtype == object:
                     raise self.error(f"input {i} must be a Tensor, an array or a number, "
                                      f"got {type(x).__name__}", TypeError)
                 if ref is not None and i not in self.nondiff and array.dtype.kind in "biuf":
                     array = array.astype(ref, copy=False)
-                x = Tensor(array)
+                x = Tensor(array, copy=False)
             out.append(x)
         return tuple(out)
 
@@ -103,25 +287,82 @@ class Op:
 REGISTRY: dict[str, Op] = {}
 
 
-def register(op: Op) -> Op:
-    """Add ``op`` to ``REGISTRY`` under ``op.name`` and return it (use it as the public function)."""
-    if not isinstance(op, Op):
-        raise TypeError(f"register expects an Op instance, got {type(op).__name__}")
-    if not op.name or not isinstance(op.name, str):
-        raise ValueError(f"{type(op).__name__} needs a non-empty string `name` to be registered")
-    if op.name in REGISTRY and type(REGISTRY[op.name]) is not type(op):
-        raise ValueError(
-            f"an op named {op.name!r} is already registered ({type(REGISTRY[op.name]).__name__})"
-        )
-    if not (type(op).__doc__ or "").strip():
-        raise ValueError(f"op {op.name!r} needs a docstring stating its math and its derivative")
-    REGISTRY[op.name] = op
-    return op
+def register(cls: type | None = None, *, method: bool | str = False) -> Any:
+    """Class decorator: make the op, put it in ``REGISTRY`` and export it as
+    ``engine.<name>``; ``method=True`` (or a method name) also attaches a Tensor method.
+
+    Refuses, with the reason, an op without a name, docstring or rule; one without a
+    forward, backward or (unless linear) jvp rule; a forward that does not follow the
+    contract; a name already taken by another op or by anything else in ``engine``. Registering a class with the same
+    module and name again (a re-run notebook cell) replaces the old op.
+    """
+    if cls is None:
+        return lambda c: register(c, method=method)
+    if not (isinstance(cls, type) and issubclass(cls, Op)):
+        raise TypeError(f"register is a class decorator for Op subclasses (put @register above "
+                        f"`class ...(engine.Op)`), got {cls!r}")
+    op = cls()
+    name = op.name
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"{cls.__name__} needs a `name` that is a Python identifier, got {name!r}")
+    if not (cls.__doc__ or "").strip():
+        raise ValueError(f"op {name!r} needs a docstring stating its math")
+    if not isinstance(op.rule, str) or not op.rule.strip() or "\n" in op.rule:
+        raise ValueError(f"op {name!r} needs a `rule`: its derivative in one line, e.g. "
+                         f"rule = \"d/dx = 1 - tanh(x)^2\"")
+    for rule in ("forward", "backward"):
+        if getattr(cls, rule) is getattr(Op, rule):
+            raise ValueError(f"op {name!r} defines no {rule} rule")
+    if getattr(cls, "jvp") is getattr(Op, "jvp") and not op.linear:
+        raise ValueError(f"op {name!r} defines no jvp rule (only an op with linear = True "
+                         f"may leave it out)")
+    if not op.signature.varargs and any(not 0 <= i < len(op.signature.inputs) for i in op.nondiff):
+        raise ValueError(f"op {name!r}: nondiff {op.nondiff} names positions outside its "
+                         f"inputs {op.signature.inputs}")
+    previous = REGISTRY.get(name)
+    if previous is not None and not _same_class(type(previous), cls):
+        raise ValueError(f"an op named {name!r} is already registered "
+                         f"({type(previous).__module__}.{type(previous).__qualname__})")
+    package = sys.modules[__package__]
+    taken = package.__dict__.get(name)
+    if taken is not None and not isinstance(taken, Op):
+        raise ValueError(f"op name {name!r} is taken by engine.{name} ({type(taken).__name__})")
+    if previous is not None:
+        unregister(name)
+    REGISTRY[name] = op
+    setattr(package, name, op)
+    if method:
+        _attach_method(op, name if method is True else method)
+    return cls
+
+
+def _same_class(a: type, b: type) -> bool:
+    return a.__module__ == b.__module__ and a.__qualname__ == b.__qualname__
+
+
+def _attach_method(op: Op, method_name: str) -> None:
+    existing = Tensor.__dict__.get(method_name)
+    if existing is not None and getattr(existing, "__op__", None) is None:
+        raise ValueError(f"op {op.name!r}: Tensor.{method_name} already exists")
+
+    def method(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return op(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = method_name
+    method.__doc__ = f"``t.{method_name}(...)`` is ``engine.{op.name}(t, ...)``: " + \
+        (type(op).__doc__ or "").strip().splitlines()[0]
+    method.__op__ = op  # type: ignore[attr-defined]
+    setattr(Tensor, method_name, method)
 
 
 def unregister(name: str) -> None:
-    """Remove a user op from ``REGISTRY`` (tests of custom ops clean up with this)."""
-    REGISTRY.pop(name, None)
-
-
-OpFunction = Callable[..., Tensor]
+    """Remove an op from ``REGISTRY``, ``engine`` and Tensor (tests of custom ops use this)."""
+    op = REGISTRY.pop(name, None)
+    if op is None:
+        return
+    package = sys.modules[__package__]
+    if package.__dict__.get(name) is op:
+        delattr(package, name)
+    for key, value in list(Tensor.__dict__.items()):
+        if getattr(value, "__op__", None) is op:
+            delattr(Tensor, key)

@@ -2,54 +2,67 @@
 
 A tensor holds ``data`` (a numpy array), ``requires_grad``, ``grad`` (filled by
 ``backward``) and ``node`` (the graph node that produced it; None for leaves). Its
-operators and methods are thin wrappers over the ops in ``engine.ops``: all the math
-lives there.
+operators are thin wrappers over the ops in ``engine.ops``; methods named like ops
+(``t.exp()``, ``t.sum(axis=0)``) are attached by ``@register(method=True)`` on the op's
+class. All the math lives in the ops.
+
+Values are safe from outside changes (see ``saved.py``): ``Tensor(array)`` copies the
+array (``copy=False`` shares it); while a graph has saved a tensor's array for backward,
+that array is read-only; handgrad's own in-place operations (``t += 1`` under
+``no_grad()``, optimizer steps) bump a version that backward checks.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
-from . import graph
+from . import graph, saved
+from .accumulate import GradientStore
+from .modes import STATE
 
 
 class Tensor:
     """An n-dimensional array in the compute graph.
 
-    ``Tensor(data, requires_grad=False, name=None, dtype=None)``. ``data`` is anything
-    numpy accepts; it is not copied when it already is an array of the right dtype
-    (like ``torch.from_numpy``). Only floating-point tensors can require a gradient.
+    ``Tensor(data, requires_grad=False, name=None, dtype=None, copy=True)``. ``data`` is
+    anything numpy accepts and is copied, as by ``np.array`` (the tensor never shares
+    memory with an array you keep writing to); ``copy=False`` shares an array that needs
+    no conversion, as ``torch.from_numpy`` does. Only floating-point tensors can require
+    a gradient.
     """
 
-    __slots__ = ("data", "requires_grad", "grad", "name", "node", "_retains_grad", "__weakref__")
+    __slots__ = ("data", "_requires_grad", "_grad", "name", "node", "_retains_grad",
+                 "__weakref__")
     __array_ufunc__ = None  # numpy defers to our reflected operators: ndarray + Tensor -> Tensor
 
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None,
-                 dtype: Any = None):
+                 dtype: Any = None, copy: bool = True):
         if isinstance(data, Tensor):
             data = data.data
-        array = np.asarray(data, dtype=dtype)
+        try:
+            array = np.array(data, dtype=dtype, copy=True) if copy else np.asarray(data, dtype=dtype)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__}: {e}") from None
         if array.dtype == object:
             raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__} "
                             f"holding non-numeric objects")
-        if requires_grad and array.dtype.kind != "f":
-            raise TypeError(f"Tensor: only floating-point tensors can require grad, "
-                            f"got dtype {array.dtype}")
         self.data: np.ndarray = array
-        self.requires_grad: bool = bool(requires_grad)
-        self.grad: np.ndarray | None = None
+        self._requires_grad = False
+        self._grad: np.ndarray | None = None
         self.name = name
         self.node: graph.Node | None = None
         self._retains_grad = False
+        if requires_grad:
+            self.requires_grad = True
 
     @classmethod
     def _from_op(cls, data: np.ndarray, node: "graph.Node | None") -> "Tensor":
         """Fast path for op outputs: no validation, no copy."""
         t = cls.__new__(cls)
         t.data = data
-        t.requires_grad = node is not None
-        t.grad = None
+        t._requires_grad = node is not None
+        t._grad = None
         t.name = None
         t.node = node
         t._retains_grad = False
@@ -81,13 +94,18 @@ class Tensor:
             raise TypeError("len() of a 0-d tensor")
         return len(self.data)
 
+    def describe(self) -> str:
+        """"Tensor 'x' of shape (2, 3), dtype float32": for error messages."""
+        name = f" {self.name!r}" if self.name else ""
+        return f"{type(self).__name__}{name} of shape {self.shape}, dtype {self.dtype}"
+
     def __repr__(self) -> str:
         extras = []
         if self.name:
             extras.append(f"name={self.name!r}")
         if self.node is not None:
             extras.append(f"op={self.node.op.name}")
-        elif self.requires_grad:
+        elif self._requires_grad:
             extras.append("requires_grad=True")
         body = np.array2string(self.data, separator=", ", threshold=20, edgeitems=2)
         return f"Tensor({body}, dtype={self.dtype}{''.join(', ' + e for e in extras)})"
@@ -115,25 +133,60 @@ class Tensor:
         return int(self.item())
 
     def __bool__(self) -> bool:
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor with {self.size} elements is "
+                             f"ambiguous: use .any() or .all() on t.data")
         return bool(self.item())
 
     def detach(self) -> "Tensor":
-        """The same data, cut from the graph (no node, no grad)."""
+        """The same data (shared memory), cut from the graph: no node, no grad."""
         return Tensor._from_op(self.data, None)
 
     def astype(self, dtype: Any) -> "Tensor":
         """A copy of the data in another dtype, as a new leaf (keeps requires_grad for floats)."""
         data = self.data.astype(dtype)
-        return Tensor(data, requires_grad=self.requires_grad and data.dtype.kind == "f")
+        return Tensor(data, requires_grad=self._requires_grad and data.dtype.kind == "f",
+                      copy=False)
 
     # --- gradients ---------------------------------------------------------------------
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        value = bool(value)
+        if self.node is not None:
+            raise RuntimeError(f"requires_grad can be changed only on a leaf tensor; this "
+                               f"one was computed by op '{self.node.op.name}' (use detach())")
+        if value and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require grad, got dtype "
+                            f"{self.data.dtype} (convert first: t.astype(np.float32))")
+        self._requires_grad = value
+
+    @property
+    def grad(self) -> np.ndarray | None:
+        """d(loss)/d(this tensor), summed over backward passes; None before the first."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        if value is None:
+            self._grad = None
+            return
+        g = value.data if isinstance(value, Tensor) else value
+        g = np.array(g, dtype=self.dtype, copy=True)
+        if g.shape != self.shape:
+            raise ValueError(f"grad: {self.describe()} cannot take a gradient of shape {g.shape}")
+        self._grad = g
+
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
 
         ``grad`` is the gradient of the final objective with respect to this tensor;
         it may be omitted only when this tensor holds a single element (a loss).
         """
-        if not self.requires_grad:
+        if not self._requires_grad:
             raise RuntimeError("backward: this tensor does not require grad and has no graph "
                                "(were its inputs created with requires_grad=True? "
                                "was it computed under no_grad()?)")
@@ -149,20 +202,14 @@ class Tensor:
                 raise ValueError(f"backward: grad has shape {g.shape} but the tensor has shape "
                                  f"{self.shape}")
             g = g.astype(self.dtype, copy=False)
-        graph.backward([self], [g], retain_graph=retain_graph)
-
-    def _accumulate_grad(self, g: np.ndarray, may_adopt: bool = False) -> None:
-        """Add ``g`` to ``.grad``. The first gradient is kept as it is when the caller says
-        nobody else holds it (``may_adopt``), and copied otherwise, because later
-        accumulation and optimizers update ``.grad`` in place."""
-        if self.grad is None:
-            self.grad = g if may_adopt else np.array(g, dtype=self.dtype, copy=True)
-        else:
-            self.grad += g
+        store = GradientStore([g])
+        for tensor, g_tensor, node, _ in graph.backward_steps([self], [g], retain_graph=retain_graph):
+            if node is None or tensor._retains_grad:
+                store.accumulate(tensor, g_tensor)
 
     def zero_grad(self) -> None:
         """Forget the accumulated gradient (``grad`` becomes None, as in PyTorch)."""
-        self.grad = None
+        self._grad = None
 
     def retain_grad(self) -> None:
         """Make backward() also fill ``.grad`` of this non-leaf tensor."""
@@ -171,157 +218,149 @@ class Tensor:
 
     # --- operators ---------------------------------------------------------------------
     def __add__(self, other: Any) -> "Tensor":
-        return _ops.add(self, other)
+        return _OPS["add"](self, other)
 
     def __radd__(self, other: Any) -> "Tensor":
-        return _ops.add(other, self)
+        return _OPS["add"](other, self)
 
     def __sub__(self, other: Any) -> "Tensor":
-        return _ops.sub(self, other)
+        return _OPS["sub"](self, other)
 
     def __rsub__(self, other: Any) -> "Tensor":
-        return _ops.sub(other, self)
+        return _OPS["sub"](other, self)
 
     def __mul__(self, other: Any) -> "Tensor":
-        return _ops.mul(self, other)
+        return _OPS["mul"](self, other)
 
     def __rmul__(self, other: Any) -> "Tensor":
-        return _ops.mul(other, self)
+        return _OPS["mul"](other, self)
 
     def __truediv__(self, other: Any) -> "Tensor":
-        return _ops.div(self, other)
+        return _OPS["div"](self, other)
 
     def __rtruediv__(self, other: Any) -> "Tensor":
-        return _ops.div(other, self)
+        return _OPS["div"](other, self)
 
     def __pow__(self, other: Any) -> "Tensor":
-        return _ops.power(self, other)
+        """``t ** 2`` (a number: pow_scalar) or ``t ** u`` (a tensor or array: pow)."""
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            return _OPS["pow_scalar"](self, other)
+        return _OPS["pow"](self, other)
 
     def __rpow__(self, other: Any) -> "Tensor":
-        return _ops.power(other, self)
+        return _OPS["pow"](other, self)
 
     def __matmul__(self, other: Any) -> "Tensor":
-        return _ops.matmul(self, other)
+        return _OPS["matmul"](self, other)
 
     def __rmatmul__(self, other: Any) -> "Tensor":
-        return _ops.matmul(other, self)
+        return _OPS["matmul"](other, self)
 
     def __neg__(self) -> "Tensor":
-        return _ops.neg(self)
+        return _OPS["neg"](self)
 
     def __pos__(self) -> "Tensor":
         return self
 
-    def __getitem__(self, index: Any) -> "Tensor":
-        return _ops.getitem(self, index)
+    def __abs__(self) -> "Tensor":
+        return _OPS["abs"](self)
 
-    # Comparisons give boolean tensors outside the graph (masks for `where`). == and !=
-    # keep Python's identity meaning so tensors stay usable as dict keys and in sets.
+    def __getitem__(self, index: Any) -> "Tensor":
+        return _OPS["getitem"](self, index)
+
+    # --- in place ----------------------------------------------------------------------
+    # ``t += x`` changes t's own array (never rebinds the name to a new tensor), bumping
+    # its version so that a backward through a graph that saved the old values raises.
+    # Like PyTorch, this is refused while recording for a tensor that requires grad: for a
+    # parameter, update inside ``with engine.no_grad():`` (as optimizers do).
+    def __iadd__(self, other: Any) -> "Tensor":
+        return self._inplace(np.add, other, "+=")
+
+    def __isub__(self, other: Any) -> "Tensor":
+        return self._inplace(np.subtract, other, "-=")
+
+    def __imul__(self, other: Any) -> "Tensor":
+        return self._inplace(np.multiply, other, "*=")
+
+    def __itruediv__(self, other: Any) -> "Tensor":
+        return self._inplace(np.true_divide, other, "/=")
+
+    def __ipow__(self, other: Any) -> "Tensor":
+        return self._inplace(np.power, other, "**=")
+
+    def __imatmul__(self, other: Any) -> "Tensor":
+        raise TypeError("in-place matrix product (@=) is not supported: write t = t @ m")
+
+    def _inplace(self, ufunc: Callable[..., Any], other: Any, symbol: str) -> "Tensor":
+        if self._requires_grad and STATE.grad_enabled:
+            if self.node is None:
+                raise RuntimeError(
+                    f"{symbol} on {self.describe()}, a leaf that requires grad, while the graph "
+                    f"is recorded: an update would not be differentiable. Update parameters "
+                    f"inside `with engine.no_grad():` (as optimizers do), or write "
+                    f"t = t {symbol[:-1]} x for a new tensor in the graph.")
+            raise RuntimeError(
+                f"{symbol} on a tensor computed by op '{self.node.op.name}': in-place changes "
+                f"of graph tensors are not supported; write t = t {symbol[:-1]} x instead.")
+        value = other.data if isinstance(other, Tensor) else np.asarray(other)
+        try:
+            shape = np.broadcast_shapes(self.shape, value.shape)
+        except ValueError:
+            shape = None
+        if shape != self.shape:
+            raise ValueError(f"{symbol}: a value of shape {value.shape} cannot update "
+                             f"{self.describe()} in place (it would need shape {shape})")
+        if not np.can_cast(np.result_type(self.data, value), self.dtype, "same_kind"):
+            raise TypeError(f"{symbol}: the result of {self.dtype} {symbol[:-1]} {value.dtype} "
+                            f"does not fit {self.describe()}")
+        with saved.modifying(self.data):
+            try:
+                ufunc(self.data, value, out=self.data, casting="same_kind")
+            except ValueError as e:   # a read-only view (broadcast_to, a view of saved memory)
+                raise ValueError(f"{symbol}: cannot write into {self.describe()}: {e}") from None
+        return self
+
+    # --- comparisons -------------------------------------------------------------------
+    # Elementwise, like numpy and PyTorch: boolean tensors outside the graph (masks for
+    # `where`). Tensors still hash by identity, so they work as dict keys and in sets.
+    def __eq__(self, other: Any) -> "Tensor":  # type: ignore[override]
+        return Tensor(self.data == _data(other), copy=False)
+
+    def __ne__(self, other: Any) -> "Tensor":  # type: ignore[override]
+        return Tensor(self.data != _data(other), copy=False)
+
     def __lt__(self, other: Any) -> "Tensor":
-        return Tensor(self.data < _data(other))
+        return Tensor(self.data < _data(other), copy=False)
 
     def __le__(self, other: Any) -> "Tensor":
-        return Tensor(self.data <= _data(other))
+        return Tensor(self.data <= _data(other), copy=False)
 
     def __gt__(self, other: Any) -> "Tensor":
-        return Tensor(self.data > _data(other))
+        return Tensor(self.data > _data(other), copy=False)
 
     def __ge__(self, other: Any) -> "Tensor":
-        return Tensor(self.data >= _data(other))
+        return Tensor(self.data >= _data(other), copy=False)
 
     __hash__ = object.__hash__
 
-    # --- methods: each is the op of the same name in engine.ops -------------------------
-    def exp(self) -> "Tensor":
-        return _ops.exp(self)
-
-    def log(self) -> "Tensor":
-        return _ops.log(self)
-
-    def sqrt(self) -> "Tensor":
-        return _ops.sqrt(self)
-
-    def abs(self) -> "Tensor":
-        return _ops.abs(self)
-
-    def __abs__(self) -> "Tensor":
-        return _ops.abs(self)
-
-    def maximum(self, other: Any) -> "Tensor":
-        return _ops.maximum(self, other)
-
-    def minimum(self, other: Any) -> "Tensor":
-        return _ops.minimum(self, other)
-
-    def clip(self, min: float | None = None, max: float | None = None) -> "Tensor":
-        return _ops.clip(self, min=min, max=max)
-
-    def matmul(self, other: Any) -> "Tensor":
-        return _ops.matmul(self, other)
-
-    def sum(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        return _ops.sum(self, axis=axis, keepdims=keepdims)
-
-    def mean(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        return _ops.mean(self, axis=axis, keepdims=keepdims)
-
-    def max(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        return _ops.max(self, axis=axis, keepdims=keepdims)
-
-    def min(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        return _ops.min(self, axis=axis, keepdims=keepdims)
-
-    def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> "Tensor":
-        return _ops.var(self, axis=axis, keepdims=keepdims, ddof=ddof)
-
+    # --- shape methods with their own calling conventions ------------------------------
     def reshape(self, *shape: Any) -> "Tensor":
-        return _ops.reshape(self, shape[0] if len(shape) == 1 else shape)
-
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
-        return _ops.flatten(self, start_dim=start_dim, end_dim=end_dim)
+        """``t.reshape(2, 3)`` or ``t.reshape((2, 3))``."""
+        return _OPS["reshape"](self, shape[0] if len(shape) == 1 else shape)
 
     def transpose(self, *axes: Any) -> "Tensor":
-        return _ops.permute(self, *axes) if axes else _ops.transpose(self)
+        """All axes reversed, or permuted as given: ``t.transpose(1, 0, 2)``."""
+        return self.permute(*axes) if axes else _OPS["transpose"](self)
 
     def permute(self, *axes: Any) -> "Tensor":
-        return _ops.permute(self, *axes)
+        """The axes in a new order: ``t.permute(2, 0, 1)`` or ``t.permute((2, 0, 1))``."""
+        if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)):
+            axes = tuple(axes[0])
+        return _OPS["transpose"](self, axes=axes)
 
     @property
     def T(self) -> "Tensor":
-        return _ops.transpose(self)
-
-    def broadcast_to(self, shape: Sequence[int]) -> "Tensor":
-        return _ops.broadcast_to(self, shape)
-
-    def sigmoid(self) -> "Tensor":
-        return _ops.sigmoid(self)
-
-    def tanh(self) -> "Tensor":
-        return _ops.tanh(self)
-
-    def relu(self) -> "Tensor":
-        return _ops.relu(self)
-
-    def leaky_relu(self, negative_slope: float = 0.01) -> "Tensor":
-        return _ops.leaky_relu(self, negative_slope=negative_slope)
-
-    def elu(self, alpha: float = 1.0) -> "Tensor":
-        return _ops.elu(self, alpha=alpha)
-
-    def softplus(self) -> "Tensor":
-        return _ops.softplus(self)
-
-    def gelu(self, approximate: str = "tanh") -> "Tensor":
-        return _ops.gelu(self, approximate=approximate)
-
-    def softmax(self, axis: int = -1) -> "Tensor":
-        return _ops.softmax(self, axis=axis)
-
-    def log_softmax(self, axis: int = -1) -> "Tensor":
-        return _ops.log_softmax(self, axis=axis)
-
-    def logsumexp(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        return _ops.logsumexp(self, axis=axis, keepdims=keepdims)
+        return _OPS["transpose"](self)
 
 
 def _data(x: Any) -> Any:
@@ -329,10 +368,26 @@ def _data(x: Any) -> Any:
 
 
 def as_tensor(x: Any, dtype: Any = None) -> Tensor:
-    """``x`` if it is a Tensor already, otherwise a constant Tensor (no grad) wrapping it."""
+    """``x`` if it is a Tensor already, otherwise a constant Tensor sharing x's memory when
+    no conversion is needed (like ``torch.as_tensor``)."""
     if isinstance(x, Tensor):
         return x
-    return Tensor(x, dtype=dtype)
+    return Tensor(x, dtype=dtype, copy=False)
 
 
-from . import ops as _ops  # noqa: E402  (the ops import Tensor; methods look them up late)
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A tensor sharing ``array``'s memory (no copy). While a graph has saved it for
+    backward, the array is read-only."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy expects a numpy array, got {type(array).__name__}")
+    return Tensor(array, copy=False)
+
+
+def inplace(*tensors: Tensor) -> saved.modifying:
+    """``with engine.inplace(p): p.data -= lr * p.grad``: write tensors' arrays in place
+    the tracked way. Memory a live graph saved is unlocked for the block and its version
+    bumped, so a backward through that graph raises instead of using changed values."""
+    return saved.modifying(*[t.data for t in tensors])
+
+
+from .op import REGISTRY as _OPS  # noqa: E402  (the ops import Tensor; operators look them up late)

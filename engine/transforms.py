@@ -1,5 +1,10 @@
-"""Function transforms over the graph: ``grad`` (reverse mode, no side effects), ``vjp``
-and ``jvp`` (forward mode, driven by each op's JVP rule)."""
+"""Function transforms over the graph: ``grad`` (reverse mode without touching ``.grad``),
+``vjp``, and ``jvp`` (forward mode, driven by each op's JVP rule).
+
+Arguments are checked before any work: as many gradient outputs as outputs, each of its
+output's exact shape (no silent broadcasting), inputs that require grad and take part in
+the graph (``allow_unused=True`` gives zeros for the ones that do not).
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -7,11 +12,80 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import graph
+from .accumulate import GradientStore
+from .modes import enable_grad
 from .tensor import Tensor
 
 
 def _as_tuple(x: Any) -> tuple[Any, ...]:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def gradients(outputs: Sequence[Tensor], seeds: Sequence[np.ndarray], inputs: Sequence[Tensor],
+              retain_graph: bool = False) -> list[np.ndarray | None]:
+    """d(outputs)/d(input) contracted with ``seeds``, for each input: None for an input no
+    gradient reaches. The arrays are the caller's (copied where the pass shares them)."""
+    wanted = {id(t) for t in inputs}
+    found: dict[int, np.ndarray] = {}
+    for step in graph.backward_steps(outputs, seeds, retain_graph=retain_graph):
+        if id(step.tensor) in wanted:
+            found[id(step.tensor)] = step.grad
+    store = GradientStore(seeds)
+    return [None if id(t) not in found else store.own(found[id(t)], t.dtype) for t in inputs]
+
+
+def _seeds(what: str, outs: tuple[Tensor, ...], grad_outputs: Any) -> list[np.ndarray]:
+    if grad_outputs is None:
+        for o in outs:
+            if o.size != 1:
+                raise ValueError(f"{what}: output of shape {o.shape} is not a scalar; pass "
+                                 f"grad_outputs (one array of its shape per output)")
+        return [np.ones_like(o.data) for o in outs]
+    given = _as_tuple(grad_outputs)
+    if len(given) != len(outs):
+        raise ValueError(f"{what}: {len(given)} gradient outputs for {len(outs)} outputs")
+    seeds = []
+    for i, (g, o) in enumerate(zip(given, outs)):
+        arr = np.asarray(g.data if isinstance(g, Tensor) else g)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{what}: gradient output {i} must be numeric, got dtype {arr.dtype}")
+        if arr.shape != o.shape:
+            raise ValueError(f"{what}: gradient output {i} has shape {arr.shape} but output "
+                             f"{i} has shape {o.shape}")
+        seeds.append(arr.astype(o.dtype, copy=False))
+    return seeds
+
+
+def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
+         grad_outputs: Any = None, retain_graph: bool = False,
+         allow_unused: bool = False) -> tuple[np.ndarray, ...]:
+    """d(outputs)/d(inputs) contracted with ``grad_outputs`` (ones for scalar outputs),
+    like ``torch.autograd.grad``; ``.grad`` is not touched. An input no gradient reaches is
+    an error, or gets zeros with ``allow_unused=True``."""
+    outs, ins = _as_tuple(outputs), _as_tuple(inputs)
+    for i, o in enumerate(outs):
+        if not isinstance(o, Tensor):
+            raise TypeError(f"grad: output {i} must be a Tensor, got {type(o).__name__}")
+        if not o.requires_grad:
+            raise RuntimeError(f"grad: output {i} does not require grad (no graph to "
+                               f"differentiate; was it computed under no_grad()?)")
+    for i, t in enumerate(ins):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"grad: input {i} must be a Tensor, got {type(t).__name__}")
+        if not t.requires_grad:
+            raise RuntimeError(f"grad: input {i} ({t.describe()}) does not require grad")
+    seeds = _seeds("grad", outs, grad_outputs)
+    found = gradients(outs, seeds, ins, retain_graph=retain_graph)
+    result = []
+    for i, (g, t) in enumerate(zip(found, ins)):
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(f"grad: input {i} ({t.describe()}) is not used in the graph "
+                                   f"of the outputs, so no gradient reaches it; pass "
+                                   f"allow_unused=True to get zeros for it")
+            g = np.zeros_like(t.data)
+        result.append(g)
+    return tuple(result)
 
 
 def _leaf(x: Any, what: str, i: int) -> Tensor:
@@ -21,46 +95,24 @@ def _leaf(x: Any, what: str, i: int) -> Tensor:
     return Tensor(data, requires_grad=True)
 
 
-def _tangent(t: Any, primal: Tensor, what: str, i: int) -> np.ndarray:
-    arr = np.asarray(t.data if isinstance(t, Tensor) else t)
-    if arr.shape != primal.shape:
-        raise ValueError(f"{what}: tangent {i} has shape {arr.shape} but its primal has shape "
-                         f"{primal.shape}")
-    return arr.astype(primal.dtype, copy=False)
-
-
-def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
-         grad_outputs: Any = None, retain_graph: bool = False) -> tuple[np.ndarray, ...]:
-    """d(outputs)/d(inputs) contracted with ``grad_outputs`` (ones for a scalar output),
-    like ``torch.autograd.grad``. Leaves' ``.grad`` are not touched. An input the outputs
-    do not depend on gets a zero gradient."""
-    outs = _as_tuple(outputs)
-    ins = _as_tuple(inputs)
-    if grad_outputs is None:
-        for o in outs:
-            if o.size != 1:
-                raise ValueError(f"grad: output of shape {o.shape} is not a scalar; pass grad_outputs")
-        gouts = [np.ones_like(o.data) for o in outs]
-    else:
-        gouts = [np.asarray(g.data if isinstance(g, Tensor) else g, dtype=o.dtype)
-                 for g, o in zip(_as_tuple(grad_outputs), outs)]
-    for o in outs:
-        if not o.requires_grad:
-            raise RuntimeError("grad: an output does not require grad (no graph to differentiate)")
-    found = graph.backward(list(outs), gouts, retain_graph=retain_graph, inputs=list(ins))
-    assert found is not None
-    return tuple(np.zeros_like(t.data) if g is None else g for g, t in zip(found, ins))
-
-
 def vjp(fn: Callable[..., Any], primals: Sequence[Any]) -> tuple[Any, Callable[[Any], tuple[np.ndarray, ...]]]:
-    """Run ``fn(*primals)`` and return ``(outputs, vjp_fn)``; ``vjp_fn(cotangent)`` gives
-    the gradient of <cotangent, outputs> with respect to each primal (may be called many times)."""
+    """Run ``fn(*primals)`` and return ``(outputs, vjp_fn)``; ``vjp_fn(cotangents)`` gives the
+    gradient of <cotangents, outputs> with respect to each primal (zeros for a primal the
+    outputs do not depend on), and may be called many times."""
     leaves = [_leaf(p, "vjp", i) for i, p in enumerate(_as_tuple(primals))]
-    with graph.enable_grad():
+    with enable_grad():
         outputs = fn(*leaves)
+    outs = _as_tuple(outputs)
+    for o in outs:
+        if not isinstance(o, Tensor):
+            raise TypeError(f"vjp: fn must return Tensors, got {type(o).__name__}")
 
     def vjp_fn(cotangents: Any) -> tuple[np.ndarray, ...]:
-        return grad(outputs, leaves, grad_outputs=cotangents, retain_graph=True)
+        seeds = _seeds("vjp", outs, cotangents)
+        live = [(o, s) for o, s in zip(outs, seeds) if o.requires_grad]
+        found = gradients([o for o, _ in live], [s for _, s in live], leaves,
+                          retain_graph=True) if live else [None] * len(leaves)
+        return tuple(np.zeros_like(x.data) if g is None else g for g, x in zip(found, leaves))
 
     return outputs, vjp_fn
 
@@ -75,8 +127,16 @@ def jvp(fn: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any])
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     leaves = [_leaf(p, "jvp", i) for i, p in enumerate(primals)]
-    seeds = {id(x): _tangent(t, x, "jvp", i) for i, (x, t) in enumerate(zip(leaves, tangents))}
-    with graph.enable_grad():
+    seeds = {}
+    for i, (x, t) in enumerate(zip(leaves, tangents)):
+        arr = np.asarray(t.data if isinstance(t, Tensor) else t)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"jvp: tangent {i} must be numeric, got dtype {arr.dtype}")
+        if arr.shape != x.shape:
+            raise ValueError(f"jvp: tangent {i} has shape {arr.shape} but its primal has "
+                             f"shape {x.shape}")
+        seeds[id(x)] = arr.astype(x.dtype)
+    with enable_grad():
         outputs = fn(*leaves)
     outs = _as_tuple(outputs)
     for o in outs:

@@ -11,11 +11,10 @@ from typing import Sequence
 
 import numpy as np
 
-from engine.viz.cli import add_draw_arguments, draw_command
-
 from . import data as data_
 from . import init as init_
 from . import optim, serialization
+from .draw_command import add_draw_arguments, draw_command
 from .layers import ACTIVATIONS, MLP
 from .losses import CrossEntropyLoss
 from .train import evaluate, fit

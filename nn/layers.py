@@ -126,7 +126,7 @@ class Dropout(Module):
         object.__setattr__(self, "rng", rng if rng is not None else init_.default_rng())
 
     def forward(self, x: Tensor) -> Tensor:
-        return engine.dropout(x, self.p, training=self.training, rng=self.rng)
+        return engine.dropout(x, p=self.p, training=self.training, rng=self.rng)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

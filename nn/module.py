@@ -145,8 +145,9 @@ class Module:
                 raise ValueError(f"load_state_dict for {type(self).__name__}: {name} has shape "
                                  f"{params[name].shape} in the model but {value.shape} in the state")
             updates.append((params[name], value))
-        for p, value in updates:
-            p.data[...] = value
+        with engine.inplace(*(p for p, _ in updates)):
+            for p, value in updates:
+                p.data[...] = value
 
     # --- display ---------------------------------------------------------------------------
     def extra_repr(self) -> str:

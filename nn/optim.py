@@ -11,6 +11,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+import engine
+
 from .module import Module, Parameter
 
 
@@ -32,10 +34,13 @@ class Optimizer:
             p.grad = None
 
     def step(self) -> None:
-        """Update every parameter that has a gradient."""
+        """Update every parameter that has a gradient, in place. The update is tracked
+        (``engine.inplace``): a graph computed before it and not yet backpropagated raises
+        in backward() instead of using the new weights."""
         self.steps += 1
-        for p in self.params:
-            if p.grad is not None:
+        params = [p for p in self.params if p.grad is not None]
+        with engine.inplace(*params):
+            for p in params:
                 self.update(p.data, p.grad, self.state[id(p)])
 
     def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any]) -> None:

@@ -58,7 +58,8 @@ def predict(model: Module, X: Any, batch_size: int = 1024) -> np.ndarray:
     model.eval()
     try:
         with engine.no_grad():
-            outs = [model(Tensor(X[i:i + batch_size])).data for i in range(0, len(X), batch_size)]
+            outs = [model(Tensor(X[i:i + batch_size], copy=False)).data
+                    for i in range(0, len(X), batch_size)]
     finally:
         model.train(was_training)
     return np.concatenate(outs) if outs else np.empty((0,))
@@ -117,7 +118,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
             start = time.perf_counter()
             total_loss, total_correct, seen = 0.0, 0, 0
             for xb, yb in loader:
-                out = model(Tensor(xb))
+                # A shuffled batch is a fresh array; a slice of the caller's data is copied.
+                out = model(Tensor(xb, copy=xb.base is not None))
                 loss = loss_fn(out, yb)
                 objective = loss + regularizer() if regularizer is not None else loss
                 optimizer.zero_grad()

@@ -1,4 +1,5 @@
-"""Shared shapes of rules: elementwise ops whose VJP and JVP are both "multiply by f'(x)"."""
+"""Shared shapes of rules: elementwise ops whose VJP and JVP are both "multiply by the
+local derivative", and the broadcasting check of two-input ops."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +7,12 @@ import numpy as np
 from ..broadcast import broadcast_shapes, sum_to
 from ..graph import Node
 from ..op import Op
+
+
+def as_float(x: np.ndarray) -> np.ndarray:
+    """``x`` unchanged if it is floating point (or complex), else in float64: elementwise
+    math on integers computes in float64, as numpy's own ``np.exp`` does."""
+    return x if x.dtype.kind in "fc" else x.astype(np.float64)
 
 
 class UnaryElementwise(Op):
@@ -23,15 +30,19 @@ class UnaryElementwise(Op):
         return dx * self.derivative(ctx)
 
 
-class BinaryElementwise(Op):
+class Broadcasting(Op):
+    """Two inputs combined with numpy broadcasting: their shapes must broadcast together."""
+
+    def check(self, a: np.ndarray, b: np.ndarray) -> None:
+        if a.shape != b.shape:
+            broadcast_shapes(self.name, a.shape, b.shape)
+
+
+class BinaryElementwise(Broadcasting):
     """z = f(a, b) elementwise with numpy broadcasting. Subclasses give ``partials``:
     the local derivatives (df/da, df/db), each of the output's shape or broadcastable
     to it. VJP: each gradient is ``grad * partial`` summed back to its input's shape;
     JVP: ``da * df/da + db * df/db``."""
-
-    def check_shapes(self, a: np.ndarray, b: np.ndarray) -> None:
-        if a.shape != b.shape:
-            broadcast_shapes(self.name, a.shape, b.shape)
 
     def partials(self, ctx: Node) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError

@@ -7,6 +7,7 @@ negative_slope, elu'(0) = alpha (the left-hand derivative), as in PyTorch.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,7 @@ import numpy as np
 from ..broadcast import normalize_axis
 from ..graph import Node
 from ..op import Op, register
-from ..tensor import Tensor
-from ._base import UnaryElementwise
+from ._base import UnaryElementwise, as_float
 
 
 def stable_sigmoid(x: np.ndarray) -> np.ndarray:
@@ -24,10 +24,12 @@ def stable_sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
+@register(method=True)
 class Sigmoid(UnaryElementwise):
-    """sigmoid(x) = 1 / (1 + e^-x).   d/dx = s (1 - s), s = sigmoid(x)."""
+    """sigmoid(x) = 1 / (1 + e^-x)."""
 
     name = "sigmoid"
+    rule = "d/dx = s (1 - s), s = sigmoid(x)"
 
     def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
         s = stable_sigmoid(x)
@@ -39,10 +41,12 @@ class Sigmoid(UnaryElementwise):
         return s * (1 - s)
 
 
+@register(method=True)
 class Tanh(UnaryElementwise):
-    """tanh(x).   d/dx = 1 - tanh(x)^2."""
+    """tanh(x), the hyperbolic tangent."""
 
     name = "tanh"
+    rule = "d/dx = 1 - tanh(x)^2"
 
     def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
         y = np.tanh(x)
@@ -54,10 +58,12 @@ class Tanh(UnaryElementwise):
         return 1 - y * y
 
 
+@register(method=True)
 class ReLU(UnaryElementwise):
-    """relu(x) = max(x, 0).   d/dx = [x > 0] (so relu'(0) = 0)."""
+    """relu(x) = max(x, 0), with relu'(0) = 0."""
 
     name = "relu"
+    rule = "d/dx = [x > 0] (0 at x = 0)"
 
     def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
         ctx.save(x > 0)
@@ -71,34 +77,42 @@ class ReLU(UnaryElementwise):
         return ctx.saved[0]
 
 
+def _real(op: Op, what: str, value: Any) -> None:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+        raise op.error(f"{what} must be a finite real number, got {value!r}", TypeError)
+
+
+@register(method=True)
 class LeakyReLU(UnaryElementwise):
-    """leaky_relu(x) = x if x > 0 else a x (a = negative_slope).   d/dx = 1 if x > 0 else a."""
+    """leaky_relu(x) = x if x > 0 else a x, a = negative_slope (its derivative at 0)."""
 
     name = "leaky_relu"
+    rule = "d/dx = 1 if x > 0 else negative_slope"
 
-    def __call__(self, x: Any, negative_slope: float = 0.01) -> Tensor:
-        return self.apply(x, negative_slope=negative_slope)  # a parameter, not a second input
+    def check(self, x: np.ndarray, *, negative_slope: float = 0.01) -> None:
+        _real(self, "negative_slope", negative_slope)
 
-    def forward(self, ctx: Node, x: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
+    def forward(self, ctx: Node, x: np.ndarray, *, negative_slope: float = 0.01) -> np.ndarray:
         ctx.save(x > 0)
         return np.where(x > 0, x, x * negative_slope)
 
     def derivative(self, ctx: Node) -> np.ndarray:
         (positive,) = ctx.saved
-        slope = ctx.params.get("negative_slope", 0.01)
-        x = ctx.inputs[0].data
-        return np.where(positive, np.ones((), x.dtype), np.asarray(slope, x.dtype))
+        dtype = ctx.inputs[0].dtype
+        return np.where(positive, np.ones((), dtype), np.asarray(ctx.params["negative_slope"], dtype))
 
 
+@register(method=True)
 class ELU(UnaryElementwise):
-    """elu(x) = x if x > 0 else alpha (e^x - 1).   d/dx = 1 if x > 0 else alpha e^x."""
+    """elu(x) = x if x > 0 else alpha (e^x - 1); its derivative at 0 is alpha."""
 
     name = "elu"
+    rule = "d/dx = 1 if x > 0 else alpha e^x"
 
-    def __call__(self, x: Any, alpha: float = 1.0) -> Tensor:
-        return self.apply(x, alpha=alpha)
+    def check(self, x: np.ndarray, *, alpha: float = 1.0) -> None:
+        _real(self, "alpha", alpha)
 
-    def forward(self, ctx: Node, x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    def forward(self, ctx: Node, x: np.ndarray, *, alpha: float = 1.0) -> np.ndarray:
         neg = alpha * np.exp(np.minimum(x, 0))   # alpha e^x on the left; never overflows
         ctx.save(x > 0, neg)
         return np.where(x > 0, x, neg - alpha)
@@ -108,16 +122,18 @@ class ELU(UnaryElementwise):
         return np.where(positive, np.ones((), neg.dtype), neg)
 
 
+@register(method=True)
 class Softplus(UnaryElementwise):
-    """softplus(x) = log(1 + e^x).   d/dx = sigmoid(x).
-
-    Computed as logaddexp(0, x), exact for large |x| (softplus(1e4) = 1e4)."""
+    """softplus(x) = log(1 + e^x), computed as logaddexp(0, x): exact for large |x|
+    (softplus(1e4) = 1e4)."""
 
     name = "softplus"
+    rule = "d/dx = sigmoid(x)"
 
     def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
         ctx.save(x)
-        return np.logaddexp(0, x).astype(x.dtype, copy=False)
+        x = as_float(x)
+        return np.logaddexp(np.zeros((), x.dtype), x)
 
     def derivative(self, ctx: Node) -> np.ndarray:
         return stable_sigmoid(ctx.saved[0])
@@ -129,132 +145,140 @@ _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 
+@register(method=True)
 class GELU(UnaryElementwise):
     """gelu(x) = x Phi(x), Phi the standard normal CDF.
-    approximate="tanh": Phi(x) ~ (1 + tanh(u)) / 2, u = sqrt(2/pi) (x + 0.044715 x^3),
-    d/dx = (1 + t)/2 + x (1 - t^2) u'(x) / 2 with t = tanh(u);
+
+    approximate="tanh" (the default): Phi(x) ~ (1 + tanh(u)) / 2 with
+    u = sqrt(2/pi) (x + 0.044715 x^3), so with t = tanh(u)
+    d/dx = (1 + t)/2 + x (1 - t^2) u'(x) / 2.
     approximate="none": exact, d/dx = Phi(x) + x phi(x), phi the normal density.
     """
 
     name = "gelu"
+    rule = ("tanh form: d/dx = (1 + t)/2 + x (1 − t²) u′(x)/2, t = tanh(u), "
+            "u = √(2/π) (x + 0.044715 x³); exact form: d/dx = Φ(x) + x φ(x)")
 
-    def __call__(self, x: Any, approximate: str = "tanh") -> Tensor:
-        return self.apply(x, approximate=approximate)
+    def check(self, x: np.ndarray, *, approximate: str = "tanh") -> None:
+        if approximate not in ("tanh", "none"):
+            raise self.error(f"approximate must be 'tanh' or 'none', got {approximate!r}")
 
-    def forward(self, ctx: Node, x: np.ndarray, approximate: str = "tanh") -> np.ndarray:
+    def forward(self, ctx: Node, x: np.ndarray, *, approximate: str = "tanh") -> np.ndarray:
+        x = as_float(x)
         if approximate == "tanh":
             t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))
             ctx.save(x, t)
             return 0.5 * x * (1 + t)
-        if approximate == "none":
-            cdf = np.asarray(0.5 * (1 + _erf(x * _INV_SQRT_2)), dtype=x.dtype)
-            ctx.save(x, cdf)
-            return x * cdf
-        raise self.error(f"approximate must be 'tanh' or 'none', got {approximate!r}")
+        cdf = np.asarray(0.5 * (1 + _erf(x * _INV_SQRT_2)), dtype=x.dtype)
+        ctx.save(x, cdf)
+        return x * cdf
 
     def derivative(self, ctx: Node) -> np.ndarray:
         x, t_or_cdf = ctx.saved
-        if ctx.params.get("approximate", "tanh") == "tanh":
+        if ctx.params["approximate"] == "tanh":
             t = t_or_cdf
             du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
             return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
         return t_or_cdf + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x)
 
 
-class Softmax(Op):
-    """softmax(x, axis)_i = e^(x_i) / Σ_j e^(x_j).   VJP: p * (grad - Σ grad p);
-    JVP: p * (dx - Σ dx p) (the Jacobian diag(p) - p p^T is symmetric)."""
+class _AlongAxis(Op):
+    """softmax and log_softmax work along one axis."""
+
+    def check(self, x: np.ndarray, *, axis: int = -1) -> dict[str, Any]:
+        if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+            raise self.error(f"axis must be an int, got {axis!r}", TypeError)
+        if x.ndim == 0:
+            raise self.error("needs a tensor with at least one axis, got a 0-d tensor")
+        (ax,) = normalize_axis(self.name, axis, x.ndim)
+        return {"axis": ax}
+
+
+@register(method=True)
+class Softmax(_AlongAxis):
+    """softmax(x, axis)_i = e^(x_i) / Σ_j e^(x_j), computed with the max shifted out.
+    Its Jacobian diag(p) - p p^T is symmetric, so the JVP is the VJP's formula."""
 
     name = "softmax"
+    rule = "VJP: p ⊙ (grad − Σ grad ⊙ p), p = softmax(x)"
 
-    def __call__(self, x: Any, axis: int = -1) -> Tensor:
-        return self.apply(x, axis=axis)
-
-    def forward(self, ctx: Node, x: np.ndarray, axis: int = -1) -> np.ndarray:
-        (ax,) = normalize_axis(self.name, axis, x.ndim)
-        e = np.exp(x - x.max(axis=ax, keepdims=True))  # shift by the max: exponents <= 0
-        p = e / e.sum(axis=ax, keepdims=True)
-        ctx.save(p, ax)
+    def forward(self, ctx: Node, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
+        e = np.exp(x - x.max(axis=axis, keepdims=True))  # exponents <= 0
+        p = e / e.sum(axis=axis, keepdims=True)
+        ctx.save(p)
         return p
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
-        p, ax = ctx.saved
-        return (p * (grad - (grad * p).sum(axis=ax, keepdims=True)),)
+        (p,) = ctx.saved
+        return (p * (grad - (grad * p).sum(axis=ctx.params["axis"], keepdims=True)),)
 
     def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
         return self.backward(ctx, dx)[0]
 
 
-class LogSoftmax(Op):
-    """log_softmax(x, axis) = x - logsumexp(x, axis).   VJP: grad - p Σ grad; JVP: dx - Σ p dx."""
+@register(method=True)
+class LogSoftmax(_AlongAxis):
+    """log_softmax(x, axis) = x - logsumexp(x, axis), computed with the max shifted out."""
 
     name = "log_softmax"
+    rule = "VJP: grad − p Σ grad, p = softmax(x); JVP: dx − Σ p dx"
 
-    def __call__(self, x: Any, axis: int = -1) -> Tensor:
-        return self.apply(x, axis=axis)
-
-    def forward(self, ctx: Node, x: np.ndarray, axis: int = -1) -> np.ndarray:
-        (ax,) = normalize_axis(self.name, axis, x.ndim)
-        shifted = x - x.max(axis=ax, keepdims=True)
-        out = shifted - np.log(np.exp(shifted).sum(axis=ax, keepdims=True))
-        ctx.save(np.exp(out), ax)
+    def forward(self, ctx: Node, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
+        shifted = x - x.max(axis=axis, keepdims=True)
+        out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        ctx.save(np.exp(out))
         return out
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
-        p, ax = ctx.saved
-        return (grad - p * grad.sum(axis=ax, keepdims=True),)
+        (p,) = ctx.saved
+        return (grad - p * grad.sum(axis=ctx.params["axis"], keepdims=True),)
 
     def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
-        p, ax = ctx.saved
-        return dx - (p * dx).sum(axis=ax, keepdims=True)
+        (p,) = ctx.saved
+        return dx - (p * dx).sum(axis=ctx.params["axis"], keepdims=True)
 
 
+@register
 class Dropout(Op):
-    """dropout(x, mask) = x * mask, where mask = keep / (1 - p) was drawn once by the
-    ``dropout`` function and is a (non-differentiable) input of the node.   d/dx = mask."""
+    """dropout(x, p=0.5, training=True, rng=None): inverted dropout. In training, each
+    element is zeroed with probability p and the rest scaled by 1/(1-p): x * mask with
+    mask = keep / (1 - p), drawn once in the forward and saved. Otherwise the identity.
+
+    ``rng`` is a numpy Generator (its state advances), an int seed (the same mask every
+    call: what gradient checks need) or None (fresh entropy). x must be floating point.
+    """
 
     name = "dropout"
-    nondiff = (1,)
+    rule = "d/dx = mask = keep / (1 − p)"
 
-    def forward(self, ctx: Node, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        if mask.shape != x.shape:
-            raise self.error(f"mask shape {mask.shape} differs from input shape {x.shape}")
-        mask = mask.astype(x.dtype, copy=False)
+    def check(self, x: np.ndarray, *, p: float = 0.5, training: bool = True,
+              rng: Any = None) -> None:
+        if x.dtype.kind not in "fc":
+            raise self.error(f"needs a floating-point input, got dtype {x.dtype} "
+                             f"(convert first: t.astype(np.float32))", TypeError)
+        if not isinstance(p, numbers.Real) or not 0 <= p < 1:
+            raise self.error(f"p must be in [0, 1), got {p!r}")
+        if not isinstance(training, (bool, np.bool_)):
+            raise self.error(f"training must be True or False, got {training!r}", TypeError)
+        if rng is not None and not isinstance(rng, (np.random.Generator, numbers.Integral)):
+            raise self.error(f"rng must be a numpy Generator, an int seed or None, got "
+                             f"{type(rng).__name__}", TypeError)
+
+    def forward(self, ctx: Node, x: np.ndarray, *, p: float = 0.5, training: bool = True,
+                rng: Any = None) -> np.ndarray:
+        if not training or p == 0:
+            ctx.save(None)
+            return x
+        generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        keep = generator.random(x.shape) >= p
+        mask = keep.astype(x.dtype) / x.dtype.type(1 - p)
         ctx.save(mask)
         return x * mask
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray, None]:
-        return grad * ctx.saved[0], None
+    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+        (mask,) = ctx.saved
+        return (grad if mask is None else grad * mask,)
 
-    def jvp(self, ctx: Node, dx: np.ndarray, _: None) -> np.ndarray:
-        return dx * ctx.saved[0]
-
-
-sigmoid = register(Sigmoid())
-tanh = register(Tanh())
-relu = register(ReLU())
-leaky_relu = register(LeakyReLU())
-elu = register(ELU())
-softplus = register(Softplus())
-gelu = register(GELU())
-softmax = register(Softmax())
-log_softmax = register(LogSoftmax())
-dropout_op = register(Dropout())
-
-
-def dropout(x: Any, p: float = 0.5, training: bool = True,
-            rng: np.random.Generator | None = None) -> Tensor:
-    """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout).
-
-    The identity when ``training`` is False or p == 0. ``rng`` (a numpy Generator) makes
-    the mask reproducible; the mask is stored as an input of the graph node.
-    """
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
-    x = x if isinstance(x, Tensor) else Tensor(x)
-    if not training or p == 0:
-        return x
-    rng = rng if rng is not None else np.random.default_rng()
-    keep = rng.random(x.shape) >= p
-    mask = keep.astype(x.dtype) / np.asarray(1 - p, dtype=x.dtype)
-    return dropout_op(x, mask)
+    def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
+        (mask,) = ctx.saved
+        return dx if mask is None else dx * mask

@@ -15,34 +15,36 @@ import numpy as np
 from ..broadcast import broadcast_shapes, sum_to
 from ..graph import Node
 from ..op import Op, register
-from ..tensor import Tensor
-from ._base import BinaryElementwise, UnaryElementwise
+from ._base import BinaryElementwise, Broadcasting, UnaryElementwise, as_float
 
 
-class Add(BinaryElementwise):
-    """add(a, b) = a + b.   d/da = 1, d/db = 1 (each gradient summed over broadcast axes)."""
+@register
+class Add(Broadcasting):
+    """add(a, b) = a + b, with numpy broadcasting. Linear: its JVP is da + db."""
 
     name = "add"
+    rule = "d/da = 1, d/db = 1 (each summed over its broadcast axes)"
+    linear = True
 
     def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        self.check_shapes(a, b)
         return a + b
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, Any]:
         a, b = ctx.inputs
-        return sum_to(grad, a.shape), sum_to(grad, b.shape)
+        need_a, need_b = ctx.needs_input_grad
+        return (sum_to(grad, a.shape) if need_a else None,
+                sum_to(grad, b.shape) if need_b else None)
 
-    def partials(self, ctx: Node) -> tuple[Any, Any]:
-        return 1, 1
 
-
-class Sub(BinaryElementwise):
-    """sub(a, b) = a - b.   d/da = 1, d/db = -1."""
+@register
+class Sub(Broadcasting):
+    """sub(a, b) = a - b, with numpy broadcasting. Linear: its JVP is da - db."""
 
     name = "sub"
+    rule = "d/da = 1, d/db = -1 (each summed over its broadcast axes)"
+    linear = True
 
     def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        self.check_shapes(a, b)
         return a - b
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, Any]:
@@ -51,17 +53,15 @@ class Sub(BinaryElementwise):
         return (sum_to(grad, a.shape) if need_a else None,
                 sum_to(-grad, b.shape) if need_b else None)
 
-    def partials(self, ctx: Node) -> tuple[Any, Any]:
-        return 1, -1
 
-
+@register
 class Mul(BinaryElementwise):
-    """mul(a, b) = a * b.   d/da = b, d/db = a."""
+    """mul(a, b) = a * b, elementwise with broadcasting."""
 
     name = "mul"
+    rule = "d/da = b, d/db = a"
 
     def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        self.check_shapes(a, b)
         ctx.save(a, b)
         return a * b
 
@@ -70,13 +70,14 @@ class Mul(BinaryElementwise):
         return b, a
 
 
+@register
 class Div(BinaryElementwise):
-    """div(a, b) = a / b.   d/da = 1/b, d/db = -a/b^2."""
+    """div(a, b) = a / b, elementwise with broadcasting (true division)."""
 
     name = "div"
+    rule = "d/da = 1/b, d/db = -a/b^2"
 
     def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        self.check_shapes(a, b)
         ctx.save(a, b)
         return a / b
 
@@ -85,10 +86,13 @@ class Div(BinaryElementwise):
         return 1 / b, -a / (b * b)
 
 
-class Neg(UnaryElementwise):
-    """neg(x) = -x.   d/dx = -1."""
+@register
+class Neg(Op):
+    """neg(x) = -x. Linear: its JVP is -dx."""
 
     name = "neg"
+    rule = "d/dx = -1"
+    linear = True
 
     def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
         return -x
@@ -96,21 +100,21 @@ class Neg(UnaryElementwise):
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
         return (-grad,)
 
-    def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
-        return -dx
 
-
+@register
 class Pow(BinaryElementwise):
-    """pow(a, b) = a ** b (both tensors).   d/da = b a^(b-1), d/db = a^b log(a).
+    """pow(a, b) = a ** b, both tensors (``t ** u``; ``t ** 2`` with a number is pow_scalar).
 
-    d/db needs a > 0 (for a == 0 it is taken as 0, the limit when b > 0; for a < 0 it
-    is NaN, as the real power is undefined). Use ``pow_scalar`` for a constant exponent.
+    d/db = a^b log(a) needs a > 0: for a == 0 it is taken as 0 (the limit when b > 0);
+    for a < 0 it is NaN, as the real power is undefined there.
     """
 
     name = "pow"
+    rule = "d/da = b a^(b-1), d/db = a^b log(a)"
 
     def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        self.check_shapes(a, b)
+        if a.dtype.kind in "biu" and b.dtype.kind in "biu" and (b < 0).any():
+            a = as_float(a)           # numpy refuses integers to negative integer powers
         out = a ** b
         ctx.save(a, b, out)
         return out
@@ -122,17 +126,21 @@ class Pow(BinaryElementwise):
         return b * a ** (b - 1), out * log_a
 
 
+@register
 class PowScalar(UnaryElementwise):
-    """pow_scalar(x, exponent=p) = x ** p for a constant number p.   d/dx = p x^(p-1)."""
+    """pow_scalar(x, exponent=p) = x ** p for a constant real number p (``t ** p``).
+    Integer tensors with a negative p compute in float64."""
 
     name = "pow_scalar"
+    rule = "d/dx = p x^(p-1)"
 
-    def __call__(self, x: Any, exponent: float) -> Tensor:
-        return self.apply(x, exponent=exponent)  # a constant parameter, not an input
-
-    def forward(self, ctx: Node, x: np.ndarray, exponent: float) -> np.ndarray:
-        if not isinstance(exponent, numbers.Real):
+    def check(self, x: np.ndarray, *, exponent: float) -> None:
+        if not isinstance(exponent, numbers.Real) or isinstance(exponent, bool):
             raise self.error(f"exponent must be a real number, got {exponent!r}", TypeError)
+
+    def forward(self, ctx: Node, x: np.ndarray, *, exponent: float) -> np.ndarray:
+        if exponent < 0:
+            x = as_float(x)           # numpy refuses integers to negative integer powers
         ctx.save(x)
         return x ** exponent
 
@@ -144,10 +152,12 @@ class PowScalar(UnaryElementwise):
         return p * x ** (p - 1)
 
 
+@register(method=True)
 class Exp(UnaryElementwise):
-    """exp(x) = e^x.   d/dx = e^x (the output itself)."""
+    """exp(x) = e^x."""
 
     name = "exp"
+    rule = "d/dx = e^x (the output itself)"
 
     def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
         y = np.exp(x)
@@ -158,10 +168,12 @@ class Exp(UnaryElementwise):
         return ctx.saved[0]
 
 
+@register(method=True)
 class Log(UnaryElementwise):
-    """log(x), natural logarithm, x > 0.   d/dx = 1/x."""
+    """log(x), the natural logarithm, for x > 0."""
 
     name = "log"
+    rule = "d/dx = 1/x"
 
     def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
         ctx.save(x)
@@ -171,10 +183,12 @@ class Log(UnaryElementwise):
         return 1 / ctx.saved[0]
 
 
+@register(method=True)
 class Sqrt(UnaryElementwise):
-    """sqrt(x) = x^(1/2), x >= 0.   d/dx = 1 / (2 sqrt(x))."""
+    """sqrt(x) = x^(1/2), for x >= 0."""
 
     name = "sqrt"
+    rule = "d/dx = 1 / (2 sqrt(x))"
 
     def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
         y = np.sqrt(x)
@@ -185,10 +199,12 @@ class Sqrt(UnaryElementwise):
         return 0.5 / ctx.saved[0]
 
 
+@register(method=True)
 class Abs(UnaryElementwise):
-    """abs(x) = |x|.   d/dx = sign(x), with abs'(0) = 0."""
+    """abs(x) = |x|, with abs'(0) = 0 by convention."""
 
     name = "abs"
+    rule = "d/dx = sign(x), 0 at x = 0"
 
     def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
         ctx.save(x)
@@ -196,36 +212,6 @@ class Abs(UnaryElementwise):
 
     def derivative(self, ctx: Node) -> np.ndarray:
         return np.sign(ctx.saved[0])
-
-
-class Maximum(BinaryElementwise):
-    """maximum(a, b) elementwise.   d/da = [a > b] + [a == b]/2, d/db = [b > a] + [a == b]/2."""
-
-    name = "maximum"
-
-    def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        self.check_shapes(a, b)
-        ctx.save(a, b)
-        return np.maximum(a, b)
-
-    def partials(self, ctx: Node) -> tuple[Any, Any]:
-        a, b = ctx.saved
-        return _winner_share(a, b)
-
-
-class Minimum(BinaryElementwise):
-    """minimum(a, b) elementwise.   d/da = [a < b] + [a == b]/2, d/db = [b < a] + [a == b]/2."""
-
-    name = "minimum"
-
-    def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        self.check_shapes(a, b)
-        ctx.save(a, b)
-        return np.minimum(a, b)
-
-    def partials(self, ctx: Node) -> tuple[Any, Any]:
-        a, b = ctx.saved
-        return _winner_share(b, a)
 
 
 def _winner_share(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -236,26 +222,62 @@ def _winner_share(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return (a > b).astype(dtype) + tie, (b > a).astype(dtype) + tie
 
 
+@register(method=True)
+class Maximum(BinaryElementwise):
+    """maximum(a, b), elementwise with broadcasting; ties split the gradient evenly."""
+
+    name = "maximum"
+    rule = "d/da = [a > b] + [a = b]/2, d/db = [b > a] + [a = b]/2"
+
+    def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ctx.save(a, b)
+        return np.maximum(a, b)
+
+    def partials(self, ctx: Node) -> tuple[Any, Any]:
+        a, b = ctx.saved
+        return _winner_share(a, b)
+
+
+@register(method=True)
+class Minimum(BinaryElementwise):
+    """minimum(a, b), elementwise with broadcasting; ties split the gradient evenly."""
+
+    name = "minimum"
+    rule = "d/da = [a < b] + [a = b]/2, d/db = [b < a] + [a = b]/2"
+
+    def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ctx.save(a, b)
+        return np.minimum(a, b)
+
+    def partials(self, ctx: Node) -> tuple[Any, Any]:
+        a, b = ctx.saved
+        return _winner_share(b, a)   # ([a < b] + tie, [b < a] + tie)
+
+
+@register(method=True)
 class Clip(UnaryElementwise):
-    """clip(x, min, max) = min(max(x, min), max).   d/dx = [min <= x <= max]."""
+    """clip(x, min, max) = min(max(x, min), max); either bound may be None."""
 
     name = "clip"
+    rule = "d/dx = [min <= x <= max] (the gradient passes at the bounds)"
 
-    def __call__(self, x: Any, min: float | None = None, max: float | None = None) -> Tensor:
-        return self.apply(x, min=min, max=max)  # bounds are parameters, not inputs
-
-    def forward(self, ctx: Node, x: np.ndarray, min: float | None = None,
-                max: float | None = None) -> np.ndarray:
+    def check(self, x: np.ndarray, *, min: float | None = None, max: float | None = None) -> None:
         if min is None and max is None:
             raise self.error("at least one of min and max must be given")
+        for what, bound in (("min", min), ("max", max)):
+            if bound is not None and (not isinstance(bound, numbers.Real) or isinstance(bound, bool)):
+                raise self.error(f"{what} must be a real number or None, got {bound!r}", TypeError)
         if min is not None and max is not None and min > max:
             raise self.error(f"min ({min}) must not exceed max ({max})")
+
+    def forward(self, ctx: Node, x: np.ndarray, *, min: float | None = None,
+                max: float | None = None) -> np.ndarray:
         ctx.save(x)
         return np.clip(x, min, max)
 
     def derivative(self, ctx: Node) -> np.ndarray:
         (x,) = ctx.saved
-        lo, hi = ctx.params.get("min"), ctx.params.get("max")
+        lo, hi = ctx.params["min"], ctx.params["max"]
         inside = np.ones(x.shape, dtype=bool)
         if lo is not None:
             inside &= x >= lo
@@ -264,17 +286,22 @@ class Clip(UnaryElementwise):
         return inside.astype(x.dtype)
 
 
+@register
 class Where(Op):
-    """where(cond, a, b) = a where cond else b.   d/da = [cond], d/db = [not cond];
-    cond is not differentiable."""
+    """where(cond, a, b) = a where cond else b, with broadcasting; cond (boolean) is not
+    differentiable. Linear in (a, b): its JVP is where(cond, da, db)."""
 
     name = "where"
+    rule = "d/da = [cond], d/db = [not cond]"
     nondiff = (0,)
+    linear = True
 
-    def forward(self, ctx: Node, cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def check(self, cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
         if cond.dtype != bool:
             raise self.error(f"condition must be boolean, got dtype {cond.dtype}", TypeError)
         broadcast_shapes(self.name, cond.shape, a.shape, b.shape)
+
+    def forward(self, ctx: Node, cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ctx.save(cond)
         return np.where(cond, a, b)
 
@@ -285,33 +312,3 @@ class Where(Op):
         return (None,
                 sum_to(np.where(cond, grad, zero), a.shape),
                 sum_to(np.where(cond, zero, grad), b.shape))
-
-    def jvp(self, ctx: Node, _: None, da: np.ndarray, db: np.ndarray) -> np.ndarray:
-        (cond,) = ctx.saved
-        out_shape = np.broadcast_shapes(cond.shape, da.shape, db.shape)
-        return np.broadcast_to(np.where(cond, da, db), out_shape)
-
-
-add = register(Add())
-sub = register(Sub())
-mul = register(Mul())
-div = register(Div())
-neg = register(Neg())
-pow_tensor = register(Pow())
-pow_scalar = register(PowScalar())
-exp = register(Exp())
-log = register(Log())
-sqrt = register(Sqrt())
-abs = register(Abs())
-maximum = register(Maximum())
-minimum = register(Minimum())
-clip = register(Clip())
-where = register(Where())
-
-
-def power(base: Any, exponent: Any) -> Tensor:
-    """``base ** exponent``: ``pow_scalar`` for a constant Python number exponent (any
-    base), ``pow`` when the exponent is a tensor or array."""
-    if isinstance(exponent, numbers.Real) and not isinstance(exponent, bool):
-        return pow_scalar(base, exponent=exponent)
-    return pow_tensor(base, exponent)

@@ -9,38 +9,37 @@ import numpy as np
 from ..broadcast import broadcast_shapes, sum_to
 from ..graph import Node
 from ..op import Op, register
-from ..tensor import Tensor
-
-
-def _check_matmul(op: Op, a: np.ndarray, b: np.ndarray) -> None:
-    if a.ndim == 0 or b.ndim == 0:
-        raise op.error(f"operands must have at least 1 dimension, got shapes {a.shape} and "
-                       f"{b.shape} (use mul for scalars)")
-    k_a = a.shape[-1]
-    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
-    if k_a != k_b:
-        raise op.error(f"inner dimensions do not match: shapes {a.shape} and {b.shape} "
-                       f"({k_a} != {k_b})")
-    if a.ndim > 2 or b.ndim > 2:
-        broadcast_shapes(op.name, a.shape[:-2], b.shape[:-2])
 
 
 def _swap(m: np.ndarray) -> np.ndarray:
     return np.swapaxes(m, -1, -2)
 
 
+@register(method=True)
 class MatMul(Op):
-    """matmul(a, b) = a @ b.   VJP: grad_a = grad @ b^T, grad_b = a^T @ grad (batch axes summed
-    back to each input's shape); JVP: da @ b + a @ db.
+    """matmul(a, b) = a @ b (``t @ u``), batch axes broadcast as in numpy.
 
     1-D operands follow numpy: a vector a is a row (1, k), a vector b a column (k, 1), and
-    the added axis is dropped from the result; the backward adds it back.
+    the added axis is dropped from the result; the backward adds it back. JVP (the product
+    rule): da @ b + a @ db.
     """
 
     name = "matmul"
+    rule = "grad_a = grad @ b^T, grad_b = a^T @ grad (batch axes summed back)"
+
+    def check(self, a: np.ndarray, b: np.ndarray) -> None:
+        if a.ndim == 0 or b.ndim == 0:
+            raise self.error(f"operands must have at least 1 dimension, got shapes {a.shape} "
+                             f"and {b.shape} (use mul for scalars)")
+        k_a = a.shape[-1]
+        k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+        if k_a != k_b:
+            raise self.error(f"inner dimensions do not match: shapes {a.shape} and {b.shape} "
+                             f"({k_a} != {k_b})")
+        if a.ndim > 2 or b.ndim > 2:
+            broadcast_shapes(self.name, a.shape[:-2], b.shape[:-2])
 
     def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        _check_matmul(self, a, b)
         ctx.save(a, b)
         return a @ b
 
@@ -60,20 +59,19 @@ class MatMul(Op):
         return da @ b + a @ db
 
 
+@register
 class Linear(Op):
-    """linear(x, W, b) = x @ W + b, x: (..., in), W: (in, out), b: (out,) or None.
-    VJP: grad_x = grad @ W^T, grad_W = x^T @ grad (summed over batch axes), grad_b = Σ grad.
+    """linear(x, W, b=None) = x @ W + b, x: (..., in), W: (in, out), b: (out,) or None.
 
-    This is the classic layer of the from-scratch derivations: weight gradient = previous
-    activation^T times delta, bias gradient = delta summed over the batch.
+    This is the classic layer of the from-scratch derivations: the weight gradient is the
+    previous activation^T times the delta, the bias gradient the delta summed over the
+    batch. W is stored (in, out), not (out, in) as in PyTorch.
     """
 
     name = "linear"
+    rule = "grad_x = grad @ W^T, grad_W = x^T @ grad, grad_b = Σ_batch grad"
 
-    def __call__(self, x: Any, W: Any, b: Any = None) -> Tensor:
-        return self.apply(x, W) if b is None else self.apply(x, W, b)
-
-    def forward(self, ctx: Node, x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    def check(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> None:
         if W.ndim != 2:
             raise self.error(f"weight must be 2-D (in_features, out_features), got shape {W.shape}")
         if x.ndim == 0 or x.shape[-1] != W.shape[0]:
@@ -81,6 +79,8 @@ class Linear(Op):
                              f"the last axis of the input must be {W.shape[0]}")
         if b is not None and b.shape != (W.shape[1],):
             raise self.error(f"bias must have shape ({W.shape[1]},), got {b.shape}")
+
+    def forward(self, ctx: Node, x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
         ctx.save(x, W)
         out = x @ W
         if b is not None:
@@ -103,7 +103,3 @@ class Linear(Op):
         x, W = ctx.saved
         out = dx @ W + x @ dW
         return out if db is None else out + db
-
-
-matmul = register(MatMul())
-linear = register(Linear())

@@ -7,16 +7,18 @@ the classic output delta computed from the probabilities saved in the forward:
 
 never a derivative taken through log(softmax(z)) or log(sigmoid(z)), which overflows or
 loses every digit for large logits. Both are finite and exact for |z| up to 1e4.
+
+A loss over an empty batch is an error, never a silent 0.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
 
 from ..graph import Node
 from ..op import Op, register
-from ..tensor import Tensor
 from .activation import stable_sigmoid
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -36,89 +38,94 @@ def _scale_grad(grad: np.ndarray, reduction: str, n: int, item_ndim: int) -> np.
     return grad / n if reduction in ("mean", "batchmean") else grad
 
 
-def _data(x: Any) -> np.ndarray:
-    return x.data if isinstance(x, Tensor) else np.asarray(x)
+class _Loss(Op):
+    reductions = REDUCTIONS
+
+    def check_reduction(self, reduction: str) -> None:
+        if reduction not in self.reductions:
+            raise self.error(f"reduction must be one of {self.reductions}, got {reduction!r}")
+
+    def check_not_empty(self, z: np.ndarray) -> None:
+        if z.size == 0:
+            raise self.error(f"got an empty batch (shape {z.shape}): there is no loss to compute")
 
 
-class MSE(Op):
-    """mse(pred, target) = mean((pred - target)^2) (or sum / none).
-    d/dpred = 2 (pred - target) / N, d/dtarget = -2 (pred - target) / N; N = number of elements."""
+@register
+class MSE(_Loss):
+    """mse(pred, target) = mean((pred - target)^2) over all N elements (or sum / none)."""
 
     name = "mse"
+    rule = "d/dpred = 2 (pred − target)/N, d/dtarget = −2 (pred − target)/N"
 
-    def __call__(self, pred: Any, target: Any, reduction: str = "mean") -> Tensor:
-        return self.apply(pred, target, reduction=reduction)
-
-    def forward(self, ctx: Node, pred: np.ndarray, target: np.ndarray, reduction: str = "mean") -> np.ndarray:
-        if reduction not in REDUCTIONS:
-            raise self.error(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    def check(self, pred: np.ndarray, target: np.ndarray, *, reduction: str = "mean") -> None:
+        self.check_reduction(reduction)
         if pred.shape != target.shape:
             raise self.error(f"prediction shape {pred.shape} and target shape {target.shape} "
                              f"differ (handgrad does not broadcast a loss silently)")
+        self.check_not_empty(pred)
+
+    def forward(self, ctx: Node, pred: np.ndarray, target: np.ndarray, *,
+                reduction: str = "mean") -> np.ndarray:
         diff = pred - target
-        n = max(diff.size, 1)
-        ctx.save(diff, n)
-        return _reduce(diff * diff, reduction, n)
+        ctx.save(diff)
+        return _reduce(diff * diff, reduction, diff.size)
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, Any]:
-        diff, n = ctx.saved
-        reduction = ctx.params.get("reduction", "mean")
-        g = 2 * _scale_grad(grad, reduction, n, 0) * diff
+        (diff,) = ctx.saved
+        g = 2 * _scale_grad(grad, ctx.params["reduction"], diff.size, 0) * diff
         return g, -g
 
     def jvp(self, ctx: Node, dp: np.ndarray, dt: np.ndarray) -> np.ndarray:
-        diff, n = ctx.saved
-        return _reduce(2 * diff * (dp - dt), ctx.params.get("reduction", "mean"), n)
+        (diff,) = ctx.saved
+        return _reduce(2 * diff * (dp - dt), ctx.params["reduction"], diff.size)
 
 
-class SoftmaxCrossEntropy(Op):
-    """softmax_cross_entropy(z, y) = -Σ_c y_c log softmax(z)_c per row, averaged over the N rows.
-    d/dz = (p Σ_c y_c - y) / N with p = softmax(z), which is (p - y) / N for one-hot or
-    probability targets (rows summing to 1).
+@register
+class SoftmaxCrossEntropy(_Loss):
+    """softmax_cross_entropy(z, y) = -Σ_c y_c log softmax(z)_c per row, averaged over the
+    N rows (reduction "mean"; or "sum", "none"). With p = softmax(z) the gradient is
+    (p Σ_c y_c - y) / N, which is (p - y) / N for one-hot or probability targets.
 
-    z: (..., C) logits; y: integer labels of shape z.shape[:-1] or probabilities of z's shape.
-    label_smoothing eps replaces y by (1 - eps) y + eps / C. Targets are not differentiable.
+    z: (..., C) logits; y: integer labels of shape z.shape[:-1] or probabilities of z's
+    shape. label_smoothing eps replaces y by (1 - eps) y + eps / C. Targets are not
+    differentiable.
     """
 
     name = "softmax_cross_entropy"
+    rule = "d/dz = (p − y)/N, p = softmax(z), N = rows averaged"
     nondiff = (1,)
 
-    def __call__(self, logits: Any, targets: Any, reduction: str = "mean",
-                 label_smoothing: float = 0.0) -> Tensor:
-        return self.apply(logits, _data(targets), reduction=reduction,
-                          label_smoothing=label_smoothing)
-
-    def check_targets(self, z: np.ndarray, y: np.ndarray) -> bool:
-        """Validate the targets; True for integer labels, False for probabilities."""
+    def check(self, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean",
+              label_smoothing: float = 0.0) -> None:
+        if z.ndim == 0 or z.dtype.kind != "f":
+            raise self.error(f"logits must be a floating-point array with a class axis last, "
+                             f"got shape {z.shape} dtype {z.dtype}")
+        self.check_reduction(reduction)
+        if not isinstance(label_smoothing, numbers.Real) or not 0 <= label_smoothing <= 1:
+            raise self.error(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+        self.check_not_empty(z)
         C = z.shape[-1]
         if y.dtype.kind in "iu":
             if y.shape != z.shape[:-1]:
                 raise self.error(f"integer labels must have shape {z.shape[:-1]} (the logits' "
                                  f"shape {z.shape} without the class axis), got {y.shape}")
-            if y.size and (y.min() < 0 or y.max() >= C):
+            # One pass over the labels: viewed as unsigned, a negative label is huge.
+            unsigned = y.view(f"u{y.dtype.itemsize}") if y.dtype.kind == "i" else y
+            if unsigned.max() >= C:
                 bad = y[(y < 0) | (y >= C)].ravel()[0]
                 raise self.error(f"class label {bad} is outside [0, {C}) for logits of shape {z.shape}")
-            return True
-        if y.dtype.kind == "f":
+        elif y.dtype.kind == "f":
             if y.shape != z.shape:
                 hint = (" (float labels? class labels must be integers)"
                         if y.shape == z.shape[:-1] else "")
                 raise self.error(f"probability targets must have the logits' shape {z.shape}, "
                                  f"got {y.shape}{hint}")
-            return False
-        raise self.error(f"targets must be integer class labels or float probabilities, "
-                         f"got dtype {y.dtype}", TypeError)
+        else:
+            raise self.error(f"targets must be integer class labels or float probabilities, "
+                             f"got dtype {y.dtype}", TypeError)
 
-    def forward(self, ctx: Node, z: np.ndarray, y: np.ndarray, reduction: str = "mean",
+    def forward(self, ctx: Node, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean",
                 label_smoothing: float = 0.0) -> np.ndarray:
-        if z.ndim == 0 or z.dtype.kind != "f":
-            raise self.error(f"logits must be a floating-point array with a class axis last, "
-                             f"got shape {z.shape} dtype {z.dtype}")
-        if reduction not in REDUCTIONS:
-            raise self.error(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        if not 0 <= label_smoothing <= 1:
-            raise self.error(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-        labels = self.check_targets(z, y)
         eps, C = label_smoothing, z.shape[-1]
         # log-softmax through the log-sum-exp with the max shifted out: exact for |z| ~ 1e4.
         shifted = z - z.max(axis=-1, keepdims=True)
@@ -126,7 +133,7 @@ class SoftmaxCrossEntropy(Op):
         norm = e.sum(axis=-1, keepdims=True)
         log_p = shifted - np.log(norm)
         p = e / norm
-        if labels:
+        if y.dtype.kind in "iu":
             # The one-hot target is never built: pick log p of the true class per row, and
             # subtract (1 - eps) from p at that class for the delta p - y.
             rows, flat_y = np.arange(y.size), y.reshape(-1)
@@ -146,65 +153,57 @@ class SoftmaxCrossEntropy(Op):
                 targets = (1 - eps) * targets + eps / C
             per_row = -(targets * log_p).sum(axis=-1)
             delta = p * targets.sum(axis=-1, keepdims=True) - targets
-        n = max(per_row.size, 1)
-        ctx.save(delta, n)
-        return _reduce(per_row, reduction, n)
+        ctx.save(delta, per_row.size)
+        return _reduce(per_row, reduction, per_row.size)
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray, None]:
         delta, n = ctx.saved
-        return _scale_grad(grad, ctx.params.get("reduction", "mean"), n, 1) * delta, None
+        return _scale_grad(grad, ctx.params["reduction"], n, 1) * delta, None
 
     def jvp(self, ctx: Node, dz: np.ndarray, _: None) -> np.ndarray:
         delta, n = ctx.saved
-        return _reduce((delta * dz).sum(axis=-1), ctx.params.get("reduction", "mean"), n)
+        return _reduce((delta * dz).sum(axis=-1), ctx.params["reduction"], n)
 
 
-class SigmoidBinaryCrossEntropy(Op):
+@register
+class SigmoidBinaryCrossEntropy(_Loss):
     """sigmoid_binary_cross_entropy(z, y) = -[y log s + (1 - y) log(1 - s)], s = sigmoid(z),
-    per element. d/dz = (s - y) / N.
+    per element, computed as max(z, 0) - z y + log(1 + e^-|z|) (exact for |z| ~ 1e4).
 
     reduction="mean" averages over all elements (N = z.size, as PyTorch's
     BCEWithLogitsLoss); "batchmean" sums over the labels and averages over the batch
-    (N = z.shape[0], the classic derivation); "sum"; "none". Computed as
-    max(z, 0) - z y + log(1 + e^-|z|), exact for |z| ~ 1e4.
+    (N = z.shape[0], the classic derivation); "sum" (N = 1); "none".
     """
 
     name = "sigmoid_binary_cross_entropy"
+    rule = ("d/dz = (σ(z) − y)/N, N = all elements (mean), the batch size (batchmean), "
+            "1 (sum)")
     nondiff = (1,)
     reductions = REDUCTIONS + ("batchmean",)
 
-    def __call__(self, logits: Any, targets: Any, reduction: str = "mean") -> Tensor:
-        return self.apply(logits, _data(targets), reduction=reduction)
-
-    def forward(self, ctx: Node, z: np.ndarray, y: np.ndarray, reduction: str = "mean") -> np.ndarray:
+    def check(self, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean") -> None:
         if z.dtype.kind != "f":
             raise self.error(f"logits must be floating point, got dtype {z.dtype}", TypeError)
-        if reduction not in self.reductions:
-            raise self.error(f"reduction must be one of {self.reductions}, got {reduction!r}")
+        self.check_reduction(reduction)
         if y.shape != z.shape:
             raise self.error(f"targets shape {y.shape} differs from logits shape {z.shape}")
         if y.dtype.kind not in "biuf":
             raise self.error(f"targets must be numbers in [0, 1], got dtype {y.dtype}", TypeError)
-        if y.size and (y.min() < 0 or y.max() > 1):
+        self.check_not_empty(z)
+        if y.min() < 0 or y.max() > 1:
             raise self.error(f"targets must lie in [0, 1], got values from {y.min()} to {y.max()}")
+
+    def forward(self, ctx: Node, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean") -> np.ndarray:
         y = y.astype(z.dtype, copy=False)
         per_item = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
-        if reduction == "batchmean":
-            n = z.shape[0] if z.ndim else 1
-        else:
-            n = max(z.size, 1)
+        n = (z.shape[0] if z.ndim else 1) if reduction == "batchmean" else z.size
         ctx.save(stable_sigmoid(z) - y, n)
         return _reduce(per_item, reduction, n)
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray, None]:
         delta, n = ctx.saved
-        return _scale_grad(grad, ctx.params.get("reduction", "mean"), n, 0) * delta, None
+        return _scale_grad(grad, ctx.params["reduction"], n, 0) * delta, None
 
     def jvp(self, ctx: Node, dz: np.ndarray, _: None) -> np.ndarray:
         delta, n = ctx.saved
-        return _reduce(delta * dz, ctx.params.get("reduction", "mean"), n)
-
-
-mse = register(MSE())
-softmax_cross_entropy = register(SoftmaxCrossEntropy())
-sigmoid_binary_cross_entropy = register(SigmoidBinaryCrossEntropy())
+        return _reduce(delta * dz, ctx.params["reduction"], n)

@@ -1,172 +1,185 @@
 """Reductions over numpy-style ``axis`` (int, tuple or None) with ``keepdims``:
 sum, mean, max, min, var, logsumexp.
 
+``check`` turns ``axis`` into a sorted tuple of non-negative axes (what the rules use) and
+refuses a reduction over no elements at all: a sum or a mean of an empty batch is an error,
+never a silent 0.
+
 Convention at ties: max/min split the gradient evenly among the tied elements
 (as PyTorch's amax and JAX do), so the gradient stays a valid subgradient and sums to 1.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from ..broadcast import expand_reduced, keepdims_shape, normalize_axis
+from ..broadcast import expand_reduced, normalize_axis
 from ..graph import Node
 from ..op import Op, register
 
 
 class _Reduction(Op):
-    """Shared axis handling: ``forward`` normalizes ``axis`` and saves the input shape."""
+    """Shared axis handling for ``forward(ctx, x, *, axis=None, keepdims=False, ...)``."""
 
-    def __call__(self, x: Any, axis: Any = None, keepdims: bool = False, **params: Any) -> Any:
-        return self.apply(x, axis=axis, keepdims=keepdims, **params)
+    def check(self, x: np.ndarray, *, axis: Any = None, keepdims: bool = False,
+              **rest: Any) -> dict[str, Any]:
+        axes = normalize_axis(self.name, axis, x.ndim)
+        if not isinstance(keepdims, (bool, np.bool_)):
+            raise self.error(f"keepdims must be True or False, got {keepdims!r}", TypeError)
+        if math.prod(x.shape[a] for a in axes) == 0:
+            raise self.error(f"cannot reduce over no elements (shape {x.shape}, axis {axis}): "
+                             f"an empty batch?")
+        # None (every axis) stays None, as the caller wrote it; anything else is a tuple.
+        return {"axis": None if axis is None else axes, "keepdims": bool(keepdims), **rest}
 
-    def axes(self, ctx: Node, x: np.ndarray, axis: Any) -> tuple[int, ...]:
-        return normalize_axis(self.name, axis, x.ndim)
+    @staticmethod
+    def axes(ctx: Node) -> tuple[int, ...]:
+        """The reduced axes as a tuple (every axis for axis=None)."""
+        axis = ctx.params["axis"]
+        return tuple(range(ctx.inputs[0].ndim)) if axis is None else axis
 
-    def expand(self, ctx: Node, g: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+    def expand(self, ctx: Node, g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """Gradient of the output broadcast back to the input's shape."""
-        return expand_reduced(g, shape, axes, ctx.params.get("keepdims", False))
+        return expand_reduced(g, shape, self.axes(ctx), ctx.params["keepdims"])
 
-    def reduce_tangent(self, ctx: Node, t: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-        return t.sum(axis=axes, keepdims=ctx.params.get("keepdims", False))
+    def reduce_tangent(self, ctx: Node, t: np.ndarray) -> np.ndarray:
+        return t.sum(axis=ctx.params["axis"], keepdims=ctx.params["keepdims"])
 
 
+@register(method=True)
 class Sum(_Reduction):
-    """sum(x, axis) = Σ_axis x.   d/dx = 1: the gradient is copied back along the summed axes."""
+    """sum(x, axis) = Σ_axis x. Linear: its JVP is sum(dx)."""
 
     name = "sum"
+    rule = "d/dx = 1: the gradient is copied back along the summed axes"
+    linear = True
 
-    def forward(self, ctx: Node, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
-        axes = self.axes(ctx, x, axis)
-        ctx.save(x.shape, axes)
-        return x.sum(axis=axes, keepdims=keepdims)
+    def forward(self, ctx: Node, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+        return x.sum(axis=axis, keepdims=keepdims)
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
-        shape, axes = ctx.saved
-        return (self.expand(ctx, grad, shape, axes),)
-
-    def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
-        _, axes = ctx.saved
-        return self.reduce_tangent(ctx, dx, axes)
+        return (self.expand(ctx, grad, ctx.inputs[0].shape),)
 
 
+@register(method=True)
 class Mean(_Reduction):
-    """mean(x, axis) = Σ_axis x / n, n = number of elements reduced.   d/dx = 1/n."""
+    """mean(x, axis) = Σ_axis x / n, n = the number of elements averaged. Linear."""
 
     name = "mean"
+    rule = "d/dx = 1/n, n = the number of elements averaged"
+    linear = True
 
-    def forward(self, ctx: Node, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
-        axes = self.axes(ctx, x, axis)
-        n = int(np.prod([x.shape[a] for a in axes]))
-        if n == 0:
-            raise self.error(f"mean of an empty selection (shape {x.shape}, axis {axis})")
-        ctx.save(x.shape, axes, n)
-        return x.mean(axis=axes, keepdims=keepdims)
+    def forward(self, ctx: Node, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+        return x.mean(axis=axis, keepdims=keepdims)
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
-        shape, axes, n = ctx.saved
-        return (self.expand(ctx, grad / n, shape, axes),)
-
-    def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
-        _, axes, n = ctx.saved
-        return self.reduce_tangent(ctx, dx, axes) / n
+        shape = ctx.inputs[0].shape
+        n = math.prod(shape[a] for a in self.axes(ctx))
+        return (self.expand(ctx, grad / n, shape),)
 
 
-class Max(_Reduction):
-    """max(x, axis).   d/dx = [x == max] / (number of tied maxima): ties share the gradient."""
+class _Extremum(_Reduction):
+    """max or min over axes; ``pick`` is np.max or np.min. The gradient goes to the
+    elements equal to the result, shared evenly among ties."""
 
-    name = "max"
     pick = staticmethod(np.max)
 
-    def forward(self, ctx: Node, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
-        axes = self.axes(ctx, x, axis)
-        if x.size == 0:
-            raise self.error(f"{self.name} of an empty tensor (shape {x.shape})")
-        m = self.pick(x, axis=axes, keepdims=True)
+    def forward(self, ctx: Node, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+        m = self.pick(x, axis=axis, keepdims=True)
         share = (x == m).astype(x.dtype)
-        share /= share.sum(axis=axes, keepdims=True)
-        ctx.save(share, axes)
-        return m if keepdims else np.squeeze(m, axis=axes)
+        share /= share.sum(axis=axis, keepdims=True)
+        ctx.save(share)
+        return m if keepdims else np.squeeze(m, axis=axis)
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
-        share, axes = ctx.saved
-        return (self.expand(ctx, grad, share.shape, axes) * share,)
+        (share,) = ctx.saved
+        return (self.expand(ctx, grad, share.shape) * share,)
 
     def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
-        share, axes = ctx.saved
-        return self.reduce_tangent(ctx, dx * share, axes)
+        (share,) = ctx.saved
+        return self.reduce_tangent(ctx, dx * share)
 
 
-class Min(Max):
-    """min(x, axis).   d/dx = [x == min] / (number of tied minima): ties share the gradient."""
+@register(method=True)
+class Max(_Extremum):
+    """max(x, axis): the largest element along the axes; tied maxima share the gradient."""
+
+    name = "max"
+    rule = "d/dx = [x = max] / (number of tied maxima)"
+    pick = staticmethod(np.max)
+
+
+@register(method=True)
+class Min(_Extremum):
+    """min(x, axis): the smallest element along the axes; tied minima share the gradient."""
 
     name = "min"
+    rule = "d/dx = [x = min] / (number of tied minima)"
     pick = staticmethod(np.min)
 
 
+@register(method=True)
 class Var(_Reduction):
-    """var(x, axis, ddof) = Σ (x - mean)^2 / (n - ddof).   d/dx = 2 (x - mean) / (n - ddof).
+    """var(x, axis, ddof) = Σ (x - mean)^2 / (n - ddof).
 
     ddof=0 (numpy's default) is the population variance; ddof=1 is PyTorch's default.
     """
 
     name = "var"
+    rule = "d/dx = 2 (x - mean) / (n - ddof)"
 
-    def forward(self, ctx: Node, x: np.ndarray, axis: Any = None, keepdims: bool = False,
-                ddof: int = 0) -> np.ndarray:
-        axes = self.axes(ctx, x, axis)
-        n = int(np.prod([x.shape[a] for a in axes]))
+    def check(self, x: np.ndarray, *, axis: Any = None, keepdims: bool = False,
+              ddof: int = 0) -> dict[str, Any]:
+        params = super().check(x, axis=axis, keepdims=keepdims, ddof=ddof)
+        if not isinstance(ddof, (int, np.integer)) or isinstance(ddof, bool) or ddof < 0:
+            raise self.error(f"ddof must be a non-negative integer, got {ddof!r}", TypeError)
+        n = math.prod(x.shape[a] for a in normalize_axis(self.name, axis, x.ndim))
         if n - ddof <= 0:
             raise self.error(f"needs more than ddof={ddof} elements along axis {axis}, "
                              f"got {n} (shape {x.shape})")
-        centered = x - x.mean(axis=axes, keepdims=True)
-        ctx.save(centered, axes, n - ddof)
-        return (centered * centered).sum(axis=axes, keepdims=keepdims) / (n - ddof)
+        return params
+
+    def forward(self, ctx: Node, x: np.ndarray, *, axis: Any = None, keepdims: bool = False,
+                ddof: int = 0) -> np.ndarray:
+        n = x.size if axis is None else math.prod(x.shape[a] for a in axis)
+        centered = x - x.mean(axis=axis, keepdims=True)
+        ctx.save(centered, n - ddof)
+        return (centered * centered).sum(axis=axis, keepdims=keepdims) / (n - ddof)
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
-        centered, axes, dof = ctx.saved
-        return (self.expand(ctx, grad, centered.shape, axes) * centered * (2 / dof),)
+        centered, dof = ctx.saved
+        return (self.expand(ctx, grad, centered.shape) * centered * (2 / dof),)
 
     def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
-        centered, axes, dof = ctx.saved
-        return self.reduce_tangent(ctx, dx * centered, axes) * (2 / dof)
+        centered, dof = ctx.saved
+        return self.reduce_tangent(ctx, dx * centered) * (2 / dof)
 
 
+@register(method=True)
 class LogSumExp(_Reduction):
-    """logsumexp(x, axis) = log Σ_axis exp(x).   d/dx = softmax(x) along the axes.
+    """logsumexp(x, axis) = log Σ_axis exp(x).
 
     Computed as m + log Σ exp(x - m) with m the maximum, so it is finite for |x| ~ 1e4.
     """
 
     name = "logsumexp"
+    rule = "d/dx = softmax(x) along the reduced axes"
 
-    def forward(self, ctx: Node, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
-        axes = self.axes(ctx, x, axis)
-        if x.size == 0:
-            raise self.error(f"logsumexp of an empty tensor (shape {x.shape})")
-        m = x.max(axis=axes, keepdims=True)
+    def forward(self, ctx: Node, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+        m = x.max(axis=axis, keepdims=True)
         m = np.where(np.isfinite(m), m, 0)  # all -inf along an axis: keep exp(x - m) at 0, not NaN
         e = np.exp(x - m)
-        s = e.sum(axis=axes, keepdims=True)
-        ctx.save(e / s, axes)
+        s = e.sum(axis=axis, keepdims=True)
+        ctx.save(e / s)
         out = m + np.log(s)
-        return out if keepdims else np.squeeze(out, axis=axes)
+        return out if keepdims else np.squeeze(out, axis=axis)
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
-        p, axes = ctx.saved
-        return (self.expand(ctx, grad, p.shape, axes) * p,)
+        (p,) = ctx.saved
+        return (self.expand(ctx, grad, p.shape) * p,)
 
     def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
-        p, axes = ctx.saved
-        return self.reduce_tangent(ctx, dx * p, axes)
-
-
-sum = register(Sum())
-mean = register(Mean())
-max = register(Max())
-min = register(Min())
-var = register(Var())
-logsumexp = register(LogSumExp())
-
-__all__ = ["sum", "mean", "max", "min", "var", "logsumexp", "keepdims_shape"]
+        (p,) = ctx.saved
+        return self.reduce_tangent(ctx, dx * p)

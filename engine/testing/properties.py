@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import graph
 from ..gradcheck import gradcheck, jvpcheck
+from ..transforms import gradients
 from ..op import Op
 from ..tensor import Tensor
 from .specs import OpSpec, Sample
@@ -84,7 +85,7 @@ def _vjp(op: Op, args: tuple[Any, ...], params: dict[str, Any]) -> tuple[Tensor,
     out = op.apply(*leaves, **params)
 
     def pullback(v: np.ndarray) -> list[np.ndarray]:
-        grads = graph.backward([out], [v], retain_graph=True, inputs=[leaves[i] for i in diff])
+        grads = gradients([out], [v], [leaves[i] for i in diff], retain_graph=True)
         return [np.zeros(np.shape(args[i])) if g is None else g for g, i in zip(grads, diff)]
 
     return out, pullback, leaves, diff

@@ -14,10 +14,10 @@ from typing import Any, Callable, Sequence
 import graphviz
 import numpy as np
 
-from ..graph import Node
+from ..graph import Node, Step, topological_order
 from ..tensor import Tensor
 from . import labels, styles
-from .gradients import all_gradients, backward_order
+from .gradients import all_gradients, backward_order, backward_steps, can_differentiate
 from .numeric import NumericCheck, numeric_checks
 from .view import GraphView, build_view
 
@@ -77,7 +77,7 @@ def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "LR",
     collapse: one box per module instead of a cluster of its ops and tensors.
     backward_order: number the ops in the order backward runs their rules and label
       each edge with the shape of the gradient flowing back along it.
-    rules: print each op's derivative rule (from its docstring).
+    rules: print each op's derivative rule (its ``rule`` attribute).
     numeric: beside each leaf's gradient, the central-difference estimate.
     model: an nn.Module: names parameters ("layers.0.weight") and labels clusters
       ("layers.0 (Linear 2→3, bias=True)").
@@ -88,20 +88,28 @@ def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "LR",
                       collapse=collapse, rules=rules)
     view = build_view(tensor, model)
     overlay = Overlay()
+    needs_steps = "grad" in options.show or numeric or backward_order
+    steps = backward_steps(view) if needs_steps and can_differentiate(view) else None
     if "grad" in options.show or numeric:
-        overlay.grads = all_gradients(view)
+        overlay.grads = all_gradients(view, steps)
     if numeric:
         overlay.checks = numeric_checks(view, overlay.grads, max_elements)
     if backward_order:
-        overlay.steps = step_numbers(view)
+        overlay.steps = step_numbers(view, steps)
         overlay.edge_labels = gradient_shapes(view)
         overlay.hot_edges = set(overlay.edge_labels)
     return to_digraph(view, options, overlay)
 
 
-def step_numbers(view: GraphView) -> dict[int, int]:
-    """id(node) -> the position (from 1) of its rule in the backward pass."""
-    return {id(node): k for k, node in enumerate(backward_order(view), start=1)}
+def step_numbers(view: GraphView, steps: list[Step] | None) -> dict[int, int]:
+    """id(node) -> the position (from 1) of its rule in the backward pass: from the
+    walker's steps, or, once backward() freed the graph, from the same topological order
+    the walker follows."""
+    if steps is not None:
+        order = backward_order(steps)
+    else:
+        order = [t.node for t in reversed(topological_order([view.root])) if t.node is not None]
+    return {id(node): k for k, node in enumerate(order, start=1)}
 
 
 def gradient_shapes(view: GraphView) -> dict[EdgeKey, str]:

@@ -1,13 +1,13 @@
-"""Gradients for the pictures: every tensor's gradient (intermediates too) without
-touching ``.grad``, and the backward pass replayed one op at a time."""
+"""Gradients for the pictures, all taken from the engine's own backward walker
+(``graph.backward_steps``, run with ``retain_graph=True``): every tensor's gradient,
+intermediates included, without touching ``.grad``, and the backward pass one step at a
+time exactly as ``loss.backward()`` runs it."""
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from .. import graph
-from ..graph import Node
+from ..graph import Node, Step
 from ..tensor import Tensor
 from .view import GraphView
 
@@ -18,59 +18,43 @@ def can_differentiate(view: GraphView) -> bool:
     return root.node is not None and root.size == 1 and view.alive
 
 
-def all_gradients(view: GraphView) -> dict[int, np.ndarray]:
-    """id(tensor) -> d root / d tensor for every tensor that requires grad.
-
-    With a live graph and a scalar root, one extra backward pass (``retain_graph=True``,
-    ``inputs=`` every tensor) gives leaves and intermediates alike and leaves ``.grad``
-    alone. Otherwise the ``.grad`` already stored on tensors is all there is to show.
-    """
-    if not can_differentiate(view):
-        return {id(t): t.grad for t in view.tensors if t.grad is not None}
-    tensors = graph.topological_order([view.root])
-    found = graph.backward([view.root], [np.ones_like(view.root.data)], retain_graph=True,
-                           inputs=tensors)
-    assert found is not None
-    return {id(t): g for t, g in zip(tensors, found) if g is not None}
-
-
-def backward_order(view: GraphView) -> list[Node]:
-    """The op nodes in the order ``graph.backward`` runs their rules: outputs first."""
-    return [t.node for t in reversed(graph.topological_order([view.root])) if t.node is not None]
-
-
-@dataclass
-class Step:
-    """One backward step: ``node``'s rule turned ``grad_out`` into one gradient per input
-    (None where no gradient flows: data, labels, masks)."""
-
-    node: Node
-    grad_out: np.ndarray
-    grad_in: list[np.ndarray | None]
-
-
 def backward_steps(view: GraphView) -> list[Step]:
-    """The backward pass, one op at a time, each rule called as ``graph.backward`` calls it."""
+    """The backward pass from the root, one ``Step`` per tensor (leaves too), in the order
+    the engine runs it. Needs a scalar root whose graph is still alive."""
     if not can_differentiate(view):
         raise ValueError("backward steps need a scalar root (a loss) whose graph is still alive: "
                          "draw before calling loss.backward(), or pass retain_graph=True to it")
-    grads = all_gradients(view)
-    steps = []
-    for node in backward_order(view):
-        out = view.output[id(node)]
-        g = grads[id(out)]
-        raw = node.op.backward(node, g)
-        grad_in = [np.asarray(ig) if needed and ig is not None else None
-                   for ig, needed in zip(raw, node.needs_input_grad)]
-        steps.append(Step(node, g, grad_in))
-    return steps
+    root = view.root
+    return list(graph.backward_steps([root], [np.ones_like(root.data)], retain_graph=True))
+
+
+def rule_steps(steps: list[Step]) -> list[Step]:
+    """The steps that ran an op's backward rule (leaves only receive)."""
+    return [s for s in steps if s.node is not None]
+
+
+def all_gradients(view: GraphView, steps: list[Step] | None = None) -> dict[int, np.ndarray]:
+    """id(tensor) -> d root / d tensor for every tensor a gradient reaches. Without a live
+    graph and a scalar root, the ``.grad`` already stored on tensors is all there is."""
+    if steps is None:
+        if not can_differentiate(view):
+            return {id(t): t.grad for t in view.tensors if t.grad is not None}
+        steps = backward_steps(view)
+    return {id(s.tensor): s.grad for s in steps}
+
+
+def backward_order(steps: list[Step]) -> list[Node]:
+    """The op nodes in the order backward runs their rules: outputs first."""
+    return [s.node for s in rule_steps(steps)]  # type: ignore[misc]
 
 
 def received(view: GraphView, steps: list[Step], done: int) -> dict[int, np.ndarray]:
-    """id(tensor) -> the gradient summed from the first ``done`` steps (the root starts at 1)."""
+    """id(tensor) -> the gradient summed from the first ``done`` rule steps (the root
+    starts at 1)."""
     sums: dict[int, np.ndarray] = {id(view.root): np.ones_like(view.root.data)}
     for step in steps[:done]:
-        for inp, g in zip(step.node.inputs, step.grad_in):
+        assert step.node is not None
+        for inp, g in zip(step.node.inputs, step.sent):
             if g is not None:
                 sums[id(inp)] = sums[id(inp)] + g if id(inp) in sums else g
     return sums

@@ -1,8 +1,7 @@
-"""The text inside the boxes: numbers, arrays, op names with their parameters, and the
-derivative rule read from each op's docstring."""
+"""The text inside the boxes: numbers, arrays, op names with their parameters, and each
+op's derivative rule (its ``rule`` attribute, checked when the op is registered)."""
 from __future__ import annotations
 
-import inspect
 import textwrap
 from typing import Any
 
@@ -70,7 +69,7 @@ def param_value(v: Any) -> str:
 
 
 def _is_default(value: Any, default: Any) -> bool:
-    if default is inspect.Parameter.empty or isinstance(value, (np.ndarray, Tensor)):
+    if isinstance(value, (np.ndarray, Tensor)):
         return False
     try:
         return bool(value == default) and type(value) is type(default)
@@ -79,32 +78,16 @@ def _is_default(value: Any, default: Any) -> bool:
 
 
 def op_params(node: Node) -> str:
-    """The node's parameters that differ from the defaults of its op's forward: "axis=1"."""
-    try:
-        defaults = {k: p.default for k, p in inspect.signature(node.op.forward).parameters.items()}
-    except (TypeError, ValueError):
-        defaults = {}
+    """The node's parameters that differ from its op's defaults: "axis=(1,)"."""
+    defaults = node.op.signature.defaults
     shown = [f"{k}={param_value(v)}" for k, v in node.params.items()
-             if v is not None and not _is_default(v, defaults.get(k, inspect.Parameter.empty))]
+             if v is not None and not (k in defaults and _is_default(v, defaults[k]))]
     return ", ".join(shown)
 
 
 def derivative_rule(op: Op) -> str:
-    """The derivative rule from the op's docstring, on one line.
-
-    Docstrings read ``"exp(x) = e^x.   d/dx = e^x ..."``: the rule is what follows the
-    3-space gap in the first paragraph. Without a gap, it is the rest of the first
-    paragraph after its first line (``linear``: "VJP: grad_x = ..."); failing that, the
-    first line.
-    """
-    doc = inspect.cleandoc(type(op).__doc__ or "")
-    paragraph = doc.split("\n\n")[0]
-    if "   " in paragraph:
-        rule = paragraph.split("   ", 1)[1]
-    else:
-        first, _, rest = paragraph.partition("\n")
-        rule = rest or first
-    return " ".join(rule.split())
+    """The op's derivative rule, as its class states it (``rule = "d/dx = ..."``)."""
+    return op.rule
 
 
 def wrap(text: str, width: int = RULE_WIDTH) -> list[str]:

@@ -9,10 +9,11 @@ from typing import Any, Iterator, Sequence
 
 import graphviz
 
+from ..graph import Step
 from ..tensor import Tensor
 from . import labels
 from .drawing import OUT, SHOW, Options, Overlay, gradient_shapes, step_numbers, to_digraph
-from .gradients import Step, backward_steps, is_complete, received
+from .gradients import backward_steps, is_complete, received, rule_steps
 from .rendering import to_svg
 from .view import GraphView, build_view
 
@@ -21,7 +22,7 @@ def caption(view: GraphView, steps: list[Step], k: int) -> str:
     """"step 3/7: backward of tanh sends grad (4, 5) to t2" for step ``k`` (from 1)."""
     step = steps[k - 1]
     sent = [f"grad {labels.shape_text(g.shape)} to {view.name(inp)}"
-            for inp, g in zip(step.node.inputs, step.grad_in) if g is not None]
+            for inp, g in zip(step.node.inputs, step.sent) if g is not None]
     return (f"step {k}/{len(steps)}: backward of {step.node.op.name} sends "
             + (", ".join(sent) or "nothing"))
 
@@ -35,15 +36,15 @@ def frame_overlay(view: GraphView, steps: list[Step], k: int, max_elements: int)
         grads=grads,
         partial={id(t) for t in view.tensors
                  if id(t) in grads and not is_complete(view, t, pending)},
-        steps=step_numbers(view),
+        steps=step_numbers(view, steps),
         edge_labels=gradient_shapes(view),
         current=id(step.node),
         done={id(s.node) for s in steps[:k - 1]},
         caption=caption(view, steps, k),
     )
     overlay.edge_labels[(id(step.node), OUT)] = (
-        f"grad in {labels.shape_text(step.grad_out.shape)}")
-    for i, g in enumerate(step.grad_in):
+        f"grad in {labels.shape_text(step.grad.shape)}")
+    for i, g in enumerate(step.sent):
         if g is not None:
             overlay.edge_labels[(id(step.node), i)] = "\n".join(
                 labels.labelled("sends", g, max_elements))
@@ -57,7 +58,7 @@ def captioned_frames(loss: Tensor, *, model: Any = None, show: Sequence[str] = S
     """(caption, picture) for each backward step, in the order backward runs them."""
     options = Options(show=tuple(show), rankdir=rankdir, max_elements=max_elements)
     view = build_view(loss, model)
-    steps = backward_steps(view)
+    steps = rule_steps(backward_steps(view))   # one frame per op whose rule runs
     for k in range(1, len(steps) + 1):
         overlay = frame_overlay(view, steps, k, max_elements)
         yield overlay.caption or "", to_digraph(view, options, overlay)

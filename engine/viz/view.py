@@ -11,37 +11,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from ..graph import Node
+from ..graph import Node, topological_order
 from ..tensor import Tensor
 
 # Tensor kinds, each drawn in its own style (see styles.py).
 ROOT, PARAMETER, LEAF, DATA, INTERMEDIATE = "root", "parameter", "leaf", "data", "intermediate"
-
-
-def all_tensors(root: Tensor) -> list[Tensor]:
-    """Every tensor reachable from ``root``, inputs before outputs.
-
-    Unlike ``graph.topological_order`` (which follows only edges a gradient flows along),
-    this also includes constants, data and labels: the picture shows the whole forward.
-    An iterative depth-first post-order, inputs explored left to right.
-    """
-    order: list[Tensor] = []
-    seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:
-        tensor, children_done = stack.pop()
-        if children_done:
-            order.append(tensor)
-            continue
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        stack.append((tensor, True))
-        if tensor.node is not None:
-            for inp in reversed(tensor.node.inputs):
-                if id(inp) not in seen:
-                    stack.append((inp, False))
-    return order
 
 
 def is_parameter(tensor: Tensor) -> bool:
@@ -120,7 +94,7 @@ def build_view(root: Tensor, model: Any = None) -> GraphView:
     view = GraphView(root=root, model=model)
     if model is not None:
         view.param_names = {id(p): name for name, p in model.named_parameters()}
-    view.tensors = all_tensors(root)
+    view.tensors = topological_order([root], everything=True)  # constants and labels too
     for i, t in enumerate(view.tensors):
         view.ids[id(t)] = f"t{i}"
         if t.node is not None:

@@ -6,12 +6,14 @@ import engine
 
 @pytest.fixture
 def registered():
-    """``registered(op)`` registers a test-only op and always unregisters it afterwards."""
+    """``registered(OpClass)`` registers a test-only op class and returns the op; it is
+    always unregistered afterwards (so no test op is left without a spec)."""
     names = []
 
-    def register(op):
-        names.append(op.name)
-        return engine.register(op)
+    def register(cls, **kwargs):
+        engine.register(cls, **kwargs)
+        names.append(cls.name)
+        return engine.REGISTRY[cls.name]
 
     try:
         yield register

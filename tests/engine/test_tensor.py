@@ -25,10 +25,16 @@ def test_shape_ndim_dtype_size():
     assert Tensor(5.0).shape == () and Tensor(5.0).ndim == 0 and Tensor(5.0).size == 1
 
 
-def test_a_tensor_wraps_an_array_without_copying_it():
+def test_a_tensor_copies_the_array_it_wraps_unless_told_to_share_it():
     data = np.arange(3.0)
     t = Tensor(data)
-    assert t.data is data and t.numpy() is data
+    assert t.data is not data and not np.shares_memory(t.data, data)
+    data[0] = 100.0                                     # the caller's array is theirs
+    assert t.data[0] == 0.0 and t.numpy() is t.data
+    shared = Tensor(data, copy=False)
+    assert shared.data is data and engine.from_numpy(data).data is data
+    assert engine.as_tensor(data).data is data and engine.as_tensor(t) is t
+    assert Tensor(t).data is not t.data                 # a tensor is copied too
     assert Tensor([1, 2]).dtype.kind == "i"             # numpy's dtype for a list of ints
     assert Tensor([1, 2], dtype=np.float32).dtype == np.float32
 
@@ -159,12 +165,19 @@ def test_comparisons_give_boolean_tensors():
     np.testing.assert_array_equal(engine.where(t > 1.5, t, 0.0).data, [0.0, 2.0, 3.0])
 
 
-def test_tensors_stay_hashable_and_equality_is_identity():
-    a, b = Tensor([1.0, 2.0]), Tensor([1.0, 2.0])
+def test_tensors_stay_hashable_and_compare_elementwise():
+    a, b = Tensor([1.0, 2.0]), Tensor([1.0, 3.0])
     table = {a: "a", b: "b"}
     assert table[a] == "a" and table[b] == "b"
     assert len({a, b, a}) == 2
-    assert a == a and a != b          # == keeps Python's meaning: the same object
+    for result, want in ((a == b, [True, False]), (a != b, [False, True]),
+                         (a == 2.0, [False, True]), (2.0 == a, [False, True]),
+                         (a != np.array([1.0, 0.0]), [False, True])):
+        assert isinstance(result, Tensor) and result.dtype == np.bool_
+        np.testing.assert_array_equal(result.data, want)
+    assert (a == a).data.all()
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(a == b)                                  # as in numpy: no silent truth value
 
 
 # --- shape methods -----------------------------------------------------------------------------------
@@ -180,7 +193,7 @@ def test_transpose_and_permute_with_explicit_axes():
     data = np.arange(24.0).reshape(2, 3, 4)
     t = Tensor(data)
     for result in (t.permute(2, 0, 1), t.permute((2, 0, 1)), t.transpose(2, 0, 1),
-                   engine.permute(t, 2, 0, 1), engine.transpose(t, (2, 0, 1))):
+                   engine.transpose(t, (2, 0, 1)), engine.transpose(t, axes=[2, 0, 1])):
         assert result.shape == (4, 2, 3)
         np.testing.assert_array_equal(result.data, data.transpose(2, 0, 1))
     assert t.T.shape == (4, 3, 2)                         # T reverses all axes
@@ -188,7 +201,7 @@ def test_transpose_and_permute_with_explicit_axes():
 
 def test_permute_of_a_one_dimensional_tensor():
     t = Tensor([1.0, 2.0, 3.0])
-    for result in (t.permute(0), t.transpose(0), t.permute((0,)), engine.permute(t, 0)):
+    for result in (t.permute(0), t.transpose(0), t.permute((0,)), engine.transpose(t, (0,))):
         np.testing.assert_array_equal(result.data, t.data)
 
 

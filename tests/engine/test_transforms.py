@@ -41,9 +41,12 @@ def test_grad_of_a_single_input_is_a_one_element_tuple():
     np.testing.assert_array_equal(result[0], [2.0, -2.0])
 
 
-def test_grad_gives_zeros_for_inputs_the_output_does_not_depend_on():
+def test_grad_of_an_input_the_output_does_not_use_is_an_error_unless_allowed():
     x, unused = leaf([1.0, 2.0]), leaf(np.ones((2, 3)))
-    gx, gu = engine.grad((x * x).sum(), (x, unused))
+    with pytest.raises(RuntimeError, match=r"^grad: input 1 \(Tensor of shape \(2, 3\), dtype float64\) "
+                                           r"is not used in the graph.*allow_unused=True"):
+        engine.grad((x * x).sum(), (x, unused))
+    gx, gu = engine.grad((x * x).sum(), (x, unused), allow_unused=True)
     np.testing.assert_array_equal(gx, [2.0, 4.0])
     np.testing.assert_array_equal(gu, np.zeros((2, 3)))
     assert gu.dtype == unused.dtype

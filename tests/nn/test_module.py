@@ -112,7 +112,7 @@ def test_nodes_are_tagged_with_the_module_that_created_them():
     hidden = out.node.inputs[0]
     assert hidden.node.op.name == "relu" and hidden.node.scope == "layers.1"
     assert hidden.node.inputs[0].node.scope == "layers.0"
-    assert engine.graph.current_scope() is None
+    assert engine.current_scope() is None
 
 
 def test_repr_shows_the_tree():

@@ -1,8 +1,8 @@
 """``handgrad draw``: the compute graph of a small MLP on a batch of a teaching dataset.
 
 ``nn/cli.py`` creates the sub-command with ``add_draw_arguments`` and runs it with
-``draw_command``. The nn package is imported inside the functions: the engine does not
-depend on nn, only this command does.
+``draw_command``. It lives in nn (it builds an nn model); the pictures come from
+``engine.viz``, which knows nothing about nn.
 """
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tensor import Tensor
-from .drawing import draw
-from .playback import save_backward_html
-from .rendering import FORMATS, GraphvizNotFound, render
+from engine import Tensor
+
+from .data import DATASETS, load_dataset
+from .layers import ACTIVATIONS, MLP
+from .losses import CrossEntropyLoss
 
 
 def _sizes(text: str) -> list[int]:
@@ -39,8 +40,7 @@ def _positive_int(text: str) -> int:
 
 def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``handgrad draw``, added to its sub-parser."""
-    from nn.data import DATASETS
-    from nn.layers import ACTIVATIONS
+    from engine.viz.rendering import FORMATS
 
     parser.add_argument("--dataset", choices=DATASETS, default="xor")
     parser.add_argument("--data-dir", help="directory with the MNIST-format IDX files")
@@ -65,6 +65,7 @@ def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
 
 def output_path(args: argparse.Namespace) -> tuple[Path, str]:
     """Where to write and in which format ("html" for the playback page)."""
+    from engine.viz.rendering import FORMATS
     if args.html:
         return args.out or Path("handgrad-backward.html"), "html"
     suffix = args.out.suffix.lstrip(".").lower() if args.out is not None else ""
@@ -74,9 +75,7 @@ def output_path(args: argparse.Namespace) -> tuple[Path, str]:
 
 def draw_command(args: argparse.Namespace) -> int:
     """Build the MLP, run it on one batch, and write the picture. Prints the path."""
-    from nn.data import load_dataset
-    from nn.layers import MLP
-    from nn.losses import CrossEntropyLoss
+    from engine.viz import GraphvizNotFound, draw, render, save_backward_html
 
     splits = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
     x, y = splits.x_train[:args.batch], splits.y_train[:args.batch]

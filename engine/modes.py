@@ -1,0 +1,172 @@
+"""Per-thread switches: grad mode (``no_grad`` / ``enable_grad``), anomaly detection, and
+the name scope that tags new graph nodes with the module that made them.
+
+All three live in one ``threading.local``: each thread has its own copy, so an evaluation
+or monitoring thread inside ``no_grad()`` never changes what a training thread records.
+
+The name scope is the hook through which a library above the engine (``nn``) tells the
+graph who made a node: code running inside ``name_scope("layers.0")`` creates nodes whose
+``node.scope`` is ``"layers.0"``. The engine knows nothing else about modules.
+
+``no_grad``, ``enable_grad``, ``set_grad_enabled`` and ``detect_anomaly`` are context
+managers and decorators. Decorating a generator function applies the mode while the
+generator's own code runs (each ``next``), not to the code that consumes it.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from typing import Any, Callable, Iterator, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _ThreadState(threading.local):
+    """Defaults at class level; assignments are per thread."""
+
+    grad_enabled: bool = True
+    anomaly: bool = False
+    scope: str | None = None
+
+
+STATE = _ThreadState()
+
+
+def is_grad_enabled() -> bool:
+    """Whether ops in this thread record graph nodes."""
+    return STATE.grad_enabled
+
+
+def is_anomaly_enabled() -> bool:
+    """Whether this thread runs under ``detect_anomaly()``."""
+    return STATE.anomaly
+
+
+def current_scope() -> str | None:
+    """The dotted name scope new nodes in this thread are tagged with."""
+    return STATE.scope
+
+
+class _Mode:
+    """Set one field of this thread's state for a ``with`` block, or for every call of a
+    decorated function. Subclasses set ``field`` and ``value``."""
+
+    field = ""
+    value: Any = None
+
+    def __init__(self) -> None:
+        self._previous: list[Any] = []
+
+    def _fresh(self) -> "_Mode":
+        """A new context with the same setting: a decorator makes one per call, so that
+        threads calling the same decorated function never share a stack."""
+        fresh = object.__new__(type(self))
+        fresh.__dict__.update(self.__dict__)
+        fresh._previous = []
+        return fresh
+
+    def __enter__(self) -> None:
+        self._previous.append(getattr(STATE, self.field))
+        setattr(STATE, self.field, self.value)
+
+    def __exit__(self, *exc: object) -> None:
+        setattr(STATE, self.field, self._previous.pop())
+
+    def __call__(self, fn: F) -> F:
+        if inspect.isgeneratorfunction(fn):
+            return _wrap_generator(self._fresh, fn)  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self._fresh():
+                return fn(*args, **kwargs)
+        return wrapper  # type: ignore[return-value]
+
+
+def _wrap_generator(context: Callable[[], _Mode], fn: Callable[..., Iterator[Any]]) -> Callable[..., Any]:
+    """A generator function whose body runs inside ``context()`` at every resumption and
+    outside it while suspended (the consumer's code between two ``next`` calls keeps its
+    own mode)."""
+
+    @functools.wraps(fn)
+    def generator(*args: Any, **kwargs: Any) -> Any:
+        with context():
+            inner = fn(*args, **kwargs)
+            try:
+                response = inner.send(None)
+            except StopIteration as stop:
+                return stop.value
+        while True:
+            try:
+                request = yield response
+            except GeneratorExit:
+                with context():
+                    inner.close()
+                raise
+            except BaseException as error:  # thrown in by the consumer: pass it on
+                with context():
+                    try:
+                        response = inner.throw(error)
+                    except StopIteration as stop:
+                        return stop.value
+            else:
+                with context():
+                    try:
+                        response = inner.send(request)
+                    except StopIteration as stop:
+                        return stop.value
+    return generator
+
+
+class set_grad_enabled(_Mode):
+    """``with set_grad_enabled(False):`` records no graph; ``True`` records it again."""
+
+    field = "grad_enabled"
+
+    def __init__(self, mode: bool) -> None:
+        super().__init__()
+        self.value = bool(mode)
+
+
+class no_grad(set_grad_enabled):
+    """Ops inside record no graph: evaluation, and updating parameters in place."""
+
+    def __init__(self) -> None:
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    """Record the graph again inside a ``no_grad`` block."""
+
+    def __init__(self) -> None:
+        super().__init__(True)
+
+
+class detect_anomaly(_Mode):
+    """Debugging mode, per thread: raise at the first op whose forward or backward turns
+    finite inputs into NaN or Inf, and check that no array saved for backward changed
+    (a checksum per saved tensor array, compared before its node's backward rule runs)."""
+
+    field = "anomaly"
+    value = True
+
+
+class name_scope:
+    """Nodes created inside are tagged with ``name``; scopes nest with '.' ("layers" then
+    "0" gives "layers.0"). A small class rather than a generator-based context manager:
+    every module call enters one, so it must be cheap."""
+
+    __slots__ = ("name", "outer")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.outer: str | None = None
+
+    def __enter__(self) -> None:
+        state = STATE
+        self.outer = outer = state.scope
+        state.scope = f"{outer}.{self.name}" if outer else self.name
+
+    def __exit__(self, *exc: object) -> None:
+        STATE.scope = self.outer

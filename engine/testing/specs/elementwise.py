@@ -1,0 +1,74 @@
+"""Specs of the elementwise ops (engine/ops/elementwise.py)."""
+from __future__ import annotations
+
+
+import numpy as np
+from hypothesis import strategies as st
+
+from .. import strategies as s
+from . import Sample, binary, spec, unary
+
+
+spec("add", binary(s.reals, s.reals), np.add, complex_step=True)
+spec("sub", binary(s.reals, s.reals), np.subtract, complex_step=True)
+spec("mul", binary(s.reals, s.reals), np.multiply, complex_step=True)
+spec("div", binary(s.reals, s.nonzero), np.divide, kinks="pole at b = 0: b kept |b| >= 0.3",
+     complex_step=True)
+spec("neg", unary(s.reals), np.negative, complex_step=True)
+spec("pow", binary(s.positive, lambda sh: s.reals(sh, 2.0)), np.power,
+     kinks="a > 0 (a^b for real b and the log(a) in d/db need it): a in [0.2, 3]", complex_step=True)
+
+
+@st.composite
+def _pow_scalar_sample(draw: st.DrawFn) -> Sample:
+    exponent = draw(st.sampled_from([0, 1, 2, 3, -1, -2, 0.5, 1.5, -0.5]))
+    shape = draw(s.shapes())
+    if float(exponent).is_integer() and exponent >= 0:
+        x = draw(s.reals(shape))
+    elif float(exponent).is_integer():
+        x = draw(s.nonzero(shape))
+    else:
+        x = draw(s.positive(shape))
+    return (x,), {"exponent": exponent}
+
+
+spec("pow_scalar", _pow_scalar_sample(), lambda x, exponent: np.power(x, exponent),
+     kinks="pole at 0 for negative exponents (|x| >= 0.3); x > 0 for fractional ones",
+     complex_step=True)
+spec("exp", unary(s.reals), np.exp, complex_step=True)
+spec("log", unary(s.positive), np.log, kinks="pole at 0: x in [0.2, 3]", complex_step=True)
+spec("sqrt", unary(s.positive), np.sqrt, kinks="infinite slope at 0: x in [0.2, 3]",
+     complex_step=True)
+spec("abs", unary(s.nonzero), np.abs, kinks="kink at 0 (abs'(0) = 0 by convention): |x| >= 0.3",
+     kink_examples=(((np.array([-1.0, 0.0, 2.0]),), {}, (np.array([-1.0, 0.0, 1.0]),)),))
+_TIE = ((np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 2.0])), {})
+spec("maximum", binary(lambda sh: s.off_grid(sh, 0.0), lambda sh: s.off_grid(sh, 0.5)),
+     np.maximum, kinks="ties a == b (gradient split evenly): |a - b| >= 0.1",
+     kink_examples=(_TIE + ((np.array([0.0, 0.5, 1.0]), np.array([1.0, 0.5, 0.0])),),))
+spec("minimum", binary(lambda sh: s.off_grid(sh, 0.0), lambda sh: s.off_grid(sh, 0.5)),
+     np.minimum, kinks="ties a == b (gradient split evenly): |a - b| >= 0.1",
+     kink_examples=(_TIE + ((np.array([1.0, 0.5, 0.0]), np.array([0.0, 0.5, 1.0])),),))
+
+
+@st.composite
+def _clip_sample(draw: st.DrawFn) -> Sample:
+    bounds = draw(st.sampled_from([(-1.0, 1.0), (None, 0.5), (-0.5, None)]))
+    shape = draw(s.shapes())
+    x = draw(s.values(shape, -3, 3, avoid=[b for b in bounds if b is not None]))
+    return (x,), {"min": bounds[0], "max": bounds[1]}
+
+
+spec("clip", _clip_sample(), lambda x, min=None, max=None: np.clip(x, min, max),
+     kinks="at min and max (gradient passes at the bound): x >= 0.1 away from both",
+     kink_examples=(((np.array([-2.0, -1.0, 0.0, 1.0, 2.0]),), {"min": -1.0, "max": 1.0},
+                     (np.array([0.0, 1.0, 1.0, 1.0, 0.0]),)),))
+
+
+@st.composite
+def _where_sample(draw: st.DrawFn) -> Sample:
+    sc, sa, sb = draw(s.broadcastable_shapes(3))
+    cond = draw(s.hnp.arrays(np.bool_, sc))
+    return (cond, draw(s.reals(sa)), draw(s.reals(sb))), {}
+
+
+spec("where", _where_sample(), np.where, kinks="none (cond is not differentiable)")
