@@ -9,7 +9,8 @@ from .tensor import Tensor, as_tensor, from_numpy, inplace  # first: tensor.py p
 from .broadcast import sum_to
 from .graph import Node, Step, backward_steps, topological_order
 from .modes import (current_scope, detect_anomaly, enable_grad, is_anomaly_enabled,
-                    is_grad_enabled, name_scope, no_grad, set_grad_enabled)
+                    is_grad_enabled, name_scope, no_grad, pop_scope, push_scope,
+                    set_grad_enabled)
 from .op import REGISTRY, Op, register, unregister
 from . import ops  # noqa: F401  (registers every built-in op as engine.<name>)
 from .transforms import grad, jvp, vjp
@@ -20,5 +21,5 @@ __version__ = "0.2.0"
 __all__ = ["Tensor", "as_tensor", "from_numpy", "inplace", "Node", "Step", "Op", "REGISTRY",
            "register", "unregister", "no_grad", "enable_grad", "set_grad_enabled",
            "is_grad_enabled", "detect_anomaly", "is_anomaly_enabled", "name_scope",
-           "current_scope", "topological_order", "backward_steps", "grad", "jvp", "vjp",
+           "push_scope", "pop_scope", "current_scope", "topological_order", "backward_steps", "grad", "jvp", "vjp",
            "gradcheck", "jvpcheck", "GradcheckError", "sum_to", *sorted(REGISTRY)]

@@ -43,13 +43,20 @@ class GradientStore:
 
     def accumulate(self, tensor: "Tensor", g: np.ndarray) -> None:
         """Add ``g`` to ``tensor.grad`` (set it, if it has none)."""
-        current = tensor._grad
+        current = tensor.grad
         if current is None:
-            tensor._grad = self.own(g, tensor.data.dtype)
+            dtype = tensor._data.dtype
+            key = id(g)
+            if key not in self.handed_out and g.base is None and g.dtype == dtype \
+                    and g.flags.writeable:             # own(g), inlined: once per leaf
+                self.handed_out.add(key)
+                tensor.grad = g
+            else:
+                tensor.grad = np.array(g, dtype=dtype, copy=True)
             return
-        if current.shape != g.shape:
+        if type(current) is not np.ndarray or current.shape != g.shape:
             raise RuntimeError(
-                f"backward: {tensor.describe()} has a stale .grad of shape {current.shape}, "
-                f"but its new gradient has shape {g.shape} (its data changed shape?). "
-                f"Set .grad = None (zero_grad()) before backward().")
+                f"backward: {tensor.describe()} has a stale .grad of shape "
+                f"{np.shape(current)}, but its new gradient has shape {g.shape} (its data "
+                f"changed shape?). Set .grad = None (zero_grad()) before backward().")
         current += g

@@ -36,7 +36,7 @@ class Node:
     """One op application: ``op(*inputs, **params)``, with the values its rules saved."""
 
     __slots__ = ("op", "inputs", "params", "saved", "needs_input_grad", "index", "scope",
-                 "guard")
+                 "epoch", "guard")
 
     def __init__(self, op: "Op", inputs: tuple["Tensor", ...], params: dict[str, Any],
                  needs_input_grad: tuple[bool, ...]):
@@ -47,7 +47,8 @@ class Node:
         self.needs_input_grad = needs_input_grad
         self.index = next(_counter)          # creation order, for stable ordering
         self.scope = STATE.scope             # the module that made it (see modes.name_scope)
-        self.guard: saved.Guard | None = None  # the tensor memory it saved (see saved.py)
+        self.epoch = saved.EPOCH             # the clock at its forward pass (see saved.py)
+        self.guard: saved.Guard | None = None  # exposed memory it keeps read-only (saved.py)
 
     def save(self, *values: Any) -> None:
         """Keep ``values`` (arrays, shapes, ...) for the backward and JVP rules."""
@@ -93,13 +94,15 @@ def topological_order(roots: Sequence["Tensor"], *, everything: bool = False) ->
         if key in seen:
             continue
         seen.add(key)
-        push((tensor, True))
         node = tensor.node
-        if node is not None:
-            inputs, needed = node.inputs, node.needs_input_grad
-            for i in range(len(inputs) - 1, -1, -1):   # right to left: the left one is visited first
-                if (everything or needed[i]) and id(inputs[i]) not in seen:
-                    push((inputs[i], False))
+        if node is None:
+            order.append(tensor)                     # a leaf has no inputs to wait for
+            continue
+        push((tensor, True))
+        inputs, needed = node.inputs, node.needs_input_grad
+        for i in range(len(inputs) - 1, -1, -1):     # right to left: the left one is visited first
+            if (everything or needed[i]) and id(inputs[i]) not in seen:
+                push((inputs[i], False))
     return order
 
 
@@ -114,7 +117,10 @@ class Step(NamedTuple):
     tensor: "Tensor"
     grad: np.ndarray
     node: Node | None
-    sent: tuple[np.ndarray | None, ...]
+    sent: Sequence[np.ndarray | None]
+
+
+_step = tuple.__new__   # Step(...) without the generated __new__: this runs once per tensor
 
 
 def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
@@ -132,43 +138,43 @@ def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
             continue                         # nothing reached it (its users got no gradient)
         node = tensor.node
         if node is None:
-            yield Step(tensor, grad, None, ())
+            yield _step(Step, (tensor, grad, None, ()))
             continue
-        sent = run_rule(node, grad, anomaly)
-        yield Step(tensor, grad, node, sent)
+        sent = run_rule(node, grad, tensor, anomaly)
+        yield _step(Step, (tensor, grad, node, sent))
         for inp, g in zip(node.inputs, sent):
             if g is not None:
                 key = id(inp)
                 pending[key] = pending[key] + g if key in pending else g
         if not retain_graph:
-            node.free()
+            node.free()                      # release what the rules saved
 
 
-def run_rule(node: Node, grad: np.ndarray, anomaly: bool = False) -> tuple[np.ndarray | None, ...]:
-    """Call ``node``'s backward rule on ``grad`` with every check: buffers still alive and
-    unchanged, one gradient per input, each of its input's shape (cast to its dtype),
-    None where no gradient is needed, and, in anomaly mode, no NaN or Inf out of finite
-    values."""
+def run_rule(node: Node, grad: np.ndarray, out: "Tensor", anomaly: bool = False) -> list[np.ndarray | None]:
+    """Call ``node``'s backward rule (``out`` is its output) on ``grad`` with every check:
+    buffers still alive and unchanged since the forward pass, one gradient per input, each
+    of its input's shape (cast to its dtype), None where no gradient is needed, and, in
+    anomaly mode, no NaN or Inf out of finite values."""
     if node.saved is _FREED:
         raise RuntimeError(
             f"trying to go through the graph a second time: the buffers saved by op "
             f"'{node.op.name}' ({node!r}) were freed by an earlier backward(). "
             f"Pass retain_graph=True to the first backward() to keep them.")
-    if node.guard is not None:
-        saved.verify(node)
+    if node.epoch != saved.EPOCH or anomaly:   # something was written since its forward
+        saved.verify(node, out)
     result = node.op.backward(node, grad)
     inputs, needed = node.inputs, node.needs_input_grad
     if len(result) != len(inputs):
         raise RuntimeError(f"op '{node.op.name}': backward returned {len(result)} "
                            f"gradients for {len(inputs)} inputs")
-    sent: list[np.ndarray | None] = []
+    sent: list[np.ndarray | None] = []        # what goes to each input
     for i, g in enumerate(result):
         if g is None or not needed[i]:
             sent.append(None)
             continue
         if type(g) is not np.ndarray:
             g = np.asarray(g)
-        data = inputs[i].data
+        data = inputs[i]._data
         if g.shape != data.shape:
             raise RuntimeError(
                 f"op '{node.op.name}': its backward rule returned shape {g.shape} for input "
@@ -178,7 +184,7 @@ def run_rule(node: Node, grad: np.ndarray, anomaly: bool = False) -> tuple[np.nd
         if anomaly:
             check_finite("backward", node, g, [grad])
         sent.append(g)
-    return tuple(sent)
+    return sent
 
 
 def check_finite(what: str, node: Node, array: np.ndarray, inputs: Iterable[np.ndarray]) -> None:
@@ -210,14 +216,14 @@ def forward_tangents(outputs: Sequence["Tensor"],
         if node.saved is _FREED:
             raise RuntimeError(f"forward mode: the buffers saved by op '{node.op.name}' "
                                f"({node!r}) were freed by an earlier backward()")
-        if node.guard is not None:
-            saved.verify(node)
+        if node.epoch != saved.EPOCH or node.guard is not None:
+            saved.verify(node, tensor)
         # A differentiable input without a tangent (a constant) has tangent zero.
-        ins = [np.zeros_like(inp.data) if t is None and i not in nondiff else t
+        ins = [np.zeros_like(inp._data) if t is None and i not in nondiff else t
                for i, (inp, t) in enumerate(zip(node.inputs, ins))]
         out = np.asarray(node.op.jvp(node, *ins))
         if out.shape != tensor.shape:
             raise RuntimeError(f"op '{node.op.name}': its jvp rule returned shape {out.shape} "
                                f"for an output of shape {tensor.shape}")
         values[id(tensor)] = out.astype(tensor.dtype, copy=False)
-    return [values.get(id(o), np.zeros_like(o.data)) for o in outputs]
+    return [values.get(id(o), np.zeros_like(o._data)) for o in outputs]

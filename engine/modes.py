@@ -23,11 +23,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _ThreadState(threading.local):
-    """Defaults at class level; assignments are per thread."""
+    """Each thread starts with these values (``__init__`` runs once per thread)."""
 
-    grad_enabled: bool = True
-    anomaly: bool = False
-    scope: str | None = None
+    def __init__(self) -> None:
+        self.grad_enabled = True
+        self.anomaly = False
+        self.scope: str | None = None
 
 
 STATE = _ThreadState()
@@ -152,10 +153,23 @@ class detect_anomaly(_Mode):
     value = True
 
 
+def push_scope(name: str) -> str | None:
+    """Enter scope ``name`` (nested: "layers" then "0" gives "layers.0"); returns the scope
+    to restore with ``pop_scope``. The pair ``name_scope`` wraps; modules call it directly
+    because every module call enters a scope."""
+    state = STATE
+    outer = state.scope
+    state.scope = f"{outer}.{name}" if outer else name
+    return outer
+
+
+def pop_scope(outer: str | None) -> None:
+    """Leave the scope entered by the matching ``push_scope``."""
+    STATE.scope = outer
+
+
 class name_scope:
-    """Nodes created inside are tagged with ``name``; scopes nest with '.' ("layers" then
-    "0" gives "layers.0"). A small class rather than a generator-based context manager:
-    every module call enters one, so it must be cheap."""
+    """``with name_scope("layers"):`` nodes created inside are tagged with the scope."""
 
     __slots__ = ("name", "outer")
 
@@ -164,9 +178,7 @@ class name_scope:
         self.outer: str | None = None
 
     def __enter__(self) -> None:
-        state = STATE
-        self.outer = outer = state.scope
-        state.scope = f"{outer}.{self.name}" if outer else self.name
+        self.outer = push_scope(self.name)
 
     def __exit__(self, *exc: object) -> None:
-        STATE.scope = self.outer
+        pop_scope(self.outer)

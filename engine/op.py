@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import inspect
 import sys
-from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
@@ -56,7 +55,6 @@ from .modes import STATE
 from .tensor import Tensor
 
 T = TypeVar("T", bound=type)
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 class Signature:
@@ -97,8 +95,9 @@ class Signature:
         if not self.inputs and not self.varargs:
             raise TypeError(f"{where}: an op needs at least one input")
         self.required = len(self.inputs) - self.optional
-        self.defaults: Mapping[str, Any] = MappingProxyType(defaults) if defaults else _EMPTY
+        self.defaults: dict[str, Any] = defaults   # never changed: calls get copies
         self.required_params = [p for p in self.params if p not in defaults]
+        self.names = frozenset(self.params)
 
     def bind(self, op: "Op", args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """(inputs, params) for ``op(*args, **kwargs)``, or TypeError naming the op."""
@@ -147,6 +146,7 @@ class Signature:
 
 
 _MISSING = object()
+_PLAIN = (int, float, bool, str, type(None))   # parameter values kept as they are
 
 
 def freeze(value: Any) -> Any:
@@ -156,7 +156,7 @@ def freeze(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Tensor):
-        value = value.data
+        value = value._data
     if isinstance(value, np.ndarray):
         value = value.copy()
         value.flags.writeable = False
@@ -200,7 +200,7 @@ class Op:
         are not differentiable, like a condition, keep their values)."""
         if not self.linear:
             raise NotImplementedError(f"op {self.name!r} has no forward-mode (JVP) rule")
-        args = [ctx.inputs[i].data if t is None else t for i, t in enumerate(tangents)]
+        args = [ctx.inputs[i]._data if t is None else t for i, t in enumerate(tangents)]
         return self.forward(_Discard(), *args, **ctx.params)  # type: ignore[arg-type]
 
     check: Callable[..., Mapping[str, Any] | None] | None = None
@@ -208,10 +208,18 @@ class Op:
     def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
         """Apply the op: ``engine.leaky_relu(x, negative_slope=0.2)``."""
         sig = self.signature
-        if not kwargs and not sig.varargs and sig.required <= len(args) <= len(sig.inputs):
+        if not sig.varargs and sig.required <= len(args) <= len(sig.inputs):
+            # The common calls: inputs positionally, parameters (if any) by keyword.
             while len(args) > sig.required and args[-1] is None:
                 args = args[:-1]                     # an optional input left out
-            return self._apply(args, sig.defaults)   # the common call: inputs only
+            if not kwargs:
+                if not sig.required_params:
+                    return self._apply(args, sig.defaults.copy() if sig.defaults else {})
+            elif sig.names.issuperset(kwargs) and all(p in kwargs for p in sig.required_params):
+                params = {**sig.defaults}
+                for key, value in kwargs.items():
+                    params[key] = value if type(value) in _PLAIN else freeze(value)
+                return self._apply(args, params)
         inputs, params = sig.bind(self, args, kwargs)
         return self._apply(inputs, params)
 
@@ -231,7 +239,7 @@ class Op:
                 break
         else:
             tensors = inputs
-        arrays = [t.data for t in tensors]
+        arrays = [t._data for t in tensors]
         if self.check is not None:
             normal = self.check(*arrays, **params)
             if normal is not None:
@@ -248,11 +256,25 @@ class Op:
         anomaly = state.anomaly
         if anomaly:
             check_finite("forward", ctx, out, arrays)
-        if True not in needs:
-            return Tensor._from_op(out, None)
-        if ctx.saved:
-            ctx.guard = saved.guard(ctx, ctx.saved, out, anomaly)
-        return Tensor._from_op(out, ctx)
+        recorded = True in needs
+        result = Tensor._from_op(out, ctx if recorded else None)
+        if out.base is not None:
+            saved.view_of(result, tensors)    # the output may be a view of an input
+        else:
+            for a in arrays:
+                if a is out:                  # an input's very array, returned as is
+                    saved.view_of(result, tensors)
+                    break
+        if recorded and ctx.saved:
+            if anomaly:
+                ctx.guard = saved.guard(ctx, result, True)
+            else:
+                for t in tensors:      # exposed memory (its array was handed out) is locked
+                    mem = t._mem
+                    if mem is not None and mem.exposed is not None:
+                        ctx.guard = saved.guard(ctx, result, False)
+                        break
+        return result
 
     def _as_tensors(self, inputs: tuple[Any, ...]) -> tuple[Tensor, ...]:
         """Wrap numbers and arrays as constant tensors (copies: the caller keeps theirs). A
@@ -272,7 +294,7 @@ class Op:
                                      f"got {type(x).__name__}", TypeError)
                 if ref is not None and i not in self.nondiff and array.dtype.kind in "biuf":
                     array = array.astype(ref, copy=False)
-                x = Tensor(array, copy=False)
+                x = Tensor._from_op(array, None)     # a private copy: nobody else holds it
             out.append(x)
         return tuple(out)
 

@@ -1,41 +1,65 @@
-"""Saved arrays stay as they were in the forward pass, or backward raises.
+"""Saved values stay as they were in the forward pass, or backward raises.
 
 A node's rules read arrays saved in the forward pass, and those are often the very arrays
-of tensors the user can reach: ``x.data``, a parameter's data, an op's output. If one of
-them changed before the backward pass, the rules would compute a wrong gradient without
-any error. Four guards prevent that:
+of tensors: an input's data, a parameter's data, the op's own output. If one of them
+changed before the backward pass, the rules would compute a wrong gradient and nothing
+would say so. handgrad knows every way an array can change and guards each one:
 
-1. **Copy on wrap.** ``Tensor(array)``, arrays passed to ops as constants, and array
-   parameters (the index of ``x[idx]``) are copied: no array the user made is ever saved.
-2. **Read-only while saved.** When a recorded node saves an array that is (a view of) a
-   tensor's memory, that memory is made read-only until the node is freed (by backward,
-   or when the graph is garbage). A write from numpy, ``t.data[...] = v`` or ``w -= 0.1``
-   through a reference kept from earlier, raises numpy's "assignment destination is
-   read-only" at the line that writes.
-3. **Versions.** handgrad's own in-place writes (``t += 1`` under ``no_grad``, optimizer
-   updates, ``load_state_dict``) go through ``modifying(...)``: saved memory is unlocked
-   for the write and its version bumped. A backward through a node that saved an older
-   version raises ``RuntimeError`` naming the op and the tensor, as PyTorch does.
-4. **Checksums** under ``detect_anomaly()``: a checksum of every saved tensor array,
-   compared before its node's backward rule runs. It also catches what flags cannot: a
-   write through a numpy *view* taken before the forward pass (a view made earlier keeps
+1. **Arrays you pass in** are copied (``Tensor(array)``, arrays given to ops as constants,
+   array parameters such as the index of ``x[idx]``), so an array you keep writing to is
+   never one a node saved. ``copy=False`` and ``from_numpy`` share on purpose: see 3.
+2. **handgrad's own in-place writes** (``t += 1`` under ``no_grad``, optimizer steps,
+   ``load_state_dict``) go through ``writable``: each one is a new tick of a global clock
+   and stamps the memory it writes. Every node remembers the tick of its forward pass; its
+   backward compares, and raises ``RuntimeError`` naming the op and the tensor if memory
+   it saved was written after it (PyTorch's "modified by an inplace operation").
+3. **numpy writes** need the array, so handgrad watches who gets one. Memory becomes
+   *exposed* when its array is handed out (``t.data``, ``t.numpy()``, ``np.asarray(t)``)
+   or shared (``copy=False``). While a live node has saved exposed memory, its arrays are
+   read-only: a write (``t.data[...] = v``, ``w -= 0.1`` through a reference kept from
+   earlier) raises numpy's "assignment destination is read-only" at the line that writes.
+   Memory exposed only after a node's forward pass gets a checksum at that moment (and a
+   tick), which that node's backward compares.
+   Memory never handed out cannot be written from outside, so it needs no flag at all:
+   a training step whose batches, activations and parameters nobody touches pays nothing.
+4. **Under ``detect_anomaly()``** every node also keeps a checksum of each saved tensor
+   array and compares it before its rule runs. That catches the one write the flags cannot
+   stop: through a numpy *view* taken before the forward pass (a view made earlier keeps
    its own writeable flag).
 
-Memory is identified by the ndarray that owns it (``owner``): views of one array share
-one record, so a write through any of them is seen.
+So the backward pass only has to look closer when the clock moved since a node's forward
+pass, which in a training loop (forward, backward, then the optimizer) it never has.
+
+A ``Memory`` record describes one block of memory and is shared by every tensor that
+views it (op outputs that are numpy views of an input, ``detach()``, tensors made with
+``copy=False`` from the same array). Records are made only when needed: for views, for
+tracked writes, for exposure.
 """
 from __future__ import annotations
 
+import itertools
 import threading
+import weakref
 import zlib
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from .graph import Node
+    from .tensor import Tensor
 
-OUTPUT = -1  # position of a node's output in a guard record
+OUTPUT = -1  # position of a node's output among the tensors it saved
+
+_ticks = itertools.count(1)
+EPOCH = 0  # the clock: the tick of the latest tracked write or first exposure
+
+
+def tick() -> int:
+    """Advance the clock (a tracked write or a first exposure happens now)."""
+    global EPOCH
+    EPOCH = next(_ticks)
+    return EPOCH
 
 
 def owner(array: np.ndarray) -> np.ndarray:
@@ -45,194 +69,276 @@ def owner(array: np.ndarray) -> np.ndarray:
     return array
 
 
-class _Memory:
-    """One block of saved memory: how many live nodes saved it, its version, and the
-    arrays whose writeable flag was turned off (to turn back on when nobody saves it)."""
+class Memory:
+    """One block of memory behind one or more tensors."""
 
-    __slots__ = ("count", "version", "locked")
+    __slots__ = ("owner", "arrays", "written", "exposed", "crc", "saves", "locked",
+                 "__weakref__")
 
-    def __init__(self) -> None:
-        self.count = 0
-        self.version = 0
-        self.locked: list[np.ndarray] = []
-
-
-# id(owner array) -> its record, for memory saved by at least one live node. A live node
-# holds its owner arrays, so an id in here cannot be reused by another array.
-_MEMORY: dict[int, _Memory] = {}
-_LOCK = threading.Lock()
-_DEFERRED: list["Guard"] = []   # guards released by the garbage collector while _LOCK was held
+    def __init__(self, array: np.ndarray) -> None:
+        own = array if array.base is None else owner(array)
+        self.owner = own
+        self.arrays = () if array is own else (array,)  # views tensors hold, besides the owner
+        self.written = 0                # tick of the latest tracked write
+        self.exposed: int | None = None  # tick it was handed out (0: shared from the start)
+        self.crc: int | None = None     # checksum when handed out
+        self.saves = 0                  # live nodes that saved it while exposed
+        self.locked: list[np.ndarray] | None = None  # arrays made read-only meanwhile
 
 
-class _Critical:
-    """``with _CRITICAL:`` holds the lock; on the way out it also releases the guards that
-    the garbage collector handed over while the lock was busy."""
+_LOCK = threading.Lock()           # guards `saves` and the writeable flags
+_DEFERRED: list["Guard"] = []      # releases the garbage collector made while _LOCK was held
+_SHARED: "weakref.WeakValueDictionary[int, Memory]" = weakref.WeakValueDictionary()
 
-    def __enter__(self) -> None:
-        _LOCK.acquire()
 
-    def __exit__(self, *exc: object) -> None:
+def _unlock() -> None:
+    """Release _LOCK, first finishing the releases that had to wait for it."""
+    if _DEFERRED:
         try:
             while _DEFERRED:
-                _release(_DEFERRED.pop())
+                _DEFERRED.pop()._release()
         finally:
             _LOCK.release()
+    else:
+        _LOCK.release()
 
 
-_CRITICAL = _Critical()
+def memory(t: "Tensor") -> Memory:
+    """The tensor's memory record (made on first use)."""
+    mem = t._mem
+    if mem is None:
+        mem = t._mem = Memory(t._data)
+    return mem
 
 
-def in_use() -> bool:
-    """True when some live node saved tensor memory (the fast path is: nothing to guard)."""
-    return bool(_MEMORY)
+def _add_view(mem: Memory, array: np.ndarray) -> None:
+    if array is not mem.owner and not any(a is array for a in mem.arrays):
+        _LOCK.acquire()
+        try:
+            mem.arrays += (array,)
+            if mem.locked is not None:
+                _lock(mem)
+        finally:
+            _unlock()
+
+
+def shared(array: np.ndarray) -> Memory:
+    """The record for an array the caller keeps (``copy=False``, ``t.data = array``):
+    exposed from the start, one record for every tensor on that memory."""
+    own = owner(array)
+    mem = _SHARED.get(id(own))
+    if mem is None or mem.owner is not own:
+        mem = Memory(array)
+        mem.exposed = 0          # new to handgrad: no node saved it before
+        _SHARED[id(own)] = mem
+    else:
+        _add_view(mem, array)
+    return mem
+
+
+def expose(t: "Tensor") -> None:
+    """``t``'s array is being handed out. A node that saved it before now cannot rely on
+    flags (it did not lock it), so take its checksum and tick the clock: such nodes
+    compare in their backward. From now on, nodes that save it lock it."""
+    mem = memory(t)
+    if mem.exposed is None:
+        mem.crc = checksum(mem.owner)
+        mem.exposed = tick()
+        _SHARED[id(mem.owner)] = mem
+
+
+def view_of(out: "Tensor", inputs: Sequence["Tensor"]) -> None:
+    """If the op's output array is an input's memory (a numpy view, or the very array),
+    the output shares that input's record: a write through one is a write to both."""
+    data = out._data
+    own = owner(data)
+    for t in inputs:
+        if own is owner(t._data):
+            mem = memory(t)
+            _add_view(mem, data)
+            out._mem = mem
+            return
+
+
+def _lock(mem: Memory) -> None:   # with _LOCK held
+    """Make the arrays tensors hold on this memory read-only (the owner first)."""
+    locked = mem.locked if mem.locked is not None else []
+    for array in (mem.owner, *mem.arrays):
+        if array.flags.writeable:
+            array.flags.writeable = False
+            locked.append(array)
+    mem.locked = locked or None
+
+
+def _unlock_arrays(mem: Memory) -> None:   # with _LOCK held
+    for array in mem.locked or ():    # the owner first: a view can be made writeable
+        array.flags.writeable = True  # again only after its base
+    mem.locked = None
+
+
+# --- what a node saved ---------------------------------------------------------------------
+
+def saved_tensors(node: "Node", out: "Tensor") -> Iterator[tuple[int, "Tensor"]]:
+    """(position, tensor) for each saved value that is a tensor's memory: an input's (its
+    index) or the output's (OUTPUT). Rules save inputs, outputs, and arrays of their own."""
+    inputs = node.inputs
+    seen: list[int] = []
+    for value in node.saved:
+        if type(value) is not np.ndarray:          # shapes, counts, None
+            continue
+        if value is out._data:
+            position = OUTPUT
+        else:
+            for position, t in enumerate(inputs):
+                if value is t._data:
+                    break
+            else:
+                if value.base is None:             # an array the rule made
+                    continue
+                position = _view_position(value, inputs, out)
+                if position is None:
+                    continue
+        if position not in seen:
+            seen.append(position)
+            yield position, out if position == OUTPUT else inputs[position]
+
+
+def _view_position(value: np.ndarray, inputs: Sequence["Tensor"], out: "Tensor") -> int | None:
+    own = owner(value)
+    if own is owner(out._data):
+        return OUTPUT
+    for i, t in enumerate(inputs):
+        if own is owner(t._data):
+            return i
+    return None
 
 
 class Guard:
-    """What one node saved from tensor memory: for each block, the position it came from
-    (input index, or OUTPUT), its record and the version at save time; checksums under
-    detect_anomaly. Released when the node is freed or garbage collected."""
+    """What a node saved from exposed memory (kept read-only until the guard is released,
+    when the node is freed by backward or garbage collected without one), and, under
+    detect_anomaly, checksums of every saved tensor array."""
 
-    __slots__ = ("entries", "checksums", "released")
+    __slots__ = ("locks", "checksums", "released")
 
-    def __init__(self, entries: list[tuple[int, np.ndarray, _Memory, int]], checksums: list[int] | None):
-        self.entries = entries
+    def __init__(self, locks: list[Memory], checksums: list[tuple[int, np.ndarray, int]] | None):
+        self.locks = locks
         self.checksums = checksums
-        self.released = False
+        self.released = not locks
 
     def release(self) -> None:
-        """Forget this node's claim on its memory; unlock blocks nobody else saved."""
         if self.released:
             return
         if _LOCK.acquire(blocking=False):
             try:
-                _release(self)
+                self._release()
             finally:
-                _CRITICAL.__exit__()      # drains deferred releases, then unlocks
-        else:  # the lock is busy (another thread, or a collection inside our own section)
+                _unlock()
+        else:  # busy: another thread, or a garbage collection inside our own section
             _DEFERRED.append(self)
 
-    def __del__(self) -> None:  # the graph was dropped without a backward pass
+    def _release(self) -> None:   # with _LOCK held
+        if self.released:
+            return
+        self.released = True
+        for mem in self.locks:
+            mem.saves -= 1
+            if mem.saves == 0 and mem.locked is not None:
+                _unlock_arrays(mem)
+
+    def __del__(self) -> None:
+        if not self.released:
+            try:
+                self.release()
+            except Exception:  # pragma: no cover  (interpreter shutdown)
+                pass
+
+
+def guard(node: "Node", out: "Tensor", anomaly: bool) -> Guard | None:
+    """Lock the exposed memory a recorded node saved; checksums under detect_anomaly.
+    (Called only when some input is exposed, or under detect_anomaly.)"""
+    locks = []
+    checksums = [] if anomaly else None
+    for position, t in saved_tensors(node, out):
+        mem = t._mem
+        if mem is not None and mem.exposed is not None:
+            locks.append(mem)
+        if checksums is not None:
+            checksums.append((position, t._data, checksum(t._data)))
+    if locks:
+        _LOCK.acquire()
         try:
-            self.release()
-        except Exception:  # pragma: no cover  (interpreter shutdown)
-            pass
-
-
-def _release(guard: Guard) -> None:
-    if guard.released:
-        return
-    guard.released = True
-    for _, own, memory, _ in guard.entries:
-        memory.count -= 1
-        if memory.count == 0:
-            for array in memory.locked:       # the owner first: a view can be made
-                array.flags.writeable = True  # writeable again only after its base
-            del _MEMORY[id(own)]
-
-
-def guard(node: "Node", saved: Sequence[Any], output: np.ndarray, anomaly: bool) -> Guard | None:
-    """Claim and lock the tensor memory among a recorded node's saved values."""
-    sources = [(i, owner(t.data)) for i, t in enumerate(node.inputs)]
-    sources.append((OUTPUT, owner(output)))
-    found: list[tuple[int, np.ndarray, np.ndarray]] = []   # (position, owner, saved array)
-    for value in saved:
-        if not isinstance(value, np.ndarray):
-            continue
-        own = owner(value)
-        for position, source in sources:
-            if own is source:
-                found.append((position, own, value))
-                break
-    if not found:
-        return None
-    entries: list[tuple[int, np.ndarray, _Memory, int]] = []
-    with _CRITICAL:
-        for position, own, value in found:
-            memory = _MEMORY.get(id(own))
-            if memory is None:
-                memory = _MEMORY[id(own)] = _Memory()
-            if not any(e[1] is own for e in entries):
-                memory.count += 1
-                entries.append((position, own, memory, memory.version))
-            for array in (own, value):
-                if array.flags.writeable:
-                    array.flags.writeable = False
-                    memory.locked.append(array)
-    checksums = [checksum(e[1]) for e in entries] if anomaly else None
-    return Guard(entries, checksums)
+            for mem in locks:
+                mem.saves += 1
+                if mem.locked is None:
+                    _lock(mem)
+        finally:
+            _unlock()
+    return Guard(locks, checksums) if locks or checksums else None
 
 
 def checksum(array: np.ndarray) -> int:
-    """A CRC-32 of the array's bytes (and its shape): any change of a value changes it
-    with probability 1 - 2^-32."""
+    """A CRC-32 of the array's bytes (and its shape): a change of any value changes it
+    except with probability 2^-32."""
     return zlib.crc32(np.ascontiguousarray(array).view(np.uint8), hash(array.shape) & 0xFFFFFFFF)
 
 
-def verify(node: "Node") -> None:
-    """Raise if memory this node saved changed since its forward pass."""
-    g = node.guard
-    for k, (position, own, memory, version) in enumerate(g.entries):
-        if memory.version != version:
+def verify(node: "Node", out: "Tensor") -> None:
+    """Raise if memory the node saved was written after its forward pass (called when the
+    clock moved since then, and under detect_anomaly)."""
+    for position, t in saved_tensors(node, out):
+        mem = t._mem
+        if mem is None:
+            continue
+        if mem.written > node.epoch:
             raise RuntimeError(
                 f"{_what(node, position)}, saved for the backward of op '{node.op.name}' "
-                f"({node!r}), was modified by an in-place operation after the forward pass: "
-                f"it is at version {memory.version}, expected version {version}. "
-                f"Run backward() before changing it (e.g. before optimizer.step()), "
+                f"({node!r}), was modified by an in-place operation after the forward "
+                f"pass. Call backward() before changing it (e.g. before optimizer.step()), "
                 f"or compute the graph again.")
-        if g.checksums is not None and checksum(own) != g.checksums[k]:
+        if mem.crc is not None and mem.exposed > node.epoch and checksum(mem.owner) != mem.crc:
             raise RuntimeError(
-                f"detect_anomaly: {_what(node, position)}, saved for the backward of op "
-                f"'{node.op.name}' ({node!r}), changed after the forward pass (its checksum "
-                f"differs): something wrote into its memory, e.g. through a numpy view "
-                f"taken before the forward pass.")
+                f"{_what(node, position)}, saved for the backward of op '{node.op.name}' "
+                f"({node!r}), was written through its numpy array after the forward pass "
+                f"(the array was handed out after that pass, and its values changed since).")
+    g = node.guard
+    if g is not None and g.checksums is not None:
+        for position, array, crc in g.checksums:
+            if checksum(array) != crc:
+                raise RuntimeError(
+                    f"detect_anomaly: {_what(node, position)}, saved for the backward of op "
+                    f"'{node.op.name}' ({node!r}), changed after the forward pass (its "
+                    f"checksum differs): something wrote into its memory, e.g. through a "
+                    f"numpy view taken before the forward pass.")
 
 
 def _what(node: "Node", position: int) -> str:
     if position == OUTPUT:
         return f"the output of op '{node.op.name}'"
-    t = node.inputs[position]
-    name = f" {t.name!r}" if t.name else ""
-    return f"input {position} ({type(t).__name__}{name} of shape {t.shape}, dtype {t.dtype})"
+    return f"input {position} ({node.inputs[position].describe()})"
 
 
-class modifying:
-    """``with modifying(a, b, ...):`` around handgrad's own in-place writes into tensor
-    arrays: saved memory among them is writeable inside the block, and its version is
-    bumped so that a backward through a node that saved the old values raises.
-
-    Costs one dict lookup when no live node saved anything (the usual case: after
-    backward)."""
-
-    __slots__ = ("arrays", "unlocked")
-
-    def __init__(self, *arrays: np.ndarray):
-        self.arrays = arrays
-        self.unlocked: list[_Memory] = []
-
-    def __enter__(self) -> None:
-        if not _MEMORY:
-            return
-        with _CRITICAL:
-            for array in self.arrays:
-                memory = _MEMORY.get(id(owner(array)))
-                if memory is None or memory in self.unlocked:
-                    continue
-                memory.version += 1
-                for a in memory.locked:         # the owner first
-                    a.flags.writeable = True
-                self.unlocked.append(memory)
-
-    def __exit__(self, *exc: object) -> None:
-        if not self.unlocked:
-            return
-        with _CRITICAL:
-            for memory in self.unlocked:
-                if memory.count:                # still saved by a live node: lock again
-                    for a in memory.locked:
-                        a.flags.writeable = False
-        self.unlocked = []
+def writable(tensors: Sequence["Tensor"]) -> list[np.ndarray]:
+    """The tensors' arrays, for handgrad's own in-place writes (``t += 1``, optimizer
+    steps, ``load_state_dict``): the writes are stamped on the clock, so a backward through
+    a node that saved the old values raises; memory kept read-only for such a node is made
+    writeable (it stays so: that node can no longer run its backward anyway)."""
+    now = tick()
+    arrays = []
+    for t in tensors:
+        mem = t._mem
+        if mem is None:
+            mem = memory(t)
+        mem.written = now
+        if mem.locked is not None:
+            _LOCK.acquire()
+            try:
+                _unlock_arrays(mem)
+            finally:
+                _unlock()
+        arrays.append(t._data)
+    return arrays
 
 
-def lock_count() -> int:
-    """How many blocks of memory live nodes have saved (for tests)."""
-    return len(_MEMORY)
+def is_locked(t: "Tensor") -> bool:
+    """Whether ``t``'s memory is read-only now because a live node saved it (for tests)."""
+    return t._mem is not None and t._mem.locked is not None

@@ -7,8 +7,8 @@ operators are thin wrappers over the ops in ``engine.ops``; methods named like o
 class. All the math lives in the ops.
 
 Values are safe from outside changes (see ``saved.py``): ``Tensor(array)`` copies the
-array (``copy=False`` shares it); while a graph has saved a tensor's array for backward,
-that array is read-only; handgrad's own in-place operations (``t += 1`` under
+array (``copy=False`` shares it); an array you got from ``t.data`` is read-only while a
+graph has saved it for backward; handgrad's own in-place operations (``t += 1`` under
 ``no_grad()``, optimizer steps) bump a version that backward checks.
 """
 from __future__ import annotations
@@ -32,14 +32,15 @@ class Tensor:
     a gradient.
     """
 
-    __slots__ = ("data", "_requires_grad", "_grad", "name", "node", "_retains_grad",
+    __slots__ = ("_data", "_mem", "_requires_grad", "grad", "name", "node", "_retains_grad",
                  "__weakref__")
     __array_ufunc__ = None  # numpy defers to our reflected operators: ndarray + Tensor -> Tensor
 
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None,
                  dtype: Any = None, copy: bool = True):
+        source = data
         if isinstance(data, Tensor):
-            data = data.data
+            data = data._data
         try:
             array = np.array(data, dtype=dtype, copy=True) if copy else np.asarray(data, dtype=dtype)
         except (TypeError, ValueError) as e:
@@ -47,9 +48,13 @@ class Tensor:
         if array.dtype == object:
             raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__} "
                             f"holding non-numeric objects")
-        self.data: np.ndarray = array
+        self._data: np.ndarray = array
+        self._mem: saved.Memory | None = None
+        if not copy and isinstance(data, np.ndarray) and saved.owner(array) is saved.owner(data):
+            # Shared memory: another tensor's (one record for both), or an array the caller keeps.
+            self._mem = saved.memory(source) if isinstance(source, Tensor) else saved.shared(array)
         self._requires_grad = False
-        self._grad: np.ndarray | None = None
+        self.grad: np.ndarray | None = None   # d(loss)/d(this tensor), summed over backward passes
         self.name = name
         self.node: graph.Node | None = None
         self._retains_grad = False
@@ -60,30 +65,55 @@ class Tensor:
     def _from_op(cls, data: np.ndarray, node: "graph.Node | None") -> "Tensor":
         """Fast path for op outputs: no validation, no copy."""
         t = cls.__new__(cls)
-        t.data = data
+        t._data = data
+        t._mem = None
         t._requires_grad = node is not None
-        t._grad = None
+        t.grad = None
         t.name = None
         t.node = node
         t._retains_grad = False
         return t
 
+    # --- the values --------------------------------------------------------------------
+    @property
+    def data(self) -> np.ndarray:
+        """The values: the tensor's own numpy array (shared, not a copy; write to it to
+        change the tensor). While a graph that saved these values for backward is alive,
+        the array is read-only."""
+        mem = self._mem
+        if mem is None or mem.exposed is None:
+            saved.expose(self)
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        """``t.data = array`` replaces the values (sharing ``array``, as in PyTorch); graphs
+        computed before keep the old ones."""
+        array = value._data if isinstance(value, Tensor) else np.asarray(value)
+        if array.dtype.kind not in "biufc":
+            raise TypeError(f"data: expected numbers, got dtype {array.dtype}")
+        if self._requires_grad and array.dtype.kind != "f":
+            raise TypeError(f"data: {self.describe()} requires grad, so its data must be "
+                            f"floating point, got dtype {array.dtype}")
+        self._data = array
+        self._mem = saved.shared(array)
+
     # --- array facts -------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.data.shape
+        return self._data.shape
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def dtype(self) -> np.dtype:
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def size(self) -> int:
-        return self.data.size
+        return self._data.size
 
     @property
     def is_leaf(self) -> bool:
@@ -92,7 +122,7 @@ class Tensor:
     def __len__(self) -> int:
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return len(self.data)
+        return len(self._data)
 
     def describe(self) -> str:
         """"Tensor 'x' of shape (2, 3), dtype float32": for error messages."""
@@ -107,24 +137,24 @@ class Tensor:
             extras.append(f"op={self.node.op.name}")
         elif self._requires_grad:
             extras.append("requires_grad=True")
-        body = np.array2string(self.data, separator=", ", threshold=20, edgeitems=2)
+        body = np.array2string(self._data, separator=", ", threshold=20, edgeitems=2)
         return f"Tensor({body}, dtype={self.dtype}{''.join(', ' + e for e in extras)})"
 
     # --- conversion --------------------------------------------------------------------
-    def numpy(self) -> np.ndarray:
-        """The underlying array (shared, not copied)."""
-        return self.data
+    def numpy(self, copy: bool = False) -> np.ndarray:
+        """The underlying array (shared, like ``.data``), or a copy of it."""
+        return self._data.copy() if copy else self.data
 
     def item(self) -> float | int | bool:
         if self.size != 1:
             raise ValueError(f"item: only a tensor with one element can be converted to a "
                              f"Python scalar, this one has shape {self.shape}")
-        return self.data.item()
+        return self._data.item()
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        if dtype is None or dtype == self.data.dtype:
-            return self.data.copy() if copy else self.data
-        return self.data.astype(dtype)
+        if dtype is not None and dtype != self._data.dtype:
+            return self._data.astype(dtype)
+        return self._data.copy() if copy else self.data
 
     def __float__(self) -> float:
         return float(self.item())
@@ -140,11 +170,13 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """The same data (shared memory), cut from the graph: no node, no grad."""
-        return Tensor._from_op(self.data, None)
+        t = Tensor._from_op(self._data, None)
+        t._mem = saved.memory(self)
+        return t
 
     def astype(self, dtype: Any) -> "Tensor":
         """A copy of the data in another dtype, as a new leaf (keeps requires_grad for floats)."""
-        data = self.data.astype(dtype)
+        data = self._data.astype(dtype)
         return Tensor(data, requires_grad=self._requires_grad and data.dtype.kind == "f",
                       copy=False)
 
@@ -159,26 +191,10 @@ class Tensor:
         if self.node is not None:
             raise RuntimeError(f"requires_grad can be changed only on a leaf tensor; this "
                                f"one was computed by op '{self.node.op.name}' (use detach())")
-        if value and self.data.dtype.kind != "f":
+        if value and self._data.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require grad, got dtype "
-                            f"{self.data.dtype} (convert first: t.astype(np.float32))")
+                            f"{self._data.dtype} (convert first: t.astype(np.float32))")
         self._requires_grad = value
-
-    @property
-    def grad(self) -> np.ndarray | None:
-        """d(loss)/d(this tensor), summed over backward passes; None before the first."""
-        return self._grad
-
-    @grad.setter
-    def grad(self, value: Any) -> None:
-        if value is None:
-            self._grad = None
-            return
-        g = value.data if isinstance(value, Tensor) else value
-        g = np.array(g, dtype=self.dtype, copy=True)
-        if g.shape != self.shape:
-            raise ValueError(f"grad: {self.describe()} cannot take a gradient of shape {g.shape}")
-        self._grad = g
 
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
@@ -195,9 +211,9 @@ class Tensor:
                 raise ValueError(f"backward: a gradient can be implied only for a tensor with "
                                  f"one element (a scalar loss); this one has shape {self.shape}. "
                                  f"Pass grad= of that shape, or reduce it first (.sum(), .mean())")
-            g = np.ones_like(self.data)
+            g = np.ones_like(self._data)
         else:
-            g = np.asarray(grad.data if isinstance(grad, Tensor) else grad)
+            g = np.asarray(grad._data if isinstance(grad, Tensor) else grad)
             if g.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {g.shape} but the tensor has shape "
                                  f"{self.shape}")
@@ -209,7 +225,7 @@ class Tensor:
 
     def zero_grad(self) -> None:
         """Forget the accumulated gradient (``grad`` becomes None, as in PyTorch)."""
-        self._grad = None
+        self.grad = None
 
     def retain_grad(self) -> None:
         """Make backward() also fill ``.grad`` of this non-leaf tensor."""
@@ -302,7 +318,7 @@ class Tensor:
             raise RuntimeError(
                 f"{symbol} on a tensor computed by op '{self.node.op.name}': in-place changes "
                 f"of graph tensors are not supported; write t = t {symbol[:-1]} x instead.")
-        value = other.data if isinstance(other, Tensor) else np.asarray(other)
+        value = other._data if isinstance(other, Tensor) else np.asarray(other)
         try:
             shape = np.broadcast_shapes(self.shape, value.shape)
         except ValueError:
@@ -310,36 +326,36 @@ class Tensor:
         if shape != self.shape:
             raise ValueError(f"{symbol}: a value of shape {value.shape} cannot update "
                              f"{self.describe()} in place (it would need shape {shape})")
-        if not np.can_cast(np.result_type(self.data, value), self.dtype, "same_kind"):
+        if not np.can_cast(np.result_type(self._data, value), self.dtype, "same_kind"):
             raise TypeError(f"{symbol}: the result of {self.dtype} {symbol[:-1]} {value.dtype} "
                             f"does not fit {self.describe()}")
-        with saved.modifying(self.data):
-            try:
-                ufunc(self.data, value, out=self.data, casting="same_kind")
-            except ValueError as e:   # a read-only view (broadcast_to, a view of saved memory)
-                raise ValueError(f"{symbol}: cannot write into {self.describe()}: {e}") from None
+        (array,) = saved.writable([self])
+        try:
+            ufunc(array, value, out=array, casting="same_kind")
+        except ValueError as e:   # a read-only view (broadcast_to, a view of saved memory)
+            raise ValueError(f"{symbol}: cannot write into {self.describe()}: {e}") from None
         return self
 
     # --- comparisons -------------------------------------------------------------------
     # Elementwise, like numpy and PyTorch: boolean tensors outside the graph (masks for
     # `where`). Tensors still hash by identity, so they work as dict keys and in sets.
     def __eq__(self, other: Any) -> "Tensor":  # type: ignore[override]
-        return Tensor(self.data == _data(other), copy=False)
+        return Tensor._from_op(np.asarray(self._data == _data(other)), None)
 
     def __ne__(self, other: Any) -> "Tensor":  # type: ignore[override]
-        return Tensor(self.data != _data(other), copy=False)
+        return Tensor._from_op(np.asarray(self._data != _data(other)), None)
 
     def __lt__(self, other: Any) -> "Tensor":
-        return Tensor(self.data < _data(other), copy=False)
+        return Tensor._from_op(np.asarray(self._data < _data(other)), None)
 
     def __le__(self, other: Any) -> "Tensor":
-        return Tensor(self.data <= _data(other), copy=False)
+        return Tensor._from_op(np.asarray(self._data <= _data(other)), None)
 
     def __gt__(self, other: Any) -> "Tensor":
-        return Tensor(self.data > _data(other), copy=False)
+        return Tensor._from_op(np.asarray(self._data > _data(other)), None)
 
     def __ge__(self, other: Any) -> "Tensor":
-        return Tensor(self.data >= _data(other), copy=False)
+        return Tensor._from_op(np.asarray(self._data >= _data(other)), None)
 
     __hash__ = object.__hash__
 
@@ -364,7 +380,7 @@ class Tensor:
 
 
 def _data(x: Any) -> Any:
-    return x.data if isinstance(x, Tensor) else x
+    return x._data if isinstance(x, Tensor) else x
 
 
 def as_tensor(x: Any, dtype: Any = None) -> Tensor:
@@ -383,11 +399,11 @@ def from_numpy(array: np.ndarray) -> Tensor:
     return Tensor(array, copy=False)
 
 
-def inplace(*tensors: Tensor) -> saved.modifying:
-    """``with engine.inplace(p): p.data -= lr * p.grad``: write tensors' arrays in place
-    the tracked way. Memory a live graph saved is unlocked for the block and its version
-    bumped, so a backward through that graph raises instead of using changed values."""
-    return saved.modifying(*[t.data for t in tensors])
+def inplace(*tensors: Tensor) -> list[np.ndarray]:
+    """The tensors' arrays, to write in place the tracked way (optimizers do):
+    ``w, = engine.inplace(p); w -= lr * p.grad``. The write is stamped, so a backward
+    through a graph that saved the old values raises instead of using the new ones."""
+    return saved.writable(tensors)
 
 
 from .op import REGISTRY as _OPS  # noqa: E402  (the ops import Tensor; operators look them up late)

@@ -40,13 +40,13 @@ def _seeds(what: str, outs: tuple[Tensor, ...], grad_outputs: Any) -> list[np.nd
             if o.size != 1:
                 raise ValueError(f"{what}: output of shape {o.shape} is not a scalar; pass "
                                  f"grad_outputs (one array of its shape per output)")
-        return [np.ones_like(o.data) for o in outs]
+        return [np.ones_like(o._data) for o in outs]
     given = _as_tuple(grad_outputs)
     if len(given) != len(outs):
         raise ValueError(f"{what}: {len(given)} gradient outputs for {len(outs)} outputs")
     seeds = []
     for i, (g, o) in enumerate(zip(given, outs)):
-        arr = np.asarray(g.data if isinstance(g, Tensor) else g)
+        arr = np.asarray(g._data if isinstance(g, Tensor) else g)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{what}: gradient output {i} must be numeric, got dtype {arr.dtype}")
         if arr.shape != o.shape:
@@ -83,13 +83,13 @@ def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
                 raise RuntimeError(f"grad: input {i} ({t.describe()}) is not used in the graph "
                                    f"of the outputs, so no gradient reaches it; pass "
                                    f"allow_unused=True to get zeros for it")
-            g = np.zeros_like(t.data)
+            g = np.zeros_like(t._data)
         result.append(g)
     return tuple(result)
 
 
 def _leaf(x: Any, what: str, i: int) -> Tensor:
-    data = x.data if isinstance(x, Tensor) else np.asarray(x)
+    data = x._data if isinstance(x, Tensor) else np.asarray(x)
     if data.dtype.kind != "f":
         raise TypeError(f"{what}: primal {i} must be floating point, got dtype {data.dtype}")
     return Tensor(data, requires_grad=True)
@@ -112,7 +112,7 @@ def vjp(fn: Callable[..., Any], primals: Sequence[Any]) -> tuple[Any, Callable[[
         live = [(o, s) for o, s in zip(outs, seeds) if o.requires_grad]
         found = gradients([o for o, _ in live], [s for _, s in live], leaves,
                           retain_graph=True) if live else [None] * len(leaves)
-        return tuple(np.zeros_like(x.data) if g is None else g for g, x in zip(found, leaves))
+        return tuple(np.zeros_like(x._data) if g is None else g for g, x in zip(found, leaves))
 
     return outputs, vjp_fn
 
@@ -129,7 +129,7 @@ def jvp(fn: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any])
     leaves = [_leaf(p, "jvp", i) for i, p in enumerate(primals)]
     seeds = {}
     for i, (x, t) in enumerate(zip(leaves, tangents)):
-        arr = np.asarray(t.data if isinstance(t, Tensor) else t)
+        arr = np.asarray(t._data if isinstance(t, Tensor) else t)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"jvp: tangent {i} must be numeric, got dtype {arr.dtype}")
         if arr.shape != x.shape:

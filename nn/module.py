@@ -67,8 +67,11 @@ class Module:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._name is None:
             return self.forward(*args, **kwargs)
-        with engine.name_scope(self._name):   # nodes made in forward carry this name
+        outer = engine.push_scope(self._name)   # nodes made in forward carry this name
+        try:
             return self.forward(*args, **kwargs)
+        finally:
+            engine.pop_scope(outer)
 
     def train(self, mode: bool = True) -> "Module":
         """Training mode (dropout active) for this module and every sub-module."""
@@ -121,7 +124,7 @@ class Module:
     # --- state -----------------------------------------------------------------------------
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
         """A copy of every parameter's array, by dotted name."""
-        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+        return OrderedDict((name, p.numpy(copy=True)) for name, p in self.named_parameters())
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         """Copy arrays into the parameters, in place. With ``strict``, the keys must match
@@ -145,9 +148,8 @@ class Module:
                 raise ValueError(f"load_state_dict for {type(self).__name__}: {name} has shape "
                                  f"{params[name].shape} in the model but {value.shape} in the state")
             updates.append((params[name], value))
-        with engine.inplace(*(p for p, _ in updates)):
-            for p, value in updates:
-                p.data[...] = value
+        for w, (_, value) in zip(engine.inplace(*(p for p, _ in updates)), updates):
+            w[...] = value
 
     # --- display ---------------------------------------------------------------------------
     def extra_repr(self) -> str:

@@ -35,13 +35,13 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter that has a gradient, in place. The update is tracked
-        (``engine.inplace``): a graph computed before it and not yet backpropagated raises
+        (``engine.inplace``): a graph computed before it and not backpropagated yet raises
         in backward() instead of using the new weights."""
         self.steps += 1
         params = [p for p in self.params if p.grad is not None]
-        with engine.inplace(*params):
-            for p in params:
-                self.update(p.data, p.grad, self.state[id(p)])
+        state = self.state
+        for p, w in zip(params, engine.inplace(*params)):   # tracked in-place writes
+            self.update(w, p.grad, state[id(p)])
 
     def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any]) -> None:
         raise NotImplementedError
