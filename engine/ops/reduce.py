@@ -88,7 +88,7 @@ class _Extremum(_Reduction):
 
     def forward(self, ctx: Node, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         m = self.pick(x, axis=axis, keepdims=True)
-        share = (x == m).astype(x.dtype)
+        share = (x == m).astype(x.dtype if x.dtype.kind in "fc" else np.float64)
         share /= share.sum(axis=axis, keepdims=True)
         ctx.save(share)
         return m if keepdims else np.squeeze(m, axis=axis)

@@ -90,3 +90,28 @@ def test_errors_come_from_handgrad_not_numpy():
         t(4, 3) @ t(4, 5)
     assert str(info.value).startswith("matmul:")
     assert "gufunc" not in str(info.value) and "signature" not in str(info.value)
+
+
+# --- an empty batch is an error, never a silent 0 ----------------------------------------------
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda: engine.sum(np.zeros((0, 3))), r"^sum: cannot reduce over no elements \(shape \(0, 3\)"),
+    (lambda: engine.sum(np.zeros((0, 3)), axis=0), r"^sum: cannot reduce over no elements"),
+    (lambda: engine.mean(np.zeros(0)), r"^mean: cannot reduce over no elements"),
+    (lambda: engine.max(np.zeros((2, 0)), axis=1), r"^max: cannot reduce over no elements"),
+    (lambda: engine.logsumexp(np.zeros(0)), r"^logsumexp: cannot reduce over no elements"),
+    (lambda: engine.var(np.zeros(0)), r"^var: cannot reduce over no elements"),
+    (lambda: engine.mse(np.zeros(0), np.zeros(0)), r"^mse: got an empty batch"),
+    (lambda: engine.softmax_cross_entropy(np.zeros((0, 3)), np.zeros(0, dtype=int)),
+     r"^softmax_cross_entropy: got an empty batch \(shape \(0, 3\)\)"),
+    (lambda: engine.sigmoid_binary_cross_entropy(np.zeros((0, 2)), np.zeros((0, 2))),
+     r"^sigmoid_binary_cross_entropy: got an empty batch"),
+])
+def test_reductions_and_losses_over_an_empty_batch_are_errors(make, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make()
+
+
+def test_a_reduction_that_leaves_an_empty_result_is_not_an_error():
+    # (0, 3) summed over axis 1: every one of the 0 sums adds 3 numbers; nothing is empty.
+    assert engine.sum(np.zeros((0, 3)), axis=1).shape == (0,)

@@ -251,3 +251,60 @@ def test_the_issue_example():
     np.testing.assert_allclose(out.item(), np.tanh(x.data @ W.data).sum(), **TIGHT)
     (g,) = engine.grad((x @ W).tanh().sum(), x)        # reverse mode, for comparison
     np.testing.assert_allclose(tangent, np.sum(g * np.ones((4, 3))), **TIGHT)
+
+
+# --- wrong arguments are errors, never a broadcast or a truncated zip ---------------------------
+
+def test_grad_outputs_must_match_the_outputs_in_number_and_exact_shape():
+    x = leaf([1.0, 2.0, 3.0])
+    y = x * 2
+    with pytest.raises(ValueError, match=r"^grad: gradient output 0 has shape \(1,\) but output 0 "
+                                         r"has shape \(3,\)"):
+        engine.grad(y, x, grad_outputs=np.ones(1), retain_graph=True)      # would broadcast
+    with pytest.raises(ValueError, match=r"^grad: 2 gradient outputs for 1 outputs"):
+        engine.grad(y, x, grad_outputs=(np.ones(3), np.ones(3)), retain_graph=True)
+    with pytest.raises(ValueError, match=r"^grad: 1 gradient outputs for 2 outputs"):
+        engine.grad((y, y * 3), x, grad_outputs=[np.ones(3)], retain_graph=True)
+    with pytest.raises(TypeError, match=r"gradient output 0 must be numeric"):
+        engine.grad(y, x, grad_outputs=np.array(["a", "b", "c"]), retain_graph=True)
+
+
+def test_grad_of_an_input_that_does_not_require_grad_is_an_error():
+    x, c = leaf([1.0, 2.0]), engine.Tensor([3.0, 4.0])
+    with pytest.raises(RuntimeError, match=r"^grad: input 1 \(Tensor of shape \(2,\), dtype float64\) "
+                                           r"does not require grad"):
+        engine.grad((x * c).sum(), (x, c))
+    with pytest.raises(TypeError, match=r"^grad: input 0 must be a Tensor, got ndarray"):
+        engine.grad((x * c).sum(), np.ones(2))
+
+
+def test_grad_of_an_input_used_only_where_no_gradient_flows_is_unused():
+    z = leaf([[1.0, 2.0]])
+    target = engine.Tensor([[0.5, 0.5]], requires_grad=True)   # a target is not differentiated
+    loss = engine.softmax_cross_entropy(z, target)
+    with pytest.raises(RuntimeError, match="input 1 .* is not used in the graph"):
+        engine.grad(loss, (z, target), retain_graph=True)
+    gz, gt = engine.grad(loss, (z, target), allow_unused=True)
+    np.testing.assert_array_equal(gt, np.zeros((1, 2)))
+
+
+def test_vjp_fn_checks_its_cotangents():
+    out, vjp_fn = engine.vjp(lambda a: a * 2, (np.ones(3),))
+    with pytest.raises(ValueError, match=r"^vjp: gradient output 0 has shape \(2,\)"):
+        vjp_fn(np.ones(2))
+    with pytest.raises(ValueError, match=r"^vjp: 2 gradient outputs for 1 outputs"):
+        vjp_fn((np.ones(3), np.ones(3)))
+    (g,) = vjp_fn(np.full(3, 0.5))
+    np.testing.assert_array_equal(g, np.ones(3))
+
+
+def test_vjp_gives_zeros_for_a_primal_the_function_ignores():
+    _, vjp_fn = engine.vjp(lambda a, b: a * 3, (np.ones(2), np.ones(4)))
+    ga, gb = vjp_fn(np.ones(2))
+    np.testing.assert_array_equal(ga, [3.0, 3.0])
+    np.testing.assert_array_equal(gb, np.zeros(4))
+
+
+def test_jvp_checks_tangent_dtypes():
+    with pytest.raises(TypeError, match=r"^jvp: tangent 0 must be numeric"):
+        engine.jvp(lambda a: a * 2, (np.ones(2),), (np.array(["x", "y"]),))

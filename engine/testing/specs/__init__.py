@@ -11,6 +11,7 @@ arrays in differentiable positions are checked; labels, masks and conditions are
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -45,6 +46,7 @@ class OpSpec:
     why: str = ""
     kink_examples: tuple[tuple[tuple[Any, ...], dict[str, Any], tuple[Any, ...]], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    module: str = ""   # the module that defined the spec
 
 
 SPECS: dict[str, OpSpec] = {}
@@ -52,7 +54,8 @@ SPECS: dict[str, OpSpec] = {}
 
 def spec(name: str, sample: st.SearchStrategy, reference: Callable[..., np.ndarray], **kw: Any) -> OpSpec:
     """Define (or replace) the test specification of op ``name``. Users call this for their ops."""
-    SPECS[name] = OpSpec(name, sample, reference, **kw)
+    module = sys._getframe(1).f_globals.get("__name__", "")
+    SPECS[name] = OpSpec(name, sample, reference, module=module, **kw)
     return SPECS[name]
 
 

@@ -1,0 +1,39 @@
+"""Every registered op, given integer inputs where its spec draws floats, either computes
+what it computes on the same values as float64, or raises an error naming the op: never a
+result truncated to integers (dropout scaling by 1/(1-p), gelu's CDF, ...)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import engine
+from engine.testing import spec_for
+from engine.testing.properties import differentiable_positions
+
+
+@pytest.mark.parametrize("name", sorted(engine.REGISTRY))
+@settings(max_examples=15)
+@given(data=st.data())
+def test_integer_inputs_give_the_float64_answer_or_an_error(name, data):
+    op = engine.REGISTRY[name]
+    args, params = data.draw(spec_for(name).sample)
+    diff = differentiable_positions(op, args)
+    # Integers near the sample (rounded away from 0 so no value becomes a new kink or pole).
+    as_int = tuple(np.where(np.asarray(a) >= 0, np.ceil(a), np.floor(a)).astype(np.int64)
+                   if i in diff else a for i, a in enumerate(args))
+    as_float = tuple(np.asarray(a, dtype=np.float64) if i in diff else a
+                     for i, a in enumerate(as_int))
+    with np.errstate(all="ignore"):
+        try:
+            result = op.apply(*as_int, **params)
+        except (TypeError, ValueError) as e:
+            assert str(e).startswith(f"{name}:"), f"{name}: the error does not name the op: {e}"
+            return
+        expected = op.apply(*as_float, **params)
+    assert result.shape == expected.shape
+    if result.dtype.kind in "iub":                # an integer result must be exact
+        np.testing.assert_array_equal(result.data, expected.data, err_msg=name)
+    else:
+        np.testing.assert_allclose(result.data, expected.data, rtol=1e-12, atol=0, err_msg=name)

@@ -1,0 +1,151 @@
+"""Grad mode, anomaly mode and name scopes are per thread, and the mode decorators apply
+inside generator functions while their code runs.
+
+Threads are interleaved deterministically with events: one thread enters a mode and waits
+while the other builds a graph, so each test fails if the mode leaked across threads."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import engine
+
+
+def leaf():
+    return engine.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+
+
+def run_while(mode_factory, work):
+    """Run ``work()`` in this thread while another thread sits inside ``mode_factory()``."""
+    entered, done = threading.Event(), threading.Event()
+    errors = []
+
+    def other():
+        try:
+            with mode_factory():
+                entered.set()
+                done.wait(10)
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert entered.wait(10)
+    try:
+        return work()
+    finally:
+        done.set()
+        thread.join(10)
+        assert not errors
+
+
+def test_no_grad_in_another_thread_does_not_stop_this_one_recording():
+    out = run_while(engine.no_grad, lambda: (leaf() * 2).sum())
+    assert out.requires_grad and out.node is not None
+    assert engine.is_grad_enabled()
+
+
+def test_no_grad_here_does_not_stop_another_thread_recording():
+    results = []
+
+    def other():
+        results.append((leaf() * 2).sum())
+
+    with engine.no_grad():
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(10)
+        assert not engine.is_grad_enabled()
+    assert results[0].requires_grad and results[0].node is not None
+
+
+def test_detect_anomaly_is_per_thread():
+    x = engine.Tensor(np.array([0.0]), requires_grad=True)
+
+    def work():
+        with np.errstate(divide="ignore"):
+            return engine.log(x)       # -inf: raises only under detect_anomaly, in this thread
+    out = run_while(engine.detect_anomaly, work)
+    assert np.isneginf(out.data).all()
+    assert not engine.is_anomaly_enabled()
+
+
+def test_name_scopes_are_per_thread():
+    def scoped():
+        return engine.name_scope("other_thread")
+    out = run_while(scoped, lambda: leaf() * 2)
+    assert out.node.scope is None
+    with engine.name_scope("layers"), engine.name_scope("0"):
+        assert engine.current_scope() == "layers.0"
+        assert (leaf() * 2).node.scope == "layers.0"
+    assert engine.current_scope() is None
+
+
+def test_a_decorated_function_used_by_two_threads_keeps_each_threads_mode():
+    barrier = threading.Barrier(2, timeout=10)
+    seen = {}
+
+    @engine.no_grad()
+    def evaluate(name):
+        barrier.wait()             # both threads inside the decorated call at once
+        seen[name] = engine.is_grad_enabled()
+        barrier.wait()
+
+    def other():
+        evaluate("other")
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    evaluate("main")
+    thread.join(10)
+    assert seen == {"main": False, "other": False}
+    assert engine.is_grad_enabled()                # restored in this thread
+
+
+def test_no_grad_on_a_generator_applies_inside_it_not_to_its_consumer():
+    x = leaf()
+
+    @engine.no_grad()
+    def outputs():
+        for k in range(3):
+            yield (x * k).sum()          # computed under no_grad
+
+    for out in outputs():
+        assert out.node is None and not out.requires_grad
+        assert engine.is_grad_enabled()              # the consumer records as usual
+        assert (x * 2).sum().node is not None
+
+
+def test_a_decorated_generator_gets_sent_values_thrown_exceptions_and_its_return_value():
+    @engine.no_grad()
+    def echo():
+        received = yield engine.is_grad_enabled()
+        try:
+            yield (received, engine.is_grad_enabled())
+        except KeyError:
+            yield "caught"
+        return "finished"
+
+    gen = echo()
+    assert next(gen) is False
+    assert gen.send("hello") == ("hello", False)
+    assert gen.throw(KeyError()) == "caught"
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value == "finished"
+    assert engine.is_grad_enabled()
+
+
+def test_enable_grad_and_set_grad_enabled_decorate_generators_too():
+    @engine.enable_grad()
+    def inner():
+        yield engine.is_grad_enabled()
+
+    with engine.no_grad():
+        assert list(inner()) == [True]
+        assert not engine.is_grad_enabled()
+    with engine.set_grad_enabled(False):
+        assert not engine.is_grad_enabled()
+    assert engine.is_grad_enabled()

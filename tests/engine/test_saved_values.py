@@ -1,0 +1,317 @@
+"""No silent wrong gradients when values change between the forward and the backward pass.
+
+Each way a saved value can change gives the right gradient or a clear error, never a
+wrong number (engine/saved.py explains the guards):
+
+* arrays handed in are copied: the numpy array you wrapped, op constants, index arrays;
+* handgrad's own in-place writes (``t += 1``, optimizer steps, load_state_dict) are
+  stamped, and a backward through a graph that saved the old values raises;
+* memory handed out (``t.data``) is read-only while a live graph saved it; handed out
+  after the forward pass, it is checked by checksum;
+* under detect_anomaly, checksums also catch writes through numpy views.
+"""
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import engine
+import nn
+from engine import Tensor, saved
+
+READ_ONLY = "read-only"
+MODIFIED = r"was modified by an in-place operation after the forward pass"
+
+
+def leaf(values):
+    return Tensor(np.array(values, dtype=np.float64), requires_grad=True)
+
+
+# --- arrays handed in are copied ------------------------------------------------------------
+
+def test_changing_the_wrapped_numpy_array_after_the_forward_leaves_the_gradient_right():
+    a = np.array([1.0, 2.0, 3.0])
+    x = Tensor(a, requires_grad=True)
+    y = (x * x).sum()
+    a[:] = 100.0                                    # the caller's own array
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0, 6.0])
+
+
+def test_changing_an_array_given_to_an_op_as_a_constant_leaves_the_gradient_right():
+    x = leaf([1.0, 2.0])
+    w = np.array([3.0, -1.0])
+    y = (x * w).sum()                               # mul saves both of its inputs
+    w[:] = 0.0
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [3.0, -1.0])
+
+
+@pytest.mark.parametrize("make_index", [
+    lambda: np.array([0, 2, 2]),
+    lambda: (np.array([0, 1]), np.array([2, 2])),
+    lambda: np.array([True, False, True]),
+    lambda: Tensor(np.array([0, 2, 2])),
+])
+def test_changing_an_index_array_after_the_forward_leaves_the_gradient_right(make_index):
+    x = Tensor(np.arange(9.0).reshape(3, 3), requires_grad=True)
+    index = make_index()
+    y = x[index]
+    expected = np.zeros((3, 3))
+    np.add.at(expected, index.data if isinstance(index, Tensor) else index, 1.0)
+    for part in (index.data if isinstance(index, Tensor) else index,):
+        for arr in (part if isinstance(part, tuple) else (part,)):
+            arr[...] = np.flip(arr)                  # scramble the caller's index
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, expected)
+
+
+# --- t.data[...] = v, and references to the array kept from earlier ---------------------------
+
+def test_writing_through_data_after_the_forward_is_an_error_naming_the_op_and_tensor():
+    x = leaf([1.0, 2.0])
+    y = (x * x).sum()
+    x.data[0] = 5.0           # the array was handed out only now: checked by checksum
+    with pytest.raises(RuntimeError, match=r"input 0 \(Tensor of shape \(2,\), dtype float64\), "
+                                           r"saved for the backward of op 'mul'.*written through "
+                                           r"its numpy array"):
+        y.backward()
+
+
+def test_reading_data_after_the_forward_is_not_an_error():
+    x = leaf([1.0, 2.0])
+    y = (x * x).sum()
+    assert x.data.sum() == 3.0                     # handed out, not changed
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0])
+
+
+def test_an_array_handed_out_before_the_forward_is_read_only_while_the_graph_lives():
+    x = leaf([1.0, 2.0])
+    kept = x.data                                   # a reference kept from earlier
+    y = (x * x).sum()
+    with pytest.raises(ValueError, match=READ_ONLY):
+        kept[0] = 5.0
+    with pytest.raises(ValueError, match=READ_ONLY):
+        x.data[0] = 5.0
+    with pytest.raises(ValueError, match=READ_ONLY):
+        kept -= 0.1                                 # the micrograd update, too early
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0])
+    kept[0] = 5.0                                   # writeable again once backward ran
+    x.data -= 0.5
+    np.testing.assert_array_equal(x.data, [4.5, 1.5])
+
+
+def test_memory_shared_with_copy_false_is_read_only_while_saved():
+    a = np.array([1.0, 2.0])
+    for x in (Tensor(a, copy=False, requires_grad=True), engine.from_numpy(a)):
+        x.requires_grad = True
+        y = (x * x).sum()
+        with pytest.raises(ValueError, match=READ_ONLY):
+            a[0] = 7.0
+        y.backward()
+        np.testing.assert_array_equal(x.grad, 2 * a)
+        assert a.flags.writeable                    # the caller's array is theirs again
+
+
+def test_a_graph_dropped_without_backward_gives_its_arrays_back():
+    x = leaf([1.0, 2.0])
+    kept = x.data
+    y = (x * x).sum()
+    assert saved.is_locked(x)
+    del y
+    gc.collect()
+    assert not saved.is_locked(x)
+    kept[0] = 3.0
+
+
+def test_retain_graph_keeps_arrays_read_only_until_the_graph_is_dropped():
+    x = leaf([1.0, 2.0])
+    kept = x.data
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    with pytest.raises(ValueError, match=READ_ONLY):
+        kept[0] = 3.0
+    del y
+    kept[0] = 3.0
+
+
+def test_an_outputs_array_saved_by_its_own_op_is_protected():
+    x = leaf([0.5, 1.0])
+    e = x.exp()                                     # exp saves its output
+    loss = e.sum()
+    e.data[0] = 0.0                                 # handed out after the forward
+    with pytest.raises(RuntimeError, match=r"the output of op 'exp'.*written through"):
+        loss.backward()
+
+
+def test_replacing_data_keeps_the_old_values_for_graphs_computed_before():
+    x = leaf([1.0, 2.0])
+    y = (x * x).sum()
+    x.data = np.array([10.0, 20.0])                 # a new array; the graph saved the old one
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0])
+
+
+# --- handgrad's own in-place writes ----------------------------------------------------------
+
+def test_optimizer_step_before_backward_is_an_error_naming_the_op_and_parameter():
+    model = nn.MLP([2, 3, 2], seed=0)
+    opt = nn.optim.SGD(model, lr=0.1)
+    X, Y = np.random.default_rng(0).random((4, 2)).astype(np.float32), np.array([0, 1, 0, 1])
+    loss = nn.CrossEntropyLoss()(model(X), Y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()                                      # a normal step: gradients exist now
+    loss = nn.CrossEntropyLoss()(model(X), Y)
+    opt.step()                                      # the bug: stepping before backward
+    with pytest.raises(RuntimeError, match=r"Parameter 'weight' of shape \(3, 2\).*saved for the "
+                                           r"backward of op 'linear'.*" + MODIFIED):
+        loss.backward()
+
+
+def test_in_place_arithmetic_on_a_parameter_is_refused_while_recording():
+    p = nn.Parameter(np.ones(3, np.float32))
+    p.grad = np.full(3, 2.0, np.float32)
+    for update in (lambda: p.__isub__(0.1 * p.grad), lambda: p.__iadd__(1.0),
+                   lambda: p.__imul__(2.0), lambda: p.__itruediv__(2.0)):
+        with pytest.raises(RuntimeError, match=r"a leaf that requires grad.*engine.no_grad"):
+            update()
+    np.testing.assert_array_equal(p.data, np.ones(3))        # nothing changed
+
+
+def test_in_place_arithmetic_under_no_grad_updates_the_same_tensor():
+    model = nn.Sequential(nn.Linear(2, 2, rng=np.random.default_rng(0)))
+    p = model[0].weight
+    before = p.data.copy()
+    p.grad = np.ones((2, 2), np.float32)
+    with engine.no_grad():
+        p -= 0.5 * p.grad                           # the micrograd update, on the tensor
+    assert model[0].weight is p                     # not rebound: still in the model
+    assert model.parameters()[0] is p
+    np.testing.assert_allclose(p.data, before - 0.5)
+
+
+def test_in_place_arithmetic_on_data_saved_by_a_graph_makes_its_backward_raise():
+    x = leaf([1.0, 2.0])
+    c = Tensor([3.0, 4.0])                          # no grad: in place is allowed any time
+    y = (x * c).sum()
+    same = c
+    c += 1.0
+    assert c is same and np.array_equal(c.data, [4.0, 5.0])
+    with pytest.raises(RuntimeError, match=r"input 1 \(Tensor of shape \(2,\).*'mul'.*" + MODIFIED):
+        y.backward()
+
+
+def test_in_place_on_a_view_counts_as_a_write_to_its_base():
+    x = leaf(np.arange(6.0))
+    y = (x * x).sum()
+    with engine.no_grad():
+        view = x.reshape(2, 3)
+        view += 1.0
+    np.testing.assert_array_equal(x.data, np.arange(6.0) + 1)
+    with pytest.raises(RuntimeError, match=r"'mul'.*" + MODIFIED):
+        y.backward()
+    z = x.reshape(3, 2)
+    loss = (z * z).sum()
+    with engine.no_grad():
+        d = x.detach()
+        d *= 2.0                                    # detach shares the memory too
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        loss.backward()
+
+
+def test_in_place_on_a_graph_tensor_while_recording_is_refused():
+    x = leaf([1.0, 2.0])
+    h = x * 2
+    with pytest.raises(RuntimeError, match=r"\+= on a tensor computed by op 'mul'.*t = t \+ x"):
+        h += 1
+
+
+def test_in_place_arithmetic_checks_shape_and_dtype():
+    t = Tensor(np.zeros(3))
+    with pytest.raises(ValueError, match=r"\+=: a value of shape \(2,\) cannot update Tensor of "
+                                         r"shape \(3,\)"):
+        t += np.ones(2)
+    with pytest.raises(ValueError, match=r"cannot update"):
+        t += np.ones((2, 3))                        # would broadcast t to a bigger shape
+    i = Tensor(np.arange(3))
+    with pytest.raises(TypeError, match=r"\+=: the result of int64 \+ float64 does not fit"):
+        i += 0.5
+    with pytest.raises(TypeError, match=r"\(@=\) is not supported"):
+        t @= np.eye(3)
+    t += np.ones(1)                                 # broadcasting into t's own shape is fine
+    np.testing.assert_array_equal(t.data, np.ones(3))
+
+
+def test_load_state_dict_between_forward_and_backward_is_caught():
+    model = nn.MLP([2, 2], seed=0)
+    state = model.state_dict()
+    loss = model(np.ones((1, 2), np.float32)).sum()
+    model.load_state_dict(state)                   # same values, but written in place
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        loss.backward()
+
+
+def test_forward_mode_through_a_changed_graph_raises_too():
+    x = leaf([1.0, 2.0])
+    c = Tensor([3.0, 4.0])
+    y = x * c
+    c += 1.0
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        engine.graph.forward_tangents([y], {id(x): np.ones(2)})
+
+
+# --- detect_anomaly: checksums ------------------------------------------------------------------
+
+def test_detect_anomaly_catches_a_write_through_a_numpy_view_taken_before_the_forward():
+    x = leaf(np.arange(4.0))
+    early_view = x.data[1:]              # a numpy view made before the forward keeps its own
+    with engine.detect_anomaly():        # writeable flag: only the checksum can see this write
+        y = (x * x).sum()
+        early_view[0] = 100.0
+        with pytest.raises(RuntimeError, match=r"detect_anomaly: input 0.*'mul'.*checksum differs"):
+            y.backward()
+
+
+def test_under_detect_anomaly_an_unchanged_graph_backpropagates_normally():
+    x = leaf([1.0, 2.0])
+    with engine.detect_anomaly():
+        (x.exp() * x).sum().backward()
+    np.testing.assert_allclose(x.grad, np.exp(x.data) * (1 + x.data))
+
+
+# --- stale gradients ------------------------------------------------------------------------
+
+def test_a_stale_grad_of_another_shape_is_an_error_not_broadcast():
+    x = leaf([1.0, 2.0, 3.0])
+    x.grad = np.ones(1)                              # would broadcast into (3,) silently
+    with pytest.raises(RuntimeError, match=r"stale .grad of shape \(1,\).*zero_grad"):
+        (x * x).sum().backward()
+    x.data = np.ones((2, 3))                         # the data changed shape after a backward
+    x.grad = np.ones(3)
+    with pytest.raises(RuntimeError, match=r"stale .grad of shape \(3,\), but its new gradient "
+                                           r"has shape \(2, 3\)"):
+        (x * x).sum().backward()
+
+
+def test_the_training_loop_touches_no_flag_when_nobody_holds_the_arrays():
+    """The common case pays nothing: nothing handed out, nothing locked."""
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = nn.optim.SGD(model, lr=0.1, momentum=0.9)
+    x = Tensor(np.random.default_rng(0).random((5, 3)).astype(np.float32))
+    y = np.array([0, 1, 0, 1, 1])
+    for _ in range(3):
+        loss = nn.CrossEntropyLoss()(model(x), y)
+        assert not any(saved.is_locked(p) for p in model.parameters())
+        assert all(n.guard is None for n in _nodes(loss))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def _nodes(root):
+    return [t.node for t in engine.topological_order([root]) if t.node is not None]
