@@ -7,7 +7,7 @@ Every registered op is ``engine.<name>`` (``engine.exp``, ``engine.softmax_cross
 """
 from .tensor import Tensor, as_tensor, from_numpy, inplace  # first: tensor.py pulls in op.py
 from .broadcast import sum_to
-from .graph import Node, Step, backward_steps, topological_order
+from .graph import Node, backward_steps, topological_order
 from .modes import (current_scope, detect_anomaly, enable_grad, is_anomaly_enabled,
                     is_grad_enabled, name_scope, no_grad, pop_scope, push_scope,
                     set_grad_enabled)
@@ -18,7 +18,7 @@ from .gradcheck import GradcheckError, gradcheck, jvpcheck
 
 __version__ = "0.2.0"
 
-__all__ = ["Tensor", "as_tensor", "from_numpy", "inplace", "Node", "Step", "Op", "REGISTRY",
+__all__ = ["Tensor", "as_tensor", "from_numpy", "inplace", "Node", "Op", "REGISTRY",
            "register", "unregister", "no_grad", "enable_grad", "set_grad_enabled",
            "is_grad_enabled", "detect_anomaly", "is_anomaly_enabled", "name_scope",
            "push_scope", "pop_scope", "current_scope", "topological_order", "backward_steps", "grad", "jvp", "vjp",

@@ -17,7 +17,7 @@ backpropagates without RecursionError).
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -108,26 +108,20 @@ def topological_order(roots: Sequence["Tensor"], *, everything: bool = False) ->
 
 # --- the backward pass ---------------------------------------------------------------------
 
-class Step(NamedTuple):
-    """One step of the backward pass: ``tensor`` has received all its gradient, ``grad``
-    (d roots / d tensor). For a tensor made by an op, ``node`` is its node and ``sent``
-    what the node's backward rule sent to each of its inputs (None where no gradient
-    flows: labels, masks, constants). For a leaf, ``node`` is None and ``sent`` empty."""
-
-    tensor: "Tensor"
-    grad: np.ndarray
-    node: Node | None
-    sent: Sequence[np.ndarray | None]
-
-
-_step = tuple.__new__   # Step(...) without the generated __new__: this runs once per tensor
+Step = tuple  # (tensor, grad, node, sent): see backward_steps
+"""One step of the backward pass, a plain tuple ``(tensor, grad, node, sent)`` (plain
+for speed: the walker makes one per tensor): ``tensor`` has received all its gradient,
+``grad`` = d roots / d tensor. For a tensor made by an op, ``node`` is its node and
+``sent`` what the node's backward rule sent to each of its inputs (None where no gradient
+flows: labels, masks, constants). For a leaf, ``node`` is None and ``sent`` is empty."""
 
 
 def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
                    retain_graph: bool = False) -> Iterator[Step]:
     """The backward pass from ``roots`` (seeded with ``grads``), one tensor at a time,
-    outputs first. Each node's rule runs once, after all its output's gradient is summed;
-    its buffers are freed after its step unless ``retain_graph``."""
+    outputs first, as steps ``(tensor, grad, node, sent)`` (see ``Step``). Each node's rule
+    runs once, after all its output's gradient is summed; its buffers are freed after its
+    step unless ``retain_graph``."""
     pending: dict[int, np.ndarray] = {}
     for root, g in zip(roots, grads):
         pending[id(root)] = pending[id(root)] + g if id(root) in pending else g
@@ -138,10 +132,10 @@ def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
             continue                         # nothing reached it (its users got no gradient)
         node = tensor.node
         if node is None:
-            yield _step(Step, (tensor, grad, None, ()))
+            yield tensor, grad, None, ()
             continue
         sent = run_rule(node, grad, tensor, anomaly)
-        yield _step(Step, (tensor, grad, node, sent))
+        yield tensor, grad, node, sent
         for inp, g in zip(node.inputs, sent):
             if g is not None:
                 key = id(inp)

@@ -215,7 +215,8 @@ class Op:
             if not kwargs:
                 if not sig.required_params:
                     return self._apply(args, sig.defaults.copy() if sig.defaults else {})
-            elif sig.names.issuperset(kwargs) and all(p in kwargs for p in sig.required_params):
+            elif sig.names.issuperset(kwargs) and (
+                    not sig.required_params or all(p in kwargs for p in sig.required_params)):
                 params = {**sig.defaults}
                 for key, value in kwargs.items():
                     params[key] = value if type(value) in _PLAIN else freeze(value)
@@ -233,13 +234,12 @@ class Op:
 
     def _apply(self, inputs: tuple[Any, ...], params: Mapping[str, Any]) -> Tensor:
         """Run the forward on the inputs' arrays and, if a gradient can flow, record a node."""
-        for x in inputs:
-            if type(x) is not Tensor and not isinstance(x, Tensor):
-                tensors = self._as_tensors(inputs)
-                break
-        else:
+        try:
+            arrays = [t._data for t in inputs]
             tensors = inputs
-        arrays = [t._data for t in tensors]
+        except AttributeError:                 # numbers and arrays among the inputs
+            tensors = self._as_tensors(inputs)
+            arrays = [t._data for t in tensors]
         if self.check is not None:
             normal = self.check(*arrays, **params)
             if normal is not None:
@@ -253,11 +253,14 @@ class Op:
         out = self.forward(ctx, *arrays, **params)
         if type(out) is not np.ndarray:
             out = np.asarray(out)  # reductions give numpy scalars; keep them 0-d arrays
-        anomaly = state.anomaly
-        if anomaly:
+        if state.anomaly:
             check_finite("forward", ctx, out, arrays)
-        recorded = True in needs
-        result = Tensor._from_op(out, ctx if recorded else None)
+        if True in needs:
+            result = Tensor._from_op(out, ctx)
+            if ctx.saved:
+                self._guard(ctx, result, tensors, state.anomaly)
+        else:
+            result = Tensor._from_op(out, None)
         if out.base is not None:
             saved.view_of(result, tensors)    # the output may be a view of an input
         else:
@@ -265,16 +268,20 @@ class Op:
                 if a is out:                  # an input's very array, returned as is
                     saved.view_of(result, tensors)
                     break
-        if recorded and ctx.saved:
-            if anomaly:
-                ctx.guard = saved.guard(ctx, result, True)
-            else:
-                for t in tensors:      # exposed memory (its array was handed out) is locked
-                    mem = t._mem
-                    if mem is not None and mem.exposed is not None:
-                        ctx.guard = saved.guard(ctx, result, False)
-                        break
         return result
+
+    @staticmethod
+    def _guard(ctx: Node, result: Tensor, tensors: tuple[Tensor, ...], anomaly: bool) -> None:
+        """Exposed memory (its array was handed out) that the node saved is locked; under
+        detect_anomaly every saved tensor array gets a checksum (see saved.py)."""
+        if anomaly:
+            ctx.guard = saved.guard(ctx, result, True)
+            return
+        for t in tensors:
+            mem = t._mem
+            if mem is not None and mem.exposed is not None:
+                ctx.guard = saved.guard(ctx, result, False)
+                return
 
     def _as_tensors(self, inputs: tuple[Any, ...]) -> tuple[Tensor, ...]:
         """Wrap numbers and arrays as constant tensors (copies: the caller keeps theirs). A

@@ -317,12 +317,14 @@ def _what(node: "Node", position: int) -> str:
     return f"input {position} ({node.inputs[position].describe()})"
 
 
-def writable(tensors: Sequence["Tensor"]) -> list[np.ndarray]:
+def writable(*tensors: "Tensor") -> list[np.ndarray]:
     """The tensors' arrays, for handgrad's own in-place writes (``t += 1``, optimizer
     steps, ``load_state_dict``): the writes are stamped on the clock, so a backward through
     a node that saved the old values raises; memory kept read-only for such a node is made
-    writeable (it stays so: that node can no longer run its backward anyway)."""
-    now = tick()
+    writeable (it stays so: that node can no longer run its backward anyway).
+    ``engine.inplace`` is this function: ``w, = engine.inplace(p); w -= lr * p.grad``."""
+    global EPOCH
+    EPOCH = now = next(_ticks)
     arrays = []
     for t in tensors:
         mem = t._mem

@@ -329,7 +329,7 @@ class Tensor:
         if not np.can_cast(np.result_type(self._data, value), self.dtype, "same_kind"):
             raise TypeError(f"{symbol}: the result of {self.dtype} {symbol[:-1]} {value.dtype} "
                             f"does not fit {self.describe()}")
-        (array,) = saved.writable([self])
+        (array,) = saved.writable(self)
         try:
             ufunc(array, value, out=array, casting="same_kind")
         except ValueError as e:   # a read-only view (broadcast_to, a view of saved memory)
@@ -399,11 +399,7 @@ def from_numpy(array: np.ndarray) -> Tensor:
     return Tensor(array, copy=False)
 
 
-def inplace(*tensors: Tensor) -> list[np.ndarray]:
-    """The tensors' arrays, to write in place the tracked way (optimizers do):
-    ``w, = engine.inplace(p); w -= lr * p.grad``. The write is stamped, so a backward
-    through a graph that saved the old values raises instead of using the new ones."""
-    return saved.writable(tensors)
+inplace = saved.writable   # engine.inplace(*tensors): their arrays, for tracked in-place writes
 
 
 from .op import REGISTRY as _OPS  # noqa: E402  (the ops import Tensor; operators look them up late)

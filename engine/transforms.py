@@ -27,9 +27,9 @@ def gradients(outputs: Sequence[Tensor], seeds: Sequence[np.ndarray], inputs: Se
     gradient reaches. The arrays are the caller's (copied where the pass shares them)."""
     wanted = {id(t) for t in inputs}
     found: dict[int, np.ndarray] = {}
-    for step in graph.backward_steps(outputs, seeds, retain_graph=retain_graph):
-        if id(step.tensor) in wanted:
-            found[id(step.tensor)] = step.grad
+    for tensor, grad, _, _ in graph.backward_steps(outputs, seeds, retain_graph=retain_graph):
+        if id(tensor) in wanted:
+            found[id(tensor)] = grad
     store = GradientStore(seeds)
     return [None if id(t) not in found else store.own(found[id(t)], t.dtype) for t in inputs]
 

@@ -32,11 +32,10 @@ class Linear(Module):
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
 
     def forward(self, x: Any) -> Tensor:
-        x = x if isinstance(x, Tensor) else Tensor(x)
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"Linear({self.in_features}→{self.out_features}): input has shape "
-                             f"{x.shape}, its last axis must be {self.in_features}")
-        return engine.linear(x, self.weight, self.bias)
+        try:    # the op checks the shapes; its error gets this layer's name in front
+            return engine.linear(x, self.weight, self.bias)
+        except ValueError as e:
+            raise ValueError(f"Linear({self.in_features}→{self.out_features}): {e}") from None
 
     def extra_repr(self) -> str:
         return f"{self.in_features}→{self.out_features}, bias={self.bias is not None}"

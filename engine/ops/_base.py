@@ -2,11 +2,21 @@
 local derivative", and the broadcasting check of two-input ops."""
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 import numpy as np
 
 from ..broadcast import broadcast_shapes, sum_to
 from ..graph import Node
 from ..op import Op
+
+
+def is_number(value: Any) -> bool:
+    """A real number and not a bool (parameters reach ops as Python numbers: the call
+    turned numpy scalars into them). The plain types first: this runs on every call."""
+    return type(value) in (float, int) or (
+        isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)))
 
 
 def as_float(x: np.ndarray) -> np.ndarray:

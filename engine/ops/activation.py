@@ -15,7 +15,7 @@ import numpy as np
 from ..broadcast import normalize_axis
 from ..graph import Node
 from ..op import Op, register
-from ._base import UnaryElementwise, as_float
+from ._base import UnaryElementwise, as_float, is_number
 
 
 def stable_sigmoid(x: np.ndarray) -> np.ndarray:
@@ -78,7 +78,7 @@ class ReLU(UnaryElementwise):
 
 
 def _real(op: Op, what: str, value: Any) -> None:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+    if not is_number(value) or not math.isfinite(value):
         raise op.error(f"{what} must be a finite real number, got {value!r}", TypeError)
 
 
@@ -256,7 +256,7 @@ class Dropout(Op):
         if x.dtype.kind not in "fc":
             raise self.error(f"needs a floating-point input, got dtype {x.dtype} "
                              f"(convert first: t.astype(np.float32))", TypeError)
-        if not isinstance(p, numbers.Real) or not 0 <= p < 1:
+        if not is_number(p) or not 0 <= p < 1:
             raise self.error(f"p must be in [0, 1), got {p!r}")
         if not isinstance(training, (bool, np.bool_)):
             raise self.error(f"training must be True or False, got {training!r}", TypeError)

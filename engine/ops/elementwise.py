@@ -7,7 +7,6 @@ clip passes the gradient at the bounds themselves (min <= x <= max), like PyTorc
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,7 @@ import numpy as np
 from ..broadcast import broadcast_shapes, sum_to
 from ..graph import Node
 from ..op import Op, register
-from ._base import BinaryElementwise, Broadcasting, UnaryElementwise, as_float
+from ._base import BinaryElementwise, Broadcasting, UnaryElementwise, as_float, is_number
 
 
 @register
@@ -135,7 +134,7 @@ class PowScalar(UnaryElementwise):
     rule = "d/dx = p x^(p-1)"
 
     def check(self, x: np.ndarray, *, exponent: float) -> None:
-        if not isinstance(exponent, numbers.Real) or isinstance(exponent, bool):
+        if not is_number(exponent):
             raise self.error(f"exponent must be a real number, got {exponent!r}", TypeError)
 
     def forward(self, ctx: Node, x: np.ndarray, *, exponent: float) -> np.ndarray:
@@ -265,7 +264,7 @@ class Clip(UnaryElementwise):
         if min is None and max is None:
             raise self.error("at least one of min and max must be given")
         for what, bound in (("min", min), ("max", max)):
-            if bound is not None and (not isinstance(bound, numbers.Real) or isinstance(bound, bool)):
+            if bound is not None and not is_number(bound):
                 raise self.error(f"{what} must be a real number or None, got {bound!r}", TypeError)
         if min is not None and max is not None and min > max:
             raise self.error(f"min ({min}) must not exceed max ({max})")

@@ -12,16 +12,17 @@ A loss over an empty batch is an error, never a silent 0.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
 from ..graph import Node
 from ..op import Op, register
+from ._base import is_number
 from .activation import stable_sigmoid
 
 REDUCTIONS = ("mean", "sum", "none")
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def _reduce(per_item: np.ndarray, reduction: str, n: int) -> np.ndarray:
@@ -100,17 +101,19 @@ class SoftmaxCrossEntropy(_Loss):
         if z.ndim == 0 or z.dtype.kind != "f":
             raise self.error(f"logits must be a floating-point array with a class axis last, "
                              f"got shape {z.shape} dtype {z.dtype}")
-        self.check_reduction(reduction)
-        if not isinstance(label_smoothing, numbers.Real) or not 0 <= label_smoothing <= 1:
+        if reduction not in REDUCTIONS:
+            self.check_reduction(reduction)
+        if label_smoothing != 0.0 and (not is_number(label_smoothing) or not 0 <= label_smoothing <= 1):
             raise self.error(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-        self.check_not_empty(z)
+        if z.size == 0:
+            self.check_not_empty(z)
         C = z.shape[-1]
         if y.dtype.kind in "iu":
             if y.shape != z.shape[:-1]:
                 raise self.error(f"integer labels must have shape {z.shape[:-1]} (the logits' "
                                  f"shape {z.shape} without the class axis), got {y.shape}")
             # One pass over the labels: viewed as unsigned, a negative label is huge.
-            unsigned = y.view(f"u{y.dtype.itemsize}") if y.dtype.kind == "i" else y
+            unsigned = y.view(_UNSIGNED[y.dtype.itemsize]) if y.dtype.kind == "i" else y
             if unsigned.max() >= C:
                 bad = y[(y < 0) | (y >= C)].ravel()[0]
                 raise self.error(f"class label {bad} is outside [0, {C}) for logits of shape {z.shape}")

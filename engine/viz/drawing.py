@@ -14,10 +14,10 @@ from typing import Any, Callable, Sequence
 import graphviz
 import numpy as np
 
-from ..graph import Node, Step, topological_order
+from ..graph import Node, topological_order
 from ..tensor import Tensor
 from . import labels, styles
-from .gradients import all_gradients, backward_order, backward_steps, can_differentiate
+from .gradients import Step, all_gradients, backward_order, backward_steps, can_differentiate
 from .numeric import NumericCheck, numeric_checks
 from .view import GraphView, build_view
 

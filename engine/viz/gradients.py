@@ -4,12 +4,23 @@ intermediates included, without touching ``.grad``, and the backward pass one st
 time exactly as ``loss.backward()`` runs it."""
 from __future__ import annotations
 
+from typing import NamedTuple, Sequence
+
 import numpy as np
 
 from .. import graph
-from ..graph import Node, Step
+from ..graph import Node
 from ..tensor import Tensor
 from .view import GraphView
+
+
+class Step(NamedTuple):
+    """One step of the engine's backward pass (``graph.backward_steps``), with names."""
+
+    tensor: Tensor                       # its gradient is complete now
+    grad: np.ndarray                     # d root / d tensor
+    node: Node | None                    # the node that made it (None: a leaf)
+    sent: Sequence[np.ndarray | None]    # what the node's rule sent to each input
 
 
 def can_differentiate(view: GraphView) -> bool:
@@ -25,7 +36,8 @@ def backward_steps(view: GraphView) -> list[Step]:
         raise ValueError("backward steps need a scalar root (a loss) whose graph is still alive: "
                          "draw before calling loss.backward(), or pass retain_graph=True to it")
     root = view.root
-    return list(graph.backward_steps([root], [np.ones_like(root.data)], retain_graph=True))
+    return [Step(*s) for s in graph.backward_steps([root], [np.ones_like(root.data)],
+                                                    retain_graph=True)]
 
 
 def rule_steps(steps: list[Step]) -> list[Step]:

@@ -9,11 +9,10 @@ from typing import Any, Iterator, Sequence
 
 import graphviz
 
-from ..graph import Step
 from ..tensor import Tensor
 from . import labels
 from .drawing import OUT, SHOW, Options, Overlay, gradient_shapes, step_numbers, to_digraph
-from .gradients import backward_steps, is_complete, received, rule_steps
+from .gradients import Step, backward_steps, is_complete, received, rule_steps
 from .rendering import to_svg
 from .view import GraphView, build_view
 

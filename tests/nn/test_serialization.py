@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import zipfile
 
 import numpy as np
 import pytest
