@@ -234,12 +234,12 @@ class Op:
 
     def _apply(self, inputs: tuple[Any, ...], params: Mapping[str, Any]) -> Tensor:
         """Run the forward on the inputs' arrays and, if a gradient can flow, record a node."""
-        try:
-            arrays = [t._data for t in inputs]
-            tensors = inputs
-        except AttributeError:                 # numbers and arrays among the inputs
-            tensors = self._as_tensors(inputs)
-            arrays = [t._data for t in tensors]
+        tensors = inputs
+        for x in inputs:
+            if not isinstance(x, Tensor):      # numbers and arrays become constant tensors
+                tensors = self._as_tensors(inputs)
+                break
+        arrays = [t._data for t in tensors]
         if self.check is not None:
             normal = self.check(*arrays, **params)
             if normal is not None:
@@ -277,18 +277,27 @@ class Op:
         if anomaly:
             ctx.guard = saved.guard(ctx, result, True)
             return
+        exposed = None
         for t in tensors:
             mem = t._mem
-            if mem is not None and mem.exposed is not None:
-                ctx.guard = saved.guard(ctx, result, False)
-                return
+            if mem is not None and mem.exposed is not None and saved.holds(ctx.saved, t):
+                if exposed is None:
+                    exposed = [mem]
+                elif mem not in exposed:
+                    exposed.append(mem)
+        if exposed is not None:
+            ctx.guard = saved.lock(exposed)
 
     def _as_tensors(self, inputs: tuple[Any, ...]) -> tuple[Tensor, ...]:
         """Wrap numbers and arrays as constant tensors (copies: the caller keeps theirs). A
         constant in a differentiable position takes the dtype of the first floating-point
         tensor input, so ``float32_tensor * np.float64(2)`` stays float32; labels and
         masks keep theirs."""
-        ref = next((x.dtype for x in inputs if isinstance(x, Tensor) and x.dtype.kind == "f"), None)
+        ref = None
+        for x in inputs:
+            if isinstance(x, Tensor) and x._data.dtype.kind == "f":
+                ref = x._data.dtype
+                break
         out = []
         for i, x in enumerate(inputs):
             if not isinstance(x, Tensor):

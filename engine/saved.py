@@ -253,14 +253,43 @@ class Guard:
                 pass
 
 
+def holds(values: Sequence[object], t: "Tensor") -> bool:
+    """Whether a node's saved values include ``t``'s memory (its array, or a view of it)."""
+    data = t._data
+    for value in values:
+        if value is data:
+            return True
+    own = None
+    for value in values:
+        if type(value) is np.ndarray and value.base is not None:
+            if own is None:
+                own = owner(data)
+            if owner(value) is own:
+                return True
+    return False
+
+
+def lock(memories: list[Memory]) -> Guard:
+    """Exposed memory a live node saved: read-only until the returned guard is released."""
+    _LOCK.acquire()
+    try:
+        for mem in memories:
+            mem.saves += 1
+            if mem.locked is None:
+                _lock(mem)
+    finally:
+        _unlock()
+    return Guard(memories, None)
+
+
 def guard(node: "Node", out: "Tensor", anomaly: bool) -> Guard | None:
-    """Lock the exposed memory a recorded node saved; checksums under detect_anomaly.
-    (Called only when some input is exposed, or under detect_anomaly.)"""
+    """Under detect_anomaly: a checksum of every saved tensor array, and exposed memory
+    locked as always."""
     locks = []
     checksums = [] if anomaly else None
     for position, t in saved_tensors(node, out):
         mem = t._mem
-        if mem is not None and mem.exposed is not None:
+        if mem is not None and mem.exposed is not None and mem not in locks:
             locks.append(mem)
         if checksums is not None:
             checksums.append((position, t._data, checksum(t._data)))

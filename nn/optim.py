@@ -342,9 +342,3 @@ class LinearWarmup(LRScheduler):
         if t < self.warmup_steps:
             return self.start_factor + (1 - self.start_factor) * t / self.warmup_steps
         return self.then.factor(t - self.warmup_steps) if self.then is not None else 1.0
-
-
-SCHEDULERS: dict[str, type[LRScheduler]] = {
-    "step": StepLR, "exponential": ExponentialLR, "cosine": CosineAnnealingLR,
-    "warmup": LinearWarmup,
-}
