@@ -53,6 +53,8 @@ def normalize_axis(op: str, axis: int | Sequence[int] | None, ndim: int) -> tupl
     """
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int and -ndim <= axis < ndim:
+        return (axis % ndim,)                   # the common case, without the loop below
     if isinstance(axis, (int, np.integer)):
         axes: tuple = (axis,)
     elif isinstance(axis, (tuple, list)):

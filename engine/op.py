@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -53,9 +53,6 @@ from . import saved
 from .graph import Node, check_finite
 from .modes import STATE
 from .tensor import Tensor
-
-T = TypeVar("T", bound=type)
-
 
 class Signature:
     """How a call of an op maps onto its forward: inputs, then parameters."""
@@ -226,10 +223,17 @@ class Op:
 
     def apply(self, *inputs: Any, **params: Any) -> Tensor:
         """Apply the op to exactly these inputs and parameters (no positional binding)."""
-        unknown = set(params) - set(self.signature.params)
+        sig = self.signature
+        if not sig.varargs and not sig.required <= len(inputs) <= len(sig.inputs) \
+                or sig.varargs and not inputs:
+            raise self.error(f"takes {sig._describe()}, got {len(inputs)} inputs", TypeError)
+        unknown = set(params) - sig.names
         if unknown:
             raise self.error(f"unexpected parameters {sorted(unknown)}", TypeError)
-        return self._apply(inputs, {**self.signature.defaults,
+        missing = [p for p in sig.required_params if p not in params]
+        if missing:
+            raise self.error(f"missing parameters {missing}", TypeError)
+        return self._apply(inputs, {**sig.defaults,
                                     **{k: freeze(v) for k, v in params.items()}})
 
     def _apply(self, inputs: tuple[Any, ...], params: Mapping[str, Any]) -> Tensor:

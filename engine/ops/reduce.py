@@ -28,7 +28,7 @@ class _Reduction(Op):
         axes = normalize_axis(self.name, axis, x.ndim)
         if not isinstance(keepdims, (bool, np.bool_)):
             raise self.error(f"keepdims must be True or False, got {keepdims!r}", TypeError)
-        if math.prod(x.shape[a] for a in axes) == 0:
+        if x.size == 0 and math.prod(x.shape[a] for a in axes) == 0:
             raise self.error(f"cannot reduce over no elements (shape {x.shape}, axis {axis}): "
                              f"an empty batch?")
         # None (every axis) stays None, as the caller wrote it; anything else is a tuple.
