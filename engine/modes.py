@@ -153,13 +153,14 @@ class detect_anomaly(_Mode):
     value = True
 
 
-def push_scope(name: str) -> str | None:
-    """Enter scope ``name`` (nested: "layers" then "0" gives "layers.0"); returns the scope
-    to restore with ``pop_scope``. The pair ``name_scope`` wraps; modules call it directly
-    because every module call enters a scope."""
+def push_scope(name: str, nested: bool = True) -> str | None:
+    """Enter scope ``name``; returns the scope to restore with ``pop_scope``. Nested scopes
+    join with '.' ("layers" then "0" gives "layers.0"); ``nested=False`` sets the full
+    dotted name as given (a module that knows its own path). The pair ``name_scope`` wraps;
+    modules call it directly because every module call enters a scope."""
     state = STATE
     outer = state.scope
-    state.scope = f"{outer}.{name}" if outer else name
+    state.scope = f"{outer}.{name}" if outer and nested else name
     return outer
 
 

@@ -149,3 +149,13 @@ def test_enable_grad_and_set_grad_enabled_decorate_generators_too():
     with engine.set_grad_enabled(False):
         assert not engine.is_grad_enabled()
     assert engine.is_grad_enabled()
+
+
+def test_a_scope_can_be_set_by_its_full_name():
+    outer = engine.push_scope("model")
+    inner = engine.push_scope("layers.0", nested=False)
+    assert engine.current_scope() == "layers.0"
+    engine.pop_scope(inner)
+    assert engine.current_scope() == "model"
+    engine.pop_scope(outer)
+    assert engine.current_scope() is None
