@@ -7,13 +7,13 @@ from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, l2_penalty
 from .metrics import accuracy, confusion_matrix, precision_recall
 from .module import Module, Parameter, Sequential
 from .serialization import CheckpointError, load, save
-from .train import History, evaluate, fit, predict
+from .train import History, TrainingError, evaluate, fit, predict
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Linear", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU",
     "GELU", "Softplus", "Softmax", "Identity", "Flatten", "Dropout", "MLP",
     "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "l2_penalty",
     "init", "optim", "data", "metrics", "DataLoader", "load_dataset",
-    "fit", "evaluate", "predict", "History", "save", "load", "CheckpointError",
+    "fit", "evaluate", "predict", "History", "TrainingError", "save", "load", "CheckpointError",
     "accuracy", "confusion_matrix", "precision_recall",
 ]

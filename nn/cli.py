@@ -1,23 +1,35 @@
 """The ``handgrad`` command line: ``handgrad train`` (the main job), ``handgrad evaluate``
-and ``handgrad draw``."""
+and ``handgrad draw``.
+
+Every user error is one line on stderr and exit status 2, found before any training
+starts: option values are checked by the converters of ``cli_args``, combinations and
+paths by ``check_train``. Errors about files and data (missing, corrupt, unreadable) are
+one line too. A bug in handgrad still shows its traceback: only the error types that
+describe the user's input are caught.
+"""
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from . import cli_args as opt_
+from .cli_args import UsageError
 from . import data as data_
 from . import init as init_
 from . import optim, serialization
 from .draw_command import add_draw_arguments, draw_command
 from .layers import ACTIVATIONS, MLP
 from .losses import CrossEntropyLoss
-from .train import evaluate, fit
+from .module import Module
+from .train import History, TrainingError, evaluate, fit
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,30 +37,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _hidden(text: str) -> list[int]:
-    try:
-        sizes = [int(s) for s in text.replace(" ", "").split(",") if s]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated sizes like 64,32, got {text!r}") from None
-    if any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
-    return sizes
 
 
 # Sensible settings per dataset when the user gives none.
@@ -61,6 +49,13 @@ DEFAULTS = {
     "mnist": dict(hidden=[256, 128], epochs=5, batch_size=128, lr=0.05, optimizer="sgd"),
     "fashion-mnist": dict(hidden=[256, 128], epochs=5, batch_size=128, lr=0.05, optimizer="sgd"),
 }
+MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")     # the optimizers --momentum applies to
+EPOCH_SCHEDULES = ("step", "cosine")         # schedules whose shape depends on --epochs
+
+# What a run is (saved in the checkpoint, so --resume rebuilds exactly the same run).
+RUN_KEYS = ("dataset", "n", "hidden", "activation", "dropout", "init", "optimizer", "lr",
+            "momentum", "weight_decay", "label_smoothing", "schedule", "clip_grad_norm",
+            "epochs", "batch_size", "val_fraction", "early_stopping", "seed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,27 +63,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train an MLP (default: the spirals dataset, in seconds)")
-    t.add_argument("--dataset", choices=data_.DATASETS, default="spirals")
+    t.add_argument("--dataset", choices=data_.DATASETS)
     t.add_argument("--data-dir", help="directory with the MNIST-format IDX files")
-    t.add_argument("--n", type=_positive_int, help="use only the first N training examples")
-    t.add_argument("--hidden", type=_hidden, help="hidden layer sizes, e.g. 256,128")
-    t.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
-    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--n", type=opt_.positive_int, help="use only the first N training examples")
+    t.add_argument("--hidden", type=opt_.sizes, help="hidden layer sizes, e.g. 256,128")
+    t.add_argument("--activation", choices=sorted(ACTIVATIONS))
+    t.add_argument("--dropout", type=opt_.fraction)
     t.add_argument("--init", choices=sorted(init_.INITIALIZERS))
     t.add_argument("--optimizer", choices=sorted(optim.OPTIMIZERS))
-    t.add_argument("--lr", type=_positive_float, help="learning rate")
-    t.add_argument("--momentum", type=float, default=0.9, help="for sgd and rmsprop (default 0.9)")
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--label-smoothing", type=float, default=0.0)
-    t.add_argument("--schedule", choices=["none", "step", "cosine", "exponential"], default="none")
-    t.add_argument("--clip-grad-norm", type=_positive_float)
-    t.add_argument("--epochs", type=_positive_int)
-    t.add_argument("--batch-size", type=_positive_int, help="default: full batch for the small "
-                                                            "datasets, 128 for (fashion-)mnist")
-    t.add_argument("--val-fraction", type=float, default=0.1)
-    t.add_argument("--early-stopping", type=_positive_int, metavar="PATIENCE")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", type=Path, help="directory for the checkpoint, history.json and curves")
+    t.add_argument("--lr", type=opt_.positive_float, help="learning rate")
+    t.add_argument("--momentum", type=opt_.fraction,
+                   help="for sgd and rmsprop only (default 0.9)")
+    t.add_argument("--weight-decay", type=opt_.nonnegative_float)
+    t.add_argument("--label-smoothing", type=opt_.unit_interval)
+    t.add_argument("--schedule", choices=["none", "step", "cosine", "exponential"])
+    t.add_argument("--clip-grad-norm", type=opt_.positive_float)
+    t.add_argument("--epochs", type=opt_.positive_int, help="total number of epochs")
+    t.add_argument("--batch-size", type=opt_.positive_int,
+                   help="default: full batch for the small datasets, 128 for (fashion-)mnist")
+    t.add_argument("--val-fraction", type=opt_.fraction)
+    t.add_argument("--early-stopping", type=opt_.positive_int, metavar="PATIENCE")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out", type=Path, help="directory for the checkpoint, history.json and "
+                                            "curves (created; files in it are replaced)")
+    t.add_argument("--resume", type=Path, metavar="DIR",
+                   help="continue the run saved in DIR (by --out) up to --epochs")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("evaluate", help="report test metrics of a checkpoint")
@@ -102,15 +101,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _optimizer(name: str, model: MLP, args: argparse.Namespace, lr: float) -> optim.Optimizer:
-    if name == "sgd":
-        return optim.SGD(model, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    if name == "rmsprop":
-        return optim.RMSprop(model, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    return optim.OPTIMIZERS[name](model, lr=lr, weight_decay=args.weight_decay)
+# --- the run: options, defaults, checks ---------------------------------------------------
+
+def run_config(args: argparse.Namespace, saved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's settings: the options given, else the saved run's (--resume), else the
+    defaults for the dataset. Raises UsageError for combinations that make no sense."""
+    given = {k: getattr(args, k) for k in RUN_KEYS if getattr(args, k, None) is not None}
+    if saved is not None:
+        changed = {k: v for k, v in given.items() if k != "epochs" and v != saved.get(k)}
+        if changed:
+            (k, v), = list(changed.items())[:1]
+            raise UsageError(f"--{k.replace('_', '-')} {v} differs from the run being resumed "
+                             f"({saved.get(k)}); --resume continues a run as it was")
+        run = dict(saved)
+        if "epochs" in given:
+            if given["epochs"] != saved["epochs"] and saved["schedule"] in EPOCH_SCHEDULES:
+                raise UsageError(f"--epochs {given['epochs']} would change the {saved['schedule']} "
+                                 f"schedule of the run being resumed (planned for "
+                                 f"{saved['epochs']} epochs)")
+            run["epochs"] = given["epochs"]
+        return run
+    dataset = given.get("dataset", "spirals")
+    d = DEFAULTS[dataset]
+    optimizer = given.get("optimizer", d["optimizer"])
+    if "momentum" in given and optimizer not in MOMENTUM_OPTIMIZERS:
+        raise UsageError(f"--momentum is not used by {optimizer} (only by "
+                         f"{' and '.join(MOMENTUM_OPTIMIZERS)})")
+    default_lr = d["lr"] if optimizer == d["optimizer"] else (
+        1e-3 if optimizer in ("adam", "adamw") else 0.05)
+    run = {"dataset": dataset, "n": None, "hidden": d["hidden"], "activation": "relu",
+           "dropout": 0.0, "init": None, "optimizer": optimizer, "lr": default_lr,
+           "momentum": 0.9 if optimizer in MOMENTUM_OPTIMIZERS else None, "weight_decay": 0.0,
+           "label_smoothing": 0.0, "schedule": "none", "clip_grad_norm": None,
+           "epochs": d["epochs"], "batch_size": d["batch_size"], "val_fraction": 0.1,
+           "early_stopping": None, "seed": 0}
+    run.update(given)
+    if run["early_stopping"] is not None and run["val_fraction"] == 0:
+        raise UsageError("--early-stopping needs validation data: --val-fraction must be > 0")
+    return run
 
 
-def _schedule(name: str, opt: optim.Optimizer, epochs: int) -> optim.LRScheduler | None:
+def check_out(out: Path | None) -> None:
+    """--out must be a directory we can create or write: checked before training."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is an existing file; give a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot create the directory ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"--out {out}: the directory is not writable")
+
+
+# --- building and running ------------------------------------------------------------------
+
+def _optimizer(run: dict[str, Any], model: MLP) -> optim.Optimizer:
+    name, lr, wd = run["optimizer"], run["lr"], run["weight_decay"]
+    if name in MOMENTUM_OPTIMIZERS:
+        return optim.OPTIMIZERS[name](model, lr=lr, momentum=run["momentum"], weight_decay=wd)
+    return optim.OPTIMIZERS[name](model, lr=lr, weight_decay=wd)
+
+
+def _schedule(run: dict[str, Any], opt: optim.Optimizer) -> optim.LRScheduler | None:
+    name, epochs = run["schedule"], run["epochs"]
     if name == "step":
         return optim.StepLR(opt, step_size=max(1, epochs // 3), gamma=0.1)
     if name == "cosine":
@@ -120,61 +175,142 @@ def _schedule(name: str, opt: optim.Optimizer, epochs: int) -> optim.LRScheduler
     return None
 
 
-def train(args: argparse.Namespace) -> int:
-    d = DEFAULTS[args.dataset]
-    hidden = args.hidden if args.hidden is not None else d["hidden"]
-    epochs = args.epochs or d["epochs"]
-    batch_size = args.batch_size or d["batch_size"]
-    opt_name = args.optimizer or d["optimizer"]
-    lr = args.lr or (d["lr"] if opt_name == d["optimizer"] else 1e-3 if opt_name in ("adam", "adamw") else 0.05)
-    if not 0 <= args.val_fraction < 1:
-        raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+def _generators(model: Module) -> list[np.random.Generator]:
+    """The random generators the model draws from while training (dropout), each once."""
+    found: list[np.random.Generator] = []
+    for m in model.modules():
+        rng = getattr(m, "rng", None)
+        if isinstance(rng, np.random.Generator) and all(rng is not g for g in found):
+            found.append(rng)
+    return found
 
-    splits = data_.load_dataset(args.dataset, data_dir=args.data_dir, n=args.n, seed=args.seed,
-                                val_fraction=args.val_fraction)
-    sizes = [int(np.prod(splits.input_shape))] + hidden + [splits.num_classes]
-    model = MLP(sizes, activation=args.activation, dropout=args.dropout, init=args.init, seed=args.seed)
-    loss_fn = CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    opt = _optimizer(opt_name, model, args, lr)
+
+class _Run:
+    """A model, its optimizer and schedule, and the state at the end of the last complete
+    epoch (what a checkpoint holds, so that --resume continues exactly from there)."""
+
+    def __init__(self, run: dict[str, Any], sizes: list[int]):
+        self.run = run
+        self.model = MLP(sizes, activation=run["activation"], dropout=run["dropout"],
+                         init=run["init"], seed=run["seed"])
+        self.optimizer = _optimizer(run, self.model)
+        self.scheduler = _schedule(run, self.optimizer)
+        self.epochs_done = 0
+        self.history = History()
+        self.snapshot: dict[str, Any] = {}
+
+    def take_snapshot(self) -> None:
+        self.snapshot = {
+            "params": self.model.state_dict(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "rng": [g.bit_generator.state for g in _generators(self.model)],
+            "epochs_done": self.epochs_done,
+            "history": copy.deepcopy(self.history.to_dict()),
+        }
+
+    def restore(self, meta: dict[str, Any]) -> None:
+        """Put back what --resume read from a checkpoint (the parameters are loaded already)."""
+        resume = meta["resume"]
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(resume["scheduler"])
+        for g, state in zip(_generators(self.model), resume["rng"]):
+            g.bit_generator.state = state
+        self.epochs_done = resume["epochs_done"]
+        self.history = History.from_dict(resume["history"])
+
+    def save(self, out: Path, test: dict[str, float] | None, interrupted: bool) -> list[Path]:
+        """Write the last complete epoch's state: checkpoint, history.json, curves.png."""
+        snap = self.snapshot
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(snap["params"])
+        meta = {"dataset": self.run["dataset"], "seed": self.run["seed"], "run": self.run,
+                "test": test, "interrupted": interrupted,
+                "resume": {k: snap[k] for k in ("scheduler", "rng", "epochs_done", "history")}}
+        ckpt = serialization.save(model, out / "model.npz", metadata=meta,
+                                  optimizer_state=snap["optimizer"])
+        history_path = out / "history.json"
+        history_path.write_text(json.dumps(snap["history"], indent=1))
+        written = [ckpt, history_path]
+        try:
+            from .plots import plot_history
+        except ImportError:
+            return written
+        png = plot_history(History.from_dict(snap["history"]), out / "curves.png")
+        return written + ([png] if png is not None else [])
+
+
+def train(args: argparse.Namespace) -> int:
+    meta = None
+    if args.resume is not None:
+        path = args.resume / "model.npz"
+        meta, _ = serialization.read(path)
+        if "run" not in meta.get("metadata", {}):
+            raise UsageError(f"--resume {args.resume}: {path} was not written by handgrad train "
+                             f"--out (no run recorded in it)")
+        meta = meta["metadata"]
+    run = run_config(args, meta["run"] if meta else None)
+    out = args.out if args.out is not None else args.resume
+    check_out(out)
+
+    splits = data_.load_dataset(run["dataset"], data_dir=args.data_dir, n=run["n"],
+                                seed=run["seed"], val_fraction=run["val_fraction"])
+    sizes = [int(np.prod(splits.input_shape))] + run["hidden"] + [splits.num_classes]
+    state = _Run(run, sizes)
+    if meta is not None:
+        serialization.load(args.resume / "model.npz", state.model, optimizer=state.optimizer)
+        state.restore(meta)
+        if state.epochs_done >= run["epochs"]:
+            raise UsageError(f"--resume {args.resume}: the run already has {state.epochs_done} "
+                             f"epochs; ask for more with --epochs")
+    state.take_snapshot()
+    loss_fn = CrossEntropyLoss(label_smoothing=run["label_smoothing"])
     val = (splits.x_val, splits.y_val) if splits.x_val is not None else None
-    print(f"handgrad: {args.dataset}: {len(splits.x_train)} train / "
+    print(f"handgrad: {run['dataset']} from {splits.source}: {len(splits.x_train)} train / "
           f"{0 if val is None else len(val[0])} val / {len(splits.x_test)} test examples; "
-          f"MLP {sizes} {args.activation}, {opt_name} lr={lr}, {epochs} epochs, "
-          f"batch {batch_size or 'full'}", flush=True)
+          f"MLP {sizes} {run['activation']}, {run['optimizer']} lr={run['lr']}, "
+          f"{run['epochs']} epochs, batch {run['batch_size'] or 'full'}"
+          + (f", resuming after epoch {state.epochs_done}" if meta else ""), flush=True)
+
+    def end_of_epoch(epoch: int, record: dict[str, float]) -> None:
+        state.epochs_done = epoch
+        state.take_snapshot()
+
     start = time.perf_counter()
-    history = fit(model, loss_fn, opt, (splits.x_train, splits.y_train), epochs=epochs,
-                  batch_size=batch_size, val_data=val, scheduler=_schedule(args.schedule, opt, epochs),
-                  clip_grad_norm=args.clip_grad_norm, early_stopping=args.early_stopping,
-                  monitor="val_loss" if val is not None else "train_loss",
-                  seed=args.seed, progress=not args.quiet)
+    failure: TrainingError | None = None
+    try:
+        state.history = fit(state.model, loss_fn, state.optimizer,
+                            (splits.x_train, splits.y_train), epochs=run["epochs"],
+                            batch_size=run["batch_size"], val_data=val,
+                            scheduler=state.scheduler, clip_grad_norm=run["clip_grad_norm"],
+                            early_stopping=run["early_stopping"],
+                            monitor="val_loss" if val is not None else "train_loss",
+                            seed=run["seed"], progress=not args.quiet, callback=end_of_epoch,
+                            initial_epoch=state.epochs_done, history=state.history)
+    except TrainingError as e:
+        failure = e
     seconds = time.perf_counter() - start
-    last = history.epochs[-1]
-    test = evaluate(model, loss_fn, (splits.x_test, splits.y_test))
+    interrupted = failure is None and state.history.interrupted
+    finished = failure is None and not interrupted
+    test = evaluate(state.model, loss_fn, (splits.x_test, splits.y_test)) if finished else None
+    if out is not None:
+        written = state.save(out, test, interrupted=not finished)
+        print("wrote " + ", ".join(str(p) for p in written))
+    if failure is not None:
+        raise UsageError(f"{failure}" + (f"; the state after epoch {state.epochs_done} is saved "
+                                         f"in {out}" if out is not None else ""))
+    if interrupted:
+        print(f"interrupted after {seconds:.1f} s" + (
+            f"; the state after epoch {state.epochs_done} is saved: continue with "
+            f"handgrad train --resume {out}" if out is not None else ""), file=sys.stderr)
+        return 130
+    last = state.history.epochs[-1]
     summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith(("train_", "val_")))
-    print(f"trained {len(history.epochs)} epochs in {seconds:.1f} s: {summary}")
-    if args.out is not None:
-        _write_outputs(args, model, history, test)
+    print(f"trained {len(state.history.epochs)} epochs in {seconds:.1f} s: {summary}")
+    assert test is not None
     print(f"test loss: {test['loss']:.4f}")
     print(f"test accuracy: {test['accuracy']:.4f}")
     return 0
-
-
-def _write_outputs(args: argparse.Namespace, model: MLP, history, test: dict[str, float]) -> None:
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"dataset": args.dataset, "seed": args.seed, "test": test}
-    ckpt = serialization.save(model, out / "model.npz", metadata=meta)
-    (out / "history.json").write_text(json.dumps(history.to_dict(), indent=1))
-    written = [ckpt, out / "history.json"]
-    try:
-        from .plots import plot_history
-    except ImportError:
-        pass
-    else:
-        png = plot_history(history, out / "curves.png")
-        if png is not None:
-            written.append(png)
-    print("wrote " + ", ".join(str(p) for p in written))
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
@@ -182,7 +318,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     meta = getattr(model, "checkpoint_metadata", {})
     dataset = args.dataset or meta.get("dataset")
     if dataset is None:
-        raise ValueError(f"{args.checkpoint}: no dataset recorded; pass --dataset")
+        raise UsageError(f"{args.checkpoint}: no dataset recorded; pass --dataset")
     seed = args.seed if args.seed is not None else meta.get("seed", 0)
     splits = data_.load_dataset(dataset, data_dir=args.data_dir, seed=seed)
     scores_loss = evaluate(model, CrossEntropyLoss(), (splits.x_test, splits.y_test))
@@ -193,19 +329,27 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+# Errors that describe the user's input (options, files, data): one line, status 2.
+USER_ERRORS = (UsageError, data_.DatasetError, serialization.CheckpointError, FileNotFoundError,
+               IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
-            return train(args)
-        if args.command == "draw":
-            return draw_command(args)
-        return evaluate_cmd(args)
-    except (ValueError, FileNotFoundError, TypeError) as e:
-        # Bad values the parser could not see (a missing data file, a corrupt checkpoint):
-        # one line, status 2, as for bad options.
+        command = {"train": train, "draw": draw_command, "evaluate": evaluate_cmd}[args.command]
+        status = command(args)
+        sys.stdout.flush()                   # a closed pipe shows here, inside the handler
+        return status
+    except USER_ERRORS as e:
         print(f"handgrad: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`handgrad train | head`): stop quietly. Point stdout at
+        # devnull so that the interpreter's final flush does not complain again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,48 +32,90 @@ IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype("
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_bytes(path: Path) -> bytes:
+# deflate cannot expand data by more than about 1032:1; a declared size beyond that many
+# times the compressed file is a lie (a "zip bomb"), refused before inflating anything.
+MAX_DEFLATE_RATIO = 1032
+
+
+def regular_file(path: Path, what: str = "file") -> int:
+    """The size of ``path`` if it is a regular file; a clear error for a directory, a FIFO
+    or a device (opening a FIFO would wait for a writer forever)."""
     try:
-        raw = path.read_bytes()
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such {what}") from None
     except OSError as e:
         raise DatasetError(f"{path}: cannot read: {e.strerror or e}") from None
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DatasetError(f"{path}: corrupt gzip stream: {e}") from None
-    return raw
+    if stat.S_ISDIR(info.st_mode):
+        raise DatasetError(f"{path}: is a directory, not a {what}")
+    if not stat.S_ISREG(info.st_mode):
+        raise DatasetError(f"{path}: is not a regular file (a FIFO, socket or device)")
+    return info.st_size
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (gzip-compressed or raw, detected by content) into a numpy array
-    of native byte order. Every header field and the exact length are checked."""
-    path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise DatasetError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
-    if raw[0] != 0 or raw[1] != 0:
-        raise DatasetError(f"{path}: bad magic number {raw[:4].hex()} (an IDX file starts "
+def _header(path: Path, head: bytes) -> tuple[tuple[int, ...], np.dtype]:
+    """Check magic, type code and dimensions; return (dims, dtype)."""
+    if len(head) < 4:
+        raise DatasetError(f"{path}: too short to be an IDX file ({len(head)} bytes)")
+    if head[0] != 0 or head[1] != 0:
+        raise DatasetError(f"{path}: bad magic number {head[:4].hex()} (an IDX file starts "
                            f"with two zero bytes)")
-    code, ndim = raw[2], raw[3]
+    code, ndim = head[2], head[3]
     if code not in IDX_TYPES:
         raise DatasetError(f"{path}: unknown IDX type code 0x{code:02x}")
     if not 1 <= ndim <= 4:
         raise DatasetError(f"{path}: unsupported number of dimensions {ndim}")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DatasetError(f"{path}: truncated header: expected {header} bytes, found {len(raw)}")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    dtype = IDX_TYPES[code]
-    expected = int(np.prod(dims)) * dtype.itemsize
-    found = len(raw) - header
-    if found < expected:
+    if len(head) < 4 + 4 * ndim:
+        raise DatasetError(f"{path}: truncated header: expected {4 + 4 * ndim} bytes, "
+                           f"found {len(head)}")
+    dims = tuple(int(d) for d in np.frombuffer(head, dtype=">u4", count=ndim, offset=4))
+    return dims, IDX_TYPES[code]
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or raw, detected by content) into a numpy array
+    of native byte order. The header is checked first: magic, type, dimensions, and the
+    declared size against the file (for gzip, against its recorded length and the most
+    deflate can expand); only then is the body read, never more than declared."""
+    path = Path(path)
+    size = regular_file(path, "IDX file")
+    with open(path, "rb") as f:
+        compressed = f.read(2) == _GZIP_MAGIC
+        if compressed:
+            f.seek(max(size - 4, 0))
+            recorded = int.from_bytes(f.read(4), "little")   # ISIZE: length mod 2**32
+    try:
+        opener = gzip.open if compressed else open
+        with opener(path, "rb") as f:  # type: ignore[operator]
+            first = f.read(4)
+            ndim = first[3] if len(first) == 4 else 0
+            head = first + f.read(4 * ndim if 1 <= ndim <= 4 else 0)
+            dims, dtype = _header(path, head)
+            expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+            total = len(head) + expected
+            if compressed:
+                if total % 2**32 != recorded:
+                    raise DatasetError(f"{path}: the header declares {expected} bytes of data for "
+                                       f"shape {dims}, but the gzip stream holds a different "
+                                       f"amount ({recorded} mod 2^32 bytes in all)")
+                if total > MAX_DEFLATE_RATIO * size:
+                    raise DatasetError(f"{path}: the header declares {total} bytes, more than "
+                                       f"{MAX_DEFLATE_RATIO}x the {size}-byte compressed file")
+            elif total != size:
+                found = size - len(head)
+                what = "truncated: expected" if found < expected else f"{found - expected} " \
+                    f"unexpected bytes after the data: expected"
+                raise DatasetError(f"{path}: {what} {expected} bytes of data for shape {dims}, "
+                                   f"found {found}")
+            body = f.read(expected + 1)            # one more: is there anything after?
+    except (OSError, EOFError, zlib.error) as e:
+        raise DatasetError(f"{path}: corrupt gzip stream: {e}") from None
+    if len(body) < expected:
         raise DatasetError(f"{path}: truncated: expected {expected} bytes of data for shape "
-                           f"{dims}, found {found}")
-    if found > expected:
-        raise DatasetError(f"{path}: {found - expected} unexpected bytes after the data of "
-                           f"shape {dims}")
-    data = np.frombuffer(raw, dtype=dtype, count=int(np.prod(dims)), offset=header)
+                           f"{dims}, found {len(body)}")
+    if len(body) > expected:
+        raise DatasetError(f"{path}: unexpected bytes after the data of shape {dims}")
+    data = np.frombuffer(body, dtype=dtype, count=int(np.prod(dims)))
     return data.reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -111,9 +154,11 @@ WHERE_TO_GET = {
 
 
 def _candidate_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
-    dirs: list[Path] = []
+    """Where to look: only the directory given (and its ``name`` subfolder) when there is
+    one; otherwise $HANDGRAD_DATA, Debian's package, the cache."""
     if data_dir is not None:
-        dirs += [Path(data_dir), Path(data_dir) / name]
+        return [Path(data_dir), Path(data_dir) / name]
+    dirs: list[Path] = []
     env = os.environ.get("HANDGRAD_DATA")
     if env:
         dirs += [Path(env) / name, Path(env)]
@@ -140,6 +185,10 @@ def find_mnist_files(name: str, data_dir: str | os.PathLike | None = None) -> di
         if all(found.values()):
             return found  # type: ignore[return-value]
     files = ", ".join(f"{s}[.gz]" for s in MNIST_FILES.values())
+    if data_dir is not None:
+        raise DatasetError(f"{name}: the directory {data_dir} given with data_dir/--data-dir does "
+                           f"not hold the dataset (looked in {searched[0]} and {searched[1]} for "
+                           f"{files}). To get them, {WHERE_TO_GET[name]}.")
     raise DatasetError(f"{name}: files not found. Looked in: {', '.join(str(d) for d in searched)}. "
                        f"Needed: {files}. To get them, {WHERE_TO_GET[name]}, then pass the "
                        f"directory with --data-dir or the HANDGRAD_DATA environment variable.")
@@ -349,6 +398,7 @@ class Splits:
     y_test: np.ndarray
     num_classes: int
     input_shape: tuple[int, ...]
+    source: str = ""          # where the data came from: a directory, or how it was generated
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, n: int | None = None,
@@ -364,7 +414,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, n: int | 
         cut = int(round(len(y) * 0.8))
         x_train, y_train, x_test, y_test = X[:cut], y[:cut], X[cut:], y[cut:]
         num_classes = int(y.max()) + 1
+        source = f"generated (seed {seed})"
     else:
+        source = str(find_mnist_files(name, data_dir)["train_images"].parent)
         xtr, y_train, xte, y_test = load_mnist(name, data_dir)
         if n is not None:
             xtr, y_train = xtr[:n], y_train[:n]
@@ -375,4 +427,4 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, n: int | 
     if val_fraction:
         x_train, y_train, x_val, y_val = train_val_split(x_train, y_train, val_fraction, seed)
     return Splits(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes,
-                  tuple(x_train.shape[1:]))
+                  tuple(x_train.shape[1:]), source)

@@ -14,28 +14,10 @@ import numpy as np
 
 from engine import Tensor
 
+from .cli_args import UsageError, positive_int, sizes
 from .data import DATASETS, load_dataset
 from .layers import ACTIVATIONS, MLP
 from .losses import CrossEntropyLoss
-
-
-def _sizes(text: str) -> list[int]:
-    """"4" -> [4]; "8,8" -> [8, 8]."""
-    try:
-        sizes = [int(s) for s in text.replace(" ", "").split(",") if s]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated sizes like 8,8, got {text!r}") from None
-    if not sizes or any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"sizes must be positive integers, got {text!r}")
-    return sizes
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,9 +26,9 @@ def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--dataset", choices=DATASETS, default="xor")
     parser.add_argument("--data-dir", help="directory with the MNIST-format IDX files")
-    parser.add_argument("--hidden", type=_sizes, default=[4], help="hidden sizes, e.g. 4 or 8,8")
+    parser.add_argument("--hidden", type=sizes, default=[4], help="hidden sizes, e.g. 4 or 8,8")
     parser.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
-    parser.add_argument("--batch", type=_positive_int, default=4,
+    parser.add_argument("--batch", type=positive_int, default=4,
                         help="examples in the batch (default 4)")
     parser.add_argument("--collapse", action="store_true", help="one box per layer")
     parser.add_argument("--backward-order", action="store_true",
@@ -64,26 +46,41 @@ def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def output_path(args: argparse.Namespace) -> tuple[Path, str]:
-    """Where to write and in which format ("html" for the playback page)."""
+    """Where to write and in which format ("html" for the playback page). A --format or
+    --html that contradicts the file's extension, or an --out that is a directory, is a
+    UsageError."""
     from engine.viz.rendering import FORMATS
+    out: Path | None = args.out
+    suffix = out.suffix.lstrip(".").lower() if out is not None else ""
     if args.html:
-        return args.out or Path("handgrad-backward.html"), "html"
-    suffix = args.out.suffix.lstrip(".").lower() if args.out is not None else ""
-    fmt = args.format or (suffix if suffix in FORMATS else "svg")
-    return args.out or Path(f"handgrad-graph.{fmt}"), fmt
+        if args.format is not None:
+            raise UsageError("--format does not apply to --html (the page is HTML)")
+        fmt = "html"
+        if suffix in FORMATS:
+            raise UsageError(f"--out {out} names a .{suffix} file, but --html writes an HTML page")
+    else:
+        if args.format is not None and suffix in FORMATS and suffix != args.format:
+            raise UsageError(f"--format {args.format} contradicts --out {out} (a .{suffix} file)")
+        if suffix in ("html", "htm"):
+            raise UsageError(f"--out {out} names an HTML file: add --html for the playback page")
+        fmt = args.format or (suffix if suffix in FORMATS else "svg")
+    path = out or Path("handgrad-backward.html" if fmt == "html" else f"handgrad-graph.{fmt}")
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a directory; give a file name")
+    return path, fmt
 
 
 def draw_command(args: argparse.Namespace) -> int:
     """Build the MLP, run it on one batch, and write the picture. Prints the path."""
     from engine.viz import GraphvizNotFound, draw, render, save_backward_html
 
+    path, fmt = output_path(args)          # bad paths and formats: before any work
     splits = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
     x, y = splits.x_train[:args.batch], splits.y_train[:args.batch]
     x = x.reshape(len(x), -1).astype(np.float32)  # images become vectors; the MLP is float32
     model = MLP([x.shape[1], *args.hidden, splits.num_classes], activation=args.activation,
                 seed=args.seed)
     loss = CrossEntropyLoss()(model(Tensor(x, name="x")), y)
-    path, fmt = output_path(args)
     try:
         if fmt == "html":
             save_backward_html(loss, path, model=model)

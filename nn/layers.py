@@ -25,7 +25,7 @@ class Linear(Module):
                  dtype: Any = np.float32):
         super().__init__()
         for what, n in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(n, (int, np.integer)) or n <= 0:
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
                 raise ValueError(f"Linear: {what} must be a positive integer, got {n!r}")
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.weight = Parameter(init_.initialize(init, (in_features, out_features), rng, dtype))
@@ -150,10 +150,15 @@ class MLP(Module):
                  init: str | None = None, bias: bool = True, seed: int | None = None,
                  rng: np.random.Generator | None = None, dtype: Any = np.float32):
         super().__init__()
-        sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or any(s <= 0 for s in sizes):
-            raise ValueError(f"MLP: sizes must list at least an input and an output size, all "
-                             f"positive, got {list(sizes)}")
+        sizes = list(sizes)
+        for i, n in enumerate(sizes):
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+                raise ValueError(f"MLP: sizes must be positive integers, got {n!r} at position "
+                                 f"{i} of {sizes}")
+        sizes = [int(n) for n in sizes]
+        if len(sizes) < 2:
+            raise ValueError(f"MLP: sizes must list at least an input and an output size, "
+                             f"got {sizes}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"MLP: unknown activation {activation!r}; choose one of "
                              f"{sorted(ACTIVATIONS)}")

@@ -7,7 +7,23 @@ import numpy as np
 
 
 def _np(x: Any) -> np.ndarray:
-    return np.asarray(x.data if hasattr(x, "data") and not isinstance(x, np.ndarray) else x)
+    """An array from an array, a Tensor (a copy: no need to hand out its memory) or a list."""
+    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+        return x.numpy(copy=True)
+    return np.asarray(x)
+
+
+def _labels(what: str, x: Any) -> np.ndarray:
+    """Class labels as int64: integers, booleans, or floats holding whole numbers (1.0);
+    any other float (2.7) is an error, never truncated to a class."""
+    a = _np(x)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+            bad = a[~np.isfinite(a) | (a != np.round(a))].ravel()[0]
+            raise ValueError(f"{what}: class labels must be whole numbers, got {bad}")
+    elif a.dtype.kind not in "biu":
+        raise TypeError(f"{what}: class labels must be integers, got dtype {a.dtype}")
+    return a.astype(np.int64)
 
 
 def predictions(scores: Any) -> np.ndarray:
@@ -17,11 +33,38 @@ def predictions(scores: Any) -> np.ndarray:
     return s if s.ndim == 1 and s.dtype.kind in "iu" else s.argmax(axis=-1)
 
 
-def accuracy(scores: Any, labels: Any) -> float:
-    """Fraction of examples whose predicted class equals the label (labels may be one-hot)."""
-    pred, y = predictions(scores), _np(labels)
-    if y.ndim == pred.ndim + 1:
-        y = y.argmax(axis=-1)
+def accuracy(scores: Any, labels: Any, threshold: float | None = None,
+             logits: bool | None = None) -> float:
+    """Fraction of examples whose predicted class equals the label (labels may be one-hot).
+
+    Multi-class scores (N, C): the argmax (logits and probabilities agree). One output per
+    example ((N,) or (N, 1)) is a binary classifier: predicted 1 when the score is at least
+    ``threshold``, which is 0 for ``logits=True`` and 0.5 for ``logits=False``. Without
+    either, scores outside [0, 1] must be logits (threshold 0); scores all inside [0, 1]
+    could be either, and that is an error asking which, never a guess.
+    """
+    s, y = _np(scores), _np(labels)
+    if s.ndim == 2 and s.shape[1] == 1:
+        s = s[:, 0]
+    binary = s.dtype.kind == "f" and s.ndim == 1
+    if binary:
+        if threshold is None:
+            if logits is None:
+                if s.size and s.min() >= 0 and s.max() <= 1:
+                    raise ValueError("accuracy: one score per example, all in [0, 1]: they could "
+                                     "be probabilities or logits; pass threshold= or logits=")
+                logits = True
+            threshold = 0.0 if logits else 0.5
+        pred = (s >= threshold).astype(np.int64)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.dtype.kind == "f" and not np.isin(y, (0.0, 1.0)).all():
+            raise ValueError("accuracy: binary targets must be 0 or 1")
+        y = y.astype(np.int64)
+    else:
+        pred = predictions(s)
+        if y.ndim == pred.ndim + 1:
+            y = y.argmax(axis=-1)
     if pred.shape != y.shape:
         raise ValueError(f"accuracy: {pred.shape[0] if pred.ndim else 0} predictions for labels of shape {y.shape}")
     return float(np.mean(pred == y)) if y.size else float("nan")
@@ -29,7 +72,9 @@ def accuracy(scores: Any, labels: Any) -> float:
 
 def confusion_matrix(labels: Any, pred: Any, num_classes: int | None = None) -> np.ndarray:
     """C[i, j] = number of examples of true class i predicted as class j."""
-    y, p = _np(labels).astype(np.int64), predictions(pred).astype(np.int64)
+    y = _labels("confusion_matrix", labels)
+    p = _np(pred)
+    p = _labels("confusion_matrix", p) if p.ndim == y.ndim else predictions(p).astype(np.int64)
     if y.shape != p.shape:
         raise ValueError(f"confusion_matrix: labels shape {y.shape} != predictions shape {p.shape}")
     n = num_classes if num_classes is not None else int(max(y.max(initial=-1), p.max(initial=-1)) + 1)
@@ -48,7 +93,9 @@ def precision_recall(probabilities: Any, targets: Any, threshold: float = 0.5,
     for multi-label. average="micro" pools every decision, "macro" averages the per-label
     values, None returns one value per label. A ratio with a zero denominator is 0.
     """
-    p, t = _np(probabilities), _np(targets)
+    p, t = _np(probabilities), _labels("precision_recall", targets)
+    if t.size and (t.min() < 0 or t.max() > 1):
+        raise ValueError("precision_recall: targets must be 0 or 1")
     if p.shape != t.shape:
         raise ValueError(f"precision_recall: probabilities shape {p.shape} != targets shape {t.shape}")
     if average not in ("micro", "macro", None):

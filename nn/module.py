@@ -28,6 +28,16 @@ class Parameter(Tensor):
         return "Parameter" + super().__repr__()[len("Tensor"):]
 
 
+# A counter bumped whenever a module is attached or removed anywhere, and the last root
+# that named its tree: a root renames its tree only when one of them changed.
+_TREE = [0]
+_LAST_ROOT: list[Any] = [None]
+
+
+def _tree_changed() -> None:
+    _TREE[0] += 1
+
+
 class Module:
     """Base class of layers and models. Subclasses set attributes in ``__init__`` and
     define ``forward``; call the module itself (``model(x)``), not ``forward``."""
@@ -37,27 +47,36 @@ class Module:
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
-        object.__setattr__(self, "_name", None)
+        object.__setattr__(self, "_path", None)       # dotted name in the tree it runs in
+        object.__setattr__(self, "_paths_for", None)  # the tree version this root named
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning attributes")
+        current = self._parameters.get(name)
+        if current is not None and value is not None and not isinstance(value, Parameter):
+            raise TypeError(
+                f"cannot assign a {type(value).__name__} to {type(self).__name__}.{name}, which "
+                f"holds a Parameter: assign an nn.Parameter (or None), or change the values in "
+                f"place (load_state_dict, or `with engine.no_grad(): {name}[...] = ...` on the "
+                f"parameter)")
         self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        if self._modules.pop(name, None) is not None or isinstance(value, Module):
+            _tree_changed()
         if isinstance(value, Parameter):
             if value.name is None:
                 value.name = name
             self._parameters[name] = value
         elif isinstance(value, Module):
-            object.__setattr__(value, "_name", name)
             self._modules[name] = value
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
         self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        if self._modules.pop(name, None) is not None:
+            _tree_changed()
         object.__delattr__(self, name)
 
     # --- running ---------------------------------------------------------------------------
@@ -65,13 +84,29 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._name is None:
-            return self.forward(*args, **kwargs)
-        outer = engine.push_scope(self._name)   # nodes made in forward carry this name
+        """Run ``forward`` in this module's name scope: the nodes it creates carry its
+        dotted name, the same name ``state_dict`` uses (a module used in two places keeps
+        the first), whichever parent calls it."""
+        if engine.current_scope() is None:            # called as the root of a model
+            if _LAST_ROOT[0] is not self or self._paths_for != _TREE[0]:
+                self._resolve_paths()
+            path = ""
+        else:
+            path = self._path
+            if path is None:                          # not part of the tree being run
+                return self.forward(*args, **kwargs)
+        outer = engine.push_scope(path, nested=False)
         try:
             return self.forward(*args, **kwargs)
         finally:
             engine.pop_scope(outer)
+
+    def _resolve_paths(self) -> None:
+        """Give every module under this root its name in this root's tree."""
+        for path, module in self.named_modules():
+            object.__setattr__(module, "_path", path)
+        _LAST_ROOT[0] = self
+        object.__setattr__(self, "_paths_for", _TREE[0])
 
     def train(self, mode: bool = True) -> "Module":
         """Training mode (dropout active) for this module and every sub-module."""
@@ -88,10 +123,15 @@ class Module:
         yield from self._modules.values()
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
-        """This module and every descendant, with dotted names ("" for this one)."""
+        """This module and every descendant, each once, with dotted names ("" for this
+        one); a module used in two places is named by the first, in registration order."""
         stack = [(prefix, self)]
+        seen: set[int] = set()
         while stack:
             name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
             yield name, module
             for child_name, child in reversed(module._modules.items()):
                 stack.append((f"{name}.{child_name}" if name else child_name, child))
@@ -126,9 +166,20 @@ class Module:
         """A copy of every parameter's array, by dotted name."""
         return OrderedDict((name, p.numpy(copy=True)) for name, p in self.named_parameters())
 
-    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        """Copy arrays into the parameters, in place. With ``strict``, the keys must match
-        exactly; shapes must always match. Nothing is changed if any check fails."""
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True,
+                        check_finite: bool = False) -> None:
+        """Copy arrays into the parameters, in place. Every array is checked first: with
+        ``strict`` the keys must match exactly; shapes must match; values must be real
+        numbers (no object, string, complex or boolean arrays); with ``check_finite`` no
+        NaN or Inf. If any check fails, nothing has changed."""
+        updates = self.check_state_dict(state, strict, check_finite)
+        for w, (_, value) in zip(engine.inplace(*(p for p, _ in updates)), updates):
+            w[...] = value
+
+    def check_state_dict(self, state: dict[str, Any], strict: bool = True,
+                         check_finite: bool = False) -> list[tuple[Parameter, np.ndarray]]:
+        """The checks of ``load_state_dict``, changing nothing: (parameter, array) pairs."""
+        where = f"load_state_dict for {type(self).__name__}"
         params = dict(self.named_parameters())
         missing = [k for k in params if k not in state]
         unexpected = [k for k in state if k not in params]
@@ -138,18 +189,23 @@ class Module:
                 parts.append(f"missing keys {missing}")
             if unexpected:
                 parts.append(f"unexpected keys {unexpected}")
-            raise KeyError(f"load_state_dict for {type(self).__name__}: " + "; ".join(parts))
+            raise KeyError(f"{where}: " + "; ".join(parts))
         updates = []
         for name, value in state.items():
             if name not in params:
                 continue
             value = np.asarray(value)
-            if value.shape != params[name].shape:
-                raise ValueError(f"load_state_dict for {type(self).__name__}: {name} has shape "
-                                 f"{params[name].shape} in the model but {value.shape} in the state")
-            updates.append((params[name], value))
-        for w, (_, value) in zip(engine.inplace(*(p for p, _ in updates)), updates):
-            w[...] = value
+            p = params[name]
+            if value.shape != p.shape:
+                raise ValueError(f"{where}: {name} has shape {p.shape} in the model but "
+                                 f"{value.shape} in the state")
+            if value.dtype.kind not in "iuf":
+                raise ValueError(f"{where}: {name} holds {value.dtype} values; the parameter "
+                                 f"is {p.dtype}")
+            if check_finite and not np.isfinite(value).all():
+                raise ValueError(f"{where}: {name} holds NaN or Inf")
+            updates.append((p, value))
+        return updates
 
     # --- display ---------------------------------------------------------------------------
     def extra_repr(self) -> str:

@@ -7,27 +7,118 @@ gradient, ``lr`` the learning rate, ``t`` the step count starting at 1.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+import warnings
+from typing import Any, Iterable, Union
 
 import numpy as np
 
 import engine
+from engine import Tensor
 
 from .module import Module, Parameter
 
 
-class Optimizer:
-    """Holds the parameters and a per-parameter state dict; subclasses define ``update``."""
+ParamsArg = Union[Module, Iterable[Any]]
 
-    def __init__(self, params: Iterable[Parameter] | Module, lr: float):
-        self.params: list[Parameter] = list(params.parameters() if isinstance(params, Module) else params)
+
+def _number(owner: str, name: str, value: Any, lo: float = 0.0, hi: float = math.inf,
+            lo_open: bool = False, hi_open: bool = False) -> float:
+    """A finite real number in [lo, hi] (ends open as asked), or a ValueError naming it."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value) and (lo < value if lo_open else lo <= value) \
+        and (value < hi if hi_open else value <= hi)
+    if not ok:
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise ValueError(f"{owner}: {name} must be a finite number in {interval}, got {value!r}")
+    return float(value)
+
+
+def _positive_int(owner: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Optimizer:
+    """Holds parameter groups and a per-parameter state dict; subclasses define ``update``
+    and ``check_group`` (the validation of their hyperparameters).
+
+    ``params`` is a Module, an iterable of parameters, or a list of groups
+    ``{"params": [...], "lr": ..., <other hyperparameters>}`` (missing ones take the
+    constructor's values), as in PyTorch. ``opt.params`` lists every parameter, group by
+    group; ``opt.lr`` reads the first group's learning rate and sets every group's.
+    """
+
+    STATE_KEYS: tuple[str, ...] = ()      # what ``update`` keeps per parameter
+
+    def __init__(self, params: ParamsArg, defaults: dict[str, Any]):
+        name = type(self).__name__
+        self.defaults = dict(defaults)
+        self.param_groups: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        duplicates = 0
+        for raw in self._groups(params):
+            group = {**self.defaults, **{k: v for k, v in raw.items() if k != "params"}}
+            unknown = set(group) - set(self.defaults)
+            if unknown:
+                raise ValueError(f"{name}: unknown hyperparameters {sorted(unknown)} in a "
+                                 f"parameter group (known: {sorted(self.defaults)})")
+            self.check_group(group)
+            kept = []
+            for p in raw["params"]:
+                if not isinstance(p, Tensor) or not p.requires_grad:
+                    raise TypeError(f"{name}: parameters must be tensors that require grad, "
+                                    f"got {p!r:.60}")
+                if id(p) in seen:
+                    duplicates += 1
+                    continue
+                seen.add(id(p))
+                kept.append(p)
+            group["params"] = kept
+            self.param_groups.append(group)
+        if duplicates:
+            warnings.warn(f"{name}: {duplicates} parameter(s) given more than once were kept once",
+                          UserWarning, stacklevel=3)
+        self.params: list[Parameter] = [p for g in self.param_groups for p in g["params"]]
         if not self.params:
-            raise ValueError(f"{type(self).__name__}: got an empty list of parameters")
-        if not lr > 0:
-            raise ValueError(f"{type(self).__name__}: learning rate must be positive, got {lr}")
-        self.lr = float(lr)
+            raise ValueError(f"{name}: got an empty list of parameters")
         self.state: dict[int, dict[str, Any]] = {id(p): {} for p in self.params}
         self.steps = 0
+
+    def _groups(self, params: ParamsArg) -> list[dict[str, Any]]:
+        name = type(self).__name__
+        if isinstance(params, Module):
+            return [{"params": params.parameters()}]
+        if isinstance(params, Tensor):
+            raise TypeError(f"{name}: got a single tensor; pass a list ([p]) or a Module")
+        if isinstance(params, dict):
+            raise TypeError(f"{name}: a parameter group must be inside a list: [{{...}}]")
+        items = list(params)
+        if items and all(isinstance(g, dict) for g in items):
+            for g in items:
+                if "params" not in g:
+                    raise ValueError(f"{name}: a parameter group needs a 'params' entry")
+                if isinstance(g["params"], Tensor):
+                    raise TypeError(f"{name}: a group's params must be a list, not one tensor")
+            return [{**g, "params": list(g["params"])} for g in items]
+        return [{"params": items}]
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        """Validate one group's hyperparameters (raising ValueError naming the value)."""
+        name = type(self).__name__
+        if not isinstance(group.get("lr"), (int, float, np.integer, np.floating)) or \
+                isinstance(group.get("lr"), bool) or not math.isfinite(group["lr"]) or group["lr"] < 0:
+            raise ValueError(f"{name}: learning rate must be finite and >= 0, got {group.get('lr')!r}")
+        _number(name, "weight_decay", group.get("weight_decay", 0.0))
+
+    @property
+    def lr(self) -> float:
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        for group in self.param_groups:
+            group["lr"] = value
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -38,18 +129,89 @@ class Optimizer:
         (``engine.inplace``): a graph computed before it and not backpropagated yet raises
         in backward() instead of using the new weights."""
         self.steps += 1
-        params = [p for p in self.params if p.grad is not None]
         state = self.state
-        for p, w in zip(params, engine.inplace(*params)):   # tracked in-place writes
-            self.update(w, p.grad, state[id(p)])
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for p, w in zip(params, engine.inplace(*params)):   # tracked in-place writes
+                self.update(w, p.grad, state[id(p)], group)
 
-    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any]) -> None:
+    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
+               group: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    @staticmethod
-    def _check(name: str, value: float, lo: float = 0.0, hi: float = math.inf, hi_open: bool = False) -> None:
-        if not (lo <= value < hi if hi_open else lo <= value <= hi):
-            raise ValueError(f"invalid {name}: {value}")
+    # --- resuming --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: JSON-serialisable apart from the numpy
+        arrays of the per-parameter state (copies). Parameters are numbered by their
+        position in ``opt.params``."""
+        index = {id(p): i for i, p in enumerate(self.params)}
+        groups = [{**{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()
+                      if k != "params"},
+                   "params": [index[id(p)] for p in g["params"]]} for g in self.param_groups]
+        state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v)
+                     for k, v in self.state[id(p)].items()}
+                 for i, p in enumerate(self.params) if self.state[id(p)]}
+        return {"type": type(self).__name__, "steps": self.steps, "param_groups": groups,
+                "state": state}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore ``state_dict()``. Everything is checked first (type, groups and their
+        sizes, hyperparameters, each state array's shape and dtype against its parameter);
+        on any error nothing has changed."""
+        name = type(self).__name__
+        if not isinstance(d, dict) or d.get("type") != name:
+            raise ValueError(f"{name}.load_state_dict: the state is for "
+                             f"{d.get('type') if isinstance(d, dict) else d!r}, not {name}")
+        groups = d.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != len(self.param_groups):
+            raise ValueError(f"{name}.load_state_dict: {len(groups) if isinstance(groups, list) else groups!r} "
+                             f"parameter groups for {len(self.param_groups)}")
+        new_groups = []
+        start = 0
+        for k, (saved, mine) in enumerate(zip(groups, self.param_groups)):
+            expected = list(range(start, start + len(mine["params"])))
+            start += len(mine["params"])
+            if not isinstance(saved, dict) or saved.get("params") != expected:
+                raise ValueError(f"{name}.load_state_dict: group {k} holds parameters "
+                                 f"{saved.get('params') if isinstance(saved, dict) else saved!r}, "
+                                 f"expected {expected}")
+            hyper = {h: tuple(v) if isinstance(self.defaults.get(h), tuple) else v
+                     for h, v in saved.items() if h != "params"}
+            if set(hyper) != set(self.defaults):
+                raise ValueError(f"{name}.load_state_dict: group {k} has hyperparameters "
+                                 f"{sorted(hyper)}, expected {sorted(self.defaults)}")
+            self.check_group(hyper)
+            new_groups.append(hyper)
+        state = d.get("state")
+        steps = d.get("steps")
+        if not isinstance(state, dict) or isinstance(steps, bool) or not isinstance(steps, int) \
+                or steps < 0:
+            raise ValueError(f"{name}.load_state_dict: malformed state (steps {steps!r})")
+        new_state: dict[int, dict[str, Any]] = {id(p): {} for p in self.params}
+        for i, entry in state.items():
+            i = int(i)
+            if not 0 <= i < len(self.params) or not isinstance(entry, dict):
+                raise ValueError(f"{name}.load_state_dict: state for parameter {i}, which does "
+                                 f"not exist ({len(self.params)} parameters)")
+            p = self.params[i]
+            for key, value in entry.items():
+                if key not in self.STATE_KEYS:
+                    raise ValueError(f"{name}.load_state_dict: unknown state {key!r} for "
+                                     f"parameter {i} (known: {list(self.STATE_KEYS)})")
+                if isinstance(value, np.ndarray):
+                    if value.shape != p.shape or value.dtype.kind != "f":
+                        raise ValueError(f"{name}.load_state_dict: state {key!r} of parameter "
+                                         f"{i} has shape {value.shape} dtype {value.dtype}; the "
+                                         f"parameter has shape {p.shape} dtype {p.dtype}")
+                    new_state[id(p)][key] = value.astype(p.dtype, copy=True)
+                elif isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0:
+                    new_state[id(p)][key] = int(value)
+                else:
+                    raise ValueError(f"{name}.load_state_dict: state {key!r} of parameter {i} "
+                                     f"is {value!r}")
+        for group, hyper in zip(self.param_groups, new_groups):
+            group.update(hyper)
+        self.state, self.steps = new_state, steps
 
 
 def _with_weight_decay(w: np.ndarray, g: np.ndarray, weight_decay: float) -> np.ndarray:
@@ -66,27 +228,42 @@ class SGD(Optimizer):
         w <- w - lr g
     """
 
-    def __init__(self, params: Any, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0):
-        super().__init__(params, lr)
-        self._check("momentum", momentum, 0, 1, hi_open=True)
-        self._check("weight_decay", weight_decay)
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
-        self.momentum, self.dampening = momentum, dampening
-        self.nesterov, self.weight_decay = nesterov, weight_decay
+    STATE_KEYS = ("momentum",)
 
-    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any]) -> None:
-        g = _with_weight_decay(w, g, self.weight_decay)
-        if self.momentum:
+    def __init__(self, params: ParamsArg, lr: float = 0.01, momentum: float = 0.0,
+                 dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      nesterov=nesterov, weight_decay=weight_decay))
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        super().check_group(group)
+        _number("SGD", "momentum", group["momentum"], 0, 1, hi_open=True)
+        _number("SGD", "dampening", group["dampening"], 0, 1)
+        if not isinstance(group["nesterov"], bool):
+            raise ValueError(f"SGD: nesterov must be True or False, got {group['nesterov']!r}")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
+
+    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
+               group: dict[str, Any]) -> None:
+        momentum, dampening = group["momentum"], group["dampening"]
+        g = _with_weight_decay(w, g, group["weight_decay"])
+        if momentum:
             buf = state.get("momentum")
             if buf is None:
                 buf = state["momentum"] = np.array(g, dtype=w.dtype, copy=True)
             else:
-                buf *= self.momentum
-                buf += (1 - self.dampening) * g if self.dampening else g
-            g = g + self.momentum * buf if self.nesterov else buf
-        w -= self.lr * g
+                buf *= momentum
+                buf += (1 - dampening) * g if dampening else g
+            g = g + momentum * buf if group["nesterov"] else buf
+        w -= group["lr"] * g
+
+
+def _check_betas(owner: str, betas: Any) -> None:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
+    _number(owner, "beta1", betas[0], 0, 1, hi_open=True)
+    _number(owner, "beta2", betas[1], 0, 1, hi_open=True)
 
 
 class Adam(Optimizer):
@@ -98,20 +275,26 @@ class Adam(Optimizer):
         w <- w - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
     """
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+    STATE_KEYS = ("m", "v", "t")
+
+    def __init__(self, params: ParamsArg, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0):
-        super().__init__(params, lr)
-        self._check("beta1", betas[0], 0, 1, hi_open=True)
-        self._check("beta2", betas[1], 0, 1, hi_open=True)
-        self._check("eps", eps)
-        self._check("weight_decay", weight_decay)
-        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+        super().__init__(params, dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas,
+                                      eps=eps, weight_decay=weight_decay))
 
-    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any]) -> None:
-        self.adam_update(w, _with_weight_decay(w, g, self.weight_decay), state)
+    def check_group(self, group: dict[str, Any]) -> None:
+        super().check_group(group)
+        name = type(self).__name__
+        _check_betas(name, group["betas"])
+        _number(name, "eps", group["eps"], 0, lo_open=True)
 
-    def adam_update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any]) -> None:
-        b1, b2 = self.betas
+    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
+               group: dict[str, Any]) -> None:
+        self.adam_update(w, _with_weight_decay(w, g, group["weight_decay"]), state, group)
+
+    def adam_update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
+                    group: dict[str, Any]) -> None:
+        b1, b2 = group["betas"]
         if "m" not in state:
             state["m"], state["v"], state["t"] = np.zeros_like(w), np.zeros_like(w), 0
         m, v = state["m"], state["v"]
@@ -121,9 +304,9 @@ class Adam(Optimizer):
         m += (1 - b1) * g
         v *= b2
         v += (1 - b2) * (g * g)
-        step = self.lr / (1 - b1 ** t)
+        step = group["lr"] / (1 - b1 ** t)
         denom = np.sqrt(v / (1 - b2 ** t))
-        denom += self.eps
+        denom += group["eps"]
         w -= step * (m / denom)
 
 
@@ -131,14 +314,15 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter, 2019):
     w <- w - lr wd w, then the Adam step on the plain gradient."""
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, params: ParamsArg, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2):
         super().__init__(params, lr, betas, eps, weight_decay)
 
-    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any]) -> None:
-        if self.weight_decay:
-            w *= 1 - self.lr * self.weight_decay
-        self.adam_update(w, g, state)
+    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
+               group: dict[str, Any]) -> None:
+        if group["weight_decay"]:
+            w *= 1 - group["lr"] * group["weight_decay"]
+        self.adam_update(w, g, state, group)
 
 
 class RMSprop(Optimizer):
@@ -149,59 +333,70 @@ class RMSprop(Optimizer):
         b <- mu b + g / d ;  w <- w - lr b     (momentum)   or   w <- w - lr g / d
     """
 
-    def __init__(self, params: Any, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0):
-        super().__init__(params, lr)
-        self._check("alpha", alpha, 0, 1)
-        self._check("eps", eps)
-        self._check("momentum", momentum, 0, 1, hi_open=True)
-        self._check("weight_decay", weight_decay)
-        self.alpha, self.eps, self.momentum = alpha, eps, momentum
-        self.centered, self.weight_decay = centered, weight_decay
+    STATE_KEYS = ("v", "mean_g", "momentum")
 
-    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any]) -> None:
-        g = _with_weight_decay(w, g, self.weight_decay)
+    def __init__(self, params: ParamsArg, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
+                                      centered=centered, weight_decay=weight_decay))
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        super().check_group(group)
+        _number("RMSprop", "alpha", group["alpha"], 0, 1)
+        _number("RMSprop", "eps", group["eps"], 0, lo_open=True)
+        _number("RMSprop", "momentum", group["momentum"], 0, 1, hi_open=True)
+        if not isinstance(group["centered"], bool):
+            raise ValueError(f"RMSprop: centered must be True or False, got {group['centered']!r}")
+
+    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
+               group: dict[str, Any]) -> None:
+        alpha, momentum = group["alpha"], group["momentum"]
+        g = _with_weight_decay(w, g, group["weight_decay"])
         if "v" not in state:
             state["v"] = np.zeros_like(w)
         v = state["v"]
-        v *= self.alpha
-        v += (1 - self.alpha) * (g * g)
-        if self.centered:
+        v *= alpha
+        v += (1 - alpha) * (g * g)
+        if group["centered"]:
             mean_g = state.setdefault("mean_g", np.zeros_like(w))
-            mean_g *= self.alpha
-            mean_g += (1 - self.alpha) * g
+            mean_g *= alpha
+            mean_g += (1 - alpha) * g
             denom = np.sqrt(v - mean_g * mean_g)
         else:
             denom = np.sqrt(v)
-        denom += self.eps
-        if self.momentum:
+        denom += group["eps"]
+        if momentum:
             buf = state.setdefault("momentum", np.zeros_like(w))
-            buf *= self.momentum
+            buf *= momentum
             buf += g / denom
-            w -= self.lr * buf
+            w -= group["lr"] * buf
         else:
-            w -= self.lr * (g / denom)
+            w -= group["lr"] * (g / denom)
 
 
 class Adagrad(Optimizer):
     """Adagrad (Duchi et al., 2011): s <- s + g^2;  w <- w - lr g / (sqrt(s) + eps)."""
 
-    def __init__(self, params: Any, lr: float = 1e-2, eps: float = 1e-10, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0):
-        super().__init__(params, lr)
-        self._check("eps", eps)
-        self._check("initial_accumulator_value", initial_accumulator_value)
-        self._check("weight_decay", weight_decay)
-        self.eps, self.weight_decay = eps, weight_decay
-        self.initial = initial_accumulator_value
+    STATE_KEYS = ("sum",)
 
-    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any]) -> None:
-        g = _with_weight_decay(w, g, self.weight_decay)
-        s = state.setdefault("sum", np.full_like(w, self.initial))
+    def __init__(self, params: ParamsArg, lr: float = 1e-2, eps: float = 1e-10,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0):
+        super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value))
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        super().check_group(group)
+        _number("Adagrad", "eps", group["eps"], 0, lo_open=True)
+        _number("Adagrad", "initial_accumulator_value", group["initial_accumulator_value"])
+
+    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
+               group: dict[str, Any]) -> None:
+        g = _with_weight_decay(w, g, group["weight_decay"])
+        s = state.setdefault("sum", np.full_like(w, group["initial_accumulator_value"]))
         s += g * g
         denom = np.sqrt(s)
-        denom += self.eps
-        w -= self.lr * (g / denom)
+        denom += group["eps"]
+        w -= group["lr"] * (g / denom)
 
 
 class Adadelta(Optimizer):
@@ -213,25 +408,30 @@ class Adadelta(Optimizer):
         w <- w - lr d
     """
 
-    def __init__(self, params: Any, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0.0):
-        super().__init__(params, lr)
-        self._check("rho", rho, 0, 1)
-        self._check("eps", eps)
-        self._check("weight_decay", weight_decay)
-        self.rho, self.eps, self.weight_decay = rho, eps, weight_decay
+    STATE_KEYS = ("v", "u")
 
-    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any]) -> None:
-        g = _with_weight_decay(w, g, self.weight_decay)
+    def __init__(self, params: ParamsArg, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay))
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        super().check_group(group)
+        _number("Adadelta", "rho", group["rho"], 0, 1)
+        _number("Adadelta", "eps", group["eps"], 0, lo_open=True)
+
+    def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
+               group: dict[str, Any]) -> None:
+        rho, eps = group["rho"], group["eps"]
+        g = _with_weight_decay(w, g, group["weight_decay"])
         if "v" not in state:
             state["v"], state["u"] = np.zeros_like(w), np.zeros_like(w)
         v, u = state["v"], state["u"]
-        v *= self.rho
-        v += (1 - self.rho) * (g * g)
-        delta = np.sqrt(u + self.eps) / np.sqrt(v + self.eps) * g
-        u *= self.rho
-        u += (1 - self.rho) * (delta * delta)
-        w -= self.lr * delta
+        v *= rho
+        v += (1 - rho) * (g * g)
+        delta = np.sqrt(u + eps) / np.sqrt(v + eps) * g
+        u *= rho
+        u += (1 - rho) * (delta * delta)
+        w -= group["lr"] * delta
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
@@ -243,11 +443,10 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 def clip_grad_norm_(params: Iterable[Parameter] | Module, max_norm: float) -> float:
     """Scale all gradients together so that their global L2 norm is at most ``max_norm``.
     Returns the norm before clipping."""
+    _number("clip_grad_norm_", "max_norm", max_norm, 0, lo_open=True)
     params = params.parameters() if isinstance(params, Module) else list(params)
     grads = [p.grad for p in params if p.grad is not None]
     total = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
-    if max_norm <= 0:
-        raise ValueError(f"clip_grad_norm_: max_norm must be positive, got {max_norm}")
     if total > max_norm:
         scale = max_norm / (total + 1e-6)
         for g in grads:
@@ -258,24 +457,58 @@ def clip_grad_norm_(params: Iterable[Parameter] | Module, max_norm: float) -> fl
 # --- learning-rate schedules -----------------------------------------------------------------
 
 class LRScheduler:
-    """Sets ``optimizer.lr = base_lr * factor(t)`` where t counts calls to ``step()``
-    (call it once per epoch, or once per batch for per-step schedules)."""
+    """Sets each parameter group's ``lr = lr_at(base_lr, t)``, base_lr being the group's
+    learning rate when the schedule was made and t the number of ``step()`` calls (once
+    per epoch, or once per batch for per-step schedules). ``lr_at`` is ``base *
+    factor(t)`` unless a schedule needs the base itself (cosine annealing)."""
 
     def __init__(self, optimizer: Optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__}: expected an Optimizer, got "
+                            f"{type(optimizer).__name__}")
         self.optimizer = optimizer
-        self.base_lr = optimizer.lr
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.t = 0
+
+    @property
+    def base_lr(self) -> float:
+        return self.base_lrs[0]
 
     def factor(self, t: int) -> float:
         raise NotImplementedError
 
+    def lr_at(self, base: float, t: int) -> float:
+        return base * self.factor(t)
+
+    def _apply(self) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = self.lr_at(base, self.t)
+
     def step(self) -> float:
         self.t += 1
-        self.optimizer.lr = self.base_lr * self.factor(self.t)
+        self._apply()
         return self.optimizer.lr
 
     def get_lr(self) -> float:
         return self.optimizer.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "t": self.t, "base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Continue the schedule where ``state_dict()`` left it (checked first)."""
+        name = type(self).__name__
+        if not isinstance(d, dict) or d.get("type") != name:
+            raise ValueError(f"{name}.load_state_dict: the state is for "
+                             f"{d.get('type') if isinstance(d, dict) else d!r}")
+        t, bases = d.get("t"), d.get("base_lrs")
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0 or not isinstance(bases, list) \
+                or len(bases) != len(self.base_lrs):
+            raise ValueError(f"{name}.load_state_dict: malformed state {d!r}")
+        for b in bases:
+            _number(name, "base lr", b)
+        self.t, self.base_lrs = t, [float(b) for b in bases]
+        self._apply()
 
 
 class StepLR(LRScheduler):
@@ -283,11 +516,8 @@ class StepLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
         super().__init__(optimizer)
-        if step_size <= 0:
-            raise ValueError(f"StepLR: step_size must be positive, got {step_size}")
-        if not gamma > 0:
-            raise ValueError(f"StepLR: gamma must be positive, got {gamma}")
-        self.step_size, self.gamma = step_size, gamma
+        self.step_size = _positive_int("StepLR", "step_size", step_size)
+        self.gamma = _number("StepLR", "gamma", gamma, 0, lo_open=True)
 
     def factor(self, t: int) -> float:
         return self.gamma ** (t // self.step_size)
@@ -298,9 +528,7 @@ class ExponentialLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, gamma: float):
         super().__init__(optimizer)
-        if not gamma > 0:
-            raise ValueError(f"ExponentialLR: gamma must be positive, got {gamma}")
-        self.gamma = gamma
+        self.gamma = _number("ExponentialLR", "gamma", gamma, 0, lo_open=True)
 
     def factor(self, t: int) -> float:
         return self.gamma ** t
@@ -311,16 +539,15 @@ class CosineAnnealingLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
         super().__init__(optimizer)
-        if T_max <= 0:
-            raise ValueError(f"CosineAnnealingLR: T_max must be positive, got {T_max}")
-        if not eta_min >= 0:
-            raise ValueError(f"CosineAnnealingLR: eta_min must be >= 0, got {eta_min}")
-        self.T_max, self.eta_min = T_max, eta_min
+        self.T_max = _positive_int("CosineAnnealingLR", "T_max", T_max)
+        self.eta_min = _number("CosineAnnealingLR", "eta_min", eta_min)
+
+    def lr_at(self, base: float, t: int) -> float:
+        t = min(t, self.T_max)
+        return self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
 
     def factor(self, t: int) -> float:
-        t = min(t, self.T_max)
-        lr = self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
-        return lr / self.base_lr
+        return self.lr_at(self.base_lr, t) / self.base_lr
 
 
 class LinearWarmup(LRScheduler):
@@ -331,14 +558,17 @@ class LinearWarmup(LRScheduler):
     def __init__(self, optimizer: Optimizer, warmup_steps: int, start_factor: float = 0.1,
                  then: LRScheduler | None = None):
         super().__init__(optimizer)
-        if warmup_steps <= 0:
-            raise ValueError(f"LinearWarmup: warmup_steps must be positive, got {warmup_steps}")
-        if not 0 <= start_factor <= 1:
-            raise ValueError(f"LinearWarmup: start_factor must be in [0, 1], got {start_factor}")
-        self.warmup_steps, self.start_factor, self.then = warmup_steps, start_factor, then
-        optimizer.lr = self.base_lr * start_factor
+        self.warmup_steps = _positive_int("LinearWarmup", "warmup_steps", warmup_steps)
+        self.start_factor = _number("LinearWarmup", "start_factor", start_factor, 0, 1)
+        if then is not None and then.optimizer is not optimizer:
+            raise ValueError("LinearWarmup: `then` must schedule the same optimizer")
+        self.then = then
+        self._apply()
+
+    def lr_at(self, base: float, t: int) -> float:
+        if t < self.warmup_steps:
+            return base * (self.start_factor + (1 - self.start_factor) * t / self.warmup_steps)
+        return self.then.lr_at(base, t - self.warmup_steps) if self.then is not None else base
 
     def factor(self, t: int) -> float:
-        if t < self.warmup_steps:
-            return self.start_factor + (1 - self.start_factor) * t / self.warmup_steps
-        return self.then.factor(t - self.warmup_steps) if self.then is not None else 1.0
+        return self.lr_at(self.base_lr, t) / self.base_lr

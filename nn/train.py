@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -19,29 +21,62 @@ from .optim import LRScheduler, Optimizer, clip_grad_norm_
 
 @dataclass
 class History:
-    """What ``fit`` measured: the loss of every step and a dict of metrics per epoch."""
+    """What ``fit`` measured: the loss of every step and a dict of metrics per epoch.
+
+    ``interrupted``: fit stopped at a Ctrl-C; the losses of the unfinished epoch's steps are
+    in ``steps``, but that epoch has no record in ``epochs``."""
 
     steps: list[float] = field(default_factory=list)
     epochs: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
     best_epoch: int | None = None
+    interrupted: bool = False
 
     def metric(self, name: str) -> list[float]:
         return [e[name] for e in self.epochs if name in e]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "epochs": self.epochs, "stopped_early": self.stopped_early,
-                "best_epoch": self.best_epoch}
+        return {"steps": list(self.steps), "epochs": [dict(e) for e in self.epochs],
+                "stopped_early": self.stopped_early, "best_epoch": self.best_epoch,
+                "interrupted": self.interrupted}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "History":
+        return cls(steps=list(d.get("steps", [])), epochs=[dict(e) for e in d.get("epochs", [])],
+                   stopped_early=bool(d.get("stopped_early", False)),
+                   best_epoch=d.get("best_epoch"), interrupted=bool(d.get("interrupted", False)))
 
 
-def _split(data: Any) -> tuple[np.ndarray, np.ndarray]:
+class TrainingError(FloatingPointError):
+    """The loss, a regularizer or a gradient became NaN or Inf. Raised before the optimizer
+    used it, so the model keeps its last good weights (the best ones under early stopping
+    with restore_best); ``history`` holds everything recorded so far."""
+
+    def __init__(self, message: str, history: History, epoch: int, step: int):
+        super().__init__(message)
+        self.history, self.epoch, self.step = history, epoch, step
+
+
+def _positive_int(what: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _split(data: Any, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
     if isinstance(data, DataLoader):
-        return data.X, data.y
-    if not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise TypeError("data must be an (X, y) pair or a DataLoader")
-    X, y = np.asarray(data[0]), np.asarray(data[1])
+        X, y = data.X, data.y
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        X, y = np.asarray(data[0]), np.asarray(data[1])
+    else:
+        raise TypeError(f"{what} must be an (X, y) pair or a DataLoader")
+    if X.ndim == 0 or y.ndim == 0:
+        raise ValueError(f"{what}: inputs and targets need a first (example) axis, got shapes "
+                         f"{X.shape} and {y.shape}")
     if len(X) != len(y):
-        raise ValueError(f"data: {len(X)} inputs but {len(y)} targets")
+        raise ValueError(f"{what}: {len(X)} inputs but {len(y)} targets")
+    if len(X) == 0:
+        raise ValueError(f"{what}: the dataset is empty")
     return X, y
 
 
@@ -51,127 +86,228 @@ def _is_classification(loss_fn: Any, scores: np.ndarray, y: np.ndarray) -> bool:
         (y.ndim == 1 and y.dtype.kind in "iu") or y.shape == scores.shape)
 
 
+class _Modes:
+    """Every module's own train/eval flag, to put back after evaluating."""
+
+    def __init__(self, model: Module):
+        self.flags = [(m, m.training) for m in model.modules()]
+
+    def restore(self) -> None:
+        for m, flag in self.flags:
+            object.__setattr__(m, "training", flag)   # this module only, not its children
+
+
 def predict(model: Module, X: Any, batch_size: int = 1024) -> np.ndarray:
-    """The model's outputs for X (eval mode, no graph), concatenated over batches."""
+    """The model's outputs for X (eval mode, no graph), concatenated over batches. Every
+    module's own train/eval mode is restored afterwards."""
+    batch_size = _positive_int("predict: batch_size", batch_size)
     X = np.asarray(X)
-    was_training = model.training
+    modes = _Modes(model)
     model.eval()
     try:
         with engine.no_grad():
-            outs = [model(Tensor(X[i:i + batch_size], copy=False)).data
+            outs = [model(Tensor(X[i:i + batch_size], copy=False)).numpy(copy=True)
                     for i in range(0, len(X), batch_size)]
     finally:
-        model.train(was_training)
+        modes.restore()
     return np.concatenate(outs) if outs else np.empty((0,))
 
 
 def evaluate(model: Module, loss_fn: Callable[..., Tensor], data: Any,
              batch_size: int = 1024) -> dict[str, float]:
     """Mean loss (and accuracy for classification) of the model on ``data`` = (X, y)."""
-    X, y = _split(data)
-    if len(X) == 0:
-        raise ValueError("evaluate: empty dataset")
+    X, y = _split(data, "evaluate: data")
     scores = predict(model, X, batch_size)
     with engine.no_grad():
-        loss = float(loss_fn(Tensor(scores), y).item())
+        loss = float(loss_fn(Tensor(scores, copy=False), y).item())
     out = {"loss": loss}
     if _is_classification(loss_fn, scores, y):
         out["accuracy"] = metrics.accuracy(scores, y)
     return out
 
 
+def _batches(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int,
+             epoch: int) -> Any:
+    """The minibatches of one epoch. The order is a function of (seed, epoch) alone, so a
+    run resumed at epoch e sees exactly the batches the uninterrupted run saw."""
+    n = len(X)
+    if not shuffle:
+        for i in range(0, n, batch_size):
+            yield X[i:i + batch_size].copy(), y[i:i + batch_size]   # copies: fresh batches
+        return
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        yield X[idx], y[idx]
+
+
+def _finite_gradients(params: list[Any]) -> bool:
+    """One float64 sum per gradient: NaN and Inf propagate into it (cheap: ~1 pass)."""
+    return all(math.isfinite(np.add.reduce(p.grad, axis=None, dtype=np.float64))
+               for p in params if p.grad is not None)
+
+
+class _Interrupts:
+    """Ctrl-C during fit: the first sets a flag that the loop reads between steps, so the
+    model is never left half-updated; a second one aborts at once (KeyboardInterrupt).
+    Outside the main thread signals cannot be caught and nothing changes."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: Any = None
+        self.installed = False
+
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.installed = True
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.installed:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, train_data: Any, *,
-        epochs: int = 10, batch_size: int = 32, val_data: Any = None,
+        epochs: int = 10, batch_size: int | None = 32, val_data: Any = None,
         scheduler: LRScheduler | None = None, scheduler_per_step: bool = False,
         clip_grad_norm: float | None = None, regularizer: Callable[[], Tensor] | None = None,
         early_stopping: int | None = None, monitor: str = "val_loss", restore_best: bool = True,
         shuffle: bool = True, seed: int = 0, progress: bool = True,
-        callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
+        callback: Callable[[int, dict[str, float]], None] | None = None,
+        initial_epoch: int = 0, history: History | None = None) -> History:
     """Train ``model`` with minibatch gradient descent and return its History.
 
-    Each step: forward, ``loss_fn(output, targets)`` (+ ``regularizer()``), backward,
-    optional gradient clipping, ``optimizer.step()``. ``batch_size=None`` means full-batch
-    gradient descent. After each epoch the train (and validation) loss and accuracy are
-    recorded; ``early_stopping=k`` stops when ``monitor`` has not improved for k epochs and,
-    with ``restore_best``, puts back the best weights. ``train_data`` is (X, y) or a DataLoader.
+    Each step: forward, ``loss_fn(output, targets)`` (+ ``regularizer()``), backward, a
+    check that the loss, the regularizer and every gradient are finite (TrainingError,
+    before anything is updated), optional gradient clipping, ``optimizer.step()``.
+    ``batch_size=None`` means full-batch gradient descent. After each epoch the train (and
+    validation) loss and accuracy are recorded; ``early_stopping=k`` stops when ``monitor``
+    has not improved for k epochs and, with ``restore_best``, puts back the best weights.
+    ``train_data`` is (X, y) (shuffled per epoch from (seed, epoch)) or a DataLoader.
+
+    Ctrl-C stops after the current step: the History comes back with ``interrupted``.
+    ``initial_epoch=k`` and ``history=`` continue a run that has done k epochs (epochs is
+    the total), as ``handgrad train --resume`` does.
     """
-    if epochs <= 0:
-        raise ValueError(f"fit: epochs must be positive, got {epochs}")
-    if early_stopping is not None and val_data is None and monitor.startswith("val_"):
-        raise ValueError("fit: early stopping on a validation metric needs val_data")
-    if isinstance(train_data, DataLoader):
-        loader = train_data
-    else:
-        X, y = _split(train_data)
-        loader = DataLoader(X, y, batch_size=batch_size or len(X), shuffle=shuffle, seed=seed)
-    history = History()
+    epochs = _positive_int("fit: epochs", epochs)
+    if batch_size is not None:
+        batch_size = _positive_int("fit: batch_size", batch_size)
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
+            or not 0 <= initial_epoch < epochs:
+        raise ValueError(f"fit: initial_epoch must be an integer in [0, {epochs}), "
+                         f"got {initial_epoch!r}")
+    if early_stopping is not None:
+        early_stopping = _positive_int("fit: early_stopping", early_stopping)
+        if val_data is None and monitor.startswith("val_"):
+            raise ValueError("fit: early stopping on a validation metric needs val_data")
+    if clip_grad_norm is not None and not (math.isfinite(clip_grad_norm) and clip_grad_norm > 0):
+        raise ValueError(f"fit: clip_grad_norm must be finite and positive, got {clip_grad_norm!r}")
+    X, y = _split(train_data, "fit: train_data")
+    if val_data is not None:
+        _split(val_data, "fit: val_data")
+    loader = train_data if isinstance(train_data, DataLoader) else None
+    history = history if history is not None else History()
     best, best_state, waited = math.inf, None, 0
     sign = -1.0 if "acc" in monitor else 1.0      # accuracies improve upwards
+    params = optimizer.params
+    steps_per_epoch = len(loader) if loader is not None else -(-len(X) // (batch_size or len(X)))
+
+    def failure(what: str, value: float, epoch: int, step: int) -> TrainingError:
+        if early_stopping is not None and restore_best and best_state is not None:
+            model.load_state_dict(best_state)
+        return TrainingError(
+            f"fit: {what} became {value} at epoch {epoch}, step {step}; the model keeps its "
+            f"last good weights. Lower the learning rate, clip gradients, or find the op with "
+            f"engine.detect_anomaly()", history, epoch, step)
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=epochs * len(loader), unit="step", leave=False, dynamic_ncols=True)
-    try:
-        for epoch in range(1, epochs + 1):
-            model.train()
-            start = time.perf_counter()
-            total_loss, total_correct, seen = 0.0, 0, 0
-            for xb, yb in loader:
-                # A shuffled batch is a fresh array; a slice of the caller's data is copied.
-                out = model(Tensor(xb, copy=xb.base is not None))
-                loss = loss_fn(out, yb)
-                objective = loss + regularizer() if regularizer is not None else loss
-                optimizer.zero_grad()
-                objective.backward()
-                if clip_grad_norm is not None:
-                    clip_grad_norm_(optimizer.params, clip_grad_norm)
-                optimizer.step()
-                if scheduler is not None and scheduler_per_step:
-                    scheduler.step()
-                value = float(loss.item())
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"fit: the loss became {value} at epoch {epoch}, "
-                                             f"step {len(history.steps) + 1}; lower the learning "
-                                             f"rate or use engine.detect_anomaly() to find the op")
-                history.steps.append(value)
-                total_loss += value * len(xb)
-                if _is_classification(loss_fn, out.data, np.asarray(yb)):
-                    total_correct += int(round(metrics.accuracy(out.data, yb) * len(xb)))
-                seen += len(xb)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
-            if scheduler is not None and not scheduler_per_step:
-                scheduler.step()
-            record: dict[str, float] = {"epoch": epoch, "train_loss": total_loss / seen,
-                                        "lr": optimizer.lr, "seconds": time.perf_counter() - start}
-            if total_correct or _is_classification(loss_fn, out.data, np.asarray(yb)):
-                record["train_accuracy"] = total_correct / seen
-            if val_data is not None:
-                for k, v in evaluate(model, loss_fn, val_data).items():
-                    record[f"val_{k}"] = v
-            history.epochs.append(record)
-            if bar is not None:
-                bar.set_postfix({k: f"{v:.4f}" for k, v in record.items()
-                                 if k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")})
-            if callback is not None:
-                callback(epoch, record)
-            if early_stopping is not None:
-                if monitor not in record:
-                    raise ValueError(f"fit: cannot monitor {monitor!r}; recorded: {sorted(record)}")
-                score = sign * record[monitor]
-                if score < best:
-                    best, waited, history.best_epoch = score, 0, epoch
-                    best_state = model.state_dict()
-                else:
-                    waited += 1
-                    if waited >= early_stopping:
-                        history.stopped_early = True
+        bar = tqdm(total=(epochs - initial_epoch) * steps_per_epoch, unit="step", leave=False,
+                   dynamic_ncols=True)
+    with _Interrupts() as interrupts:
+        try:
+            for epoch in range(initial_epoch + 1, epochs + 1):
+                model.train()
+                start = time.perf_counter()
+                total_loss, total_correct, seen, classification = 0.0, 0, 0, False
+                batches = loader if loader is not None else _batches(
+                    X, y, batch_size or len(X), shuffle, seed, epoch)
+                for step, (xb, yb) in enumerate(batches, start=1):
+                    out = model(Tensor(xb, copy=False))
+                    loss = loss_fn(out, yb)
+                    value = float(loss.item())
+                    if not math.isfinite(value):
+                        raise failure("the loss", value, epoch, step)
+                    objective = loss
+                    if regularizer is not None:
+                        penalty = regularizer()
+                        if not math.isfinite(float(penalty.item())):
+                            raise failure("the regularizer", float(penalty.item()), epoch, step)
+                        objective = loss + penalty
+                    optimizer.zero_grad()
+                    objective.backward()
+                    if not _finite_gradients(params):
+                        raise failure("a gradient", math.nan, epoch, step)
+                    if clip_grad_norm is not None:
+                        clip_grad_norm_(params, clip_grad_norm)
+                    optimizer.step()
+                    if scheduler is not None and scheduler_per_step:
+                        scheduler.step()
+                    history.steps.append(value)
+                    total_loss += value * len(xb)
+                    scores = out.numpy(copy=True)
+                    if _is_classification(loss_fn, scores, np.asarray(yb)):
+                        classification = True
+                        total_correct += int(round(metrics.accuracy(scores, yb) * len(xb)))
+                    seen += len(xb)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
+                    if interrupts.requested:
                         break
-    finally:
-        if bar is not None:
-            bar.close()
+                if interrupts.requested:
+                    history.interrupted = True
+                    break
+                if scheduler is not None and not scheduler_per_step:
+                    scheduler.step()
+                record: dict[str, float] = {"epoch": epoch, "train_loss": total_loss / seen,
+                                            "lr": optimizer.lr,
+                                            "seconds": time.perf_counter() - start}
+                if classification:
+                    record["train_accuracy"] = total_correct / seen
+                if val_data is not None:
+                    for k, v in evaluate(model, loss_fn, val_data).items():
+                        record[f"val_{k}"] = v
+                history.epochs.append(record)
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k in (
+                        "train_loss", "train_accuracy", "val_loss", "val_accuracy")})
+                if early_stopping is not None:
+                    if monitor not in record:
+                        raise ValueError(f"fit: cannot monitor {monitor!r}; recorded: "
+                                         f"{sorted(record)}")
+                    score = sign * record[monitor]
+                    if score < best:
+                        best, waited, history.best_epoch = score, 0, epoch
+                        best_state = model.state_dict()
+                    else:
+                        waited += 1
+                        if waited >= early_stopping:
+                            history.stopped_early = True
+                if callback is not None:
+                    callback(epoch, record)
+                if history.stopped_early:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
     if early_stopping is not None and restore_best and best_state is not None:
         model.load_state_dict(best_state)
     return history

@@ -3,6 +3,7 @@ preprocessing and batching."""
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,8 @@ def _idx_bytes(arr: np.ndarray) -> bytes:
     (lambda b: b[:3] + b"\x09" + b[4:], "unsupported number of dimensions 9"),
     (lambda b: b[:6], "truncated header"),
     (lambda b: b"\x1f\x8b" + b"not gzip at all", "corrupt gzip"),
-    (lambda b: gzip.compress(b)[:-8], "corrupt gzip"),
+    (lambda b: gzip.compress(b)[:-8], "gzip stream holds a different amount"),   # no trailer
+    (lambda b: gzip.compress(b)[:-12] + gzip.compress(b)[-8:], "corrupt gzip"),
 ])
 def test_corrupt_idx_files_are_reported_with_their_path(tmp_path, mutate, message):
     good = _idx_bytes(np.zeros((3, 4, 5), np.uint8))
@@ -76,14 +78,67 @@ def test_load_mnist_from_a_directory_and_from_the_environment(tmp_path, monkeypa
 
 def test_missing_files_say_where_we_looked_and_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.delenv("HANDGRAD_DATA", raising=False)
-    with pytest.raises(D.DatasetError) as info:
-        D.load_mnist("mnist", data_dir=tmp_path)
-    msg = str(info.value)
-    assert str(tmp_path) in msg and "train-images-idx3-ubyte" in msg
-    assert "--data-dir" in msg and "HANDGRAD_DATA" in msg
     monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    monkeypatch.setattr(D.Path, "home", lambda: tmp_path / "home")
+    with pytest.raises(D.DatasetError) as info:
+        D.load_mnist("mnist")
+    msg = str(info.value)
+    assert "train-images-idx3-ubyte" in msg and "--data-dir" in msg and "HANDGRAD_DATA" in msg
     with pytest.raises(D.DatasetError, match="apt-get install dataset-fashion-mnist"):
-        D.load_mnist("fashion-mnist", data_dir=tmp_path)
+        D.load_mnist("fashion-mnist")
+
+
+def test_an_explicit_data_dir_without_the_files_is_an_error_with_no_fallback(tmp_path, monkeypatch):
+    _fake_mnist(tmp_path / "root" / "mnist")
+    monkeypatch.setenv("HANDGRAD_DATA", str(tmp_path / "root"))      # would be found there
+    typo = tmp_path / "mnsit"
+    typo.mkdir()
+    with pytest.raises(D.DatasetError) as info:
+        D.load_dataset("mnist", data_dir=typo)
+    msg = str(info.value)
+    assert f"the directory {typo} given with data_dir/--data-dir does not hold the dataset" in msg
+    assert "t10k-labels-idx1-ubyte" in msg
+    assert D.load_dataset("mnist").source == str(tmp_path / "root" / "mnist")   # no dir: fallback
+    assert D.load_dataset("xor", seed=3).source == "generated (seed 3)"
+
+
+def test_a_gzip_bomb_is_refused_after_the_header_without_inflating(tmp_path):
+    import time
+    # The header declares 60 bytes; the stream then inflates to 200 MB of zeros.
+    path = tmp_path / "bomb-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(_idx_bytes(np.zeros((3, 4, 5), np.uint8)))
+        block = bytes(1 << 20)
+        for _ in range(200):
+            f.write(block)
+    assert path.stat().st_size < 1_000_000
+    start = time.perf_counter()
+    with pytest.raises(D.DatasetError, match="the gzip stream holds a different amount"):
+        D.read_idx(path)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_a_header_declaring_more_than_deflate_can_hold_is_refused(tmp_path):
+    # A 1-byte body claimed to be 60000 x 28 x 28, with a forged ISIZE matching the claim.
+    header = bytes([0, 0, 0x08, 3]) + np.asarray((60000, 28, 28), ">u4").tobytes()
+    raw = gzip.compress(header + b"\0")
+    declared = len(header) + 60000 * 28 * 28
+    forged = raw[:-4] + (declared % 2**32).to_bytes(4, "little")
+    path = tmp_path / "liar-images-idx3-ubyte.gz"
+    path.write_bytes(forged)
+    with pytest.raises(D.DatasetError, match=r"more than 1032x the"):
+        D.read_idx(path)
+
+
+def test_a_fifo_or_a_directory_is_an_error_not_a_hang(tmp_path):
+    with pytest.raises(D.DatasetError, match="is a directory"):
+        D.read_idx(tmp_path)
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    fifo = tmp_path / "train-images-idx3-ubyte"
+    os.mkfifo(fifo)
+    with pytest.raises(D.DatasetError, match="not a regular file"):
+        D.read_idx(fifo)                    # opening it would wait for a writer forever
 
 
 def test_inconsistent_files_are_errors(tmp_path):

@@ -1,0 +1,76 @@
+"""Option values of the ``handgrad`` command. Each converter accepts one kind of value or
+raises ``argparse.ArgumentTypeError`` with a one-line reason, so every bad option is
+reported (one line, exit status 2) before any data is read or any training starts."""
+from __future__ import annotations
+
+import argparse
+import math
+
+
+class UsageError(Exception):
+    """A bad combination of options, or a path that cannot be used: one line, status 2."""
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1): a probability of dropping, a share of the data, a momentum."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """A number in [0, 1] (label smoothing)."""
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def sizes(text: str) -> list[int]:
+    """"64,32" -> [64, 32]: at least one positive integer."""
+    parts = [s for s in text.replace(" ", "").split(",")]
+    if not any(parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes like 64,32, got {text!r}")
+    try:
+        values = [int(s) for s in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated sizes like 64,32, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"sizes must be positive integers, got {text!r}")
+    return values
