@@ -187,7 +187,11 @@ def _generators(model: Module) -> list[np.random.Generator]:
 
 class _Run:
     """A model, its optimizer and schedule, and the state at the end of the last complete
-    epoch (what a checkpoint holds, so that --resume continues exactly from there)."""
+    epoch (what resume.npz holds, so that --resume continues exactly from there).
+
+    Two files: ``model.npz`` is the model the run produced (under early stopping, the best
+    epoch's weights, which the test metrics describe); ``resume.npz`` is the last complete
+    epoch with the optimizer state, the schedule, the random generators and the history."""
 
     def __init__(self, run: dict[str, Any], sizes: list[int]):
         self.run = run
@@ -197,6 +201,7 @@ class _Run:
         self.scheduler = _schedule(run, self.optimizer)
         self.epochs_done = 0
         self.history = History()
+        self.best: dict[str, np.ndarray] | None = None   # the best epoch's weights
         self.snapshot: dict[str, Any] = {}
 
     def take_snapshot(self) -> None:
@@ -209,29 +214,54 @@ class _Run:
             "history": copy.deepcopy(self.history.to_dict()),
         }
 
-    def restore(self, meta: dict[str, Any]) -> None:
-        """Put back what --resume read from a checkpoint (the parameters are loaded already)."""
-        resume = meta["resume"]
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(resume["scheduler"])
-        for g, state in zip(_generators(self.model), resume["rng"]):
-            g.bit_generator.state = state
-        self.epochs_done = resume["epochs_done"]
-        self.history = History.from_dict(resume["history"])
+    def end_of_epoch(self, epoch: int, record: dict[str, float]) -> None:
+        self.epochs_done = epoch
+        if self.history.best_epoch == epoch:
+            self.best = self.model.state_dict()
+        self.take_snapshot()
+
+    def restore(self, resume_dir: Path) -> None:
+        """Put back the state saved in ``resume_dir`` (by save) into the model, the optimizer,
+        the schedule and the random generators."""
+        path = resume_dir / "resume.npz"
+        ck = serialization.load(path, self.model, optimizer=self.optimizer)
+        generators = _generators(self.model)
+        try:         # the metadata is untrusted too: any malformed part is the file's fault
+            resume = ck.checkpoint_metadata["resume"]
+            history = History.from_dict(resume["history"])
+            epochs_done = int(resume["epochs_done"])
+            if len(history.epochs) != epochs_done or len(generators) != len(resume["rng"]):
+                raise ValueError("epochs or random generators do not match the run")
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(resume["scheduler"])
+            for g, state in zip(generators, resume["rng"]):
+                g.bit_generator.state = state
+        except (KeyError, TypeError, ValueError) as e:
+            raise serialization.CheckpointError(f"{path}: malformed resume state ({e})") from None
+        self.epochs_done, self.history = epochs_done, history
+        if self.history.best_epoch is not None:
+            best = serialization.load(resume_dir / "model.npz", check_finite=True)
+            self.best = best.state_dict()
 
     def save(self, out: Path, test: dict[str, float] | None, interrupted: bool) -> list[Path]:
-        """Write the last complete epoch's state: checkpoint, history.json, curves.png."""
+        """Write the run: model.npz, resume.npz, history.json and curves.png."""
         snap = self.snapshot
-        model = copy.deepcopy(self.model)
-        model.load_state_dict(snap["params"])
+        last = copy.deepcopy(self.model)
+        last.load_state_dict(snap["params"])
+        produced = copy.deepcopy(last)
+        if self.run["early_stopping"] is not None and self.best is not None:
+            produced.load_state_dict(self.best)
         meta = {"dataset": self.run["dataset"], "seed": self.run["seed"], "run": self.run,
-                "test": test, "interrupted": interrupted,
-                "resume": {k: snap[k] for k in ("scheduler", "rng", "epochs_done", "history")}}
-        ckpt = serialization.save(model, out / "model.npz", metadata=meta,
-                                  optimizer_state=snap["optimizer"])
+                "test": test, "interrupted": interrupted}
+        resume = dict(meta, resume={k: snap[k] for k in ("scheduler", "rng", "epochs_done",
+                                                           "history")})
+        # resume.npz first: a model.npz is never newer than the state it resumes from.
+        resume_path = serialization.save(last, out / "resume.npz", metadata=resume,
+                                         optimizer_state=snap["optimizer"])
+        ckpt = serialization.save(produced, out / "model.npz", metadata=meta)
         history_path = out / "history.json"
         history_path.write_text(json.dumps(snap["history"], indent=1))
-        written = [ckpt, history_path]
+        written = [ckpt, resume_path, history_path]
         try:
             from .plots import plot_history
         except ImportError:
@@ -243,9 +273,9 @@ class _Run:
 def train(args: argparse.Namespace) -> int:
     meta = None
     if args.resume is not None:
-        path = args.resume / "model.npz"
+        path = args.resume / "resume.npz"
         meta, _ = serialization.read(path)
-        if "run" not in meta.get("metadata", {}):
+        if "resume" not in meta.get("metadata", {}):
             raise UsageError(f"--resume {args.resume}: {path} was not written by handgrad train "
                              f"--out (no run recorded in it)")
         meta = meta["metadata"]
@@ -258,8 +288,10 @@ def train(args: argparse.Namespace) -> int:
     sizes = [int(np.prod(splits.input_shape))] + run["hidden"] + [splits.num_classes]
     state = _Run(run, sizes)
     if meta is not None:
-        serialization.load(args.resume / "model.npz", state.model, optimizer=state.optimizer)
-        state.restore(meta)
+        state.restore(args.resume)
+        if state.history.stopped_early:
+            raise UsageError(f"--resume {args.resume}: the run stopped early (no improvement "
+                             f"since epoch {state.history.best_epoch}); nothing to continue")
         if state.epochs_done >= run["epochs"]:
             raise UsageError(f"--resume {args.resume}: the run already has {state.epochs_done} "
                              f"epochs; ask for more with --epochs")
@@ -272,10 +304,6 @@ def train(args: argparse.Namespace) -> int:
           f"{run['epochs']} epochs, batch {run['batch_size'] or 'full'}"
           + (f", resuming after epoch {state.epochs_done}" if meta else ""), flush=True)
 
-    def end_of_epoch(epoch: int, record: dict[str, float]) -> None:
-        state.epochs_done = epoch
-        state.take_snapshot()
-
     start = time.perf_counter()
     failure: TrainingError | None = None
     try:
@@ -285,8 +313,10 @@ def train(args: argparse.Namespace) -> int:
                             scheduler=state.scheduler, clip_grad_norm=run["clip_grad_norm"],
                             early_stopping=run["early_stopping"],
                             monitor="val_loss" if val is not None else "train_loss",
-                            seed=run["seed"], progress=not args.quiet, callback=end_of_epoch,
-                            initial_epoch=state.epochs_done, history=state.history)
+                            seed=run["seed"], progress=not args.quiet,
+                            callback=state.end_of_epoch, initial_epoch=state.epochs_done,
+                            history=state.history,
+                            best_state=state.best if state.epochs_done else None)
     except TrainingError as e:
         failure = e
     seconds = time.perf_counter() - start

@@ -62,9 +62,14 @@ class Module:
                 f"holds a Parameter: assign an nn.Parameter (or None), or change the values in "
                 f"place (load_state_dict, or `with engine.no_grad(): {name}[...] = ...` on the "
                 f"parameter)")
-        self._parameters.pop(name, None)
-        if self._modules.pop(name, None) is not None or isinstance(value, Module):
+        # Replacing a parameter (or a submodule) keeps its place in the order, as dict
+        # assignment does: parameters() stays aligned with an optimizer's state.
+        if not isinstance(value, Parameter):
+            self._parameters.pop(name, None)
+        if isinstance(self._modules.get(name), Module) or isinstance(value, Module):
             _tree_changed()
+        if not isinstance(value, Module):
+            self._modules.pop(name, None)
         if isinstance(value, Parameter):
             if value.name is None:
                 value.name = name

@@ -24,6 +24,7 @@ link stays); a read-only checkpoint is refused, not replaced.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import tempfile
@@ -190,7 +191,7 @@ def _read_arrays(path: Path, size: int) -> dict[str, np.ndarray]:
                                               f"version {version}")
                 if dtype.hasobject:
                     raise CheckpointError(f"{path}: {info.filename} holds Python objects")
-                nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                nbytes = math.prod(shape) * dtype.itemsize     # Python ints: no overflow
                 if nbytes > info.file_size:
                     raise CheckpointError(f"{path}: {info.filename} declares shape {shape} "
                                           f"({nbytes} bytes) in a {info.file_size}-byte member")

@@ -173,6 +173,36 @@ class _Interrupts:
             signal.signal(signal.SIGINT, self.previous)
 
 
+def _early_stopping_so_far(history: History, initial_epoch: int, patience: int | None,
+                           monitor: str, sign: float, restore_best: bool,
+                           best_state: dict[str, Any] | None) -> tuple[float, int]:
+    """The best score and the epochs waited since, recounted from a resumed history."""
+    if len(history.epochs) != initial_epoch:
+        raise ValueError(f"fit: history has {len(history.epochs)} epochs but initial_epoch is "
+                         f"{initial_epoch}")
+    if patience is None or initial_epoch == 0:
+        if best_state is not None:
+            raise ValueError("fit: best_state is only for resuming a run with early stopping")
+        return math.inf, 0
+    if history.stopped_early:
+        raise ValueError(f"fit: the run being resumed stopped early at epoch {initial_epoch}")
+    best, waited, best_epoch = math.inf, 0, None
+    for record in history.epochs:
+        if monitor not in record:
+            raise ValueError(f"fit: the history being resumed has no {monitor!r}")
+        if sign * record[monitor] < best:
+            best, waited, best_epoch = sign * record[monitor], 0, record["epoch"]
+        else:
+            waited += 1
+    if best_epoch != history.best_epoch:
+        raise ValueError(f"fit: the history's best epoch ({history.best_epoch}) is not the best "
+                         f"{monitor} in its records (epoch {best_epoch})")
+    if restore_best and best_state is None:
+        raise ValueError(f"fit: resuming early stopping with restore_best needs best_state= "
+                         f"(the weights of epoch {best_epoch})")
+    return best, waited
+
+
 def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, train_data: Any, *,
         epochs: int = 10, batch_size: int | None = 32, val_data: Any = None,
         scheduler: LRScheduler | None = None, scheduler_per_step: bool = False,
@@ -180,7 +210,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
         early_stopping: int | None = None, monitor: str = "val_loss", restore_best: bool = True,
         shuffle: bool = True, seed: int = 0, progress: bool = True,
         callback: Callable[[int, dict[str, float]], None] | None = None,
-        initial_epoch: int = 0, history: History | None = None) -> History:
+        initial_epoch: int = 0, history: History | None = None,
+        best_state: dict[str, Any] | None = None) -> History:
     """Train ``model`` with minibatch gradient descent and return its History.
 
     Each step: forward, ``loss_fn(output, targets)`` (+ ``regularizer()``), backward, a
@@ -193,7 +224,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
 
     Ctrl-C stops after the current step: the History comes back with ``interrupted``.
     ``initial_epoch=k`` and ``history=`` continue a run that has done k epochs (epochs is
-    the total), as ``handgrad train --resume`` does.
+    the total), as ``handgrad train --resume`` does; under early stopping the patience count
+    is recounted from the history and ``best_state`` gives the weights of its best epoch.
     """
     epochs = _positive_int("fit: epochs", epochs)
     if batch_size is not None:
@@ -213,8 +245,11 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
         _split(val_data, "fit: val_data")
     loader = train_data if isinstance(train_data, DataLoader) else None
     history = history if history is not None else History()
-    best, best_state, waited = math.inf, None, 0
     sign = -1.0 if "acc" in monitor else 1.0      # accuracies improve upwards
+    best, waited = _early_stopping_so_far(history, initial_epoch, early_stopping, monitor, sign,
+                                          restore_best, best_state)
+    if best_state is not None:
+        model.check_state_dict(best_state, check_finite=True)
     params = optimizer.params
     steps_per_epoch = len(loader) if loader is not None else -(-len(X) // (batch_size or len(X)))
 

@@ -23,7 +23,7 @@ def test_train_writes_checkpoint_history_and_curves_then_evaluate_agrees(tmp_pat
             "--out", str(out), "--quiet"]
     assert cli.main(args) == 0
     train_out = capsys.readouterr().out.strip().splitlines()
-    assert (out / "model.npz").exists()
+    assert (out / "model.npz").exists() and (out / "resume.npz").exists()
     history = json.loads((out / "history.json").read_text())
     assert len(history["epochs"]) == 30 and history["steps"]
     pytest.importorskip("matplotlib")

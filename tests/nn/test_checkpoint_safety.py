@@ -1,0 +1,269 @@
+"""Checkpoints are untrusted files: validated before anything changes or is allocated, and
+saving never loses what the user had."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import threading
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+import engine
+import nn
+from nn import optim, serialization
+from nn.serialization import CheckpointError
+
+
+def _arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.copy() for k, v in model.state_dict().items()}
+
+
+def _same(model: nn.Module, arrays: dict[str, np.ndarray]) -> bool:
+    return all(np.array_equal(v, arrays[k]) for k, v in model.state_dict().items())
+
+
+def _write_npz(path, members: dict[str, bytes], compression=zipfile.ZIP_STORED) -> None:
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name + ".npy", data)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _meta(config=None, cls="MLP") -> bytes:
+    return _npy(np.array(json.dumps({"format": serialization.FORMAT,
+                                     "version": serialization.VERSION, "class": cls,
+                                     "config": config, "metadata": {}, "optimizer": None})))
+
+
+def _train(model, opt, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        x = rng.standard_normal((8, 3)).astype(np.float32)
+        y = rng.integers(0, 2, 8)
+        opt.zero_grad()
+        nn.CrossEntropyLoss()(model(engine.Tensor(x)), y).backward()
+        opt.step()
+
+
+# --- a failed load changes nothing --------------------------------------------------------
+
+@pytest.mark.parametrize("spoil", ["shape", "missing", "extra", "nan", "complex"])
+def test_a_failed_load_leaves_the_model_exactly_as_it_was(tmp_path, spoil):
+    source = nn.MLP([3, 4, 2], seed=1)
+    state = _arrays(source)
+    last = list(state)[-1]
+    if spoil == "shape":
+        state[last] = np.zeros(5, np.float32)
+    elif spoil == "missing":
+        del state[last]
+    elif spoil == "extra":
+        state["layers.9.weight"] = np.zeros(2, np.float32)
+    elif spoil == "nan":
+        state[last] = np.full_like(state[last], np.nan)
+    else:
+        state[last] = state[last].astype(np.complex64)
+    target = nn.MLP([3, 4, 2], seed=2)
+    before = _arrays(target)
+    with pytest.raises((KeyError, ValueError), match=last if spoil != "extra" else "layers.9.weight"):
+        target.load_state_dict(state, check_finite=True)
+    assert _same(target, before)
+    # the same through a file: the first parameters are fine, the last one is not
+    members = {k: _npy(v) for k, v in state.items()}
+    members[serialization.META_KEY] = _meta(source.config)
+    _write_npz(tmp_path / "bad.npz", members)
+    with pytest.raises(CheckpointError, match="bad.npz"):
+        nn.load(tmp_path / "bad.npz", target, check_finite=True)
+    assert _same(target, before)
+
+
+def test_a_bad_optimizer_state_in_a_checkpoint_changes_neither_model_nor_optimizer(tmp_path):
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = optim.Adam(model, lr=0.01)
+    _train(model, opt, 2)
+    path = nn.save(model, tmp_path / "m.npz", optimizer=opt)
+    # rewrite one optimizer array with the wrong shape
+    with np.load(path) as data:
+        members = {k: _npy(data[k]) for k in data.files}
+    name = next(k for k in members if k.startswith(serialization.OPTIMIZER_PREFIX))
+    members[name] = _npy(np.zeros(7, np.float32))
+    _write_npz(tmp_path / "bad.npz", members)
+
+    other = nn.MLP([3, 4, 2], seed=5)
+    other_opt = optim.Adam(other, lr=0.01)
+    _train(other, other_opt, 1, seed=3)
+    before, before_opt = _arrays(other), other_opt.state_dict()
+    with pytest.raises(CheckpointError, match="optimizer state"):
+        nn.load(tmp_path / "bad.npz", other, optimizer=other_opt)
+    assert _same(other, before)
+    after_opt = other_opt.state_dict()
+    for i, entry in before_opt["state"].items():
+        for k, v in entry.items():
+            assert np.array_equal(after_opt["state"][i][k], v)
+
+
+def test_optimizer_state_in_a_checkpoint_continues_training_bit_for_bit(tmp_path):
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = optim.SGD(model, lr=0.1, momentum=0.9, nesterov=True)
+    _train(model, opt, 3)
+    path = nn.save(model, tmp_path / "m.npz", optimizer=opt)
+    again = nn.MLP([3, 4, 2], seed=7)
+    again_opt = optim.SGD(again, lr=0.1, momentum=0.9, nesterov=True)
+    nn.load(path, again, optimizer=again_opt)
+    _train(model, opt, 3, seed=1)
+    _train(again, again_opt, 3, seed=1)
+    assert _same(again, _arrays(model))
+
+
+# --- small files never ask for big allocations --------------------------------------------
+
+def _peak_bytes(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_an_array_header_declaring_terabytes_is_refused_before_allocation(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)})
+    members = {"layers.0.weight": header.getvalue() + b"\0" * 64,
+               serialization.META_KEY: _meta()}
+    _write_npz(tmp_path / "huge.npz", members)
+    assert os.path.getsize(tmp_path / "huge.npz") < 2048
+
+    def load():
+        with pytest.raises(CheckpointError, match=r"huge.npz: layers.0.weight.npy declares shape "
+                                                  r"\(1000000, 1000000\)"):
+            nn.load(tmp_path / "huge.npz")
+    assert _peak_bytes(load) < 1 << 20
+
+
+def test_a_header_whose_size_overflows_int64_is_refused(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(   # 2**32 * 2**32 * 8 bytes wraps to 0 in int64
+        header, {"descr": "<f8", "fortran_order": False, "shape": (2**32, 2**32)})
+    _write_npz(tmp_path / "wrap.npz", {"w": header.getvalue(), serialization.META_KEY: _meta()})
+    with pytest.raises(CheckpointError, match="declares shape"):
+        nn.load(tmp_path / "wrap.npz")
+
+
+def test_members_declaring_more_than_the_file_holds_are_refused(tmp_path):
+    # deflate makes 40 MB of zeros into a few tens of KB: more than MAX_EXPANSION allows
+    _write_npz(tmp_path / "bomb.npz", {"w": _npy(np.zeros(5_000_000)),
+                                       serialization.META_KEY: _meta()}, zipfile.ZIP_DEFLATED)
+    assert os.path.getsize(tmp_path / "bomb.npz") < 100_000
+    with pytest.raises(CheckpointError, match="declare .* bytes, more than 4x"):
+        nn.load(tmp_path / "bomb.npz")
+
+
+def test_the_config_is_checked_against_the_stored_arrays_before_building(tmp_path):
+    small = nn.MLP([3, 4, 2], seed=0)
+    members = {k: _npy(v) for k, v in small.state_dict().items()}
+    huge = dict(small.config, sizes=[784, 10**9, 10])       # 3 TB of float32 if built
+    members[serialization.META_KEY] = _meta(huge)
+    _write_npz(tmp_path / "liar.npz", members)
+
+    def load():
+        with pytest.raises(CheckpointError, match=r"liar.npz: the config .* implies parameters"):
+            nn.load(tmp_path / "liar.npz")
+    assert _peak_bytes(load) < 1 << 20
+
+
+@pytest.mark.parametrize("config", [
+    {"sizes": [3, 2.5, 2]}, {"sizes": [3, -4, 2]}, {"sizes": "34"},
+    {"sizes": [3, 4, 2], "activation": "__import__"}, {"sizes": [3, 4, 2], "evil": 1},
+])
+def test_invalid_configs_are_checkpoint_errors(tmp_path, config):
+    members = {k: _npy(v) for k, v in nn.MLP([3, 4, 2], seed=0).state_dict().items()}
+    members[serialization.META_KEY] = _meta(config)
+    _write_npz(tmp_path / "c.npz", members)
+    with pytest.raises(CheckpointError, match="c.npz"):
+        nn.load(tmp_path / "c.npz")
+
+
+def test_a_corrupt_compressed_member_is_a_checkpoint_error(tmp_path):
+    model = nn.MLP([3, 40, 2], seed=0)
+    members = {k: _npy(v) for k, v in model.state_dict().items()}
+    members[serialization.META_KEY] = _meta(model.config)
+    path = tmp_path / "z.npz"
+    _write_npz(path, members, zipfile.ZIP_DEFLATED)
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("layers.0.weight.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    for i in range(start + 10, start + info.compress_size - 10):    # scramble the deflate data
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="z.npz: not a readable handgrad checkpoint"):
+        nn.load(path)
+
+
+def test_a_fifo_or_a_directory_is_a_clear_error_not_a_hang(tmp_path):
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    result: list[BaseException] = []
+    worker = threading.Thread(target=lambda: _catch(result, lambda: nn.load(fifo)), daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():                  # unblock the reader before failing the test
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("nn.load blocked on a FIFO")
+    assert isinstance(result[0], CheckpointError) and "is not a regular file" in str(result[0])
+    with pytest.raises(CheckpointError, match="is a directory"):
+        nn.load(tmp_path)
+
+
+def _catch(into: list, fn) -> None:
+    try:
+        fn()
+    except BaseException as e:       # noqa: BLE001 - handed to the test thread
+        into.append(e)
+
+
+# --- saving keeps what the user had -------------------------------------------------------
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_new_checkpoints_get_normal_permissions_from_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        path = nn.save(nn.MLP([2, 2], seed=0), tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode
+
+
+def test_saving_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
+    real = tmp_path / "store" / "model.npz"
+    real.parent.mkdir()
+    nn.save(nn.MLP([2, 2], seed=0), real)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(real)
+    model = nn.MLP([2, 2], seed=9)
+    nn.save(model, link)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert _same(nn.load(real), _arrays(model))
+
+
+def test_a_read_only_checkpoint_is_not_replaced(tmp_path):
+    path = nn.save(nn.MLP([2, 2], seed=0), tmp_path / "m.npz")
+    os.chmod(path, 0o444)
+    before = path.read_bytes()
+    with pytest.raises(PermissionError, match="read-only; it was not replaced"):
+        nn.save(nn.MLP([2, 2], seed=1), path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["m.npz"]       # no temporary file left behind

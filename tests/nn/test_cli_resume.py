@@ -1,0 +1,132 @@
+"""handgrad train: Ctrl-C saves the run, --resume continues it bit-for-bit."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nn import cli, losses
+
+RUN = ["--dataset", "moons", "--hidden", "16", "--dropout", "0.2", "--optimizer", "sgd",
+       "--momentum", "0.8", "--schedule", "exponential", "--batch-size", "32", "--seed", "4",
+       "--quiet"]
+
+
+def _members(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files if k != "__handgrad__"}
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    for name in ("model.npz", "resume.npz"):
+        ma, mb = _members(a / name), _members(b / name)
+        assert ma.keys() == mb.keys()
+        for k in ma:
+            assert np.array_equal(ma[k], mb[k]), f"{name}: {k} differs"
+    ha, hb = (json.loads((d / "history.json").read_text()) for d in (a, b))
+    for record in ha["epochs"] + hb["epochs"]:
+        record.pop("seconds")
+    assert ha == hb
+
+
+def test_resume_continues_a_run_bit_for_bit(tmp_path, capsys):
+    assert cli.main(["train", *RUN, "--epochs", "9", "--out", str(tmp_path / "whole")]) == 0
+    assert cli.main(["train", *RUN, "--epochs", "4", "--out", str(tmp_path / "part")]) == 0
+    assert cli.main(["train", "--resume", str(tmp_path / "part"), "--epochs", "9",
+                     "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming after epoch 4" in out
+    _assert_same_run(tmp_path / "whole", tmp_path / "part")
+
+
+def test_resume_under_early_stopping_stops_where_the_whole_run_stops(tmp_path, capsys):
+    run = ["--dataset", "moons", "--optimizer", "adam", "--lr", "0.3", "--early-stopping", "3",
+           "--quiet"]
+    assert cli.main(["train", *run, "--epochs", "200", "--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "history.json").read_text())
+    assert whole["stopped_early"] and whole["best_epoch"] < len(whole["epochs"]) - 1
+    # stop after the best epoch but before the patience runs out, then resume
+    assert cli.main(["train", *run, "--epochs", str(whole["best_epoch"] + 1),
+                     "--out", str(tmp_path / "part")]) == 0
+    assert cli.main(["train", "--resume", str(tmp_path / "part"), "--epochs", "200",
+                     "--quiet"]) == 0
+    _assert_same_run(tmp_path / "whole", tmp_path / "part")
+    # model.npz is the best epoch's model (what the test metrics describe), resume.npz the last
+    assert cli.main(["evaluate", str(tmp_path / "part" / "model.npz")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == [x for x in lines if x.startswith("test accuracy")][-2]
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(tmp_path / "part"), "--epochs", "300"]) == 2
+    assert "the run stopped early" in capsys.readouterr().err
+
+
+class _CtrlCAt(losses.CrossEntropyLoss):
+    """The CLI's loss, pressing Ctrl-C at its n-th call (a training step)."""
+    at = 0
+    calls = 0
+
+    def forward(self, out, y):
+        type(self).calls += 1
+        if type(self).calls == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().forward(out, y)
+
+
+def test_ctrl_c_saves_the_last_complete_epoch_and_resume_finishes_the_run(tmp_path, capsys,
+                                                                          monkeypatch):
+    assert cli.main(["train", *RUN, "--epochs", "6", "--out", str(tmp_path / "whole")]) == 0
+    steps_per_epoch = len(json.loads((tmp_path / "whole" / "history.json").read_text())
+                          ["steps"]) // 6
+    previous = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(_CtrlCAt, "at", 3 * steps_per_epoch + 2)    # inside epoch 3 or 4
+    monkeypatch.setattr(cli, "CrossEntropyLoss", _CtrlCAt)
+    capsys.readouterr()
+    status = cli.main(["train", *RUN, "--epochs", "6", "--out", str(tmp_path / "cut")])
+    captured = capsys.readouterr()
+    assert status == 130
+    assert signal.getsignal(signal.SIGINT) is previous
+    assert "interrupted" in captured.err and f"--resume {tmp_path / 'cut'}" in captured.err
+    for name in ("model.npz", "resume.npz", "history.json"):
+        assert (tmp_path / "cut" / name).exists()
+    saved = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert 1 <= len(saved["epochs"]) < 6
+    assert len(saved["steps"]) == len(saved["epochs"]) * steps_per_epoch   # whole epochs only
+    monkeypatch.setattr(cli, "CrossEntropyLoss", losses.CrossEntropyLoss)
+    assert cli.main(["train", "--resume", str(tmp_path / "cut"), "--quiet"]) == 0
+    _assert_same_run(tmp_path / "whole", tmp_path / "cut")
+
+
+def test_resume_refuses_changed_options_and_files_it_did_not_write(tmp_path, capsys):
+    assert cli.main(["train", *RUN, "--epochs", "2", "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    cases = [
+        (["--lr", "0.5", "--epochs", "4"], "--lr 0.5 differs from the run being resumed"),
+        (["--epochs", "2"], "the run already has 2 epochs"),
+    ]
+    for extra, message in cases:
+        assert cli.main(["train", "--resume", str(tmp_path / "run"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "run" / "resume.npz").write_bytes(b"PK\x03\x04 not a zip")
+    assert cli.main(["train", "--resume", str(tmp_path / "run"), "--epochs", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "resume.npz" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_says_where_its_data_came_from(capsys):
+    assert cli.main(["train", "--dataset", "xor", "--epochs", "1", "--quiet"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("handgrad: xor from ")
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="the Debian fashion-mnist package is not installed")
+def test_train_names_the_idx_directory_it_read(capsys):
+    assert cli.main(["train", "--dataset", "fashion-mnist", "--n", "256", "--epochs", "1",
+                     "--hidden", "8", "--val-fraction", "0", "--quiet"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "from /usr/share/datasets/fashion-mnist" in first
