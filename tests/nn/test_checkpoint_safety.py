@@ -267,3 +267,22 @@ def test_a_read_only_checkpoint_is_not_replaced(tmp_path):
         nn.save(nn.MLP([2, 2], seed=1), path)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["m.npz"]       # no temporary file left behind
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_a_device_is_refused_not_read_forever():
+    with pytest.raises(CheckpointError, match="/dev/zero: is not a regular file"):
+        nn.load("/dev/zero")
+    with pytest.raises(nn.data.DatasetError, match="/dev/zero"):
+        nn.data.read_idx("/dev/zero")
+
+
+def test_evaluate_on_a_crafted_oversized_checkpoint_is_one_line(tmp_path, capsys):
+    from nn import cli
+    small = nn.MLP([3, 4, 2], seed=0)
+    members = {k: _npy(v) for k, v in small.state_dict().items()}
+    members[serialization.META_KEY] = _meta(dict(small.config, sizes=[784, 10**9, 10]))
+    _write_npz(tmp_path / "crafted.npz", members)
+    assert cli.main(["evaluate", str(tmp_path / "crafted.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "crafted.npz: the config" in err[0]
