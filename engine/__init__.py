@@ -15,6 +15,7 @@ from .op import REGISTRY, Op, register, unregister
 from . import ops  # noqa: F401  (registers every built-in op as engine.<name>)
 from .transforms import grad, jvp, vjp
 from .gradcheck import GradcheckError, gradcheck, jvpcheck
+from .capture import CaptureError, Plan, capture
 
 __version__ = "0.2.0"
 
@@ -22,4 +23,4 @@ __all__ = ["Tensor", "as_tensor", "from_numpy", "inplace", "Node", "Op", "REGIST
            "register", "unregister", "no_grad", "enable_grad", "set_grad_enabled",
            "is_grad_enabled", "detect_anomaly", "is_anomaly_enabled", "name_scope",
            "push_scope", "pop_scope", "current_scope", "topological_order", "backward_steps", "grad", "jvp", "vjp",
-           "gradcheck", "jvpcheck", "GradcheckError", "sum_to", *sorted(REGISTRY)]
+           "gradcheck", "jvpcheck", "GradcheckError", "sum_to", "capture", "Plan", "CaptureError", *sorted(REGISTRY)]

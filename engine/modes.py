@@ -29,6 +29,7 @@ class _ThreadState(threading.local):
         self.grad_enabled = True
         self.anomaly = False
         self.scope: str | None = None
+        self.tape: Any = None          # a capture.Tape while engine.capture runs a function
 
 
 STATE = _ThreadState()

@@ -182,6 +182,10 @@ class Op:
     rule: str = ""
     nondiff: tuple[int, ...] = ()
     linear: bool = False
+    # Whether ``check`` reads input values (labels in range), not only shapes, dtypes and
+    # parameters: a replayed plan (engine.capture) then runs it on every replay. True
+    # unless an op says otherwise: a check that is skipped must be one the capture proved.
+    check_values: bool = True
 
     def __init__(self) -> None:
         self.signature = Signature(self)
@@ -265,6 +269,8 @@ class Op:
                 self._guard(ctx, result, tensors, state.anomaly)
         else:
             result = Tensor._from_op(out, None)
+        if state.tape is not None:
+            state.tape.record(self, tensors, params, ctx, result)
         if out.base is not None:
             saved.view_of(result, tensors)    # the output may be a view of an input
         else:
@@ -315,6 +321,8 @@ class Op:
                 if ref is not None and i not in self.nondiff and array.dtype.kind in "biuf":
                     array = array.astype(ref, copy=False)
                 x = Tensor._from_op(array, None)     # a private copy: nobody else holds it
+                if STATE.tape is not None:
+                    STATE.tape.constant(x, i, self)
             out.append(x)
         return tuple(out)
 

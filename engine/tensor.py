@@ -60,6 +60,8 @@ class Tensor:
         self._retains_grad = False
         if requires_grad:
             self.requires_grad = True
+        if STATE.tape is not None:
+            STATE.tape.created(self)
 
     @classmethod
     def _from_op(cls, data: np.ndarray, node: "graph.Node | None") -> "Tensor":
@@ -80,6 +82,8 @@ class Tensor:
         """The values: the tensor's own numpy array (shared, not a copy; write to it to
         change the tensor). While a graph that saved these values for backward is alive,
         the array is read-only."""
+        if STATE.tape is not None:
+            STATE.tape.refuse(f"read the values of {self.describe()} (.data / .numpy())")
         mem = self._mem
         if mem is None or mem.exposed is None:
             saved.expose(self)
@@ -146,12 +150,17 @@ class Tensor:
         return self._data.copy() if copy else self.data
 
     def item(self) -> float | int | bool:
+        if STATE.tape is not None:
+            STATE.tape.refuse(f"read the value of {self.describe()} (.item(), float(), "
+                              f"int() or bool())")
         if self.size != 1:
             raise ValueError(f"item: only a tensor with one element can be converted to a "
                              f"Python scalar, this one has shape {self.shape}")
         return self._data.item()
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if STATE.tape is not None:
+            STATE.tape.refuse(f"turned {self.describe()} into a numpy array")
         if dtype is not None and dtype != self._data.dtype:
             return self._data.astype(dtype)
         return self._data.copy() if copy else self.data

@@ -1,5 +1,6 @@
 """handgrad.nn: layers, losses, optimizers, data and training on top of ``engine``."""
 from . import data, init, metrics, optim
+from .compile import CompiledStep, compile_step
 from .data import DataLoader, load_dataset
 from .layers import (ELU, GELU, MLP, Dropout, Flatten, Identity, LeakyReLU, Linear, ReLU, Sigmoid,
                      Softmax, Softplus, Tanh)
@@ -14,6 +15,6 @@ __all__ = [
     "GELU", "Softplus", "Softmax", "Identity", "Flatten", "Dropout", "MLP",
     "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "l2_penalty",
     "init", "optim", "data", "metrics", "DataLoader", "load_dataset",
-    "fit", "evaluate", "predict", "History", "TrainingError", "save", "load", "CheckpointError",
+    "fit", "evaluate", "predict", "compile_step", "CompiledStep", "History", "TrainingError", "save", "load", "CheckpointError",
     "accuracy", "confusion_matrix", "precision_recall",
 ]

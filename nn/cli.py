@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "curves (created; files in it are replaced)")
     t.add_argument("--resume", type=Path, metavar="DIR",
                    help="continue the run saved in DIR (by --out) up to --epochs")
+    t.add_argument("--compile", action="store_true",
+                   help="capture each training step once and replay it (same results, faster)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("evaluate", help="report test metrics of a checkpoint")
@@ -316,7 +318,8 @@ def train(args: argparse.Namespace) -> int:
                             seed=run["seed"], progress=not args.quiet,
                             callback=state.end_of_epoch, initial_epoch=state.epochs_done,
                             history=state.history,
-                            best_state=state.best if state.epochs_done else None)
+                            best_state=state.best if state.epochs_done else None,
+                            compile=args.compile)
     except TrainingError as e:
         failure = e
     seconds = time.perf_counter() - start

@@ -127,18 +127,22 @@ def evaluate(model: Module, loss_fn: Callable[..., Tensor], data: Any,
 
 
 def _batches(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int,
-             epoch: int) -> Any:
+             epoch: int, buffers: dict[int, np.ndarray] | None = None) -> Any:
     """The minibatches of one epoch. The order is a function of (seed, epoch) alone, so a
-    run resumed at epoch e sees exactly the batches the uninterrupted run saw."""
+    run resumed at epoch e sees exactly the batches the uninterrupted run saw. With
+    ``buffers`` (a compiled step, which keeps nothing of a batch), the inputs are gathered
+    into the same memory every step instead of a new array."""
     n = len(X)
-    if not shuffle:
-        for i in range(0, n, batch_size):
-            yield X[i:i + batch_size].copy(), y[i:i + batch_size]   # copies: fresh batches
-        return
-    order = np.random.default_rng([seed, epoch]).permutation(n)
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else None
     for i in range(0, n, batch_size):
-        idx = order[i:i + batch_size]
-        yield X[idx], y[idx]
+        idx = order[i:i + batch_size] if shuffle else np.arange(i, min(i + batch_size, n))
+        if buffers is None:
+            yield X[idx], y[idx]                             # fresh arrays
+            continue
+        out = buffers.get(len(idx))
+        if out is None:
+            out = buffers[len(idx)] = np.empty((len(idx),) + X.shape[1:], X.dtype)
+        yield np.take(X, idx, axis=0, out=out), y[idx]
 
 
 def _finite_gradients(params: list[Any]) -> bool:
@@ -211,7 +215,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
         shuffle: bool = True, seed: int = 0, progress: bool = True,
         callback: Callable[[int, dict[str, float]], None] | None = None,
         initial_epoch: int = 0, history: History | None = None,
-        best_state: dict[str, Any] | None = None) -> History:
+        best_state: dict[str, Any] | None = None, compile: bool = False) -> History:
     """Train ``model`` with minibatch gradient descent and return its History.
 
     Each step: forward, ``loss_fn(output, targets)`` (+ ``regularizer()``), backward, a
@@ -226,6 +230,9 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     ``initial_epoch=k`` and ``history=`` continue a run that has done k epochs (epochs is
     the total), as ``handgrad train --resume`` does; under early stopping the patience count
     is recounted from the history and ``best_state`` gives the weights of its best epoch.
+
+    ``compile=True`` runs each step through ``nn.compile_step``: captured once per batch
+    shape, then replayed, with exactly the same results (same checks, same order).
     """
     epochs = _positive_int("fit: epochs", epochs)
     if batch_size is not None:
@@ -252,6 +259,12 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
         model.check_state_dict(best_state, check_finite=True)
     params = optimizer.params
     steps_per_epoch = len(loader) if loader is not None else -(-len(X) // (batch_size or len(X)))
+    compiled, buffers = None, None
+    if compile:
+        from .compile import NonFinite, compile_step
+        compiled = compile_step(model, loss_fn, optimizer, regularizer=regularizer,
+                                clip_grad_norm=clip_grad_norm)
+        buffers = {}
 
     def failure(what: str, value: float, epoch: int, step: int) -> TrainingError:
         if early_stopping is not None and restore_best and best_state is not None:
@@ -273,31 +286,38 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
                 start = time.perf_counter()
                 total_loss, total_correct, seen, classification = 0.0, 0, 0, False
                 batches = loader if loader is not None else _batches(
-                    X, y, batch_size or len(X), shuffle, seed, epoch)
+                    X, y, batch_size or len(X), shuffle, seed, epoch, buffers)
                 for step, (xb, yb) in enumerate(batches, start=1):
-                    out = model(Tensor(xb, copy=False))
-                    loss = loss_fn(out, yb)
-                    value = float(loss.item())
-                    if not math.isfinite(value):
-                        raise failure("the loss", value, epoch, step)
-                    objective = loss
-                    if regularizer is not None:
-                        penalty = regularizer()
-                        if not math.isfinite(float(penalty.item())):
-                            raise failure("the regularizer", float(penalty.item()), epoch, step)
-                        objective = loss + penalty
-                    optimizer.zero_grad()
-                    objective.backward()
-                    if not _finite_gradients(params):
-                        raise failure("a gradient", math.nan, epoch, step)
-                    if clip_grad_norm is not None:
-                        clip_grad_norm_(params, clip_grad_norm)
-                    optimizer.step()
+                    if compiled is not None:
+                        try:
+                            value = compiled(xb, yb)
+                        except NonFinite as e:
+                            raise failure(e.what, e.value, epoch, step) from None
+                        scores = compiled.last_output
+                    else:
+                        out = model(Tensor(xb, copy=False))
+                        loss = loss_fn(out, yb)
+                        value = float(loss.item())
+                        if not math.isfinite(value):
+                            raise failure("the loss", value, epoch, step)
+                        objective = loss
+                        if regularizer is not None:
+                            penalty = regularizer()
+                            if not math.isfinite(float(penalty.item())):
+                                raise failure("the regularizer", float(penalty.item()), epoch, step)
+                            objective = loss + penalty
+                        optimizer.zero_grad()
+                        objective.backward()
+                        if not _finite_gradients(params):
+                            raise failure("a gradient", math.nan, epoch, step)
+                        if clip_grad_norm is not None:
+                            clip_grad_norm_(params, clip_grad_norm)
+                        optimizer.step()
+                        scores = out.numpy(copy=True)
                     if scheduler is not None and scheduler_per_step:
                         scheduler.step()
                     history.steps.append(value)
                     total_loss += value * len(xb)
-                    scores = out.numpy(copy=True)
                     if _is_classification(loss_fn, scores, np.asarray(yb)):
                         classification = True
                         total_correct += int(round(metrics.accuracy(scores, yb) * len(xb)))

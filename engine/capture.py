@@ -1,0 +1,389 @@
+"""Capture a computation once, replay it as a plan: the same rules, none of the bookkeeping.
+
+``plan = engine.capture(fn, *example_inputs)`` runs ``fn`` once, eagerly, on tensors made
+from the examples, while a tape records every op it applies. If ``fn``'s first output is a
+scalar that requires grad, the capture also runs its backward pass with the engine's one
+walker (``graph.backward_steps``) and records the order of that walk: which rule ran when,
+and in which order the gradients flowing into each tensor were summed.
+
+``plan(*arrays)`` then replays that program on new arrays of the same shapes and dtypes:
+each op's own ``forward`` and ``backward`` rules are called in the recorded order, on plain
+arrays held in numbered slots. There are no Tensor or Node objects, no topological sort, no
+signature binding, and no checks that the capture already proved (shapes, dtypes, each
+gradient's shape). Because it is the same rules on the same arrays in the same order, a
+replay computes exactly the numbers the eager run computes, bit for bit.
+
+What a plan can and cannot follow:
+
+* Its inputs are the arrays passed to it. Tensors that ``fn`` reads from outside
+  (parameters, fixed tensors) are read live at every replay: in-place updates of their
+  values are seen; a change of shape or dtype is an error.
+* Python values are fixed at capture: numbers in ``fn``, ops' parameters (an ``axis``,
+  ``training=True`` of dropout; a dropout's Generator is the same object, so its random
+  stream continues exactly as it would eagerly).
+* Control flow that depends on values cannot be replayed, so the capture refuses it:
+  reading a value (``.item()``, ``float(t)``, ``.numpy()``, ``.data``, ``if t:``) inside
+  ``fn`` raises ``CaptureError`` naming what was read; so does an array from outside
+  ``fn`` turned into a constant (pass it as an input instead).
+* An op whose ``check`` reads values (class labels in range, targets in [0, 1]) declares
+  ``check_values = True`` and its check runs on every replay: a bad label is still an
+  error, never a silently wrong loss.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from . import graph
+from .modes import STATE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .op import Op
+    from .tensor import Tensor
+
+
+class CaptureError(RuntimeError):
+    """``fn`` does something a replayed plan could not reproduce."""
+
+
+class Tape:
+    """What the engine records while ``STATE.tape`` is set: every op application."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple["Op", tuple["Tensor", ...], dict[str, Any], Any, "Tensor"]] = []
+        self.constants: set[int] = set()     # ids of constants made from Python numbers
+
+    def constant(self, t: "Tensor", position: int, op: "Op") -> None:
+        """A number or array an op turned into a constant tensor inside the function."""
+        if t._data.size > 1:
+            raise CaptureError(
+                f"capture: op '{op.name}' got an array of shape {t.shape} as input {position} "
+                f"that is not an input of the captured function; the plan would freeze its "
+                f"values. Pass it as an input")
+        self.constants.add(id(t))
+
+    def created(self, t: "Tensor") -> None:
+        """``Tensor(...)`` called inside the function."""
+        if t._data.size > 1:
+            raise CaptureError(
+                f"capture: Tensor(...) of shape {t.shape} created inside the captured "
+                f"function; the plan would freeze its values. Pass the array as an input")
+
+    def record(self, op: "Op", tensors: tuple["Tensor", ...], params: dict[str, Any],
+               ctx: Any, result: "Tensor") -> None:
+        self.records.append((op, tensors, params, ctx, result))
+
+    @staticmethod
+    def refuse(what: str) -> None:
+        raise CaptureError(
+            f"capture: the captured function {what}; a replayed plan cannot follow Python "
+            f"decisions made on values. Compute it outside the function, or return it as an "
+            f"output")
+
+
+class ReplayNode:
+    """The ``ctx`` a rule sees during a replay: what the recorded node held, minus the graph."""
+
+    __slots__ = ("op", "inputs", "params", "saved", "needs_input_grad", "buffers")
+
+    def __init__(self, op: "Op", inputs: tuple["_Shape", ...], params: dict[str, Any],
+                 needs: tuple[bool, ...]):
+        self.op, self.inputs, self.params, self.needs_input_grad = op, inputs, params, needs
+        self.saved: Any = ()
+        self.buffers: dict[int, np.ndarray] = {}
+
+    def save(self, *values: Any) -> None:
+        self.saved = values
+
+    def buffer(self, key: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """The same memory at every replay (see ``Node.buffer``)."""
+        b = self.buffers.get(key)
+        if b is None or b.shape != shape or b.dtype != dtype:
+            b = self.buffers[key] = np.empty(shape, dtype)
+        return b
+
+
+class _Shape:
+    """Stands for an input tensor in ``ctx.inputs``: rules read its shape and dtype only."""
+
+    __slots__ = ("shape", "dtype", "ndim")
+
+    def __init__(self, array: np.ndarray):
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+
+# One forward instruction: (op, ctx, input slots, output slot, run the check?)
+Forward = tuple
+# One backward instruction: (slot, ctx or None, [(input slot, dtype) or None per input])
+Backward = tuple
+
+
+class Plan:
+    """A captured program: forward instructions, then the backward walk, over slots.
+
+    Slots hold arrays: first the plan's inputs, then the outside tensors it reads (live),
+    then constants, then one slot per op output. ``leaves`` are the outside tensors that
+    receive gradients (in the order the backward walk finishes them)."""
+
+    def __init__(self) -> None:
+        self.n_slots = 0
+        self.input_slots: list[int] = []
+        self.input_specs: list[tuple[tuple[int, ...], np.dtype]] = []
+        self.outside: list[tuple[int, "Tensor", tuple[int, ...], np.dtype]] = []
+        self.constants: list[tuple[int, np.ndarray]] = []
+        self.forward: list[Forward] = []
+        self.backward: list[Backward] = []
+        self.output_slots: list[int] = []
+        self.tuple_output = False
+        self.root: int | None = None          # the differentiated output's slot
+        self.leaves: list["Tensor"] = []      # outside tensors that receive a gradient
+        self.leaf_of_slot: dict[int, int] = {}
+        self.names: dict[int, str] = {}       # slot -> name, for source()
+        self.values: list[Any] = []
+        self.last_outputs: list[np.ndarray] = []   # of the capture run
+        self._lent: list[tuple["Tensor", np.ndarray]] = []   # buffers now held as .grad
+
+    # --- running ---------------------------------------------------------------------------
+    def run_forward(self, *arrays: Any) -> list[np.ndarray]:
+        """The forward program on ``arrays``; returns the outputs (kept for the backward)."""
+        if len(arrays) != len(self.input_slots):
+            raise TypeError(f"plan: takes {len(self.input_slots)} input arrays, got {len(arrays)}")
+        values: list[Any] = [None] * self.n_slots
+        for k, (slot, a, (shape, dtype)) in enumerate(zip(self.input_slots, arrays, self.input_specs)):
+            if type(a) is not np.ndarray:
+                a = np.asarray(a._data if hasattr(a, "_data") else a)
+            if a.shape != shape or a.dtype != dtype:
+                raise ValueError(f"plan: input {k} has shape {a.shape} dtype {a.dtype}, but the "
+                                 f"plan was captured for shape {shape} dtype {dtype}; capture "
+                                 f"another plan for it")
+            values[slot] = a
+        for slot, tensor, shape, dtype in self.outside:
+            a = tensor._data
+            if a.shape != shape or a.dtype != dtype:
+                raise ValueError(f"plan: {tensor.describe()} now has shape {a.shape} dtype "
+                                 f"{a.dtype}; it was captured with shape {shape} dtype {dtype}")
+            values[slot] = a
+        for slot, a in self.constants:
+            values[slot] = a
+        for op, ctx, ins, out, check in self.forward:
+            args = [values[i] for i in ins]
+            if check:
+                op.check(*args, **ctx.params)
+            y = op.forward(ctx, *args, **ctx.params)
+            if type(y) is not np.ndarray:
+                y = np.asarray(y)
+            values[out] = y
+        self.values = values
+        return [values[s] for s in self.output_slots]
+
+    def run_backward(self, on_grad: Callable[[int, np.ndarray], None]) -> None:
+        """The recorded backward walk, seeded with ones at the root. ``on_grad(k, g)`` gets
+        the gradient of ``leaves[k]`` as soon as it is final."""
+        if self.root is None:
+            raise RuntimeError("plan: this plan has no backward pass (its first output was "
+                               "not a scalar requiring grad)")
+        values = self.values
+        grads: list[Any] = [None] * self.n_slots
+        grads[self.root] = np.ones_like(values[self.root])
+        leaf_of_slot = self.leaf_of_slot
+        for slot, ctx, targets in self.backward:
+            g = grads[slot]
+            grads[slot] = None
+            if ctx is None:
+                on_grad(leaf_of_slot[slot], g)
+                continue
+            result = ctx.op.backward(ctx, g)
+            ctx.saved = ()                       # free what the forward saved, as eager does
+            for r, target in zip(result, targets):
+                if target is None or r is None:
+                    continue
+                into, dtype = target
+                if type(r) is not np.ndarray:
+                    r = np.asarray(r)
+                if r.dtype != dtype:
+                    r = r.astype(dtype)
+                current = grads[into]
+                grads[into] = r if current is None else current + r
+        self.values = []
+
+    def __call__(self, *arrays: Any) -> Any:
+        """Replay: the outputs (new arrays), and, if the plan has a backward pass, gradients
+        accumulated into each leaf's ``.grad`` exactly as ``output.backward()`` would."""
+        # A leaf may still hold a buffer of the last replay as its .grad (no zero_grad in
+        # between): this replay is about to overwrite that buffer, so the leaf gets a copy.
+        for leaf, lent in self._lent:
+            if leaf.grad is lent:
+                leaf.grad = lent.copy()
+        self._lent = []
+        outputs = [o.copy() for o in self.run_forward(*arrays)]
+        if self.root is not None:
+            self.run_backward(self._accumulate)
+        return tuple(outputs) if self.tuple_output else outputs[0]
+
+    def _accumulate(self, k: int, g: np.ndarray) -> None:
+        leaf = self.leaves[k]
+        if leaf.grad is None:
+            leaf.grad = g
+            self._lent.append((leaf, g))
+        else:
+            leaf.grad += g
+
+    # --- reading ---------------------------------------------------------------------------
+    def source(self, extra: Sequence[str] = ()) -> str:
+        """The program, one numbered line per instruction: the forward pass, then the
+        backward pass written out (``g_t3 = relu.backward(g_t4)``), then ``extra`` lines."""
+        def name(slot: int) -> str:
+            return self.names.get(slot, f"t{slot}")
+
+        lines = []
+        for op, ctx, ins, out, _ in self.forward:
+            params = ", ".join(f"{k}={_short(v)}" for k, v in ctx.params.items())
+            args = ", ".join([name(i) for i in ins] + ([params] if params else []))
+            lines.append(f"{name(out)} = {op.name}({args})")
+        if self.root is not None:
+            lines.append(f"g_{name(self.root)} = 1")
+            seen = {self.root}
+            for slot, ctx, targets in self.backward:
+                if ctx is None:
+                    lines.append(f"grad[{name(slot)}] = g_{name(slot)}")
+                    continue
+                outs = []
+                for t in targets:
+                    if t is None:
+                        outs.append("_")
+                        continue
+                    g = f"g_{name(t[0])}"
+                    outs.append(g + (" +" if t[0] in seen else ""))
+                    seen.add(t[0])
+                left = ", ".join(outs)
+                lines.append(f"{left} = {ctx.op.name}.backward(g_{name(slot)})"
+                             .replace(" + =", " +=").replace(" +,", " (+),"))
+        lines += list(extra)
+        width = len(str(len(lines)))
+        return "\n".join(f"{i:>{width}}  {line}" for i, line in enumerate(lines, 1))
+
+    def __repr__(self) -> str:
+        return (f"<Plan: {len(self.forward)} forward, {len(self.backward)} backward steps, "
+                f"inputs {[s for s, _ in self.input_specs]}>")
+
+
+def _input_name(fn: Callable[..., Any], k: int) -> str:
+    """The name of fn's k-th parameter (``x``, ``y``), for Plan.source()."""
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    return params[k].name if k < len(params) else f"input{k}"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"array{value.shape}"
+    if isinstance(value, np.random.Generator):
+        return "Generator"
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def capture(fn: Callable[..., Any], *example_inputs: Any,
+            names: dict[int, str] | None = None) -> Plan:
+    """Run ``fn(*tensors)`` once (eagerly: its effects, like gradients in ``.grad``, happen)
+    and return the Plan that replays it. See the module docstring for what is captured.
+    ``names`` maps ``id(tensor)`` of outside tensors to names shown by ``Plan.source()``."""
+    from .tensor import Tensor
+
+    if STATE.tape is not None:
+        raise CaptureError("capture: already capturing (captures do not nest)")
+    inputs = [x if isinstance(x, Tensor) else Tensor(x, copy=False) for x in example_inputs]
+    for i, t in enumerate(inputs):
+        if t.requires_grad:
+            raise CaptureError(f"capture: input {i} requires grad; plan inputs are data. "
+                               f"Read parameters inside fn instead (they stay live)")
+    tape = Tape()
+    STATE.tape = tape
+    try:
+        result = fn(*inputs)
+    finally:
+        STATE.tape = None
+    outputs = list(result) if isinstance(result, (tuple, list)) else [result]
+    for k, o in enumerate(outputs):
+        if not isinstance(o, Tensor):
+            raise CaptureError(f"capture: output {k} of fn is a {type(o).__name__}, not a Tensor")
+
+    plan = Plan()
+    plan.tuple_output = isinstance(result, (tuple, list))
+    slots: dict[int, int] = {}
+    ctx_of: dict[int, ReplayNode] = {}
+
+    def new_slot(t: "Tensor") -> int:
+        slots[id(t)] = plan.n_slots
+        plan.n_slots += 1
+        return slots[id(t)]
+
+    for k, t in enumerate(inputs):
+        slot = new_slot(t)
+        plan.input_slots.append(slot)
+        plan.input_specs.append((t.shape, t.dtype))
+        plan.names[slot] = _input_name(fn, k)
+    made = {id(r[4]) for r in tape.records}
+    for op, tensors, params, ctx, result_t in tape.records:
+        ins = []
+        for t in tensors:
+            if id(t) not in slots:
+                slot = new_slot(t)
+                if id(t) in made:      # pragma: no cover - records are in creation order
+                    raise CaptureError("capture: internal error, an op output used before it was made")
+                if id(t) in tape.constants:
+                    plan.constants.append((slot, t._data))
+                else:
+                    plan.outside.append((slot, t, t.shape, t.dtype))
+                    if names and id(t) in names:
+                        plan.names[slot] = names[id(t)]
+                    elif t.name:
+                        plan.names[slot] = t.name
+            ins.append(slots[id(t)])
+        out = new_slot(result_t)
+        plan.names[out] = f"t{len(plan.forward) + 1}"
+        node = ReplayNode(op, tuple(_Shape(t._data) for t in tensors), ctx.params,
+                          ctx.needs_input_grad)
+        ctx_of[id(result_t)] = node
+        plan.forward.append((op, node, ins, out, bool(op.check is not None and op.check_values)))
+    for o in outputs:
+        if id(o) not in slots:
+            raise CaptureError("capture: fn returned a tensor that no captured op made (an "
+                               "input or an outside tensor); return computed values only")
+        plan.output_slots.append(slots[id(o)])
+
+    plan.last_outputs = [o._data for o in outputs]
+    root = outputs[0]
+    if root.requires_grad and root.size == 1 and root.node is not None:
+        _capture_backward(plan, root, slots, ctx_of)
+    return plan
+
+
+def _capture_backward(plan: Plan, root: "Tensor", slots: dict[int, int],
+                      ctx_of: dict[int, ReplayNode]) -> None:
+    """Run the eager backward of ``root`` (filling ``.grad`` as ``root.backward()`` does)
+    and record the walk: which rule, in which order, sending to which slots."""
+    from .accumulate import GradientStore
+
+    plan.root = slots[id(root)]
+    g0 = np.ones_like(root._data)
+    store = GradientStore([g0])
+    for tensor, g, node, _ in graph.backward_steps([root], [g0]):
+        slot = slots[id(tensor)]
+        if node is None:
+            plan.leaf_of_slot[slot] = len(plan.leaves)
+            plan.leaves.append(tensor)
+            plan.backward.append((slot, None, None))
+            store.accumulate(tensor, g)
+            continue
+        targets = [(slots[id(inp)], inp.dtype) if need else None
+                   for inp, need in zip(node.inputs, node.needs_input_grad)]
+        plan.backward.append((slot, ctx_of[id(tensor)], targets))
+        if tensor._retains_grad:
+            raise CaptureError("capture: retain_grad() on an intermediate tensor is not "
+                               "replayed; return the tensor as an output instead")

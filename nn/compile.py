@@ -1,0 +1,152 @@
+"""A training step captured once and replayed: ``step = nn.compile_step(model, loss_fn, opt)``.
+
+The first call for a given input shape and dtype (and the modules' train/eval modes) runs
+the step eagerly while ``engine.capture`` records it; later calls replay the recorded plan
+(see ``engine/capture.py``): the same forward and backward rules in the same order on
+arrays in reused buffers, then the same optimizer update. The parameters come out bit for
+bit as an eager loop would leave them (tests/nn/test_compile.py checks SGD with momentum
+and Nesterov, Adam and AdamW, float32 and float64, dropout).
+
+A new shape (the last, smaller batch of an epoch) or a switch to ``model.eval()``
+captures a second plan; a plan is never replayed on anything else.
+
+Each step does what ``fit`` does eagerly, in the same order: forward, the loss (and the
+regularizer) checked finite, backward, every gradient checked finite (all before any
+parameter changes; ``NonFinite`` names what failed), optional gradient clipping, the
+optimizer's update. ``print(step)`` shows the captured program.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+import engine
+from engine import Tensor
+
+from .module import Module
+from .optim import Optimizer, clip_grad_norm_
+
+
+class NonFinite(FloatingPointError):
+    """The loss, the regularizer or a gradient is NaN or Inf; nothing was updated."""
+
+    def __init__(self, what: str, value: float):
+        super().__init__(f"{what} became {value}")
+        self.what, self.value = what, value
+
+
+def _finite_gradients(grads: list[np.ndarray]) -> bool:
+    """One float64 sum per gradient: NaN and Inf propagate into it."""
+    return all(math.isfinite(np.add.reduce(g, axis=None, dtype=np.float64)) for g in grads)
+
+
+class CompiledStep:
+    """``loss = step(x, y)``: one training step of ``model`` on a batch, replayed from a
+    captured plan. Returns the loss as a float; ``step.last_output`` holds the model's
+    output for the batch (a copy) and ``step.last_penalty`` the regularizer's value."""
+
+    def __init__(self, model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, *,
+                 regularizer: Callable[[], Tensor] | None = None,
+                 clip_grad_norm: float | None = None, check_finite: bool = True):
+        if not isinstance(model, Module):
+            raise TypeError(f"compile_step: model must be an nn.Module, got {type(model).__name__}")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"compile_step: optimizer must be an nn.optim optimizer, got "
+                            f"{type(optimizer).__name__}")
+        if clip_grad_norm is not None and not (math.isfinite(clip_grad_norm) and clip_grad_norm > 0):
+            raise ValueError(f"compile_step: clip_grad_norm must be finite and positive, got "
+                             f"{clip_grad_norm!r}")
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.regularizer, self.clip_grad_norm = regularizer, clip_grad_norm
+        self.check_finite = check_finite
+        self.plans: dict[tuple[Any, ...], engine.Plan] = {}
+        self.last_plan: engine.Plan | None = None
+        self.last_output: np.ndarray | None = None
+        self.last_penalty: float | None = None
+        self._names = {id(p): name for name, p in model.named_parameters()}
+
+    def _fn(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+        out = self.model(x)
+        loss = self.loss_fn(out, y)
+        if self.regularizer is None:
+            return loss, loss, out
+        penalty = self.regularizer()
+        return loss + penalty, loss, out, penalty
+
+    def key(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
+        """What a plan is valid for: the batch's shapes and dtypes, every module's mode."""
+        return (x.shape, x.dtype.str, y.shape, y.dtype.str,
+                tuple(m.training for m in self.model.modules()))
+
+    def __call__(self, x: Any, y: Any) -> float:
+        x = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+        y = y.numpy() if isinstance(y, Tensor) else np.asarray(y)
+        params = self.optimizer.params
+        for p in params:
+            p.grad = None                              # zero_grad
+        key = self.key(x, y)
+        plan = self.plans.get(key)
+        if plan is None:
+            # The first step of this shape runs eagerly while it is recorded: its forward,
+            # its backward (gradients land in .grad), then the checks and update below.
+            plan = self.plans[key] = engine.capture(self._fn, x, y, names=self._names)
+            outputs = plan.last_outputs
+            if plan.root is None:
+                raise engine.CaptureError("compile_step: the loss does not depend on any "
+                                          "parameter that requires grad")
+            self._check_outputs(outputs)
+        else:
+            outputs = plan.run_forward(x, y)
+            self._check_outputs(outputs)
+            plan.run_backward(self._receive(plan))
+        self.last_plan = plan
+        if self.check_finite and not _finite_gradients([p.grad for p in params if p.grad is not None]):
+            raise NonFinite("a gradient", math.nan)
+        if self.clip_grad_norm is not None:
+            clip_grad_norm_(params, self.clip_grad_norm)
+        self.optimizer.step()
+        self.last_output = np.array(outputs[2], copy=True)
+        return float(outputs[1])
+
+    def _check_outputs(self, outputs: list[np.ndarray]) -> None:
+        value = float(outputs[1])
+        if self.check_finite and not math.isfinite(value):
+            raise NonFinite("the loss", value)
+        self.last_penalty = None if len(outputs) < 4 else float(outputs[3])
+        if self.check_finite and self.last_penalty is not None and not math.isfinite(self.last_penalty):
+            raise NonFinite("the regularizer", self.last_penalty)
+
+    @staticmethod
+    def _receive(plan: engine.Plan) -> Callable[[int, np.ndarray], None]:
+        leaves = plan.leaves
+
+        def receive(k: int, g: np.ndarray) -> None:
+            leaves[k].grad = g                         # a plan buffer, rewritten next step
+        return receive
+
+    def source(self) -> str:
+        """The last plan's program, with the optimizer's update at the end."""
+        if self.last_plan is None:
+            return "<not captured yet: call the step once>"
+        name = type(self.optimizer).__name__.lower()
+        extra = [f"{name}({n}, g_{n})" for n in (self._names[id(p)] for p in self.optimizer.params
+                                                  if id(p) in self._names)]
+        return self.last_plan.source(extra)
+
+    def __str__(self) -> str:
+        return self.source()
+
+    def __repr__(self) -> str:
+        return f"<CompiledStep: {len(self.plans)} plan(s) for {type(self.model).__name__}>"
+
+
+def compile_step(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, *,
+                 regularizer: Callable[[], Tensor] | None = None,
+                 clip_grad_norm: float | None = None, check_finite: bool = True) -> CompiledStep:
+    """A training step for ``model`` captured once per input shape and replayed after:
+    ``loss = step(x, y)`` computes exactly what the eager step computes (see the module
+    docstring)."""
+    return CompiledStep(model, loss_fn, optimizer, regularizer=regularizer,
+                        clip_grad_norm=clip_grad_norm, check_finite=check_finite)
