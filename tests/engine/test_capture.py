@@ -1,0 +1,203 @@
+"""engine.capture: a plan replays exactly what the eager run computes, and refuses what it
+could not replay."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import engine
+from engine import CaptureError, Tensor
+from engine.testing import SPECS
+
+OPS = sorted(engine.REGISTRY)
+
+
+def _eager(fn, leaves, *arrays):
+    """fn on fresh leaves with the same values: (output, gradients)."""
+    fresh = [Tensor(t.numpy(copy=True), requires_grad=True) for t in leaves]
+    out = fn(fresh, *[Tensor(a) for a in arrays])
+    out.backward()
+    return out.numpy(copy=True), [t.grad for t in fresh]
+
+
+@pytest.mark.parametrize("name", OPS)
+@settings(max_examples=8)
+@given(data=st.data())
+def test_every_op_replays_bit_for_bit(name, data):
+    """For every registered op: capture sum(w * op(...)), change the differentiable inputs
+    in place, replay with new weights w, and compare with an eager run on the same values."""
+    spec, op = SPECS[name], engine.REGISTRY[name]
+    args, params = data.draw(spec.sample)
+    diff = [i for i, a in enumerate(args) if i not in op.nondiff and isinstance(a, np.ndarray)
+            and a.dtype.kind == "f"]
+    if not diff or op.apply(*args, **params).size == 0:
+        return                                 # nothing to differentiate
+    leaves = [Tensor(np.array(args[i], copy=True), requires_grad=True) for i in diff]
+    data_args = [i for i, a in enumerate(args) if i not in diff and isinstance(a, np.ndarray)]
+
+    def fn(leaves, w, *others):       # labels, masks, conditions: inputs of the plan
+        full = list(args)
+        for i, t in zip(diff, leaves):
+            full[i] = t
+        for i, t in zip(data_args, others):
+            full[i] = t
+        out = op.apply(*full, **params)
+        return (out * w).sum()
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    out_shape = op.apply(*args, **params).shape
+    w0 = rng.standard_normal(out_shape)
+    others = [args[i] for i in data_args]
+    plan = engine.capture(lambda w, *o: fn(leaves, w, *o), w0, *others)
+    for t in leaves:                                        # new values, written in place
+        (a,) = engine.inplace(t)
+        a *= rng.uniform(0.9, 1.1, a.shape) if name not in ("floor", "round") else 1
+        t.grad = None
+    w1 = rng.standard_normal(out_shape)
+    out = plan(w1, *others)
+    want_out, want_grads = _eager(fn, leaves, w1, *others)
+    np.testing.assert_array_equal(out, want_out)
+    for t, g in zip(leaves, want_grads):
+        np.testing.assert_array_equal(t.grad, g)
+
+
+def _mlp_like(params, x, y):
+    W1, b1, W2 = params
+    h = engine.tanh(engine.linear(x, W1, b1))
+    z = h @ W2 + h.sum(axis=1, keepdims=True) * 0.5          # fan-out of h, broadcasting
+    return engine.softmax_cross_entropy(z, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_plan_replays_a_composite_function_bit_for_bit(dtype):
+    rng = np.random.default_rng(0)
+    params = [Tensor(rng.standard_normal(s).astype(dtype), requires_grad=True)
+              for s in [(5, 7), (7,), (7, 3)]]
+    x0, y0 = rng.standard_normal((4, 5)).astype(dtype), rng.integers(0, 3, 4)
+    plan = engine.capture(lambda x, y: _mlp_like(params, x, y), x0, y0)
+    for _ in range(3):
+        x, y = rng.standard_normal((4, 5)).astype(dtype), rng.integers(0, 3, 4)
+        for p in params:
+            p.grad = None
+        loss = plan(x, y)
+        got = [p.grad.copy() for p in params]
+        for p in params:
+            p.grad = None
+        want = _mlp_like(params, Tensor(x), y)
+        want.backward()
+        assert loss.dtype == dtype and np.array_equal(loss, want.numpy())
+        for g, p in zip(got, params):
+            assert np.array_equal(g, p.grad)
+
+
+def test_gradients_accumulate_across_replays_like_backward():
+    """Without zero_grad, .grad accumulates; the replay must not overwrite a gradient the
+    leaf still holds from the last replay (it lives in the plan's buffers)."""
+    rng = np.random.default_rng(1)
+    W = Tensor(rng.standard_normal((6, 4)).astype(np.float32), requires_grad=True)
+    xs = [rng.standard_normal((3, 6)).astype(np.float32) for _ in range(3)]
+    plan = engine.capture(lambda x: engine.relu(engine.linear(x, W)).sum(), xs[0])
+    plan(xs[1])
+    plan(xs[2])
+    got = W.grad.copy()
+    W.grad = None
+    for x in xs:
+        engine.relu(engine.linear(Tensor(x), W)).sum().backward()
+    np.testing.assert_array_equal(got, W.grad)
+
+
+def test_outputs_are_new_arrays_not_overwritten_by_the_next_replay():
+    W = Tensor(np.ones((2, 2), np.float32), requires_grad=True)
+    plan = engine.capture(lambda x: (engine.linear(x, W).sum(), engine.linear(x, W)),
+                          np.ones((1, 2), np.float32))
+    _, first = plan(np.ones((1, 2), np.float32))
+    plan(np.full((1, 2), 5, np.float32))
+    np.testing.assert_array_equal(first, [[2, 2]])
+
+
+def test_outside_tensors_are_read_live_and_a_changed_shape_is_an_error():
+    W = Tensor(np.ones((2, 2)), requires_grad=True)
+    plan = engine.capture(lambda x: (x @ W).sum(), np.ones((1, 2)))
+    (w,) = engine.inplace(W)
+    w *= 3
+    assert plan(np.ones((1, 2))) == 12.0
+    W.data = np.ones((3, 2))
+    with pytest.raises(ValueError, match=r"now has shape \(3, 2\).*captured with shape \(2, 2\)"):
+        plan(np.ones((1, 2)))
+
+
+def test_a_plan_refuses_other_shapes_and_dtypes():
+    W = Tensor(np.ones((2, 2)), requires_grad=True)
+    plan = engine.capture(lambda x: (x @ W).sum(), np.ones((1, 2)))
+    with pytest.raises(ValueError, match=r"input 0 has shape \(3, 2\).*captured for shape \(1, 2\)"):
+        plan(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="dtype float32"):
+        plan(np.ones((1, 2), np.float32))
+    with pytest.raises(TypeError, match="takes 1 input arrays, got 2"):
+        plan(np.ones((1, 2)), np.ones((1, 2)))
+
+
+@pytest.mark.parametrize("read", [
+    lambda t: t.sum().item(), lambda t: float(t.sum()), lambda t: bool(t.sum() > 0),
+    lambda t: t.numpy(), lambda t: t.data, lambda t: np.asarray(t),
+])
+def test_reading_values_inside_the_function_is_refused(read):
+    W = Tensor(np.ones((2, 2)), requires_grad=True)
+
+    def fn(x):
+        y = x @ W
+        if read(y) is not None:                # data-dependent Python
+            y = y * 2
+        return y.sum()
+
+    with pytest.raises(CaptureError, match="cannot follow Python decisions made on values"):
+        engine.capture(fn, np.ones((1, 2)))
+    assert engine.modes.STATE.tape is None     # the tape is gone after a refusal
+
+
+def test_arrays_from_outside_the_function_are_refused_numbers_are_fine():
+    W = Tensor(np.ones((2, 2)), requires_grad=True)
+    outside = np.ones((1, 2))
+    with pytest.raises(CaptureError, match="op 'mul' got an array of shape \\(1, 2\\) as input 1"):
+        engine.capture(lambda x: (x @ W * outside).sum(), np.ones((1, 2)))
+    with pytest.raises(CaptureError, match=r"Tensor\(...\) of shape \(1, 2\) created inside"):
+        engine.capture(lambda x: (x @ W * Tensor(outside)).sum(), np.ones((1, 2)))
+    plan = engine.capture(lambda x: (x @ W * 3.0).sum(), np.ones((1, 2)))
+    assert plan(np.ones((1, 2))) == 12.0
+
+
+def test_a_check_that_reads_values_still_runs_on_every_replay():
+    """softmax_cross_entropy checks the labels' range: a replay with a bad label is still
+    an error, never a silently wrong loss (numpy would wrap a negative index around)."""
+    W = Tensor(np.ones((2, 3)), requires_grad=True)
+    plan = engine.capture(lambda x, y: engine.softmax_cross_entropy(x @ W, y),
+                          np.ones((2, 2)), np.array([0, 2]))
+    with pytest.raises(ValueError, match=r"class label -1 is outside \[0, 3\)"):
+        plan(np.ones((2, 2)), np.array([0, -1]))
+    assert engine.REGISTRY["softmax_cross_entropy"].check_values
+    assert not engine.REGISTRY["linear"].check_values
+
+
+def test_inputs_must_be_data():
+    W = Tensor(np.ones(2), requires_grad=True)
+    with pytest.raises(CaptureError, match="input 0 requires grad"):
+        engine.capture(lambda w: (w * 2).sum(), W)
+
+
+def test_source_lists_the_forward_and_the_backward_program():
+    W = Tensor(np.ones((2, 3)), requires_grad=True, name="W")
+    plan = engine.capture(lambda x, y: engine.softmax_cross_entropy(engine.relu(x @ W), y),
+                          np.ones((4, 2)), np.zeros(4, np.int64))
+    lines = plan.source().splitlines()
+    assert lines == [
+        "1  t1 = matmul(x, W)",
+        "2  t2 = relu(t1)",
+        "3  t3 = softmax_cross_entropy(t2, y, reduction='mean', label_smoothing=0.0)",
+        "4  g_t3 = 1",
+        "5  g_t2, _ = softmax_cross_entropy.backward(g_t3)",
+        "6  g_t1 = relu.backward(g_t2)",
+        "7  _, g_W = matmul.backward(g_t1)",
+        "8  grad[W] = g_W",
+    ]

@@ -1,0 +1,131 @@
+"""nn.compile_step and fit(compile=True): the same parameters, bit for bit, as eager."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import engine
+import nn
+from nn import cli
+
+X = np.random.default_rng(0).standard_normal((203, 6))        # 203: a last, smaller batch
+Y = (X[:, 0] * X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1)
+
+OPTIMIZERS = {
+    "sgd-momentum": lambda m: nn.optim.SGD(m, lr=0.05, momentum=0.9),
+    "sgd-nesterov": lambda m: nn.optim.SGD(m, lr=0.05, momentum=0.9, nesterov=True,
+                                           weight_decay=1e-3),
+    "adam": lambda m: nn.optim.Adam(m, lr=0.01),
+    "adamw": lambda m: nn.optim.AdamW(m, lr=0.01),
+}
+
+
+def _train(compile, optimizer, dtype, **kw):
+    model = nn.MLP([6, 16, 16, 3], dropout=0.2, seed=1, dtype=dtype)
+    opt = OPTIMIZERS[optimizer](model)
+    history = nn.fit(model, nn.CrossEntropyLoss(), opt, (X.astype(dtype), Y), epochs=3,
+                     batch_size=32, val_data=(X[:50].astype(dtype), Y[:50]), progress=False,
+                     compile=compile, **kw)
+    return model, history
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_compiled_training_equals_eager_bit_for_bit(optimizer, dtype):
+    eager, h1 = _train(False, optimizer, dtype)
+    compiled, h2 = _train(True, optimizer, dtype)
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        assert a.dtype == b.dtype == dtype
+        assert np.array_equal(a, b), name
+    assert h1.steps == h2.steps
+    strip = [[{k: v for k, v in r.items() if k != "seconds"} for r in h.epochs] for h in (h1, h2)]
+    assert strip[0] == strip[1]
+
+
+def test_regularizer_and_clipping_compile_too():
+    def run(compile):
+        model = nn.MLP([6, 8, 3], seed=2)
+        opt = nn.optim.SGD(model, lr=0.5, momentum=0.5)
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, batch_size=40,
+               regularizer=lambda: nn.l2_penalty(model, 1e-2), clip_grad_norm=0.5,
+               progress=False, compile=compile)
+        return model.state_dict()
+    for a, b in zip(run(False).values(), run(True).values()):
+        assert np.array_equal(a, b)
+
+
+def test_a_plan_per_batch_shape_and_per_mode():
+    model = nn.MLP([6, 8, 3], dropout=0.5, seed=0)
+    step = nn.compile_step(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1))
+    step(X[:32], Y[:32])
+    step(X[32:64], Y[32:64])
+    assert len(step.plans) == 1
+    step(X[:11], Y[:11])                       # a smaller batch: its own plan
+    model.eval()
+    step(X[:32], Y[:32])                       # dropout off: its own plan
+    assert len(step.plans) == 3
+    shapes = sorted(k[0] for k in step.plans)
+    assert shapes == [(11, 6), (32, 6), (32, 6)]
+
+
+def test_a_nan_loss_in_a_compiled_fit_keeps_the_last_good_weights():
+    model = nn.MLP([6, 8, 3], seed=0)
+    opt = nn.optim.SGD(model, lr=0.1)
+    # Under compile the loss function runs only when a plan is captured, so the NaN comes
+    # from the data: one poisoned example in the fourth batch.
+    Xbad = X.copy()
+    Xbad[100] = np.nan
+    with pytest.raises(nn.TrainingError, match="the loss became nan at epoch 1, step 4") as info:
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (Xbad, Y), epochs=2, batch_size=32,
+               shuffle=False, progress=False, compile=True)
+    assert len(info.value.history.steps) == 3
+    assert all(np.isfinite(p.numpy()).all() for p in model.parameters())
+    ref = nn.MLP([6, 8, 3], seed=0)
+    nn.fit(ref, nn.CrossEntropyLoss(), nn.optim.SGD(ref, lr=0.1), (X[:96], Y[:96]), epochs=1,
+           batch_size=32, shuffle=False, progress=False)
+    for a, b in zip(model.state_dict().values(), ref.state_dict().values()):
+        assert np.array_equal(a, b)
+
+
+def test_printing_a_step_shows_the_program_with_the_optimizer_update():
+    model = nn.MLP([6, 4, 3], seed=0)
+    step = nn.compile_step(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1))
+    assert "not captured yet" in str(step)
+    step(X[:8], Y[:8])
+    lines = [line.strip() for line in str(step).splitlines()]
+    assert lines[0] == "1  t1 = linear(x, layers.0.weight, layers.0.bias)"
+    assert "g_t3, _ = softmax_cross_entropy.backward(g_t4)" in lines[5]
+    assert lines[-1].endswith("sgd(layers.2.bias, g_layers.2.bias)")
+    assert sum(" = linear.backward(" in line for line in lines) == 2
+
+
+def test_compile_step_validates_its_arguments():
+    model = nn.MLP([6, 4, 3], seed=0)
+    with pytest.raises(TypeError, match="optimizer must be an nn.optim optimizer"):
+        nn.compile_step(model, nn.CrossEntropyLoss(), object())
+    with pytest.raises(ValueError, match="clip_grad_norm must be finite and positive"):
+        nn.compile_step(model, nn.CrossEntropyLoss(), nn.optim.SGD(model), clip_grad_norm=0)
+
+
+def test_handgrad_train_compile_gives_the_same_model(tmp_path, capsys):
+    args = ["train", "--dataset", "moons", "--epochs", "5", "--batch-size", "16", "--quiet"]
+    assert cli.main(args + ["--out", str(tmp_path / "eager")]) == 0
+    assert cli.main(args + ["--out", str(tmp_path / "compiled"), "--compile"]) == 0
+    a, b = nn.load(tmp_path / "eager" / "model.npz"), nn.load(tmp_path / "compiled" / "model.npz")
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert np.array_equal(x, y)
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("test")][:2] == \
+        [line for line in out if line.startswith("test")][2:]
+
+
+def test_capture_refusals_reach_the_user_of_compile_step():
+    model = nn.MLP([6, 4, 3], seed=0)
+
+    def loss_fn(out, y):
+        if out.sum().item() > 1e9:              # Python control flow on values
+            return out.sum()
+        return nn.CrossEntropyLoss()(out, y)
+    step = nn.compile_step(model, loss_fn, nn.optim.SGD(model))
+    with pytest.raises(engine.CaptureError, match=r"read the value of .*item\(\)"):
+        step(X[:4], Y[:4])
