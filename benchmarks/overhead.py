@@ -1,6 +1,9 @@
 """Per-step overhead: a tiny MLP 784-32-10 with batch 32, where Python work per graph node
-dominates the arithmetic; steps per second for handgrad, numpy by hand and PyTorch. Then a
-per-op microbenchmark: microseconds per forward+backward node on small arrays.
+dominates the arithmetic; steps per second for numpy by hand, handgrad eager and compiled,
+PyTorch eager and torch.compile, JAX jit (the last three when installed). Then the cost of
+graph nodes: per op, one forward + backward of a single node (which includes the fixed cost
+of a backward() call), and the marginal cost of one node in a chain of 100, next to numpy
+doing the same arithmetic without a graph.
 
     python benchmarks/overhead.py [--smoke]
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import time
 import timeit
+from typing import Any, Callable
 
 import numpy as np
 
@@ -19,25 +23,28 @@ from numpy_mlp import NumpyMLP  # noqa: E402
 
 SIZES = [784, 32, 10]
 BATCH = 32
+LR, MOMENTUM = 0.01, 0.9
 
 
-def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
-    # Each round trains fresh models for STEPS steps. Longer runs on one fixed batch let the
-    # momentum of dead units decay into subnormal numbers, whose slow arithmetic (the same
-    # in every variant) would swamp the per-step overhead this benchmark measures.
-    steps = 50 if args.smoke else 300
-    rounds = 1 if args.smoke else 3 * args.repeats
-    rng = np.random.default_rng(0)
-    x = rng.random((BATCH, 784), dtype=np.float32)
-    y = rng.integers(0, 10, BATCH)
-    torch = torch_or_none(args.no_torch)
+def tiny_variants(x: np.ndarray, y: np.ndarray, steps: int, torch: Any, jax: Any,
+                  notes: list[str]) -> dict[str, Callable[[], float]]:
+    """Each variant trains a fresh model for ``steps`` steps and returns the seconds taken.
+    Longer runs on one fixed batch would let the momentum of dead units decay into
+    subnormal numbers, whose slow arithmetic (the same in every variant) swamps the
+    per-step overhead this benchmark measures."""
     loss_fn = nn.CrossEntropyLoss()
     xt = engine.Tensor(x)
 
+    def numpy_steps():
+        ref = NumpyMLP(SIZES, np.random.default_rng(0))
+        start = time.perf_counter()
+        for _ in range(steps):
+            ref.step(x, y, LR, MOMENTUM)
+        return time.perf_counter() - start
+
     def handgrad_steps():
         model = nn.MLP(SIZES, seed=0)
-        opt = nn.optim.SGD(model, lr=0.01, momentum=0.9)
+        opt = nn.optim.SGD(model, lr=LR, momentum=MOMENTUM)
         start = time.perf_counter()
         for _ in range(steps):
             loss = loss_fn(model(xt), y)
@@ -46,43 +53,132 @@ def main() -> None:
             opt.step()
         return time.perf_counter() - start
 
-    def numpy_steps():
-        ref = NumpyMLP(SIZES, np.random.default_rng(0))
-        start = time.perf_counter()
+    def compiled_steps():
+        model = nn.MLP(SIZES, seed=0)
+        step = nn.compile_step(model, loss_fn, nn.optim.SGD(model, lr=LR, momentum=MOMENTUM))
+        start = time.perf_counter()             # the capture (first step) is included
         for _ in range(steps):
-            ref.step(x, y, 0.01, 0.9)
+            step(x, y)
         return time.perf_counter() - start
 
-    variants = {"numpy by hand": numpy_steps, "handgrad": handgrad_steps}
+    variants = {"numpy by hand": numpy_steps, "handgrad eager": handgrad_steps,
+                "handgrad compiled": compiled_steps}
     if torch is not None:
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
         tl = torch.nn.CrossEntropyLoss()
 
-        def torch_steps():
+        def torch_model():
             torch.manual_seed(0)
             tm = torch.nn.Sequential(torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-            to = torch.optim.SGD(tm.parameters(), lr=0.01, momentum=0.9)
+            return tm, torch.optim.SGD(tm.parameters(), lr=LR, momentum=MOMENTUM)
+
+        def torch_steps(compiled: bool = False):
+            tm, to = torch_model()
+            forward = torch.compile(tm) if compiled else tm
             start = time.perf_counter()
             for _ in range(steps):
-                loss = tl(tm(tx), ty)
+                loss = tl(forward(tx), ty)
                 to.zero_grad()
                 loss.backward()
                 to.step()
             return time.perf_counter() - start
 
         variants["pytorch eager"] = torch_steps
+        try:
+            torch_steps(compiled=True)          # compiles once (cached for later rounds)
+            variants["torch.compile"] = lambda: torch_steps(compiled=True)
+        except Exception as e:  # noqa: BLE001 - no C compiler, unsupported platform, ...
+            notes.append(f"torch.compile unavailable here ({type(e).__name__})")
+    if jax is not None:
+        jnp = jax.numpy
+
+        def jax_loss(params, xb, yb):
+            (W1, b1), (W2, b2) = params
+            logits = jax.nn.relu(xb @ W1 + b1) @ W2 + b2
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), yb[:, None], axis=1))
+
+        @jax.jit
+        def jax_step(params, vel, xb, yb):
+            grads = jax.grad(jax_loss)(params, xb, yb)
+            vel = jax.tree_util.tree_map(lambda v, g: MOMENTUM * v + g, vel, grads)
+            return jax.tree_util.tree_map(lambda p, v: p - LR * v, params, vel), vel
+
+        def jax_steps():
+            ref = NumpyMLP(SIZES, np.random.default_rng(0))
+            params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in zip(ref.W, ref.b)]
+            vel = jax.tree_util.tree_map(jnp.zeros_like, params)
+            xj, yj = jnp.asarray(x), jnp.asarray(y)
+            start = time.perf_counter()
+            for _ in range(steps):
+                params, vel = jax_step(params, vel, xj, yj)
+            jax.block_until_ready(params)
+            return time.perf_counter() - start
+
+        jax_steps()                              # compiles once
+        variants["jax jit"] = jax_steps
+    return variants
+
+
+def chain_cost(number: int) -> list[dict[str, Any]]:
+    """The marginal cost of a node: a chain of 100 tanh nodes on a (4, 4) array, forward and
+    backward, per node; numpy doing the same arithmetic (tanh, then g * (1 - y^2)) beside."""
+    n = 100
+    a = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)
+    x = engine.Tensor(a, requires_grad=True)
+
+    def chain():
+        y = x
+        for _ in range(n):
+            y = y.tanh()
+        y.sum().backward()
+        x.grad = None
+
+    def numpy_chain():
+        ys, y = [], a
+        for _ in range(n):
+            y = np.tanh(y)
+            ys.append(y)
+        g = np.ones_like(y)
+        for y in reversed(ys):
+            g = g * (1 - y * y)
+
+    t = min(timeit.repeat(chain, number=number, repeat=3)) / number / n * 1e6
+    t_np = min(timeit.repeat(numpy_chain, number=number, repeat=3)) / number / n * 1e6
+    return [{"op": "tanh, one node of a chain of 100", "µs per forward+backward": t,
+             "numpy arithmetic alone": t_np, "graph overhead": t - t_np}]
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    steps = 50 if args.smoke else 300
+    rounds = 1 if args.smoke else 3 * args.repeats
+    rng = np.random.default_rng(0)
+    x = rng.random((BATCH, 784), dtype=np.float32)
+    y = rng.integers(0, 10, BATCH)
+    torch = torch_or_none(args.no_torch)
+    try:
+        import jax
+        jax.config.update("jax_platforms", "cpu")
+    except ImportError:
+        jax = None
+    notes: list[str] = []
+    variants = tiny_variants(x, y, steps, torch, jax, notes)
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(rounds):                     # interleaved: drift hits every variant alike
         for name, run in variants.items():
             times[name].append(run())
     base = steps / median(times["numpy by hand"])
-    rows = [{"variant": k, "steps/s": steps / median(v), "vs numpy": (steps / median(v)) / base}
-            for k, v in times.items()]
+    rows = [{"variant": k, "steps/s": steps / median(v), "µs/step": median(v) / steps * 1e6,
+             "vs numpy": (steps / median(v)) / base} for k, v in times.items()]
     print(f"Tiny MLP {SIZES}, batch {BATCH}: {rounds} interleaved rounds of {steps} steps, "
           f"fresh models each round")
     if torch is None:
-        print("(PyTorch not installed: its row is skipped)")
-    print(table(rows, ["variant", "steps/s", "vs numpy"]))
+        notes.append("PyTorch not installed: its rows are skipped")
+    if jax is None:
+        notes.append("JAX not installed: its row is skipped")
+    for note in notes:
+        print(f"({note})")
+    print(table(rows, ["variant", "steps/s", "µs/step", "vs numpy"]))
 
     # Per-op cost: one forward + backward of a single node on a (32, 32) float32 array.
     a = engine.Tensor(rng.standard_normal((32, 32)).astype(np.float32), requires_grad=True)
@@ -93,18 +189,21 @@ def main() -> None:
     number = 200 if args.smoke else 5000
     op_rows = []
     for name, make in ops.items():
-        grad = np.ones_like(make().data)
+        grad = np.ones_like(make().numpy())
 
         def fwd_bwd():
             make().backward(grad)
 
         t = min(timeit.repeat(fwd_bwd, number=number, repeat=3)) / number
-        op_rows.append({"op": name, "µs per forward+backward": t * 1e6})
-    t_np = min(timeit.repeat(lambda: a.data + b.data, number=number, repeat=3)) / number
+        op_rows.append({"op": f"{name}, a single node", "µs per forward+backward": t * 1e6})
+    t_np = min(timeit.repeat(lambda: a.numpy() + b.numpy(), number=number, repeat=3)) / number
     op_rows.append({"op": "(numpy a + b, no graph)", "µs per forward+backward": t_np * 1e6})
-    print(table(op_rows, ["op", "µs per forward+backward"]))
+    op_rows += chain_cost(20 if args.smoke else 500)
+    print(table(op_rows, ["op", "µs per forward+backward", "numpy arithmetic alone",
+                          "graph overhead"]))
     path = save("overhead", {"sizes": SIZES, "batch": BATCH, "steps": steps, "rounds": rounds,
-                             "rows": rows, "ops": op_rows, "times": times}, args.out)
+                             "rows": rows, "ops": op_rows, "times": times, "notes": notes},
+                args.out)
     print(f"wrote {path}")
 
 

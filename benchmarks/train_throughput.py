@@ -1,19 +1,30 @@
 """Training throughput: Fashion-MNIST, MLP 784-256-128-10 (ReLU), batch 128, SGD momentum
-0.9, float32. One epoch per variant, interleaved, several rounds; medians and ratios. Then
-5 epochs of each with the test accuracy.
+0.9, float32. One epoch per variant, interleaved, several rounds; medians and ratios against
+the hand-written numpy MLP, and against the epoch's matrix-product floor (the same GEMMs
+alone, into preallocated outputs, measured in the same run). Then 5 epochs of each with
+the test accuracy.
 
     python benchmarks/train_throughput.py            # the full run (a few minutes)
     python benchmarks/train_throughput.py --smoke    # seconds, for CI
 
-All variants start from the same weights and see the batches in the same order, so they
-compute the same thing: handgrad and the numpy MLP agree bit for bit while every batch has
-128 examples (tests/test_benchmarks.py checks it); the last, smaller batch of an epoch
-(60000 = 468 x 128 + 96) divides by 96, which the two round differently, so after it the
-trajectories drift apart by float32 rounding. The table shows each final batch loss.
+Variants: numpy by hand; handgrad eager; handgrad compiled (nn.compile_step: captured once
+per batch shape, replayed); PyTorch eager and torch.compile when torch is installed; JAX
+jit when jax is installed (each skipped with a note otherwise).
+
+All variants start from the same weights and see the batches in the same order. handgrad
+eager and compiled agree bit for bit always; handgrad and the numpy MLP agree bit for bit
+while every batch has 128 examples (tests/test_benchmarks.py checks it); the last, smaller
+batch (60000 = 468 x 128 + 96) divides by 96, which the two round differently, so after
+it their trajectories drift apart by float32 rounding.
+
+Every loop gets its batch the same way, ``x[idx]``. The compiled step is built with
+``check_finite=False`` because no other loop here checks for NaN (``fit`` does, compiled
+or not).
 """
 from __future__ import annotations
 
 import time
+from typing import Any, Callable
 
 import numpy as np
 
@@ -51,11 +62,41 @@ def handgrad_epoch(model: nn.MLP, opt: nn.optim.SGD, x: np.ndarray, y: np.ndarra
     return float(loss.item())
 
 
+def compiled_epoch(step: nn.CompiledStep, x: np.ndarray, y: np.ndarray, epoch: int) -> float:
+    loss = 0.0
+    for idx in batch_order(len(x), epoch):
+        loss = step(x[idx], y[idx])
+    return loss
+
+
 def numpy_epoch(model: NumpyMLP, x: np.ndarray, y: np.ndarray, epoch: int) -> float:
     loss = 0.0
     for idx in batch_order(len(x), epoch):
         loss = model.step(x[idx], y[idx], LR, MOMENTUM)
     return loss
+
+
+def gemm_floor_epoch(model: NumpyMLP, x: np.ndarray, epoch: int) -> None:
+    """Only the matrix products of an epoch (3 forward, 5 backward per step: the input
+    layer needs no input gradient), into preallocated outputs: what no loop can beat."""
+    W = model.W
+    out: dict[tuple[int, int], np.ndarray] = {}
+
+    def mm(a, b):
+        key = (a.shape[0], b.shape[1])
+        if key not in out:
+            out[key] = np.empty(key, np.float32)
+        return np.matmul(a, b, out=out[key])
+    for idx in batch_order(len(x), epoch):
+        a0 = x[idx]
+        a1 = mm(a0, W[0]).copy()
+        a2 = mm(a1, W[1]).copy()
+        d3 = mm(a2, W[2]).copy()
+        mm(a2.T, d3)
+        d2 = mm(d3, W[2].T).copy()
+        mm(a1.T, d2)
+        d1 = mm(d2, W[1].T).copy()
+        mm(a0.T, d1)
 
 
 def torch_setup(torch, reference: NumpyMLP):
@@ -72,17 +113,81 @@ def torch_setup(torch, reference: NumpyMLP):
     return model, torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
 
 
-def torch_epoch(torch, model, opt, x: np.ndarray, y: np.ndarray, epoch: int) -> float:
+def torch_epoch(torch, model, opt, x: np.ndarray, y: np.ndarray, epoch: int, forward=None) -> float:
     loss_fn = torch.nn.CrossEntropyLoss()
+    forward = forward or model
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     loss = None
     for idx in batch_order(len(x), epoch):
         i = torch.from_numpy(idx)
-        loss = loss_fn(model(xt[i]), yt[i])
+        loss = loss_fn(forward(xt[i]), yt[i])
         opt.zero_grad()
         loss.backward()
         opt.step()
     return float(loss.item())
+
+
+def torch_compiled(torch, reference: NumpyMLP, x: np.ndarray, y: np.ndarray):
+    """torch.compile of the model, or (None, reason) when it cannot compile here."""
+    try:
+        model, opt = torch_setup(torch, reference)                  # a trial on a copy
+        torch_epoch(torch, model, opt, x[:2 * BATCH], y[:2 * BATCH], 0, torch.compile(model))
+        model, opt = torch_setup(torch, reference)
+        return (model, opt, torch.compile(model)), ""
+    except Exception as e:  # noqa: BLE001 - no C compiler, unsupported platform, ...
+        return None, f"torch.compile unavailable here ({type(e).__name__}: {str(e)[:80]})"
+
+
+def jax_or_none() -> Any:
+    try:
+        import jax
+    except ImportError:
+        return None
+    jax.config.update("jax_platforms", "cpu")
+    return jax
+
+
+def jax_setup(jax, reference: NumpyMLP):
+    """A jitted SGD-with-momentum step on (params, velocities) and a predict function."""
+    jnp = jax.numpy
+
+    def loss_fn(params, xb, yb):
+        a = xb
+        for i, (W, b) in enumerate(params):
+            a = a @ W + b
+            if i < len(params) - 1:
+                a = jax.nn.relu(a)
+        logp = jax.nn.log_softmax(a)
+        return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+
+    @jax.jit
+    def step(params, vel, xb, yb):
+        loss, grads = jax.value_and_grad(loss_fn)(params, xb, yb)
+        vel = jax.tree_util.tree_map(lambda v, g: MOMENTUM * v + g, vel, grads)
+        params = jax.tree_util.tree_map(lambda p, v: p - LR * v, params, vel)
+        return params, vel, loss
+
+    params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in zip(reference.W, reference.b)]
+    vel = jax.tree_util.tree_map(jnp.zeros_like, params)
+    return {"params": params, "vel": vel, "step": step,
+            "predict": jax.jit(lambda params, xb: _jax_logits(jax, params, xb))}
+
+
+def _jax_logits(jax, params, xb):
+    a = xb
+    for i, (W, b) in enumerate(params):
+        a = a @ W + b
+        if i < len(params) - 1:
+            a = jax.nn.relu(a)
+    return a
+
+
+def jax_epoch(state: dict[str, Any], x: np.ndarray, y: np.ndarray, epoch: int) -> float:
+    loss = None
+    for idx in batch_order(len(x), epoch):
+        state["params"], state["vel"], loss = state["step"](state["params"], state["vel"],
+                                                            x[idx], y[idx])
+    return float(loss)
 
 
 def main() -> None:
@@ -92,72 +197,97 @@ def main() -> None:
     x, y, xt, yt, source = fashion_mnist(n, args.smoke)
     y, yt = y.astype(np.int64), yt.astype(np.int64)
     torch = torch_or_none(args.no_torch)
+    jax = jax_or_none()
+    notes = []
 
-    ref = NumpyMLP(SIZES, np.random.default_rng(0))
-    hg_model, hg_opt = handgrad_model(ref)
-    np_model = NumpyMLP(SIZES, np.random.default_rng(0))
+    def build(seed: int) -> dict[str, tuple[Callable[[int], float], Callable[[np.ndarray], np.ndarray]]]:
+        """Every variant from the same start: (epoch(e) -> last loss, predict(x) -> classes)."""
+        ref = NumpyMLP(SIZES, np.random.default_rng(seed))
+        variants: dict[str, Any] = {}
+        npm = NumpyMLP(SIZES, np.random.default_rng(seed))
+        variants["numpy by hand"] = (lambda e: numpy_epoch(npm, x, y, e), npm.predict)
+        hm, ho = handgrad_model(ref)
+        variants["handgrad eager"] = (lambda e: handgrad_epoch(hm, ho, x, y, e),
+                                      lambda a: nn.predict(hm, a).argmax(1))
+        cm, co = handgrad_model(ref)
+        # check_finite=False: the other loops do not check either (fit's compiled steps do)
+        step = nn.compile_step(cm, nn.CrossEntropyLoss(), co, check_finite=False)
+        variants["handgrad compiled"] = (lambda e: compiled_epoch(step, x, y, e),
+                                         lambda a: nn.predict(cm, a).argmax(1))
+        if torch is not None:
+            tm, to = torch_setup(torch, ref)
+
+            def torch_predict(model):
+                def predict(a):
+                    with torch.no_grad():
+                        return model(torch.from_numpy(a)).argmax(1).numpy()
+                return predict
+            variants["pytorch eager"] = (lambda e: torch_epoch(torch, tm, to, x, y, e),
+                                         torch_predict(tm))
+            compiled, why = torch_compiled(torch, ref, x, y)
+            if compiled is not None:
+                cm_, co_, fwd = compiled
+                variants["torch.compile"] = (lambda e: torch_epoch(torch, cm_, co_, x, y, e, fwd),
+                                             torch_predict(cm_))
+            elif why not in notes:
+                notes.append(why)
+        if jax is not None:
+            state = jax_setup(jax, ref)
+            variants["jax jit"] = (lambda e: jax_epoch(state, x, y, e),
+                                   lambda a: np.asarray(state["predict"](state["params"], a)).argmax(1))
+        return variants
+
+    variants = build(0)
     last: dict[str, float] = {}
     counter = {"epoch": 0}
+    timed = {k: (lambda k=k: last.__setitem__(k, variants[k][0](counter["epoch"])))
+             for k in variants}
+    floor_model = NumpyMLP(SIZES, np.random.default_rng(0))
+    timed["matrix products alone"] = lambda: gemm_floor_epoch(floor_model, x, counter["epoch"])
+    for name in variants:                     # warm-up: captures, compiles, first-touch pages
+        variants[name][0](99)
 
-    def run(name, fn):
-        def call():
-            last[name] = fn(counter["epoch"])
-        return call
-
-    variants = {
-        "numpy by hand": run("numpy by hand", lambda e: numpy_epoch(np_model, x, y, e)),
-        "handgrad": run("handgrad", lambda e: handgrad_epoch(hg_model, hg_opt, x, y, e)),
-    }
-    if torch is not None:
-        t_model, t_opt = torch_setup(torch, ref)
-        variants["pytorch eager"] = run("pytorch eager", lambda e: torch_epoch(torch, t_model, t_opt, x, y, e))
-
-    # Each round trains every variant for the same epoch (same batches), so the three
-    # models follow the same trajectory while being timed.
-    times: dict[str, list[float]] = {k: [] for k in variants}
+    # Each round trains every variant for the same epoch (same batches), so the models
+    # follow the same trajectory while being timed.
+    times: dict[str, list[float]] = {k: [] for k in timed}
     for r in range(repeats):
         counter["epoch"] = r
-        for k, v in interleaved(variants, 1).items():
+        for k, v in interleaved(timed, 1).items():
             times[k] += v
     base = median(times["numpy by hand"])
+    floor = median(times["matrix products alone"])
     rows = [{"variant": k, "epoch s (median)": median(v), "min s": min(v),
-             "vs numpy": median(v) / base, "final batch loss": last[k]} for k, v in times.items()]
+             "vs numpy": median(v) / base, "vs GEMM floor": median(v) / floor,
+             "final batch loss": last.get(k, "")} for k, v in times.items()]
 
     # Accuracy after 5 epochs (1 in smoke mode), each variant trained from the same start.
     epochs = 1 if args.smoke else 5
-    accuracy = {}
-    ref = NumpyMLP(SIZES, np.random.default_rng(1))
-    m, o = handgrad_model(ref)
-    npm = NumpyMLP(SIZES, np.random.default_rng(1))
-    start = time.perf_counter()
-    for e in range(epochs):
-        handgrad_epoch(m, o, x, y, 100 + e)
-    accuracy["handgrad"] = (nn.accuracy(nn.predict(m, xt), yt), time.perf_counter() - start)
-    start = time.perf_counter()
-    for e in range(epochs):
-        numpy_epoch(npm, x, y, 100 + e)
-    accuracy["numpy by hand"] = (float(np.mean(npm.predict(xt) == yt)), time.perf_counter() - start)
-    if torch is not None:
-        tm, to = torch_setup(torch, ref)
+    fresh = build(1)
+    for row in rows:
+        if row["variant"] not in fresh:
+            continue
+        epoch_fn, predict = fresh[row["variant"]]
         start = time.perf_counter()
         for e in range(epochs):
-            torch_epoch(torch, tm, to, x, y, 100 + e)
-        with torch.no_grad():
-            pred = tm(torch.from_numpy(xt)).argmax(1).numpy()
-        accuracy["pytorch eager"] = (float(np.mean(pred == yt)), time.perf_counter() - start)
-    for row in rows:
-        row[f"test acc ({epochs} ep)"], row[f"{epochs} ep s"] = accuracy[row["variant"]]
+            epoch_fn(100 + e)
+        row[f"{epochs} ep s"] = time.perf_counter() - start
+        row[f"test acc ({epochs} ep)"] = float(np.mean(predict(xt) == yt))
 
     print(f"Training throughput: {source}, {len(x)} train / {len(xt)} test, MLP {SIZES}, "
           f"batch {BATCH}, SGD momentum {MOMENTUM}, float32, {repeats} interleaved rounds")
     if torch is None:
-        print("(PyTorch not installed: its row is skipped)")
-    columns = ["variant", "epoch s (median)", "min s", "vs numpy", "final batch loss",
-               f"test acc ({epochs} ep)", f"{epochs} ep s"]
+        notes.append("PyTorch not installed: its rows are skipped")
+    if jax is None:
+        notes.append("JAX not installed: its row is skipped")
+    for note in notes:
+        print(f"({note})")
+    columns = ["variant", "epoch s (median)", "min s", "vs numpy", "vs GEMM floor",
+               "final batch loss", f"test acc ({epochs} ep)", f"{epochs} ep s"]
     print(table(rows, columns))
     path = save("train_throughput", {"data": source, "n_train": len(x), "sizes": SIZES,
                                      "batch": BATCH, "repeats": repeats, "rows": rows,
-                                     "times": times}, args.out)
+                                     "times": times, "notes": notes},
+                args.out)
     print(f"wrote {path}")
 
 

@@ -149,9 +149,8 @@ class Optimizer:
                       if k != "params"},
                    "params": [index[id(p)] for p in g["params"]]} for g in self.param_groups]
         state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v)
-                     for k, v in self.state[id(p)].items() if not k.startswith("_")}
-                 for i, p in enumerate(self.params)
-                 if any(not k.startswith("_") for k in self.state[id(p)])}
+                     for k, v in self.state[id(p)].items()}
+                 for i, p in enumerate(self.params) if self.state[id(p)]}
         return {"type": type(self).__name__, "steps": self.steps, "param_groups": groups,
                 "state": state}
 
@@ -215,17 +214,6 @@ class Optimizer:
         self.state, self.steps = new_state, steps
 
 
-def _scratch(state: dict[str, Any], w: np.ndarray, k: int = 0) -> np.ndarray:
-    """A work array of w's shape kept with the parameter's state (not saved by state_dict):
-    an update writes its temporaries there instead of allocating them at every step,
-    computing the same numbers."""
-    key = f"_scratch{k}"
-    a = state.get(key)
-    if a is None or a.shape != w.shape or a.dtype != w.dtype:
-        a = state[key] = np.empty_like(w)
-    return a
-
-
 def _with_weight_decay(w: np.ndarray, g: np.ndarray, weight_decay: float) -> np.ndarray:
     """g + wd * w (L2 regularization folded into the gradient); g itself when wd = 0."""
     return g + weight_decay * w if weight_decay else g
@@ -268,7 +256,7 @@ class SGD(Optimizer):
                 buf *= momentum
                 buf += (1 - dampening) * g if dampening else g
             g = g + momentum * buf if group["nesterov"] else buf
-        w -= np.multiply(g, group["lr"], out=_scratch(state, w))     # w -= lr g
+        w -= group["lr"] * g
 
 
 def _check_betas(owner: str, betas: Any) -> None:
@@ -312,16 +300,14 @@ class Adam(Optimizer):
         m, v = state["m"], state["v"]
         state["t"] += 1
         t = state["t"]
-        s1, s2 = _scratch(state, w, 0), _scratch(state, w, 1)
         m *= b1
-        m += np.multiply(g, 1 - b1, out=s1)                  # m += (1 - b1) g
+        m += (1 - b1) * g
         v *= b2
-        np.multiply(g, g, out=s1)
-        v += np.multiply(s1, 1 - b2, out=s1)                 # v += (1 - b2) g^2
+        v += (1 - b2) * (g * g)
         step = group["lr"] / (1 - b1 ** t)
-        denom = np.sqrt(np.divide(v, 1 - b2 ** t, out=s1), out=s1)
-        denom += group["eps"]                                # sqrt(v / (1 - b2^t)) + eps
-        w -= np.multiply(np.divide(m, denom, out=s2), step, out=s2)   # w -= step m / denom
+        denom = np.sqrt(v / (1 - b2 ** t))
+        denom += group["eps"]
+        w -= step * (m / denom)
 
 
 class AdamW(Adam):

@@ -127,22 +127,18 @@ def evaluate(model: Module, loss_fn: Callable[..., Tensor], data: Any,
 
 
 def _batches(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int,
-             epoch: int, buffers: dict[int, np.ndarray] | None = None) -> Any:
+             epoch: int) -> Any:
     """The minibatches of one epoch. The order is a function of (seed, epoch) alone, so a
-    run resumed at epoch e sees exactly the batches the uninterrupted run saw. With
-    ``buffers`` (a compiled step, which keeps nothing of a batch), the inputs are gathered
-    into the same memory every step instead of a new array."""
+    run resumed at epoch e sees exactly the batches the uninterrupted run saw."""
     n = len(X)
-    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else None
+    if not shuffle:
+        for i in range(0, n, batch_size):
+            yield X[i:i + batch_size].copy(), y[i:i + batch_size]   # copies: fresh batches
+        return
+    order = np.random.default_rng([seed, epoch]).permutation(n)
     for i in range(0, n, batch_size):
-        idx = order[i:i + batch_size] if shuffle else np.arange(i, min(i + batch_size, n))
-        if buffers is None:
-            yield X[idx], y[idx]                             # fresh arrays
-            continue
-        out = buffers.get(len(idx))
-        if out is None:
-            out = buffers[len(idx)] = np.empty((len(idx),) + X.shape[1:], X.dtype)
-        yield np.take(X, idx, axis=0, out=out), y[idx]
+        idx = order[i:i + batch_size]
+        yield X[idx], y[idx]
 
 
 def _finite_gradients(params: list[Any]) -> bool:
@@ -259,12 +255,11 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
         model.check_state_dict(best_state, check_finite=True)
     params = optimizer.params
     steps_per_epoch = len(loader) if loader is not None else -(-len(X) // (batch_size or len(X)))
-    compiled, buffers = None, None
+    compiled = None
     if compile:
         from .compile import NonFinite, compile_step
         compiled = compile_step(model, loss_fn, optimizer, regularizer=regularizer,
                                 clip_grad_norm=clip_grad_norm)
-        buffers = {}
 
     def failure(what: str, value: float, epoch: int, step: int) -> TrainingError:
         if early_stopping is not None and restore_best and best_state is not None:
@@ -286,7 +281,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
                 start = time.perf_counter()
                 total_loss, total_correct, seen, classification = 0.0, 0, 0, False
                 batches = loader if loader is not None else _batches(
-                    X, y, batch_size or len(X), shuffle, seed, epoch, buffers)
+                    X, y, batch_size or len(X), shuffle, seed, epoch)
                 for step, (xb, yb) in enumerate(batches, start=1):
                     if compiled is not None:
                         try:

@@ -165,8 +165,7 @@ def make_problem(dtype, seed=0):
 
 
 def state_arrays(opt, p):
-    return {k: v for k, v in opt.state[id(p)].items()
-            if isinstance(v, np.ndarray) and not k.startswith("_")}   # _scratch: work arrays
+    return {k: v for k, v in opt.state[id(p)].items() if isinstance(v, np.ndarray)}
 
 
 # float64: the optimizer and the reference do the same arithmetic up to the order of a few
