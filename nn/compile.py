@@ -25,6 +25,7 @@ import numpy as np
 import engine
 from engine import Tensor
 
+from . import module as module_
 from .module import Module
 from .optim import Optimizer, clip_grad_norm_
 
@@ -66,6 +67,7 @@ class CompiledStep:
         self.last_output: np.ndarray | None = None
         self.last_penalty: float | None = None
         self._names = {id(p): name for name, p in model.named_parameters()}
+        self._tree, self._modules = -1, []
 
     def _fn(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
         out = self.model(x)
@@ -77,8 +79,10 @@ class CompiledStep:
 
     def key(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
         """What a plan is valid for: the batch's shapes and dtypes, every module's mode."""
+        if self._tree != module_.tree_version():            # modules added or replaced
+            self._tree, self._modules = module_.tree_version(), list(self.model.modules())
         return (x.shape, x.dtype.str, y.shape, y.dtype.str,
-                tuple(m.training for m in self.model.modules()))
+                tuple([m.training for m in self._modules]))
 
     def __call__(self, x: Any, y: Any) -> float:
         x = x.numpy() if isinstance(x, Tensor) else np.asarray(x)

@@ -38,6 +38,12 @@ def _tree_changed() -> None:
     _TREE[0] += 1
 
 
+def tree_version() -> int:
+    """Changes whenever a module is attached or removed anywhere (caches of module lists
+    compare it)."""
+    return _TREE[0]
+
+
 class Module:
     """Base class of layers and models. Subclasses set attributes in ``__init__`` and
     define ``forward``; call the module itself (``model(x)``), not ``forward``."""
