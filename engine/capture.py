@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from . import graph
+from .accumulate import GradientStore
 from .modes import STATE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -211,24 +212,32 @@ class Plan:
     def __call__(self, *arrays: Any) -> Any:
         """Replay: the outputs (new arrays), and, if the plan has a backward pass, gradients
         accumulated into each leaf's ``.grad`` exactly as ``output.backward()`` would."""
-        # A leaf may still hold a buffer of the last replay as its .grad (no zero_grad in
-        # between): this replay is about to overwrite that buffer, so the leaf gets a copy.
+        self.reclaim()
+        outputs = [o.copy() for o in self.run_forward(*arrays)]
+        if self.root is not None:
+            self.run_backward(self.accumulator())
+        return tuple(outputs) if self.tuple_output else outputs[0]
+
+    def accumulator(self) -> Callable[[int, np.ndarray], None]:
+        """``on_grad`` for run_backward that adds each gradient into its leaf's ``.grad``
+        as ``backward()`` does (a leaf adopts an array only if no other leaf holds it)."""
+        store, leaves, lent = GradientStore(()), self.leaves, self._lent
+
+        def accumulate(k: int, g: np.ndarray) -> None:
+            leaf = leaves[k]
+            store.accumulate(leaf, g)
+            if leaf.grad is g:
+                lent.append((leaf, g))       # a plan buffer, now held as .grad
+        return accumulate
+
+    def reclaim(self) -> None:
+        """Before a replay: a leaf that still holds a buffer of the last replay as its
+        ``.grad`` (no zero_grad in between) gets a copy, because this replay is about to
+        overwrite that buffer."""
         for leaf, lent in self._lent:
             if leaf.grad is lent:
                 leaf.grad = lent.copy()
-        self._lent = []
-        outputs = [o.copy() for o in self.run_forward(*arrays)]
-        if self.root is not None:
-            self.run_backward(self._accumulate)
-        return tuple(outputs) if self.tuple_output else outputs[0]
-
-    def _accumulate(self, k: int, g: np.ndarray) -> None:
-        leaf = self.leaves[k]
-        if leaf.grad is None:
-            leaf.grad = g
-            self._lent.append((leaf, g))
-        else:
-            leaf.grad += g
+        self._lent.clear()
 
     # --- reading ---------------------------------------------------------------------------
     def source(self, extra: Sequence[str] = ()) -> str:
@@ -368,8 +377,6 @@ def _capture_backward(plan: Plan, root: "Tensor", slots: dict[int, int],
                       ctx_of: dict[int, ReplayNode]) -> None:
     """Run the eager backward of ``root`` (filling ``.grad`` as ``root.backward()`` does)
     and record the walk: which rule, in which order, sending to which slots."""
-    from .accumulate import GradientStore
-
     plan.root = slots[id(root)]
     g0 = np.ones_like(root._data)
     store = GradientStore([g0])

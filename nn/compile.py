@@ -102,9 +102,10 @@ class CompiledStep:
                                           "parameter that requires grad")
             self._check_outputs(outputs)
         else:
+            plan.reclaim()
             outputs = plan.run_forward(x, y)
             self._check_outputs(outputs)
-            plan.run_backward(self._receive(plan))
+            plan.run_backward(plan.accumulator())
         self.last_plan = plan
         if self.check_finite and not _finite_gradients([p.grad for p in params if p.grad is not None]):
             raise NonFinite("a gradient", math.nan)
@@ -121,14 +122,6 @@ class CompiledStep:
         self.last_penalty = None if len(outputs) < 4 else float(outputs[3])
         if self.check_finite and self.last_penalty is not None and not math.isfinite(self.last_penalty):
             raise NonFinite("the regularizer", self.last_penalty)
-
-    @staticmethod
-    def _receive(plan: engine.Plan) -> Callable[[int, np.ndarray], None]:
-        leaves = plan.leaves
-
-        def receive(k: int, g: np.ndarray) -> None:
-            leaves[k].grad = g                         # a plan buffer, rewritten next step
-        return receive
 
     def source(self) -> str:
         """The last plan's program, with the optimizer's update at the end."""

@@ -201,3 +201,17 @@ def test_source_lists_the_forward_and_the_backward_program():
         "7  _, g_W = matmul.backward(g_t1)",
         "8  grad[W] = g_W",
     ]
+
+
+def test_two_leaves_never_share_one_gradient_array():
+    """add sends the same array to both inputs: as in backward(), the second leaf gets a
+    copy, so scaling one gradient in place (clipping) leaves the other alone."""
+    W1 = Tensor(np.ones(3), requires_grad=True)
+    W2 = Tensor(np.ones(3), requires_grad=True)
+    plan = engine.capture(lambda x: ((W1 + W2) * x).sum(), np.ones(3))
+    for _ in range(2):
+        W1.grad = W2.grad = None
+        plan(np.full(3, 2.0))
+        assert W1.grad is not W2.grad
+        W1.grad *= 10
+        np.testing.assert_array_equal(W2.grad, [2, 2, 2])
