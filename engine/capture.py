@@ -87,23 +87,15 @@ class Tape:
 class ReplayNode:
     """The ``ctx`` a rule sees during a replay: what the recorded node held, minus the graph."""
 
-    __slots__ = ("op", "inputs", "params", "saved", "needs_input_grad", "buffers")
+    __slots__ = ("op", "inputs", "params", "saved", "needs_input_grad")
 
     def __init__(self, op: "Op", inputs: tuple["_Shape", ...], params: dict[str, Any],
                  needs: tuple[bool, ...]):
         self.op, self.inputs, self.params, self.needs_input_grad = op, inputs, params, needs
         self.saved: Any = ()
-        self.buffers: dict[int, np.ndarray] = {}
 
     def save(self, *values: Any) -> None:
         self.saved = values
-
-    def buffer(self, key: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        """The same memory at every replay (see ``Node.buffer``)."""
-        b = self.buffers.get(key)
-        if b is None or b.shape != shape or b.dtype != dtype:
-            b = self.buffers[key] = np.empty(shape, dtype)
-        return b
 
 
 class _Shape:
@@ -144,7 +136,6 @@ class Plan:
         self.names: dict[int, str] = {}       # slot -> name, for source()
         self.values: list[Any] = []
         self.last_outputs: list[np.ndarray] = []   # of the capture run
-        self._lent: list[tuple["Tensor", np.ndarray]] = []   # buffers now held as .grad
 
     # --- running ---------------------------------------------------------------------------
     def run_forward(self, *arrays: Any) -> list[np.ndarray]:
@@ -212,8 +203,7 @@ class Plan:
     def __call__(self, *arrays: Any) -> Any:
         """Replay: the outputs (new arrays), and, if the plan has a backward pass, gradients
         accumulated into each leaf's ``.grad`` exactly as ``output.backward()`` would."""
-        self.reclaim()
-        outputs = [o.copy() for o in self.run_forward(*arrays)]
+        outputs = self.run_forward(*arrays)
         if self.root is not None:
             self.run_backward(self.accumulator())
         return tuple(outputs) if self.tuple_output else outputs[0]
@@ -221,23 +211,8 @@ class Plan:
     def accumulator(self) -> Callable[[int, np.ndarray], None]:
         """``on_grad`` for run_backward that adds each gradient into its leaf's ``.grad``
         as ``backward()`` does (a leaf adopts an array only if no other leaf holds it)."""
-        store, leaves, lent = GradientStore(()), self.leaves, self._lent
-
-        def accumulate(k: int, g: np.ndarray) -> None:
-            leaf = leaves[k]
-            store.accumulate(leaf, g)
-            if leaf.grad is g:
-                lent.append((leaf, g))       # a plan buffer, now held as .grad
-        return accumulate
-
-    def reclaim(self) -> None:
-        """Before a replay: a leaf that still holds a buffer of the last replay as its
-        ``.grad`` (no zero_grad in between) gets a copy, because this replay is about to
-        overwrite that buffer."""
-        for leaf, lent in self._lent:
-            if leaf.grad is lent:
-                leaf.grad = lent.copy()
-        self._lent.clear()
+        store, leaves = GradientStore(()), self.leaves
+        return lambda k, g: store.accumulate(leaves[k], g)
 
     # --- reading ---------------------------------------------------------------------------
     def source(self, extra: Sequence[str] = ()) -> str:

@@ -54,13 +54,6 @@ class Node:
         """Keep ``values`` (arrays, shapes, ...) for the backward and JVP rules."""
         self.saved = values
 
-    @staticmethod
-    def buffer(key: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        """Memory for a rule to write a result into (``np.matmul(a, b, out=...)``): a new
-        array here. In a replayed plan (engine.capture) the same ``key`` gives the same
-        memory at every replay, so a rule that uses it allocates nothing per step."""
-        return np.empty(shape, dtype)
-
     @property
     def freed(self) -> bool:
         return self.saved is _FREED

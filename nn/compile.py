@@ -3,7 +3,7 @@
 The first call for a given input shape and dtype (and the modules' train/eval modes) runs
 the step eagerly while ``engine.capture`` records it; later calls replay the recorded plan
 (see ``engine/capture.py``): the same forward and backward rules in the same order on
-arrays in reused buffers, then the same optimizer update. The parameters come out bit for
+plain arrays, then the same optimizer update. The parameters come out bit for
 bit as an eager loop would leave them (tests/nn/test_compile.py checks SGD with momentum
 and Nesterov, Adam and AdamW, float32 and float64, dropout).
 
@@ -102,7 +102,6 @@ class CompiledStep:
                                           "parameter that requires grad")
             self._check_outputs(outputs)
         else:
-            plan.reclaim()
             outputs = plan.run_forward(x, y)
             self._check_outputs(outputs)
             plan.run_backward(plan.accumulator())

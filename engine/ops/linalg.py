@@ -84,24 +84,21 @@ class Linear(Op):
 
     def forward(self, ctx: Node, x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
         ctx.save(x, W)
-        out = np.matmul(x, W, out=ctx.buffer(0, x.shape[:-1] + W.shape[1:],
-                                             np.result_type(x.dtype, W.dtype)))
+        out = x @ W
         if b is not None:
-            # In place when the dtypes allow it: `out` is ours, no need for another array.
-            out = np.add(out, b, out=out) if np.result_type(out, b) == out.dtype else out + b
+            # In place when the dtypes allow it: `out` is a fresh array, no need for another.
+            out = np.add(out, b, out=out) if b.dtype == out.dtype else out + b
         return out
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, ...]:
         x, W = ctx.saved
         needs = ctx.needs_input_grad
         g2 = grad.reshape(-1, grad.shape[-1])            # (batch, out)
-        gx = np.matmul(grad, W.T, out=ctx.buffer(1, x.shape, np.result_type(grad, W))) \
-            if needs[0] else None
-        gW = np.matmul(x.reshape(-1, x.shape[-1]).T, g2,
-                       out=ctx.buffer(2, W.shape, np.result_type(x, g2))) if needs[1] else None
+        gx = (grad @ W.T) if needs[0] else None
+        gW = (x.reshape(-1, x.shape[-1]).T @ g2) if needs[1] else None
         if len(ctx.inputs) == 2:
             return gx, gW
-        gb = np.sum(g2, axis=0, out=ctx.buffer(3, g2.shape[1:], g2.dtype)) if needs[2] else None
+        gb = g2.sum(axis=0) if needs[2] else None
         return gx, gW, gb
 
     def jvp(self, ctx: Node, dx: np.ndarray, dW: np.ndarray, db: np.ndarray | None = None) -> np.ndarray:

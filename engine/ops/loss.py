@@ -132,10 +132,10 @@ class SoftmaxCrossEntropy(_Loss):
                 label_smoothing: float = 0.0) -> np.ndarray:
         eps, C = label_smoothing, z.shape[-1]
         # log-softmax through the log-sum-exp with the max shifted out: exact for |z| ~ 1e4.
-        shifted = np.subtract(z, z.max(axis=-1, keepdims=True), out=ctx.buffer(0, z.shape, z.dtype))
-        e = np.exp(shifted, out=ctx.buffer(1, z.shape, z.dtype))
+        shifted = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(shifted)
         norm = e.sum(axis=-1, keepdims=True)
-        p = np.divide(e, norm, out=e)
+        p = np.divide(e, norm, out=e)                     # e is not needed again
         if y.dtype.kind in "iu" and not eps:
             # The common case in few passes: -log p_y = log(norm) - shifted_y per row, and
             # the delta p - y is p with 1 taken off at the true class (no one-hot built).
@@ -170,9 +170,7 @@ class SoftmaxCrossEntropy(_Loss):
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray, None]:
         delta, n = ctx.saved
-        scale = _scale_grad(grad, ctx.params["reduction"], n, 1)
-        return np.multiply(scale, delta, out=ctx.buffer(2, delta.shape,
-                                                        np.result_type(scale, delta))), None
+        return _scale_grad(grad, ctx.params["reduction"], n, 1) * delta, None
 
     def jvp(self, ctx: Node, dz: np.ndarray, _: None) -> np.ndarray:
         delta, n = ctx.saved
