@@ -100,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("draw", help="draw the compute graph of a small MLP on one batch")
     add_draw_arguments(d)
+
+    m = sub.add_parser("demo", help="demonstrations for a lecture")
+    m.add_argument("name", choices=["vanishing"],
+                   help="vanishing: gradient norms per layer of a deep sigmoid/tanh/ReLU MLP")
+    m.add_argument("--depth", type=opt_.positive_int, default=8, help="hidden layers (8)")
+    m.add_argument("--width", type=opt_.positive_int, default=32, help="units per layer (32)")
+    m.add_argument("--steps", type=opt_.positive_int, default=200,
+                   help="full-batch SGD steps before the second measurement (200)")
+    m.add_argument("--out", type=Path, help="directory for vanishing.png and vanishing.json")
     return parser
 
 
@@ -264,12 +273,11 @@ class _Run:
         history_path = out / "history.json"
         history_path.write_text(json.dumps(snap["history"], indent=1))
         written = [ckpt, resume_path, history_path]
-        try:
-            from .plots import plot_history
-        except ImportError:
-            return written
-        png = plot_history(History.from_dict(snap["history"]), out / "curves.png")
-        return written + ([png] if png is not None else [])
+        from .plots import plot_gradient_norms, plot_history
+        history = History.from_dict(snap["history"])
+        pngs = [plot_history(history, out / "curves.png"),
+                plot_gradient_norms(history, out / "grad_norms.png")]
+        return written + [p for p in pngs if p is not None]
 
 
 def train(args: argparse.Namespace) -> int:
@@ -319,7 +327,7 @@ def train(args: argparse.Namespace) -> int:
                             callback=state.end_of_epoch, initial_epoch=state.epochs_done,
                             history=state.history,
                             best_state=state.best if state.epochs_done else None,
-                            compile=args.compile)
+                            compile=args.compile, record_grad_norms=out is not None)
     except TrainingError as e:
         failure = e
     seconds = time.perf_counter() - start
@@ -343,6 +351,21 @@ def train(args: argparse.Namespace) -> int:
     assert test is not None
     print(f"test loss: {test['loss']:.4f}")
     print(f"test accuracy: {test['accuracy']:.4f}")
+    return 0
+
+
+def demo_cmd(args: argparse.Namespace) -> int:
+    from . import demos
+    check_out(args.out)
+    result = demos.vanishing_gradients(depth=args.depth, width=args.width, steps=args.steps)
+    print(f"Gradient norm of each layer's weights (layer 1 is next to the input), MLP with "
+          f"{args.depth} hidden layers of {args.width} on spirals, at initialisation and "
+          f"after {args.steps} full-batch SGD steps:")
+    print(demos.table(result))
+    if args.out is not None:
+        (args.out / "vanishing.json").write_text(json.dumps(result, indent=1))
+        png = demos.plot_vanishing(result, args.out / "vanishing.png")
+        print(f"wrote {args.out / 'vanishing.json'}" + (f", {png}" if png else ""))
     return 0
 
 
@@ -370,7 +393,8 @@ USER_ERRORS = (UsageError, data_.DatasetError, serialization.CheckpointError, Fi
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        command = {"train": train, "draw": draw_command, "evaluate": evaluate_cmd}[args.command]
+        command = {"train": train, "draw": draw_command, "evaluate": evaluate_cmd,
+                   "demo": demo_cmd}[args.command]
         status = command(args)
         sys.stdout.flush()                   # a closed pipe shows here, inside the handler
         return status

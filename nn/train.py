@@ -31,20 +31,28 @@ class History:
     stopped_early: bool = False
     best_epoch: int | None = None
     interrupted: bool = False
+    # With fit(record_grad_norms=True): the L2 norm of each parameter's gradient at every
+    # step, by parameter name (what plots.plot_gradient_norms draws).
+    grad_norms: dict[str, list[float]] = field(default_factory=dict)
 
     def metric(self, name: str) -> list[float]:
         return [e[name] for e in self.epochs if name in e]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"steps": list(self.steps), "epochs": [dict(e) for e in self.epochs],
-                "stopped_early": self.stopped_early, "best_epoch": self.best_epoch,
-                "interrupted": self.interrupted}
+        d = {"steps": list(self.steps), "epochs": [dict(e) for e in self.epochs],
+             "stopped_early": self.stopped_early, "best_epoch": self.best_epoch,
+             "interrupted": self.interrupted}
+        if self.grad_norms:
+            d["grad_norms"] = {k: list(v) for k, v in self.grad_norms.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "History":
         return cls(steps=list(d.get("steps", [])), epochs=[dict(e) for e in d.get("epochs", [])],
                    stopped_early=bool(d.get("stopped_early", False)),
-                   best_epoch=d.get("best_epoch"), interrupted=bool(d.get("interrupted", False)))
+                   best_epoch=d.get("best_epoch"), interrupted=bool(d.get("interrupted", False)),
+                   grad_norms={str(k): [float(x) for x in v]
+                               for k, v in dict(d.get("grad_norms", {})).items()})
 
 
 class TrainingError(FloatingPointError):
@@ -211,7 +219,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
         shuffle: bool = True, seed: int = 0, progress: bool = True,
         callback: Callable[[int, dict[str, float]], None] | None = None,
         initial_epoch: int = 0, history: History | None = None,
-        best_state: dict[str, Any] | None = None, compile: bool = False) -> History:
+        best_state: dict[str, Any] | None = None, compile: bool = False,
+        record_grad_norms: bool = False) -> History:
     """Train ``model`` with minibatch gradient descent and return its History.
 
     Each step: forward, ``loss_fn(output, targets)`` (+ ``regularizer()``), backward, a
@@ -229,6 +238,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
 
     ``compile=True`` runs each step through ``nn.compile_step``: captured once per batch
     shape, then replayed, with exactly the same results (same checks, same order).
+    ``record_grad_norms=True`` keeps the L2 norm of every parameter's gradient at every step
+    in ``history.grad_norms`` (one pass over the gradients per step).
     """
     epochs = _positive_int("fit: epochs", epochs)
     if batch_size is not None:
@@ -255,6 +266,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
         model.check_state_dict(best_state, check_finite=True)
     params = optimizer.params
     steps_per_epoch = len(loader) if loader is not None else -(-len(X) // (batch_size or len(X)))
+    named = model.named_parameters() if record_grad_norms else []
     compiled = None
     if compile:
         from .compile import NonFinite, compile_step
@@ -312,6 +324,11 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
                     if scheduler is not None and scheduler_per_step:
                         scheduler.step()
                     history.steps.append(value)
+                    if record_grad_norms:
+                        for name, p in named:
+                            if p.grad is not None:
+                                history.grad_norms.setdefault(name, []).append(
+                                    math.sqrt(float(np.dot(p.grad.ravel(), p.grad.ravel()))))
                     total_loss += value * len(xb)
                     if _is_classification(loss_fn, scores, np.asarray(yb)):
                         classification = True

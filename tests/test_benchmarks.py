@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = ["train_throughput", "overhead", "memory", "scaling", "gradcheck_cost"]
+SCRIPTS = ["train_throughput", "overhead", "memory", "scaling", "gradcheck_cost", "classic_experiments"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

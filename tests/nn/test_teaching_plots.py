@@ -1,0 +1,101 @@
+"""Plots a lecture needs: gradient norms per layer, the vanishing-gradient demo, and the
+activations with their derivatives."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import engine
+import nn
+from nn import cli, demos, plots
+
+PNG = b"\x89PNG\r\n\x1a\n"
+X = np.random.default_rng(0).standard_normal((96, 4))
+Y = (X[:, 0] > 0).astype(np.int64)
+
+
+def _fit(compile=False):
+    model = nn.MLP([4, 8, 8, 2], seed=0)
+    history = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (X, Y),
+                     epochs=2, batch_size=32, progress=False, record_grad_norms=True,
+                     compile=compile)
+    return model, history
+
+
+def test_fit_records_each_parameters_gradient_norm_at_every_step():
+    model, history = _fit()
+    names = [n for n, _ in model.named_parameters()]
+    assert list(history.grad_norms) == names
+    assert all(len(v) == len(history.steps) == 6 for v in history.grad_norms.values())
+    # the first step's norms, computed by hand from a fresh model on the first batch
+    ref = nn.MLP([4, 8, 8, 2], seed=0)
+    order = np.random.default_rng([0, 1]).permutation(len(X))[:32]
+    nn.CrossEntropyLoss()(ref(engine.Tensor(X[order])), Y[order]).backward()
+    for name, p in ref.named_parameters():
+        assert history.grad_norms[name][0] == pytest.approx(np.linalg.norm(p.grad), rel=1e-12)
+    again = nn.History.from_dict(json.loads(json.dumps(history.to_dict())))
+    assert again.grad_norms == history.grad_norms
+    _, compiled = _fit(compile=True)
+    assert compiled.grad_norms == history.grad_norms          # same gradients, bit for bit
+
+
+def test_plot_gradient_norms_draws_one_line_per_weight(tmp_path):
+    pytest.importorskip("matplotlib")
+    _, history = _fit()
+    path = plots.plot_gradient_norms(history, tmp_path / "g.png")
+    assert path.read_bytes()[:8] == PNG
+    assert plots.plot_gradient_norms(nn.History(), tmp_path / "none.png") is None
+
+
+def test_activation_facts_are_what_a_lecture_points_at():
+    facts = plots.activation_facts()
+    assert facts["sigmoid"]["max_derivative"] == 0.25 and facts["sigmoid"]["at"] == 0.0
+    assert facts["tanh"]["max_derivative"] == 1.0
+    assert facts["sigmoid"]["saturates_above"] == pytest.approx(4.6, abs=0.05)   # σ' < 0.01
+    assert facts["sigmoid"]["saturates_below"] == -facts["sigmoid"]["saturates_above"]
+    assert facts["relu"]["saturates_above"] is None                             # never above
+    assert facts["relu"]["saturates_below"] == pytest.approx(0, abs=0.01)        # a step at 0
+
+
+def test_plot_activations_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    assert plots.plot_activations(tmp_path / "a.png").read_bytes()[:8] == PNG
+
+
+def test_the_vanishing_gradient_demo_shows_sigmoid_gradients_vanishing():
+    result = demos.vanishing_gradients(depth=6, width=16, steps=5)
+    sig, relu = result["sigmoid"]["init"], result["relu"]["init"]
+    assert len(sig) == len(relu) == 7
+    # through six sigmoid layers (σ' <= 1/4 each) the first layer's gradient is tiny
+    assert sig[0] / sig[-1] < 1e-3
+    assert relu[0] / relu[-1] > 0.05
+    assert all(math.isfinite(v) for r in result.values() for v in r["trained"])
+    with pytest.raises(ValueError, match="depth must be a positive integer"):
+        demos.vanishing_gradients(depth=0)
+
+
+def test_handgrad_demo_vanishing_prints_the_table_and_writes_the_plot(tmp_path, capsys):
+    assert cli.main(["demo", "vanishing", "--depth", "3", "--steps", "2",
+                     "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "sigmoid init" in out and "relu trained" in out
+    data = json.loads((tmp_path / "vanishing.json").read_text())
+    assert set(data) == {"sigmoid", "tanh", "relu"}
+    if plots._pyplot() is not None:
+        assert (tmp_path / "vanishing.png").read_bytes()[:8] == PNG
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["demo", "vanishing", "--depth", "0"])
+    assert exit_.value.code == 2
+    assert "--depth: must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_handgrad_train_out_writes_the_gradient_norm_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    assert cli.main(["train", "--dataset", "xor", "--epochs", "3", "--out", str(tmp_path),
+                     "--quiet"]) == 0
+    assert (tmp_path / "grad_norms.png").read_bytes()[:8] == PNG
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert set(history["grad_norms"]) >= {"layers.0.weight", "layers.0.bias"}
