@@ -14,7 +14,7 @@ import numpy as np
 
 from engine import Tensor
 
-from .cli_args import UsageError, positive_int, sizes
+from .cli_args import UsageError, positive_float, positive_int, sizes
 from .data import DATASETS, load_dataset
 from .layers import ACTIVATIONS, MLP
 from .losses import CrossEntropyLoss
@@ -38,6 +38,17 @@ def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
                         help="show central-difference gradients beside the analytic ones")
     parser.add_argument("--html", action="store_true",
                         help="write the step-by-step backward playback page instead")
+    parser.add_argument("--level", choices=["op", "layer"], default="op",
+                        help="with --html: one frame per op (any graph), or per equation "
+                             "BP1-BP4 of the derivation, layer by layer (default op)")
+    parser.add_argument("--rankdir", choices=["TB", "LR", "BT", "RL"], default="TB",
+                        help="layout direction (default TB, top to bottom: the default MLP "
+                             "fits a 16:9 slide)")
+    parser.add_argument("--font-size", type=positive_float, default=14,
+                        help="text size in points (default 14)")
+    parser.add_argument("--max-elements", type=positive_int,
+                        help="print arrays up to this many elements, summarise larger ones "
+                             "(default 6; 40 for --level layer)")
     parser.add_argument("--format", choices=FORMATS,
                         help="svg, png, pdf or dot (default: from --out, else svg)")
     parser.add_argument("--out", type=Path, help="file to write (default handgrad-graph.svg, "
@@ -75,19 +86,31 @@ def draw_command(args: argparse.Namespace) -> int:
     from engine.viz import GraphvizNotFound, draw, render, save_backward_html
 
     path, fmt = output_path(args)          # bad paths and formats: before any work
-    splits = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
-    x, y = splits.x_train[:args.batch], splits.y_train[:args.batch]
+    if args.level != "op" and fmt != "html":
+        raise UsageError("--level layer is the step-by-step page: add --html")
+    if args.font_size > 72:
+        raise UsageError(f"--font-size: at most 72 points, got {args.font_size:g}")
+    if args.dataset == "xor":
+        # The classic XOR table: the four 0/1 corners (--batch picks how many of them).
+        x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)[:args.batch]
+        y, num_classes = np.array([0, 1, 1, 0])[:args.batch], 2
+    else:
+        splits = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+        x, y = splits.x_train[:args.batch], splits.y_train[:args.batch]
+        num_classes = splits.num_classes
     x = x.reshape(len(x), -1).astype(np.float32)  # images become vectors; the MLP is float32
-    model = MLP([x.shape[1], *args.hidden, splits.num_classes], activation=args.activation,
+    model = MLP([x.shape[1], *args.hidden, num_classes], activation=args.activation,
                 seed=args.seed)
     loss = CrossEntropyLoss()(model(Tensor(x, name="x")), y)
+    style = dict(rankdir=args.rankdir, fontsize=args.font_size, rules=args.rules,
+                 collapse=args.collapse)
     try:
         if fmt == "html":
-            save_backward_html(loss, path, model=model)
+            save_backward_html(loss, path, model=model, level=args.level,
+                               max_elements=args.max_elements, numeric=args.numeric, **style)
         else:
-            picture = draw(loss, model=model, collapse=args.collapse,
-                           backward_order=args.backward_order, rules=args.rules,
-                           numeric=args.numeric)
+            picture = draw(loss, model=model, backward_order=args.backward_order,
+                           numeric=args.numeric, max_elements=args.max_elements or 6, **style)
             render(picture, path, fmt)
     except GraphvizNotFound as e:
         print(f"handgrad draw: error: {e}", file=sys.stderr)

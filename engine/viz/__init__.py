@@ -7,7 +7,10 @@ tensor, layers as clusters, the backward pass step by step, numeric vs analytic 
     save_backward_html(loss, "backward.html")
 """
 from .drawing import draw
-from .playback import backward_frames, save_backward_html
+from .layers import derivation, layer_frames, mlp_layers
+from .playback import backward_frames, backward_playback, save_backward_html
+from .player import Playback
 from .rendering import GraphvizNotFound, render
 
-__all__ = ["draw", "backward_frames", "save_backward_html", "render", "GraphvizNotFound"]
+__all__ = ["draw", "backward_frames", "backward_playback", "save_backward_html", "Playback",
+           "derivation", "layer_frames", "mlp_layers", "render", "GraphvizNotFound"]

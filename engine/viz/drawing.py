@@ -33,12 +33,17 @@ class Options:
     """How to draw (the keyword arguments of ``draw``)."""
 
     show: Sequence[str] = SHOW
-    rankdir: str = "LR"
+    rankdir: str = "TB"
     max_elements: int = 6
     collapse: bool = False
     rules: bool = False   # print each op's derivative rule
+    fontsize: float = 14  # points, for the boxes (edge labels and legend slightly smaller)
 
     def __post_init__(self) -> None:
+        if isinstance(self.fontsize, bool) or not isinstance(self.fontsize, (int, float)) \
+                or not 4 <= self.fontsize <= 72:
+            raise ValueError(f"draw: fontsize must be a number of points in [4, 72], got "
+                             f"{self.fontsize!r}")
         unknown = [s for s in self.show if s not in SHOW]
         if unknown:
             raise ValueError(f"draw: show may contain {SHOW}, got {unknown}")
@@ -63,9 +68,10 @@ class Overlay:
     caption: str | None = None
 
 
-def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "LR",
+def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "TB",
          max_elements: int = 6, collapse: bool = False, backward_order: bool = False,
-         rules: bool = False, numeric: bool = False, model: Any = None) -> graphviz.Digraph:
+         rules: bool = False, numeric: bool = False, model: Any = None,
+         fontsize: float = 14) -> graphviz.Digraph:
     """The compute graph that produced ``tensor``, as a ``graphviz.Digraph``.
 
     show: what tensor boxes list besides the name: "shape" (and dtype), "value", "grad".
@@ -73,7 +79,8 @@ def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "LR",
       as min / mean / max. With a scalar root and a live graph, every tensor's gradient
       (intermediates too) is computed without touching ``.grad``; otherwise ``.grad``
       is shown where set.
-    rankdir: "LR" (left to right), "TB" (top to bottom), "RL" or "BT".
+    rankdir: "TB" (top to bottom: the default MLP fits a 16:9 slide), "LR" (left to
+      right), "RL" or "BT".
     collapse: one box per module instead of a cluster of its ops and tensors.
     backward_order: number the ops in the order backward runs their rules and label
       each edge with the shape of the gradient flowing back along it.
@@ -81,11 +88,12 @@ def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "LR",
     numeric: beside each leaf's gradient, the central-difference estimate.
     model: an nn.Module: names parameters ("layers.0.weight") and labels clusters
       ("layers.0 (Linear 2→3, bias=True)").
+    fontsize: points for the text in the boxes (14 reads on a projected 16:9 slide).
 
     ``.source`` is the DOT text; rendering needs Graphviz (``render``).
     """
     options = Options(show=tuple(show), rankdir=rankdir, max_elements=max_elements,
-                      collapse=collapse, rules=rules)
+                      collapse=collapse, rules=rules, fontsize=fontsize)
     view = build_view(tensor, model)
     overlay = Overlay()
     needs_steps = "grad" in options.show or numeric or backward_order
@@ -160,7 +168,7 @@ def op_lines(node: Node, options: Options, overlay: Overlay) -> list[str]:
     if params:
         lines.append(params)
     if node.op.name in labels.FUSED_DELTAS:
-        lines.append(labels.FUSED_DELTAS[node.op.name])
+        lines += labels.fused_loss_lines(node, options.max_elements)
     if options.rules:
         lines += labels.wrap(labels.derivative_rule(node.op))
     return lines
@@ -243,14 +251,25 @@ def op_attrs(node: Node, overlay: Overlay) -> dict[str, str]:
     return {}
 
 
-def to_digraph(view: GraphView, options: Options, overlay: Overlay) -> graphviz.Digraph:
+@dataclass
+class Record:
+    """What a picture drew, by element id (``id`` attributes, kept in the SVG): each box's
+    lines and attributes, each edge's attributes. The playback restyles one layout with it."""
+
+    nodes: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
+    edges: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def to_digraph(view: GraphView, options: Options, overlay: Overlay,
+               record: Record | None = None) -> graphviz.Digraph:
     """Lay every box into its cluster, then the edges, then the legend."""
     g = graphviz.Digraph(name="handgrad")
     g.attr(rankdir=options.rankdir, **styles.GRAPH_ATTRS)
+    g.attr(fontsize=f"{options.fontsize + 1:g}")
     if overlay.caption:
         g.attr(label=dot_label([overlay.caption]), labelloc="t")
-    g.attr("node", **styles.NODE_ATTRS)
-    g.attr("edge", **styles.EDGE_ATTRS)
+    g.attr("node", **styles.NODE_ATTRS, fontsize=f"{options.fontsize:g}")
+    g.attr("edge", **styles.EDGE_ATTRS, fontsize=f"{options.fontsize:g}")
 
     hidden = collapse_units(view) if options.collapse else {}
     group_names: dict[str, str] = {}   # module scope -> "group0", in order of appearance
@@ -273,13 +292,21 @@ def to_digraph(view: GraphView, options: Options, overlay: Overlay) -> graphviz.
         if id(t) not in hidden:
             boxes.append(_Box(view.dot_id(t), tensor_lines(view, t, options, overlay), view.kind(t),
                               view.scope(t)))
-    place_boxes(g, view, boxes)
-    add_edges(g, view, overlay, endpoint)
-    styles.add_legend(g, [k for k in styles.STYLES if any(b.kind == k for b in boxes)])
+    place_boxes(g, view, boxes, record)
+    add_edges(g, view, overlay, endpoint, record)
+    kinds = [k for k in styles.STYLES if any(b.kind == k for b in boxes)]
+    if overlay.current is not None:
+        kinds.append(styles.NOW)
+    if overlay.done:
+        kinds.append(styles.RAN)
+    if overlay.hot_edges:
+        kinds.append(styles.GRADIENT)
+    styles.add_legend(g, kinds)
     return g
 
 
-def place_boxes(g: graphviz.Digraph, view: GraphView, boxes: list[_Box]) -> None:
+def place_boxes(g: graphviz.Digraph, view: GraphView, boxes: list[_Box],
+                record: Record | None = None) -> None:
     """Emit each box inside the nested clusters of its scope (``cluster_layers.0`` inside
     ``cluster_layers``), clusters in the order they first appear."""
     members: dict[str | None, list[_Box]] = {None: []}
@@ -296,7 +323,9 @@ def place_boxes(g: graphviz.Digraph, view: GraphView, boxes: list[_Box]) -> None
     def emit(container: graphviz.Digraph, scope: str | None) -> None:
         for box in members[scope]:
             attrs = {**styles.STYLES[box.kind], **box.attrs}
-            container.node(box.name, dot_label(box.lines), **attrs)
+            container.node(box.name, dot_label(box.lines), id=f"n_{box.name}", **attrs)
+            if record is not None:
+                record.nodes[f"n_{box.name}"] = (box.lines, attrs)
         for child in children[scope]:
             with container.subgraph(name=f"cluster_{child}") as cluster:
                 cluster.attr(label=module_label(view, child), style="rounded,filled",
@@ -307,7 +336,7 @@ def place_boxes(g: graphviz.Digraph, view: GraphView, boxes: list[_Box]) -> None
 
 
 def add_edges(g: graphviz.Digraph, view: GraphView, overlay: Overlay,
-              endpoint: Callable[[Tensor | Node], str]) -> None:
+              endpoint: Callable[[Tensor | Node], str], record: Record | None = None) -> None:
     """Data-flow edges input -> op -> output. ``endpoint`` maps a tensor or node to the
     DOT node drawn for it (a collapsed module's box for hidden ones); edges inside one
     box vanish and an edge leaving a box is labelled with the shape it carries."""
@@ -323,12 +352,18 @@ def add_edges(g: graphviz.Digraph, view: GraphView, overlay: Overlay,
                 continue  # inside one module box, or a second edge between the same boxes
             drawn.add((a, b))
             attrs: dict[str, str] = {}
-            if key in overlay.edge_labels:
-                attrs["label"] = dot_label(overlay.edge_labels[key].splitlines())
-            elif from_box:
+            if from_box and key not in overlay.edge_labels:
                 attrs["label"] = labels.shape_text(out.shape if position == OUT else src.shape)
-            if key in overlay.hot_edges:
-                attrs.update(fontcolor=styles.GRAD_COLOR)
+            name = f"{view.dot_id(node)}_{'out' if position == OUT else position}"
+            g.edge(a, b, id=f"d_{name}", **attrs)
+            if key in overlay.edge_labels:
+                # The gradient travels the other way: its own arrow, from the consumer
+                # back to the producer (dir=back keeps the layout of the data-flow edge).
+                grad = dict(dir="back", color=styles.GRAD_COLOR, fontcolor=styles.GRAD_COLOR,
+                            style="dashed", constraint="false")
                 if id(node) == overlay.current:
-                    attrs.update(color=styles.GRAD_COLOR, penwidth="2")
-            g.edge(a, b, **attrs)
+                    grad.update(style="solid", penwidth="2.5")
+                g.edge(a, b, id=f"g_{name}", label=dot_label(overlay.edge_labels[key].splitlines()),
+                       **grad)
+                if record is not None:
+                    record.edges[f"g_{name}"] = grad

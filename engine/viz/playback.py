@@ -1,8 +1,8 @@
-"""The backward pass as a slide show: one picture per backward step, and one HTML page
-that plays them (previous / next buttons, arrow keys), with no external files."""
+"""The backward pass as a slide show: one picture per backward step (level="op"), or one
+slide per equation of the derivation for an MLP (level="layer", layers.py), played by a
+self-contained HTML player (player.py) in a page or inline in Jupyter."""
 from __future__ import annotations
 
-import html
 import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -11,8 +11,12 @@ import graphviz
 
 from ..tensor import Tensor
 from . import labels
-from .drawing import OUT, SHOW, Options, Overlay, gradient_shapes, step_numbers, to_digraph
-from .gradients import Step, backward_steps, is_complete, received, rule_steps
+from .drawing import (OUT, SHOW, Options, Overlay, Record, gradient_shapes, step_numbers,
+                      to_digraph)
+from .gradients import Step, all_gradients, backward_steps, is_complete, received, rule_steps
+from .numeric import numeric_checks
+from .layers import layer_frames
+from .player import Playback
 from .rendering import to_svg
 from .view import GraphView, build_view
 
@@ -26,8 +30,11 @@ def caption(view: GraphView, steps: list[Step], k: int) -> str:
             + (", ".join(sent) or "nothing"))
 
 
-def frame_overlay(view: GraphView, steps: list[Step], k: int, max_elements: int) -> Overlay:
-    """What frame ``k`` shows: gradients summed so far, the current op and what it sends."""
+def frame_overlay(view: GraphView, steps: list[Step], k: int, max_elements: int,
+                  stable: bool = False) -> Overlay:
+    """What frame ``k`` shows: gradients summed so far, the current op and what it sends
+    (with ``stable``, every frame labels the gradient arrows alike, by shape, so that one
+    layout serves them all; the values sent show in the receiving boxes)."""
     step = steps[k - 1]
     pending = {id(s.node) for s in steps[k:]}
     grads = received(view, steps, k)
@@ -41,30 +48,73 @@ def frame_overlay(view: GraphView, steps: list[Step], k: int, max_elements: int)
         done={id(s.node) for s in steps[:k - 1]},
         caption=caption(view, steps, k),
     )
-    overlay.edge_labels[(id(step.node), OUT)] = (
-        f"grad in {labels.shape_text(step.grad.shape)}")
-    for i, g in enumerate(step.sent):
-        if g is not None:
-            overlay.edge_labels[(id(step.node), i)] = "\n".join(
-                labels.labelled("sends", g, max_elements))
+    if not stable:
+        overlay.edge_labels[(id(step.node), OUT)] = (
+            f"grad in {labels.shape_text(step.grad.shape)}")
+        for i, g in enumerate(step.sent):
+            if g is not None:
+                overlay.edge_labels[(id(step.node), i)] = "\n".join(
+                    labels.labelled("sends", g, max_elements))
     overlay.hot_edges = set(overlay.edge_labels)
     return overlay
 
 
-def captioned_frames(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
-                     rankdir: str = "LR", max_elements: int = 6
-                     ) -> Iterator[tuple[str, graphviz.Digraph]]:
-    """(caption, picture) for each backward step, in the order backward runs them."""
-    options = Options(show=tuple(show), rankdir=rankdir, max_elements=max_elements)
+def op_playback(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
+                rankdir: str = "TB", max_elements: int = 6, fontsize: float = 14,
+                rules: bool = False, collapse: bool = False, numeric: bool = False
+                ) -> tuple[str, list[dict[str, Any]]]:
+    """The graph laid out once (the last frame: every box holds all its lines), and for
+    each backward step what changes: each box's lines and colours, each gradient arrow's
+    style, the caption. Nothing moves between steps: the player only restyles."""
+    options = Options(show=tuple(show), rankdir=rankdir, max_elements=max_elements,
+                      fontsize=fontsize, rules=rules, collapse=collapse)
     view = build_view(loss, model)
-    steps = rule_steps(backward_steps(view))   # one frame per op whose rule runs
+    all_steps = backward_steps(view)
+    steps = rule_steps(all_steps)
+    checks = numeric_checks(view, all_gradients(view, all_steps), max_elements) if numeric else {}
+    data, layout = [], None
+    for k in range(1, len(steps) + 1):
+        overlay = frame_overlay(view, steps, k, max_elements, stable=True)
+        overlay.checks = {key: c for key, c in checks.items()
+                          if key in overlay.grads and key not in overlay.partial}
+        text, overlay.caption = overlay.caption or "", None
+        record = Record()
+        layout = to_digraph(view, options, overlay, record)
+        data.append({"caption": text,
+                     "nodes": {nid: {"lines": lines, "fill": a.get("fillcolor", "#ffffff"),
+                                     "pen": a.get("penwidth", "1"),
+                                     "font": a.get("fontcolor", "#000000")}
+                               for nid, (lines, a) in record.nodes.items()},
+                     "edges": {eid: {"pen": a.get("penwidth", "1"),
+                                     "dash": "5,2" if a.get("style") == "dashed" else ""}
+                               for eid, a in record.edges.items()}})
+    assert layout is not None
+    return inline_svg(to_svg(layout)), data
+
+
+def captioned_frames(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
+                     rankdir: str = "TB", max_elements: int = 6, fontsize: float = 14,
+                     rules: bool = False, collapse: bool = False, numeric: bool = False
+                     ) -> Iterator[tuple[str, graphviz.Digraph]]:
+    """(caption, picture) for each backward step, in the order backward runs them. The
+    caption is not drawn into the picture (a player shows it once, above). ``numeric``
+    shows each leaf's central-difference check once its gradient is complete."""
+    options = Options(show=tuple(show), rankdir=rankdir, max_elements=max_elements,
+                      fontsize=fontsize, rules=rules, collapse=collapse)
+    view = build_view(loss, model)
+    all_steps = backward_steps(view)
+    steps = rule_steps(all_steps)              # one frame per op whose rule runs
+    checks = numeric_checks(view, all_gradients(view, all_steps), max_elements) if numeric else {}
     for k in range(1, len(steps) + 1):
         overlay = frame_overlay(view, steps, k, max_elements)
-        yield overlay.caption or "", to_digraph(view, options, overlay)
+        overlay.checks = {key: c for key, c in checks.items()
+                          if key in overlay.grads and key not in overlay.partial}
+        text, overlay.caption = overlay.caption or "", None
+        yield text, to_digraph(view, options, overlay)
 
 
 def backward_frames(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
-                    rankdir: str = "LR", max_elements: int = 6) -> Iterator[graphviz.Digraph]:
+                    rankdir: str = "TB", max_elements: int = 6) -> Iterator[graphviz.Digraph]:
     """One Digraph per backward step (one per op, in the order backward runs them).
 
     The op whose rule runs is highlighted; the edges to its inputs carry the gradient it
@@ -83,78 +133,43 @@ def inline_svg(svg: str) -> str:
     return re.sub(r"<!--.*?-->", "", svg, flags=re.DOTALL).strip()
 
 
-def save_backward_html(loss: Tensor, path: str | Path, *, model: Any = None,
-                       show: Sequence[str] = SHOW, rankdir: str = "LR",
-                       max_elements: int = 6) -> Path:
-    """Write one self-contained HTML page that steps through the backward pass.
+LEVELS = ("op", "layer")
 
-    Every frame is rendered to SVG by Graphviz and inlined; previous/next buttons and
-    the left/right arrow keys move between them. No external scripts, styles or fonts.
-    Raises GraphvizNotFound without the ``dot`` program.
+
+def backward_playback(loss: Tensor, *, level: str = "op", model: Any = None,
+                      show: Sequence[str] = SHOW, rankdir: str = "TB", max_elements: int | None = None,
+                      fontsize: float = 14, rules: bool = False, collapse: bool = False,
+                      numeric: bool = False) -> Playback:
+    """The backward pass as a Playback: it displays as a working player in Jupyter
+    (``_repr_html_``) and ``save(path)`` writes a self-contained page.
+
+    level="op": one graph picture per op whose backward rule runs (any graph; needs the
+    Graphviz ``dot`` program). level="layer": for an MLP ending in a fused loss, one slide
+    per equation of the derivation (BP1-BP4) with the actual numbers (see layers.py); no
+    Graphviz needed. ``max_elements`` (default 6 for op, 40 for layer): larger arrays are
+    summarised.
     """
-    frames = [(text, inline_svg(to_svg(frame))) for text, frame in
-              captioned_frames(loss, model=model, show=show, rankdir=rankdir,
-                               max_elements=max_elements)]
-    path = Path(path)
-    path.write_text(page(frames), encoding="utf-8")
-    return path
+    if level not in LEVELS:
+        raise ValueError(f"backward playback: level must be one of {LEVELS}, got {level!r}")
+    if level == "layer":
+        slides = layer_frames(loss, model=model,
+                              max_elements=40 if max_elements is None else max_elements)
+        return Playback(slides, "The backward pass, layer by layer (BP1-BP4)")
+    svg, data = op_playback(loss, model=model, show=show, rankdir=rankdir,
+                            max_elements=6 if max_elements is None else max_elements,
+                            fontsize=fontsize, rules=rules, collapse=collapse, numeric=numeric)
+    return Playback([(d["caption"], "") for d in data], "The backward pass, step by step",
+                    layout=svg, restyle=data)
 
 
-def page(frames: list[tuple[str, str]]) -> str:
-    """The HTML page around (caption, svg) frames."""
-    sections = "\n".join(
-        f'<section class="frame" data-caption="{html.escape(text)}"'
-        f'{"" if i == 0 else " hidden"}>\n{svg}\n</section>'
-        for i, (text, svg) in enumerate(frames))
-    return PAGE.replace("{{COUNT}}", str(len(frames))).replace("{{FRAMES}}", sections)
-
-
-PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>handgrad: the backward pass, step by step</title>
-<style>
-body { font-family: sans-serif; margin: 1.5em; color: #222; }
-nav { display: flex; gap: 1em; align-items: center; margin-bottom: 0.5em; }
-button { font-size: 1em; padding: 0.3em 1em; }
-#caption { font-size: 1.1em; margin: 0.5em 0 1em; }
-section.frame svg { max-width: 100%; height: auto; }
-</style>
-</head>
-<body>
-<h1>The backward pass, step by step</h1>
-<p>Each step runs one op's backward rule: it turns the gradient of its output into a
-gradient for each input (red). Use the buttons or the left/right arrow keys.</p>
-<nav>
-<button id="prev" type="button">&larr; previous</button>
-<span id="counter">step 1 / {{COUNT}}</span>
-<button id="next" type="button">next &rarr;</button>
-</nav>
-<p id="caption"></p>
-{{FRAMES}}
-<script>
-(function () {
-  var frames = document.querySelectorAll("section.frame");
-  var current = 0;
-  function show(k) {
-    current = Math.max(0, Math.min(frames.length - 1, k));
-    for (var i = 0; i < frames.length; i++) { frames[i].hidden = i !== current; }
-    document.getElementById("counter").textContent =
-      "step " + (current + 1) + " / " + frames.length;
-    document.getElementById("caption").textContent = frames[current].dataset.caption;
-    document.getElementById("prev").disabled = current === 0;
-    document.getElementById("next").disabled = current === frames.length - 1;
-  }
-  document.getElementById("prev").onclick = function () { show(current - 1); };
-  document.getElementById("next").onclick = function () { show(current + 1); };
-  document.addEventListener("keydown", function (e) {
-    if (e.key === "ArrowLeft") { show(current - 1); }
-    if (e.key === "ArrowRight") { show(current + 1); }
-  });
-  show(0);
-})();
-</script>
-</body>
-</html>
-"""
+def save_backward_html(loss: Tensor, path: str | Path, *, level: str = "op", model: Any = None,
+                       show: Sequence[str] = SHOW, rankdir: str = "TB",
+                       max_elements: int | None = None, fontsize: float = 14,
+                       rules: bool = False, collapse: bool = False, numeric: bool = False) -> Path:
+    """Write one self-contained HTML page that steps through the backward pass (see
+    ``backward_playback``): previous/next buttons, the arrow keys while the player has
+    focus, zoom and pan. No external scripts, styles or fonts. With level="op", raises
+    GraphvizNotFound without the ``dot`` program."""
+    return backward_playback(loss, level=level, model=model, show=show, rankdir=rankdir,
+                             max_elements=max_elements, fontsize=fontsize, rules=rules,
+                             collapse=collapse, numeric=numeric).save(path)

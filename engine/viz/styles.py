@@ -7,12 +7,14 @@ from .view import DATA, INTERMEDIATE, LEAF, PARAMETER, ROOT
 
 OP, MODULE = "op", "module"
 
+MONO = "Courier"  # tensor boxes: numbers line up in columns
+
 STYLES: dict[str, dict[str, str]] = {
-    PARAMETER: dict(shape="box", style="filled,bold", fillcolor="#ffd9a6"),
-    LEAF: dict(shape="box", style="filled", fillcolor="#fff2b3"),
-    DATA: dict(shape="note", style="filled", fillcolor="#e6e6e6"),
-    INTERMEDIATE: dict(shape="box", style="rounded,filled", fillcolor="#ffffff"),
-    ROOT: dict(shape="doubleoctagon", style="filled", fillcolor="#f6b8b8"),
+    PARAMETER: dict(shape="box", style="filled,bold", fillcolor="#ffd9a6", fontname=MONO),
+    LEAF: dict(shape="box", style="filled", fillcolor="#fff2b3", fontname=MONO),
+    DATA: dict(shape="note", style="filled", fillcolor="#e6e6e6", fontname=MONO),
+    INTERMEDIATE: dict(shape="box", style="rounded,filled", fillcolor="#ffffff", fontname=MONO),
+    ROOT: dict(shape="doubleoctagon", style="filled", fillcolor="#f6b8b8", fontname=MONO),
     OP: dict(shape="ellipse", style="filled", fillcolor="#cfe0fc"),
     MODULE: dict(shape="box3d", style="filled", fillcolor="#d4efd4"),
 }
@@ -31,18 +33,24 @@ LEGEND_TEXT = {
 CURRENT = dict(fillcolor="#ffc933", penwidth="3")
 DONE = dict(fillcolor="#e9eef7", fontcolor="#6b7280")
 GRAD_COLOR = "#c0392b"
+NOW, RAN, GRADIENT = "now", "ran", "gradient"     # legend entries of backward views
+LEGEND_TEXT.update({NOW: "op whose backward rule runs now", RAN: "op whose rule already ran",
+                    GRADIENT: "gradient, sent back from consumer to producer"})
+LEGEND_STYLE = {NOW: {**STYLES[OP], **CURRENT}, RAN: {**STYLES[OP], **DONE},
+                GRADIENT: dict(shape="plaintext", fontcolor=GRAD_COLOR)}
 
-GRAPH_ATTRS = dict(fontname="Helvetica", fontsize="11", nodesep="0.3", ranksep="0.4")
-NODE_ATTRS = dict(fontname="Helvetica", fontsize="10")
-EDGE_ATTRS = dict(fontname="Helvetica", fontsize="9", color="#555555")
+GRAPH_ATTRS = dict(fontname="Helvetica", nodesep="0.3", ranksep="0.4")
+NODE_ATTRS = dict(fontname="Helvetica")
+EDGE_ATTRS = dict(fontname="Helvetica", color="#555555")
 
 
 def add_legend(g: graphviz.Digraph, kinds: list[str]) -> None:
-    """A 'legend' cluster with one sample box per kind drawn in the picture, in a row
-    (invisible edges line them up along the rank direction)."""
+    """A 'legend' cluster with one sample per kind drawn in the picture (boxes, and in
+    backward views the op colours and the gradient arrows), in a row (invisible edges
+    line them up along the rank direction)."""
     with g.subgraph(name="cluster_legend") as legend:
         legend.attr(label="legend", style="dashed", color="#999999")
         for kind in kinds:
-            legend.node(f"legend_{kind}", LEGEND_TEXT[kind], **STYLES[kind])
+            legend.node(f"legend_{kind}", LEGEND_TEXT[kind], **LEGEND_STYLE.get(kind, STYLES.get(kind, {})))
         for a, b in zip(kinds, kinds[1:]):
             legend.edge(f"legend_{a}", f"legend_{b}", style="invis")

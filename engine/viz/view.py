@@ -45,8 +45,8 @@ class GraphView:
         return self.param_names.get(id(tensor)) or tensor.name or self.dot_id(tensor)
 
     def kind(self, tensor: Tensor) -> str:
-        if tensor is self.root:
-            return ROOT
+        if tensor is self.root and tensor.node is not None:
+            return ROOT                    # a tensor without a graph is not "the loss"
         if tensor.node is not None:
             return INTERMEDIATE
         if id(tensor) in self.param_names or is_parameter(tensor):
@@ -56,19 +56,20 @@ class GraphView:
     def scope(self, item: Tensor | Node) -> str | None:
         """The module path a node or tensor belongs to (None: outside every module).
 
-        An op node has the scope it was created in and its output shares it. A trainable
-        leaf belongs to the module that owns it (from ``model``) or, without a model, to
-        the one scope all its consumers share. Data leaves stay outside.
+        An op node has the scope it was created in and its output shares it. A parameter
+        belongs to the module that owns it (from ``model``) or, without a model, to the
+        one scope all its consumers share. Other leaves (inputs, even ones that require
+        grad, and data) stay outside every module.
         """
         if isinstance(item, Node):
             return item.scope
         if item.node is not None:
             return item.node.scope
-        if not item.requires_grad:
-            return None
         name = self.param_names.get(id(item))
         if name is not None:
             return name.rpartition(".")[0] or None
+        if not is_parameter(item):
+            return None
         scopes = {n.scope for n in self.consumers(item)}
         return scopes.pop() if len(scopes) == 1 else None
 

@@ -8,6 +8,7 @@ Regenerate the golden files (the README figure) with
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import xml.etree.ElementTree as ET
@@ -18,7 +19,8 @@ import pytest
 
 import engine
 import nn
-from engine.viz import GraphvizNotFound, backward_frames, draw, render, save_backward_html
+from engine.viz import (GraphvizNotFound, backward_frames, backward_playback, draw, render,
+                        save_backward_html)
 from engine.viz import labels
 from nn.draw_command import add_draw_arguments, draw_command
 from engine.viz.numeric import numeric_checks
@@ -69,6 +71,10 @@ def tanh_graph():
     w = engine.Tensor(np.array([0.5, -1.0]), requires_grad=True, name="w")
     b = engine.Tensor(np.array([0.1, 0.2]), requires_grad=True, name="b")
     return (x * w + b).tanh().sum(), x, w, b
+
+
+def nn_loss(model, x):
+    return nn.CrossEntropyLoss()(model(x), np.array([1, 0]))
 
 
 def small_mlp():
@@ -160,9 +166,30 @@ def test_fused_losses_are_one_box_showing_their_backward_delta():
     z = engine.Tensor(np.array([[1.0, -1.0], [0.5, 2.0]]), requires_grad=True)
     found = nodes(draw(engine.softmax_cross_entropy(z, np.array([0, 1]))).source)
     ops = [v for k, v in found.items() if k.startswith("op")]
-    assert ops == ["softmax_cross_entropy\nδ = (p − y)/N"]
+    # the formula for its reduction, what N is, and (small tensors) p and y to check by hand
+    p = np.exp([[2.0, 0.0], [0.0, 1.5]]) / np.exp([[2.0, 0.0], [0.0, 1.5]]).sum(1, keepdims=True)
+    assert ops == ["softmax_cross_entropy\nδ = (p − y)/N, N = 2 rows\n"
+                   f"p [[{p[0, 0]:.4g}, {p[0, 1]:.4g}],\n"
+                   f"   [{p[1, 0]:.4g}, {p[1, 1]:.4g}]]\n"
+                   "y [[1, 0],\n   [0, 1]]"]
+    summed = nodes(draw(engine.softmax_cross_entropy(z, np.array([0, 1]), reduction="sum")).source)
+    assert "δ = p − y (reduction sum)" in summed["op0"]
     found = nodes(draw(engine.sigmoid_binary_cross_entropy(z, np.ones((2, 2)))).source)
-    assert "(σ(z) − y)/N" in found["op0"]
+    assert "δ = (σ(z) − y)/N, N = 4 elements" in found["op0"]
+    found = nodes(draw(engine.sigmoid_binary_cross_entropy(z, np.ones((2, 2)),
+                                                           reduction="batchmean")).source)
+    assert "δ = (σ(z) − y)/N, N = 2 rows" in found["op0"]
+
+
+def test_matrix_values_line_up_in_columns_and_inputs_stay_outside_layers():
+    lines = labels.labelled("value", np.array([[1.5, -20.25], [300.0, 4.0]]), 6)
+    assert lines == ["value [[1.5, -20.25],", "       [300,      4]]"]
+    model, _ = small_mlp()
+    x = engine.Tensor(np.ones((2, 2)), requires_grad=True, name="x")     # an input with grad
+    source = draw(nn_loss(model, x), model=model).source
+    assert '"t0"' not in cluster(source, "cluster_layers") and "x" in nodes(source)["t0"]
+    alone = engine.Tensor(np.ones(3), name="w")           # a tensor without a graph
+    assert "root" not in draw(alone).source and "the loss" not in draw(alone).source
 
 
 # --- modules -------------------------------------------------------------------------------
@@ -198,12 +225,12 @@ def test_collapse_draws_one_box_per_layer_with_its_parameter_shapes():
         ["layers.0 (Linear 2→3, bias=True)", "weight (2, 3)", "bias (3,)"],
         ["layers.1 (Tanh)"],
         ["layers.2 (Linear 3→2, bias=True)", "weight (3, 2)", "bias (2,)"]]
-    assert [v for k, v in found.items() if k.startswith("op")] == [
-        "softmax_cross_entropy\nδ = (p − y)/N"]
+    assert [v.splitlines()[:2] for k, v in found.items() if k.startswith("op")] == [
+        ["softmax_cross_entropy", "δ = (p − y)/N, N = 2 rows"]]
     assert sorted(edges(source)) == sorted([
         ("t0", "group0"), ("group0", "group1"), ("group1", "group2"), ("group2", "op3"),
         ("t8", "op3"), ("op3", "t9")])
-    assert edge_attrs(source)[("group0", "group1")] == 'label="(2, 3)"'
+    assert edge_attrs(source)[("group0", "group1")] == 'label="(2, 3)" id=d_op1_0'
 
 
 def test_ids_are_deterministic_two_builds_give_identical_dot():
@@ -237,8 +264,10 @@ def test_backward_order_numbers_ops_as_backward_runs_their_rules(monkeypatch):
     loss.backward()
     assert [numbered[k] for k in sorted(numbered)] == calls
     assert sorted(numbered) == list(range(1, len(view.nodes) + 1))
-    assert edge_attrs(source)[("t1", "op0")] == 'label="grad (2, 2)" fontcolor="#c0392b"'
-    assert edge_attrs(source)[("t0", "op0")] == ""   # x is data: no gradient flows back
+    # the gradient has its own arrow, pointing back from the consumer to the producer
+    assert ('t1 -> op0 [label="grad (2, 2)" color="#c0392b" constraint=false dir=back '
+            'fontcolor="#c0392b" id=g_op0_1 style=dashed]') in source
+    assert edge_attrs(source)[("t0", "op0")] == "id=d_op0_0"   # x is data: no gradient back
 
 
 def test_numeric_gradients_agree_with_the_analytic_ones():
@@ -273,7 +302,8 @@ def test_one_frame_per_backward_step_with_the_current_op_highlighted():
     assert len(list(backward_frames(loss))) == n_ops == len(frames) == 8
     for k, (caption, frame) in enumerate(frames, start=1):
         assert caption.startswith(f"step {k}/{n_ops}: backward of ")
-        assert frame.source.count("penwidth=3") == 1
+        assert frame.source.count("penwidth=3") == 2     # the current op, and its legend entry
+        assert 'legend_now' in frame.source and 'legend_gradient' in frame.source
     assert frames[0][0] == "step 1/8: backward of add sends grad () to t6, grad () to t8"
     assert frames[-1][0] == "step 8/8: backward of matmul sends grad (2, 2) to W"
 
@@ -287,7 +317,7 @@ def test_frames_show_gradients_summed_so_far_until_every_user_has_run():
         assert partial and final and max(partial) < min(final)
         assert all("grad" not in f[name] for f in frames[:min(partial)])
     W = frames[-1]["t1"]
-    assert W.endswith("grad [[0.8469, -0.4212],\n [1.572, 2.266]]")
+    assert W.endswith("grad [[0.8469, -0.4212],\n      [ 1.572,   2.266]]")
 
 
 def test_frames_need_a_live_graph():
@@ -317,16 +347,33 @@ def test_svg_of_an_mlp_has_every_node_and_cluster(tmp_path):
 
 
 @needs_dot
-def test_backward_html_is_one_self_contained_page_with_a_frame_per_step(tmp_path):
+def test_backward_html_is_one_self_contained_page_one_layout_restyled_per_step(tmp_path):
     model, loss = small_mlp()
     text = save_backward_html(loss, tmp_path / "b.html", model=model).read_text()
-    assert text.count('<section class="frame"') == len(build_view(loss).nodes) == 4
-    assert text.count("<svg") == 4 and 'id="prev"' in text and 'id="next"' in text
-    assert "ArrowLeft" in text and "ArrowRight" in text and 'id="counter"' in text
+    assert text.count('<div class="hg-frame"') == len(build_view(loss).nodes) == 4
+    assert text.count("<svg") == 1                 # laid out once; each step restyles it
+    data = json.loads(re.search(r'<script type="application/json" class="hg-data">(.*?)</script>',
+                                text, re.S).group(1))
+    assert len(data) == 4 and all(set(d) == {"caption", "nodes", "edges"} for d in data)
+    assert data[0]["nodes"]["n_op3"]["fill"] == "#ffc933"         # the loss's rule runs first
+    assert data[1]["nodes"]["n_op3"]["fill"] == "#e9eef7"         # then it is done
+    assert data[2]["caption"] == "step 3/4: backward of tanh sends grad (2, 3) to t3"
     assert 'data-caption="step 3/4: backward of tanh sends grad (2, 3) to t3"' in text
+    assert text.count("step 3/4: backward of tanh") == 2          # its frame and its data: once shown
+    assert "ArrowLeft" in text and "ArrowRight" in text and "tabindex" in text
     without_xmlns = re.sub(r'xmlns(:xlink)?="http://www\.w3\.org/[^"]*"', "", text)
     assert "http" not in without_xmlns
     assert not re.search(r"<(link|img|iframe)\b|src=|@import|url\(", text)
+
+
+def test_two_playbacks_are_independent_players_with_their_own_ids():
+    model, loss = small_mlp()
+    playback = backward_playback(loss, level="layer", model=model)
+    first, second = playback._repr_html_(), playback._repr_html_()
+    ids = [re.search(r'class="hg-player" id="([^"]+)"', h).group(1) for h in (first, second)]
+    assert ids[0] != ids[1] and f'getElementById("{ids[1]}")' in second
+    assert "root.addEventListener(\"keydown\"" in first     # keys on the player, not the page
+    assert "document.addEventListener" not in first
 
 
 def test_without_dot_rendering_explains_how_to_install_it_and_dot_text_still_works(
@@ -387,7 +434,7 @@ def test_draw_command_writes_svg_and_the_html_playback(tmp_path, capsys):
     assert ET.parse(svg).getroot().tag == f"{SVG}svg"
     page = tmp_path / "b.html"
     assert draw_command(parse(["--html", "--out", str(page)])) == 0
-    assert page.read_text().count('<section class="frame"') == 4   # linear, tanh, linear, loss
+    assert page.read_text().count('<div class="hg-frame"') == 4   # linear, tanh, linear, loss
     assert capsys.readouterr().out.split() == [str(svg), str(page)]
 
 
@@ -417,3 +464,39 @@ if __name__ == "__main__":
     (GOLDEN / "small_mlp.dot").write_text(picture.source, encoding="utf-8")
     print(render(picture, GOLDEN / "small_mlp.svg"))
     print(GOLDEN / "small_mlp.dot")
+
+
+# --- slide-ready options, and the draw command's page -----------------------------------------
+
+def test_font_size_layout_direction_and_max_elements_are_options():
+    model, loss = small_mlp()
+    source = draw(loss, model=model, rankdir="LR", fontsize=18, max_elements=2).source
+    assert "rankdir=LR" in source and "node [fontname=Helvetica fontsize=18]" in source
+    assert "value min" in nodes(source)["t5"]                 # (3, 2) > 2 elements: summarised
+    assert "rankdir=TB" in draw(loss).source                  # the default fits 16:9
+    with pytest.raises(ValueError, match="fontsize must be a number of points"):
+        draw(loss, fontsize=0)
+    assert hasattr(draw(loss), "_repr_mimebundle_")           # Jupyter displays it inline
+
+
+@needs_dot
+def test_draw_html_honours_rules_collapse_numeric_and_the_layer_level(tmp_path, capsys):
+    page = tmp_path / "p.html"
+    assert draw_command(parse(["--html", "--rules", "--numeric", "--out", str(page)])) == 0
+    text = page.read_text()
+    assert "grad_x = grad @ W^T" in text and "numeric" in text
+    assert draw_command(parse(["--html", "--collapse", "--out", str(page)])) == 0
+    assert "layers.0 (Linear 2→4, bias=True)" in page.read_text() and "n_group0" in page.read_text()
+    assert draw_command(parse(["--html", "--level", "layer", "--out", str(page)])) == 0
+    assert "BP1 (output delta)" in page.read_text()
+    assert draw_command(parse(["--rankdir", "LR", "--font-size", "20", "--max-elements", "3",
+                               "--format", "dot", "--out", str(tmp_path / "g.dot")])) == 0
+    dot = (tmp_path / "g.dot").read_text()
+    assert "rankdir=LR" in dot and "fontsize=20" in dot
+
+
+def test_the_xor_example_is_the_four_corners(tmp_path, capsys):
+    out = tmp_path / "g.dot"
+    assert draw_command(parse(["--format", "dot", "--out", str(out), "--max-elements", "8"])) == 0
+    x_box = nodes(out.read_text())["t0"]
+    assert "value [[0, 0],\n       [0, 1],\n       [1, 0],\n       [1, 1]]" in x_box

@@ -1,0 +1,222 @@
+"""The backward pass of an MLP, layer by layer, as the derivations write it (BP1-BP4).
+
+An MLP's graph is a chain: ``z^l = linear(a^(l-1), W^l, b^l)``, ``a^l = f(z^l)``, and a fused
+loss on ``z^L``. ``mlp_layers`` finds that chain in any graph (no knowledge of ``nn``:
+only the ops), and ``layer_frames`` makes one slide per equation with the actual numbers:
+
+    BP1  δᴸ = (p − y)/N                     the output delta (the fused loss's rule)
+    BP2  δˡ = (δˡ⁺¹ Wˡ⁺¹ᵀ) ⊙ f′(zˡ)         the delta recursion
+    BP3  ∂L/∂bˡ = Σₙ δˡ                      bias gradient: the delta summed over the batch
+    BP4  ∂L/∂Wˡ = aˡ⁻¹ᵀ δˡ                   weight gradient
+
+Every number shown comes from the engine's own backward walker (``graph.backward_steps``)
+or from the forward pass; each slide also recomputes its right-hand side with numpy and
+states the largest difference from the engine's gradient, so a student sees the formula
+hold. (W is stored (in, out), as in the derivations: z = a W + b.)
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import graph
+from ..graph import Node
+from ..tensor import Tensor
+from . import labels
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "softplus", "gelu")
+FUSED_LOSSES = ("softmax_cross_entropy", "sigmoid_binary_cross_entropy")
+SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def sup(n: int | str) -> str:
+    return str(n).translate(SUPERSCRIPT)
+
+
+@dataclass
+class Layer:
+    """Layer l (from 1): z = a_prev W + b, then a = f(z) (no f for the output layer)."""
+
+    index: int
+    linear: Node
+    a_prev: Tensor
+    W: Tensor
+    b: Tensor | None
+    z: Tensor
+    act: Node | None = None
+    a: Tensor | None = None
+
+
+def mlp_layers(loss: Tensor) -> list[Layer]:
+    """The layers of the MLP below a fused loss, input side first; ValueError (saying what
+    was found instead) when the graph is not linear → activation → ... → fused loss."""
+    node = loss.node
+    if node is None or node.op.name not in FUSED_LOSSES:
+        found = "no graph" if node is None else f"op '{node.op.name}'"
+        raise ValueError(f"level='layer' needs a loss made by a fused loss op "
+                         f"({', '.join(FUSED_LOSSES)}), found {found}; use level='op'")
+    layers: list[Layer] = []
+    z = node.inputs[0]
+    act: Node | None = None
+    while True:
+        lin = z.node
+        if lin is None or lin.op.name != "linear":
+            what = "an input" if lin is None else f"op '{lin.op.name}'"
+            raise ValueError(f"level='layer' needs linear layers; {labels.shape_text(z.shape)} "
+                             f"tensor before the activation comes from {what}; use level='op'")
+        a_prev, W = lin.inputs[0], lin.inputs[1]
+        b = lin.inputs[2] if len(lin.inputs) > 2 else None
+        layers.append(Layer(0, lin, a_prev, W, b, z, act, None if act is None else
+                            _output_of(act, layers)))
+        prev = a_prev.node
+        if prev is None:
+            break
+        if prev.op.name not in ACTIVATIONS:
+            raise ValueError(f"level='layer' shows elementwise activations between layers "
+                             f"({', '.join(ACTIVATIONS)}); found op '{prev.op.name}' (for "
+                             f"dropout, draw the model in eval mode); use level='op'")
+        act, z = prev, prev.inputs[0]
+    layers.reverse()
+    for k, layer in enumerate(layers, start=1):
+        layer.index = k
+    return layers
+
+
+def _output_of(act: Node, later: list[Layer]) -> Tensor:
+    """The activation's output: the input of the layer after it."""
+    return later[-1].a_prev
+
+
+def _derivative(act: Node, z: np.ndarray) -> np.ndarray:
+    """f′(z) of an elementwise activation node (with its parameters), through the engine's
+    own backward: the gradient of Σ f(z) is f′(z) elementwise."""
+    from ..transforms import grad
+
+    t = Tensor(z, requires_grad=True)
+    (d,) = grad(act.op.apply(t, **act.params).sum(), [t])
+    return d
+
+
+def _matrix(name: str, a: np.ndarray, max_elements: int) -> str:
+    """One named matrix (or vector) as an HTML table, or its shape and summary if big."""
+    a = np.asarray(a)
+    head = f'<div class="hg-name">{html.escape(name)}</div>'
+    shape = f'<div class="hg-shape">{labels.shape_text(a.shape)}</div>'
+    if a.size > max_elements:
+        summary = html.escape(labels.array_lines(a, 0)[0])
+        return f"<div>{head}{shape}<div class=\"hg-shape\">{summary}</div></div>"
+    rows = a.reshape(1, -1) if a.ndim <= 1 else a.reshape(-1, a.shape[-1])
+    body = "".join("<tr>" + "".join(f"<td>{labels.number(v)}</td>" for v in row) + "</tr>"
+                   for row in rows)
+    return f'<div>{head}<table class="hg-m">{body}</table>{shape}</div>'
+
+
+def _row(*items: str) -> str:
+    return '<div class="hg-row">' + "".join(items) + "</div>"
+
+
+def _op(symbol: str) -> str:
+    return f'<div class="hg-op">{html.escape(symbol)}</div>'
+
+
+def _check(formula: np.ndarray, engine_value: np.ndarray, what: str) -> str:
+    diff = float(np.max(np.abs(np.asarray(formula, np.float64) - engine_value))) \
+        if np.size(engine_value) else 0.0
+    return (f'<div class="hg-check">the right-hand side, recomputed here with numpy, equals '
+            f"the engine's {html.escape(what)} (largest difference {diff:.1e})</div>")
+
+
+def _stack(layers: list[Layer], now: int) -> str:
+    boxes = ['<span class="hg-layer">x = a⁰</span>']
+    for layer in layers:
+        cls = "hg-layer hg-now" if layer.index == now else "hg-layer"
+        act = f", a{sup(layer.index)} = {layer.act.op.name}(z{sup(layer.index)})" \
+            if layer.act is not None else ""
+        boxes.append(f'<span class="{cls}">layer {layer.index}: z{sup(layer.index)} = '
+                     f"a{sup(layer.index - 1)}W{sup(layer.index)} + b{sup(layer.index)}{act}</span>")
+    boxes.append('<span class="hg-layer">loss</span>')
+    return '<div class="hg-stack">' + " → ".join(boxes) + "</div>"
+
+
+def derivation(loss: Tensor) -> list[dict[str, Any]]:
+    """The derivation's quantities for each layer, output layer first, as arrays: ``delta``
+    (δˡ = ∂L/∂zˡ, from the engine's backward walker), ``a_prev`` (aˡ⁻¹), ``gW`` and ``gb``
+    (the engine's ∂L/∂Wˡ, ∂L/∂bˡ); for the output layer ``p``, ``y``, ``N`` and
+    ``formula`` (BP1); for a hidden layer ``delta_next``, ``W_next``, ``back`` (δˡ⁺¹ Wˡ⁺¹ᵀ,
+    the engine's ∂L/∂aˡ) and ``fprime`` (f′(zˡ), through the engine's backward)."""
+    if loss.size != 1 or loss.node is None:
+        raise ValueError("level='layer' needs a scalar loss with its graph")
+    layers = mlp_layers(loss)
+    steps = list(graph.backward_steps([loss], [np.ones_like(loss.data)], retain_graph=True))
+    grads = {id(t): g for t, g, _, _ in steps}
+    out: list[dict[str, Any]] = []
+    for layer in reversed(layers):
+        d: dict[str, Any] = {
+            "l": layer.index, "layer": layer, "delta": grads[id(layer.z)],
+            "a_prev": layer.a_prev.data.reshape(-1, layer.a_prev.shape[-1]),
+            "gW": grads.get(id(layer.W)),
+            "gb": grads.get(id(layer.b)) if layer.b is not None else None}
+        if layer.index == len(layers):
+            d["p"], d["y"], d["N"], d["formula"] = labels.fused_loss_parts(loss.node)
+        else:
+            nxt = layers[layer.index]                    # layer l + 1
+            d.update(delta_next=grads[id(nxt.z)], W_next=nxt.W.data, back=grads[id(layer.a)],
+                     fprime=_derivative(layer.act, layer.z.data), act=layer.act.op.name)
+        out.append(d)
+    return out
+
+
+def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> list[tuple[str, str]]:
+    """(caption, HTML) slides: for each layer from the output to the first, BP1 (output
+    layer) or BP2 (hidden layers), then BP3 and BP4, with the actual numbers."""
+    steps = derivation(loss)
+    layers = [d["layer"] for d in reversed(steps)]
+    names = {id(p): n for n, p in model.named_parameters()} if model is not None else {}
+    reduction = loss.node.params.get("reduction", "mean")
+    m = max_elements
+    slides: list[tuple[str, str]] = []
+    for d in steps:
+        l, s = d["l"], sup(d["l"])
+        delta = d["delta"]
+        if "p" in d:
+            name = "p = softmax(z" + s + ")" if loss.node.op.name == "softmax_cross_entropy" \
+                else f"p = σ(z{s})"
+            eq = f"BP1 (output delta): δ{s} = ∂L/∂z{s}: {d['formula']}"
+            body = _row(_matrix(name, d["p"], m), _op("−"), _matrix("y", d["y"], m),
+                        _op(f"÷ {labels.number(d['N'])} ="), _matrix(f"δ{s}", delta, m))
+            check = _check((d["p"] - d["y"]) / d["N"], delta, f"δ{s} = ∂L/∂z{s}") \
+                if reduction in ("mean", "sum", "batchmean") else ""
+        else:
+            sn = sup(l + 1)
+            eq = f"BP2 (delta recursion): δ{s} = (δ{sn} W{sn}ᵀ) ⊙ f′(z{s}),  f = {d['act']}"
+            body = (_row(_matrix(f"δ{sn}", d["delta_next"], m), _op("·"),
+                         _matrix(f"W{sn}ᵀ", d["W_next"].T, m), _op("="),
+                         _matrix(f"δ{sn} W{sn}ᵀ = ∂L/∂a{s}", d["back"], m))
+                    + _row(_matrix(f"δ{sn} W{sn}ᵀ", d["back"], m), _op("⊙"),
+                           _matrix(f"f′(z{s})", d["fprime"], m), _op("="),
+                           _matrix(f"δ{s}", delta, m)))
+            check = _check((d["delta_next"] @ d["W_next"].T) * d["fprime"], delta,
+                           f"δ{s} = ∂L/∂z{s}")
+        slides.append((f"layer {l}: {eq.split(':')[0]}",
+                       f'<div class="hg-slide">{_stack(layers, l)}<div class="hg-eq">'
+                       f"{html.escape(eq)}</div>{body}{check}</div>"))
+        wname = names.get(id(d["layer"].W), f"W{s}")
+        parts = []
+        d2 = delta.reshape(-1, delta.shape[-1])
+        if d["gb"] is not None:
+            parts.append(_row(_matrix(f"Σₙ δ{s}", d2.sum(0), m), _op("="),
+                              _matrix(f"∂L/∂b{s}", d["gb"], m)))
+            parts.append(_check(d2.sum(0), d["gb"], f"∂L/∂b{s}"))
+        if d["gW"] is not None:
+            parts.append(_row(_matrix(f"a{sup(l - 1)}ᵀ", d["a_prev"].T, m), _op("·"),
+                              _matrix(f"δ{s}", delta, m), _op("="),
+                              _matrix(f"∂L/∂W{s} ({wname})", d["gW"], m)))
+            parts.append(_check(d["a_prev"].T @ d2, d["gW"], f"∂L/∂W{s}"))
+        eq = f"BP3: ∂L/∂b{s} = Σₙ δ{s}    BP4: ∂L/∂W{s} = a{sup(l - 1)}ᵀ δ{s}"
+        slides.append((f"layer {l}: BP3 and BP4 (gradients of b{s} and W{s})",
+                       f'<div class="hg-slide">{_stack(layers, l)}<div class="hg-eq">'
+                       f"{html.escape(eq)}</div>{''.join(parts)}</div>"))
+    return slides

@@ -1,0 +1,182 @@
+"""The layer-level playback (BP1-BP4): every number it shows is the engine's gradient and
+equals a hand-written numpy derivation of the same MLP; the page plays in a real browser."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import engine
+import nn
+from engine.viz import backward_playback, derivation, mlp_layers, save_backward_html
+
+X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.5, -0.5]])
+Y = np.array([0, 1, 1, 0, 1])
+DERIVATIVES = {"tanh": lambda z: 1 - np.tanh(z) ** 2, "relu": lambda z: (z > 0) * 1.0,
+               "sigmoid": lambda z: np.exp(-z) / (1 + np.exp(-z)) ** 2}
+FORWARD = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0),
+           "sigmoid": lambda z: 1 / (1 + np.exp(-z))}
+
+
+def by_hand(model: nn.MLP, activation: str) -> list[dict[str, np.ndarray]]:
+    """Backpropagation written out in numpy, the classic way, for comparison."""
+    Ws = [m.weight.numpy() for m in model.modules() if isinstance(m, nn.Linear)]
+    bs = [m.bias.numpy() for m in model.modules() if isinstance(m, nn.Linear)]
+    a, zs, acts = X, [], [X]
+    for k, (W, b) in enumerate(zip(Ws, bs)):
+        z = a @ W + b
+        zs.append(z)
+        a = FORWARD[activation](z) if k < len(Ws) - 1 else z
+        acts.append(a)
+    p = np.exp(zs[-1] - zs[-1].max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    delta = (p - np.eye(2)[Y]) / len(X)                         # BP1
+    out = []
+    for k in range(len(Ws) - 1, -1, -1):
+        out.append({"delta": delta, "gW": acts[k].T @ delta, "gb": delta.sum(0)})  # BP3, BP4
+        if k:
+            delta = (delta @ Ws[k].T) * DERIVATIVES[activation](zs[k - 1])        # BP2
+    return out
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
+def test_every_quantity_equals_the_hand_written_derivation(activation):
+    model = nn.MLP([2, 4, 3, 2], activation=activation, seed=1, dtype=np.float64)
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y)
+    steps = derivation(loss)
+    assert [d["l"] for d in steps] == [3, 2, 1]
+    for d, ref in zip(steps, by_hand(model, activation)):
+        for key in ("delta", "gW", "gb"):
+            np.testing.assert_allclose(d[key], ref[key], rtol=1e-12, atol=1e-15)
+    out = steps[0]
+    assert out["N"] == 5 and out["formula"] == "δ = (p − y)/N, N = 5 rows"
+    np.testing.assert_allclose((out["p"] - out["y"]) / out["N"], out["delta"], atol=1e-15)
+    for d in steps[1:]:
+        np.testing.assert_allclose(d["fprime"], DERIVATIVES[activation](d["layer"].z.numpy()),
+                                   atol=1e-15)
+        np.testing.assert_allclose((d["delta_next"] @ d["W_next"].T) * d["fprime"], d["delta"],
+                                   atol=1e-15)
+
+
+def test_the_slides_state_each_equation_with_its_numbers():
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0, dtype=np.float64)
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y)
+    playback = backward_playback(loss, level="layer", model=model)
+    captions = [c for c, _ in playback.frames]
+    assert captions == ["layer 2: BP1 (output delta)",
+                        "layer 2: BP3 and BP4 (gradients of b² and W²)",
+                        "layer 1: BP2 (delta recursion)",
+                        "layer 1: BP3 and BP4 (gradients of b¹ and W¹)"]
+    bp1, bp34, bp2 = playback.frames[0][1], playback.frames[1][1], playback.frames[2][1]
+    assert "δ² = ∂L/∂z²: δ = (p − y)/N, N = 5 rows" in bp1
+    assert "δ¹ = (δ² W²ᵀ) ⊙ f′(z¹),  f = tanh" in bp2 and "f′(z¹)" in bp2
+    assert "∂L/∂b² = Σₙ δ²" in bp34 and "∂L/∂W² = a¹ᵀ δ²" in bp34
+    assert "layers.2.weight" in bp34                          # the model's parameter name
+    d = derivation(loss)[0]
+    cells = re.findall(r"<td>([^<]+)</td>", bp1)
+    assert f"{d['delta'][0, 0]:.4g}" in cells                 # the actual numbers are shown
+    diffs = [float(x) for x in re.findall(r"largest difference ([0-9.e+-]+)", "".join(
+        body for _, body in playback.frames))]
+    assert len(diffs) == 6 and max(diffs) < 1e-15     # BP1, BP2, BP3 and BP4 twice
+
+
+def test_big_tensors_show_shapes_and_summaries():
+    model = nn.MLP([2, 64, 2], seed=0)
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y)
+    body = backward_playback(loss, level="layer", max_elements=40).frames[1][1]
+    assert "(64, 2)" in body and "min " in body and "mean " in body
+
+
+def test_graphs_that_are_not_an_mlp_are_refused_with_the_reason():
+    a = engine.Tensor(np.ones((2, 2)), requires_grad=True)
+    with pytest.raises(ValueError, match="fused loss op"):
+        mlp_layers((a * a).sum())
+    model = nn.MLP([2, 3, 2], dropout=0.5, seed=0)
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y)
+    with pytest.raises(ValueError, match="found op 'dropout'.*eval mode"):
+        mlp_layers(loss)
+
+
+# --- in a real browser ---------------------------------------------------------------------
+
+def _browser():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    driver_path = shutil.which("chromedriver")
+    if driver_path is None or not shutil.which("dot"):
+        pytest.skip("needs chromedriver (Debian chromium-driver) and Graphviz dot")
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1366,900"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def _draw_html(tmp_path: Path, *extra: str) -> Path:
+    from nn import cli
+    path = tmp_path / "page.html"
+    assert cli.main(["draw", "--html", "--out", str(path), *extra]) == 0
+    return path
+
+
+def test_in_a_browser_the_default_page_has_readable_text_and_nothing_moves(tmp_path, capsys):
+    page = _draw_html(tmp_path)
+    driver = _browser()
+    try:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+        driver.get(page.as_uri())
+        player = driver.find_element(By.CSS_SELECTOR, ".hg-player")
+        assert float(player.get_attribute("data-text-px")) >= 12      # on a 1366-px window
+        boxes = "return Array.from(arguments[0].querySelectorAll('g.node')).map(" \
+                "g => {var r = g.getBoundingClientRect(); return [g.id, r.x, r.y, r.width]})"
+        caption = driver.find_element(By.CSS_SELECTOR, ".hg-caption")
+        first = driver.execute_script(boxes, player)
+        texts = []
+        for k in range(4):
+            assert caption.text.startswith(f"step {k + 1}/4")
+            assert driver.execute_script(boxes, player) == first       # one layout
+            texts.append(driver.execute_script(
+                "return document.getElementById('n_t3').textContent", player))
+            player.click()
+            player.send_keys(Keys.ARROW_RIGHT)
+        assert len(set(texts)) > 1                    # the gradients fill in as steps go
+        svg_text = driver.execute_script("return arguments[0].querySelector('svg').textContent",
+                                         player)
+        assert "backward of" not in svg_text          # the caption is shown once, above
+    finally:
+        driver.quit()
+
+
+def test_in_a_browser_two_players_on_one_page_are_independent(tmp_path):
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0)
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X.astype(np.float32))), Y)
+    one = backward_playback(loss, level="layer", model=model)
+    page = tmp_path / "two.html"
+    page.write_text(f"<html><body>{one._repr_html_()}{one._repr_html_()}</body></html>")
+    driver = _browser()
+    try:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+        driver.get(page.as_uri())
+        first, second = driver.find_elements(By.CSS_SELECTOR, ".hg-player")
+        counter = lambda p: p.find_element(By.CSS_SELECTOR, ".hg-counter").text  # noqa: E731
+        first.find_element(By.CSS_SELECTOR, ".hg-next").click()
+        assert (counter(first), counter(second)) == ("step 2 / 4", "step 1 / 4")
+        second.click()
+        second.send_keys(Keys.ARROW_RIGHT)
+        second.send_keys(Keys.ARROW_RIGHT)
+        assert (counter(first), counter(second)) == ("step 2 / 4", "step 3 / 4")
+    finally:
+        driver.quit()
+
+
+def test_save_backward_html_writes_the_layer_page(tmp_path):
+    model = nn.MLP([2, 3, 2], seed=0)
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X.astype(np.float32))), Y)
+    text = save_backward_html(loss, tmp_path / "l.html", model=model, level="layer").read_text()
+    assert text.startswith("<!DOCTYPE html>") and text.count('class="hg-frame"') == 4
+    with pytest.raises(ValueError, match="level must be one of"):
+        save_backward_html(loss, tmp_path / "x.html", level="module")
