@@ -65,7 +65,7 @@ def minibatch(sizes: list[int], activation: str, x: np.ndarray, y: np.ndarray,
             order = rng.permutation(len(x))
         idx, order = order[:batch], order[batch:]
         curve.append(step(x[idx], y[idx]))
-    return {"seconds": time.perf_counter() - start, "curve": curve,
+    return {"seconds": time.perf_counter() - start, "curve": curve, "minibatch": True,
             "accuracy": {iterations: evaluate(model)}}
 
 
@@ -81,7 +81,7 @@ def modern(x: np.ndarray, y: np.ndarray, epochs: int, evaluate_std) -> dict[str,
                      epochs=epochs, batch_size=128, scheduler=nn.optim.CosineAnnealingLR(opt, epochs),
                      progress=False, compile=True)
     curve = history.steps
-    return {"seconds": time.perf_counter() - start, "curve": curve,
+    return {"seconds": time.perf_counter() - start, "curve": curve, "minibatch": True,
             "accuracy": {len(curve): evaluate_std(model, mean, std)}}
 
 
@@ -109,7 +109,8 @@ def run_dataset(name: str, data_dir: str | None, smoke: bool) -> list[dict[str, 
     r = minibatch([784, 50, 10], "sigmoid", x, y, max(10, 30000 // scale), 20, evaluate)
     runs.append({"run": "784-50-10 sigmoid, minibatch SGD batch 20, lr 0.3", **r})
     r = modern(x, y, 1 if smoke else 20, evaluate_std)
-    runs.append({"run": "modern: 784-512-256-10 ReLU, dropout, AdamW, cosine, 20 epochs", **r})
+    runs.append({"run": "modern: 784-512-256-10 ReLU, dropout, AdamW, cosine, label smoothing "
+                        "0.1, 20 epochs", **r})
     for run in runs:
         run["dataset"] = name
         run["source"] = str(splits.source)
@@ -117,6 +118,8 @@ def run_dataset(name: str, data_dir: str | None, smoke: bool) -> list[dict[str, 
 
 
 def plot(runs: list[dict[str, Any]], path: Path) -> Path | None:
+    """One figure: the training error per iteration of every run (log iterations). The
+    noisy minibatch curves are drawn as a running mean; full-batch curves as they are."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -124,20 +127,26 @@ def plot(runs: list[dict[str, Any]], path: Path) -> Path | None:
     except ImportError:
         return None
     datasets = sorted({r["dataset"] for r in runs})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets), 4.8), squeeze=False)
     for ax, name in zip(axes[0], datasets):
         for r in (r for r in runs if r["dataset"] == name):
-            curve = np.asarray(r["curve"])
-            if len(curve) > 200:                 # minibatch losses: a running mean of 100
-                kernel = np.ones(100) / 100
-                curve = np.convolve(curve, kernel, mode="valid")
-            ax.plot(np.arange(1, len(curve) + 1), curve, label=r["run"], linewidth=1.2)
+            curve, stride = np.asarray(r["curve"]), r.get("curve_stride", 1)
+            x = np.arange(len(curve)) * stride + 1
+            label = r["run"]
+            if r.get("minibatch") and len(curve) > 200:
+                window = max(1, min(100, len(curve) // 20))
+                c = np.concatenate([[0.0], np.cumsum(curve)])
+                k = np.arange(1, len(curve) + 1)
+                lo = np.maximum(k - window, 0)
+                curve = (c[k] - c[lo]) / (k - lo)       # the mean of the last `window` points
+                label += f" (mean of the last {window * stride})"
+            ax.plot(x, curve, label=label, linewidth=1.2)
         ax.set_xscale("log")
         ax.set_xlabel("iteration (one gradient step)")
         ax.set_ylabel("training error (cross-entropy)")
         ax.set_title(f"{name}: the classic experiments")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7.5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -150,7 +159,14 @@ def main() -> None:
     p.add_argument("--mnist-dir", help="directory with the MNIST IDX files (also run MNIST)")
     p.add_argument("--data-dir", help="directory with the Fashion-MNIST IDX files")
     p.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/...)")
+    p.add_argument("--replot", type=Path, metavar="JSON",
+                   help="only redraw the figure from a results file")
     args = p.parse_args()
+    if args.replot is not None:
+        import json
+        runs = json.loads(args.replot.read_text())["runs"]
+        print(plot(runs, args.replot.with_suffix(".png")))
+        return
     runs = run_dataset("fashion-mnist", args.data_dir, args.smoke)
     if args.mnist_dir:
         runs += run_dataset("mnist", args.mnist_dir, args.smoke)
@@ -159,9 +175,9 @@ def main() -> None:
         for it, acc in sorted(r["accuracy"].items()):
             rows.append({"dataset": r["dataset"], "run": r["run"], "iterations": it,
                          "test accuracy": acc, "seconds (whole run)": r["seconds"],
-                         "final training error": float(np.mean(r["curve"][-100:]))})
+                         "training error, last 100 iterations": float(np.mean(r["curve"][-100:]))})
     print(table(rows, ["dataset", "run", "iterations", "test accuracy", "seconds (whole run)",
-                       "final training error"]))
+                       "training error, last 100 iterations"]))
     out = args.out or RESULTS / "classic_experiments.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     png = plot(runs, out.with_suffix(".png"))
