@@ -143,6 +143,10 @@ def test_in_a_browser_the_default_page_has_readable_text_and_nothing_moves(tmp_p
             player.click()
             player.send_keys(Keys.ARROW_RIGHT)
         assert len(set(texts)) > 1                    # the gradients fill in as steps go
+        before = float(player.get_attribute("data-text-px"))
+        player.find_element(By.CSS_SELECTOR, ".hg-in").click()      # zoom in
+        assert float(player.get_attribute("data-text-px")) == pytest.approx(before * 1.25)
+        assert driver.execute_script(boxes, player) != first          # zoomed, same layout
         svg_text = driver.execute_script("return arguments[0].querySelector('svg').textContent",
                                          player)
         assert "backward of" not in svg_text          # the caption is shown once, above

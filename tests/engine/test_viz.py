@@ -500,3 +500,12 @@ def test_the_xor_example_is_the_four_corners(tmp_path, capsys):
     assert draw_command(parse(["--format", "dot", "--out", str(out), "--max-elements", "8"])) == 0
     x_box = nodes(out.read_text())["t0"]
     assert "value [[0, 0],\n       [0, 1],\n       [1, 0],\n       [1, 1]]" in x_box
+
+
+@needs_dot
+def test_the_default_mlp_picture_fits_a_16_9_slide(tmp_path, capsys):
+    out = tmp_path / "g.svg"
+    assert draw_command(parse(["--out", str(out)])) == 0
+    root = ET.parse(out).getroot()
+    width, height = (float(root.get(k).removesuffix("pt")) for k in ("width", "height"))
+    assert 1.3 <= width / height <= 2.2, (width, height)      # 16:9 is 1.78
