@@ -22,6 +22,10 @@ Modes:
     that lets a 1% error in a rule pass, which this check must not.)
   * "complex": the complex-step derivative Im f(x + i h e_j) / h with h = 1e-20, exact to
     rounding for analytic functions (no abs, max, comparisons); use atol = rtol ~ 1e-12.
+
+``accuracycheck`` checks any op (analytic or not) to ~1e-9 relative along one random
+projection, with Richardson extrapolation of the same central difference (its docstring
+has the error analysis).
 """
 from __future__ import annotations
 
@@ -117,8 +121,17 @@ class _Problem:
             return np.imag(np.asarray(self.call(values)[0].data)) / h
 
 
+def relative_error(analytic: Any, reference: Any) -> float:
+    """The largest |analytic - reference| / max(|reference|, 1): the error a check reports
+    (relative for big values, absolute for small ones; NaN for NaN)."""
+    a, r = np.asarray(analytic, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - r) / np.maximum(np.abs(r), 1.0)))
+
+
 def _compare(what: str, analytic: np.ndarray, numerical: np.ndarray, atol: float, rtol: float,
-             describe: Callable[[tuple[int, ...]], str]) -> None:
+             describe: Callable[[tuple[int, ...]], str]) -> float:
     err = np.abs(analytic - numerical)
     bad = ~(err <= atol + rtol * np.abs(numerical))   # NaN counts as bad
     if bad.any():
@@ -127,6 +140,7 @@ def _compare(what: str, analytic: np.ndarray, numerical: np.ndarray, atol: float
             f"{what}: {describe(idx)}: analytic {analytic[idx]!r} vs numerical "
             f"{numerical[idx]!r}, error {err[idx]:.3g} > atol {atol:g} + rtol {rtol:g} * |numerical| "
             f"({int(bad.sum())} of {bad.size} entries disagree)")
+    return relative_error(analytic, numerical)
 
 
 def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -157,6 +171,15 @@ def gradcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float =
     through unperturbed. Returns True, or raises GradcheckError naming the input, the
     element, the analytic and numerical values and the error.
     """
+    gradcheck_error(fn, inputs, eps=eps, atol=atol, rtol=rtol, mode=mode,
+                    check_forward_mode=check_forward_mode, seed=seed)
+    return True
+
+
+def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float = 1e-5,
+                    rtol: float = 1e-3, mode: str = "full", check_forward_mode: bool = False,
+                    seed: int = 0) -> float:
+    """``gradcheck``, returning the worst error it saw (see ``relative_error``)."""
     if mode not in ("full", "directional", "complex"):
         raise ValueError(f"gradcheck: mode must be 'full', 'directional' or 'complex', got {mode!r}")
     problem = _Problem(fn, inputs, "gradcheck")
@@ -166,6 +189,7 @@ def gradcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float =
         raise GradcheckError("gradcheck: the output does not depend on any differentiable input")
     out_shape = out.shape
 
+    worst = 0.0
     reached = problem.reached(out, leaves)
     if mode == "directional":
         v = _unit(_random_like(rng, out_shape))
@@ -173,8 +197,8 @@ def gradcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float =
         grads = gradients([out], [v], leaves, retain_graph=True)
         analytic = sum(float(np.sum(g * u[k])) for g, k in zip(grads, problem.diff) if k in u)
         numerical = float(np.sum(v * central_difference(problem.along(u), eps)))
-        _compare("gradcheck (directional)", np.array(analytic), np.array(numerical),
-                 atol, rtol, lambda _: "projection v^T J u (unit v, u)")
+        worst = _compare("gradcheck (directional)", np.array(analytic), np.array(numerical),
+                         atol, rtol, lambda _: "projection v^T J u (unit v, u)")
     else:
         # Analytic Jacobian row by row: backward with each output basis vector.
         n_out = int(np.prod(out_shape))
@@ -197,14 +221,16 @@ def gradcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float =
                     d[j] = 1
                     numerical[:, j] = central_difference(
                         problem.along({k: d.reshape(x.shape)}), eps).ravel()
-            _compare(f"gradcheck ({mode})", rows[k], numerical, atol, rtol,
-                     lambda idx, k=k, x=x: (f"input {k}, d output{_index(idx[0], out_shape)}"
-                                            f" / d input{_index(idx[1], x.shape)}"))
+            worst = max(worst, _compare(
+                f"gradcheck ({mode})", rows[k], numerical, atol, rtol,
+                lambda idx, k=k, x=x: (f"input {k}, d output{_index(idx[0], out_shape)}"
+                                       f" / d input{_index(idx[1], x.shape)}")))
 
     if check_forward_mode:
-        jvpcheck(fn, inputs, eps=eps, atol=atol, rtol=rtol,
-                 mode="directional" if mode == "directional" else "full", seed=seed)
-    return True
+        worst = max(worst, jvpcheck_error(
+            fn, inputs, eps=eps, atol=atol, rtol=rtol,
+            mode="directional" if mode == "directional" else "full", seed=seed))
+    return worst
 
 
 def jvpcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float = 1e-5,
@@ -214,6 +240,13 @@ def jvpcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float = 
     "full": J e_j for every input element j (one JVP pass each over the recorded graph);
     "directional": J u for one random tangent u per input.
     """
+    jvpcheck_error(fn, inputs, eps=eps, atol=atol, rtol=rtol, mode=mode, seed=seed)
+    return True
+
+
+def jvpcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float = 1e-5,
+                   rtol: float = 1e-3, mode: str = "full", seed: int = 0) -> float:
+    """``jvpcheck``, returning the worst error it saw (see ``relative_error``)."""
     if mode not in ("full", "directional"):
         raise ValueError(f"jvpcheck: mode must be 'full' or 'directional', got {mode!r}")
     problem = _Problem(fn, inputs, "jvpcheck")
@@ -222,22 +255,111 @@ def jvpcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float = 
     if not out.requires_grad:
         raise GradcheckError("jvpcheck: the output does not depend on any differentiable input")
 
-    def check(directions: dict[int, np.ndarray], where: str) -> None:
+    def check(directions: dict[int, np.ndarray], where: str) -> float:
         seeds = {id(leaves[problem.diff.index(k)]): d for k, d in directions.items()}
         (analytic,) = graph.forward_tangents([out], seeds)
         numerical = central_difference(problem.along(directions), eps)
-        _compare("jvpcheck", np.asarray(analytic), numerical, atol, rtol,
-                 lambda idx: f"{where}, output{idx}")
+        return _compare("jvpcheck", np.asarray(analytic), numerical, atol, rtol,
+                        lambda idx: f"{where}, output{idx}")
 
     reached = problem.reached(out, leaves)
     if mode == "directional":
-        check(_unit_directions({k: _random_like(rng, problem.values[k].shape) for k in reached}),
-              "random unit tangent")
-        return True
+        return check(_unit_directions({k: _random_like(rng, problem.values[k].shape)
+                                       for k in reached}), "random unit tangent")
+    worst = 0.0
     for k in reached:
         x = problem.values[k]
         for j in range(x.size):
             d = np.zeros(x.size)
             d[j] = 1
-            check({k: d.reshape(x.shape)}, f"tangent e_{_index(j, x.shape)} of input {k}")
-    return True
+            worst = max(worst, check({k: d.reshape(x.shape)},
+                                     f"tangent e_{_index(j, x.shape)} of input {k}"))
+    return worst
+
+
+# --- the accurate check ------------------------------------------------------------------
+
+def extrapolated_difference(f: Callable[[float], float], h: float, levels: int = 8,
+                            shrink: float = 2.0) -> tuple[float, float]:
+    """f'(0) for a scalar function of one real number, with an estimate of its error.
+
+    The central difference D(h) = (f(h) - f(-h)) / 2h equals f'(0) + c1 h^2 + c2 h^4 + ...
+    (only even powers: the odd terms of the two Taylor series cancel). Richardson's idea:
+    D at steps h, h/s, h/s^2, ... and combinations that cancel c1, then c2, ...:
+
+        R[k][j] = R[k][j-1] + (R[k][j-1] - R[k-1][j-1]) / (s^(2j) - 1),  R[k][0] = D(h / s^k)
+
+    Column j is accurate to order h^(2j+2). Each new entry's distance to its two parents
+    estimates its error; the entry with the smallest estimate is returned. Shrinking h
+    stops once that estimate grows (rounding, ~eps |f| / h, has taken over).
+    """
+    table: list[list[float]] = []
+    best, best_error = float(central_difference(f, h)), float("inf")
+    for k in range(levels):
+        row = [float(central_difference(f, h / shrink ** k))]
+        for j in range(1, k + 1):
+            row.append(row[j - 1] + (row[j - 1] - table[k - 1][j - 1]) / (shrink ** (2 * j) - 1))
+            error = max(abs(row[j] - row[j - 1]), abs(row[j] - table[k - 1][j - 1]))
+            if error <= best_error:
+                best, best_error = row[j], error
+        if k and abs(row[k] - table[k - 1][k - 1]) >= 2 * best_error:
+            break
+        table.append(row)
+    return best, best_error
+
+
+def accuracycheck(fn: Fn, inputs: Sequence[Any], *, rtol: float = 1e-9, h: float = 0.05,
+                  seed: int = 0) -> float:
+    """Check the VJP and the JVP behind ``fn(*inputs)`` to ``rtol`` (default 1e-9) along
+    one random projection, against the extrapolated difference above. Returns the error
+    relative to the projection's scale; raises GradcheckError beyond ``rtol``.
+
+    What it catches that ``gradcheck`` cannot: a derivative constant typed with 4 digits,
+    or computed through a float32 copy, is off by 1e-7 to 1e-5 relative, inside the
+    central difference's tolerance (1e-3) but far outside this one.
+
+    The numbers. g(t) = v . f(x + t u), u a random unit vector over all inputs, v a random
+    unit vector over the output. Analytic: g'(0) = <J^T v, u> (VJP) = <v, J u> (JVP).
+    Scale: |g'(0)| <= ||J^T v|| (||u|| = 1), so a relative error d in the rule's entries
+    shows as about d ||J^T v|| / sqrt(n) for n input elements; the error is reported
+    relative to S = max(||J^T v||, ||J u||, 1e-3 sum |v f|, 1e-6) (the last two terms: a
+    derivative that is ~0 is compared with the size of g itself, and at worst to 1e-15
+    absolute, 5 eps: the rounding left of an exactly zero derivative). Numerical: the extrapolated
+    difference starts at h = 0.05, half the 0.1 distance the strategies keep from every
+    kink (no element moves by more than |t| <= h, as ||u|| = 1), and reaches order h^10
+    or better; for the smooth functions on the strategies' domains the truncation error is
+    then <= 1e-12 relative. Its rounding error is ~ eps * sum|v f| / h_k * (a few), with
+    eps = 2.2e-16 and the best step h_k ~ 0.01: ~1e-13 of sum|v f|. Near a pole (log at
+    0.2) the extrapolation uses smaller steps and its own error estimate stays ~1e-12.
+    A tolerance of 1e-9 of S is thus >= 100 times the numerical error, and >= 100 times
+    smaller than the 1e-7 a float32 step or a 4-digit constant leaves.
+    """
+    problem = _Problem(fn, inputs, "accuracycheck")
+    rng = np.random.default_rng(seed + 2)
+    out, leaves = problem.call(problem.values, leaves=True)
+    if not out.requires_grad:
+        raise GradcheckError("accuracycheck: the output does not depend on any differentiable input")
+    reached = problem.reached(out, leaves)
+    v = _unit(_random_like(rng, out.shape))
+    u = _unit_directions({k: _random_like(rng, problem.values[k].shape) for k in reached})
+    grads = gradients([out], [v], leaves, retain_graph=True)
+    jtv = {k: g for g, k in zip(grads, problem.diff) if k in u and g is not None}
+    (ju,) = graph.forward_tangents([out], {id(leaves[problem.diff.index(k)]): d
+                                          for k, d in u.items()})
+    via_vjp = sum(float(np.sum(jtv[k] * u[k])) for k in jtv)
+    via_jvp = float(np.sum(v * ju))
+    along = problem.along(u)
+    size = float(np.sum(np.abs(v * along(0.0))))
+    numerical, _ = extrapolated_difference(lambda t: float(np.sum(v * along(t))), h)
+    scale = max(float(np.sqrt(sum(np.sum(g * g) for g in jtv.values()))),
+                float(np.linalg.norm(ju)), 1e-3 * size, 1e-6)
+    worst = 0.0
+    for what, analytic in (("VJP <J^T v, u>", via_vjp), ("JVP <v, J u>", via_jvp)):
+        err = abs(analytic - numerical) / scale
+        if not err <= rtol:
+            raise GradcheckError(
+                f"accuracycheck: {what} = {analytic!r}, extrapolated difference "
+                f"{numerical!r}: error {err:.3g} of the scale {scale:.3g} > rtol {rtol:g} "
+                f"(a constant with too few digits, or a step computed in float32?)")
+        worst = max(worst, err)
+    return worst
