@@ -333,6 +333,10 @@ def accuracycheck(fn: Fn, inputs: Sequence[Any], *, rtol: float = 1e-9, h: float
     0.2) the extrapolation uses smaller steps and its own error estimate stays ~1e-12.
     A tolerance of 1e-9 of S is thus >= 100 times the numerical error, and >= 100 times
     smaller than the 1e-7 a float32 step or a 4-digit constant leaves.
+
+    The extrapolation assumes f is smooth (many times differentiable) within h of x: a
+    function whose derivative has a kink there (softsign, a Huber loss at its threshold)
+    must be sampled at least h away from it, as the strategies keep 0.1 from kinks.
     """
     problem = _Problem(fn, inputs, "accuracycheck")
     rng = np.random.default_rng(seed + 2)
@@ -360,6 +364,8 @@ def accuracycheck(fn: Fn, inputs: Sequence[Any], *, rtol: float = 1e-9, h: float
             raise GradcheckError(
                 f"accuracycheck: {what} = {analytic!r}, extrapolated difference "
                 f"{numerical!r}: error {err:.3g} of the scale {scale:.3g} > rtol {rtol:g} "
-                f"(a constant with too few digits, or a step computed in float32?)")
+                f"(a constant with too few digits? a step computed in float32? or a kink of "
+                f"the derivative itself within {h:g} of the sample, which the samples must "
+                f"avoid)")
         worst = max(worst, err)
     return worst
