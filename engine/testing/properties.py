@@ -24,10 +24,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .. import graph
-from ..gradcheck import (accuracycheck, gradcheck_error, jvpcheck_error, relative_error)
-from ..transforms import gradients
+from ..gradcheck import accuracycheck, gradcheck_error, jvpcheck_error, relative_error
 from ..op import Op
 from ..tensor import Tensor
+from ..transforms import gradients
 from .specs import OpSpec, Sample
 
 # A full Jacobian costs 2 forward runs per input element; above this many elements the
@@ -119,15 +119,18 @@ def derivatives_are_accurate(op: Op, spec: OpSpec, sample: Sample, seed: int = 0
 
 # --- the two modes and the rules' algebra --------------------------------------------------
 
+def _pullback(out: Tensor, leaves: list[Tensor], diff: list[int]) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """v -> J^T v for the differentiable leaves (zeros where no gradient arrives)."""
+    def pullback(v: np.ndarray) -> list[np.ndarray]:
+        grads = gradients([out], [v], [leaves[i] for i in diff], retain_graph=True)
+        return [np.zeros(leaves[i].shape) if g is None else g for g, i in zip(grads, diff)]
+    return pullback
+
+
 def _vjp(op: Op, args: tuple[Any, ...], params: dict[str, Any]) -> tuple[Tensor, Callable[[np.ndarray], list[np.ndarray]], list[Tensor], list[int]]:
     leaves, diff = _leaves(op, args)
     out = op.apply(*leaves, **params)
-
-    def pullback(v: np.ndarray) -> list[np.ndarray]:
-        grads = gradients([out], [v], [leaves[i] for i in diff], retain_graph=True)
-        return [np.zeros(np.shape(args[i])) if g is None else g for g, i in zip(grads, diff)]
-
-    return out, pullback, leaves, diff
+    return out, _pullback(out, leaves, diff), leaves, diff
 
 
 def _transposes(op: Op, out: Tensor, pullback: Callable[[np.ndarray], list[np.ndarray]],
@@ -317,7 +320,7 @@ def rules_leave_their_arguments_alone(op: Op, spec: OpSpec, sample: Sample, seed
     inputs, saved values, output) and return no array that shares memory with the saved
     values, the inputs or the output."""
     args, params = sample
-    out, node, leaves, diff = _node(op, args, params)
+    out, node, leaves, _ = _node(op, args, params)
     rng = np.random.default_rng(seed)
     held = [(f"input {i}", t._data) for i, t in enumerate(leaves)]
     held += [(f"saved value {k}", a) for k, a in enumerate(_arrays(node.saved))]
@@ -325,12 +328,12 @@ def rules_leave_their_arguments_alone(op: Op, spec: OpSpec, sample: Sample, seed
     for seed_name, make in _seeds(rng):
         grad = make(out.shape, out.dtype)
         tangents = _tangent_args(op, leaves, make)
-        calls = (("backward", lambda: op.backward(node, grad), [("the incoming gradient", grad)]),
-                 ("jvp", lambda: op.jvp(node, *tangents),
+        calls = (("backward", op.backward, (node, grad), [("the incoming gradient", grad)]),
+                 ("jvp", op.jvp, (node, *tangents),
                   [(f"the tangent of input {i}", t) for i, t in enumerate(tangents) if t is not None]))
-        for what, call, given in calls:
+        for what, rule, arguments, given in calls:
             before = _snapshot(held + given)
-            result = call()
+            result = rule(*arguments)
             changed = _changed(before)
             assert not changed, (f"{op.name}: its {what} rule (called with a {seed_name} "
                                  f"{'gradient' if what == 'backward' else 'tangent'}) wrote into "
@@ -386,10 +389,7 @@ def kink_examples_hold(op: Op, spec: OpSpec) -> float:
             np.testing.assert_allclose(columns.reshape(want.shape), want, rtol=0, atol=1e-15,
                                        err_msg=f"{op.name}: forward mode (JVP) at the kink, "
                                                f"input {i}{where}")
-        pullback = lambda v: [np.zeros(leaves[i].shape) if g is None else g for g, i in
-                              zip(gradients([out], [v], [leaves[i] for i in diff],
-                                            retain_graph=True), diff)]
-        worst = max(worst, _transposes(op, out, pullback, leaves, diff,
+        worst = max(worst, _transposes(op, out, _pullback(out, leaves, diff), leaves, diff,
                                        np.random.default_rng(n), where))
         out.backward(np.ones(out.shape))
         for i, want in zip(diff, expected):
