@@ -340,6 +340,13 @@ def test_a_derivative_accurate_only_to_1e6_is_caught(op, spec):
     caught(op, spec, "derivatives_are_accurate")
 
 
+def test_a_spec_can_turn_the_accuracy_check_off_for_an_approximate_op():
+    import dataclasses
+    approximate = dataclasses.replace(SPECS["gelu"], accurate_to=None,
+                                      why="the derivative uses a 4-digit constant on purpose")
+    assert check_op(FourDigitGELU(), spec=approximate, max_examples=10)
+
+
 # 4. a rule that computes in float64 for float32 inputs (the engine's cast hides it)
 
 class Float64Tanh(Tanh):
