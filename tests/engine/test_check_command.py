@@ -188,3 +188,19 @@ def test_every_built_in_op_catches_every_mutant():
         if report.missed:
             missed[name] = [(r.mutant.name, r.reason) for r in report.missed]
     assert not missed
+
+
+@pytest.mark.parametrize("how", [["--profile", "thorough"], []])
+def test_the_test_suite_takes_the_thorough_profile(how):
+    """``python -m pytest --profile thorough`` (or HYPOTHESIS_PROFILE=thorough) gives each
+    per-op property 1,000 examples."""
+    env = {} if how else {"HYPOTHESIS_PROFILE": "thorough"}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *how,
+         "--hypothesis-show-statistics", "tests/engine/test_op_properties.py",
+         "-k", "test_op_property and neg and forward_matches_reference"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**{k: v for k, v in os.environ.items() if k != "HYPOTHESIS_PROFILE"},
+             "PYTHONPATH": str(ROOT), "CI": "true", **env})
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert "- 1000 passing" in run.stdout
