@@ -1,5 +1,6 @@
-"""The ``handgrad`` command line: ``handgrad train`` (the main job), ``handgrad evaluate``
-and ``handgrad draw``.
+"""The ``handgrad`` command line: ``handgrad train`` (the main job), ``handgrad evaluate``,
+``handgrad draw`` and ``handgrad check`` (the gradient-check suite of engine/testing/cli.py,
+which needs hypothesis: ``pip install "handgrad[check]"``).
 
 Every user error is one line on stderr and exit status 2, found before any training
 starts: option values are checked by the converters of ``cli_args``, combinations and
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from engine.testing import cli as check_cli
 
 from . import cli_args as opt_
 from .cli_args import UsageError
@@ -109,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--steps", type=opt_.positive_int, default=200,
                    help="full-batch SGD steps before the second measurement (200)")
     m.add_argument("--out", type=Path, help="directory for vanishing.png and vanishing.json")
+
+    c = sub.add_parser("check", help="check derivative rules with hypothesis (every op, or "
+                                     "the ops of --module)")
+    check_cli.add_arguments(c)
     return parser
 
 
@@ -387,14 +394,15 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
 
 # Errors that describe the user's input (options, files, data): one line, status 2.
 USER_ERRORS = (UsageError, data_.DatasetError, serialization.CheckpointError, FileNotFoundError,
-               IsADirectoryError, NotADirectoryError, PermissionError)
+               IsADirectoryError, NotADirectoryError, PermissionError, check_cli.UsageError,
+               check_cli.HypothesisMissing)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         command = {"train": train, "draw": draw_command, "evaluate": evaluate_cmd,
-                   "demo": demo_cmd}[args.command]
+                   "demo": demo_cmd, "check": check_cli.check_command}[args.command]
         status = command(args)
         sys.stdout.flush()                   # a closed pipe shows here, inside the handler
         return status

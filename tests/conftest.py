@@ -1,13 +1,19 @@
-"""Test-wide settings. Hypothesis: with CI=true, hypothesis loads its built-in ``ci``
-profile (derandomized, no database); our profiles build on it with ``deadline=None``
-because numpy-heavy examples on 2 cores have no stable timing."""
-import os
+"""Test-wide settings. Hypothesis profiles come from engine/testing/profiles.py: with
+CI=true the ``handgrad-ci`` profile (built on hypothesis's ``ci``: derandomized, no
+database), otherwise ``handgrad-dev``; ``--profile thorough`` or HYPOTHESIS_PROFILE=thorough
+runs at least 1,000 examples per property. All have deadline=None: numpy-heavy examples
+on 2 cores have no stable timing."""
+from engine.testing import profiles
 
-from hypothesis import settings
 
-settings.register_profile("handgrad-ci", parent=settings.get_profile("ci"), deadline=None)
-settings.register_profile("handgrad-dev", deadline=None, max_examples=50)
-settings.load_profile("handgrad-ci" if os.environ.get("CI") else "handgrad-dev")
+def pytest_addoption(parser):
+    parser.addoption("--profile", choices=profiles.NAMES, default=None,
+                     help="handgrad's hypothesis profile (default: $HYPOTHESIS_PROFILE, "
+                          "else ci under CI=true, else dev)")
+
+
+def pytest_configure(config):
+    profiles.load(config.getoption("--profile"))
 
 
 # --- which derivative rules ran --------------------------------------------------------

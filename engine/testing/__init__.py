@@ -1,9 +1,52 @@
 """Testing tools: hypothesis strategies for op inputs, one test spec per op, the
-properties every op must have, and ``check_op`` to run them on an op of your own."""
-from . import strategies
-from .check import OpCheckError, check_op
-from .properties import PROPERTIES
-from .specs import SPECS, OpSpec, binary, reduction, spec, spec_for, unary
+properties every op must have, ``check_op`` to run them on an op of your own, mutation
+testing of a spec (``mutants``) and the command line (``python -m engine.testing``, also
+``handgrad check``).
 
-__all__ = ["strategies", "SPECS", "OpSpec", "spec", "spec_for", "unary", "binary", "reduction",
-           "PROPERTIES", "check_op", "OpCheckError"]
+Everything here needs hypothesis: ``pip install "handgrad[check]"``. The names below are
+loaded on first use, so that ``import engine.testing`` (and the command line) can say
+that instead of failing with a bare ImportError.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+INSTALL = 'pip install "handgrad[check]"'
+PROFILE_NAMES = ("dev", "ci", "thorough")   # hypothesis profiles: see profiles.py
+
+_WHERE = {
+    "check_op": "check", "run_op": "check", "OpCheckError": "check", "OpReport": "check",
+    "PROPERTIES": "properties",
+    "SPECS": "specs", "OpSpec": "specs", "spec": "specs", "spec_for": "specs",
+    "unary": "specs", "binary": "specs", "reduction": "specs",
+    "run_mutants": "mutants",
+}
+
+__all__ = ["strategies", "profiles", "SPECS", "OpSpec", "spec", "spec_for", "unary", "binary",
+           "reduction", "PROPERTIES", "check_op", "run_op", "OpCheckError", "OpReport",
+           "run_mutants", "INSTALL"]
+
+
+class HypothesisMissing(ModuleNotFoundError):
+    """engine.testing was used without hypothesis installed."""
+
+
+def require_hypothesis() -> None:
+    """Raise HypothesisMissing, saying what to install, if hypothesis cannot be imported."""
+    try:
+        import_module("hypothesis")
+    except ModuleNotFoundError as e:
+        if e.name != "hypothesis":
+            raise
+        raise HypothesisMissing(f"checking ops needs hypothesis, which is not installed: "
+                                f"{INSTALL}", name="hypothesis") from None
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'engine.testing' has no attribute {name!r}")
+    require_hypothesis()
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value            # the next lookup finds it directly
+    return value

@@ -3,19 +3,107 @@
     import engine, engine.testing as T
     T.spec("cube", sample=T.unary(T.strategies.reals), reference=lambda x: x ** 3)
     T.check_op(cube)            # raises OpCheckError with the shrunk counterexample
+
+``run_op`` does the same work and returns an ``OpReport`` instead of raising: how many
+examples ran, the worst error each property measured, and the failure if there was one
+(what ``handgrad check`` prints).
 """
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
 
 from ..op import Op
-from .properties import PROPERTIES, kink_examples_hold
-from .specs import OpSpec, spec_for
+from .properties import PROPERTIES, Property, kink_examples_hold
+from .specs import OpSpec, Sample, spec_for
+
+KINKS = "kink_examples_hold"
 
 
 class OpCheckError(AssertionError):
     """An op failed one of its properties; the message names the property and the sample."""
+
+
+@dataclass
+class OpReport:
+    """What checking one op found."""
+
+    name: str
+    examples: int = 0                         # samples on which every property ran
+    worst: dict[str, float | None] = field(default_factory=dict)  # property -> worst error
+    failure: str | None = None                # the message of the (shrunk) failure
+    failed_property: str | None = None        # the property that failed (or KINKS)
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None
+
+    def record(self, prop: str, error: float | None) -> None:
+        if error is None:
+            self.worst.setdefault(prop, None)
+        else:
+            old = self.worst.get(prop)
+            self.worst[prop] = error if old is None else max(old, error)
+
+
+def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = None,
+           properties: Sequence[Property] = PROPERTIES, profile: settings | None = None,
+           shrink: bool = True,
+           before: Callable[[Sample, int], bool] | None = None) -> OpReport:
+    """Check ``op`` against its spec (the registered one unless given): the kink examples,
+    then every property on hypothesis samples. ``profile`` (a hypothesis settings object,
+    default: the loaded profile) sets the number of examples unless ``max_examples`` does;
+    ``shrink=False`` stops at the first failing sample instead of looking for a smaller
+    one. ``before(sample, seed)``, if given, runs first on every sample; when it returns
+    False the properties are skipped for that sample (mutation testing uses this)."""
+    report = OpReport(op.name)
+    try:
+        spec = spec if spec is not None else spec_for(op.name)
+    except KeyError as e:
+        report.failure = str(e.args[0])
+        return report
+    try:
+        report.record(KINKS, kink_examples_hold(op, spec) if spec.kink_examples else None)
+    except Exception as e:
+        report.failure = f"{op.name}: convention at a kink: {type(e).__name__}: {e}"
+        report.failed_property = KINKS
+        return report
+
+    base = profile if profile is not None else settings.default
+    phases = tuple(p for p in base.phases if shrink or p is not Phase.shrink)
+    chosen = settings(base, max_examples=max_examples or base.max_examples, deadline=None,
+                      report_multiple_bugs=False, phases=phases, verbosity=Verbosity.quiet,
+                      suppress_health_check=list(HealthCheck))
+
+    @chosen
+    @given(data=st.data(), seed=st.integers(0, 2**31 - 1))
+    def run(data: st.DataObject, seed: int) -> None:
+        sample = data.draw(spec.sample, label="sample (args, params)")
+        if before is not None and before(sample, seed) is False:
+            report.examples += 1
+            return
+        for prop in properties:
+            try:
+                report.record(prop.__name__, prop(op, spec, sample, seed))
+            except Exception as e:  # a crash (shape, dtype) is as much a failure as a mismatch
+                report.failed_property = prop.__name__
+                raise OpCheckError(f"{op.name}: property {prop.__name__} fails for sample "
+                                   f"{_show(sample)} (seed {seed}):\n{type(e).__name__}: {e}") from None
+        report.examples += 1
+
+    try:
+        run()
+    except OpCheckError as e:
+        report.failure = str(e)
+    return report
+
+
+def _show(sample: Sample) -> str:
+    args, params = sample
+    return f"args={args!r}, params={params!r}"
 
 
 def check_op(op: Op, spec: OpSpec | None = None, max_examples: int = 50) -> bool:
@@ -23,22 +111,8 @@ def check_op(op: Op, spec: OpSpec | None = None, max_examples: int = 50) -> bool
     registered one unless ``spec`` is given), plus the spec's kink examples. Returns True
     or raises OpCheckError for the smallest failing sample hypothesis finds."""
     spec = spec if spec is not None else spec_for(op.name)
-    try:
-        kink_examples_hold(op, spec)
-    except AssertionError as e:
-        raise OpCheckError(f"{op.name}: kink convention: {e}") from None
-
-    @settings(max_examples=max_examples, deadline=None, database=None, derandomize=True,
-              report_multiple_bugs=False, suppress_health_check=[HealthCheck.too_slow])
-    @given(data=st.data(), seed=st.integers(0, 2**31 - 1))
-    def run(data: st.DataObject, seed: int) -> None:
-        sample = data.draw(spec.sample, label="sample (args, params)")
-        for prop in PROPERTIES:
-            try:
-                prop(op, spec, sample, seed)
-            except Exception as e:  # a crash (shape, dtype) is as much a failure as a mismatch
-                raise OpCheckError(f"{op.name}: property {prop.__name__} fails for sample "
-                                   f"{sample!r}:\n{type(e).__name__}: {e}") from None
-
-    run()
+    profile = settings(database=None, derandomize=True, deadline=None)
+    report = run_op(op, spec, max_examples=max_examples, profile=profile)
+    if report.failure is not None:
+        raise OpCheckError(report.failure)
     return True

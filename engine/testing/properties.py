@@ -1,23 +1,40 @@
 """The properties every op must have. Each takes the op, its spec and one sample
 ``(args, params)`` and raises AssertionError (GradcheckError for derivative mismatches)
-when the property fails. The test suite runs them for every registered op; ``check_op``
-runs them for one op (yours) under hypothesis."""
+when the property fails; otherwise it returns the worst error it measured
+(``engine.gradcheck.relative_error``: |a - b| / max(|b|, 1)), 0.0 for a property that
+is exact (yes or no), or None when it does not apply to the sample. The test suite runs
+them for every registered op; ``check_op`` and ``handgrad check`` run them for any op.
+
+Besides agreeing with finite differences, a rule must behave as the engine assumes:
+
+* it computes in its inputs' precision (the engine casts what a rule returns, which
+  would hide a float32 rule that silently works in float64);
+* it leaves its arguments alone: the incoming gradient, the tangents, the saved values,
+  the inputs and the output are never written, and nothing it returns shares memory
+  with the saved values, the inputs or the output (a leaf may adopt a returned array as
+  its ``.grad`` and later add to it in place);
+* each input's gradient does not depend on which other inputs need one
+  (``ctx.needs_input_grad`` read in the right order).
+"""
 from __future__ import annotations
 
-from typing import Any, Callable
+from itertools import combinations
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .. import graph
-from ..gradcheck import gradcheck, jvpcheck
-from ..transforms import gradients
+from ..gradcheck import accuracycheck, gradcheck_error, jvpcheck_error, relative_error
 from ..op import Op
 from ..tensor import Tensor
+from ..transforms import gradients
 from .specs import OpSpec, Sample
 
 # A full Jacobian costs 2 forward runs per input element; above this many elements the
 # checks switch to one random projection (directional mode).
 FULL_JACOBIAN_MAX_SIZE = 64
+
+Property = Callable[[Op, OpSpec, Sample, int], "float | None"]
 
 
 def differentiable_positions(op: Op, args: tuple[Any, ...]) -> list[int]:
@@ -35,18 +52,24 @@ def _mode(args: tuple[Any, ...]) -> str:
     return "full" if size <= FULL_JACOBIAN_MAX_SIZE else "directional"
 
 
-def _leaves(op: Op, args: tuple[Any, ...], dtype: Any = None) -> tuple[list[Tensor], list[int]]:
+def _leaves(op: Op, args: tuple[Any, ...], dtype: Any = None,
+            requires: Any = None) -> tuple[list[Tensor], list[int]]:
+    """Tensors for ``args``: the differentiable ones require grad (only those in
+    ``requires``, if given), in ``dtype`` if given; the rest are constants."""
     diff = differentiable_positions(op, args)
     leaves = []
     for i, a in enumerate(args):
         if i in diff:
-            leaves.append(Tensor(np.asarray(a, dtype=dtype), requires_grad=True))
+            leaves.append(Tensor(np.asarray(a, dtype=dtype),
+                                 requires_grad=requires is None or i in requires))
         else:
             leaves.append(Tensor(a))
     return leaves, diff
 
 
-def forward_matches_reference(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> None:
+# --- against references ------------------------------------------------------------------
+
+def forward_matches_reference(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
     """The forward equals the spec's numpy reference (float64, to a few ulps)."""
     args, params = sample
     out = op.apply(*args, **params)
@@ -55,48 +78,66 @@ def forward_matches_reference(op: Op, spec: OpSpec, sample: Sample, seed: int = 
     # The same math in float64, in another order of operations: a few ulps apart.
     np.testing.assert_allclose(out.data, expected, rtol=1e-12, atol=1e-12,
                                err_msg=f"{op.name}: forward differs from the numpy reference")
+    return relative_error(out.data, expected)
 
 
-def vjp_matches_finite_differences(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> None:
+def vjp_matches_finite_differences(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
     """The backward rule equals float64 central differences (full Jacobian on small inputs)."""
     args, params = sample
-    gradcheck(lambda *xs: op.apply(*xs, **params), args, mode=_mode(args), seed=seed,
-              **_tolerances(spec))
+    return gradcheck_error(lambda *xs: op.apply(*xs, **params), args, mode=_mode(args),
+                           seed=seed, **_tolerances(spec))
 
 
-def jvp_matches_finite_differences(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> None:
+def jvp_matches_finite_differences(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
     """The forward-mode rule equals float64 central differences."""
     args, params = sample
-    jvpcheck(lambda *xs: op.apply(*xs, **params), args, mode=_mode(args), seed=seed,
-             **_tolerances(spec))
+    return jvpcheck_error(lambda *xs: op.apply(*xs, **params), args, mode=_mode(args),
+                          seed=seed, **_tolerances(spec))
 
 
-def complex_step_matches(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> None:
+def complex_step_matches(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float | None:
     """For analytic ops: the backward rule equals the complex-step derivative to ~1e-12."""
     if not spec.complex_step:
-        return
+        return None
     args, params = sample
     # The complex step has no subtraction, so no cancellation: agreement to rounding.
-    gradcheck(lambda *xs: op.apply(*xs, **params), args, mode="complex", atol=1e-12, rtol=1e-12)
+    return gradcheck_error(lambda *xs: op.apply(*xs, **params), args, mode="complex",
+                           atol=1e-12, rtol=1e-12)
+
+
+def derivatives_are_accurate(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float | None:
+    """VJP and JVP agree with an extrapolated difference to 1e-9 relative (the spec's
+    ``accurate_to``): a constant typed with too few digits or a float32 step fails here
+    although it passes the central difference's 1e-3 (analysis in
+    ``engine.gradcheck.accuracycheck``)."""
+    if spec.accurate_to is None:
+        return None
+    args, params = sample
+    return accuracycheck(lambda *xs: op.apply(*xs, **params), args, rtol=spec.accurate_to,
+                         seed=seed)
+
+
+# --- the two modes and the rules' algebra --------------------------------------------------
+
+def _pullback(out: Tensor, leaves: list[Tensor], diff: list[int]) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """v -> J^T v for the differentiable leaves (zeros where no gradient arrives)."""
+    def pullback(v: np.ndarray) -> list[np.ndarray]:
+        grads = gradients([out], [v], [leaves[i] for i in diff], retain_graph=True)
+        return [np.zeros(leaves[i].shape) if g is None else g for g, i in zip(grads, diff)]
+    return pullback
 
 
 def _vjp(op: Op, args: tuple[Any, ...], params: dict[str, Any]) -> tuple[Tensor, Callable[[np.ndarray], list[np.ndarray]], list[Tensor], list[int]]:
     leaves, diff = _leaves(op, args)
     out = op.apply(*leaves, **params)
-
-    def pullback(v: np.ndarray) -> list[np.ndarray]:
-        grads = gradients([out], [v], [leaves[i] for i in diff], retain_graph=True)
-        return [np.zeros(np.shape(args[i])) if g is None else g for g, i in zip(grads, diff)]
-
-    return out, pullback, leaves, diff
+    return out, _pullback(out, leaves, diff), leaves, diff
 
 
-def jvp_vjp_transpose(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> None:
-    """<v, J u> from the JVP rule equals <J^T v, u> from the VJP rule, to rounding."""
-    args, params = sample
-    out, pullback, leaves, diff = _vjp(op, args, params)
-    rng = np.random.default_rng(seed)
-    u = {i: rng.standard_normal(np.shape(args[i])) for i in diff}
+def _transposes(op: Op, out: Tensor, pullback: Callable[[np.ndarray], list[np.ndarray]],
+                leaves: list[Tensor], diff: list[int], rng: np.random.Generator,
+                where: str = "") -> float:
+    """|<v, J u> - <J^T v, u>| relative to the size of the products, for random u, v."""
+    u = {i: rng.standard_normal(leaves[i].shape) for i in diff}
     v = rng.standard_normal(out.shape)
     (ju,) = graph.forward_tangents([out], {id(leaves[i]): u[i] for i in diff})
     jtv = pullback(v)
@@ -104,12 +145,21 @@ def jvp_vjp_transpose(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> No
     rhs = float(sum(np.sum(g * u[i]) for g, i in zip(jtv, diff)))
     # Both sides add the same products in different orders; rounding is bounded by
     # ~n eps (sum of |terms|), orders of magnitude below 1e-10 of it for these sizes.
-    scale = float(np.sum(np.abs(v * ju))) + float(sum(np.sum(np.abs(g * u[i])) for g, i in zip(jtv, diff)))
-    assert abs(lhs - rhs) <= 1e-10 * max(scale, 1.0), \
-        f"{op.name}: <v, J u> = {lhs!r} but <J^T v, u> = {rhs!r}"
+    scale = max(float(np.sum(np.abs(v * ju))) +
+                float(sum(np.sum(np.abs(g * u[i])) for g, i in zip(jtv, diff))), 1.0)
+    assert abs(lhs - rhs) <= 1e-10 * scale, \
+        f"{op.name}: <v, J u> = {lhs!r} but <J^T v, u> = {rhs!r}{where}"
+    return abs(lhs - rhs) / scale
 
 
-def backward_is_linear(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> None:
+def jvp_vjp_transpose(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
+    """<v, J u> from the JVP rule equals <J^T v, u> from the VJP rule, to rounding."""
+    args, params = sample
+    out, pullback, leaves, diff = _vjp(op, args, params)
+    return _transposes(op, out, pullback, leaves, diff, np.random.default_rng(seed))
+
+
+def backward_is_linear(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
     """VJP(a v1 + b v2) = a VJP(v1) + b VJP(v2): a backward rule must be linear in its grad."""
     args, params = sample
     out, pullback, _, diff = _vjp(op, args, params)
@@ -117,12 +167,59 @@ def backward_is_linear(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> N
     v1, v2 = rng.standard_normal(out.shape), rng.standard_normal(out.shape)
     a, b = 1.7, -0.6
     combined = pullback(a * v1 + b * v2)
+    worst = 0.0
     for g, g1, g2, i in zip(combined, pullback(v1), pullback(v2), diff):
         np.testing.assert_allclose(g, a * g1 + b * g2, rtol=1e-10, atol=1e-10,
                                    err_msg=f"{op.name}: backward is not linear in grad (input {i})")
+        worst = max(worst, relative_error(g, a * g1 + b * g2))
+    return worst
 
 
-def float32_agrees_with_float64(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> None:
+def constant_inputs_change_nothing(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float | None:
+    """Each input's gradient (and forward-mode tangent) is the same whether or not the
+    other inputs require grad: a rule that reads ``ctx.needs_input_grad`` in the wrong
+    order, or sends a gradient to a constant, fails."""
+    args, params = sample
+    diff = differentiable_positions(op, args)
+    if len(diff) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    leaves, _ = _leaves(op, args)
+    out = op.apply(*leaves, **params)
+    v = rng.standard_normal(out.shape)
+    full = dict(zip(diff, gradients([out], [v], [leaves[i] for i in diff], retain_graph=True)))
+    tangents = {i: rng.standard_normal(np.shape(args[i])) for i in diff}
+    subsets = [s for k in range(1, len(diff)) for s in combinations(diff, k)] \
+        if len(diff) <= 3 else [(i,) for i in diff]
+    worst = 0.0
+    for subset in subsets:
+        part, _ = _leaves(op, args, requires=subset)
+        out_part = op.apply(*part, **params)
+        got = gradients([out_part], [v], [part[i] for i in subset], retain_graph=True)
+        for i, g in zip(subset, got):
+            want = full[i]
+            assert (g is None) == (want is None), (
+                f"{op.name}: input {i} gets {'no' if g is None else 'a'} gradient when only "
+                f"inputs {list(subset)} require grad, but {'no' if want is None else 'a'} "
+                f"gradient when all do (needs_input_grad read in the wrong order?)")
+            if g is not None:
+                np.testing.assert_allclose(
+                    g, want, rtol=1e-12, atol=1e-12,
+                    err_msg=f"{op.name}: the gradient of input {i} changes when only inputs "
+                            f"{list(subset)} require grad")
+                worst = max(worst, relative_error(g, want))
+        (t_part,) = graph.forward_tangents([out_part], {id(part[i]): tangents[i] for i in subset})
+        (t_full,) = graph.forward_tangents([out], {id(leaves[i]): tangents[i] for i in subset})
+        np.testing.assert_allclose(t_part, t_full, rtol=1e-12, atol=1e-12,
+                                   err_msg=f"{op.name}: the JVP changes when only inputs "
+                                           f"{list(subset)} require grad")
+        worst = max(worst, relative_error(t_part, t_full))
+    return worst
+
+
+# --- precision and dtypes ------------------------------------------------------------------
+
+def float32_agrees_with_float64(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
     """In float32 the op computes in float32 (output and gradients) and agrees with float64
     within float32 precision."""
     args, params = sample
@@ -143,26 +240,160 @@ def float32_agrees_with_float64(op: Op, spec: OpSpec, sample: Sample, seed: int 
         g = leaves[i].grad
         assert g is not None and g.dtype == np.float32 and g.shape == np.shape(args[i]), \
             f"{op.name}: gradient of float32 input {i} is {None if g is None else (g.dtype, g.shape)}"
+    return relative_error(out32.data, out64) / magnitude
 
 
-PROPERTIES: tuple[Callable[[Op, OpSpec, Sample, int], None], ...] = (
+def _node(op: Op, args: tuple[Any, ...], params: dict[str, Any], dtype: Any = None) -> tuple[Tensor, graph.Node, list[Tensor], list[int]]:
+    leaves, diff = _leaves(op, args, dtype)
+    out = op.apply(*leaves, **params)
+    assert out.node is not None, f"{op.name}: no node was recorded for inputs that require grad"
+    return out, out.node, leaves, diff
+
+
+def _tangent_args(op: Op, leaves: list[Tensor], make: Callable[[tuple[int, ...], Any], np.ndarray]) -> list[np.ndarray | None]:
+    """What forward mode passes a JVP rule: None for a non-differentiable position, an
+    array of the input's shape (and float dtype) for every other one."""
+    out = []
+    for i, t in enumerate(leaves):
+        if i in op.nondiff:
+            out.append(None)
+        else:
+            dtype = t.dtype if t.dtype.kind == "f" else np.float64
+            out.append(make(t.shape, dtype))
+    return out
+
+
+def _seeds(rng: np.random.Generator) -> Iterator[tuple[str, Callable[[tuple[int, ...], Any], np.ndarray]]]:
+    yield "random", lambda shape, dtype: rng.standard_normal(shape).astype(dtype)
+    yield "all-ones", lambda shape, dtype: np.ones(shape, dtype=dtype)
+
+
+def _returned(result: Any) -> list[tuple[int, Any]]:
+    """What a rule returned, as (position, value) pairs (a JVP returns one value)."""
+    if isinstance(result, tuple):
+        return [(i, g) for i, g in enumerate(result) if g is not None]
+    return [] if result is None else [(0, result)]
+
+
+def rules_compute_in_float32(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
+    """Called directly on float32 inputs, gradient and tangents, the backward and JVP rules
+    return float32 arrays themselves (the engine would cast a float64 result back, hiding
+    twice the time and memory)."""
+    args, params = sample
+    diff = differentiable_positions(op, args)
+    args32 = tuple(np.asarray(a, dtype=np.float32) if i in diff else a for i, a in enumerate(args))
+    out, node, leaves, diff = _node(op, args32, params, np.float32)
+    rng = np.random.default_rng(seed)
+    grad = rng.standard_normal(out.shape).astype(np.float32)
+    for what, result in (
+            ("backward", op.backward(node, grad)),
+            ("jvp", op.jvp(node, *_tangent_args(op, leaves, lambda s, d: rng.standard_normal(s).astype(d))))):
+        for i, g in _returned(result):
+            dtype = getattr(g, "dtype", type(g).__name__)
+            assert dtype == np.float32, (
+                f"{op.name}: on float32 inputs its {what} rule returned {dtype} "
+                f"{'for input ' + str(i) if what == 'backward' else ''}".rstrip()
+                + " (the rule computes in another precision; the engine only hides it by casting)")
+    return 0.0
+
+
+def _arrays(value: Any) -> Iterator[np.ndarray]:
+    """The arrays inside a saved value (tuples and lists are searched)."""
+    if isinstance(value, np.ndarray):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _arrays(v)
+
+
+def _snapshot(arrays: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray, bytes]]:
+    return [(name, a, a.tobytes()) for name, a in arrays]
+
+
+def _changed(snapshot: list[tuple[str, np.ndarray, bytes]]) -> list[str]:
+    return [name for name, a, before in snapshot if a.tobytes() != before]
+
+
+def rules_leave_their_arguments_alone(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
+    """Called directly with a writeable gradient (random, then all ones) and writeable
+    tangents, the rules change nothing they were given or can reach (gradient, tangents,
+    inputs, saved values, output) and return no array that shares memory with the saved
+    values, the inputs or the output."""
+    args, params = sample
+    out, node, leaves, _ = _node(op, args, params)
+    rng = np.random.default_rng(seed)
+    held = [(f"input {i}", t._data) for i, t in enumerate(leaves)]
+    held += [(f"saved value {k}", a) for k, a in enumerate(_arrays(node.saved))]
+    held.append(("the output", out._data))
+    for seed_name, make in _seeds(rng):
+        grad = make(out.shape, out.dtype)
+        tangents = _tangent_args(op, leaves, make)
+        calls = (("backward", op.backward, (node, grad), [("the incoming gradient", grad)]),
+                 ("jvp", op.jvp, (node, *tangents),
+                  [(f"the tangent of input {i}", t) for i, t in enumerate(tangents) if t is not None]))
+        for what, rule, arguments, given in calls:
+            before = _snapshot(held + given)
+            result = rule(*arguments)
+            changed = _changed(before)
+            assert not changed, (f"{op.name}: its {what} rule (called with a {seed_name} "
+                                 f"{'gradient' if what == 'backward' else 'tangent'}) wrote into "
+                                 f"{', '.join(changed)}")
+            for i, g in _returned(result):
+                if not isinstance(g, np.ndarray):
+                    continue
+                shared = [name for name, a in held
+                          if np.may_share_memory(g, a) and np.shares_memory(g, a)]
+                assert not shared, (
+                    f"{op.name}: its {what} rule returned an array "
+                    f"{'for input ' + str(i) + ' ' if what == 'backward' else ''}that shares "
+                    f"memory with {', '.join(shared)} (return a new array: a leaf may adopt "
+                    f"it as .grad and add to it in place)")
+    return 0.0
+
+
+PROPERTIES: tuple[Property, ...] = (
     forward_matches_reference,
     vjp_matches_finite_differences,
     jvp_matches_finite_differences,
     complex_step_matches,
+    derivatives_are_accurate,
     jvp_vjp_transpose,
     backward_is_linear,
+    constant_inputs_change_nothing,
     float32_agrees_with_float64,
+    rules_compute_in_float32,
+    rules_leave_their_arguments_alone,
 )
 
 
-def kink_examples_hold(op: Op, spec: OpSpec) -> None:
-    """At the kinks themselves, the gradient follows the documented convention."""
-    for args, params, expected in spec.kink_examples:
+# --- at the kinks --------------------------------------------------------------------------
+
+def kink_examples_hold(op: Op, spec: OpSpec) -> float:
+    """At the kinks themselves, both modes follow the documented convention: the gradient
+    of sum(output) is the expected one, and forward mode agrees with it column by column
+    (sum(J e_j) = the expected gradient's entry j: a JVP that takes relu'(0) = 1, or a's
+    tangent at a tie of maximum, fails), and the two modes are transposes there too."""
+    worst = 0.0
+    for n, (args, params, expected) in enumerate(spec.kink_examples):
+        where = f" (kink example {n}: args {args}, params {params})"
         leaves, diff = _leaves(op, args)
         out = op.apply(*leaves, **params)
+        for i, want in zip(diff, expected):
+            want = np.asarray(want, dtype=np.float64)
+            columns = np.zeros(want.size)
+            for j in range(want.size):
+                e = np.zeros(want.size)
+                e[j] = 1
+                (t,) = graph.forward_tangents([out], {id(leaves[i]): e.reshape(want.shape)})
+                columns[j] = np.sum(t)
+            np.testing.assert_allclose(columns.reshape(want.shape), want, rtol=0, atol=1e-15,
+                                       err_msg=f"{op.name}: forward mode (JVP) at the kink, "
+                                               f"input {i}{where}")
+        worst = max(worst, _transposes(op, out, _pullback(out, leaves, diff), leaves, diff,
+                                       np.random.default_rng(n), where))
         out.backward(np.ones(out.shape))
         for i, want in zip(diff, expected):
             np.testing.assert_allclose(leaves[i].grad, want, rtol=0, atol=1e-15,
-                                       err_msg=f"{op.name}: gradient at the kink, input {i}, "
-                                               f"args {args}, params {params}")
+                                       err_msg=f"{op.name}: gradient at the kink, input {i}"
+                                               f"{where}")
+    return worst

@@ -18,14 +18,34 @@ MARGIN = 0.1
 
 
 def shapes(min_dims: int = 0, max_dims: int = 3, min_side: int = 1, max_side: int = 4) -> st.SearchStrategy[Shape]:
-    """Array shapes, 0-d to ``max_dims``-d, each side in [min_side, max_side]."""
-    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side)
+    """Array shapes, 0-d to ``max_dims``-d, each side in [min_side, max_side]; part of
+    them end in a square (n, n) with n >= 2, so that a gradient with its last two axes
+    swapped differs from the right one."""
+    any_shape = hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side,
+                                 max_side=max_side)
+    if max_dims < 2 or max_side < 2:
+        return any_shape
+    square = st.tuples(hnp.array_shapes(min_dims=max(min_dims - 2, 0), max_dims=max_dims - 2,
+                                        min_side=min_side, max_side=max_side),
+                       st.integers(max(min_side, 2), max_side))
+    return st.one_of(any_shape, square.map(lambda p: p[0] + (p[1], p[1])))
+
+
+@st.composite
+def _square_broadcast(draw: st.DrawFn, n: int, max_side: int) -> tuple[Shape, ...]:
+    """``n`` shapes broadcasting to (k, k), k >= 2, at least one of them (k, k) itself."""
+    k = draw(st.integers(2, max_side))
+    out = [draw(st.sampled_from([(k, k), (k,), (1, k), (k, 1), ()])) for _ in range(n)]
+    out[draw(st.integers(0, n - 1))] = (k, k)
+    return tuple(out)
 
 
 def broadcastable_shapes(n: int = 2, max_dims: int = 3, max_side: int = 4) -> st.SearchStrategy[tuple[Shape, ...]]:
-    """``n`` shapes that broadcast together (numpy rules), including size-1 and missing axes."""
-    return hnp.mutually_broadcastable_shapes(num_shapes=n, max_dims=max_dims, max_side=max_side).map(
-        lambda bs: bs.input_shapes)
+    """``n`` shapes that broadcast together (numpy rules), including size-1 and missing
+    axes; part of them around a square (k, k) (see ``shapes``)."""
+    general = hnp.mutually_broadcastable_shapes(num_shapes=n, max_dims=max_dims,
+                                                max_side=max_side).map(lambda bs: bs.input_shapes)
+    return st.one_of(general, _square_broadcast(n, max_side))
 
 
 def matmul_shapes(max_dims: int = 4, max_side: int = 4) -> st.SearchStrategy[tuple[Shape, Shape]]:
@@ -63,6 +83,15 @@ def reals(shape: Shape, bound: float = 3.0) -> st.SearchStrategy[np.ndarray]:
     return values(shape, -bound, bound)
 
 
+def wide(shape: Shape, bound: float = 3.0, extreme: float = 1e4) -> st.SearchStrategy[np.ndarray]:
+    """Reals in [-bound, bound] mixed with huge ones (100 <= |x| <= ``extreme``): for the
+    ops that promise stability there (sigmoid, softplus, softmax, logsumexp, the fused
+    losses). Their references must be stable too (np.logaddexp, not exp then log)."""
+    element = st.one_of(st.floats(-bound, bound, allow_subnormal=False),
+                        st.floats(100.0, extreme), st.floats(-extreme, -100.0))
+    return hnp.arrays(np.float64, shape, elements=element)
+
+
 def positive(shape: Shape, lo: float = 0.2, hi: float = 3.0) -> st.SearchStrategy[np.ndarray]:
     """In [lo, hi], lo > 0: for log, sqrt, a base raised to a real power."""
     return values(shape, lo, hi)
@@ -93,16 +122,24 @@ def off_grid(shape: Shape, offset: float) -> st.SearchStrategy[np.ndarray]:
 
 def axis_for(ndim: int, allow_none: bool = True, allow_tuple: bool = True) -> st.SearchStrategy:
     """A valid numpy ``axis`` for an array of ``ndim`` dims: None, an int (maybe negative)
-    or a tuple of distinct axes."""
+    or a tuple of distinct axes, each written as a or a - ndim (negative entries)."""
     options: list[st.SearchStrategy] = []
     if allow_none:
         options.append(st.none())
     if ndim:
         options.append(st.integers(-ndim, ndim - 1))
         if allow_tuple:
-            options.append(st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim,
-                                    unique=True).map(tuple))
+            options.append(st.lists(st.tuples(st.integers(0, ndim - 1), st.booleans()),
+                                    min_size=1, max_size=ndim, unique_by=lambda p: p[0]).map(
+                lambda pairs: tuple(a - ndim if negative else a for a, negative in pairs)))
     return st.one_of(*options) if options else st.none()
+
+
+def permutation(ndim: int) -> st.SearchStrategy[tuple[int, ...]]:
+    """A permutation of ``ndim`` axes, some entries written negatively (a - ndim)."""
+    return st.tuples(st.permutations(range(ndim)), st.lists(st.booleans(), min_size=ndim,
+                                                             max_size=ndim)).map(
+        lambda p: tuple(a - ndim if negative else a for a, negative in zip(*p)))
 
 
 def labels(shape: Shape, classes: int) -> st.SearchStrategy[np.ndarray]:
@@ -115,3 +152,16 @@ def probabilities(draw: st.DrawFn, shape: Shape) -> np.ndarray:
     """Rows (last axis) of non-negative numbers summing to 1."""
     w = draw(values(shape, 0.05, 1.0))
     return w / w.sum(axis=-1, keepdims=True)
+
+
+@st.composite
+def weights(draw: st.DrawFn, shape: Shape) -> np.ndarray:
+    """Rows (last axis) of non-negative numbers that need not sum to 1, some rows all
+    zero: soft targets as a user may pass them (not normalized)."""
+    w = draw(values(shape, 0.0, 2.0))
+    if len(shape) > 1:
+        zero = draw(hnp.arrays(np.bool_, shape[:-1]))
+        w[zero] = 0.0
+    elif draw(st.booleans()):
+        w[...] = 0.0
+    return w

@@ -224,3 +224,259 @@ def test_check_op_without_a_spec_says_how_to_add_one():
 
     with pytest.raises(KeyError, match="engine.testing.spec"):
         check_op(Nameless())
+
+
+# --- subtle bugs: each class below passed the earlier property suite ------------------------
+# Every planted op is a one-method change of a real op, the kind of slip people make by
+# hand; check_op (every property and kink example of the op's real spec) must catch it,
+# naming the property that does.
+
+from engine.ops.activation import GELU, ReLU, Softplus, stable_sigmoid  # noqa: E402
+from engine.ops.elementwise import Abs, Clip, Maximum, Mul, Pow  # noqa: E402
+from engine.ops.loss import SoftmaxCrossEntropy  # noqa: E402
+from engine.ops.shape import GetItem, Transpose  # noqa: E402
+
+
+def caught(op, spec, match, max_examples=40):
+    with pytest.raises(OpCheckError, match="(?s)" + match) as info:
+        check_op(op, spec=SPECS[spec], max_examples=max_examples)
+    return str(info.value)
+
+
+# 1. forward and reverse mode disagreeing at a kink
+
+class KinkJvpReLU(ReLU):
+    """The JVP takes relu'(0) = 1; the VJP follows the documented relu'(0) = 0."""
+
+    def jvp(self, ctx, dx):
+        return dx * (ctx.inputs[0]._data >= 0)
+
+
+class TieJvpMaximum(Maximum):
+    """At a tie of maximum the JVP takes a's tangent; the VJP splits evenly."""
+
+    def jvp(self, ctx, da, db):
+        a, b = ctx.saved
+        return np.where(a >= b, da, db)
+
+
+@pytest.mark.parametrize("op,spec", [(KinkJvpReLU(), "relu"), (TieJvpMaximum(), "maximum")],
+                         ids=["relu'(0)=1", "maximum tie"])
+def test_a_jvp_that_breaks_the_kink_convention_is_caught(op, spec):
+    caught(op, spec, r"forward mode \(JVP\) at the kink")
+
+
+# 2. rules that write into their arguments or return saved memory
+
+class MaskInPlaceReLU(ReLU):
+    def backward(self, ctx, grad):
+        grad *= ctx.saved[0]                 # "saves an allocation"
+        return (grad,)
+
+
+class TangentInPlaceReLU(ReLU):
+    def jvp(self, ctx, dx):
+        dx *= ctx.saved[0]
+        return dx
+
+
+class SignInPlaceAbs(Abs):
+    """Overwrites the saved input with its sign (sign(sign(x)) = sign(x), so the rule's
+    own results stay right, but the input's tensor now holds its signs)."""
+
+    def derivative(self, ctx):
+        x = ctx.saved[0]
+        return np.sign(x, out=x)
+
+
+class SavedDeltaSoftmaxCrossEntropy(SoftmaxCrossEntropy):
+    """Returns its saved delta itself when the incoming gradient is 1 (loss.backward()):
+    the leaf adopts it as .grad, and the next accumulation writes into the node's delta."""
+
+    def backward(self, ctx, grad):
+        delta, n = ctx.saved
+        if ctx.params["reduction"] == "sum" and np.all(grad == 1):
+            return delta, None
+        return super().backward(ctx, grad)
+
+
+@pytest.mark.parametrize("op,spec,match", [
+    (MaskInPlaceReLU(), "relu", "backward rule .* wrote into the incoming gradient"),
+    (TangentInPlaceReLU(), "relu", "jvp rule .* wrote into the tangent of input 0"),
+    (SignInPlaceAbs(), "abs", "wrote into input 0, saved value 0"),
+    (SavedDeltaSoftmaxCrossEntropy(), "softmax_cross_entropy",
+     "returned an array for input 0 that shares memory with saved value 0"),
+], ids=["grad *= mask", "dx *= mask", "writes saved", "returns saved"])
+def test_a_rule_that_writes_into_its_arguments_or_returns_saved_memory_is_caught(op, spec, match):
+    caught(op, spec, "rules_leave_their_arguments_alone.*" + match)
+
+
+# 3. float64 accuracy: errors of 1e-7..1e-5, far inside the central difference's 1e-3
+
+class FourDigitGELU(GELU):
+    """sqrt(2/pi) typed as 0.7978 in the derivative (the forward has the exact constant)."""
+
+    def derivative(self, ctx):
+        x, t = ctx.saved
+        if ctx.params["approximate"] != "tanh":
+            return super().derivative(ctx)
+        du = 0.7978 * (1 + 3 * 0.044715 * x * x)
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
+
+
+class Float32Softplus(Softplus):
+    """The derivative computed through a float32 copy of the input."""
+
+    def derivative(self, ctx):
+        x = ctx.saved[0]
+        return stable_sigmoid(x.astype(np.float32)).astype(x.dtype)
+
+
+@pytest.mark.parametrize("op,spec", [(FourDigitGELU(), "gelu"), (Float32Softplus(), "softplus")],
+                         ids=["4-digit constant", "float32 step"])
+def test_a_derivative_accurate_only_to_1e6_is_caught(op, spec):
+    for mode in ("full", "directional"):          # the central difference cannot see it
+        assert gradcheck(op, [A], mode=mode, check_forward_mode=True)
+    caught(op, spec, "derivatives_are_accurate")
+
+
+def test_a_spec_can_turn_the_accuracy_check_off_for_an_approximate_op():
+    import dataclasses
+    approximate = dataclasses.replace(SPECS["gelu"], accurate_to=None,
+                                      why="the derivative uses a 4-digit constant on purpose")
+    assert check_op(FourDigitGELU(), spec=approximate, max_examples=10)
+
+
+# 4. a rule that computes in float64 for float32 inputs (the engine's cast hides it)
+
+class Float64Tanh(Tanh):
+    def derivative(self, ctx):
+        (y,) = ctx.saved
+        return 1 - y.astype(np.float64) ** 2
+
+
+def test_a_rule_computing_float32_inputs_in_float64_is_caught():
+    x = engine.Tensor(A.astype(np.float32), requires_grad=True)
+    Float64Tanh()(x).sum().backward()
+    assert x.grad.dtype == np.float32                  # what the engine shows is fine...
+    caught(Float64Tanh(), "tanh", "rules_compute_in_float32.*backward rule returned float64")
+
+
+# 5. needs_input_grad read in the wrong order
+
+class SwappedNeedsMul(Mul):
+    def backward(self, ctx, grad):
+        a, b = ctx.inputs
+        da, db = self.partials(ctx)
+        need_b, need_a = ctx.needs_input_grad          # swapped
+        return (sum_to(grad * da, a.shape) if need_a else None,
+                sum_to(grad * db, b.shape) if need_b else None)
+
+
+def test_needs_input_grad_read_in_the_wrong_order_is_caught():
+    assert gradcheck(SwappedNeedsMul(), [A, ROW])      # every input requires grad: fine
+    caught(SwappedNeedsMul(), "mul", "constant_inputs_change_nothing")
+
+
+# 6. samples that cover each op's documented domain
+
+class TruthyBoundsClip(Clip):
+    """`if lo:` instead of `if lo is not None:`: a bound of exactly 0 is ignored."""
+
+    def derivative(self, ctx):
+        (x,) = ctx.saved
+        lo, hi = ctx.params["min"], ctx.params["max"]
+        inside = np.ones(x.shape, dtype=bool)
+        if lo:
+            inside &= x >= lo
+        if hi:
+            inside &= x <= hi
+        return inside.astype(x.dtype)
+
+
+class LogOfZeroPow(Pow):
+    """d/db = a^b log(a) without the documented a == 0 case: NaN at a base of 0."""
+
+    def partials(self, ctx):
+        a, b, out = ctx.saved
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return b * a ** (b - 1), out * np.log(a)
+
+
+class UnnormalizedTranspose(Transpose):
+    """Keeps negative axes as given: argsort of (-1, 0) is not the inverse permutation."""
+
+    def check(self, x, *, axes=None):
+        return {"axes": tuple(reversed(range(x.ndim))) if axes is None else tuple(axes)}
+
+
+class AssigningGetItem(GetItem):
+    """Treats every tuple index as basic: g[index] = grad, so repeated entries of an index
+    array inside a tuple (x[:, [0, 0, 1]]) keep one contribution instead of adding up."""
+
+    def backward(self, ctx, grad):
+        index = ctx.params["index"]
+        if not isinstance(index, tuple):
+            return super().backward(ctx, grad)
+        g = np.zeros(ctx.inputs[0].shape, dtype=grad.dtype)
+        g[index] = grad
+        return (g,)
+
+
+class NormalizedTargetsSoftmaxCrossEntropy(SoftmaxCrossEntropy):
+    """The delta p - y, right only when each row of y sums to 1."""
+
+    def forward(self, ctx, z, y, *, reduction="mean", label_smoothing=0.0):
+        out = super().forward(ctx, z, y, reduction=reduction, label_smoothing=label_smoothing)
+        if y.dtype.kind == "f":
+            delta, n = ctx.saved
+            t = (1 - label_smoothing) * y.astype(z.dtype) + label_smoothing / z.shape[-1]
+            shifted = z - z.max(axis=-1, keepdims=True)
+            p = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
+            ctx.save(p - t, n)
+        return out
+
+
+class UnstableSoftplus(Softplus):
+    """softplus' = e^x / (1 + e^x): inf / inf = NaN for x beyond ~710."""
+
+    def derivative(self, ctx):
+        x = ctx.saved[0]
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.exp(x) / (1 + np.exp(x))
+
+
+@pytest.mark.parametrize("op,spec", [
+    (TruthyBoundsClip(), "clip"),
+    (LogOfZeroPow(), "pow"),
+    (UnnormalizedTranspose(), "transpose"),
+    (AssigningGetItem(), "getitem"),
+    (NormalizedTargetsSoftmaxCrossEntropy(), "softmax_cross_entropy"),
+    (UnstableSoftplus(), "softplus"),
+], ids=["clip bound 0", "pow base 0", "negative axes", "tuple index repeats",
+        "soft targets not summing to 1", "extreme magnitudes"])
+def test_a_bug_outside_the_old_samples_is_caught_by_the_wider_ones(op, spec):
+    caught(op, spec, "")
+
+
+# 7. fan-out through non-smooth ops (random composite graphs)
+
+def test_composite_graphs_through_relu_catch_an_in_place_mask(monkeypatch):
+    """add sends one gradient array to both of its inputs; a relu rule that masks it in
+    place corrupts what the other input receives (or, where the gradient is a read-only
+    broadcast view, crashes). Only a graph shows it."""
+    from hypothesis import Phase, given, settings
+    from hypothesis import strategies as st
+
+    from tests.engine import test_composite_graphs as composite
+
+    @settings(max_examples=composite.EXAMPLES, phases=[Phase.generate], derandomize=True,
+              database=None, deadline=None)
+    @given(program=composite.programs(), n=st.integers(1, 3), data=st.data())
+    def random_graphs(program, n, data):          # the suite's test, without shrinking
+        composite.check_random_graph(program, n, data)
+
+    relu = engine.REGISTRY["relu"]
+    monkeypatch.setattr(relu, "backward", MaskInPlaceReLU.backward.__get__(relu))
+    with pytest.raises((GradcheckError, ValueError)):
+        random_graphs()

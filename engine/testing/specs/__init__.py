@@ -32,6 +32,8 @@ class OpSpec:
     kinks:         where the op is not differentiable and how the sample avoids it.
     complex_step:  the forward is analytic and accepts complex input (complex-step check).
     atol, rtol:    tolerance override for finite-difference checks, with ``why``.
+    accurate_to:   the relative accuracy the derivative rules reach in float64 (checked
+                   against an extrapolated difference); None skips that check (say why).
     kink_examples: (args, params, expected gradients of sum(output)) at the kinks
                    themselves, documenting the convention chosen there.
     """
@@ -44,6 +46,7 @@ class OpSpec:
     atol: float | None = None
     rtol: float | None = None
     why: str = ""
+    accurate_to: float | None = 1e-9
     kink_examples: tuple[tuple[tuple[Any, ...], dict[str, Any], tuple[Any, ...]], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
     module: str = ""   # the module that defined the spec

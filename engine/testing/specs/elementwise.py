@@ -16,7 +16,11 @@ spec("div", binary(s.reals, s.nonzero), np.divide, kinks="pole at b = 0: b kept 
      complex_step=True)
 spec("neg", unary(s.reals), np.negative, complex_step=True)
 spec("pow", binary(s.positive, lambda sh: s.reals(sh, 2.0)), np.power,
-     kinks="a > 0 (a^b for real b and the log(a) in d/db need it): a in [0.2, 3]", complex_step=True)
+     kinks="a > 0 (a^b for real b and the log(a) in d/db need it): a in [0.2, 3]; at a = 0 "
+           "(b >= 1) d/da = b 0^(b-1) and d/db = 0, as documented",
+     complex_step=True,
+     kink_examples=(((np.zeros(3), np.array([1.0, 2.0, 3.0])), {},
+                     (np.array([1.0, 0.0, 0.0]), np.zeros(3))),))
 
 
 @st.composite
@@ -32,9 +36,13 @@ def _pow_scalar_sample(draw: st.DrawFn) -> Sample:
     return (x,), {"exponent": exponent}
 
 
+_ZEROS = (np.zeros(2),)
 spec("pow_scalar", _pow_scalar_sample(), lambda x, exponent: np.power(x, exponent),
-     kinks="pole at 0 for negative exponents (|x| >= 0.3); x > 0 for fractional ones",
-     complex_step=True)
+     kinks="pole at 0 for negative exponents (|x| >= 0.3); x > 0 for fractional ones; at "
+           "x = 0 the documented derivative for p = 0, 1, 2, 3",
+     complex_step=True,
+     kink_examples=tuple((_ZEROS, {"exponent": p}, (np.full(2, d),))
+                         for p, d in ((0, 0.0), (1, 1.0), (2, 0.0), (3, 0.0))))
 spec("exp", unary(s.reals), np.exp, complex_step=True)
 spec("log", unary(s.positive), np.log, kinks="pole at 0: x in [0.2, 3]", complex_step=True)
 spec("sqrt", unary(s.positive), np.sqrt, kinks="infinite slope at 0: x in [0.2, 3]",
@@ -52,7 +60,8 @@ spec("minimum", binary(lambda sh: s.off_grid(sh, 0.0), lambda sh: s.off_grid(sh,
 
 @st.composite
 def _clip_sample(draw: st.DrawFn) -> Sample:
-    bounds = draw(st.sampled_from([(-1.0, 1.0), (None, 0.5), (-0.5, None)]))
+    bounds = draw(st.sampled_from([(-1.0, 1.0), (None, 0.5), (-0.5, None),
+                                   (0.0, 6.0), (0.0, None), (None, 0.0)]))  # relu6, bounds of 0
     shape = draw(s.shapes())
     x = draw(s.values(shape, -3, 3, avoid=[b for b in bounds if b is not None]))
     return (x,), {"min": bounds[0], "max": bounds[1]}
@@ -61,7 +70,11 @@ def _clip_sample(draw: st.DrawFn) -> Sample:
 spec("clip", _clip_sample(), lambda x, min=None, max=None: np.clip(x, min, max),
      kinks="at min and max (gradient passes at the bound): x >= 0.1 away from both",
      kink_examples=(((np.array([-2.0, -1.0, 0.0, 1.0, 2.0]),), {"min": -1.0, "max": 1.0},
-                     (np.array([0.0, 1.0, 1.0, 1.0, 0.0]),)),))
+                     (np.array([0.0, 1.0, 1.0, 1.0, 0.0]),)),
+                    ((np.array([-1.0, 0.0, 3.0, 6.0, 7.0]),), {"min": 0.0, "max": 6.0},
+                     (np.array([0.0, 1.0, 1.0, 1.0, 0.0]),)),
+                    ((np.array([-1.0, 0.0, 1.0]),), {"min": 0.0},
+                     (np.array([0.0, 1.0, 1.0]),))))
 
 
 @st.composite

@@ -26,17 +26,31 @@ _TIES = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]])
 spec("max", reduction(s.distinct), lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims),
      kinks="ties (gradient split evenly): entries pairwise >= 0.3 apart",
      kink_examples=(((_TIES,), {"axis": 1}, (np.array([[0, .5, .5], [1 / 3, 1 / 3, 1 / 3]]),)),
-                    ((_TIES,), {"axis": None}, (np.array([[0, .5, .5], [0, 0, 0]]),))))
+                    ((_TIES,), {"axis": -1, "keepdims": True},
+                     (np.array([[0, .5, .5], [1 / 3, 1 / 3, 1 / 3]]),)),
+                    ((_TIES,), {"axis": None}, (np.array([[0, .5, .5], [0, 0, 0]]),)),
+                    ((_TIES,), {"axis": (0, -1), "keepdims": True},
+                     (np.array([[0, .5, .5], [0, 0, 0]]),))))
 spec("min", reduction(s.distinct), lambda x, axis, keepdims: np.min(x, axis=axis, keepdims=keepdims),
      kinks="ties (gradient split evenly): entries pairwise >= 0.3 apart",
-     kink_examples=(((_TIES,), {"axis": 1}, (np.array([[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]]),)),))
+     kink_examples=(((_TIES,), {"axis": 1}, (np.array([[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]]),)),
+                    ((_TIES,), {"axis": (-1,), "keepdims": True},
+                     (np.array([[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]]),)),
+                    ((_TIES,), {"axis": 0, "keepdims": True},
+                     (np.array([[1, 0, 0], [0, 1, 1]]),))))
 spec("var", _var_sample(),
      lambda x, axis, keepdims, ddof: np.var(x, axis=axis, keepdims=keepdims, ddof=ddof),
      complex_step=True)
 
 
 def _logsumexp_ref(x: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:
-    return np.log(np.sum(np.exp(x), axis=axis, keepdims=keepdims))
+    """Stable for any magnitude: the reduced axes moved last, flattened, and folded with
+    logaddexp (another algorithm than the op's max-shift)."""
+    axes = tuple(range(x.ndim)) if axis is None else tuple(np.atleast_1d(axis) % max(x.ndim, 1))
+    kept = [a for a in range(x.ndim) if a not in axes]
+    moved = np.transpose(x, kept + list(axes)).reshape([x.shape[a] for a in kept] + [-1])
+    out = np.logaddexp.reduce(moved, axis=-1)
+    return out.reshape([1 if a in axes else n for a, n in enumerate(x.shape)]) if keepdims else out
 
 
-spec("logsumexp", reduction(s.reals), _logsumexp_ref)
+spec("logsumexp", reduction(s.wide), _logsumexp_ref)

@@ -30,15 +30,23 @@ def _flatten_sample(draw: st.DrawFn) -> Sample:
 @st.composite
 def _transpose_sample(draw: st.DrawFn) -> Sample:
     shape = draw(s.shapes(max_dims=4))
-    axes = draw(st.one_of(st.none(), st.permutations(range(len(shape))).map(tuple)))
+    axes = draw(st.one_of(st.none(), s.permutation(len(shape))))
     return (draw(s.reals(shape)),), {"axes": axes}
+
+
+@st.composite
+def _with_repeats(draw: st.DrawFn, n: int) -> list[int]:
+    """1 to 5 indices into n elements, half the time with the first one repeated."""
+    picks = draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=4))
+    return picks + picks[:1] if draw(st.booleans()) else picks
 
 
 @st.composite
 def _getitem_sample(draw: st.DrawFn) -> Sample:
     shape = draw(s.shapes(min_dims=1, max_dims=3))
     x = draw(s.reals(shape))
-    kind = draw(st.sampled_from(["slice", "int", "array", "mask", "mixed"]))
+    kinds = ["slice", "int", "array", "mask", "mixed", "arrays in a tuple"]
+    kind = draw(st.sampled_from(kinds + (["array on axis 1"] if len(shape) > 1 else [])))
     n = shape[0]
     if kind == "slice":
         start = draw(st.integers(0, n - 1))
@@ -49,8 +57,14 @@ def _getitem_sample(draw: st.DrawFn) -> Sample:
         index = np.asarray(draw(st.lists(st.integers(-n, n - 1), min_size=1, max_size=6)))
     elif kind == "mask":
         index = draw(s.hnp.arrays(np.bool_, shape))
-    else:
+    elif kind == "mixed":
         index = (Ellipsis, None, draw(st.integers(0, shape[-1] - 1)))
+    elif kind == "array on axis 1":  # x[:, [0, 0, 1]]: repeats inside a tuple
+        index = (slice(None), np.asarray(draw(_with_repeats(shape[1]))))
+    else:  # x[rows, cols] (or x[(rows,)]): index arrays side by side, repeated pairs
+        axes = draw(st.integers(1, len(shape)))
+        picks = draw(_with_repeats(int(np.prod(shape[:axes]))))
+        index = tuple(np.asarray(a) for a in np.unravel_index(picks, shape[:axes]))
     return (x,), {"index": index}
 
 

@@ -1,0 +1,6 @@
+"""``python -m engine.testing``: see engine/testing/cli.py."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,233 @@
+"""Mutation testing of an op's spec: plant a generic bug in the op's rules and see whether
+the spec's samples and the properties catch it.
+
+A spec can be too weak to find a bug: a strategy that never draws a square matrix cannot
+tell a gradient from its transpose; one that never draws a broadcast second input cannot
+tell two inputs' gradients apart. ``run_mutants`` makes each mutant of an op (its class
+with one rule changed), runs the op's spec on it, and reports the mutants nobody caught,
+each with the reason: either the mutant never changed what a rule returns on the samples
+drawn (the samples are too narrow: which kind of sample would show it), or it did and no
+property failed (the tolerances are too loose).
+
+The mutants (each needs only the op's signature, so they apply to any op):
+
+    vjp x1.01            every gradient scaled by 1.01
+    vjp negated          every gradient negated
+    vjp transposed       each gradient with its last two axes swapped (where they are equal)
+    drop <input>         no gradient for one input (None)
+    swap <a>, <b>        two inputs' gradients exchanged
+    jvp ignores <input>  the JVP run with that input's tangent set to zero
+    writes into grad     the backward rule multiplies its incoming gradient in place
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from hypothesis import settings
+
+from ..graph import Node
+from ..op import Op
+from .check import run_op
+from .properties import _leaves, _tangent_args, differentiable_positions
+from .specs import OpSpec, Sample, spec_for
+
+Rule = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One planted bug: ``backward(original, ctx, grad)`` and/or ``jvp(original, ctx,
+    *tangents)`` replace the op's rules; ``unseen`` says which samples would show it."""
+
+    name: str
+    unseen: str
+    backward: Rule | None = None
+    jvp: Rule | None = None
+    side_effect: bool = False          # always differs (it writes), no need to compare
+
+
+def _each(result: tuple[Any, ...], change: Callable[[int, Any], Any]) -> tuple[Any, ...]:
+    return tuple(None if g is None else change(i, g) for i, g in enumerate(result))
+
+
+def _transpose(g: Any) -> Any:
+    g = np.asarray(g)
+    return np.swapaxes(g, -1, -2) if g.ndim >= 2 and g.shape[-1] == g.shape[-2] else g
+
+
+def _input_names(op: Op) -> list[tuple[int, str]]:
+    """(position, name) of the inputs a gradient can flow to (for ``*xs``: the first two)."""
+    sig = op.signature
+    names = [f"{sig.inputs[0] if sig.inputs else 'xs'}[{i}]" for i in range(2)] \
+        if sig.varargs else list(sig.inputs)
+    return [(i, n) for i, n in enumerate(names) if i not in op.nondiff]
+
+
+def mutants_for(op: Op) -> list[Mutant]:
+    """The generic mutants that apply to ``op`` (its inputs decide drop/swap/jvp ones)."""
+    found = [
+        Mutant("vjp x1.01", "every gradient on the samples drawn was zero",
+               backward=lambda rule, ctx, grad: _each(rule(ctx, grad), lambda i, g: g * 1.01)),
+        Mutant("vjp negated", "every gradient on the samples drawn was zero",
+               backward=lambda rule, ctx, grad: _each(rule(ctx, grad), lambda i, g: -g)),
+        Mutant("vjp transposed",
+               "no sample gave an input a gradient whose last two axes are equal and not "
+               "symmetric: draw square matrices (2-D inputs with equal sides)",
+               backward=lambda rule, ctx, grad: _each(rule(ctx, grad), lambda i, g: _transpose(g))),
+    ]
+    inputs = _input_names(op)
+    for k, name in inputs:
+        found.append(Mutant(
+            f"drop {name}",
+            f"{name} never got a nonzero gradient on the samples drawn (an optional input "
+            f"the strategy never draws, or a derivative that is always 0 there)",
+            backward=lambda rule, ctx, grad, k=k: _each(
+                rule(ctx, grad), lambda i, g: None if i == k else g)))
+    for (k, a), (m, b) in zip(inputs, inputs[1:]):
+        found.append(Mutant(
+            f"swap {a}, {b}",
+            f"{a} and {b} got the same gradient on every sample drawn (same shape, same "
+            f"values): draw inputs of different shapes (a broadcast second input) or "
+            f"values that give them different gradients",
+            backward=lambda rule, ctx, grad, k=k, m=m: _swapped(rule(ctx, grad), k, m)))
+    for k, name in inputs:
+        found.append(Mutant(
+            f"jvp ignores {name}",
+            f"the tangent of {name} never changed the JVP on the samples drawn ({name} "
+            f"never drawn, or its derivative always 0)",
+            jvp=lambda rule, ctx, *ts, k=k: rule(ctx, *[
+                np.zeros_like(t) if i == k and t is not None else t for i, t in enumerate(ts)])))
+    found.append(Mutant("writes into grad", "its backward rule never ran",
+                        backward=_writes_into_grad, side_effect=True))
+    return found
+
+
+def _swapped(result: tuple[Any, ...], k: int, m: int) -> tuple[Any, ...]:
+    out = list(result)
+    if max(k, m) < len(out):
+        out[k], out[m] = out[m], out[k]
+    return tuple(out)
+
+
+def _writes_into_grad(rule: Rule, ctx: Node, grad: np.ndarray) -> tuple[Any, ...]:
+    result = rule(ctx, np.array(grad))      # computed from a copy: the results stay right
+    grad *= 0.5                              # ...but the caller's gradient is changed
+    return result
+
+
+def mutate(op: Op, mutant: Mutant) -> Op:
+    """An op of a subclass of ``op``'s class with the mutant's rules (not registered)."""
+    cls = type(op)
+    body: dict[str, Any] = {"__doc__": cls.__doc__}
+    if mutant.backward is not None:
+        body["backward"] = lambda self, ctx, grad: mutant.backward(
+            lambda c, g: cls.backward(self, c, g), ctx, grad)
+    if mutant.jvp is not None:
+        body["jvp"] = lambda self, ctx, *ts: mutant.jvp(
+            lambda c, *t: cls.jvp(self, c, *t), ctx, *ts)
+    return type(f"{cls.__name__}Mutant", (cls,), body)()
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+def changes_something(op: Op, mutated: Op, mutant: Mutant, sample: Sample, seed: int) -> bool:
+    """Whether the mutant's rules return something else than the op's on this sample
+    (for a random gradient and random tangents): if not, every property sees the same op."""
+    if mutant.side_effect:
+        return True
+    args, params = sample
+    if not differentiable_positions(op, args):
+        return False
+    leaves, _ = _leaves(op, args)
+    out = mutated.apply(*leaves, **params)
+    node = out.node
+    if node is None:
+        return False
+    rng = np.random.default_rng(seed)
+    if mutant.backward is not None:
+        grad = rng.standard_normal(out.shape)
+        return not _same(type(op).backward(mutated, node, grad.copy()), mutated.backward(node, grad.copy()))
+    tangents = _tangent_args(op, leaves, lambda shape, dtype: rng.standard_normal(shape))
+    return not _same(type(op).jvp(mutated, node, *tangents), mutated.jvp(node, *tangents))
+
+
+@dataclass
+class MutantResult:
+    """What happened to one mutant."""
+
+    mutant: Mutant
+    caught_by: str | None = None     # the property that failed (None: not caught)
+    examples: int = 0                # samples drawn
+    changed: int = 0                 # samples on which the mutant changed a rule's result
+    reason: str = ""                 # why it was not caught
+
+    @property
+    def caught(self) -> bool:
+        return self.caught_by is not None
+
+
+@dataclass
+class MutationReport:
+    name: str
+    results: list[MutantResult] = field(default_factory=list)
+    failure: str | None = None       # the op fails its own spec: mutants are meaningless
+
+    @property
+    def missed(self) -> list[MutantResult]:
+        return [r for r in self.results if not r.caught]
+
+
+def run_mutants(op: Op, spec: OpSpec | None = None, *, profile: settings | None = None,
+                max_examples: int | None = None, check_original: bool = True,
+                only: list[str] | None = None) -> MutationReport:
+    """Plant each mutant of ``op`` (those named in ``only``, if given) and run the op's spec
+    on it; see the module docstring. With ``check_original`` the op itself is checked
+    first (a spec the op fails cannot judge mutants)."""
+    spec = spec if spec is not None else spec_for(op.name)
+    report = MutationReport(op.name)
+    if check_original:
+        original = run_op(op, spec, profile=profile, max_examples=max_examples)
+        if original.failure is not None:
+            report.failure = original.failure
+            return report
+    for mutant in mutants_for(op):
+        if only is not None and mutant.name not in only:
+            continue
+        result = MutantResult(mutant)
+        mutated = mutate(op, mutant)
+
+        def before(sample: Sample, seed: int, result: MutantResult = result,
+                   mutated: Op = mutated, mutant: Mutant = mutant) -> bool:
+            result.examples += 1
+            changed = changes_something(op, mutated, mutant, sample, seed)
+            result.changed += changed
+            return changed
+
+        run = run_op(mutated, spec, profile=profile, max_examples=max_examples, shrink=False,
+                     before=before)
+        result.caught_by = run.failed_property
+        if not result.caught:
+            result.reason = _reason(spec, result)
+        report.results.append(result)
+    return report
+
+
+def _reason(spec: OpSpec, result: MutantResult) -> str:
+    if result.changed == 0:
+        return (f"it never changed what a rule returns on the {result.examples} samples "
+                f"drawn: {result.mutant.unseen}")
+    loose = [f"{k}={v}" for k, v in (("atol", spec.atol), ("rtol", spec.rtol),
+                                      ("accurate_to", spec.accurate_to)) if v is not None]
+    return (f"it changed a rule's result on {result.changed} of {result.examples} samples, "
+            f"yet no property failed: the spec's tolerances ({', '.join(loose) or 'defaults'})"
+            f"{'; accurate_to=None skips the 1e-9 accuracy check' if spec.accurate_to is None else ''}"
+            f" let it pass")

@@ -1,0 +1,63 @@
+"""Hypothesis profiles for checking ops: how many examples each property gets.
+
+    dev        10 examples per property: a quick look while writing an op.
+    ci         25 examples per property, derandomized (the suite's setting under CI=true).
+    thorough   1,000 examples per property: before a release, or after changing a rule.
+
+Each is registered as ``handgrad-<name>``. ``ci`` and ``thorough`` build on hypothesis's
+own ``ci`` profile (derandomized: the same examples every run, no example database,
+reproduction blobs printed); every profile has ``deadline=None`` because numpy-heavy
+examples on a loaded 2-core machine have no stable timing. ``handgrad check --profile``
+and the environment variable ``HYPOTHESIS_PROFILE`` choose one (``thorough`` or
+``handgrad-thorough``); the test suite reads the variable too (tests/conftest.py).
+"""
+from __future__ import annotations
+
+import os
+
+from hypothesis import settings
+
+from . import PROFILE_NAMES
+
+PER_PROPERTY = dict(zip(PROFILE_NAMES, (10, 25, 1000)))
+NAMES = PROFILE_NAMES
+
+settings.register_profile("handgrad-dev", deadline=None, max_examples=PER_PROPERTY["dev"],
+                          database=None)
+settings.register_profile("handgrad-ci", parent=settings.get_profile("ci"), deadline=None,
+                          max_examples=PER_PROPERTY["ci"])
+settings.register_profile("handgrad-thorough", parent=settings.get_profile("ci"),
+                          deadline=None, max_examples=PER_PROPERTY["thorough"])
+
+
+def full_name(name: str) -> str:
+    """``thorough`` -> ``handgrad-thorough``; a full name (or hypothesis's own) as given.
+    Raises ValueError listing the choices for a name hypothesis does not know."""
+    full = f"handgrad-{name}" if name in PER_PROPERTY else name
+    try:
+        settings.get_profile(full)
+    except Exception:
+        raise ValueError(f"unknown hypothesis profile {name!r}: choose one of "
+                         f"{', '.join(NAMES)}") from None
+    return full
+
+
+def default_name() -> str:
+    """The profile to use when none is given: $HYPOTHESIS_PROFILE, else ``ci`` when the
+    CI environment variable is set (as hypothesis itself decides), else ``dev``."""
+    chosen = os.environ.get("HYPOTHESIS_PROFILE")
+    if chosen:
+        return full_name(chosen)
+    return "handgrad-ci" if os.environ.get("CI") else "handgrad-dev"
+
+
+def load(name: str | None = None) -> str:
+    """Load a profile (the default one for None); returns its full name."""
+    full = full_name(name) if name else default_name()
+    settings.load_profile(full)
+    return full
+
+
+def examples(at_least: int = 0) -> int:
+    """Examples per property under the loaded profile (never fewer than ``at_least``)."""
+    return max(at_least, settings.default.max_examples)

@@ -1,0 +1,206 @@
+"""The gradient-check suite as a command: ``python -m engine.testing`` and ``handgrad check``
+over the registry or a user's module (``--module``, ``--op``), its profiles, mutation
+testing of a spec (``--mutants``), and the message when hypothesis is missing.
+
+The commands run in a fresh interpreter from tests/engine/fixtures, as a user runs them
+next to their module, so the ops they register never reach this test session."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+import engine
+from engine.testing import profiles, run_mutants
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def command(*args: str, module: str = "engine.testing", env: dict | None = None,
+            code: str | None = None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "HYPOTHESIS_PROFILE"}
+    environment.update(PYTHONPATH=str(ROOT), CI="true", **(env or {}))
+    argv = [sys.executable, "-c", code] if code else [sys.executable, "-m", module, *args]
+    return subprocess.run(argv, capture_output=True, text=True, cwd=FIXTURES, env=environment,
+                          timeout=600)
+
+
+def lines_for(output: str, name: str) -> list[str]:
+    return [line for line in output.splitlines() if re.match(rf"(PASS|FAIL)\s+{name}\s", line)]
+
+
+# --- checking ops ----------------------------------------------------------------------------
+
+def test_a_user_module_is_checked_one_line_per_op():
+    run = command("--module", "myops")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "checking 3 ops on profile ci (25 examples per property)" in run.stdout
+    for name in ("average", "cube", "softsign"):
+        (line,) = lines_for(run.stdout, name)
+        assert line.startswith("PASS") and "25 examples" in line
+        for label in ("forward", "vjp", "jvp", "accuracy", "transpose", "dtypes ok", "no-writes ok"):
+            assert label in line, (label, line)
+    assert not lines_for(run.stdout, "exp")             # only the module's ops
+    assert "3 passed, 0 failed" in run.stdout
+
+
+def test_handgrad_check_takes_op_and_profile():
+    run = command("check", "--module", "myops", "--op", "cube", "--profile", "dev",
+                  module="nn.cli")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "profile dev (10 examples per property)" in run.stdout
+    (line,) = lines_for(run.stdout, "cube")
+    assert "10 examples" in line
+    assert not lines_for(run.stdout, "average")
+
+
+def test_a_failure_prints_the_shrunk_counterexample_and_exits_1():
+    run = command("--module", "broken_ops.py")          # a file path works too
+    assert run.returncode == 1
+    (line,) = lines_for(run.stdout, "ramp")
+    assert line.startswith("FAIL")
+    assert "property rules_leave_their_arguments_alone fails for sample args=(array(-1.),)" \
+        in run.stdout
+    assert "wrote into the incoming gradient" in run.stdout
+    assert "0 passed, 1 failed" in run.stdout
+
+
+def test_the_registry_is_the_default_and_hypothesis_profile_is_read():
+    run = command("--op", "neg", "--op", "exp", env={"HYPOTHESIS_PROFILE": "dev"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "checking 2 ops on profile dev (10 examples per property)" in run.stdout
+    assert len(lines_for(run.stdout, "neg")) == len(lines_for(run.stdout, "exp")) == 1
+
+
+def test_the_thorough_profile_runs_1000_examples_per_property():
+    run = command("check", "--op", "neg", "--profile", "thorough", module="nn.cli")
+    assert run.returncode == 0, run.stdout + run.stderr
+    (line,) = lines_for(run.stdout, "neg")
+    assert "1000 examples" in line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--module", "no_such_module"], "--module no_such_module: no module named 'no_such_module'"),
+    (["--module", "missing.py"], "--module missing.py: no such file"),
+    (["--op", "nope"], "--op nope: no such op; choose from abs, add"),
+    (["--module", "myops", "--op", "exp"], "--op exp: no such op in the modules given"),
+])
+def test_usage_errors_are_one_line_and_exit_2(args, message):
+    run = command(*args)
+    assert run.returncode == 2
+    assert run.stderr.startswith("python -m engine.testing: error: " + message), run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_hypothesis_profile_variable_is_a_usage_error():
+    run = command("check", "--op", "neg", module="nn.cli", env={"HYPOTHESIS_PROFILE": "fast"})
+    assert run.returncode == 2
+    assert "unknown hypothesis profile 'fast': choose one of dev, ci, thorough" in run.stderr
+
+
+@pytest.mark.parametrize("how", ["handgrad check", "python -m engine.testing"])
+def test_without_hypothesis_the_command_says_what_to_install(how):
+    """hypothesis made unimportable, as in an environment without the check extra."""
+    start = ("from nn.cli import main; sys.exit(main(['check']))" if how == "handgrad check"
+             else "import runpy; sys.argv = ['x']; runpy.run_module('engine.testing', run_name='__main__')")
+    run = command(code="import sys\nsys.modules['hypothesis'] = None\n" + start)
+    assert run.returncode == 2
+    prog = "handgrad" if how == "handgrad check" else "python -m engine.testing"
+    assert run.stderr == (f"{prog}: error: checking ops needs hypothesis, which is not "
+                          f"installed: pip install \"handgrad[check]\"\n")
+
+
+def test_handgrad_train_does_not_need_hypothesis():
+    run = command(code="import sys\nsys.modules['hypothesis'] = None\n"
+                       "from nn.cli import build_parser\n"
+                       "print(build_parser().parse_args(['check', '--op', 'exp']).op)")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "['exp']"
+
+
+def test_the_check_extra_installs_hypothesis():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^check = \["hypothesis>=[\d.]+"\]$', text, flags=re.M)
+
+
+# --- profiles ---------------------------------------------------------------------------------
+
+def test_profiles(monkeypatch):
+    assert profiles.NAMES == ("dev", "ci", "thorough")
+    assert settings.get_profile(profiles.full_name("thorough")).max_examples >= 1000
+    assert settings.get_profile("handgrad-ci").derandomize      # built on hypothesis's ci
+    monkeypatch.setenv("HYPOTHESIS_PROFILE", "thorough")
+    assert profiles.default_name() == "handgrad-thorough"
+    monkeypatch.setenv("HYPOTHESIS_PROFILE", "handgrad-dev")
+    assert profiles.default_name() == "handgrad-dev"
+    monkeypatch.delenv("HYPOTHESIS_PROFILE")
+    monkeypatch.setenv("CI", "true")
+    assert profiles.default_name() == "handgrad-ci"
+    with pytest.raises(ValueError, match="choose one of dev, ci, thorough"):
+        profiles.full_name("fast")
+
+
+def test_examples_scale_with_the_profile():
+    previous = settings.get_current_profile_name()
+    try:
+        settings.load_profile("handgrad-ci")
+        assert profiles.examples(25) == 25 and profiles.examples(60) == 60
+        settings.load_profile("handgrad-thorough")
+        assert profiles.examples(25) == profiles.examples(60) == 1000
+    finally:
+        settings.load_profile(previous)
+
+
+# --- mutants -------------------------------------------------------------------------------
+
+def test_mutants_report_what_a_weak_spec_misses_and_why():
+    run = command("--mutants", "--module", "myops")
+    assert run.returncode == 1
+    out = run.stdout
+    assert "cube: 6 of 6 mutants caught" in out
+    assert "average: 8 of 9 mutants caught" in out
+    assert "softsign: 5 of 6 mutants caught" in out
+    missed = [line for line in out.splitlines() if "MISSED" in line]
+    assert len(missed) == 2
+    (swap,) = [m for m in missed if "swap a, b" in m]
+    assert "same gradient on every sample drawn" in swap and "a broadcast second input" in swap
+    (transposed,) = [m for m in missed if "vjp transposed" in m]
+    assert "draw square matrices" in transposed
+    assert "2 mutants not caught" in out
+    for name in ("vjp x1.01", "vjp negated", "drop x", "jvp ignores x", "writes into grad"):
+        assert re.search(rf"caught  {re.escape(name)}\s+by \w+", out), name
+
+
+def test_every_built_in_op_catches_every_mutant():
+    """All generic mutants of all built-in ops, on the ci profile (25 examples; the ops
+    themselves are checked by test_op_properties)."""
+    profile = settings.get_profile("handgrad-ci")
+    missed = {}
+    for name, op in sorted(engine.REGISTRY.items()):
+        report = run_mutants(op, profile=profile, check_original=False)
+        assert report.results, name
+        if report.missed:
+            missed[name] = [(r.mutant.name, r.reason) for r in report.missed]
+    assert not missed
+
+
+@pytest.mark.parametrize("how", [["--profile", "thorough"], []])
+def test_the_test_suite_takes_the_thorough_profile(how):
+    """``python -m pytest --profile thorough`` (or HYPOTHESIS_PROFILE=thorough) gives each
+    per-op property 1,000 examples."""
+    env = {} if how else {"HYPOTHESIS_PROFILE": "thorough"}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *how,
+         "--hypothesis-show-statistics", "tests/engine/test_op_properties.py",
+         "-k", "test_op_property and neg and forward_matches_reference"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**{k: v for k, v in os.environ.items() if k != "HYPOTHESIS_PROFILE"},
+             "PYTHONPATH": str(ROOT), "CI": "true", **env})
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert "- 1000 passing" in run.stdout
