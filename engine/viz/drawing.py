@@ -295,6 +295,8 @@ def to_digraph(view: GraphView, options: Options, overlay: Overlay,
     place_boxes(g, view, boxes, record)
     add_edges(g, view, overlay, endpoint, record)
     kinds = [k for k in styles.STYLES if any(b.kind == k for b in boxes)]
+    if any(b.scope for b in boxes):
+        kinds.append(styles.LAYER)                  # clusters are drawn
     if overlay.current is not None:
         kinds.append(styles.NOW)
     if overlay.done:
@@ -328,8 +330,7 @@ def place_boxes(g: graphviz.Digraph, view: GraphView, boxes: list[_Box],
                 record.nodes[f"n_{box.name}"] = (box.lines, attrs)
         for child in children[scope]:
             with container.subgraph(name=f"cluster_{child}") as cluster:
-                cluster.attr(label=module_label(view, child), style="rounded,filled",
-                             color="#8a9bb5", fillcolor="#f5f7fb", fontcolor="#2c3e66")
+                cluster.attr(label=module_label(view, child), **styles.CLUSTER)
                 emit(cluster, child)
 
     emit(g, None)

@@ -33,11 +33,14 @@ LEGEND_TEXT = {
 CURRENT = dict(fillcolor="#ffc933", penwidth="3")
 DONE = dict(fillcolor="#e9eef7", fontcolor="#6b7280")
 GRAD_COLOR = "#c0392b"
-NOW, RAN, GRADIENT = "now", "ran", "gradient"     # legend entries of backward views
+CLUSTER = dict(style="rounded,filled", color="#8a9bb5", fillcolor="#f5f7fb", fontcolor="#2c3e66")
+NOW, RAN, GRADIENT, LAYER = "now", "ran", "gradient", "layer"    # more legend entries
 LEGEND_TEXT.update({NOW: "op whose backward rule runs now", RAN: "op whose rule already ran",
-                    GRADIENT: "gradient, sent back from consumer to producer"})
+                    GRADIENT: "gradient, sent back from consumer to producer",
+                    LAYER: "module: what one layer made"})
 LEGEND_STYLE = {NOW: {**STYLES[OP], **CURRENT}, RAN: {**STYLES[OP], **DONE},
-                GRADIENT: dict(shape="plaintext", fontcolor=GRAD_COLOR)}
+                GRADIENT: dict(shape="plaintext", fontcolor=GRAD_COLOR),
+                LAYER: dict(shape="box", **CLUSTER)}
 
 GRAPH_ATTRS = dict(fontname="Helvetica", nodesep="0.3", ranksep="0.4")
 NODE_ATTRS = dict(fontname="Helvetica")

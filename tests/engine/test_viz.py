@@ -304,6 +304,9 @@ def test_one_frame_per_backward_step_with_the_current_op_highlighted():
         assert caption.startswith(f"step {k}/{n_ops}: backward of ")
         assert frame.source.count("penwidth=3") == 2     # the current op, and its legend entry
         assert 'legend_now' in frame.source and 'legend_gradient' in frame.source
+    model, loss = small_mlp()
+    assert "legend_layer" in draw(loss, model=model).source     # the clusters' colour too
+    assert "legend_layer" not in draw(engine.Tensor(np.ones(2), requires_grad=True).sum()).source
     assert frames[0][0] == "step 1/8: backward of add sends grad () to t6, grad () to t8"
     assert frames[-1][0] == "step 8/8: backward of matmul sends grad (2, 2) to W"
 
