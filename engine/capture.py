@@ -25,9 +25,10 @@ What a plan can and cannot follow:
   reading a value (``.item()``, ``float(t)``, ``.numpy()``, ``.data``, ``if t:``) inside
   ``fn`` raises ``CaptureError`` naming what was read; so does an array from outside
   ``fn`` turned into a constant (pass it as an input instead).
-* An op whose ``check`` reads values (class labels in range, targets in [0, 1]) declares
-  ``check_values = True`` and its check runs on every replay: a bad label is still an
-  error, never a silently wrong loss.
+* An op's ``check`` runs on every replay unless the op declares ``check_values = False``
+  (its check reads only shapes, dtypes and parameters, which the capture proved): a check
+  of class labels or of targets in [0, 1] still catches a bad batch, never a silently
+  wrong loss.
 """
 from __future__ import annotations
 
