@@ -152,12 +152,7 @@ def jax_setup(jax, reference: NumpyMLP):
     jnp = jax.numpy
 
     def loss_fn(params, xb, yb):
-        a = xb
-        for i, (W, b) in enumerate(params):
-            a = a @ W + b
-            if i < len(params) - 1:
-                a = jax.nn.relu(a)
-        logp = jax.nn.log_softmax(a)
+        logp = jax.nn.log_softmax(_jax_logits(jax, params, xb))
         return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
 
     @jax.jit

@@ -313,14 +313,11 @@ def capture(fn: Callable[..., Any], *example_inputs: Any,
         plan.input_slots.append(slot)
         plan.input_specs.append((t.shape, t.dtype))
         plan.names[slot] = _input_name(fn, k)
-    made = {id(r[4]) for r in tape.records}
     for op, tensors, params, ctx, result_t in tape.records:
         ins = []
         for t in tensors:
             if id(t) not in slots:
-                slot = new_slot(t)
-                if id(t) in made:      # pragma: no cover - records are in creation order
-                    raise CaptureError("capture: internal error, an op output used before it was made")
+                slot = new_slot(t)     # not made by a recorded op: records are in order
                 if id(t) in tape.constants:
                     plan.constants.append((slot, t._data))
                 else:

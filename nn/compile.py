@@ -28,6 +28,7 @@ from engine import Tensor
 from . import module as module_
 from .module import Module
 from .optim import Optimizer, clip_grad_norm_
+from .train import finite_gradients
 
 
 class NonFinite(FloatingPointError):
@@ -36,11 +37,6 @@ class NonFinite(FloatingPointError):
     def __init__(self, what: str, value: float):
         super().__init__(f"{what} became {value}")
         self.what, self.value = what, value
-
-
-def _finite_gradients(grads: list[np.ndarray]) -> bool:
-    """One float64 sum per gradient: NaN and Inf propagate into it."""
-    return all(math.isfinite(np.add.reduce(g, axis=None, dtype=np.float64)) for g in grads)
 
 
 class CompiledStep:
@@ -106,7 +102,7 @@ class CompiledStep:
             self._check_outputs(outputs)
             plan.run_backward(plan.accumulator())
         self.last_plan = plan
-        if self.check_finite and not _finite_gradients([p.grad for p in params if p.grad is not None]):
+        if self.check_finite and not finite_gradients(params):
             raise NonFinite("a gradient", math.nan)
         if self.clip_grad_norm is not None:
             clip_grad_norm_(params, self.clip_grad_norm)

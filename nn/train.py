@@ -149,7 +149,7 @@ def _batches(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed:
         yield X[idx], y[idx]
 
 
-def _finite_gradients(params: list[Any]) -> bool:
+def finite_gradients(params: list[Any]) -> bool:
     """One float64 sum per gradient: NaN and Inf propagate into it (cheap: ~1 pass)."""
     return all(math.isfinite(np.add.reduce(p.grad, axis=None, dtype=np.float64))
                for p in params if p.grad is not None)
@@ -315,7 +315,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
                             objective = loss + penalty
                         optimizer.zero_grad()
                         objective.backward()
-                        if not _finite_gradients(params):
+                        if not finite_gradients(params):
                             raise failure("a gradient", math.nan, epoch, step)
                         if clip_grad_norm is not None:
                             clip_grad_norm_(params, clip_grad_norm)

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import graph
 from ..graph import Node
 from ..tensor import Tensor
 from . import labels
+from .gradients import all_gradients, backward_steps
+from .view import build_view
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "softplus", "gelu")
 FUSED_LOSSES = ("softmax_cross_entropy", "sigmoid_binary_cross_entropy")
@@ -69,8 +70,9 @@ def mlp_layers(loss: Tensor) -> list[Layer]:
                              f"tensor before the activation comes from {what}; use level='op'")
         a_prev, W = lin.inputs[0], lin.inputs[1]
         b = lin.inputs[2] if len(lin.inputs) > 2 else None
-        layers.append(Layer(0, lin, a_prev, W, b, z, act, None if act is None else
-                            _output_of(act, layers)))
+        # a = f(z) of this layer is the input of the layer appended just before it
+        layers.append(Layer(0, lin, a_prev, W, b, z, act,
+                            None if act is None else layers[-1].a_prev))
         prev = a_prev.node
         if prev is None:
             break
@@ -83,11 +85,6 @@ def mlp_layers(loss: Tensor) -> list[Layer]:
     for k, layer in enumerate(layers, start=1):
         layer.index = k
     return layers
-
-
-def _output_of(act: Node, later: list[Layer]) -> Tensor:
-    """The activation's output: the input of the layer after it."""
-    return later[-1].a_prev
 
 
 def _derivative(act: Node, z: np.ndarray) -> np.ndarray:
@@ -150,8 +147,8 @@ def derivation(loss: Tensor) -> list[dict[str, Any]]:
     if loss.size != 1 or loss.node is None:
         raise ValueError("level='layer' needs a scalar loss with its graph")
     layers = mlp_layers(loss)
-    steps = list(graph.backward_steps([loss], [np.ones_like(loss.data)], retain_graph=True))
-    grads = {id(t): g for t, g, _, _ in steps}
+    # the engine's walker, graph kept alive; a freed graph is a clear error
+    grads = all_gradients(view := build_view(loss), backward_steps(view))
     out: list[dict[str, Any]] = []
     for layer in reversed(layers):
         d: dict[str, Any] = {

@@ -59,6 +59,24 @@ def frame_overlay(view: GraphView, steps: list[Step], k: int, max_elements: int,
     return overlay
 
 
+def _step_overlays(loss: Tensor, model: Any, options: Options, numeric: bool, stable: bool
+                   ) -> Iterator[tuple[str, GraphView, Overlay]]:
+    """(caption, view, overlay) for each backward step, in the order backward runs them.
+    The caption is taken out of the overlay (a player shows it once, above the picture);
+    ``numeric`` adds each leaf's central-difference check once its gradient is complete."""
+    view = build_view(loss, model)
+    all_steps = backward_steps(view)
+    steps = rule_steps(all_steps)              # one frame per op whose rule runs
+    n = options.max_elements
+    checks = numeric_checks(view, all_gradients(view, all_steps), n) if numeric else {}
+    for k in range(1, len(steps) + 1):
+        overlay = frame_overlay(view, steps, k, n, stable=stable)
+        overlay.checks = {key: c for key, c in checks.items()
+                          if key in overlay.grads and key not in overlay.partial}
+        text, overlay.caption = overlay.caption or "", None
+        yield text, view, overlay
+
+
 def op_playback(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
                 rankdir: str = "TB", max_elements: int = 6, fontsize: float = 14,
                 rules: bool = False, collapse: bool = False, numeric: bool = False
@@ -68,16 +86,8 @@ def op_playback(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
     style, the caption. Nothing moves between steps: the player only restyles."""
     options = Options(show=tuple(show), rankdir=rankdir, max_elements=max_elements,
                       fontsize=fontsize, rules=rules, collapse=collapse)
-    view = build_view(loss, model)
-    all_steps = backward_steps(view)
-    steps = rule_steps(all_steps)
-    checks = numeric_checks(view, all_gradients(view, all_steps), max_elements) if numeric else {}
     data, layout = [], None
-    for k in range(1, len(steps) + 1):
-        overlay = frame_overlay(view, steps, k, max_elements, stable=True)
-        overlay.checks = {key: c for key, c in checks.items()
-                          if key in overlay.grads and key not in overlay.partial}
-        text, overlay.caption = overlay.caption or "", None
+    for text, view, overlay in _step_overlays(loss, model, options, numeric, stable=True):
         record = Record()
         layout = to_digraph(view, options, overlay, record)
         data.append({"caption": text,
@@ -101,15 +111,7 @@ def captioned_frames(loss: Tensor, *, model: Any = None, show: Sequence[str] = S
     shows each leaf's central-difference check once its gradient is complete."""
     options = Options(show=tuple(show), rankdir=rankdir, max_elements=max_elements,
                       fontsize=fontsize, rules=rules, collapse=collapse)
-    view = build_view(loss, model)
-    all_steps = backward_steps(view)
-    steps = rule_steps(all_steps)              # one frame per op whose rule runs
-    checks = numeric_checks(view, all_gradients(view, all_steps), max_elements) if numeric else {}
-    for k in range(1, len(steps) + 1):
-        overlay = frame_overlay(view, steps, k, max_elements)
-        overlay.checks = {key: c for key, c in checks.items()
-                          if key in overlay.grads and key not in overlay.partial}
-        text, overlay.caption = overlay.caption or "", None
+    for text, view, overlay in _step_overlays(loss, model, options, numeric, stable=False):
         yield text, to_digraph(view, options, overlay)
 
 
