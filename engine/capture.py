@@ -8,9 +8,10 @@ and in which order the gradients flowing into each tensor were summed.
 
 ``plan(*arrays)`` then replays that program on new arrays of the same shapes and dtypes:
 each op's own ``forward`` and ``backward`` rules are called in the recorded order, on plain
-arrays held in numbered slots. There are no Tensor or Node objects, no topological sort, no
-signature binding, and no checks that the capture already proved (shapes, dtypes, each
-gradient's shape). Because it is the same rules on the same arrays in the same order, a
+arrays held in numbered slots, by Python code written out once at the end of the capture
+(``engine/replay.py``; ``plan.code()`` shows it). There are no Tensor or Node objects, no
+topological sort, no signature binding, no interpreting of an instruction list, and no
+checks that the capture already proved (shapes, dtypes, each gradient's shape). Because it is the same rules on the same arrays in the same order, a
 replay computes exactly the numbers the eager run computes, bit for bit.
 
 What a plan can and cannot follow:
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from . import graph
+from . import graph, replay
 from .accumulate import GradientStore
 from .modes import STATE
 
@@ -119,7 +120,9 @@ class Plan:
 
     Slots hold arrays: first the plan's inputs, then the outside tensors it reads (live),
     then constants, then one slot per op output. ``leaves`` are the outside tensors that
-    receive gradients (in the order the backward walk finishes them)."""
+    receive gradients (in the order the backward walk finishes them). At the end of the
+    capture the program is written out as Python code (``engine/replay.py``,
+    ``plan.code()``) and a replay runs that code."""
 
     def __init__(self) -> None:
         self.n_slots = 0
@@ -135,41 +138,22 @@ class Plan:
         self.leaves: list["Tensor"] = []      # outside tensors that receive a gradient
         self.leaf_of_slot: dict[int, int] = {}
         self.names: dict[int, str] = {}       # slot -> name, for source()
-        self.values: list[Any] = []
+        self.root_spec: tuple[tuple[int, ...], np.dtype] = ((), np.dtype(np.float64))
         self.last_outputs: list[np.ndarray] = []   # of the capture run
+        self._ready = False
 
     # --- running ---------------------------------------------------------------------------
+    def finish(self) -> None:
+        """Write the program out as two Python functions (``replay.build``); called once,
+        at the end of the capture."""
+        self._forward, self._backward, self._code = replay.build(self)
+
     def run_forward(self, *arrays: Any) -> list[np.ndarray]:
-        """The forward program on ``arrays``; returns the outputs (kept for the backward)."""
-        if len(arrays) != len(self.input_slots):
-            raise TypeError(f"plan: takes {len(self.input_slots)} input arrays, got {len(arrays)}")
-        values: list[Any] = [None] * self.n_slots
-        for k, (slot, a, (shape, dtype)) in enumerate(zip(self.input_slots, arrays, self.input_specs)):
-            if type(a) is not np.ndarray:
-                a = np.asarray(a._data if hasattr(a, "_data") else a)
-            if a.shape != shape or a.dtype != dtype:
-                raise ValueError(f"plan: input {k} has shape {a.shape} dtype {a.dtype}, but the "
-                                 f"plan was captured for shape {shape} dtype {dtype}; capture "
-                                 f"another plan for it")
-            values[slot] = a
-        for slot, tensor, shape, dtype in self.outside:
-            a = tensor._data
-            if a.shape != shape or a.dtype != dtype:
-                raise ValueError(f"plan: {tensor.describe()} now has shape {a.shape} dtype "
-                                 f"{a.dtype}; it was captured with shape {shape} dtype {dtype}")
-            values[slot] = a
-        for slot, a in self.constants:
-            values[slot] = a
-        for op, ctx, ins, out, check in self.forward:
-            args = [values[i] for i in ins]
-            if check:
-                op.check(*args, **ctx.params)
-            y = op.forward(ctx, *args, **ctx.params)
-            if type(y) is not np.ndarray:
-                y = np.asarray(y)
-            values[out] = y
-        self.values = values
-        return [values[s] for s in self.output_slots]
+        """The forward program on ``arrays``; returns the outputs. What the backward pass
+        needs stays in the nodes' saved values until ``run_backward``."""
+        outputs = self._forward(arrays)
+        self._ready = True
+        return outputs
 
     def run_backward(self, on_grad: Callable[[int, np.ndarray], None]) -> None:
         """The recorded backward walk, seeded with ones at the root. ``on_grad(k, g)`` gets
@@ -177,29 +161,15 @@ class Plan:
         if self.root is None:
             raise RuntimeError("plan: this plan has no backward pass (its first output was "
                                "not a scalar requiring grad)")
-        values = self.values
-        grads: list[Any] = [None] * self.n_slots
-        grads[self.root] = np.ones_like(values[self.root])
-        leaf_of_slot = self.leaf_of_slot
-        for slot, ctx, targets in self.backward:
-            g = grads[slot]
-            grads[slot] = None
-            if ctx is None:
-                on_grad(leaf_of_slot[slot], g)
-                continue
-            result = ctx.op.backward(ctx, g)
-            ctx.saved = ()                       # free what the forward saved, as eager does
-            for r, target in zip(result, targets):
-                if target is None or r is None:
-                    continue
-                into, dtype = target
-                if type(r) is not np.ndarray:
-                    r = np.asarray(r)
-                if r.dtype != dtype:
-                    r = r.astype(dtype)
-                current = grads[into]
-                grads[into] = r if current is None else current + r
-        self.values = []
+        if not self._ready:
+            raise RuntimeError("plan: run_backward needs a run_forward first (each forward "
+                               "pass is backpropagated once)")
+        self._ready = False
+        self._backward(on_grad)
+
+    def code(self) -> str:
+        """The Python source a replay runs (see ``engine/replay.py``)."""
+        return self._code
 
     def __call__(self, *arrays: Any) -> Any:
         """Replay: the outputs (new arrays), and, if the plan has a backward pass, gradients
@@ -343,6 +313,7 @@ def capture(fn: Callable[..., Any], *example_inputs: Any,
     root = outputs[0]
     if root.requires_grad and root.size == 1 and root.node is not None:
         _capture_backward(plan, root, slots, ctx_of)
+    plan.finish()
     return plan
 
 
@@ -351,6 +322,7 @@ def _capture_backward(plan: Plan, root: "Tensor", slots: dict[int, int],
     """Run the eager backward of ``root`` (filling ``.grad`` as ``root.backward()`` does)
     and record the walk: which rule, in which order, sending to which slots."""
     plan.root = slots[id(root)]
+    plan.root_spec = (root.shape, root.dtype)
     g0 = np.ones_like(root._data)
     store = GradientStore([g0])
     for tensor, g, node, _ in graph.backward_steps([root], [g0]):

@@ -215,3 +215,62 @@ def test_two_leaves_never_share_one_gradient_array():
         assert W1.grad is not W2.grad
         W1.grad *= 10
         np.testing.assert_array_equal(W2.grad, [2, 2, 2])
+
+
+class _CountedSquare(engine.Op):
+    """y = x^2, counting its rule calls (an unregistered op: any name is allowed)."""
+    name = "counted-square"
+    rule = "dy/dx = 2x"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def forward(self, ctx, x):
+        self.calls.append("forward")
+        ctx.save(x)
+        return x * x
+
+    def backward(self, ctx, grad):
+        self.calls.append("backward")
+        (x,) = ctx.saved
+        return (2 * x * grad,)
+
+    def jvp(self, ctx, tangent):
+        (x,) = ctx.saved
+        return 2 * x * tangent
+
+
+def test_a_replay_runs_generated_code_that_calls_the_ops_own_rules():
+    """The plan is written out as Python (plan.code()): one call of each op's own forward
+    and backward rule per recorded step, and a replay runs exactly those calls."""
+    W = Tensor(np.ones((2, 3)), requires_grad=True, name="W")
+    plan = engine.capture(lambda x, y: engine.softmax_cross_entropy(engine.relu(x @ W), y),
+                          np.ones((4, 2)), np.zeros(4, np.int64))
+    code = plan.code()
+    for call in ["matmul_forward(", "relu_forward(", "softmax_cross_entropy_forward(",
+                 "softmax_cross_entropy_backward(", "relu_backward(", "matmul_backward(",
+                 "softmax_cross_entropy_check(", "on_grad(0, "]:
+        assert code.count(call) == 1, call
+    assert "matmul_check" not in code            # a shape-only check the capture proved
+
+    square = _CountedSquare()                    # its name is no Python identifier
+    V = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    plan = engine.capture(lambda x: square(V * x).sum(), np.ones(2))
+    assert "counted_square_forward(node" in plan.code()
+    square.calls.clear()
+    V.grad = None
+    plan(np.full(2, 3.0))
+    assert square.calls == ["forward", "backward"]
+    np.testing.assert_array_equal(V.grad, [2 * 3.0 * 3, 2 * 6.0 * 3])
+
+
+def test_run_backward_needs_a_forward_pass_each_time():
+    W = Tensor(np.ones((2, 2)), requires_grad=True)
+    plan = engine.capture(lambda x: (x @ W).sum(), np.ones((1, 2)))
+    with pytest.raises(RuntimeError, match="needs a run_forward first"):
+        plan.run_backward(plan.accumulator())
+    plan.run_forward(np.ones((1, 2)))
+    plan.run_backward(plan.accumulator())
+    with pytest.raises(RuntimeError, match="needs a run_forward first"):
+        plan.run_backward(plan.accumulator())
