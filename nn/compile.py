@@ -7,8 +7,11 @@ plain arrays, then the same optimizer update. The parameters come out bit for
 bit as an eager loop would leave them (tests/nn/test_compile.py checks SGD with momentum
 and Nesterov, Adam and AdamW, float32 and float64, dropout).
 
-A new shape (the last, smaller batch of an epoch) or a switch to ``model.eval()``
-captures a second plan; a plan is never replayed on anything else.
+A new shape (the last, smaller batch of an epoch), a switch to ``model.eval()`` or a
+changed module setting (any attribute assigned on a module, such as a dropout's ``p`` or
+the loss's ``label_smoothing``) captures another plan; a plan is never replayed on anything
+else. Python values outside modules (numbers in a loss written as a plain function, in a
+regularizer) are fixed at the capture: change them by making a new step.
 
 Each step does what ``fit`` does eagerly, in the same order: forward, the loss (and the
 regularizer) checked finite, backward, every gradient checked finite (all before any
@@ -74,11 +77,13 @@ class CompiledStep:
         return loss + penalty, loss, out, penalty
 
     def key(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
-        """What a plan is valid for: the batch's shapes and dtypes, every module's mode."""
+        """What a plan is valid for: the batch's shapes and dtypes, every module's mode, and
+        the version of the modules' settings (any attribute assigned on any module since,
+        such as a dropout's ``p`` or a loss's ``label_smoothing``, means a new capture)."""
         if self._tree != module_.tree_version():            # modules added or replaced
             self._tree, self._modules = module_.tree_version(), list(self.model.modules())
         return (x.shape, x.dtype.str, y.shape, y.dtype.str,
-                tuple([m.training for m in self._modules]))
+                tuple([m.training for m in self._modules]), module_.settings_version())
 
     def __call__(self, x: Any, y: Any) -> float:
         x = x.numpy() if isinstance(x, Tensor) else np.asarray(x)

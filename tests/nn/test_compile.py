@@ -68,6 +68,41 @@ def test_a_plan_per_batch_shape_and_per_mode():
     assert shapes == [(11, 6), (32, 6), (32, 6)]
 
 
+def test_changing_a_module_setting_after_the_capture_captures_again():
+    """A dropout's p or a loss's label_smoothing is a Python number the plan froze: after
+    it changes, the step must not replay the old plan (a silently wrong loss); it captures
+    a new one, and the run stays bit for bit equal to an eager run making the same change."""
+    def run(compile):
+        model = nn.MLP([6, 16, 3], dropout=0.5, seed=3)
+        loss_fn = nn.CrossEntropyLoss()
+        opt = nn.optim.SGD(model, lr=0.1, momentum=0.9)
+        step = nn.compile_step(model, loss_fn, opt) if compile else None
+        losses = []
+        for k in range(6):
+            if k == 2:
+                loss_fn.label_smoothing = 0.2
+            if k == 4:
+                model.layers[2].p = 0.1
+            xb, yb = X[32 * k:32 * (k + 1)], Y[32 * k:32 * (k + 1)]
+            if compile:
+                losses.append(step(xb, yb))
+            else:
+                loss = loss_fn(model(engine.Tensor(xb)), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+        return model, losses, step
+
+    eager, eager_losses, _ = run(False)
+    compiled, compiled_losses, step = run(True)
+    assert isinstance(compiled.layers[2], nn.Dropout)
+    assert compiled_losses == eager_losses
+    for a, b in zip(eager.state_dict().values(), compiled.state_dict().values()):
+        assert np.array_equal(a, b)
+    assert len(step.plans) == 3
+
+
 def test_a_nan_loss_in_a_compiled_fit_keeps_the_last_good_weights():
     model = nn.MLP([6, 8, 3], seed=0)
     opt = nn.optim.SGD(model, lr=0.1)
