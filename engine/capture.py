@@ -151,6 +151,7 @@ class Plan:
     def run_forward(self, *arrays: Any) -> list[np.ndarray]:
         """The forward program on ``arrays``; returns the outputs. What the backward pass
         needs stays in the nodes' saved values until ``run_backward``."""
+        self._ready = False                  # a forward that raises leaves nothing to run
         outputs = self._forward(arrays)
         self._ready = True
         return outputs

@@ -77,13 +77,17 @@ class CompiledStep:
         return loss + penalty, loss, out, penalty
 
     def key(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
-        """What a plan is valid for: the batch's shapes and dtypes, every module's mode, and
-        the version of the modules' settings (any attribute assigned on any module since,
-        such as a dropout's ``p`` or a loss's ``label_smoothing``, means a new capture)."""
+        """What a plan is valid for: the batch's shapes and dtypes, and the mode and the
+        settings count of every module of the model and the loss (any attribute assigned
+        since, such as a dropout's ``p`` or the loss's ``label_smoothing``, means a new
+        capture)."""
         if self._tree != module_.tree_version():            # modules added or replaced
-            self._tree, self._modules = module_.tree_version(), list(self.model.modules())
+            self._tree = module_.tree_version()
+            self._modules = list(self.model.modules())
+            if isinstance(self.loss_fn, Module):
+                self._modules += list(self.loss_fn.modules())
         return (x.shape, x.dtype.str, y.shape, y.dtype.str,
-                tuple([m.training for m in self._modules]), module_.settings_version())
+                tuple([(m.training, m._settings) for m in self._modules]))
 
     def __call__(self, x: Any, y: Any) -> float:
         x = x.numpy() if isinstance(x, Tensor) else np.asarray(x)

@@ -44,16 +44,6 @@ def tree_version() -> int:
     return _TREE[0]
 
 
-# A counter bumped by every attribute assignment or deletion on any module (a dropout's
-# ``p``, a loss's ``label_smoothing``, a replaced parameter): compiled steps put it in the
-# key of their plans, so a plan is never replayed with settings it was not captured with.
-_SETTINGS = [0]
-
-
-def settings_version() -> int:
-    """Changes whenever an attribute of any module is assigned or deleted."""
-    return _SETTINGS[0]
-
 
 class Module:
     """Base class of layers and models. Subclasses set attributes in ``__init__`` and
@@ -67,12 +57,16 @@ class Module:
         object.__setattr__(self, "_path", None)       # dotted name in the tree it runs in
         object.__setattr__(self, "_paths_for", None)  # the tree version this root named
         object.__setattr__(self, "training", True)
+        # Counts assignments to this module's attributes (a dropout's p, a loss's
+        # label_smoothing, a replaced parameter): compiled steps key their plans on it, so
+        # a plan is never replayed with settings it was not captured with.
+        object.__setattr__(self, "_settings", 0)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning attributes")
-        _SETTINGS[0] += 1
+        object.__setattr__(self, "_settings", self._settings + 1)
         current = self._parameters.get(name)
         if current is not None and value is not None and not isinstance(value, Parameter):
             raise TypeError(
@@ -97,7 +91,7 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
-        _SETTINGS[0] += 1
+        object.__setattr__(self, "_settings", self._settings + 1)
         self._parameters.pop(name, None)
         if self._modules.pop(name, None) is not None:
             _tree_changed()

@@ -274,3 +274,8 @@ def test_run_backward_needs_a_forward_pass_each_time():
     plan.run_backward(plan.accumulator())
     with pytest.raises(RuntimeError, match="needs a run_forward first"):
         plan.run_backward(plan.accumulator())
+    plan.run_forward(np.ones((1, 2)))
+    with pytest.raises(ValueError, match="input 0 has shape"):
+        plan.run_forward(np.ones((5, 2)))            # a failed forward: nothing to backprop
+    with pytest.raises(RuntimeError, match="needs a run_forward first"):
+        plan.run_backward(plan.accumulator())

@@ -101,6 +101,10 @@ def test_changing_a_module_setting_after_the_capture_captures_again():
     for a, b in zip(eager.state_dict().values(), compiled.state_dict().values()):
         assert np.array_equal(a, b)
     assert len(step.plans) == 3
+    nn.MLP([6, 4, 3], dropout=0.5, seed=0)          # other modules built or changed elsewhere
+    nn.CrossEntropyLoss().label_smoothing = 0.3
+    step(X[:32], Y[:32])
+    assert len(step.plans) == 3                     # ... do not invalidate this step's plans
 
 
 def test_a_nan_loss_in_a_compiled_fit_keeps_the_last_good_weights():
