@@ -7,6 +7,7 @@ graph nodes with the module's name (the graph pictures group them by layer).
 """
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from typing import Any, Iterator
 
@@ -28,10 +29,9 @@ class Parameter(Tensor):
         return "Parameter" + super().__repr__()[len("Tensor"):]
 
 
-# A counter bumped whenever a module is attached or removed anywhere, and the last root
-# that named its tree: a root renames its tree only when one of them changed.
+# A counter bumped whenever a module is attached or removed anywhere: a root names its
+# tree again when it changed (or when another root renamed one of its modules).
 _TREE = [0]
-_LAST_ROOT: list[Any] = [None]
 
 
 def _tree_changed() -> None:
@@ -56,6 +56,7 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_path", None)       # dotted name in the tree it runs in
         object.__setattr__(self, "_paths_for", None)  # the tree version this root named
+        object.__setattr__(self, "_named_by", None)   # weakref to the root that named it
         object.__setattr__(self, "training", True)
         # Counts assignments to this module's attributes (a dropout's p, a loss's
         # label_smoothing, a replaced parameter): compiled steps key their plans on it, so
@@ -106,7 +107,7 @@ class Module:
         dotted name, the same name ``state_dict`` uses (a module used in two places keeps
         the first), whichever parent calls it."""
         if engine.current_scope() is None:            # called as the root of a model
-            if _LAST_ROOT[0] is not self or self._paths_for != _TREE[0]:
+            if self._paths_for != _TREE[0]:
                 self._resolve_paths()
             path = ""
         else:
@@ -120,10 +121,17 @@ class Module:
             engine.pop_scope(outer)
 
     def _resolve_paths(self) -> None:
-        """Give every module under this root its name in this root's tree."""
+        """Give every module under this root its name in this root's tree. A module that
+        another root had named (one shared by two models) makes that root name its tree
+        again at its next call; roots with trees of their own (a model and its loss,
+        called in turn) name them once."""
+        me = weakref.ref(self)
         for path, module in self.named_modules():
+            other = module._named_by() if module._named_by is not None else None
+            if other is not None and other is not self:
+                object.__setattr__(other, "_paths_for", None)
             object.__setattr__(module, "_path", path)
-        _LAST_ROOT[0] = self
+            object.__setattr__(module, "_named_by", me)
         object.__setattr__(self, "_paths_for", _TREE[0])
 
     def train(self, mode: bool = True) -> "Module":

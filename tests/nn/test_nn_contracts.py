@@ -90,6 +90,32 @@ def test_a_shared_module_has_one_name_in_state_dicts_and_in_the_graph():
     assert scopes == ["first.0", "first.0"]                     # called through both parents
 
 
+def test_two_roots_sharing_a_module_each_name_it_in_their_own_tree(monkeypatch):
+    """A module shared by two models is named in the tree of the root being run, however
+    the calls alternate; roots with trees of their own (a model and its loss, called in
+    turn at every step) name their trees once, not at every call."""
+    shared = nn.Linear(2, 2, rng=np.random.default_rng(0))
+    a = nn.Sequential(shared, nn.Tanh())
+    b = nn.Sequential(nn.Tanh(), nn.Tanh(), shared)
+    x = engine.Tensor(np.ones((1, 2), np.float32))
+
+    def linear_scope(out):
+        return [t.node.scope for t in engine.topological_order([out])
+                if t.node is not None and t.node.op.name == "linear"]
+    for _ in range(2):
+        assert linear_scope(a(x)) == ["0"]
+        assert linear_scope(b(x)) == ["2"]
+
+    calls = []
+    original = nn.Module._resolve_paths
+    monkeypatch.setattr(nn.Module, "_resolve_paths",
+                        lambda self: calls.append(type(self).__name__) or original(self))
+    model, loss_fn = nn.MLP([2, 3, 2], seed=0), nn.CrossEntropyLoss()
+    for _ in range(5):
+        loss_fn(model(x), np.array([1]))
+    assert calls == ["MLP", "CrossEntropyLoss"]
+
+
 # --- optimizers ---------------------------------------------------------------------------------
 
 def test_a_single_parameter_is_a_type_error_not_iterated_by_rows():
