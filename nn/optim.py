@@ -15,6 +15,7 @@ import numpy as np
 import engine
 from engine import Tensor
 
+from . import subnormal
 from .module import Module, Parameter
 
 
@@ -234,6 +235,7 @@ class SGD(Optimizer):
                  dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       nesterov=nesterov, weight_decay=weight_decay))
+        self.subnormal_hints = subnormal.Hints()   # not state: the update is exact without
 
     def check_group(self, group: dict[str, Any]) -> None:
         super().check_group(group)
@@ -252,6 +254,12 @@ class SGD(Optimizer):
             buf = state.get("momentum")
             if buf is None:
                 buf = state["momentum"] = np.array(g, dtype=w.dtype, copy=True)
+            elif not dampening and not group["nesterov"] and \
+                    subnormal.applies(w, buf, g, momentum, group["lr"]):
+                # The same three lines as below, kept fast where momentum is subnormal.
+                subnormal.heavy_ball(w, buf, g, momentum, group["lr"],
+                                     self.subnormal_hints.positions(buf))
+                return
             else:
                 buf *= momentum
                 buf += (1 - dampening) * g if dampening else g

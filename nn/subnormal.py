@@ -1,0 +1,93 @@
+"""The momentum update kept fast when momentum decays into subnormal numbers, bit for bit.
+
+Why it is needed. A hidden unit that stops receiving gradient (a ReLU unit that is off for
+every example of the recent batches) still has its momentum multiplied by mu at every
+step, ``b <- mu b + 0``. In float32 that reaches the subnormal range (|b| < 2^-126, about
+1.2e-38) after a few hundred steps and stays there: the smallest subnormals are fixed
+points (0.9 times 5 * 2^-149 rounds back to 5 * 2^-149). x86 CPUs compute every operation
+with a subnormal operand or result through a slow microcode assist. Measured on this
+project's machine: ``b *= 0.9`` over the 200,704 momentum values of a 784x256 layer, 2.3%
+of them subnormal, takes 162 µs instead of 23 µs, and an SGD step makes three such passes
+(``b *= mu``, ``b += g``, ``lr * b``). From the third epoch of Fashion-MNIST on, that is
+about a tenth of the whole training time of the MLP 784-256-128-10, in handgrad and in
+numpy written by hand alike. (JAX avoids it by flushing subnormals to zero, which changes
+the numbers; handgrad does not.)
+
+How, without changing a single bit. The positions of the subnormal values are found by a
+scan every few steps (``Hints``). At those positions the update is computed apart, in
+float64: the product of two float32 numbers is exact in float64, so rounding it once to
+float32 gives exactly the float32 product, subnormal results included; a float64 sum of
+two float32 numbers rounded to float32 is exactly their float32 sum too (double rounding is
+harmless when the wider format has at least 2p + 2 bits: 53 >= 2 * 24 + 2). The float32
+passes over the whole array then meet zeros at those positions instead of subnormals.
+The positions are only a hint: the result is exact whichever positions are listed, so a
+value that became subnormal since the last scan just takes the slow path until the next.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+
+_EMPTY = np.empty(0, dtype=np.intp)
+_F32, _F64 = np.dtype(np.float32), np.float64
+_EXPONENT_ZERO = np.uint32(0x007FFFFF)   # largest |bits| of a subnormal float32
+
+
+def subnormal_positions(a: np.ndarray) -> np.ndarray:
+    """Flat indices of the subnormal values of a float32 array (zeros excluded): their bit
+    patterns, sign dropped, lie in 1 .. 0x007FFFFF (exponent field zero)."""
+    bits = a.reshape(-1).view(np.uint32) & np.uint32(0x7FFFFFFF)
+    bits -= np.uint32(1)                   # zero wraps around to the largest uint32
+    return np.flatnonzero(bits < _EXPONENT_ZERO)
+
+
+class Hints:
+    """Where each momentum buffer holds subnormal values, rescanned every ``every`` updates
+    of that buffer (a scan costs about as much as four passes over it)."""
+
+    def __init__(self, every: int = 32):
+        self.every = every
+        self._of: dict[int, list[Any]] = {}      # id(buffer) -> [weakref, positions, updates]
+
+    def positions(self, buf: np.ndarray) -> np.ndarray:
+        entry = self._of.get(id(buf))
+        if entry is None or entry[0]() is not buf:
+            entry = self._of[id(buf)] = [weakref.ref(buf), _EMPTY, 0]
+        entry[2] += 1
+        if entry[2] >= self.every:
+            entry[1], entry[2] = subnormal_positions(buf), 0
+        return entry[1]
+
+
+def applies(w: np.ndarray, buf: np.ndarray, g: np.ndarray, mu: Any, lr: Any) -> bool:
+    """Whether ``heavy_ball`` reproduces numpy's arithmetic here: float32 arrays of one
+    shape, contiguous (flat views index them), and Python numbers for mu and lr (numpy
+    turns those into float32; a numpy float64 scalar would make it compute in float64)."""
+    return (w.dtype == _F32 and buf.dtype == _F32 and g.dtype == _F32
+            and type(mu) in (float, int) and type(lr) in (float, int)
+            and w.shape == buf.shape == g.shape and w.flags.c_contiguous
+            and buf.flags.c_contiguous and g.flags.c_contiguous)
+
+
+def heavy_ball(w: np.ndarray, buf: np.ndarray, g: np.ndarray, mu: float, lr: float,
+               positions: np.ndarray) -> None:
+    """``buf *= mu; buf += g; w -= lr * buf``, in place, with the same bits as those three
+    numpy lines, the values of ``buf`` at ``positions`` computed apart in float64."""
+    if positions.size == 0:
+        buf *= mu
+        buf += g
+        w -= lr * buf
+        return
+    flat_buf, flat_g = buf.reshape(-1), g.reshape(-1)
+    b = flat_buf[positions]
+    flat_buf[positions] = 0                            # the float32 passes meet zeros there
+    buf *= mu
+    buf += g                                           # buf = g at the positions
+    b = (b.astype(_F64) * _F64(np.float32(mu))).astype(np.float32)     # exact mu * b
+    b = (b.astype(_F64) + flat_g[positions].astype(_F64)).astype(np.float32)  # exact + g
+    step = lr * buf                                    # lr * g at the positions: normal
+    flat_buf[positions] = b
+    step.reshape(-1)[positions] = (b.astype(_F64) * _F64(np.float32(lr))).astype(np.float32)
+    w -= step

@@ -1,0 +1,125 @@
+"""nn/subnormal.py: the momentum update with subnormal values computed apart gives exactly
+the bits of the plain numpy lines, whichever positions are listed."""
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+import nn
+from nn import subnormal
+
+TINY = np.finfo(np.float32).tiny          # 2^-126, the smallest normal float32
+
+
+def bits(a):
+    return a.view(np.uint32)
+
+
+def plain(w, buf, g, mu, lr):
+    """The reference: what SGD with momentum wrote before, three numpy lines."""
+    buf *= mu
+    buf += g
+    w -= lr * buf
+
+
+# float32 values from every range that matters: zeros of both signs, subnormals (exponent
+# field 0), the edge 2^-126, small and ordinary normals; no overflow within one update.
+_subnormal_bits = st.integers(1, 0x007FFFFF)
+_value = st.one_of(
+    st.sampled_from([0.0, -0.0, float(TINY), -float(TINY), 1e-45, -1e-45]),
+    st.builds(lambda m, neg: np.uint32(m | (0x80000000 if neg else 0)).view(np.float32).item(),
+              _subnormal_bits, st.booleans()),
+    st.floats(-2.0 ** -100, 2.0 ** -100, allow_subnormal=False, width=32),
+    st.floats(-1024.0, 1024.0, allow_subnormal=False, width=32),
+)
+
+
+@st.composite
+def updates(draw):
+    n = draw(st.integers(1, 40))
+    arrays = [np.array(draw(st.lists(_value, min_size=n, max_size=n)), dtype=np.float32)
+              for _ in range(3)]
+    zero_g = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    arrays[2][np.array(zero_g)] = 0.0      # dead units: the gradient is exactly 0
+    positions = np.array(sorted(draw(st.sets(st.integers(0, n - 1)))), dtype=np.intp)
+    mu = draw(st.floats(0.0, 0.999))
+    lr = draw(st.one_of(st.floats(0.0, 10.0), st.sampled_from([0.05, 1, 3])))
+    return (*arrays, mu, lr, positions)
+
+
+@settings(deadline=None)
+@given(updates())
+def test_the_update_has_the_bits_of_the_plain_lines_for_any_positions(case):
+    w, buf, g, mu, lr, positions = case
+    w1, b1 = w.copy(), buf.copy()
+    plain(w1, b1, g, mu, lr)
+    w2, b2 = w.copy(), buf.copy()
+    subnormal.heavy_ball(w2, b2, g, mu, lr, positions)
+    assert np.array_equal(bits(b1), bits(b2)), (buf, g, mu, positions)
+    assert np.array_equal(bits(w1), bits(w2)), (w, buf, g, mu, lr, positions)
+
+
+def test_the_scan_finds_the_subnormals_and_nothing_else():
+    a = np.array([0.0, -0.0, 1e-45, -1e-45, TINY, -TINY, np.nextafter(TINY, 0), 1.0, -3e-39,
+                  np.inf, -np.inf], dtype=np.float32).reshape(11, 1)
+    assert subnormal.subnormal_positions(a).tolist() == [2, 3, 6, 8]
+    rng = np.random.default_rng(0)
+    b = (rng.standard_normal(10_000) * 10.0 ** rng.integers(-45, 3, 10_000)).astype(np.float32)
+    expected = np.flatnonzero((np.abs(b) < TINY) & (b != 0))
+    assert expected.size > 100
+    assert np.array_equal(subnormal.subnormal_positions(b), expected)
+
+
+def test_hints_rescan_every_few_updates_and_follow_a_replaced_buffer():
+    hints = subnormal.Hints(every=3)
+    buf = np.array([1e-40, 1.0, 0.0], dtype=np.float32)
+    assert [hints.positions(buf).tolist() for _ in range(4)] == [[], [], [0], [0]]
+    other = buf.copy()
+    assert hints.positions(other).tolist() == []          # a new buffer starts over
+
+
+def test_sgd_with_dead_units_trains_exactly_like_the_plain_update_and_uses_the_hints():
+    """Half the units never get a gradient: their momentum decays into subnormals, the
+    optimizer finds them, and the weights stay bit for bit those of the plain loop."""
+    rng = np.random.default_rng(0)
+    p = nn.Parameter(rng.standard_normal((20, 8)).astype(np.float32))
+    opt = nn.optim.SGD([p], lr=0.05, momentum=0.9, weight_decay=0.0)
+    w_ref = p.data.copy()
+    buf_ref = None
+    for step in range(1200):
+        g = (rng.standard_normal((20, 8)) * 1e-2).astype(np.float32)
+        g[:, 4:] = 0.0 if step > 5 else g[:, 4:]          # units 4..7 die after 6 steps
+        p.grad = g.copy()
+        opt.step()
+        if buf_ref is None:
+            buf_ref = g.copy()
+        else:
+            buf_ref *= 0.9
+            buf_ref += g
+        w_ref -= 0.05 * buf_ref
+    buf = opt.state[id(p)]["momentum"]
+    assert np.array_equal(bits(buf), bits(buf_ref)) and np.array_equal(bits(p.data), bits(w_ref))
+    dead = subnormal.subnormal_positions(buf)
+    assert dead.size == 80                                  # every dead unit is subnormal
+    assert np.array_equal(opt.subnormal_hints.positions(buf), dead)
+
+
+def test_other_momentum_forms_and_dtypes_keep_the_general_update():
+    for kw, dtype in [(dict(nesterov=True), np.float32), (dict(dampening=0.5), np.float32),
+                      ({}, np.float64)]:
+        p = nn.Parameter(np.full((3,), 1.0, dtype))
+        opt = nn.optim.SGD([p], lr=0.1, momentum=0.9, **kw)
+        w = p.data.copy()
+        buf = None
+        for _ in range(3):
+            g = np.full((3,), 0.5, dtype)
+            p.grad = g.copy()
+            opt.step()
+            if buf is None:
+                buf = g.copy()
+            else:
+                buf = 0.9 * buf + (1 - kw.get("dampening", 0)) * g
+            w = w - 0.1 * ((g + 0.9 * buf) if kw.get("nesterov") else buf)
+        np.testing.assert_allclose(p.data, w, rtol=1e-6)
+    assert not subnormal.applies(np.zeros(2, np.float32), np.zeros(2, np.float32),
+                                 np.zeros(2, np.float32), np.float64(0.9), 0.1)
+    assert not subnormal.applies(np.zeros((2, 2), np.float32).T, np.zeros((2, 2), np.float32),
+                                 np.zeros((2, 2), np.float32), 0.9, 0.1)
