@@ -254,13 +254,13 @@ class SGD(Optimizer):
             buf = state.get("momentum")
             if buf is None:
                 buf = state["momentum"] = np.array(g, dtype=w.dtype, copy=True)
-            elif not dampening and not group["nesterov"] and \
-                    subnormal.applies(w, buf, g, momentum, group["lr"]):
-                # The same three lines as below, kept fast where momentum is subnormal.
-                subnormal.heavy_ball(w, buf, g, momentum, group["lr"],
-                                     self.subnormal_hints.positions(buf))
-                return
             else:
+                positions = self.subnormal_hints.positions(buf)
+                if positions.size and not dampening and not group["nesterov"] and \
+                        subnormal.applies(w, buf, g, momentum, group["lr"]):
+                    # The lines below, kept fast where the momentum is subnormal.
+                    subnormal.heavy_ball(w, buf, g, momentum, group["lr"], positions)
+                    return
                 buf *= momentum
                 buf += (1 - dampening) * g if dampening else g
             g = g + momentum * buf if group["nesterov"] else buf

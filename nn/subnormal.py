@@ -45,7 +45,8 @@ def subnormal_positions(a: np.ndarray) -> np.ndarray:
 
 class Hints:
     """Where each momentum buffer holds subnormal values, rescanned every ``every`` updates
-    of that buffer (a scan costs about as much as four passes over it)."""
+    of that buffer (a scan costs about as much as four passes over it). Buffers that are
+    not contiguous float32 arrays are never scanned: their positions stay empty."""
 
     def __init__(self, every: int = 32):
         self.every = every
@@ -57,7 +58,9 @@ class Hints:
             entry = self._of[id(buf)] = [weakref.ref(buf), _EMPTY, 0]
         entry[2] += 1
         if entry[2] >= self.every:
-            entry[1], entry[2] = subnormal_positions(buf), 0
+            entry[2] = 0
+            if buf.dtype == _F32 and buf.flags.c_contiguous:
+                entry[1] = subnormal_positions(buf)
         return entry[1]
 
 

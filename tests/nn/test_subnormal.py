@@ -74,6 +74,8 @@ def test_hints_rescan_every_few_updates_and_follow_a_replaced_buffer():
     assert [hints.positions(buf).tolist() for _ in range(4)] == [[], [], [0], [0]]
     other = buf.copy()
     assert hints.positions(other).tolist() == []          # a new buffer starts over
+    wide = np.array([1e-40, 1e-310], dtype=np.float64)    # only float32 is scanned
+    assert [hints.positions(wide).tolist() for _ in range(4)] == [[], [], [], []]
 
 
 def test_sgd_with_dead_units_trains_exactly_like_the_plain_update_and_uses_the_hints():
