@@ -85,6 +85,8 @@ class Optimizer:
             raise ValueError(f"{name}: got an empty list of parameters")
         self.state: dict[int, dict[str, Any]] = {id(p): {} for p in self.params}
         self.steps = 0
+        # Where moment buffers hold subnormal values (nn/subnormal.py): a cache, not state.
+        self.subnormal_hints = subnormal.Hints()
 
     def _groups(self, params: ParamsArg) -> list[dict[str, Any]]:
         name = type(self).__name__
@@ -235,7 +237,6 @@ class SGD(Optimizer):
                  dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       nesterov=nesterov, weight_decay=weight_decay))
-        self.subnormal_hints = subnormal.Hints()   # not state: the update is exact without
 
     def check_group(self, group: dict[str, Any]) -> None:
         super().check_group(group)
@@ -257,7 +258,7 @@ class SGD(Optimizer):
             else:
                 positions = self.subnormal_hints.positions(buf)
                 if positions.size and not dampening and not group["nesterov"] and \
-                        subnormal.applies(w, buf, g, momentum, group["lr"]):
+                        subnormal.applies((w, buf, g), (momentum, group["lr"])):
                     # The lines below, kept fast where the momentum is subnormal.
                     subnormal.heavy_ball(w, buf, g, momentum, group["lr"], positions)
                     return
@@ -308,12 +309,17 @@ class Adam(Optimizer):
         m, v = state["m"], state["v"]
         state["t"] += 1
         t = state["t"]
+        step, bias2 = group["lr"] / (1 - b1 ** t), 1 - b2 ** t
+        positions = self.subnormal_hints.positions(m)
+        if positions.size and subnormal.applies((w, m, v, g), (b1, b2, step, bias2, group["eps"])):
+            # The lines below, kept fast where m is subnormal.
+            subnormal.adam(w, m, v, g, b1, b2, step, bias2, group["eps"], positions)
+            return
         m *= b1
         m += (1 - b1) * g
         v *= b2
         v += (1 - b2) * (g * g)
-        step = group["lr"] / (1 - b1 ** t)
-        denom = np.sqrt(v / (1 - b2 ** t))
+        denom = np.sqrt(v / bias2)
         denom += group["eps"]
         w -= step * (m / denom)
 

@@ -1,4 +1,5 @@
-"""The momentum update kept fast when momentum decays into subnormal numbers, bit for bit.
+"""SGD's momentum and Adam's first moment kept fast when they decay into subnormal
+numbers, bit for bit.
 
 Why it is needed. A hidden unit that stops receiving gradient (a ReLU unit that is off for
 every example of the recent batches) still has its momentum multiplied by mu at every
@@ -10,8 +11,9 @@ project's machine: ``b *= 0.9`` over the 200,704 momentum values of a 784x256 la
 of them subnormal, takes 162 µs instead of 23 µs, and an SGD step makes three such passes
 (``b *= mu``, ``b += g``, ``lr * b``). From the third epoch of Fashion-MNIST on, that is
 about a tenth of the whole training time of the MLP 784-256-128-10, in handgrad and in
-numpy written by hand alike. (JAX avoids it by flushing subnormals to zero, which changes
-the numbers; handgrad does not.)
+numpy written by hand alike. Adam's first moment decays the same way (beta1 = 0.9): its
+update took 0.34 s of a 0.80 s first epoch and 0.82 s of a 1.29 s fourth. (JAX avoids it
+by flushing subnormals to zero, which changes the numbers; handgrad does not.)
 
 How, without changing a single bit. The positions of the subnormal values are found by a
 scan every few steps (``Hints``). At those positions the update is computed apart, in
@@ -64,14 +66,25 @@ class Hints:
         return entry[1]
 
 
-def applies(w: np.ndarray, buf: np.ndarray, g: np.ndarray, mu: Any, lr: Any) -> bool:
-    """Whether ``heavy_ball`` reproduces numpy's arithmetic here: float32 arrays of one
-    shape, contiguous (flat views index them), and Python numbers for mu and lr (numpy
-    turns those into float32; a numpy float64 scalar would make it compute in float64)."""
-    return (w.dtype == _F32 and buf.dtype == _F32 and g.dtype == _F32
-            and type(mu) in (float, int) and type(lr) in (float, int)
-            and w.shape == buf.shape == g.shape and w.flags.c_contiguous
-            and buf.flags.c_contiguous and g.flags.c_contiguous)
+def applies(arrays: tuple[np.ndarray, ...], numbers: tuple[Any, ...]) -> bool:
+    """Whether the updates below reproduce numpy's arithmetic here: contiguous float32 arrays
+    of one shape (flat views index them), and Python numbers for the hyperparameters
+    (numpy turns those into float32; a numpy float64 scalar would make it compute in
+    float64)."""
+    shape = arrays[0].shape
+    return all(a.dtype == _F32 and a.shape == shape and a.flags.c_contiguous for a in arrays) \
+        and all(type(c) in (float, int) for c in numbers)
+
+
+def _exact(ufunc: np.ufunc, a: Any, b: Any) -> np.ndarray:
+    """The float32 result of ``ufunc`` on float32 operands, computed in float64 and rounded
+    once: the same bits as the float32 operation (see the module docstring)."""
+    return ufunc(a, b, dtype=_F64).astype(np.float32)
+
+
+def _f32(c: float) -> np.float64:
+    """The float32 value numpy uses for a Python number next to a float32 array."""
+    return _F64(np.float32(c))
 
 
 def heavy_ball(w: np.ndarray, buf: np.ndarray, g: np.ndarray, mu: float, lr: float,
@@ -83,14 +96,41 @@ def heavy_ball(w: np.ndarray, buf: np.ndarray, g: np.ndarray, mu: float, lr: flo
         buf += g
         w -= lr * buf
         return
-    flat_buf, flat_g = buf.reshape(-1), g.reshape(-1)
+    flat_buf = buf.reshape(-1)
     b = flat_buf[positions]
     flat_buf[positions] = 0                            # the float32 passes meet zeros there
     buf *= mu
     buf += g                                           # buf = g at the positions
-    b = (b.astype(_F64) * _F64(np.float32(mu))).astype(np.float32)     # exact mu * b
-    b = (b.astype(_F64) + flat_g[positions].astype(_F64)).astype(np.float32)  # exact + g
+    b = _exact(np.add, _exact(np.multiply, b, _f32(mu)), g.reshape(-1)[positions])
     step = lr * buf                                    # lr * g at the positions: normal
     flat_buf[positions] = b
-    step.reshape(-1)[positions] = (b.astype(_F64) * _F64(np.float32(lr))).astype(np.float32)
+    step.reshape(-1)[positions] = _exact(np.multiply, b, _f32(lr))
     w -= step
+
+
+def adam(w: np.ndarray, m: np.ndarray, v: np.ndarray, g: np.ndarray, b1: float, b2: float,
+         step: float, bias2: float, eps: float, positions: np.ndarray) -> None:
+    """Adam's lines, in place, with the same bits, the first moment ``m`` at ``positions``
+    computed apart in float64 (the second moment decays a thousand times slower)::
+
+        m *= b1; m += (1 - b1) * g; v *= b2; v += (1 - b2) * (g * g)
+        w -= step * (m / (np.sqrt(v / bias2) + eps))
+    """
+    flat_m = m.reshape(-1)
+    mp = flat_m[positions]
+    flat_m[positions] = 0
+    m *= b1
+    scaled = (1 - b1) * g
+    m += scaled                                        # m = (1 - b1) g at the positions
+    v *= b2
+    v += (1 - b2) * (g * g)
+    denom = np.sqrt(v / bias2)
+    denom += eps
+    ratio = m / denom
+    ratio.reshape(-1)[positions] = 0
+    update = step * ratio
+    mp = _exact(np.add, _exact(np.multiply, mp, _f32(b1)), scaled.reshape(-1)[positions])
+    flat_m[positions] = mp
+    ratio_p = _exact(np.divide, mp, denom.reshape(-1)[positions])
+    update.reshape(-1)[positions] = _exact(np.multiply, ratio_p, _f32(step))
+    w -= update

@@ -121,7 +121,60 @@ def test_other_momentum_forms_and_dtypes_keep_the_general_update():
                 buf = 0.9 * buf + (1 - kw.get("dampening", 0)) * g
             w = w - 0.1 * ((g + 0.9 * buf) if kw.get("nesterov") else buf)
         np.testing.assert_allclose(p.data, w, rtol=1e-6)
-    assert not subnormal.applies(np.zeros(2, np.float32), np.zeros(2, np.float32),
-                                 np.zeros(2, np.float32), np.float64(0.9), 0.1)
-    assert not subnormal.applies(np.zeros((2, 2), np.float32).T, np.zeros((2, 2), np.float32),
-                                 np.zeros((2, 2), np.float32), 0.9, 0.1)
+    z = np.zeros(2, np.float32)
+    assert subnormal.applies((z, z, z), (0.9, 0.1))
+    assert not subnormal.applies((z, z, z), (np.float64(0.9), 0.1))
+    assert not subnormal.applies((z, z, z.astype(np.float64)), (0.9, 0.1))
+    square = np.zeros((2, 2), np.float32)
+    assert not subnormal.applies((square.T, square, square), (0.9, 0.1))
+
+
+def plain_adam(w, m, v, g, b1, b2, step, bias2, eps):
+    """The reference: Adam's lines as the optimizer wrote them before."""
+    m *= b1
+    m += (1 - b1) * g
+    v *= b2
+    v += (1 - b2) * (g * g)
+    denom = np.sqrt(v / bias2)
+    denom += eps
+    w -= step * (m / denom)
+
+
+@settings(deadline=None)
+@given(updates(), st.floats(0.0, 0.999), st.floats(0.5, 0.9999), st.integers(1, 50),
+       st.sampled_from([1e-8, 1e-3, 1.0]))
+def test_adam_has_the_bits_of_the_plain_lines_for_any_positions(case, b1, b2, t, eps):
+    w, m, g, mu, lr, positions = case
+    v = np.abs(m[::-1]).copy()                 # second moments are >= 0
+    step, bias2 = lr / (1 - b1 ** t), 1 - b2 ** t
+    expected = [w.copy(), m.copy(), v.copy()]
+    plain_adam(*expected, g, b1, b2, step, bias2, eps)
+    got = [w.copy(), m.copy(), v.copy()]
+    subnormal.adam(*got, g, b1, b2, step, bias2, eps, positions)
+    for name, a, b in zip("wmv", expected, got):
+        assert np.array_equal(bits(a), bits(b)), (name, w, m, v, g, positions)
+
+
+def test_adam_with_dead_units_trains_exactly_like_the_plain_update_and_uses_the_hints():
+    rng = np.random.default_rng(1)
+    for cls in (nn.optim.Adam, nn.optim.AdamW):
+        p = nn.Parameter(rng.standard_normal((16, 8)).astype(np.float32))
+        opt = cls([p], lr=1e-3)
+        wd = opt.param_groups[0]["weight_decay"]
+        w_ref, m_ref, v_ref = p.data.copy(), np.zeros_like(p.data), np.zeros_like(p.data)
+        for t in range(1, 1001):
+            g = (rng.standard_normal((16, 8)) * 1e-2).astype(np.float32)
+            if t > 5:
+                g[:, 4:] = 0.0                                  # units 4..7 die
+            p.grad = g.copy()
+            opt.step()
+            if cls is nn.optim.AdamW:
+                w_ref *= 1 - 1e-3 * wd
+            plain_adam(w_ref, m_ref, v_ref, g, 0.9, 0.999, 1e-3 / (1 - 0.9 ** t),
+                       1 - 0.999 ** t, 1e-8)
+        state = opt.state[id(p)]
+        assert np.array_equal(bits(p.data), bits(w_ref)), cls.__name__
+        assert np.array_equal(bits(state["m"]), bits(m_ref)) and np.array_equal(bits(state["v"]), bits(v_ref))
+        dead = subnormal.subnormal_positions(state["m"])
+        assert dead.size == 64
+        assert np.array_equal(opt.subnormal_hints.positions(state["m"]), dead)
