@@ -92,11 +92,6 @@ def heavy_ball(w: np.ndarray, buf: np.ndarray, g: np.ndarray, mu: float, lr: flo
                positions: np.ndarray) -> None:
     """``buf *= mu; buf += g; w -= lr * buf``, in place, with the same bits as those three
     numpy lines, the values of ``buf`` at ``positions`` computed apart in float64."""
-    if positions.size == 0:
-        buf *= mu
-        buf += g
-        w -= lr * buf
-        return
     flat_buf = buf.reshape(-1)
     b = flat_buf[positions]
     flat_buf[positions] = 0                            # the float32 passes meet zeros there
