@@ -21,10 +21,10 @@ float64: the product of two float32 numbers is exact in float64, so rounding it 
 float32 gives exactly the float32 product, subnormal results included; a float64 sum or
 quotient of two float32 numbers rounded to float32 is exactly their float32 sum or quotient
 too (double rounding is harmless when the wider format has at least 2p + 2 bits:
-53 >= 2 * 24 + 2). The float32
-passes over the whole array then meet zeros at those positions instead of subnormals.
-The positions are only a hint: the result is exact whichever positions are listed, so a
-value that became subnormal since the last scan just takes the slow path until the next.
+53 >= 2 * 24 + 2). The float32 passes over the whole array then meet zeros at those
+positions instead of subnormals. The positions are only a hint: the result is exact
+whichever positions are listed, so a value that became subnormal since the last scan just
+takes the slow path until the next.
 """
 from __future__ import annotations
 
