@@ -31,7 +31,7 @@ import numpy as np
 
 from common import RESULTS, save, table
 
-import nn  # noqa: E402
+from handgrad import nn  # noqa: E402
 
 LR = 0.3
 

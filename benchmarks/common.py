@@ -100,7 +100,7 @@ def save(name: str, payload: dict[str, Any], out: Path | None = None) -> Path:
 def fashion_mnist(n_train: int | None, smoke: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """Fashion-MNIST as float32 (N, 784) in [0, 1], or random data of the same shape (with a
     note) when the files are not installed. Returns x_train, y_train, x_test, y_test, source."""
-    from nn.data import DatasetError, load_dataset
+    from handgrad.nn.data import DatasetError, load_dataset
     try:
         s = load_dataset("fashion-mnist", n=n_train)
         return s.x_train, s.y_train, s.x_test, s.y_test, "fashion-mnist"

@@ -14,7 +14,7 @@ import numpy as np
 
 from common import ROOT, parser, save, table
 
-import engine  # noqa: E402
+from handgrad import engine  # noqa: E402
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ import numpy as np
 
 from common import parser, save, table
 
-import engine  # noqa: E402
-import nn  # noqa: E402
+from handgrad import engine  # noqa: E402
+from handgrad import nn  # noqa: E402
 from numpy_mlp import NumpyMLP  # noqa: E402
 
 SIZES = [784, 256, 128, 10]

@@ -17,8 +17,8 @@ import numpy as np
 
 from common import median, parser, save, table, torch_or_none
 
-import engine  # noqa: E402
-import nn  # noqa: E402
+from handgrad import engine  # noqa: E402
+from handgrad import nn  # noqa: E402
 from numpy_mlp import NumpyMLP  # noqa: E402
 
 SIZES = [784, 32, 10]

@@ -30,8 +30,8 @@ import numpy as np
 
 from common import fashion_mnist, interleaved, median, parser, save, table, torch_or_none
 
-import engine  # noqa: E402
-import nn  # noqa: E402
+from handgrad import engine  # noqa: E402
+from handgrad import nn  # noqa: E402
 from numpy_mlp import NumpyMLP  # noqa: E402
 
 SIZES = [784, 256, 128, 10]

@@ -1,4 +1,11 @@
-"""handgrad.nn: layers, losses, optimizers, data and training on top of ``engine``."""
+"""handgrad.nn: layers, losses, optimizers, data and training on top of ``handgrad.engine``.
+
+``nn.plots`` (matplotlib) and ``nn.demos`` load on first attribute access."""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
 from . import data, init, metrics, optim
 from .compile import CompiledStep, compile_step
 from .data import DataLoader, load_dataset
@@ -18,3 +25,13 @@ __all__ = [
     "fit", "evaluate", "predict", "compile_step", "CompiledStep", "History", "TrainingError", "save", "load", "CheckpointError",
     "accuracy", "confusion_matrix", "precision_recall",
 ]
+
+
+_SUBMODULES = ("plots", "demos", "cli", "serialization", "subnormal", "layers", "losses",
+               "module", "train", "compile")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from engine.testing import cli as check_cli
+from handgrad import __version__
+from handgrad.engine.testing import cli as check_cli
 
 from . import cli_args as opt_
 from .cli_args import UsageError
@@ -63,6 +64,7 @@ RUN_KEYS = ("dataset", "n", "hidden", "activation", "dropout", "init", "optimize
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="handgrad", description="Train and evaluate MLPs with handgrad.")
+    parser.add_argument("--version", action="version", version=f"handgrad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train an MLP (default: the spirals dataset, in seconds)")

@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-import engine
-from engine import Tensor
+from handgrad import engine
+from handgrad.engine import Tensor
 
 from . import module as module_
 from .module import Module

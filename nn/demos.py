@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-import engine
+from handgrad import engine
 
 from .data import load_dataset
 from .layers import MLP, Linear

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import Tensor
+from handgrad.engine import Tensor
 
 from .cli_args import UsageError, positive_float, positive_int, sizes
 from .data import DATASETS, load_dataset
@@ -22,7 +22,7 @@ from .losses import CrossEntropyLoss
 
 def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``handgrad draw``, added to its sub-parser."""
-    from engine.viz.rendering import FORMATS
+    from handgrad.engine.viz.rendering import FORMATS
 
     parser.add_argument("--dataset", choices=DATASETS, default="xor")
     parser.add_argument("--data-dir", help="directory with the MNIST-format IDX files")
@@ -60,7 +60,7 @@ def output_path(args: argparse.Namespace) -> tuple[Path, str]:
     """Where to write and in which format ("html" for the playback page). A --format or
     --html that contradicts the file's extension, or an --out that is a directory, is a
     UsageError."""
-    from engine.viz.rendering import FORMATS
+    from handgrad.engine.viz.rendering import FORMATS
     out: Path | None = args.out
     suffix = out.suffix.lstrip(".").lower() if out is not None else ""
     if args.html:
@@ -83,7 +83,7 @@ def output_path(args: argparse.Namespace) -> tuple[Path, str]:
 
 def draw_command(args: argparse.Namespace) -> int:
     """Build the MLP, run it on one batch, and write the picture. Prints the path."""
-    from engine.viz import GraphvizNotFound, draw, render, save_backward_html
+    from handgrad.engine.viz import GraphvizNotFound, draw, render, save_backward_html
 
     path, fmt = output_path(args)          # bad paths and formats: before any work
     if args.level != "op" and fmt != "html":

@@ -5,8 +5,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-import engine
-from engine import Tensor
+from handgrad import engine
+from handgrad.engine import Tensor
 
 from . import init as init_
 from .module import Module, Parameter, Sequential

@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-import engine
-from engine import Tensor
+from handgrad import engine
+from handgrad.engine import Tensor
 
 
 class Parameter(Tensor):

@@ -12,8 +12,8 @@ from typing import Any, Iterable, Union
 
 import numpy as np
 
-import engine
-from engine import Tensor
+from handgrad import engine
+from handgrad.engine import Tensor
 
 from . import subnormal
 from .module import Module, Parameter

@@ -58,7 +58,7 @@ def activation_facts(x: Any = None) -> dict[str, dict[str, float]]:
     None for functions that do not saturate on both sides)."""
     import numpy as np
 
-    import engine
+    from handgrad import engine
 
     x = np.linspace(-6, 6, 12001) if x is None else np.asarray(x, dtype=np.float64)
     facts: dict[str, dict[str, float]] = {}
@@ -86,7 +86,7 @@ def plot_activations(path: str | Path) -> Path | None:
         return None
     import numpy as np
 
-    import engine
+    from handgrad import engine
 
     x = np.linspace(-6, 6, 1201)
     facts = activation_facts(x)

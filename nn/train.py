@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-import engine
-from engine import Tensor
+from handgrad import engine
+from handgrad.engine import Tensor
 
 from . import metrics
 from .data import DataLoader

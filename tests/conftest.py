@@ -3,7 +3,7 @@ CI=true the ``handgrad-ci`` profile (built on hypothesis's ``ci``: derandomized,
 database), otherwise ``handgrad-dev``; ``--profile thorough`` or HYPOTHESIS_PROFILE=thorough
 runs at least 1,000 examples per property. All have deadline=None: numpy-heavy examples
 on 2 cores have no stable timing."""
-from engine.testing import profiles
+from handgrad.engine.testing import profiles
 
 
 def pytest_addoption(parser):
@@ -22,7 +22,7 @@ def pytest_configure(config):
 # rule nobody checked.
 import pytest  # noqa: E402
 
-import engine  # noqa: E402
+from handgrad import engine  # noqa: E402
 
 RULES_RAN: dict[str, set[str]] = {"backward": set(), "jvp": set()}
 

@@ -12,29 +12,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import engine
-import nn
-from engine import graph
+from handgrad import engine
+from handgrad import nn
+from handgrad.engine import graph
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "engine"
 
 
 def imports_of(path: Path) -> set[str]:
-    """The top-level package names a file imports (absolute imports only)."""
+    """The packages a file imports (absolute imports only): the top-level name, and for
+    handgrad's own packages the subpackage (``handgrad.nn``), so that layers can be told apart."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[0] for a in node.names}
+            found |= {_package(a.name) for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
+            found.add(_package(node.module))
+            if node.module == "handgrad":
+                found |= {f"handgrad.{a.name}" for a in node.names}
     return found
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "handgrad" and len(parts) > 1 else parts[0]
 
 
 # --- dependencies point one way -------------------------------------------------------------
 
 def test_nothing_under_engine_imports_nn():
-    offenders = [str(p.relative_to(ROOT)) for p in ENGINE.rglob("*.py") if "nn" in imports_of(p)]
+    offenders = [str(p.relative_to(ROOT)) for p in ENGINE.rglob("*.py") if "handgrad.nn" in imports_of(p)]
     assert offenders == []
 
 
@@ -53,12 +61,13 @@ import sys
 for name in ("graphviz", "hypothesis", "tqdm", "matplotlib"):
     sys.modules[name] = None            # any import of them now fails
 import numpy as np
-import engine
+from handgrad import engine
 x = engine.Tensor(np.array([0.5, -1.0]), requires_grad=True)
 (x.tanh() * x).sum().backward()
 engine.jvp(lambda a: a.exp(), (np.ones(2),), (np.ones(2),))
 assert engine.gradcheck(lambda a: (a * a).sum(), [np.array([1.0, 2.0])])
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("graphviz", "hypothesis", "nn"))
+loaded = sorted(m for m in sys.modules
+                if m.split(".")[0] in ("graphviz", "hypothesis") or m.startswith("handgrad.nn"))
 print("ok", loaded)
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -68,7 +77,7 @@ print("ok", loaded)
 
 def test_the_draw_command_lives_in_nn():
     assert not (ENGINE / "viz" / "cli.py").exists()
-    from nn.draw_command import draw_command
+    from handgrad.nn.draw_command import draw_command
     assert callable(draw_command)
 
 
@@ -104,7 +113,7 @@ def test_backward_grad_and_vjp_all_run_the_one_walker(walker_calls):
 
 def test_the_pictures_run_the_one_walker(walker_calls):
     pytest.importorskip("graphviz")
-    from engine.viz import backward_frames, draw
+    from handgrad.engine.viz import backward_frames, draw
     _, loss = small_loss()
     draw(loss, backward_order=True)
     assert len(walker_calls) == 1
@@ -134,11 +143,11 @@ def test_the_backward_loop_reads_in_about_twenty_lines():
 
 def test_every_op_is_defined_in_its_family_file_and_specified_in_the_mirroring_spec_file():
     pytest.importorskip("hypothesis")
-    from engine.testing import spec_for
+    from handgrad.engine.testing import spec_for
     for name, op in engine.REGISTRY.items():
         family = type(op).__module__.rsplit(".", 1)[-1]
-        assert type(op).__module__ == f"engine.ops.{family}", name
-        assert spec_for(name).module == f"engine.testing.specs.{family}", name
+        assert type(op).__module__ == f"handgrad.engine.ops.{family}", name
+        assert spec_for(name).module == f"handgrad.engine.testing.specs.{family}", name
     families = {p.stem for p in (ENGINE / "ops").glob("*.py") if not p.stem.startswith("_")}
     specs = {p.stem for p in (ENGINE / "testing" / "specs").glob("*.py") if not p.stem.startswith("_")}
     assert families == specs

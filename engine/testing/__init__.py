@@ -1,6 +1,6 @@
 """Testing tools: hypothesis strategies for op inputs, one test spec per op, the
 properties every op must have, ``check_op`` to run them on an op of your own, mutation
-testing of a spec (``mutants``) and the command line (``python -m engine.testing``, also
+testing of a spec (``mutants``) and the command line (``python -m handgrad.engine.testing``, also
 ``handgrad check``).
 
 Everything here needs hypothesis: ``pip install "handgrad[check]"``. The names below are
@@ -45,7 +45,7 @@ def require_hypothesis() -> None:
 
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
-        raise AttributeError(f"module 'engine.testing' has no attribute {name!r}")
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     require_hypothesis()
     value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
     globals()[name] = value            # the next lookup finds it directly

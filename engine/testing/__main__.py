@@ -1,4 +1,4 @@
-"""``python -m engine.testing``: see engine/testing/cli.py."""
+"""``python -m handgrad.engine.testing``: see engine/testing/cli.py."""
 import sys
 
 from .cli import main

@@ -1,6 +1,8 @@
 """``check_op``: every property of ``engine.testing.properties`` for one op, under hypothesis.
 
-    import engine, engine.testing as T
+    from handgrad import engine
+
+    import handgrad.engine.testing as T
     T.spec("cube", sample=T.unary(T.strategies.reals), reference=lambda x: x ** 3)
     T.check_op(cube)            # raises OpCheckError with the shrunk counterexample
 

@@ -1,9 +1,9 @@
-"""The property suite as a command: ``python -m engine.testing`` (also ``handgrad check``).
+"""The property suite as a command: ``python -m handgrad.engine.testing`` (also ``handgrad check``).
 
-    python -m engine.testing                        # every registered op
-    python -m engine.testing --module mypkg.myops   # the ops mypkg.myops registers
-    python -m engine.testing --op gelu --op relu --profile thorough
-    python -m engine.testing --mutants --module mypkg.myops
+    python -m handgrad.engine.testing                        # every registered op
+    python -m handgrad.engine.testing --module mypkg.myops   # the ops mypkg.myops registers
+    python -m handgrad.engine.testing --op gelu --op relu --profile thorough
+    python -m handgrad.engine.testing --mutants --module mypkg.myops
 
 One line per op: PASS or FAIL, the examples run, the worst error each property measured.
 A failure prints the (shrunk) counterexample; the exit status is 1 if any op failed (or,
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m engine.testing",
+        prog="python -m handgrad.engine.testing",
         description="Check ops' derivative rules with their hypothesis specs.")
     add_arguments(parser)
     return parser
@@ -93,7 +93,7 @@ def _import(module: str) -> Any:
 def select_ops(modules: Sequence[str], names: Sequence[str]) -> list[Any]:
     """The ops to check: those the modules register (or every registered op), narrowed
     to ``names`` if given."""
-    import engine
+    from handgrad import engine
     registry = engine.REGISTRY
     if modules:
         chosen: dict[str, Any] = {}
@@ -216,5 +216,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return check_command(args)
     except (UsageError, HypothesisMissing) as e:
-        print(f"python -m engine.testing: error: {e}", file=sys.stderr)
+        print(f"python -m handgrad.engine.testing: error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Pictures of the compute graph for teaching: shapes, values and gradients on every
 tensor, layers as clusters, the backward pass step by step, numeric vs analytic gradients.
 
-    from engine.viz import draw, render
+    from handgrad.engine.viz import draw, render
     g = draw(loss, model=model)         # a graphviz.Digraph; g.source is the DOT text
     render(g, "graph.svg")              # needs the Graphviz `dot` program
     save_backward_html(loss, "backward.html")

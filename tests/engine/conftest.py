@@ -1,7 +1,7 @@
 """Fixtures shared by the engine tests."""
 import pytest
 
-import engine
+from handgrad import engine
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import engine
-from engine import CaptureError, Tensor
-from engine.testing import SPECS
+from handgrad import engine
+from handgrad.engine import CaptureError, Tensor
+from handgrad.engine.testing import SPECS
 
 OPS = sorted(engine.REGISTRY)
 

@@ -1,4 +1,4 @@
-"""The gradient-check suite as a command: ``python -m engine.testing`` and ``handgrad check``
+"""The gradient-check suite as a command: ``python -m handgrad.engine.testing`` and ``handgrad check``
 over the registry or a user's module (``--module``, ``--op``), its profiles, mutation
 testing of a spec (``--mutants``), and the message when hypothesis is missing.
 
@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-import engine
-from engine.testing import profiles, run_mutants
+from handgrad import engine
+from handgrad.engine.testing import profiles, run_mutants
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-def command(*args: str, module: str = "engine.testing", env: dict | None = None,
+def command(*args: str, module: str = "handgrad.engine.testing", env: dict | None = None,
             code: str | None = None) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k != "HYPOTHESIS_PROFILE"}
-    environment.update(PYTHONPATH=str(ROOT), CI="true", **(env or {}))
+    environment.update(CI="true", **(env or {}))
     argv = [sys.executable, "-c", code] if code else [sys.executable, "-m", module, *args]
     return subprocess.run(argv, capture_output=True, text=True, cwd=FIXTURES, env=environment,
                           timeout=600)
@@ -52,7 +52,7 @@ def test_a_user_module_is_checked_one_line_per_op():
 
 def test_handgrad_check_takes_op_and_profile():
     run = command("check", "--module", "myops", "--op", "cube", "--profile", "dev",
-                  module="nn.cli")
+                  module="handgrad.nn.cli")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "profile dev (10 examples per property)" in run.stdout
     (line,) = lines_for(run.stdout, "cube")
@@ -79,7 +79,7 @@ def test_the_registry_is_the_default_and_hypothesis_profile_is_read():
 
 
 def test_the_thorough_profile_runs_1000_examples_per_property():
-    run = command("check", "--op", "neg", "--profile", "thorough", module="nn.cli")
+    run = command("check", "--op", "neg", "--profile", "thorough", module="handgrad.nn.cli")
     assert run.returncode == 0, run.stdout + run.stderr
     (line,) = lines_for(run.stdout, "neg")
     assert "1000 examples" in line
@@ -94,31 +94,31 @@ def test_the_thorough_profile_runs_1000_examples_per_property():
 def test_usage_errors_are_one_line_and_exit_2(args, message):
     run = command(*args)
     assert run.returncode == 2
-    assert run.stderr.startswith("python -m engine.testing: error: " + message), run.stderr
+    assert run.stderr.startswith("python -m handgrad.engine.testing: error: " + message), run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
 
 
 def test_a_bad_hypothesis_profile_variable_is_a_usage_error():
-    run = command("check", "--op", "neg", module="nn.cli", env={"HYPOTHESIS_PROFILE": "fast"})
+    run = command("check", "--op", "neg", module="handgrad.nn.cli", env={"HYPOTHESIS_PROFILE": "fast"})
     assert run.returncode == 2
     assert "unknown hypothesis profile 'fast': choose one of dev, ci, thorough" in run.stderr
 
 
-@pytest.mark.parametrize("how", ["handgrad check", "python -m engine.testing"])
+@pytest.mark.parametrize("how", ["handgrad check", "python -m handgrad.engine.testing"])
 def test_without_hypothesis_the_command_says_what_to_install(how):
     """hypothesis made unimportable, as in an environment without the check extra."""
-    start = ("from nn.cli import main; sys.exit(main(['check']))" if how == "handgrad check"
-             else "import runpy; sys.argv = ['x']; runpy.run_module('engine.testing', run_name='__main__')")
+    start = ("from handgrad.nn.cli import main; sys.exit(main(['check']))" if how == "handgrad check"
+             else "import runpy; sys.argv = ['x']; runpy.run_module('handgrad.engine.testing', run_name='__main__')")
     run = command(code="import sys\nsys.modules['hypothesis'] = None\n" + start)
     assert run.returncode == 2
-    prog = "handgrad" if how == "handgrad check" else "python -m engine.testing"
+    prog = "handgrad" if how == "handgrad check" else "python -m handgrad.engine.testing"
     assert run.stderr == (f"{prog}: error: checking ops needs hypothesis, which is not "
                           f"installed: pip install \"handgrad[check]\"\n")
 
 
 def test_handgrad_train_does_not_need_hypothesis():
     run = command(code="import sys\nsys.modules['hypothesis'] = None\n"
-                       "from nn.cli import build_parser\n"
+                       "from handgrad.nn.cli import build_parser\n"
                        "print(build_parser().parse_args(['check', '--op', 'exp']).op)")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "['exp']"
@@ -201,6 +201,6 @@ def test_the_test_suite_takes_the_thorough_profile(how):
          "-k", "test_op_property and neg and forward_matches_reference"],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
         env={**{k: v for k, v in os.environ.items() if k != "HYPOTHESIS_PROFILE"},
-             "PYTHONPATH": str(ROOT), "CI": "true", **env})
+             "CI": "true", **env})
     assert run.returncode == 0, run.stdout[-2000:]
     assert "- 1000 passing" in run.stdout

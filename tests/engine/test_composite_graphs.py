@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import engine
-from engine.testing import profiles
-from engine.testing import strategies as S
+from handgrad import engine
+from handgrad.engine.testing import profiles
+from handgrad.engine.testing import strategies as S
 
 
 class Constants(NamedTuple):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine
+from handgrad import engine
 
 
 class Cube(engine.Op):

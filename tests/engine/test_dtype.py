@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine
-from engine import Tensor
+from handgrad import engine
+from handgrad.engine import Tensor
 
 _rng = np.random.default_rng(0)
 M = _rng.normal(size=(2, 3))            # a generic matrix

@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine
-from engine.broadcast import sum_to
-from engine.gradcheck import GradcheckError, gradcheck, jvpcheck
-from engine.ops.activation import Tanh
-from engine.ops.elementwise import Add, Exp, Sub
-from engine.ops.linalg import MatMul
-from engine.ops.reduce import Sum
-from engine.testing import SPECS, OpCheckError, check_op
+from handgrad import engine
+from handgrad.engine.broadcast import sum_to
+from handgrad.engine.gradcheck import GradcheckError, gradcheck, jvpcheck
+from handgrad.engine.ops.activation import Tanh
+from handgrad.engine.ops.elementwise import Add, Exp, Sub
+from handgrad.engine.ops.linalg import MatMul
+from handgrad.engine.ops.reduce import Sum
+from handgrad.engine.testing import SPECS, OpCheckError, check_op
 
 rng = np.random.default_rng(0)
 A = rng.standard_normal((3, 3))
@@ -189,8 +189,8 @@ def test_directional_tolerance_still_catches_a_one_percent_error():
 # --- check_op on a user's op ---------------------------------------------------------------
 
 def test_check_op_passes_a_correct_user_op_and_reports_a_shrunk_counterexample():
-    from engine.testing import strategies as S
-    from engine.testing import unary
+    from handgrad.engine.testing import strategies as S
+    from handgrad.engine.testing import unary
 
     class Cube(engine.Op):
         """cube(x) = x^3.   d/dx = 3 x^2."""
@@ -231,10 +231,10 @@ def test_check_op_without_a_spec_says_how_to_add_one():
 # hand; check_op (every property and kink example of the op's real spec) must catch it,
 # naming the property that does.
 
-from engine.ops.activation import GELU, ReLU, Softplus, stable_sigmoid  # noqa: E402
-from engine.ops.elementwise import Abs, Clip, Maximum, Mul, Pow  # noqa: E402
-from engine.ops.loss import SoftmaxCrossEntropy  # noqa: E402
-from engine.ops.shape import GetItem, Transpose  # noqa: E402
+from handgrad.engine.ops.activation import GELU, ReLU, Softplus, stable_sigmoid  # noqa: E402
+from handgrad.engine.ops.elementwise import Abs, Clip, Maximum, Mul, Pow  # noqa: E402
+from handgrad.engine.ops.loss import SoftmaxCrossEntropy  # noqa: E402
+from handgrad.engine.ops.shape import GetItem, Transpose  # noqa: E402
 
 
 def caught(op, spec, match, max_examples=40):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine
-from engine.ops.elementwise import Add, Mul
+from handgrad import engine
+from handgrad.engine.ops.elementwise import Add, Mul
 
 
 def leaf(values, name=None):

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import engine
-from engine.testing import spec_for
-from engine.testing.properties import differentiable_positions
+from handgrad import engine
+from handgrad.engine.testing import spec_for
+from handgrad.engine.testing.properties import differentiable_positions
 
 
 @pytest.mark.parametrize("name", sorted(engine.REGISTRY))

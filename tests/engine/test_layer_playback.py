@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import engine
-import nn
-from engine.viz import backward_playback, derivation, mlp_layers, save_backward_html
+from handgrad import engine
+from handgrad import nn
+from handgrad.engine.viz import backward_playback, derivation, mlp_layers, save_backward_html
 
 X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.5, -0.5]])
 Y = np.array([0, 1, 1, 0, 1])
@@ -115,7 +115,7 @@ def _browser():
 
 
 def _draw_html(tmp_path: Path, *extra: str) -> Path:
-    from nn import cli
+    from handgrad.nn import cli
     path = tmp_path / "page.html"
     assert cli.main(["draw", "--html", "--out", str(path), *extra]) == 0
     return path

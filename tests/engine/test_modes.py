@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-import engine
+from handgrad import engine
 
 
 def leaf():

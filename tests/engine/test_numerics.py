@@ -17,8 +17,8 @@ import math
 import numpy as np
 import pytest
 
-import engine
-from engine import Tensor
+from handgrad import engine
+from handgrad.engine import Tensor
 
 DTYPES = [np.float32, np.float64]
 BIG = [-1e4, -50.0, 0.0, 50.0, 1e4]

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 
-import engine
-from engine.testing import PROPERTIES, SPECS, profiles, spec_for
-from engine.testing.properties import kink_examples_hold
+from handgrad import engine
+from handgrad.engine.testing import PROPERTIES, SPECS, profiles, spec_for
+from handgrad.engine.testing.properties import kink_examples_hold
 
 OPS = sorted(engine.REGISTRY)
 
@@ -53,7 +53,7 @@ def test_ops_with_kinks_document_their_convention():
 def test_check_op_works_on_the_public_op_itself(name):
     """engine.<name> is the registered op, so check_op takes it directly (these were plain
     functions wrapping an op, or took their parameters as phantom inputs, before)."""
-    from engine.testing import check_op
+    from handgrad.engine.testing import check_op
     assert check_op(getattr(engine, name), max_examples=10)
 
 

@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pytest
 
-import engine
-from engine import Tensor
+from handgrad import engine
+from handgrad.engine import Tensor
 
 RTOL = 1e-12
 # Away from every kink (0), both signs, small and large-ish magnitudes.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine
+from handgrad import engine
 
 T = engine.Tensor
 

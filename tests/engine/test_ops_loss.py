@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine
-from engine import Tensor
+from handgrad import engine
+from handgrad.engine import Tensor
 
 RTOL = 1e-12
 ATOL_GRAD = 1e-16

@@ -17,9 +17,9 @@ import gc
 import numpy as np
 import pytest
 
-import engine
-import nn
-from engine import Tensor, saved
+from handgrad import engine
+from handgrad import nn
+from handgrad.engine import Tensor, saved
 
 READ_ONLY = "read-only"
 MODIFIED = r"was modified by an in-place operation after the forward pass"

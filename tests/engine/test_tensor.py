@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine
-from engine import Tensor
+from handgrad import engine
+from handgrad.engine import Tensor
 
 
 def leaf(values, name=None):

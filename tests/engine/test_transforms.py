@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine
+from handgrad import engine
 
 # Sums of a few float64 products of numbers of order 1: rounding errors are ~1e-16 each.
 TIGHT = dict(rtol=1e-12, atol=1e-12)

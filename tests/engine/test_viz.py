@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import engine
-import nn
-from engine.viz import (GraphvizNotFound, backward_frames, backward_playback, draw, render,
+from handgrad import engine
+from handgrad import nn
+from handgrad.engine.viz import (GraphvizNotFound, backward_frames, backward_playback, draw, render,
                         save_backward_html)
-from engine.viz import labels
-from nn.draw_command import add_draw_arguments, draw_command
-from engine.viz.numeric import numeric_checks
-from engine.viz.playback import captioned_frames
-from engine.viz.view import build_view
+from handgrad.engine.viz import labels
+from handgrad.nn.draw_command import add_draw_arguments, draw_command
+from handgrad.engine.viz.numeric import numeric_checks
+from handgrad.engine.viz.playback import captioned_frames
+from handgrad.engine.viz.view import build_view
 
 GOLDEN = Path(__file__).parent / "golden"
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' not installed")
@@ -408,7 +408,7 @@ def test_render_rejects_unknown_formats(tmp_path):
 
 def test_plot_activations_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    from nn.plots import plot_activations
+    from handgrad.nn.plots import plot_activations
     path = plot_activations(tmp_path / "activations.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

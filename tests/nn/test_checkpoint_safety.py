@@ -13,10 +13,10 @@ import zipfile
 import numpy as np
 import pytest
 
-import engine
-import nn
-from nn import optim, serialization
-from nn.serialization import CheckpointError
+from handgrad import engine
+from handgrad import nn
+from handgrad.nn import optim, serialization
+from handgrad.nn.serialization import CheckpointError
 
 
 def _arrays(model: nn.Module) -> dict[str, np.ndarray]:
@@ -278,7 +278,7 @@ def test_a_device_is_refused_not_read_forever():
 
 
 def test_evaluate_on_a_crafted_oversized_checkpoint_is_one_line(tmp_path, capsys):
-    from nn import cli
+    from handgrad.nn import cli
     small = nn.MLP([3, 4, 2], seed=0)
     members = {k: _npy(v) for k, v in small.state_dict().items()}
     members[serialization.META_KEY] = _meta(dict(small.config, sizes=[784, 10**9, 10]))

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from nn import cli
+from handgrad.nn import cli
 
 
 def test_default_train_runs_on_spirals_and_ends_with_the_test_accuracy(capsys):
@@ -58,10 +58,10 @@ def test_runtime_errors_are_one_line_too(tmp_path, capsys):
 
 
 def test_console_entry_points():
-    run = subprocess.run([sys.executable, "-m", "nn", "train", "--epochs", "0"],
+    run = subprocess.run([sys.executable, "-m", "handgrad", "train", "--epochs", "0"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    run = subprocess.run([sys.executable, "-m", "nn", "--help"], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "handgrad", "--help"], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0 and "train" in run.stdout
 
@@ -152,7 +152,7 @@ def test_draw_paths_and_formats_that_contradict_are_one_line(argv, message, tmp_
 
 def test_piping_into_head_exits_quietly():
     code = ("import sys; sys.argv = ['handgrad', 'train', '--dataset', 'xor', '--epochs', '3', "
-            "'--quiet']; from nn.cli import main; sys.exit(main())")
+            "'--quiet']; from handgrad.nn.cli import main; sys.exit(main())")
     run = subprocess.run(f"{sys.executable} -c \"{code}\" | head -c 10", shell=True,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stderr == "", run.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nn import cli, losses
+from handgrad.nn import cli, losses
 
 RUN = ["--dataset", "moons", "--hidden", "16", "--dropout", "0.2", "--optimizer", "sgd",
        "--momentum", "0.8", "--schedule", "exponential", "--batch-size", "32", "--seed", "4",

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine
-import nn
-from nn import cli
+from handgrad import engine
+from handgrad import nn
+from handgrad.nn import cli
 
 X = np.random.default_rng(0).standard_normal((203, 6))        # 203: a last, smaller batch
 Y = (X[:, 0] * X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import nn
-from nn import data as D
+from handgrad import nn
+from handgrad.nn import data as D
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])

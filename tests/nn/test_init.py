@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-import nn
-from nn import init
+from handgrad import nn
+from handgrad.nn import init
 
 FAN_IN, FAN_OUT = 400, 300
 N = FAN_IN * FAN_OUT          # 120,000 samples

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine
-import nn
+from handgrad import engine
+from handgrad import nn
 
 rng = np.random.default_rng(0)
 

@@ -9,10 +9,10 @@ import warnings
 import numpy as np
 import pytest
 
-import engine
-import nn
-from nn import optim
-from nn.module import Parameter
+from handgrad import engine
+from handgrad import nn
+from handgrad.nn import optim
+from handgrad.nn.module import Parameter
 
 
 # --- metrics ----------------------------------------------------------------------------------

@@ -16,10 +16,10 @@ import math
 import numpy as np
 import pytest
 
-import engine
-import nn
-from nn import optim
-from nn.module import Parameter
+from handgrad import engine
+from handgrad import nn
+from handgrad.nn import optim
+from handgrad.nn.module import Parameter
 
 # --- independent references ------------------------------------------------------------------
 # Each takes the initial parameter and the list of gradients fed at steps 1, 2, ..., and returns

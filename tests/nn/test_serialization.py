@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-import nn
-from nn import serialization
+from handgrad import nn
+from handgrad.nn import serialization
 
 
 def test_round_trip_rebuilds_the_model_from_the_file(tmp_path):

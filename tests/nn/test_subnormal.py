@@ -3,8 +3,8 @@ the bits of the plain numpy lines, whichever positions are listed."""
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-import nn
-from nn import subnormal
+from handgrad import nn
+from handgrad.nn import subnormal
 
 TINY = np.finfo(np.float32).tiny          # 2^-126, the smallest normal float32
 

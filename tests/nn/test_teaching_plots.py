@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-import engine
-import nn
-from nn import cli, demos, plots
+from handgrad import engine
+from handgrad import nn
+from handgrad.nn import cli, demos, plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 X = np.random.default_rng(0).standard_normal((96, 4))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import nn
-from nn.data import DataLoader, spirals
+from handgrad import nn
+from handgrad.nn.data import DataLoader, spirals
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import signal
 import numpy as np
 import pytest
 
-import engine
-import nn
+from handgrad import engine
+from handgrad import nn
 
 X, Y = nn.data.blobs(120, centers=3, seed=0)
 
