@@ -18,6 +18,7 @@ import numpy as np
 
 from ..graph import Node
 from ..op import Op, register
+from ..plain import plain_repr
 from ._base import is_number
 from .activation import stable_sigmoid
 
@@ -40,11 +41,11 @@ def _scale_grad(grad: np.ndarray, reduction: str, n: int, item_ndim: int) -> np.
 
 
 class _Loss(Op):
-    reductions = REDUCTIONS
+    reductions: tuple[str, ...] = REDUCTIONS
 
     def check_reduction(self, reduction: str) -> None:
         if reduction not in self.reductions:
-            raise self.error(f"reduction must be one of {self.reductions}, got {reduction!r}")
+            raise self.error(f"reduction must be one of {self.reductions}, got {plain_repr(reduction)}")
 
     def check_not_empty(self, z: np.ndarray) -> None:
         if z.size == 0:
@@ -94,7 +95,8 @@ class SoftmaxCrossEntropy(_Loss):
     """
 
     name = "softmax_cross_entropy"
-    rule = "d/dz = (p − y)/N, p = softmax(z), N = rows averaged"
+    rule = ("d/dz = (p·Σy − y)/N, p = softmax(z), Σy = each row's target sum (1 for labels "
+            "and one-hot rows), N = rows averaged (mean), 1 (sum)")
     nondiff = (1,)
 
     def check(self, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean",
@@ -105,7 +107,7 @@ class SoftmaxCrossEntropy(_Loss):
         if reduction not in REDUCTIONS:
             self.check_reduction(reduction)
         if label_smoothing != 0.0 and (not is_number(label_smoothing) or not 0 <= label_smoothing <= 1):
-            raise self.error(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+            raise self.error(f"label_smoothing must be in [0, 1], got {plain_repr(label_smoothing)}")
         if z.size == 0:
             self.check_not_empty(z)
         C = z.shape[-1]

@@ -3,7 +3,7 @@ tensor, layers as clusters, the backward pass step by step, numeric vs analytic 
 
     from handgrad.engine.viz import draw, render
     g = draw(loss, model=model)         # a graphviz.Digraph; g.source is the DOT text
-    render(g, "graph.svg")              # needs the Graphviz `dot` program
+    render(g, "graph.svg")              # or .png, .pdf (from the extension): needs Graphviz `dot`
     save_backward_html(loss, "backward.html")
 """
 from .drawing import draw

@@ -15,8 +15,9 @@ import graphviz
 import numpy as np
 
 from ..graph import Node, topological_order
+from ..plain import plain_repr
 from ..tensor import Tensor
-from . import labels, styles
+from . import labels, losses, styles
 from .gradients import Step, all_gradients, backward_order, backward_steps, can_differentiate
 from .numeric import NumericCheck, numeric_checks
 from .view import GraphView, build_view
@@ -43,7 +44,7 @@ class Options:
         if isinstance(self.fontsize, bool) or not isinstance(self.fontsize, (int, float)) \
                 or not 4 <= self.fontsize <= 72:
             raise ValueError(f"draw: fontsize must be a number of points in [4, 72], got "
-                             f"{self.fontsize!r}")
+                             f"{plain_repr(self.fontsize)}")
         unknown = [s for s in self.show if s not in SHOW]
         if unknown:
             raise ValueError(f"draw: show may contain {SHOW}, got {unknown}")
@@ -84,7 +85,8 @@ def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "TB",
     collapse: one box per module instead of a cluster of its ops and tensors.
     backward_order: number the ops in the order backward runs their rules and label
       each edge with the shape of the gradient flowing back along it.
-    rules: print each op's derivative rule (its ``rule`` attribute).
+    rules: print each op's derivative rule (its ``rule`` attribute; a loss's rule for the
+      reduction it used).
     numeric: beside each leaf's gradient, the central-difference estimate.
     model: an nn.Module: names parameters ("layers.0.weight") and labels clusters
       ("layers.0 (Linear 2→3, bias=True)").
@@ -167,10 +169,10 @@ def op_lines(node: Node, options: Options, overlay: Overlay) -> list[str]:
     params = labels.op_params(node)
     if params:
         lines.append(params)
-    if node.op.name in labels.FUSED_DELTAS:
-        lines += labels.fused_loss_lines(node, options.max_elements)
+    if node.op.name in losses.FUSED_LOSSES:
+        lines += losses.fused_loss_lines(node, options.max_elements)
     if options.rules:
-        lines += labels.wrap(labels.derivative_rule(node.op))
+        lines += labels.wrap(losses.node_rule(node))
     return lines
 
 
@@ -213,7 +215,8 @@ def collapse_units(view: GraphView) -> dict[int, str]:
         return next((s for s in scope_chain(scope) if s in owners), None)
 
     hidden = {}
-    for item in [*view.tensors, *view.nodes]:
+    items: list[Tensor | Node] = [*view.tensors, *view.nodes]
+    for item in items:
         u = unit(view.scope(item))
         if u is not None and item is not view.root:
             hidden[id(item)] = u
@@ -344,8 +347,10 @@ def add_edges(g: graphviz.Digraph, view: GraphView, overlay: Overlay,
     drawn: set[tuple[str, str]] = set()
     for node in view.nodes:
         out = view.output[id(node)]
-        pairs = [(inp, node, i) for i, inp in enumerate(node.inputs)] + [(node, out, OUT)]
-        for src, dst, position in pairs:
+        # (from, to, position, the tensor the edge carries)
+        pairs: list[tuple[Tensor | Node, Tensor | Node, int, Tensor]] = [
+            (inp, node, i, inp) for i, inp in enumerate(node.inputs)] + [(node, out, OUT, out)]
+        for src, dst, position, carried in pairs:
             a, b = endpoint(src), endpoint(dst)
             key = (id(node), position)
             from_box, to_box = a != view.dot_id(src), b != view.dot_id(dst)
@@ -354,7 +359,7 @@ def add_edges(g: graphviz.Digraph, view: GraphView, overlay: Overlay,
             drawn.add((a, b))
             attrs: dict[str, str] = {}
             if from_box and key not in overlay.edge_labels:
-                attrs["label"] = labels.shape_text(out.shape if position == OUT else src.shape)
+                attrs["label"] = labels.shape_text(carried.shape)
             name = f"{view.dot_id(node)}_{'out' if position == OUT else position}"
             g.edge(a, b, id=f"d_{name}", **attrs)
             if key in overlay.edge_labels:

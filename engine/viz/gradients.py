@@ -57,7 +57,7 @@ def all_gradients(view: GraphView, steps: list[Step] | None = None) -> dict[int,
 
 def backward_order(steps: list[Step]) -> list[Node]:
     """The op nodes in the order backward runs their rules: outputs first."""
-    return [s.node for s in rule_steps(steps)]  # type: ignore[misc]
+    return [s.node for s in steps if s.node is not None]     # the rule steps' nodes
 
 
 def received(view: GraphView, steps: list[Step], done: int) -> dict[int, np.ndarray]:

@@ -1,5 +1,6 @@
 """The text inside the boxes: numbers, arrays, op names with their parameters, and each
-op's derivative rule (its ``rule`` attribute, checked when the op is registered)."""
+op's derivative rule (its ``rule`` attribute, checked when the op is registered). What a
+loss node shows (its output delta, its rule for its reduction) is in losses.py."""
 from __future__ import annotations
 
 import textwrap
@@ -11,50 +12,6 @@ from ..graph import Node
 from ..op import Op
 from ..tensor import Tensor
 
-# The fused losses are one node whose backward is the classic output delta.
-FUSED_DELTAS = {
-    "softmax_cross_entropy": "δ = (p − y)/N",
-    "sigmoid_binary_cross_entropy": "δ = (σ(z) − y)/N",
-}
-
-
-def fused_loss_parts(node: Node) -> tuple[np.ndarray, np.ndarray, float, str]:
-    """(p, y, N, the delta formula that applies) for a fused loss node, from its inputs:
-    p = softmax(z) or σ(z); y as the derivation writes it (integer labels one-hot, label
-    smoothing applied); N the divisor its ``reduction`` implies."""
-    z = np.asarray(node.inputs[0].data, dtype=np.float64)
-    y = np.asarray(node.inputs[1].data)
-    reduction = node.params.get("reduction", "mean")
-    if node.op.name == "softmax_cross_entropy":
-        e = np.exp(z - z.max(axis=-1, keepdims=True))
-        p = e / e.sum(axis=-1, keepdims=True)
-        C = z.shape[-1]
-        y = np.eye(C)[y] if y.dtype.kind in "iu" else y.astype(np.float64)
-        eps = node.params.get("label_smoothing", 0.0)
-        if eps:
-            y = (1 - eps) * y + eps / C
-        rows = int(np.prod(z.shape[:-1]))
-        n, formula = {"mean": (rows, f"δ = (p − y)/N, N = {rows} rows"),
-                      "sum": (1, "δ = p − y (reduction sum)")}.get(
-            reduction, (1, "δₙ = (pₙ − yₙ)·gₙ per row (reduction none)"))
-    else:
-        p = 0.5 * (1 + np.tanh(0.5 * z))             # σ(z), without overflow
-        y = y.astype(np.float64)
-        n, formula = {"mean": (z.size, f"δ = (σ(z) − y)/N, N = {z.size} elements"),
-                      "batchmean": (z.shape[0], f"δ = (σ(z) − y)/N, N = {z.shape[0]} rows"),
-                      "sum": (1, "δ = σ(z) − y (reduction sum)")}.get(
-            reduction, (1, "δ = (σ(z) − y)·g per element (reduction none)"))
-    return p, y, float(n), formula
-
-
-def fused_loss_lines(node: Node, max_elements: int) -> list[str]:
-    """The delta formula for the node's reduction and, for small tensors, p and y (so a
-    student can check the delta by hand)."""
-    p, y, _, formula = fused_loss_parts(node)
-    lines = [formula]
-    if p.size <= max_elements:
-        lines += labelled("p", p, max_elements) + labelled("y", y, max_elements)
-    return lines
 RULE_WIDTH = 40  # characters per line of a derivative rule in an op box
 
 

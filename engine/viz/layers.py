@@ -4,15 +4,18 @@ An MLP's graph is a chain: ``z^l = linear(a^(l-1), W^l, b^l)``, ``a^l = f(z^l)``
 loss on ``z^L``. ``mlp_layers`` finds that chain in any graph (no knowledge of ``nn``:
 only the ops), and ``layer_frames`` makes one slide per equation with the actual numbers:
 
-    BP1  δᴸ = (p − y)/N                     the output delta (the fused loss's rule)
+    BP1  δᴸ = (p − y)/N                     the output delta (the fused loss's rule;
+                                            (p·Σy − y)/N when rows of y do not sum to 1)
     BP2  δˡ = (δˡ⁺¹ Wˡ⁺¹ᵀ) ⊙ f′(zˡ)         the delta recursion
     BP3  ∂L/∂bˡ = Σₙ δˡ                      bias gradient: the delta summed over the batch
     BP4  ∂L/∂Wˡ = aˡ⁻¹ᵀ δˡ                   weight gradient
 
 Every number shown comes from the engine's own backward walker (``graph.backward_steps``)
 or from the forward pass; each slide also recomputes its right-hand side with numpy and
-states the largest difference from the engine's gradient, so a student sees the formula
-hold. (W is stored (in, out), as in the derivations: z = a W + b.)
+states the largest difference from the engine's gradient against a stated tolerance (the
+rounding the engine's dtype allows): "equals" within it, "differs" in red beyond it, so a
+student sees the formula hold, or sees that it does not. (W is stored (in, out), as in the
+derivations: z = a W + b.)
 """
 from __future__ import annotations
 
@@ -24,12 +27,12 @@ import numpy as np
 
 from ..graph import Node
 from ..tensor import Tensor
-from . import labels
+from . import labels, losses
 from .gradients import all_gradients, backward_steps
 from .view import build_view
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "softplus", "gelu")
-FUSED_LOSSES = ("softmax_cross_entropy", "sigmoid_binary_cross_entropy")
+FUSED_LOSSES = losses.FUSED_LOSSES
 SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -119,11 +122,32 @@ def _op(symbol: str) -> str:
     return f'<div class="hg-op">{html.escape(symbol)}</div>'
 
 
-def _check(formula: np.ndarray, engine_value: np.ndarray, what: str) -> str:
-    diff = float(np.max(np.abs(np.asarray(formula, np.float64) - engine_value))) \
-        if np.size(engine_value) else 0.0
-    return (f'<div class="hg-check">the right-hand side, recomputed here with numpy, equals '
-            f"the engine's {html.escape(what)} (largest difference {diff:.1e})</div>")
+def tolerance(engine_value: np.ndarray, scale: np.ndarray, terms: int) -> float:
+    """How far a right-hand side recomputed in float64 may lie from the engine's value by
+    rounding alone: 8 (terms + 2) eps of the engine's dtype times the largest ``scale``
+    (the formula computed on absolute values: |a|ᵀ|δ| for aᵀδ), ``terms`` the numbers
+    summed into one entry. A dot product of K terms rounds by at most about K eps/2 of
+    that scale, so anything past the tolerance is a different formula, not rounding."""
+    dtype = np.asarray(engine_value).dtype
+    eps = float(np.finfo(dtype if dtype.kind == "f" else np.float64).eps)
+    return 8 * (terms + 2) * eps * float(np.max(np.abs(scale), initial=0.0))
+
+
+def check_line(formula: np.ndarray, engine_value: np.ndarray, what: str, scale: np.ndarray,
+               terms: int) -> str:
+    """Whether the numpy right-hand side equals the engine's value: "equals" with the
+    largest difference when it is within the tolerance, else "differs", in red."""
+    engine_value = np.asarray(engine_value)
+    diff = float(np.max(np.abs(np.asarray(formula, np.float64) - engine_value), initial=0.0))
+    tol = tolerance(engine_value, scale, terms)
+    what = html.escape(what)
+    if diff <= tol:
+        return (f'<div class="hg-check">the right-hand side, recomputed here with numpy, equals '
+                f"the engine's {what} (largest difference {diff:.1e}, within the tolerance "
+                f"{tol:.1e})</div>")
+    return (f'<div class="hg-check hg-differs">the right-hand side, recomputed here with numpy, '
+            f"differs from the engine's {what}: largest difference {diff:.1e}, more than the "
+            f"tolerance {tol:.1e}</div>")
 
 
 def _stack(layers: list[Layer], now: int) -> str:
@@ -141,9 +165,11 @@ def _stack(layers: list[Layer], now: int) -> str:
 def derivation(loss: Tensor) -> list[dict[str, Any]]:
     """The derivation's quantities for each layer, output layer first, as arrays: ``delta``
     (δˡ = ∂L/∂zˡ, from the engine's backward walker), ``a_prev`` (aˡ⁻¹), ``gW`` and ``gb``
-    (the engine's ∂L/∂Wˡ, ∂L/∂bˡ); for the output layer ``p``, ``y``, ``N`` and
-    ``formula`` (BP1); for a hidden layer ``delta_next``, ``W_next``, ``back`` (δˡ⁺¹ Wˡ⁺¹ᵀ,
-    the engine's ∂L/∂aˡ) and ``fprime`` (f′(zˡ), through the engine's backward)."""
+    (the engine's ∂L/∂Wˡ, ∂L/∂bˡ); for the output layer ``p``, ``y``, ``N``, ``y_sum``
+    (each row's target sum when some row does not sum to 1, else None), ``formula`` and
+    ``rhs`` (BP1's right-hand side, in numpy); for a hidden layer ``delta_next``,
+    ``W_next``, ``back`` (δˡ⁺¹ Wˡ⁺¹ᵀ, the engine's ∂L/∂aˡ) and ``fprime`` (f′(zˡ), through
+    the engine's backward)."""
     if loss.size != 1 or loss.node is None:
         raise ValueError("level='layer' needs a scalar loss with its graph")
     layers = mlp_layers(loss)
@@ -157,9 +183,12 @@ def derivation(loss: Tensor) -> list[dict[str, Any]]:
             "gW": grads.get(id(layer.W)),
             "gb": grads.get(id(layer.b)) if layer.b is not None else None}
         if layer.index == len(layers):
-            d["p"], d["y"], d["N"], d["formula"] = labels.fused_loss_parts(loss.node)
+            out_delta = losses.output_delta(loss.node)
+            d.update(p=out_delta.p, y=out_delta.y, N=out_delta.N, y_sum=out_delta.y_sum,
+                     formula=out_delta.formula, rhs=out_delta.rhs())
         else:
             nxt = layers[layer.index]                    # layer l + 1
+            assert layer.act is not None                 # only the output layer has none
             d.update(delta_next=grads[id(nxt.z)], W_next=nxt.W.data, back=grads[id(layer.a)],
                      fprime=_derivative(layer.act, layer.z.data), act=layer.act.op.name)
         out.append(d)
@@ -170,6 +199,7 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
     """(caption, HTML) slides: for each layer from the output to the first, BP1 (output
     layer) or BP2 (hidden layers), then BP3 and BP4, with the actual numbers."""
     steps = derivation(loss)
+    assert loss.node is not None             # derivation() refused a loss without a graph
     layers = [d["layer"] for d in reversed(steps)]
     names = {id(p): n for n, p in model.named_parameters()} if model is not None else {}
     reduction = loss.node.params.get("reduction", "mean")
@@ -182,9 +212,12 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
             name = "p = softmax(z" + s + ")" if loss.node.op.name == "softmax_cross_entropy" \
                 else f"p = σ(z{s})"
             eq = f"BP1 (output delta): δ{s} = ∂L/∂z{s}: {d['formula']}"
-            body = _row(_matrix(name, d["p"], m), _op("−"), _matrix("y", d["y"], m),
+            sums = [] if d["y_sum"] is None else [_op("·"), _matrix("Σy", d["y_sum"], m)]
+            body = _row(_matrix(name, d["p"], m), *sums, _op("−"), _matrix("y", d["y"], m),
                         _op(f"÷ {labels.number(d['N'])} ="), _matrix(f"δ{s}", delta, m))
-            check = _check((d["p"] - d["y"]) / d["N"], delta, f"δ{s} = ∂L/∂z{s}") \
+            p_term = d["p"] if d["y_sum"] is None else d["p"] * d["y_sum"]
+            check = check_line(d["rhs"], delta, f"δ{s} = ∂L/∂z{s}",
+                               (np.abs(p_term) + np.abs(d["y"])) / d["N"], delta.shape[-1]) \
                 if reduction in ("mean", "sum", "batchmean") else ""
         else:
             sn = sup(l + 1)
@@ -195,8 +228,10 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
                     + _row(_matrix(f"δ{sn} W{sn}ᵀ", d["back"], m), _op("⊙"),
                            _matrix(f"f′(z{s})", d["fprime"], m), _op("="),
                            _matrix(f"δ{s}", delta, m)))
-            check = _check((d["delta_next"] @ d["W_next"].T) * d["fprime"], delta,
-                           f"δ{s} = ∂L/∂z{s}")
+            check = check_line((d["delta_next"] @ d["W_next"].T) * d["fprime"], delta,
+                               f"δ{s} = ∂L/∂z{s}",
+                               (np.abs(d["delta_next"]) @ np.abs(d["W_next"].T))
+                               * np.abs(d["fprime"]), d["W_next"].shape[-1])
         slides.append((f"layer {l}: {eq.split(':')[0]}",
                        f'<div class="hg-slide">{_stack(layers, l)}<div class="hg-eq">'
                        f"{html.escape(eq)}</div>{body}{check}</div>"))
@@ -206,12 +241,14 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
         if d["gb"] is not None:
             parts.append(_row(_matrix(f"Σₙ δ{s}", d2.sum(0), m), _op("="),
                               _matrix(f"∂L/∂b{s}", d["gb"], m)))
-            parts.append(_check(d2.sum(0), d["gb"], f"∂L/∂b{s}"))
+            parts.append(check_line(d2.sum(0), d["gb"], f"∂L/∂b{s}", np.abs(d2).sum(0),
+                                    d2.shape[0]))
         if d["gW"] is not None:
             parts.append(_row(_matrix(f"a{sup(l - 1)}ᵀ", d["a_prev"].T, m), _op("·"),
                               _matrix(f"δ{s}", delta, m), _op("="),
                               _matrix(f"∂L/∂W{s} ({wname})", d["gW"], m)))
-            parts.append(_check(d["a_prev"].T @ d2, d["gW"], f"∂L/∂W{s}"))
+            parts.append(check_line(d["a_prev"].T @ d2, d["gW"], f"∂L/∂W{s}",
+                                    np.abs(d["a_prev"].T) @ np.abs(d2), d2.shape[0]))
         eq = f"BP3: ∂L/∂b{s} = Σₙ δ{s}    BP4: ∂L/∂W{s} = a{sup(l - 1)}ᵀ δ{s}"
         slides.append((f"layer {l}: BP3 and BP4 (gradients of b{s} and W{s})",
                        f'<div class="hg-slide">{_stack(layers, l)}<div class="hg-eq">'

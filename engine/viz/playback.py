@@ -24,6 +24,7 @@ from .view import GraphView, build_view
 def caption(view: GraphView, steps: list[Step], k: int) -> str:
     """"step 3/7: backward of tanh sends grad (4, 5) to t2" for step ``k`` (from 1)."""
     step = steps[k - 1]
+    assert step.node is not None           # rule steps only (see rule_steps): a leaf runs none
     sent = [f"grad {labels.shape_text(g.shape)} to {view.name(inp)}"
             for inp, g in zip(step.node.inputs, step.sent) if g is not None]
     return (f"step {k}/{len(steps)}: backward of {step.node.op.name} sends "

@@ -40,6 +40,7 @@ STYLE = """<style>
 .hg-slide .hg-layer { border: 1px solid #99a; border-radius: 4px; padding: 2px 8px; color: #556; }
 .hg-slide .hg-layer.hg-now { background: #ffc933; color: #222; border-color: #a77d00; }
 .hg-slide .hg-check { font-size: 13px; color: #2e7d32; }
+.hg-slide .hg-check.hg-differs { color: #c62828; font-weight: bold; }
 </style>"""
 
 SCRIPT = """<script>
@@ -198,6 +199,7 @@ class Playback:
         return player(self.frames, self.title, self.layout, self.restyle)
 
     def html_page(self) -> str:
+        """The player as a self-contained HTML page (inline SVG, no external files)."""
         return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
                 f"<title>handgrad: {html.escape(self.title)}</title>\n</head>\n<body "
                 f'style="margin: 1em">\n<h1 style="font-family: sans-serif">'
@@ -205,6 +207,7 @@ class Playback:
                 f"</body>\n</html>\n")
 
     def save(self, path: str | Path) -> Path:
+        """Write ``html_page()`` to ``path`` (UTF-8) and return the path."""
         path = Path(path)
         path.write_text(self.html_page(), encoding="utf-8")
         return path

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import graphviz
 
+from ..plain import plain_repr
+
 FORMATS = ("svg", "png", "pdf", "dot")
 
 INSTALL_HINT = ("install Graphviz: apt-get install graphviz (Debian/Ubuntu), "
@@ -35,12 +37,35 @@ def to_svg(digraph: graphviz.Digraph) -> str:
     return pipe(digraph, "svg").decode("utf-8")
 
 
-def render(digraph: graphviz.Digraph, path: str | Path, format: str = "svg") -> Path:
+def format_for(path: Path, format: str | None) -> str:
+    """The format to write ``path`` in: ``format`` if given, else the file's extension
+    (.svg, .png, .pdf, .dot; none at all: svg). A ``format`` that contradicts a known
+    extension, or an unknown extension without a ``format``, is a ValueError: a .png file
+    holding SVG text would only fail later, in whatever opens it."""
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"render: format must be one of {FORMATS}, got {plain_repr(format)}")
+    suffix = path.suffix.lstrip(".").lower()
+    if format is not None:
+        if suffix in FORMATS and suffix != format:
+            raise ValueError(f"render: format {plain_repr(format)} contradicts the path {str(path)!r} "
+                             f"(a .{suffix} file); drop one or make them agree")
+        return format
+    if not suffix:
+        return "svg"
+    if suffix not in FORMATS:
+        raise ValueError(f"render: cannot tell the format from the path {str(path)!r} "
+                         f"(extension .{suffix}); use a .svg, .png, .pdf or .dot file or pass "
+                         f"format= one of {FORMATS}")
+    return suffix
+
+
+def render(digraph: graphviz.Digraph, path: str | Path, format: str | None = None) -> Path:
     """Write the picture to ``path`` as svg, png or pdf ("dot": the DOT text, which needs
-    no Graphviz). Returns the path. Raises GraphvizNotFound when ``dot`` is missing."""
-    if format not in FORMATS:
-        raise ValueError(f"render: format must be one of {FORMATS}, got {format!r}")
+    no Graphviz), in the format its extension names (no extension: svg) or ``format``,
+    which must agree with a .svg/.png/.pdf/.dot extension. Returns the path. Raises
+    GraphvizNotFound when ``dot`` is missing."""
     path = Path(path)
+    format = format_for(path, format)
     if format == "dot":
         path.write_text(digraph.source, encoding="utf-8")
     else:

@@ -409,7 +409,8 @@ def test_render_rejects_unknown_formats(tmp_path):
 def test_plot_activations_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     from handgrad.nn.plots import plot_activations
-    path = plot_activations(tmp_path / "activations.png")
+    path = tmp_path / "activations.png"
+    plot_activations(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,0 +1,135 @@
+"""What the pictures say about a loss node: the output delta of a fused loss with the
+numbers that make it (p, y, the rows' target sums, N), and each loss's derivative rule for
+the reduction the node actually used.
+
+The formulas are the ones ``engine/ops/loss.py`` computes, never a textbook special case:
+softmax cross-entropy sends ``(p·Σy − y)/N`` (Σy: each row's target sum, after label
+smoothing), which is the familiar ``(p − y)/N`` only when every row of y sums to 1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..graph import Node
+from . import labels
+
+# The fused losses: one node whose backward is the classic output delta.
+FUSED_LOSSES = ("softmax_cross_entropy", "sigmoid_binary_cross_entropy")
+ROW_SUM_ULPS = 4  # rows of y "sum to 1" within this many roundings per class
+
+
+@dataclass
+class OutputDelta:
+    """The output delta of a fused loss node as the derivation writes it.
+
+    p: softmax(z) or σ(z), in float64; y: the targets as the engine uses them (integer
+    labels one-hot, label smoothing applied); N: the divisor the reduction implies (1 for
+    "sum" and "none"); y_sum: each row's target sum, shape (..., 1), when some row does not
+    sum to 1 (softmax cross-entropy only), else None; formula: the text that states it.
+    """
+
+    p: np.ndarray
+    y: np.ndarray
+    N: float
+    y_sum: np.ndarray | None
+    formula: str
+
+    def rhs(self) -> np.ndarray:
+        """The delta recomputed from p, y and N with the formula shown (float64)."""
+        p = self.p if self.y_sum is None else self.p * self.y_sum
+        return (p - self.y) / self.N
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _rows_sum_to_one(sums: np.ndarray, dtypes: list[np.dtype], classes: int) -> bool:
+    """True when every row sum is 1 up to the rounding of adding ``classes`` numbers in the
+    coarsest floating dtype involved (so float32 probabilities that sum to 1 count)."""
+    eps = max(np.finfo(d).eps for d in dtypes if d.kind == "f")
+    return bool(np.all(np.abs(sums - 1) <= ROW_SUM_ULPS * classes * eps))
+
+
+def softmax_core(node: Node) -> str:
+    """"p − y" when every row of the node's targets sums to 1, else "p·Σy − y"."""
+    return "p − y" if output_delta(node).y_sum is None else "p·Σy − y"
+
+
+def output_delta(node: Node) -> OutputDelta:
+    """p, y, N, the rows' target sums and the delta formula of a fused loss node, from its
+    inputs and parameters."""
+    z = np.asarray(node.inputs[0].data)
+    y_raw = np.asarray(node.inputs[1].data)
+    reduction = node.params.get("reduction", "mean")
+    z64 = z.astype(np.float64)
+    if node.op.name == "softmax_cross_entropy":
+        C = z.shape[-1]
+        y = np.eye(C)[y_raw] if y_raw.dtype.kind in "iu" else y_raw.astype(np.float64)
+        eps = node.params.get("label_smoothing", 0.0)
+        if eps:
+            y = (1 - eps) * y + eps / C
+        sums = y.sum(axis=-1, keepdims=True)
+        y_sum = None if _rows_sum_to_one(sums, [z.dtype, y_raw.dtype], C) else sums
+        core = "p − y" if y_sum is None else "p·Σy − y"
+        rows = int(np.prod(z.shape[:-1]))
+        note = "" if y_sum is None else ", Σy = each row's target sum (not all 1)"
+        n, formula = {
+            "mean": (rows, f"δ = ({core})/N, N = {rows} rows{note}"),
+            "sum": (1, f"δ = {core} (reduction sum){note}")}.get(
+            reduction, (1, f"δₙ = ({core})ₙ·gₙ per row (reduction none){note}"))
+        return OutputDelta(_softmax(z64), y, float(n), y_sum, formula)
+    p = 0.5 * (1 + np.tanh(0.5 * z64))             # σ(z), without overflow
+    n, formula = {"mean": (z.size, f"δ = (σ(z) − y)/N, N = {z.size} elements"),
+                  "batchmean": (z.shape[0], f"δ = (σ(z) − y)/N, N = {z.shape[0]} rows"),
+                  "sum": (1, "δ = σ(z) − y (reduction sum)")}.get(
+        reduction, (1, "δ = (σ(z) − y)·g per element (reduction none)"))
+    return OutputDelta(p, y_raw.astype(np.float64), float(n), None, formula)
+
+
+def fused_loss_lines(node: Node, max_elements: int) -> list[str]:
+    """The delta formula for the node's reduction and, for small tensors, p, y (and the
+    rows' target sums when they are not all 1), so a student can check it by hand."""
+    delta = output_delta(node)
+    lines = [delta.formula]
+    if delta.p.size <= max_elements:
+        lines += (labels.labelled("p", delta.p, max_elements)
+                  + labels.labelled("y", delta.y, max_elements))
+        if delta.y_sum is not None:
+            lines += labels.labelled("Σy", delta.y_sum, max_elements)
+    return lines
+
+
+def loss_rule(node: Node) -> str | None:
+    """The derivative rule of a loss node for the reduction it used (and, for softmax
+    cross-entropy, its targets), or None for an op that is not a loss."""
+    name, reduction = node.op.name, node.params.get("reduction", "mean")
+    incoming = "g = the incoming gradient (reduction none)"
+    if name == "softmax_cross_entropy":
+        core = softmax_core(node)
+        sums = "" if core == "p − y" else ", Σy = each row's target sum"
+        return {"mean": f"d/dz = ({core})/N, p = softmax(z){sums}, N = rows averaged",
+                "sum": f"d/dz = {core}, p = softmax(z){sums} (reduction sum: no /N)"}.get(
+            reduction, f"d/dzₙ = ({core})ₙ·gₙ per row, p = softmax(z){sums}, {incoming}")
+    if name == "sigmoid_binary_cross_entropy":
+        return {"mean": "d/dz = (σ(z) − y)/N, N = all elements (mean)",
+                "batchmean": "d/dz = (σ(z) − y)/N, N = the batch size (batchmean)",
+                "sum": "d/dz = σ(z) − y (reduction sum: no /N)"}.get(
+            reduction, f"d/dz = (σ(z) − y)·g per element, {incoming}")
+    if name == "mse":
+        return {"mean": "d/dpred = 2 (pred − target)/N, d/dtarget = −2 (pred − target)/N, "
+                        "N = all elements (mean)",
+                "sum": "d/dpred = 2 (pred − target), d/dtarget = −2 (pred − target) "
+                       "(reduction sum: no /N)"}.get(
+            reduction, f"d/dpred = 2 (pred − target)·g, d/dtarget = −2 (pred − target)·g "
+                       f"per element, {incoming}")
+    return None
+
+
+def node_rule(node: Node) -> str:
+    """The derivative rule a picture prints for ``node``: a loss's rule for its reduction,
+    else the op's own ``rule``."""
+    return loss_rule(node) or labels.derivative_rule(node.op)

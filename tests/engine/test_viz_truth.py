@@ -1,0 +1,173 @@
+"""The pictures say only what the engine computes (issue 21, "fix what is false"): the output
+delta of soft targets whose rows do not sum to 1, a check line that says "differs" when the
+numpy right-hand side is not the engine's value, rule lines that follow the reduction, and
+``render`` writing the format its path names."""
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from handgrad import engine, nn
+from handgrad.engine.viz import backward_playback, derivation, draw, render
+from handgrad.engine.viz.layers import check_line
+from handgrad.engine.viz.player import STYLE
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' not installed")
+
+X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.5, -0.5]])
+SOFT = np.array([[0.2, 0.3], [0.5, 0.9], [1.0, 1.0], [0.1, 0.2], [0.6, 0.1]])  # rows ≠ 1
+CHECK = re.compile(r'<div class="(hg-check[^"]*)">([^<]*)</div>')
+
+
+def label(source: str, node: str) -> str:
+    """The text of one DOT node's label, line breaks as spaces (rules wrap)."""
+    text = re.search(rf'^\s*{node} \[label="((?:[^"\\]|\\.)*)"', source, re.M).group(1)
+    return " ".join(text.replace("\\n", " ").split())
+
+
+def soft_loss(dtype=np.float64, **kwargs):
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0, dtype=dtype)
+    z = model(engine.Tensor(X.astype(dtype)))
+    return model, engine.softmax_cross_entropy(z, SOFT.astype(dtype), **kwargs)
+
+
+def checks(playback) -> list[tuple[str, str]]:
+    return [m for _, body in playback.frames for m in CHECK.findall(body)]
+
+
+# --- 1. soft targets whose rows do not sum to 1 --------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_soft_targets_show_the_formula_that_holds_and_its_check_equals_the_engine(dtype):
+    model, loss = soft_loss(dtype)
+    bp1 = backward_playback(loss, level="layer", model=model).frames[0][1]
+    assert "δ = (p·Σy − y)/N, N = 5 rows" in bp1 and "δ = (p − y)/N" not in bp1
+    assert '<div class="hg-name">Σy</div>' in bp1                  # the row sums are shown
+    assert "<td>1.4</td>" in bp1 and "<td>0.3</td>" in bp1
+    box = label(draw(loss, rules=True).source, "op3")
+    assert box.startswith("softmax_cross_entropy δ = (p·Σy − y)/N, N = 5 rows")
+    assert "d/dz = (p·Σy − y)/N" in box and "(p − y)" not in box
+    out = derivation(loss)[0]
+    engine_delta = out["delta"]
+    # the engine rounds p·Σy − y (terms up to 2/N = 0.4) in its dtype: a few eps of 0.4
+    np.testing.assert_allclose(out["rhs"], engine_delta, rtol=0,
+                               atol=1e-15 if dtype == np.float64 else 1e-7)
+    np.testing.assert_allclose(out["y_sum"].ravel(), SOFT.sum(1), rtol=1e-7)
+    # every check line of the page says "equals", within its stated tolerance
+    found = checks(backward_playback(loss, level="layer", model=model))
+    assert len(found) == 6
+    for cls, text in found:
+        diff, tol = map(float, re.search(r"largest difference ([0-9.e+-]+), within the "
+                                         r"tolerance ([0-9.e+-]+)", text).groups())
+        assert cls == "hg-check" and "equals" in text and diff <= tol
+
+
+def test_soft_targets_with_label_smoothing_check_against_what_the_engine_computes():
+    model, loss = soft_loss(label_smoothing=0.2)
+    out = derivation(loss)[0]
+    smoothed = 0.8 * SOFT + 0.1
+    np.testing.assert_allclose(out["y"], smoothed, rtol=1e-15)
+    np.testing.assert_allclose(out["y_sum"].ravel(), smoothed.sum(1), rtol=1e-15)
+    np.testing.assert_allclose(out["rhs"], out["delta"], rtol=0, atol=1e-15)
+    assert "hg-differs" not in backward_playback(loss, level="layer").frames[0][1]
+
+
+@pytest.mark.parametrize("targets", [
+    np.array([0, 1, 1, 0, 1]),                                             # labels
+    np.eye(2)[[0, 1, 1, 0, 1]],                                            # one-hot rows
+    (SOFT / SOFT.sum(1, keepdims=True)).astype(np.float32),                # float32 rows ≈ 1
+])
+def test_rows_that_sum_to_one_keep_showing_p_minus_y(targets):
+    model = nn.MLP([2, 3, 2], seed=0, dtype=np.float64)
+    z = model(engine.Tensor(X))
+    for loss in (engine.softmax_cross_entropy(z, targets),
+                 engine.softmax_cross_entropy(z, targets, label_smoothing=0.1)):
+        out = derivation(loss)[0]
+        assert out["formula"] == "δ = (p − y)/N, N = 5 rows" and out["y_sum"] is None
+        np.testing.assert_allclose(out["rhs"], out["delta"], rtol=0, atol=1e-8)
+
+
+def test_the_check_line_says_differs_in_red_beyond_its_tolerance():
+    engine_value = np.array([[0.01, -0.01]], dtype=np.float32)
+    scale = np.abs(engine_value)
+    same = check_line(engine_value.astype(np.float64) + 1e-12, engine_value, "δ²", scale, 2)
+    assert 'class="hg-check"' in same and "equals the engine's δ²" in same
+    assert "within the tolerance 3.8e-08" in same     # 8 (2 + 2) eps(float32) · 0.01
+    wrong = check_line(engine_value * 1.5, engine_value, "δ²", scale, 2)
+    assert 'class="hg-check hg-differs"' in wrong and "equals" not in wrong
+    assert "differs from the engine's δ²: largest difference 5.0e-03, more than the " \
+           "tolerance 3.8e-08" in wrong
+    assert re.search(r"\.hg-check\.hg-differs \{[^}]*color: #c62828", STYLE)   # red
+
+
+# --- 2. the rule line follows the reduction --------------------------------------------------
+
+Z = np.array([[1.0, -1.0, 0.5], [0.5, 2.0, -0.3]])
+
+
+@pytest.mark.parametrize("reduction, rule", [
+    ("mean", "d/dz = (p − y)/N, p = softmax(z), N = rows averaged"),
+    ("sum", "d/dz = p − y, p = softmax(z) (reduction sum: no /N)"),
+    ("none", "d/dzₙ = (p − y)ₙ·gₙ per row, p = softmax(z), g = the incoming gradient "
+             "(reduction none)"),
+])
+def test_softmax_cross_entropy_rule_line_follows_the_reduction(reduction, rule):
+    z = engine.Tensor(Z, requires_grad=True)
+    loss = engine.softmax_cross_entropy(z, np.array([0, 1]), reduction=reduction)
+    box = label(draw(loss.sum() if reduction == "none" else loss, rules=True).source, "op0")
+    assert box.endswith(rule)
+    if reduction != "mean":
+        assert "/N" not in box.replace("no /N", "")
+
+
+@pytest.mark.parametrize("op, reduction, rule", [
+    ("sigmoid_binary_cross_entropy", "mean", "d/dz = (σ(z) − y)/N, N = all elements (mean)"),
+    ("sigmoid_binary_cross_entropy", "batchmean",
+     "d/dz = (σ(z) − y)/N, N = the batch size (batchmean)"),
+    ("sigmoid_binary_cross_entropy", "sum", "d/dz = σ(z) − y (reduction sum: no /N)"),
+    ("sigmoid_binary_cross_entropy", "none",
+     "d/dz = (σ(z) − y)·g per element, g = the incoming gradient (reduction none)"),
+    ("mse", "mean", "d/dpred = 2 (pred − target)/N, d/dtarget = −2 (pred − target)/N, "
+                    "N = all elements (mean)"),
+    ("mse", "sum", "d/dpred = 2 (pred − target), d/dtarget = −2 (pred − target) "
+                   "(reduction sum: no /N)"),
+    ("mse", "none", "d/dpred = 2 (pred − target)·g, d/dtarget = −2 (pred − target)·g per "
+                    "element, g = the incoming gradient (reduction none)"),
+])
+def test_bce_and_mse_rule_lines_follow_the_reduction(op, reduction, rule):
+    z = engine.Tensor(Z, requires_grad=True)
+    loss = getattr(engine, op)(z, np.ones_like(Z) * 0.5, reduction=reduction)
+    box = label(draw(loss.sum() if reduction == "none" else loss, rules=True).source, "op0")
+    assert box.endswith(rule)
+
+
+def test_soft_targets_change_the_rule_line_for_every_reduction():
+    z = engine.Tensor(Z[:, :2], requires_grad=True)
+    for reduction in ("mean", "sum", "none"):
+        loss = engine.softmax_cross_entropy(z, SOFT[:2], reduction=reduction)
+        box = label(draw(loss.sum() if reduction == "none" else loss, rules=True).source, "op0")
+        assert "p·Σy − y" in box and "Σy = each row's target sum" in box and "(p − y)" not in box
+
+
+# --- 3. render writes the format its path names ---------------------------------------------
+
+@needs_dot
+@pytest.mark.parametrize("name, magic", [("g.png", b"\x89PNG"), ("g.pdf", b"%PDF"),
+                                         ("g.svg", b"<?xml"), ("g.dot", b"digraph"),
+                                         ("g", b"<?xml")])
+def test_render_writes_the_format_the_extension_names(tmp_path, name, magic):
+    path = render(draw(engine.Tensor(1.0)), tmp_path / name)
+    assert path.read_bytes().startswith(magic)
+
+
+def test_render_refuses_a_format_that_contradicts_the_extension(tmp_path):
+    picture = draw(engine.Tensor(1.0))
+    with pytest.raises(ValueError, match=r"render: format 'svg' contradicts the path .*g\.png"):
+        render(picture, tmp_path / "g.png", "svg")
+    with pytest.raises(ValueError, match=r"cannot tell the format .*\.jpg"):
+        render(picture, tmp_path / "g.jpg")
+    assert not list(tmp_path.iterdir())                    # nothing written
+    assert render(picture, tmp_path / "g.gv", "dot").read_text() == picture.source
