@@ -18,7 +18,9 @@ What a plan can and cannot follow:
 
 * Its inputs are the arrays passed to it. Tensors that ``fn`` reads from outside
   (parameters, fixed tensors) are read live at every replay: in-place updates of their
-  values are seen; a change of shape or dtype is an error.
+  values are seen; a change of shape or dtype is an error, and so is a change of
+  ``requires_grad`` in a plan with a backward pass (it decided which gradients the plan
+  computes: a frozen parameter's gradient would still be filled in).
 * Python values are fixed at capture: numbers in ``fn``, ops' parameters (an ``axis``,
   ``training=True`` of dropout; a dropout's Generator is the same object, so its random
   stream continues exactly as it would eagerly).
@@ -128,7 +130,8 @@ class Plan:
         self.n_slots = 0
         self.input_slots: list[int] = []
         self.input_specs: list[tuple[tuple[int, ...], np.dtype]] = []
-        self.outside: list[tuple[int, "Tensor", tuple[int, ...], np.dtype]] = []
+        # (slot, tensor, shape, dtype, requires_grad): checked at every replay
+        self.outside: list[tuple[int, "Tensor", tuple[int, ...], np.dtype, bool]] = []
         self.constants: list[tuple[int, np.ndarray]] = []
         self.forward: list[Forward] = []
         self.backward: list[Backward] = []
@@ -137,7 +140,7 @@ class Plan:
         self.root: int | None = None          # the differentiated output's slot
         self.leaves: list["Tensor"] = []      # outside tensors that receive a gradient
         self.leaf_of_slot: dict[int, int] = {}
-        self.names: dict[int, str] = {}       # slot -> name, for source()
+        self.names: dict[int, str] = {}       # slot -> name of inputs and outside tensors
         self.root_spec: tuple[tuple[int, ...], np.dtype] = ((), np.dtype(np.float64))
         self.last_outputs: list[np.ndarray] = []   # of the capture run
         self._ready = False
@@ -146,7 +149,7 @@ class Plan:
     def finish(self) -> None:
         """Write the program out as two Python functions (``replay.build``); called once,
         at the end of the capture."""
-        self._forward, self._backward, self._code = replay.build(self)
+        self._forward, self._backward = replay.build(self)
 
     def run_forward(self, *arrays: Any) -> list[np.ndarray]:
         """The forward program on ``arrays``; returns the outputs. What the backward pass
@@ -159,18 +162,19 @@ class Plan:
     def run_backward(self, on_grad: Callable[[int, np.ndarray], None]) -> None:
         """The recorded backward walk, seeded with ones at the root. ``on_grad(k, g)`` gets
         the gradient of ``leaves[k]`` as soon as it is final."""
-        if self.root is None:
+        backward = self._backward
+        if self.root is None or backward is None:
             raise RuntimeError("plan: this plan has no backward pass (its first output was "
                                "not a scalar requiring grad)")
         if not self._ready:
             raise RuntimeError("plan: run_backward needs a run_forward first (each forward "
                                "pass is backpropagated once)")
         self._ready = False
-        self._backward(on_grad)
+        backward(on_grad)
 
     def code(self) -> str:
         """The Python source a replay runs (see ``engine/replay.py``)."""
-        return self._code
+        return replay.source(self)
 
     def __call__(self, *arrays: Any) -> Any:
         """Replay: the outputs (new arrays), and, if the plan has a backward pass, gradients
@@ -190,8 +194,10 @@ class Plan:
     def source(self, extra: Sequence[str] = ()) -> str:
         """The program, one numbered line per instruction: the forward pass, then the
         backward pass written out (``g_t3 = relu.backward(g_t4)``), then ``extra`` lines."""
+        results = {out: f"t{k}" for k, (_, _, _, out, _) in enumerate(self.forward, 1)}
+
         def name(slot: int) -> str:
-            return self.names.get(slot, f"t{slot}")
+            return self.names.get(slot) or results.get(slot, f"t{slot}")
 
         lines = []
         for op, ctx, ins, out, _ in self.forward:
@@ -248,7 +254,21 @@ def capture(fn: Callable[..., Any], *example_inputs: Any,
             names: dict[int, str] | None = None) -> Plan:
     """Run ``fn(*tensors)`` once (eagerly: its effects, like gradients in ``.grad``, happen)
     and return the Plan that replays it. See the module docstring for what is captured.
-    ``names`` maps ``id(tensor)`` of outside tensors to names shown by ``Plan.source()``."""
+    ``names`` maps ``id(tensor)`` of outside tensors to names shown by ``Plan.source()``.
+
+    The plan keeps what a replay needs (per op: its node for saved values, and its lines
+    of generated code; about 2 KB on a chain of small ops). The eager graph is gone before
+    the code is written and compiled, and the code is compiled a function at a time, so
+    the peak stays within a few times that."""
+    plan = _record(fn, example_inputs, names)   # the eager run's graph dies with its frame
+    plan.finish()
+    return plan
+
+
+def _record(fn: Callable[..., Any], example_inputs: Sequence[Any],
+            names: dict[int, str] | None) -> Plan:
+    """Run ``fn`` eagerly under a tape (and its backward) and fill a Plan from the record,
+    all but the generated code."""
     from .tensor import Tensor
 
     if STATE.tape is not None:
@@ -292,14 +312,13 @@ def capture(fn: Callable[..., Any], *example_inputs: Any,
                 if id(t) in tape.constants:
                     plan.constants.append((slot, t._data))
                 else:
-                    plan.outside.append((slot, t, t.shape, t.dtype))
+                    plan.outside.append((slot, t, t.shape, t.dtype, t.requires_grad))
                     if names and id(t) in names:
                         plan.names[slot] = names[id(t)]
                     elif t.name:
                         plan.names[slot] = t.name
             ins.append(slots[id(t)])
         out = new_slot(result_t)
-        plan.names[out] = f"t{len(plan.forward) + 1}"
         node = ReplayNode(op, tuple(_Shape(t._data) for t in tensors), ctx.params,
                           ctx.needs_input_grad)
         ctx_of[id(result_t)] = node
@@ -314,7 +333,6 @@ def capture(fn: Callable[..., Any], *example_inputs: Any,
     root = outputs[0]
     if root.requires_grad and root.size == 1 and root.node is not None:
         _capture_backward(plan, root, slots, ctx_of)
-    plan.finish()
     return plan
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from . import graph
 from .modes import no_grad
+from .plain import plain_repr
 from .tensor import Tensor
 from .transforms import gradients
 
@@ -54,7 +55,8 @@ class GradcheckError(AssertionError):
 
 
 class _Problem:
-    """The inputs of a check: float64 copies of the differentiable ones, the rest as given."""
+    """The inputs of a check: float64 copies of the differentiable ones (in the machine's
+    byte order, whatever the input's), the rest as given."""
 
     def __init__(self, fn: Fn, inputs: Sequence[Any], what: str):
         self.fn = fn
@@ -65,12 +67,12 @@ class _Problem:
             is_tensor = isinstance(x, Tensor)
             data = x.data if is_tensor else x
             arr = np.asarray(data) if isinstance(data, (np.ndarray, float, int, np.generic)) else None
-            differentiable = arr is not None and arr.dtype.kind == "f" and (
-                x.requires_grad if is_tensor else True)
-            if differentiable:
-                if arr.dtype != np.float64:
-                    warnings.warn(f"{what}: input {i} is {arr.dtype}; checking in float64 "
-                                  f"(finite differences in {arr.dtype} are too coarse)",
+            if arr is not None and arr.dtype.kind == "f" and (
+                    x.requires_grad if is_tensor else True):         # differentiable
+                precision = arr.dtype.newbyteorder("=")   # byte order changes no value
+                if precision != np.float64:
+                    warnings.warn(f"{what}: input {i} is {precision}; checking in float64 "
+                                  f"(finite differences in {precision} are too coarse)",
                                   stacklevel=3)
                 self.values.append(np.array(arr, dtype=np.float64, order="C", copy=True))
                 self.diff.append(i)
@@ -137,9 +139,9 @@ def _compare(what: str, analytic: np.ndarray, numerical: np.ndarray, atol: float
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise GradcheckError(
-            f"{what}: {describe(idx)}: analytic {analytic[idx]!r} vs numerical "
-            f"{numerical[idx]!r}, error {err[idx]:.3g} > atol {atol:g} + rtol {rtol:g} * |numerical| "
-            f"({int(bad.sum())} of {bad.size} entries disagree)")
+            f"{what}: {describe(idx)}: analytic {plain_repr(analytic[idx])} vs numerical "
+            f"{plain_repr(numerical[idx])}, error {err[idx]:.3g} > atol {atol:g} + rtol {rtol:g} "
+            f"* |numerical| ({int(bad.sum())} of {bad.size} entries disagree)")
     return relative_error(analytic, numerical)
 
 
@@ -163,16 +165,23 @@ def _random_like(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray
 
 def gradcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float = 1e-5,
               rtol: float = 1e-3, mode: str = "full", check_forward_mode: bool = False,
-              seed: int = 0) -> bool:
+              seed: int = 0, raise_exception: bool = True) -> bool:
     """Check the backward (VJP) rules behind ``fn(*inputs)`` against float64 differences.
 
     Floating-point arrays, numbers and Tensors with requires_grad=True are differentiated;
     integer arrays (labels), boolean masks and Tensors with requires_grad=False are passed
     through unperturbed. Returns True, or raises GradcheckError naming the input, the
-    element, the analytic and numerical values and the error.
+    element, the analytic and numerical values and the error; with
+    ``raise_exception=False`` (as PyTorch's gradcheck) a mismatch returns False instead.
+    Errors in the call itself (bad arguments, a function that raises) always raise.
     """
-    gradcheck_error(fn, inputs, eps=eps, atol=atol, rtol=rtol, mode=mode,
-                    check_forward_mode=check_forward_mode, seed=seed)
+    try:
+        gradcheck_error(fn, inputs, eps=eps, atol=atol, rtol=rtol, mode=mode,
+                        check_forward_mode=check_forward_mode, seed=seed)
+    except GradcheckError:
+        if raise_exception:
+            raise
+        return False
     return True
 
 
@@ -181,7 +190,8 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
                     seed: int = 0) -> float:
     """``gradcheck``, returning the worst error it saw (see ``relative_error``)."""
     if mode not in ("full", "directional", "complex"):
-        raise ValueError(f"gradcheck: mode must be 'full', 'directional' or 'complex', got {mode!r}")
+        raise ValueError(f"gradcheck: mode must be 'full', 'directional' or 'complex', "
+                         f"got {plain_repr(mode)}")
     problem = _Problem(fn, inputs, "gradcheck")
     rng = np.random.default_rng(seed)
     out, leaves = problem.call(problem.values, leaves=True)
@@ -195,9 +205,9 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
         v = _unit(_random_like(rng, out_shape))
         u = _unit_directions({k: _random_like(rng, problem.values[k].shape) for k in reached})
         grads = gradients([out], [v], leaves, retain_graph=True)
-        analytic = sum(float(np.sum(g * u[k])) for g, k in zip(grads, problem.diff) if k in u)
-        numerical = float(np.sum(v * central_difference(problem.along(u), eps)))
-        worst = _compare("gradcheck (directional)", np.array(analytic), np.array(numerical),
+        projected = sum(float(np.sum(g * u[k])) for g, k in zip(grads, problem.diff) if k in u)
+        difference = float(np.sum(v * central_difference(problem.along(u), eps)))
+        worst = _compare("gradcheck (directional)", np.array(projected), np.array(difference),
                          atol, rtol, lambda _: "projection v^T J u (unit v, u)")
     else:
         # Analytic Jacobian row by row: backward with each output basis vector.
@@ -221,10 +231,12 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
                     d[j] = 1
                     numerical[:, j] = central_difference(
                         problem.along({k: d.reshape(x.shape)}), eps).ravel()
-            worst = max(worst, _compare(
-                f"gradcheck ({mode})", rows[k], numerical, atol, rtol,
-                lambda idx, k=k, x=x: (f"input {k}, d output{_index(idx[0], out_shape)}"
-                                       f" / d input{_index(idx[1], x.shape)}")))
+
+            def describe(idx: tuple[int, ...], k: int = k, shape: tuple[int, ...] = x.shape) -> str:
+                return (f"input {k}, d output{_index(idx[0], out_shape)}"
+                        f" / d input{_index(idx[1], shape)}")
+            worst = max(worst, _compare(f"gradcheck ({mode})", rows[k], numerical, atol, rtol,
+                                        describe))
 
     if check_forward_mode:
         worst = max(worst, jvpcheck_error(
@@ -234,13 +246,20 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
 
 
 def jvpcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float = 1e-5,
-             rtol: float = 1e-3, mode: str = "full", seed: int = 0) -> bool:
+             rtol: float = 1e-3, mode: str = "full", seed: int = 0,
+             raise_exception: bool = True) -> bool:
     """Check the forward-mode (JVP) rules behind ``fn(*inputs)`` against float64 differences.
 
     "full": J e_j for every input element j (one JVP pass each over the recorded graph);
-    "directional": J u for one random tangent u per input.
+    "directional": J u for one random tangent u per input. ``raise_exception=False``
+    returns False on a mismatch instead of raising GradcheckError.
     """
-    jvpcheck_error(fn, inputs, eps=eps, atol=atol, rtol=rtol, mode=mode, seed=seed)
+    try:
+        jvpcheck_error(fn, inputs, eps=eps, atol=atol, rtol=rtol, mode=mode, seed=seed)
+    except GradcheckError:
+        if raise_exception:
+            raise
+        return False
     return True
 
 
@@ -248,7 +267,7 @@ def jvpcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: fl
                    rtol: float = 1e-3, mode: str = "full", seed: int = 0) -> float:
     """``jvpcheck``, returning the worst error it saw (see ``relative_error``)."""
     if mode not in ("full", "directional"):
-        raise ValueError(f"jvpcheck: mode must be 'full' or 'directional', got {mode!r}")
+        raise ValueError(f"jvpcheck: mode must be 'full' or 'directional', got {plain_repr(mode)}")
     problem = _Problem(fn, inputs, "jvpcheck")
     rng = np.random.default_rng(seed + 1)
     out, leaves = problem.call(problem.values, leaves=True)
@@ -324,7 +343,7 @@ def accuracycheck(fn: Fn, inputs: Sequence[Any], *, rtol: float = 1e-9, h: float
     central difference's tolerance (1e-3) but far outside this one.
 
     The numbers. g(t) = v . f(x + t u), u a random unit vector over all inputs, v a random
-    unit vector over the output. Analytic: g'(0) = <J^T v, u> (VJP) = <v, J u> (JVP).
+    unit vector over the output. Analytic: ``g'(0) = <J^T v, u>`` (VJP) ``= <v, J u>`` (JVP).
     Scale: |g'(0)| <= S = ||J^T v|| (||u|| = 1; also ||J u||, and at least 1e-6 so that a
     zero derivative is compared absolutely), and a relative error d in the rule's entries
     shows as about d S / sqrt(n) for n input elements.
@@ -377,8 +396,8 @@ def accuracycheck(fn: Fn, inputs: Sequence[Any], *, rtol: float = 1e-9, h: float
         err = abs(analytic - numerical)
         if not err <= rtol * scale + rounding:
             raise GradcheckError(
-                f"accuracycheck: {what} = {analytic!r}, extrapolated difference "
-                f"{numerical!r}: error {err:.3g} > rtol {rtol:g} * scale {scale:.3g} + "
+                f"accuracycheck: {what} = {plain_repr(analytic)}, extrapolated difference "
+                f"{plain_repr(numerical)}: error {err:.3g} > rtol {rtol:g} * scale {scale:.3g} + "
                 f"rounding {rounding:.2g} (a constant with too few digits? a step computed "
                 f"in float32? or a kink of the derivative itself within {h:g} of the "
                 f"sample, which the samples must avoid)")

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import saved
 from .modes import STATE
+from .plain import plain_repr
 
 if TYPE_CHECKING:  # pragma: no cover
     from .op import Op
@@ -56,6 +57,8 @@ class Node:
 
     @property
     def freed(self) -> bool:
+        """True once ``free()`` has released the saved values (after a backward without
+        ``retain_graph=True``); a second backward through this node then raises."""
         return self.saved is _FREED
 
     def free(self) -> None:
@@ -64,6 +67,14 @@ class Node:
         if self.guard is not None:
             self.guard.release()
             self.guard = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "Node":
+        """Refused, as in PyTorch: only graph leaves can be deep-copied. Copying a node
+        would copy the graph behind it, one nested call per node (RecursionError on a
+        deep graph), into a graph nothing could backpropagate through twice."""
+        raise RuntimeError(f"deepcopy: only graph leaves can be deep-copied, and this tensor "
+                           f"was computed by op '{self.op.name}' (node #{self.index}); "
+                           f"deep-copy t.detach() for its values without the graph")
 
     def __repr__(self) -> str:
         shapes = ", ".join(str(t.shape) for t in self.inputs)
@@ -108,7 +119,7 @@ def topological_order(roots: Sequence["Tensor"], *, everything: bool = False) ->
 
 # --- the backward pass ---------------------------------------------------------------------
 
-Step = tuple  # (tensor, grad, node, sent): see backward_steps
+Step = tuple["Tensor", np.ndarray, Node | None, Sequence[np.ndarray | None]]
 """One step of the backward pass, a plain tuple ``(tensor, grad, node, sent)`` (plain
 for speed: the walker makes one per tensor): ``tensor`` has received all its gradient,
 ``grad`` = d roots / d tensor. For a tensor made by an op, ``node`` is its node and
@@ -136,10 +147,10 @@ def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
             continue
         sent = run_rule(node, grad, tensor, anomaly)
         yield tensor, grad, node, sent
-        for inp, g in zip(node.inputs, sent):
-            if g is not None:
+        for inp, g_inp in zip(node.inputs, sent):
+            if g_inp is not None:
                 key = id(inp)
-                pending[key] = pending[key] + g if key in pending else g
+                pending[key] = pending[key] + g_inp if key in pending else g_inp
         if not retain_graph:
             node.free()                      # release what the rules saved
 
@@ -189,7 +200,7 @@ def check_finite(what: str, node: Node, array: np.ndarray, inputs: Iterable[np.n
         return  # the non-finite value came from upstream; its producer was reported there
     bad = "NaN" if np.isnan(array).any() else "Inf"
     raise FloatingPointError(f"detect_anomaly: the {what} of op '{node.op.name}' produced {bad} "
-                             f"({node!r}, params {node.params})")
+                             f"({node!r}, params {plain_repr(node.params)})")
 
 
 # --- forward mode --------------------------------------------------------------------------

@@ -49,10 +49,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import saved
+from . import saved, stubs
 from .graph import Node, check_finite
 from .modes import STATE
-from .tensor import Tensor
+from .plain import plain_repr
+from .tensor import Tensor, check_dtype
 
 class Signature:
     """How a call of an op maps onto its forward: inputs, then parameters."""
@@ -137,7 +138,7 @@ class Signature:
         ins = "any number of tensors" if self.varargs else (
             ", ".join(self.inputs[:self.required]
                       + [f"{n}=None" for n in self.inputs[self.required:]]))
-        ps = ", ".join(f"{p}={self.defaults[p]!r}" if p in self.defaults else p
+        ps = ", ".join(f"{p}={plain_repr(self.defaults[p])}" if p in self.defaults else p
                        for p in self.params)
         return f"inputs ({ins})" + (f" and parameters ({ps})" if ps else "")
 
@@ -189,11 +190,18 @@ class Op:
 
     def __init__(self) -> None:
         self.signature = Signature(self)
+        # What help(), IDEs and inspect.signature show for engine.<name>(...).
+        self.__signature__ = stubs.call_signature(self)
 
     def forward(self, ctx: Node, *inputs: np.ndarray, **params: Any) -> np.ndarray:
+        """The op's value, numpy in and numpy out: inputs positional, parameters keyword-only.
+        Saves what the rules need with ``ctx.save(...)``. Every op must define it."""
         raise NotImplementedError(f"op {self.name!r} has no forward rule")
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray | None, ...]:
+        """The vector-Jacobian product: given the gradient of the output, one gradient per
+        input, each of its input's shape (None where ``ctx.needs_input_grad[i]`` is False or
+        the input is not differentiable). Every op must define it."""
         raise NotImplementedError(f"op {self.name!r} has no backward (VJP) rule")
 
     def jvp(self, ctx: Node, *tangents: np.ndarray | None) -> np.ndarray:
@@ -296,7 +304,7 @@ class Op:
                 elif mem not in exposed:
                     exposed.append(mem)
         if exposed is not None:
-            ctx.guard = saved.lock(exposed)
+            ctx.guard = saved.lock(exposed, ctx, result)
 
     def _as_tensors(self, inputs: tuple[Any, ...]) -> tuple[Tensor, ...]:
         """Wrap numbers and arrays as constant tensors (copies: the caller keeps theirs). A
@@ -313,11 +321,12 @@ class Op:
             if not isinstance(x, Tensor):
                 if x is None or isinstance(x, (str, bytes)):
                     raise self.error(f"input {i} must be a Tensor, an array or a number, "
-                                     f"got {x!r}", TypeError)
+                                     f"got {plain_repr(x)}", TypeError)
                 array = np.array(x, copy=True)
                 if array.dtype == object:
                     raise self.error(f"input {i} must be a Tensor, an array or a number, "
                                      f"got {type(x).__name__}", TypeError)
+                check_dtype(array.dtype, f"{self.name}: input {i}")
                 if ref is not None and i not in self.nondiff and array.dtype.kind in "biuf":
                     array = array.astype(ref, copy=False)
                 x = Tensor._from_op(array, None)     # a private copy: nobody else holds it

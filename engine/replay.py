@@ -23,6 +23,10 @@ the very rules the eager engine calls, in the order the capture recorded, so it 
 the same numbers bit for bit. Only the interpreting is left out: every check a replay makes
 (input shapes and dtypes, outside tensors' shapes and dtypes, value-reading checks, array
 types, gradient dtypes) is written out too. ``Plan.code()`` returns the source.
+
+A long program is written as several functions of ``CHUNK`` steps each, compiled one at a
+time, which ``forward`` and ``backward`` call in order, handing on the variables a later
+part uses: compiling one function of 100,000 steps took the compiler about 4 GB.
 """
 from __future__ import annotations
 
@@ -40,7 +44,12 @@ def _bad_input(k: int, a: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -
                      f"captured for shape {shape} dtype {dtype}; capture another plan for it")
 
 
-def _bad_outside(tensor: Any, a: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> None:
+def _bad_outside(tensor: Any, a: np.ndarray, shape: tuple[int, ...], dtype: np.dtype,
+                 requires_grad: bool) -> None:
+    if tensor._requires_grad is not requires_grad:
+        raise ValueError(f"plan: {tensor.describe()} now has requires_grad="
+                         f"{tensor._requires_grad}; it was captured with requires_grad="
+                         f"{requires_grad}, which decided its gradient. Capture another plan")
     raise ValueError(f"plan: {tensor.describe()} now has shape {a.shape} dtype {a.dtype}; it "
                      f"was captured with shape {shape} dtype {dtype}")
 
@@ -49,8 +58,33 @@ def _as_array(a: Any) -> np.ndarray:
     return np.asarray(a._data if hasattr(a, "_data") else a)
 
 
-def build(plan: "Plan") -> tuple[Callable[..., list[np.ndarray]], Callable[..., None] | None, str]:
-    """(forward(inputs), backward(on_grad) or None, source) for ``plan``."""
+# Statements per generated function. One function of N statements costs the compiler
+# memory in proportion to N (about 40 KB per op: 100,000 ops ran out of memory); with
+# chunks of this size the compiler's share of a capture's peak is a fixed few MB. A replay
+# pays one call per chunk.
+CHUNK = 200
+
+# One step of a generated function: its lines, and the variables (v<slot>, g<slot>) it uses.
+Block = tuple
+
+
+def build(plan: "Plan") -> tuple[Callable[..., list[np.ndarray]], Callable[..., None] | None]:
+    """(forward(inputs), backward(on_grad) or None) for ``plan``: the generated functions."""
+    pieces, ns = _generate(plan)
+    for piece in pieces:    # one compile per function: the compiler's memory stays small
+        exec(compile(piece, "<handgrad plan>", "exec"), ns)  # noqa: S102 - our own code
+    return ns["forward"], ns.get("backward")
+
+
+def source(plan: "Plan") -> str:
+    """The Python source ``build`` compiles for ``plan`` (written out again on request,
+    not kept: on a long program it is a good part of the plan's memory)."""
+    return "\n".join(_generate(plan)[0])
+
+
+def _generate(plan: "Plan") -> tuple[list[str], dict[str, Any]]:
+    """The generated functions' sources, one per function, and the namespace they run in
+    (the rules, nodes, shapes and dtypes they name)."""
     ns: dict[str, Any] = {"ndarray": np.ndarray, "asarray": np.asarray, "ones": np.ones,
                           "_as_array": _as_array, "_bad_input": _bad_input,
                           "_bad_outside": _bad_outside}
@@ -75,60 +109,126 @@ def build(plan: "Plan") -> tuple[Callable[..., list[np.ndarray]], Callable[..., 
     def dt(d: Any) -> str:
         return name(np.dtype(d).name, np.dtype(d))
 
-    f = ["def forward(inputs):",
-         f"    if len(inputs) != {len(plan.input_slots)}:",
-         f"        raise TypeError(f'plan: takes {len(plan.input_slots)} input arrays, got "
-         f"{{len(inputs)}}')"]
+    node_name: dict[int, str] = {}
+    pieces = _function("forward", "inputs", _forward_blocks(plan, name, rule, dt, node_name),
+                       set())
+    if plan.root is not None:
+        backward, receiving = _backward_blocks(plan, name, rule, dt, node_name)
+        pieces += _function("backward", "on_grad", backward, receiving)
+    return pieces, ns
+
+
+def _forward_blocks(plan: "Plan", name: Callable[..., str], rule: Callable[..., str],
+                    dt: Callable[..., str], node_name: dict[int, str]) -> list[Block]:
+    """The forward program: input checks, outside tensors read live (and checked), the
+    constants, one rule call per op, and the return of the outputs."""
+    n = len(plan.input_slots)
+    blocks: list[Block] = [([f"    if len(inputs) != {n}:",
+                             f"        raise TypeError(f'plan: takes {n} input arrays, got "
+                             f"{{len(inputs)}}')"], ())]
     for k, (slot, (shape, dtype)) in enumerate(zip(plan.input_slots, plan.input_specs)):
         s, d = name(f"shape{slot}", shape), dt(dtype)
-        f += [f"    v{slot} = inputs[{k}]",
-              f"    if type(v{slot}) is not ndarray: v{slot} = _as_array(v{slot})",
-              f"    if v{slot}.shape != {s} or v{slot}.dtype != {d}: "
-              f"_bad_input({k}, v{slot}, {s}, {d})"]
-    for slot, tensor, shape, dtype in plan.outside:
+        blocks.append(([f"    v{slot} = inputs[{k}]",
+                        f"    if type(v{slot}) is not ndarray: v{slot} = _as_array(v{slot})",
+                        f"    if v{slot}.shape != {s} or v{slot}.dtype != {d}: "
+                        f"_bad_input({k}, v{slot}, {s}, {d})"], (f"v{slot}",)))
+    for slot, tensor, shape, dtype, requires_grad in plan.outside:
         t, s, d = name(f"tensor{slot}", tensor), name(f"shape{slot}", shape), dt(dtype)
-        f += [f"    v{slot} = {t}._data",
-              f"    if v{slot}.shape != {s} or v{slot}.dtype != {d}: "
-              f"_bad_outside({t}, v{slot}, {s}, {d})"]
+        # A plan with a backward pass decided which gradients to compute from each
+        # tensor's requires_grad: a tensor frozen (or unfrozen) since is an error.
+        flag = f" or {t}._requires_grad is not {requires_grad}" if plan.root is not None else ""
+        blocks.append(([f"    v{slot} = {t}._data",
+                        f"    if v{slot}.shape != {s} or v{slot}.dtype != {d}{flag}: "
+                        f"_bad_outside({t}, v{slot}, {s}, {d}, {requires_grad})"], (f"v{slot}",)))
     for slot, array in plan.constants:
-        f.append(f"    v{slot} = {name(f'constant{slot}', array)}")
-    node_name: dict[int, str] = {}
+        blocks.append(([f"    v{slot} = {name(f'constant{slot}', array)}"], (f"v{slot}",)))
     for op, ctx, ins, out, check in plan.forward:
         args = ", ".join(f"v{i}" for i in ins)
         kw = f", **{name(f'params{out}', ctx.params)}" if ctx.params else ""
-        if check:
-            f.append(f"    {rule(op, 'check')}({args}{kw})")
+        lines = [f"    {rule(op, 'check')}({args}{kw})"] if check else []
         node_name[id(ctx)] = name(f"node{out}", ctx)
-        f += [f"    v{out} = {rule(op, 'forward')}({node_name[id(ctx)]}, {args}{kw})",
-              f"    if type(v{out}) is not ndarray: v{out} = asarray(v{out})"]
-    f.append(f"    return [{', '.join(f'v{s}' for s in plan.output_slots)}]")
+        lines += [f"    v{out} = {rule(op, 'forward')}({node_name[id(ctx)]}, {args}{kw})",
+                  f"    if type(v{out}) is not ndarray: v{out} = asarray(v{out})"]
+        blocks.append((lines, tuple(f"v{i}" for i in ins) + (f"v{out}",)))
+    outputs = [f"v{s}" for s in plan.output_slots]
+    blocks.append(([f"    return [{', '.join(outputs)}]"], tuple(outputs)))
+    return blocks
 
-    b: list[str] = []
-    if plan.root is not None:
-        root = plan.root
-        root_shape, root_dtype = plan.root_spec
-        receiving = sorted({t[0] for _, ctx, targets in plan.backward if ctx is not None
-                            for t in targets if t is not None})
-        b = ["def backward(on_grad):",
-             f"    g{root} = ones({name(f'shape{root}', root_shape)}, {dt(root_dtype)})"]
-        if receiving:
-            b.append("    " + " = ".join(f"g{s}" for s in receiving) + " = None")
-        for slot, ctx, targets in plan.backward:
-            if ctx is None:
-                b.append(f"    on_grad({plan.leaf_of_slot[slot]}, g{slot}); g{slot} = None")
+
+def _backward_blocks(plan: "Plan", name: Callable[..., str], rule: Callable[..., str],
+                     dt: Callable[..., str], node_name: dict[int, str]
+                     ) -> tuple[list[Block], set[str]]:
+    """The backward walk as recorded: the seed, one backward rule call per node (each
+    gradient summed into its input's variable, in the recorded order), each leaf's
+    gradient handed to ``on_grad`` when final. Also the variables that receive sums."""
+    root = plan.root
+    root_shape, root_dtype = plan.root_spec
+    blocks: list[Block] = [([f"    g{root} = ones({name(f'shape{root}', root_shape)}, "
+                             f"{dt(root_dtype)})"], (f"g{root}",))]
+    receiving: set[str] = set()
+    for slot, ctx, targets in plan.backward:
+        if ctx is None:
+            blocks.append(([f"    on_grad({plan.leaf_of_slot[slot]}, g{slot}); g{slot} = None"],
+                           (f"g{slot}",)))
+            continue
+        c = node_name[id(ctx)]
+        lines = [f"    r = {rule(ctx.op, 'backward')}({c}, g{slot}); {c}.saved = (); "
+                 f"g{slot} = None"]
+        used = [f"g{slot}"]
+        for i, target in enumerate(targets):
+            if target is None:
                 continue
-            c = node_name[id(ctx)]
-            b.append(f"    r = {rule(ctx.op, 'backward')}({c}, g{slot}); "
-                     f"{c}.saved = (); g{slot} = None")
-            for i, target in enumerate(targets):
-                if target is None:
-                    continue
-                into, d = target[0], dt(target[1])
-                b += [f"    t = r[{i}]",
+            into, d = target[0], dt(target[1])
+            lines += [f"    t = r[{i}]",
                       "    if t is not None:",
                       "        if type(t) is not ndarray: t = asarray(t)",
                       f"        if t.dtype != {d}: t = t.astype({d})",
                       f"        g{into} = t if g{into} is None else g{into} + t"]
-    source = "\n".join(f + [""] + b)
-    exec(compile(source, "<handgrad plan>", "exec"), ns)  # noqa: S102 - our own generated code
-    return ns["forward"], ns.get("backward"), source
+            used.append(f"g{into}")
+            receiving.add(f"g{into}")
+        blocks.append((lines, tuple(used)))
+    return blocks, receiving
+
+
+def _function(fname: str, arg: str, blocks: list[Block], receiving: set[str]) -> list[str]:
+    """The sources of ``def fname(arg)`` running ``blocks`` in order (and of its parts).
+    Up to ``CHUNK`` blocks it is one function; beyond, ``fname`` calls one function per ``CHUNK`` blocks, in
+    order, handing over in a list ``s`` each variable a later chunk uses (a chunk takes a
+    variable out of the list when it starts, so a gradient is freed as soon as its last
+    user is done with it). Variables in ``receiving`` are set to None before their first
+    use (gradients are summed into them)."""
+    chunks = [blocks[i:i + CHUNK] for i in range(0, len(blocks), CHUNK)] or [[]]
+    if len(chunks) == 1:
+        cleared = sorted(receiving, key=_slot_order)
+        head = [f"def {fname}({arg}):"] + (["    " + " = ".join(cleared) + " = None"] if cleared else [])
+        return ["\n".join(head + [line for lines, _ in chunks[0] for line in lines]) + "\n"]
+    used = [{v for _, refs in chunk for v in refs} for chunk in chunks]
+    first: dict[str, int] = {}          # the first and the last chunk using each variable
+    last: dict[str, int] = {}
+    for k, u in enumerate(used):
+        for v in u:
+            first.setdefault(v, k)
+            last[v] = k
+    index: dict[str, int] = {}
+    out: list[str] = []
+    for k, chunk in enumerate(chunks):
+        taken = sorted((v for v in used[k] if first[v] < k), key=_slot_order)
+        fresh = sorted((v for v in used[k] if first[v] == k and v in receiving), key=_slot_order)
+        handed = sorted((v for v in used[k] if last[v] > k), key=_slot_order)
+        for v in handed:
+            index.setdefault(v, len(index))
+        lines = [f"def {fname}_{k}(s, {arg}):"]
+        lines += [f"    {v} = s[{index[v]}]; s[{index[v]}] = None" for v in taken]
+        if fresh:
+            lines.append("    " + " = ".join(fresh) + " = None")
+        lines += [line for block_lines, _ in chunk for line in block_lines]
+        lines += [f"    s[{index[v]}] = {v}" for v in handed]     # none after a return
+        out.append("\n".join(lines) + "\n")
+    calls = [f"    {fname}_{k}(s, {arg})" for k in range(len(chunks) - 1)]
+    main = [f"def {fname}({arg}):", f"    s = [None] * {len(index)}", *calls,
+            f"    return {fname}_{len(chunks) - 1}(s, {arg})"]
+    return out + ["\n".join(main) + "\n"]
+
+
+def _slot_order(var: str) -> int:
+    return int(var[1:])

@@ -22,6 +22,11 @@ would say so. handgrad knows every way an array can change and guards each one:
    tick), which that node's backward compares.
    Memory never handed out cannot be written from outside, so it needs no flag at all:
    a training step whose batches, activations and parameters nobody touches pays nothing.
+   *Foreign* memory, which numpy does not own (a ``np.memmap``'s file, the bytearray
+   under ``np.frombuffer``, another library's buffer, ``as_strided``), can be written
+   with no numpy array at all, so no flag can stop it: a node that saves an array on it
+   also keeps a checksum of that array (and ticks the clock), which its backward compares.
+   That is one pass over those arrays per node, paid only by graphs on such memory.
 4. **Under ``detect_anomaly()``** every node also keeps a checksum of each saved tensor
    array and compares it before its rule runs. That catches the one write the flags cannot
    stop: through a numpy *view* taken before the forward pass (a view made earlier keeps
@@ -41,7 +46,7 @@ import itertools
 import threading
 import weakref
 import zlib
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -69,16 +74,29 @@ def owner(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def foreign(own: np.ndarray) -> bool:
+    """Whether an owner array (see ``owner``) is a window on memory numpy does not own: a
+    ``np.memmap`` (a file), ``np.frombuffer`` of a bytearray, ctypes or another library's
+    buffer, ``as_strided``. Writes to that memory need no numpy array, so no writeable flag
+    can stop them. Immutable ``bytes`` cannot be written and are not foreign."""
+    base = own.base
+    if base is None:
+        return not own.flags.owndata
+    return type(base) is not bytes
+
+
 class Memory:
     """One block of memory behind one or more tensors."""
 
     __slots__ = ("owner", "arrays", "written", "exposed", "crc", "saves", "locked",
-                 "__weakref__")
+                 "foreign", "__weakref__")
 
     def __init__(self, array: np.ndarray) -> None:
         own = array if array.base is None else owner(array)
         self.owner = own
-        self.arrays = () if array is own else (array,)  # views tensors hold, besides the owner
+        self.foreign = foreign(own)     # flags cannot stop writes: nodes checksum it (lock)
+        # views tensors hold, besides the owner
+        self.arrays: tuple[np.ndarray, ...] = () if array is own else (array,)
         self.written = 0                # tick of the latest tracked write
         self.exposed: int | None = None  # tick it was handed out (0: shared from the start)
         self.crc: int | None = None     # checksum when handed out
@@ -160,11 +178,28 @@ def view_of(out: "Tensor", inputs: Sequence["Tensor"]) -> None:
             return
 
 
+def _reversible(own: np.ndarray) -> bool:
+    """Whether numpy lets an owner array be made writeable again after ``_lock``: only if
+    it owns its memory or its base is a writable buffer (a memmap's mmap, a bytearray's
+    memoryview; not ``as_strided``'s DummyArray). Views of it always can (after it)."""
+    base: Any = own.base           # numpy types it as an ndarray; here it never is one
+    if base is None:
+        return True
+    try:
+        with memoryview(base) as view:
+            return not view.readonly
+    except TypeError:
+        return False
+
+
 def _lock(mem: Memory) -> None:   # with _LOCK held
-    """Make the arrays tensors hold on this memory read-only (the owner first)."""
+    """Make the arrays tensors hold on this memory read-only (the owner first). An owner
+    that numpy would not make writeable again stays as it is: it is foreign memory, which
+    the nodes checksum anyway."""
     locked = mem.locked if mem.locked is not None else []
+    skip = mem.owner if mem.foreign and not _reversible(mem.owner) else None
     for array in (mem.owner, *mem.arrays):
-        if array.flags.writeable:
+        if array.flags.writeable and array is not skip:
             array.flags.writeable = False
             locked.append(array)
     mem.locked = locked or None
@@ -195,9 +230,10 @@ def saved_tensors(node: "Node", out: "Tensor") -> Iterator[tuple[int, "Tensor"]]
             else:
                 if value.base is None:             # an array the rule made
                     continue
-                position = _view_position(value, inputs, out)
-                if position is None:
+                found = _view_position(value, inputs, out)
+                if found is None:
                     continue
+                position = found
         if position not in seen:
             seen.append(position)
             yield position, out if position == OUTPUT else inputs[position]
@@ -213,16 +249,22 @@ def _view_position(value: np.ndarray, inputs: Sequence["Tensor"], out: "Tensor")
     return None
 
 
+Checksums = list[tuple[int, np.ndarray, int]]   # (position, saved array, its checksum)
+
+
 class Guard:
     """What a node saved from exposed memory (kept read-only until the guard is released,
-    when the node is freed by backward or garbage collected without one), and, under
+    when the node is freed by backward or garbage collected without one); checksums of
+    the saved arrays on foreign memory (flags cannot protect it); and, under
     detect_anomaly, checksums of every saved tensor array."""
 
-    __slots__ = ("locks", "checksums", "released")
+    __slots__ = ("locks", "checksums", "foreign", "released")
 
-    def __init__(self, locks: list[Memory], checksums: list[tuple[int, np.ndarray, int]] | None):
+    def __init__(self, locks: list[Memory], checksums: Checksums | None,
+                 foreign: Checksums | None = None):
         self.locks = locks
         self.checksums = checksums
+        self.foreign = foreign
         self.released = not locks
 
     def release(self) -> None:
@@ -269,8 +311,10 @@ def holds(values: Sequence[object], t: "Tensor") -> bool:
     return False
 
 
-def lock(memories: list[Memory]) -> Guard:
-    """Exposed memory a live node saved: read-only until the returned guard is released."""
+def lock(memories: list[Memory], node: "Node | None" = None, out: "Tensor | None" = None) -> Guard:
+    """Exposed memory a live node saved: read-only until the returned guard is released.
+    Saved arrays on foreign memory are also checksummed (``node`` and ``out`` say which
+    arrays the node saved), and the clock ticks so that the node's backward compares."""
     _LOCK.acquire()
     try:
         for mem in memories:
@@ -279,14 +323,20 @@ def lock(memories: list[Memory]) -> Guard:
                 _lock(mem)
     finally:
         _unlock()
-    return Guard(memories, None)
+    sums = None
+    if node is not None and out is not None and any(mem.foreign for mem in memories):
+        sums = [(position, t._data, checksum(t._data)) for position, t in saved_tensors(node, out)
+                if t._mem is not None and t._mem.foreign]
+        if sums:
+            tick()
+    return Guard(memories, None, sums)
 
 
 def guard(node: "Node", out: "Tensor", anomaly: bool) -> Guard | None:
     """Under detect_anomaly: a checksum of every saved tensor array, and exposed memory
     locked as always."""
     locks = []
-    checksums = [] if anomaly else None
+    checksums: Checksums | None = [] if anomaly else None
     for position, t in saved_tensors(node, out):
         mem = t._mem
         if mem is not None and mem.exposed is not None and mem not in locks:
@@ -308,7 +358,10 @@ def guard(node: "Node", out: "Tensor", anomaly: bool) -> Guard | None:
 def checksum(array: np.ndarray) -> int:
     """A CRC-32 of the array's bytes (and its shape): a change of any value changes it
     except with probability 2^-32."""
-    return zlib.crc32(np.ascontiguousarray(array).view(np.uint8), hash(array.shape) & 0xFFFFFFFF)
+    data = np.ascontiguousarray(array).view(np.uint8)
+    # An ndarray has the buffer protocol; numpy's stubs declare __buffer__ only for
+    # Python >= 3.12, and mypy checks for 3.10.
+    return zlib.crc32(data, hash(array.shape) & 0xFFFFFFFF)  # type: ignore[arg-type]
 
 
 def verify(node: "Node", out: "Tensor") -> None:
@@ -324,12 +377,24 @@ def verify(node: "Node", out: "Tensor") -> None:
                 f"({node!r}), was modified by an in-place operation after the forward "
                 f"pass. Call backward() before changing it (e.g. before optimizer.step()), "
                 f"or compute the graph again.")
-        if mem.crc is not None and mem.exposed > node.epoch and checksum(mem.owner) != mem.crc:
+        if mem.crc is None:
+            continue
+        assert mem.exposed is not None            # expose() sets both, and neither goes back
+        if mem.exposed > node.epoch and checksum(mem.owner) != mem.crc:
             raise RuntimeError(
                 f"{_what(node, position)}, saved for the backward of op '{node.op.name}' "
                 f"({node!r}), was written through its numpy array after the forward pass "
                 f"(the array was handed out after that pass, and its values changed since).")
     g = node.guard
+    if g is not None and g.foreign:
+        for position, array, crc in g.foreign:
+            if checksum(array) != crc:
+                raise RuntimeError(
+                    f"{_what(node, position)}, saved for the backward of op '{node.op.name}' "
+                    f"({node!r}), changed after the forward pass (its checksum differs). Its "
+                    f"memory is not numpy's ({_buffer(array)}), so it could not be made "
+                    f"read-only: something wrote into it. Call backward() before changing "
+                    f"it, or give handgrad a copy (Tensor(array) rather than copy=False).")
     if g is not None and g.checksums is not None:
         for position, array, crc in g.checksums:
             if checksum(array) != crc:
@@ -338,6 +403,20 @@ def verify(node: "Node", out: "Tensor") -> None:
                     f"'{node.op.name}' ({node!r}), changed after the forward pass (its "
                     f"checksum differs): something wrote into its memory, e.g. through a "
                     f"numpy view taken before the forward pass.")
+
+
+def _buffer(array: np.ndarray) -> str:
+    """What holds a foreign array's memory, for the error message ("it belongs to a
+    bytearray", "it is a np.memmap's file", ...)."""
+    own = owner(array)
+    if isinstance(own, np.memmap) or type(own.base).__name__ == "mmap":
+        return "it is a np.memmap's file"
+    base = own.base
+    while isinstance(base, memoryview):
+        base = base.obj
+    if base is None:
+        return "it was made outside numpy"
+    return f"it belongs to a {type(base).__name__}"
 
 
 def _what(node: "Node", position: int) -> str:

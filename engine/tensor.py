@@ -9,11 +9,16 @@ class. All the math lives in the ops.
 Values are safe from outside changes (see ``saved.py``): ``Tensor(array)`` copies the
 array (``copy=False`` shares it); an array you got from ``t.data`` is read-only while a
 graph has saved it for backward; handgrad's own in-place operations (``t += 1`` under
-``no_grad()``, optimizer steps) bump a version that backward checks.
+``no_grad()``, optimizer steps) bump a version that backward checks; memory numpy does
+not own (a ``np.memmap``, ``np.frombuffer`` of a bytearray) shared with ``copy=False`` is
+checksummed by the nodes that save it instead.
+
+A tensor holds numbers: bool, integers, floats (and complex, for complex-step checks);
+``check_dtype`` refuses strings, bytes, void, datetimes and objects.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -21,15 +26,20 @@ from . import graph, saved
 from .accumulate import GradientStore
 from .modes import STATE
 
+if TYPE_CHECKING:       # t.exp(), t.sum(axis=0): the op methods, typed (engine/_ops.pyi)
+    from ._ops import OpMethods
+else:
+    OpMethods = object
 
-class Tensor:
+
+class Tensor(OpMethods):
     """An n-dimensional array in the compute graph.
 
     ``Tensor(data, requires_grad=False, name=None, dtype=None, copy=True)``. ``data`` is
     anything numpy accepts and is copied, as by ``np.array`` (the tensor never shares
     memory with an array you keep writing to); ``copy=False`` shares an array that needs
     no conversion, as ``torch.from_numpy`` does. Only floating-point tensors can require
-    a gradient.
+    a gradient; only numeric dtypes are accepted (see ``check_dtype``).
     """
 
     __slots__ = ("_data", "_mem", "_requires_grad", "grad", "name", "node", "_retains_grad",
@@ -45,9 +55,7 @@ class Tensor:
             array = np.array(data, dtype=dtype, copy=True) if copy else np.asarray(data, dtype=dtype)
         except (TypeError, ValueError) as e:
             raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__}: {e}") from None
-        if array.dtype == object:
-            raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__} "
-                            f"holding non-numeric objects")
+        check_dtype(array.dtype, f"Tensor: cannot make a tensor from {type(data).__name__}")
         self._data: np.ndarray = array
         self._mem: saved.Memory | None = None
         if not copy and isinstance(data, np.ndarray) and saved.owner(array) is saved.owner(data):
@@ -94,8 +102,7 @@ class Tensor:
         """``t.data = array`` replaces the values (sharing ``array``, as in PyTorch); graphs
         computed before keep the old ones."""
         array = value._data if isinstance(value, Tensor) else np.asarray(value)
-        if array.dtype.kind not in "biufc":
-            raise TypeError(f"data: expected numbers, got dtype {array.dtype}")
+        check_dtype(array.dtype, "data")
         if self._requires_grad and array.dtype.kind != "f":
             raise TypeError(f"data: {self.describe()} requires grad, so its data must be "
                             f"floating point, got dtype {array.dtype}")
@@ -105,28 +112,42 @@ class Tensor:
     # --- array facts -------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
+        """The size of each dimension, as a tuple of ints (``data.shape``)."""
         return self._data.shape
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions, ``len(shape)`` (0 for a scalar tensor)."""
         return self._data.ndim
 
     @property
     def dtype(self) -> np.dtype:
+        """The numpy dtype of the values (``np.float32``, ``np.float64``, an integer or bool
+        dtype, ...)."""
         return self._data.dtype
 
     @property
     def size(self) -> int:
+        """The number of elements, the product of ``shape`` (1 for a scalar tensor); an int,
+        as numpy's ``size``, not a method as PyTorch's ``size()``."""
         return self._data.size
 
     @property
     def is_leaf(self) -> bool:
+        """True when no op produced this tensor (``node is None``): tensors you create, and
+        op results computed with no input requiring grad or under ``no_grad()``."""
         return self.node is None
 
     def __len__(self) -> int:
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
         return len(self._data)
+
+    def __iter__(self) -> Iterator["Tensor"]:
+        """The rows ``t[0], t[1], ...`` (each one a getitem in the graph), as numpy iterates."""
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(len(self._data)))
 
     def describe(self) -> str:
         """"Tensor 'x' of shape (2, 3), dtype float32": for error messages."""
@@ -150,6 +171,8 @@ class Tensor:
         return self._data.copy() if copy else self.data
 
     def item(self) -> float | int | bool:
+        """The value of a one-element tensor as a Python number (``float``, ``int`` or
+        ``bool``); ValueError for any other size."""
         if STATE.tape is not None:
             STATE.tape.refuse(f"read the value of {self.describe()} (.item(), float(), "
                               f"int() or bool())")
@@ -192,6 +215,8 @@ class Tensor:
     # --- gradients ---------------------------------------------------------------------
     @property
     def requires_grad(self) -> bool:
+        """Whether ``backward`` computes a gradient for this tensor. Settable on a leaf
+        only, and only True for a floating-point dtype (as ``torch.Tensor.requires_grad``)."""
         return self._requires_grad
 
     @requires_grad.setter
@@ -385,7 +410,22 @@ class Tensor:
 
     @property
     def T(self) -> "Tensor":
+        """The tensor with its axes reversed, ``transpose(self)``: the matrix transpose for
+        2-D (differentiable, as every op)."""
         return _OPS["transpose"](self)
+
+
+NUMERIC_KINDS = "biufc"   # bool, signed and unsigned integers, floats, complex
+
+
+def check_dtype(dtype: np.dtype, what: str) -> None:
+    """Refuse a dtype that is not a number: strings, bytes, void (raw or structured),
+    datetimes, timedeltas, Python objects. Complex stays allowed (the complex-step check
+    runs the ops on complex inputs)."""
+    if dtype.kind not in NUMERIC_KINDS:
+        objects = " (non-numeric Python objects)" if dtype.kind == "O" else ""
+        raise TypeError(f"{what}: dtype {dtype}{objects} is not supported; a tensor holds "
+                        f"bool, integers or floats (complex only for complex-step checks)")
 
 
 def _data(x: Any) -> Any:
@@ -402,7 +442,9 @@ def as_tensor(x: Any, dtype: Any = None) -> Tensor:
 
 def from_numpy(array: np.ndarray) -> Tensor:
     """A tensor sharing ``array``'s memory (no copy). While a graph has saved it for
-    backward, the array is read-only."""
+    backward, the array is read-only; if numpy does not own that memory (a ``np.memmap``,
+    ``np.frombuffer`` of a bytearray), a write to it after the forward pass makes the
+    backward raise (the saved values are checksummed)."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"from_numpy expects a numpy array, got {type(array).__name__}")
     return Tensor(array, copy=False)

@@ -9,6 +9,7 @@ from typing import Any
 from . import data, init, metrics, optim
 from .compile import CompiledStep, compile_step
 from .data import DataLoader, load_dataset
+from .errors import UserInputError
 from .layers import (ELU, GELU, MLP, Dropout, Flatten, Identity, LeakyReLU, Linear, ReLU, Sigmoid,
                      Softmax, Softplus, Tanh)
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, l2_penalty
@@ -22,7 +23,7 @@ __all__ = [
     "GELU", "Softplus", "Softmax", "Identity", "Flatten", "Dropout", "MLP",
     "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "l2_penalty",
     "init", "optim", "data", "metrics", "DataLoader", "load_dataset",
-    "fit", "evaluate", "predict", "compile_step", "CompiledStep", "History", "TrainingError", "save", "load", "CheckpointError",
+    "fit", "evaluate", "predict", "UserInputError", "compile_step", "CompiledStep", "History", "TrainingError", "save", "load", "CheckpointError",
     "accuracy", "confusion_matrix", "precision_recall",
 ]
 

@@ -4,20 +4,27 @@ which needs hypothesis: ``pip install "handgrad[check]"``).
 
 Every user error is one line on stderr and exit status 2, found before any training
 starts: option values are checked by the converters of ``cli_args``, combinations and
-paths by ``check_train``. Errors about files and data (missing, corrupt, unreadable) are
-one line too. A bug in handgrad still shows its traceback: only the error types that
-describe the user's input are caught.
+paths, split sizes and memory by ``check_out``, ``check_size`` and ``load_splits``. Errors
+about files and data (missing, corrupt, unreadable), a full disk and a closed or full stdout
+are one line too. A bug in handgrad still shows its traceback: only ``UserInputError`` (and
+the OS errors about the user's paths) is caught, never a plain ValueError.
+
+``train --out`` saves the run directory as one unit (``rundir``); ``--resume`` verifies it.
+Ctrl-C at any moment exits with status 130 and the last complete epoch saved.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -25,14 +32,17 @@ from handgrad import __version__
 from handgrad.engine.testing import cli as check_cli
 
 from . import cli_args as opt_
+from . import cli_plan as plan_
 from .cli_args import UsageError
 from . import data as data_
 from . import init as init_
-from . import optim, serialization
+from . import optim, rundir, serialization
+from .errors import UserInputError
 from .draw_command import add_draw_arguments, draw_command
 from .layers import ACTIVATIONS, MLP
 from .losses import CrossEntropyLoss
 from .module import Module
+from .plots import MatplotlibMissing
 from .train import History, TrainingError, evaluate, fit
 
 
@@ -88,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: full batch for the small datasets, 128 for (fashion-)mnist")
     t.add_argument("--val-fraction", type=opt_.fraction)
     t.add_argument("--early-stopping", type=opt_.positive_int, metavar="PATIENCE")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=opt_.seed)
     t.add_argument("--out", type=Path, help="directory for the checkpoint, history.json and "
                                             "curves (created; files in it are replaced)")
     t.add_argument("--resume", type=Path, metavar="DIR",
@@ -101,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", type=Path)
     e.add_argument("--dataset", choices=data_.DATASETS, help="default: the one it was trained on")
     e.add_argument("--data-dir")
-    e.add_argument("--seed", type=int, help="default: the training seed (synthetic datasets)")
+    e.add_argument("--seed", type=opt_.seed, help="default: the training seed (synthetic datasets)")
 
     d = sub.add_parser("draw", help="draw the compute graph of a small MLP on one batch")
     add_draw_arguments(d)
@@ -161,27 +171,56 @@ def run_config(args: argparse.Namespace, saved: dict[str, Any] | None = None) ->
     return run
 
 
-def check_out(out: Path | None) -> None:
-    """--out must be a directory we can create or write: checked before training."""
-    if out is None:
-        return
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is an existing file; give a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {out}: cannot create the directory ({e.strerror or e})") from None
-    if not os.access(out, os.W_OK):
-        raise UsageError(f"--out {out}: the directory is not writable")
+def check_out(out: Path | None, needed_bytes: int = 0) -> None:
+    """--out must be a directory we can create or write, whose files can all be replaced
+    and with room for the run: checked before training."""
+    if out is not None:
+        rundir.check_writable(out, needed_bytes)
+
+
+def check_size(run: dict[str, Any]) -> None:
+    """Enough examples for the splits that can be known before loading, and enough memory
+    for the model: checked before any data is read or any array allocated."""
+    plan_.check_examples(run["dataset"], run["n"])
+    inputs, classes = plan_.SHAPES[run["dataset"]]
+    n = plan_.examples(run["dataset"], run["n"])
+    rows = min(run["batch_size"] or n, n)
+    slots = plan_.OPTIMIZER_SLOTS[run["optimizer"]]
+    what = " ".join([f"--hidden {','.join(map(str, run['hidden']))}"]
+                    + [f"--{k.replace('_', '-')} {run[k]}" for k in ("n", "batch_size")
+                       if run[k] is not None])
+    plan_.check_memory(what, [inputs, *run["hidden"], classes], rows, slots,
+                       plan_.data_bytes(run["dataset"], n))
+
+
+def load_splits(run: dict[str, Any], data_dir: str | None) -> data_.Splits:
+    """The dataset, split as load_dataset splits it, once every split is known to hold at
+    least one example (load_dataset itself treats an empty split as a programming error)."""
+    splits = data_.load_dataset(run["dataset"], data_dir=data_dir, n=run["n"], seed=run["seed"])
+    plan_.check_split(run["dataset"], run["n"], len(splits.x_train), len(splits.x_test),
+                      run["val_fraction"])
+    if not run["val_fraction"]:
+        return splits
+    x_train, y_train, x_val, y_val = data_.train_val_split(
+        splits.x_train, splits.y_train, run["val_fraction"], run["seed"])
+    return dataclasses.replace(splits, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
+
+
+def _save_bytes(sizes: list[int], optimizer: str) -> int:
+    """A lower bound of the bytes a save writes: model.npz, and resume.npz with the
+    optimizer's state."""
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    return 4 * params * (2 + plan_.OPTIMIZER_SLOTS[optimizer])
 
 
 # --- building and running ------------------------------------------------------------------
 
 def _optimizer(run: dict[str, Any], model: MLP) -> optim.Optimizer:
     name, lr, wd = run["optimizer"], run["lr"], run["weight_decay"]
+    make: Callable[..., optim.Optimizer] = optim.OPTIMIZERS[name]   # each its own options
     if name in MOMENTUM_OPTIMIZERS:
-        return optim.OPTIMIZERS[name](model, lr=lr, momentum=run["momentum"], weight_decay=wd)
-    return optim.OPTIMIZERS[name](model, lr=lr, weight_decay=wd)
+        return make(model, lr=lr, momentum=run["momentum"], weight_decay=wd)
+    return make(model, lr=lr, weight_decay=wd)
 
 
 def _schedule(run: dict[str, Any], opt: optim.Optimizer) -> optim.LRScheduler | None:
@@ -205,13 +244,42 @@ def _generators(model: Module) -> list[np.random.Generator]:
     return found
 
 
+@dataclasses.dataclass
+class Saved:
+    """A run directory given to --resume, verified: its manifest, where each file's
+    verified bytes are, and the metadata of its resume.npz."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    files: dict[str, Path]
+    metadata: dict[str, Any]
+
+
+def read_saved(directory: Path) -> Saved:
+    """The run saved in ``directory``, after checking that its files form one saved epoch.
+    A save that committed but was stopped before renaming its files is finished first."""
+    try:
+        rundir.settle(directory)
+    except OSError:
+        pass              # a read-only copy: verify() reads the staged files where they are
+    manifest, files = rundir.verify(directory, required=("resume.npz", "model.npz"))
+    meta, _ = serialization.read(files["resume.npz"])
+    metadata = meta.get("metadata", {})
+    if not isinstance(metadata, dict) or "resume" not in metadata or "run" not in metadata:
+        raise UsageError(f"--resume {directory}: resume.npz was not written by handgrad train "
+                         f"--out (no run recorded in it)")
+    return Saved(directory, manifest, files, metadata)
+
+
 class _Run:
     """A model, its optimizer and schedule, and the state at the end of the last complete
     epoch (what resume.npz holds, so that --resume continues exactly from there).
 
-    Two files: ``model.npz`` is the model the run produced (under early stopping, the best
-    epoch's weights, which the test metrics describe); ``resume.npz`` is the last complete
-    epoch with the optimizer state, the schedule, the random generators and the history."""
+    Two checkpoints: ``model.npz`` is the model the run produced (under early stopping, the
+    best epoch's weights, which the test metrics describe); ``resume.npz`` is the last
+    complete epoch with the optimizer state, the schedule, the random generators and the
+    history. Both are saved together with the history and the curves, as one unit
+    (``rundir.commit``)."""
 
     def __init__(self, run: dict[str, Any], sizes: list[int]):
         self.run = run
@@ -219,140 +287,224 @@ class _Run:
                          init=run["init"], seed=run["seed"])
         self.optimizer = _optimizer(run, self.model)
         self.scheduler = _schedule(run, self.optimizer)
-        self.epochs_done = 0
         self.history = History()
-        self.best: dict[str, np.ndarray] | None = None   # the best epoch's weights
         self.snapshot: dict[str, Any] = {}
+        self.take_snapshot(0, None)
 
-    def take_snapshot(self) -> None:
-        self.snapshot = {
+    @property
+    def epochs_done(self) -> int:
+        return int(self.snapshot["epochs_done"])
+
+    @property
+    def best(self) -> dict[str, np.ndarray] | None:
+        """The best epoch's weights (early stopping), as of the last complete epoch."""
+        return self.snapshot["best"]
+
+    def take_snapshot(self, epochs_done: int, best: dict[str, np.ndarray] | None) -> None:
+        # Built aside, then assigned in one step: a Ctrl-C that aborts fit in the middle
+        # leaves the previous epoch's snapshot whole.
+        snapshot = {
             "params": self.model.state_dict(),
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "rng": [g.bit_generator.state for g in _generators(self.model)],
-            "epochs_done": self.epochs_done,
+            "epochs_done": epochs_done,
             "history": copy.deepcopy(self.history.to_dict()),
+            "best": best,
         }
+        self.snapshot = snapshot
 
     def end_of_epoch(self, epoch: int, record: dict[str, float]) -> None:
-        self.epochs_done = epoch
-        if self.history.best_epoch == epoch:
-            self.best = self.model.state_dict()
-        self.take_snapshot()
+        best = self.model.state_dict() if self.history.best_epoch == epoch else self.best
+        self.take_snapshot(epoch, best)
 
-    def restore(self, resume_dir: Path) -> None:
-        """Put back the state saved in ``resume_dir`` (by save) into the model, the optimizer,
-        the schedule and the random generators."""
-        path = resume_dir / "resume.npz"
+    def restore(self, saved: Saved) -> None:
+        """Put back the state saved in the verified run directory into the model, the
+        optimizer, the schedule and the random generators."""
+        path = saved.files["resume.npz"]
         ck = serialization.load(path, self.model, optimizer=self.optimizer)
         generators = _generators(self.model)
         try:         # the metadata is untrusted too: any malformed part is the file's fault
-            resume = ck.checkpoint_metadata["resume"]
+            resume = serialization.metadata_of(ck)["resume"]
             history = History.from_dict(resume["history"])
             epochs_done = int(resume["epochs_done"])
             if len(history.epochs) != epochs_done or len(generators) != len(resume["rng"]):
                 raise ValueError("epochs or random generators do not match the run")
+            if epochs_done != saved.manifest["epochs_done"]:
+                raise ValueError(f"it holds epoch {epochs_done}, {rundir.MANIFEST} says "
+                                 f"{saved.manifest['epochs_done']}")
             if self.scheduler is not None:
                 self.scheduler.load_state_dict(resume["scheduler"])
             for g, state in zip(generators, resume["rng"]):
                 g.bit_generator.state = state
         except (KeyError, TypeError, ValueError) as e:
             raise serialization.CheckpointError(f"{path}: malformed resume state ({e})") from None
-        self.epochs_done, self.history = epochs_done, history
-        if self.history.best_epoch is not None:
-            best = serialization.load(resume_dir / "model.npz", check_finite=True)
-            self.best = best.state_dict()
+        self.history = history
+        best = None
+        if history.best_epoch is not None:
+            # Loaded into this run's architecture: a model.npz of another one is one line.
+            best = serialization.load(saved.files["model.npz"], copy.deepcopy(self.model),
+                                      check_finite=True).state_dict()
+        self.take_snapshot(epochs_done, best)
 
-    def save(self, out: Path, test: dict[str, float] | None, interrupted: bool) -> list[Path]:
-        """Write the run: model.npz, resume.npz, history.json and curves.png."""
+    def save(self, out: Path, test: dict[str, float] | None,
+             interrupted: bool) -> tuple[list[Path], dict[str, str]]:
+        """Write the last complete epoch: model.npz, resume.npz, history.json and the
+        curves, committed together. Returns the files written and, for each file skipped,
+        why (no epoch to draw, no gradient norms recorded, matplotlib missing)."""
         snap = self.snapshot
         last = copy.deepcopy(self.model)
         last.load_state_dict(snap["params"])
         produced = copy.deepcopy(last)
-        if self.run["early_stopping"] is not None and self.best is not None:
-            produced.load_state_dict(self.best)
+        if self.run["early_stopping"] is not None and snap["best"] is not None:
+            produced.load_state_dict(snap["best"])
         meta = {"dataset": self.run["dataset"], "seed": self.run["seed"], "run": self.run,
                 "test": test, "interrupted": interrupted}
         resume = dict(meta, resume={k: snap[k] for k in ("scheduler", "rng", "epochs_done",
                                                            "history")})
-        # resume.npz first: a model.npz is never newer than the state it resumes from.
-        resume_path = serialization.save(last, out / "resume.npz", metadata=resume,
-                                         optimizer_state=snap["optimizer"])
-        ckpt = serialization.save(produced, out / "model.npz", metadata=meta)
-        history_path = out / "history.json"
-        history_path.write_text(json.dumps(snap["history"], indent=1))
-        written = [ckpt, resume_path, history_path]
-        from .plots import plot_gradient_norms, plot_history
         history = History.from_dict(snap["history"])
-        pngs = [plot_history(history, out / "curves.png"),
-                plot_gradient_norms(history, out / "grad_norms.png")]
-        return written + [p for p in pngs if p is not None]
+        skipped: dict[str, str] = {}
+        writers = {
+            "resume.npz": lambda p: serialization.save(last, p, metadata=resume,
+                                                       optimizer_state=snap["optimizer"]),
+            "model.npz": lambda p: serialization.save(produced, p, metadata=meta),
+            "history.json": lambda p: _write_text(p, json.dumps(snap["history"], indent=1)),
+            "curves.png": lambda p: _plot("curves.png", history, p, skipped),
+            "grad_norms.png": lambda p: _plot("grad_norms.png", history, p, skipped),
+        }
+        before = rundir.read_manifest(out) if (out / rundir.MANIFEST).exists() else None
+        try:
+            return rundir.commit(out, writers, snap["epochs_done"]), skipped
+        except OSError as e:
+            kept = (f"it still holds the run saved after epoch {before['epochs_done']}"
+                    if before else "nothing of this run was saved")
+            raise rundir.RunDirError(f"cannot save the run in {out}: "
+                                     f"{e.strerror or e}; {kept}") from None
+
+
+def _plot(name: str, history: History, path: Path, skipped: dict[str, str]) -> Path | None:
+    """Draw curves.png or grad_norms.png into ``path``, or say in ``skipped`` why not."""
+    if not history.epochs:
+        skipped[name] = "no complete epoch to draw"
+        return None
+    if name == "grad_norms.png" and not history.grad_norms:
+        skipped[name] = "no gradient norms were recorded"
+        return None
+    from . import plots
+    try:
+        if name == "curves.png":
+            plots.plot_history(history, path)
+        else:
+            plots.plot_gradient_norms(history, path)
+    except plots.MatplotlibMissing:
+        skipped[name] = 'matplotlib is not installed: pip install "handgrad[plot]"'
+        return None
+    return path
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+class _HeldInterrupts:
+    """Ctrl-C while this is active (outside fit, which has its own handler) is recorded,
+    not raised: the run is saved whole first. Outside the main thread it does nothing."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: Any = None
+
+    def __enter__(self) -> "_HeldInterrupts":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _fit(state: _Run, run: dict[str, Any], splits: data_.Splits, loss_fn: CrossEntropyLoss,
+         args: argparse.Namespace, record_grad_norms: bool) -> TrainingError | None:
+    """Train from the state's last complete epoch; a TrainingError is returned (the state
+    keeps its last good epoch). A second Ctrl-C aborts fit at once: the last complete epoch
+    is still in the snapshot, and the history says interrupted."""
+    val = (splits.x_val, splits.y_val) if splits.x_val is not None else None
+    try:
+        # fit checks every loss and gradient for NaN/Inf itself: numpy's warnings about
+        # them would only come before the one line that says so.
+        with np.errstate(all="ignore"):
+            state.history = fit(state.model, loss_fn, state.optimizer,
+                                (splits.x_train, splits.y_train), epochs=run["epochs"],
+                                batch_size=run["batch_size"], val_data=val,
+                                scheduler=state.scheduler, clip_grad_norm=run["clip_grad_norm"],
+                                early_stopping=run["early_stopping"],
+                                monitor="val_loss" if val is not None else "train_loss",
+                                seed=run["seed"], progress=not args.quiet,
+                                callback=state.end_of_epoch, initial_epoch=state.epochs_done,
+                                history=state.history,
+                                best_state=state.best if state.epochs_done else None,
+                                compile=args.compile, record_grad_norms=record_grad_norms)
+    except TrainingError as e:
+        return e
+    except KeyboardInterrupt:
+        state.history.interrupted = True
+    return None
 
 
 def train(args: argparse.Namespace) -> int:
-    meta = None
-    if args.resume is not None:
-        path = args.resume / "resume.npz"
-        meta, _ = serialization.read(path)
-        if "resume" not in meta.get("metadata", {}):
-            raise UsageError(f"--resume {args.resume}: {path} was not written by handgrad train "
-                             f"--out (no run recorded in it)")
-        meta = meta["metadata"]
-    run = run_config(args, meta["run"] if meta else None)
+    saved = read_saved(args.resume) if args.resume is not None else None
+    run = run_config(args, saved.metadata["run"] if saved else None)
     out = args.out if args.out is not None else args.resume
-    check_out(out)
+    check_size(run)
+    inputs, classes = plan_.SHAPES[run["dataset"]]
+    check_out(out, _save_bytes([inputs, *run["hidden"], classes], run["optimizer"]))
 
-    splits = data_.load_dataset(run["dataset"], data_dir=args.data_dir, n=run["n"],
-                                seed=run["seed"], val_fraction=run["val_fraction"])
+    splits = load_splits(run, args.data_dir)
     sizes = [int(np.prod(splits.input_shape))] + run["hidden"] + [splits.num_classes]
     state = _Run(run, sizes)
-    if meta is not None:
-        state.restore(args.resume)
+    if saved is not None:
+        state.restore(saved)
         if state.history.stopped_early:
             raise UsageError(f"--resume {args.resume}: the run stopped early (no improvement "
                              f"since epoch {state.history.best_epoch}); nothing to continue")
         if state.epochs_done >= run["epochs"]:
             raise UsageError(f"--resume {args.resume}: the run already has {state.epochs_done} "
                              f"epochs; ask for more with --epochs")
-    state.take_snapshot()
     loss_fn = CrossEntropyLoss(label_smoothing=run["label_smoothing"])
-    val = (splits.x_val, splits.y_val) if splits.x_val is not None else None
     print(f"handgrad: {run['dataset']} from {splits.source}: {len(splits.x_train)} train / "
-          f"{0 if val is None else len(val[0])} val / {len(splits.x_test)} test examples; "
-          f"MLP {sizes} {run['activation']}, {run['optimizer']} lr={run['lr']}, "
+          f"{0 if splits.x_val is None else len(splits.x_val)} val / {len(splits.x_test)} test "
+          f"examples; MLP {sizes} {run['activation']}, {run['optimizer']} lr={run['lr']}, "
           f"{run['epochs']} epochs, batch {run['batch_size'] or 'full'}"
-          + (f", resuming after epoch {state.epochs_done}" if meta else ""), flush=True)
+          + (f", resuming after epoch {state.epochs_done}" if saved else ""), flush=True)
 
     start = time.perf_counter()
-    failure: TrainingError | None = None
-    try:
-        state.history = fit(state.model, loss_fn, state.optimizer,
-                            (splits.x_train, splits.y_train), epochs=run["epochs"],
-                            batch_size=run["batch_size"], val_data=val,
-                            scheduler=state.scheduler, clip_grad_norm=run["clip_grad_norm"],
-                            early_stopping=run["early_stopping"],
-                            monitor="val_loss" if val is not None else "train_loss",
-                            seed=run["seed"], progress=not args.quiet,
-                            callback=state.end_of_epoch, initial_epoch=state.epochs_done,
-                            history=state.history,
-                            best_state=state.best if state.epochs_done else None,
-                            compile=args.compile, record_grad_norms=out is not None)
-    except TrainingError as e:
-        failure = e
-    seconds = time.perf_counter() - start
-    interrupted = failure is None and state.history.interrupted
-    finished = failure is None and not interrupted
-    test = evaluate(state.model, loss_fn, (splits.x_test, splits.y_test)) if finished else None
-    if out is not None:
-        written = state.save(out, test, interrupted=not finished)
+    with _HeldInterrupts() as ctrl_c:      # from here on a Ctrl-C waits for the save
+        failure = _fit(state, run, splits, loss_fn, args, record_grad_norms=out is not None)
+        seconds = time.perf_counter() - start
+        completed = failure is None and not state.history.interrupted   # fit ran to its end
+        test = None
+        if completed and not ctrl_c.requested:
+            with np.errstate(all="ignore"):
+                test = evaluate(state.model, loss_fn, (splits.x_test, splits.y_test))
+        written, skipped = (state.save(out, test, interrupted=not completed)
+                            if out is not None else ([], {}))
+    if written:
         print("wrote " + ", ".join(str(p) for p in written))
+    if skipped:
+        print("skipped " + "; ".join(f"{name} ({why})" for name, why in skipped.items()))
     if failure is not None:
         raise UsageError(f"{failure}" + (f"; the state after epoch {state.epochs_done} is saved "
                                          f"in {out}" if out is not None else ""))
-    if interrupted:
-        print(f"interrupted after {seconds:.1f} s" + (
-            f"; the state after epoch {state.epochs_done} is saved: continue with "
-            f"handgrad train --resume {out}" if out is not None else ""), file=sys.stderr)
+    if not completed or ctrl_c.requested:
+        where = ("" if out is None else f"; the finished run is saved in {out}" if completed else
+                 f"; the state after epoch {state.epochs_done} is saved: continue with "
+                 f"handgrad train --resume {out}")
+        print(f"interrupted after {seconds:.1f} s{where}", file=sys.stderr)
         return 130
     last = state.history.epochs[-1]
     summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith(("train_", "val_")))
@@ -365,7 +517,11 @@ def train(args: argparse.Namespace) -> int:
 
 def demo_cmd(args: argparse.Namespace) -> int:
     from . import demos
-    check_out(args.out)
+    if args.out is not None:
+        rundir.check_writable(args.out, files=())
+    sizes = [2, *[args.width] * args.depth, 3]
+    rows = plan_.examples("spirals", None) * 4 // 5          # the training split, full batch
+    plan_.check_memory(f"--depth {args.depth} --width {args.width}", sizes, rows, slots=0)
     result = demos.vanishing_gradients(depth=args.depth, width=args.width, steps=args.steps)
     print(f"Gradient norm of each layer's weights (layer 1 is next to the input), MLP with "
           f"{args.depth} hidden layers of {args.width} on spirals, at initialisation and "
@@ -373,20 +529,34 @@ def demo_cmd(args: argparse.Namespace) -> int:
     print(demos.table(result))
     if args.out is not None:
         (args.out / "vanishing.json").write_text(json.dumps(result, indent=1))
-        png = demos.plot_vanishing(result, args.out / "vanishing.png")
-        print(f"wrote {args.out / 'vanishing.json'}" + (f", {png}" if png else ""))
+        png = args.out / "vanishing.png"
+        try:
+            demos.plot_vanishing(result, png)
+        except MatplotlibMissing as e:
+            print(f"wrote {args.out / 'vanishing.json'}; skipped vanishing.png ({e})")
+        else:
+            print(f"wrote {args.out / 'vanishing.json'}, {png}")
     return 0
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
-    model = serialization.load(args.checkpoint)
-    meta = getattr(model, "checkpoint_metadata", {})
+    model = serialization.load(args.checkpoint)     # an MLP: the architecture it rebuilds
+    assert isinstance(model, MLP)
+    meta = serialization.metadata_of(model)
     dataset = args.dataset or meta.get("dataset")
     if dataset is None:
         raise UsageError(f"{args.checkpoint}: no dataset recorded; pass --dataset")
+    if dataset not in data_.DATASETS:
+        raise UsageError(f"{args.checkpoint}: the recorded dataset {dataset!r} is not one of "
+                         f"{', '.join(data_.DATASETS)}; pass --dataset")
     seed = args.seed if args.seed is not None else meta.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= opt_.MAX_SEED:
+        raise UsageError(f"{args.checkpoint}: the recorded seed {seed!r} is not a seed; "
+                         f"pass --seed")
+    check_fits(args.checkpoint, model, dataset)
     splits = data_.load_dataset(dataset, data_dir=args.data_dir, seed=seed)
-    scores_loss = evaluate(model, CrossEntropyLoss(), (splits.x_test, splits.y_test))
+    with np.errstate(all="ignore"):    # a NaN loss is reported as the number it is
+        scores_loss = evaluate(model, CrossEntropyLoss(), (splits.x_test, splits.y_test))
     print(f"{args.checkpoint}: {type(model).__name__} {model.config['sizes']} on {dataset} "
           f"({len(splits.x_test)} test examples)")
     print(f"test loss: {scores_loss['loss']:.4f}")
@@ -394,29 +564,90 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-# Errors that describe the user's input (options, files, data): one line, status 2.
-USER_ERRORS = (UsageError, data_.DatasetError, serialization.CheckpointError, FileNotFoundError,
-               IsADirectoryError, NotADirectoryError, PermissionError, check_cli.UsageError,
-               check_cli.HypothesisMissing)
+def check_fits(checkpoint: Path, model: MLP, dataset: str) -> None:
+    """The model must take the dataset's inputs and score exactly its classes."""
+    inputs, classes = plan_.SHAPES[dataset]
+    sizes = model.config["sizes"]
+    if sizes[0] != inputs or sizes[-1] != classes:
+        raise UsageError(f"--dataset {dataset} has {inputs} inputs and {classes} classes, but "
+                         f"the model in {checkpoint} takes {sizes[0]} inputs and scores "
+                         f"{sizes[-1]} classes")
+
+
+class OutputError(UserInputError):
+    """Standard output is closed or cannot be written (a full disk, /dev/full)."""
+
+
+class _GuardedStdout:
+    """sys.stdout, with write errors turned into OutputError (one line, status 2). A reader
+    that went away (BrokenPipeError) is left to main, which stops quietly."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._guard(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guard(self._stream.flush)
+
+    def _guard(self, call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OutputError(f"cannot write to standard output: {e.strerror or e}") from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+# Errors that describe the user's input (options, files, data): one line, status 2. The
+# OS errors are about the paths the user named; engine's check command has its own.
+USER_ERRORS = (UserInputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+               PermissionError, check_cli.UsageError, check_cli.HypothesisMissing)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if sys.stdout is None:               # started with stdout closed (handgrad train >&-)
+        print("handgrad: error: standard output is closed; nothing could show the results",
+              file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
+    command = {"train": train, "draw": draw_command, "evaluate": evaluate_cmd,
+               "demo": demo_cmd, "check": check_cli.check_command}[args.command]
+    stdout = sys.stdout
+    sys.stdout = _GuardedStdout(stdout)
     try:
-        command = {"train": train, "draw": draw_command, "evaluate": evaluate_cmd,
-                   "demo": demo_cmd, "check": check_cli.check_command}[args.command]
         status = command(args)
         sys.stdout.flush()                   # a closed pipe shows here, inside the handler
         return status
     except USER_ERRORS as e:
+        if isinstance(e, OutputError):
+            _silence(stdout)
         print(f"handgrad: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:
-        # The reader went away (`handgrad train | head`): stop quietly. Point stdout at
-        # devnull so that the interpreter's final flush does not complain again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        # The reader went away (`handgrad train | head`): stop quietly.
+        _silence(stdout)
         return 0
+    except KeyboardInterrupt:            # Ctrl-C outside training: nothing was written
+        print("handgrad: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        sys.stdout = stdout
+
+
+def _silence(stdout: Any) -> None:
+    """Point stdout at devnull so that the interpreter's final flush does not fail again."""
+    try:
+        fd = stdout.fileno()
+    except (OSError, ValueError, AttributeError):
+        return                            # not a real file (captured by a test)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

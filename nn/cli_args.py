@@ -6,8 +6,14 @@ from __future__ import annotations
 import argparse
 import math
 
+from .errors import UserInputError
 
-class UsageError(Exception):
+# numpy's generators take any non-negative integer; below 2**32 every seed also works with
+# the legacy np.random.seed and fits any integer field a user may copy it into.
+MAX_SEED = 2**32 - 1
+
+
+class UsageError(UserInputError):
     """A bad combination of options, or a path that cannot be used: one line, status 2."""
 
 
@@ -28,6 +34,18 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A random seed: an integer in [0, 2**32)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}], "
+                                         f"got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}], got {text}")
     return value
 
 

@@ -8,27 +8,33 @@ a seed, bit for bit the same on every machine.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
+
+from handgrad.engine.plain import plain_repr
+
+from .errors import UserInputError
 
 DATASETS = ("spirals", "moons", "circles", "xor", "blobs", "mnist", "fashion-mnist")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserInputError, ValueError):
     """A dataset file that is missing, truncated or corrupt; the message names the path."""
 
 
 # --- the IDX format ----------------------------------------------------------------------
 # magic: 0x00 0x00 <type code> <number of dims>, then one big-endian uint32 per dim, then
 # the data, big-endian, row-major.
-IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
-             0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_TYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -86,12 +92,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             recorded = int.from_bytes(f.read(4), "little")   # ISIZE: length mod 2**32
     try:
         opener = gzip.open if compressed else open
-        with opener(path, "rb") as f:  # type: ignore[operator]
+        with opener(path, "rb") as f:
             first = f.read(4)
             ndim = first[3] if len(first) == 4 else 0
             head = first + f.read(4 * ndim if 1 <= ndim <= 4 else 0)
             dims, dtype = _header(path, head)
-            expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+            expected = math.prod(dims) * dtype.itemsize        # Python ints: no overflow
             total = len(head) + expected
             if compressed:
                 if total % 2**32 != recorded:
@@ -115,7 +121,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
                            f"{dims}, found {len(body)}")
     if len(body) > expected:
         raise DatasetError(f"{path}: unexpected bytes after the data of shape {dims}")
-    data = np.frombuffer(body, dtype=dtype, count=int(np.prod(dims)))
+    data = np.frombuffer(body, dtype=dtype, count=math.prod(dims))
     return data.reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -143,6 +149,7 @@ MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
 }
+MNIST_CLASSES = 10
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 WHERE_TO_GET = {
     "fashion-mnist": "install Debian's package (apt-get install dataset-fashion-mnist, which puts "
@@ -196,21 +203,41 @@ def find_mnist_files(name: str, data_dir: str | os.PathLike | None = None) -> di
 
 def load_mnist(name: str = "mnist", data_dir: str | os.PathLike | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x_train, y_train, x_test, y_test): uint8 images (N, 28, 28) and int64 labels."""
+    """(x_train, y_train, x_test, y_test): uint8 images (N, 28, 28), N >= 1, and int64
+    labels in 0..9, one per image (each file checked: DatasetError naming it)."""
     files = find_mnist_files(name, data_dir)
     out = []
     for split in ("train", "test"):
-        images, labels = read_idx(files[f"{split}_images"]), read_idx(files[f"{split}_labels"])
+        images_path, labels_path = files[f"{split}_images"], files[f"{split}_labels"]
+        images, labels = read_idx(images_path), read_idx(labels_path)
         if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-            raise DatasetError(f"{files[f'{split}_images']}: expected uint8 images of shape "
+            raise DatasetError(f"{images_path}: expected uint8 images of shape "
                                f"(N, 28, 28), got {images.dtype} {images.shape}")
+        if len(images) == 0:
+            raise DatasetError(f"{images_path}: holds no images (shape {images.shape}); the "
+                               f"{split} set needs at least one")
         if labels.ndim != 1 or len(labels) != len(images):
-            raise DatasetError(f"{files[f'{split}_labels']}: {labels.shape} labels for "
-                               f"{len(images)} images in {files[f'{split}_images']}")
-        if labels.size and labels.max() > 9:
-            raise DatasetError(f"{files[f'{split}_labels']}: label {labels.max()} outside 0..9")
-        out += [images, labels.astype(np.int64)]
+            raise DatasetError(f"{labels_path}: {labels.shape} labels for "
+                               f"{len(images)} images in {images_path}")
+        out += [images, class_labels(labels_path, labels, MNIST_CLASSES)]
     return out[0], out[1], out[2], out[3]
+
+
+def class_labels(path: Path, labels: np.ndarray, classes: int) -> np.ndarray:
+    """``labels`` as int64 class indices, after checking that every value is an integer in
+    [0, classes): a float label is never truncated, a negative one never wraps around."""
+    if labels.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
+        if bad.size:
+            raise DatasetError(f"{path}: label {labels[bad[0]]!s} at index {bad[0]} is not an "
+                               f"integer class (the file holds {labels.dtype} values)")
+    elif labels.dtype.kind not in "iu":
+        raise DatasetError(f"{path}: labels must be integers, the file holds {labels.dtype}")
+    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    if bad.size:
+        raise DatasetError(f"{path}: label {labels[bad[0]]!s} outside 0..{classes - 1} (the "
+                           f"classes), at index {bad[0]}")
+    return labels.astype(np.int64)
 
 
 # --- teaching datasets -------------------------------------------------------------------
@@ -227,10 +254,11 @@ def _finish(X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.
 
 def _check_n(name: str, n: int, classes: int = 1) -> None:
     if not isinstance(n, (int, np.integer)) or n < classes or n <= 0:
-        raise ValueError(f"{name}: n must be an integer >= {max(classes, 1)}, got {n!r}")
+        raise ValueError(f"{name}: n must be an integer >= {max(classes, 1)}, got {plain_repr(n)}")
 
 
-def spirals(n: int = 600, classes: int = 3, noise: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def spirals(n: int = 600, classes: int = 3, noise: float = 0.2,
+            seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``classes`` interleaved spiral arms in the plane (the CS231n toy problem)."""
     _check_n("spirals", n, classes)
     rng = np.random.default_rng(seed)
@@ -253,7 +281,8 @@ def moons(n: int = 400, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, 
     return _finish(X + rng.normal(0, noise, X.shape), y, rng)
 
 
-def circles(n: int = 400, noise: float = 0.05, factor: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def circles(n: int = 400, noise: float = 0.05, factor: float = 0.5,
+            seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A circle (class 0) around a smaller one (class 1), radius ratio ``factor``."""
     _check_n("circles", n, 2)
     if not 0 < factor < 1:
@@ -276,7 +305,8 @@ def xor(n: int = 400, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np
     return _finish(bits + rng.normal(0, noise, (n, 2)), y, rng)
 
 
-def blobs(n: int = 300, centers: int = 3, std: float = 0.5, dim: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def blobs(n: int = 300, centers: int = 3, std: float = 0.5, dim: int = 2,
+          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian clusters around ``centers`` random points in [-5, 5]^dim."""
     _check_n("blobs", n, centers)
     rng = np.random.default_rng(seed)
@@ -285,7 +315,8 @@ def blobs(n: int = 300, centers: int = 3, std: float = 0.5, dim: int = 2, seed: 
     return _finish(means[y] + rng.normal(0, std, (n, dim)), y, rng)
 
 
-GENERATORS = {"spirals": spirals, "moons": moons, "circles": circles, "xor": xor, "blobs": blobs}
+GENERATORS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
+    "spirals": spirals, "moons": moons, "circles": circles, "xor": xor, "blobs": blobs}
 
 
 # --- preprocessing -----------------------------------------------------------------------
@@ -349,7 +380,7 @@ def batches(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
     if len(X) != len(y):
         raise ValueError(f"batches: {len(X)} inputs but {len(y)} targets")
     if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ValueError(f"batches: batch_size must be a positive integer, got {batch_size!r}")
+        raise ValueError(f"batches: batch_size must be a positive integer, got {plain_repr(batch_size)}")
     n = len(X)
     order = (rng if rng is not None else np.random.default_rng()).permutation(n) if shuffle else None
     stop = n - n % batch_size if drop_last else n
@@ -371,7 +402,8 @@ class DataLoader:
         if len(self.X) != len(self.y):
             raise ValueError(f"DataLoader: {len(self.X)} inputs but {len(self.y)} targets")
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-            raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
+            raise ValueError(f"DataLoader: batch_size must be a positive integer, "
+                             f"got {plain_repr(batch_size)}")
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.rng = np.random.default_rng(seed)
 
@@ -422,7 +454,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, n: int | 
             xtr, y_train = xtr[:n], y_train[:n]
         x_train = normalize_images(xtr.reshape(len(xtr), -1))
         x_test = normalize_images(xte.reshape(len(xte), -1))
-        num_classes = 10
+        num_classes = MNIST_CLASSES
     x_val = y_val = None
     if val_fraction:
         x_train, y_train, x_val, y_val = train_val_split(x_train, y_train, val_fraction, seed)

@@ -7,6 +7,7 @@ import numpy as np
 
 from handgrad import engine
 from handgrad.engine import Tensor
+from handgrad.engine.plain import plain_repr
 
 from . import init as init_
 from .module import Module, Parameter, Sequential
@@ -26,7 +27,7 @@ class Linear(Module):
         super().__init__()
         for what, n in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-                raise ValueError(f"Linear: {what} must be a positive integer, got {n!r}")
+                raise ValueError(f"Linear: {what} must be a positive integer, got {plain_repr(n)}")
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.weight = Parameter(init_.initialize(init, (in_features, out_features), rng, dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
@@ -45,6 +46,7 @@ class _Activation(Module):
     """An activation: forward applies ``fn`` with the module's keyword arguments."""
 
     fn: Any = None
+    kwargs: dict[str, Any]      # set in __init__ by object.__setattr__
 
     def __init__(self, **kwargs: Any):
         super().__init__()
@@ -58,22 +60,33 @@ class _Activation(Module):
 
 
 class ReLU(_Activation):
+    """relu(x) = max(x, 0), elementwise (``engine.relu``; derivative 0 at x = 0)."""
+
     fn = engine.relu
 
 
 class Sigmoid(_Activation):
+    """sigmoid(x) = 1 / (1 + e^-x), elementwise (``engine.sigmoid``)."""
+
     fn = engine.sigmoid
 
 
 class Tanh(_Activation):
+    """tanh(x), the hyperbolic tangent, elementwise (``engine.tanh``)."""
+
     fn = engine.tanh
 
 
 class Softplus(_Activation):
+    """softplus(x) = log(1 + e^x), elementwise, a smooth ReLU (``engine.softplus``)."""
+
     fn = engine.softplus
 
 
 class LeakyReLU(_Activation):
+    """leaky_relu(x) = x if x > 0 else negative_slope * x, elementwise
+    (``engine.leaky_relu``)."""
+
     fn = engine.leaky_relu
 
     def __init__(self, negative_slope: float = 0.01):
@@ -81,6 +94,8 @@ class LeakyReLU(_Activation):
 
 
 class ELU(_Activation):
+    """elu(x) = x if x > 0 else alpha * (e^x - 1), elementwise (``engine.elu``)."""
+
     fn = engine.elu
 
     def __init__(self, alpha: float = 1.0):
@@ -88,6 +103,10 @@ class ELU(_Activation):
 
 
 class GELU(_Activation):
+    """gelu(x) = x * Phi(x), Phi the standard normal CDF (``engine.gelu``). The default
+    ``approximate="tanh"`` uses the tanh approximation of Phi (PyTorch's default is
+    ``"none"``, the exact form, also available)."""
+
     fn = engine.gelu
 
     def __init__(self, approximate: str = "tanh"):
@@ -95,6 +114,9 @@ class GELU(_Activation):
 
 
 class Softmax(_Activation):
+    """softmax(x)_i = e^(x_i) / sum_j e^(x_j) along ``axis`` (default the last), so each
+    slice sums to 1 (``engine.softmax``)."""
+
     fn = engine.softmax
 
     def __init__(self, axis: int = -1):
@@ -102,6 +124,8 @@ class Softmax(_Activation):
 
 
 class Identity(Module):
+    """The identity: ``Identity()(x)`` is ``x`` itself (no op, no node)."""
+
     def forward(self, x: Tensor) -> Tensor:
         return x
 
@@ -116,6 +140,8 @@ class Flatten(Module):
 class Dropout(Module):
     """Inverted dropout: in training, zero each element with probability p and scale the
     rest by 1/(1-p); in eval mode, the identity."""
+
+    rng: np.random.Generator    # set in __init__ by object.__setattr__
 
     def __init__(self, p: float = 0.5, rng: np.random.Generator | None = None):
         super().__init__()
@@ -146,6 +172,8 @@ class MLP(Module):
     Linear(784→50), Sigmoid, Linear(50→10). The output layer is linear (logits, for the
     fused softmax-cross-entropy or sigmoid-BCE losses)."""
 
+    config: dict[str, Any]      # what it takes to build this model again (in checkpoints)
+
     def __init__(self, sizes: Sequence[int], activation: str = "relu", dropout: float = 0.0,
                  init: str | None = None, bias: bool = True, seed: int | None = None,
                  rng: np.random.Generator | None = None, dtype: Any = np.float32):
@@ -153,12 +181,12 @@ class MLP(Module):
         sizes = list(sizes)
         for i, n in enumerate(sizes):
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-                raise ValueError(f"MLP: sizes must be positive integers, got {n!r} at position "
-                                 f"{i} of {sizes}")
+                raise ValueError(f"MLP: sizes must be positive integers, got {plain_repr(n)} at "
+                                 f"position {i} of {plain_repr(sizes)}")
         sizes = [int(n) for n in sizes]
         if len(sizes) < 2:
             raise ValueError(f"MLP: sizes must list at least an input and an output size, "
-                             f"got {sizes}")
+                             f"got {plain_repr(sizes)}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"MLP: unknown activation {activation!r}; choose one of "
                              f"{sorted(ACTIVATIONS)}")

@@ -1,9 +1,17 @@
-"""Evaluation metrics on numpy arrays: accuracy, confusion matrix, precision and recall."""
+"""Evaluation metrics on numpy arrays: accuracy, confusion matrix, precision and recall.
+
+NaN or Inf among the scores is an error, never a class: argmax would read NaN as the
+largest score and a threshold would read it as below it."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
+
+from handgrad.engine.plain import plain_repr
+
+from .finite import all_finite
 
 
 def _np(x: Any) -> np.ndarray:
@@ -11,6 +19,23 @@ def _np(x: Any) -> np.ndarray:
     if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
         return x.numpy(copy=True)
     return np.asarray(x)
+
+
+def _finite_scores(what: str, s: np.ndarray, name: str = "scores") -> np.ndarray:
+    """``s`` itself, or a ValueError saying how many examples hold NaN/Inf and the first."""
+    if not all_finite(s):
+        bad = ~np.isfinite(s.reshape(len(s), -1)).all(axis=1) if s.ndim else np.array([True])
+        raise ValueError(f"{what}: the {name} are NaN/Inf for {int(bad.sum())} of {bad.size} "
+                         f"examples (the first is example {int(np.argmax(bad))}); a model that "
+                         f"gives them has diverged or was fed NaN/Inf")
+    return s
+
+
+def _threshold(what: str, threshold: Any) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(threshold):
+        raise ValueError(f"{what}: threshold must be a finite number, got {plain_repr(threshold)}")
+    return float(threshold)
 
 
 def _labels(what: str, x: Any) -> np.ndarray:
@@ -28,9 +53,13 @@ def _labels(what: str, x: Any) -> np.ndarray:
 
 def predictions(scores: Any) -> np.ndarray:
     """Class predictions: the argmax over the last axis of logits/probabilities, or the
-    labels themselves when given 1-D integer predictions."""
+    labels themselves when given 1-D integer predictions. NaN/Inf scores are an error."""
+    return _predictions("predictions", scores)
+
+
+def _predictions(what: str, scores: Any) -> np.ndarray:
     s = _np(scores)
-    return s if s.ndim == 1 and s.dtype.kind in "iu" else s.argmax(axis=-1)
+    return s if s.ndim == 1 and s.dtype.kind in "iu" else _finite_scores(what, s).argmax(axis=-1)
 
 
 def accuracy(scores: Any, labels: Any, threshold: float | None = None,
@@ -43,7 +72,11 @@ def accuracy(scores: Any, labels: Any, threshold: float | None = None,
     either, scores outside [0, 1] must be logits (threshold 0); scores all inside [0, 1]
     could be either, and that is an error asking which, never a guess.
     """
-    s, y = _np(scores), _np(labels)
+    s, y = _finite_scores("accuracy", _np(scores)), _np(labels)
+    if y.dtype.kind == "f":
+        _finite_scores("accuracy", y, "labels")
+    if threshold is not None:
+        threshold = _threshold("accuracy", threshold)
     if s.ndim == 2 and s.shape[1] == 1:
         s = s[:, 0]
     binary = s.dtype.kind == "f" and s.ndim == 1
@@ -62,7 +95,7 @@ def accuracy(scores: Any, labels: Any, threshold: float | None = None,
             raise ValueError("accuracy: binary targets must be 0 or 1")
         y = y.astype(np.int64)
     else:
-        pred = predictions(s)
+        pred = _predictions("accuracy", s)
         if y.ndim == pred.ndim + 1:
             y = y.argmax(axis=-1)
     if pred.shape != y.shape:
@@ -74,7 +107,8 @@ def confusion_matrix(labels: Any, pred: Any, num_classes: int | None = None) -> 
     """C[i, j] = number of examples of true class i predicted as class j."""
     y = _labels("confusion_matrix", labels)
     p = _np(pred)
-    p = _labels("confusion_matrix", p) if p.ndim == y.ndim else predictions(p).astype(np.int64)
+    p = _labels("confusion_matrix", p) if p.ndim == y.ndim else \
+        _predictions("confusion_matrix", p).astype(np.int64)
     if y.shape != p.shape:
         raise ValueError(f"confusion_matrix: labels shape {y.shape} != predictions shape {p.shape}")
     n = num_classes if num_classes is not None else int(max(y.max(initial=-1), p.max(initial=-1)) + 1)
@@ -93,13 +127,16 @@ def precision_recall(probabilities: Any, targets: Any, threshold: float = 0.5,
     for multi-label. average="micro" pools every decision, "macro" averages the per-label
     values, None returns one value per label. A ratio with a zero denominator is 0.
     """
-    p, t = _np(probabilities), _labels("precision_recall", targets)
+    p, t = _finite_scores("precision_recall", _np(probabilities), "probabilities"), \
+        _labels("precision_recall", targets)
+    threshold = _threshold("precision_recall", threshold)
     if t.size and (t.min() < 0 or t.max() > 1):
         raise ValueError("precision_recall: targets must be 0 or 1")
     if p.shape != t.shape:
         raise ValueError(f"precision_recall: probabilities shape {p.shape} != targets shape {t.shape}")
     if average not in ("micro", "macro", None):
-        raise ValueError(f"precision_recall: average must be 'micro', 'macro' or None, got {average!r}")
+        raise ValueError(f"precision_recall: average must be 'micro', 'macro' or None, "
+                         f"got {plain_repr(average)}")
     pred = p >= threshold
     truth = t.astype(bool)
     axis = 0 if p.ndim > 1 and average != "micro" else None

@@ -4,9 +4,20 @@ A Module registers every Parameter and sub-Module assigned to it as an attribute
 ``model.parameters()`` finds them all, ``model.state_dict()`` names them
 (``layers.0.weight``) and ``model(x)`` runs ``forward`` inside a name scope that tags the
 graph nodes with the module's name (the graph pictures group them by layer).
+
+Train/eval mode has two levels. ``model.train()`` / ``model.eval()`` set each module's own
+flag, seen by every thread. ``with model.eval_mode():`` (what ``nn.predict`` and
+``nn.evaluate`` use) overrides it for the current thread only, for the length of the block:
+a monitoring thread predicting with the model that another thread trains never switches
+that thread's dropout off. ``module.training`` reads the override first.
+
+Nothing here recurses on the depth of the tree: walking, naming, ``repr``, ``deepcopy`` and
+the forward of nested ``Sequential``s work thousands of levels deep.
 """
 from __future__ import annotations
 
+import copy
+import threading
 import weakref
 from collections import OrderedDict
 from typing import Any, Iterator
@@ -15,6 +26,7 @@ import numpy as np
 
 from handgrad import engine
 from handgrad.engine import Tensor
+from handgrad.engine.plain import plain_repr
 
 
 class Parameter(Tensor):
@@ -44,12 +56,72 @@ def tree_version() -> int:
     return _TREE[0]
 
 
+class _ThreadModes(threading.local):
+    """This thread's train/eval overrides: ``id(module) -> training``, set by
+    ``Module.train_mode`` / ``eval_mode`` blocks (empty outside them)."""
+
+    def __init__(self) -> None:
+        self.overrides: dict[int, bool] = {}
+        # what each open block replaced: (its modules, kept alive so that their ids stay
+        # theirs, and the override each had before), innermost last
+        self.blocks: list[tuple[list["Module"], list[bool | None]]] = []
+
+
+_MODES = _ThreadModes()
+
+
+def training_flags(modules: "list[Module]") -> tuple[bool, ...]:
+    """``tuple(m.training for m in modules)`` in this thread, at a fraction of the cost
+    (compiled steps read it at every call)."""
+    overrides = _MODES.overrides
+    if not overrides:
+        return tuple([m._training for m in modules])
+    return tuple([overrides.get(id(m), m._training) for m in modules])
+
+
+class _ModeBlock:
+    """``with model.eval_mode():`` (``model.train_mode(False)``): ``model`` and every
+    sub-module run in eval mode (``True``: train mode) in this thread, until the block ends.
+    Other threads, and the flags that ``train()`` / ``eval()`` set, are untouched. Blocks
+    nest; each restores what was there before it. Modules attached inside the block are
+    not covered."""
+
+    def __init__(self, module: "Module", mode: bool = True):
+        if not isinstance(module, Module):
+            raise TypeError(f"train_mode: expected an nn.Module, got {type(module).__name__}")
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"train_mode: mode must be True or False, got {plain_repr(mode)}")
+        self.module, self.mode = module, bool(mode)
+
+    def __enter__(self) -> "Module":
+        overrides = _MODES.overrides
+        modules = list(self.module.modules())
+        _MODES.blocks.append((modules, [overrides.get(id(m)) for m in modules]))
+        for m in modules:
+            overrides[id(m)] = self.mode
+        return self.module
+
+    def __exit__(self, *exc: object) -> None:
+        overrides = _MODES.overrides
+        modules, previous = _MODES.blocks.pop()
+        for m, before in zip(modules, previous, strict=True):
+            if before is None:
+                overrides.pop(id(m), None)
+            else:
+                overrides[id(m)] = before
+
 
 class Module:
     """Base class of layers and models. Subclasses set attributes in ``__init__`` and
     define ``forward``; call the module itself (``model(x)``), not ``forward``."""
 
-    training: bool
+    _parameters: "OrderedDict[str, Parameter]"
+    _modules: "OrderedDict[str, Module]"
+    _path: str | None
+    _paths_for: int | None
+    _named_by: "weakref.ReferenceType[Module] | None"
+    _training: bool
+    _settings: int
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -57,7 +129,7 @@ class Module:
         object.__setattr__(self, "_path", None)       # dotted name in the tree it runs in
         object.__setattr__(self, "_paths_for", None)  # the tree version this root named
         object.__setattr__(self, "_named_by", None)   # weakref to the root that named it
-        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_training", True)
         # Counts assignments to this module's attributes (a dropout's p, a loss's
         # label_smoothing, a replaced parameter): compiled steps key their plans on it, so
         # a plan is never replayed with settings it was not captured with.
@@ -100,6 +172,8 @@ class Module:
 
     # --- running ---------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The module's computation, defined by every subclass. Call the module
+        (``model(x)``) rather than ``forward`` so that its nodes carry its name scope."""
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -110,10 +184,10 @@ class Module:
             if self._paths_for != _TREE[0]:
                 self._resolve_paths()
             path = ""
-        else:
+        elif self._path is not None:
             path = self._path
-            if path is None:                          # not part of the tree being run
-                return self.forward(*args, **kwargs)
+        else:                                         # not part of the tree being run
+            return self.forward(*args, **kwargs)
         outer = engine.push_scope(path, nested=False)
         try:
             return self.forward(*args, **kwargs)
@@ -134,18 +208,46 @@ class Module:
             object.__setattr__(module, "_named_by", me)
         object.__setattr__(self, "_paths_for", _TREE[0])
 
+    @property
+    def training(self) -> bool:
+        """Whether this module runs in training mode in the current thread: a
+        ``train_mode``/``eval_mode`` block of this thread first, else the module's flag."""
+        overrides = _MODES.overrides
+        if overrides:
+            mode = overrides.get(id(self))
+            if mode is not None:
+                return mode
+        return self._training
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        object.__setattr__(self, "_training", bool(mode))
+
     def train(self, mode: bool = True) -> "Module":
-        """Training mode (dropout active) for this module and every sub-module."""
+        """Training mode (dropout active) for this module and every sub-module, in every
+        thread (a thread's ``eval_mode()`` block still wins in that thread)."""
         for m in self.modules():
-            object.__setattr__(m, "training", mode)
+            object.__setattr__(m, "_training", bool(mode))
         return self
 
     def eval(self) -> "Module":
-        """Evaluation mode (dropout off)."""
+        """Evaluation mode (dropout off), in every thread; see ``eval_mode`` for one thread."""
         return self.train(False)
+
+    def train_mode(self, mode: bool = True) -> _ModeBlock:
+        """A ``with`` block in which this module and its sub-modules run in ``mode`` in the
+        current thread only; the flags ``train()``/``eval()`` set stay as they are."""
+        return _ModeBlock(self, mode)
+
+    def eval_mode(self) -> _ModeBlock:
+        """``with model.eval_mode():`` eval mode in this thread, for the block (predict and
+        evaluate use it: a training thread's dropout is never switched off)."""
+        return _ModeBlock(self, False)
 
     # --- walking the tree ------------------------------------------------------------------
     def children(self) -> Iterator["Module"]:
+        """The direct sub-modules, in registration order (not their descendants: see
+        ``modules``)."""
         yield from self._modules.values()
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
@@ -163,6 +265,8 @@ class Module:
                 stack.append((f"{name}.{child_name}" if name else child_name, child))
 
     def modules(self) -> Iterator["Module"]:
+        """This module and every descendant, each once, in the order of
+        ``named_modules`` (without the names)."""
         for _, m in self.named_modules():
             yield m
 
@@ -178,12 +282,18 @@ class Module:
         return out
 
     def parameters(self) -> list[Parameter]:
+        """Every parameter of this module and its descendants, each once (a shared one is
+        listed once), in the order of ``named_parameters``."""
         return [p for _, p in self.named_parameters()]
 
     def num_parameters(self) -> int:
+        """The number of scalar values in all parameters: the sum of ``p.size`` over
+        ``parameters()`` (a shared parameter counts once)."""
         return sum(p.size for p in self.parameters())
 
     def zero_grad(self) -> None:
+        """Forget every parameter's accumulated gradient (each ``grad`` becomes None, as
+        ``torch.nn.Module.zero_grad()`` with ``set_to_none=True``)."""
         for p in self.parameters():
             p.zero_grad()
 
@@ -235,14 +345,49 @@ class Module:
 
     # --- display ---------------------------------------------------------------------------
     def extra_repr(self) -> str:
+        """The text ``repr`` shows between the parentheses after the class name (for
+        example ``in_features=784, out_features=10``); "" here, overridden by layers."""
         return ""
 
     def __repr__(self) -> str:
-        lines = [f"{type(self).__name__}({self.extra_repr()}"]
-        for name, child in self._modules.items():
-            child_repr = repr(child).replace("\n", "\n  ")
-            lines.append(f"  ({name}): {child_repr}")
-        return "\n".join(lines) + ("\n)" if self._modules else ")")
+        """The tree, one module a line: ``MLP(...`` then ``  (layers): Sequential(`` and so
+        on, each level indented two more spaces. Written without recursion (any depth); a
+        sub-module with its own ``__repr__`` is shown by it."""
+        out: list[str] = []
+        # (module or a closing ")", the "(name): " label, depth)
+        stack: list[tuple[Any, str, int]] = [(self, "", 0)]
+        while stack:
+            item, label, depth = stack.pop()
+            indent = "  " * depth
+            if item is None:
+                out.append(indent + ")")
+                continue
+            own = type(item).__repr__ is Module.__repr__  # type: ignore[comparison-overlap]
+            text = f"{type(item).__name__}({item.extra_repr()}" if own else repr(item)
+            if own and not item._modules:
+                text += ")"
+            out.append(indent + label + text.replace("\n", "\n" + indent))
+            if own and item._modules:
+                stack.append((None, "", depth))
+                for name, child in reversed(item._modules.items()):
+                    stack.append((child, f"({name}): ", depth + 1))
+        return "\n".join(out)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "Module":
+        """A deep copy of the whole tree, without recursion over its depth: every module of
+        the tree gets its (empty) copy first, so that copying each one's attributes finds
+        its sub-modules already made (shared modules stay shared). A sub-module with its
+        own ``__deepcopy__`` is copied by it. The copy names its tree again at its first
+        call."""
+        plain = [m for _, m in self.named_modules() if id(m) not in memo and
+                 (m is self or type(m).__deepcopy__ is Module.__deepcopy__)]
+        for m in plain:
+            memo[id(m)] = type(m).__new__(type(m))
+        for m in plain:
+            state = {key: copy.deepcopy(value, memo) for key, value in m.__dict__.items()}
+            state.update(_path=None, _paths_for=None, _named_by=None)
+            memo[id(m)].__dict__.update(state)
+        return memo[id(self)]
 
 
 class Sequential(Module):
@@ -256,8 +401,19 @@ class Sequential(Module):
             setattr(self, str(i), m)
 
     def forward(self, x: Any) -> Any:
-        for m in self._modules.values():
-            x = m(x)
+        """Each module in turn. A nested plain ``Sequential`` is walked in place rather
+        than called (the same modules, in the same order, each in its own name scope), so
+        chains thousands of levels deep run without RecursionError."""
+        pending = [iter(self._modules.values())]
+        while pending:
+            for m in pending[-1]:
+                kind = type(m)
+                if kind.forward is Sequential.forward and kind.__call__ is Module.__call__:
+                    pending.append(iter(m._modules.values()))
+                    break
+                x = m(x)
+            else:
+                pending.pop()
         return x
 
     def __getitem__(self, i: int) -> Module:

@@ -14,8 +14,10 @@ import numpy as np
 
 from handgrad import engine
 from handgrad.engine import Tensor
+from handgrad.engine.plain import plain_repr
 
 from . import subnormal
+from .finite import all_finite, first_non_finite
 from .module import Module, Parameter
 
 
@@ -30,14 +32,24 @@ def _number(owner: str, name: str, value: Any, lo: float = 0.0, hi: float = math
         and (value < hi if hi_open else value <= hi)
     if not ok:
         interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        raise ValueError(f"{owner}: {name} must be a finite number in {interval}, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be a finite number in {interval}, got {plain_repr(value)}")
     return float(value)
 
 
 def _positive_int(owner: str, name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be a positive integer, got {plain_repr(value)}")
     return int(value)
+
+
+class NonFiniteUpdate(FloatingPointError):
+    """An optimizer step (with ``check_finite`` on) would have left a parameter NaN or Inf.
+    Every parameter holds its value from before the step; the optimizer's own state (its
+    step count and moment buffers) has taken the step."""
+
+    def __init__(self, message: str, index: int, value: float):
+        super().__init__(message)
+        self.index, self.value = index, value
 
 
 class Optimizer:
@@ -46,8 +58,15 @@ class Optimizer:
 
     ``params`` is a Module, an iterable of parameters, or a list of groups
     ``{"params": [...], "lr": ..., <other hyperparameters>}`` (missing ones take the
-    constructor's values), as in PyTorch. ``opt.params`` lists every parameter, group by
-    group; ``opt.lr`` reads the first group's learning rate and sets every group's.
+    constructor's values), as in PyTorch; ``add_param_group`` adds one later. ``opt.params``
+    lists every parameter, group by group; ``opt.lr`` reads the first group's learning rate
+    and sets every group's.
+
+    ``opt.check_finite = True`` (``fit`` sets it while it trains) makes ``step`` keep each
+    parameter's values until its update is known finite: an update giving NaN or Inf is
+    undone for every parameter and raises ``NonFiniteUpdate``. It costs a copy of the
+    parameters and a dot product of each with itself per step (nn/finite.py; the copies'
+    buffers are allocated once).
     """
 
     STATE_KEYS: tuple[str, ...] = ()      # what ``update`` keeps per parameter
@@ -56,37 +75,24 @@ class Optimizer:
         name = type(self).__name__
         self.defaults = dict(defaults)
         self.param_groups: list[dict[str, Any]] = []
-        seen: set[int] = set()
-        duplicates = 0
-        for raw in self._groups(params):
-            group = {**self.defaults, **{k: v for k, v in raw.items() if k != "params"}}
-            unknown = set(group) - set(self.defaults)
-            if unknown:
-                raise ValueError(f"{name}: unknown hyperparameters {sorted(unknown)} in a "
-                                 f"parameter group (known: {sorted(self.defaults)})")
-            self.check_group(group)
-            kept = []
-            for p in raw["params"]:
-                if not isinstance(p, Tensor) or not p.requires_grad:
-                    raise TypeError(f"{name}: parameters must be tensors that require grad, "
-                                    f"got {p!r:.60}")
-                if id(p) in seen:
-                    duplicates += 1
-                    continue
-                seen.add(id(p))
-                kept.append(p)
-            group["params"] = kept
-            self.param_groups.append(group)
-        if duplicates:
-            warnings.warn(f"{name}: {duplicates} parameter(s) given more than once were kept once",
-                          UserWarning, stacklevel=3)
-        self.params: list[Parameter] = [p for g in self.param_groups for p in g["params"]]
-        if not self.params:
-            raise ValueError(f"{name}: got an empty list of parameters")
-        self.state: dict[int, dict[str, Any]] = {id(p): {} for p in self.params}
+        self.params: list[Parameter] = []
+        self.state: dict[int, dict[str, Any]] = {}
         self.steps = 0
         # Where moment buffers hold subnormal values (nn/subnormal.py): a cache, not state.
         self.subnormal_hints = subnormal.Hints()
+        # The parameters' values before the running step (check_finite): a cache, not state.
+        self._last_good: dict[int, np.ndarray] = {}
+        self._check_finite = False
+        seen: set[int] = set()
+        groups = [self._new_group(name, raw, seen) for raw in self._groups(params)]
+        duplicates = sum(dropped for _, dropped in groups)
+        if duplicates:
+            warnings.warn(f"{name}: {duplicates} parameter(s) given more than once were kept once",
+                          UserWarning, stacklevel=3)
+        if not any(group["params"] for group, _ in groups):
+            raise ValueError(f"{name}: got an empty list of parameters")
+        for group, _ in groups:
+            self._append(group)
 
     def _groups(self, params: ParamsArg) -> list[dict[str, Any]]:
         name = type(self).__name__
@@ -98,24 +104,105 @@ class Optimizer:
             raise TypeError(f"{name}: a parameter group must be inside a list: [{{...}}]")
         items = list(params)
         if items and all(isinstance(g, dict) for g in items):
-            for g in items:
-                if "params" not in g:
-                    raise ValueError(f"{name}: a parameter group needs a 'params' entry")
-                if isinstance(g["params"], Tensor):
-                    raise TypeError(f"{name}: a group's params must be a list, not one tensor")
-            return [{**g, "params": list(g["params"])} for g in items]
+            return [self._raw_group(name, g) for g in items]
         return [{"params": items}]
+
+    @staticmethod
+    def _raw_group(owner: str, g: dict[str, Any]) -> dict[str, Any]:
+        """A group dict with its 'params' as a list (checked to be there and not one tensor)."""
+        if "params" not in g:
+            raise ValueError(f"{owner}: a parameter group needs a 'params' entry")
+        if isinstance(g["params"], Tensor):
+            raise TypeError(f"{owner}: a group's params must be a list, not one tensor")
+        try:
+            return {**g, "params": list(g["params"])}
+        except TypeError:
+            raise TypeError(f"{owner}: a group's params must be a list of parameters, got "
+                            f"{plain_repr(g['params']):.60}") from None
+
+    def _new_group(self, owner: str, raw: dict[str, Any],
+                   seen: set[int]) -> tuple[dict[str, Any], int]:
+        """A validated group (defaults filled in, hyperparameters checked, parameters
+        checked to be tensors that require grad) and how many of its parameters were
+        dropped as already in ``seen`` (which it extends)."""
+        group = {**self.defaults, **{k: v for k, v in raw.items() if k != "params"}}
+        unknown = set(group) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"{owner}: unknown hyperparameters {sorted(unknown)} in a "
+                             f"parameter group (known: {sorted(self.defaults)})")
+        self.check_group(group)
+        kept, dropped = [], 0
+        for p in raw["params"]:
+            if not isinstance(p, Tensor) or not p.requires_grad:
+                raise TypeError(f"{owner}: parameters must be tensors that require grad, "
+                                f"got {plain_repr(p):.60}")
+            if id(p) in seen:
+                dropped += 1
+                continue
+            seen.add(id(p))
+            kept.append(p)
+        group["params"] = kept
+        return group, dropped
+
+    def _append(self, group: dict[str, Any]) -> None:
+        self.param_groups.append(group)
+        self.params.extend(group["params"])
+        for p in group["params"]:
+            self.state[id(p)] = {}
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group ``{"params": [...], <hyperparameters>}`` (missing hyperparameters
+        take the constructor's values), as ``torch.optim.Optimizer.add_param_group`` does:
+        e.g. layers unfrozen while fine-tuning. Checked first, nothing changes on an error:
+        a dict with a non-empty 'params' list, known and valid hyperparameters, and no
+        parameter the optimizer already holds. A schedule made before must be made again
+        (it has a base learning rate per group)."""
+        owner = f"{type(self).__name__}.add_param_group"
+        if not isinstance(param_group, dict):
+            raise TypeError(f"{owner}: a parameter group is a dict {{'params': [...], ...}}, "
+                            f"got {type(param_group).__name__}")
+        raw = self._raw_group(owner, param_group)
+        where = {id(p): k for k, g in enumerate(self.param_groups) for p in g["params"]}
+        for i, p in enumerate(raw["params"]):
+            if id(p) in where:
+                raise ValueError(f"{owner}: parameter {i} of the new group (shape "
+                                 f"{getattr(p, 'shape', '?')}) is already in group "
+                                 f"{where[id(p)]}; a parameter belongs to one group")
+        group, duplicates = self._new_group(owner, raw, set())
+        if not group["params"]:
+            raise ValueError(f"{owner}: the new group has no parameters")
+        if duplicates:
+            warnings.warn(f"{owner}: {duplicates} parameter(s) given more than once were kept "
+                          f"once", UserWarning, stacklevel=2)
+        self._append(group)
 
     def check_group(self, group: dict[str, Any]) -> None:
         """Validate one group's hyperparameters (raising ValueError naming the value)."""
         name = type(self).__name__
         if not isinstance(group.get("lr"), (int, float, np.integer, np.floating)) or \
                 isinstance(group.get("lr"), bool) or not math.isfinite(group["lr"]) or group["lr"] < 0:
-            raise ValueError(f"{name}: learning rate must be finite and >= 0, got {group.get('lr')!r}")
+            raise ValueError(f"{name}: learning rate must be finite and >= 0, "
+                             f"got {plain_repr(group.get('lr'))}")
         _number(name, "weight_decay", group.get("weight_decay", 0.0))
 
     @property
+    def check_finite(self) -> bool:
+        """Whether ``step`` undoes and reports an update giving NaN or Inf (see the class)."""
+        return self._check_finite
+
+    @check_finite.setter
+    def check_finite(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"{type(self).__name__}.check_finite must be True or False, "
+                            f"got {plain_repr(value)}")
+        self._check_finite = value
+        if not value:
+            self._last_good = {}             # the copies' memory goes with the check
+
+    @property
     def lr(self) -> float:
+        """The learning rate of the first parameter group; setting it sets every group's
+        (a schedule that should keep groups apart sets ``param_groups[k]["lr"]``)."""
         return self.param_groups[0]["lr"]
 
     @lr.setter
@@ -124,22 +211,66 @@ class Optimizer:
             group["lr"] = value
 
     def zero_grad(self) -> None:
+        """Forget the gradient of every parameter the optimizer holds (each ``grad``
+        becomes None, as ``torch.optim.Optimizer.zero_grad()`` with ``set_to_none=True``)."""
         for p in self.params:
             p.grad = None
 
     def step(self) -> None:
         """Update every parameter that has a gradient, in place. The update is tracked
         (``engine.inplace``): a graph computed before it and not backpropagated yet raises
-        in backward() instead of using the new weights."""
+        in backward() instead of using the new weights. A read-only parameter is an error
+        before anything changes; with ``check_finite``, so is an update giving NaN or Inf
+        (``NonFiniteUpdate``, every parameter as before the step)."""
+        todo = [(p, group) for group in self.param_groups for p in group["params"]
+                if p.grad is not None]
+        arrays = engine.inplace(*(p for p, _ in todo))        # tracked in-place writes
+        self._check_writeable(todo, arrays)
         self.steps += 1
         state = self.state
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            for p, w in zip(params, engine.inplace(*params)):   # tracked in-place writes
+        if not self._check_finite:
+            for (p, group), w in zip(todo, arrays, strict=True):
                 self.update(w, p.grad, state[id(p)], group)
+            return
+        with np.errstate(over="ignore", invalid="ignore"):       # reported below, as an error
+            for k, ((p, group), w) in enumerate(zip(todo, arrays, strict=True)):
+                last = self._last_good.get(id(p))
+                if last is None or last.shape != w.shape or last.dtype != w.dtype:
+                    last = self._last_good[id(p)] = np.empty_like(w)
+                np.copyto(last, w)        # each copy and check while the array is in cache
+                self.update(w, p.grad, state[id(p)], group)
+                if not all_finite(w):
+                    self._undo(todo[:k + 1], arrays[:k + 1], p, w)
+
+    def _undo(self, todo: list[tuple[Tensor, dict[str, Any]]], arrays: list[np.ndarray],
+              p: Tensor, w: np.ndarray) -> None:
+        """Put back the values from before the step, then raise NonFiniteUpdate for ``p``."""
+        value = first_non_finite(w)
+        for (q, _), v in zip(todo, arrays, strict=True):
+            np.copyto(v, self._last_good[id(q)])
+        i = next(j for j, q in enumerate(self.params) if q is p)
+        raise NonFiniteUpdate(
+            f"{type(self).__name__}.step: the update of parameter {i} (shape {w.shape}) gives "
+            f"{value}; every parameter keeps its value from before the step (the optimizer's "
+            f"own state has taken it)", i, value)
+
+    def _check_writeable(self, todo: list[tuple[Tensor, dict[str, Any]]],
+                         arrays: list[np.ndarray]) -> None:
+        for (p, _), w in zip(todo, arrays, strict=True):
+            if not w.flags.writeable:
+                i = next(j for j, q in enumerate(self.params) if q is p)
+                raise ValueError(
+                    f"{type(self).__name__}.step: parameter {i} (shape {w.shape}) is read-only "
+                    f"(its numpy array is not writeable: a tensor made with copy=False from a "
+                    f"read-only array or a broadcast view); give the optimizer parameters "
+                    f"that own writeable memory. Nothing was updated")
 
     def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
                group: dict[str, Any]) -> None:
+        """One parameter's step, in place: write the new values into ``w`` given its
+        gradient ``g``, its per-parameter ``state`` (buffers, created at the first call,
+        updated in place) and its group's hyperparameters (the rule in the class docstring).
+        ``step`` calls it for every parameter that has a gradient."""
         raise NotImplementedError
 
     # --- resuming --------------------------------------------------------------------------
@@ -164,10 +295,11 @@ class Optimizer:
         name = type(self).__name__
         if not isinstance(d, dict) or d.get("type") != name:
             raise ValueError(f"{name}.load_state_dict: the state is for "
-                             f"{d.get('type') if isinstance(d, dict) else d!r}, not {name}")
+                             f"{plain_repr(d.get('type') if isinstance(d, dict) else d)}, not {name}")
         groups = d.get("param_groups")
         if not isinstance(groups, list) or len(groups) != len(self.param_groups):
-            raise ValueError(f"{name}.load_state_dict: {len(groups) if isinstance(groups, list) else groups!r} "
+            count = len(groups) if isinstance(groups, list) else groups
+            raise ValueError(f"{name}.load_state_dict: {plain_repr(count)} "
                              f"parameter groups for {len(self.param_groups)}")
         new_groups = []
         start = 0
@@ -176,7 +308,7 @@ class Optimizer:
             start += len(mine["params"])
             if not isinstance(saved, dict) or saved.get("params") != expected:
                 raise ValueError(f"{name}.load_state_dict: group {k} holds parameters "
-                                 f"{saved.get('params') if isinstance(saved, dict) else saved!r}, "
+                                 f"{plain_repr(saved.get('params') if isinstance(saved, dict) else saved)}, "
                                  f"expected {expected}")
             hyper = {h: tuple(v) if isinstance(self.defaults.get(h), tuple) else v
                      for h, v in saved.items() if h != "params"}
@@ -189,7 +321,7 @@ class Optimizer:
         steps = d.get("steps")
         if not isinstance(state, dict) or isinstance(steps, bool) or not isinstance(steps, int) \
                 or steps < 0:
-            raise ValueError(f"{name}.load_state_dict: malformed state (steps {steps!r})")
+            raise ValueError(f"{name}.load_state_dict: malformed state (steps {plain_repr(steps)})")
         new_state: dict[int, dict[str, Any]] = {id(p): {} for p in self.params}
         for i, entry in state.items():
             i = int(i)
@@ -199,19 +331,19 @@ class Optimizer:
             p = self.params[i]
             for key, value in entry.items():
                 if key not in self.STATE_KEYS:
-                    raise ValueError(f"{name}.load_state_dict: unknown state {key!r} for "
+                    raise ValueError(f"{name}.load_state_dict: unknown state {plain_repr(key)} for "
                                      f"parameter {i} (known: {list(self.STATE_KEYS)})")
                 if isinstance(value, np.ndarray):
                     if value.shape != p.shape or value.dtype.kind != "f":
-                        raise ValueError(f"{name}.load_state_dict: state {key!r} of parameter "
+                        raise ValueError(f"{name}.load_state_dict: state {plain_repr(key)} of parameter "
                                          f"{i} has shape {value.shape} dtype {value.dtype}; the "
                                          f"parameter has shape {p.shape} dtype {p.dtype}")
                     new_state[id(p)][key] = value.astype(p.dtype, copy=True)
                 elif isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0:
                     new_state[id(p)][key] = int(value)
                 else:
-                    raise ValueError(f"{name}.load_state_dict: state {key!r} of parameter {i} "
-                                     f"is {value!r}")
+                    raise ValueError(f"{name}.load_state_dict: state {plain_repr(key)} of parameter {i} "
+                                     f"is {plain_repr(value)}")
         for group, hyper in zip(self.param_groups, new_groups):
             group.update(hyper)
         self.state, self.steps = new_state, steps
@@ -243,7 +375,7 @@ class SGD(Optimizer):
         _number("SGD", "momentum", group["momentum"], 0, 1, hi_open=True)
         _number("SGD", "dampening", group["dampening"], 0, 1)
         if not isinstance(group["nesterov"], bool):
-            raise ValueError(f"SGD: nesterov must be True or False, got {group['nesterov']!r}")
+            raise ValueError(f"SGD: nesterov must be True or False, got {plain_repr(group['nesterov'])}")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
 
@@ -270,7 +402,7 @@ class SGD(Optimizer):
 
 def _check_betas(owner: str, betas: Any) -> None:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
+        raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {plain_repr(betas)}")
     _number(owner, "beta1", betas[0], 0, 1, hi_open=True)
     _number(owner, "beta2", betas[1], 0, 1, hi_open=True)
 
@@ -303,6 +435,9 @@ class Adam(Optimizer):
 
     def adam_update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
                     group: dict[str, Any]) -> None:
+        """The Adam step of the class docstring on ``g`` as given (any weight decay already
+        applied or decoupled by the caller): updates ``m``, ``v`` and ``t`` in ``state`` and
+        ``w`` in place."""
         b1, b2 = group["betas"]
         if "m" not in state:
             state["m"], state["v"], state["t"] = np.zeros_like(w), np.zeros_like(w), 0
@@ -360,7 +495,7 @@ class RMSprop(Optimizer):
         _number("RMSprop", "eps", group["eps"], 0, lo_open=True)
         _number("RMSprop", "momentum", group["momentum"], 0, 1, hi_open=True)
         if not isinstance(group["centered"], bool):
-            raise ValueError(f"RMSprop: centered must be True or False, got {group['centered']!r}")
+            raise ValueError(f"RMSprop: centered must be True or False, got {plain_repr(group['centered'])}")
 
     def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
                group: dict[str, Any]) -> None:
@@ -486,39 +621,62 @@ class LRScheduler:
 
     @property
     def base_lr(self) -> float:
+        """The first group's learning rate when the schedule was made (``base_lrs[0]``)."""
         return self.base_lrs[0]
 
     def factor(self, t: int) -> float:
+        """The multiplier of the base learning rate after ``t`` steps: ``lr_at(base_lr, t) /
+        base_lr`` (1 at t = 0 for schedules without warm-up)."""
         raise NotImplementedError
 
     def lr_at(self, base: float, t: int) -> float:
+        """The learning rate after ``t`` steps of a group whose base learning rate is
+        ``base``: ``base * factor(t)`` here; overridden by schedules that need ``base``."""
         return base * self.factor(t)
 
+    def _check_groups(self) -> None:
+        """A group added to the optimizer since has no base learning rate here: an error,
+        never a group left off the schedule."""
+        n = len(self.optimizer.param_groups)
+        if n != len(self.base_lrs):
+            raise ValueError(f"{type(self).__name__}: the optimizer has {n} parameter groups, "
+                             f"the schedule was made for {len(self.base_lrs)} (a group added "
+                             f"since); make the schedule after add_param_group")
+
     def _apply(self) -> None:
+        self._check_groups()
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = self.lr_at(base, self.t)
 
     def step(self) -> float:
+        """Advance the schedule one step (``t += 1``), set every group's learning rate to
+        ``lr_at(its base, t)`` and return the first group's."""
+        self._check_groups()
         self.t += 1
         self._apply()
         return self.optimizer.lr
 
     def get_lr(self) -> float:
+        """The first group's current learning rate (``optimizer.lr``), as set by the last
+        ``step``."""
         return self.optimizer.lr
 
     def state_dict(self) -> dict[str, Any]:
+        """What ``load_state_dict`` needs to continue the schedule: its type name, the step
+        count ``t`` and the base learning rates (JSON-serialisable)."""
         return {"type": type(self).__name__, "t": self.t, "base_lrs": list(self.base_lrs)}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Continue the schedule where ``state_dict()`` left it (checked first)."""
         name = type(self).__name__
+        self._check_groups()
         if not isinstance(d, dict) or d.get("type") != name:
             raise ValueError(f"{name}.load_state_dict: the state is for "
-                             f"{d.get('type') if isinstance(d, dict) else d!r}")
+                             f"{plain_repr(d.get('type') if isinstance(d, dict) else d)}")
         t, bases = d.get("t"), d.get("base_lrs")
         if isinstance(t, bool) or not isinstance(t, int) or t < 0 or not isinstance(bases, list) \
                 or len(bases) != len(self.base_lrs):
-            raise ValueError(f"{name}.load_state_dict: malformed state {d!r}")
+            raise ValueError(f"{name}.load_state_dict: malformed state {plain_repr(d)}")
         for b in bases:
             _number(name, "base lr", b)
         self.t, self.base_lrs = t, [float(b) for b in bases]

@@ -7,14 +7,24 @@ the architecture (class and constructor config), the rest of the optimizer state
 metadata you add. Every file is treated as untrusted:
 
 * it must be a regular file (a FIFO or a device would block or never end);
-* the zip directory and every array header are read first: no object arrays (loading
-  never unpickles), each array no bigger than its member, and all members together at
-  most ``MAX_EXPANSION`` times the file (+1 MiB), so a small file can never make a load
-  allocate much more than its own size;
-* corrupt members (bad CRC, broken deflate data, truncation) are a CheckpointError;
-* the architecture config is checked against the stored arrays before any layer is
-  built; every array is checked before any parameter changes (a failed load leaves the
-  model and the optimizer as they were).
+* the zip directory is checked first: all members together at most ``MAX_EXPANSION``
+  times the file (+1 MiB), so a small file can never make a load allocate much more than
+  its own size;
+* every member is read whole, so zipfile verifies its CRC-32 (a member read only up to
+  what a damaged header declares would never reach the check); its .npy header must
+  declare plain numbers (no objects: loading never unpickles) and exactly as many bytes
+  as the member holds. Every failure of the container or header parsers (including
+  NotImplementedError for an unknown compression method, RuntimeError for an encryption
+  flag, SyntaxError and tokenize errors from the header) is a CheckpointError naming the
+  file: every single-bit flip of a file either loads the same data or is refused;
+* the JSON entry is data: its nesting is measured before it is parsed (at most
+  ``MAX_JSON_DEPTH``), its integers while it is (at most ``MAX_INT_DIGITS`` digits); the
+  type of every field is checked, and so are the fields handgrad train records
+  (``validate_metadata``, ``run_metadata``), including that a run's architecture is the
+  one the file stores. ``save`` refuses metadata that ``load`` would refuse;
+* an MLP config is checked against the stored arrays before any layer is built; every
+  array is checked before any parameter changes (a failed load leaves the model and the
+  optimizer as they were).
 
 Saving writes a temporary file beside the target and renames it over it, so a save that
 fails halfway leaves the previous checkpoint intact. The new file gets the usual
@@ -23,11 +33,16 @@ link stays); a read-only checkpoint is refused, not replaced.
 """
 from __future__ import annotations
 
+import io
 import json
+import lzma
 import math
 import os
+import re
 import stat
+import struct
 import tempfile
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -36,9 +51,11 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UserInputError
 from .init import INITIALIZERS
 from .layers import ACTIVATIONS, MLP
 from .module import Module
+from .run_metadata import check_metadata
 
 FORMAT = "handgrad-checkpoint"
 VERSION = 1
@@ -49,13 +66,27 @@ OPTIMIZER_PREFIX = "__optimizer__/"
 # is asking for memory it does not contain.
 MAX_EXPANSION = 4
 SLACK = 1 << 20
+# The metadata is JSON from an untrusted file: nesting and integers are bounded before any
+# field is used (the deepest real entry nests 7 levels; generator states have 39 digits).
+MAX_JSON_DEPTH = 32
+MAX_INT_DIGITS = 100
+_DEPTH_STEP = np.zeros(256, np.int64)                    # +1 for [ and {, -1 for ] and }
+_DEPTH_STEP[list(b"[{")], _DEPTH_STEP[list(b"]}")] = 1, -1
+# What the zip container and .npy header parsers raise on damaged input: a bad CRC, broken
+# deflate/bzip2/lzma data, truncation, a compression method or encryption flag zipfile does
+# not support (NotImplementedError, RuntimeError), a header that is not a Python literal
+# (SyntaxError, tokenize.TokenError), a field that does not unpack (struct.error).
+PARSER_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, lzma.LZMAError,
+                 ValueError, OSError, EOFError, KeyError, IndexError, OverflowError,
+                 struct.error, NotImplementedError, RuntimeError, SyntaxError,
+                 tokenize.TokenError)
 
 MLP_CONFIG = {"sizes", "activation", "dropout", "init", "bias", "dtype"}
 # Models that a checkpoint can rebuild from their config alone.
 BUILDERS: dict[str, type[Module]] = {"MLP": MLP}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError, ValueError):
     """A checkpoint file that cannot be read or does not fit the model."""
 
 
@@ -82,9 +113,17 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None
             "config": getattr(model, "config", None), "metadata": metadata or {},
             "optimizer": opt_meta}
     try:
+        check_metadata(meta["metadata"], meta["config"] if type(model) in BUILDERS.values() else None)
+    except ValueError as e:
+        raise ValueError(f"save: {e} (load would refuse the file)") from None
+    try:
         meta_text = json.dumps(meta)
     except (TypeError, ValueError) as e:
         raise TypeError(f"save: metadata must be JSON-serializable: {e}") from None
+    try:
+        _bounded_json(meta_text)
+    except ValueError as e:
+        raise ValueError(f"save: metadata: {e} (load would refuse the file)") from None
     arrays = dict(model.state_dict())
     reserved = [k for k in arrays if k == META_KEY or k.startswith(OPTIMIZER_PREFIX)]
     if reserved:
@@ -95,7 +134,7 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # (the stub: **kwds may be allow_pickle)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode(target))
@@ -169,61 +208,139 @@ def _regular_file(path: Path) -> int:
 
 
 def _read_arrays(path: Path, size: int) -> dict[str, np.ndarray]:
-    """Every member, after checking the directory and every header against the limits."""
+    """Every member, after checking the directory against the limits; each member is read
+    whole, so zipfile verifies its CRC-32, and its header is checked against its size."""
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-            declared = sum(i.file_size for i in infos)
-            if declared > MAX_EXPANSION * size + SLACK:
-                raise CheckpointError(f"{path}: its members declare {declared} bytes, more "
-                                      f"than {MAX_EXPANSION}x the {size}-byte file")
-            for info in infos:
-                if not info.filename.endswith(".npy"):
-                    raise CheckpointError(f"{path}: unexpected member {info.filename!r}")
-                with zf.open(info) as f:
-                    version = np.lib.format.read_magic(f)
-                    if version == (1, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-                    elif version == (2, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                    else:
-                        raise CheckpointError(f"{path}: {info.filename}: unsupported .npy "
-                                              f"version {version}")
-                if dtype.hasobject:
-                    raise CheckpointError(f"{path}: {info.filename} holds Python objects")
-                nbytes = math.prod(shape) * dtype.itemsize     # Python ints: no overflow
-                if nbytes > info.file_size:
-                    raise CheckpointError(f"{path}: {info.filename} declares shape {shape} "
-                                          f"({nbytes} bytes) in a {info.file_size}-byte member")
-            arrays = {}
-            for info in infos:
-                with zf.open(info) as f:
-                    arrays[info.filename[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
-            return arrays
+            _check_directory(path, infos, size)
+            return {info.filename[:-4]: _read_member(path, zf, info) for info in infos}
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as e:
-        raise CheckpointError(f"{path}: not a readable handgrad checkpoint ({e})") from None
+    except PARSER_ERRORS as e:
+        raise CheckpointError(f"{path}: not a readable handgrad checkpoint "
+                              f"({type(e).__name__}: {e})") from None
+
+
+def _check_directory(path: Path, infos: list[zipfile.ZipInfo], size: int) -> None:
+    declared = sum(i.file_size for i in infos)
+    if declared > MAX_EXPANSION * size + SLACK:
+        raise CheckpointError(f"{path}: its members declare {declared} bytes, more "
+                              f"than {MAX_EXPANSION}x the {size}-byte file")
+    names = [info.filename for info in infos]
+    for name in names:
+        if not name.endswith(".npy"):
+            raise CheckpointError(f"{path}: unexpected member {name!r}")
+    if len(set(names)) != len(names):
+        raise CheckpointError(f"{path}: duplicate members "
+                              f"{sorted({n for n in names if names.count(n) > 1})}")
+
+
+def _read_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One .npy member: read whole (zipfile checks the CRC-32 at its end), header parsed and
+    checked (dtype, shape, exactly as many data bytes as it declares), values copied out."""
+    raw = zf.read(info)
+    f = io.BytesIO(raw)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise CheckpointError(f"{path}: {info.filename}: unsupported .npy version {version}")
+    name = info.filename[:-4]
+    allowed = "U" if name == META_KEY else "biuf"
+    if dtype.kind not in allowed or dtype.hasobject or dtype.shape or dtype.itemsize == 0:
+        raise CheckpointError(f"{path}: {info.filename} holds {dtype} values")
+    if name == META_KEY and shape != ():
+        raise CheckpointError(f"{path}: {info.filename} has shape {shape}, not a single string")
+    count = math.prod(shape)                                 # Python ints: no overflow
+    offset = f.tell()
+    if count * dtype.itemsize != len(raw) - offset:
+        raise CheckpointError(f"{path}: {info.filename} declares shape {shape} "
+                              f"({count * dtype.itemsize} bytes) but holds "
+                              f"{len(raw) - offset} bytes of data")
+    values = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
+    return values.reshape(shape, order="F" if fortran_order else "C").copy()
+
+
+def _bounded_int(text: str) -> int:
+    """JSON integers: at most MAX_INT_DIGITS digits."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits (at most "
+                         f"{MAX_INT_DIGITS})")
+    return int(text)
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _json_depth(text: str) -> int:
+    """How deeply the arrays and objects of a JSON text nest (strings left out)."""
+    structure = np.frombuffer(_JSON_STRING.sub("", text).encode("utf-8", "replace"), np.uint8)
+    return int(np.cumsum(_DEPTH_STEP[structure]).max(initial=0))
+
+
+def _bounded_json(text: str) -> Any:
+    """``text`` parsed, once its nesting is known to be at most MAX_JSON_DEPTH; integers of
+    more than MAX_INT_DIGITS digits are refused. ValueError for anything else."""
+    depth = _json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested {depth} deep, at most {MAX_JSON_DEPTH}")
+    return json.loads(text, parse_int=_bounded_int)
+
+
+def _parse_meta(path: Path, value: np.ndarray) -> dict[str, Any]:
+    """The JSON entry, parsed with bounded nesting and integers, its fields type-checked."""
+    try:
+        meta = _bounded_json(str(value[()]))
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: corrupt metadata ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        shown = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: unsupported format {shown!r}")
+    fields = {"format", "version", "class", "config", "metadata", "optimizer"}
+    if set(meta) != fields:
+        raise CheckpointError(f"{path}: metadata fields {sorted(meta)}, expected {sorted(fields)}")
+    for key, types in (("class", str), ("config", (dict, type(None))), ("metadata", dict),
+                       ("optimizer", (dict, type(None)))):
+        if not isinstance(meta[key], types):
+            raise CheckpointError(f"{path}: the metadata's {key!r} must be "
+                                  f"{'a string' if types is str else 'an object'}, got "
+                                  f"{type(meta[key]).__name__}")
+    return meta
+
+
+def validate_metadata(path: str | os.PathLike, metadata: Any, config: Any = None) -> None:
+    """Check the fields handgrad train writes in a checkpoint's metadata (dataset, seed, run,
+    test, interrupted, resume: types and ranges), and that a run's architecture is the MLP
+    ``config`` the file stores. ``load`` and ``read_checkpoint`` call it; raises a
+    CheckpointError naming ``path`` and the field."""
+    try:
+        check_metadata(metadata, config)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read and validate a checkpoint file (not applied to anything yet)."""
+    """Read and validate a checkpoint file (not applied to anything yet): every member's
+    CRC, header and size; the metadata's types; an MLP config against the stored arrays;
+    the fields handgrad train writes (validate_metadata)."""
     path = Path(path)
     arrays = _read_arrays(path, _regular_file(path))
     if META_KEY not in arrays:
         raise CheckpointError(f"{path}: not a handgrad checkpoint (no {META_KEY} entry)")
-    try:
-        meta = json.loads(str(arrays.pop(META_KEY)))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: corrupt metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise CheckpointError(f"{path}: unsupported format "
-                              f"{meta.get('format') if isinstance(meta, dict) else meta!r}")
+    meta = _parse_meta(path, arrays.pop(META_KEY))
     opt_arrays = {k: arrays.pop(k) for k in list(arrays) if k.startswith(OPTIMIZER_PREFIX)}
-    optimizer_state = _join_optimizer_state(path, meta.get("optimizer"), opt_arrays)
+    optimizer_state = _join_optimizer_state(path, meta["optimizer"], opt_arrays)
     for name, a in arrays.items():
         if a.dtype.kind not in "iuf":
             raise CheckpointError(f"{path}: parameter {name} holds {a.dtype} values")
+    mlp_config = None
+    if meta["class"] in BUILDERS and meta["config"] is not None:
+        _check_config_fits(path, meta["config"], arrays)
+        mlp_config = meta["config"]
+    validate_metadata(path, meta["metadata"], mlp_config)
     return Checkpoint(meta, arrays, optimizer_state, path)
 
 
@@ -250,26 +367,34 @@ def _join_optimizer_state(path: Path, meta: Any, arrays: dict[str, np.ndarray]) 
     return {**meta, "state": state}
 
 
-def _expected_mlp_shapes(path: Path, config: Any) -> dict[str, tuple[int, ...]]:
-    """The parameter names and shapes an MLP config implies (computed, nothing built)."""
-    if not isinstance(config, dict) or not set(config) <= MLP_CONFIG:
-        raise CheckpointError(f"{path}: invalid MLP config {config!r}")
-    sizes, activation = config.get("sizes"), config.get("activation")
+FLOAT_DTYPES = {np.dtype(t).name for t in (np.float16, np.float32, np.float64, np.longdouble)}
+
+
+def _check_mlp_config(path: Path, config: dict[str, Any]) -> None:
+    """An MLP config as data: known keys, each of the type MLP takes (nothing hashed or
+    parsed before its type is known)."""
+    sizes, activation = config.get("sizes"), config.get("activation", "relu")
     dropout, bias = config.get("dropout", 0.0), config.get("bias", True)
-    ok = isinstance(sizes, list) and len(sizes) >= 2 and all(
-        isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes) \
-        and activation in ACTIVATIONS and isinstance(dropout, (int, float)) \
+    init, dtype = config.get("init"), config.get("dtype", "float32")
+    ok = set(config) <= MLP_CONFIG and isinstance(sizes, list) and len(sizes) >= 2 \
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes) \
+        and isinstance(activation, str) and activation in ACTIVATIONS \
+        and isinstance(dropout, (int, float)) and not isinstance(dropout, bool) \
         and 0 <= dropout < 1 and isinstance(bias, bool) \
-        and (config.get("init") is None or config.get("init") in INITIALIZERS)
-    try:
-        ok = ok and np.dtype(config.get("dtype", "float32")).kind == "f"
-    except TypeError:
-        ok = False
+        and (init is None or isinstance(init, str) and init in INITIALIZERS) \
+        and isinstance(dtype, str) and dtype in FLOAT_DTYPES
     if not ok:
-        raise CheckpointError(f"{path}: invalid MLP config {config!r}")
+        shown = repr(config)
+        raise CheckpointError(f"{path}: invalid MLP config "
+                              f"{shown if len(shown) <= 200 else shown[:197] + '...'}")
+
+
+def _expected_mlp_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The parameter names and shapes of a checked MLP config (computed, nothing built)."""
+    sizes, dropout, bias = config["sizes"], config.get("dropout", 0.0), config.get("bias", True)
     shapes: dict[str, tuple[int, ...]] = {}
     index = 0
-    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
         shapes[f"layers.{index}.weight"] = (n_in, n_out)
         if bias:
             shapes[f"layers.{index}.bias"] = (n_out,)
@@ -279,19 +404,32 @@ def _expected_mlp_shapes(path: Path, config: Any) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _build(ck: Checkpoint) -> Module:
-    """Rebuild the model the file describes, once its config fits the stored arrays."""
-    meta, path = ck.meta, ck.path
-    cls = BUILDERS.get(meta.get("class"))
-    if cls is None or meta.get("config") is None:
-        raise CheckpointError(f"{path}: a {meta.get('class')} cannot be rebuilt from the file; "
-                              f"create the model and call load(path, model)")
-    expected = _expected_mlp_shapes(path, meta["config"])
-    stored = {k: v.shape for k, v in ck.params.items()}
+def _check_config_fits(path: Path, config: Any, arrays: dict[str, np.ndarray]) -> None:
+    """The MLP config is valid and implies exactly the stored arrays (so it asks for no
+    more memory than the file holds)."""
+    _check_mlp_config(path, config)
+    expected = _expected_mlp_shapes(config)
+    stored = {k: v.shape for k, v in arrays.items()}
     if stored != expected:
-        raise CheckpointError(f"{path}: the config {meta['config']} implies parameters "
+        raise CheckpointError(f"{path}: the config {config} implies parameters "
                               f"{expected}, but the file holds {stored}")
+
+
+def _build(ck: Checkpoint) -> Module:
+    """Rebuild the model the file describes (its config was checked against the arrays)."""
+    meta, path = ck.meta, ck.path
+    cls = BUILDERS.get(meta["class"])
+    if cls is None or meta["config"] is None:
+        raise CheckpointError(f"{path}: a {meta['class']} cannot be rebuilt from the file; "
+                              f"create the model and call load(path, model)")
     return cls(**meta["config"])
+
+
+def metadata_of(model: Module) -> dict[str, Any]:
+    """The metadata saved with the checkpoint ``model`` was loaded from by ``load`` (empty
+    for a model that was not loaded from a file)."""
+    meta = model.__dict__.get("checkpoint_metadata")
+    return meta if isinstance(meta, dict) else {}
 
 
 def load(path: str | os.PathLike, model: Module | None = None, optimizer: Any = None,
@@ -306,7 +444,8 @@ def load(path: str | os.PathLike, model: Module | None = None, optimizer: Any = 
         model = _build(ck)
     elif meta.get("config") is not None and getattr(model, "config", None) not in (None, meta["config"]):
         raise CheckpointError(f"{path}: saved architecture {meta['class']}{meta['config']} does "
-                              f"not match the model {type(model).__name__}{model.config}")
+                              f"not match the model {type(model).__name__}"
+                              f"{getattr(model, 'config', None)}")
     try:
         model.check_state_dict(ck.params, check_finite=check_finite)   # changes nothing
     except (KeyError, ValueError) as e:
@@ -319,5 +458,5 @@ def load(path: str | os.PathLike, model: Module | None = None, optimizer: Any = 
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path}: optimizer state: {e}") from None
     model.load_state_dict(ck.params, check_finite=check_finite)       # checked above
-    object.__setattr__(model, "checkpoint_metadata", meta.get("metadata", {}))
+    object.__setattr__(model, "checkpoint_metadata", meta["metadata"])
     return model

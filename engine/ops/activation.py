@@ -15,6 +15,7 @@ import numpy as np
 from ..broadcast import normalize_axis
 from ..graph import Node
 from ..op import Op, register
+from ..plain import plain_repr
 from ._base import UnaryElementwise, as_float, is_number
 
 
@@ -79,7 +80,7 @@ class ReLU(UnaryElementwise):
 
 def _real(op: Op, what: str, value: Any) -> None:
     if not is_number(value) or not math.isfinite(value):
-        raise op.error(f"{what} must be a finite real number, got {value!r}", TypeError)
+        raise op.error(f"{what} must be a finite real number, got {plain_repr(value)}", TypeError)
 
 
 @register(method=True)
@@ -164,7 +165,7 @@ class GELU(UnaryElementwise):
 
     def check(self, x: np.ndarray, *, approximate: str = "tanh") -> None:
         if approximate not in ("tanh", "none"):
-            raise self.error(f"approximate must be 'tanh' or 'none', got {approximate!r}")
+            raise self.error(f"approximate must be 'tanh' or 'none', got {plain_repr(approximate)}")
 
     def forward(self, ctx: Node, x: np.ndarray, *, approximate: str = "tanh") -> np.ndarray:
         x = as_float(x)
@@ -186,15 +187,18 @@ class GELU(UnaryElementwise):
 
 
 class _AlongAxis(Op):
-    """softmax and log_softmax work along one axis."""
+    """softmax and log_softmax work along one axis, which must not be empty."""
     check_values = False
 
     def check(self, x: np.ndarray, *, axis: int = -1) -> dict[str, Any]:
         if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
-            raise self.error(f"axis must be an int, got {axis!r}", TypeError)
+            raise self.error(f"axis must be an int, got {plain_repr(axis)}", TypeError)
         if x.ndim == 0:
             raise self.error("needs a tensor with at least one axis, got a 0-d tensor")
         (ax,) = normalize_axis(self.name, axis, x.ndim)
+        if x.shape[ax] == 0:   # an empty batch (other axes of length 0) is fine: no rows
+            raise self.error(f"cannot normalize over an axis of length 0 (shape {x.shape}, "
+                             f"axis {axis}): there is no element to give the probability to")
         return {"axis": ax}
 
 
@@ -262,9 +266,9 @@ class Dropout(Op):
             raise self.error(f"needs a floating-point input, got dtype {x.dtype} "
                              f"(convert first: t.astype(np.float32))", TypeError)
         if not is_number(p) or not 0 <= p < 1:
-            raise self.error(f"p must be in [0, 1), got {p!r}")
+            raise self.error(f"p must be in [0, 1), got {plain_repr(p)}")
         if not isinstance(training, (bool, np.bool_)):
-            raise self.error(f"training must be True or False, got {training!r}", TypeError)
+            raise self.error(f"training must be True or False, got {plain_repr(training)}", TypeError)
         if rng is not None and not isinstance(rng, (np.random.Generator, numbers.Integral)):
             raise self.error(f"rng must be a numpy Generator, an int seed or None, got "
                              f"{type(rng).__name__}", TypeError)

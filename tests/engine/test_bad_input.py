@@ -2,6 +2,8 @@
 values at fault, before numpy can fail confusingly or broadcast silently."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -115,3 +117,80 @@ def test_reductions_and_losses_over_an_empty_batch_are_errors(make, pattern):
 def test_a_reduction_that_leaves_an_empty_result_is_not_an_error():
     # (0, 3) summed over axis 1: every one of the 0 sums adds 3 numbers; nothing is empty.
     assert engine.sum(np.zeros((0, 3)), axis=1).shape == (0,)
+
+
+# --- softmax over an axis with no elements ----------------------------------------------------
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("shape, axis", [((2, 0), -1), ((0,), 0), ((0, 3), 0)])
+def test_softmax_over_an_axis_of_length_0_names_the_op_axis_and_shape(op, shape, axis):
+    x = T(np.zeros(shape), requires_grad=True)
+    pattern = (rf"^{op}: cannot normalize over an axis of length 0 "
+               rf"\(shape {re.escape(str(shape))}, axis {axis}\)")
+    with pytest.raises(ValueError, match=pattern):
+        getattr(engine, op)(x, axis=axis)
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_of_an_empty_batch_along_a_full_axis_is_empty(op):
+    x = T(np.zeros((0, 3)), requires_grad=True)       # no rows, each of 3 classes: nothing empty
+    y = getattr(engine, op)(x, axis=-1)
+    assert y.shape == (0, 3)
+    (y * 1.0).backward(np.zeros((0, 3)))
+    assert x.grad.shape == (0, 3)
+
+
+def test_max_and_min_over_an_axis_of_length_0_name_the_op():
+    for op in (engine.max, engine.min):
+        with pytest.raises(ValueError, match=rf"^{op.name}: cannot reduce over no elements "
+                                             rf"\(shape \(2, 0\), axis -1\)"):
+            op(T(np.zeros((2, 0))), axis=-1)
+
+
+# --- only numbers make tensors ------------------------------------------------------------------
+
+NOT_NUMBERS = [
+    pytest.param(np.array(["a", "b"]), "<U1", id="str"),
+    pytest.param(np.array([b"a", b"b"]), "|S1", id="bytes"),
+    pytest.param(np.zeros(2, dtype="V8"), "|V8", id="void"),
+    pytest.param(np.zeros(2, dtype=[("x", "f8")]), r"\[\('x', '<f8'\)\]", id="structured"),
+    pytest.param(np.array(["2020-01-01", "2020-01-02"], dtype="M8[D]"), r"datetime64\[D\]", id="datetime"),
+    pytest.param(np.array([1, 2], dtype="m8[s]"), r"timedelta64\[s\]", id="timedelta"),
+    pytest.param(np.array([None, 1], dtype=object), r"object \(non-numeric Python objects\)", id="object"),
+]
+ACCEPTED = r"is not supported; a tensor holds bool, integers or floats"
+
+
+@pytest.mark.parametrize("array, dtype", NOT_NUMBERS)
+@pytest.mark.parametrize("copy", [True, False])
+def test_a_tensor_of_a_non_numeric_dtype_is_a_type_error_naming_it(array, dtype, copy):
+    with pytest.raises(TypeError, match=rf"^Tensor: cannot make a tensor from ndarray: dtype "
+                                        rf"{dtype} {ACCEPTED}"):
+        T(array, copy=copy)
+
+
+@pytest.mark.parametrize("array, dtype", NOT_NUMBERS)
+def test_a_non_numeric_array_as_an_op_constant_or_new_data_is_a_type_error(array, dtype):
+    constant = (r"^mul: input 1 must be a Tensor, an array or a number, got ndarray"
+                if array.dtype == object else rf"^mul: input 1: dtype {dtype} {ACCEPTED}")
+    with pytest.raises(TypeError, match=constant):
+        t(2) * array
+    x = t(2)
+    with pytest.raises(TypeError, match=rf"^data: dtype {dtype} {ACCEPTED}"):
+        x.data = array
+
+
+def test_a_string_or_bytes_value_is_a_type_error():
+    with pytest.raises(TypeError, match=rf"dtype <U3 {ACCEPTED}"):
+        T("abc")
+    with pytest.raises(TypeError, match=rf"dtype \|S2 {ACCEPTED}"):
+        T(b"ab")
+    with pytest.raises(TypeError, match=rf"dtype <U1 {ACCEPTED}"):
+        T(np.zeros(2), dtype="U1")
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.uint64, np.float16, np.float32,
+                                   np.float64, np.complex128])
+def test_numeric_dtypes_stay_accepted(dtype):
+    assert T(np.ones(2, dtype=dtype)).dtype == dtype
+    assert T(np.ones(2, dtype=dtype), copy=False).dtype == dtype

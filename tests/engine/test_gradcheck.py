@@ -4,12 +4,15 @@ rule (a wrong factor, a missing transpose, a forgotten un-broadcast sum, a wrong
 wrong forward-mode rule) is planted in a copy of a real op and must be caught."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 from handgrad import engine
 from handgrad.engine.broadcast import sum_to
-from handgrad.engine.gradcheck import GradcheckError, gradcheck, jvpcheck
+from handgrad.engine.gradcheck import (GradcheckError, accuracycheck, gradcheck, gradcheck_error,
+                                       jvpcheck, jvpcheck_error)
 from handgrad.engine.ops.activation import Tanh
 from handgrad.engine.ops.elementwise import Add, Exp, Sub
 from handgrad.engine.ops.linalg import MatMul
@@ -53,6 +56,26 @@ def test_float_targets_in_a_nondifferentiable_position_are_skipped():
 def test_float32_inputs_are_checked_in_float64_with_a_warning():
     with pytest.warns(UserWarning, match="float32"):
         assert gradcheck(lambda a: a.tanh(), [A.astype(np.float32)])
+
+
+def test_big_endian_float64_inputs_are_checked_silently_and_as_little_endian_ones():
+    def fn(a, b):
+        return (a @ b).tanh().sum()
+
+    big = [A.astype(">f8"), engine.Tensor(B.astype(">f8"), requires_grad=True)]
+    little = [A, engine.Tensor(B, requires_grad=True)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")             # "too coarse" would be raised
+        for check, modes in ((gradcheck_error, ("full", "directional", "complex")),
+                             (jvpcheck_error, ("full", "directional"))):
+            for mode in modes:
+                assert check(fn, big, mode=mode) == check(fn, little, mode=mode)
+        assert accuracycheck(fn, big) == accuracycheck(fn, little)
+
+
+def test_big_endian_float32_inputs_warn_naming_float32():
+    with pytest.warns(UserWarning, match=r"input 0 is float32; .* in float32 are too coarse"):
+        assert gradcheck(lambda a: a.tanh(), [A.astype(">f4")])
 
 
 def test_bad_arguments():

@@ -8,6 +8,8 @@ wrong number (engine/saved.py explains the guards):
   stamped, and a backward through a graph that saved the old values raises;
 * memory handed out (``t.data``) is read-only while a live graph saved it; handed out
   after the forward pass, it is checked by checksum;
+* memory numpy does not own (a np.memmap's file, a bytearray under np.frombuffer), which
+  no flag can make read-only, is checksummed by the nodes that save it;
 * under detect_anomaly, checksums also catch writes through numpy views.
 """
 from __future__ import annotations
@@ -263,6 +265,122 @@ def test_forward_mode_through_a_changed_graph_raises_too():
     c += 1.0
     with pytest.raises(RuntimeError, match=MODIFIED):
         engine.graph.forward_tangents([y], {id(x): np.ones(2)})
+
+
+# --- memory numpy does not own: checksummed ----------------------------------------------------
+
+FOREIGN = r"input 1 .*'mul'.*changed after the forward pass \(its checksum differs\)"
+
+
+def _memmap(tmp_path, values):
+    path = tmp_path / "values.dat"
+    m = np.memmap(path, dtype=np.float64, mode="w+", shape=(len(values),))
+    m[:] = values
+    return m, path
+
+
+def _bytearray_backed(values):
+    buffer = bytearray(np.array(values, dtype=np.float64).tobytes())
+    return np.frombuffer(buffer, dtype=np.float64), buffer
+
+
+@pytest.mark.parametrize("share", [engine.from_numpy, lambda a: Tensor(a, copy=False)],
+                         ids=["from_numpy", "copy=False"])
+def test_a_memmap_written_through_its_file_after_the_forward_makes_backward_raise(tmp_path, share):
+    m, path = _memmap(tmp_path, [2.0, 2.0])
+    w = leaf([1.0, 1.0])
+    loss = (w * share(m)).sum()                       # d loss / d w = m = 2
+    other = np.memmap(path, dtype=np.float64, mode="r+", shape=(2,))
+    other[:] = 200.0                                  # the same file, no flag of m can stop it
+    other.flush()
+    with pytest.raises(RuntimeError, match=FOREIGN + r".*np.memmap"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("share", [engine.from_numpy, lambda a: Tensor(a, copy=False)],
+                         ids=["from_numpy", "copy=False"])
+def test_a_bytearray_written_after_the_forward_makes_backward_raise(share):
+    a, buffer = _bytearray_backed([2.0, 2.0])
+    w = leaf([1.0, 1.0])
+    loss = (w * share(a)).sum()
+    buffer[:] = np.array([200.0, 200.0]).tobytes()    # through the bytearray, not the array
+    with pytest.raises(RuntimeError, match=FOREIGN + r".*bytearray"):
+        loss.backward()
+
+
+def test_a_write_into_the_array_under_as_strided_makes_backward_raise():
+    base = np.array([2.0, 2.0, 2.0, 2.0])
+    strided = np.lib.stride_tricks.as_strided(base, shape=(2,), strides=(16,))
+    w = leaf([1.0, 1.0])
+    loss = (w * engine.from_numpy(strided)).sum()
+    base[:] = 200.0                                   # as_strided's base chain ends outside numpy
+    with pytest.raises(RuntimeError, match=FOREIGN):
+        loss.backward()
+
+
+def test_an_as_strided_array_that_numpy_cannot_unlock_is_left_writeable_and_checksummed():
+    base = np.array([2.0, 3.0, 4.0, 5.0])
+    strided = np.lib.stride_tricks.as_strided(base, shape=(2,), strides=(16,))
+    w = leaf([1.0, 1.0])
+    x = engine.from_numpy(strided)
+    (w * x * x[::-1]).sum().backward()               # read-only and back would be refused
+    np.testing.assert_array_equal(w.grad, [8.0, 8.0])
+    assert strided.flags.writeable
+    loss = (w * x).sum()
+    strided[0] = 7.0                                  # not locked: the checksum sees it
+    with pytest.raises(RuntimeError, match=FOREIGN):
+        loss.backward()
+
+
+def test_a_write_into_a_memmap_under_a_view_op_makes_backward_raise(tmp_path):
+    m, path = _memmap(tmp_path, [2.0, 2.0, 2.0])
+    w = leaf([1.0, 1.0])
+    loss = (w * engine.from_numpy(m)[1:]).sum()       # mul saves a getitem view of the memmap
+    other = np.memmap(path, dtype=np.float64, mode="r+", shape=(3,))
+    other[2] = 200.0
+    with pytest.raises(RuntimeError, match=FOREIGN):
+        loss.backward()
+
+
+def test_unchanged_foreign_memory_gives_the_right_gradients_in_both_modes(tmp_path):
+    m, _ = _memmap(tmp_path, [2.0, 3.0])
+    a, buffer = _bytearray_backed([5.0, 7.0])
+    w = leaf([1.0, 1.0])
+    loss = (w * engine.from_numpy(m) * engine.from_numpy(a)).sum()
+    (tangent,) = engine.graph.forward_tangents([loss], {id(w): np.ones(2)})
+    assert tangent == 2.0 * 5.0 + 3.0 * 7.0
+    loss.backward()
+    np.testing.assert_array_equal(w.grad, [10.0, 21.0])
+    buffer[:8] = np.float64(9.0).tobytes()            # after backward: a new graph sees it
+    w.grad = None
+    (w * engine.from_numpy(a)).sum().backward()
+    np.testing.assert_array_equal(w.grad, [9.0, 7.0])
+
+
+def test_forward_mode_through_changed_foreign_memory_raises():
+    a, buffer = _bytearray_backed([2.0, 2.0])
+    w = leaf([1.0, 1.0])
+    y = w * engine.from_numpy(a)
+    buffer[:8] = np.float64(200.0).tobytes()
+    with pytest.raises(RuntimeError, match=FOREIGN):
+        engine.graph.forward_tangents([y], {id(w): np.ones(2)})
+
+
+def test_which_memory_is_foreign():
+    assert saved.foreign(np.frombuffer(bytearray(8)))
+    assert saved.foreign(np.lib.stride_tricks.as_strided(np.zeros(4), shape=(2,), strides=(16,)))
+    assert not saved.foreign(np.zeros(3))
+    assert not saved.foreign(np.frombuffer(b"\0" * 8))   # bytes are immutable: nothing to guard
+
+
+def test_a_copy_of_foreign_memory_needs_no_checksum(tmp_path):
+    m, path = _memmap(tmp_path, [2.0, 2.0])
+    w = leaf([1.0, 1.0])
+    loss = (w * Tensor(m)).sum()                      # Tensor(array) copies
+    np.memmap(path, dtype=np.float64, mode="r+", shape=(2,))[:] = 200.0
+    assert all(n.guard is None for n in _nodes(loss))
+    loss.backward()
+    np.testing.assert_array_equal(w.grad, [2.0, 2.0])
 
 
 # --- detect_anomaly: checksums ------------------------------------------------------------------

@@ -50,6 +50,24 @@ def test_len():
         len(Tensor(1.0))
 
 
+def test_iterating_a_0d_tensor_is_an_error_as_in_numpy():
+    with pytest.raises(TypeError, match="iteration over a 0-d tensor"):
+        list(Tensor(2.0))
+    with pytest.raises(TypeError, match="iteration over a 0-d tensor"):
+        iter(Tensor(np.float32(2.0), requires_grad=True))
+
+
+def test_iterating_gives_the_rows_in_the_graph():
+    x = Tensor(np.arange(6.0).reshape(3, 2), requires_grad=True)
+    rows = list(x)
+    assert [r.shape for r in rows] == [(2,)] * 3
+    np.testing.assert_array_equal(rows[2].data, [4.0, 5.0])
+    assert rows[0].node.op.name == "getitem"
+    (rows[0] * 10 + rows[2]).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[10.0, 10.0], [0.0, 0.0], [1.0, 1.0]])
+    assert list(Tensor(np.zeros((0, 3)))) == []
+
+
 # --- conversions ------------------------------------------------------------------------------------
 
 def test_item_float_int():

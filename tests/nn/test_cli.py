@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from handgrad.nn import cli
@@ -164,4 +166,124 @@ def test_a_bug_still_shows_its_traceback(monkeypatch):
         raise TypeError("a bug inside handgrad")
     monkeypatch.setattr(cli, "run_config", broken)
     with pytest.raises(TypeError, match="a bug inside handgrad"):
+        cli.main(["train", "--quiet"])
+
+
+# --- issue 19: the probes that were tracebacks -------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--n", "2"], "--n 2: spirals needs at least 3 examples"),
+    (["train", "--dataset", "xor", "--n", "3"], "--n 3: xor needs at least 4 examples"),
+    (["train", "--n", "3"], "--val-fraction 0.1 of 2 training examples (--n 3) is no example"),
+    (["train", "--n", "4"], "--val-fraction 0.1 of 3 training examples (--n 4) is no example"),
+    (["train", "--n", "5"], "--val-fraction 0.1 of 4 training examples (--n 5) is no example"),
+    (["train", "--dataset", "moons", "--n", "2", "--val-fraction", "0"],
+     "--n 2 leave 2 training and 0 test examples"),
+    (["train", "--val-fraction", "0.999"], "--val-fraction 0.999 of 480 training examples (the "
+                                           "600 examples of spirals) leaves none to train on"),
+    (["train", "--seed", "-1"], "--seed: must be an integer in [0, 4294967295], got -1"),
+    (["train", "--seed", str(2**32)], "--seed: must be an integer in [0, 4294967295]"),
+    (["evaluate", "x.npz", "--seed", "-1"], "--seed: must be an integer in [0, 4294967295]"),
+])
+def test_too_few_examples_and_bad_seeds_are_one_line_before_training(argv, message, capsys,
+                                                                     monkeypatch):
+    monkeypatch.setattr(cli, "fit", _no_training)
+    status, err = run_cli(argv + (["--quiet"] if argv[0] == "train" else []), capsys)
+    assert status == 2 and len(err) == 1 and message in err[0], err
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("the error must come before any training")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--hidden", "100000000"], "--hidden 100000000: MLP [2, 100000000, 3] on 600 "
+                                         "examples at once needs at least"),
+    (["train", "--dataset", "mnist", "--hidden", "100000,100000", "--batch-size", "64"],
+     "--hidden 100000,100000 --batch-size 64: MLP [784, 100000, 100000, 10]"),
+    (["train", "--n", str(10**12)], "--hidden 64,64 --n 1000000000000: MLP [2, 64, 64, 3]"),
+    (["demo", "vanishing", "--width", "1000000"], "--depth 8 --width 1000000: MLP [2, 1000000"),
+])
+def test_models_too_big_for_memory_are_one_line_before_anything_is_allocated(argv, message,
+                                                                            capsys, monkeypatch):
+    monkeypatch.setattr(cli.plan_, "available_memory", lambda: 16 * 2**30)
+    monkeypatch.setattr(cli.data_, "load_dataset", _no_data)
+    status, err = run_cli(argv, capsys)
+    assert status == 2 and len(err) == 1 and message in err[0], err
+    assert "but 16.0 GiB is available" in err[0]
+
+
+def test_a_model_that_fits_in_memory_is_not_refused(monkeypatch, capsys):
+    monkeypatch.setattr(cli.plan_, "available_memory", lambda: 2**16)   # 64 KiB: too little
+    assert run_cli(["train", "--dataset", "xor", "--epochs", "1", "--quiet"], capsys)[0] == 2
+    monkeypatch.setattr(cli.plan_, "available_memory", lambda: 2**20)
+    assert run_cli(["train", "--dataset", "xor", "--epochs", "1", "--quiet"], capsys)[0] == 0
+
+
+def test_the_shapes_known_before_loading_are_the_loaded_ones():
+    for name in cli.data_.GENERATORS:
+        splits = cli.data_.load_dataset(name)
+        assert cli.plan_.SHAPES[name] == (splits.input_shape[0], splits.num_classes)
+        assert cli.plan_.examples(name, None) == len(splits.x_train) + len(splits.x_test)
+        least = cli.plan_.MIN_EXAMPLES[name]
+        cli.data_.GENERATORS[name](n=least)
+        with pytest.raises(ValueError):
+            cli.data_.GENERATORS[name](n=least - 1)
+
+
+@pytest.mark.parametrize("n, val_fraction", [(None, 0.1), (40, 0.3), (7, 0.2), (None, 0.0)])
+def test_the_cli_splits_exactly_as_load_dataset(n, val_fraction):
+    run = {"dataset": "moons", "n": n, "seed": 3, "val_fraction": val_fraction}
+    ours = cli.load_splits(run, None)
+    theirs = cli.data_.load_dataset("moons", n=n, seed=3, val_fraction=val_fraction)
+    for field in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        a, b = getattr(ours, field), getattr(theirs, field)
+        assert (a is None and b is None) or np.array_equal(a, b), field
+
+
+def test_evaluate_on_a_dataset_that_does_not_fit_the_model_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "xor", "--epochs", "1", "--out", str(out),
+                     "--quiet"]) == 0
+    capsys.readouterr()
+    for dataset, message in [("spirals", "--dataset spirals has 2 inputs and 3 classes, but the "
+                                         "model in"),
+                             ("mnist", "--dataset mnist has 784 inputs and 10 classes")]:
+        status, err = run_cli(["evaluate", str(out / "model.npz"), "--dataset", dataset], capsys)
+        assert status == 2 and len(err) == 1 and message in err[0], err
+        assert "takes 2 inputs and scores 2 classes" in err[0]
+
+
+def test_a_diverging_learning_rate_is_one_line_without_numpy_warnings():
+    run = subprocess.run([sys.executable, "-W", "default", "-m", "handgrad", "train",
+                          "--lr", "1e308", "--epochs", "3", "--quiet"],
+                         capture_output=True, text=True, timeout=120)
+    err = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(err) == 1, run.stderr
+    assert err[0].startswith("handgrad: error: fit: ") and "RuntimeWarning" not in run.stderr
+
+
+@pytest.mark.parametrize("redirect, message", [
+    (">&-", "standard output is closed; nothing could show the results"),
+    ("> /dev/full", "cannot write to standard output: No space left on device"),
+])
+def test_a_closed_or_full_stdout_is_one_line_and_status_2(redirect, message, tmp_path):
+    if redirect.endswith("/dev/full") and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    run = subprocess.run(f"{sys.executable} -m handgrad train --dataset xor --epochs 2 --quiet "
+                         f"{redirect}", shell=True, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [f"handgrad: error: "
+                                                                      f"{message}"], run.stderr
+
+
+def test_user_errors_share_one_base_class_and_bugs_keep_their_traceback(monkeypatch):
+    from handgrad.nn import data, errors, serialization, train
+    for cls in (cli.UsageError, data.DatasetError, serialization.CheckpointError,
+                train.TrainingError, cli.rundir.RunDirError, cli.OutputError):
+        assert issubclass(cls, errors.UserInputError)
+    # a plain ValueError from inside handgrad is a bug, not the user's input
+    def broken(*args, **kwargs):
+        raise ValueError("a bug inside load_dataset")
+    monkeypatch.setattr(cli.data_, "load_dataset", broken)
+    with pytest.raises(ValueError, match="a bug inside load_dataset"):
         cli.main(["train", "--quiet"])

@@ -130,3 +130,161 @@ def test_train_names_the_idx_directory_it_read(capsys):
                      "--hidden", "8", "--val-fraction", "0", "--quiet"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert "from /usr/share/datasets/fashion-mnist" in first
+
+
+# --- issue 19: the run directory is one unit -------------------------------------------------
+
+def _bytes(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def test_resume_refuses_a_model_npz_older_than_resume_npz(tmp_path, capsys):
+    """The issue's failure: a save stopped between the two checkpoints left the previous
+    epoch's model.npz (the best weights) beside a newer resume.npz."""
+    run = ["--dataset", "moons", "--optimizer", "adam", "--lr", "0.3", "--early-stopping", "3",
+           "--quiet", "--out", str(tmp_path / "run")]
+    assert cli.main(["train", *run, "--epochs", "2"]) == 0
+    old_model = (tmp_path / "run" / "model.npz").read_bytes()
+    assert cli.main(["train", "--resume", str(tmp_path / "run"), "--epochs", "4", "--quiet"]) == 0
+    (tmp_path / "run" / "model.npz").write_bytes(old_model)
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(tmp_path / "run"), "--epochs", "8", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.npz is not the file saved with epoch 4" in err[0], err
+
+
+def test_a_read_only_file_in_out_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    assert cli.main(["train", *RUN, "--epochs", "2", "--out", str(tmp_path / "run")]) == 0
+    (tmp_path / "run" / "model.npz").chmod(0o444)
+    before = _bytes(tmp_path / "run")
+    monkeypatch.setattr(cli, "fit", _no_training)
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(tmp_path / "run"), "--epochs", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.npz is read-only; it was not replaced" in err[0], err
+    assert _bytes(tmp_path / "run") == before
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("the error must come before any training")
+
+
+def test_a_full_disk_during_the_save_is_one_line_and_keeps_the_old_files(tmp_path, capsys):
+    import resource
+    import subprocess
+    import sys
+    assert cli.main(["train", *RUN, "--epochs", "2", "--out", str(tmp_path / "run")]) == 0
+    before = _bytes(tmp_path / "run")
+
+    def small_files():          # writing more than 4 KiB to any file fails (EFBIG)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    done = subprocess.run([sys.executable, "-m", "handgrad", "train", "--resume",
+                           str(tmp_path / "run"), "--epochs", "4", "--quiet"],
+                          preexec_fn=small_files, capture_output=True, text=True, timeout=120)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1, done.stderr
+    assert err[0].startswith(f"handgrad: error: cannot save the run in {tmp_path / 'run'}: "
+                             f"File too large; it still holds the run saved after epoch 2")
+    assert _bytes(tmp_path / "run") == before
+    assert cli.main(["train", "--resume", str(tmp_path / "run"), "--epochs", "4", "--quiet"]) == 0
+
+
+def test_ctrl_c_during_the_final_write_saves_every_epoch(tmp_path, capsys, monkeypatch):
+    assert cli.main(["train", *RUN, "--epochs", "6", "--out", str(tmp_path / "whole")]) == 0
+    save = cli.serialization.save
+
+    def save_and_press_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(cli.serialization, "save", save_and_press_ctrl_c)
+    capsys.readouterr()
+    assert cli.main(["train", *RUN, "--epochs", "6", "--out", str(tmp_path / "cut")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("interrupted after") and "the finished run is saved in" in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    _assert_same_run(tmp_path / "whole", tmp_path / "cut")
+
+
+def test_ctrl_c_while_loading_data_is_status_130_without_a_traceback(tmp_path, capsys,
+                                                                     monkeypatch):
+    assert cli.main(["train", *RUN, "--epochs", "2", "--out", str(tmp_path / "run")]) == 0
+    before = _bytes(tmp_path / "run")
+
+    def ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        raise AssertionError("not reached: SIGINT raises KeyboardInterrupt")
+
+    monkeypatch.setattr(cli.data_, "load_dataset", ctrl_c)
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(tmp_path / "run"), "--epochs", "4"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["handgrad: interrupted"]
+    assert _bytes(tmp_path / "run") == before
+
+
+class _TwiceCtrlCAt(losses.CrossEntropyLoss):
+    """Ctrl-C twice at the n-th call: the second makes fit abort in the middle of a step."""
+    at = 0
+    calls = 0
+
+    def forward(self, out, y):
+        type(self).calls += 1
+        if type(self).calls == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().forward(out, y)
+
+
+def test_a_second_ctrl_c_still_saves_the_last_complete_epoch(tmp_path, capsys, monkeypatch):
+    assert cli.main(["train", *RUN, "--epochs", "6", "--out", str(tmp_path / "whole")]) == 0
+    steps_per_epoch = len(json.loads((tmp_path / "whole" / "history.json").read_text())
+                          ["steps"]) // 6
+    monkeypatch.setattr(_TwiceCtrlCAt, "at", 3 * steps_per_epoch + 2)
+    monkeypatch.setattr(cli, "CrossEntropyLoss", _TwiceCtrlCAt)
+    capsys.readouterr()
+    assert cli.main(["train", *RUN, "--epochs", "6", "--out", str(tmp_path / "cut")]) == 130
+    err = capsys.readouterr().err
+    saved = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert 1 <= len(saved["epochs"]) < 6 and "Traceback" not in err
+    assert f"the state after epoch {len(saved['epochs'])} is saved" in err
+    assert len(saved["steps"]) == len(saved["epochs"]) * steps_per_epoch   # whole epochs only
+    monkeypatch.setattr(cli, "CrossEntropyLoss", losses.CrossEntropyLoss)
+    assert cli.main(["train", "--resume", str(tmp_path / "cut"), "--quiet"]) == 0
+    _assert_same_run(tmp_path / "whole", tmp_path / "cut")
+
+
+def test_a_model_npz_of_another_architecture_in_a_resume_directory_is_one_line(tmp_path, capsys):
+    """Even with a manifest that vouches for it (written by hand), a model.npz whose
+    architecture is not the run's is refused with one line, not a KeyError."""
+    from handgrad.nn import rundir
+    run = ["--dataset", "moons", "--optimizer", "adam", "--lr", "0.3", "--early-stopping", "3",
+           "--epochs", "2", "--quiet"]
+    assert cli.main(["train", *run, "--hidden", "4", "--out", str(tmp_path / "a")]) == 0
+    assert cli.main(["train", *run, "--hidden", "5", "--out", str(tmp_path / "b")]) == 0
+    (tmp_path / "a" / "model.npz").write_bytes((tmp_path / "b" / "model.npz").read_bytes())
+    manifest = json.loads((tmp_path / "a" / rundir.MANIFEST).read_text())
+    manifest["files"]["model.npz"] = rundir.fingerprint(tmp_path / "a" / "model.npz")
+    (tmp_path / "a" / rundir.MANIFEST).write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(tmp_path / "a"), "--epochs", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.npz" in err[0] and "architecture" in err[0], err
+
+
+def test_train_out_says_which_files_it_wrote_and_which_it_skipped(tmp_path, capsys, monkeypatch):
+    from handgrad.nn import plots
+
+    def no_matplotlib(*args, **kwargs):
+        raise plots.MatplotlibMissing('plot_history needs matplotlib, which is not installed: '
+                                      'pip install "handgrad[plot]"', name="matplotlib")
+
+    monkeypatch.setattr(plots, "plot_history", no_matplotlib)
+    assert cli.main(["train", *RUN, "--epochs", "2", "--out", str(tmp_path / "run")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    wrote = next(line for line in lines if line.startswith("wrote "))
+    assert "model.npz" in wrote and "resume.npz" in wrote and "grad_norms.png" in wrote
+    assert "curves.png" not in wrote and not (tmp_path / "run" / "curves.png").exists()
+    skipped = next(line for line in lines if line.startswith("skipped "))
+    assert skipped == 'skipped curves.png (matplotlib is not installed: pip install "handgrad[plot]")'

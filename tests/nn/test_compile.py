@@ -1,6 +1,8 @@
 """nn.compile_step and fit(compile=True): the same parameters, bit for bit, as eager."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -168,3 +170,89 @@ def test_capture_refusals_reach_the_user_of_compile_step():
     step = nn.compile_step(model, loss_fn, nn.optim.SGD(model))
     with pytest.raises(engine.CaptureError, match=r"read the value of .*item\(\)"):
         step(X[:4], Y[:4])
+
+
+def test_freezing_a_parameter_or_changing_the_optimizer_after_the_capture_acts_as_eager():
+    """A kept plan computed the gradient of a parameter frozen after the capture, and the
+    optimizer went on updating it. requires_grad (of the modules' parameters and of any
+    other tensor a plan reads, here a regularizer's) is part of the plan's key; the
+    optimizer is not part of a plan (its update runs after the replay, reading the groups
+    and hyperparameters as they are), so a new learning rate or a new optimizer is used
+    as an eager loop would use it."""
+    def run(compile):
+        model = nn.MLP([6, 16, 3], seed=3)
+        scale = engine.Tensor(np.full(3, 0.5), requires_grad=True, name="scale")
+        loss_fn = nn.CrossEntropyLoss()
+        opt = nn.optim.SGD([{"params": model.parameters()}, {"params": [scale], "lr": 0.2}],
+                           lr=0.1, momentum=0.9)
+        regularizer = lambda: 0.01 * (scale * scale).sum()      # noqa: E731
+        step = nn.compile_step(model, loss_fn, opt, regularizer=regularizer) if compile else None
+        frozen, losses = {}, []
+        for k in range(8):
+            if k == 2:
+                model.layers[0].weight.requires_grad = False
+                scale.requires_grad = False
+                frozen = {"w": model.layers[0].weight.numpy(copy=True), "s": scale.numpy(copy=True)}
+            if k == 3:
+                opt.param_groups[0]["lr"] = 0.05
+                opt.param_groups[0]["momentum"] = 0.5
+            if k == 4:
+                assert np.array_equal(model.layers[0].weight.numpy(), frozen["w"])
+                assert np.array_equal(scale.numpy(), frozen["s"])
+                model.layers[0].weight.requires_grad = True
+                scale.requires_grad = True
+            if k == 6:                          # a new optimizer
+                opt = nn.optim.Adam(model, lr=0.01)
+                if compile:
+                    step.optimizer = opt
+            xb, yb = X[24 * k:24 * (k + 1)], Y[24 * k:24 * (k + 1)]
+            if compile:
+                losses.append(step(xb, yb))
+            else:
+                data_loss = loss_fn(model(engine.Tensor(xb)), yb)
+                opt.zero_grad()
+                (data_loss + regularizer()).backward()
+                opt.step()
+                losses.append(data_loss.item())
+        return model, scale, step, losses
+
+    eager, eager_scale, _, eager_losses = run(False)
+    compiled, compiled_scale, step, compiled_losses = run(True)
+    assert compiled_losses == eager_losses
+    for a, b in zip(eager.state_dict().values(), compiled.state_dict().values()):
+        assert np.array_equal(a, b)
+    assert np.array_equal(eager_scale.numpy(), compiled_scale.numpy())
+    assert len(step.plans) == 2                 # trainable, frozen (then trainable again)
+
+
+def test_an_eval_mode_block_in_the_calling_thread_gets_its_own_plan():
+    model = nn.MLP([6, 8, 3], dropout=0.5, seed=0)
+    step = nn.compile_step(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1))
+    step(X[:32], Y[:32])
+    with model.eval_mode():
+        step(X[:32], Y[:32])
+    assert len(step.plans) == 2
+    assert [k[4][4] for k in step.plans] == [True, False]        # the dropout's mode
+
+
+def test_a_step_called_from_a_second_thread_while_it_runs_is_refused():
+    model = nn.MLP([6, 4, 3], seed=0)
+    inside, go_on = threading.Event(), threading.Event()
+
+    def slow_loss(out, y):
+        inside.set()
+        assert go_on.wait(10)
+        return nn.CrossEntropyLoss()(out, y)
+
+    step = nn.compile_step(model, slow_loss, nn.optim.SGD(model, lr=0.1))
+    first = threading.Thread(target=step, args=(X[:8], Y[:8]))
+    first.start()
+    try:
+        assert inside.wait(10)
+        with pytest.raises(RuntimeError, match="already running in another thread"):
+            step(X[:8], Y[:8])
+    finally:
+        go_on.set()
+        first.join()
+    step(X[:8], Y[:8])                           # free again once the first call ended
+    assert len(step.plans) == 1

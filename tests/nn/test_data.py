@@ -153,6 +153,46 @@ def test_inconsistent_files_are_errors(tmp_path):
         D.load_mnist("mnist", data_dir=tmp_path / "c")
 
 
+@pytest.mark.parametrize("labels,message", [
+    (np.array([0, 1, 2.7, 3] * 5, np.float32), r"label 2.7 at index 2 is not an integer class "
+                                               r"\(the file holds float32 values\)"),
+    (np.array([0, 1, np.nan, 3] * 5, np.float64), "label nan at index 2 is not an integer"),
+    (np.array([0, 1, 2, -1] * 5, np.int8), r"label -1 outside 0..9 \(the classes\), at index 3"),
+    (np.array([0, 1, 2, 10] * 5, np.int32), "label 10 outside 0..9"),
+])
+def test_labels_must_be_integer_classes_checked_at_load(tmp_path, labels, message):
+    _fake_mnist(tmp_path, **{"train-labels-idx1-ubyte": labels})
+    with pytest.raises(D.DatasetError, match=f"train-labels-idx1-ubyte.gz: {message}"):
+        D.load_mnist("mnist", data_dir=tmp_path)
+    with pytest.raises(D.DatasetError, match="train-labels-idx1-ubyte.gz"):
+        D.load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_float_labels_holding_whole_numbers_are_those_classes(tmp_path):
+    _fake_mnist(tmp_path, **{"train-labels-idx1-ubyte": (np.arange(20) % 10).astype(np.float64)})
+    y_train = D.load_mnist("mnist", data_dir=tmp_path)[1]
+    assert y_train.dtype == np.int64 and list(y_train) == list(np.arange(20) % 10)
+
+
+@pytest.mark.parametrize("split", ["train", "t10k"])
+def test_a_folder_with_zero_images_is_a_dataset_error(tmp_path, split):
+    _fake_mnist(tmp_path, **{f"{split}-images-idx3-ubyte": np.zeros((0, 28, 28), np.uint8),
+                             f"{split}-labels-idx1-ubyte": np.zeros(0, np.uint8)})
+    with pytest.raises(D.DatasetError, match=rf"{split}-images-idx3-ubyte.gz: holds no images "
+                                             rf"\(shape \(0, 28, 28\)\)"):
+        D.load_dataset("mnist", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_dimensions_whose_product_overflows_int64_are_a_dataset_error(tmp_path, gz):
+    # 65536**4 = 2**64 elements: wraps to 0 in int64, which matched a header-only file
+    head = bytes([0, 0, 0x08, 4]) + np.full(4, 65536, ">u4").tobytes()
+    path = tmp_path / ("huge-idx4-ubyte" + (".gz" if gz else ""))
+    path.write_bytes(gzip.compress(head) if gz else head)
+    with pytest.raises(D.DatasetError, match=f"{path}: .*1844674407370955"):
+        D.read_idx(path)
+
+
 @pytest.mark.skipif(not D.DEBIAN_FASHION_MNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist_from_the_debian_package():
     xtr, ytr, xte, yte = D.load_mnist("fashion-mnist")

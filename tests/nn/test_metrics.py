@@ -47,3 +47,33 @@ def test_precision_recall_binary_and_multilabel():
     assert nn.precision_recall(np.zeros(3), np.array([1, 0, 1])) == (0.0, 0.0)
     with pytest.raises(ValueError, match="average"):
         nn.precision_recall(P, T, average="weighted")
+
+
+NAN_SCORES = np.array([[np.nan, np.nan, np.nan]] * 4)      # argmax reads NaN as class 0
+
+
+@pytest.mark.parametrize("score", [
+    lambda: nn.accuracy(NAN_SCORES, np.zeros(4, np.int64)),                 # was 1.0
+    lambda: nn.accuracy(np.array([0.2, np.inf, -3.0, 0.1]), np.array([0, 1, 0, 0])),
+    lambda: nn.accuracy(np.array([[np.nan], [0.7]]), np.array([0, 1]), logits=False),
+    lambda: nn.confusion_matrix(np.zeros(4, np.int64), NAN_SCORES),         # was all in [0, 0]
+    lambda: nn.metrics.predictions(NAN_SCORES),
+], ids=["argmax", "binary-logits", "binary-probabilities", "confusion-matrix", "predictions"])
+def test_nan_or_inf_scores_are_an_error_not_class_0(score):
+    with pytest.raises(ValueError, match=r"the scores are NaN/Inf for \d of \d examples \(the "
+                                         r"first is example \d\)"):
+        score()
+
+
+def test_nan_probabilities_or_threshold_are_an_error_in_precision_recall():
+    truth = np.array([1, 0, 1])
+    with pytest.raises(ValueError, match=r"precision_recall: the probabilities are NaN/Inf for "
+                                         r"1 of 3 examples \(the first is example 2\)"):
+        nn.precision_recall(np.array([0.9, 0.1, np.nan]), truth)      # NaN read as negative
+    with pytest.raises(ValueError, match="precision_recall: threshold must be a finite number, "
+                                         "got nan"):
+        nn.precision_recall(np.array([0.9, 0.1, 0.8]), truth, threshold=float("nan"))
+    with pytest.raises(ValueError, match="accuracy: threshold must be a finite number"):
+        nn.accuracy(np.array([0.9, 0.1, 0.8]), truth, threshold=float("nan"))
+    with pytest.raises(ValueError, match=r"accuracy: the labels are NaN/Inf"):
+        nn.accuracy(np.eye(3), np.array([[1.0, 0, 0], [0, np.nan, 0], [0, 0, 1]]))

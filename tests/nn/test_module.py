@@ -1,6 +1,9 @@
 """Module, Parameter and Sequential: registration, traversal, modes and state dicts."""
 from __future__ import annotations
 
+import copy
+import threading
+
 import numpy as np
 import pytest
 
@@ -118,3 +121,108 @@ def test_nodes_are_tagged_with_the_module_that_created_them():
 def test_repr_shows_the_tree():
     text = repr(nn.MLP([3, 4, 2], seed=0))
     assert "(layers): Sequential" in text and "(0): Linear(3→4, bias=True)" in text
+
+
+# --- train/eval mode per thread ------------------------------------------------------------
+
+def test_eval_mode_holds_in_this_thread_only_and_for_the_block_only():
+    model = nn.MLP([2, 4, 2], dropout=0.5, seed=0)
+    seen_elsewhere = []
+    with model.eval_mode():
+        assert not any(m.training for m in model.modules())
+        model.train()                              # the flag; the block still wins here
+        assert not model.layers[2].training
+        with model.layers.train_mode():            # blocks nest
+            assert model.layers[2].training and not model.training
+        assert not model.layers[2].training
+        other = threading.Thread(target=lambda: seen_elsewhere.extend(
+            m.training for m in model.modules()))
+        other.start()
+        other.join()
+    assert seen_elsewhere and all(seen_elsewhere)  # another thread: the flags
+    assert all(m.training for m in model.modules())
+    model.eval()
+    with model.train_mode():
+        assert model.training
+    assert not model.training and model._training is False
+    with pytest.raises(TypeError, match="mode must be True or False, got 'no'"):
+        model.train_mode("no")
+
+
+class _Gate(nn.Module):
+    """The identity; called in ``monitor``'s thread, it holds that forward open until the
+    test lets it go on (so the other thread's forward surely runs in between)."""
+
+    def __init__(self):
+        super().__init__()
+        object.__setattr__(self, "monitor", None)
+        object.__setattr__(self, "inside", threading.Event())
+        object.__setattr__(self, "go_on", threading.Event())
+
+    def forward(self, x):
+        if threading.current_thread() is self.monitor:
+            self.inside.set()
+            assert self.go_on.wait(10)
+        return x
+
+
+def test_predict_in_a_monitoring_thread_leaves_the_training_threads_dropout_on():
+    """predict used to switch the model to eval for everyone while it ran: the training
+    thread's steps in that window ran without dropout (349 of 380 steps in the report)."""
+    gate = _Gate()
+    model = nn.Sequential(nn.Dropout(0.5, rng=np.random.default_rng(0)), gate)
+    x = np.ones((200, 5), dtype=np.float32)
+    got = {}
+    monitor = threading.Thread(target=lambda: got.update(pred=nn.predict(model, x)))
+    object.__setattr__(gate, "monitor", monitor)
+    monitor.start()
+    try:
+        assert gate.inside.wait(10)                # predict is inside the model's forward
+        out = model(x).numpy()                     # a training step's forward, meanwhile
+    finally:
+        gate.go_on.set()
+        monitor.join()
+    assert model.training and model[0].training
+    assert (out == 0).mean() > 0.3 and set(np.unique(out)) == {0.0, 2.0}   # dropout ran
+    assert np.array_equal(got["pred"], x)          # the monitor's forward: eval mode
+
+
+# --- depth ---------------------------------------------------------------------------------
+
+def test_two_thousand_nested_sequentials_work_without_recursion():
+    inner = nn.Linear(2, 3, rng=np.random.default_rng(0))
+    model = inner
+    for _ in range(2000):
+        model = nn.Sequential(model, nn.Identity())
+    x = np.ones((4, 2), dtype=np.float32)
+    out = model(x)
+    assert np.array_equal(out.numpy(), inner(x).numpy())
+    prefix = ".".join(["0"] * 2000)
+    assert out.node.scope == prefix                # the Linear's own name scope
+    assert [n for n, _ in model.named_parameters()] == [f"{prefix}.weight", f"{prefix}.bias"]
+    assert len(model.parameters()) == 2 and len(list(model.named_modules())) == 4001
+    assert list(model.state_dict()) == [f"{prefix}.weight", f"{prefix}.bias"]
+    text = repr(model)
+    assert text.count("\n") == 2 * 2000 + 2000 and text.endswith("\n)")
+    assert " " * 4000 + "(0): Linear(2→3, bias=True)" in text
+    twin = copy.deepcopy(model)
+    assert np.array_equal(twin(x).numpy(), out.numpy())
+    assert twin.parameters()[0] is not inner.weight
+
+
+def test_deepcopy_of_a_module_keeps_shared_modules_shared_and_copies_the_parameters():
+    shared = nn.Linear(2, 2, rng=np.random.default_rng(0))
+    model = nn.Sequential(shared, nn.ReLU(), shared, nn.Dropout(0.5, rng=np.random.default_rng(1)))
+    model(np.ones((1, 2), dtype=np.float32))       # named: the copy names itself again
+    model.eval()
+    twin = copy.deepcopy(model)
+    assert twin[0] is twin[2] and twin[0] is not shared
+    assert twin[0].weight is not shared.weight
+    assert np.array_equal(twin[0].weight.numpy(), shared.weight.numpy())
+    assert not twin.training and twin[3].rng is not model[3].rng
+    assert twin._named_by is None and twin._paths_for is None
+    out = twin(np.ones((1, 2), dtype=np.float32))
+    assert out.node.scope == "3" and out.node.inputs[0].node.scope == "0"   # named again
+    (w,) = engine.inplace(twin[0].weight)
+    w[...] = 0
+    assert not np.array_equal(twin[0].weight.numpy(), shared.weight.numpy())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -45,9 +46,85 @@ def test_fit_records_each_parameters_gradient_norm_at_every_step():
 def test_plot_gradient_norms_draws_one_line_per_weight(tmp_path):
     pytest.importorskip("matplotlib")
     _, history = _fit()
-    path = plots.plot_gradient_norms(history, tmp_path / "g.png")
-    assert path.read_bytes()[:8] == PNG
-    assert plots.plot_gradient_norms(nn.History(), tmp_path / "none.png") is None
+    fig = plots.plot_gradient_norms(history, tmp_path / "g.png")
+    assert (tmp_path / "g.png").read_bytes()[:8] == PNG
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.get_lines()] == [
+        n for n in history.grad_norms if not n.endswith("bias")]
+    with pytest.raises(ValueError, match=r"plot_gradient_norms: the history has no gradient "
+                                         r"norms; train with fit\(\.\.\., record_grad_norms=True\)"):
+        plots.plot_gradient_norms(nn.History(), tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+
+
+# --- ax=, the returned figure, matplotlib missing ----------------------------------------------
+
+def test_plots_draw_into_the_axes_given_and_return_their_figure():
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    _, history = _fit()
+    fig = Figure()
+    one = fig.subplots()
+    assert plots.plot_gradient_norms(history, ax=one) is fig
+    assert len(one.get_lines()) == 3                  # the three weight matrices
+    fig = Figure()
+    pair = fig.subplots(1, 2)
+    assert plots.plot_history(history, ax=pair) is fig
+    assert pair[0].get_ylabel() == "loss" and pair[1].get_ylabel() == "accuracy"
+    fig = Figure()
+    loss_only = fig.subplots()
+    assert plots.plot_history(history, ax=loss_only) is fig and len(fig.axes) == 1
+    fig = Figure()
+    grid = fig.subplots(2, 2)
+    assert plots.plot_activations(ax=grid, names=("sigmoid", "relu")) is fig
+    assert [a.get_title() for a in grid[0]] == ["sigmoid", "relu"]
+
+
+def test_plots_without_ax_make_a_figure_and_save_it_when_given_a_path(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    _, history = _fit()
+    fig = plots.plot_history(history, tmp_path / "curves.png")
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert (tmp_path / "curves.png").read_bytes()[:8] == PNG
+    fig = plots.plot_activations(names=("tanh",))
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_wrong_axes_are_an_error_naming_what_is_expected():
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    _, history = _fit()
+    three = Figure().subplots(1, 3)
+    with pytest.raises(ValueError, match=r"plot_history: ax must be 1 x 2 matplotlib Axes"):
+        plots.plot_history(history, ax=three)
+    with pytest.raises(ValueError, match=r"plot_activations: ax must be 2 x 7 matplotlib Axes"):
+        plots.plot_activations(ax=three)
+    with pytest.raises(ValueError, match=r"plot_gradient_norms: ax must be one matplotlib Axes, "
+                                         r"got ndarray of shape \(3,\)"):
+        plots.plot_gradient_norms(history, ax=three)
+    with pytest.raises(ValueError, match="plot_activations: names must be some of sigmoid"):
+        plots.plot_activations(names=("swish",))
+
+
+@pytest.mark.parametrize("call", [
+    lambda h: plots.plot_history(h),
+    lambda h: plots.plot_gradient_norms(h, "g.png"),
+    lambda h: plots.plot_activations(),
+])
+def test_without_matplotlib_a_plot_says_what_to_install(monkeypatch, call):
+    _, history = _fit()
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)      # any import of it now fails
+    with pytest.raises(plots.MatplotlibMissing, match=r"^plot_\w+ needs matplotlib, which is "
+                                                      r"not installed: pip install \"handgrad\[plot\]\"$"):
+        call(history)
 
 
 def test_activation_facts_are_what_a_lecture_points_at():
@@ -62,7 +139,8 @@ def test_activation_facts_are_what_a_lecture_points_at():
 
 def test_plot_activations_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    assert plots.plot_activations(tmp_path / "a.png").read_bytes()[:8] == PNG
+    plots.plot_activations(tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes()[:8] == PNG
 
 
 def test_the_vanishing_gradient_demo_shows_sigmoid_gradients_vanishing():

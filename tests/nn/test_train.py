@@ -122,3 +122,32 @@ def test_binary_multilabel_training_with_bce():
     probs = 1 / (1 + np.exp(-nn.predict(model, X)))
     precision, recall = nn.precision_recall(probs, Y)
     assert precision > 0.9 and recall > 0.9
+
+
+def test_predict_on_an_empty_batch_has_the_models_output_shape():
+    model = nn.MLP([2, 4, 3], seed=0)
+    out = nn.predict(model, np.zeros((0, 2), np.float32))
+    assert out.shape == (0, 3) and out.dtype == np.float32
+    assert model.training
+
+
+def test_evaluate_refuses_nan_outputs_instead_of_scoring_them():
+    # All-NaN scores argmax to class 0: with labels of class 0 that was accuracy 1.0.
+    model = nn.MLP([2, 4, 3], seed=0)
+    model.layers[-1].bias.data[...] = np.nan
+    X = np.zeros((6, 2), np.float32)
+    with pytest.raises(ValueError, match=r"evaluate: the model's outputs are NaN/Inf for 6 of 6 "
+                                         r"examples \(the first is example 0\)"):
+        nn.evaluate(model, nn.CrossEntropyLoss(), (X, np.zeros(6, np.int64)))
+
+
+def test_evaluate_names_nan_inputs_and_a_non_finite_loss():
+    model = nn.MLP([2, 4, 1], seed=0)
+    X = np.zeros((5, 2))
+    X[3, 1] = np.inf
+    with pytest.raises(ValueError, match=r"evaluate: data: the inputs hold NaN/Inf in 1 of 5 "
+                                         r"examples \(the first is example 3\)"):
+        nn.evaluate(model, nn.MSELoss(), (X, np.zeros((5, 1))))
+    with pytest.raises(ValueError, match=r"evaluate: the loss is inf \(the data and the "
+                                         r"outputs are finite\)"), np.errstate(over="ignore"):
+        nn.evaluate(model, nn.MSELoss(), (np.zeros((5, 2)), np.full((5, 1), 1e300)))

@@ -181,3 +181,87 @@ def test_a_run_resumed_at_an_epoch_equals_the_run_done_in_one_go():
     assert same(weights(one), weights(two))
     assert h1.steps == h2.steps and [e["epoch"] for e in h2.epochs] == [1, 2, 3, 4]
     assert nn.History.from_dict(h2.to_dict()) == h2
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_an_update_that_overflows_is_undone_so_the_model_keeps_its_last_good_weights(compile):
+    # lr 1e300: the gradients and the loss are finite, the new weights are not.
+    model = nn.MLP([2, 8, 3], seed=0)
+    opt = nn.optim.SGD(model, lr=1e300)
+    before = weights(model)
+    with pytest.raises(nn.TrainingError, match=r"fit: layers\.0\.weight \(after the optimizer's "
+                       r"update\) became -?inf at epoch 1, step 1; the model keeps its last "
+                       r"good weights") as info:
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, batch_size=32,
+               progress=False, compile=compile)
+    assert (info.value.epoch, info.value.step) == (1, 1)
+    assert same(weights(model), before)                  # every parameter, bit for bit
+    assert opt.check_finite is False                     # fit turned the check off again
+
+
+def test_an_overflow_late_in_a_run_keeps_the_weights_of_the_step_before():
+    model, opt = model_and_opt()
+    seen = {}
+
+    def grow(epoch, record):                   # after epoch 1: a learning rate that overflows
+        seen["after"] = weights(model)
+        opt.lr = 1e300
+
+    with pytest.raises(nn.TrainingError, match="at epoch 2, step 1") as info:
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=3, batch_size=32,
+               progress=False, callback=grow)
+    assert same(weights(model), seen["after"])
+    assert len(info.value.history.epochs) == 1
+
+
+@pytest.mark.parametrize("where", ["inputs", "targets"])
+def test_nan_in_validation_data_is_an_error_before_training_not_a_quiet_early_stop(where):
+    # Classification with a NaN input; regression (MSE) with a NaN target. Before, the NaN
+    # val_loss never "improved" and early stopping ended the run as if it had converged.
+    regression = where == "targets"
+    model = nn.MLP([2, 8, 1 if regression else 3], seed=0)
+    opt = nn.optim.SGD(model, lr=0.1)
+    targets = Y[:, None].astype(np.float64) if regression else Y
+    loss = nn.MSELoss() if regression else nn.CrossEntropyLoss()
+    Xv, Yv = X[:20].copy(), targets[:20].copy()
+    (Xv if where == "inputs" else Yv)[7] = np.nan
+    before = weights(model)
+    with pytest.raises(ValueError, match=rf"fit: val_data: the {where} hold NaN/Inf in 1 of 20 "
+                                         rf"examples \(the first is example 7\)"):
+        nn.fit(model, loss, opt, (X, targets), epochs=5, val_data=(Xv, Yv), early_stopping=1,
+               progress=False)
+    assert same(weights(model), before)
+
+
+def test_validation_outputs_that_overflow_stop_fit_with_the_history():
+    # Finite validation inputs so large that the forward pass overflows: a TrainingError at
+    # the end of epoch 1, not a NaN val_loss that early stopping reads as "no improvement".
+    model, opt = model_and_opt()
+    val = (np.full((10, 2), 1.7e308), Y[:10])
+    with pytest.raises(nn.TrainingError, match=r"the validation outputs became -?inf at "
+                                               r"epoch 1, step 4") as info, \
+            np.errstate(over="ignore"):
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=5, batch_size=32,
+               val_data=val, early_stopping=2, progress=False)
+    assert len(info.value.history.steps) == 4 and info.value.history.epochs == []
+    assert all(np.isfinite(v).all() for v in weights(model).values())
+
+
+class MaskedLogits(nn.Module):
+    """Class 2 masked with -inf: the loss and the gradients stay finite, the outputs do not."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 3, rng=np.random.default_rng(0))
+
+    def forward(self, x):
+        return self.linear(x) + engine.Tensor(np.array([0.0, 0.0, -np.inf], np.float32))
+
+
+def test_non_finite_training_outputs_are_a_training_error_not_a_score():
+    model = MaskedLogits()
+    opt = nn.optim.SGD(model, lr=0.1)
+    with pytest.raises(nn.TrainingError, match=r"the model's outputs became -inf at epoch 1, "
+                                               r"step 1") as info:
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y % 2), epochs=1, progress=False)
+    assert info.value.history.steps and np.isfinite(info.value.history.steps[0])
