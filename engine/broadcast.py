@@ -6,9 +6,11 @@ place in handgrad that undoes broadcasting.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+
+from .plain import plain_repr
 
 Shape = tuple[int, ...]
 
@@ -56,22 +58,22 @@ def normalize_axis(op: str, axis: int | Sequence[int] | None, ndim: int) -> tupl
     if type(axis) is int and -ndim <= axis < ndim:
         return (axis % ndim,)                   # the common case, without the loop below
     if isinstance(axis, (int, np.integer)):
-        axes: tuple = (axis,)
+        axes: tuple[Any, ...] = (axis,)       # checked one by one below
     elif isinstance(axis, (tuple, list)):
         axes = tuple(axis)
     else:
-        raise TypeError(f"{op}: axis must be an int, a tuple of ints or None, got {axis!r}")
+        raise TypeError(f"{op}: axis must be an int, a tuple of ints or None, got {plain_repr(axis)}")
     out = []
     for a in axes:
         if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
-            raise TypeError(f"{op}: axis must be an int, a tuple of ints or None, got {axis!r}")
+            raise TypeError(f"{op}: axis must be an int, a tuple of ints or None, got {plain_repr(axis)}")
         if not -ndim <= a < ndim:
             raise ValueError(
                 f"{op}: axis {a} is out of range for a tensor with {ndim} dimension(s)"
             )
         out.append(int(a) % ndim if ndim else 0)
     if len(set(out)) != len(out):
-        raise ValueError(f"{op}: repeated axis in {axis!r}")
+        raise ValueError(f"{op}: repeated axis in {plain_repr(axis)}")
     return tuple(sorted(out))
 
 

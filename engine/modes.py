@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Generator, TypeVar, cast
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,22 +77,26 @@ class _Mode:
 
     def __call__(self, fn: F) -> F:
         if inspect.isgeneratorfunction(fn):
-            return _wrap_generator(self._fresh, fn)  # type: ignore[return-value]
+            return cast(F, _wrap_generator(self._fresh, fn))
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             with self._fresh():
                 return fn(*args, **kwargs)
-        return wrapper  # type: ignore[return-value]
+        return cast(F, wrapper)           # functools.wraps keeps fn's signature
 
 
-def _wrap_generator(context: Callable[[], _Mode], fn: Callable[..., Iterator[Any]]) -> Callable[..., Any]:
+_Gen = Generator[Any, Any, Any]
+
+
+def _wrap_generator(context: Callable[[], _Mode],
+                    fn: Callable[..., _Gen]) -> Callable[..., _Gen]:
     """A generator function whose body runs inside ``context()`` at every resumption and
     outside it while suspended (the consumer's code between two ``next`` calls keeps its
     own mode)."""
 
     @functools.wraps(fn)
-    def generator(*args: Any, **kwargs: Any) -> Any:
+    def generator(*args: Any, **kwargs: Any) -> _Gen:
         with context():
             inner = fn(*args, **kwargs)
             try:

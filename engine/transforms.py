@@ -95,11 +95,27 @@ def _leaf(x: Any, what: str, i: int) -> Tensor:
     return Tensor(data, requires_grad=True)
 
 
-def vjp(fn: Callable[..., Any], primals: Sequence[Any]) -> tuple[Any, Callable[[Any], tuple[np.ndarray, ...]]]:
-    """Run ``fn(*primals)`` and return ``(outputs, vjp_fn)``; ``vjp_fn(cotangents)`` gives the
-    gradient of <cotangents, outputs> with respect to each primal (zeros for a primal the
-    outputs do not depend on), and may be called many times."""
-    leaves = [_leaf(p, "vjp", i) for i, p in enumerate(_as_tuple(primals))]
+def vjp(fn: Callable[..., Any], *primals: Any) -> tuple[Any, Callable[[Any], tuple[np.ndarray, ...]]]:
+    """Run ``fn(*primals)`` and return ``(outputs, vjp_fn)``, as ``jax.vjp`` and
+    ``torch.func.vjp``: the primals are separate arguments, ``vjp(f, x, y)``.
+
+    ``vjp_fn(cotangents)`` (one array per output, each of its output's shape; a single
+    array for a single output) gives the gradient of ``<cotangents, outputs>`` with respect to
+    each primal, as a tuple with one numpy array per primal (zeros for a primal the outputs
+    do not depend on); it may be called many times::
+
+        out, vjp_fn = engine.vjp(lambda a, b: (a @ b).tanh(), a, b)
+        grad_a, grad_b = vjp_fn(np.ones(out.shape))
+
+    A primal is a Tensor or an array of floats; a tuple or list is refused (the earlier
+    form ``vjp(f, (x, y))`` would otherwise run ``f`` on one stacked array).
+    """
+    for i, p in enumerate(primals):
+        if isinstance(p, (tuple, list)):
+            raise TypeError(f"vjp: primal {i} is a {type(p).__name__}; pass each primal as its "
+                            f"own argument, vjp(fn, x, y), as jax.vjp and torch.func.vjp do "
+                            f"(np.asarray it first if it is one array)")
+    leaves = [_leaf(p, "vjp", i) for i, p in enumerate(primals)]
     with enable_grad():
         outputs = fn(*leaves)
     outs = _as_tuple(outputs)

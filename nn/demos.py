@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from handgrad import engine
+from handgrad.engine.plain import plain_repr
 
 from .data import load_dataset
 from .layers import MLP, Linear
@@ -28,8 +29,13 @@ def _layer_norms(model: MLP, loss_fn: Any, x: np.ndarray, y: np.ndarray) -> list
     for p in model.parameters():
         p.grad = None
     loss_fn(model(engine.Tensor(x)), y).backward()
-    return [math.sqrt(float(np.sum(np.square(m.weight.grad, dtype=np.float64))))
-            for m in model.modules() if isinstance(m, Linear)]
+    norms = []
+    for m in model.modules():
+        if isinstance(m, Linear):
+            g = m.weight.grad
+            assert g is not None            # every weight lies on the path to the loss
+            norms.append(math.sqrt(float(np.sum(np.square(g, dtype=np.float64)))))
+    return norms
 
 
 def vanishing_gradients(depth: int = 8, width: int = 32,
@@ -41,9 +47,9 @@ def vanishing_gradients(depth: int = 8, width: int = 32,
     accuracy reached. ``depth`` hidden layers of ``width`` units; each activation gets its
     usual initialisation (Xavier for sigmoid/tanh, He for ReLU)."""
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"vanishing_gradients: depth must be a positive integer, got {depth!r}")
+        raise ValueError(f"vanishing_gradients: depth must be a positive integer, got {plain_repr(depth)}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"vanishing_gradients: steps must be an integer >= 0, got {steps!r}")
+        raise ValueError(f"vanishing_gradients: steps must be an integer >= 0, got {plain_repr(steps)}")
     data = load_dataset(dataset, seed=seed, val_fraction=0)
     x, y = data.x_train.reshape(len(data.x_train), -1), data.y_train
     sizes = [x.shape[1]] + [width] * depth + [data.num_classes]
@@ -78,28 +84,31 @@ def table(result: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_vanishing(result: dict[str, dict[str, Any]], path: str | Path) -> Path | None:
+def plot_vanishing(result: dict[str, dict[str, Any]], path: str | Path | None = None, *,
+                   ax: Any = None) -> Any:
     """Two panels, at initialisation and after training: gradient norm per layer (log
-    scale) for each activation. None when matplotlib is not installed."""
-    from .plots import _pyplot
+    scale) for each activation. Draws into ``ax`` (two Axes) or a new figure, saves it to
+    ``path`` if given, and returns the figure; without matplotlib, ``MatplotlibMissing``."""
+    from . import plots
 
-    plt = _pyplot()
-    if plt is None:
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, when in zip(axes, ("init", "trained")):
+    what = "plot_vanishing"
+    made = ax is None
+    if made:
+        fig = plots._new_figure(what, path, (10, 4))
+        axes = fig.subplots(1, 2, sharey=True)
+    else:
+        axes = plots._axes_grid(what, ax, (1, 2))[0]
+        fig = axes[0].figure
+    for a, when in zip(axes, ("init", "trained")):
         for act, r in result.items():
             norms = r[when]
-            ax.plot(range(1, len(norms) + 1), norms, "o-", label=act)
-        ax.set_yscale("log")
-        ax.set_xlabel("layer (1 = next to the input)")
-        ax.set_title("at initialisation" if when == "init" else "after training")
-        ax.grid(True, alpha=0.3)
+            a.plot(range(1, len(norms) + 1), norms, "o-", label=act)
+        a.set_yscale("log")
+        a.set_xlabel("layer (1 = next to the input)")
+        a.set_title("at initialisation" if when == "init" else "after training")
+        a.grid(True, alpha=0.3)
     axes[0].set_ylabel("‖∂L/∂W‖ of the layer")
     axes[0].legend()
-    fig.suptitle("Vanishing gradients: the same deep MLP with different activations")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    if made:
+        fig.suptitle("Vanishing gradients: the same deep MLP with different activations")
+    return plots._finish(fig, path, made)

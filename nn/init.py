@@ -26,6 +26,7 @@ def manual_seed(seed: int) -> None:
 
 
 def default_rng() -> np.random.Generator:
+    """The generator layers use when built without an explicit ``rng`` (``manual_seed`` resets it)."""
     return _default_rng
 
 
@@ -38,36 +39,45 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def kaiming_normal(shape: tuple[int, ...], rng: np.random.Generator, gain: float = math.sqrt(2)) -> np.ndarray:
+    """He / Kaiming normal: N(0, gain^2 / fan_in); the default gain sqrt(2) suits ReLU."""
     fan_in, _ = _fans(shape)
     return rng.normal(0.0, gain / math.sqrt(fan_in), size=shape)
 
 
 def kaiming_uniform(shape: tuple[int, ...], rng: np.random.Generator, gain: float = math.sqrt(2)) -> np.ndarray:
+    """He / Kaiming uniform: U(-b, b) with b = gain * sqrt(3 / fan_in), the variance of
+    ``kaiming_normal``."""
     fan_in, _ = _fans(shape)
     bound = gain * math.sqrt(3 / fan_in)
     return rng.uniform(-bound, bound, size=shape)
 
 
 def xavier_normal(shape: tuple[int, ...], rng: np.random.Generator, gain: float = 1.0) -> np.ndarray:
+    """Xavier / Glorot normal: N(0, gain^2 * 2 / (fan_in + fan_out)), for tanh and sigmoid."""
     fan_in, fan_out = _fans(shape)
     return rng.normal(0.0, gain * math.sqrt(2 / (fan_in + fan_out)), size=shape)
 
 
 def xavier_uniform(shape: tuple[int, ...], rng: np.random.Generator, gain: float = 1.0) -> np.ndarray:
+    """Xavier / Glorot uniform: U(-b, b) with b = gain * sqrt(6 / (fan_in + fan_out)), the
+    variance of ``xavier_normal``."""
     fan_in, fan_out = _fans(shape)
     bound = gain * math.sqrt(6 / (fan_in + fan_out))
     return rng.uniform(-bound, bound, size=shape)
 
 
 def small_normal(shape: tuple[int, ...], rng: np.random.Generator, std: float = 0.1) -> np.ndarray:
+    """N(0, std^2) whatever the fans: the classic from-scratch choice (std 0.1)."""
     return rng.normal(0.0, std, size=shape)
 
 
 def zeros(shape: tuple[int, ...], rng: np.random.Generator | None = None) -> np.ndarray:
+    """All zeros in float64 (biases); ``rng`` is accepted and unused."""
     return np.zeros(shape)
 
 
 def ones(shape: tuple[int, ...], rng: np.random.Generator | None = None) -> np.ndarray:
+    """All ones in float64; ``rng`` is accepted and unused."""
     return np.ones(shape)
 
 
@@ -92,6 +102,9 @@ def get(init: str | Initializer) -> Initializer:
 
 def initialize(init: str | Initializer, shape: tuple[int, ...], rng: np.random.Generator | None,
                dtype: Any = np.float32) -> np.ndarray:
+    """A new array of ``shape`` from ``init`` (a name of ``INITIALIZERS`` or a callable),
+    drawn from ``rng`` (the module's default generator when None) and cast to ``dtype``.
+    An initializer that returns another shape is a ValueError naming it."""
     out = np.asarray(get(init)(tuple(shape), rng if rng is not None else _default_rng))
     if out.shape != tuple(shape):
         raise ValueError(f"initializer {init!r} returned shape {out.shape}, expected {tuple(shape)}")

@@ -20,6 +20,8 @@ class CrossEntropyLoss(Module):
         self.reduction, self.label_smoothing = reduction, label_smoothing
 
     def forward(self, logits: Tensor, targets: Any) -> Tensor:
+        """The loss of ``logits`` (N, C) against class labels (N,) or probability rows (N, C):
+        ``engine.softmax_cross_entropy`` with this module's reduction and label smoothing."""
         return engine.softmax_cross_entropy(logits, targets, reduction=self.reduction,
                                             label_smoothing=self.label_smoothing)
 
@@ -37,6 +39,8 @@ class BCEWithLogitsLoss(Module):
         self.reduction = reduction
 
     def forward(self, logits: Tensor, targets: Any) -> Tensor:
+        """The loss of ``logits`` against targets in [0, 1] of the same shape:
+        ``engine.sigmoid_binary_cross_entropy`` with this module's reduction."""
         return engine.sigmoid_binary_cross_entropy(logits, targets, reduction=self.reduction)
 
     def extra_repr(self) -> str:
@@ -51,6 +55,8 @@ class MSELoss(Module):
         self.reduction = reduction
 
     def forward(self, pred: Tensor, target: Any) -> Tensor:
+        """The squared error of ``pred`` against ``target`` (same shape): ``engine.mse``
+        with this module's reduction."""
         return engine.mse(pred, target, reduction=self.reduction)
 
     def extra_repr(self) -> str:

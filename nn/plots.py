@@ -1,13 +1,29 @@
-"""Training curves with matplotlib (an optional extra: ``pip install handgrad[plot]``).
+"""Training curves and teaching plots with matplotlib (an optional extra:
+``pip install "handgrad[plot]"``).
 
-Importing this module works without matplotlib; the functions return None then."""
+Every plot function takes ``ax=`` (draw into your own axes: one Axes, or the grid it
+names) and returns the matplotlib Figure; ``path=`` also saves it (the format from the
+extension). Without ``ax`` a new figure is made: through pyplot when it is meant to be
+shown (in a script ``plt.show()`` shows it; in a notebook the returned figure is the one
+displayed, once), a plain ``Figure`` when it only goes to a file. Importing this module
+works without matplotlib; calling a plot function raises ``MatplotlibMissing`` naming the
+extra to install.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+INSTALL = 'pip install "handgrad[plot]"'
+
+
+class MatplotlibMissing(ModuleNotFoundError):
+    """A plot function was called without matplotlib installed."""
 
 
 def _pyplot() -> Any:
+    """pyplot with the Agg backend (files only), or None without matplotlib: for callers
+    that skip a plot when matplotlib is missing (nn.demos)."""
     try:
         import matplotlib
     except ImportError:
@@ -17,14 +33,81 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_history(history: Any, path: str | Path) -> Path | None:
-    """Loss per step and per epoch, and accuracy per epoch, in one PNG. Returns the path,
-    or None when matplotlib is not installed."""
-    plt = _pyplot()
-    if plt is None:
-        return None
+def _require_matplotlib(what: str) -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise MatplotlibMissing(f"{what} needs matplotlib, which is not installed: {INSTALL}",
+                                name="matplotlib") from None
+
+
+def _in_notebook() -> bool:
+    from .progress import in_notebook
+    return in_notebook()
+
+
+def _new_figure(what: str, path: str | Path | None, figsize: tuple[float, float]) -> Any:
+    """A figure to draw on: a plain Figure when it only goes to a file (no GUI, nothing to
+    close), else pyplot's (shown by plt.show() or the notebook)."""
+    _require_matplotlib(what)
+    if path is not None and not _in_notebook():
+        from matplotlib.figure import Figure
+        return Figure(figsize=figsize)
+    import matplotlib.pyplot as plt
+    return plt.figure(figsize=figsize)
+
+
+def _axes_grid(what: str, ax: Any, shape: tuple[int, int]) -> Any:
+    """``ax`` as a numpy array of Axes of ``shape`` (a flat sequence of the right length
+    is reshaped); anything else is a ValueError naming what was expected."""
+    import numpy as np
+    from matplotlib.axes import Axes
+
+    grid = np.asarray(ax, dtype=object)
+    if grid.size != shape[0] * shape[1] or not all(isinstance(a, Axes) for a in grid.flat):
+        raise ValueError(f"{what}: ax must be {shape[0]} x {shape[1]} matplotlib Axes (as "
+                         f"fig.subplots{shape} gives), got {_describe(ax)}")
+    return grid.reshape(shape)
+
+
+def _describe(ax: Any) -> str:
+    import numpy as np
+    shape = np.shape(np.asarray(ax, dtype=object))
+    return type(ax).__name__ + (f" of shape {shape}" if shape else "")
+
+
+def _finish(fig: Any, path: str | Path | None, made: bool) -> Any:
+    """Lay out a figure this module made, save it to ``path`` if given, and return it. In a
+    notebook the figure is released from pyplot so that only the returned value shows."""
+    if made:
+        fig.tight_layout()
+    if path is not None:
+        fig.savefig(Path(path), dpi=100)
+    if made and _in_notebook():
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+    return fig
+
+
+def plot_history(history: Any, path: str | Path | None = None, *, ax: Any = None) -> Any:
+    """Loss per step and per epoch (log scale), and accuracy per epoch, side by side.
+
+    ``ax``: two Axes (loss, accuracy), or one Axes for the loss alone. Returns the
+    Figure; ``path`` also saves it."""
+    _require_matplotlib("plot_history")
+    from matplotlib.axes import Axes
+
+    made = ax is None
+    if made:
+        fig = _new_figure("plot_history", path, (10, 4))
+        ax_loss, ax_acc = fig.subplots(1, 2)
+    else:
+        if isinstance(ax, Axes):
+            ax_loss, ax_acc = ax, None
+        else:
+            ax_loss, ax_acc = _axes_grid("plot_history", ax, (1, 2))[0]
+        fig = ax_loss.figure
     epochs = [e["epoch"] for e in history.epochs]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     steps_per_epoch = max(1, len(history.steps) // max(1, len(epochs)))
     ax_loss.plot([i / steps_per_epoch for i in range(1, len(history.steps) + 1)], history.steps,
                  color="0.75", linewidth=0.8, label="train loss (per step)")
@@ -33,26 +116,25 @@ def plot_history(history: Any, path: str | Path) -> Path | None:
         ax_loss.plot(epochs, history.metric("val_loss"), label="validation loss")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
-    ax_loss.set_yscale("log")
-    ax_loss.legend()
-    for key, label in (("train_accuracy", "train"), ("val_accuracy", "validation")):
-        if history.metric(key):
-            ax_acc.plot(epochs, history.metric(key), label=label)
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("accuracy")
-    ax_acc.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    if history.steps:
+        ax_loss.set_yscale("log")
+        ax_loss.legend()
+    if ax_acc is not None:
+        for key, label in (("train_accuracy", "train"), ("val_accuracy", "validation")):
+            if history.metric(key):
+                ax_acc.plot(epochs, history.metric(key), label=label)
+        ax_acc.set_xlabel("epoch")
+        ax_acc.set_ylabel("accuracy")
+        if ax_acc.get_lines():
+            ax_acc.legend()
+    return _finish(fig, path, made)
 
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu")
 
 # What a lecture points at, per activation: computed from the engine's own derivative in
 # activation_facts() and written on each panel of plot_activations.
-def activation_facts(x: Any = None) -> dict[str, dict[str, float]]:
+def activation_facts(x: Any = None) -> dict[str, dict[str, float | None]]:
     """For each activation, from handgrad's backward (not from formulas): the largest
     derivative and where it is, and the interval outside which f'(x) < 0.01 (saturation;
     None for functions that do not saturate on both sides)."""
@@ -61,7 +143,7 @@ def activation_facts(x: Any = None) -> dict[str, dict[str, float]]:
     from handgrad import engine
 
     x = np.linspace(-6, 6, 12001) if x is None else np.asarray(x, dtype=np.float64)
-    facts: dict[str, dict[str, float]] = {}
+    facts: dict[str, dict[str, float | None]] = {}
     for name in ACTIVATIONS:
         t = engine.Tensor(x, requires_grad=True)
         (d,) = engine.grad(getattr(engine, name)(t).sum(), t)
@@ -75,23 +157,35 @@ def activation_facts(x: Any = None) -> dict[str, dict[str, float]]:
     return facts
 
 
-def plot_activations(path: str | Path) -> Path | None:
-    """Each activation (top) and its derivative (bottom, as handgrad's backward computes it
-    with ``engine.grad``), each panel with its own y-range so that small derivatives stay
-    visible, annotated with the facts a lecture points at: the largest derivative
-    (sigmoid' peaks at 0.25, tanh' at 1), ReLU's step, where each saturates (f' < 0.01).
-    Returns the path, or None when matplotlib is not installed."""
-    plt = _pyplot()
-    if plt is None:
-        return None
+def plot_activations(path: str | Path | None = None, *, ax: Any = None,
+                     names: Sequence[str] = ACTIVATIONS) -> Any:
+    """Each activation (top row) and its derivative (bottom row, as handgrad's backward
+    computes it with ``engine.grad``), each panel with its own y-range so that small
+    derivatives stay visible, annotated with the facts a lecture points at: the largest
+    derivative (sigmoid' peaks at 0.25, tanh' at 1), ReLU's step, where each saturates
+    (f' < 0.01).
+
+    ``names``: which activations (default all of ``ACTIVATIONS``); ``ax``: 2 x len(names)
+    Axes. Returns the Figure; ``path`` also saves it."""
     import numpy as np
 
     from handgrad import engine
 
+    unknown = [n for n in names if n not in ACTIVATIONS]
+    if unknown or not names:
+        raise ValueError(f"plot_activations: names must be some of {', '.join(ACTIVATIONS)}, "
+                         f"got {list(names)}")
+    _require_matplotlib("plot_activations")
+    made = ax is None
+    if made:
+        fig = _new_figure("plot_activations", path, (2.6 * len(names), 5.2))
+        axes = np.asarray(fig.subplots(2, len(names), squeeze=False))
+    else:
+        axes = _axes_grid("plot_activations", ax, (2, len(names)))
+        fig = axes[0, 0].figure
     x = np.linspace(-6, 6, 1201)
     facts = activation_facts(x)
-    fig, axes = plt.subplots(2, len(ACTIVATIONS), figsize=(2.6 * len(ACTIVATIONS), 5.2))
-    for k, name in enumerate(ACTIVATIONS):
+    for k, name in enumerate(names):
         t = engine.Tensor(x, requires_grad=True)
         y = getattr(engine, name)(t)
         (dy,) = engine.grad(y.sum(), t)  # d sum(f(x)) / dx_i = f'(x_i): elementwise ops
@@ -121,23 +215,31 @@ def plot_activations(path: str | Path) -> Path | None:
         bottom.set_xlabel("x")
     axes[0, 0].set_ylabel("f(x)")
     axes[1, 0].set_ylabel("f′(x) from backward")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, made)
 
 
-def plot_gradient_norms(history: Any, path: str | Path, weights_only: bool = True) -> Path | None:
+def plot_gradient_norms(history: Any, path: str | Path | None = None,
+                        weights_only: bool = True, *, ax: Any = None) -> Any:
     """The L2 norm of each layer's gradient per step (``fit(record_grad_norms=True)``), on
     a log scale: layers whose gradients vanish sit orders of magnitude below the others.
-    ``weights_only`` leaves the biases out. Returns the path, or None without matplotlib
-    or without recorded norms."""
-    plt = _pyplot()
-    if plt is None or not history.grad_norms:
-        return None
+    ``weights_only`` leaves the biases out. ``ax``: one Axes. Returns the Figure; ``path``
+    also saves it. A history without recorded norms is a ValueError."""
+    if not history.grad_norms:
+        raise ValueError("plot_gradient_norms: the history has no gradient norms; train with "
+                         "fit(..., record_grad_norms=True)")
+    _require_matplotlib("plot_gradient_norms")
+    from matplotlib.axes import Axes
+
+    made = ax is None
+    if made:
+        fig = _new_figure("plot_gradient_norms", path, (8, 4.5))
+        ax = fig.subplots()
+    elif not isinstance(ax, Axes):
+        raise ValueError(f"plot_gradient_norms: ax must be one matplotlib Axes, got "
+                         f"{_describe(ax)}")
+    else:
+        fig = ax.figure
     names = [n for n in history.grad_norms if not weights_only or not n.endswith("bias")]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
     for name in names:
         norms = history.grad_norms[name]
         ax.plot(range(1, len(norms) + 1), norms, linewidth=0.9, label=name)
@@ -147,8 +249,4 @@ def plot_gradient_norms(history: Any, path: str | Path, weights_only: bool = Tru
     ax.set_title("gradient norm per layer")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, made)

@@ -1,27 +1,31 @@
 """Test-wide settings. Hypothesis profiles come from engine/testing/profiles.py: with
 CI=true the ``handgrad-ci`` profile (built on hypothesis's ``ci``: derandomized, no
-database), otherwise ``handgrad-dev``; ``--profile thorough`` or HYPOTHESIS_PROFILE=thorough
-runs at least 1,000 examples per property. All have deadline=None: numpy-heavy examples
-on 2 cores have no stable timing."""
+database), otherwise ``handgrad-dev``; ``--handgrad-profile thorough`` or
+HANDGRAD_PROFILE=thorough runs at least 1,000 examples per property (HYPOTHESIS_PROFILE is
+not read; the option is not ``--profile``, which pytest-profiling owns). All have
+deadline=None: numpy-heavy examples on 2 cores have no stable timing."""
+import pytest
+
 from handgrad.engine.testing import profiles
 
 
 def pytest_addoption(parser):
-    parser.addoption("--profile", choices=profiles.NAMES, default=None,
-                     help="handgrad's hypothesis profile (default: $HYPOTHESIS_PROFILE, "
+    parser.addoption("--handgrad-profile", choices=profiles.NAMES, default=None,
+                     help="handgrad's hypothesis profile (default: $HANDGRAD_PROFILE, "
                           "else ci under CI=true, else dev)")
 
 
 def pytest_configure(config):
-    profiles.load(config.getoption("--profile"))
+    try:
+        profiles.load(config.getoption("--handgrad-profile"))
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
 
 
 # --- which derivative rules ran --------------------------------------------------------
 # Every registered op's backward and jvp are wrapped to record that they ran. When the
 # whole suite runs, the session fails if a rule never ran: a rule no test executes is a
 # rule nobody checked.
-import pytest  # noqa: E402
-
 from handgrad import engine  # noqa: E402
 
 RULES_RAN: dict[str, set[str]] = {"backward": set(), "jvp": set()}

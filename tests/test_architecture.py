@@ -105,7 +105,7 @@ def small_loss():
 def test_backward_grad_and_vjp_all_run_the_one_walker(walker_calls):
     x, loss = small_loss()
     engine.grad(loss, x, retain_graph=True)
-    _, vjp_fn = engine.vjp(lambda a: a.exp(), (np.ones(2),))
+    _, vjp_fn = engine.vjp(lambda a: a.exp(), np.ones(2))
     vjp_fn(np.ones(2))
     loss.backward()
     assert len(walker_calls) == 3

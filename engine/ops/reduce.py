@@ -11,13 +11,14 @@ Convention at ties: max/min split the gradient evenly among the tied elements
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..broadcast import expand_reduced, normalize_axis
 from ..graph import Node
 from ..op import Op, register
+from ..plain import plain_repr
 
 
 class _Reduction(Op):
@@ -28,7 +29,7 @@ class _Reduction(Op):
               **rest: Any) -> dict[str, Any]:
         axes = normalize_axis(self.name, axis, x.ndim)
         if not isinstance(keepdims, (bool, np.bool_)):
-            raise self.error(f"keepdims must be True or False, got {keepdims!r}", TypeError)
+            raise self.error(f"keepdims must be True or False, got {plain_repr(keepdims)}", TypeError)
         if x.size == 0 and math.prod(x.shape[a] for a in axes) == 0:
             raise self.error(f"cannot reduce over no elements (shape {x.shape}, axis {axis}): "
                              f"an empty batch?")
@@ -85,7 +86,7 @@ class _Extremum(_Reduction):
     """max or min over axes; ``pick`` is np.max or np.min. The gradient goes to the
     elements equal to the result, shared evenly among ties."""
 
-    pick = staticmethod(np.max)
+    pick: Callable[..., np.ndarray] = staticmethod(np.max)
 
     def forward(self, ctx: Node, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         m = self.pick(x, axis=axis, keepdims=True)
@@ -136,7 +137,7 @@ class Var(_Reduction):
               ddof: int = 0) -> dict[str, Any]:
         params = super().check(x, axis=axis, keepdims=keepdims, ddof=ddof)
         if not isinstance(ddof, (int, np.integer)) or isinstance(ddof, bool) or ddof < 0:
-            raise self.error(f"ddof must be a non-negative integer, got {ddof!r}", TypeError)
+            raise self.error(f"ddof must be a non-negative integer, got {plain_repr(ddof)}", TypeError)
         n = math.prod(x.shape[a] for a in normalize_axis(self.name, axis, x.ndim))
         if n - ddof <= 0:
             raise self.error(f"needs more than ddof={ddof} elements along axis {axis}, "

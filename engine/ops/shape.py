@@ -12,6 +12,7 @@ import numpy as np
 from ..broadcast import broadcast_shapes, normalize_axis, sum_to
 from ..graph import Node
 from ..op import Op, register
+from ..plain import plain_repr
 from ..tensor import Tensor
 
 
@@ -24,7 +25,7 @@ def _shape_arg(op: Op, shape: Any) -> tuple[int, ...]:
     except TypeError:
         out = None
     if out is None or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in out):
-        raise op.error(f"shape must be an int or a sequence of ints, got {shape!r}", TypeError)
+        raise op.error(f"shape must be an int or a sequence of ints, got {plain_repr(shape)}", TypeError)
     return tuple(int(s) for s in out)
 
 
@@ -98,7 +99,7 @@ class Transpose(Op):
         try:
             perm = tuple(int(a) for a in axes)
         except TypeError:
-            raise self.error(f"axes must be a sequence of ints, got {axes!r}", TypeError) from None
+            raise self.error(f"axes must be a sequence of ints, got {plain_repr(axes)}", TypeError) from None
         if any(not -x.ndim <= a < x.ndim for a in perm) or \
                 sorted(a % x.ndim for a in perm) != list(range(x.ndim)):
             raise self.error(f"axes {axes} are not a permutation of the {x.ndim} axes of "
@@ -143,7 +144,8 @@ class GetItem(Op):
         try:
             return np.asarray(x[index])
         except IndexError as e:
-            raise IndexError(f"{self.name}: index {index!r} is invalid for shape {x.shape}: {e}") from None
+            raise IndexError(f"{self.name}: index {plain_repr(index)} is invalid for shape "
+                             f"{x.shape}: {e}") from None
 
     def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
         index = ctx.params["index"]
@@ -158,7 +160,7 @@ class GetItem(Op):
 class _Joining(Op):
     """concat and stack take a list of tensors: ``concat([a, b], axis=0)``."""
 
-    def __call__(self, tensors: Sequence[Any], axis: int = 0) -> Tensor:  # type: ignore[override]
+    def __call__(self, tensors: Sequence[Any], axis: int = 0) -> Tensor:
         if isinstance(tensors, (Tensor, np.ndarray)) or not isinstance(tensors, Sequence) \
                 or len(tensors) == 0:
             raise self.error("expects a non-empty list of tensors", TypeError)

@@ -24,7 +24,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 def command(*args: str, module: str = "handgrad.engine.testing", env: dict | None = None,
             code: str | None = None) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if k != "HYPOTHESIS_PROFILE"}
+    environment = {k: v for k, v in os.environ.items() if k != profiles.ENV}
     environment.update(CI="true", **(env or {}))
     argv = [sys.executable, "-c", code] if code else [sys.executable, "-m", module, *args]
     return subprocess.run(argv, capture_output=True, text=True, cwd=FIXTURES, env=environment,
@@ -71,8 +71,8 @@ def test_a_failure_prints_the_shrunk_counterexample_and_exits_1():
     assert "0 passed, 1 failed" in run.stdout
 
 
-def test_the_registry_is_the_default_and_hypothesis_profile_is_read():
-    run = command("--op", "neg", "--op", "exp", env={"HYPOTHESIS_PROFILE": "dev"})
+def test_the_registry_is_the_default_and_handgrad_profile_is_read():
+    run = command("--op", "neg", "--op", "exp", env={"HANDGRAD_PROFILE": "dev"})
     assert run.returncode == 0, run.stdout + run.stderr
     assert "checking 2 ops on profile dev (10 examples per property)" in run.stdout
     assert len(lines_for(run.stdout, "neg")) == len(lines_for(run.stdout, "exp")) == 1
@@ -98,17 +98,28 @@ def test_usage_errors_are_one_line_and_exit_2(args, message):
     assert len(run.stderr.strip().splitlines()) == 1
 
 
-def test_a_bad_hypothesis_profile_variable_is_a_usage_error():
-    run = command("check", "--op", "neg", module="handgrad.nn.cli", env={"HYPOTHESIS_PROFILE": "fast"})
+def test_a_bad_handgrad_profile_variable_is_a_usage_error():
+    run = command("check", "--op", "neg", module="handgrad.nn.cli", env={"HANDGRAD_PROFILE": "fast"})
     assert run.returncode == 2
-    assert "unknown hypothesis profile 'fast': choose one of dev, ci, thorough" in run.stderr
+    assert run.stderr == ("handgrad: error: HANDGRAD_PROFILE=fast: unknown hypothesis profile "
+                          "'fast': choose one of dev, ci, thorough\n")
+
+
+def test_a_projects_own_hypothesis_profile_variable_is_ignored():
+    """A project that sets HYPOTHESIS_PROFILE for profiles of its own (names handgrad does
+    not know) still runs handgrad check, on handgrad's profile."""
+    run = command("check", "--op", "neg", module="handgrad.nn.cli",
+                  env={"HYPOTHESIS_PROFILE": "myproject-nightly"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "checking 1 op on profile ci (25 examples per property)" in run.stdout
 
 
 @pytest.mark.parametrize("how", ["handgrad check", "python -m handgrad.engine.testing"])
 def test_without_hypothesis_the_command_says_what_to_install(how):
     """hypothesis made unimportable, as in an environment without the check extra."""
     start = ("from handgrad.nn.cli import main; sys.exit(main(['check']))" if how == "handgrad check"
-             else "import runpy; sys.argv = ['x']; runpy.run_module('handgrad.engine.testing', run_name='__main__')")
+             else "import runpy; sys.argv = ['x']; "
+                  "runpy.run_module('handgrad.engine.testing', run_name='__main__')")
     run = command(code="import sys\nsys.modules['hypothesis'] = None\n" + start)
     assert run.returncode == 2
     prog = "handgrad" if how == "handgrad check" else "python -m handgrad.engine.testing"
@@ -135,15 +146,19 @@ def test_profiles(monkeypatch):
     assert profiles.NAMES == ("dev", "ci", "thorough")
     assert settings.get_profile(profiles.full_name("thorough")).max_examples >= 1000
     assert settings.get_profile("handgrad-ci").derandomize      # built on hypothesis's ci
-    monkeypatch.setenv("HYPOTHESIS_PROFILE", "thorough")
+    monkeypatch.setenv("HANDGRAD_PROFILE", "thorough")
     assert profiles.default_name() == "handgrad-thorough"
-    monkeypatch.setenv("HYPOTHESIS_PROFILE", "handgrad-dev")
+    monkeypatch.setenv("HANDGRAD_PROFILE", "handgrad-dev")
     assert profiles.default_name() == "handgrad-dev"
-    monkeypatch.delenv("HYPOTHESIS_PROFILE")
+    monkeypatch.delenv("HANDGRAD_PROFILE")
     monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("HYPOTHESIS_PROFILE", "thorough")      # not handgrad's variable
     assert profiles.default_name() == "handgrad-ci"
     with pytest.raises(ValueError, match="choose one of dev, ci, thorough"):
         profiles.full_name("fast")
+    monkeypatch.setenv("HANDGRAD_PROFILE", "fast")
+    with pytest.raises(ValueError, match="^HANDGRAD_PROFILE=fast: unknown hypothesis profile"):
+        profiles.default_name()
 
 
 def test_examples_scale_with_the_profile():
@@ -190,17 +205,18 @@ def test_every_built_in_op_catches_every_mutant():
     assert not missed
 
 
-@pytest.mark.parametrize("how", [["--profile", "thorough"], []])
+@pytest.mark.parametrize("how", [["--handgrad-profile", "thorough"], []])
 def test_the_test_suite_takes_the_thorough_profile(how):
-    """``python -m pytest --profile thorough`` (or HYPOTHESIS_PROFILE=thorough) gives each
-    per-op property 1,000 examples."""
-    env = {} if how else {"HYPOTHESIS_PROFILE": "thorough"}
+    """``python -m pytest --handgrad-profile thorough`` (or HANDGRAD_PROFILE=thorough) gives
+    each per-op property 1,000 examples; HYPOTHESIS_PROFILE (set to a name handgrad does not
+    know, as a project's own) changes nothing."""
+    env = {"HYPOTHESIS_PROFILE": "myproject"} if how else {"HANDGRAD_PROFILE": "thorough"}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *how,
          "--hypothesis-show-statistics", "tests/engine/test_op_properties.py",
          "-k", "test_op_property and neg and forward_matches_reference"],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
-        env={**{k: v for k, v in os.environ.items() if k != "HYPOTHESIS_PROFILE"},
+        env={**{k: v for k, v in os.environ.items() if k != profiles.ENV},
              "CI": "true", **env})
     assert run.returncode == 0, run.stdout[-2000:]
     assert "- 1000 passing" in run.stdout

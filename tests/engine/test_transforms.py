@@ -117,7 +117,7 @@ def test_vjp_matches_the_hand_derived_gradient_and_backward():
     a, b = rng.standard_normal((2, 3)), rng.standard_normal((3, 4))
     ct = rng.standard_normal((2, 4))
 
-    out, vjp_fn = engine.vjp(tanh_matmul, (a, b))
+    out, vjp_fn = engine.vjp(tanh_matmul, a, b)
     ga, gb = vjp_fn(ct)
 
     # y = tanh(a @ b): d<ct, y> = <ct * (1 - y^2), da @ b + a @ db>.
@@ -136,7 +136,7 @@ def test_vjp_fn_can_be_called_several_times():
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((2, 3)), rng.standard_normal((3, 4))
     ct1, ct2 = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
-    _, vjp_fn = engine.vjp(tanh_matmul, (a, b))
+    _, vjp_fn = engine.vjp(tanh_matmul, a, b)
 
     first = vjp_fn(ct1)
     other = vjp_fn(ct2)
@@ -151,10 +151,26 @@ def test_vjp_fn_can_be_called_several_times():
 
 def test_vjp_does_not_touch_the_grad_of_tensors_passed_as_primals():
     x = leaf([1.0, 2.0])
-    _, vjp_fn = engine.vjp(lambda t: t * t, (x,))
+    _, vjp_fn = engine.vjp(lambda t: t * t, x)
     (gx,) = vjp_fn(np.ones(2))
     np.testing.assert_array_equal(gx, [2.0, 4.0])
     assert x.grad is None
+
+
+def test_vjp_takes_the_primals_as_separate_arguments_as_jax_and_torch_func():
+    """vjp(f, *primals) (jax.vjp, torch.func.vjp); the old tuple form is a clear error,
+    never f run on one stacked array."""
+    a, b = np.array([1.0, 2.0]), np.array([3.0, 5.0])
+    out, vjp_fn = engine.vjp(lambda x, y: x * y, a, b)
+    np.testing.assert_array_equal(out.data, [3.0, 10.0])
+    ga, gb = vjp_fn(np.ones(2))
+    np.testing.assert_array_equal(ga, b)
+    np.testing.assert_array_equal(gb, a)
+    with pytest.raises(TypeError, match=r"^vjp: primal 0 is a tuple; pass each primal as its "
+                                        r"own argument, vjp\(fn, x, y\)"):
+        engine.vjp(lambda x: x * 2, (a,))
+    with pytest.raises(TypeError, match=r"^vjp: primal 1 is a list"):
+        engine.vjp(lambda x, y: x * y, a, [a, b])
 
 
 # --- engine.jvp ---------------------------------------------------------------------------------
@@ -204,7 +220,7 @@ def test_jvp_agrees_with_vjp():
     v = rng.standard_normal((2, 4))
 
     _, tangent = engine.jvp(tanh_matmul, (a, b), (ua, ub))
-    _, vjp_fn = engine.vjp(tanh_matmul, (a, b))
+    _, vjp_fn = engine.vjp(tanh_matmul, a, b)
     ga, gb = vjp_fn(v)
     np.testing.assert_allclose(np.sum(v * tangent), np.sum(ga * ua) + np.sum(gb * ub), **TIGHT)
 
@@ -289,7 +305,7 @@ def test_grad_of_an_input_used_only_where_no_gradient_flows_is_unused():
 
 
 def test_vjp_fn_checks_its_cotangents():
-    out, vjp_fn = engine.vjp(lambda a: a * 2, (np.ones(3),))
+    out, vjp_fn = engine.vjp(lambda a: a * 2, np.ones(3))
     with pytest.raises(ValueError, match=r"^vjp: gradient output 0 has shape \(2,\)"):
         vjp_fn(np.ones(2))
     with pytest.raises(ValueError, match=r"^vjp: 2 gradient outputs for 1 outputs"):
@@ -299,7 +315,7 @@ def test_vjp_fn_checks_its_cotangents():
 
 
 def test_vjp_gives_zeros_for_a_primal_the_function_ignores():
-    _, vjp_fn = engine.vjp(lambda a, b: a * 3, (np.ones(2), np.ones(4)))
+    _, vjp_fn = engine.vjp(lambda a, b: a * 3, np.ones(2), np.ones(4))
     ga, gb = vjp_fn(np.ones(2))
     np.testing.assert_array_equal(ga, [3.0, 3.0])
     np.testing.assert_array_equal(gb, np.zeros(4))
