@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from common import RESULTS, save, table
 
 from handgrad import nn  # noqa: E402
@@ -60,7 +59,7 @@ def minibatch(sizes: list[int], activation: str, x: np.ndarray, y: np.ndarray,
     curve: list[float] = []
     order = np.empty(0, dtype=np.int64)
     start = time.perf_counter()
-    for it in range(iterations):
+    for _ in range(iterations):
         if len(order) < batch:
             order = rng.permutation(len(x))
         idx, order = order[:batch], order[batch:]

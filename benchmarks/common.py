@@ -84,7 +84,10 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
         return str(v)
     cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    line = lambda items: "| " + " | ".join(s.ljust(w) for s, w in zip(items, widths)) + " |"
+
+    def line(items: list[str]) -> str:
+        return "| " + " | ".join(s.ljust(w) for s, w in zip(items, widths)) + " |"
+
     return "\n".join([line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
                       *(line(r) for r in cells)])
 

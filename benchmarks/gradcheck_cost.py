@@ -11,7 +11,6 @@ import sys
 import time
 
 import numpy as np
-
 from common import ROOT, parser, save, table
 
 from handgrad import engine  # noqa: E402
@@ -21,7 +20,10 @@ def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     sizes = [4, 16] if args.smoke else [4, 16, 64, 256, 1024]
     rng = np.random.default_rng(0)
-    fn = lambda a, b: (a @ b).tanh().sum(axis=0)
+
+    def fn(a, b):
+        return (a @ b).tanh().sum(axis=0)
+
     rows = []
     for n in sizes:
         a = rng.standard_normal((n, 8))

@@ -10,12 +10,13 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
-
 from common import parser, save, table
-
-from handgrad import engine  # noqa: E402
-from handgrad import nn  # noqa: E402
 from numpy_mlp import NumpyMLP  # noqa: E402
+
+from handgrad import (
+    engine,  # noqa: E402
+    nn,  # noqa: E402
+)
 
 SIZES = [784, 256, 128, 10]
 

@@ -14,12 +14,13 @@ import timeit
 from typing import Any, Callable
 
 import numpy as np
-
 from common import median, parser, save, table, torch_or_none
-
-from handgrad import engine  # noqa: E402
-from handgrad import nn  # noqa: E402
 from numpy_mlp import NumpyMLP  # noqa: E402
+
+from handgrad import (
+    engine,  # noqa: E402
+    nn,  # noqa: E402
+)
 
 SIZES = [784, 32, 10]
 BATCH = 32
@@ -192,7 +193,7 @@ def main() -> None:
     for name, make in ops.items():
         grad = np.ones_like(make().numpy())
 
-        def fwd_bwd():
+        def fwd_bwd(make=make, grad=grad):
             make().backward(grad)
 
         t = min(timeit.repeat(fwd_bwd, number=number, repeat=3)) / number

@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from common import interleaved, median, parser, save, table
-
-from handgrad import engine  # noqa: E402
-from handgrad import nn  # noqa: E402
 from numpy_mlp import NumpyMLP  # noqa: E402
+
+from handgrad import (
+    engine,  # noqa: E402
+    nn,  # noqa: E402
+)
 
 
 def matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:

@@ -27,12 +27,13 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-
 from common import fashion_mnist, interleaved, median, parser, save, table, torch_or_none
-
-from handgrad import engine  # noqa: E402
-from handgrad import nn  # noqa: E402
 from numpy_mlp import NumpyMLP  # noqa: E402
+
+from handgrad import (
+    engine,  # noqa: E402
+    nn,  # noqa: E402
+)
 
 SIZES = [784, 256, 128, 10]
 LR, MOMENTUM, BATCH = 0.05, 0.9, 128

@@ -11,8 +11,9 @@ each op's own ``forward`` and ``backward`` rules are called in the recorded orde
 arrays held in numbered slots, by Python code written out once at the end of the capture
 (``engine/replay.py``; ``plan.code()`` shows it). There are no Tensor or Node objects, no
 topological sort, no signature binding, no interpreting of an instruction list, and no
-checks that the capture already proved (shapes, dtypes, each gradient's shape). Because it is the same rules on the same arrays in the same order, a
-replay computes exactly the numbers the eager run computes, bit for bit.
+checks that the capture already proved (shapes, dtypes, each gradient's shape). Because it
+is the same rules on the same arrays in the same order, a replay computes exactly the numbers
+the eager run computes, bit for bit.
 
 What a plan can and cannot follow:
 
@@ -304,7 +305,7 @@ def _record(fn: Callable[..., Any], example_inputs: Sequence[Any],
         plan.input_slots.append(slot)
         plan.input_specs.append((t.shape, t.dtype))
         plan.names[slot] = _input_name(fn, k)
-    for op, tensors, params, ctx, result_t in tape.records:
+    for op, tensors, _params, ctx, result_t in tape.records:
         ins = []
         for t in tensors:
             if id(t) not in slots:

@@ -55,6 +55,7 @@ from .modes import STATE
 from .plain import plain_repr
 from .tensor import Tensor, check_dtype
 
+
 class Signature:
     """How a call of an op maps onto its forward: inputs, then parameters."""
 
@@ -372,7 +373,7 @@ def register(cls: type | None = None, *, method: bool | str = False) -> Any:
     for rule in ("forward", "backward"):
         if getattr(cls, rule) is getattr(Op, rule):
             raise ValueError(f"op {name!r} defines no {rule} rule")
-    if getattr(cls, "jvp") is getattr(Op, "jvp") and not op.linear:
+    if cls.jvp is Op.jvp and not op.linear:
         raise ValueError(f"op {name!r} defines no jvp rule (only an op with linear = True "
                          f"may leave it out)")
     if not op.signature.varargs and any(not 0 <= i < len(op.signature.inputs) for i in op.nondiff):

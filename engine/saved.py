@@ -224,7 +224,7 @@ def saved_tensors(node: "Node", out: "Tensor") -> Iterator[tuple[int, "Tensor"]]
         if value is out._data:
             position = OUTPUT
         else:
-            for position, t in enumerate(inputs):
+            for position, t in enumerate(inputs):  # noqa: B007  (read after the break)
                 if value is t._data:
                     break
             else:

@@ -10,8 +10,21 @@ from . import data, init, metrics, optim
 from .compile import CompiledStep, compile_step
 from .data import DataLoader, load_dataset
 from .errors import UserInputError
-from .layers import (ELU, GELU, MLP, Dropout, Flatten, Identity, LeakyReLU, Linear, ReLU, Sigmoid,
-                     Softmax, Softplus, Tanh)
+from .layers import (
+    ELU,
+    GELU,
+    MLP,
+    Dropout,
+    Flatten,
+    Identity,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Tanh,
+)
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, l2_penalty
 from .metrics import accuracy, confusion_matrix, precision_recall
 from .module import Module, Parameter, Sequential
@@ -23,7 +36,8 @@ __all__ = [
     "GELU", "Softplus", "Softmax", "Identity", "Flatten", "Dropout", "MLP",
     "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "l2_penalty",
     "init", "optim", "data", "metrics", "DataLoader", "load_dataset",
-    "fit", "evaluate", "predict", "UserInputError", "compile_step", "CompiledStep", "History", "TrainingError", "save", "load", "CheckpointError",
+    "fit", "evaluate", "predict", "UserInputError", "compile_step", "CompiledStep", "History",
+    "TrainingError", "save", "load", "CheckpointError",
     "accuracy", "confusion_matrix", "precision_recall",
 ]
 

@@ -33,12 +33,12 @@ from handgrad.engine.testing import cli as check_cli
 
 from . import cli_args as opt_
 from . import cli_plan as plan_
-from .cli_args import UsageError
 from . import data as data_
 from . import init as init_
 from . import optim, rundir, serialization
-from .errors import UserInputError
+from .cli_args import UsageError
 from .draw_command import add_draw_arguments, draw_command
+from .errors import UserInputError
 from .layers import ACTIVATIONS, MLP
 from .losses import CrossEntropyLoss
 from .module import Module

@@ -20,7 +20,6 @@ from . import subnormal
 from .finite import all_finite, first_non_finite
 from .module import Module, Parameter
 
-
 ParamsArg = Union[Module, Iterable[Any]]
 
 

@@ -16,8 +16,8 @@ from handgrad.engine.plain import plain_repr
 
 from . import metrics
 from .data import DataLoader
-from .finite import all_finite, first_non_finite
 from .errors import UserInputError
+from .finite import all_finite, first_non_finite
 from .module import Module
 from .optim import LRScheduler, NonFiniteUpdate, Optimizer, clip_grad_norm_
 from .progress import Progress, resolve_verbose

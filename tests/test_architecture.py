@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handgrad import engine
-from handgrad import nn
+from handgrad import engine, nn
 from handgrad.engine import graph
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,7 +30,6 @@ def test_hand_written_numpy_mlp_and_handgrad_agree_step_by_step():
     sys.path.insert(0, str(BENCHMARKS))
     try:
         import numpy as np
-
         import train_throughput as T
         rng = np.random.default_rng(0)
         x = rng.random((512, 784), dtype=np.float32)

@@ -149,3 +149,20 @@ def test_the_sdist_holds_the_tests_benchmarks_and_license(built):
                    "benchmarks/train_throughput.py", "benchmarks/results/train_throughput.json",
                    "tests/engine/golden/small_mlp.svg", "src/handgrad/__init__.py"):
         assert needed in names
+
+
+def test_readme_images_render_off_site():
+    """A package index shows README.md without the repository's files: images need
+    absolute addresses."""
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (ROOT / "README.md").read_text())
+    assert images and all(src.startswith("https://") for src in images), images
+
+
+def test_declared_lower_bounds_are_the_ones_ci_installs():
+    """CI installs exactly these lowest versions (.ci/lowest_pins.py) and runs the sdist's
+    suite on them: a bound raised or lowered here is what gets tested."""
+    run = subprocess.run([sys.executable, str(ROOT / ".ci" / "lowest_pins.py")],
+                         capture_output=True, text=True)
+    pins = dict(p.split("==") for p in run.stdout.split())
+    assert pins["numpy"] == "2.0" and pins["hypothesis"] == "6.116"
+    assert "lowest_pins.py" in (ROOT / ".ci" / "run").read_text()

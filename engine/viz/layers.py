@@ -206,7 +206,7 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
     m = max_elements
     slides: list[tuple[str, str]] = []
     for d in steps:
-        l, s = d["l"], sup(d["l"])
+        k, s = d["l"], sup(d["l"])
         delta = d["delta"]
         if "p" in d:
             name = "p = softmax(z" + s + ")" if loss.node.op.name == "softmax_cross_entropy" \
@@ -220,7 +220,7 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
                                (np.abs(p_term) + np.abs(d["y"])) / d["N"], delta.shape[-1]) \
                 if reduction in ("mean", "sum", "batchmean") else ""
         else:
-            sn = sup(l + 1)
+            sn = sup(k + 1)
             eq = f"BP2 (delta recursion): δ{s} = (δ{sn} W{sn}ᵀ) ⊙ f′(z{s}),  f = {d['act']}"
             body = (_row(_matrix(f"δ{sn}", d["delta_next"], m), _op("·"),
                          _matrix(f"W{sn}ᵀ", d["W_next"].T, m), _op("="),
@@ -232,8 +232,8 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
                                f"δ{s} = ∂L/∂z{s}",
                                (np.abs(d["delta_next"]) @ np.abs(d["W_next"].T))
                                * np.abs(d["fprime"]), d["W_next"].shape[-1])
-        slides.append((f"layer {l}: {eq.split(':')[0]}",
-                       f'<div class="hg-slide">{_stack(layers, l)}<div class="hg-eq">'
+        slides.append((f"layer {k}: {eq.split(':')[0]}",
+                       f'<div class="hg-slide">{_stack(layers, k)}<div class="hg-eq">'
                        f"{html.escape(eq)}</div>{body}{check}</div>"))
         wname = names.get(id(d["layer"].W), f"W{s}")
         parts = []
@@ -244,13 +244,13 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
             parts.append(check_line(d2.sum(0), d["gb"], f"∂L/∂b{s}", np.abs(d2).sum(0),
                                     d2.shape[0]))
         if d["gW"] is not None:
-            parts.append(_row(_matrix(f"a{sup(l - 1)}ᵀ", d["a_prev"].T, m), _op("·"),
+            parts.append(_row(_matrix(f"a{sup(k - 1)}ᵀ", d["a_prev"].T, m), _op("·"),
                               _matrix(f"δ{s}", delta, m), _op("="),
                               _matrix(f"∂L/∂W{s} ({wname})", d["gW"], m)))
             parts.append(check_line(d["a_prev"].T @ d2, d["gW"], f"∂L/∂W{s}",
                                     np.abs(d["a_prev"].T) @ np.abs(d2), d2.shape[0]))
-        eq = f"BP3: ∂L/∂b{s} = Σₙ δ{s}    BP4: ∂L/∂W{s} = a{sup(l - 1)}ᵀ δ{s}"
-        slides.append((f"layer {l}: BP3 and BP4 (gradients of b{s} and W{s})",
-                       f'<div class="hg-slide">{_stack(layers, l)}<div class="hg-eq">'
+        eq = f"BP3: ∂L/∂b{s} = Σₙ δ{s}    BP4: ∂L/∂W{s} = a{sup(k - 1)}ᵀ δ{s}"
+        slides.append((f"layer {k}: BP3 and BP4 (gradients of b{s} and W{s})",
+                       f'<div class="hg-slide">{_stack(layers, k)}<div class="hg-eq">'
                        f"{html.escape(eq)}</div>{''.join(parts)}</div>"))
     return slides

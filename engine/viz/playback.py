@@ -11,11 +11,10 @@ import graphviz
 
 from ..tensor import Tensor
 from . import labels
-from .drawing import (OUT, SHOW, Options, Overlay, Record, gradient_shapes, step_numbers,
-                      to_digraph)
+from .drawing import OUT, SHOW, Options, Overlay, Record, gradient_shapes, step_numbers, to_digraph
 from .gradients import Step, all_gradients, backward_steps, is_complete, received, rule_steps
-from .numeric import numeric_checks
 from .layers import layer_frames
+from .numeric import numeric_checks
 from .player import Playback
 from .rendering import to_svg
 from .view import GraphView, build_view

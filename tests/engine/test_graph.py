@@ -262,7 +262,7 @@ def test_enable_grad_inside_no_grad():
 def test_grad_mode_is_restored_after_an_exception():
     with pytest.raises(ZeroDivisionError):
         with engine.no_grad():
-            1 / 0
+            _ = 1 / 0
     assert engine.is_grad_enabled()
 
 

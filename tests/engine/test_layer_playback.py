@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handgrad import engine
-from handgrad import nn
+from handgrad import engine, nn
 from handgrad.engine.viz import backward_playback, derivation, mlp_layers, save_backward_html
 
 X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.5, -0.5]])

@@ -19,8 +19,7 @@ import gc
 import numpy as np
 import pytest
 
-from handgrad import engine
-from handgrad import nn
+from handgrad import engine, nn
 from handgrad.engine import Tensor, saved
 
 READ_ONLY = "read-only"

@@ -17,15 +17,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handgrad import engine
-from handgrad import nn
-from handgrad.engine.viz import (GraphvizNotFound, backward_frames, backward_playback, draw, render,
-                        save_backward_html)
-from handgrad.engine.viz import labels
-from handgrad.nn.draw_command import add_draw_arguments, draw_command
+from handgrad import engine, nn
+from handgrad.engine.viz import (
+    GraphvizNotFound,
+    backward_frames,
+    backward_playback,
+    draw,
+    labels,
+    render,
+    save_backward_html,
+)
 from handgrad.engine.viz.numeric import numeric_checks
 from handgrad.engine.viz.playback import captioned_frames
 from handgrad.engine.viz.view import build_view
+from handgrad.nn.draw_command import add_draw_arguments, draw_command
 
 GOLDEN = Path(__file__).parent / "golden"
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' not installed")

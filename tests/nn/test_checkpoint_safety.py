@@ -13,8 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from handgrad import engine
-from handgrad import nn
+from handgrad import engine, nn
 from handgrad.nn import optim, serialization
 from handgrad.nn.serialization import CheckpointError
 

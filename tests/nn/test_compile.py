@@ -6,8 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from handgrad import engine
-from handgrad import nn
+from handgrad import engine, nn
 from handgrad.nn import cli
 
 X = np.random.default_rng(0).standard_normal((203, 6))        # 203: a last, smaller batch

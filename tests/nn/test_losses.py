@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handgrad import engine
-from handgrad import nn
+from handgrad import engine, nn
 
 rng = np.random.default_rng(0)
 
@@ -42,7 +41,8 @@ def test_l2_penalty_skips_biases_and_has_gradient_wd_times_w():
     model = nn.MLP([3, 4, 2], seed=0)
     penalty = nn.l2_penalty(model, 0.1)
     weights = [p.data for p in model.parameters() if p.ndim > 1]
-    assert penalty.item() == pytest.approx(0.05 * sum(float((w.astype(np.float64) ** 2).sum()) for w in weights), rel=1e-5)
+    expected = 0.05 * sum(float((w.astype(np.float64) ** 2).sum()) for w in weights)
+    assert penalty.item() == pytest.approx(expected, rel=1e-5)
     penalty.backward()
     for p in model.parameters():
         if p.ndim > 1:

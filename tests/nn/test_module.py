@@ -7,8 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from handgrad import engine
-from handgrad import nn
+from handgrad import engine, nn
 
 
 class TwoLayer(nn.Module):

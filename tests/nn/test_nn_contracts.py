@@ -9,11 +9,9 @@ import warnings
 import numpy as np
 import pytest
 
-from handgrad import engine
-from handgrad import nn
+from handgrad import engine, nn
 from handgrad.nn import optim
 from handgrad.nn.module import Parameter
-
 
 # --- metrics ----------------------------------------------------------------------------------
 

@@ -16,8 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from handgrad import engine
-from handgrad import nn
+from handgrad import engine, nn
 from handgrad.nn import optim
 from handgrad.nn.module import Parameter
 

@@ -1,7 +1,8 @@
 """nn/subnormal.py: the momentum update with subnormal values computed apart gives exactly
 the bits of the plain numpy lines, whichever positions are listed."""
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from handgrad import nn
 from handgrad.nn import subnormal

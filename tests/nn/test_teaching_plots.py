@@ -9,8 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from handgrad import engine
-from handgrad import nn
+from handgrad import engine, nn
 from handgrad.nn import cli, demos, plots
 
 PNG = b"\x89PNG\r\n\x1a\n"

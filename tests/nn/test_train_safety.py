@@ -11,8 +11,7 @@ import signal
 import numpy as np
 import pytest
 
-from handgrad import engine
-from handgrad import nn
+from handgrad import engine, nn
 
 X, Y = nn.data.blobs(120, centers=3, seed=0)
 
