@@ -131,10 +131,15 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None
     arrays.update(opt_arrays)
     arrays[META_KEY] = np.array(meta_text)
     target = _writable_target(Path(path))
+    # The archive is built in memory and then written: a write that fails (a full disk)
+    # then fails in one plain write, not inside numpy's half-written ZipFile, which on
+    # Python 3.10 later prints "Exception ignored ... seek of closed file" when collected.
+    archive = io.BytesIO()
+    np.savez(archive, **arrays)  # type: ignore[arg-type]  # (the stub: **kwds may be allow_pickle)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]  # (the stub: **kwds may be allow_pickle)
+            f.write(archive.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode(target))
