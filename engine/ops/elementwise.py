@@ -14,6 +14,7 @@ import numpy as np
 from ..broadcast import broadcast_shapes, sum_to
 from ..graph import Node
 from ..op import Op, register
+from ..plain import plain_repr
 from ._base import BinaryElementwise, Broadcasting, UnaryElementwise, as_float, is_number
 
 
@@ -105,7 +106,10 @@ class Pow(BinaryElementwise):
     """pow(a, b) = a ** b, both tensors (``t ** u``; ``t ** 2`` with a number is pow_scalar).
 
     d/db = a^b log(a) needs a > 0: for a == 0 it is taken as 0 (the limit when b > 0);
-    for a < 0 it is NaN, as the real power is undefined there.
+    for a < 0 it is NaN, as the real power is undefined there. A constant exponent
+    contributes nothing in either mode: reverse mode never computes its gradient, and
+    forward mode drops each term whose tangent is zero (0 * NaN would otherwise make
+    (-2) ** 3's JVP NaN although its d/da, 12, is finite).
     """
 
     name = "pow"
@@ -124,6 +128,23 @@ class Pow(BinaryElementwise):
             log_a = np.where(a == 0, 0, np.log(np.where(a == 0, 1, a)))
         return b * a ** (b - 1), out * log_a
 
+    def jvp(self, ctx: Node, ta: np.ndarray | None, tb: np.ndarray | None) -> np.ndarray:
+        a, b = ctx.inputs
+        da, db = self.partials(ctx)
+        terms = [_term(t, d) for t, d in ((ta, da), (tb, db)) if t is not None]
+        out_shape = np.broadcast_shapes(a.shape, b.shape)
+        total = sum(terms[1:], terms[0]) if terms else np.zeros((), dtype=ctx.saved[2].dtype)
+        return np.broadcast_to(total, out_shape)
+
+
+def _term(tangent: np.ndarray, partial: np.ndarray) -> np.ndarray:
+    """``tangent * partial`` with a zero tangent giving 0 even where the partial is NaN or
+    infinite: reverse mode never multiplies a gradient into a constant's partial, so
+    forward mode must not either (both modes then agree on every input that moves)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(tangent == 0, np.zeros((), dtype=np.result_type(tangent, partial)),
+                        tangent * partial)
+
 
 @register
 class PowScalar(UnaryElementwise):
@@ -136,7 +157,7 @@ class PowScalar(UnaryElementwise):
 
     def check(self, x: np.ndarray, *, exponent: float) -> None:
         if not is_number(exponent):
-            raise self.error(f"exponent must be a real number, got {exponent!r}", TypeError)
+            raise self.error(f"exponent must be a real number, got {plain_repr(exponent)}", TypeError)
 
     def forward(self, ctx: Node, x: np.ndarray, *, exponent: float) -> np.ndarray:
         if exponent < 0:
@@ -267,7 +288,7 @@ class Clip(UnaryElementwise):
             raise self.error("at least one of min and max must be given")
         for what, bound in (("min", min), ("max", max)):
             if bound is not None and not is_number(bound):
-                raise self.error(f"{what} must be a real number or None, got {bound!r}", TypeError)
+                raise self.error(f"{what} must be a real number or None, got {plain_repr(bound)}", TypeError)
         if min is not None and max is not None and min > max:
             raise self.error(f"min ({min}) must not exceed max ({max})")
 

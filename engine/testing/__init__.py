@@ -43,10 +43,15 @@ def require_hypothesis() -> None:
                                 f"{INSTALL}", name="hypothesis") from None
 
 
+_SUBMODULES = ("strategies", "profiles")   # in __all__: engine.testing.strategies works too
+
+
 def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
+    if name not in _WHERE and name not in _SUBMODULES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     require_hypothesis()
+    if name in _SUBMODULES:
+        return import_module(f".{name}", __name__)
     value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
     globals()[name] = value            # the next lookup finds it directly
     return value

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
 
 from ..op import Op
-from .properties import PROPERTIES, Property, kink_examples_hold
+from ..plain import plain_repr
+from .properties import PROPERTIES, Property, kink_examples_hold, needs_second_sample
 from .specs import OpSpec, Sample, spec_for
 
 KINKS = "kink_examples_hold"
@@ -41,9 +42,12 @@ class OpReport:
 
     @property
     def passed(self) -> bool:
+        """True when no property failed."""
         return self.failure is None
 
     def record(self, prop: str, error: float | None) -> None:
+        """Keep the worst error seen for property ``prop`` (None: the property ran but
+        measures no error, a yes-or-no check)."""
         if error is None:
             self.worst.setdefault(prop, None)
         else:
@@ -75,6 +79,7 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
         return report
 
     base = profile if profile is not None else settings.default
+    assert base is not None                 # hypothesis loads its default profile on import
     phases = tuple(p for p in base.phases if shrink or p is not Phase.shrink)
     chosen = settings(base, max_examples=max_examples or base.max_examples, deadline=None,
                       report_multiple_bugs=False, phases=phases, verbosity=Verbosity.quiet,
@@ -89,7 +94,12 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
             return
         for prop in properties:
             try:
-                report.record(prop.__name__, prop(op, spec, sample, seed))
+                if needs_second_sample(prop):       # re-entrancy: two calls of the op
+                    other = data.draw(spec.sample, label="second sample (args, params)") \
+                        if sample[1] else None      # no parameters: nothing to mix up
+                    report.record(prop.__name__, prop(op, spec, sample, seed, other=other))
+                else:
+                    report.record(prop.__name__, prop(op, spec, sample, seed))
             except Exception as e:  # a crash (shape, dtype) is as much a failure as a mismatch
                 report.failed_property = prop.__name__
                 raise OpCheckError(f"{op.name}: property {prop.__name__} fails for sample "
@@ -105,7 +115,7 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
 
 def _show(sample: Sample) -> str:
     args, params = sample
-    return f"args={args!r}, params={params!r}"
+    return f"args={plain_repr(args)}, params={plain_repr(params)}"
 
 
 def check_op(op: Op, spec: OpSpec | None = None, max_examples: int = 50) -> bool:

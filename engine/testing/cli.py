@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="check only this op; repeatable")
     parser.add_argument("--profile", choices=PROFILE_NAMES,
                         help="examples per property: dev 10, ci 25, thorough 1000 (default: "
-                             "$HYPOTHESIS_PROFILE, else ci if $CI is set, else dev)")
+                             "$HANDGRAD_PROFILE, else ci if $CI is set, else dev; "
+                             "$HYPOTHESIS_PROFILE is not read)")
     parser.add_argument("--mutants", action="store_true",
                         help="plant generic bugs in each op and report those its spec does "
                              "not catch, with the reason")
@@ -159,7 +160,7 @@ def check_command(args: argparse.Namespace, out: Any = None) -> int:
     try:
         full = profiles.full_name(args.profile) if args.profile else profiles.default_name()
     except ValueError as e:
-        raise UsageError(f"HYPOTHESIS_PROFILE: {e}") from None
+        raise UsageError(str(e)) from None
     profile = settings.get_profile(full)
     ops = select_ops(args.module, args.op)
     width = max(len(op.name) for op in ops)
@@ -176,7 +177,7 @@ def check_command(args: argparse.Namespace, out: Any = None) -> int:
     for op in ops:
         report = run_op(op, profile=profile)
         print(format_report(report, width), file=out, flush=True)
-        if not report.passed:
+        if report.failure is not None:
             failed += 1
             print("      " + report.failure.replace("\n", "\n      "), file=out, flush=True)
     seconds = time.perf_counter() - start

@@ -8,8 +8,12 @@ Each is registered as ``handgrad-<name>``. ``ci`` and ``thorough`` build on hypo
 own ``ci`` profile (derandomized: the same examples every run, no example database,
 reproduction blobs printed); every profile has ``deadline=None`` because numpy-heavy
 examples on a loaded 2-core machine have no stable timing. ``handgrad check --profile``
-and the environment variable ``HYPOTHESIS_PROFILE`` choose one (``thorough`` or
-``handgrad-thorough``); the test suite reads the variable too (tests/conftest.py).
+and the environment variable ``HANDGRAD_PROFILE`` choose one (``thorough`` or
+``handgrad-thorough``); handgrad's test suite reads the variable too, and takes
+``--handgrad-profile`` (tests/conftest.py).
+
+``HYPOTHESIS_PROFILE`` is not read: a project that sets it for its own hypothesis
+profiles (names handgrad does not know) still runs ``handgrad check`` unchanged.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from . import PROFILE_NAMES
 
 PER_PROPERTY = dict(zip(PROFILE_NAMES, (10, 25, 1000)))
 NAMES = PROFILE_NAMES
+ENV = "HANDGRAD_PROFILE"    # the environment variable that chooses a profile
 
 settings.register_profile("handgrad-dev", deadline=None, max_examples=PER_PROPERTY["dev"],
                           database=None)
@@ -43,11 +48,15 @@ def full_name(name: str) -> str:
 
 
 def default_name() -> str:
-    """The profile to use when none is given: $HYPOTHESIS_PROFILE, else ``ci`` when the
-    CI environment variable is set (as hypothesis itself decides), else ``dev``."""
-    chosen = os.environ.get("HYPOTHESIS_PROFILE")
+    """The profile to use when none is given: $HANDGRAD_PROFILE, else ``ci`` when the
+    CI environment variable is set (as hypothesis itself decides), else ``dev``.
+    Raises ValueError naming the variable for a profile it does not know."""
+    chosen = os.environ.get(ENV)
     if chosen:
-        return full_name(chosen)
+        try:
+            return full_name(chosen)
+        except ValueError as e:
+            raise ValueError(f"{ENV}={chosen}: {e}") from None
     return "handgrad-ci" if os.environ.get("CI") else "handgrad-dev"
 
 
@@ -60,4 +69,4 @@ def load(name: str | None = None) -> str:
 
 def examples(at_least: int = 0) -> int:
     """Examples per property under the loaded profile (never fewer than ``at_least``)."""
-    return max(at_least, settings.default.max_examples)
+    return max(at_least, settings().max_examples)   # settings(): the loaded profile

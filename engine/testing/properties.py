@@ -14,18 +14,23 @@ Besides agreeing with finite differences, a rule must behave as the engine assum
   with the saved values, the inputs or the output (a leaf may adopt a returned array as
   its ``.grad`` and later add to it in place);
 * each input's gradient does not depend on which other inputs need one
-  (``ctx.needs_input_grad`` read in the right order).
+  (``ctx.needs_input_grad`` read in the right order);
+* the forward leaves the caller's inputs alone too;
+* it is re-entrant: a call's rules read its parameters from its node, so another call
+  with other parameters in between changes nothing (``rules_read_their_own_parameters``
+  takes a second sample of the spec: ``check_op`` and the suite draw one for it).
 """
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypedDict
 
 import numpy as np
 
 from .. import graph
 from ..gradcheck import accuracycheck, gradcheck_error, jvpcheck_error, relative_error
 from ..op import Op
+from ..plain import plain_repr
 from ..tensor import Tensor
 from ..transforms import gradients
 from .specs import OpSpec, Sample
@@ -34,7 +39,9 @@ from .specs import OpSpec, Sample
 # checks switch to one random projection (directional mode).
 FULL_JACOBIAN_MAX_SIZE = 64
 
-Property = Callable[[Op, OpSpec, Sample, int], "float | None"]
+# prop(op, spec, sample, seed) -> worst error or None; a property that mixes two calls of
+# the op (needs_second_sample) also takes other=(args, params), a second sample.
+Property = Callable[..., "float | None"]
 
 
 def differentiable_positions(op: Op, args: tuple[Any, ...]) -> list[int]:
@@ -43,8 +50,20 @@ def differentiable_positions(op: Op, args: tuple[Any, ...]) -> list[int]:
             if i not in op.nondiff and np.asarray(a).dtype.kind == "f"]
 
 
-def _tolerances(spec: OpSpec) -> dict[str, float]:
-    return {k: v for k, v in (("atol", spec.atol), ("rtol", spec.rtol)) if v is not None}
+class _Tolerances(TypedDict, total=False):
+    """The finite-difference tolerances a spec overrides (keyword arguments of gradcheck)."""
+
+    atol: float
+    rtol: float
+
+
+def _tolerances(spec: OpSpec) -> _Tolerances:
+    tolerances: _Tolerances = {}
+    if spec.atol is not None:
+        tolerances["atol"] = spec.atol
+    if spec.rtol is not None:
+        tolerances["rtol"] = spec.rtol
+    return tolerances
 
 
 def _mode(args: tuple[Any, ...]) -> str:
@@ -127,7 +146,8 @@ def _pullback(out: Tensor, leaves: list[Tensor], diff: list[int]) -> Callable[[n
     return pullback
 
 
-def _vjp(op: Op, args: tuple[Any, ...], params: dict[str, Any]) -> tuple[Tensor, Callable[[np.ndarray], list[np.ndarray]], list[Tensor], list[int]]:
+def _vjp(op: Op, args: tuple[Any, ...], params: dict[str, Any]
+         ) -> tuple[Tensor, Callable[[np.ndarray], list[np.ndarray]], list[Tensor], list[int]]:
     leaves, diff = _leaves(op, args)
     out = op.apply(*leaves, **params)
     return out, _pullback(out, leaves, diff), leaves, diff
@@ -136,7 +156,7 @@ def _vjp(op: Op, args: tuple[Any, ...], params: dict[str, Any]) -> tuple[Tensor,
 def _transposes(op: Op, out: Tensor, pullback: Callable[[np.ndarray], list[np.ndarray]],
                 leaves: list[Tensor], diff: list[int], rng: np.random.Generator,
                 where: str = "") -> float:
-    """|<v, J u> - <J^T v, u>| relative to the size of the products, for random u, v."""
+    """``|<v, J u> - <J^T v, u>|`` relative to the size of the products, for random u, v."""
     u = {i: rng.standard_normal(leaves[i].shape) for i in diff}
     v = rng.standard_normal(out.shape)
     (ju,) = graph.forward_tangents([out], {id(leaves[i]): u[i] for i in diff})
@@ -148,12 +168,12 @@ def _transposes(op: Op, out: Tensor, pullback: Callable[[np.ndarray], list[np.nd
     scale = max(float(np.sum(np.abs(v * ju))) +
                 float(sum(np.sum(np.abs(g * u[i])) for g, i in zip(jtv, diff))), 1.0)
     assert abs(lhs - rhs) <= 1e-10 * scale, \
-        f"{op.name}: <v, J u> = {lhs!r} but <J^T v, u> = {rhs!r}{where}"
+        f"{op.name}: <v, J u> = {plain_repr(lhs)} but <J^T v, u> = {plain_repr(rhs)}{where}"
     return abs(lhs - rhs) / scale
 
 
 def jvp_vjp_transpose(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
-    """<v, J u> from the JVP rule equals <J^T v, u> from the VJP rule, to rounding."""
+    """``<v, J u>`` from the JVP rule equals ``<J^T v, u>`` from the VJP rule, to rounding."""
     args, params = sample
     out, pullback, leaves, diff = _vjp(op, args, params)
     return _transposes(op, out, pullback, leaves, diff, np.random.default_rng(seed))
@@ -202,7 +222,7 @@ def constant_inputs_change_nothing(op: Op, spec: OpSpec, sample: Sample, seed: i
                 f"{op.name}: input {i} gets {'no' if g is None else 'a'} gradient when only "
                 f"inputs {list(subset)} require grad, but {'no' if want is None else 'a'} "
                 f"gradient when all do (needs_input_grad read in the wrong order?)")
-            if g is not None:
+            if g is not None and want is not None:          # both or neither (asserted above)
                 np.testing.assert_allclose(
                     g, want, rtol=1e-12, atol=1e-12,
                     err_msg=f"{op.name}: the gradient of input {i} changes when only inputs "
@@ -243,23 +263,28 @@ def float32_agrees_with_float64(op: Op, spec: OpSpec, sample: Sample, seed: int 
     return relative_error(out32.data, out64) / magnitude
 
 
-def _node(op: Op, args: tuple[Any, ...], params: dict[str, Any], dtype: Any = None) -> tuple[Tensor, graph.Node, list[Tensor], list[int]]:
+def _node(op: Op, args: tuple[Any, ...], params: dict[str, Any],
+          dtype: Any = None) -> tuple[Tensor, graph.Node, list[Tensor], list[int]]:
     leaves, diff = _leaves(op, args, dtype)
     out = op.apply(*leaves, **params)
     assert out.node is not None, f"{op.name}: no node was recorded for inputs that require grad"
     return out, out.node, leaves, diff
 
 
-def _tangent_args(op: Op, leaves: list[Tensor], make: Callable[[tuple[int, ...], Any], np.ndarray]) -> list[np.ndarray | None]:
+def _tangent_args(op: Op, leaves: list[Tensor],
+                  make: Callable[[tuple[int, ...], Any], np.ndarray]) -> list[np.ndarray | None]:
     """What forward mode passes a JVP rule: None for a non-differentiable position, an
-    array of the input's shape (and float dtype) for every other one."""
-    out = []
+    array of the input's shape for every other one (made by ``make`` for a float input;
+    zeros of its own dtype for an integer one, a constant, as ``graph.forward_tangents``
+    passes it)."""
+    out: list[np.ndarray | None] = []
     for i, t in enumerate(leaves):
         if i in op.nondiff:
             out.append(None)
+        elif t.dtype.kind == "f":
+            out.append(make(t.shape, t.dtype))
         else:
-            dtype = t.dtype if t.dtype.kind == "f" else np.float64
-            out.append(make(t.shape, dtype))
+            out.append(np.zeros(t.shape, dtype=t.dtype))
     return out
 
 
@@ -314,23 +339,36 @@ def _changed(snapshot: list[tuple[str, np.ndarray, bytes]]) -> list[str]:
     return [name for name, a, before in snapshot if a.tobytes() != before]
 
 
+# (which rule, the rule, its arguments, the named arrays among them it must leave alone)
+_RuleCall = tuple[str, Callable[..., object], tuple[Any, ...], list[tuple[str, np.ndarray]]]
+
+
 def rules_leave_their_arguments_alone(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
-    """Called directly with a writeable gradient (random, then all ones) and writeable
-    tangents, the rules change nothing they were given or can reach (gradient, tangents,
-    inputs, saved values, output) and return no array that shares memory with the saved
-    values, the inputs or the output."""
+    """The forward writes into none of its inputs (label smoothing applied in place to the
+    caller's target array fails here). Called directly with a writeable gradient (random,
+    then all ones) and writeable tangents, the rules change nothing they were given or can
+    reach (gradient, tangents, inputs, saved values, output) and return no array that
+    shares memory with the saved values, the inputs or the output."""
     args, params = sample
-    out, node, leaves, _ = _node(op, args, params)
-    rng = np.random.default_rng(seed)
+    leaves, _ = _leaves(op, args)
     held = [(f"input {i}", t._data) for i, t in enumerate(leaves)]
+    before = _snapshot(held)
+    out = op.apply(*leaves, **params)
+    changed = _changed(before)
+    assert not changed, (f"{op.name}: its forward wrote into {', '.join(changed)} (the "
+                         f"caller's arrays must stay as given)")
+    assert out.node is not None, f"{op.name}: no node was recorded for inputs that require grad"
+    node = out.node
+    rng = np.random.default_rng(seed)
     held += [(f"saved value {k}", a) for k, a in enumerate(_arrays(node.saved))]
     held.append(("the output", out._data))
     for seed_name, make in _seeds(rng):
         grad = make(out.shape, out.dtype)
         tangents = _tangent_args(op, leaves, make)
-        calls = (("backward", op.backward, (node, grad), [("the incoming gradient", grad)]),
-                 ("jvp", op.jvp, (node, *tangents),
-                  [(f"the tangent of input {i}", t) for i, t in enumerate(tangents) if t is not None]))
+        calls: tuple[_RuleCall, ...] = (
+            ("backward", op.backward, (node, grad), [("the incoming gradient", grad)]),
+            ("jvp", op.jvp, (node, *tangents),
+             [(f"the tangent of input {i}", t) for i, t in enumerate(tangents) if t is not None]))
         for what, rule, arguments, given in calls:
             before = _snapshot(held + given)
             result = rule(*arguments)
@@ -351,6 +389,61 @@ def rules_leave_their_arguments_alone(op: Op, spec: OpSpec, sample: Sample, seed
     return 0.0
 
 
+def _alone(op: Op, args: tuple[Any, ...], params: dict[str, Any], v: np.ndarray,
+           u: dict[int, np.ndarray]) -> tuple[Tensor, list[Tensor], list[int], list[np.ndarray], np.ndarray]:
+    """One call, its VJP of ``v`` and its JVP along ``u``, with nothing in between."""
+    leaves, diff = _leaves(op, args)
+    out = op.apply(*leaves, **params)
+    return out, leaves, diff, _pullback(out, leaves, diff)(v), \
+        graph.forward_tangents([out], {id(leaves[i]): u[i] for i in diff})[0]
+
+
+def rules_read_their_own_parameters(op: Op, spec: OpSpec, sample: Sample, seed: int = 0,
+                                    other: Sample | None = None) -> float | None:
+    """Re-entrancy: two calls with different parameters (``sample`` and ``other``, a second
+    sample of the spec), their rules run in the other order (the second call's backward and
+    JVP first), each give what they give alone. A rule that reads a parameter from the op
+    object (ops are singletons; ``self.slope`` set by the last forward) instead of its node
+    (``ctx.params``) fails. Needs the second sample (``needs_second_sample``); None when
+    there is none or both calls have the same parameters."""
+    if other is None or not sample[1] or plain_repr(sample[1]) == plain_repr(other[1]):
+        return None
+    rng = np.random.default_rng(seed)
+    calls = []
+    for args, params in (sample, other):
+        leaves, diff = _leaves(op, args)
+        probe = op.apply(*leaves, **params)       # shapes for v and u
+        v = rng.standard_normal(probe.shape)
+        u = {i: rng.standard_normal(np.shape(args[i])) for i in diff}
+        calls.append((args, params, v, u, _alone(op, args, params, v, u)))
+    # Both forwards first, then the rules of the second call, then those of the first.
+    live = [(c, *_leaves(op, c[0])) for c in calls]
+    outs = [op.apply(*leaves, **c[1]) for c, leaves, _ in live]
+    worst = 0.0
+    for k in (1, 0):
+        (args, params, v, u, alone), (leaves, diff), out = calls[k], live[k][1:], outs[k]
+        grads = _pullback(out, leaves, diff)(v)
+        (tangent,) = graph.forward_tangents([out], {id(leaves[i]): u[i] for i in diff})
+        where = (f" (call with params {plain_repr(params)}, after a call with params "
+                 f"{plain_repr(calls[1 - k][1])}: a rule reads a parameter from the op object?)")
+        for g, want, i in zip(grads, alone[3], diff):
+            np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12,
+                                       err_msg=f"{op.name}: the gradient of input {i} changes{where}")
+            worst = max(worst, relative_error(g, want))
+        np.testing.assert_allclose(tangent, alone[4], rtol=1e-12, atol=1e-12,
+                                   err_msg=f"{op.name}: the JVP changes{where}")
+        worst = max(worst, relative_error(tangent, alone[4]))
+    return worst
+
+
+rules_read_their_own_parameters.needs_second_sample = True  # type: ignore[attr-defined]
+
+
+def needs_second_sample(prop: Property) -> bool:
+    """Whether ``prop`` takes a second sample of the spec (``other=``)."""
+    return bool(getattr(prop, "needs_second_sample", False))
+
+
 PROPERTIES: tuple[Property, ...] = (
     forward_matches_reference,
     vjp_matches_finite_differences,
@@ -363,6 +456,7 @@ PROPERTIES: tuple[Property, ...] = (
     float32_agrees_with_float64,
     rules_compute_in_float32,
     rules_leave_their_arguments_alone,
+    rules_read_their_own_parameters,
 )
 
 
@@ -375,7 +469,7 @@ def kink_examples_hold(op: Op, spec: OpSpec) -> float:
     tangent at a tie of maximum, fails), and the two modes are transposes there too."""
     worst = 0.0
     for n, (args, params, expected) in enumerate(spec.kink_examples):
-        where = f" (kink example {n}: args {args}, params {params})"
+        where = f" (kink example {n}: args {plain_repr(args)}, params {plain_repr(params)})"
         leaves, diff = _leaves(op, args)
         out = op.apply(*leaves, **params)
         for i, want in zip(diff, expected):
@@ -393,7 +487,9 @@ def kink_examples_hold(op: Op, spec: OpSpec) -> float:
                                        np.random.default_rng(n), where))
         out.backward(np.ones(out.shape))
         for i, want in zip(diff, expected):
-            np.testing.assert_allclose(leaves[i].grad, want, rtol=0, atol=1e-15,
+            g = leaves[i].grad
+            assert g is not None, f"{op.name}: no gradient at the kink, input {i}{where}"
+            np.testing.assert_allclose(g, want, rtol=0, atol=1e-15,
                                        err_msg=f"{op.name}: gradient at the kink, input {i}"
                                                f"{where}")
     return worst

@@ -161,15 +161,14 @@ def test_profiles(monkeypatch):
         profiles.default_name()
 
 
-def test_examples_scale_with_the_profile():
-    previous = settings.get_current_profile_name()
+def test_examples_scale_with_the_profile(pytestconfig):
     try:
         settings.load_profile("handgrad-ci")
         assert profiles.examples(25) == 25 and profiles.examples(60) == 60
         settings.load_profile("handgrad-thorough")
         assert profiles.examples(25) == profiles.examples(60) == 1000
-    finally:
-        settings.load_profile(previous)
+    finally:       # the session's profile, as tests/conftest.py chose it
+        profiles.load(pytestconfig.getoption("--handgrad-profile"))
 
 
 # --- mutants -------------------------------------------------------------------------------

@@ -11,8 +11,14 @@ import pytest
 
 from handgrad import engine
 from handgrad.engine.broadcast import sum_to
-from handgrad.engine.gradcheck import (GradcheckError, accuracycheck, gradcheck, gradcheck_error,
-                                       jvpcheck, jvpcheck_error)
+from handgrad.engine.gradcheck import (
+    GradcheckError,
+    accuracycheck,
+    gradcheck,
+    gradcheck_error,
+    jvpcheck,
+    jvpcheck_error,
+)
 from handgrad.engine.ops.activation import Tanh
 from handgrad.engine.ops.elementwise import Add, Exp, Sub
 from handgrad.engine.ops.linalg import MatMul
@@ -29,13 +35,17 @@ ROW = rng.standard_normal((1, 3))
 
 @pytest.mark.parametrize("mode", ["full", "directional"])
 def test_correct_rules_pass_in_every_mode(mode):
-    fn = lambda a, b: ((a @ b).tanh() * b).sum(axis=0)
+    def fn(a, b):
+        return ((a @ b).tanh() * b).sum(axis=0)
+
     assert gradcheck(fn, [A, B], mode=mode, check_forward_mode=True)
     assert jvpcheck(fn, [A, B], mode=mode)
 
 
 def test_complex_step_is_exact_to_rounding_for_analytic_ops():
-    fn = lambda a, b: (a @ b).tanh().exp() / (1 + b * b)
+    def fn(a, b):
+        return (a @ b).tanh().exp() / (1 + b * b)
+
     assert gradcheck(fn, [A, B], mode="complex", atol=1e-13, rtol=1e-12)
 
 
@@ -43,7 +53,9 @@ def test_integer_labels_and_constant_tensors_are_not_perturbed():
     labels = np.array([0, 2, 1])
     mask = engine.Tensor(rng.random((3, 3)) > 0.5)          # bool: never differentiated
     probs = engine.Tensor(np.full((3, 3), 1 / 3))           # float, but requires_grad=False
-    fn = lambda z, y, m, p: engine.softmax_cross_entropy(engine.where(m, z, 2 * z), y) + (z * p).sum()
+    def fn(z, y, m, p):
+        return engine.softmax_cross_entropy(engine.where(m, z, 2 * z), y) + (z * p).sum()
+
     assert gradcheck(fn, [A, labels, mask, probs])
 
 
@@ -484,6 +496,14 @@ def test_a_bug_outside_the_old_samples_is_caught_by_the_wider_ones(op, spec):
 
 # 7. fan-out through non-smooth ops (random composite graphs)
 
+def _with_relu_fan_out(program):
+    """The random program, ending in relu_sum (add's one gradient array fanned out to
+    relus whose masks alternate): whether 150 random programs contain such a step
+    depends on how the values' draws shape hypothesis's choices, not on the checker."""
+    n_leaves, steps = program
+    return n_leaves, steps + [("binary", "relu_sum", (0, len(steps) + n_leaves))]
+
+
 def test_composite_graphs_through_relu_catch_an_in_place_mask(monkeypatch):
     """add sends one gradient array to both of its inputs; a relu rule that masks it in
     place corrupts what the other input receives (or, where the gradient is a read-only
@@ -495,7 +515,8 @@ def test_composite_graphs_through_relu_catch_an_in_place_mask(monkeypatch):
 
     @settings(max_examples=composite.EXAMPLES, phases=[Phase.generate], derandomize=True,
               database=None, deadline=None)
-    @given(program=composite.programs(), n=st.integers(1, 3), data=st.data())
+    @given(program=composite.programs().map(_with_relu_fan_out), n=st.integers(1, 3),
+           data=st.data())
     def random_graphs(program, n, data):          # the suite's test, without shrinking
         composite.check_random_graph(program, n, data)
 

@@ -4,7 +4,10 @@ VJP and JVP equal float64 central differences (and the complex step for analytic
 both to 1e-9 against an extrapolated difference, the two modes are transposes, backward
 is linear in its gradient, constant inputs change no other input's gradient, float32
 agrees with float64 and the rules themselves compute in float32, and no rule writes into
-its arguments or returns saved memory. Plus the documented convention at each kink, in
+its arguments (nor its forward into its inputs) or returns saved memory, and an op with
+parameters is re-entrant (two calls' rules run in the other order: a second sample is
+drawn). Samples are generic (all entries distinct) in most examples, structured in the
+rest (engine/testing/strategies.py). Plus the documented convention at each kink, in
 both modes. 25 examples per property (at least the profile's: 1,000 on ``thorough``)."""
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from hypothesis import strategies as st
 
 from handgrad import engine
 from handgrad.engine.testing import PROPERTIES, SPECS, profiles, spec_for
-from handgrad.engine.testing.properties import kink_examples_hold
+from handgrad.engine.testing.properties import kink_examples_hold, needs_second_sample
 
 OPS = sorted(engine.REGISTRY)
 
@@ -29,13 +32,22 @@ def test_every_spec_names_a_registered_op():
     assert not set(SPECS) - set(OPS)
 
 
-@pytest.mark.parametrize("prop", PROPERTIES, ids=lambda p: p.__name__)
-@pytest.mark.parametrize("name", OPS)
+def _cases():
+    """(op, property) pairs; re-entrancy only for the ops that take parameters."""
+    return [(name, prop) for prop in PROPERTIES for name in OPS
+            if not needs_second_sample(prop) or engine.REGISTRY[name].signature.params]
+
+
+@pytest.mark.parametrize("name, prop", _cases(), ids=lambda x: getattr(x, "__name__", x))
 @settings(max_examples=profiles.examples(25))
 @given(data=st.data(), seed=st.integers(0, 2**31 - 1))
 def test_op_property(name, prop, data, seed):
     op, spec = engine.REGISTRY[name], spec_for(name)
-    prop(op, spec, data.draw(spec.sample), seed)
+    sample = data.draw(spec.sample)
+    if needs_second_sample(prop):           # re-entrancy: a second call of the op
+        prop(op, spec, sample, seed, other=data.draw(spec.sample) if sample[1] else None)
+    else:
+        prop(op, spec, sample, seed)
 
 
 @pytest.mark.parametrize("name", [n for n in OPS if SPECS[n].kink_examples])
@@ -96,6 +108,14 @@ COVERAGE = [
     ("softmax_cross_entropy", "soft targets with a zero row",
      lambda s: s[0][1].dtype.kind == "f" and s[0][1].ndim > 1
      and (s[0][1].sum(axis=-1) == 0).any() and s[0][1].any()),
+    ("pow", "a negative base with an odd integer exponent (constant)",
+     lambda s: s[0][1].dtype.kind == "i" and bool(np.any((np.broadcast_arrays(*s[0])[0] < 0)
+                                                         & (np.broadcast_arrays(*s[0])[1] % 2 == 1)))),
+    ("pow", "a negative base with an even integer exponent (constant)",
+     lambda s: s[0][1].dtype.kind == "i" and bool(np.any((np.broadcast_arrays(*s[0])[0] < 0)
+                                                         & (np.broadcast_arrays(*s[0])[1] % 2 == 0)))),
+    *[(name, "axis=() (no axis reduced)", lambda s: s[1]["axis"] == ())
+      for name in ("sum", "mean", "max", "var", "logsumexp")],
     *[(name, "|x| >= 1e3", lambda s: np.max(np.abs(s[0][0]), initial=0) >= 1e3)
       for name in ("sigmoid", "tanh", "softplus", "softmax", "log_softmax", "logsumexp",
                    "softmax_cross_entropy", "sigmoid_binary_cross_entropy")],
@@ -120,3 +140,5 @@ def test_kink_examples_cover_keepdims_and_zero_bases():
     assert any((np.asarray(args[0]) == 0).any() for args, _, _ in SPECS["pow"].kink_examples)
     assert any((np.asarray(args[0]) == 0).any() for args, _, _ in SPECS["pow_scalar"].kink_examples)
     assert any(p == {"min": 0.0, "max": 6.0} for _, p, _ in SPECS["clip"].kink_examples)
+    assert any(p.get("min") is None and p.get("max") is not None
+               for _, p, _ in SPECS["clip"].kink_examples)             # max only

@@ -17,7 +17,10 @@ from typing import Any, Callable
 
 import numpy as np
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from numpy.typing import ArrayLike
 
+from ...plain import plain_repr
 from .. import strategies as s
 
 Sample = tuple[tuple[Any, ...], dict[str, Any]]
@@ -28,7 +31,8 @@ class OpSpec:
     """How to test one op.
 
     sample:        a hypothesis strategy of (args, params) inside the op's domain.
-    reference:     numpy (float64) reference of the forward: reference(*args, **params).
+    reference:     numpy (float64) reference of the forward: reference(*args, **params),
+                   an array or a numpy scalar (compared through ``np.asarray``).
     kinks:         where the op is not differentiable and how the sample avoids it.
     complex_step:  the forward is analytic and accepts complex input (complex-step check).
     atol, rtol:    tolerance override for finite-difference checks, with ``why``.
@@ -40,7 +44,7 @@ class OpSpec:
 
     name: str
     sample: st.SearchStrategy
-    reference: Callable[..., np.ndarray]
+    reference: Callable[..., ArrayLike]
     kinks: str = "none: smooth on its domain"
     complex_step: bool = False
     atol: float | None = None
@@ -55,7 +59,8 @@ class OpSpec:
 SPECS: dict[str, OpSpec] = {}
 
 
-def spec(name: str, sample: st.SearchStrategy, reference: Callable[..., np.ndarray], **kw: Any) -> OpSpec:
+def spec(name: str, sample: st.SearchStrategy, reference: Callable[..., ArrayLike],
+         **kw: Any) -> OpSpec:
     """Define (or replace) the test specification of op ``name``. Users call this for their ops."""
     module = sys._getframe(1).f_globals.get("__name__", "")
     SPECS[name] = OpSpec(name, sample, reference, module=module, **kw)
@@ -63,6 +68,8 @@ def spec(name: str, sample: st.SearchStrategy, reference: Callable[..., np.ndarr
 
 
 def spec_for(name: str) -> OpSpec:
+    """The test specification of the op called ``name``; a KeyError saying how to add one
+    when it has none."""
     if name not in SPECS:
         raise KeyError(f"op {name!r} has no test specification: add one with "
                        f"engine.testing.spec({name!r}, sample=..., reference=...)")
@@ -71,33 +78,103 @@ def spec_for(name: str) -> OpSpec:
 
 # --- building blocks ---------------------------------------------------------------------
 
-def unary(values: Callable[[s.Shape], st.SearchStrategy], max_dims: int = 3, **params: st.SearchStrategy) -> st.SearchStrategy:
-    """Samples of a one-input op: an array of any small shape from ``values(shape)``,
-    and each keyword parameter drawn from its strategy."""
+Values = Callable[[s.Shape], st.SearchStrategy] | st.SearchStrategy
+"""How a building block draws one input: a shape factory (``strategies.reals``: a shape in,
+a strategy of arrays of that shape out), or a hypothesis strategy of arrays (used as drawn,
+its own shapes) or of numbers (the elements of an array of the shape the block draws)."""
+
+
+def _check_values(what: str, values: Any) -> None:
+    if not (isinstance(values, st.SearchStrategy) or callable(values)):
+        raise TypeError(f"{what}: values must be a hypothesis strategy or a shape factory "
+                        f"(shape -> strategy), got {type(values).__name__}")
+
+
+def _draw_any(draw: st.DrawFn, what: str, values: Values,
+              shape: s.Shape) -> tuple[np.ndarray, bool]:
+    """One input array, and whether it came with a shape of its own: from the shape factory
+    at ``shape``, or from the strategy (an array as drawn: True; numbers fill an array of
+    ``shape``, float64 unless they are all integers)."""
+    if not isinstance(values, st.SearchStrategy):
+        return draw(values(shape)), False
+    first = draw(values)
+    if isinstance(first, np.ndarray):
+        return first, True
+    size = int(np.prod(shape))
+    items = [first, *draw(st.lists(values, min_size=size - 1, max_size=size - 1))]
+    bad = [x for x in items if isinstance(x, (bool, np.bool_))
+           or not isinstance(x, (int, float, np.integer, np.floating))]
+    if bad:
+        raise TypeError(f"{what}: the strategy drew {plain_repr(bad[0])} ({type(bad[0]).__name__}); "
+                        f"it must draw numpy arrays or real numbers")
+    dtype = np.int64 if all(isinstance(x, (int, np.integer)) for x in items) else np.float64
+    return np.array(items, dtype=dtype).reshape(shape), False
+
+
+def _draw(draw: st.DrawFn, what: str, values: Values, shape: s.Shape) -> np.ndarray:
+    return _draw_any(draw, what, values, shape)[0]
+
+
+def unary(values: Values, max_dims: int = 3, **params: st.SearchStrategy) -> st.SearchStrategy:
+    """Samples of a one-input op: an array of any small shape (up to ``max_dims`` axes) from
+    ``values``, and each keyword parameter drawn from its strategy.
+
+    ``values`` is a shape factory (``strategies.reals``) or a hypothesis strategy, of
+    arrays (``hypothesis.extra.numpy.arrays(...)``, used as drawn) or of numbers
+    (``st.floats(-1, 1)``: the elements)."""
+    _check_values("unary", values)
+
     @st.composite
     def draw_sample(draw: st.DrawFn) -> Sample:
         shape = draw(s.shapes(max_dims=max_dims))
-        return (draw(values(shape)),), {k: draw(v) for k, v in params.items()}
+        return (_draw(draw, "unary", values, shape),), {k: draw(v) for k, v in params.items()}
     return draw_sample()
 
 
-def binary(left: Callable[[s.Shape], st.SearchStrategy], right: Callable[[s.Shape], st.SearchStrategy]) -> st.SearchStrategy:
-    """Samples of a two-input broadcasting op: shapes that broadcast together."""
+def _broadcasting_with(shape: s.Shape) -> st.SearchStrategy:
+    return hnp.broadcastable_shapes(shape, max_dims=3, max_side=4)
+
+
+def binary(left: Values, right: Values) -> st.SearchStrategy:
+    """Samples of a two-input broadcasting op: shapes that broadcast together. Each side is
+    a shape factory or a strategy (see ``unary``); an array a strategy draws keeps its
+    shape, and the other side is drawn to broadcast with it. Two drawn arrays whose shapes
+    do not broadcast are an error."""
+    _check_values("binary", left)
+    _check_values("binary", right)
+
     @st.composite
     def draw_sample(draw: st.DrawFn) -> Sample:
         sa, sb = draw(s.broadcastable_shapes(2))
-        return (draw(left(sa)), draw(right(sb))), {}
+        a, a_as_drawn = _draw_any(draw, "binary", left, sa)
+        if a_as_drawn:
+            sb = draw(_broadcasting_with(a.shape))
+        b, b_as_drawn = _draw_any(draw, "binary", right, sb)
+        if b_as_drawn and not a_as_drawn:         # the left one again, to fit the right one
+            a = _draw(draw, "binary", left, draw(_broadcasting_with(b.shape)))
+        try:
+            np.broadcast_shapes(a.shape, b.shape)
+        except ValueError:
+            raise ValueError(f"binary: the strategies drew arrays of shapes {a.shape} and "
+                             f"{b.shape}, which do not broadcast together") from None
+        return (a, b), {}
     return draw_sample()
 
 
-def reduction(values: Callable[[s.Shape], st.SearchStrategy], **params: st.SearchStrategy) -> st.SearchStrategy:
-    """Samples of a reduction: an array, a valid ``axis`` (None, int or tuple), ``keepdims``."""
+def reduction(values: Values, **params: st.SearchStrategy) -> st.SearchStrategy:
+    """Samples of a reduction: an array (``values`` as in ``unary``), a valid ``axis``
+    (None, int or tuple) for its shape, ``keepdims``."""
+    _check_values("reduction", values)
+
     @st.composite
     def draw_sample(draw: st.DrawFn) -> Sample:
         shape = draw(s.shapes(max_dims=3))
-        p = {"axis": draw(s.axis_for(len(shape))), "keepdims": draw(st.booleans())}
+        x = _draw(draw, "reduction", values, shape) if isinstance(values, st.SearchStrategy) \
+            else None          # a factory's array is drawn last, as it always was
+        p = {"axis": draw(s.axis_for(len(shape) if x is None else x.ndim)),
+             "keepdims": draw(st.booleans())}
         p.update({k: draw(v) for k, v in params.items()})
-        return (draw(values(shape)),), p
+        return (_draw(draw, "reduction", values, shape) if x is None else x,), p
     return draw_sample()
 
 
@@ -110,5 +187,9 @@ def along_axis(values: Callable[[s.Shape], st.SearchStrategy]) -> st.SearchStrat
 
 
 # The built-in ops' specs (each module calls spec() for its family).
-from . import (activation as _activation, elementwise as _elementwise,  # noqa: E402,F401
-               linalg as _linalg, loss as _loss, reduce as _reduce, shape as _shape)
+from . import activation as _activation  # noqa: E402,F401,I001
+from . import elementwise as _elementwise  # noqa: E402,F401
+from . import linalg as _linalg  # noqa: E402,F401
+from . import loss as _loss  # noqa: E402,F401
+from . import reduce as _reduce  # noqa: E402,F401
+from . import shape as _shape  # noqa: E402,F401

@@ -1,13 +1,11 @@
 """Specs of the elementwise ops (engine/ops/elementwise.py)."""
 from __future__ import annotations
 
-
 import numpy as np
 from hypothesis import strategies as st
 
 from .. import strategies as s
 from . import Sample, binary, spec, unary
-
 
 spec("add", binary(s.reals, s.reals), np.add, complex_step=True)
 spec("sub", binary(s.reals, s.reals), np.subtract, complex_step=True)
@@ -15,9 +13,21 @@ spec("mul", binary(s.reals, s.reals), np.multiply, complex_step=True)
 spec("div", binary(s.reals, s.nonzero), np.divide, kinks="pole at b = 0: b kept |b| >= 0.3",
      complex_step=True)
 spec("neg", unary(s.reals), np.negative, complex_step=True)
-spec("pow", binary(s.positive, lambda sh: s.reals(sh, 2.0)), np.power,
-     kinks="a > 0 (a^b for real b and the log(a) in d/db need it): a in [0.2, 3]; at a = 0 "
-           "(b >= 1) d/da = b 0^(b-1) and d/db = 0, as documented",
+@st.composite
+def _pow_integer_exponent_sample(draw: st.DrawFn) -> Sample:
+    """Bases of either sign with constant integer exponents in [-3, 4] (int8: numpy keeps
+    a float32 base float32 with it, not with int64). The exponent is not differentiated
+    (d/db is undefined for a < 0), so both modes must give d/da alone: finite, with the
+    sign of a^(b-1)."""
+    sa, sb = draw(s.broadcastable_shapes(2))
+    return (draw(s.nonzero(sa)), draw(s.hnp.arrays(np.int8, sb, elements=st.integers(-3, 4)))), {}
+
+
+spec("pow", st.one_of(binary(s.positive, lambda sh: s.reals(sh, 2.0)),
+                      _pow_integer_exponent_sample()), np.power,
+     kinks="a > 0 for a real exponent (a^b and the log(a) in d/db need it): a in [0.2, 3]; "
+           "a of either sign, |a| >= 0.3 (pole of negative powers), for a constant integer "
+           "exponent; at a = 0 (b >= 1) d/da = b 0^(b-1) and d/db = 0, as documented",
      complex_step=True,
      kink_examples=(((np.zeros(3), np.array([1.0, 2.0, 3.0])), {},
                      (np.array([1.0, 0.0, 0.0]), np.zeros(3))),))
@@ -49,7 +59,7 @@ spec("sqrt", unary(s.positive), np.sqrt, kinks="infinite slope at 0: x in [0.2, 
      complex_step=True)
 spec("abs", unary(s.nonzero), np.abs, kinks="kink at 0 (abs'(0) = 0 by convention): |x| >= 0.3",
      kink_examples=(((np.array([-1.0, 0.0, 2.0]),), {}, (np.array([-1.0, 0.0, 1.0]),)),))
-_TIE = ((np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 2.0])), {})
+_TIE: Sample = ((np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 2.0])), {})
 spec("maximum", binary(lambda sh: s.off_grid(sh, 0.0), lambda sh: s.off_grid(sh, 0.5)),
      np.maximum, kinks="ties a == b (gradient split evenly): |a - b| >= 0.1",
      kink_examples=(_TIE + ((np.array([0.0, 0.5, 1.0]), np.array([1.0, 0.5, 0.0])),),))
@@ -74,7 +84,14 @@ spec("clip", _clip_sample(), lambda x, min=None, max=None: np.clip(x, min, max),
                     ((np.array([-1.0, 0.0, 3.0, 6.0, 7.0]),), {"min": 0.0, "max": 6.0},
                      (np.array([0.0, 1.0, 1.0, 1.0, 0.0]),)),
                     ((np.array([-1.0, 0.0, 1.0]),), {"min": 0.0},
-                     (np.array([0.0, 1.0, 1.0]),))))
+                     (np.array([0.0, 1.0, 1.0]),)),
+                    # one bound only (a separate code path in many hand-written clips)
+                    ((np.array([-1.0, 0.5, 2.0]),), {"max": 0.5},
+                     (np.array([1.0, 1.0, 0.0]),)),
+                    ((np.array([-2.0, -0.5, 1.0]),), {"min": -0.5},
+                     (np.array([0.0, 1.0, 1.0]),)),
+                    ((np.array([-1.0, 0.0, 1.0]),), {"min": None, "max": 0.0},
+                     (np.array([1.0, 1.0, 0.0]),))))
 
 
 @st.composite

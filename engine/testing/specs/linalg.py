@@ -1,7 +1,6 @@
 """Specs of matmul and linear (engine/ops/linalg.py)."""
 from __future__ import annotations
 
-
 import numpy as np
 from hypothesis import strategies as st
 

@@ -1,7 +1,6 @@
 """Specs of the losses (engine/ops/loss.py)."""
 from __future__ import annotations
 
-
 import numpy as np
 from hypothesis import strategies as st
 

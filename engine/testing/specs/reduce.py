@@ -13,9 +13,10 @@ from . import Sample, reduction, spec
 @st.composite
 def _var_sample(draw: st.DrawFn) -> Sample:
     shape = draw(s.shapes(min_dims=1, max_dims=3, min_side=2))
-    return (draw(s.reals(shape)),), {"axis": draw(s.axis_for(len(shape))),
-                                     "keepdims": draw(st.booleans()),
-                                     "ddof": draw(st.sampled_from([0, 1]))}
+    axis = draw(s.axis_for(len(shape)))
+    # axis=() reduces over one element: ddof=1 would leave none (an error, as in numpy)
+    return (draw(s.reals(shape)),), {"axis": axis, "keepdims": draw(st.booleans()),
+                                     "ddof": draw(st.sampled_from([0] if axis == () else [0, 1]))}
 
 
 spec("sum", reduction(s.reals), lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),

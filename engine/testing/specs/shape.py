@@ -90,6 +90,11 @@ def _stack_sample(draw: st.DrawFn) -> Sample:
 
 @st.composite
 def _broadcast_to_sample(draw: st.DrawFn) -> Sample:
+    if draw(st.booleans()):
+        # A square input broadcast along a new leading axis: its gradient is a square,
+        # non-symmetric matrix, so a rule that transposes it is seen.
+        n = draw(st.integers(2, 4))
+        return (draw(s.reals((n, n))),), {"shape": (draw(st.integers(1, 3)), n, n)}
     target = draw(s.shapes(max_dims=3))
     keep = draw(st.integers(0, len(target)))
     shape = tuple(1 if draw(st.booleans()) else n for n in target[len(target) - keep:])
