@@ -65,8 +65,9 @@ def test_a_failure_prints_the_shrunk_counterexample_and_exits_1():
     assert run.returncode == 1
     (line,) = lines_for(run.stdout, "ramp")
     assert line.startswith("FAIL")
-    assert "property rules_leave_their_arguments_alone fails for sample args=(array(-1.),)" \
-        in run.stdout
+    # shrunk to a simple scalar (which one depends on hypothesis's version: -1 or -3)
+    assert re.search(r"property rules_leave_their_arguments_alone fails for sample "
+                     r"args=\(array\(-?\d+\.\),\)", run.stdout), run.stdout
     assert "wrote into the incoming gradient" in run.stdout
     assert "0 passed, 1 failed" in run.stdout
 
