@@ -19,6 +19,7 @@ Two jobs:
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import tempfile
@@ -29,7 +30,6 @@ from mkdocs.exceptions import PluginError
 from mkdocs.plugins import event_priority
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_DIRS = {"__root__": ROOT / "src" / "handgrad", "engine": ROOT / "engine", "nn": ROOT / "nn"}
 INTRO = "_intro"
 MARKER = re.compile(r"^<!-- readme: (?P<name>[^|>]+?)(?:\s*\|\s*h(?P<level>[1-6]))? -->[ \t]*$", re.M)
 INCLUDE = re.compile(r"^<!-- include: (?P<path>[^>]+?) -->[ \t]*$", re.M)
@@ -39,17 +39,17 @@ FENCE = re.compile(r"^\s*(```|~~~)")
 _views: list[Path] = []
 
 
-def package_view(where: Path) -> Path:
-    """``where/handgrad``: the installed layout of the package, made of symbolic links to the
-    repository's folders (src/handgrad's files, engine/, nn/). Returns ``where``."""
-    pkg = where / "handgrad"
-    pkg.mkdir()
-    for item in PACKAGE_DIRS["__root__"].iterdir():
-        if item.suffix in (".py", ".pyi", ".typed"):
-            (pkg / item.name).symlink_to(item)
-    for name in ("engine", "nn"):
-        (pkg / name).symlink_to(PACKAGE_DIRS[name], target_is_directory=True)
-    return where
+def _load_package_view() -> Any:
+    """``package_view`` of .ci/package_view.py: the one place that knows the installed layout."""
+    spec = importlib.util.spec_from_file_location("handgrad_package_view",
+                                                  ROOT / ".ci" / "package_view.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.package_view
+
+
+package_view = _load_package_view()
 
 
 @event_priority(100)          # before mkdocstrings reads its handler's configuration

@@ -386,23 +386,33 @@ def verify(node: "Node", out: "Tensor") -> None:
                 f"({node!r}), was written through its numpy array after the forward pass "
                 f"(the array was handed out after that pass, and its values changed since).")
     g = node.guard
-    if g is not None and g.foreign:
-        for position, array, crc in g.foreign:
-            if checksum(array) != crc:
-                raise RuntimeError(
-                    f"{_what(node, position)}, saved for the backward of op '{node.op.name}' "
-                    f"({node!r}), changed after the forward pass (its checksum differs). Its "
-                    f"memory is not numpy's ({_buffer(array)}), so it could not be made "
-                    f"read-only: something wrote into it. Call backward() before changing "
-                    f"it, or give handgrad a copy (Tensor(array) rather than copy=False).")
-    if g is not None and g.checksums is not None:
-        for position, array, crc in g.checksums:
-            if checksum(array) != crc:
-                raise RuntimeError(
-                    f"detect_anomaly: {_what(node, position)}, saved for the backward of op "
-                    f"'{node.op.name}' ({node!r}), changed after the forward pass (its "
-                    f"checksum differs): something wrote into its memory, e.g. through a "
-                    f"numpy view taken before the forward pass.")
+    if g is None:
+        return
+    changed = _first_changed(g.foreign)
+    if changed is not None:
+        position, array = changed
+        raise RuntimeError(
+            f"{_what(node, position)}, saved for the backward of op '{node.op.name}' "
+            f"({node!r}), changed after the forward pass (its checksum differs). Its "
+            f"memory is not numpy's ({_buffer(array)}), so it could not be made "
+            f"read-only: something wrote into it. Call backward() before changing "
+            f"it, or give handgrad a copy (Tensor(array) rather than copy=False).")
+    changed = _first_changed(g.checksums)
+    if changed is not None:
+        raise RuntimeError(
+            f"detect_anomaly: {_what(node, changed[0])}, saved for the backward of op "
+            f"'{node.op.name}' ({node!r}), changed after the forward pass (its "
+            f"checksum differs): something wrote into its memory, e.g. through a "
+            f"numpy view taken before the forward pass.")
+
+
+def _first_changed(entries: "Checksums | None") -> tuple[int, np.ndarray] | None:
+    """The first ``(position, array)`` of ``(position, array, crc)`` entries whose array's
+    checksum is no longer ``crc`` (None when all match, or there are no entries)."""
+    for position, array, crc in entries or ():
+        if checksum(array) != crc:
+            return position, array
+    return None
 
 
 def _buffer(array: np.ndarray) -> str:

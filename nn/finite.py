@@ -25,6 +25,13 @@ def all_finite(a: np.ndarray) -> bool:
     return math.isfinite(abs(square)) or bool(np.isfinite(a).all())
 
 
+def non_finite_rows(a: np.ndarray) -> tuple[int, int]:
+    """How many examples (rows along the first axis; a 0-d array is one) hold a NaN or
+    Inf, and the index of the first: for messages that point at the data at fault."""
+    bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1) if a.ndim else np.array([True])
+    return int(bad.sum()), int(np.argmax(bad))
+
+
 def first_non_finite(a: np.ndarray) -> float:
     """The first NaN or Inf of ``a`` in C order (``a`` must hold one)."""
     return float(a.ravel()[np.flatnonzero(~np.isfinite(a))[0]])

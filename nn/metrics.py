@@ -11,7 +11,7 @@ import numpy as np
 
 from handgrad.engine.plain import plain_repr
 
-from .finite import all_finite
+from .finite import all_finite, non_finite_rows
 
 
 def _np(x: Any) -> np.ndarray:
@@ -24,9 +24,9 @@ def _np(x: Any) -> np.ndarray:
 def _finite_scores(what: str, s: np.ndarray, name: str = "scores") -> np.ndarray:
     """``s`` itself, or a ValueError saying how many examples hold NaN/Inf and the first."""
     if not all_finite(s):
-        bad = ~np.isfinite(s.reshape(len(s), -1)).all(axis=1) if s.ndim else np.array([True])
-        raise ValueError(f"{what}: the {name} are NaN/Inf for {int(bad.sum())} of {bad.size} "
-                         f"examples (the first is example {int(np.argmax(bad))}); a model that "
+        count, first = non_finite_rows(s)
+        raise ValueError(f"{what}: the {name} are NaN/Inf for {count} of {len(s) if s.ndim else 1} "
+                         f"examples (the first is example {first}); a model that "
                          f"gives them has diverged or was fed NaN/Inf")
     return s
 

@@ -17,7 +17,7 @@ from handgrad.engine.plain import plain_repr
 from . import metrics
 from .data import DataLoader
 from .errors import UserInputError
-from .finite import all_finite, first_non_finite
+from .finite import all_finite, first_non_finite, non_finite_rows
 from .module import Module
 from .optim import LRScheduler, NonFiniteUpdate, Optimizer, clip_grad_norm_
 from .progress import Progress, resolve_verbose
@@ -143,9 +143,9 @@ def _where_not_finite(what: str, X: np.ndarray, y: np.ndarray) -> str | None:
     """Which of the data's float inputs or targets hold NaN/Inf (the first example), if any."""
     for name, a in (("inputs", X), ("targets", y)):
         if not all_finite(a):
-            bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
-            return (f"{what}: the {name} hold NaN/Inf in {int(bad.sum())} of {len(a)} examples "
-                    f"(the first is example {int(np.argmax(bad))})")
+            count, first = non_finite_rows(a)
+            return (f"{what}: the {name} hold NaN/Inf in {count} of {len(a)} examples "
+                    f"(the first is example {first})")
     return None
 
 
@@ -160,10 +160,10 @@ def evaluate(model: Module, loss_fn: Callable[..., Tensor], data: Any,
         raise ValueError(bad_data)
     scores = predict(model, X, batch_size)
     if not all_finite(scores):
-        bad = ~np.isfinite(scores.reshape(len(scores), -1)).all(axis=1)
+        count, first = non_finite_rows(scores)
         raise NonFiniteEvaluation(
-            f"evaluate: the model's outputs are NaN/Inf for {int(bad.sum())} of {len(scores)} "
-            f"examples (the first is example {int(np.argmax(bad))})", "outputs",
+            f"evaluate: the model's outputs are NaN/Inf for {count} of {len(scores)} "
+            f"examples (the first is example {first})", "outputs",
             first_non_finite(scores))
     with engine.no_grad():
         loss = float(loss_fn(Tensor(scores, copy=False), y).item())

@@ -92,14 +92,11 @@ def test_mypy_sees_the_ops_as_functions_and_methods(tmp_path):
 
 
 def installed_layout(tmp_path: Path) -> Path:
-    """The package as a wheel lays it out (handgrad/engine, handgrad/nn), by symbolic links:
-    mypy cannot follow setuptools' editable-install finder (a wheel install needs none)."""
+    """The package as a wheel lays it out, by symbolic links (.ci/package_view.py): mypy
+    cannot follow setuptools' editable-install finder (a wheel install needs none)."""
     tree = tmp_path / "layout"
-    (tree / "handgrad").mkdir(parents=True)
-    for f in (ROOT / "src" / "handgrad").iterdir():
-        (tree / "handgrad" / f.name).symlink_to(f)
-    for name in ("engine", "nn"):
-        (tree / "handgrad" / name).symlink_to(ROOT / name)
+    tree.mkdir()
+    subprocess.run([sys.executable, str(ROOT / ".ci" / "package_view.py"), str(tree)], check=True)
     return tree
 
 

@@ -65,14 +65,16 @@ def test_resume_under_early_stopping_stops_where_the_whole_run_stops(tmp_path, c
 
 
 class _CtrlCAt(losses.CrossEntropyLoss):
-    """The CLI's loss, pressing Ctrl-C at its n-th call (a training step)."""
+    """The CLI's loss, pressing Ctrl-C (``presses`` times) at its n-th call (a training step)."""
     at = 0
     calls = 0
+    presses = 1
 
     def forward(self, out, y):
         type(self).calls += 1
         if type(self).calls == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(self.presses):
+                os.kill(os.getpid(), signal.SIGINT)
         return super().forward(out, y)
 
 
@@ -224,17 +226,11 @@ def test_ctrl_c_while_loading_data_is_status_130_without_a_traceback(tmp_path, c
     assert _bytes(tmp_path / "run") == before
 
 
-class _TwiceCtrlCAt(losses.CrossEntropyLoss):
+class _TwiceCtrlCAt(_CtrlCAt):
     """Ctrl-C twice at the n-th call: the second makes fit abort in the middle of a step."""
     at = 0
     calls = 0
-
-    def forward(self, out, y):
-        type(self).calls += 1
-        if type(self).calls == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-        return super().forward(out, y)
+    presses = 2
 
 
 def test_a_second_ctrl_c_still_saves_the_last_complete_epoch(tmp_path, capsys, monkeypatch):
