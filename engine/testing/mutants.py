@@ -18,6 +18,17 @@ The mutants (each needs only the op's signature, so they apply to any op):
     swap <a>, <b>        two inputs' gradients exchanged
     jvp ignores <input>  the JVP run with that input's tangent set to zero
     writes into grad     the backward rule multiplies its incoming gradient in place
+
+Three more plant the bugs only generic samples (distinct entries) reveal, the kind a spec
+drawing nearly constant arrays lets through:
+
+    cross term dropped <input>     a term proportional to (x - mean(x)) missing from x's
+                                   gradient, as when a batch-norm rule drops a factor
+                                   from the term that vanishes on a constant column
+    only where equal <a>, <b>      a's gradient off by a term proportional to a - b (right
+                                   only where the two inputs coincide)
+    sum over wrong axis <input>    x's gradient off by the gap between x's row and column
+                                   means (a statistic taken over the wrong axis of a square)
 """
 from __future__ import annotations
 
@@ -27,6 +38,7 @@ from typing import Any, Callable
 import numpy as np
 from hypothesis import settings
 
+from ..broadcast import sum_to
 from ..graph import Node
 from ..op import Op
 from .check import run_op
@@ -46,6 +58,9 @@ class Mutant:
     backward: Rule | None = None
     jvp: Rule | None = None
     side_effect: bool = False          # always differs (it writes), no need to compare
+    # Which samples the bug can exist on at all (None: every sample). A mutant that never
+    # applied is left out of the report: a bias is 1-D by nature, not by a weak spec.
+    applies: Callable[[Sample], bool] | None = None
 
 
 def _each(result: tuple[Any, ...], change: Callable[[int, Any], Any]) -> tuple[Any, ...]:
@@ -101,6 +116,93 @@ def mutants_for(op: Op) -> list[Mutant]:
                 np.zeros_like(t) if i == k and t is not None else t for i, t in enumerate(ts)])))
     found.append(Mutant("writes into grad", "its backward rule never ran",
                         backward=_writes_into_grad, side_effect=True))
+    return found + _generic_only_mutants(inputs)
+
+
+# How big a planted term is, relative to the gradient's own scale: far above any spec's
+# tolerance, so a mutant that survives was unseen, not tolerated.
+_PLANTED = 0.25
+
+
+def _scale(g: np.ndarray, grad: np.ndarray) -> float:
+    """A size for a planted term: the gradient's mean magnitude (1 if it is zero), so the
+    term is visible next to the true gradient on any sample where it is nonzero."""
+    size = float(np.mean(np.abs(g))) if g.size else 0.0
+    return size if size > 0 else float(np.mean(np.abs(grad))) or 1.0
+
+
+def _input_value(ctx: Node, k: int) -> np.ndarray:
+    return np.asarray(ctx.inputs[k].data, dtype=np.float64)
+
+
+def _cross_term_dropped(rule: Rule, ctx: Node, grad: np.ndarray, k: int) -> tuple[Any, ...]:
+    def change(i: int, g: Any) -> Any:
+        g = np.asarray(g)
+        if i != k or k >= len(ctx.inputs) or g.shape != ctx.inputs[k].shape:
+            return g
+        x = _input_value(ctx, k)
+        centred = x - x.mean()                    # zero wherever x is constant
+        return (g + _PLANTED * _scale(g, grad) * centred).astype(g.dtype)
+    return _each(rule(ctx, grad), change)
+
+
+def _broadcastable(*shapes: tuple[int, ...]) -> bool:
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        return False
+    return True
+
+
+def _only_where_equal(rule: Rule, ctx: Node, grad: np.ndarray, k: int, m: int) -> tuple[Any, ...]:
+    def change(i: int, g: Any) -> Any:
+        g = np.asarray(g)
+        if i != k or max(k, m) >= len(ctx.inputs):     # *xs: fewer inputs this call
+            return g
+        a, b = _input_value(ctx, k), _input_value(ctx, m)
+        if g.shape != a.shape or not _broadcastable(a.shape, b.shape):
+            return g                                # inputs that do not line up (matmul)
+        gap = sum_to(np.broadcast_to(a - b, np.broadcast_shapes(a.shape, b.shape)), g.shape)
+        return (g + _PLANTED * _scale(g, grad) * gap).astype(g.dtype)
+    return _each(rule(ctx, grad), change)
+
+
+def _wrong_axis(rule: Rule, ctx: Node, grad: np.ndarray, k: int) -> tuple[Any, ...]:
+    """A statistic of x taken over the wrong axis (a row mean where the column mean was
+    meant): the gradient is off by the gap between the two, zero unless x is a square
+    whose row and column means differ."""
+    def change(i: int, g: Any) -> Any:
+        g = np.asarray(g)
+        if i != k or k >= len(ctx.inputs):
+            return g
+        x = _input_value(ctx, k)
+        if x.ndim < 2 or x.shape[-1] != x.shape[-2] or g.shape != x.shape:
+            return g
+        gap = x.mean(axis=-1, keepdims=True) - np.swapaxes(x.mean(axis=-2, keepdims=True), -1, -2)
+        return (g + _PLANTED * _scale(g, grad) * np.broadcast_to(gap, x.shape)).astype(g.dtype)
+    return _each(rule(ctx, grad), change)
+
+
+def _generic_only_mutants(inputs: list[tuple[int, str]]) -> list[Mutant]:
+    found = []
+    for k, name in inputs:
+        found.append(Mutant(
+            f"cross term dropped {name}",
+            f"{name} was constant (all entries equal) on every sample drawn: draw generic "
+            f"samples (distinct entries, engine.testing.strategies.generic)",
+            backward=lambda rule, ctx, grad, k=k: _cross_term_dropped(rule, ctx, grad, k)))
+    for (k, a), (m, b) in zip(inputs, inputs[1:]):
+        found.append(Mutant(
+            f"only where equal {a}, {b}",
+            f"{a} and {b} were equal on every sample drawn: draw them independently",
+            backward=lambda rule, ctx, grad, k=k, m=m: _only_where_equal(rule, ctx, grad, k, m)))
+    for k, name in inputs:
+        found.append(Mutant(
+            f"sum over wrong axis {name}",
+            f"{name} was never a square matrix whose row means differ from its column "
+            f"means: draw generic square matrices",
+            backward=lambda rule, ctx, grad, k=k: _wrong_axis(rule, ctx, grad, k),
+            applies=lambda sample, k=k: k < len(sample[0]) and np.ndim(sample[0][k]) >= 2))
     return found
 
 
@@ -167,6 +269,7 @@ class MutantResult:
     mutant: Mutant
     caught_by: str | None = None     # the property that failed (None: not caught)
     examples: int = 0                # samples drawn
+    applicable: int = 0              # samples the bug could exist on (Mutant.applies)
     changed: int = 0                 # samples on which the mutant changed a rule's result
     reason: str = ""                 # why it was not caught
 
@@ -180,6 +283,7 @@ class MutationReport:
     name: str
     results: list[MutantResult] = field(default_factory=list)
     failure: str | None = None       # the op fails its own spec: mutants are meaningless
+    inapplicable: list[str] = field(default_factory=list)   # never applied to a sample
 
     @property
     def missed(self) -> list[MutantResult]:
@@ -208,6 +312,9 @@ def run_mutants(op: Op, spec: OpSpec | None = None, *, profile: settings | None 
         def before(sample: Sample, seed: int, result: MutantResult = result,
                    mutated: Op = mutated, mutant: Mutant = mutant) -> bool:
             result.examples += 1
+            if mutant.applies is not None and not mutant.applies(sample):
+                return False
+            result.applicable += 1
             changed = changes_something(op, mutated, mutant, sample, seed)
             result.changed += changed
             return changed
@@ -215,6 +322,9 @@ def run_mutants(op: Op, spec: OpSpec | None = None, *, profile: settings | None 
         run = run_op(mutated, spec, profile=profile, max_examples=max_examples, shrink=False,
                      before=before)
         result.caught_by = run.failed_property
+        if result.applicable == 0 and not result.caught:
+            report.inapplicable.append(mutant.name)
+            continue
         if not result.caught:
             result.reason = _reason(spec, result)
         report.results.append(result)
