@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Iterable, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Union
 
 import numpy as np
 
@@ -51,6 +52,43 @@ class NonFiniteUpdate(FloatingPointError):
         self.index, self.value = index, value
 
 
+@dataclass(frozen=True)
+class Kernel:
+    """An optimizer's update lines as one function of arrays and numbers (``plain``), and
+    where a moment buffer can decay into subnormal numbers the same lines with those values
+    computed apart (``exact``, from nn/subnormal.py: the same bits, without the slow
+    microcode path of subnormal arithmetic; it takes ``plain``'s arguments and the flat
+    positions of the subnormal values). ``moment`` is the argument whose subnormal values
+    are tracked."""
+
+    plain: Callable[..., None]
+    exact: Callable[..., None]
+    moment: int = 1
+
+
+def heavy_ball_lines(w: np.ndarray, buf: np.ndarray, g: np.ndarray, mu: float, lr: float) -> None:
+    """SGD's heavy-ball momentum, in place: ``buf <- mu buf + g; w <- w - lr buf``."""
+    buf *= mu
+    buf += g
+    w -= lr * buf
+
+
+def adam_lines(w: np.ndarray, m: np.ndarray, v: np.ndarray, g: np.ndarray, b1: float, b2: float,
+               step: float, bias2: float, eps: float) -> None:
+    """Adam's update, in place (``step = lr / (1 - b1^t)``, ``bias2 = 1 - b2^t``)."""
+    m *= b1
+    m += (1 - b1) * g
+    v *= b2
+    v += (1 - b2) * (g * g)
+    denom = np.sqrt(v / bias2)
+    denom += eps
+    w -= step * (m / denom)
+
+
+HEAVY_BALL = Kernel(heavy_ball_lines, subnormal.heavy_ball)
+ADAM = Kernel(adam_lines, subnormal.adam)
+
+
 class Optimizer:
     """Holds parameter groups and a per-parameter state dict; subclasses define ``update``
     and ``check_group`` (the validation of their hyperparameters).
@@ -66,12 +104,25 @@ class Optimizer:
     undone for every parameter and raises ``NonFiniteUpdate``. It costs a copy of the
     parameters and a dot product of each with itself per step (nn/finite.py; the copies'
     buffers are allocated once).
+
+    ``exact_subnormals`` (SGD with momentum, Adam, AdamW, RMSprop with momentum): a moment
+    buffer of a unit that stops getting gradient decays by its factor every step into the
+    subnormal range, where many x86 CPUs compute several times slower
+    (benchmarks/results/subnormal.json). With True, the default, on a CPU where that is so
+    (``nn.subnormal.slow_here()``, probed once) those values are updated apart, in float64
+    rounded once, which gives exactly the bits of the plain lines (nn/subnormal.py explains
+    why); False runs only the plain lines. The numbers are the same either way. Every
+    update goes through ``run_kernel``.
     """
 
     STATE_KEYS: tuple[str, ...] = ()      # what ``update`` keeps per parameter
 
-    def __init__(self, params: ParamsArg, defaults: dict[str, Any]):
+    def __init__(self, params: ParamsArg, defaults: dict[str, Any], *, exact_subnormals: bool = True):
         name = type(self).__name__
+        if not isinstance(exact_subnormals, bool):
+            raise ValueError(f"{name}: exact_subnormals must be True or False, got "
+                             f"{plain_repr(exact_subnormals)}")
+        self.exact_subnormals = exact_subnormals
         self.defaults = dict(defaults)
         self.param_groups: list[dict[str, Any]] = []
         self.params: list[Parameter] = []
@@ -272,6 +323,22 @@ class Optimizer:
         ``step`` calls it for every parameter that has a gradient."""
         raise NotImplementedError
 
+    def run_kernel(self, kernel: Kernel, *args: Any) -> None:
+        """Run ``kernel`` on ``args`` (its arrays, then its numbers): the subnormal-exact
+        form when ``exact_subnormals`` is on, this CPU is slow on subnormal values, the
+        moment holds some (a hint
+        rescanned every few steps) and the arrays are ones it reproduces numpy's
+        arithmetic on; the plain lines otherwise. Both give the same bits."""
+        if self.exact_subnormals and subnormal.slow_here():
+            positions = self.subnormal_hints.positions(args[kernel.moment])
+            if positions.size:
+                arrays = tuple(a for a in args if isinstance(a, np.ndarray))
+                numbers = args[len(arrays):]
+                if subnormal.applies(arrays, numbers):
+                    kernel.exact(*args, positions)
+                    return
+        kernel.plain(*args)
+
     # --- resuming --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: JSON-serialisable apart from the numpy
@@ -365,9 +432,11 @@ class SGD(Optimizer):
     STATE_KEYS = ("momentum",)
 
     def __init__(self, params: ParamsArg, lr: float = 0.01, momentum: float = 0.0,
-                 dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
+                 dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 *, exact_subnormals: bool = True):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      nesterov=nesterov, weight_decay=weight_decay))
+                                      nesterov=nesterov, weight_decay=weight_decay),
+                         exact_subnormals=exact_subnormals)
 
     def check_group(self, group: dict[str, Any]) -> None:
         super().check_group(group)
@@ -386,13 +455,10 @@ class SGD(Optimizer):
             buf = state.get("momentum")
             if buf is None:
                 buf = state["momentum"] = np.array(g, dtype=w.dtype, copy=True)
+            elif not dampening and not group["nesterov"]:
+                self.run_kernel(HEAVY_BALL, w, buf, g, momentum, group["lr"])
+                return
             else:
-                positions = self.subnormal_hints.positions(buf)
-                if positions.size and not dampening and not group["nesterov"] and \
-                        subnormal.applies((w, buf, g), (momentum, group["lr"])):
-                    # The lines below, kept fast where the momentum is subnormal.
-                    subnormal.heavy_ball(w, buf, g, momentum, group["lr"], positions)
-                    return
                 buf *= momentum
                 buf += (1 - dampening) * g if dampening else g
             g = g + momentum * buf if group["nesterov"] else buf
@@ -418,9 +484,10 @@ class Adam(Optimizer):
     STATE_KEYS = ("m", "v", "t")
 
     def __init__(self, params: ParamsArg, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0):
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, exact_subnormals: bool = True):
         super().__init__(params, dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas,
-                                      eps=eps, weight_decay=weight_decay))
+                                      eps=eps, weight_decay=weight_decay),
+                         exact_subnormals=exact_subnormals)
 
     def check_group(self, group: dict[str, Any]) -> None:
         super().check_group(group)
@@ -444,18 +511,7 @@ class Adam(Optimizer):
         state["t"] += 1
         t = state["t"]
         step, bias2 = group["lr"] / (1 - b1 ** t), 1 - b2 ** t
-        positions = self.subnormal_hints.positions(m)
-        if positions.size and subnormal.applies((w, m, v, g), (b1, b2, step, bias2, group["eps"])):
-            # The lines below, kept fast where m is subnormal.
-            subnormal.adam(w, m, v, g, b1, b2, step, bias2, group["eps"], positions)
-            return
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * (g * g)
-        denom = np.sqrt(v / bias2)
-        denom += group["eps"]
-        w -= step * (m / denom)
+        self.run_kernel(ADAM, w, m, v, g, b1, b2, step, bias2, group["eps"])
 
 
 class AdamW(Adam):
@@ -463,8 +519,8 @@ class AdamW(Adam):
     w <- w - lr wd w, then the Adam step on the plain gradient."""
 
     def __init__(self, params: ParamsArg, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2):
-        super().__init__(params, lr, betas, eps, weight_decay)
+                 eps: float = 1e-8, weight_decay: float = 1e-2, *, exact_subnormals: bool = True):
+        super().__init__(params, lr, betas, eps, weight_decay, exact_subnormals=exact_subnormals)
 
     def update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
                group: dict[str, Any]) -> None:
@@ -484,9 +540,11 @@ class RMSprop(Optimizer):
     STATE_KEYS = ("v", "mean_g", "momentum")
 
     def __init__(self, params: ParamsArg, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0):
+                 momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0,
+                 *, exact_subnormals: bool = True):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
-                                      centered=centered, weight_decay=weight_decay))
+                                      centered=centered, weight_decay=weight_decay),
+                         exact_subnormals=exact_subnormals)
 
     def check_group(self, group: dict[str, Any]) -> None:
         super().check_group(group)
@@ -515,9 +573,7 @@ class RMSprop(Optimizer):
         denom += group["eps"]
         if momentum:
             buf = state.setdefault("momentum", np.zeros_like(w))
-            buf *= momentum
-            buf += g / denom
-            w -= group["lr"] * buf
+            self.run_kernel(HEAVY_BALL, w, buf, g / denom, momentum, group["lr"])
         else:
             w -= group["lr"] * (g / denom)
 

@@ -5,15 +5,19 @@ Why it is needed. A hidden unit that stops receiving gradient (a ReLU unit that 
 every example of the recent batches) still has its momentum multiplied by mu at every
 step, ``b <- mu b + 0``. In float32 that reaches the subnormal range (|b| < 2^-126, about
 1.2e-38) after a few hundred steps and stays there: the smallest subnormals are fixed
-points (0.9 times 5 * 2^-149 rounds back to 5 * 2^-149). x86 CPUs compute every operation
-with a subnormal operand or result through a slow microcode assist. Measured on this
-project's machine: ``b *= 0.9`` over the 200,704 momentum values of a 784x256 layer, 2.3%
-of them subnormal, takes 162 µs instead of 23 µs, and an SGD step makes three such passes
-(``b *= mu``, ``b += g``, ``lr * b``). From the third epoch of Fashion-MNIST on, that is
-about a tenth of the whole training time of the MLP 784-256-128-10, in handgrad and in
-numpy written by hand alike. Adam's first moment decays the same way (beta1 = 0.9): its
-update took 0.34 s of a 0.80 s first epoch and 0.82 s of a 1.29 s fourth. (JAX avoids it
-by flushing subnormals to zero, which changes the numbers; handgrad does not.)
+points (0.9 times 5 * 2^-149 rounds back to 5 * 2^-149). Many x86 CPUs (Intel's, in
+particular) compute every operation with a subnormal operand or result through a slow
+microcode assist, several times slower over a buffer with a few percent of subnormal
+values; an SGD step makes three such passes (``b *= mu``, ``b += g``, ``lr * b``) and
+Adam's first moment decays the same way (beta1 = 0.9). Others (the AMD EPYC this project's
+benchmarks ran on last) compute them at full speed. ``benchmarks/subnormal.py`` measures
+both and records them in ``benchmarks/results/subnormal.json``. (JAX avoids the cost by
+flushing subnormals to zero, which changes the numbers; handgrad does not.)
+
+When it is used. ``slow_here()`` probes the CPU once per process (well under a
+millisecond); the optimizers (``Optimizer.run_kernel``, with ``exact_subnormals=True``, the
+default) take the path below only where subnormal arithmetic is slow. Since it gives the
+same bits as the plain lines, the choice changes speed, never results.
 
 How, without changing a single bit. The positions of the subnormal values are found by a
 scan every few steps (``Hints``). At those positions the update is computed apart, in
@@ -28,6 +32,8 @@ takes the slow path until the next.
 """
 from __future__ import annotations
 
+import functools
+import time
 import weakref
 from typing import Any
 
@@ -36,6 +42,30 @@ import numpy as np
 _EMPTY = np.empty(0, dtype=np.intp)
 _F32, _F64 = np.dtype(np.float32), np.float64
 _EXPONENT_ZERO = np.uint32(0x007FFFFF)   # largest |bits| of a subnormal float32
+
+
+# Subnormal arithmetic counts as slow when a pass over subnormal values takes this many
+# times as long as the same pass over normal ones (Intel microcode assists: 7x and more;
+# CPUs that handle subnormals in hardware: 1.0-1.2x).
+SLOW_RATIO = 3.0
+
+
+@functools.cache
+def slow_here() -> bool:
+    """Whether this CPU computes float32 arithmetic on subnormal values slowly: the best of
+    five timings of ``x * 0.9`` over 32,768 subnormal values against normal ones."""
+    out = np.empty(1 << 15, dtype=np.float32)
+
+    def best(value: float) -> float:
+        a = np.full(out.shape, value, dtype=np.float32)
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            np.multiply(a, np.float32(0.9), out=out)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(1e-40) > SLOW_RATIO * best(1e-3)
 
 
 def subnormal_positions(a: np.ndarray) -> np.ndarray:

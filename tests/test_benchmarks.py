@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = ["train_throughput", "overhead", "memory", "scaling", "gradcheck_cost", "classic_experiments"]
+SCRIPTS = ["train_throughput", "overhead", "memory", "scaling", "gradcheck_cost", "classic_experiments",
+           "subnormal"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

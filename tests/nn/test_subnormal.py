@@ -1,6 +1,11 @@
 """nn/subnormal.py: the momentum update with subnormal values computed apart gives exactly
-the bits of the plain numpy lines, whichever positions are listed."""
+the bits of the optimizer's own plain kernels (nn.optim.HEAVY_BALL.plain, ADAM.plain),
+whichever positions are listed; the optimizers reach it through one dispatch
+(``Optimizer.run_kernel``) that ``exact_subnormals=False`` turns off."""
+import time
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -50,10 +55,11 @@ def updates(draw):
 @given(updates())
 def test_the_update_has_the_bits_of_the_plain_lines_for_any_positions(case):
     w, buf, g, mu, lr, positions = case
+    kernel = nn.optim.HEAVY_BALL                 # what SGD and RMSprop run
     w1, b1 = w.copy(), buf.copy()
-    plain(w1, b1, g, mu, lr)
+    kernel.plain(w1, b1, g, mu, lr)
     w2, b2 = w.copy(), buf.copy()
-    subnormal.heavy_ball(w2, b2, g, mu, lr, positions)
+    kernel.exact(w2, b2, g, mu, lr, positions)
     assert np.array_equal(bits(b1), bits(b2)), (buf, g, mu, positions)
     assert np.array_equal(bits(w1), bits(w2)), (w, buf, g, mu, lr, positions)
 
@@ -79,9 +85,10 @@ def test_hints_rescan_every_few_updates_and_follow_a_replaced_buffer():
     assert [hints.positions(wide).tolist() for _ in range(4)] == [[], [], [], []]
 
 
-def test_sgd_with_dead_units_trains_exactly_like_the_plain_update_and_uses_the_hints():
+def test_sgd_with_dead_units_trains_exactly_like_the_plain_update_and_uses_the_hints(monkeypatch):
     """Half the units never get a gradient: their momentum decays into subnormals, the
     optimizer finds them, and the weights stay bit for bit those of the plain loop."""
+    monkeypatch.setattr(subnormal, "slow_here", lambda: True)     # the path under test
     rng = np.random.default_rng(0)
     p = nn.Parameter(rng.standard_normal((20, 8)).astype(np.float32))
     opt = nn.optim.SGD([p], lr=0.05, momentum=0.9, weight_decay=0.0)
@@ -148,15 +155,17 @@ def test_adam_has_the_bits_of_the_plain_lines_for_any_positions(case, b1, b2, t,
     w, m, g, mu, lr, positions = case
     v = np.abs(m[::-1]).copy()                 # second moments are >= 0
     step, bias2 = lr / (1 - b1 ** t), 1 - b2 ** t
+    kernel = nn.optim.ADAM                       # what Adam and AdamW run
     expected = [w.copy(), m.copy(), v.copy()]
-    plain_adam(*expected, g, b1, b2, step, bias2, eps)
+    kernel.plain(*expected, g, b1, b2, step, bias2, eps)
     got = [w.copy(), m.copy(), v.copy()]
-    subnormal.adam(*got, g, b1, b2, step, bias2, eps, positions)
+    kernel.exact(*got, g, b1, b2, step, bias2, eps, positions)
     for name, a, b in zip("wmv", expected, got):
         assert np.array_equal(bits(a), bits(b)), (name, w, m, v, g, positions)
 
 
-def test_adam_with_dead_units_trains_exactly_like_the_plain_update_and_uses_the_hints():
+def test_adam_with_dead_units_trains_exactly_like_the_plain_update_and_uses_the_hints(monkeypatch):
+    monkeypatch.setattr(subnormal, "slow_here", lambda: True)     # the path under test
     rng = np.random.default_rng(1)
     for cls in (nn.optim.Adam, nn.optim.AdamW):
         p = nn.Parameter(rng.standard_normal((16, 8)).astype(np.float32))
@@ -179,3 +188,83 @@ def test_adam_with_dead_units_trains_exactly_like_the_plain_update_and_uses_the_
         dead = subnormal.subnormal_positions(state["m"])
         assert dead.size == 64
         assert np.array_equal(opt.subnormal_hints.positions(state["m"]), dead)
+
+
+def test_the_optimizers_own_kernels_are_the_textbook_lines():
+    """The plain kernels the property tests compare with are the update rules themselves."""
+    rng = np.random.default_rng(3)
+    w, buf, g = (rng.standard_normal(7).astype(np.float32) for _ in range(3))
+    expected = [w.copy(), buf.copy()]
+    plain(*expected, g, 0.9, 0.1)
+    got = [w.copy(), buf.copy()]
+    nn.optim.HEAVY_BALL.plain(*got, g, 0.9, 0.1)
+    assert all(np.array_equal(bits(a), bits(b)) for a, b in zip(expected, got, strict=True))
+    v = np.abs(buf).copy()
+    expected = [w.copy(), buf.copy(), v.copy()]
+    plain_adam(*expected, g, 0.9, 0.999, 0.01, 0.5, 1e-8)
+    got = [w.copy(), buf.copy(), v.copy()]
+    nn.optim.ADAM.plain(*got, g, 0.9, 0.999, 0.01, 0.5, 1e-8)
+    assert all(np.array_equal(bits(a), bits(b)) for a, b in zip(expected, got, strict=True))
+
+
+def _dead_unit_run(make, steps=1000):
+    """Train one parameter whose last columns stop getting gradient; count the calls of the
+    subnormal-exact kernels."""
+    rng = np.random.default_rng(2)
+    p = nn.Parameter(rng.standard_normal((8, 8)).astype(np.float32))
+    opt = make([p])
+    calls = []
+    for kernel in (nn.optim.HEAVY_BALL, nn.optim.ADAM):
+        object.__setattr__(kernel, "exact", _counting(kernel.exact, calls))
+    try:
+        for t in range(steps):
+            g = (rng.standard_normal((8, 8)) * 1e-2).astype(np.float32)
+            if t > 3:
+                g[:, 4:] = 0.0
+            p.grad = g
+            opt.step()
+    finally:
+        object.__setattr__(nn.optim.HEAVY_BALL, "exact", subnormal.heavy_ball)
+        object.__setattr__(nn.optim.ADAM, "exact", subnormal.adam)
+    return p.data.copy(), len(calls)
+
+
+def _counting(fn, calls):
+    def counted(*args):
+        calls.append(1)
+        return fn(*args)
+    return counted
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps, **kw: nn.optim.SGD(ps, lr=0.1, momentum=0.9, **kw),
+    lambda ps, **kw: nn.optim.Adam(ps, lr=1e-3, **kw),
+    lambda ps, **kw: nn.optim.AdamW(ps, lr=1e-3, **kw),
+    lambda ps, **kw: nn.optim.RMSprop(ps, lr=1e-3, momentum=0.9, **kw),
+], ids=["SGD", "Adam", "AdamW", "RMSprop"])
+def test_every_optimizer_with_a_moment_shares_the_dispatch_and_the_flag_turns_it_off(make, monkeypatch):
+    monkeypatch.setattr(subnormal, "slow_here", lambda: True)     # as on an Intel CPU
+    fast, fast_calls = _dead_unit_run(lambda ps: make(ps))
+    slow, slow_calls = _dead_unit_run(lambda ps: make(ps, exact_subnormals=False))
+    assert fast_calls > 0 and slow_calls == 0
+    assert np.array_equal(bits(fast), bits(slow))        # the same numbers either way
+
+
+def test_exact_subnormals_must_be_a_bool():
+    p = nn.Parameter(np.zeros(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="SGD: exact_subnormals must be True or False, got 1"):
+        nn.optim.SGD([p], exact_subnormals=1)
+
+
+def test_where_subnormals_are_fast_the_plain_lines_run(monkeypatch):
+    monkeypatch.setattr(subnormal, "slow_here", lambda: False)    # as on this AMD EPYC
+    _, calls = _dead_unit_run(lambda ps: nn.optim.SGD(ps, lr=0.1, momentum=0.9))
+    assert calls == 0
+
+
+def test_the_probe_answers_once_and_quickly():
+    subnormal.slow_here.cache_clear()
+    start = time.perf_counter()
+    answer = subnormal.slow_here()
+    assert isinstance(answer, bool) and time.perf_counter() - start < 1.0
+    assert subnormal.slow_here() is answer
