@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from handgrad.engine.plain import plain_repr
 
 from .errors import UserInputError
+from .files import regular_file_size
 
 DATASETS = ("spirals", "moons", "circles", "xor", "blobs", "mnist", "fashion-mnist")
 
@@ -44,19 +44,8 @@ MAX_DEFLATE_RATIO = 1032
 
 
 def regular_file(path: Path, what: str = "file") -> int:
-    """The size of ``path`` if it is a regular file; a clear error for a directory, a FIFO
-    or a device (opening a FIFO would wait for a writer forever)."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: no such {what}") from None
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read: {e.strerror or e}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise DatasetError(f"{path}: is a directory, not a {what}")
-    if not stat.S_ISREG(info.st_mode):
-        raise DatasetError(f"{path}: is not a regular file (a FIFO, socket or device)")
-    return info.st_size
+    """The size of ``path`` if it is a regular file; a DatasetError naming it otherwise."""
+    return regular_file_size(path, what, DatasetError)
 
 
 def _header(path: Path, head: bytes) -> tuple[tuple[int, ...], np.dtype]:

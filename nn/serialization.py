@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserInputError
+from .files import regular_file_size
 from .init import INITIALIZERS
 from .layers import ACTIVATIONS, MLP
 from .module import Module
@@ -199,17 +200,7 @@ def _split_optimizer_state(state: dict[str, Any] | None) -> tuple[Any, dict[str,
 # --- reading -------------------------------------------------------------------------------
 
 def _regular_file(path: Path) -> int:
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such checkpoint") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
-    if not stat.S_ISREG(info.st_mode):
-        raise CheckpointError(f"{path}: is not a regular file (a FIFO, socket or device)")
-    return info.st_size
+    return regular_file_size(path, "checkpoint file", CheckpointError, missing=FileNotFoundError)
 
 
 def _read_arrays(path: Path, size: int) -> dict[str, np.ndarray]:
