@@ -73,6 +73,16 @@ def interleaved(variants: dict[str, Callable[[], Any]], repeats: int) -> dict[st
     return times
 
 
+def print_notes(notes: list[str], torch: Any, jax: Any) -> None:
+    """Print the run's notes, adding one for each comparison library that is missing."""
+    if torch is None:
+        notes.append("PyTorch not installed: its rows are skipped")
+    if jax is None:
+        notes.append("JAX not installed: its row is skipped")
+    for note in notes:
+        print(f"({note})")
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 

@@ -14,7 +14,7 @@ import timeit
 from typing import Any, Callable
 
 import numpy as np
-from common import median, parser, save, table, torch_or_none
+from common import median, parser, print_notes, save, table, torch_or_none
 from numpy_mlp import NumpyMLP  # noqa: E402
 
 from handgrad import (
@@ -174,12 +174,7 @@ def main() -> None:
              "vs numpy": (steps / median(v)) / base} for k, v in times.items()]
     print(f"Tiny MLP {SIZES}, batch {BATCH}: {rounds} interleaved rounds of {steps} steps, "
           f"fresh models each round")
-    if torch is None:
-        notes.append("PyTorch not installed: its rows are skipped")
-    if jax is None:
-        notes.append("JAX not installed: its row is skipped")
-    for note in notes:
-        print(f"({note})")
+    print_notes(notes, torch, jax)
     print(table(rows, ["variant", "steps/s", "µs/step", "vs numpy"]))
 
     # Per-op cost: one forward + backward of a single node on a (32, 32) float32 array.

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import graph
-from .accumulate import GradientStore
+from .memory import GradientStore
 from .modes import enable_grad
 from .tensor import Tensor
 
@@ -44,16 +44,19 @@ def _seeds(what: str, outs: tuple[Tensor, ...], grad_outputs: Any) -> list[np.nd
     given = _as_tuple(grad_outputs)
     if len(given) != len(outs):
         raise ValueError(f"{what}: {len(given)} gradient outputs for {len(outs)} outputs")
-    seeds = []
-    for i, (g, o) in enumerate(zip(given, outs)):
-        arr = np.asarray(g._data if isinstance(g, Tensor) else g)
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{what}: gradient output {i} must be numeric, got dtype {arr.dtype}")
-        if arr.shape != o.shape:
-            raise ValueError(f"{what}: gradient output {i} has shape {arr.shape} but output "
-                             f"{i} has shape {o.shape}")
-        seeds.append(arr.astype(o.dtype, copy=False))
-    return seeds
+    return [_matching(what, f"gradient output {i}", g, f"output {i}", o, copy=False)
+            for i, (g, o) in enumerate(zip(given, outs, strict=True))]
+
+
+def _matching(what: str, name: str, value: Any, partner: str, like: Tensor, copy: bool) -> np.ndarray:
+    """``value`` (a Tensor or array-like: a seed or a tangent) as an array of ``like``'s
+    shape and dtype, or a clear error naming ``what``, the value and its ``partner``."""
+    arr = np.asarray(value._data if isinstance(value, Tensor) else value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{what}: {name} must be numeric, got dtype {arr.dtype}")
+    if arr.shape != like.shape:
+        raise ValueError(f"{what}: {name} has shape {arr.shape} but {partner} has shape {like.shape}")
+    return arr.astype(like.dtype, copy=copy)
 
 
 def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
@@ -143,15 +146,8 @@ def jvp(fn: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any])
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     leaves = [_leaf(p, "jvp", i) for i, p in enumerate(primals)]
-    seeds = {}
-    for i, (x, t) in enumerate(zip(leaves, tangents)):
-        arr = np.asarray(t._data if isinstance(t, Tensor) else t)
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"jvp: tangent {i} must be numeric, got dtype {arr.dtype}")
-        if arr.shape != x.shape:
-            raise ValueError(f"jvp: tangent {i} has shape {arr.shape} but its primal has "
-                             f"shape {x.shape}")
-        seeds[id(x)] = arr.astype(x.dtype)
+    seeds = {id(x): _matching("jvp", f"tangent {i}", t, "its primal", x, copy=True)
+             for i, (x, t) in enumerate(zip(leaves, tangents, strict=True))}
     with enable_grad():
         outputs = fn(*leaves)
     outs = _as_tuple(outputs)
