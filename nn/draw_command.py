@@ -38,6 +38,9 @@ def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
                         help="show central-difference gradients beside the analytic ones")
     parser.add_argument("--html", action="store_true",
                         help="write the step-by-step backward playback page instead")
+    parser.add_argument("--present", action="store_true",
+                        help="with --html: open the page in presentation mode (full screen, "
+                             "big text, the running step kept in view, clicker keys)")
     parser.add_argument("--level", choices=["op", "layer"], default="op",
                         help="with --html: one frame per op (any graph), or per equation "
                              "BP1-BP4 of the derivation, layer by layer (default op)")
@@ -88,6 +91,8 @@ def draw_command(args: argparse.Namespace) -> int:
     path, fmt = output_path(args)          # bad paths and formats: before any work
     if args.level != "op" and fmt != "html":
         raise UsageError("--level layer is the step-by-step page: add --html")
+    if args.present and fmt != "html":
+        raise UsageError("--present is a mode of the step-by-step page: add --html")
     if args.font_size > 72:
         raise UsageError(f"--font-size: at most 72 points, got {args.font_size:g}")
     if args.dataset == "xor":
@@ -107,7 +112,8 @@ def draw_command(args: argparse.Namespace) -> int:
     try:
         if fmt == "html":
             save_backward_html(loss, path, model=model, level=args.level,
-                               max_elements=args.max_elements, numeric=args.numeric, **style)
+                               max_elements=args.max_elements, numeric=args.numeric,
+                               present=args.present, **style)
         else:
             picture = draw(loss, model=model, backward_order=args.backward_order,
                            numeric=args.numeric, max_elements=args.max_elements or 6, **style)

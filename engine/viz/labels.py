@@ -13,6 +13,8 @@ from ..op import Op
 from ..tensor import Tensor
 
 RULE_WIDTH = 40  # characters per line of a derivative rule in an op box
+VECTOR_ROW = 8   # numbers per row of a long vector (it wraps into aligned rows)
+MAX_CLASSES = 10  # a big integer array (class labels) lists the count of each value up to this
 
 
 def number(v: Any) -> str:
@@ -28,14 +30,41 @@ def shape_text(shape: tuple[int, ...]) -> str:
     return str(tuple(int(n) for n in shape))
 
 
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of number texts, each column right-aligned to its widest entry."""
+    widths = [max(len(row[j]) for row in rows if j < len(row)) for j in range(len(rows[0]))]
+    return [", ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+
+
+def vector_rows(a: np.ndarray, per_row: int = VECTOR_ROW) -> list[list[str]]:
+    """A vector's numbers (as text) in rows of at most ``per_row``: a long vector wraps."""
+    cells = [number(v) for v in np.asarray(a).reshape(-1)]
+    return [cells[i:i + per_row] for i in range(0, len(cells), per_row)] or [[]]
+
+
+def class_counts(a: np.ndarray) -> str | None:
+    """"counts 0: 3, 1: 5" for an integer array (class labels) with few distinct values,
+    else None: a mean of class ids says nothing."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "iu" or a.size == 0:
+        return None
+    values, counts = np.unique(a, return_counts=True)
+    if len(values) > MAX_CLASSES:
+        return None
+    return "counts " + ", ".join(f"{int(v)}: {int(c)}" for v, c in zip(values, counts))
+
+
 def array_lines(a: np.ndarray, max_elements: int) -> list[str]:
     """The values of a small array (one line per matrix row, numbers right-aligned in
-    columns), else min / mean / max."""
+    columns; a vector longer than VECTOR_ROW wraps into rows), else min / mean / max (an
+    integer array of few distinct values, such as class labels: the count of each)."""
     a = np.asarray(a)
     if a.size <= max_elements and a.ndim == 2:
-        cells = [[number(v) for v in row] for row in a]
-        widths = [max(len(row[j]) for row in cells) for j in range(a.shape[1])]
-        rows = ["[" + ", ".join(c.rjust(w) for c, w in zip(row, widths)) + "]" for row in cells]
+        rows = ["[" + r + "]" for r in _aligned([[number(v) for v in row] for row in a])]
+        return [("[" if i == 0 else " ") + r + ("]" if i == len(rows) - 1 else ",")
+                for i, r in enumerate(rows)]
+    if VECTOR_ROW < a.size <= max_elements and a.ndim == 1:
+        rows = _aligned(vector_rows(a))
         return [("[" if i == 0 else " ") + r + ("]" if i == len(rows) - 1 else ",")
                 for i, r in enumerate(rows)]
     if a.size <= max_elements:
@@ -44,6 +73,9 @@ def array_lines(a: np.ndarray, max_elements: int) -> list[str]:
         return text.splitlines()
     if a.dtype.kind not in "biuf":
         return [f"{a.dtype} array"]
+    counts = class_counts(a)
+    if counts is not None:
+        return [counts]
     with np.errstate(all="ignore"):  # inf - inf in a mean is not worth a warning here
         lo, mean, hi = a.min(), a.astype(np.float64).mean(), a.max()
     return [f"min {number(lo)}  mean {number(mean)}  max {number(hi)}"]

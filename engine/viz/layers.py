@@ -100,17 +100,54 @@ def _derivative(act: Node, z: np.ndarray) -> np.ndarray:
     return d
 
 
-def _matrix(name: str, a: np.ndarray, max_elements: int) -> str:
-    """One named matrix (or vector) as an HTML table, or its shape and summary if big."""
+HEAT_CELLS = 48  # a heat-map thumbnail has at most this many rows and columns of cells
+
+
+def heat_map(a: np.ndarray) -> str:
+    """A thumbnail of a big array as an inline SVG of coloured cells (blue negative, red
+    positive, white 0, by |value| over the largest |value|); more than HEAT_CELLS rows
+    or columns are averaged in blocks. Sized in em, so it grows with the slide's text."""
+    a = np.asarray(a, dtype=np.float64)
+    m = a.reshape(1, -1) if a.ndim <= 1 else a.reshape(-1, a.shape[-1])
+    rows = [blk.mean(axis=0) for blk in np.array_split(m, min(len(m), HEAT_CELLS))]
+    m = np.stack([[blk.mean() for blk in np.array_split(r, min(len(r), HEAT_CELLS))]
+                  for r in rows])
+    top = float(np.max(np.abs(m[np.isfinite(m)]), initial=0.0)) or 1.0
+    cells = []
+    for i, j in np.ndindex(*m.shape):
+        v = m[i, j]
+        t = min(1.0, abs(v) / top) if np.isfinite(v) else 1.0
+        fade = round(255 * (1 - t))
+        colour = "#888888" if not np.isfinite(v) else (
+            f"rgb(255,{fade},{fade})" if v > 0 else f"rgb({fade},{fade},255)")
+        cells.append(f'<rect x="{j}" y="{i}" width="1" height="1" fill="{colour}"/>')
+    h, w = m.shape
+    scale = 8 / max(h, w)                   # the longer side 8 em
+    return (f'<svg class="hg-heat" viewBox="0 0 {w} {h}" preserveAspectRatio="none" '
+            f'style="width: {max(w * scale, 0.5):.3g}em; height: {max(h * scale, 0.5):.3g}em" '
+            f'role="img" aria-label="heat map">{"".join(cells)}</svg>')
+
+
+def _matrix(name: str, a: np.ndarray, max_elements: int, labels_of: bool = False) -> str:
+    """One named matrix (or vector) as an HTML table (a vector longer than
+    labels.VECTOR_ROW wraps into rows); if big, a heat-map thumbnail with its shape and
+    norm, or, for targets (``labels_of``: one-hot rows), the count of each class."""
     a = np.asarray(a)
     head = f'<div class="hg-name">{html.escape(name)}</div>'
     shape = f'<div class="hg-shape">{labels.shape_text(a.shape)}</div>'
     if a.size > max_elements:
+        if labels_of and a.ndim >= 2:
+            counts = a.reshape(-1, a.shape[-1]).sum(axis=0)
+            text = "class counts " + ", ".join(f"{c}: {labels.number(n)}"
+                                               for c, n in enumerate(counts))
+            return f'<div>{head}{shape}<div class="hg-shape">{html.escape(text)}</div></div>'
+        norm = labels.number(float(np.linalg.norm(a.astype(np.float64).reshape(-1))))
         summary = html.escape(labels.array_lines(a, 0)[0])
-        return f"<div>{head}{shape}<div class=\"hg-shape\">{summary}</div></div>"
-    rows = a.reshape(1, -1) if a.ndim <= 1 else a.reshape(-1, a.shape[-1])
-    body = "".join("<tr>" + "".join(f"<td>{labels.number(v)}</td>" for v in row) + "</tr>"
-                   for row in rows)
+        return (f'<div>{head}{heat_map(a)}{shape}<div class="hg-shape">‖{html.escape(name)}‖ = '
+                f'{norm}</div><div class="hg-shape">{summary}</div></div>')
+    rows = labels.vector_rows(a) if a.ndim <= 1 else \
+        [[labels.number(v) for v in row] for row in a.reshape(-1, a.shape[-1])]
+    body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in rows)
     return f'<div>{head}<table class="hg-m">{body}</table>{shape}</div>'
 
 
@@ -213,7 +250,7 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
                 else f"p = σ(z{s})"
             eq = f"BP1 (output delta): δ{s} = ∂L/∂z{s}: {d['formula']}"
             sums = [] if d["y_sum"] is None else [_op("·"), _matrix("Σy", d["y_sum"], m)]
-            body = _row(_matrix(name, d["p"], m), *sums, _op("−"), _matrix("y", d["y"], m),
+            body = _row(_matrix(name, d["p"], m), *sums, _op("−"), _matrix("y", d["y"], m, labels_of=True),
                         _op(f"÷ {labels.number(d['N'])} ="), _matrix(f"δ{s}", delta, m))
             p_term = d["p"] if d["y_sum"] is None else d["p"] * d["y_sum"]
             check = check_line(d["rhs"], delta, f"δ{s} = ∂L/∂z{s}",

@@ -11,11 +11,22 @@ import graphviz
 
 from ..tensor import Tensor
 from . import labels
-from .drawing import OUT, SHOW, Options, Overlay, Record, gradient_shapes, step_numbers, to_digraph
+from .drawing import (
+    OUT,
+    SHOW,
+    Options,
+    Overlay,
+    Record,
+    collapse_units,
+    gradient_shapes,
+    module_label,
+    step_numbers,
+    to_digraph,
+)
 from .gradients import Step, all_gradients, backward_steps, is_complete, received, rule_steps
 from .layers import layer_frames
 from .numeric import numeric_checks
-from .player import Playback
+from .player import Playback, check_options
 from .rendering import to_svg
 from .view import GraphView, build_view
 
@@ -77,6 +88,23 @@ def _step_overlays(loss: Tensor, model: Any, options: Options, numeric: bool, st
         yield text, view, overlay
 
 
+def focus_ids(view: GraphView, overlay: Overlay, record: Record) -> set[str]:
+    """The ids of the elements that show the op whose rule runs now (a presenting player
+    keeps them in view): its own box; in a collapsed view the gradient arrows it sends
+    between boxes, else the box of the module that hides it."""
+    if overlay.current is None:
+        return set()
+    node_id = view.ids[overlay.current]
+    if f"n_{node_id}" in record.nodes:
+        return {f"n_{node_id}"}
+    arrows = {eid for eid in record.edges if eid.startswith(f"g_{node_id}_")}
+    if arrows:
+        return arrows
+    unit = collapse_units(view).get(overlay.current)
+    label = module_label(view, unit) if unit is not None else None
+    return {nid for nid, (lines, _) in record.nodes.items() if lines and lines[0] == label}
+
+
 def op_playback(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
                 rankdir: str = "TB", max_elements: int = 6, fontsize: float = 14,
                 rules: bool = False, collapse: bool = False, numeric: bool = False
@@ -90,13 +118,16 @@ def op_playback(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
     for text, view, overlay in _step_overlays(loss, model, options, numeric, stable=True):
         record = Record()
         layout = to_digraph(view, options, overlay, record)
+        now = focus_ids(view, overlay, record)
         data.append({"caption": text,
                      "nodes": {nid: {"lines": lines, "fill": a.get("fillcolor", "#ffffff"),
                                      "pen": a.get("penwidth", "1"),
-                                     "font": a.get("fontcolor", "#000000")}
+                                     "font": a.get("fontcolor", "#000000"),
+                                     **({"now": True} if nid in now else {})}
                                for nid, (lines, a) in record.nodes.items()},
                      "edges": {eid: {"pen": a.get("penwidth", "1"),
-                                     "dash": "5,2" if a.get("style") == "dashed" else ""}
+                                     "dash": "5,2" if a.get("style") == "dashed" else "",
+                                     **({"now": True} if eid in now else {})}
                                for eid, a in record.edges.items()}})
     assert layout is not None
     return inline_svg(to_svg(layout)), data
@@ -141,7 +172,8 @@ LEVELS = ("op", "layer")
 def backward_playback(loss: Tensor, *, level: str = "op", model: Any = None,
                       show: Sequence[str] = SHOW, rankdir: str = "TB", max_elements: int | None = None,
                       fontsize: float = 14, rules: bool = False, collapse: bool = False,
-                      numeric: bool = False) -> Playback:
+                      numeric: bool = False, present: bool = False, theme: str = "light"
+                      ) -> Playback:
     """The backward pass as a Playback: it displays as a working player in Jupyter
     (``_repr_html_``) and ``save(path)`` writes a self-contained page.
 
@@ -149,29 +181,36 @@ def backward_playback(loss: Tensor, *, level: str = "op", model: Any = None,
     Graphviz ``dot`` program). level="layer": for an MLP ending in a fused loss, one slide
     per equation of the derivation (BP1-BP4) with the actual numbers (see layers.py); no
     Graphviz needed. ``max_elements`` (default 6 for op, 40 for layer): larger arrays are
-    summarised.
+    summarised. ``present=True`` starts the player in presentation mode (full screen, text
+    at least 24 px on a 1920×1080 screen, the running op kept in view; every player also
+    has a "present" button); ``theme`` is "light" or "dark" (high contrast).
     """
+    check_options(present, theme)
     if level not in LEVELS:
         raise ValueError(f"backward playback: level must be one of {LEVELS}, got {level!r}")
     if level == "layer":
         slides = layer_frames(loss, model=model,
                               max_elements=40 if max_elements is None else max_elements)
-        return Playback(slides, "The backward pass, layer by layer (BP1-BP4)")
+        return Playback(slides, "The backward pass, layer by layer (BP1-BP4)", present=present,
+                        theme=theme)
     svg, data = op_playback(loss, model=model, show=show, rankdir=rankdir,
                             max_elements=6 if max_elements is None else max_elements,
                             fontsize=fontsize, rules=rules, collapse=collapse, numeric=numeric)
     return Playback([(d["caption"], "") for d in data], "The backward pass, step by step",
-                    layout=svg, restyle=data)
+                    layout=svg, restyle=data, present=present, theme=theme)
 
 
 def save_backward_html(loss: Tensor, path: str | Path, *, level: str = "op", model: Any = None,
                        show: Sequence[str] = SHOW, rankdir: str = "TB",
                        max_elements: int | None = None, fontsize: float = 14,
-                       rules: bool = False, collapse: bool = False, numeric: bool = False) -> Path:
+                       rules: bool = False, collapse: bool = False, numeric: bool = False,
+                       present: bool = False, theme: str = "light") -> Path:
     """Write one self-contained HTML page that steps through the backward pass (see
     ``backward_playback``): previous/next buttons, the arrow keys while the player has
-    focus, zoom and pan. No external scripts, styles or fonts. With level="op", raises
+    focus, zoom and pan, presentation mode (``present=True`` starts in it), a light or dark
+    ``theme``. No external scripts, styles or fonts. With level="op", raises
     GraphvizNotFound without the ``dot`` program."""
     return backward_playback(loss, level=level, model=model, show=show, rankdir=rankdir,
                              max_elements=max_elements, fontsize=fontsize, rules=rules,
-                             collapse=collapse, numeric=numeric).save(path)
+                             collapse=collapse, numeric=numeric, present=present,
+                             theme=theme).save(path)

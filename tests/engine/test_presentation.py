@@ -1,0 +1,302 @@
+"""Presentation mode of both players (op level and layer level): readable from the back of
+a lecture hall, driven by a clicker, kept on the running op, in a light or dark theme, and
+showing step 1 without JavaScript. The browser tests measure a real headless Chromium at
+the two screen sizes of the issue (1366×768 and 1920×1080), one browser for the module."""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handgrad import engine, nn
+from handgrad.engine.viz import backward_playback, derivation, labels, save_backward_html
+from handgrad.nn.cli_args import UsageError
+from handgrad.nn.draw_command import add_draw_arguments, draw_command
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' not installed")
+X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.5, -0.5]], dtype=np.float32)
+Y = np.array([0, 1, 1, 0, 1])
+SIZES = {(1366, 768): 18, (1920, 1080): 24}      # screen -> smallest text allowed, CSS px
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="handgrad draw")
+    add_draw_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def small_loss():
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0)
+    return model, nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y)
+
+
+# --- without a browser ---------------------------------------------------------------------
+
+def test_present_and_theme_go_into_the_page_and_bad_values_are_refused(tmp_path):
+    model, loss = small_loss()
+    plain = save_backward_html(loss, tmp_path / "a.html", level="layer", model=model).read_text()
+    assert 'data-present' not in plain and 'data-theme="light"' in plain
+    page = save_backward_html(loss, tmp_path / "b.html", level="layer", model=model,
+                              present=True, theme="dark").read_text()
+    assert 'data-present="1"' in page and 'data-theme="dark"' in page
+    assert "background: #0d1117" in page                  # the page itself is dark too
+    assert 'class="hg-present-button"' in plain and 'class="hg-theme"' in plain
+    with pytest.raises(ValueError, match="theme must be one of .*'light', 'dark'.*got 'blue'"):
+        backward_playback(loss, level="layer", theme="blue")
+    with pytest.raises(ValueError, match="present must be True or False, got 'yes'"):
+        backward_playback(loss, level="layer", present="yes")
+
+
+def test_the_cli_flag_writes_a_presenting_page_and_needs_html(tmp_path, capsys):
+    page = tmp_path / "bp.html"
+    assert draw_command(parse(["--html", "--present", "--level", "layer", "--out", str(page)])) == 0
+    assert 'data-present="1"' in page.read_text()
+    with pytest.raises(UsageError, match="--present .* add --html"):
+        draw_command(parse(["--present", "--out", str(tmp_path / "g.svg")]))
+
+
+def test_without_javascript_the_layer_page_shows_step_one_and_its_caption(tmp_path):
+    model, loss = small_loss()
+    text = save_backward_html(loss, tmp_path / "l.html", level="layer", model=model,
+                              present=True).read_text()
+    frames = re.findall(r'<div class="hg-frame"[^>]*>', text)
+    assert len(frames) == 4 and "hidden" not in frames[0]
+    assert all(f.endswith(" hidden>") for f in frames[1:])
+    assert '<div class="hg-caption">layer 2: BP1 (output delta)</div>' in text
+
+
+@needs_dot
+def test_without_javascript_the_op_page_shows_step_one_not_the_last(tmp_path):
+    model, loss = small_loss()
+    text = save_backward_html(loss, tmp_path / "o.html", model=model).read_text()
+    assert '<div class="hg-caption">step 1/4: backward of softmax_cross_entropy' in text
+    loss_box = re.search(r'<g id="n_op3" class="node">(.*?)</g>', text, re.S).group(1)
+    assert 'fill="#ffc933"' in loss_box                   # step 1: the loss's rule runs
+    first_op = re.search(r'<g id="n_op0" class="node">(.*?)</g>', text, re.S).group(1)
+    assert 'fill="#ffc933"' not in first_op and 'fill="#e9eef7"' not in first_op
+    weight = re.search(r'<g id="n_t1" class="node">(.*?)</g>', text, re.S).group(1)
+    assert "grad" not in weight                           # no gradient has arrived yet
+    assert text.count("<svg") == 1
+
+
+def test_long_vectors_wrap_and_class_labels_show_counts():
+    lines = labels.array_lines(np.arange(10.0), 12)
+    assert lines == ["[0, 1, 2, 3, 4, 5, 6, 7,", " 8, 9]"]
+    assert labels.array_lines(np.array([2, 0, 1, 1, 0, 1, 1]), 6) == ["counts 0: 2, 1: 4, 2: 1"]
+    assert labels.array_lines(np.arange(3.0), 6) == ["[0, 1, 2]"]       # short: one line
+
+
+def test_big_layer_matrices_are_heat_maps_with_shape_and_norm_and_targets_show_counts():
+    model = nn.MLP([2, 16, 2], seed=0)
+    x = np.random.default_rng(0).standard_normal((12, 2)).astype(np.float32)
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(x)), np.array([0, 1] * 5 + [1, 1]))
+    slides = backward_playback(loss, level="layer", model=model, max_elements=20).frames
+    assert "class counts 0: 5, 1: 7" in slides[0][1]          # y, not a mean of class ids
+    norm = np.linalg.norm(derivation(loss)[0]["gW"])
+    bp34 = slides[1][1]
+    assert bp34.count('class="hg-heat"') == 3 and "(16, 2)" in bp34   # a¹ᵀ, δ², ∂L/∂W²
+    assert f"‖∂L/∂W² (layers.2.weight)‖ = {labels.number(norm)}" in bp34
+
+
+# --- in a real browser ---------------------------------------------------------------------
+
+MEASURE = """
+var root = arguments[0], least = null, where = null, all = root.querySelectorAll("*");
+for (var i = 0; i < all.length; i++) {
+  var el = all[i], own = "";
+  for (var c = el.firstChild; c; c = c.nextSibling) { if (c.nodeType === 3) { own += c.nodeValue; } }
+  if (!/[A-Za-z0-9]/.test(own)) { continue; }
+  var r = el.getBoundingClientRect(), cs = getComputedStyle(el);
+  if (r.width === 0 || r.height === 0 || cs.visibility === "hidden") { continue; }
+  if (r.right <= 0 || r.bottom <= 0 || r.left >= innerWidth || r.top >= innerHeight) { continue; }
+  var k = 1, shown = true;
+  for (var a = el; a; a = a.parentElement) {
+    var s = getComputedStyle(a);
+    if (s.opacity === "0") { shown = false; }
+    if (!(el instanceof SVGElement) && s.transform && s.transform !== "none") {
+      var m = s.transform.slice(7, -1).split(",");
+      k *= Math.hypot(parseFloat(m[0]), parseFloat(m[1]));
+    }
+  }
+  if (!shown) { continue; }
+  if (el instanceof SVGGraphicsElement) { k = r.width / el.getBBox().width; }
+  var px = parseFloat(cs.fontSize) * k;
+  if (least === null || px < least) { least = px; where = own.trim().slice(0, 40); }
+}
+return [least, where];
+"""
+NOW_BOX = """
+var root = arguments[0], d = JSON.parse(root.querySelector(".hg-data").textContent);
+var step = parseInt(root.dataset.step) - 1, spec = d[step], out = [];
+for (var id in spec.nodes) { if (spec.nodes[id].now) { out.push(id); } }
+var r = document.getElementById(out[0]).getBoundingClientRect();
+return [out.length, r.left, r.top, r.right, r.bottom];
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    driver_path = shutil.which("chromedriver")
+    if driver_path is None or not shutil.which("dot"):
+        pytest.skip("needs chromedriver (Debian chromium-driver) and Graphviz dot")
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1920,1300"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory) -> dict[str, Path]:
+    """The default MLP (``handgrad draw`` defaults) at both levels, presenting and not."""
+    from handgrad.nn import cli
+    folder = tmp_path_factory.mktemp("pages")
+    out = {}
+    for name, extra in {"op": [], "layer": ["--level", "layer"]}.items():
+        for present in (True, False):
+            path = folder / f"{name}{'-present' if present else ''}.html"
+            flags = ["--present"] if present else []
+            assert cli.main(["draw", "--html", "--out", str(path), *extra, *flags]) == 0
+            out[name + ("-present" if present else "")] = path
+    return out
+
+
+def open_page(driver, path: Path, size: tuple[int, int]):
+    """The page on a screen of ``size`` CSS px (the viewport a full-screen player gets)."""
+    from selenium.webdriver.common.by import By
+    width, height = size
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False,
+        "screenWidth": width, "screenHeight": height})
+    driver.get(path.as_uri())
+    assert driver.execute_script("return [innerWidth, innerHeight]") == [width, height]
+    return driver.find_element(By.CSS_SELECTOR, ".hg-player")
+
+
+def step_of(player) -> int:
+    return int(player.get_attribute("data-step"))
+
+
+@pytest.mark.parametrize("size", list(SIZES), ids=["1366x768", "1920x1080"])
+@pytest.mark.parametrize("level", ["op", "layer"])
+def test_presenting_every_step_has_big_text_and_the_running_op_in_view(browser, pages, level,
+                                                                         size, capsys):
+    from selenium.webdriver.common.keys import Keys
+    player = open_page(browser, pages[f"{level}-present"], size)
+    rect = browser.execute_script("var r = arguments[0].getBoundingClientRect(); "
+                                  "return [r.left, r.top, r.width, r.height]", player)
+    assert rect == [0, 0, size[0], size[1]]                    # it covers the screen
+    count = len(player.find_elements("css selector", ".hg-frame"))
+    smallest = []
+    for k in range(1, count + 1):
+        assert step_of(player) == k
+        least, where = browser.execute_script(MEASURE, player)
+        smallest.append(least)
+        assert least >= SIZES[size], f"step {k}: {where!r} is {least:.1f} px"
+        if level == "op":
+            found, left, top, right, bottom = browser.execute_script(NOW_BOX, player)
+            assert found == 1
+            assert 0 <= left and right <= size[0] and 0 <= top and bottom <= size[1], \
+                f"step {k}: the running op at {left, top, right, bottom}"
+        else:                  # a slide fits: no scrolling needed at the readable size
+            width, client = browser.execute_script(
+                "var v = arguments[0].querySelector('.hg-view'); "
+                "return [v.scrollWidth, v.clientWidth]", player)
+            assert width <= client
+        player.send_keys(Keys.PAGE_DOWN)
+    with capsys.disabled():
+        print(f"\n  smallest text, {level} player at {size[0]}x{size[1]}: {min(smallest):.2f} px")
+
+
+@pytest.fixture(scope="module")
+def readme_pages(tmp_path_factory) -> dict[str, Path]:
+    """The README's two examples: MLP([2, 3, 2]) on two XOR rows (op level) and on the
+    four corners (layer level), saved in presentation mode."""
+    folder = tmp_path_factory.mktemp("readme")
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0)
+    x = engine.Tensor(np.array([[0.0, 1.0], [1.0, 1.0]], dtype=np.float32), name="x")
+    op_loss = nn.CrossEntropyLoss()(model(x), np.array([1, 0]))
+    x4 = engine.Tensor(np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32))
+    layer_loss = nn.CrossEntropyLoss()(model(x4), np.array([0, 1, 1, 0]))
+    return {"op": save_backward_html(op_loss, folder / "op.html", model=model, present=True),
+            "layer": save_backward_html(layer_loss, folder / "layer.html", model=model,
+                                        level="layer", present=True)}
+
+
+@pytest.mark.parametrize("size", list(SIZES), ids=["1366x768", "1920x1080"])
+def test_presenting_the_readme_examples_has_big_text(browser, readme_pages, size):
+    from selenium.webdriver.common.keys import Keys
+    for level, page in readme_pages.items():
+        player = open_page(browser, page, size)
+        for k in range(len(player.find_elements("css selector", ".hg-frame"))):
+            least, where = browser.execute_script(MEASURE, player)
+            assert least >= SIZES[size], f"{level} step {k + 1}: {where!r} is {least:.1f} px"
+            player.send_keys(Keys.SPACE)
+
+
+def test_clicker_keys_advance_and_go_back(browser, pages):
+    from selenium.webdriver.common.keys import Keys
+    player = open_page(browser, pages["op-present"], (1366, 768))
+    forward = [Keys.PAGE_DOWN, Keys.SPACE, Keys.ARROW_RIGHT, Keys.ARROW_DOWN]
+    back = [Keys.PAGE_UP, Keys.SHIFT + Keys.SPACE, Keys.ARROW_LEFT, Keys.ARROW_UP]
+    for go, undo in zip(forward, back):
+        assert step_of(player) == 1
+        player.send_keys(go)
+        assert step_of(player) == 2, repr(go)
+        player.send_keys(undo)
+        assert step_of(player) == 1, repr(undo)
+    player.send_keys(Keys.END)
+    assert step_of(player) == 4
+    assert "step 4/4" in player.find_element("css selector", ".hg-caption").text
+    player.send_keys(Keys.HOME)
+    assert step_of(player) == 1
+
+
+def test_plus_enlarges_the_equation_slides_without_cutting_them_off(browser, pages):
+    from selenium.webdriver.common.keys import Keys
+    for name in ("layer-present", "layer"):
+        player = open_page(browser, pages[name], (1366, 768))
+        cell = "return parseFloat(getComputedStyle(arguments[0].querySelector(" \
+               "'.hg-frame:not([hidden]) td')).fontSize)"
+        fits = "var v = arguments[0].querySelector('.hg-view'); return v.scrollWidth <= v.clientWidth"
+        before = browser.execute_script(cell, player)
+        player.send_keys("+")
+        player.send_keys("+")
+        after = browser.execute_script(cell, player)
+        assert after > before * 1.2, name
+        assert browser.execute_script(fits, player), name
+        for _ in range(6):                        # as large as it goes: still nothing cut off
+            player.send_keys("+")
+        assert browser.execute_script(fits, player), name
+        player.send_keys(Keys.PAGE_DOWN)                   # the next slide is fitted too
+        assert browser.execute_script(fits, player), name
+    player = open_page(browser, pages["layer"], (1366, 768))
+    before = browser.execute_script(cell, player)
+    player.send_keys("-")
+    assert browser.execute_script(cell, player) == pytest.approx(before * 0.8)
+
+
+def test_the_theme_button_switches_the_background_and_present_button_enters(browser, pages):
+    from selenium.webdriver.common.by import By
+    player = open_page(browser, pages["op"], (1366, 768))
+    background = "return getComputedStyle(arguments[0]).backgroundColor"
+    assert browser.execute_script(background, player) == "rgb(255, 255, 255)"   # its own
+    player.find_element(By.CSS_SELECTOR, ".hg-theme").click()
+    assert player.get_attribute("data-theme") == "dark"
+    assert browser.execute_script(background, player) == "rgb(13, 17, 23)"
+    player.find_element(By.CSS_SELECTOR, ".hg-theme").click()
+    assert browser.execute_script(background, player) == "rgb(255, 255, 255)"
+    assert "hg-present" not in player.get_attribute("class")
+    player.find_element(By.CSS_SELECTOR, ".hg-present-button").click()   # fullscreen or not
+    assert "hg-present" in player.get_attribute("class")
+    least, where = browser.execute_script(MEASURE, player)
+    assert least >= 18, where
+    player.find_element(By.CSS_SELECTOR, ".hg-present-button").click()
+    assert "hg-present" not in player.get_attribute("class")
