@@ -42,7 +42,7 @@ from ..broadcast import sum_to
 from ..graph import Node
 from ..op import Op
 from .check import run_op
-from .properties import _leaves, _tangent_args, differentiable_positions
+from .properties import _leaves, _tangent_args, differentiable_positions, has_jvp
 from .specs import OpSpec, Sample, spec_for
 
 Rule = Callable[..., Any]
@@ -108,6 +108,8 @@ def mutants_for(op: Op) -> list[Mutant]:
             f"values that give them different gradients",
             backward=lambda rule, ctx, grad, k=k, m=m: _swapped(rule(ctx, grad), k, m)))
     for k, name in inputs:
+        if not has_jvp(op):                 # a rule checked without a JVP has no JVP mutant
+            break
         found.append(Mutant(
             f"jvp ignores {name}",
             f"the tangent of {name} never changed the JVP on the samples drawn ({name} "
@@ -183,6 +185,13 @@ def _wrong_axis(rule: Rule, ctx: Node, grad: np.ndarray, k: int) -> tuple[Any, .
     return _each(rule(ctx, grad), change)
 
 
+def _square_float(x: Any) -> bool:
+    """A differentiable stack of square matrices: what a statistic can be taken over the
+    wrong axis of (an integer exponent gets no gradient at all)."""
+    x = np.asarray(x)
+    return x.dtype.kind == "f" and x.ndim >= 2 and x.shape[-1] == x.shape[-2] > 1
+
+
 def _generic_only_mutants(inputs: list[tuple[int, str]]) -> list[Mutant]:
     found = []
     for k, name in inputs:
@@ -202,7 +211,7 @@ def _generic_only_mutants(inputs: list[tuple[int, str]]) -> list[Mutant]:
             f"{name} was never a square matrix whose row means differ from its column "
             f"means: draw generic square matrices",
             backward=lambda rule, ctx, grad, k=k: _wrong_axis(rule, ctx, grad, k),
-            applies=lambda sample, k=k: k < len(sample[0]) and np.ndim(sample[0][k]) >= 2))
+            applies=lambda sample, k=k: k < len(sample[0]) and _square_float(sample[0][k])))
     return found
 
 
