@@ -29,10 +29,12 @@ What a plan can and cannot follow:
   reading a value (``.item()``, ``float(t)``, ``.numpy()``, ``.data``, ``if t:``) inside
   ``fn`` raises ``CaptureError`` naming what was read; so does an array from outside
   ``fn`` turned into a constant (pass it as an input instead).
-* An op's ``check`` runs on every replay unless the op declares ``check_values = False``
-  (its check reads only shapes, dtypes and parameters, which the capture proved): a check
-  of class labels or of targets in [0, 1] still catches a bad batch, never a silently
-  wrong loss.
+* An op's ``validate`` (value validation: class labels in range, targets in [0, 1]) runs
+  on every replay, so a bad batch is still caught, never a silently wrong loss; its
+  ``check`` reads only shapes, dtypes and parameters, which the capture proved, and does
+  not run again.
+
+The plan's instructions are the named records of ``plan_format.py``.
 """
 from __future__ import annotations
 
@@ -42,8 +44,17 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from . import graph, replay
-from .accumulate import GradientStore
+from .memory import GradientStore
 from .modes import STATE
+from .plan_format import (
+    ArraySpec,
+    BackwardInstruction,
+    BackwardStep,
+    ForwardInstruction,
+    GradientTarget,
+    LeafGradient,
+    ReplayContext,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .op import Op
@@ -89,35 +100,6 @@ class Tape:
             f"output")
 
 
-class ReplayNode:
-    """The ``ctx`` a rule sees during a replay: what the recorded node held, minus the graph."""
-
-    __slots__ = ("op", "inputs", "params", "saved", "needs_input_grad")
-
-    def __init__(self, op: "Op", inputs: tuple["_Shape", ...], params: dict[str, Any],
-                 needs: tuple[bool, ...]):
-        self.op, self.inputs, self.params, self.needs_input_grad = op, inputs, params, needs
-        self.saved: Any = ()
-
-    def save(self, *values: Any) -> None:
-        self.saved = values
-
-
-class _Shape:
-    """Stands for an input tensor in ``ctx.inputs``: rules read its shape and dtype only."""
-
-    __slots__ = ("shape", "dtype", "ndim")
-
-    def __init__(self, array: np.ndarray):
-        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
-
-
-# One forward instruction: (op, ctx, input slots, output slot, run the check?)
-Forward = tuple
-# One backward instruction: (slot, ctx or None, [(input slot, dtype) or None per input])
-Backward = tuple
-
-
 class Plan:
     """A captured program: forward instructions, then the backward walk, over slots.
 
@@ -134,17 +116,20 @@ class Plan:
         # (slot, tensor, shape, dtype, requires_grad): checked at every replay
         self.outside: list[tuple[int, "Tensor", tuple[int, ...], np.dtype, bool]] = []
         self.constants: list[tuple[int, np.ndarray]] = []
-        self.forward: list[Forward] = []
-        self.backward: list[Backward] = []
+        self.forward: list[ForwardInstruction] = []
+        self.backward: list[BackwardStep] = []
         self.output_slots: list[int] = []
         self.tuple_output = False
         self.root: int | None = None          # the differentiated output's slot
         self.leaves: list["Tensor"] = []      # outside tensors that receive a gradient
-        self.leaf_of_slot: dict[int, int] = {}
         self.names: dict[int, str] = {}       # slot -> name of inputs and outside tensors
         self.root_spec: tuple[tuple[int, ...], np.dtype] = ((), np.dtype(np.float64))
         self.last_outputs: list[np.ndarray] = []   # of the capture run
         self._ready = False
+        # Some contexts may hold saves no backward released (a forward-only replay, or a
+        # backward that raised): the next forward empties them all first. The contexts
+        # off the backward walk are emptied by the generated code itself.
+        self._stale = False
 
     # --- running ---------------------------------------------------------------------------
     def finish(self) -> None:
@@ -156,6 +141,10 @@ class Plan:
         """The forward program on ``arrays``; returns the outputs. What the backward pass
         needs stays in the nodes' saved values until ``run_backward``."""
         self._ready = False                  # a forward that raises leaves nothing to run
+        if self._stale:
+            for step in self.forward:        # saves add to a context: start from none
+                step.context.saved = ()
+        self._stale = True
         outputs = self._forward(arrays)
         self._ready = True
         return outputs
@@ -171,7 +160,8 @@ class Plan:
             raise RuntimeError("plan: run_backward needs a run_forward first (each forward "
                                "pass is backpropagated once)")
         self._ready = False
-        backward(on_grad)
+        backward(on_grad)                    # empties each context on the walk
+        self._stale = False
 
     def code(self) -> str:
         """The Python source a replay runs (see ``engine/replay.py``)."""
@@ -194,38 +184,9 @@ class Plan:
     # --- reading ---------------------------------------------------------------------------
     def source(self, extra: Sequence[str] = ()) -> str:
         """The program, one numbered line per instruction: the forward pass, then the
-        backward pass written out (``g_t3 = relu.backward(g_t4)``), then ``extra`` lines."""
-        results = {out: f"t{k}" for k, (_, _, _, out, _) in enumerate(self.forward, 1)}
-
-        def name(slot: int) -> str:
-            return self.names.get(slot) or results.get(slot, f"t{slot}")
-
-        lines = []
-        for op, ctx, ins, out, _ in self.forward:
-            params = ", ".join(f"{k}={_short(v)}" for k, v in ctx.params.items())
-            args = ", ".join([name(i) for i in ins] + ([params] if params else []))
-            lines.append(f"{name(out)} = {op.name}({args})")
-        if self.root is not None:
-            lines.append(f"g_{name(self.root)} = 1")
-            seen = {self.root}
-            for slot, ctx, targets in self.backward:
-                if ctx is None:
-                    lines.append(f"grad[{name(slot)}] = g_{name(slot)}")
-                    continue
-                outs = []
-                for t in targets:
-                    if t is None:
-                        outs.append("_")
-                        continue
-                    g = f"g_{name(t[0])}"
-                    outs.append(g + (" +" if t[0] in seen else ""))
-                    seen.add(t[0])
-                left = ", ".join(outs)
-                lines.append(f"{left} = {ctx.op.name}.backward(g_{name(slot)})"
-                             .replace(" + =", " +=").replace(" +,", " (+),"))
-        lines += list(extra)
-        width = len(str(len(lines)))
-        return "\n".join(f"{i:>{width}}  {line}" for i, line in enumerate(lines, 1))
+        backward pass written out (``g_t3 = relu.backward(g_t4)``), then ``extra`` lines
+        (see ``replay.listing``)."""
+        return replay.listing(self, extra)
 
     def __repr__(self) -> str:
         return (f"<Plan: {len(self.forward)} forward, {len(self.backward)} backward steps, "
@@ -240,15 +201,6 @@ def _input_name(fn: Callable[..., Any], k: int) -> str:
     except (TypeError, ValueError):
         params = []
     return params[k].name if k < len(params) else f"input{k}"
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        return f"array{value.shape}"
-    if isinstance(value, np.random.Generator):
-        return "Generator"
-    text = repr(value)
-    return text if len(text) <= 24 else text[:21] + "..."
 
 
 def capture(fn: Callable[..., Any], *example_inputs: Any,
@@ -293,7 +245,7 @@ def _record(fn: Callable[..., Any], example_inputs: Sequence[Any],
     plan = Plan()
     plan.tuple_output = isinstance(result, (tuple, list))
     slots: dict[int, int] = {}
-    ctx_of: dict[int, ReplayNode] = {}
+    context_of: dict[int, ReplayContext] = {}   # id(output tensor) -> its op's context
 
     def new_slot(t: "Tensor") -> int:
         slots[id(t)] = plan.n_slots
@@ -320,10 +272,11 @@ def _record(fn: Callable[..., Any], example_inputs: Sequence[Any],
                         plan.names[slot] = t.name
             ins.append(slots[id(t)])
         out = new_slot(result_t)
-        node = ReplayNode(op, tuple(_Shape(t._data) for t in tensors), ctx.params,
-                          ctx.needs_input_grad)
-        ctx_of[id(result_t)] = node
-        plan.forward.append((op, node, ins, out, bool(op.check is not None and op.check_values)))
+        context = ReplayContext(tuple(ArraySpec.of(t._data) for t in tensors), ctx.params,
+                                ctx.needs_input_grad)
+        context_of[id(result_t)] = context
+        plan.forward.append(ForwardInstruction(op, context, tuple(ins), out,
+                                               op.validate is not None))
     for o in outputs:
         if id(o) not in slots:
             raise CaptureError("capture: fn returned a tensor that no captured op made (an "
@@ -333,12 +286,12 @@ def _record(fn: Callable[..., Any], example_inputs: Sequence[Any],
     plan.last_outputs = [o._data for o in outputs]
     root = outputs[0]
     if root.requires_grad and root.size == 1 and root.node is not None:
-        _capture_backward(plan, root, slots, ctx_of)
+        _capture_backward(plan, root, slots, context_of)
     return plan
 
 
 def _capture_backward(plan: Plan, root: "Tensor", slots: dict[int, int],
-                      ctx_of: dict[int, ReplayNode]) -> None:
+                      context_of: dict[int, ReplayContext]) -> None:
     """Run the eager backward of ``root`` (filling ``.grad`` as ``root.backward()`` does)
     and record the walk: which rule, in which order, sending to which slots."""
     plan.root = slots[id(root)]
@@ -348,14 +301,13 @@ def _capture_backward(plan: Plan, root: "Tensor", slots: dict[int, int],
     for tensor, g, node, _ in graph.backward_steps([root], [g0]):
         slot = slots[id(tensor)]
         if node is None:
-            plan.leaf_of_slot[slot] = len(plan.leaves)
+            plan.backward.append(LeafGradient(slot, len(plan.leaves)))
             plan.leaves.append(tensor)
-            plan.backward.append((slot, None, None))
             store.accumulate(tensor, g)
             continue
-        targets = [(slots[id(inp)], inp.dtype) if need else None
-                   for inp, need in zip(node.inputs, node.needs_input_grad)]
-        plan.backward.append((slot, ctx_of[id(tensor)], targets))
+        targets = tuple(GradientTarget(slots[id(inp)], inp.dtype) if need else None
+                        for inp, need in zip(node.inputs, node.needs_input_grad, strict=True))
+        plan.backward.append(BackwardInstruction(node.op, context_of[id(tensor)], slot, targets))
         if tensor._retains_grad:
             raise CaptureError("capture: retain_grad() on an intermediate tensor is not "
                                "replayed; return the tensor as an output instead")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import saved
+from . import memory
 from .modes import STATE
 from .plain import plain_repr
 
@@ -31,13 +31,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _FREED = object()  # what ``Node.saved`` holds once backward released the buffers
 _counter = itertools.count()
+_FIRST = [tuple(range(n)) for n in range(16)]   # Node.declared_inputs of a first save_input
 
 
 class Node:
-    """One op application: ``op(*inputs, **params)``, with the values its rules saved."""
+    """One op application: ``op(*inputs, **params)``, with the values its rules saved. It
+    is the ``ctx`` its op's rules get (it implements ``op.RuleContext``)."""
 
-    __slots__ = ("op", "inputs", "params", "saved", "needs_input_grad", "index", "scope",
-                 "epoch", "guard")
+    __slots__ = ("op", "inputs", "params", "saved", "declared_inputs", "declared_output",
+                 "needs_input_grad", "index", "scope", "memory")
 
     def __init__(self, op: "Op", inputs: tuple["Tensor", ...], params: dict[str, Any],
                  needs_input_grad: tuple[bool, ...]):
@@ -45,15 +47,49 @@ class Node:
         self.inputs = inputs
         self.params = params
         self.saved: Any = ()
+        # ``declared_inputs`` (a tuple) and ``declared_output``: the indices in ``saved`` of
+        # the values the rule kept with save_input and save_output, read by engine/memory.py.
+        # Set by those calls only: a slot left empty costs nothing.
         self.needs_input_grad = needs_input_grad
         self.index = next(_counter)          # creation order, for stable ordering
         self.scope = STATE.scope             # the module that made it (see modes.name_scope)
-        self.epoch = saved.EPOCH             # the clock at its forward pass (see saved.py)
-        self.guard: saved.Guard | None = None  # exposed memory it keeps read-only (saved.py)
+        # engine/memory.py's slot, opaque here: the write clock's tick at the forward pass,
+        # or what the node holds (locks, checksums); the walker compares it, nothing more.
+        self.memory: Any = memory.write_tick
 
     def save(self, *values: Any) -> None:
-        """Keep ``values`` (arrays, shapes, ...) for the backward and JVP rules."""
-        self.saved = values
+        """Keep ``values`` the rule made itself (arrays, shapes, numbers) for the backward
+        and JVP rules, after what was saved before."""
+        if self.saved:
+            self.saved += values
+        else:
+            self.saved = values
+
+    def save_input(self, *arrays: np.ndarray) -> None:
+        """Keep input arrays of the forward, as it got them, for the rules: declared as the
+        inputs' memory, which handgrad then protects without searching for it."""
+        saved = self.saved
+        if saved:
+            n = len(saved)
+            self.declared_inputs = getattr(self, "declared_inputs", ()) + \
+                tuple(range(n, n + len(arrays)))
+            self.saved = saved + arrays
+        else:                                 # the common case: the first save
+            self.saved = arrays
+            try:
+                self.declared_inputs = _FIRST[len(arrays)]
+            except IndexError:
+                self.declared_inputs = tuple(range(len(arrays)))
+
+    def save_output(self, array: np.ndarray) -> None:
+        """Keep the array the forward returns for the rules, declared as the output's memory."""
+        saved = self.saved
+        if saved:
+            self.declared_output = len(saved)
+            self.saved = saved + (array,)
+        else:
+            self.declared_output = 0
+            self.saved = (array,)
 
     @property
     def freed(self) -> bool:
@@ -64,9 +100,8 @@ class Node:
     def free(self) -> None:
         """Release the saved values (backward does this unless retain_graph=True)."""
         self.saved = _FREED
-        if self.guard is not None:
-            self.guard.release()
-            self.guard = None
+        if self.memory is not memory.write_tick:
+            memory.release(self)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "Node":
         """Refused, as in PyTorch: only graph leaves can be deep-copied. Copying a node
@@ -134,7 +169,7 @@ def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
     runs once, after all its output's gradient is summed; its buffers are freed after its
     step unless ``retain_graph``."""
     pending: dict[int, np.ndarray] = {}
-    for root, g in zip(roots, grads):
+    for root, g in zip(roots, grads, strict=True):
         pending[id(root)] = pending[id(root)] + g if id(root) in pending else g
     anomaly = STATE.anomaly
     for tensor in reversed(topological_order(roots)):
@@ -147,7 +182,7 @@ def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
             continue
         sent = run_rule(node, grad, tensor, anomaly)
         yield tensor, grad, node, sent
-        for inp, g_inp in zip(node.inputs, sent):
+        for inp, g_inp in zip(node.inputs, sent, strict=True):
             if g_inp is not None:
                 key = id(inp)
                 pending[key] = pending[key] + g_inp if key in pending else g_inp
@@ -165,8 +200,8 @@ def run_rule(node: Node, grad: np.ndarray, out: "Tensor", anomaly: bool = False)
             f"trying to go through the graph a second time: the buffers saved by op "
             f"'{node.op.name}' ({node!r}) were freed by an earlier backward(). "
             f"Pass retain_graph=True to the first backward() to keep them.")
-    if node.epoch != saved.EPOCH or anomaly:   # something was written since its forward
-        saved.verify(node, out)
+    if node.memory is not memory.write_tick or anomaly:  # a write since its forward, or holds
+        memory.before_rule(node, out)
     result = node.op.backward(node, grad)
     inputs, needed = node.inputs, node.needs_input_grad
     if len(result) != len(inputs):
@@ -221,11 +256,11 @@ def forward_tangents(outputs: Sequence["Tensor"],
         if node.saved is _FREED:
             raise RuntimeError(f"forward mode: the buffers saved by op '{node.op.name}' "
                                f"({node!r}) were freed by an earlier backward()")
-        if node.epoch != saved.EPOCH or node.guard is not None:
-            saved.verify(node, tensor)
+        if node.memory is not memory.write_tick:
+            memory.before_rule(node, tensor)
         # A differentiable input without a tangent (a constant) has tangent zero.
         ins = [np.zeros_like(inp._data) if t is None and i not in nondiff else t
-               for i, (inp, t) in enumerate(zip(node.inputs, ins))]
+               for i, (inp, t) in enumerate(zip(node.inputs, ins, strict=True))]
         out = np.asarray(node.op.jvp(node, *ins))
         if out.shape != tensor.shape:
             raise RuntimeError(f"op '{node.op.name}': its jvp rule returned shape {out.shape} "

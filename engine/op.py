@@ -10,7 +10,7 @@ An op is ONE class holding everything about one mathematical function::
         rule = "d/dx = 3 x^2"                  # the derivative, as pictures show it
 
         def forward(self, ctx, x):             # numpy in, numpy out
-            ctx.save(x)                        # what the rules below need
+            ctx.save_input(x)                  # what the rules below need: the input x
             return x ** 3
 
         def backward(self, ctx, grad):         # VJP: one gradient per input
@@ -27,8 +27,25 @@ An op is ONE class holding everything about one mathematical function::
   Calls are bound once from this signature: ``leaky_relu(x, 0.2)`` passes 0.2 as
   ``negative_slope``; anything that does not fit raises ``TypeError`` naming the op.
 * ``check(self, *inputs, **params)``, optional: validation before ``forward`` (errors name
-  the op). It may return the parameters in a normal form (``axis`` as a tuple), which
-  forward and the rules then see in ``ctx.params``.
+  the op) that reads shapes, dtypes and parameters only, never values: a replayed plan
+  (``engine.capture``) proved it at the capture and does not run it again. It may return
+  the parameters in a normal form (``axis`` as a tuple), which forward and the rules then
+  see in ``ctx.params``.
+* ``validate(self, *inputs, **params)``, optional: validation that reads values (class
+  labels in range, targets in [0, 1]); runs after ``check`` (with its normal parameters)
+  on every call and on every replay of a plan.
+* ``ctx`` is a ``RuleContext``: the three saves below, ``ctx.saved``, ``ctx.params``,
+  ``ctx.needs_input_grad`` and ``ctx.inputs`` (each input's shape, dtype and ndim), and
+  nothing else. The graph's ``Node`` is one; a replayed plan's ``ReplayContext`` another.
+* Saving, in ``forward``, what the rules need: ``ctx.save_input(x, ...)`` for input arrays
+  as ``forward`` got them, ``ctx.save_output(y)`` for the very array ``forward`` returns,
+  ``ctx.save(...)`` for anything the rule makes itself (a mask, a centered copy) and for
+  shapes and numbers. ``ctx.saved`` is everything saved, in the order of the calls. The
+  first two are declarations: an input's or the output's array belongs to a tensor that
+  the caller may change in place before ``backward``, so handgrad protects it (raises
+  rather than compute from changed values, see ``engine/memory.py``), and a declaration
+  tells it which values to protect. An input or output array passed to ``save`` is still
+  found (by identity, a slower fallback) and protected; declare it instead.
 * ``backward(self, ctx, grad)``: the vector-Jacobian product, one gradient per input (None
   where ``ctx.needs_input_grad[i]`` is False or the input is not differentiable).
 * ``jvp(self, ctx, *tangents)``: the Jacobian-vector product (None for a non-differentiable
@@ -45,15 +62,60 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from . import saved, stubs
+from . import memory, stubs
 from .graph import Node, check_finite
 from .modes import STATE
 from .plain import plain_repr
+from .plan_format import ReplayContext
 from .tensor import Tensor, check_dtype
+
+
+class InputSpec(Protocol):
+    """What a rule may read of an input in ``ctx.inputs``: its shape and dtype (a Tensor
+    in the graph, an ``ArraySpec`` in a replayed plan), never its values."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> np.dtype: ...
+    @property
+    def ndim(self) -> int: ...
+
+
+@runtime_checkable
+class RuleContext(Protocol):
+    """The ``ctx`` an op's forward, backward and jvp rules get, and all they may use of it.
+    ``graph.Node`` implements it (an eager call), and so does ``plan_format.ReplayContext``
+    (a replayed plan, which has no graph)."""
+
+    saved: Any
+    """Everything the saves kept, as a tuple, in the order of the calls."""
+
+    def save(self, *values: Any) -> None:
+        """Keep ``values`` the rule made itself (arrays, shapes, numbers) for the backward
+        and JVP rules."""
+
+    def save_input(self, *arrays: np.ndarray) -> None:
+        """Keep input arrays of the forward, as it got them (``ctx.save_input(x, W)``)."""
+
+    def save_output(self, array: np.ndarray) -> None:
+        """Keep the array the forward returns (``y = np.tanh(x); ctx.save_output(y)``)."""
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """The op's parameters (in ``check``'s normal form)."""
+
+    @property
+    def inputs(self) -> Sequence[InputSpec]:
+        """The inputs' shapes and dtypes, one per input."""
+
+    @property
+    def needs_input_grad(self) -> tuple[bool, ...]:
+        """Per input, whether the backward rule must return its gradient."""
 
 
 class Signature:
@@ -108,7 +170,7 @@ class Signature:
             raise op.error(f"takes {self._describe()}, got {len(args)} positional arguments",
                            TypeError)
         params = dict(self.defaults)
-        params.update(zip(self.params, extra))      # extra positionals: parameters, in order
+        params.update(zip(self.params, extra, strict=False))      # extra positionals: parameters, in order
         for key, value in kwargs.items():
             if key in self.params:
                 if key in self.params[:len(extra)]:
@@ -124,7 +186,7 @@ class Signature:
                 raise op.error(f"unexpected keyword argument {key!r}; it takes "
                                f"{self._describe()}", TypeError)
         missing = [n for n, v in zip(self.inputs[:self.required],
-                                     inputs + [_MISSING] * self.required) if v is _MISSING]
+                                     inputs + [_MISSING] * self.required, strict=False) if v is _MISSING]
         missing += [p for p in self.required_params if p not in params]
         if missing:
             raise op.error(f"missing {', '.join(repr(m) for m in missing)}; it takes "
@@ -157,23 +219,12 @@ def freeze(value: Any) -> Any:
     if isinstance(value, Tensor):
         value = value._data
     if isinstance(value, np.ndarray):
-        value = value.copy()
-        value.flags.writeable = False
-        return value
+        return memory.frozen_copy(value)
     if isinstance(value, tuple):
         return tuple(freeze(v) for v in value)
     if isinstance(value, list):
         return [freeze(v) for v in value]
     return value
-
-
-class _Discard:
-    """The ``ctx`` of a forward re-run on tangents (linear ops' JVP): saves nothing."""
-
-    __slots__ = ()
-
-    def save(self, *values: Any) -> None:
-        pass
 
 
 class Op:
@@ -184,22 +235,19 @@ class Op:
     rule: str = ""
     nondiff: tuple[int, ...] = ()
     linear: bool = False
-    # Whether ``check`` reads input values (labels in range), not only shapes, dtypes and
-    # parameters: a replayed plan (engine.capture) then runs it on every replay. True
-    # unless an op says otherwise: a check that is skipped must be one the capture proved.
-    check_values: bool = True
 
     def __init__(self) -> None:
         self.signature = Signature(self)
         # What help(), IDEs and inspect.signature show for engine.<name>(...).
         self.__signature__ = stubs.call_signature(self)
 
-    def forward(self, ctx: Node, *inputs: np.ndarray, **params: Any) -> np.ndarray:
+    def forward(self, ctx: RuleContext, *inputs: np.ndarray, **params: Any) -> np.ndarray:
         """The op's value, numpy in and numpy out: inputs positional, parameters keyword-only.
-        Saves what the rules need with ``ctx.save(...)``. Every op must define it."""
+        Saves what the rules need with ``ctx.save_input``, ``ctx.save_output`` and
+        ``ctx.save`` (see the module docstring). Every op must define it."""
         raise NotImplementedError(f"op {self.name!r} has no forward rule")
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray | None, ...]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray | None, ...]:
         """The vector-Jacobian product: given the gradient of the output, one gradient per
         input, each of its input's shape (None where ``ctx.needs_input_grad[i]`` is False or
         the input is not differentiable). Every op must define it."""
@@ -207,13 +255,19 @@ class Op:
 
     def jvp(self, ctx: Node, *tangents: np.ndarray | None) -> np.ndarray:
         """For a linear op, J u = f(u): the forward applied to the tangents (inputs that
-        are not differentiable, like a condition, keep their values)."""
+        are not differentiable, like a condition, keep their values). Forward mode runs
+        on graph nodes only; the forward re-run gets a fresh context of its own, so what
+        it saves leaves the node's saved values alone."""
         if not self.linear:
             raise NotImplementedError(f"op {self.name!r} has no forward-mode (JVP) rule")
         args = [ctx.inputs[i]._data if t is None else t for i, t in enumerate(tangents)]
-        return self.forward(_Discard(), *args, **ctx.params)  # type: ignore[arg-type]
+        rerun = ReplayContext(ctx.inputs, ctx.params, (False,) * len(args))
+        return self.forward(rerun, *args, **ctx.params)
 
+    # Validation of shapes, dtypes and parameters (never values): see the module docstring.
     check: Callable[..., Mapping[str, Any] | None] | None = None
+    # Validation that reads values, run on every call and every replay.
+    validate: Callable[..., None] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
         """Apply the op: ``engine.leaky_relu(x, negative_slope=0.2)``."""
@@ -261,6 +315,8 @@ class Op:
             normal = self.check(*arrays, **params)
             if normal is not None:
                 params = normal
+        if self.validate is not None:
+            self.validate(*arrays, **params)
         state = STATE
         grad_on = state.grad_enabled
         nondiff = self.nondiff
@@ -275,37 +331,19 @@ class Op:
         if True in needs:
             result = Tensor._from_op(out, ctx)
             if ctx.saved:
-                self._guard(ctx, result, tensors, state.anomaly)
+                memory.after_forward(ctx, result, tensors, arrays, state.anomaly)
         else:
             result = Tensor._from_op(out, None)
         if state.tape is not None:
             state.tape.record(self, tensors, params, ctx, result)
         if out.base is not None:
-            saved.view_of(result, tensors)    # the output may be a view of an input
+            memory.share_view(result, tensors)    # the output may be a view of an input
         else:
             for a in arrays:
                 if a is out:                  # an input's very array, returned as is
-                    saved.view_of(result, tensors)
+                    memory.share_view(result, tensors)
                     break
         return result
-
-    @staticmethod
-    def _guard(ctx: Node, result: Tensor, tensors: tuple[Tensor, ...], anomaly: bool) -> None:
-        """Exposed memory (its array was handed out) that the node saved is locked; under
-        detect_anomaly every saved tensor array gets a checksum (see saved.py)."""
-        if anomaly:
-            ctx.guard = saved.guard(ctx, result, True)
-            return
-        exposed = None
-        for t in tensors:
-            mem = t._mem
-            if mem is not None and mem.exposed is not None and saved.holds(ctx.saved, t):
-                if exposed is None:
-                    exposed = [mem]
-                elif mem not in exposed:
-                    exposed.append(mem)
-        if exposed is not None:
-            ctx.guard = saved.lock(exposed, ctx, result)
 
     def _as_tensors(self, inputs: tuple[Any, ...]) -> tuple[Tensor, ...]:
         """Wrap numbers and arrays as constant tensors (copies: the caller keeps theirs). A
@@ -353,8 +391,9 @@ def register(cls: type | None = None, *, method: bool | str = False) -> Any:
 
     Refuses, with the reason, an op without a name, docstring or rule; one without a
     forward, backward or (unless linear) jvp rule; a forward that does not follow the
-    contract; a name already taken by another op or by anything else in ``engine``. Registering a class with the same
-    module and name again (a re-run notebook cell) replaces the old op.
+    contract; one that sets the retired ``check_values`` flag; a name already taken by
+    another op or by anything else in ``engine``. Registering a class with the same module
+    and name again (a re-run notebook cell) replaces the old op.
     """
     if cls is None:
         return lambda c: register(c, method=method)
@@ -376,6 +415,11 @@ def register(cls: type | None = None, *, method: bool | str = False) -> Any:
     if cls.jvp is Op.jvp and not op.linear:
         raise ValueError(f"op {name!r} defines no jvp rule (only an op with linear = True "
                          f"may leave it out)")
+    if hasattr(cls, "check_values"):
+        raise ValueError(f"op {name!r} sets check_values, which handgrad no longer reads: "
+                         f"`check` reads shapes, dtypes and parameters only; move validation "
+                         f"that reads values into a `validate(self, *inputs, **params)` method "
+                         f"(run on every call and every replay)")
     if not op.signature.varargs and any(not 0 <= i < len(op.signature.inputs) for i in op.nondiff):
         raise ValueError(f"op {name!r}: nondiff {op.nondiff} names positions outside its "
                          f"inputs {op.signature.inputs}")

@@ -1,8 +1,9 @@
-"""A Plan's program turned into two plain Python functions, for speed.
+"""A Plan's program written out, from its instruction records: as two plain Python
+functions a replay runs, and as the numbered listing ``Plan.source()`` shows.
 
 ``engine.capture`` records a program: forward instructions and the backward walk, over
-numbered slots (see ``capture.py``). Interpreting that list at every replay costs Python
-work per instruction: building argument lists, unpacking tuples, testing flags. This module
+numbered slots (``plan_format.py``). Interpreting that list at every replay costs Python
+work per instruction: building argument lists, reading records, testing flags. This module
 writes the same program out once as Python source, one line per step, and compiles it:
 
     def forward(inputs):
@@ -21,8 +22,13 @@ writes the same program out once as Python source, one line per step, and compil
 rule and ``node4`` the context the rules save into and read from: the generated code calls
 the very rules the eager engine calls, in the order the capture recorded, so it computes
 the same numbers bit for bit. Only the interpreting is left out: every check a replay makes
-(input shapes and dtypes, outside tensors' shapes and dtypes, value-reading checks, array
-types, gradient dtypes) is written out too. ``Plan.code()`` returns the source.
+(input shapes and dtypes, outside tensors' shapes and dtypes, the ops' value validation
+(``Op.validate``), array types, gradient dtypes) is written out too; an op's ``check``
+reads only shapes, dtypes and parameters, which the capture proved, and is not run again.
+``Plan.code()`` returns the source.
+
+``listing`` writes the same records for people, one numbered line per instruction, the
+backward pass as the from-scratch derivations write it (``g_t1 = relu.backward(g_t2)``).
 
 A long program is written as several functions of ``CHUNK`` steps each, compiled one at a
 time, which ``forward`` and ``backward`` call in order, handing on the variables a later
@@ -31,9 +37,11 @@ part uses: compiling one function of 100,000 steps took the compiler about 4 GB.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
+
+from .plan_format import BackwardInstruction, LeafGradient
 
 if TYPE_CHECKING:  # pragma: no cover
     from .capture import Plan
@@ -126,7 +134,7 @@ def _forward_blocks(plan: "Plan", name: Callable[..., str], rule: Callable[..., 
     blocks: list[Block] = [([f"    if len(inputs) != {n}:",
                              f"        raise TypeError(f'plan: takes {n} input arrays, got "
                              f"{{len(inputs)}}')"], ())]
-    for k, (slot, (shape, dtype)) in enumerate(zip(plan.input_slots, plan.input_specs)):
+    for k, (slot, (shape, dtype)) in enumerate(zip(plan.input_slots, plan.input_specs, strict=True)):
         s, d = name(f"shape{slot}", shape), dt(dtype)
         blocks.append(([f"    v{slot} = inputs[{k}]",
                         f"    if type(v{slot}) is not ndarray: v{slot} = _as_array(v{slot})",
@@ -142,14 +150,19 @@ def _forward_blocks(plan: "Plan", name: Callable[..., str], rule: Callable[..., 
                         f"_bad_outside({t}, v{slot}, {s}, {d}, {requires_grad})"], (f"v{slot}",)))
     for slot, array in plan.constants:
         blocks.append(([f"    v{slot} = {name(f'constant{slot}', array)}"], (f"v{slot}",)))
-    for op, ctx, ins, out, check in plan.forward:
-        args = ", ".join(f"v{i}" for i in ins)
+    walked = {id(step.context) for step in plan.backward if isinstance(step, BackwardInstruction)}
+    for step in plan.forward:
+        ctx, out = step.context, step.output
+        args = ", ".join(f"v{i}" for i in step.inputs)
         kw = f", **{name(f'params{out}', ctx.params)}" if ctx.params else ""
-        lines = [f"    {rule(op, 'check')}({args}{kw})"] if check else []
-        node_name[id(ctx)] = name(f"node{out}", ctx)
-        lines += [f"    v{out} = {rule(op, 'forward')}({node_name[id(ctx)]}, {args}{kw})",
+        lines = [f"    {rule(step.op, 'validate')}({args}{kw})"] if step.validate else []
+        c = node_name[id(ctx)] = name(f"node{out}", ctx)
+        # Saves add to a context. The backward empties those on its walk after their rule
+        # (and Plan.run_forward all of them after a replay without one); others, here.
+        empty = "" if id(ctx) in walked else f"{c}.saved = (); "
+        lines += [f"    {empty}v{out} = {rule(step.op, 'forward')}({c}, {args}{kw})",
                   f"    if type(v{out}) is not ndarray: v{out} = asarray(v{out})"]
-        blocks.append((lines, tuple(f"v{i}" for i in ins) + (f"v{out}",)))
+        blocks.append((lines, tuple(f"v{i}" for i in step.inputs) + (f"v{out}",)))
     outputs = [f"v{s}" for s in plan.output_slots]
     blocks.append(([f"    return [{', '.join(outputs)}]"], tuple(outputs)))
     return blocks
@@ -166,19 +179,20 @@ def _backward_blocks(plan: "Plan", name: Callable[..., str], rule: Callable[...,
     blocks: list[Block] = [([f"    g{root} = ones({name(f'shape{root}', root_shape)}, "
                              f"{dt(root_dtype)})"], (f"g{root}",))]
     receiving: set[str] = set()
-    for slot, ctx, targets in plan.backward:
-        if ctx is None:
-            blocks.append(([f"    on_grad({plan.leaf_of_slot[slot]}, g{slot}); g{slot} = None"],
+    for step in plan.backward:
+        slot = step.slot
+        if isinstance(step, LeafGradient):
+            blocks.append(([f"    on_grad({step.leaf}, g{slot}); g{slot} = None"],
                            (f"g{slot}",)))
             continue
-        c = node_name[id(ctx)]
-        lines = [f"    r = {rule(ctx.op, 'backward')}({c}, g{slot}); {c}.saved = (); "
+        c = node_name[id(step.context)]
+        lines = [f"    r = {rule(step.op, 'backward')}({c}, g{slot}); {c}.saved = (); "
                  f"g{slot} = None"]
         used = [f"g{slot}"]
-        for i, target in enumerate(targets):
+        for i, target in enumerate(step.targets):
             if target is None:
                 continue
-            into, d = target[0], dt(target[1])
+            into, d = target.slot, dt(target.dtype)
             lines += [f"    t = r[{i}]",
                       "    if t is not None:",
                       "        if type(t) is not ndarray: t = asarray(t)",
@@ -232,3 +246,62 @@ def _function(fname: str, arg: str, blocks: list[Block], receiving: set[str]) ->
 
 def _slot_order(var: str) -> int:
     return int(var[1:])
+
+
+# --- the listing --------------------------------------------------------------------------
+
+def listing(plan: "Plan", extra: Sequence[str] = ()) -> str:
+    """The program for people, one numbered line per instruction: the forward pass, then
+    the backward pass written out (``g_t3 = relu.backward(g_t4)``; ``g_x +=`` where a
+    gradient is summed into one that already holds a part, ``g_x (+)`` in a tuple), then
+    the ``extra`` lines."""
+    results = {step.output: f"t{k}" for k, step in enumerate(plan.forward, 1)}
+
+    def name(slot: int) -> str:
+        return plan.names.get(slot) or results.get(slot, f"t{slot}")
+
+    lines = []
+    for step in plan.forward:
+        params = [f"{k}={_short(v)}" for k, v in step.context.params.items()]
+        args = ", ".join([name(i) for i in step.inputs] + ([", ".join(params)] if params else []))
+        lines.append(f"{name(step.output)} = {step.op.name}({args})")
+    if plan.root is not None:
+        lines.append(f"g_{name(plan.root)} = 1")
+        summed = {plan.root}              # slots whose gradient already holds a part
+        for back in plan.backward:
+            if isinstance(back, LeafGradient):
+                lines.append(f"grad[{name(back.slot)}] = g_{name(back.slot)}")
+            else:
+                lines.append(_backward_line(back, name, summed))
+    lines += list(extra)
+    width = len(str(len(lines)))
+    return "\n".join(f"{i:>{width}}  {line}" for i, line in enumerate(lines, 1))
+
+
+def _backward_line(step: BackwardInstruction, name: Callable[[int], str], summed: set[int]) -> str:
+    """``g_a, _, g_b = op.backward(g_out)``: ``_`` where no gradient flows; ``(+)`` marks a
+    gradient added to one already there, ``+=`` the same for the last one."""
+    parts, last_summed = [], False
+    for k, target in enumerate(step.targets):
+        last_summed = target is not None and target.slot in summed
+        if target is None:
+            parts.append("_")
+        elif last_summed and k < len(step.targets) - 1:
+            parts.append(f"g_{name(target.slot)} (+)")
+        else:
+            parts.append(f"g_{name(target.slot)}")
+        if target is not None:
+            summed.add(target.slot)
+    assign = "+=" if last_summed else "="
+    return f"{', '.join(parts)} {assign} {step.op.name}.backward(g_{name(step.slot)})"
+
+
+def _short(value: Any) -> str:
+    """A parameter's value as the listing shows it: arrays and Generators by kind, long
+    values cut at 24 characters."""
+    if isinstance(value, np.ndarray):
+        return f"array{value.shape}"
+    if isinstance(value, np.random.Generator):
+        return "Generator"
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."

@@ -6,10 +6,11 @@ operators are thin wrappers over the ops in ``engine.ops``; methods named like o
 (``t.exp()``, ``t.sum(axis=0)``) are attached by ``@register(method=True)`` on the op's
 class. All the math lives in the ops.
 
-Values are safe from outside changes (see ``saved.py``): ``Tensor(array)`` copies the
-array (``copy=False`` shares it); an array you got from ``t.data`` is read-only while a
-graph has saved it for backward; handgrad's own in-place operations (``t += 1`` under
-``no_grad()``, optimizer steps) bump a version that backward checks; memory numpy does
+Values are safe from outside changes (see ``memory.py``, which owns every array a tensor
+holds): ``Tensor(array)`` copies the array (``copy=False`` shares it, ``adopt`` takes an
+array its caller gives away); an array you hold from ``t.data`` is read-only while a graph
+has saved it for backward; handgrad's own in-place operations (``t += 1`` under
+``no_grad()``, optimizer steps) tick a write clock that backward checks; memory numpy does
 not own (a ``np.memmap``, ``np.frombuffer`` of a bytearray) shared with ``copy=False`` is
 checksummed by the nodes that save it instead.
 
@@ -22,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from . import graph, saved
-from .accumulate import GradientStore
+from . import graph, memory
+from .memory import GradientStore
 from .modes import STATE
 
 if TYPE_CHECKING:       # t.exp(), t.sum(axis=0): the op methods, typed (engine/_ops.pyi)
@@ -42,25 +43,22 @@ class Tensor(OpMethods):
     a gradient; only numeric dtypes are accepted (see ``check_dtype``).
     """
 
-    __slots__ = ("_data", "_mem", "_requires_grad", "grad", "name", "node", "_retains_grad",
+    __slots__ = ("_data", "_memory", "_requires_grad", "grad", "name", "node", "_retains_grad",
                  "__weakref__")
     __array_ufunc__ = None  # numpy defers to our reflected operators: ndarray + Tensor -> Tensor
 
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None,
                  dtype: Any = None, copy: bool = True):
-        source = data
-        if isinstance(data, Tensor):
-            data = data._data
+        source = data if isinstance(data, Tensor) else None
+        if source is not None:
+            data = source._data
         try:
-            array = np.array(data, dtype=dtype, copy=True) if copy else np.asarray(data, dtype=dtype)
+            array, record = memory.wrap(data, dtype, copy, source)
         except (TypeError, ValueError) as e:
             raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__}: {e}") from None
         check_dtype(array.dtype, f"Tensor: cannot make a tensor from {type(data).__name__}")
         self._data: np.ndarray = array
-        self._mem: saved.Memory | None = None
-        if not copy and isinstance(data, np.ndarray) and saved.owner(array) is saved.owner(data):
-            # Shared memory: another tensor's (one record for both), or an array the caller keeps.
-            self._mem = saved.memory(source) if isinstance(source, Tensor) else saved.shared(array)
+        self._memory: memory.MemoryRecord | None = record
         self._requires_grad = False
         self.grad: np.ndarray | None = None   # d(loss)/d(this tensor), summed over backward passes
         self.name = name
@@ -76,7 +74,7 @@ class Tensor(OpMethods):
         """Fast path for op outputs: no validation, no copy."""
         t = cls.__new__(cls)
         t._data = data
-        t._mem = None
+        t._memory = None
         t._requires_grad = node is not None
         t.grad = None
         t.name = None
@@ -88,26 +86,23 @@ class Tensor(OpMethods):
     @property
     def data(self) -> np.ndarray:
         """The values: the tensor's own numpy array (shared, not a copy; write to it to
-        change the tensor). While a graph that saved these values for backward is alive,
-        the array is read-only."""
+        change the tensor). While a graph that saved these values for backward is alive
+        and you hold the array, it is read-only. No work proportional to its size."""
         if STATE.tape is not None:
             STATE.tape.refuse(f"read the values of {self.describe()} (.data / .numpy())")
-        mem = self._mem
-        if mem is None or mem.exposed is None:
-            saved.expose(self)
-        return self._data
+        return memory.hand_out(self)
 
     @data.setter
     def data(self, value: Any) -> None:
         """``t.data = array`` replaces the values (sharing ``array``, as in PyTorch); graphs
         computed before keep the old ones."""
-        array = value._data if isinstance(value, Tensor) else np.asarray(value)
+        source = value if isinstance(value, Tensor) else None
+        array = value._data if source is not None else np.asarray(value)
         check_dtype(array.dtype, "data")
         if self._requires_grad and array.dtype.kind != "f":
             raise TypeError(f"data: {self.describe()} requires grad, so its data must be "
                             f"floating point, got dtype {array.dtype}")
-        self._data = array
-        self._mem = saved.shared(array)
+        memory.replace(self, array, source)
 
     # --- array facts -------------------------------------------------------------------
     @property
@@ -203,7 +198,7 @@ class Tensor(OpMethods):
     def detach(self) -> "Tensor":
         """The same data (shared memory), cut from the graph: no node, no grad."""
         t = Tensor._from_op(self._data, None)
-        t._mem = saved.memory(self)
+        memory.alias(t, self)
         return t
 
     def astype(self, dtype: Any) -> "Tensor":
@@ -363,7 +358,7 @@ class Tensor(OpMethods):
         if not np.can_cast(np.result_type(self._data, value), self.dtype, "same_kind"):
             raise TypeError(f"{symbol}: the result of {self.dtype} {symbol[:-1]} {value.dtype} "
                             f"does not fit {self.describe()}")
-        (array,) = saved.writable(self)
+        (array,) = memory.writable(self)
         try:
             ufunc(array, value, out=array, casting="same_kind")
         except ValueError as e:   # a read-only view (broadcast_to, a view of saved memory)
@@ -450,7 +445,28 @@ def from_numpy(array: np.ndarray) -> Tensor:
     return Tensor(array, copy=False)
 
 
-inplace = saved.writable   # engine.inplace(*tensors): their arrays, for tracked in-place writes
+def adopt(array: np.ndarray, requires_grad: bool = False, name: str | None = None) -> Tensor:
+    """A tensor that takes ``array`` over, with no copy: the caller gives the array away
+    (a batch it just gathered, ``X[idx]``) and does not write to it afterwards. Unlike
+    ``from_numpy`` / ``copy=False``, whose arrays the caller keeps and may write (so a
+    graph that saves them locks them while the caller holds them), an adopted array is
+    handgrad's alone, as if handgrad had made it: nothing is watched or locked. Memory numpy
+    does not own (a ``np.memmap``, ``np.frombuffer``), which can change without any numpy
+    array, is shared as by ``from_numpy`` instead."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"adopt expects a numpy array, got {type(array).__name__}")
+    check_dtype(array.dtype, "adopt")
+    t = Tensor._from_op(array, None)
+    memory.adopt(t)
+    t.name = name
+    if requires_grad:
+        t.requires_grad = True
+    if STATE.tape is not None:
+        STATE.tape.created(t)
+    return t
+
+
+inplace = memory.writable   # engine.inplace(*tensors): their arrays, for tracked in-place writes
 
 
 from .op import REGISTRY as _OPS  # noqa: E402  (the ops import Tensor; operators look them up late)

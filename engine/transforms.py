@@ -80,7 +80,7 @@ def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
     seeds = _seeds("grad", outs, grad_outputs)
     found = gradients(outs, seeds, ins, retain_graph=retain_graph)
     result = []
-    for i, (g, t) in enumerate(zip(found, ins)):
+    for i, (g, t) in enumerate(zip(found, ins, strict=True)):
         if g is None:
             if not allow_unused:
                 raise RuntimeError(f"grad: input {i} ({t.describe()}) is not used in the graph "
@@ -128,10 +128,10 @@ def vjp(fn: Callable[..., Any], *primals: Any) -> tuple[Any, Callable[[Any], tup
 
     def vjp_fn(cotangents: Any) -> tuple[np.ndarray, ...]:
         seeds = _seeds("vjp", outs, cotangents)
-        live = [(o, s) for o, s in zip(outs, seeds) if o.requires_grad]
+        live = [(o, s) for o, s in zip(outs, seeds, strict=True) if o.requires_grad]
         found = gradients([o for o, _ in live], [s for _, s in live], leaves,
                           retain_graph=True) if live else [None] * len(leaves)
-        return tuple(np.zeros_like(x._data) if g is None else g for g, x in zip(found, leaves))
+        return tuple(np.zeros_like(x._data) if g is None else g for g, x in zip(found, leaves, strict=True))
 
     return outputs, vjp_fn
 

@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..broadcast import broadcast_shapes, sum_to
-from ..graph import Node
-from ..op import Op
+from ..op import Op, RuleContext
 
 
 def is_number(value: Any) -> bool:
@@ -30,19 +29,18 @@ class UnaryElementwise(Op):
     ``grad * f'(x)`` and the JVP is ``tangent * f'(x)``. Subclasses give ``forward``
     (saving what f' needs) and ``derivative``."""
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         return (grad * self.derivative(ctx),)
 
-    def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, dx: np.ndarray) -> np.ndarray:
         return dx * self.derivative(ctx)
 
 
 class Broadcasting(Op):
     """Two inputs combined with numpy broadcasting: their shapes must broadcast together."""
-    check_values = False
 
     def check(self, a: np.ndarray, b: np.ndarray) -> None:
         if a.shape != b.shape:
@@ -55,17 +53,17 @@ class BinaryElementwise(Broadcasting):
     to it. VJP: each gradient is ``grad * partial`` summed back to its input's shape;
     JVP: ``da * df/da + db * df/db``."""
 
-    def partials(self, ctx: Node) -> tuple[np.ndarray, np.ndarray]:
+    def partials(self, ctx: RuleContext) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         a, b = ctx.inputs
         da, db = self.partials(ctx)
         need_a, need_b = ctx.needs_input_grad
         return (sum_to(grad * da, a.shape) if need_a else None,
                 sum_to(grad * db, b.shape) if need_b else None)
 
-    def jvp(self, ctx: Node, ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
         da, db = self.partials(ctx)
         out_shape = np.broadcast_shapes(ta.shape, tb.shape)
         return np.broadcast_to(ta * da + tb * db, out_shape)

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..broadcast import normalize_axis
-from ..graph import Node
-from ..op import Op, register
+from ..op import Op, RuleContext, register
 from ..plain import plain_repr
 from ._base import UnaryElementwise, as_float, is_number
 
@@ -32,12 +31,12 @@ class Sigmoid(UnaryElementwise):
     name = "sigmoid"
     rule = "d/dx = s (1 - s), s = sigmoid(x)"
 
-    def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
         s = stable_sigmoid(x)
-        ctx.save(s)
+        ctx.save_output(s)
         return s
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         (s,) = ctx.saved
         return s * (1 - s)
 
@@ -49,12 +48,12 @@ class Tanh(UnaryElementwise):
     name = "tanh"
     rule = "d/dx = 1 - tanh(x)^2"
 
-    def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
         y = np.tanh(x)
-        ctx.save(y)
+        ctx.save_output(y)
         return y
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         (y,) = ctx.saved
         return 1 - y * y
 
@@ -66,15 +65,15 @@ class ReLU(UnaryElementwise):
     name = "relu"
     rule = "d/dx = [x > 0] (0 at x = 0)"
 
-    def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
         ctx.save(x > 0)
         return np.maximum(x, 0)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         (positive,) = ctx.saved
         return (grad * positive,)  # multiplying by a bool mask keeps grad's dtype
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         return ctx.saved[0]
 
 
@@ -89,16 +88,15 @@ class LeakyReLU(UnaryElementwise):
 
     name = "leaky_relu"
     rule = "d/dx = 1 if x > 0 else negative_slope"
-    check_values = False
 
     def check(self, x: np.ndarray, *, negative_slope: float = 0.01) -> None:
         _real(self, "negative_slope", negative_slope)
 
-    def forward(self, ctx: Node, x: np.ndarray, *, negative_slope: float = 0.01) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, negative_slope: float = 0.01) -> np.ndarray:
         ctx.save(x > 0)
         return np.where(x > 0, x, x * negative_slope)
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         (positive,) = ctx.saved
         dtype = ctx.inputs[0].dtype
         return np.where(positive, np.ones((), dtype), np.asarray(ctx.params["negative_slope"], dtype))
@@ -110,17 +108,16 @@ class ELU(UnaryElementwise):
 
     name = "elu"
     rule = "d/dx = 1 if x > 0 else alpha e^x"
-    check_values = False
 
     def check(self, x: np.ndarray, *, alpha: float = 1.0) -> None:
         _real(self, "alpha", alpha)
 
-    def forward(self, ctx: Node, x: np.ndarray, *, alpha: float = 1.0) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, alpha: float = 1.0) -> np.ndarray:
         neg = alpha * np.exp(np.minimum(x, 0))   # alpha e^x on the left; never overflows
         ctx.save(x > 0, neg)
         return np.where(x > 0, x, neg - alpha)
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         positive, neg = ctx.saved
         return np.where(positive, np.ones((), neg.dtype), neg)
 
@@ -133,12 +130,12 @@ class Softplus(UnaryElementwise):
     name = "softplus"
     rule = "d/dx = sigmoid(x)"
 
-    def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
-        ctx.save(x)
+    def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
+        ctx.save_input(x)
         x = as_float(x)
         return np.logaddexp(np.zeros((), x.dtype), x)
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         return stable_sigmoid(ctx.saved[0])
 
 
@@ -161,23 +158,24 @@ class GELU(UnaryElementwise):
     name = "gelu"
     rule = ("tanh form: d/dx = (1 + t)/2 + x (1 − t²) u′(x)/2, t = tanh(u), "
             "u = √(2/π) (x + 0.044715 x³); exact form: d/dx = Φ(x) + x φ(x)")
-    check_values = False
 
     def check(self, x: np.ndarray, *, approximate: str = "tanh") -> None:
         if approximate not in ("tanh", "none"):
             raise self.error(f"approximate must be 'tanh' or 'none', got {plain_repr(approximate)}")
 
-    def forward(self, ctx: Node, x: np.ndarray, *, approximate: str = "tanh") -> np.ndarray:
-        x = as_float(x)
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, approximate: str = "tanh") -> np.ndarray:
+        x = as_float(x)               # a copy only if x is an integer: no gradient, no node
         if approximate == "tanh":
             t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))
-            ctx.save(x, t)
+            ctx.save_input(x)
+            ctx.save(t)
             return 0.5 * x * (1 + t)
         cdf = np.asarray(0.5 * (1 + _erf(x * _INV_SQRT_2)), dtype=x.dtype)
-        ctx.save(x, cdf)
+        ctx.save_input(x)
+        ctx.save(cdf)
         return x * cdf
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         x, t_or_cdf = ctx.saved
         if ctx.params["approximate"] == "tanh":
             t = t_or_cdf
@@ -188,7 +186,6 @@ class GELU(UnaryElementwise):
 
 class _AlongAxis(Op):
     """softmax and log_softmax work along one axis, which must not be empty."""
-    check_values = False
 
     def check(self, x: np.ndarray, *, axis: int = -1) -> dict[str, Any]:
         if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
@@ -210,17 +207,17 @@ class Softmax(_AlongAxis):
     name = "softmax"
     rule = "VJP: p ⊙ (grad − Σ grad ⊙ p), p = softmax(x)"
 
-    def forward(self, ctx: Node, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
         e = np.exp(x - x.max(axis=axis, keepdims=True))  # exponents <= 0
         p = e / e.sum(axis=axis, keepdims=True)
-        ctx.save(p)
+        ctx.save_output(p)
         return p
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         (p,) = ctx.saved
         return (p * (grad - (grad * p).sum(axis=ctx.params["axis"], keepdims=True)),)
 
-    def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, dx: np.ndarray) -> np.ndarray:
         return self.backward(ctx, dx)[0]
 
 
@@ -231,17 +228,17 @@ class LogSoftmax(_AlongAxis):
     name = "log_softmax"
     rule = "VJP: grad − p Σ grad, p = softmax(x); JVP: dx − Σ p dx"
 
-    def forward(self, ctx: Node, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
         shifted = x - x.max(axis=axis, keepdims=True)
         out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
         ctx.save(np.exp(out))
         return out
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         (p,) = ctx.saved
         return (grad - p * grad.sum(axis=ctx.params["axis"], keepdims=True),)
 
-    def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, dx: np.ndarray) -> np.ndarray:
         (p,) = ctx.saved
         return dx - (p * dx).sum(axis=ctx.params["axis"], keepdims=True)
 
@@ -258,7 +255,6 @@ class Dropout(Op):
 
     name = "dropout"
     rule = "d/dx = mask = keep / (1 − p)"
-    check_values = False
 
     def check(self, x: np.ndarray, *, p: float = 0.5, training: bool = True,
               rng: Any = None) -> None:
@@ -273,7 +269,7 @@ class Dropout(Op):
             raise self.error(f"rng must be a numpy Generator, an int seed or None, got "
                              f"{type(rng).__name__}", TypeError)
 
-    def forward(self, ctx: Node, x: np.ndarray, *, p: float = 0.5, training: bool = True,
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, p: float = 0.5, training: bool = True,
                 rng: Any = None) -> np.ndarray:
         if not training or p == 0:
             ctx.save(None)
@@ -284,10 +280,10 @@ class Dropout(Op):
         ctx.save(mask)
         return x * mask
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         (mask,) = ctx.saved
         return (grad if mask is None else grad * mask,)
 
-    def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, dx: np.ndarray) -> np.ndarray:
         (mask,) = ctx.saved
         return dx if mask is None else dx * mask

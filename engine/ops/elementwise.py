@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..broadcast import broadcast_shapes, sum_to
-from ..graph import Node
-from ..op import Op, register
+from ..op import Op, RuleContext, register
 from ..plain import plain_repr
 from ._base import BinaryElementwise, Broadcasting, UnaryElementwise, as_float, is_number
 
@@ -26,10 +25,10 @@ class Add(Broadcasting):
     rule = "d/da = 1, d/db = 1 (each summed over its broadcast axes)"
     linear = True
 
-    def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: RuleContext, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a + b
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, Any]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[Any, Any]:
         a, b = ctx.inputs
         need_a, need_b = ctx.needs_input_grad
         return (sum_to(grad, a.shape) if need_a else None,
@@ -44,10 +43,10 @@ class Sub(Broadcasting):
     rule = "d/da = 1, d/db = -1 (each summed over its broadcast axes)"
     linear = True
 
-    def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: RuleContext, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a - b
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, Any]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[Any, Any]:
         a, b = ctx.inputs
         need_a, need_b = ctx.needs_input_grad
         return (sum_to(grad, a.shape) if need_a else None,
@@ -61,11 +60,11 @@ class Mul(BinaryElementwise):
     name = "mul"
     rule = "d/da = b, d/db = a"
 
-    def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        ctx.save(a, b)
+    def forward(self, ctx: RuleContext, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ctx.save_input(a, b)
         return a * b
 
-    def partials(self, ctx: Node) -> tuple[Any, Any]:
+    def partials(self, ctx: RuleContext) -> tuple[Any, Any]:
         a, b = ctx.saved
         return b, a
 
@@ -77,11 +76,11 @@ class Div(BinaryElementwise):
     name = "div"
     rule = "d/da = 1/b, d/db = -a/b^2"
 
-    def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        ctx.save(a, b)
+    def forward(self, ctx: RuleContext, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ctx.save_input(a, b)
         return a / b
 
-    def partials(self, ctx: Node) -> tuple[Any, Any]:
+    def partials(self, ctx: RuleContext) -> tuple[Any, Any]:
         a, b = ctx.saved
         return 1 / b, -a / (b * b)
 
@@ -94,10 +93,10 @@ class Neg(Op):
     rule = "d/dx = -1"
     linear = True
 
-    def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
         return -x
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         return (-grad,)
 
 
@@ -115,20 +114,21 @@ class Pow(BinaryElementwise):
     name = "pow"
     rule = "d/da = b a^(b-1), d/db = a^b log(a)"
 
-    def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: RuleContext, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         if a.dtype.kind in "biu" and b.dtype.kind in "biu" and (b < 0).any():
             a = as_float(a)           # numpy refuses integers to negative integer powers
         out = a ** b
-        ctx.save(a, b, out)
+        ctx.save_input(a, b)          # a copy only if both are integers: no gradient, no node
+        ctx.save_output(out)
         return out
 
-    def partials(self, ctx: Node) -> tuple[Any, Any]:
+    def partials(self, ctx: RuleContext) -> tuple[Any, Any]:
         a, b, out = ctx.saved
         with np.errstate(divide="ignore", invalid="ignore"):
             log_a = np.where(a == 0, 0, np.log(np.where(a == 0, 1, a)))
         return b * a ** (b - 1), out * log_a
 
-    def jvp(self, ctx: Node, ta: np.ndarray | None, tb: np.ndarray | None) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, ta: np.ndarray | None, tb: np.ndarray | None) -> np.ndarray:
         a, b = ctx.inputs
         da, db = self.partials(ctx)
         terms = [_term(t, d) for t, d in ((ta, da), (tb, db)) if t is not None]
@@ -153,19 +153,18 @@ class PowScalar(UnaryElementwise):
 
     name = "pow_scalar"
     rule = "d/dx = p x^(p-1)"
-    check_values = False
 
     def check(self, x: np.ndarray, *, exponent: float) -> None:
         if not is_number(exponent):
             raise self.error(f"exponent must be a real number, got {plain_repr(exponent)}", TypeError)
 
-    def forward(self, ctx: Node, x: np.ndarray, *, exponent: float) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, exponent: float) -> np.ndarray:
         if exponent < 0:
             x = as_float(x)           # numpy refuses integers to negative integer powers
-        ctx.save(x)
+        ctx.save_input(x)             # a copy only if x is an integer: no gradient, no node
         return x ** exponent
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         (x,) = ctx.saved
         p = ctx.params["exponent"]
         if p == 0:
@@ -180,12 +179,12 @@ class Exp(UnaryElementwise):
     name = "exp"
     rule = "d/dx = e^x (the output itself)"
 
-    def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
         y = np.exp(x)
-        ctx.save(y)
+        ctx.save_output(y)
         return y
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         return ctx.saved[0]
 
 
@@ -196,11 +195,11 @@ class Log(UnaryElementwise):
     name = "log"
     rule = "d/dx = 1/x"
 
-    def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
-        ctx.save(x)
+    def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
+        ctx.save_input(x)
         return np.log(x)
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         return 1 / ctx.saved[0]
 
 
@@ -211,12 +210,12 @@ class Sqrt(UnaryElementwise):
     name = "sqrt"
     rule = "d/dx = 1 / (2 sqrt(x))"
 
-    def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
         y = np.sqrt(x)
-        ctx.save(y)
+        ctx.save_output(y)
         return y
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         return 0.5 / ctx.saved[0]
 
 
@@ -227,11 +226,11 @@ class Abs(UnaryElementwise):
     name = "abs"
     rule = "d/dx = sign(x), 0 at x = 0"
 
-    def forward(self, ctx: Node, x: np.ndarray) -> np.ndarray:
-        ctx.save(x)
+    def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
+        ctx.save_input(x)
         return np.abs(x)
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         return np.sign(ctx.saved[0])
 
 
@@ -250,11 +249,11 @@ class Maximum(BinaryElementwise):
     name = "maximum"
     rule = "d/da = [a > b] + [a = b]/2, d/db = [b > a] + [a = b]/2"
 
-    def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        ctx.save(a, b)
+    def forward(self, ctx: RuleContext, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ctx.save_input(a, b)
         return np.maximum(a, b)
 
-    def partials(self, ctx: Node) -> tuple[Any, Any]:
+    def partials(self, ctx: RuleContext) -> tuple[Any, Any]:
         a, b = ctx.saved
         return _winner_share(a, b)
 
@@ -266,11 +265,11 @@ class Minimum(BinaryElementwise):
     name = "minimum"
     rule = "d/da = [a < b] + [a = b]/2, d/db = [b < a] + [a = b]/2"
 
-    def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        ctx.save(a, b)
+    def forward(self, ctx: RuleContext, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ctx.save_input(a, b)
         return np.minimum(a, b)
 
-    def partials(self, ctx: Node) -> tuple[Any, Any]:
+    def partials(self, ctx: RuleContext) -> tuple[Any, Any]:
         a, b = ctx.saved
         return _winner_share(b, a)   # ([a < b] + tie, [b < a] + tie)
 
@@ -281,7 +280,6 @@ class Clip(UnaryElementwise):
 
     name = "clip"
     rule = "d/dx = [min <= x <= max] (the gradient passes at the bounds)"
-    check_values = False
 
     def check(self, x: np.ndarray, *, min: float | None = None, max: float | None = None) -> None:
         if min is None and max is None:
@@ -292,12 +290,12 @@ class Clip(UnaryElementwise):
         if min is not None and max is not None and min > max:
             raise self.error(f"min ({min}) must not exceed max ({max})")
 
-    def forward(self, ctx: Node, x: np.ndarray, *, min: float | None = None,
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, min: float | None = None,
                 max: float | None = None) -> np.ndarray:
-        ctx.save(x)
+        ctx.save_input(x)
         return np.clip(x, min, max)
 
-    def derivative(self, ctx: Node) -> np.ndarray:
+    def derivative(self, ctx: RuleContext) -> np.ndarray:
         (x,) = ctx.saved
         lo, hi = ctx.params["min"], ctx.params["max"]
         inside = np.ones(x.shape, dtype=bool)
@@ -317,18 +315,17 @@ class Where(Op):
     rule = "d/da = [cond], d/db = [not cond]"
     nondiff = (0,)
     linear = True
-    check_values = False
 
     def check(self, cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
         if cond.dtype != bool:
             raise self.error(f"condition must be boolean, got dtype {cond.dtype}", TypeError)
         broadcast_shapes(self.name, cond.shape, a.shape, b.shape)
 
-    def forward(self, ctx: Node, cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        ctx.save(cond)
+    def forward(self, ctx: RuleContext, cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ctx.save_input(cond)
         return np.where(cond, a, b)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, Any, Any]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[Any, Any, Any]:
         (cond,) = ctx.saved
         _, a, b = ctx.inputs
         zero = np.zeros((), dtype=grad.dtype)

@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..broadcast import broadcast_shapes, sum_to
-from ..graph import Node
-from ..op import Op, register
+from ..op import Op, RuleContext, register
 
 
 def _swap(m: np.ndarray) -> np.ndarray:
@@ -26,7 +25,6 @@ class MatMul(Op):
 
     name = "matmul"
     rule = "grad_a = grad @ b^T, grad_b = a^T @ grad (batch axes summed back)"
-    check_values = False
 
     def check(self, a: np.ndarray, b: np.ndarray) -> None:
         if a.ndim == 0 or b.ndim == 0:
@@ -40,11 +38,11 @@ class MatMul(Op):
         if a.ndim > 2 or b.ndim > 2:
             broadcast_shapes(self.name, a.shape[:-2], b.shape[:-2])
 
-    def forward(self, ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        ctx.save(a, b)
+    def forward(self, ctx: RuleContext, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ctx.save_input(a, b)
         return a @ b
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, Any]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[Any, Any]:
         a, b = ctx.saved
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
@@ -55,7 +53,7 @@ class MatMul(Op):
         gb = sum_to(_swap(a2) @ g, b2.shape).reshape(b.shape) if need_b else None
         return ga, gb
 
-    def jvp(self, ctx: Node, da: np.ndarray, db: np.ndarray) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, da: np.ndarray, db: np.ndarray) -> np.ndarray:
         a, b = ctx.saved
         return da @ b + a @ db
 
@@ -71,7 +69,6 @@ class Linear(Op):
 
     name = "linear"
     rule = "grad_x = grad @ W^T, grad_W = x^T @ grad, grad_b = Σ_batch grad"
-    check_values = False
 
     def check(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> None:
         if W.ndim != 2:
@@ -82,15 +79,15 @@ class Linear(Op):
         if b is not None and b.shape != (W.shape[1],):
             raise self.error(f"bias must have shape ({W.shape[1]},), got {b.shape}")
 
-    def forward(self, ctx: Node, x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-        ctx.save(x, W)
+    def forward(self, ctx: RuleContext, x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+        ctx.save_input(x, W)
         out = x @ W
         if b is not None:
             # In place when the dtypes allow it: `out` is a fresh array, no need for another.
             out = np.add(out, b, out=out) if b.dtype == out.dtype else out + b
         return out
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, ...]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[Any, ...]:
         x, W = ctx.saved
         needs = ctx.needs_input_grad
         g2 = grad.reshape(-1, grad.shape[-1])            # (batch, out)
@@ -101,7 +98,7 @@ class Linear(Op):
         gb = g2.sum(axis=0) if needs[2] else None
         return gx, gW, gb
 
-    def jvp(self, ctx: Node, dx: np.ndarray, dW: np.ndarray, db: np.ndarray | None = None) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, dx: np.ndarray, dW: np.ndarray, db: np.ndarray | None = None) -> np.ndarray:
         x, W = ctx.saved
         out = dx @ W + x @ dW
         return out if db is None else out + db

@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..graph import Node
-from ..op import Op, register
+from ..op import Op, RuleContext, register
 from ..plain import plain_repr
 from ._base import is_number
 from .activation import stable_sigmoid
@@ -58,7 +57,6 @@ class MSE(_Loss):
 
     name = "mse"
     rule = "d/dpred = 2 (pred − target)/N, d/dtarget = −2 (pred − target)/N"
-    check_values = False
 
     def check(self, pred: np.ndarray, target: np.ndarray, *, reduction: str = "mean") -> None:
         self.check_reduction(reduction)
@@ -67,18 +65,18 @@ class MSE(_Loss):
                              f"differ (handgrad does not broadcast a loss silently)")
         self.check_not_empty(pred)
 
-    def forward(self, ctx: Node, pred: np.ndarray, target: np.ndarray, *,
+    def forward(self, ctx: RuleContext, pred: np.ndarray, target: np.ndarray, *,
                 reduction: str = "mean") -> np.ndarray:
         diff = pred - target
         ctx.save(diff)
         return _reduce(diff * diff, reduction, diff.size)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[Any, Any]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[Any, Any]:
         (diff,) = ctx.saved
         g = 2 * _scale_grad(grad, ctx.params["reduction"], diff.size, 0) * diff
         return g, -g
 
-    def jvp(self, ctx: Node, dp: np.ndarray, dt: np.ndarray) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, dp: np.ndarray, dt: np.ndarray) -> np.ndarray:
         (diff,) = ctx.saved
         return _reduce(2 * diff * (dp - dt), ctx.params["reduction"], diff.size)
 
@@ -110,16 +108,10 @@ class SoftmaxCrossEntropy(_Loss):
             raise self.error(f"label_smoothing must be in [0, 1], got {plain_repr(label_smoothing)}")
         if z.size == 0:
             self.check_not_empty(z)
-        C = z.shape[-1]
         if y.dtype.kind in "iu":
             if y.shape != z.shape[:-1]:
                 raise self.error(f"integer labels must have shape {z.shape[:-1]} (the logits' "
                                  f"shape {z.shape} without the class axis), got {y.shape}")
-            # One pass over the labels: viewed as unsigned, a negative label is huge.
-            unsigned = y.view(_UNSIGNED[y.dtype.itemsize]) if y.dtype.kind == "i" else y
-            if unsigned.max() >= C:
-                bad = y[(y < 0) | (y >= C)].ravel()[0]
-                raise self.error(f"class label {bad} is outside [0, {C}) for logits of shape {z.shape}")
         elif y.dtype.kind == "f":
             if y.shape != z.shape:
                 hint = (" (float labels? class labels must be integers)"
@@ -130,7 +122,19 @@ class SoftmaxCrossEntropy(_Loss):
             raise self.error(f"targets must be integer class labels or float probabilities, "
                              f"got dtype {y.dtype}", TypeError)
 
-    def forward(self, ctx: Node, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean",
+    def validate(self, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean",
+                 label_smoothing: float = 0.0) -> None:
+        """Integer labels lie in [0, C): read at every call and every replay."""
+        if y.dtype.kind not in "iu":
+            return
+        C = z.shape[-1]
+        # One pass over the labels: viewed as unsigned, a negative label is huge.
+        unsigned = y.view(_UNSIGNED[y.dtype.itemsize]) if y.dtype.kind == "i" else y
+        if unsigned.max() >= C:
+            bad = y[(y < 0) | (y >= C)].ravel()[0]
+            raise self.error(f"class label {bad} is outside [0, {C}) for logits of shape {z.shape}")
+
+    def forward(self, ctx: RuleContext, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean",
                 label_smoothing: float = 0.0) -> np.ndarray:
         eps, C = label_smoothing, z.shape[-1]
         # log-softmax through the log-sum-exp with the max shifted out: exact for |z| ~ 1e4.
@@ -170,11 +174,11 @@ class SoftmaxCrossEntropy(_Loss):
         ctx.save(delta, per_row.size)
         return _reduce(per_row, reduction, per_row.size)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray, None]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray, None]:
         delta, n = ctx.saved
         return _scale_grad(grad, ctx.params["reduction"], n, 1) * delta, None
 
-    def jvp(self, ctx: Node, dz: np.ndarray, _: None) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, dz: np.ndarray, _: None) -> np.ndarray:
         delta, n = ctx.saved
         return _reduce((delta * dz).sum(axis=-1), ctx.params["reduction"], n)
 
@@ -204,20 +208,23 @@ class SigmoidBinaryCrossEntropy(_Loss):
         if y.dtype.kind not in "biuf":
             raise self.error(f"targets must be numbers in [0, 1], got dtype {y.dtype}", TypeError)
         self.check_not_empty(z)
+
+    def validate(self, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean") -> None:
+        """Targets lie in [0, 1]: read at every call and every replay."""
         if y.min() < 0 or y.max() > 1:
             raise self.error(f"targets must lie in [0, 1], got values from {y.min()} to {y.max()}")
 
-    def forward(self, ctx: Node, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean") -> np.ndarray:
+    def forward(self, ctx: RuleContext, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean") -> np.ndarray:
         y = y.astype(z.dtype, copy=False)
         per_item = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
         n = (z.shape[0] if z.ndim else 1) if reduction == "batchmean" else z.size
         ctx.save(stable_sigmoid(z) - y, n)
         return _reduce(per_item, reduction, n)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray, None]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray, None]:
         delta, n = ctx.saved
         return _scale_grad(grad, ctx.params["reduction"], n, 0) * delta, None
 
-    def jvp(self, ctx: Node, dz: np.ndarray, _: None) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, dz: np.ndarray, _: None) -> np.ndarray:
         delta, n = ctx.saved
         return _reduce(delta * dz, ctx.params["reduction"], n)

@@ -16,14 +16,12 @@ from typing import Any, Callable
 import numpy as np
 
 from ..broadcast import expand_reduced, normalize_axis
-from ..graph import Node
-from ..op import Op, register
+from ..op import Op, RuleContext, register
 from ..plain import plain_repr
 
 
 class _Reduction(Op):
     """Shared axis handling for ``forward(ctx, x, *, axis=None, keepdims=False, ...)``."""
-    check_values = False
 
     def check(self, x: np.ndarray, *, axis: Any = None, keepdims: bool = False,
               **rest: Any) -> dict[str, Any]:
@@ -37,16 +35,16 @@ class _Reduction(Op):
         return {"axis": None if axis is None else axes, "keepdims": bool(keepdims), **rest}
 
     @staticmethod
-    def axes(ctx: Node) -> tuple[int, ...]:
+    def axes(ctx: RuleContext) -> tuple[int, ...]:
         """The reduced axes as a tuple (every axis for axis=None)."""
         axis = ctx.params["axis"]
         return tuple(range(ctx.inputs[0].ndim)) if axis is None else axis
 
-    def expand(self, ctx: Node, g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    def expand(self, ctx: RuleContext, g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """Gradient of the output broadcast back to the input's shape."""
         return expand_reduced(g, shape, self.axes(ctx), ctx.params["keepdims"])
 
-    def reduce_tangent(self, ctx: Node, t: np.ndarray) -> np.ndarray:
+    def reduce_tangent(self, ctx: RuleContext, t: np.ndarray) -> np.ndarray:
         return t.sum(axis=ctx.params["axis"], keepdims=ctx.params["keepdims"])
 
 
@@ -58,10 +56,10 @@ class Sum(_Reduction):
     rule = "d/dx = 1: the gradient is copied back along the summed axes"
     linear = True
 
-    def forward(self, ctx: Node, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         return x.sum(axis=axis, keepdims=keepdims)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         return (self.expand(ctx, grad, ctx.inputs[0].shape),)
 
 
@@ -73,10 +71,10 @@ class Mean(_Reduction):
     rule = "d/dx = 1/n, n = the number of elements averaged"
     linear = True
 
-    def forward(self, ctx: Node, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         return x.mean(axis=axis, keepdims=keepdims)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         shape = ctx.inputs[0].shape
         n = math.prod(shape[a] for a in self.axes(ctx))
         return (self.expand(ctx, grad / n, shape),)
@@ -88,18 +86,18 @@ class _Extremum(_Reduction):
 
     pick: Callable[..., np.ndarray] = staticmethod(np.max)
 
-    def forward(self, ctx: Node, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         m = self.pick(x, axis=axis, keepdims=True)
         share = (x == m).astype(x.dtype if x.dtype.kind in "fc" else np.float64)
         share /= share.sum(axis=axis, keepdims=True)
         ctx.save(share)
         return m if keepdims else np.squeeze(m, axis=axis)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         (share,) = ctx.saved
         return (self.expand(ctx, grad, share.shape) * share,)
 
-    def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, dx: np.ndarray) -> np.ndarray:
         (share,) = ctx.saved
         return self.reduce_tangent(ctx, dx * share)
 
@@ -131,7 +129,6 @@ class Var(_Reduction):
 
     name = "var"
     rule = "d/dx = 2 (x - mean) / (n - ddof)"
-    check_values = False
 
     def check(self, x: np.ndarray, *, axis: Any = None, keepdims: bool = False,
               ddof: int = 0) -> dict[str, Any]:
@@ -144,18 +141,18 @@ class Var(_Reduction):
                              f"got {n} (shape {x.shape})")
         return params
 
-    def forward(self, ctx: Node, x: np.ndarray, *, axis: Any = None, keepdims: bool = False,
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: Any = None, keepdims: bool = False,
                 ddof: int = 0) -> np.ndarray:
         n = x.size if axis is None else math.prod(x.shape[a] for a in axis)
         centered = x - x.mean(axis=axis, keepdims=True)
         ctx.save(centered, n - ddof)
         return (centered * centered).sum(axis=axis, keepdims=keepdims) / (n - ddof)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         centered, dof = ctx.saved
         return (self.expand(ctx, grad, centered.shape) * centered * (2 / dof),)
 
-    def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, dx: np.ndarray) -> np.ndarray:
         centered, dof = ctx.saved
         return self.reduce_tangent(ctx, dx * centered) * (2 / dof)
 
@@ -170,7 +167,7 @@ class LogSumExp(_Reduction):
     name = "logsumexp"
     rule = "d/dx = softmax(x) along the reduced axes"
 
-    def forward(self, ctx: Node, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         m = x.max(axis=axis, keepdims=True)
         m = np.where(np.isfinite(m), m, 0)  # all -inf along an axis: keep exp(x - m) at 0, not NaN
         e = np.exp(x - m)
@@ -179,10 +176,10 @@ class LogSumExp(_Reduction):
         out = m + np.log(s)
         return out if keepdims else np.squeeze(out, axis=axis)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         (p,) = ctx.saved
         return (self.expand(ctx, grad, p.shape) * p,)
 
-    def jvp(self, ctx: Node, dx: np.ndarray) -> np.ndarray:
+    def jvp(self, ctx: RuleContext, dx: np.ndarray) -> np.ndarray:
         (p,) = ctx.saved
         return self.reduce_tangent(ctx, dx * p)

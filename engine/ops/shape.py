@@ -10,8 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..broadcast import broadcast_shapes, normalize_axis, sum_to
-from ..graph import Node
-from ..op import Op, register
+from ..op import Op, RuleContext, register
 from ..plain import plain_repr
 from ..tensor import Tensor
 
@@ -36,7 +35,6 @@ class Reshape(Op):
     name = "reshape"
     rule = "the gradient is reshaped back to the input's shape"
     linear = True
-    check_values = False
 
     def check(self, x: np.ndarray, *, shape: Any) -> dict[str, Any]:
         shape = _shape_arg(self, shape)
@@ -48,10 +46,10 @@ class Reshape(Op):
                              f"into shape {shape}")
         return {"shape": shape}
 
-    def forward(self, ctx: Node, x: np.ndarray, *, shape: tuple[int, ...]) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, shape: tuple[int, ...]) -> np.ndarray:
         return x.reshape(shape)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         return (grad.reshape(ctx.inputs[0].shape),)
 
 
@@ -63,7 +61,6 @@ class Flatten(Op):
     name = "flatten"
     rule = "the gradient is reshaped back to the input's shape"
     linear = True
-    check_values = False
 
     def check(self, x: np.ndarray, *, start_dim: int = 0, end_dim: int = -1) -> dict[str, Any]:
         if x.ndim == 0:
@@ -75,11 +72,11 @@ class Flatten(Op):
                              f"for shape {x.shape}")
         return {"start_dim": start, "end_dim": end}
 
-    def forward(self, ctx: Node, x: np.ndarray, *, start_dim: int = 0, end_dim: int = -1) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, start_dim: int = 0, end_dim: int = -1) -> np.ndarray:
         s = x.shape
         return x.reshape(s[:start_dim] + (math.prod(s[start_dim:end_dim + 1]),) + s[end_dim + 1:])
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         return (grad.reshape(ctx.inputs[0].shape),)
 
 
@@ -91,7 +88,6 @@ class Transpose(Op):
     name = "transpose"
     rule = "the gradient is permuted back by the inverse permutation"
     linear = True
-    check_values = False
 
     def check(self, x: np.ndarray, *, axes: Sequence[int] | None = None) -> dict[str, Any]:
         if axes is None:
@@ -106,10 +102,10 @@ class Transpose(Op):
                              f"shape {x.shape}")
         return {"axes": tuple(a % x.ndim for a in perm)}
 
-    def forward(self, ctx: Node, x: np.ndarray, *, axes: tuple[int, ...] | None = None) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, axes: tuple[int, ...] | None = None) -> np.ndarray:
         return x.transpose(axes)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         return (grad.transpose(np.argsort(ctx.params["axes"])),)
 
 
@@ -135,19 +131,18 @@ class GetItem(Op):
     name = "getitem"
     rule = "the gradient is scattered back into zeros; repeated indices add up"
     linear = True
-    check_values = False
 
     def check(self, x: np.ndarray, *, index: Any) -> dict[str, Any]:
         return {"index": _plain_index(index)}
 
-    def forward(self, ctx: Node, x: np.ndarray, *, index: Any) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, index: Any) -> np.ndarray:
         try:
             return np.asarray(x[index])
         except IndexError as e:
             raise IndexError(f"{self.name}: index {plain_repr(index)} is invalid for shape "
                              f"{x.shape}: {e}") from None
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         index = ctx.params["index"]
         g = np.zeros(ctx.inputs[0].shape, dtype=grad.dtype)
         if _is_basic(index):
@@ -174,7 +169,6 @@ class Concat(_Joining):
     name = "concat"
     rule = "the gradient is split back into the pieces' extents along the axis"
     linear = True
-    check_values = False
 
     def check(self, *xs: np.ndarray, axis: int = 0) -> dict[str, Any]:
         ndim = xs[0].ndim
@@ -187,10 +181,10 @@ class Concat(_Joining):
                                  f"{[x.shape for x in xs]}")
         return {"axis": ax}
 
-    def forward(self, ctx: Node, *xs: np.ndarray, axis: int = 0) -> np.ndarray:
+    def forward(self, ctx: RuleContext, *xs: np.ndarray, axis: int = 0) -> np.ndarray:
         return np.concatenate(xs, axis=axis)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray, ...]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray, ...]:
         ax = ctx.params["axis"]
         ends = np.cumsum([t.shape[ax] for t in ctx.inputs])[:-1]
         return tuple(np.split(grad, ends, axis=ax))
@@ -203,7 +197,6 @@ class Stack(_Joining):
     name = "stack"
     rule = "the gradient is cut back into slices along the new axis"
     linear = True
-    check_values = False
 
     def check(self, *xs: np.ndarray, axis: int = 0) -> dict[str, Any]:
         if any(x.shape != xs[0].shape for x in xs):
@@ -211,10 +204,10 @@ class Stack(_Joining):
         (ax,) = normalize_axis(self.name, axis, xs[0].ndim + 1)
         return {"axis": ax}
 
-    def forward(self, ctx: Node, *xs: np.ndarray, axis: int = 0) -> np.ndarray:
+    def forward(self, ctx: RuleContext, *xs: np.ndarray, axis: int = 0) -> np.ndarray:
         return np.stack(xs, axis=axis)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray, ...]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray, ...]:
         return tuple(np.moveaxis(grad, ctx.params["axis"], 0))
 
 
@@ -225,7 +218,6 @@ class BroadcastTo(Op):
     name = "broadcast_to"
     rule = "the gradient is summed over the broadcast axes (sum_to)"
     linear = True
-    check_values = False
 
     def check(self, x: np.ndarray, *, shape: Any) -> dict[str, Any]:
         shape = _shape_arg(self, shape)
@@ -233,8 +225,8 @@ class BroadcastTo(Op):
             raise self.error(f"cannot broadcast shape {x.shape} to {shape}")
         return {"shape": shape}
 
-    def forward(self, ctx: Node, x: np.ndarray, *, shape: tuple[int, ...]) -> np.ndarray:
+    def forward(self, ctx: RuleContext, x: np.ndarray, *, shape: tuple[int, ...]) -> np.ndarray:
         return np.broadcast_to(x, shape)
 
-    def backward(self, ctx: Node, grad: np.ndarray) -> tuple[np.ndarray]:
+    def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         return (sum_to(grad, ctx.inputs[0].shape),)

@@ -2,6 +2,7 @@
 could not replay."""
 from __future__ import annotations
 
+import dataclasses
 import gc
 import tracemalloc
 
@@ -12,6 +13,8 @@ from hypothesis import strategies as st
 
 from handgrad import engine
 from handgrad.engine import CaptureError, Tensor
+from handgrad.engine.op import RuleContext
+from handgrad.engine.plan_format import ArraySpec, BackwardInstruction, ForwardInstruction, LeafGradient, ReplayContext
 from handgrad.engine.testing import SPECS
 
 OPS = sorted(engine.REGISTRY)
@@ -179,8 +182,8 @@ def test_a_check_that_reads_values_still_runs_on_every_replay():
                           np.ones((2, 2)), np.array([0, 2]))
     with pytest.raises(ValueError, match=r"class label -1 is outside \[0, 3\)"):
         plan(np.ones((2, 2)), np.array([0, -1]))
-    assert engine.REGISTRY["softmax_cross_entropy"].check_values
-    assert not engine.REGISTRY["linear"].check_values
+    assert engine.REGISTRY["softmax_cross_entropy"].validate is not None
+    assert engine.REGISTRY["linear"].validate is None
 
 
 def test_inputs_must_be_data():
@@ -253,9 +256,9 @@ def test_a_replay_runs_generated_code_that_calls_the_ops_own_rules():
     code = plan.code()
     for call in ["matmul_forward(", "relu_forward(", "softmax_cross_entropy_forward(",
                  "softmax_cross_entropy_backward(", "relu_backward(", "matmul_backward(",
-                 "softmax_cross_entropy_check(", "on_grad(0, "]:
+                 "softmax_cross_entropy_validate(", "on_grad(0, "]:
         assert code.count(call) == 1, call
-    assert "matmul_check" not in code            # a shape-only check the capture proved
+    assert "_check(" not in code                 # shape-only checks the capture proved
 
     square = _CountedSquare()                    # its name is no Python identifier
     V = Tensor(np.array([1.0, 2.0]), requires_grad=True)
@@ -356,3 +359,105 @@ def test_capture_memory_is_a_few_kilobytes_per_op():
     assert peak / n < 10_000, f"{peak / n:.0f} bytes per op at the peak"
     assert kept / n < 4_000, f"{kept / n:.0f} bytes per op kept"
     assert len(plan.forward) == n + 2
+
+
+# --- the plan format: named records, written out twice --------------------------------------
+
+def test_the_listing_and_the_code_show_every_instruction_of_the_plans_records():
+    """Plan.source() and plan.code() are both written from plan.forward and plan.backward:
+    every record has its line in each, and a record changed by hand changes both."""
+    W = Tensor(np.ones((2, 3)), requires_grad=True, name="W")
+    b = Tensor(np.zeros(3), requires_grad=True, name="b")
+    plan = engine.capture(lambda x: ((x @ W + b).relu() * (x @ W)).sum(), np.ones((4, 2)))
+    listing, code = plan.source().splitlines(), plan.code()
+    assert len(listing) == len(plan.forward) + 1 + len(plan.backward)
+    for line, step in zip(listing, plan.forward):
+        assert isinstance(step, ForwardInstruction)
+        assert f"= {step.op.name}(" in line
+        assert f"v{step.output} = {step.op.name}_forward(node{step.output}, " in code
+    kinds = set()
+    for line, step in zip(listing[len(plan.forward) + 1:], plan.backward):
+        kinds.add(type(step))
+        if isinstance(step, LeafGradient):
+            assert line.endswith(f"grad[{plan.leaves[step.leaf].name}] = g_{plan.leaves[step.leaf].name}")
+            assert f"on_grad({step.leaf}, g{step.slot})" in code
+        else:
+            assert f"= {step.op.name}.backward(g_" in line
+            assert f"{step.op.name}_backward(node{step.slot}, g{step.slot})" in code
+    assert kinds == {BackwardInstruction, LeafGradient}
+    assert "g_W +=" in plan.source()              # W's gradient is summed from two uses
+
+    k = next(i for i, s in enumerate(plan.forward) if s.op.name == "relu")
+    plan.forward[k] = dataclasses.replace(plan.forward[k], op=engine.REGISTRY["tanh"])
+    assert "= tanh(" in plan.source() and "= relu(" not in plan.source()
+    assert "tanh_forward(" in plan.code() and "relu_forward(" not in plan.code()
+
+
+class _Checked(engine.Op):
+    """y = x, counting its check and validate calls; validate refuses x > 100."""
+    name = "checked"
+    rule = "dy/dx = 1"
+    linear = True
+
+    def __init__(self, validates: bool) -> None:
+        super().__init__()
+        self.counts = {"check": 0, "validate": 0}
+        if not validates:
+            self.validate = None
+
+    def check(self, x):
+        self.counts["check"] += 1
+
+    def validate(self, x):
+        self.counts["validate"] += 1
+        if x.max() > 100:
+            raise self.error(f"values must be at most 100, got {x.max()}")
+
+    def forward(self, ctx, x):
+        return x.copy()
+
+    def backward(self, ctx, grad):
+        return (grad,)
+
+
+def test_an_ops_check_runs_at_the_capture_only_and_its_validate_at_every_replay():
+    """check reads shapes and parameters, which the capture proved: a replay does not run
+    it again. validate reads values: every replay runs it, so a bad batch is an error."""
+    W = Tensor(np.ones(2), requires_grad=True)
+    op = _Checked(validates=True)
+    plan = engine.capture(lambda x: op(x * W).sum(), np.ones(2))
+    assert op.counts == {"check": 1, "validate": 1}
+    for _ in range(3):
+        plan(np.ones(2))
+    assert op.counts == {"check": 1, "validate": 4}
+    with pytest.raises(ValueError, match=r"^checked: values must be at most 100, got 101.0"):
+        plan(np.array([1.0, 101.0]))
+
+
+def test_an_op_without_validate_pays_for_no_check_at_replay():
+    op = _Checked(validates=False)
+    plan = engine.capture(lambda x: op(x).sum(), np.ones(2))
+    for _ in range(3):
+        plan(np.array([1.0, 101.0]))
+    assert op.counts == {"check": 1, "validate": 0}
+    assert "checked_check" not in plan.code() and "validate" not in plan.code()
+
+
+def test_binary_cross_entropy_targets_are_validated_at_every_replay():
+    W = Tensor(np.ones((2, 2)), requires_grad=True)
+    plan = engine.capture(lambda x, y: engine.sigmoid_binary_cross_entropy(x @ W, y),
+                          np.ones((3, 2)), np.zeros((3, 2)))
+    plan(np.ones((3, 2)), np.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 1\], got values from 0.0 to 2.0"):
+        plan(np.ones((3, 2)), np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 0.0]]))
+
+
+def test_the_graph_node_and_the_replay_context_are_rule_contexts():
+    W = Tensor(np.ones(2), requires_grad=True)
+    y = engine.tanh(W)
+    plan = engine.capture(lambda x: engine.tanh(x * W).sum(), np.ones(2))
+    assert isinstance(y.node, RuleContext)
+    for step in plan.forward:
+        assert isinstance(step.context, ReplayContext) and isinstance(step.context, RuleContext)
+        assert all(isinstance(spec, ArraySpec) for spec in step.context.inputs)
+    assert not isinstance(object(), RuleContext)

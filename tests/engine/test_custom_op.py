@@ -228,6 +228,37 @@ def test_the_check_hook_runs_before_forward(registered):
         soft_clip(leaf([0.5]), limit=-1.0)
 
 
+class Positive(engine.Op):
+    """positive(x) = x, for x >= 0 only: a value-reading validation."""
+
+    name = "positive"
+    rule = "d/dx = 1"
+    linear = True
+
+    def check(self, x):
+        if x.ndim != 1:
+            raise self.error(f"needs a vector, got shape {x.shape}")
+
+    def validate(self, x):
+        if (x < 0).any():
+            raise self.error(f"needs x >= 0, got {x.min()}")
+
+    def forward(self, ctx, x):
+        return x.copy()
+
+    def backward(self, ctx, grad):
+        return (grad,)
+
+
+def test_the_validate_hook_runs_after_check_and_before_forward_on_every_call(registered):
+    positive = registered(Positive)
+    np.testing.assert_array_equal(positive(leaf([0.0, 2.0])).data, [0.0, 2.0])
+    with pytest.raises(ValueError, match=r"^positive: needs x >= 0, got -1.0"):
+        positive(leaf([1.0, -1.0]))
+    with pytest.raises(ValueError, match=r"^positive: needs a vector, got shape \(1, 1\)"):
+        positive(leaf([[-1.0]]))                  # check first: validate may trust shapes
+
+
 def test_an_array_parameter_is_copied_when_the_node_is_made(registered):
     soft_clip = registered(SoftClip)
     limit = np.array(2.0)
@@ -305,6 +336,9 @@ def _op(name="bad", rule="d/dx = 1", doc="bad(x) = x.", forward=None, jvp=True, 
     (_op(jvp=False), "defines no jvp rule"),
     (_op(nondiff=(1,)), r"nondiff \(1,\) names positions outside its inputs"),
     (_op(name="grad"), r"op name 'grad' is taken by engine.grad"),
+    (_op(check_values=True), r"sets check_values, which handgrad no longer reads: `check` "
+                             r"reads shapes, dtypes and parameters only; move validation that "
+                             r"reads values into a `validate"),
 ])
 def test_register_refuses_an_op_that_breaks_the_contract(cls, message):
     with pytest.raises(ValueError, match=message):

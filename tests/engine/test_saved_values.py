@@ -1,7 +1,7 @@
 """No silent wrong gradients when values change between the forward and the backward pass.
 
 Each way a saved value can change gives the right gradient or a clear error, never a
-wrong number (engine/saved.py explains the guards):
+wrong number (engine/memory.py explains the guards):
 
 * arrays handed in are copied: the numpy array you wrapped, op constants, index arrays;
 * handgrad's own in-place writes (``t += 1``, optimizer steps, load_state_dict) are
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from handgrad import engine, nn
-from handgrad.engine import Tensor, saved
+from handgrad.engine import Tensor, memory
 
 READ_ONLY = "read-only"
 MODIFIED = r"was modified by an in-place operation after the forward pass"
@@ -122,10 +122,10 @@ def test_a_graph_dropped_without_backward_gives_its_arrays_back():
     x = leaf([1.0, 2.0])
     kept = x.data
     y = (x * x).sum()
-    assert saved.is_locked(x)
+    assert memory.is_locked(x)
     del y
     gc.collect()
-    assert not saved.is_locked(x)
+    assert not memory.is_locked(x)
     kept[0] = 3.0
 
 
@@ -366,10 +366,10 @@ def test_forward_mode_through_changed_foreign_memory_raises():
 
 
 def test_which_memory_is_foreign():
-    assert saved.foreign(np.frombuffer(bytearray(8)))
-    assert saved.foreign(np.lib.stride_tricks.as_strided(np.zeros(4), shape=(2,), strides=(16,)))
-    assert not saved.foreign(np.zeros(3))
-    assert not saved.foreign(np.frombuffer(b"\0" * 8))   # bytes are immutable: nothing to guard
+    assert memory.foreign(np.frombuffer(bytearray(8)))
+    assert memory.foreign(np.lib.stride_tricks.as_strided(np.zeros(4), shape=(2,), strides=(16,)))
+    assert not memory.foreign(np.zeros(3))
+    assert not memory.foreign(np.frombuffer(b"\0" * 8))   # bytes are immutable: nothing to guard
 
 
 def test_a_copy_of_foreign_memory_needs_no_checksum(tmp_path):
@@ -377,7 +377,7 @@ def test_a_copy_of_foreign_memory_needs_no_checksum(tmp_path):
     w = leaf([1.0, 1.0])
     loss = (w * Tensor(m)).sum()                      # Tensor(array) copies
     np.memmap(path, dtype=np.float64, mode="r+", shape=(2,))[:] = 200.0
-    assert all(n.guard is None for n in _nodes(loss))
+    assert not any(memory.holds_anything(n) for n in _nodes(loss))
     loss.backward()
     np.testing.assert_array_equal(w.grad, [2.0, 2.0])
 
@@ -423,8 +423,8 @@ def test_the_training_loop_touches_no_flag_when_nobody_holds_the_arrays():
     y = np.array([0, 1, 0, 1, 1])
     for _ in range(3):
         loss = nn.CrossEntropyLoss()(model(x), y)
-        assert not any(saved.is_locked(p) for p in model.parameters())
-        assert all(n.guard is None for n in _nodes(loss))
+        assert not any(memory.is_locked(p) for p in model.parameters())
+        assert not any(memory.holds_anything(n) for n in _nodes(loss))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -432,3 +432,129 @@ def test_the_training_loop_touches_no_flag_when_nobody_holds_the_arrays():
 
 def _nodes(root):
     return [t.node for t in engine.topological_order([root]) if t.node is not None]
+
+
+# --- costs that do not depend on what was read before -------------------------------------------
+
+@pytest.fixture
+def checksums(monkeypatch):
+    """Counts the checksums engine/memory.py takes."""
+    calls = []
+    original = memory.checksum
+
+    def counting(array):
+        calls.append(array.size)
+        return original(array)
+
+    monkeypatch.setattr(memory, "checksum", counting)
+    return calls
+
+
+def test_reading_data_no_live_graph_saved_takes_no_checksum_and_moves_no_clock(checksums):
+    x = leaf(np.arange(1000.0))
+    (x * x).sum().backward()                         # a graph that is gone
+    before = memory.write_tick
+    assert x.data.shape == (1000,) and x.numpy().shape == (1000,)
+    assert np.asarray(x).shape == (1000,) and x.detach().data.shape == (1000,)
+    assert memory.write_tick == before and checksums == []
+
+
+def test_a_micrograd_update_through_data_does_not_make_later_steps_lock():
+    model = nn.MLP([3, 4, 2], seed=0)
+    x = Tensor(np.random.default_rng(0).random((5, 3)).astype(np.float32))
+    y = np.array([0, 1, 0, 1, 1])
+    for step in range(3):
+        loss = nn.CrossEntropyLoss()(model(x), y)
+        if step > 0:                                 # after one update through .data
+            assert not any(memory.is_locked(p) for p in model.parameters())
+            assert not any(memory.holds_anything(n) for n in _nodes(loss))
+        model.zero_grad()
+        loss.backward()
+        for p in model.parameters():
+            p.data -= 0.1 * p.grad                   # the classic update, arrays handed out
+
+
+def test_an_array_handed_out_and_dropped_is_not_locked_by_the_next_graph():
+    x = leaf([1.0, 2.0])
+    kept = x.data
+    del kept
+    y = (x * x).sum()
+    assert not memory.is_locked(x)
+    assert not any(memory.holds_anything(n) for n in _nodes(y))
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0])
+
+
+def test_reading_every_value_of_a_graph_changes_nothing_for_the_next_step(checksums):
+    """What drawing a graph does (engine.viz reads .data of every tensor): the next step
+    takes no checksum and holds nothing."""
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = nn.optim.SGD(model, lr=0.1)
+    x = Tensor(np.random.default_rng(0).random((5, 3)).astype(np.float32))
+    y = np.array([0, 1, 0, 1, 1])
+    loss = nn.CrossEntropyLoss()(model(x), y)
+    values = [t.data.copy() for t in engine.topological_order([loss], everything=True)]
+    opt.zero_grad()
+    loss.backward()                                  # the graph that was read: checked
+    opt.step()
+    del values
+    checksums.clear()
+    tick = memory.write_tick
+    loss = nn.CrossEntropyLoss()(model(x), y)
+    assert not any(memory.holds_anything(n) for n in _nodes(loss))
+    assert all(n.memory is memory.write_tick for n in _nodes(loss))  # the walker's fast path
+    opt.zero_grad()
+    loss.backward()
+    assert checksums == [] and memory.write_tick == tick
+
+
+def test_replacing_data_with_another_tensor_shares_its_writes():
+    y = Tensor([1.0, 2.0])
+    x = leaf([0.0, 0.0])
+    x.data = y                                       # one memory, one record
+    loss = (x * x).sum()
+    y += 1.0                                         # a tracked write through the other tensor
+    with pytest.raises(RuntimeError, match=r"'mul'.*" + MODIFIED):
+        loss.backward()
+
+
+# --- engine.adopt: arrays given away ---------------------------------------------------------------
+
+def test_an_adopted_array_is_taken_without_a_copy_or_a_lock():
+    batch = np.random.default_rng(0).random((4, 3))
+    x = engine.adopt(batch)
+    w = leaf(np.ones((3, 2)))
+    loss = (x @ w).sum()                             # the caller still holds `batch`
+    assert not any(memory.holds_anything(n) for n in _nodes(loss))
+    assert batch.flags.writeable
+    loss.backward()
+    assert np.shares_memory(x.numpy(), batch) and x.dtype == batch.dtype
+    np.testing.assert_allclose(w.grad, np.repeat(batch.sum(0)[:, None], 2, axis=1))
+    p = engine.adopt(np.zeros(2), requires_grad=True, name="p")
+    assert p.requires_grad and p.name == "p" and p.is_leaf
+
+
+def test_adopt_refuses_what_is_not_a_numeric_array():
+    with pytest.raises(TypeError, match=r"adopt expects a numpy array, got list"):
+        engine.adopt([1.0, 2.0])
+    with pytest.raises(TypeError, match=r"adopt: dtype <U1 .*is not supported"):
+        engine.adopt(np.array(["a"]))
+
+
+def test_adopting_another_tensors_handed_out_array_still_sees_its_writes():
+    c = Tensor([3.0, 4.0])
+    twin = engine.adopt(c.data)                      # not fresh: c's memory
+    x = leaf([1.0, 2.0])
+    loss = (x * twin).sum()
+    c += 1.0
+    with pytest.raises(RuntimeError, match=r"'mul'.*" + MODIFIED):
+        loss.backward()
+
+
+def test_adopted_foreign_memory_is_still_checksummed():
+    a, buffer = _bytearray_backed([2.0, 2.0])
+    w = leaf([1.0, 1.0])
+    loss = (w * engine.adopt(a)).sum()
+    buffer[:] = np.array([200.0, 200.0]).tobytes()
+    with pytest.raises(RuntimeError, match=FOREIGN + r".*bytearray"):
+        loss.backward()

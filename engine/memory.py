@@ -1,0 +1,755 @@
+"""The one owner of array memory: what handgrad copies, shares, hands out, locks and checks.
+
+A node's rules read arrays saved in the forward pass, and those are often the very arrays
+of tensors: an input's data, a parameter's data, the op's own output. If one of them
+changed before the backward pass, the rules would compute a wrong gradient and nothing
+would say so. This module knows every way an array can change and answers each one. The
+core reaches it at three places only: building a tensor and handing its array out
+(``tensor.py``: ``wrap``, ``hand_out``, ``replace``, ``alias``, ``writable``), after an
+op's forward (``op.py``: ``after_forward``, ``share_view``), and before a rule runs in the
+walker (``graph.py``: ``before_rule``, ``release``). A ``Node`` keeps one slot for it,
+``node.memory``, which the core only compares with ``write_tick``.
+
+1. **Arrays you pass in** are copied (``Tensor(array)``, op constants, array parameters
+   such as the index of ``x[idx]``), so an array you keep writing to is never one a node
+   saved. ``copy=False`` and ``from_numpy`` share on purpose (see 3); ``engine.adopt``
+   takes an array its caller gives away, with no copy and no sharing to watch.
+2. **handgrad's own in-place writes** (``t += 1`` under ``no_grad``, optimizer steps,
+   ``load_state_dict``) go through ``writable``: each one is a new tick of the *write
+   clock* (``write_tick``) and stamps the memory it writes. Every node remembers the tick
+   of its forward pass; its backward compares, and raises ``RuntimeError`` naming the op
+   and the tensor if memory it saved was written after it.
+3. **numpy writes** need an array, so this module watches who may hold one. Memory is
+   *handed out* when its array leaves handgrad (``t.data``, ``t.numpy()``,
+   ``np.asarray(t)``) or came from the caller (``copy=False``): O(1), no clock. A node
+   that saves handed-out memory asks Python's reference count whether anything outside
+   handgrad still holds one of its arrays: if so, the arrays are read-only while the node
+   lives (a write raises numpy's "assignment destination is read-only" at the line that
+   writes); if not, nobody can write them, and the memory stops counting as handed out.
+   So a step's cost never depends on what was read in earlier steps.
+   The one case that needs more: an array handed out while a live node saved it without
+   a lock (read ``y.data`` between the forward and the backward). Its values are then
+   checksummed once (a *checkpoint*) and the clock ticks; that node's backward compares.
+   This is decided by reference count too, so reading an array no live graph saved costs
+   nothing proportional to its size.
+   *Foreign* memory, which numpy does not own (a ``np.memmap``'s file, the bytearray
+   under ``np.frombuffer``, another library's buffer, ``as_strided``), can be written with
+   no numpy array at all: a node that saves an array on it keeps a checksum of that array
+   (and ticks the clock), which its backward compares.
+4. **Under ``detect_anomaly()``** every node also keeps a checksum of each saved tensor
+   array and compares it before its rule runs. That catches the one write the flags
+   cannot stop: through a numpy *view* taken before the forward pass (a view keeps its
+   own writeable flag).
+
+So the walker only looks closer when the clock moved since a node's forward pass, which
+in a training loop (forward, backward, then the optimizer) it never has.
+
+Which saved values are tensors' memory, a node knows from its op's rules: they declare
+the input arrays and the output they save (``ctx.save_input``, ``ctx.save_output``;
+``Node.declared_inputs``, ``Node.declared_output``). What a rule keeps with ``ctx.save`` is its own by contract; a user
+op may still pass an input there, so those values are searched by identity and numpy
+``.base`` chains (``inferred_saves`` counts the finds; no built-in op needs it).
+
+A ``MemoryRecord`` describes one block of memory and is shared by every tensor that views
+it (op outputs that are numpy views of an input, ``detach()``, tensors made with
+``copy=False`` from the same array). Records are made only when needed: for views, for
+tracked writes, for handing out. The gradient store (``GradientStore``) decides when a
+tensor may keep a gradient array the backward pass computed instead of a copy.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+import weakref
+import zlib
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .graph import Node
+    from .tensor import Tensor
+
+OUTPUT = -1  # position of a node's output among the tensors it saved
+
+inferred_saves = 0
+"""How many times a value saved with ``ctx.save`` turned out to be an input's or the
+output's memory, found by identity (undeclared saves of user ops; no built-in op)."""
+
+_ticks = itertools.count(1)
+write_tick = 0  # the write clock: the tick of the latest tracked write or checkpoint
+
+
+def _advance() -> int:
+    """Advance the write clock (a tracked write or a checkpoint happens now)."""
+    global write_tick
+    write_tick = next(_ticks)
+    return write_tick
+
+
+def owner(array: np.ndarray) -> np.ndarray:
+    """The ndarray that owns ``array``'s memory (``array`` itself unless it is a view)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def foreign(own: np.ndarray) -> bool:
+    """Whether an owner array (see ``owner``) is a window on memory numpy does not own: a
+    ``np.memmap`` (a file), ``np.frombuffer`` of a bytearray, ctypes or another library's
+    buffer, ``as_strided``. Writes to that memory need no numpy array, so no writeable flag
+    can stop them. Immutable ``bytes`` cannot be written and are not foreign."""
+    base = own.base
+    if base is None:
+        return not own.flags.owndata
+    return type(base) is not bytes
+
+
+class MemoryRecord:
+    """One block of memory behind one or more tensors."""
+
+    __slots__ = ("owner", "views", "written", "handed_out", "checkpoints", "holders",
+                 "locked", "foreign", "__weakref__")
+
+    def __init__(self, array: np.ndarray) -> None:
+        own = array if array.base is None else owner(array)
+        self.owner = own
+        self.foreign = foreign(own)     # flags cannot stop writes: nodes checksum it
+        # views tensors hold, besides the owner
+        self.views: tuple[np.ndarray, ...] = () if array is own else (array,)
+        self.written = 0                # tick of the latest tracked write
+        self.handed_out = False         # an array on it may be held outside handgrad
+        # (tick, checksum) taken when handed out while a live node saved it unlocked
+        self.checkpoints: list[tuple[int, int]] | None = None
+        self.holders = 0                # live nodes that keep it read-only
+        self.locked: list[np.ndarray] | None = None  # arrays made read-only meanwhile
+
+
+_LOCK = threading.Lock()                # guards `holders` and the writeable flags
+_DEFERRED: list["NodeHolds"] = []       # releases the garbage collector made while _LOCK was held
+_SHARED: "weakref.WeakValueDictionary[int, MemoryRecord]" = weakref.WeakValueDictionary()
+
+
+def _unlock() -> None:
+    """Release _LOCK, first finishing the releases that had to wait for it."""
+    if _DEFERRED:
+        try:
+            while _DEFERRED:
+                _DEFERRED.pop()._release()
+        finally:
+            _LOCK.release()
+    else:
+        _LOCK.release()
+
+
+def _references(one: tuple[Any]) -> int:
+    """How many references the object in the one-tuple ``one`` has besides that tuple."""
+    return sys.getrefcount(one[0]) - _ONE
+
+
+_ONE = 0
+_ONE = _references((object(),))         # the tuple's and the call's own references
+
+
+def record_of(t: "Tensor") -> MemoryRecord:
+    """The tensor's memory record (made on first use)."""
+    record = t._memory
+    if record is None:
+        record = t._memory = MemoryRecord(t._data)
+    return record
+
+
+def _add_view(record: MemoryRecord, array: np.ndarray) -> None:
+    if array is not record.owner and not any(a is array for a in record.views):
+        _LOCK.acquire()
+        try:
+            record.views += (array,)
+            if record.locked is not None:
+                _lock(record)
+        finally:
+            _unlock()
+
+
+# --- building tensors and handing their arrays out (tensor.py) --------------------------------
+
+def wrap(value: Any, dtype: Any, copy: bool,
+         tensor: "Tensor | None" = None) -> tuple[np.ndarray, MemoryRecord | None]:
+    """The array and record of a new tensor made from ``value`` (``tensor`` if the value
+    is that tensor's array): a private copy, or with ``copy=False`` the very memory,
+    recorded as shared with the caller, when no conversion is needed."""
+    if copy:
+        return np.array(value, dtype=dtype, copy=True), None
+    array = np.asarray(value, dtype=dtype)
+    if not isinstance(value, np.ndarray) or owner(array) is not owner(value):
+        return array, None                       # converted: a new array nobody else has
+    if tensor is not None:                       # another tensor's memory: one record for both
+        record = record_of(tensor)
+        _add_view(record, array)
+        return array, record
+    return array, share(array)
+
+
+def share(array: np.ndarray) -> MemoryRecord:
+    """The record for an array the caller keeps (``copy=False``, ``t.data = array``):
+    handed out from the start, one record for every tensor on that memory."""
+    own = owner(array)
+    record = _SHARED.get(id(own))
+    if record is None or record.owner is not own:
+        record = MemoryRecord(array)
+        _SHARED[id(own)] = record
+    else:
+        _add_view(record, array)
+    record.handed_out = True
+    return record
+
+
+def adopt(t: "Tensor") -> None:
+    """``t``'s array was given away by its caller (``engine.adopt``): handgrad's alone, no
+    record. Memory numpy does not own, and memory another tensor has handed out, is
+    recorded as shared instead (a write through the other owner must still be seen)."""
+    own = owner(t._data)
+    record = _SHARED.get(id(own))
+    if record is not None and record.owner is own:
+        _add_view(record, t._data)
+        t._memory = record
+    elif foreign(own):
+        t._memory = share(t._data)
+
+
+def alias(t: "Tensor", source: "Tensor") -> None:
+    """``t`` holds ``source``'s very array (``detach()``): one record for both."""
+    t._memory = record_of(source)
+
+
+def replace(t: "Tensor", array: np.ndarray, source: "Tensor | None" = None) -> None:
+    """``t.data = array`` (``source``: the tensor it came from): ``t`` now shares that
+    memory. The tensor's own array given back (``p.data -= x``) changes nothing."""
+    if array is t._data:
+        return
+    t._data = array
+    t._memory = record_of(source) if source is not None else share(array)
+
+
+def hand_out(t: "Tensor") -> np.ndarray:
+    """``t``'s array, leaving handgrad (``t.data``). No work proportional to its size: the
+    memory is marked handed out, so that nodes saving it later lock it while the array is
+    held. Only if a live node may have saved it unlocked (something besides ``t`` and
+    handgrad's views references its arrays) is a checkpoint taken for that node."""
+    record = t._memory
+    if record is None:
+        record = t._memory = MemoryRecord(t._data)
+    elif record.handed_out:
+        return t._data
+    if record.locked is None and _maybe_saved(record, t):
+        crc = checksum(record.owner)
+        tick = _advance()
+        points = record.checkpoints
+        if points is None:
+            record.checkpoints = [(tick, crc)]
+        elif points[-1][1] == crc:               # unchanged since the last checkpoint
+            points[-1] = (tick, crc)
+        else:
+            points.append((tick, crc))
+    record.handed_out = True
+    _SHARED[id(record.owner)] = record
+    return t._data
+
+
+def _maybe_saved(record: MemoryRecord, t: "Tensor") -> bool:
+    """Whether anything besides ``record``, ``t`` and the views in the record references
+    the memory's arrays: then a live node may hold them."""
+    views = record.views
+    known = 1 + (t._data is record.owner) + sum(v.base is record.owner for v in views)
+    if _references((record.owner,)) > known:
+        return True
+    for i in range(len(views)):
+        if _references((views[i],)) > 1 + (t._data is views[i]):
+            return True
+    return False
+
+
+def writable(*tensors: "Tensor") -> list[np.ndarray]:
+    """The tensors' arrays, for handgrad's own in-place writes (``t += 1``, optimizer
+    steps, ``load_state_dict``): the writes are stamped on the write clock, so a backward
+    through a node that saved the old values raises; memory kept read-only for such a node
+    is made writeable (it stays so: that node can no longer run its backward anyway).
+    ``engine.inplace`` is this function: ``w, = engine.inplace(p); w -= lr * p.grad``."""
+    now = _advance()
+    arrays = []
+    for t in tensors:
+        record = t._memory
+        if record is None:
+            record = record_of(t)
+        record.written = now
+        record.checkpoints = None     # every node older than this write raises anyway
+        if record.locked is not None:
+            _LOCK.acquire()
+            try:
+                _unlock_arrays(record)
+            finally:
+                _unlock()
+        arrays.append(t._data)
+    return arrays
+
+
+def frozen_copy(array: np.ndarray) -> np.ndarray:
+    """A private read-only copy of an array parameter (an index, a mask), as a node keeps
+    it: the caller may change theirs later."""
+    array = array.copy()
+    array.flags.writeable = False
+    return array
+
+
+# --- after an op's forward (op.py) ---------------------------------------------------------------
+
+def share_view(out: "Tensor", inputs: Sequence["Tensor"]) -> None:
+    """If the op's output array is an input's memory (a numpy view, or the very array),
+    the output shares that input's record: a write through one is a write to both."""
+    data = out._data
+    own = owner(data)
+    for t in inputs:
+        if own is owner(t._data):
+            record = record_of(t)
+            _add_view(record, data)
+            out._memory = record
+            return
+
+
+def after_forward(node: "Node", out: "Tensor", inputs: Sequence["Tensor"],
+                  arrays: Sequence[np.ndarray], anomaly: bool) -> None:
+    """What ``node`` (which saved something) holds of handed-out memory: locked while
+    something outside handgrad holds its arrays, otherwise no longer handed out; saved
+    arrays on foreign memory checksummed; under detect_anomaly, every saved tensor array
+    checksummed too."""
+    locks: list[MemoryRecord] | None = None
+    for t in inputs:
+        record = t._memory
+        if record is None or not record.handed_out or not _saves_memory_of(node, t, out):
+            continue
+        if record.foreign or _held_outside(record, node, inputs, arrays):
+            if locks is None:
+                locks = [record]
+            elif record not in locks:
+                locks.append(record)
+        else:
+            record.handed_out = False          # nothing outside holds it: nobody can write
+    if locks is None and not anomaly:
+        return
+    locks = locks or []
+    held = list(_held_tensors(node, out))
+    if anomaly:
+        for _, t in held:
+            record = t._memory
+            if record is not None and record.handed_out and record not in locks:
+                locks.append(record)
+    if locks:
+        _LOCK.acquire()
+        try:
+            for record in locks:
+                record.holders += 1
+                if record.locked is None:
+                    _lock(record)
+        finally:
+            _unlock()
+    foreign_sums = None
+    if any(record.foreign for record in locks):
+        foreign_sums = [(position, t._data, checksum(t._data)) for position, t in held
+                        if t._memory is not None and t._memory.foreign]
+        if foreign_sums:
+            _advance()
+    anomaly_sums = [(p, t._data, checksum(t._data)) for p, t in held] if anomaly else None
+    node.memory = NodeHolds(node.memory, locks, anomaly_sums, foreign_sums)
+
+
+def _held_outside(record: MemoryRecord, node: "Node", inputs: Sequence["Tensor"],
+                  arrays: Sequence[np.ndarray]) -> bool:
+    """Whether something besides handgrad (this record, these inputs, the forward's array
+    list, what the node saved, the record's views) references an array of the memory.
+    Other live nodes and tensors count as outside: that errs on the side of a lock."""
+    saved = node.saved
+    seen: list["Tensor"] = []
+    for t in inputs:
+        if not any(t is s for s in seen):
+            seen.append(t)
+
+    def known(i: int) -> int:                  # i == -1: the owner, else views[i]
+        array = record.owner if i < 0 else record.views[i]
+        count = sum(t._data is array for t in seen) + sum(a is array for a in arrays)
+        count += sum(v is array for v in saved)
+        if i < 0:
+            return 1 + count + sum(v.base is array for v in record.views)
+        return 1 + count
+
+    if _references((record.owner,)) > known(-1):
+        return True
+    views = record.views
+    for i in range(len(views)):
+        if _references((views[i],)) > known(i):
+            return True
+    return False
+
+
+def _reversible(own: np.ndarray) -> bool:
+    """Whether numpy lets an owner array be made writeable again after ``_lock``: only if
+    it owns its memory or its base is a writable buffer (a memmap's mmap, a bytearray's
+    memoryview; not ``as_strided``'s DummyArray). Views of it always can (after it)."""
+    base: Any = own.base           # numpy types it as an ndarray; here it never is one
+    if base is None:
+        return True
+    try:
+        with memoryview(base) as view:
+            return not view.readonly
+    except TypeError:
+        return False
+
+
+def _lock(record: MemoryRecord) -> None:   # with _LOCK held
+    """Make the arrays tensors hold on this memory read-only (the owner first). An owner
+    that numpy would not make writeable again stays as it is: it is foreign memory, which
+    the nodes checksum anyway."""
+    locked = record.locked if record.locked is not None else []
+    skip = record.owner if record.foreign and not _reversible(record.owner) else None
+    for array in (record.owner, *record.views):
+        if array.flags.writeable and array is not skip:
+            array.flags.writeable = False
+            locked.append(array)
+    record.locked = locked or None
+
+
+def _unlock_arrays(record: MemoryRecord) -> None:   # with _LOCK held
+    for array in record.locked or ():    # the owner first: a view can be made writeable
+        array.flags.writeable = True     # again only after its base
+    record.locked = None
+
+
+# --- what a node saved ---------------------------------------------------------------------
+#
+# A rule declares the tensors' arrays it saves (``ctx.save_input``, ``ctx.save_output``):
+# those are found by identity with the node's inputs and output, nothing more. Values saved
+# with ``ctx.save`` are the rule's own arrays by contract, but a user op may pass an input or
+# its output there too, so they are searched (identity, then numpy ``.base`` chains): the
+# fallback that keeps such an op protected. ``inferred_saves`` counts what it finds.
+
+def _held_tensors(node: "Node", out: "Tensor") -> Iterator[tuple[int, "Tensor"]]:
+    """(position, tensor) for each saved value that is a tensor's memory: an input's (its
+    index) or the output's (OUTPUT)."""
+    inputs = node.inputs
+    declared_inputs, declared_output = _declarations(node)
+    seen: list[int] = []
+    for k, value in enumerate(node.saved):
+        if type(value) is not np.ndarray:          # shapes, counts, None, numpy scalars
+            continue
+        position = _declared(value, k, declared_inputs, declared_output, inputs, out)
+        if position is None:
+            position = _inferred(value, inputs, out)
+            if position is None:
+                continue
+        if position not in seen:
+            seen.append(position)
+            yield position, out if position == OUTPUT else inputs[position]
+
+
+def _declarations(node: "Node") -> tuple[tuple[int, ...], int]:
+    """The indices in ``node.saved`` of the values its rule declared: the inputs
+    (``ctx.save_input``) and the output (``ctx.save_output``; -1 if none)."""
+    return getattr(node, "declared_inputs", ()), getattr(node, "declared_output", -1)
+
+
+def _declared(value: np.ndarray, k: int, declared_inputs: tuple[int, ...],
+              declared_output: int, inputs: Sequence["Tensor"], out: "Tensor") -> int | None:
+    """The position of the input (or OUTPUT) whose very array ``value``, saved k-th, was
+    declared to be; None if it was not declared, or is not that array (an array given
+    back by ``t.data = ...`` since, or not an input at all: then it is searched as if
+    saved with ``ctx.save``)."""
+    if k == declared_output:
+        return OUTPUT if value is out._data else None
+    if k in declared_inputs:
+        for i, t in enumerate(inputs):
+            if value is t._data:
+                return i
+    return None
+
+
+def _inferred(value: np.ndarray, inputs: Sequence["Tensor"], out: "Tensor") -> int | None:
+    """The fallback for a value saved with ``ctx.save``: the position of the input (or
+    OUTPUT) whose memory it is, the very array or a numpy view of it, or None."""
+    global inferred_saves
+    if value is out._data:
+        position: int | None = OUTPUT
+    else:
+        for i, t in enumerate(inputs):
+            if value is t._data:
+                position = i
+                break
+        else:
+            if value.base is None:                 # an array the rule made
+                return None
+            position = _view_position(value, inputs, out)
+            if position is None:
+                return None
+    inferred_saves += 1
+    return position
+
+
+def _view_position(value: np.ndarray, inputs: Sequence["Tensor"], out: "Tensor") -> int | None:
+    own = owner(value)
+    if own is owner(out._data):
+        return OUTPUT
+    for i, t in enumerate(inputs):
+        if own is owner(t._data):
+            return i
+    return None
+
+
+def _saves_memory_of(node: "Node", t: "Tensor", out: "Tensor") -> bool:
+    """Whether ``node`` (just run, ``out`` its output) saved ``t``'s memory: a declared
+    input on the same memory record as ``t``, a declared output on ``t``'s memory (an op
+    returning a view of its input), or a value saved with ``ctx.save`` on it."""
+    declared_inputs, declared_output = _declarations(node)
+    if not declared_inputs and declared_output < 0:
+        return _inferred_holds(node.saved, t)
+    record = t._memory
+    inputs = node.inputs
+    for k, value in enumerate(node.saved):
+        if type(value) is not np.ndarray:
+            continue
+        position = _declared(value, k, declared_inputs, declared_output, inputs, out)
+        if position is None:
+            if _inferred_holds((value,), t):
+                return True
+        elif position == OUTPUT:
+            data = out._data
+            if data is t._data or data.base is not None and owner(data) is owner(t._data):
+                return True
+        else:
+            held = inputs[position]
+            if held is t or held._memory is record:
+                return True
+    return False
+
+
+def _inferred_holds(values: Sequence[object], t: "Tensor") -> bool:
+    """The fallback of ``_saves_memory_of``: whether values saved with ``ctx.save``
+    include ``t``'s memory (its array, or a view of it)."""
+    global inferred_saves
+    data = t._data
+    for value in values:
+        if value is data:
+            inferred_saves += 1
+            return True
+    own = None
+    for value in values:
+        if type(value) is np.ndarray and value.base is not None:
+            if own is None:
+                own = owner(data)
+            if owner(value) is own:
+                inferred_saves += 1
+                return True
+    return False
+
+
+Checksums = list[tuple[int, np.ndarray, int]]   # (position, saved array, its checksum)
+
+
+class NodeHolds:
+    """What a node holds beyond its forward tick (its ``node.memory`` slot then): records
+    it keeps read-only until released (when the node is freed by backward, or garbage
+    collected without one); checksums of its saved arrays on foreign memory (flags cannot
+    protect it); under detect_anomaly, checksums of every saved tensor array."""
+
+    __slots__ = ("tick", "locks", "anomaly_sums", "foreign_sums", "released")
+
+    def __init__(self, tick: int, locks: list[MemoryRecord], anomaly_sums: Checksums | None,
+                 foreign_sums: Checksums | None):
+        self.tick = tick
+        self.locks = locks
+        self.anomaly_sums = anomaly_sums
+        self.foreign_sums = foreign_sums
+        self.released = not locks
+
+    def release(self) -> None:
+        if self.released:
+            return
+        if _LOCK.acquire(blocking=False):
+            try:
+                self._release()
+            finally:
+                _unlock()
+        else:  # busy: another thread, or a garbage collection inside our own section
+            _DEFERRED.append(self)
+
+    def _release(self) -> None:   # with _LOCK held
+        if self.released:
+            return
+        self.released = True
+        for record in self.locks:
+            record.holders -= 1
+            if record.holders == 0 and record.locked is not None:
+                _unlock_arrays(record)
+
+    def __del__(self) -> None:
+        if not self.released:
+            try:
+                self.release()
+            except Exception:  # pragma: no cover  (interpreter shutdown)
+                pass
+
+
+def holds_anything(node: "Node") -> bool:
+    """Whether ``node`` holds locks or checksums (for tests: a plain step holds nothing)."""
+    return type(node.memory) is NodeHolds
+
+
+def release(node: "Node") -> None:
+    """The node is freed: give back what it kept read-only (its slot keeps its tick)."""
+    holds = node.memory
+    if type(holds) is NodeHolds:
+        holds.release()
+        node.memory = holds.tick
+
+
+def is_locked(t: "Tensor") -> bool:
+    """Whether ``t``'s memory is read-only now because a live node saved it (for tests)."""
+    return t._memory is not None and t._memory.locked is not None
+
+
+# --- before a rule runs (graph.py) ---------------------------------------------------------
+
+def checksum(array: np.ndarray) -> int:
+    """A CRC-32 of the array's bytes (and its shape): a change of any value changes it
+    except with probability 2^-32."""
+    data = np.ascontiguousarray(array).view(np.uint8)
+    # An ndarray has the buffer protocol; numpy's stubs declare __buffer__ only for
+    # Python >= 3.12, and mypy checks for 3.10.
+    return zlib.crc32(data, hash(array.shape) & 0xFFFFFFFF)  # type: ignore[arg-type]
+
+
+def before_rule(node: "Node", out: "Tensor") -> None:
+    """Raise if memory the node saved was written after its forward pass (the walker calls
+    this when the write clock moved since then, when the node holds something, and under
+    detect_anomaly)."""
+    holds = node.memory
+    tick = holds.tick if type(holds) is NodeHolds else holds
+    for position, t in _held_tensors(node, out):
+        record = t._memory
+        if record is None:
+            continue
+        if record.written > tick:
+            raise RuntimeError(
+                f"{_what(node, position)}, saved for the backward of op '{node.op.name}' "
+                f"({node!r}), was modified by an in-place operation after the forward "
+                f"pass. Call backward() before changing it (e.g. before optimizer.step()), "
+                f"or compute the graph again.")
+        crc = _checkpoint_after(record, tick)
+        if crc is not None and checksum(record.owner) != crc:
+            raise RuntimeError(
+                f"{_what(node, position)}, saved for the backward of op '{node.op.name}' "
+                f"({node!r}), was written through its numpy array after the forward pass "
+                f"(the array was handed out after that pass, and its values changed since).")
+    if type(holds) is not NodeHolds:
+        return
+    changed = _first_changed(holds.foreign_sums)
+    if changed is not None:
+        position, array = changed
+        raise RuntimeError(
+            f"{_what(node, position)}, saved for the backward of op '{node.op.name}' "
+            f"({node!r}), changed after the forward pass (its checksum differs). Its "
+            f"memory is not numpy's ({_buffer(array)}), so it could not be made "
+            f"read-only: something wrote into it. Call backward() before changing "
+            f"it, or give handgrad a copy (Tensor(array) rather than copy=False).")
+    changed = _first_changed(holds.anomaly_sums)
+    if changed is not None:
+        raise RuntimeError(
+            f"detect_anomaly: {_what(node, changed[0])}, saved for the backward of op "
+            f"'{node.op.name}' ({node!r}), changed after the forward pass (its "
+            f"checksum differs): something wrote into its memory, e.g. through a "
+            f"numpy view taken before the forward pass.")
+
+
+def _checkpoint_after(record: MemoryRecord, tick: int) -> int | None:
+    """The checksum of the first checkpoint taken after ``tick`` (the values a node of
+    that tick saw, if nothing wrote them since), or None."""
+    for when, crc in record.checkpoints or ():
+        if when > tick:
+            return crc
+    return None
+
+
+def _first_changed(entries: "Checksums | None") -> tuple[int, np.ndarray] | None:
+    """The first ``(position, array)`` of ``(position, array, crc)`` entries whose array's
+    checksum is no longer ``crc`` (None when all match, or there are no entries)."""
+    for position, array, crc in entries or ():
+        if checksum(array) != crc:
+            return position, array
+    return None
+
+
+def _buffer(array: np.ndarray) -> str:
+    """What holds a foreign array's memory, for the error message ("it belongs to a
+    bytearray", "it is a np.memmap's file", ...)."""
+    own = owner(array)
+    if isinstance(own, np.memmap) or type(own.base).__name__ == "mmap":
+        return "it is a np.memmap's file"
+    base = own.base
+    while isinstance(base, memoryview):
+        base = base.obj
+    if base is None:
+        return "it was made outside numpy"
+    return f"it belongs to a {type(base).__name__}"
+
+
+def _what(node: "Node", position: int) -> str:
+    if position == OUTPUT:
+        return f"the output of op '{node.op.name}'"
+    return f"input {position} ({node.inputs[position].describe()})"
+
+
+# --- gradients handed to .grad ------------------------------------------------------------
+
+class GradientStore:
+    """The copy-or-keep decisions of one backward pass, for the gradients it hands out.
+
+    A training step's parameter gradients are big, and copying each one would cost about
+    as much as the optimizer's update. So a tensor may keep the very array the backward
+    pass computed as its ``.grad``, but only when nobody else can hold that array, because
+    ``.grad`` is later changed in place (accumulation ``+=``, gradient clipping): not an
+    array the caller passed in (``loss.backward(grad)``), not one already handed to another
+    tensor in this pass (``add`` sends the same array to both inputs), not a view (its base
+    may be another tensor's gradient), writeable (a broadcast view is not), and of the
+    tensor's dtype. Anything else is copied. ``engine.grad`` hands out its results by the
+    same rule."""
+
+    __slots__ = ("handed_out",)
+
+    def __init__(self, given: Iterable[np.ndarray]):
+        self.handed_out = {id(g) for g in given}
+
+    def own(self, g: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """``g`` itself if its receiver may keep it, otherwise a copy."""
+        key = id(g)
+        if key not in self.handed_out and g.base is None and g.dtype == dtype \
+                and g.flags.writeable:
+            self.handed_out.add(key)
+            return g
+        return np.array(g, dtype=dtype, copy=True)
+
+    def accumulate(self, tensor: "Tensor", g: np.ndarray) -> None:
+        """Add ``g`` to ``tensor.grad`` (set it, if it has none)."""
+        current = tensor.grad
+        if current is None:
+            dtype = tensor._data.dtype
+            key = id(g)
+            if key not in self.handed_out and g.base is None and g.dtype == dtype \
+                    and g.flags.writeable:             # own(g), inlined: once per leaf
+                self.handed_out.add(key)
+                tensor.grad = g
+            else:
+                tensor.grad = np.array(g, dtype=dtype, copy=True)
+            return
+        if type(current) is not np.ndarray or current.shape != g.shape:
+            raise RuntimeError(
+                f"backward: {tensor.describe()} has a stale .grad of shape "
+                f"{np.shape(current)}, but its new gradient has shape {g.shape} (its data "
+                f"changed shape?). Set .grad = None (zero_grad()) before backward().")
+        current += g
