@@ -6,6 +6,8 @@ the test accuracy.
 
     python benchmarks/train_throughput.py            # the full run (a few minutes)
     python benchmarks/train_throughput.py --smoke    # seconds, for CI
+    python benchmarks/train_throughput.py --fit-vs-bare-only --repeats 10
+        # only fit_vs_bare, merged into the results JSON (its table rows kept)
 
 Variants: numpy by hand; handgrad eager; handgrad compiled (nn.compile_step: captured once
 per batch shape, replayed); PyTorch eager and torch.compile when torch is installed; JAX
@@ -17,17 +19,30 @@ while every batch has 128 examples (tests/test_benchmarks.py checks it); the las
 batch (60000 = 468 x 128 + 96) divides by 96, which the two round differently, so after
 it their trajectories drift apart by float32 rounding.
 
-Every loop gets its batch the same way, ``x[idx]``. The compiled step is built with
-``check_finite=False`` because no other loop here checks for NaN (``fit`` does, compiled
-or not).
+Then the price of ``fit(compile=True)`` against a bare loop of the same compiled step
+(``fit_vs_bare``). The bare loop is ``nn.compile_step(model, loss, opt)`` as a user would
+write it, called on fit's batches (same order, ``x[idx]``): the step's own checks on
+(``check_finite=True``, the default: the loss and every gradient checked finite before
+any update, as ``ReplayStep`` does them) and the optimizer's ``check_finite`` at its
+default, off. ``fit`` adds what makes its guarantee complete, the optimizer's check (an
+update that would make a weight NaN or Inf is refused and every weight keeps its last
+good value: a copy of the parameters and a dot product of each per step), and its
+bookkeeping (loss and accuracy tally, History, callbacks). Both from the same weights,
+interleaved rounds (the order alternating), minimum times, epoch 1 (with the captures)
+and the later epochs reported apart; ``bare+update check`` is the bare loop with the
+optimizer's check on, to show the two parts of the difference.
+
+Every loop gets its batch the same way, ``x[idx]``. In the throughput table the compiled
+step is built with ``check_finite=False`` because no other loop there checks for NaN.
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable
 
 import numpy as np
-from common import fashion_mnist, interleaved, median, parser, save, table, torch_or_none
+from common import RESULTS, fashion_mnist, interleaved, machine, median, parser, print_notes, save, table, torch_or_none
 from numpy_mlp import NumpyMLP  # noqa: E402
 
 from handgrad import (
@@ -186,12 +201,100 @@ def jax_epoch(state: dict[str, Any], x: np.ndarray, y: np.ndarray, epoch: int) -
     return float(loss)
 
 
+class _EpochClock(nn.callbacks.Callback):
+    """The wall time of each epoch of a fit, from its start to the next one's (the last:
+    to the end of training): the steps, the record and the callbacks."""
+
+    def __init__(self) -> None:
+        self.marks: list[float] = []
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        self.marks.append(time.perf_counter())
+
+    def on_train_end(self) -> None:
+        self.marks.append(time.perf_counter())
+
+    def seconds(self) -> list[float]:
+        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+
+def fit_vs_bare(x: np.ndarray, y: np.ndarray, repeats: int, epochs: int) -> dict[str, Any]:
+    """Per-epoch seconds of fit(compile=True) and of bare loops of the same compiled step
+    (the module docstring says what each checks), fresh models each round."""
+    def model_opt() -> tuple[nn.MLP, nn.optim.SGD]:
+        model = nn.MLP(SIZES, activation="relu", seed=0)
+        return model, nn.optim.SGD(model, lr=LR, momentum=MOMENTUM)
+
+    def bare(update_check: bool) -> list[float]:
+        model, opt = model_opt()
+        opt.check_finite = update_check
+        step = nn.compile_step(model, nn.CrossEntropyLoss(), opt)      # its checks on
+        out = []
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            order = np.random.default_rng([0, epoch]).permutation(len(x))   # fit's batches
+            for i in range(0, len(x), BATCH):
+                idx = order[i:i + BATCH]
+                step(x[idx], y[idx])
+            out.append(time.perf_counter() - start)
+        return out
+
+    def fitted() -> list[float]:
+        model, opt = model_opt()
+        clock = _EpochClock()
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (x, y), epochs=epochs, batch_size=BATCH,
+               verbose=0, compile=True, callbacks=[clock])
+        return clock.seconds()
+
+    variants: dict[str, Callable[[], list[float]]] = {
+        "bare": lambda: bare(False), "bare+update check": lambda: bare(True), "fit": fitted}
+    runs: dict[str, list[list[float]]] = {k: [] for k in variants}
+    names = list(variants)
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            runs[name].append(variants[name]())
+    first = {k: min(run[0] for run in v) for k, v in runs.items()}
+    later = {k: min(t for run in v for t in run[1:]) for k, v in runs.items()} if epochs > 1 else {}
+    return {"epochs": epochs, "repeats": repeats, "runs": runs,
+            "epoch 1 s (min)": first, "later epochs s (min)": later,
+            "fit/bare epoch 1": first["fit"] / first["bare"],
+            "fit/bare later epochs": later["fit"] / later["bare"] if later else None,
+            "bare+update check/bare epoch 1": first["bare+update check"] / first["bare"],
+            "bare+update check/bare later epochs":
+                later["bare+update check"] / later["bare"] if later else None}
+
+
+def report_fit_vs_bare(overhead: dict[str, Any]) -> None:
+    print(f"fit(compile=True) vs a bare compiled-step loop, {overhead['repeats']} rounds x "
+          f"{overhead['epochs']} epochs, minima: epoch 1 {overhead['fit/bare epoch 1']:.3f}x, "
+          f"later epochs {overhead['fit/bare later epochs']:.3f}x; the bare loop with the "
+          f"update check: {overhead['bare+update check/bare epoch 1']:.3f}x, "
+          f"{overhead['bare+update check/bare later epochs']:.3f}x")
+
+
+def fit_vs_bare_only(args: Any, x: np.ndarray, y: np.ndarray, source: str) -> None:
+    """Run fit_vs_bare alone and put it into the results JSON, keeping its other parts."""
+    overhead = fit_vs_bare(x, y, 1 if args.smoke else args.repeats, 2 if args.smoke else 4)
+    report_fit_vs_bare(overhead)
+    path = args.out or RESULTS / "train_throughput.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.pop("benchmark", None)
+    old["machine (fit_vs_bare)"] = machine()
+    print(f"wrote {save('train_throughput', {**old, 'fit_vs_bare': overhead, 'data': source}, path)}")
+
+
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--fit-vs-bare-only", action="store_true",
+                   help="run only fit(compile=True) vs the bare compiled loop (merged into the JSON)")
+    args = p.parse_args()
     n = 2048 if args.smoke else None
     repeats = 1 if args.smoke else args.repeats
     x, y, xt, yt, source = fashion_mnist(n, args.smoke)
     y, yt = y.astype(np.int64), yt.astype(np.int64)
+    if args.fit_vs_bare_only:
+        fit_vs_bare_only(args, x, y, source)
+        return
     torch = torch_or_none(args.no_torch)
     jax = jax_or_none()
     notes = []
@@ -271,16 +374,14 @@ def main() -> None:
 
     print(f"Training throughput: {source}, {len(x)} train / {len(xt)} test, MLP {SIZES}, "
           f"batch {BATCH}, SGD momentum {MOMENTUM}, float32, {repeats} interleaved rounds")
-    if torch is None:
-        notes.append("PyTorch not installed: its rows are skipped")
-    if jax is None:
-        notes.append("JAX not installed: its row is skipped")
-    for note in notes:
-        print(f"({note})")
+    print_notes(notes, torch, jax)
     columns = ["variant", "epoch s (median)", "min s", "vs numpy", "vs GEMM floor",
                "final batch loss", f"test acc ({epochs} ep)", f"{epochs} ep s"]
     print(table(rows, columns))
-    path = save("train_throughput", {"data": source, "n_train": len(x), "sizes": SIZES,
+    overhead = fit_vs_bare(x, y, repeats, 2 if args.smoke else 4)
+    report_fit_vs_bare(overhead)
+    path = save("train_throughput", {"fit_vs_bare": overhead,
+                                     "data": source, "n_train": len(x), "sizes": SIZES,
                                      "batch": BATCH, "repeats": repeats, "rows": rows,
                                      "times": times, "notes": notes},
                 args.out)

@@ -43,7 +43,7 @@ __all__ = [
 
 
 _SUBMODULES = ("plots", "demos", "cli", "serialization", "subnormal", "layers", "losses",
-               "module", "train", "compile")
+               "module", "train", "compile", "step", "callbacks", "history")
 
 
 def __getattr__(name: str) -> Any:

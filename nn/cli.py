@@ -39,11 +39,13 @@ from . import optim, rundir, serialization
 from .cli_args import UsageError
 from .draw_command import add_draw_arguments, draw_command
 from .errors import UserInputError
+from .history import History
 from .layers import ACTIVATIONS, MLP
 from .losses import CrossEntropyLoss
 from .module import Module
 from .plots import MatplotlibMissing
-from .train import History, TrainingError, evaluate, fit
+from .step import TrainingError
+from .train import evaluate, fit
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", action="store_true",
                    help="capture each training step once and replay it (same results, faster)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--threads", type=opt_.threads, default="auto",
+                   help="BLAS threads: auto (one for a small model: idle threads spin on a busy "
+                        "machine; the default), none (numpy's default) or a number")
 
     e = sub.add_parser("evaluate", help="report test metrics of a checkpoint")
     e.add_argument("checkpoint", type=Path)
@@ -209,7 +214,7 @@ def load_splits(run: dict[str, Any], data_dir: str | None) -> data_.Splits:
 def _save_bytes(sizes: list[int], optimizer: str) -> int:
     """A lower bound of the bytes a save writes: model.npz, and resume.npz with the
     optimizer's state."""
-    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     return 4 * params * (2 + plan_.OPTIMIZER_SLOTS[optimizer])
 
 
@@ -335,7 +340,7 @@ class _Run:
                                  f"{saved.manifest['epochs_done']}")
             if self.scheduler is not None:
                 self.scheduler.load_state_dict(resume["scheduler"])
-            for g, state in zip(generators, resume["rng"]):
+            for g, state in zip(generators, resume["rng"], strict=True):
                 g.bit_generator.state = state
         except (KeyError, TypeError, ValueError) as e:
             raise serialization.CheckpointError(f"{path}: malformed resume state ({e})") from None
@@ -448,7 +453,8 @@ def _fit(state: _Run, run: dict[str, Any], splits: data_.Splits, loss_fn: CrossE
                                 callback=state.end_of_epoch, initial_epoch=state.epochs_done,
                                 history=state.history,
                                 best_state=state.best if state.epochs_done else None,
-                                compile=args.compile, record_grad_norms=record_grad_norms)
+                                compile=args.compile, record_grad_norms=record_grad_norms,
+                                threads=args.threads)
     except TrainingError as e:
         return e
     except KeyboardInterrupt:

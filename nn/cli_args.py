@@ -37,6 +37,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def threads(text: str) -> int | str | None:
+    """``auto``, ``none`` or a positive thread count (``fit(threads=...)``)."""
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be auto, none or a positive integer, got {text!r}") from None
+
+
 def seed(text: str) -> int:
     """A random seed: an integer in [0, 2**32)."""
     try:

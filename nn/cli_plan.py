@@ -59,7 +59,7 @@ def training_bytes(sizes: list[int], rows: int, slots: int, data_bytes: int = 0)
     the parameters, their gradients, the optimizer's ``slots`` and one saved copy (float32),
     the float64 draw of the widest layer at initialisation, the activations and their
     gradients for ``rows`` examples at once, and the data."""
-    pairs = list(zip(sizes[:-1], sizes[1:]))
+    pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
     params = sum(a * b + b for a, b in pairs)
     widest = max(a * b for a, b in pairs)
     return 4 * params * (3 + slots) + 8 * widest + 4 * 2 * sum(sizes) * rows + data_bytes

@@ -99,7 +99,7 @@ def plot_vanishing(result: dict[str, dict[str, Any]], path: str | Path | None = 
     else:
         axes = plots._axes_grid(what, ax, (1, 2))[0]
         fig = axes[0].figure
-    for a, when in zip(axes, ("init", "trained")):
+    for a, when in zip(axes, ("init", "trained"), strict=True):
         for act, r in result.items():
             norms = r[when]
             a.plot(range(1, len(norms) + 1), norms, "o-", label=act)

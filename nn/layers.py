@@ -194,7 +194,7 @@ class MLP(Module):
             rng = np.random.default_rng(seed) if seed is not None else init_.default_rng()
         init = init or DEFAULT_INIT[activation]
         layers: list[Module] = []
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             last = i == len(sizes) - 2
             layers.append(Linear(n_in, n_out, bias=bias, init="xavier" if last else init, rng=rng,
                                  dtype=dtype))

@@ -41,19 +41,20 @@ class Parameter(Tensor):
         return "Parameter" + super().__repr__()[len("Tensor"):]
 
 
-# A counter bumped whenever a module is attached or removed anywhere: a root names its
-# tree again when it changed (or when another root renamed one of its modules).
-_TREE = [0]
+# How many times a module was attached or removed anywhere: a root names its tree again
+# when it changed (or when another root renamed one of its modules).
+_module_tree_edits = 0
 
 
 def _tree_changed() -> None:
-    _TREE[0] += 1
+    global _module_tree_edits
+    _module_tree_edits += 1
 
 
 def tree_version() -> int:
     """Changes whenever a module is attached or removed anywhere (caches of module lists
     compare it)."""
-    return _TREE[0]
+    return _module_tree_edits
 
 
 class _ThreadModes(threading.local):
@@ -121,7 +122,7 @@ class Module:
     _paths_for: int | None
     _named_by: "weakref.ReferenceType[Module] | None"
     _training: bool
-    _settings: int
+    _assignments: int
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -133,13 +134,13 @@ class Module:
         # Counts assignments to this module's attributes (a dropout's p, a loss's
         # label_smoothing, a replaced parameter): compiled steps key their plans on it, so
         # a plan is never replayed with settings it was not captured with.
-        object.__setattr__(self, "_settings", 0)
+        object.__setattr__(self, "_assignments", 0)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning attributes")
-        object.__setattr__(self, "_settings", self._settings + 1)
+        object.__setattr__(self, "_assignments", self._assignments + 1)
         current = self._parameters.get(name)
         if current is not None and value is not None and not isinstance(value, Parameter):
             raise TypeError(
@@ -164,7 +165,7 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
-        object.__setattr__(self, "_settings", self._settings + 1)
+        object.__setattr__(self, "_assignments", self._assignments + 1)
         self._parameters.pop(name, None)
         if self._modules.pop(name, None) is not None:
             _tree_changed()
@@ -181,7 +182,7 @@ class Module:
         dotted name, the same name ``state_dict`` uses (a module used in two places keeps
         the first), whichever parent calls it."""
         if engine.current_scope() is None:            # called as the root of a model
-            if self._paths_for != _TREE[0]:
+            if self._paths_for != _module_tree_edits:
                 self._resolve_paths()
             path = ""
         elif self._path is not None:
@@ -206,7 +207,7 @@ class Module:
                 object.__setattr__(other, "_paths_for", None)
             object.__setattr__(module, "_path", path)
             object.__setattr__(module, "_named_by", me)
-        object.__setattr__(self, "_paths_for", _TREE[0])
+        object.__setattr__(self, "_paths_for", _module_tree_edits)
 
     @property
     def training(self) -> bool:
@@ -309,7 +310,7 @@ class Module:
         numbers (no object, string, complex or boolean arrays); with ``check_finite`` no
         NaN or Inf. If any check fails, nothing has changed."""
         updates = self.check_state_dict(state, strict, check_finite)
-        for w, (_, value) in zip(engine.inplace(*(p for p, _ in updates)), updates):
+        for w, (_, value) in zip(engine.inplace(*(p for p, _ in updates)), updates, strict=True):
             w[...] = value
 
     def check_state_dict(self, state: dict[str, Any], strict: bool = True,

@@ -18,7 +18,7 @@ from handgrad.engine import Tensor
 from handgrad.engine.plain import plain_repr
 
 from . import subnormal
-from .finite import all_finite, first_non_finite
+from .finite import all_finite_raw, first_non_finite
 from .module import Module, Parameter
 
 ParamsArg = Union[Module, Iterable[Any]]
@@ -282,14 +282,33 @@ class Optimizer:
             for (p, group), w in zip(todo, arrays, strict=True):
                 self.update(w, p.grad, state[id(p)], group)
             return
+        self._checked_update(todo, arrays)
+
+    def _checked_update(self, todo: list[tuple[Any, dict[str, Any]]],
+                        arrays: list[np.ndarray]) -> None:
+        """``step`` with ``check_finite``: each parameter's values are copied into a buffer
+        kept from step to step (``_last_good``: allocated once, rewritten with ``np.copyto``),
+        then updated, then checked while still in cache; the first parameter found NaN or
+        Inf is undone together with every one updated before it (``_undo``).
+
+        Why this is exact: the undo copies the saved bits back (never ``w + u``, which is
+        not ``w`` in floating point), and every parameter updated by this step has its copy.
+        Why no NaN or Inf can pass: every updated array is checked (nn/finite.py: the dot
+        product of the flattened array with itself, whose terms are squared magnitudes, so
+        any NaN or Inf element makes it NaN or Inf, and an elementwise test decides when it
+        is not finite), under one ``np.errstate`` for the whole step rather than one per
+        array: this is the price of ``fit``'s guarantee at every step
+        (benchmarks/train_throughput.py, ``fit_vs_bare``).
+        """
+        state, last_good = self.state, self._last_good
         with np.errstate(over="ignore", invalid="ignore"):       # reported below, as an error
             for k, ((p, group), w) in enumerate(zip(todo, arrays, strict=True)):
-                last = self._last_good.get(id(p))
+                last = last_good.get(id(p))
                 if last is None or last.shape != w.shape or last.dtype != w.dtype:
-                    last = self._last_good[id(p)] = np.empty_like(w)
+                    last = last_good[id(p)] = np.empty_like(w)
                 np.copyto(last, w)        # each copy and check while the array is in cache
                 self.update(w, p.grad, state[id(p)], group)
-                if not all_finite(w):
+                if not all_finite_raw(w):
                     self._undo(todo[:k + 1], arrays[:k + 1], p, w)
 
     def _undo(self, todo: list[tuple[Tensor, dict[str, Any]]], arrays: list[np.ndarray],
@@ -369,7 +388,7 @@ class Optimizer:
                              f"parameter groups for {len(self.param_groups)}")
         new_groups = []
         start = 0
-        for k, (saved, mine) in enumerate(zip(groups, self.param_groups)):
+        for k, (saved, mine) in enumerate(zip(groups, self.param_groups, strict=True)):
             expected = list(range(start, start + len(mine["params"])))
             start += len(mine["params"])
             if not isinstance(saved, dict) or saved.get("params") != expected:
@@ -410,7 +429,7 @@ class Optimizer:
                 else:
                     raise ValueError(f"{name}.load_state_dict: state {plain_repr(key)} of parameter {i} "
                                      f"is {plain_repr(value)}")
-        for group, hyper in zip(self.param_groups, new_groups):
+        for group, hyper in zip(self.param_groups, new_groups, strict=True):
             group.update(hyper)
         self.state, self.steps = new_state, steps
 
@@ -700,7 +719,7 @@ class LRScheduler:
 
     def _apply(self) -> None:
         self._check_groups()
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = self.lr_at(base, self.t)
 
     def step(self) -> float:

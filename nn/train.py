@@ -1,12 +1,16 @@
-"""Training and evaluation loops: ``fit``, ``evaluate``, ``predict``, and the History they keep."""
+"""Training and evaluation loops: ``fit``, ``evaluate``, ``predict``, and the History they keep.
+
+``fit`` is a loop over epochs and batches that runs a step (nn/step.py: eager or compiled)
+and calls callbacks (nn/callbacks.py) for everything else: schedules, gradient norms,
+progress, early stopping and the user's own."""
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -15,77 +19,16 @@ from handgrad.engine import Tensor
 from handgrad.engine.plain import plain_repr
 
 from . import metrics
+from .callbacks import Callback, EarlyStopping, EpochFunction, GradNormRecorder, LRSchedule, Progress
 from .data import DataLoader
-from .errors import UserInputError
 from .finite import all_finite, first_non_finite, non_finite_rows
+from .history import History
 from .module import Module
-from .optim import LRScheduler, NonFiniteUpdate, Optimizer, clip_grad_norm_
-from .progress import Progress, resolve_verbose
+from .optim import LRScheduler, NonFiniteUpdate, Optimizer
+from .step import EagerStep, ReplayStep, Step, TrainingError, non_finite
+from .threads import blas_threads, threads_for
 
-
-@dataclass(repr=False)
-class History:
-    """What ``fit`` measured: the loss of every step and a dict of metrics per epoch.
-
-    ``interrupted``: fit stopped at a Ctrl-C; the losses of the unfinished epoch's steps are
-    in ``steps``, but that epoch has no record in ``epochs``."""
-
-    steps: list[float] = field(default_factory=list)
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    stopped_early: bool = False
-    best_epoch: int | None = None
-    interrupted: bool = False
-    # With fit(record_grad_norms=True): the L2 norm of each parameter's gradient at every
-    # step, by parameter name (what plots.plot_gradient_norms draws).
-    grad_norms: dict[str, list[float]] = field(default_factory=dict)
-
-    def metric(self, name: str) -> list[float]:
-        """The value of metric ``name`` (``"train_loss"``, ``"val_accuracy"``, ...) at each
-        epoch that recorded it, in order; [] if none did."""
-        return [e[name] for e in self.epochs if name in e]
-
-    def __repr__(self) -> str:
-        """One line whatever the length of the run: the epochs and steps, the last epoch's
-        losses and accuracies, and how the run ended (``to_dict()`` has everything)."""
-        cells = [f"epochs={len(self.epochs)}", f"steps={len(self.steps)}"]
-        last = self.epochs[-1] if self.epochs else {}
-        cells += [f"{k}={float(last[k]):.4g}" for k in
-                  ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if k in last]
-        if self.best_epoch is not None:
-            cells.append(f"best_epoch={self.best_epoch}")
-        cells += [f"{flag}=True" for flag in ("stopped_early", "interrupted") if getattr(self, flag)]
-        return f"History({', '.join(cells)})"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field as plain lists, dicts and numbers (JSON-serialisable; copies, not
-        views); ``grad_norms`` only when recorded. ``from_dict`` reads it back."""
-        d = {"steps": list(self.steps), "epochs": [dict(e) for e in self.epochs],
-             "stopped_early": self.stopped_early, "best_epoch": self.best_epoch,
-             "interrupted": self.interrupted}
-        if self.grad_norms:
-            d["grad_norms"] = {k: list(v) for k, v in self.grad_norms.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "History":
-        """The History that ``to_dict()`` wrote (missing keys take their defaults), as read
-        back from a resume checkpoint or ``history.json``."""
-        return cls(steps=list(d.get("steps", [])), epochs=[dict(e) for e in d.get("epochs", [])],
-                   stopped_early=bool(d.get("stopped_early", False)),
-                   best_epoch=d.get("best_epoch"), interrupted=bool(d.get("interrupted", False)),
-                   grad_norms={str(k): [float(x) for x in v]
-                               for k, v in dict(d.get("grad_norms", {})).items()})
-
-
-class TrainingError(UserInputError, FloatingPointError):
-    """The loss, a regularizer, a gradient, an update of the weights or the validation loss
-    became NaN or Inf. Raised before the weights took such a value (an update that would is
-    undone), so the model keeps its last good weights (the best ones under early stopping
-    with restore_best); ``history`` holds everything recorded so far."""
-
-    def __init__(self, message: str, history: History, epoch: int, step: int):
-        super().__init__(message)
-        self.history, self.epoch, self.step = history, epoch, step
+__all__ = ["History", "TrainingError", "fit", "evaluate", "predict", "NonFiniteEvaluation"]
 
 
 def _positive_int(what: str, value: Any) -> int:
@@ -166,7 +109,7 @@ def evaluate(model: Module, loss_fn: Callable[..., Tensor], data: Any,
             f"examples (the first is example {first})", "outputs",
             first_non_finite(scores))
     with engine.no_grad():
-        loss = float(loss_fn(Tensor(scores, copy=False), y).item())
+        loss = float(loss_fn(engine.adopt(scores), y).item())     # scores: fresh, ours
     if not math.isfinite(loss):
         raise NonFiniteEvaluation(f"evaluate: the loss is {loss} (the data and the outputs are "
                                   f"finite)", "loss", loss)
@@ -189,11 +132,6 @@ def _batches(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed:
     for i in range(0, n, batch_size):
         idx = order[i:i + batch_size]
         yield X[idx], y[idx]
-
-
-def finite_gradients(params: list[Any]) -> bool:
-    """Whether every gradient is free of NaN and Inf (one dot product each, nn/finite.py)."""
-    return all(all_finite(p.grad) for p in params if p.grad is not None)
 
 
 class _Interrupts:
@@ -222,34 +160,144 @@ class _Interrupts:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _early_stopping_so_far(history: History, initial_epoch: int, patience: int | None,
-                           monitor: str, sign: float, restore_best: bool,
-                           best_state: dict[str, Any] | None) -> tuple[float, int]:
-    """The best score and the epochs waited since, recounted from a resumed history."""
+class _Tally(Callback):
+    """The epoch's running train loss and accuracy (a classifier's outputs must be finite:
+    -inf logits keep the loss finite but are no score)."""
+
+    def __init__(self, loss_fn: Any):
+        self.loss_fn = loss_fn
+        self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.on_epoch_begin(0)
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        self.start = time.perf_counter()
+        self.total_loss, self.correct, self.seen, self.classification = 0.0, 0, 0, False
+
+    def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
+                    targets: Any) -> None:
+        n = len(targets)
+        self.total_loss += loss * n
+        targets = np.asarray(targets)
+        if _is_classification(self.loss_fn, scores, targets):
+            if not all_finite(scores):
+                raise non_finite("the model's outputs", first_non_finite(scores),
+                                 "the weights of that step (finite)")
+            self.classification = True
+            self.correct += self._count_correct(scores, targets)
+        self.seen += n
+
+    def _count_correct(self, scores: np.ndarray, targets: np.ndarray) -> int:
+        """How many rows of ``scores`` (finite) have their argmax at the label: integer
+        labels through buffers kept per batch size (no temporaries at each step); one-hot
+        targets through ``metrics.accuracy``."""
+        if targets.ndim != 1:
+            return int(round(metrics.accuracy(scores, targets) * len(targets)))
+        n = len(targets)
+        if n not in self._buffers:
+            self._buffers[n] = (np.empty(n, np.intp), np.empty(n, np.bool_))
+        predicted, hit = self._buffers[n]
+        np.argmax(scores, axis=1, out=predicted)
+        return int(np.count_nonzero(np.equal(predicted, targets, out=hit)))
+
+    def record(self, epoch: int, lr: float) -> dict[str, float]:
+        record: dict[str, float] = {"epoch": epoch, "train_loss": self.total_loss / self.seen,
+                                    "lr": lr, "seconds": time.perf_counter() - self.start}
+        if self.classification:
+            record["train_accuracy"] = self.correct / self.seen
+        return record
+
+
+class _Where:
+    """The epoch and step the loop is at, for the message of a TrainingError."""
+
+    def __init__(self) -> None:
+        self.epoch, self.step = 0, 0
+
+
+def _check_options(epochs: Any, batch_size: Any, initial_epoch: Any, early_stopping: Any,
+                   val_data: Any, monitor: str, clip_grad_norm: Any) -> None:
+    """The option errors of fit (after epochs and verbose), in the order fit has always
+    given them."""
+    if batch_size is not None:
+        _positive_int("fit: batch_size", batch_size)
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
+            or not 0 <= initial_epoch < epochs:
+        raise ValueError(f"fit: initial_epoch must be an integer in [0, {epochs}), "
+                         f"got {plain_repr(initial_epoch)}")
+    if early_stopping is not None:
+        _positive_int("fit: early_stopping", early_stopping)
+        if val_data is None and monitor.startswith("val_"):
+            raise ValueError("fit: early stopping on a validation metric needs val_data")
+    if clip_grad_norm is not None and not (math.isfinite(clip_grad_norm) and clip_grad_norm > 0):
+        raise ValueError(f"fit: clip_grad_norm must be finite and positive, got {plain_repr(clip_grad_norm)}")
+
+
+def _check_resume(history: History, initial_epoch: int, stopper: EarlyStopping | None,
+                  best_state: dict[str, Any] | None) -> None:
+    """A resumed run (``initial_epoch``, ``history``, ``best_state``) must fit together."""
     if len(history.epochs) != initial_epoch:
         raise ValueError(f"fit: history has {len(history.epochs)} epochs but initial_epoch is "
                          f"{initial_epoch}")
-    if patience is None or initial_epoch == 0:
+    if stopper is None or initial_epoch == 0:
         if best_state is not None:
             raise ValueError("fit: best_state is only for resuming a run with early stopping")
-        return math.inf, 0
-    if history.stopped_early:
-        raise ValueError(f"fit: the run being resumed stopped early at epoch {initial_epoch}")
-    best, waited, best_epoch = math.inf, 0, None
-    for record in history.epochs:
-        if monitor not in record:
-            raise ValueError(f"fit: the history being resumed has no {monitor!r}")
-        if sign * record[monitor] < best:
-            best, waited, best_epoch = sign * record[monitor], 0, record["epoch"]
-        else:
-            waited += 1
-    if best_epoch != history.best_epoch:
-        raise ValueError(f"fit: the history's best epoch ({history.best_epoch}) is not the best "
-                         f"{monitor} in its records (epoch {best_epoch})")
-    if restore_best and best_state is None:
-        raise ValueError(f"fit: resuming early stopping with restore_best needs best_state= "
-                         f"(the weights of epoch {best_epoch})")
-    return best, waited
+        return
+    stopper.resume(history, best_state)
+
+
+@contextlib.contextmanager
+def _updates_checked(optimizer: Optimizer) -> Iterator[None]:
+    """``optimizer.check_finite`` on while fit trains: an update giving NaN/Inf is undone."""
+    checking = optimizer.check_finite
+    optimizer.check_finite = True
+    try:
+        yield
+    finally:
+        optimizer.check_finite = checking
+
+
+def _train_epoch(step: Step, batches: Any, where: _Where, history: History,
+                 callbacks: list[Callback], interrupts: _Interrupts) -> bool:
+    """Run one epoch's steps; False when a Ctrl-C interrupted it."""
+    for where.step, (xb, yb) in enumerate(batches, start=1):
+        loss, scores = step(xb, yb)
+        history.steps.append(loss)
+        for cb in callbacks:
+            cb.on_step_end(where.epoch, where.step, loss, scores, yb)
+        if interrupts.requested:
+            return False
+    return True
+
+
+def _validate(model: Module, loss_fn: Any, val_data: Any, record: dict[str, float]) -> None:
+    """Add the validation metrics to the epoch's ``record``; outputs that overflow on the
+    validation data are a TrainingError (the weights are finite, but no good)."""
+    try:
+        scores = evaluate(model, loss_fn, val_data)
+    except NonFiniteEvaluation as e:
+        raise non_finite(f"the validation {e.what}", e.value,
+                         "the weights of that step (finite, but they overflow on the "
+                         "validation data)") from None
+    for k, v in scores.items():
+        record[f"val_{k}"] = v
+
+
+def _failure(e: TrainingError | NonFiniteUpdate, where: _Where, history: History,
+             stopper: EarlyStopping | None, names: dict[int, str], params: list[Any]) -> TrainingError:
+    """The TrainingError fit raises for a step's (or the update's, the outputs', the
+    validation's) NaN/Inf: what, where, and which weights the model keeps."""
+    if isinstance(e, NonFiniteUpdate):
+        p = params[e.index]
+        what, kept = f"{names.get(id(p), f'parameter {e.index}')} (after the optimizer's update)", None
+    else:
+        what, kept = e.what, e.kept
+    kept = kept or "its last good weights"
+    if stopper is not None and stopper.restore():
+        kept = "its best weights"
+    return TrainingError(
+        f"fit: {what} became {e.value} at epoch {where.epoch}, step {where.step}; the model "
+        f"keeps {kept}. Lower the learning rate, clip gradients, or find the op with "
+        f"engine.detect_anomaly()", history, where.epoch, where.step, what=what, value=e.value)
 
 
 def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, train_data: Any, *,
@@ -262,15 +310,16 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
         callback: Callable[[int, dict[str, float]], None] | None = None,
         initial_epoch: int = 0, history: History | None = None,
         best_state: dict[str, Any] | None = None, compile: bool = False,
-        record_grad_norms: bool = False) -> History:
+        record_grad_norms: bool = False, callbacks: Sequence[Callback] = (),
+        threads: int | str | None = "auto") -> History:
     """Train ``model`` with minibatch gradient descent and return its History.
 
-    Each step: forward, ``loss_fn(output, targets)`` (+ ``regularizer()``), backward, a
-    check that the loss, the regularizer and every gradient are finite (TrainingError,
-    before anything is updated), optional gradient clipping, ``optimizer.step()`` with
-    ``check_finite`` on (an update giving NaN/Inf is undone: TrainingError). NaN/Inf in
-    ``val_data`` is a ValueError before training; validation outputs that overflow are a
-    TrainingError.
+    Each step (nn/step.py): forward, ``loss_fn(output, targets)`` (+ ``regularizer()``),
+    backward, a check that the loss, the regularizer and every gradient are finite
+    (TrainingError, before anything is updated), optional gradient clipping,
+    ``optimizer.step()`` with ``check_finite`` on (an update giving NaN/Inf is undone:
+    TrainingError). NaN/Inf in ``val_data`` is a ValueError before training; validation
+    outputs that overflow are a TrainingError.
     ``batch_size=None`` means full-batch gradient descent. After each epoch the train (and
     validation) loss and accuracy are recorded; ``early_stopping=k`` stops when ``monitor``
     has not improved for k epochs and, with ``restore_best``, puts back the best weights.
@@ -290,161 +339,80 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     default) a bar on a terminal or in a notebook with ipywidgets, else one line per epoch
     (nn/progress.py). The older ``progress=False`` is ``verbose=0``, ``progress=True`` is
     ``verbose="auto"``.
+
+    The schedule, the gradient norms, the display, early stopping and ``callback(epoch,
+    record)`` are callbacks (nn/callbacks.py); ``callbacks=[...]`` adds your own, called
+    after them at every hook.
+
+    ``threads``: BLAS threads while training (nn/threads.py). ``"auto"`` (the default) runs
+    a small model on one thread (its products gain nothing from more, and idle BLAS threads
+    spinning on a busy machine made a tiny run 4-7x slower), an int sets the count, None
+    leaves BLAS alone. For mid-size float32 products the last bits can differ from numpy's
+    default thread count (nn/threads.py); a run and its resume choose alike.
     """
     epochs = _positive_int("fit: epochs", epochs)
-    display = resolve_verbose(verbose, progress)
-    if batch_size is not None:
-        batch_size = _positive_int("fit: batch_size", batch_size)
-    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
-            or not 0 <= initial_epoch < epochs:
-        raise ValueError(f"fit: initial_epoch must be an integer in [0, {epochs}), "
-                         f"got {plain_repr(initial_epoch)}")
-    if early_stopping is not None:
-        early_stopping = _positive_int("fit: early_stopping", early_stopping)
-        if val_data is None and monitor.startswith("val_"):
-            raise ValueError("fit: early stopping on a validation metric needs val_data")
-    if clip_grad_norm is not None and not (math.isfinite(clip_grad_norm) and clip_grad_norm > 0):
-        raise ValueError(f"fit: clip_grad_norm must be finite and positive, got {plain_repr(clip_grad_norm)}")
+    shown = Progress(verbose, progress)
+    _check_options(epochs, batch_size, initial_epoch, early_stopping, val_data, monitor, clip_grad_norm)
+    stopper = None if early_stopping is None else EarlyStopping(model, early_stopping, monitor,
+                                                                restore_best, owner="fit")
     X, y = _split(train_data, "fit: train_data")
     if val_data is not None:
         bad = _where_not_finite("fit: val_data", *_split(val_data, "fit: val_data"))
         if bad is not None:
             raise ValueError(bad)
-    loader = train_data if isinstance(train_data, DataLoader) else None
     history = history if history is not None else History()
-    sign = -1.0 if "acc" in monitor else 1.0      # accuracies improve upwards
-    best, waited = _early_stopping_so_far(history, initial_epoch, early_stopping, monitor, sign,
-                                          restore_best, best_state)
+    _check_resume(history, initial_epoch, stopper, best_state)
     if best_state is not None:
         model.check_state_dict(best_state, check_finite=True)
-    params = optimizer.params
-    steps_per_epoch = len(loader) if loader is not None else -(-len(X) // (batch_size or len(X)))
-    named = model.named_parameters() if record_grad_norms else []
+    loader = train_data if isinstance(train_data, DataLoader) else None
+    size = batch_size or len(X)
+    blas_limit = threads_for(model, size, threads, owner="fit")
+    step = (ReplayStep if compile else EagerStep)(model, loss_fn, optimizer, regularizer=regularizer,
+                                                  clip_grad_norm=clip_grad_norm)
+    tally = _Tally(loss_fn)
+    extras = [LRSchedule(scheduler, scheduler_per_step) if scheduler is not None else None,
+              GradNormRecorder(model) if record_grad_norms else None, tally, shown, stopper,
+              EpochFunction(callback) if callback is not None else None, *callbacks]
+    hooks = [cb for cb in extras if cb is not None]
     names = {id(p): name for name, p in model.named_parameters()}
-    compiled = None
-    if compile:
-        from .compile import NonFinite, compile_step
-        compiled = compile_step(model, loss_fn, optimizer, regularizer=regularizer,
-                                clip_grad_norm=clip_grad_norm)
-
-    def failure(what: str, value: float, epoch: int, step: int,
-                kept: str = "its last good weights") -> TrainingError:
-        if early_stopping is not None and restore_best and best_state is not None:
-            model.load_state_dict(best_state)
-            kept = "its best weights"
-        return TrainingError(
-            f"fit: {what} became {value} at epoch {epoch}, step {step}; the model keeps "
-            f"{kept}. Lower the learning rate, clip gradients, or find the op with "
-            f"engine.detect_anomaly()", history, epoch, step)
-
-    def undone(e: NonFiniteUpdate, epoch: int, step: int) -> TrainingError:
-        p = optimizer.params[e.index]
-        what = f"{names.get(id(p), f'parameter {e.index}')} (after the optimizer's update)"
-        return failure(what, e.value, epoch, step)
-
-    shown = Progress(display, (epochs - initial_epoch) * steps_per_epoch, epochs)
-    checking = optimizer.check_finite
-    with _Interrupts() as interrupts:
+    where = _Where()
+    with _Interrupts() as interrupts, _updates_checked(optimizer), _ending(hooks), \
+            blas_threads(blas_limit):
         try:
-            optimizer.check_finite = True        # an update giving NaN/Inf is undone, raises
-            for epoch in range(initial_epoch + 1, epochs + 1):
+            for cb in hooks:
+                cb.on_train_begin(history, epochs, len(loader) if loader is not None else -(-len(X) // size))
+            for where.epoch in range(initial_epoch + 1, epochs + 1):
                 model.train()
-                start = time.perf_counter()
-                total_loss, total_correct, seen, classification = 0.0, 0, 0, False
-                batches = loader if loader is not None else _batches(
-                    X, y, batch_size or len(X), shuffle, seed, epoch)
-                for step, (xb, yb) in enumerate(batches, start=1):
-                    if compiled is not None:
-                        try:
-                            value = compiled(xb, yb)
-                        except NonFinite as e:
-                            raise failure(e.what, e.value, epoch, step) from None
-                        except NonFiniteUpdate as e:
-                            raise undone(e, epoch, step) from None
-                        scores = compiled.last_output
-                        assert scores is not None            # set by every step that returns
-                    else:
-                        out = model(Tensor(xb, copy=False))
-                        loss = loss_fn(out, yb)
-                        value = float(loss.item())
-                        if not math.isfinite(value):
-                            raise failure("the loss", value, epoch, step)
-                        objective = loss
-                        if regularizer is not None:
-                            penalty = regularizer()
-                            if not math.isfinite(float(penalty.item())):
-                                raise failure("the regularizer", float(penalty.item()), epoch, step)
-                            objective = loss + penalty
-                        optimizer.zero_grad()
-                        objective.backward()
-                        if not finite_gradients(params):
-                            raise failure("a gradient", math.nan, epoch, step)
-                        if clip_grad_norm is not None:
-                            clip_grad_norm_(params, clip_grad_norm)
-                        try:
-                            optimizer.step()
-                        except NonFiniteUpdate as e:
-                            raise undone(e, epoch, step) from None
-                        scores = out.numpy(copy=True)
-                    if scheduler is not None and scheduler_per_step:
-                        scheduler.step()
-                    history.steps.append(value)
-                    if record_grad_norms:
-                        for name, p in named:
-                            if p.grad is not None:
-                                history.grad_norms.setdefault(name, []).append(
-                                    math.sqrt(float(np.dot(p.grad.ravel(), p.grad.ravel()))))
-                    total_loss += value * len(xb)
-                    if _is_classification(loss_fn, scores, np.asarray(yb)):
-                        if not all_finite(scores):    # -inf logits keep the loss finite
-                            raise failure("the model's outputs", first_non_finite(scores),
-                                          epoch, step, "the weights of that step (finite)")
-                        classification = True
-                        total_correct += int(round(metrics.accuracy(scores, yb) * len(xb)))
-                    seen += len(xb)
-                    shown.step(epoch, value)
-                    if interrupts.requested:
-                        break
-                if interrupts.requested:
+                for cb in hooks:
+                    cb.on_epoch_begin(where.epoch)
+                batches = loader if loader is not None else _batches(X, y, size, shuffle, seed, where.epoch)
+                if not _train_epoch(step, batches, where, history, hooks, interrupts):
                     history.interrupted = True
                     break
-                if scheduler is not None and not scheduler_per_step:
-                    scheduler.step()
-                record: dict[str, float] = {"epoch": epoch, "train_loss": total_loss / seen,
-                                            "lr": optimizer.lr,
-                                            "seconds": time.perf_counter() - start}
-                if classification:
-                    record["train_accuracy"] = total_correct / seen
+                for cb in hooks:
+                    cb.on_epoch_end(where.epoch)
+                record = tally.record(where.epoch, optimizer.lr)
                 if val_data is not None:
-                    try:
-                        scores_val = evaluate(model, loss_fn, val_data)
-                    except NonFiniteEvaluation as e:
-                        raise failure(f"the validation {e.what}", e.value, epoch, step,
-                                      "the weights of that step (finite, but they overflow on "
-                                      "the validation data)") from None
-                    for k, v in scores_val.items():
-                        record[f"val_{k}"] = v
+                    _validate(model, loss_fn, val_data, record)
                 history.epochs.append(record)
-                shown.epoch(record)
-                if early_stopping is not None:
-                    if monitor not in record:
-                        raise ValueError(f"fit: cannot monitor {monitor!r}; recorded: "
-                                         f"{sorted(record)}")
-                    score = sign * record[monitor]
-                    if score < best:
-                        best, waited, history.best_epoch = score, 0, epoch
-                        best_state = model.state_dict()
-                    else:
-                        waited += 1
-                        if waited >= early_stopping:
-                            history.stopped_early = True
-                if callback is not None:
-                    callback(epoch, record)
-                if history.stopped_early:
+                for cb in hooks:
+                    cb.on_record(where.epoch, record)
+                if any(cb.stop for cb in hooks):
                     break
-        finally:
-            optimizer.check_finite = checking
-            shown.close()
-    if early_stopping is not None and restore_best and best_state is not None:
-        model.load_state_dict(best_state)
+        except (TrainingError, NonFiniteUpdate) as e:
+            if isinstance(e, TrainingError) and e.history is not None:
+                raise                              # a callback's own, with its context
+            raise _failure(e, where, history, stopper, names, optimizer.params) from None
+    if stopper is not None:
+        stopper.restore()
     return history
+
+
+@contextlib.contextmanager
+def _ending(hooks: list[Callback]) -> Iterator[None]:
+    """``on_train_end`` of every callback however the loop ends."""
+    try:
+        yield
+    finally:
+        for cb in hooks:
+            cb.on_train_end()

@@ -11,7 +11,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = ["train_throughput", "overhead", "memory", "scaling", "gradcheck_cost", "classic_experiments",
-           "subnormal"]
+           "subnormal", "busy_machine"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

@@ -1,0 +1,206 @@
+"""What ``fit`` does besides the steps, as small objects the loop calls (Keras callbacks,
+Chainer extensions): ``LRSchedule``, ``GradNormRecorder``, ``Progress``, ``EarlyStopping``.
+Each works in a loop of your own as well; call the hooks where ``fit`` would::
+
+    step = EagerStep(model, loss_fn, opt)          # nn/step.py; or compile_step(...).replay
+    stopper, norms = EarlyStopping(model, patience=3, monitor="train_loss"), GradNormRecorder(model)
+    for epoch in range(1, 21):
+        for i, (xb, yb) in enumerate(batches(epoch), start=1):
+            loss, scores = step(xb, yb)
+            norms.on_step_end(epoch, i, loss, scores, yb)
+        stopper.on_record(epoch, {"epoch": epoch, "train_loss": ...})
+        if stopper.stop:
+            break
+    stopper.restore()
+
+The hooks, in the order ``fit`` calls them (every one a no-op in ``Callback``):
+``on_train_begin(history, epochs, steps_per_epoch)``; per epoch ``on_epoch_begin(epoch)``,
+after each step ``on_step_end(epoch, step, loss, scores, targets)``, after the epoch's last
+step ``on_epoch_end(epoch)`` (before it is evaluated: where per-epoch schedules step, so
+that the record shows the new learning rate), then ``on_record(epoch, record)`` once the
+epoch's record is complete and in the History; ``on_train_end()`` at the end, also after an
+error. A callback that sets ``stop`` ends ``fit`` after the current epoch.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from . import progress as progress_
+from .history import History
+from .module import Module
+from .optim import LRScheduler
+
+
+class Callback:
+    """The hooks a training loop calls (all no-ops here); ``stop`` asks the loop to end
+    after the current epoch."""
+
+    stop: bool = False
+
+    def on_train_begin(self, history: History, epochs: int, steps_per_epoch: int) -> None:
+        """Before the first step; ``history`` may already hold epochs (a resumed run)."""
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        """Before the first step of ``epoch`` (counted from 1)."""
+
+    def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
+                    targets: Any) -> None:
+        """After step ``step`` of ``epoch`` updated the weights: its loss, the model's
+        outputs for the batch and the batch's targets."""
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """After the epoch's last step, before it is evaluated and recorded."""
+
+    def on_record(self, epoch: int, record: dict[str, float]) -> None:
+        """The epoch's record (train and validation metrics, ``lr``, ``seconds``) is done."""
+
+    def on_train_end(self) -> None:
+        """After the last epoch, an interruption or an error."""
+
+
+class LRSchedule(Callback):
+    """Steps ``scheduler`` after every step (``per_step=True``) or every epoch."""
+
+    def __init__(self, scheduler: LRScheduler, per_step: bool = False):
+        if not isinstance(scheduler, LRScheduler):
+            raise TypeError(f"LRSchedule: expected an nn.optim scheduler, got {type(scheduler).__name__}")
+        self.scheduler, self.per_step = scheduler, per_step
+
+    def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
+                    targets: Any) -> None:
+        if self.per_step:
+            self.scheduler.step()
+
+    def on_epoch_end(self, epoch: int) -> None:
+        if not self.per_step:
+            self.scheduler.step()
+
+
+class GradNormRecorder(Callback):
+    """The L2 norm of each parameter's gradient after every step, by parameter name, in
+    ``norms`` (the History's ``grad_norms`` under ``fit``: what
+    ``plots.plot_gradient_norms`` draws). One dot product per parameter per step."""
+
+    def __init__(self, model: Module):
+        if not isinstance(model, Module):
+            raise TypeError(f"GradNormRecorder: model must be an nn.Module, got {type(model).__name__}")
+        self.named = model.named_parameters()
+        self.norms: dict[str, list[float]] = {}
+
+    def on_train_begin(self, history: History, epochs: int, steps_per_epoch: int) -> None:
+        self.norms = history.grad_norms
+
+    def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
+                    targets: Any) -> None:
+        for name, p in self.named:
+            g = p.grad
+            if g is not None:
+                self.norms.setdefault(name, []).append(math.sqrt(float(np.dot(g.ravel(), g.ravel()))))
+
+
+class Progress(Callback):
+    """What the loop shows, ``verbose`` as in ``fit`` (nn/progress.py): 0 nothing, 1 a
+    progress bar, 2 one line per epoch, "auto" a bar on a terminal, else lines."""
+
+    def __init__(self, verbose: int | str = "auto", progress: bool | None = None):
+        self.verbose = progress_.resolve_verbose(verbose, progress)
+        self.display: progress_.Progress | None = None
+
+    def on_train_begin(self, history: History, epochs: int, steps_per_epoch: int) -> None:
+        total = (epochs - len(history.epochs)) * steps_per_epoch
+        self.display = progress_.Progress(self.verbose, total, epochs)
+
+    def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
+                    targets: Any) -> None:
+        if self.display is not None:
+            self.display.step(epoch, loss)
+
+    def on_record(self, epoch: int, record: dict[str, float]) -> None:
+        if self.display is not None:
+            self.display.epoch(record)
+
+    def on_train_end(self) -> None:
+        if self.display is not None:
+            self.display.close()
+
+
+class EarlyStopping(Callback):
+    """Stops when ``monitor`` (a key of the epoch records: "val_loss", "train_accuracy",
+    ...; accuracies improve upwards, everything else downwards) has not improved for
+    ``patience`` epochs. Keeps the best epoch's weights in ``best_state``; ``restore()``
+    puts them back when ``restore_best``. Under ``fit`` it marks the History's
+    ``best_epoch`` and ``stopped_early``."""
+
+    def __init__(self, model: Module, patience: int, monitor: str = "val_loss",
+                 restore_best: bool = True, *, owner: str = "EarlyStopping"):
+        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience <= 0:
+            raise ValueError(f"{owner}: patience must be a positive integer, got {patience!r}")
+        self.model, self.patience, self.monitor = model, int(patience), monitor
+        self.restore_best, self.owner = restore_best, owner
+        self.sign = -1.0 if "acc" in monitor else 1.0
+        self.best, self.waited = math.inf, 0
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, Any] | None = None
+        self.history: History | None = None
+
+    def on_train_begin(self, history: History, epochs: int, steps_per_epoch: int) -> None:
+        self.history = history
+
+    def resume(self, history: History, best_state: dict[str, Any] | None) -> None:
+        """Recount the best score and the epochs waited since from the ``history`` of a
+        run being resumed; ``best_state`` holds the weights of its best epoch."""
+        if history.stopped_early:
+            raise ValueError(f"{self.owner}: the run being resumed stopped early at epoch "
+                             f"{len(history.epochs)}")
+        best, waited, best_epoch = math.inf, 0, None
+        for record in history.epochs:
+            if self.monitor not in record:
+                raise ValueError(f"{self.owner}: the history being resumed has no {self.monitor!r}")
+            if self.sign * record[self.monitor] < best:
+                best, waited, best_epoch = self.sign * record[self.monitor], 0, record["epoch"]
+            else:
+                waited += 1
+        if best_epoch != history.best_epoch:
+            raise ValueError(f"{self.owner}: the history's best epoch ({history.best_epoch}) is "
+                             f"not the best {self.monitor} in its records (epoch {best_epoch})")
+        if self.restore_best and best_state is None:
+            raise ValueError(f"{self.owner}: resuming early stopping with restore_best needs "
+                             f"best_state= (the weights of epoch {best_epoch})")
+        self.best, self.waited, self.best_state = best, waited, best_state
+        self.best_epoch = None if best_epoch is None else int(best_epoch)
+
+    def on_record(self, epoch: int, record: dict[str, float]) -> None:
+        if self.monitor not in record:
+            raise ValueError(f"{self.owner}: cannot monitor {self.monitor!r}; recorded: {sorted(record)}")
+        score = self.sign * record[self.monitor]
+        if score < self.best:
+            self.best, self.waited, self.best_epoch = score, 0, epoch
+            self.best_state = self.model.state_dict()
+            if self.history is not None:
+                self.history.best_epoch = epoch
+        else:
+            self.waited += 1
+            if self.waited >= self.patience:
+                self.stop = True
+                if self.history is not None:
+                    self.history.stopped_early = True
+
+    def restore(self) -> bool:
+        """Put the best weights back (with ``restore_best``, once there are any); whether it did."""
+        if self.restore_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+            return True
+        return False
+
+
+class EpochFunction(Callback):
+    """``fn(epoch, record)`` after every epoch's record: ``fit(callback=fn)``."""
+
+    def __init__(self, fn: Callable[[int, dict[str, float]], None]):
+        self.fn = fn
+
+    def on_record(self, epoch: int, record: dict[str, float]) -> None:
+        self.fn(epoch, record)

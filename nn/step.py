@@ -1,0 +1,264 @@
+"""One training step, eager or compiled, behind one interface: ``loss, scores = step(xb, yb)``.
+
+A step does, in this order: forward, the loss (and the regularizer) checked finite,
+backward, the gradients checked finite (all before any parameter changes), optional
+gradient clipping, the optimizer's update; it returns the loss as a float and the model's
+outputs for the batch (a copy). ``EagerStep`` runs the graph every call; ``ReplayStep``
+records it once per batch shape with ``engine.capture`` and replays the plan after (see
+nn/compile.py, whose ``compile_step`` is the public face of it). ``fit`` runs either.
+
+A non-finite loss, regularizer or gradient raises ``TrainingError`` (the one type for it:
+``fit`` adds the epoch, the step and its History to the same type). An update that would
+make a weight NaN or Inf is the optimizer's to refuse (``optimizer.check_finite``:
+``optim.NonFiniteUpdate``).
+
+The gradient check is one reduction: the sum over every gradient of its squared L2 norm
+(a BLAS dot of each flattened array with itself, accumulated in one Python float). The
+terms are squared magnitudes, never negative, so an Inf cannot cancel and any NaN or Inf
+element makes the sum NaN or Inf; only when the sum overflows on finite values (a
+gradient norm beyond ~1e19 in float32) does an elementwise test decide. It reads each
+gradient once, as the older check per array did, with no branch per array.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+from handgrad import engine
+from handgrad.engine import Tensor
+from handgrad.engine.plain import plain_repr
+
+from . import module as module_
+from .errors import UserInputError
+from .history import History
+from .module import Module
+from .optim import Optimizer, clip_grad_norm_
+
+
+class TrainingError(UserInputError, FloatingPointError):
+    """The loss, a regularizer, a gradient, an update of the weights, the model's outputs or
+    the validation loss became NaN or Inf. Raised before the weights took such a value (an
+    update that would is undone), so the model keeps its last good weights (the best ones
+    under early stopping with restore_best).
+
+    ``what`` and ``value`` say what failed. Raised by a step alone, ``history``, ``epoch``
+    and ``step`` are None; ``fit`` raises it with them (``history`` holds everything
+    recorded so far). ``kept`` says which weights the model keeps when they are not its
+    last good ones (None: the last good ones)."""
+
+    def __init__(self, message: str, history: History | None = None, epoch: int | None = None,
+                 step: int | None = None, *, what: str = "", value: float = math.nan,
+                 kept: str | None = None):
+        super().__init__(message)
+        self.history, self.epoch, self.step = history, epoch, step
+        self.what, self.value, self.kept = what, value, kept
+
+
+def non_finite(what: str, value: float, kept: str | None = None) -> TrainingError:
+    """The step-level TrainingError for ``what`` (the loss, a gradient, ...) being ``value``."""
+    return TrainingError(f"{what} became {value}", what=what, value=value, kept=kept)
+
+
+def as_batch(x: Any) -> Tensor:
+    """The tensor an eager step feeds the model: the one place a batch is wrapped. Batches
+    handed to a step are the caller's to give away (fit's are fresh copies), so the engine
+    adopts them (``engine.adopt``): no copy, and nothing to watch or lock, since the step
+    runs its forward and backward before the caller can write to the array again."""
+    if isinstance(x, Tensor):
+        return x
+    return engine.adopt(x) if isinstance(x, np.ndarray) else Tensor(x)
+
+
+def gradients_finite(params: list[Any]) -> bool:
+    """Whether no gradient holds NaN or Inf: one sum of squared norms (module docstring)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    total = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for g in grads:
+            if g.dtype.kind in "fc":
+                flat = g.ravel()
+                total += abs(np.vdot(flat, flat))
+    return math.isfinite(total) or all(bool(np.isfinite(g).all()) for g in grads)
+
+
+class Step:
+    """What an eager and a compiled step share: the arguments and their checks, and the
+    end of a step (gradient check, clipping, update). ``step(xb, yb)`` returns
+    ``(loss, scores)``; ``last_penalty`` is the regularizer's value at the last step."""
+
+    owner = "Step"
+
+    def __init__(self, model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, *,
+                 regularizer: Callable[[], Tensor] | None = None,
+                 clip_grad_norm: float | None = None, check_finite: bool = True):
+        if not isinstance(model, Module):
+            raise TypeError(f"{self.owner}: model must be an nn.Module, got {type(model).__name__}")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{self.owner}: optimizer must be an nn.optim optimizer, got "
+                            f"{type(optimizer).__name__}")
+        if clip_grad_norm is not None and not (math.isfinite(clip_grad_norm) and clip_grad_norm > 0):
+            raise ValueError(f"{self.owner}: clip_grad_norm must be finite and positive, got "
+                             f"{plain_repr(clip_grad_norm)}")
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.regularizer, self.clip_grad_norm = regularizer, clip_grad_norm
+        self.check_finite = check_finite
+        self.last_penalty: float | None = None
+
+    def __call__(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
+        raise NotImplementedError
+
+    def _check(self, what: str, value: float | None) -> None:
+        if self.check_finite and value is not None and not math.isfinite(value):
+            raise non_finite(what, value)
+
+    def _update(self) -> None:
+        """After backward: the gradients checked, clipped, and the optimizer's update."""
+        params = self.optimizer.params
+        if self.check_finite and not gradients_finite(params):
+            raise non_finite("a gradient", math.nan)
+        if self.clip_grad_norm is not None:
+            clip_grad_norm_(params, self.clip_grad_norm)
+        self.optimizer.step()
+
+
+class EagerStep(Step):
+    """``loss, scores = step(xb, yb)``: one step that builds the graph and walks it."""
+
+    owner = "EagerStep"
+
+    def __call__(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
+        out = self.model(as_batch(x))
+        loss = self.loss_fn(out, y)
+        value = float(loss.item())
+        self._check("the loss", value)
+        objective = loss
+        if self.regularizer is not None:
+            penalty = self.regularizer()
+            self.last_penalty = float(penalty.item())
+            self._check("the regularizer", self.last_penalty)
+            objective = loss + penalty
+        self.optimizer.zero_grad()
+        objective.backward()
+        self._update()
+        return value, out.numpy(copy=True)
+
+
+class ReplayStep(Step):
+    """``loss, scores = step(xb, yb)``: one step captured once per batch shape and
+    replayed (``compile_step`` returns it wrapped in ``CompiledStep``, which returns the
+    loss alone). ``plans`` maps each key (``key``) to its plan."""
+
+    owner = "compile_step"
+
+    def __init__(self, model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, *,
+                 regularizer: Callable[[], Tensor] | None = None,
+                 clip_grad_norm: float | None = None, check_finite: bool = True):
+        super().__init__(model, loss_fn, optimizer, regularizer=regularizer,
+                         clip_grad_norm=clip_grad_norm, check_finite=check_finite)
+        self.plans: dict[tuple[Any, ...], engine.Plan] = {}
+        self.last_plan: engine.Plan | None = None
+        self.last_output: np.ndarray | None = None
+        self.names = {id(p): name for name, p in model.named_parameters()}
+        self._tree = -1                          # the tree version self._modules is for
+        self._modules: list[Module] = []
+        self._outside: list[Tensor] = []   # tensors plans read that no module holds
+        self._seen: tuple[int, ...] | None = None   # the settings self._tensors is for
+        self._tensors: list[Tensor] = []   # whose requires_grad the key holds
+        self._busy = threading.Lock()
+
+    def _fn(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+        out = self.model(x)
+        loss = self.loss_fn(out, y)
+        if self.regularizer is None:
+            return loss, loss, out
+        penalty = self.regularizer()
+        return loss + penalty, loss, out, penalty
+
+    def key(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
+        """What a plan is valid for: the batch's shapes and dtypes; the mode (in this
+        thread) and the settings count of every module of the model and the loss (any
+        attribute assigned since, such as a dropout's ``p`` or the loss's
+        ``label_smoothing``, means a new capture); and ``requires_grad`` of every
+        parameter of those modules and of every other tensor a plan reads."""
+        if self._tree != module_.tree_version():            # modules added or replaced
+            self._tree = module_.tree_version()
+            self._modules = list(self.model.modules())
+            if isinstance(self.loss_fn, Module):
+                self._modules += list(self.loss_fn.modules())
+            self._seen = None
+        settings = tuple([m._assignments for m in self._modules])
+        if settings != self._seen:                          # a parameter may be replaced
+            self._seen = settings
+            self._tensors = [p for m in self._modules for p in m._parameters.values()]
+            self._tensors += self._outside
+        return (x.shape, x.dtype.str, y.shape, y.dtype.str,
+                module_.training_flags(self._modules), settings,
+                tuple([t.requires_grad for t in self._tensors]))
+
+    def __call__(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("compile_step: this step is already running in another "
+                               "thread; a step (its plans' saved values, the model's "
+                               "gradients) serves one call at a time: give each thread "
+                               "its own model and step")
+        try:
+            return self._step(x, y)
+        finally:
+            self._busy.release()
+
+    def _step(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
+        x = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+        y = y.numpy() if isinstance(y, Tensor) else np.asarray(y)
+        for p in self.optimizer.params:
+            p.grad = None                              # zero_grad
+        key = self.key(x, y)
+        plan = self.plans.get(key)
+        if plan is None:
+            # The first step of this shape runs eagerly while it is recorded: its forward,
+            # its backward (gradients land in .grad), then the checks and update below.
+            self.names = {id(p): name for name, p in self.model.named_parameters()}
+            plan = self.plans[key] = engine.capture(self._fn, x, y, names=self.names)
+            self._note_outside(plan, key, x, y)
+            outputs = plan.last_outputs
+            if plan.root is None:
+                raise engine.CaptureError("compile_step: the loss does not depend on any "
+                                          "parameter that requires grad")
+            self._check_outputs(outputs)
+        else:
+            outputs = plan.run_forward(x, y)
+            self._check_outputs(outputs)
+            plan.run_backward(plan.accumulator())
+        self.last_plan = plan
+        self._update()
+        self.last_output = np.array(outputs[2], copy=True)
+        return float(outputs[1]), self.last_output
+
+    def _note_outside(self, plan: engine.Plan, key: tuple[Any, ...], x: np.ndarray,
+                      y: np.ndarray) -> None:
+        """Add the tensors ``plan`` reads that no module holds (a regularizer's, a plain
+        loss function's) to the key, and file the plan under its full key."""
+        known = {id(p) for m in self._modules for p in m._parameters.values()}
+        known.update(id(t) for t in self._outside)
+        new = [t for _, t, *_ in plan.outside if id(t) not in known]
+        if new:
+            self._outside += new
+            self._seen = None
+            del self.plans[key]
+            self.plans[self.key(x, y)] = plan
+
+    def _check_outputs(self, outputs: list[np.ndarray]) -> None:
+        self._check("the loss", float(outputs[1]))
+        self.last_penalty = None if len(outputs) < 4 else float(outputs[3])
+        self._check("the regularizer", self.last_penalty)
+
+    def source(self) -> str:
+        """The last plan's program, with the optimizer's update at the end."""
+        if self.last_plan is None:
+            return "<not captured yet: call the step once>"
+        name = type(self.optimizer).__name__.lower()
+        extra = [f"{name}({n}, g_{n})" for n in (self.names[id(p)] for p in self.optimizer.params
+                                                  if id(p) in self.names)]
+        return self.last_plan.source(extra)

@@ -1,0 +1,74 @@
+"""BLAS threads chosen by the work: a small model runs on one thread.
+
+numpy's matrix products run on OpenBLAS (or MKL) threads. For a big product two threads
+halve the time; for a small one they gain nothing, and between products OpenBLAS keeps
+its idle threads spinning. On a busy machine those spinning threads compete with the
+work itself: `handgrad train` on the default tiny model took 3-15 s instead of 0.6 s on a
+loaded 2-core machine, and 0.8 s with one thread (benchmarks/busy_machine.py).
+
+``threads_for(model, batch_size)`` gives one thread when the largest matrix product of a
+step is small (``SMALL_WORK`` multiply-adds) and None (the thread count left alone)
+otherwise; ``blas_threads(limit)`` is a context manager that applies it. ``fit(threads=...)``
+and ``handgrad train --threads`` use them; ``"auto"`` is the default, an int sets the count,
+``None`` leaves BLAS alone.
+It needs the small pure-Python package threadpoolctl (scikit-learn's choice for this;
+``pip install handgrad[threads]``); without it the thread count is left alone.
+
+The numbers: below about 5e5 multiply-adds OpenBLAS computes a product on one thread
+anyway (1 vs 2 threads gave bit-identical ``a @ b``, ``a.T @ g`` and ``g @ b.T`` in 192
+random float32/float64 shapes), so the limit changes nothing but speed. Between that and
+``SMALL_WORK``, float32 products split over two threads round differently in the last bits
+(float64 ones did not, in the shapes tried), as they do between machines with different
+core counts. The choice depends only on the model and the batch size, so a run, its
+resume and its compiled twin choose alike and stay bit for bit the same.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+# Multiply-adds in the largest matrix product of one step below which one thread is used.
+# On an idle machine two threads gain a few tens of µs per product at 1e6-1e7 multiply-adds
+# (benchmarks/subnormal.py, "blas_threads" in its results JSON: (64, 784) @ (784, 32), 1.6e6,
+# 34 µs on one thread); on a busy one the same product took 19 ms on two. The default
+# `handgrad train` (spirals, full batch: 480 x 64 x 64 = 2e6) ran in 1.1-2.2 s on one thread
+# and 8 s on two while other jobs ran. MNIST's MLP at batch 128 (2.6e7) keeps its threads.
+SMALL_WORK = 1e7
+
+Threads = int | str | None
+
+
+def matmul_work(model: Any, batch_size: int) -> int:
+    """Multiply-adds in the largest matrix product of one step: the batch size times the
+    size of the largest 2-D parameter (a Linear layer's weight)."""
+    sizes = [p.data.size for p in model.parameters() if p.data.ndim == 2]
+    return batch_size * max(sizes, default=0)
+
+
+def threads_for(model: Any, batch_size: int, threads: Threads = "auto", owner: str = "threads_for") -> int | None:
+    """The BLAS thread limit for training ``model`` on batches of ``batch_size``: 1 for a
+    small model under ``"auto"``, ``threads`` itself if it is an int, None (no limit)
+    otherwise. A bad ``threads`` is a ValueError naming ``owner``."""
+    if threads is None:
+        return None
+    if threads == "auto":
+        return 1 if matmul_work(model, batch_size) < SMALL_WORK else None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"{owner}: threads must be 'auto', None or a positive int, got {threads!r}")
+    return threads
+
+
+@contextlib.contextmanager
+def blas_threads(limit: int | None) -> Iterator[int | None]:
+    """Run the body with BLAS limited to ``limit`` threads (restored on exit; None: left
+    alone); yields the limit in force. Without threadpoolctl the body runs unchanged."""
+    if limit is None:
+        yield None
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:        # a speed matter only: the results are the same
+        yield None
+        return
+    with threadpool_limits(limits=limit, user_api="blas"):
+        yield limit

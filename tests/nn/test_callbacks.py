@@ -1,0 +1,112 @@
+"""nn/callbacks.py: what fit does besides the steps, as objects that a loop of one's own
+can call too, with the same results as fit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from handgrad import nn
+from handgrad.nn.callbacks import Callback, EarlyStopping, GradNormRecorder, LRSchedule
+from handgrad.nn.step import EagerStep
+
+X = np.random.default_rng(1).standard_normal((80, 4))
+Y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+
+
+def _setup():
+    model = nn.MLP([4, 8, 2], seed=0)
+    opt = nn.optim.SGD(model, lr=0.5, momentum=0.9)
+    return model, opt, nn.optim.ExponentialLR(opt, gamma=0.9)
+
+
+def test_the_callbacks_in_a_loop_of_ones_own_give_what_fit_gives():
+    model, opt, sched = _setup()
+    history = nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=12, batch_size=32,
+                     shuffle=False, scheduler=sched, early_stopping=1, monitor="train_loss",
+                     record_grad_norms=True, progress=False)
+
+    own, opt2, sched2 = _setup()
+    step = EagerStep(own, nn.CrossEntropyLoss(), opt2)
+    stopper, norms, schedule = EarlyStopping(own, patience=1, monitor="train_loss"), \
+        GradNormRecorder(own), LRSchedule(sched2)
+    steps, epochs = [], 0
+    for epoch in range(1, 13):
+        total = 0.0
+        for i in range(0, len(X), 32):
+            xb, yb = X[i:i + 32].copy(), Y[i:i + 32]
+            loss, scores = step(xb, yb)
+            steps.append(loss)
+            total += loss * len(yb)
+            norms.on_step_end(epoch, i // 32 + 1, loss, scores, yb)
+        schedule.on_epoch_end(epoch)
+        stopper.on_record(epoch, {"epoch": epoch, "train_loss": total / len(X)})
+        epochs = epoch
+        if stopper.stop:
+            break
+    assert stopper.restore()
+
+    assert history.stopped_early and len(history.epochs) == epochs < 12
+    assert steps == history.steps and norms.norms == history.grad_norms
+    assert stopper.best_epoch == history.best_epoch and opt2.lr == opt.lr
+    for (name, a), b in zip(model.state_dict().items(), own.state_dict().values()):
+        assert np.array_equal(a, b), name
+
+
+class Recorder(Callback):
+    def __init__(self, stop_at=None):
+        self.calls, self.stop_at = [], stop_at
+
+    def on_train_begin(self, history, epochs, steps_per_epoch):
+        self.calls.append(("begin", epochs, steps_per_epoch))
+
+    def on_epoch_begin(self, epoch):
+        self.calls.append(("epoch", epoch))
+
+    def on_step_end(self, epoch, step, loss, scores, targets):
+        self.calls.append(("step", epoch, step, scores.shape, len(targets)))
+
+    def on_epoch_end(self, epoch):
+        self.calls.append(("epoch end", epoch))
+
+    def on_record(self, epoch, record):
+        self.calls.append(("record", epoch, sorted(record)))
+        self.stop = epoch == self.stop_at
+
+    def on_train_end(self):
+        self.calls.append(("end",))
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_fit_calls_a_users_callbacks_at_every_hook_and_stops_when_asked(compile):
+    model, opt, _ = _setup()
+    rec = Recorder(stop_at=2)
+    history = nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=5, batch_size=48,
+                     progress=False, callbacks=[rec], compile=compile)
+    keys = ["epoch", "lr", "seconds", "train_accuracy", "train_loss"]
+    assert rec.calls == [("begin", 5, 2),
+                         ("epoch", 1), ("step", 1, 1, (48, 2), 48), ("step", 1, 2, (32, 2), 32),
+                         ("epoch end", 1), ("record", 1, keys),
+                         ("epoch", 2), ("step", 2, 1, (48, 2), 48), ("step", 2, 2, (32, 2), 32),
+                         ("epoch end", 2), ("record", 2, keys), ("end",)]
+    assert len(history.epochs) == 2
+
+
+def test_on_train_end_runs_after_an_error_too():
+    model, opt, _ = _setup()
+    rec = Recorder()
+    Xbad = X.copy()
+    Xbad[50] = np.nan
+    with pytest.raises(nn.TrainingError, match="the loss became nan at epoch 1, step 2"):
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (Xbad, Y), epochs=2, batch_size=48,
+               shuffle=False, progress=False, callbacks=[rec])
+    assert rec.calls[-1] == ("end",)
+
+
+def test_callbacks_check_their_arguments():
+    model, opt, _ = _setup()
+    with pytest.raises(ValueError, match="EarlyStopping: patience must be a positive integer, got 0"):
+        EarlyStopping(model, patience=0)
+    with pytest.raises(TypeError, match="LRSchedule: expected an nn.optim scheduler, got SGD"):
+        LRSchedule(opt)
+    with pytest.raises(ValueError, match=r"EarlyStopping: cannot monitor 'val_loss'; recorded: \['epoch'\]"):
+        EarlyStopping(model, patience=1).on_record(1, {"epoch": 1})

@@ -1,0 +1,98 @@
+"""The cheap forms of fit's per-step work keep their answers: the optimizer's checked step
+(one np.errstate per step, buffers kept from step to step, an exact undo), the finite test
+without its own errstate, and the accuracy count through preallocated buffers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from handgrad import nn
+from handgrad.nn import metrics, optim
+from handgrad.nn.finite import all_finite, all_finite_raw
+from handgrad.nn.module import Parameter
+from handgrad.nn.train import _Tally
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
+def test_the_raw_finite_test_answers_as_the_guarded_one(dtype):
+    big = np.finfo(np.float32 if dtype == np.complex64 else dtype).max / 4
+    a = np.full((3, 5), big, dtype)                 # finite values whose squares overflow
+    assert all_finite_raw(a) and all_finite(a)
+    for bad in (np.nan, np.inf, -np.inf):
+        b = np.ones((3, 5), dtype)
+        b[2, 4] = bad
+        with np.errstate(over="ignore", invalid="ignore"):
+            assert not all_finite_raw(b)
+        assert not all_finite(b)
+    assert all_finite_raw(np.array([1, 2], np.int64))
+
+
+def test_the_checked_step_reuses_its_copies_and_undoes_bit_for_bit_after_good_steps():
+    rng = np.random.default_rng(0)
+    w = Parameter(rng.standard_normal((6, 4)).astype(np.float32))
+    b = Parameter(rng.standard_normal(4).astype(np.float32))
+    opt = optim.SGD([w, b], lr=0.1, momentum=0.9)
+    opt.check_finite = True
+    for _ in range(3):
+        w.grad, b.grad = np.ones((6, 4), np.float32), np.ones(4, np.float32)
+        opt.step()
+    buffers = {k: v for k, v in opt._last_good.items()}
+    before = [w.data.copy(), b.data.copy()]
+    opt.lr = 2e9                                    # lr * b's momentum overflows
+    w.grad, b.grad = np.ones((6, 4), np.float32), np.full(4, -3e38, np.float32)
+    with pytest.raises(optim.NonFiniteUpdate) as info, np.errstate(over="ignore"):
+        opt.step()
+    assert info.value.index == 1
+    assert all(opt._last_good[k] is v for k, v in buffers.items())     # no new copies
+    np.testing.assert_array_equal(w.data, before[0])
+    np.testing.assert_array_equal(b.data, before[1])
+
+
+def test_the_checked_step_makes_a_new_copy_when_a_parameter_changes_dtype():
+    p = Parameter(np.ones(3, np.float32))
+    opt = optim.SGD([p], lr=1.0)
+    opt.check_finite = True
+    p.grad = np.zeros(3, np.float32)
+    opt.step()
+    p.data = np.full(3, 1e300)                      # now float64
+    p.grad = np.full(3, -np.finfo(np.float64).max)
+    with pytest.raises(optim.NonFiniteUpdate), np.errstate(over="ignore"):
+        opt.step()
+    np.testing.assert_array_equal(p.data, np.full(3, 1e300))
+
+
+def _scores(n, rng):
+    s = rng.standard_normal((n, 4)).astype(np.float32)
+    s[0] = 1.0                                      # a tie: argmax takes the first
+    return s
+
+
+def test_the_accuracy_count_uses_buffers_and_matches_metrics_accuracy():
+    rng = np.random.default_rng(0)
+    tally = _Tally(nn.CrossEntropyLoss())
+    seen = {}
+    for n in (32, 32, 7):
+        scores, labels = _scores(n, rng), rng.integers(0, 4, n)
+        expected = int(round(metrics.accuracy(scores, labels) * n))
+        assert tally._count_correct(scores, labels) == expected
+        buffers = tally._buffers[n]
+        assert seen.setdefault(n, buffers) is buffers       # kept per batch size
+    one_hot = np.eye(4)[rng.integers(0, 4, 9)]
+    scores = _scores(9, rng)
+    assert tally._count_correct(scores, one_hot) == int(round(metrics.accuracy(scores, one_hot) * 9))
+
+
+def test_fit_records_the_same_train_accuracy_as_metrics_accuracy_on_its_steps():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((70, 3)).astype(np.float32)
+    Y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0)
+    model = nn.MLP([3, 6, 3], seed=0)
+    counted = []
+
+    class Count(nn.callbacks.Callback):
+        def on_step_end(self, epoch, step, loss, scores, targets):
+            counted.append(metrics.accuracy(scores, targets) * len(targets))
+
+    history = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (X, Y),
+                     epochs=1, batch_size=32, verbose=0, callbacks=[Count()])
+    assert history.epochs[0]["train_accuracy"] == round(sum(counted)) / 70

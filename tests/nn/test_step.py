@@ -1,0 +1,80 @@
+"""nn/step.py: the eager and the compiled step behind one interface, one exception type for
+a non-finite loss or gradient, and the one-reduction gradient check."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from handgrad import engine, nn
+from handgrad.nn import compile as compile_
+from handgrad.nn.step import EagerStep, ReplayStep, gradients_finite
+
+X = np.random.default_rng(0).standard_normal((96, 5))
+Y = (X[:, 0] > X[:, 1]).astype(np.int64)
+
+
+def _setup(seed=0):
+    model = nn.MLP([5, 8, 3], seed=seed)
+    return model, nn.optim.SGD(model, lr=0.1, momentum=0.9)
+
+
+@pytest.mark.parametrize("make", [EagerStep, ReplayStep])
+def test_a_step_returns_the_loss_and_the_scores(make):
+    model, opt = _setup()
+    loss, scores = make(model, nn.CrossEntropyLoss(), opt)(X[:32], Y[:32])
+    assert isinstance(loss, float) and scores.shape == (32, 3)
+
+
+def test_eager_and_replayed_steps_agree_bit_for_bit():
+    runs = []
+    for make in (EagerStep, ReplayStep):
+        model, opt = _setup()
+        step = make(model, nn.CrossEntropyLoss(), opt, clip_grad_norm=1.0,
+                    regularizer=lambda m=model: nn.l2_penalty(m, 1e-3))
+        out = [step(X[i:i + 32], Y[i:i + 32]) for i in range(0, 96, 32)]
+        runs.append((out, model.state_dict(), step.last_penalty))
+    (a, wa, pa), (b, wb, pb) = runs
+    assert [loss for loss, _ in a] == [loss for loss, _ in b] and pa == pb
+    assert all(np.array_equal(s, t) for (_, s), (_, t) in zip(a, b))
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("make", [EagerStep, ReplayStep, nn.compile_step])
+@pytest.mark.parametrize("where", ["loss", "gradient"])
+def test_one_exception_type_for_a_non_finite_loss_or_gradient(make, where):
+    model, opt = _setup()
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    w = model.layers[0].weight
+    xb = X[:8].copy()
+    if where == "loss":
+        xb[3] = np.nan
+    # sqrt(0 * w) is 0 (the loss stays finite) but its gradient is infinite.
+    regularizer = (lambda: engine.sqrt(w * 0.0).sum()) if where == "gradient" else None
+    step = make(model, nn.CrossEntropyLoss(), opt, regularizer=regularizer)
+    with pytest.raises(nn.TrainingError) as info, np.errstate(all="ignore"):
+        step(xb, Y[:8])
+    e = info.value
+    assert (e.what, str(e)) == (("the loss", "the loss became nan") if where == "loss"
+                                else ("a gradient", "a gradient became nan"))
+    assert e.history is None and e.epoch is None and e.step is None
+    assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())
+    assert not hasattr(compile_, "NonFinite")       # one type, no second name
+
+
+def test_the_gradient_check_is_one_sum_of_squares_that_any_nan_or_inf_makes_non_finite():
+    model, opt = _setup()
+    params = opt.params
+    for p in params:
+        p.grad = np.ones_like(p.numpy())
+    assert gradients_finite(params)
+    for bad in (np.nan, np.inf, -np.inf):
+        params[2].grad[0] = bad
+        assert not gradients_finite(params)
+        params[2].grad[0] = 1.0
+    huge = np.full((4, 4), 1e30, np.float32)        # the squares overflow, the values do not
+    assert np.isinf(np.vdot(huge.ravel(), huge.ravel()))
+    params[0].grad = np.zeros_like(params[0].numpy())
+    params[0].grad[:4, :4] = huge
+    assert gradients_finite(params)
+    params[1].grad = None                               # a parameter without gradient
+    assert gradients_finite(params)
