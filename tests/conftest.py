@@ -2,17 +2,20 @@
 CI=true the ``handgrad-ci`` profile (built on hypothesis's ``ci``: derandomized, no
 database), otherwise ``handgrad-dev``; ``--handgrad-profile thorough`` or
 HANDGRAD_PROFILE=thorough runs at least 1,000 examples per property (HYPOTHESIS_PROFILE is
-not read; the option is not ``--profile``, which pytest-profiling owns). All have
+not read; the option is not ``--profile``, which pytest-profiling owns; it is handgrad's
+pytest plugin's, src/handgrad/pytest_plugin.py, which loads no profile itself). All have
 deadline=None: numpy-heavy examples on 2 cores have no stable timing."""
 import pytest
 
 from handgrad.engine.testing import profiles
 
 
-def pytest_addoption(parser):
-    parser.addoption("--handgrad-profile", choices=profiles.NAMES, default=None,
-                     help="handgrad's hypothesis profile (default: $HANDGRAD_PROFILE, "
-                          "else ci under CI=true, else dev)")
+def pytest_addoption(parser, pluginmanager):
+    """``--handgrad-profile`` comes from handgrad's pytest plugin (loaded when handgrad is
+    installed); without it (``-p no:handgrad``, autoloading off) the suite adds it."""
+    if not pluginmanager.has_plugin("handgrad"):
+        from handgrad.pytest_plugin import add_options
+        add_options(parser)
 
 
 def pytest_configure(config):
@@ -63,3 +66,9 @@ def pytest_sessionfinish(session, exitstatus):
         session.config.get_terminal_writer().line(
             f"derivative rules that no test ran: {never}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """JAX's tests run last: once JAX has started its threads, a test that forks a process
+    (the checkpoint fault tests do) makes JAX warn that the child may deadlock."""
+    items.sort(key=lambda item: "test_check_jax" in item.nodeid)

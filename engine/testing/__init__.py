@@ -21,11 +21,18 @@ _WHERE = {
     "SPECS": "specs", "OpSpec": "specs", "spec": "specs", "spec_for": "specs",
     "unary": "specs", "binary": "specs", "reduction": "specs",
     "run_mutants": "mutants",
+    # Rules written elsewhere (rules.py). Its ``check(rule)`` is not exported here: the name
+    # ``check`` is the submodule check.py, which the import system rebinds on first import.
+    "Rule": "rules", "numpy_rule": "rules", "check_rule": "rules",
+    "check_torch": "frameworks", "torch_rule": "frameworks", "check_jax": "frameworks",
+    "jax_rule": "frameworks", "FrameworkMissing": "frameworks",
 }
 
 __all__ = ["strategies", "profiles", "SPECS", "OpSpec", "spec", "spec_for", "unary", "binary",
            "reduction", "PROPERTIES", "check_op", "run_op", "OpCheckError", "OpReport",
-           "run_mutants", "INSTALL"]
+           "run_mutants", "Rule", "numpy_rule", "check_rule", "INSTALL", "check_torch",
+           "torch_rule", "check_jax", "jax_rule",
+           "FrameworkMissing"]
 
 
 class HypothesisMissing(ModuleNotFoundError):

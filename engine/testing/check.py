@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from ..op import Op
 from ..plain import plain_repr
+from .diagnosis import Diagnosis, diagnose_failure, diagnose_kinks
 from .properties import PROPERTIES, Property, kink_examples_hold, needs_second_sample
 from .specs import OpSpec, Sample, spec_for
 
@@ -39,6 +40,7 @@ class OpReport:
     worst: dict[str, float | None] = field(default_factory=dict)  # property -> worst error
     failure: str | None = None                # the message of the (shrunk) failure
     failed_property: str | None = None        # the property that failed (or KINKS)
+    diagnosis: str | None = None              # what is most likely wrong (diagnosis.py)
 
     @property
     def passed(self) -> bool:
@@ -63,8 +65,9 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
     then every property on hypothesis samples. ``profile`` (a hypothesis settings object,
     default: the loaded profile) sets the number of examples unless ``max_examples`` does;
     ``shrink=False`` stops at the first failing sample instead of looking for a smaller
-    one. ``before(sample, seed)``, if given, runs first on every sample; when it returns
-    False the properties are skipped for that sample (mutation testing uses this)."""
+    one (hypothesis's explain phase never runs). ``before(sample, seed)``, if given, runs
+    first on every sample; when it returns False the properties are skipped for that sample
+    (mutation testing uses this)."""
     report = OpReport(op.name)
     try:
         spec = spec if spec is not None else spec_for(op.name)
@@ -76,14 +79,19 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
     except Exception as e:
         report.failure = f"{op.name}: convention at a kink: {type(e).__name__}: {e}"
         report.failed_property = KINKS
+        _diagnose(report, lambda: diagnose_kinks(op, spec))
         return report
 
     base = profile if profile is not None else settings.default
     assert base is not None                 # hypothesis loads its default profile on import
-    phases = tuple(p for p in base.phases if shrink or p is not Phase.shrink)
+    # No explain phase: the report names the (shrunk) sample already, and explaining it
+    # re-runs the properties on hundreds of variations of it (seconds per failing rule).
+    phases = tuple(p for p in base.phases
+                   if (shrink or p is not Phase.shrink) and p is not Phase.explain)
     chosen = settings(base, max_examples=max_examples or base.max_examples, deadline=None,
                       report_multiple_bugs=False, phases=phases, verbosity=Verbosity.quiet,
                       suppress_health_check=list(HealthCheck))
+    failing: list[tuple[Sample, int]] = []    # the last failing sample: the shrunk one
 
     @chosen
     @given(data=st.data(), seed=st.integers(0, 2**31 - 1))
@@ -102,6 +110,7 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
                     report.record(prop.__name__, prop(op, spec, sample, seed))
             except Exception as e:  # a crash (shape, dtype) is as much a failure as a mismatch
                 report.failed_property = prop.__name__
+                failing.append((sample, seed))
                 raise OpCheckError(f"{op.name}: property {prop.__name__} fails for sample "
                                    f"{_show(sample)} (seed {seed}):\n{type(e).__name__}: {e}") from None
         report.examples += 1
@@ -110,7 +119,18 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
         run()
     except OpCheckError as e:
         report.failure = str(e)
+        if failing:
+            _diagnose(report, lambda: diagnose_failure(op, report.failed_property, *failing[-1]))
     return report
+
+
+def _diagnose(report: OpReport, find: Callable[[], Diagnosis | None]) -> None:
+    """Add what is most likely wrong to a failure: ``report.diagnosis`` and a last line
+    "likely: ..." of the message."""
+    found = find()
+    if found is not None:
+        report.diagnosis = str(found)
+        report.failure = f"{report.failure}\nlikely: {found}"
 
 
 def _show(sample: Sample) -> str:

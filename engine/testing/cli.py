@@ -1,14 +1,17 @@
 """The property suite as a command: ``python -m handgrad.engine.testing`` (also ``handgrad check``).
 
     python -m handgrad.engine.testing                        # every registered op
-    python -m handgrad.engine.testing --module mypkg.myops   # the ops mypkg.myops registers
+    python -m handgrad.engine.testing --module mypkg.myops   # the ops and rules of mypkg.myops
+    python -m handgrad.engine.testing --module student_layers.py --json   # an autograder
     python -m handgrad.engine.testing --op gelu --op relu --profile thorough
     python -m handgrad.engine.testing --mutants --module mypkg.myops
 
-One line per op: PASS or FAIL, the examples run, the worst error each property measured.
-A failure prints the (shrunk) counterexample; the exit status is 1 if any op failed (or,
-with --mutants, if a spec let a planted bug through), 2 for a usage error (unknown op or
-profile, a module that does not import, hypothesis missing).
+One line per op or rule: PASS or FAIL, the examples run, the worst error each property
+measured. A failure prints its diagnosis (when there is one) and the (shrunk)
+counterexample; ``--json`` prints a list of records instead (targets.py says what a
+module's rules are, report.py what is printed). The exit status is 1 if anything failed
+(or, with --mutants, if a spec let a planted bug through), 2 for a usage error (unknown op
+or profile, a module that does not import, hypothesis missing).
 
 This module imports no hypothesis at the top, so that its absence is one clear line.
 """
@@ -17,30 +20,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
-from typing import Any, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import PROFILE_NAMES, HypothesisMissing, require_hypothesis
 
-# Short labels of the properties, in the order printed.
-LABELS = {
-    "kink_examples_hold": "kinks",
-    "forward_matches_reference": "forward",
-    "vjp_matches_finite_differences": "vjp",
-    "jvp_matches_finite_differences": "jvp",
-    "complex_step_matches": "complex",
-    "derivatives_are_accurate": "accuracy",
-    "jvp_vjp_transpose": "transpose",
-    "backward_is_linear": "linear",
-    "constant_inputs_change_nothing": "constants",
-    "float32_agrees_with_float64": "float32",
-    "rules_compute_in_float32": "dtypes",
-    "rules_leave_their_arguments_alone": "no-writes",
-}
-YES_NO = {"rules_compute_in_float32", "rules_leave_their_arguments_alone"}
+if TYPE_CHECKING:
+    from .targets import Target
 
 
 class UsageError(Exception):
@@ -50,17 +42,22 @@ class UsageError(Exception):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--module", action="append", default=[], metavar="MODULE",
                         help="import MODULE (a dotted name such as mypkg.myops, or a .py file) "
-                             "and check the ops it registers; repeatable. Default: every "
-                             "registered op")
+                             "and check the ops it registers and the rules it declares "
+                             "(module-level rules, HANDGRAD_RULES); repeatable. Default: "
+                             "every registered op")
     parser.add_argument("--op", action="append", default=[], metavar="NAME",
-                        help="check only this op; repeatable")
+                        help="check only this op or rule; repeatable")
     parser.add_argument("--profile", choices=PROFILE_NAMES,
                         help="examples per property: dev 10, ci 25, thorough 1000 (default: "
                              "$HANDGRAD_PROFILE, else ci if $CI is set, else dev; "
                              "$HYPOTHESIS_PROFILE is not read)")
     parser.add_argument("--mutants", action="store_true",
-                        help="plant generic bugs in each op and report those its spec does "
-                             "not catch, with the reason")
+                        help="plant generic bugs in each op and rule and report those its "
+                             "spec does not catch, with the reason")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON list of records (name, kind, passed, "
+                             "failed_property, diagnosis, input, failure, examples, worst) "
+                             "instead of the report, for grading scripts")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,145 +68,215 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --- choosing the ops ------------------------------------------------------------------------
+# --- choosing the ops and rules ------------------------------------------------------------
 
-def _import(module: str) -> Any:
-    """Import a dotted module name (the current directory first on the path) or a .py file."""
-    if module.endswith(".py"):
-        path = Path(module)
-        if not path.is_file():
-            raise UsageError(f"--module {module}: no such file")
-        name = path.stem
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
+def _import(module: str) -> ModuleType:
+    """Import a dotted module name (the current directory first on the path) or a .py file
+    (its directory first on the path, so that it can import its neighbours). Raises
+    UsageError, in one line naming the module and where its code failed, if it does not
+    import."""
+    path = Path(module) if module.endswith(".py") else None
+    if path is not None and not path.is_file():
+        raise UsageError(f"--module {module}: no such file")
+    folder = str(path.resolve().parent) if path is not None else os.getcwd()
+    if folder not in sys.path and (path is not None or "" not in sys.path):
+        sys.path.insert(0, folder)
+    try:
+        return _load_file(path) if path is not None else importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if path is None and e.name and module.startswith(e.name):
+            raise UsageError(f"--module {module}: no module named {e.name!r} (run "
+                             f"from the directory that contains it, or install it)") from None
+        raise UsageError(f"--module {module}: importing it failed{_where(e, module)}: "
+                         f"{type(e).__name__}: {e}") from None
+    except (Exception, SystemExit) as e:       # a student's sys.exit() or argparse too
+        raise UsageError(f"--module {module}: importing it failed{_where(e, module)}: "
+                         f"{type(e).__name__}: {e}") from None
+
+
+def _load_file(path: Path) -> ModuleType:
+    """Run a .py file as a module named after it (unless that name is taken by another
+    module, as a student's random.py would take numpy's)."""
+    name = path.stem
+    taken = sys.modules.get(name)
+    if taken is not None and getattr(taken, "__file__", None) != str(path.resolve()):
+        name = f"_handgrad_check_{name}"
+    spec = importlib.util.spec_from_file_location(name, path.resolve())
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
         spec.loader.exec_module(mod)
-        return mod
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    return importlib.import_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return mod
 
 
-def select_ops(modules: Sequence[str], names: Sequence[str]) -> list[Any]:
-    """The ops to check: those the modules register (or every registered op), narrowed
-    to ``names`` if given."""
+def _where(error: BaseException, module: str) -> str:
+    """`` at line N`` of the module's own file where ``error`` was raised (its deepest
+    frame there), or "" when the module's code is not on the traceback."""
+    if module.endswith(".py"):
+        origin = str(Path(module).resolve())
+    else:
+        try:
+            spec = importlib.util.find_spec(module)
+        except Exception:
+            return ""
+        if spec is None or spec.origin is None:
+            return ""
+        origin = str(Path(spec.origin).resolve())
+    if isinstance(error, SyntaxError) and error.filename and error.lineno \
+            and str(Path(error.filename).resolve()) == origin:
+        return f" at line {error.lineno}"
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__)
+             if str(Path(f.filename).resolve()) == origin]
+    return f" at line {lines[-1]}" if lines else ""
+
+
+def select(modules: Sequence[str], names: Sequence[str]) -> list[Target]:
+    """What to check: the ops the modules register and the rules they declare (or every
+    registered op), narrowed to ``names`` if given; ops first, then rules, each by name."""
     from handgrad import engine
+
+    from .targets import Target, declared, unique
     registry = engine.REGISTRY
     if modules:
-        chosen: dict[str, Any] = {}
+        chosen: list[Target] = []
         for module in modules:
             before = set(registry)
+            mod = _import(module)
+            ops = [Target(n, op) for n, op in registry.items()
+                   if n not in before or type(op).__module__ == mod.__name__]
             try:
-                mod = _import(module)
-            except UsageError:
-                raise
-            except ModuleNotFoundError as e:
-                if e.name and module.startswith(e.name):
-                    raise UsageError(f"--module {module}: no module named {e.name!r} (run "
-                                     f"from the directory that contains it, or install it)") from None
-                raise UsageError(f"--module {module}: importing it failed: {e}") from None
-            except Exception as e:
-                raise UsageError(f"--module {module}: importing it failed: "
-                                 f"{type(e).__name__}: {e}") from None
-            found = {n: op for n, op in registry.items()
-                     if n not in before or type(op).__module__ == mod.__name__}
-            if not found:
+                rules = declared(mod)
+            except ValueError as e:
+                raise UsageError(f"--module {module}: {e}") from None
+            if not ops and not rules:
                 raise UsageError(f"--module {module}: it registers no op (decorate the op "
-                                 f"classes with @engine.register)")
-            chosen.update(found)
+                                 f"classes with @engine.register) and declares no rule "
+                                 f"(bind numpy_rule(...) to a name, or list rules in "
+                                 f"HANDGRAD_RULES)")
+            chosen += ops + rules
+        try:
+            chosen = unique(chosen, "--module " + " --module ".join(modules))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     else:
-        chosen = dict(registry)
+        chosen = [Target(n, op) for n, op in registry.items()]
+    by_name = {t.name: t for t in chosen}
     if names:
-        unknown = [n for n in names if n not in chosen]
+        unknown = [n for n in names if n not in by_name]
         if unknown:
+            what = "op" if all(t.kind == "op" for t in chosen) else "op or rule"
             where = " in the modules given" if modules else ""
-            raise UsageError(f"--op {unknown[0]}: no such op{where}; choose from "
-                             f"{', '.join(sorted(chosen))}")
-        chosen = {n: chosen[n] for n in names}
-    return [chosen[n] for n in sorted(chosen)]
+            raise UsageError(f"--op {unknown[0]}: no such {what}{where}; choose from "
+                             f"{', '.join(sorted(by_name))}")
+        chosen = [by_name[n] for n in dict.fromkeys(names)]
+    return sorted(chosen, key=lambda t: (t.kind != "op", t.name))
 
 
-# --- reporting ---------------------------------------------------------------------------
-
-def _number(x: float | None, yes_no: bool) -> str:
-    if x is None:
-        return "-"
-    if yes_no:
-        return "ok"
-    return "0" if x == 0 else f"{x:.0e}"
+def _count(targets: Sequence[Target]) -> str:
+    """``3 ops``, ``2 rules``, ``1 op and 2 rules``."""
+    ops = sum(t.kind == "op" for t in targets)
+    parts = [f"{n} {word}{'s' if n != 1 else ''}"
+             for n, word in ((ops, "op"), (len(targets) - ops, "rule")) if n]
+    return " and ".join(parts) or "0 ops"
 
 
-def format_report(report: Any, width: int) -> str:
-    status = "PASS" if report.passed else "FAIL"
-    worst = "  ".join(f"{LABELS.get(p, p)} {_number(report.worst[p], p in YES_NO)}"
-                      for p in LABELS if p in report.worst)
-    return f"{status}  {report.name:<{width}}  {report.examples:>5} examples  {worst}"
-
+# --- running ---------------------------------------------------------------------------------
 
 def check_command(args: argparse.Namespace, out: Any = None) -> int:
     """Run the check the options describe; returns the exit status."""
     out = out or sys.stdout
     require_hypothesis()
-    from hypothesis import settings
-
     from . import profiles
-    from .check import run_op
-    from .mutants import run_mutants
 
     try:
         full = profiles.full_name(args.profile) if args.profile else profiles.default_name()
     except ValueError as e:
         raise UsageError(str(e)) from None
-    profile = settings.get_profile(full)
-    ops = select_ops(args.module, args.op)
-    width = max(len(op.name) for op in ops)
-    short = full.removeprefix("handgrad-")
-    print(f"checking {len(ops)} op{'s' if len(ops) != 1 else ''} on profile {short} "
-          f"({profile.max_examples} examples per property)"
-          + (", planting mutants" if args.mutants else ""), file=out, flush=True)
+    from hypothesis import settings
+
+    profile = settings.get_profile(full)      # run_op leaves out the explain phase
+    targets = select(args.module, args.op)
+    as_json = getattr(args, "json", False)
+    if not as_json:
+        short = full.removeprefix("handgrad-")
+        print(f"checking {_count(targets)} on profile {short} ({profile.max_examples} "
+              f"examples per property)" + (", planting mutants" if args.mutants else ""),
+              file=out, flush=True)
     if args.mutants:
-        return _mutants(ops, profile, run_mutants, width, out)
-    print("worst error per property: |rule - reference| / max(|reference|, 1); "
-          "'-' does not apply", file=out, flush=True)
+        return _mutants(targets, profile, out, as_json)
+    return _check(targets, profile, out, as_json)
+
+
+def _check(targets: list[Target], profile: Any, out: Any, as_json: bool) -> int:
+    from . import report as fmt
+    from .check import run_op
+
+    width = max(len(t.name) for t in targets)
+    if not as_json:
+        print("worst error per property: |rule - reference| / max(|reference|, 1); "
+              "'-' does not apply", file=out, flush=True)
     failed = 0
+    records = []
     start = time.perf_counter()
-    for op in ops:
-        report = run_op(op, profile=profile)
-        print(format_report(report, width), file=out, flush=True)
-        if report.failure is not None:
-            failed += 1
-            print("      " + report.failure.replace("\n", "\n      "), file=out, flush=True)
-    seconds = time.perf_counter() - start
-    print(f"{len(ops) - failed} passed, {failed} failed in {seconds:.1f} s", file=out)
+    for t in targets:
+        report = run_op(t.op, t.spec, profile=profile)
+        failed += not report.passed
+        records.append(fmt.record(report, t.kind))
+        if not as_json:
+            print(fmt.line(report, width), file=out, flush=True)
+            if not report.passed:
+                print(fmt.failure_text(report), file=out, flush=True)
+    if as_json:
+        print(json.dumps(records, indent=1, allow_nan=False), file=out)
+    else:
+        seconds = time.perf_counter() - start
+        print(f"{len(targets) - failed} passed, {failed} failed in {seconds:.1f} s", file=out)
     return 1 if failed else 0
 
 
-def _mutants(ops: list[Any], profile: Any, run_mutants: Any, width: int, out: Any) -> int:
+def _mutants(targets: list[Target], profile: Any, out: Any, as_json: bool) -> int:
+    from . import report as fmt
+    from .mutants import run_mutants
+
     missed_total = broken = 0
-    for op in ops:
-        report = run_mutants(op, profile=profile)
+    records = []
+    for t in targets:
+        report = run_mutants(t.op, t.spec, profile=profile)
+        records.append(fmt.mutants_record(report, t.kind))
         if report.failure is not None:
             broken += 1
-            print(f"FAIL    {op.name}: the op fails its own spec, so mutants cannot be "
-                  f"judged:\n      " + report.failure.replace("\n", "\n      "), file=out)
+            if not as_json:
+                print(f"FAIL    {t.name}: the {'op' if t.kind == 'op' else 'rule'} fails its "
+                      f"own spec, so mutants cannot be judged:\n" + fmt.failure_text(report),
+                      file=out)
             continue
-        caught = len(report.results) - len(report.missed)
-        print(f"{op.name}: {caught} of {len(report.results)} mutants caught", file=out)
-        for r in report.results:
-            if r.caught:
-                print(f"  caught  {r.mutant.name:<22} by {r.caught_by}", file=out)
-            else:
-                print(f"  MISSED  {r.mutant.name:<22} {r.reason}", file=out)
         missed_total += len(report.missed)
-        out.flush()
-    if missed_total or broken:
+        if not as_json:
+            _print_mutants(t.name, report, out)
+    if as_json:
+        print(json.dumps(records, indent=1), file=out)
+    elif missed_total or broken:
         print(f"{missed_total} mutant{'s' if missed_total != 1 else ''} not caught"
-              + (f", {broken} op{'s' if broken != 1 else ''} failing their own spec" if broken else "")
+              + (f", {broken} failing {'their' if broken != 1 else 'its'} own spec" if broken else "")
               + ": strengthen the specs (samples, tolerances) so that they fail", file=out)
-        return 1
-    print("every mutant was caught", file=out)
-    return 0
+    else:
+        print("every mutant was caught", file=out)
+    return 1 if missed_total or broken else 0
+
+
+def _print_mutants(name: str, report: Any, out: Any) -> None:
+    caught = len(report.results) - len(report.missed)
+    print(f"{name}: {caught} of {len(report.results)} mutants caught", file=out)
+    for r in report.results:
+        if r.caught:
+            print(f"  caught  {r.mutant.name:<22} by {r.caught_by}", file=out)
+        else:
+            print(f"  MISSED  {r.mutant.name:<22} {r.reason}", file=out)
+    out.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,7 @@ drawing nearly constant arrays lets through:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -100,7 +101,7 @@ def mutants_for(op: Op) -> list[Mutant]:
             f"the strategy never draws, or a derivative that is always 0 there)",
             backward=lambda rule, ctx, grad, k=k: _each(
                 rule(ctx, grad), lambda i, g: None if i == k else g)))
-    for (k, a), (m, b) in zip(inputs, inputs[1:]):
+    for (k, a), (m, b) in zip(inputs, inputs[1:], strict=False):
         found.append(Mutant(
             f"swap {a}, {b}",
             f"{a} and {b} got the same gradient on every sample drawn (same shape, same "
@@ -200,7 +201,7 @@ def _generic_only_mutants(inputs: list[tuple[int, str]]) -> list[Mutant]:
             f"{name} was constant (all entries equal) on every sample drawn: draw generic "
             f"samples (distinct entries, engine.testing.strategies.generic)",
             backward=lambda rule, ctx, grad, k=k: _cross_term_dropped(rule, ctx, grad, k)))
-    for (k, a), (m, b) in zip(inputs, inputs[1:]):
+    for (k, a), (m, b) in zip(inputs, inputs[1:], strict=False):
         found.append(Mutant(
             f"only where equal {a}, {b}",
             f"{a} and {b} were equal on every sample drawn: draw them independently",
@@ -211,8 +212,12 @@ def _generic_only_mutants(inputs: list[tuple[int, str]]) -> list[Mutant]:
             f"{name} was never a square matrix whose row means differ from its column "
             f"means: draw generic square matrices",
             backward=lambda rule, ctx, grad, k=k: _wrong_axis(rule, ctx, grad, k),
-            applies=lambda sample, k=k: k < len(sample[0]) and _square_float(sample[0][k])))
+            applies=functools.partial(_has_square_input, k=k)))
     return found
+
+
+def _has_square_input(sample: Sample, k: int) -> bool:
+    return k < len(sample[0]) and _square_float(sample[0][k])
 
 
 def _swapped(result: tuple[Any, ...], k: int, m: int) -> tuple[Any, ...]:
@@ -243,7 +248,7 @@ def mutate(op: Op, mutant: Mutant) -> Op:
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, tuple) or isinstance(b, tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if a is None or b is None:
         return a is None and b is None
     a, b = np.asarray(a), np.asarray(b)

@@ -23,7 +23,7 @@ from hypothesis import settings
 
 from . import PROFILE_NAMES
 
-PER_PROPERTY = dict(zip(PROFILE_NAMES, (10, 25, 1000)))
+PER_PROPERTY = dict(zip(PROFILE_NAMES, (10, 25, 1000), strict=True))
 NAMES = PROFILE_NAMES
 ENV = "HANDGRAD_PROFILE"    # the environment variable that chooses a profile
 

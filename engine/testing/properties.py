@@ -44,6 +44,13 @@ FULL_JACOBIAN_MAX_SIZE = 64
 Property = Callable[..., "float | None"]
 
 
+def has_jvp(op: Op) -> bool:
+    """Whether ``op`` has a forward-mode rule (its own ``jvp``, or ``linear``). Only a rule
+    checked from outside (``engine.testing.rules``) may lack one: the forward-mode
+    properties, and the forward-mode parts of the others, then do not apply."""
+    return op.linear or type(op).jvp is not Op.jvp
+
+
 def differentiable_positions(op: Op, args: tuple[Any, ...]) -> list[int]:
     """The float inputs in positions the op differentiates."""
     return [i for i, a in enumerate(args)
@@ -107,8 +114,10 @@ def vjp_matches_finite_differences(op: Op, spec: OpSpec, sample: Sample, seed: i
                            seed=seed, **_tolerances(spec))
 
 
-def jvp_matches_finite_differences(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
+def jvp_matches_finite_differences(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float | None:
     """The forward-mode rule equals float64 central differences."""
+    if not has_jvp(op):
+        return None
     args, params = sample
     return jvpcheck_error(lambda *xs: op.apply(*xs, **params), args, mode=_mode(args),
                           seed=seed, **_tolerances(spec))
@@ -133,7 +142,7 @@ def derivatives_are_accurate(op: Op, spec: OpSpec, sample: Sample, seed: int = 0
         return None
     args, params = sample
     return accuracycheck(lambda *xs: op.apply(*xs, **params), args, rtol=spec.accurate_to,
-                         seed=seed)
+                         seed=seed, forward_mode=has_jvp(op))
 
 
 # --- the two modes and the rules' algebra --------------------------------------------------
@@ -142,7 +151,7 @@ def _pullback(out: Tensor, leaves: list[Tensor], diff: list[int]) -> Callable[[n
     """v -> J^T v for the differentiable leaves (zeros where no gradient arrives)."""
     def pullback(v: np.ndarray) -> list[np.ndarray]:
         grads = gradients([out], [v], [leaves[i] for i in diff], retain_graph=True)
-        return [np.zeros(leaves[i].shape) if g is None else g for g, i in zip(grads, diff)]
+        return [np.zeros(leaves[i].shape) if g is None else g for g, i in zip(grads, diff, strict=True)]
     return pullback
 
 
@@ -162,18 +171,20 @@ def _transposes(op: Op, out: Tensor, pullback: Callable[[np.ndarray], list[np.nd
     (ju,) = graph.forward_tangents([out], {id(leaves[i]): u[i] for i in diff})
     jtv = pullback(v)
     lhs = float(np.sum(v * ju))
-    rhs = float(sum(np.sum(g * u[i]) for g, i in zip(jtv, diff)))
+    rhs = float(sum(np.sum(g * u[i]) for g, i in zip(jtv, diff, strict=True)))
     # Both sides add the same products in different orders; rounding is bounded by
     # ~n eps (sum of |terms|), orders of magnitude below 1e-10 of it for these sizes.
     scale = max(float(np.sum(np.abs(v * ju))) +
-                float(sum(np.sum(np.abs(g * u[i])) for g, i in zip(jtv, diff))), 1.0)
+                float(sum(np.sum(np.abs(g * u[i])) for g, i in zip(jtv, diff, strict=True))), 1.0)
     assert abs(lhs - rhs) <= 1e-10 * scale, \
         f"{op.name}: <v, J u> = {plain_repr(lhs)} but <J^T v, u> = {plain_repr(rhs)}{where}"
     return abs(lhs - rhs) / scale
 
 
-def jvp_vjp_transpose(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
+def jvp_vjp_transpose(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float | None:
     """``<v, J u>`` from the JVP rule equals ``<J^T v, u>`` from the VJP rule, to rounding."""
+    if not has_jvp(op):
+        return None
     args, params = sample
     out, pullback, leaves, diff = _vjp(op, args, params)
     return _transposes(op, out, pullback, leaves, diff, np.random.default_rng(seed))
@@ -188,7 +199,7 @@ def backward_is_linear(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> f
     a, b = 1.7, -0.6
     combined = pullback(a * v1 + b * v2)
     worst = 0.0
-    for g, g1, g2, i in zip(combined, pullback(v1), pullback(v2), diff):
+    for g, g1, g2, i in zip(combined, pullback(v1), pullback(v2), diff, strict=True):
         np.testing.assert_allclose(g, a * g1 + b * g2, rtol=1e-10, atol=1e-10,
                                    err_msg=f"{op.name}: backward is not linear in grad (input {i})")
         worst = max(worst, relative_error(g, a * g1 + b * g2))
@@ -207,7 +218,7 @@ def constant_inputs_change_nothing(op: Op, spec: OpSpec, sample: Sample, seed: i
     leaves, _ = _leaves(op, args)
     out = op.apply(*leaves, **params)
     v = rng.standard_normal(out.shape)
-    full = dict(zip(diff, gradients([out], [v], [leaves[i] for i in diff], retain_graph=True)))
+    full = dict(zip(diff, gradients([out], [v], [leaves[i] for i in diff], retain_graph=True), strict=True))
     tangents = {i: rng.standard_normal(np.shape(args[i])) for i in diff}
     subsets = [s for k in range(1, len(diff)) for s in combinations(diff, k)] \
         if len(diff) <= 3 else [(i,) for i in diff]
@@ -216,7 +227,7 @@ def constant_inputs_change_nothing(op: Op, spec: OpSpec, sample: Sample, seed: i
         part, _ = _leaves(op, args, requires=subset)
         out_part = op.apply(*part, **params)
         got = gradients([out_part], [v], [part[i] for i in subset], retain_graph=True)
-        for i, g in zip(subset, got):
+        for i, g in zip(subset, got, strict=True):
             want = full[i]
             assert (g is None) == (want is None), (
                 f"{op.name}: input {i} gets {'no' if g is None else 'a'} gradient when only "
@@ -228,6 +239,8 @@ def constant_inputs_change_nothing(op: Op, spec: OpSpec, sample: Sample, seed: i
                     err_msg=f"{op.name}: the gradient of input {i} changes when only inputs "
                             f"{list(subset)} require grad")
                 worst = max(worst, relative_error(g, want))
+        if not has_jvp(op):
+            continue
         (t_part,) = graph.forward_tangents([out_part], {id(part[i]): tangents[i] for i in subset})
         (t_full,) = graph.forward_tangents([out], {id(leaves[i]): tangents[i] for i in subset})
         np.testing.assert_allclose(t_part, t_full, rtol=1e-12, atol=1e-12,
@@ -310,9 +323,11 @@ def rules_compute_in_float32(op: Op, spec: OpSpec, sample: Sample, seed: int = 0
     out, node, leaves, diff = _node(op, args32, params, np.float32)
     rng = np.random.default_rng(seed)
     grad = rng.standard_normal(out.shape).astype(np.float32)
-    for what, result in (
-            ("backward", op.backward(node, grad)),
-            ("jvp", op.jvp(node, *_tangent_args(op, leaves, lambda s, d: rng.standard_normal(s).astype(d))))):
+    results: list[tuple[str, Any]] = [("backward", op.backward(node, grad))]
+    if has_jvp(op):
+        results.append(("jvp", op.jvp(node, *_tangent_args(
+            op, leaves, lambda s, d: rng.standard_normal(s).astype(d)))))
+    for what, result in results:
         for i, g in _returned(result):
             dtype = getattr(g, "dtype", type(g).__name__)
             assert dtype == np.float32, (
@@ -328,6 +343,9 @@ def _arrays(value: Any) -> Iterator[np.ndarray]:
         yield value
     elif isinstance(value, (tuple, list)):
         for v in value:
+            yield from _arrays(v)
+    elif isinstance(value, dict):          # a hand-written rule's cache may be a dict
+        for v in value.values():
             yield from _arrays(v)
 
 
@@ -369,7 +387,7 @@ def rules_leave_their_arguments_alone(op: Op, spec: OpSpec, sample: Sample, seed
             ("backward", op.backward, (node, grad), [("the incoming gradient", grad)]),
             ("jvp", op.jvp, (node, *tangents),
              [(f"the tangent of input {i}", t) for i, t in enumerate(tangents) if t is not None]))
-        for what, rule, arguments, given in calls:
+        for what, rule, arguments, given in calls[:2 if has_jvp(op) else 1]:
             before = _snapshot(held + given)
             result = rule(*arguments)
             changed = _changed(before)
@@ -390,12 +408,13 @@ def rules_leave_their_arguments_alone(op: Op, spec: OpSpec, sample: Sample, seed
 
 
 def _alone(op: Op, args: tuple[Any, ...], params: dict[str, Any], v: np.ndarray,
-           u: dict[int, np.ndarray]) -> tuple[Tensor, list[Tensor], list[int], list[np.ndarray], np.ndarray]:
-    """One call, its VJP of ``v`` and its JVP along ``u``, with nothing in between."""
+           u: dict[int, np.ndarray]) -> tuple[Tensor, list[Tensor], list[int], list[np.ndarray], np.ndarray | None]:
+    """One call, its VJP of ``v`` and its JVP along ``u`` (None without a JVP rule), with
+    nothing in between."""
     leaves, diff = _leaves(op, args)
     out = op.apply(*leaves, **params)
     return out, leaves, diff, _pullback(out, leaves, diff)(v), \
-        graph.forward_tangents([out], {id(leaves[i]): u[i] for i in diff})[0]
+        graph.forward_tangents([out], {id(leaves[i]): u[i] for i in diff})[0] if has_jvp(op) else None
 
 
 def rules_read_their_own_parameters(op: Op, spec: OpSpec, sample: Sample, seed: int = 0,
@@ -423,13 +442,15 @@ def rules_read_their_own_parameters(op: Op, spec: OpSpec, sample: Sample, seed: 
     for k in (1, 0):
         (args, params, v, u, alone), (leaves, diff), out = calls[k], live[k][1:], outs[k]
         grads = _pullback(out, leaves, diff)(v)
-        (tangent,) = graph.forward_tangents([out], {id(leaves[i]): u[i] for i in diff})
         where = (f" (call with params {plain_repr(params)}, after a call with params "
                  f"{plain_repr(calls[1 - k][1])}: a rule reads a parameter from the op object?)")
-        for g, want, i in zip(grads, alone[3], diff):
+        for g, want, i in zip(grads, alone[3], diff, strict=True):
             np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12,
                                        err_msg=f"{op.name}: the gradient of input {i} changes{where}")
             worst = max(worst, relative_error(g, want))
+        if alone[4] is None:
+            continue
+        (tangent,) = graph.forward_tangents([out], {id(leaves[i]): u[i] for i in diff})
         np.testing.assert_allclose(tangent, alone[4], rtol=1e-12, atol=1e-12,
                                    err_msg=f"{op.name}: the JVP changes{where}")
         worst = max(worst, relative_error(tangent, alone[4]))
@@ -472,7 +493,7 @@ def kink_examples_hold(op: Op, spec: OpSpec) -> float:
         where = f" (kink example {n}: args {plain_repr(args)}, params {plain_repr(params)})"
         leaves, diff = _leaves(op, args)
         out = op.apply(*leaves, **params)
-        for i, want in zip(diff, expected):
+        for i, want in zip(diff, expected, strict=True) if has_jvp(op) else ():
             want = np.asarray(want, dtype=np.float64)
             columns = np.zeros(want.size)
             for j in range(want.size):
@@ -483,10 +504,11 @@ def kink_examples_hold(op: Op, spec: OpSpec) -> float:
             np.testing.assert_allclose(columns.reshape(want.shape), want, rtol=0, atol=1e-15,
                                        err_msg=f"{op.name}: forward mode (JVP) at the kink, "
                                                f"input {i}{where}")
-        worst = max(worst, _transposes(op, out, _pullback(out, leaves, diff), leaves, diff,
-                                       np.random.default_rng(n), where))
+        if has_jvp(op):
+            worst = max(worst, _transposes(op, out, _pullback(out, leaves, diff), leaves, diff,
+                                           np.random.default_rng(n), where))
         out.backward(np.ones(out.shape))
-        for i, want in zip(diff, expected):
+        for i, want in zip(diff, expected, strict=True):
             g = leaves[i].grad
             assert g is not None, f"{op.name}: no gradient at the kink, input {i}{where}"
             np.testing.assert_allclose(g, want, rtol=0, atol=1e-15,

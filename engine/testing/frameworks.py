@@ -1,0 +1,407 @@
+"""Checking derivative rules written in PyTorch and JAX with handgrad's property suite.
+
+    import handgrad.engine.testing as T
+    T.check_torch(MyCube, sample=T.unary(T.strategies.reals), reference=lambda x: x ** 3)
+    T.check_jax(my_cube, sample=T.unary(T.strategies.reals), reference=lambda x: x ** 3)
+
+Each wraps the foreign rule in numpy-in, numpy-out adapters of the CS231n ("cache") style
+and hands them to ``rules.numpy_rule``, so every property of the suite applies unchanged:
+``out, cache = forward(*inputs, **params)``, ``grads = backward(dout, cache)`` and, when the
+framework's rule has a forward mode, ``tangent = jvp(cache, *tangents)``.
+
+* PyTorch (``torch_rule``/``check_torch``): a ``torch.autograd.Function`` subclass, run on
+  the CPU in the inputs' precision (float64 samples run in float64, float32 stays
+  float32). ``forward``'s arguments without a default are the inputs, those with one
+  (``forward(ctx, x, slope=0.01)``) the parameters, drawn by name in the sample's params;
+  ``Function.apply`` takes positional arguments only, so they are passed after the
+  inputs in forward's order (a missing one keeps its default). The incoming
+  gradient and the inputs share memory with handgrad's arrays, so a ``backward`` that
+  writes into ``grad_output`` (or a ``forward`` into its input) is caught by the
+  no-writes property. The JVP is checked when the Function defines ``jvp`` (forward-mode
+  AD through ``torch.autograd.forward_ad``).
+* JAX (``jax_rule``/``check_jax``): a function with ``jax.custom_vjp`` or
+  ``jax.custom_jvp`` rules, called as ``f(*inputs, **params)`` (its arguments without a
+  default are the inputs, the others the parameters) inside JAX's x64 mode
+  (scoped to the check: the user's setting is left as it was); float32 inputs stay
+  float32. The backward is ``jax.vjp``'s pullback; the JVP (``jax.jvp``) is checked unless
+  ``f`` is a ``custom_vjp`` function, which has no forward mode (``forward_mode=`` says
+  it explicitly for a plain function wrapping one). ``f`` and both rules are
+  ``jax.jit``-compiled (per parameters, and by JAX per shape): eagerly each call costs
+  milliseconds and the properties make thousands.
+
+torch and jax are imported only when these are called: ``handgrad.engine`` needs neither.
+Without them the call raises ``FrameworkMissing`` (a ModuleNotFoundError) naming the extra
+to install, ``handgrad[torch]`` or ``handgrad[jax]``.
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any, Callable
+
+import numpy as np
+from hypothesis import strategies as st
+
+from .rules import Rule, check, numpy_rule
+
+TORCH_INSTALL = 'pip install "handgrad[torch]"'
+JAX_INSTALL = 'pip install "handgrad[jax]"'
+
+
+class FrameworkMissing(ModuleNotFoundError):
+    """check_torch or check_jax was called without PyTorch or JAX installed."""
+
+
+def _require(module: str, what: str, install: str) -> Any:
+    """Import ``module``, or raise FrameworkMissing saying what to install."""
+    try:
+        return import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] != module.split(".")[0]:
+            raise
+        raise FrameworkMissing(f"{what} needs {module.split('.')[0]}, which is not installed: "
+                               f"{install}", name=e.name) from None
+
+
+def _shapes(arrays: Any) -> str:
+    return ", ".join(str(tuple(np.shape(a))) for a in arrays)
+
+
+# --- PyTorch ---------------------------------------------------------------------------------
+
+@dataclass
+class TorchCall:
+    """What the torch forward adapter keeps for the rules (the cache): the input tensors
+    (sharing memory with handgrad's arrays), the parameters as passed, and the output
+    tensor with its autograd graph."""
+
+    inputs: tuple[Any, ...]
+    params: tuple[Any, ...]
+    out: Any
+    diff: tuple[int, ...]      # the float inputs' positions (the ones that get gradients)
+
+
+def _shared_tensor(torch: Any, a: Any) -> Any:
+    """A CPU tensor sharing ``a``'s memory where torch can (a writeable array with
+    non-negative strides), so that writes into it show in handgrad's array; a copy
+    otherwise. The dtype is kept."""
+    a = np.asarray(a)
+    if not a.flags.writeable or any(s < 0 for s in a.strides):
+        a = a.copy()
+    return torch.from_numpy(a)
+
+
+def _numpy_copy(t: Any) -> np.ndarray:
+    return np.array(t.detach().cpu().numpy(), copy=True)
+
+
+def _torch_function(torch: Any, function: Any) -> str:
+    """The Function's name; a TypeError for anything but a torch.autograd.Function subclass."""
+    if not (isinstance(function, type) and issubclass(function, torch.autograd.Function)):
+        owner = getattr(function, "__self__", None)
+        hint = (f" (pass the class {owner.__name__}, not {owner.__name__}.apply)"
+                if isinstance(owner, type) else "")
+        raise TypeError(f"check_torch: expected a torch.autograd.Function subclass, got "
+                        f"{function!r}{hint}")
+    return function.__name__
+
+
+def _torch_signature(torch: Any, function: Any, name: str) -> tuple[inspect.Signature, list[inspect.Parameter]]:
+    """The adapter's signature, from ``function.forward`` without ``ctx`` (none with
+    ``setup_context``): the arguments without a default are the inputs, those with one the
+    parameters. Also the parameters, in forward's order (``apply`` passes them positionally)."""
+    P = inspect.Parameter
+    args = list(inspect.signature(function.forward).parameters.values())
+    if function.setup_context is torch.autograd.Function.setup_context:
+        args = args[1:]                         # forward(ctx, ...): the old style
+    for p in args:
+        if p.kind in (P.KEYWORD_ONLY, P.VAR_KEYWORD):
+            raise TypeError(f"check_torch: {name}.forward takes {p}, which Function.apply "
+                            f"cannot pass (it is positional only): give parameters a default "
+                            f"instead (forward(ctx, x, slope=0.01))")
+    params = [p for p in args if p.default is not P.empty]
+    return inspect.Signature([p.replace(annotation=P.empty) for p in args]), params
+
+
+def _torch_forward(torch: Any, function: Any, name: str) -> Callable[..., tuple[np.ndarray, TorchCall]]:
+    signature, params = _torch_signature(torch, function, name)
+
+    def forward(*inputs: Any, **given: Any) -> tuple[np.ndarray, TorchCall]:
+        tensors = tuple(_shared_tensor(torch, x) for x in inputs)
+        diff = tuple(i for i, t in enumerate(tensors) if t.is_floating_point())
+        for i in diff:
+            tensors[i].requires_grad_(True)
+        values = tuple(given.get(p.name, p.default) for p in params)   # positional, in order
+        with torch.enable_grad():
+            out = function.apply(*tensors, *values)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"{name}.forward returned {type(out).__name__}; check_torch "
+                            f"checks Functions with one output tensor")
+        return _numpy_copy(out), TorchCall(tensors, values, out, diff)
+
+    forward.__signature__ = signature  # type: ignore[attr-defined]
+    forward.__module__ = getattr(function, "__module__", __name__)
+    return forward
+
+
+def _torch_backward(torch: Any, name: str) -> Callable[[np.ndarray, TorchCall], tuple[np.ndarray | None, ...]]:
+    def backward(dout: np.ndarray, cache: TorchCall) -> tuple[np.ndarray | None, ...]:
+        out, inputs = cache.out, cache.inputs
+        grads: list[np.ndarray | None] = [None] * len(inputs)
+        for i in cache.diff:
+            grads[i] = np.zeros_like(inputs[i].detach().numpy())
+        if not out.requires_grad or not cache.diff:    # the output depends on no input
+            return tuple(grads)
+        dout = np.asarray(dout)
+        if tuple(dout.shape) != tuple(out.shape):
+            raise ValueError(f"{name}: the gradient of the output has shape {dout.shape}, "
+                             f"the output {tuple(out.shape)}")
+        grad_output = _shared_tensor(torch, dout)      # shared: writes into it are caught
+        if grad_output.dtype != out.dtype:
+            grad_output = grad_output.to(out.dtype)
+        try:
+            got = torch.autograd.grad(out, [inputs[i] for i in cache.diff], grad_outputs=grad_output,
+                                      retain_graph=True, allow_unused=True)
+        except RuntimeError as e:
+            first = str(e).splitlines()[0]
+            hint = ("; backward must return one gradient per input of forward, each of its "
+                    "input's shape, None for a parameter"
+                    if "invalid gradient" in first or "number of gradients" in first else "")
+            raise ValueError(f"{name}.backward failed in torch: {first} (forward's inputs "
+                             f"have shapes {_shapes(inputs)}, grad_output "
+                             f"{tuple(out.shape)}{hint})") from None
+        for i, g in zip(cache.diff, got, strict=True):
+            if g is not None:
+                grads[i] = _numpy_copy(g)
+        return tuple(grads)
+    return backward
+
+
+def _torch_jvp(torch: Any, function: Any, name: str) -> Callable[..., np.ndarray]:
+    forward_ad = import_module("torch.autograd.forward_ad")
+
+    def jvp(cache: TorchCall, *tangents: np.ndarray | None) -> np.ndarray:
+        args = [t.detach() for t in cache.inputs]
+        with warnings.catch_warnings(), forward_ad.dual_level():
+            # torch's first dual tensor loads its JVP decompositions through torch.jit.script,
+            # which recent torch deprecates: torch's own warning, not the user's.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                                    category=DeprecationWarning)
+            for i in cache.diff:
+                if tangents[i] is not None:
+                    tangent = _shared_tensor(torch, tangents[i])  # shared: writes are caught
+                    args[i] = forward_ad.make_dual(args[i], tangent.to(args[i].dtype))
+            out = function.apply(*args, *cache.params)
+            tangent_out = forward_ad.unpack_dual(out).tangent
+        if tangent_out is None:                  # the output does not depend on the inputs
+            return np.zeros_like(out.detach().numpy())
+        return _numpy_copy(tangent_out)
+    return jvp
+
+
+def torch_rule(function: Any, *, sample: st.SearchStrategy, reference: Callable[..., Any] | None = None,
+               name: str | None = None, **options: Any) -> Rule:
+    """A checkable ``Rule`` for the ``torch.autograd.Function`` subclass ``function``: its
+    forward, its backward and (when it defines one) its jvp, through numpy adapters.
+    ``sample`` draws ``(args, params)`` as for ``check_op``: ``forward``'s arguments with a
+    default are the parameters, passed to ``function.apply`` positionally after the inputs,
+    in forward's order. ``options`` go to ``numpy_rule`` (kink_examples, atol, rtol,
+    accurate_to, why)."""
+    torch = _require("torch", "check_torch", TORCH_INSTALL)
+    label = _torch_function(torch, function)
+    has_jvp = function.jvp is not torch.autograd.Function.jvp
+    return numpy_rule(_torch_forward(torch, function, label), _torch_backward(torch, label),
+                      sample=sample, jvp=_torch_jvp(torch, function, label) if has_jvp else None,
+                      reference=reference, name=name or label, style="cache", kind="torch",
+                      **options)
+
+
+def check_torch(function: Any, *, sample: st.SearchStrategy, reference: Callable[..., Any] | None = None,
+                name: str | None = None, max_examples: int = 50, **options: Any) -> bool:
+    """Check a ``torch.autograd.Function`` subclass with every property of the suite (see
+    ``torch_rule``). Returns True or raises OpCheckError with the shrunk failing sample;
+    FrameworkMissing when torch is not installed."""
+    return check(torch_rule(function, sample=sample, reference=reference, name=name, **options),
+                 max_examples=max_examples)
+
+
+# --- JAX -------------------------------------------------------------------------------------
+
+@dataclass
+class JaxCall:
+    """What the JAX forward adapter keeps (the cache): the inputs as JAX arrays (a snapshot),
+    the parameters and the output's dtype and shape. The VJP and JVP are computed from them
+    when a rule is called (compiled once per shape: see ``JaxRunner``)."""
+
+    args: tuple[Any, ...]
+    params: dict[str, Any]
+    diff: tuple[int, ...]        # the float inputs' positions
+    out_dtype: Any
+    out_shape: tuple[int, ...]
+
+
+def x64(jax: Any) -> AbstractContextManager[Any]:
+    """JAX's 64-bit mode for the duration of a ``with`` block: ``jax.enable_x64`` (JAX 0.8
+    and later), ``jax.experimental.enable_x64`` before. Scoped (thread-local): the user's
+    own setting is what it was afterwards."""
+    scoped = getattr(jax, "enable_x64", None)
+    if scoped is None:
+        scoped = import_module("jax.experimental").enable_x64
+    return scoped(True)
+
+
+def _hashable(value: Any) -> Any:
+    """A parameter as a dictionary key (arrays by dtype, shape and bytes)."""
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__, tuple(_hashable(v) for v in value))
+    try:
+        hash(value)
+    except TypeError:
+        return ("repr", repr(value))
+    return value
+
+
+class JaxRunner:
+    """Runs ``f`` for one rule: the forward ``f(*inputs, **params)`` (a ``custom_vjp`` or
+    ``custom_jvp`` function evaluates its primal function), the VJP
+    (``jax.vjp(...)[1](dout)``) and the JVP (``jax.jvp``), each ``jax.jit``-compiled once
+    per parameters and float positions (and by JAX per shape and dtype): eagerly a call
+    costs milliseconds, and the properties make thousands (finite differences, one
+    pullback per row of a Jacobian). So ``f`` and its rules run as in a jitted training
+    step: they must be traceable."""
+
+    def __init__(self, jax: Any, f: Callable[..., Any], name: str):
+        self.jax, self.f, self.name = jax, f, name
+        self.compiled: dict[Any, tuple[Callable[..., Any], ...]] = {}
+
+    def rules(self, args: tuple[Any, ...], params: dict[str, Any]) -> tuple[Callable[..., Any], ...]:
+        """The compiled (forward, vjp, jvp) for these inputs' float positions and parameters."""
+        diff = tuple(i for i, a in enumerate(args) if a.dtype.kind == "f")
+        key = (diff, len(args), _hashable(params))
+        if key not in self.compiled:
+            self.compiled[key] = self._compile(diff, params)
+        return self.compiled[key]
+
+    def _compile(self, diff: tuple[int, ...], params: dict[str, Any]) -> tuple[Callable[..., Any], ...]:
+        jax, f = self.jax, self.f
+
+        def forward(args: tuple[Any, ...]) -> Any:
+            return f(*args, **params)
+
+        def of_primals(args: tuple[Any, ...]) -> Callable[..., Any]:
+            def g(*primals: Any) -> Any:
+                full = list(args)
+                for i, p in zip(diff, primals, strict=True):
+                    full[i] = p
+                return f(*full, **params)
+            return g
+
+        def vjp(args: tuple[Any, ...], dout: Any) -> Any:
+            return jax.vjp(of_primals(args), *[args[i] for i in diff])[1](dout)
+
+        def jvp(args: tuple[Any, ...], tangents: tuple[Any, ...]) -> Any:
+            return jax.jvp(of_primals(args), tuple(args[i] for i in diff), tangents)[1]
+
+        return jax.jit(forward), jax.jit(vjp), jax.jit(jvp)
+
+
+def _jax_forward(jax: Any, runner: JaxRunner) -> Callable[..., tuple[np.ndarray, JaxCall]]:
+    name, f = runner.name, runner.f
+
+    def forward(*inputs: Any, **params: Any) -> tuple[np.ndarray, JaxCall]:
+        with x64(jax):
+            args = tuple(jax.numpy.asarray(x) for x in inputs)        # dtypes kept
+            out = runner.rules(args, params)[0](args)
+        if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+            raise TypeError(f"{name} returned {type(out).__name__}; check_jax checks functions "
+                            f"with one output array")
+        diff = tuple(i for i, a in enumerate(args) if a.dtype.kind == "f")
+        return np.array(out), JaxCall(args, params, diff, out.dtype, tuple(out.shape))
+
+    # f's own signature: its arguments without a default are the inputs, the others the
+    # parameters (the sample's params, passed by keyword).
+    try:
+        forward.__signature__ = inspect.signature(f)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise TypeError(f"check_jax: cannot read the signature of {f!r}; wrap it in a def "
+                        f"that names its arguments") from None
+    forward.__module__ = getattr(f, "__module__", None) or __name__
+    return forward
+
+
+def _jax_backward(jax: Any, runner: JaxRunner) -> Callable[[np.ndarray, JaxCall], tuple[np.ndarray | None, ...]]:
+    name = runner.name
+
+    def backward(dout: np.ndarray, cache: JaxCall) -> tuple[np.ndarray | None, ...]:
+        dout = np.asarray(dout)
+        if tuple(dout.shape) != cache.out_shape:
+            raise ValueError(f"{name}: the gradient of the output has shape {dout.shape}, "
+                             f"the output {cache.out_shape}")
+        try:
+            with x64(jax):
+                vjp = runner.rules(cache.args, cache.params)[1]
+                got = vjp(cache.args, jax.numpy.asarray(dout, dtype=cache.out_dtype))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name}: its VJP rule failed in JAX: {e} (the inputs have "
+                             f"shapes {_shapes(cache.args)})") from None
+        grads: list[np.ndarray | None] = [None] * len(cache.args)
+        for i, g in zip(cache.diff, got, strict=True):
+            grads[i] = np.array(g)
+        return tuple(grads)
+    return backward
+
+
+def _jax_jvp(jax: Any, runner: JaxRunner) -> Callable[..., np.ndarray]:
+    def jvp(cache: JaxCall, *tangents: np.ndarray | None) -> np.ndarray:
+        with x64(jax):
+            ts = tuple(jax.numpy.zeros_like(cache.args[i]) if tangents[i] is None
+                       else jax.numpy.asarray(tangents[i], dtype=cache.args[i].dtype)
+                       for i in cache.diff)
+            try:
+                jvp_rule = runner.rules(cache.args, cache.params)[2]
+                tangent = jvp_rule(cache.args, ts)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{runner.name}: its JVP rule failed in JAX: {e}") from None
+        return np.array(tangent)
+    return jvp
+
+
+def _forward_mode(jax: Any, f: Any, forward_mode: bool | None) -> bool:
+    """Whether to check ``f``'s JVP: as given, else all but ``custom_vjp`` functions."""
+    if forward_mode is not None:
+        return forward_mode
+    return not isinstance(f, jax.custom_vjp)
+
+
+def jax_rule(f: Callable[..., Any], *, sample: st.SearchStrategy, reference: Callable[..., Any] | None = None,
+             name: str | None = None, forward_mode: bool | None = None, **options: Any) -> Rule:
+    """A checkable ``Rule`` for ``f``, a function with ``jax.custom_vjp`` or
+    ``jax.custom_jvp`` rules, called as ``f(*inputs, **params)`` (compiled with ``jax.jit``:
+    see ``JaxRunner``) in JAX's x64 mode (scoped to each call; float32 inputs stay float32).
+    Its JVP is checked unless ``f`` is a
+    ``custom_vjp`` function or ``forward_mode=False``. ``options`` go to ``numpy_rule``
+    (kink_examples, atol, rtol, accurate_to, why)."""
+    jax = _require("jax", "check_jax", JAX_INSTALL)
+    if not callable(f):
+        raise TypeError(f"check_jax: expected a function with jax.custom_vjp or jax.custom_jvp "
+                        f"rules, got {f!r}")
+    label = str(name or getattr(f, "__name__", None) or getattr(getattr(f, "fun", None), "__name__", "f"))
+    runner = JaxRunner(jax, f, label)
+    return numpy_rule(_jax_forward(jax, runner), _jax_backward(jax, runner), sample=sample,
+                      jvp=_jax_jvp(jax, runner) if _forward_mode(jax, f, forward_mode) else None,
+                      reference=reference, name=label, style="cache", kind="jax", **options)
+
+
+def check_jax(f: Callable[..., Any], *, sample: st.SearchStrategy, reference: Callable[..., Any] | None = None,
+              name: str | None = None, forward_mode: bool | None = None, max_examples: int = 50,
+              **options: Any) -> bool:
+    """Check a function with JAX custom derivative rules with every property of the suite
+    (see ``jax_rule``). Returns True or raises OpCheckError with the shrunk failing sample;
+    FrameworkMissing when jax is not installed."""
+    return check(jax_rule(f, sample=sample, reference=reference, name=name,
+                          forward_mode=forward_mode, **options), max_examples=max_examples)

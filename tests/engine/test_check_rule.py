@@ -1,0 +1,368 @@
+"""``check_rule`` (issue 22): hand-written numpy derivatives, CS231n style or given the
+inputs, checked with every property of the built-in ops through an unregistered Op."""
+from __future__ import annotations
+
+import functools
+import re
+
+import numpy as np
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from handgrad import engine
+from handgrad.engine.testing import OpCheckError, check_rule, numpy_rule, run_op, unary
+from handgrad.engine.testing import strategies as S
+from handgrad.engine.testing.properties import rules_leave_their_arguments_alone
+from handgrad.engine.testing.rules import Rule, check, detect_style
+
+EXAMPLES = 25
+PROFILE = settings(database=None, derandomize=True, deadline=None)
+
+
+def report(rule, shrink=True, **options):
+    """What the property suite finds for ``rule`` (derandomized, as check_rule)."""
+    return run_op(rule.op, rule.spec, max_examples=EXAMPLES, profile=PROFILE, shrink=shrink,
+                  **options)
+
+
+def caught(forward, backward, match, properties=None, **options):
+    """The properties (all, or those given) fail the rule with a message matching ``match``;
+    the first failing sample is reported (shrinking it would take most of the test's time:
+    ``check_rule`` itself shrinks, see the batch-norm test)."""
+    found = report(numpy_rule(forward, backward, **options), shrink=False,
+                   **({} if properties is None else {"properties": properties}))
+    assert found.failure is not None, "the rule passed"
+    assert re.search("(?s)" + match, found.failure), found.failure
+    return found
+
+
+# --- an affine layer, CS231n style -------------------------------------------------------
+
+def affine_forward(x, w, b):
+    out = x.reshape(x.shape[0], -1) @ w + b
+    return out, (x, w, b)
+
+
+def affine_backward(dout, cache):
+    x, w, b = cache
+    dx = (dout @ w.T).reshape(x.shape)
+    dw = x.reshape(x.shape[0], -1).T @ dout
+    return dx, dw, dout.sum(axis=0)
+
+
+@st.composite
+def affine_sample(draw, square=False):
+    """x of shape (N, d1[, d2]), w (d1 d2, M), b (M,), from the default strategies."""
+    n = draw(st.integers(1, 4))
+    dims = draw(st.lists(st.integers(1, 3), min_size=1, max_size=1 if square else 2))
+    d = int(np.prod(dims))
+    m = d if square else draw(st.integers(1, 4))
+    return (draw(S.values((n, *dims))), draw(S.values((d, m))), draw(S.values((m,)))), {}
+
+
+def test_a_correct_affine_layer_passes():
+    assert check_rule(affine_forward, affine_backward, sample=affine_sample(),
+                      max_examples=EXAMPLES)
+
+
+def test_a_transposed_dw_fails():
+    def backward(dout, cache):
+        dx, dw, db = affine_backward(dout, cache)
+        return dx, dw.T, db                       # w square: the shapes still match
+    found = caught(affine_forward, backward, "^affine: property vjp_matches_finite_differences",
+                   sample=affine_sample(square=True))
+    assert found.failed_property == "vjp_matches_finite_differences"
+
+
+# --- batch norm (train mode, gamma and beta), CS231n style ----------------------------------
+
+EPS = 1e-5
+
+
+def batchnorm_forward(x, gamma, beta):
+    mu, var = x.mean(axis=0), x.var(axis=0)
+    std = np.sqrt(var + EPS)
+    xhat = (x - mu) / std
+    return gamma * xhat + beta, (xhat, gamma, std)
+
+
+def batchnorm_backward(dout, cache):
+    xhat, gamma, std = cache
+    n = dout.shape[0]
+    dxhat = dout * gamma
+    dx = (n * dxhat - dxhat.sum(axis=0) - xhat * (dxhat * xhat).sum(axis=0)) / (n * std)
+    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
+
+
+def forgotten_gamma_backward(dout, cache):
+    """The bug of issue 22: g instead of g * gamma in the last term (which vanishes where a
+    column of x is constant)."""
+    xhat, gamma, std = cache
+    n = dout.shape[0]
+    dxhat = dout * gamma
+    dx = (n * dxhat - dxhat.sum(axis=0) - xhat * (dout * xhat).sum(axis=0)) / (n * std)
+    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
+
+
+def batchnorm_reference(x, gamma, beta):
+    return gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + EPS) + beta
+
+
+@st.composite
+def batchnorm_sample(draw, values=S.values):
+    n, c = draw(st.integers(2, 4)), draw(st.integers(1, 4))
+    return (draw(values((n, c))), draw(values((c,))), draw(values((c,)))), {}
+
+
+def test_a_correct_batch_norm_passes_with_generic_samples_to_1e_9():
+    rule = numpy_rule(batchnorm_forward, batchnorm_backward, reference=batchnorm_reference,
+                      sample=batchnorm_sample(S.generic))
+    found = report(rule)
+    assert found.passed, found.failure
+    assert found.worst["derivatives_are_accurate"] is not None      # the 1e-9 check ran
+
+
+# A column drawn constant makes the batch norm not smooth within the accuracy check's 0.01
+# (std = sqrt(eps)): a spec from the default strategies leaves that check out, as a user's.
+DEFAULT_BATCHNORM = dict(sample=batchnorm_sample(), reference=batchnorm_reference,
+                         accurate_to=None, why="constant columns: std = sqrt(eps)")
+
+
+def test_the_batch_norm_spec_from_the_default_strategies_passes_the_correct_rule():
+    assert check_rule(batchnorm_forward, batchnorm_backward, max_examples=EXAMPLES,
+                      **DEFAULT_BATCHNORM)
+
+
+def test_batch_norm_with_g_for_g_gamma_fails_with_the_default_strategies():
+    with pytest.raises(OpCheckError, match="^numpy rule batchnorm: property "
+                                           "vjp_matches_finite_differences fails for sample"):
+        check_rule(batchnorm_forward, forgotten_gamma_backward, max_examples=EXAMPLES,
+                   **DEFAULT_BATCHNORM)
+
+
+# --- the same layers given the inputs --------------------------------------------------------
+
+def affine(x, w, b):
+    return x.reshape(x.shape[0], -1) @ w + b
+
+
+def affine_grads(dout, x, w, b):
+    return affine_backward(dout, (x, w, b))
+
+
+def batchnorm(x, gamma, beta):
+    return batchnorm_forward(x, gamma, beta)[0]
+
+
+def batchnorm_grads(dout, x, gamma, beta):
+    return batchnorm_backward(dout, batchnorm_forward(x, gamma, beta)[1])
+
+
+def test_the_same_layers_given_the_inputs_pass():
+    assert check_rule(affine, affine_grads, sample=affine_sample(), max_examples=EXAMPLES)
+    assert check_rule(batchnorm, batchnorm_grads, sample=batchnorm_sample(S.generic),
+                      max_examples=EXAMPLES)
+
+
+def test_parameters_reach_forward_and_backward_by_keyword():
+    def scale(x, *, alpha=2.0):
+        return alpha * x
+
+    def scale_grad(dout, x, *, alpha=2.0):
+        return dout * alpha
+
+    sample = unary(S.reals, alpha=st.floats(-2, 2))
+    rule = numpy_rule(scale, scale_grad, sample=sample)
+    assert rule.op.signature.inputs == ["x"] and rule.op.signature.params == ["alpha"]
+    assert check(rule, max_examples=EXAMPLES)
+    assert report(rule).worst["rules_read_their_own_parameters"] is not None  # re-entrancy ran
+
+
+def test_a_dict_argument_becomes_a_parameter_through_partial():
+    def forward(x, gamma, beta, bn_param):
+        return batchnorm_forward(x, gamma, beta)[0] * bn_param["scale"], (x, gamma, beta, bn_param)
+
+    def backward(dout, cache):
+        x, gamma, beta, bn_param = cache
+        return batchnorm_grads(dout * bn_param["scale"], x, gamma, beta)
+
+    rule = numpy_rule(functools.partial(forward, bn_param={"scale": 3.0}), backward,
+                      sample=batchnorm_sample(S.generic), name="scaled_batchnorm")
+    assert rule.op.signature.inputs == ["x", "gamma", "beta"]
+    assert check(rule, max_examples=EXAMPLES)
+
+
+# --- the style: detected or given -------------------------------------------------------------
+
+def test_the_style_is_detected_from_backward():
+    assert detect_style("f", affine_backward, ["x", "w", "b"]) == "cache"
+    assert detect_style("f", affine_grads, ["x", "w", "b"]) == "inputs"
+    assert detect_style("f", lambda dout, cache: dout, ["x"]) == "cache"
+    assert detect_style("f", lambda dout, x: dout, ["x"]) == "inputs"          # forward's name
+    assert detect_style("f", lambda g, a, b, c: g, ["x", "w", "b"]) == "inputs"  # one per input
+    assert detect_style("f", lambda g, saved: g, ["x", "w"]) == "cache"
+    assert numpy_rule(affine_forward, affine_backward, sample=affine_sample()).op.style == "cache"
+    assert numpy_rule(affine, affine_grads, sample=affine_sample()).op.style == "inputs"
+
+
+def test_an_ambiguous_backward_asks_for_style_and_an_explicit_style_is_used():
+    def square(x):
+        return x * x, x
+
+    def square_grad(dout, saved):                 # (dout, cache)? (dout, x)? cannot tell
+        return 2 * saved * dout
+
+    with pytest.raises(TypeError, match=r"square: cannot tell the style of backward\(dout, saved\) "
+                                        r"for forward's inputs \(x\): pass style='cache'"):
+        numpy_rule(square, square_grad, sample=unary(S.reals))
+    assert check_rule(square, square_grad, sample=unary(S.reals), style="cache",
+                      max_examples=EXAMPLES)
+    # The same functions in the other style: forward returns a tuple, which is named.
+    caught(square, square_grad, "forward returned a tuple of 2; in the inputs style it returns "
+           "out alone", sample=unary(S.reals), style="inputs")
+    with pytest.raises(ValueError, match="square: style must be 'cache' or 'inputs', got 'cs231n'"):
+        numpy_rule(square, square_grad, sample=unary(S.reals), style="cs231n")
+
+
+def test_a_cache_style_forward_must_return_out_and_cache():
+    caught(lambda x: x * 2, lambda dout, cache: dout * 2, "double: forward returned an? [a-z]"
+           r".*; in the cache style it returns \(out, cache\)", sample=unary(S.reals), name="double")
+
+
+# --- rules that write into their arguments ------------------------------------------------------
+
+def test_a_backward_that_writes_into_dout_fails():
+    def backward(dout, cache):
+        grads = affine_backward(dout.copy(), cache)
+        dout *= 0.5                               # the results are right; dout is not
+        return grads
+    caught(affine_forward, backward, "property", sample=affine_sample())   # some property
+    caught(affine_forward, backward, "rules_leave_their_arguments_alone.*its backward rule "
+           ".*wrote into the incoming gradient", sample=affine_sample(),
+           properties=[rules_leave_their_arguments_alone])
+
+
+def test_a_backward_that_writes_into_its_cache_fails():
+    def backward(dout, cache):
+        grads = batchnorm_backward(dout, tuple(np.copy(c) for c in cache))
+        cache[0][...] = 0.0                       # xhat zeroed after use
+        return grads
+    caught(batchnorm_forward, backward, "rules_leave_their_arguments_alone.*wrote into saved value",
+           sample=batchnorm_sample(S.generic), properties=[rules_leave_their_arguments_alone])
+
+
+def test_a_backward_that_returns_dout_itself_fails():
+    def relu_forward(x):
+        return np.maximum(x, 0), x
+
+    def relu_backward(dout, cache):
+        dout[cache <= 0] = 0                      # the classic: dx = dout, modified in place
+        return dout
+    caught(relu_forward, relu_backward, "property", sample=unary(lambda s: S.values(s, avoid=(0.0,))))
+
+
+# --- what backward returns: count, shapes, types ----------------------------------------------
+
+def test_a_wrong_number_of_gradients_names_the_rule_and_the_inputs():
+    caught(affine_forward, lambda dout, cache: affine_backward(dout, cache)[:2],
+           r"^affine: .*backward returned 2 gradients for 3 inputs \(x \(\d, \d+(, \d)?\), "
+           r"w \(\d+, \d\), b \(\d,\)\); return one per input", sample=affine_sample())
+
+
+def test_a_gradient_of_the_wrong_shape_names_the_rule_and_the_shapes():
+    def backward(dout, cache):
+        dx, dw, db = affine_backward(dout, cache)
+        return dx, dw, db[None]                   # (1, M) for b of shape (M,)
+    caught(affine_forward, backward,
+           r"^affine: .*backward returned the gradient of b with shape \(1, (\d)\), but b "
+           r"has shape \(\1,\) \(returned shapes .*; inputs x .*, w .*, b \(\1,\)\)",
+           sample=affine_sample())
+
+
+def test_a_gradient_that_is_not_an_array_is_named():
+    caught(affine_forward, lambda dout, cache: (*affine_backward(dout, cache)[:2], [0.0]),
+           "backward returned a list for the gradient of b; return numpy arrays",
+           sample=affine_sample())
+
+
+def test_one_input_may_return_a_bare_array():
+    assert check_rule(lambda x: (np.sin(x), x), lambda dout, x: dout * np.cos(x),
+                      sample=unary(S.reals), style="cache", name="sine", max_examples=EXAMPLES)
+
+
+# --- forward mode -----------------------------------------------------------------------------
+
+def affine_jvp(cache, dx, dw, db):
+    x, w, b = cache
+    n = x.shape[0]
+    return dx.reshape(n, -1) @ w + x.reshape(n, -1) @ dw + db
+
+
+def test_without_jvp_the_forward_mode_properties_do_not_apply():
+    found = report(numpy_rule(affine_forward, affine_backward, sample=affine_sample()))
+    assert found.passed, found.failure
+    assert found.worst["jvp_matches_finite_differences"] is None
+    assert found.worst["jvp_vjp_transpose"] is None
+    assert found.worst["derivatives_are_accurate"] is not None      # the VJP part still runs
+
+
+def test_a_jvp_is_checked_in_forward_mode():
+    rule = numpy_rule(affine_forward, affine_backward, jvp=affine_jvp, sample=affine_sample())
+    found = report(rule)
+    assert found.passed, found.failure
+    assert found.worst["jvp_matches_finite_differences"] is not None
+    assert found.worst["jvp_vjp_transpose"] is not None
+
+
+def test_a_wrong_jvp_fails():
+    def jvp(cache, dx, dw, db):
+        return affine_jvp(cache, dx, dw, np.zeros_like(db))          # b's tangent ignored
+    caught(affine_forward, affine_backward, "jvp_matches_finite_differences", jvp=jvp,
+           sample=affine_sample())
+
+
+def test_a_jvp_given_the_inputs():
+    def jvp(x, w, b, dx, dw, db):
+        return affine_jvp((x, w, b), dx, dw, db)
+    rule = numpy_rule(affine, affine_grads, jvp=jvp, sample=affine_sample())
+    found = report(rule)
+    assert found.passed, found.failure
+    assert found.worst["jvp_matches_finite_differences"] is not None
+
+
+# --- kinks --------------------------------------------------------------------------------------
+
+def relu_forward(x):
+    return np.maximum(x, 0), x
+
+
+RELU = dict(sample=unary(lambda s: S.values(s, avoid=(0.0,))),
+            kink_examples=[((np.array([-1.0, 0.0, 2.0]),), {}, (np.array([0.0, 0.0, 1.0]),))])
+
+
+def test_the_kink_convention_is_checked():
+    assert check_rule(relu_forward, lambda dout, cache: dout * (cache > 0), max_examples=EXAMPLES,
+                      **RELU)
+    caught(relu_forward, lambda dout, cache: dout * (cache >= 0), "convention at a kink", **RELU)
+
+
+# --- not registered -----------------------------------------------------------------------------
+
+def test_a_rule_is_an_unregistered_op():
+    before = (dict(engine.REGISTRY), set(vars(engine.Tensor)))
+    rule = numpy_rule(affine_forward, affine_backward, sample=affine_sample())
+    assert isinstance(rule, Rule) and isinstance(rule.op, engine.Op)
+    assert (rule.name, rule.kind, rule.spec.name) == ("affine", "numpy", "affine")
+    assert check(rule, max_examples=5)
+    assert "affine" not in engine.REGISTRY and not hasattr(engine, "affine")
+    assert (dict(engine.REGISTRY), set(vars(engine.Tensor))) == before
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(TypeError, match="affine: sample must be a hypothesis strategy"):
+        numpy_rule(affine_forward, affine_backward, sample=[1, 2])
+    with pytest.raises(TypeError, match=r"f: forward takes \*\*kw"):
+        numpy_rule(lambda x, **kw: x, lambda d, c: d, sample=unary(S.reals), name="f")
+    with pytest.raises(TypeError, match="f: forward takes no input"):
+        numpy_rule(lambda *, a=1: a, lambda d, c: d, sample=unary(S.reals), name="f")

@@ -1,0 +1,300 @@
+"""check_torch: a torch.autograd.Function checked with handgrad's property suite (issue 22).
+
+A right Function passes; a transposed gradient, a backward that writes into grad_output,
+a gradient of the wrong shape, a wrong jvp and a forward that leaves float32 each fail."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("hypothesis")
+
+from hypothesis import strategies as st  # noqa: E402
+
+from handgrad.engine.testing import (  # noqa: E402
+    FrameworkMissing,
+    OpCheckError,
+    check_torch,
+    run_op,
+    strategies,
+    torch_rule,
+    unary,
+)
+from handgrad.engine.testing.properties import rules_leave_their_arguments_alone  # noqa: E402
+
+EXAMPLES = 20
+FRAMEWORK = "torch"
+
+
+@st.composite
+def linear_samples(draw: st.DrawFn) -> tuple[tuple[np.ndarray, ...], dict]:
+    """x (n, k), a square w (k, k) (a transposed gradient has the right shape) and b (k,)."""
+    n, k = draw(st.integers(1, 4)), draw(st.integers(2, 4))
+    return (draw(strategies.reals((n, k))), draw(strategies.reals((k, k))),
+            draw(strategies.reals((k,)))), {}
+
+
+def linear(x, w, b):
+    return x @ w + b
+
+
+class Linear(torch.autograd.Function):
+    """x @ w + b, the backward by hand (no jvp: the forward-mode properties do not apply)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        return x @ w + b
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, w = ctx.saved_tensors
+        return grad_output @ w.T, x.T @ grad_output, grad_output.sum(0)
+
+
+class LinearTransposed(Linear):
+    """w's gradient transposed: (x^T g)^T, the right shape for a square w."""
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, w = ctx.saved_tensors
+        return grad_output @ w.T, (x.T @ grad_output).T, grad_output.sum(0)
+
+
+class Cube(torch.autograd.Function):
+    """x^3, new style (setup_context), with a jvp."""
+
+    @staticmethod
+    def forward(x):
+        return x ** 3
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (x,) = inputs
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * 3 * x ** 2
+
+    @staticmethod
+    def jvp(ctx, dx):
+        (x,) = ctx.saved_tensors
+        return dx * 3 * x ** 2
+
+
+class CubeWrongJvp(Cube):
+    @staticmethod
+    def jvp(ctx, dx):
+        (x,) = ctx.saved_tensors
+        return dx * 2 * x ** 2
+
+
+class CubeWritesGradOutput(Cube):
+    """The gradient computed in place in grad_output, the caller's array."""
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output.mul_(3 * x ** 2)
+
+
+class CubeInFloat64(Cube):
+    """Computes in float64 whatever its input's precision."""
+
+    @staticmethod
+    def forward(x):
+        return x.double() ** 3
+
+
+class SumRows(torch.autograd.Function):
+    """x.sum(0), with a backward that returns the gradient transposed: the wrong shape."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x.sum(0)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output.expand(ctx.shape).T.contiguous()
+
+
+class LeakyRelu(torch.autograd.Function):
+    """A parameter (a forward argument with a default) from the sample's params."""
+
+    @staticmethod
+    def forward(ctx, x, slope=0.01):
+        ctx.save_for_backward(x)
+        ctx.slope = slope
+        return torch.where(x > 0, x, slope * x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return torch.where(x > 0, grad_output, ctx.slope * grad_output), None
+
+
+def away_from_zero(shape):
+    return strategies.values(shape, avoid=[0.0])
+
+
+def one_vector():
+    """One fixed generic sample: for a rule that fails on every sample, so that hypothesis
+    has nothing to shrink and the test stays fast."""
+    return st.just(((np.array([0.5, -1.25, 2.0]),), {}))
+
+
+def cube_sample():
+    return unary(strategies.reals)
+
+
+def test_a_right_function_passes():
+    assert check_torch(Linear, sample=linear_samples(), reference=linear, max_examples=EXAMPLES)
+
+
+def test_a_right_function_with_a_jvp_passes():
+    assert check_torch(Cube, sample=cube_sample(), reference=lambda x: x ** 3,
+                       max_examples=EXAMPLES)
+
+
+def test_parameters_are_passed_after_the_inputs():
+    sample = unary(away_from_zero, slope=st.sampled_from([0.1, 0.3]))
+    assert check_torch(LeakyRelu, sample=sample, max_examples=EXAMPLES,
+                       reference=lambda x, slope: np.where(x > 0, x, slope * x))
+
+
+def test_a_transposed_gradient_fails_and_is_diagnosed():
+    with pytest.raises(OpCheckError, match="LinearTransposed") as e:
+        check_torch(LinearTransposed, sample=linear_samples(), reference=linear,
+                    max_examples=EXAMPLES)
+    assert "likely: transposed: input 1's gradient is transposed" in str(e.value)
+
+
+def test_a_backward_writing_into_grad_output_fails():
+    """grad_output shares handgrad's gradient array: the no-writes property sees the write
+    (another property may fail first: the write also spoils the gradient it was given)."""
+    with pytest.raises(OpCheckError):
+        check_torch(CubeWritesGradOutput, sample=one_vector(), reference=lambda x: x ** 3,
+                    max_examples=EXAMPLES)
+    rule = torch_rule(CubeWritesGradOutput, sample=one_vector())
+    report = run_op(rule.op, rule.spec, max_examples=EXAMPLES, shrink=False,
+                    properties=(rules_leave_their_arguments_alone,))
+    assert report.failure is not None
+    assert "its backward rule (called with a random gradient) wrote into the incoming " \
+           "gradient" in report.failure
+
+
+class ClipsItsInput(torch.autograd.Function):
+    """Clips its input in place (as label smoothing applied to the caller's targets)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x.clamp_(-1, 1)
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return 2 * grad_output
+
+
+def test_a_forward_writing_into_its_input_fails():
+    """The input tensors share handgrad's arrays: the write shows."""
+    rule = torch_rule(ClipsItsInput, sample=one_vector())
+    report = run_op(rule.op, rule.spec, max_examples=EXAMPLES, shrink=False,
+                    properties=(rules_leave_their_arguments_alone,))
+    assert report.failure is not None
+    assert "ClipsItsInput: its forward wrote into input 0" in report.failure
+
+
+def test_a_gradient_of_the_wrong_shape_says_so():
+    sample = st.tuples(st.tuples(strategies.reals((2, 3))), st.just({}))
+    with pytest.raises(OpCheckError) as e:
+        check_torch(SumRows, sample=sample, max_examples=EXAMPLES)
+    message = str(e.value)
+    assert "SumRows.backward failed in torch" in message
+    assert "got [3, 2] but expected shape compatible with [2, 3]" in message
+    assert "forward's inputs have shapes (2, 3), grad_output (3,)" in message
+
+
+def test_a_wrong_jvp_fails():
+    with pytest.raises(OpCheckError, match="jvp"):
+        check_torch(CubeWrongJvp, sample=cube_sample(), reference=lambda x: x ** 3,
+                    max_examples=EXAMPLES)
+
+
+def test_float32_inputs_stay_float32():
+    """The float32 property sees a Function that computes in float64: the adapter does not
+    convert float32 inputs."""
+    with pytest.raises(OpCheckError, match="float32 inputs gave a float64 output"):
+        check_torch(CubeInFloat64, sample=one_vector(), reference=lambda x: x ** 3,
+                    max_examples=EXAMPLES)
+
+
+def test_the_rule_is_a_torch_rule_with_a_jvp_only_when_defined():
+    with_jvp = torch_rule(Cube, sample=cube_sample())
+    without = torch_rule(Linear, sample=linear_samples())
+    assert (with_jvp.kind, with_jvp.name, without.name) == ("torch", "Cube", "Linear")
+    assert type(with_jvp.op).user_jvp is not None and type(without.op).user_jvp is None
+
+
+def test_apply_instead_of_the_class_is_a_clear_error():
+    with pytest.raises(TypeError, match=r"pass the class Cube, not Cube\.apply"):
+        check_torch(Cube.apply, sample=cube_sample())
+
+
+def test_keyword_only_forward_arguments_are_refused():
+    class KeywordOnly(Cube):
+        @staticmethod
+        def forward(x, *, power=3):
+            return x ** power
+
+    with pytest.raises(TypeError, match="give parameters a default instead"):
+        torch_rule(KeywordOnly, sample=cube_sample())
+
+
+def test_without_torch_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)      # import torch now fails
+    with pytest.raises(FrameworkMissing, match=re.escape('pip install "handgrad[torch]"')):
+        check_torch(Cube, sample=cube_sample())
+
+
+def test_the_engine_imports_without_torch_or_jax():
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['jax'] = None\n"
+            "from handgrad import engine\n"
+            "import handgrad.engine.testing as T\n"
+            "T.check_torch; T.check_jax\n"
+            "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
+            "print('ok')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).parent, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+
+
+def readme_example(framework: str) -> str:
+    """The README's example for ``framework`` (a ```py block of the section on PyTorch and
+    JAX rules: tests/test_readme.py runs only ```python blocks, and cannot skip one)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### PyTorch autograd.Function and JAX custom rules\n")[1].split("\n### ")[0]
+    blocks = [b for b in re.findall(r"```py\n(.*?)```", section, flags=re.S)
+              if f"import {framework}\n" in b]
+    assert len(blocks) == 1, f"one README example imports {framework}"
+    return blocks[0]
+
+
+def test_the_readme_example_runs_as_printed(tmp_path):
+    code = readme_example(FRAMEWORK)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr
+    printed = [line.strip() for line in run.stdout.splitlines()]
+    wanted = [m.group(1).strip() for m in re.finditer(r"print\(.*\)\s+#\s?(.*)", code)]
+    assert wanted and all(w in printed for w in wanted), (wanted, printed)
