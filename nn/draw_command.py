@@ -51,11 +51,24 @@ def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
                         help="text size in points (default 14)")
     parser.add_argument("--max-elements", type=positive_int,
                         help="print arrays up to this many elements, summarise larger ones "
-                             "(default 6; 40 for --level layer)")
+                             "(default 8: XOR's four corners, p and y in full; 6 for --html, "
+                             "40 for --level layer)")
     parser.add_argument("--format", choices=FORMATS,
                         help="svg, png, pdf or dot (default: from --out, else svg)")
     parser.add_argument("--out", type=Path, help="file to write (default handgrad-graph.svg, "
                                                  "or handgrad-backward.html with --html)")
+    parser.add_argument("--pdf", type=Path, metavar="PATH",
+                        help="with --html (op level): also write a handout, one PDF page per "
+                             "step, every page the same layout")
+    parser.add_argument("--steps", type=Path, metavar="DIR",
+                        help="with --html (op level): also write every step as its own "
+                             "picture, DIR/step-00.svg, ... (same layout in all)")
+    parser.add_argument("--steps-format", choices=["svg", "png", "pdf"], default="svg",
+                        help="the format of the --steps pictures (default svg)")
+    parser.add_argument("--preset", choices=["slide"],
+                        help="slide: a 16:9 picture for a 1920x1080 slide, one box per layer, "
+                             "text of at least 24 px (sets --collapse, --rankdir TB, "
+                             "--font-size 24)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -84,9 +97,33 @@ def output_path(args: argparse.Namespace) -> tuple[Path, str]:
     return path, fmt
 
 
+def check_exports(args: argparse.Namespace, fmt: str) -> None:
+    """--pdf and --steps export the op-level steps of the page; --preset slide is a picture.
+    Contradictions are UsageErrors, before any work."""
+    for flag, value in (("--pdf", args.pdf), ("--steps", args.steps)):
+        if value is None:
+            continue
+        if fmt != "html" or args.level != "op":
+            raise UsageError(f"{flag} exports the steps of the op-level page: add --html "
+                             f"(and --level op)")
+    if args.pdf is not None:
+        if args.pdf.suffix.lower() != ".pdf":
+            raise UsageError(f"--pdf {args.pdf} must name a .pdf file")
+        if args.pdf.is_dir():
+            raise UsageError(f"--pdf {args.pdf} is a directory; give a file name")
+    if args.steps is not None and args.steps.exists() and not args.steps.is_dir():
+        raise UsageError(f"--steps {args.steps} is a file; give a directory")
+    if args.preset == "slide":
+        if fmt == "html":
+            raise UsageError("--preset slide makes a picture; for the page use --present")
+        if fmt == "dot":
+            raise UsageError("--preset slide makes a picture: svg, png or pdf, not dot")
+
+
 def draw_command(args: argparse.Namespace) -> int:
     """Build the MLP, run it on one batch, and write the picture. Prints the path."""
     from handgrad.engine.viz import GraphvizNotFound, draw, render, save_backward_html
+    from handgrad.engine.viz.export import SLIDE_FONT, as_slide, save_backward_pdf, save_backward_steps
 
     path, fmt = output_path(args)          # bad paths and formats: before any work
     if args.level != "op" and fmt != "html":
@@ -95,6 +132,7 @@ def draw_command(args: argparse.Namespace) -> int:
         raise UsageError("--present is a mode of the step-by-step page: add --html")
     if args.font_size > 72:
         raise UsageError(f"--font-size: at most 72 points, got {args.font_size:g}")
+    check_exports(args, fmt)
     if args.dataset == "xor":
         # The classic XOR table: the four 0/1 corners (--batch picks how many of them).
         x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)[:args.batch]
@@ -107,17 +145,28 @@ def draw_command(args: argparse.Namespace) -> int:
     model = MLP([x.shape[1], *args.hidden, num_classes], activation=args.activation,
                 seed=args.seed)
     loss = CrossEntropyLoss()(model(Tensor(x, name="x")), y)
-    style = dict(rankdir=args.rankdir, fontsize=args.font_size, rules=args.rules,
-                 collapse=args.collapse)
+    slide = args.preset == "slide"
+    style = dict(rankdir="TB" if slide else args.rankdir, rules=args.rules,
+                 fontsize=max(args.font_size, SLIDE_FONT) if slide else args.font_size,
+                 collapse=args.collapse or slide)
     try:
         if fmt == "html":
             save_backward_html(loss, path, model=model, level=args.level,
                                max_elements=args.max_elements, numeric=args.numeric,
                                present=args.present, **style)
+            exports = dict(model=model, max_elements=args.max_elements or 6,
+                           numeric=args.numeric, **style)
+            if args.pdf is not None:
+                print(save_backward_pdf(loss, args.pdf, **exports))
+            if args.steps is not None:
+                print(args.steps / save_backward_steps(
+                    loss, args.steps, format=args.steps_format, **exports)[0].name)
         else:
+            # the picture: XOR's four corners, p and y in full (8); a slide: summaries (6)
             picture = draw(loss, model=model, backward_order=args.backward_order,
-                           numeric=args.numeric, max_elements=args.max_elements or 6, **style)
-            render(picture, path, fmt)
+                           numeric=args.numeric, max_elements=args.max_elements or (6 if slide else 8),
+                           **style)
+            render(as_slide(picture, fmt) if slide else picture, path, fmt)
     except GraphvizNotFound as e:
         print(f"handgrad draw: error: {e}", file=sys.stderr)
         return 2

@@ -109,11 +109,17 @@ def plot_history(history: Any, path: str | Path | None = None, *, ax: Any = None
         fig = ax_loss.figure
     epochs = [e["epoch"] for e in history.epochs]
     steps_per_epoch = max(1, len(history.steps) // max(1, len(epochs)))
-    ax_loss.plot([i / steps_per_epoch for i in range(1, len(history.steps) + 1)], history.steps,
-                 color="0.75", linewidth=0.8, label="train loss (per step)")
-    ax_loss.plot(epochs, history.metric("train_loss"), label="train loss (epoch mean)")
+    # few epochs (a full-batch run: one step each) would be a bare line or a lone point:
+    # mark every epoch
+    mark = dict(marker="o", markersize=4) if len(epochs) <= MARKED_EPOCHS else {}
+    if len(history.steps) > len(epochs):       # else the per-step curve is the epoch curve
+        ax_loss.plot([i / steps_per_epoch for i in range(1, len(history.steps) + 1)],
+                     history.steps, color="0.75", linewidth=0.8, label="train loss (per step)")
+    full_batch = " (one step per epoch)" if epochs and len(history.steps) == len(epochs) else ""
+    ax_loss.plot(epochs, history.metric("train_loss"),
+                 label=f"train loss (epoch mean){full_batch}", **mark)
     if history.metric("val_loss"):
-        ax_loss.plot(epochs, history.metric("val_loss"), label="validation loss")
+        ax_loss.plot(epochs, history.metric("val_loss"), label="validation loss", **mark)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     if history.steps:
@@ -122,13 +128,16 @@ def plot_history(history: Any, path: str | Path | None = None, *, ax: Any = None
     if ax_acc is not None:
         for key, label in (("train_accuracy", "train"), ("val_accuracy", "validation")):
             if history.metric(key):
-                ax_acc.plot(epochs, history.metric(key), label=label)
+                ax_acc.plot(epochs, history.metric(key), label=label, **mark)
         ax_acc.set_xlabel("epoch")
         ax_acc.set_ylabel("accuracy")
         if ax_acc.get_lines():
             ax_acc.legend()
     return _finish(fig, path, made)
 
+
+MARKED_EPOCHS = 30   # up to this many epochs, each is marked on the curves
+NOTE_POINTS = 10     # the notes on plot_activations' panels: readable when projected
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu")
 
@@ -163,7 +172,7 @@ def plot_activations(path: str | Path | None = None, *, ax: Any = None,
     computes it with ``engine.grad``), each panel with its own y-range so that small
     derivatives stay visible, annotated with the facts a lecture points at: the largest
     derivative (sigmoid' peaks at 0.25, tanh' at 1), ReLU's step, where each saturates
-    (f' < 0.01).
+    (f' < 0.01), written above each derivative panel (10 pt, clear of the curves).
 
     ``names``: which activations (default all of ``ACTIVATIONS``); ``ax``: 2 x len(names)
     Axes. Returns the Figure; ``path`` also saves it."""
@@ -178,7 +187,7 @@ def plot_activations(path: str | Path | None = None, *, ax: Any = None,
     _require_matplotlib("plot_activations")
     made = ax is None
     if made:
-        fig = _new_figure("plot_activations", path, (2.6 * len(names), 5.2))
+        fig = _new_figure("plot_activations", path, (2.8 * len(names), 6))
         axes = np.asarray(fig.subplots(2, len(names), squeeze=False))
     else:
         axes = _axes_grid("plot_activations", ax, (2, len(names)))
@@ -208,10 +217,11 @@ def plot_activations(path: str | Path | None = None, *, ax: Any = None,
                                color="0.9", zorder=0)
         elif f["saturates_below"] is not None:
             note += f"\nf′ < 0.01 for x < {f['saturates_below']:.1f}"
-        bottom.text(0.03, 0.96, note, transform=bottom.transAxes, va="top", fontsize=8)
+        # above the panel (its title), never over the curve
+        bottom.set_title(note, fontsize=NOTE_POINTS, loc="left")
         lo, hi = float(dy.min()), float(dy.max())
-        pad = 0.15 * (hi - lo or 1.0)
-        bottom.set_ylim(lo - pad, hi + 2.2 * pad)           # room for the note
+        pad = 0.1 * (hi - lo or 1.0)
+        bottom.set_ylim(lo - pad, hi + pad)
         bottom.set_xlabel("x")
     axes[0, 0].set_ylabel("f(x)")
     axes[1, 0].set_ylabel("f′(x) from backward")

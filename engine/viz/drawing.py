@@ -17,7 +17,7 @@ import numpy as np
 from ..graph import Node, topological_order
 from ..plain import plain_repr
 from ..tensor import Tensor
-from . import labels, losses, styles
+from . import labels, lecture, losses, styles
 from .gradients import Step, all_gradients, backward_order, backward_steps, can_differentiate
 from .numeric import NumericCheck, numeric_checks
 from .view import GraphView, build_view
@@ -39,6 +39,7 @@ class Options:
     collapse: bool = False
     rules: bool = False   # print each op's derivative rule
     fontsize: float = 14  # points, for the boxes (edge labels and legend slightly smaller)
+    legend: bool = True   # the key to the colours and shapes, in one compact block
 
     def __post_init__(self) -> None:
         if isinstance(self.fontsize, bool) or not isinstance(self.fontsize, (int, float)) \
@@ -52,6 +53,8 @@ class Options:
             raise ValueError(f"draw: rankdir must be one of {RANKDIRS}, got {self.rankdir!r}")
         if self.max_elements < 0:
             raise ValueError(f"draw: max_elements must be >= 0, got {self.max_elements}")
+        if not isinstance(self.legend, bool):
+            raise ValueError(f"draw: legend must be True or False, got {plain_repr(self.legend)}")
 
 
 @dataclass
@@ -67,12 +70,14 @@ class Overlay:
     current: int | None = None                           # id(node) whose rule runs now
     done: set[int] = field(default_factory=set)          # ids of nodes whose rule already ran
     caption: str | None = None
+    focus: int | None = None       # id(tensor or node) a player keeps in view when no rule runs
+    playback: bool = False         # a frame of the backward playback: its legend explains it
 
 
 def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "TB",
          max_elements: int = 6, collapse: bool = False, backward_order: bool = False,
          rules: bool = False, numeric: bool = False, model: Any = None,
-         fontsize: float = 14) -> graphviz.Digraph:
+         fontsize: float = 14, legend: bool = True) -> graphviz.Digraph:
     """The compute graph that produced ``tensor``, as a ``graphviz.Digraph``.
 
     show: what tensor boxes list besides the name: "shape" (and dtype), "value", "grad".
@@ -91,11 +96,13 @@ def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "TB",
     model: an nn.Module: names parameters ("layers.0.weight") and labels clusters
       ("layers.0 (Linear 2→3, bias=True)").
     fontsize: points for the text in the boxes (14 reads on a projected 16:9 slide).
+    legend: False leaves out the key to the colours and shapes (a slide that explains
+      them itself).
 
     ``.source`` is the DOT text; rendering needs Graphviz (``render``).
     """
     options = Options(show=tuple(show), rankdir=rankdir, max_elements=max_elements,
-                      collapse=collapse, rules=rules, fontsize=fontsize)
+                      collapse=collapse, rules=rules, fontsize=fontsize, legend=legend)
     view = build_view(tensor, model)
     overlay = Overlay()
     needs_steps = "grad" in options.show or numeric or backward_order
@@ -127,7 +134,7 @@ def gradient_shapes(view: GraphView) -> dict[EdgeKey, str]:
     found = {}
     for node in view.nodes:
         found[(id(node), OUT)] = f"grad {labels.shape_text(view.output[id(node)].shape)}"
-        for i, (inp, needed) in enumerate(zip(node.inputs, node.needs_input_grad)):
+        for i, (inp, needed) in enumerate(zip(node.inputs, node.needs_input_grad, strict=True)):
             if needed:
                 found[(id(node), i)] = f"grad {labels.shape_text(inp.shape)}"
     return found
@@ -231,18 +238,44 @@ def module_label(view: GraphView, scope: str) -> str:
 
 def group_box(view: GraphView, unit: str, name: str, hidden: dict[int, str],
               overlay: Overlay) -> _Box:
-    """The box standing for a collapsed module: its label, parameter shapes, backward steps."""
+    """The box standing for a collapsed module: its label, parameter shapes, backward steps,
+    with gradients the norms of its parameters' gradients and of the gradient at its output
+    (‖δˡ‖ for a layer's zˡ); highlighted while one of its rules runs."""
     lines = [module_label(view, unit)]
-    for t in view.tensors:
-        if hidden.get(id(t)) == unit and t.node is None and t.requires_grad:
-            short = view.name(t).removeprefix(unit + ".")
-            lines.append(f"{short} {labels.shape_text(t.shape)}")
-    steps = [overlay.steps[id(n)] for n in view.nodes
-             if hidden.get(id(n)) == unit and id(n) in overlay.steps]
+    params = [t for t in view.tensors
+              if hidden.get(id(t)) == unit and t.node is None and t.requires_grad]
+    for t in params:
+        short = view.base_name(t).removeprefix(unit + ".")
+        symbol = view.lecture.get(id(t))
+        named = f"{symbol} = {short}" if symbol and symbol != short else short
+        lines.append(f"{named} {labels.shape_text(t.shape)}")
+    nodes = [n for n in view.nodes if hidden.get(id(n)) == unit]
+    steps = [overlay.steps[id(n)] for n in nodes if id(n) in overlay.steps]
     if steps:
         lines.append("backward steps " + ", ".join(str(s) for s in sorted(steps)))
+    if overlay.grads:
+        outputs = [view.output[id(n)] for n in nodes
+                   if any(hidden.get(id(u)) != unit for u in view.consumers(view.output[id(n)]))]
+        norms = [gradient_norm(view, t, overlay) for t in [*params, *outputs]]
+        lines += [line for line in norms if line is not None]
+    attrs: dict[str, str] = {}
+    if overlay.current is not None and hidden.get(overlay.current) == unit:
+        attrs = dict(styles.CURRENT)
+    elif nodes and all(id(n) in overlay.done for n in nodes):
+        attrs = dict(styles.DONE)
     parent = unit.rpartition(".")[0] or None
-    return _Box(name, lines, styles.MODULE, parent)
+    return _Box(name, lines, styles.MODULE, parent, attrs)
+
+
+def gradient_norm(view: GraphView, t: Tensor, overlay: Overlay) -> str | None:
+    """"‖∂L/∂W¹‖ = 0.1234" ("‖δ¹‖" for a layer's zˡ) once the gradient is complete; before,
+    in a playback frame, "not yet" (the line is there in every frame, so a player's boxes
+    keep their size), in a picture nothing (no gradient is known)."""
+    what = lecture.delta_symbol(view.symbol(t))
+    grad = overlay.grads.get(id(t))
+    if grad is None or id(t) in overlay.partial:
+        return f"‖{what}‖ not yet" if overlay.playback else None
+    return f"‖{what}‖ = {labels.number(lecture.norm(grad))}"
 
 
 def op_attrs(node: Node, overlay: Overlay) -> dict[str, str]:
@@ -300,13 +333,14 @@ def to_digraph(view: GraphView, options: Options, overlay: Overlay,
     kinds = [k for k in styles.STYLES if any(b.kind == k for b in boxes)]
     if any(b.scope for b in boxes):
         kinds.append(styles.LAYER)                  # clusters are drawn
-    if overlay.current is not None:
+    if overlay.current is not None or overlay.playback:
         kinds.append(styles.NOW)
-    if overlay.done:
+    if overlay.done or overlay.playback:
         kinds.append(styles.RAN)
     if overlay.hot_edges:
         kinds.append(styles.GRADIENT)
-    styles.add_legend(g, kinds)
+    if options.legend:
+        styles.add_legend(g, kinds)
     return g
 
 

@@ -66,7 +66,7 @@ def received(view: GraphView, steps: list[Step], done: int) -> dict[int, np.ndar
     sums: dict[int, np.ndarray] = {id(view.root): np.ones_like(view.root.data)}
     for step in steps[:done]:
         assert step.node is not None
-        for inp, g in zip(step.node.inputs, step.sent):
+        for inp, g in zip(step.node.inputs, step.sent, strict=True):
             if g is not None:
                 sums[id(inp)] = sums[id(inp)] + g if id(inp) in sums else g
     return sums

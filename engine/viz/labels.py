@@ -33,7 +33,7 @@ def shape_text(shape: tuple[int, ...]) -> str:
 def _aligned(rows: list[list[str]]) -> list[str]:
     """Rows of number texts, each column right-aligned to its widest entry."""
     widths = [max(len(row[j]) for row in rows if j < len(row)) for j in range(len(rows[0]))]
-    return [", ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    return [", ".join(c.rjust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
 
 
 def vector_rows(a: np.ndarray, per_row: int = VECTOR_ROW) -> list[list[str]]:
@@ -51,7 +51,7 @@ def class_counts(a: np.ndarray) -> str | None:
     values, counts = np.unique(a, return_counts=True)
     if len(values) > MAX_CLASSES:
         return None
-    return "counts " + ", ".join(f"{int(v)}: {int(c)}" for v, c in zip(values, counts))
+    return "counts " + ", ".join(f"{int(v)}: {int(c)}" for v, c in zip(values, counts, strict=True))
 
 
 def array_lines(a: np.ndarray, max_elements: int) -> list[str]:

@@ -90,6 +90,27 @@ def mlp_layers(loss: Tensor) -> list[Layer]:
     return layers
 
 
+def fprime_formula(act: Node) -> str:
+    """f′ of an activation node written as its formula, with the node's parameters
+    ("σ′(z) = σ(z)(1 − σ(z))", "relu′(z) = 1[z > 0]")."""
+    name, params = act.op.name, act.params
+    if name == "leaky_relu":
+        slope = labels.number(params.get("negative_slope", 0.01))
+        return f"leaky_relu′(z) = 1 if z > 0, else {slope}"
+    if name == "elu":
+        return f"elu′(z) = 1 if z > 0, else {labels.number(params.get('alpha', 1.0))}·eᶻ"
+    if name == "gelu":
+        if params.get("approximate", "tanh") == "none":
+            return "gelu′(z) = Φ(z) + z·φ(z)"
+        return ("gelu′(z) = (1 + t)/2 + z(1 − t²)u′(z)/2, t = tanh(u), "
+                "u = √(2/π)(z + 0.044715 z³)")
+    return FPRIME[name]
+
+
+FPRIME = {"relu": "relu′(z) = 1[z > 0]", "sigmoid": "σ′(z) = σ(z)(1 − σ(z))",
+          "tanh": "tanh′(z) = 1 − tanh²(z)", "softplus": "softplus′(z) = σ(z)"}
+
+
 def _derivative(act: Node, z: np.ndarray) -> np.ndarray:
     """f′(z) of an elementwise activation node (with its parameters), through the engine's
     own backward: the gradient of Σ f(z) is f′(z) elementwise."""
@@ -148,7 +169,20 @@ def _matrix(name: str, a: np.ndarray, max_elements: int, labels_of: bool = False
     rows = labels.vector_rows(a) if a.ndim <= 1 else \
         [[labels.number(v) for v in row] for row in a.reshape(-1, a.shape[-1])]
     body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in rows)
-    return f'<div>{head}<table class="hg-m">{body}</table>{shape}</div>'
+    return f'<div>{head}<table class="hg-m" style="{BRACKETS}">{body}</table>{shape}</div>'
+
+
+def layer_formula(formula: str, s: str) -> str:
+    """The output delta's formula (losses.output_delta) with the layer's superscript:
+    "δ = (p − y)/N, N = 4 rows" -> "δ² = (p − y)/N, N = 4 rows"; σ(z) becomes σ(z²)."""
+    return formula.replace("δ", f"δ{s}", 1).replace("σ(z)", f"σ(z{s})")
+
+
+# Square brackets around a matrix (the player's table has side bars; these add the short
+# top and bottom strokes, so it never reads as a determinant |A|).
+BRACKETS = "background: " + ", ".join(
+    f"linear-gradient(currentColor, currentColor) {x} {y} / 0.35em 2px no-repeat"
+    for x in ("left", "right") for y in ("top", "bottom"))
 
 
 def _row(*items: str) -> str:
@@ -206,7 +240,7 @@ def derivation(loss: Tensor) -> list[dict[str, Any]]:
     (each row's target sum when some row does not sum to 1, else None), ``formula`` and
     ``rhs`` (BP1's right-hand side, in numpy); for a hidden layer ``delta_next``,
     ``W_next``, ``back`` (δˡ⁺¹ Wˡ⁺¹ᵀ, the engine's ∂L/∂aˡ) and ``fprime`` (f′(zˡ), through
-    the engine's backward)."""
+    the engine's backward) with ``fprime_formula`` (its formula as text)."""
     if loss.size != 1 or loss.node is None:
         raise ValueError("level='layer' needs a scalar loss with its graph")
     layers = mlp_layers(loss)
@@ -227,7 +261,8 @@ def derivation(loss: Tensor) -> list[dict[str, Any]]:
             nxt = layers[layer.index]                    # layer l + 1
             assert layer.act is not None                 # only the output layer has none
             d.update(delta_next=grads[id(nxt.z)], W_next=nxt.W.data, back=grads[id(layer.a)],
-                     fprime=_derivative(layer.act, layer.z.data), act=layer.act.op.name)
+                     fprime=_derivative(layer.act, layer.z.data), act=layer.act.op.name,
+                     fprime_formula=fprime_formula(layer.act))
         out.append(d)
     return out
 
@@ -248,17 +283,19 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
         if "p" in d:
             name = "p = softmax(z" + s + ")" if loss.node.op.name == "softmax_cross_entropy" \
                 else f"p = σ(z{s})"
-            eq = f"BP1 (output delta): δ{s} = ∂L/∂z{s}: {d['formula']}"
+            eq = f"BP1 (output delta): {layer_formula(d['formula'], s)}  (δ{s} = ∂L/∂z{s})"
             sums = [] if d["y_sum"] is None else [_op("·"), _matrix("Σy", d["y_sum"], m)]
             body = _row(_matrix(name, d["p"], m), *sums, _op("−"), _matrix("y", d["y"], m, labels_of=True),
-                        _op(f"÷ {labels.number(d['N'])} ="), _matrix(f"δ{s}", delta, m))
+                        _op("=" if d["N"] == 1 else f"÷ {labels.number(d['N'])} ="),
+                        _matrix(f"δ{s}", delta, m))
             p_term = d["p"] if d["y_sum"] is None else d["p"] * d["y_sum"]
             check = check_line(d["rhs"], delta, f"δ{s} = ∂L/∂z{s}",
                                (np.abs(p_term) + np.abs(d["y"])) / d["N"], delta.shape[-1]) \
                 if reduction in ("mean", "sum", "batchmean") else ""
         else:
             sn = sup(k + 1)
-            eq = f"BP2 (delta recursion): δ{s} = (δ{sn} W{sn}ᵀ) ⊙ f′(z{s}),  f = {d['act']}"
+            eq = (f"BP2 (delta recursion): δ{s} = (δ{sn} W{sn}ᵀ) ⊙ f′(z{s}),  f = {d['act']}, "
+                  f"{d['fprime_formula']}")
             body = (_row(_matrix(f"δ{sn}", d["delta_next"], m), _op("·"),
                          _matrix(f"W{sn}ᵀ", d["W_next"].T, m), _op("="),
                          _matrix(f"δ{sn} W{sn}ᵀ = ∂L/∂a{s}", d["back"], m))
@@ -286,8 +323,8 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
                               _matrix(f"∂L/∂W{s} ({wname})", d["gW"], m)))
             parts.append(check_line(d["a_prev"].T @ d2, d["gW"], f"∂L/∂W{s}",
                                     np.abs(d["a_prev"].T) @ np.abs(d2), d2.shape[0]))
-        eq = f"BP3: ∂L/∂b{s} = Σₙ δ{s}    BP4: ∂L/∂W{s} = a{sup(k - 1)}ᵀ δ{s}"
+        eqs = "".join(f'<div class="hg-eq">{html.escape(e)}</div>' for e in (
+            f"BP3: ∂L/∂b{s} = Σₙ δ{s}", f"BP4: ∂L/∂W{s} = a{sup(k - 1)}ᵀ δ{s}"))
         slides.append((f"layer {k}: BP3 and BP4 (gradients of b{s} and W{s})",
-                       f'<div class="hg-slide">{_stack(layers, k)}<div class="hg-eq">'
-                       f"{html.escape(eq)}</div>{''.join(parts)}</div>"))
+                       f'<div class="hg-slide">{_stack(layers, k)}{eqs}{"".join(parts)}</div>'))
     return slides

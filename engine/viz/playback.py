@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import graphviz
+import numpy as np
 
 from ..tensor import Tensor
-from . import labels
+from . import labels, lecture, losses
 from .drawing import (
     OUT,
     SHOW,
+    EdgeKey,
     Options,
     Overlay,
     Record,
@@ -32,55 +34,100 @@ from .view import GraphView, build_view
 
 
 def caption(view: GraphView, steps: list[Step], k: int) -> str:
-    """"step 3/7: backward of tanh sends grad (4, 5) to t2" for step ``k`` (from 1)."""
+    """Step ``k`` (from 1) in words and numbers: "step 3/4: backward of tanh: tanh′(z¹) =
+    1 − (a¹)² = [...]; ∂L/∂z¹ = ..." (the engine's values, each formula checked by
+    lecture.py); an op whose rule has no value form here: its rule in words and the
+    shapes it sends."""
     step = steps[k - 1]
     assert step.node is not None           # rule steps only (see rule_steps): a leaf runs none
+    head = f"step {k}/{len(steps)}: backward of {step.node.op.name}"
+    clauses = lecture.step_clauses(step.node, step.tensor, step.grad, step.sent, view.symbol,
+                                   lambda t: len(view.consumers(t)) > 1)
+    if clauses:
+        return f"{head}: " + "; ".join(c.text() for c in clauses)
     sent = [f"grad {labels.shape_text(g.shape)} to {view.name(inp)}"
-            for inp, g in zip(step.node.inputs, step.sent) if g is not None]
-    return (f"step {k}/{len(steps)}: backward of {step.node.op.name} sends "
-            + (", ".join(sent) or "nothing"))
+            for inp, g in zip(step.node.inputs, step.sent, strict=True) if g is not None]
+    return f"{head} ({losses.node_rule(step.node)}) sends " + (", ".join(sent) or "nothing")
+
+
+def opening_caption(view: GraphView, steps: list[Step]) -> str:
+    """Step 0: the forward pass is done and the backward pass starts from ∂L/∂L = 1."""
+    value = labels.number(view.root.data.reshape(()).item())
+    named = "" if view.symbol(view.root) == "L" else f" = {view.name(view.root)}"
+    return (f"step 0/{len(steps)}: forward done, L{named} = {value}; backward starts at the "
+            f"loss with ∂L/∂L = 1")
+
+
+def closing_caption(view: GraphView, steps: list[Step], grads: dict[int, np.ndarray]) -> str:
+    """The closing frame: every rule ran; each leaf's gradient norm, in one line."""
+    leaves = [t for t in view.tensors if t.node is None and id(t) in grads]
+    norms = ", ".join(f"‖{lecture.delta_symbol(view.symbol(t))}‖ = "
+                      f"{labels.number(lecture.norm(grads[id(t)]))}" for t in leaves)
+    return (f"done: all {len(steps)} rules ran, every gradient is in place"
+            + (f": {norms}" if norms else ""))
+
+
+def sent_edges(view: GraphView, steps: list[Step]) -> set[EdgeKey]:
+    """The gradient arrows of the given (already run) steps: the gradient each rule
+    received and what it sent to each input."""
+    shapes = gradient_shapes(view)
+    keys = {(id(s.node), OUT) for s in steps}
+    keys |= {(id(s.node), i) for s in steps for i, g in enumerate(s.sent) if g is not None}
+    return keys & set(shapes)
 
 
 def frame_overlay(view: GraphView, steps: list[Step], k: int, max_elements: int,
                   stable: bool = False) -> Overlay:
-    """What frame ``k`` shows: gradients summed so far, the current op and what it sends
-    (with ``stable``, every frame labels the gradient arrows alike, by shape, so that one
-    layout serves them all; the values sent show in the receiving boxes)."""
-    step = steps[k - 1]
+    """What frame ``k`` shows (0: the forward pass done, only ∂L/∂L = 1 in place; from 1,
+    the step's rule runs; len(steps) + 1: every gradient in place): gradients summed so
+    far, the current op, and the gradient arrows sent so far. With ``stable`` every arrow
+    is labelled by shape, so that one layout serves all frames; otherwise the running
+    rule's arrows carry the values they send."""
+    n = len(steps)
+    ran = steps[:min(k, n)]
     pending = {id(s.node) for s in steps[k:]}
-    grads = received(view, steps, k)
+    grads = received(view, steps, min(k, n))
+    shapes = gradient_shapes(view)
     overlay = Overlay(
         grads=grads,
         partial={id(t) for t in view.tensors
                  if id(t) in grads and not is_complete(view, t, pending)},
         steps=step_numbers(view, steps),
-        edge_labels=gradient_shapes(view),
-        current=id(step.node),
-        done={id(s.node) for s in steps[:k - 1]},
-        caption=caption(view, steps, k),
+        edge_labels={key: shapes[key] for key in sent_edges(view, ran)},
+        done={id(s.node) for s in steps[:min(k - 1, n)]} if k <= n else {id(s.node) for s in steps},
+        playback=True,
     )
-    if not stable:
-        overlay.edge_labels[(id(step.node), OUT)] = (
-            f"grad in {labels.shape_text(step.grad.shape)}")
-        for i, g in enumerate(step.sent):
-            if g is not None:
-                overlay.edge_labels[(id(step.node), i)] = "\n".join(
-                    labels.labelled("sends", g, max_elements))
+    if k == 0:
+        overlay.focus, overlay.caption = id(view.root), opening_caption(view, steps)
+    elif k > n:
+        overlay.focus = id(steps[-1].node) if steps else id(view.root)
+        overlay.caption = closing_caption(view, steps, grads)
+    else:
+        step = steps[k - 1]
+        overlay.current, overlay.caption = id(step.node), caption(view, steps, k)
+        if not stable:
+            overlay.edge_labels[(id(step.node), OUT)] = (
+                f"grad in {labels.shape_text(step.grad.shape)}")
+            for i, g in enumerate(step.sent):
+                if g is not None:
+                    overlay.edge_labels[(id(step.node), i)] = "\n".join(
+                        labels.labelled("sends", g, max_elements))
     overlay.hot_edges = set(overlay.edge_labels)
     return overlay
 
 
 def _step_overlays(loss: Tensor, model: Any, options: Options, numeric: bool, stable: bool
                    ) -> Iterator[tuple[str, GraphView, Overlay]]:
-    """(caption, view, overlay) for each backward step, in the order backward runs them.
-    The caption is taken out of the overlay (a player shows it once, above the picture);
+    """(caption, view, overlay) for step 0 (the forward pass done), each backward step in
+    the order backward runs them, and the closing frame (every gradient in place). The
+    caption is taken out of the overlay (a player shows it once, above the picture);
     ``numeric`` adds each leaf's central-difference check once its gradient is complete."""
     view = build_view(loss, model)
     all_steps = backward_steps(view)
     steps = rule_steps(all_steps)              # one frame per op whose rule runs
     n = options.max_elements
     checks = numeric_checks(view, all_gradients(view, all_steps), n) if numeric else {}
-    for k in range(1, len(steps) + 1):
+    for k in range(0, len(steps) + 2):
         overlay = frame_overlay(view, steps, k, n, stable=stable)
         overlay.checks = {key: c for key, c in checks.items()
                           if key in overlay.grads and key not in overlay.partial}
@@ -90,37 +137,53 @@ def _step_overlays(loss: Tensor, model: Any, options: Options, numeric: bool, st
 
 def focus_ids(view: GraphView, overlay: Overlay, record: Record) -> set[str]:
     """The ids of the elements that show the op whose rule runs now (a presenting player
-    keeps them in view): its own box; in a collapsed view the gradient arrows it sends
-    between boxes, else the box of the module that hides it."""
-    if overlay.current is None:
+    keeps them in view): its own box; in a collapsed view the box of the module that
+    hides it, else the gradient arrows it sends between boxes. Step 0 and the closing
+    frame keep ``overlay.focus`` (the loss, the last op) in view."""
+    target = overlay.current if overlay.current is not None else overlay.focus
+    if target is None:
         return set()
-    node_id = view.ids[overlay.current]
+    node_id = view.ids[target]
     if f"n_{node_id}" in record.nodes:
         return {f"n_{node_id}"}
-    arrows = {eid for eid in record.edges if eid.startswith(f"g_{node_id}_")}
-    if arrows:
-        return arrows
-    unit = collapse_units(view).get(overlay.current)
+    unit = collapse_units(view).get(target)
     label = module_label(view, unit) if unit is not None else None
-    return {nid for nid, (lines, _) in record.nodes.items() if lines and lines[0] == label}
+    boxes = {nid for nid, (lines, _) in record.nodes.items() if lines and lines[0] == label}
+    return boxes or {eid for eid in record.edges if eid.startswith(f"g_{node_id}_")}
 
 
-def op_playback(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
-                rankdir: str = "TB", max_elements: int = 6, fontsize: float = 14,
-                rules: bool = False, collapse: bool = False, numeric: bool = False
-                ) -> tuple[str, list[dict[str, Any]]]:
+def svg_text(line: str) -> str:
+    """A box's line as the SVG keeps it: Graphviz writes every space after a space (and a
+    leading one) as a no-break space, so matrix columns stay aligned; the player's lines
+    must do the same, or the browser collapses the runs of spaces."""
+    return re.sub(r"(?<=[ \u00a0]) |^ ", "\u00a0", line)
+
+
+def op_playback(loss: Tensor, **kwargs: Any) -> tuple[str, list[dict[str, Any]]]:
+    """``op_layout`` with the layout as inline SVG (what the player restyles)."""
+    layout, data = op_layout(loss, **kwargs)
+    return inline_svg(to_svg(layout)), data
+
+
+def op_layout(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
+              rankdir: str = "TB", max_elements: int = 6, fontsize: float = 14,
+              rules: bool = False, collapse: bool = False, numeric: bool = False
+              ) -> tuple[graphviz.Digraph, list[dict[str, Any]]]:
     """The graph laid out once (the last frame: every box holds all its lines), and for
     each backward step what changes: each box's lines and colours, each gradient arrow's
     style, the caption. Nothing moves between steps: the player only restyles."""
     options = Options(show=tuple(show), rankdir=rankdir, max_elements=max_elements,
                       fontsize=fontsize, rules=rules, collapse=collapse)
-    data, layout = [], None
+    data: list[dict[str, Any]] = []
+    layout, arrows = None, set()
     for text, view, overlay in _step_overlays(loss, model, options, numeric, stable=True):
         record = Record()
         layout = to_digraph(view, options, overlay, record)
+        arrows |= set(record.edges)
         now = focus_ids(view, overlay, record)
         data.append({"caption": text,
-                     "nodes": {nid: {"lines": lines, "fill": a.get("fillcolor", "#ffffff"),
+                     "nodes": {nid: {"lines": [svg_text(x) for x in lines],
+                                     "fill": a.get("fillcolor", "#ffffff"),
                                      "pen": a.get("penwidth", "1"),
                                      "font": a.get("fontcolor", "#000000"),
                                      **({"now": True} if nid in now else {})}
@@ -129,8 +192,11 @@ def op_playback(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
                                      "dash": "5,2" if a.get("style") == "dashed" else "",
                                      **({"now": True} if eid in now else {})}
                                for eid, a in record.edges.items()}})
+    for frame in data:        # a gradient arrow is hidden until its gradient is sent
+        frame["edges"].update({eid: {"pen": "1", "dash": "", "hide": True}
+                               for eid in arrows - set(frame["edges"])})
     assert layout is not None
-    return inline_svg(to_svg(layout)), data
+    return layout, data
 
 
 def captioned_frames(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,

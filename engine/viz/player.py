@@ -51,7 +51,7 @@ STYLE = """<style>
   flex-direction: column; box-sizing: border-box; font-size: var(--hg-px, 24px); }
 .hg-player.hg-present > .hg-title, .hg-player.hg-present .hg-hint { display: none; }
 .hg-player.hg-present .hg-caption { font-size: calc(var(--hg-px, 24px) * 1.1); margin: 0;
-  padding: 0.25em 0.6em; }
+  padding: 0.25em 0.6em; flex: none; }
 .hg-player.hg-present .hg-view { flex: 1 1 auto; min-height: 0; }
 .hg-player.hg-present nav { position: absolute; right: 0.4em; bottom: 0.4em; z-index: 2;
   gap: 0.3em; padding: 0.2em 0.3em; border-radius: 6px; background: rgba(128, 128, 128, 0.25);
@@ -64,6 +64,20 @@ STYLE = """<style>
 .hg-player[data-theme="dark"] .hg-hint { color: #c9d1d9; }
 .hg-player[data-theme="dark"] .hg-view { border-top-color: #30363d; }
 .hg-player[data-theme="dark"] .hg-stage svg { filter: invert(1) hue-rotate(180deg); }
+/* Printed (or "save as PDF"), a slide player is a handout: every slide on its own page
+   under its caption; a picture player prints the step on screen (handgrad draw --pdf
+   writes one page per step). */
+@media print {
+  .hg-player { position: static !important; border: 0; box-shadow: none; }
+  .hg-player nav { display: none !important; }
+  .hg-player.hg-slides .hg-caption { display: none !important; }
+  .hg-player .hg-view { overflow: visible !important; height: auto !important; border: 0; }
+  .hg-player.hg-slides .hg-stage { transform: none !important; }
+  .hg-player.hg-slides .hg-frame { display: block !important; break-after: page; }
+  .hg-player.hg-slides .hg-frame:last-child { break-after: auto; }
+  .hg-player.hg-slides .hg-frame::before { content: attr(data-caption); display: block;
+    font-weight: bold; margin-bottom: 0.6em; }
+}
 .hg-slide { font-size: 1em; line-height: 1.35; }
 .hg-slide .hg-eq { font-size: 1.25em; margin: 0.3em 0 0.6em; font-family: serif; }
 .hg-slide .hg-row { display: flex; gap: 1.2em; align-items: flex-start; flex-wrap: wrap; }
@@ -126,6 +140,7 @@ SCRIPT = """<script>
     for (var eid in d.edges) {
       var e = find(eid), es = d.edges[eid];
       if (!e) { continue; }
+      e.style.display = es.hide ? "none" : "";   // a gradient arrow shows once it is sent
       var parts = e.querySelectorAll("path, polygon");
       for (var m = 0; m < parts.length; m++) {
         parts[m].setAttribute("stroke-width", es.pen);
@@ -220,11 +235,22 @@ SCRIPT = """<script>
     if (n && !presenting()) { view.style.height = Math.ceil(n[1] * scale) + 4 + "px"; }
     if (p) { root.dataset.textPx = (p * scale).toFixed(2); }
   }
+  function reserveCaption() {    // room for the tallest caption: the picture never jumps
+    caption.style.minHeight = "";
+    var tallest = 0, cs = getComputedStyle(caption);
+    for (var i = 0; i < frames.length; i++) {
+      caption.textContent = frames[i].dataset.caption;
+      tallest = Math.max(tallest, caption.offsetHeight);
+    }
+    var pad = parseFloat(cs.paddingTop) + parseFloat(cs.paddingBottom);
+    caption.style.minHeight = Math.max(0, tallest - pad) + "px";
+    caption.textContent = frames[current].dataset.caption;
+  }
   function show(k) {
     current = Math.max(0, Math.min(frames.length - 1, k));
     for (var i = 0; i < frames.length; i++) { frames[i].hidden = i !== current; }
     if (restyle) { apply(current); }
-    counter.textContent = "step " + (current + 1) + " / " + frames.length;
+    counter.textContent = (current + 1) + " / " + frames.length;   // the frame, like a slide number
     caption.textContent = frames[current].dataset.caption;
     prev.disabled = current === 0;
     next.disabled = current === frames.length - 1;
@@ -257,7 +283,7 @@ SCRIPT = """<script>
     zoomed = 1;
     if (user) { requestFull(); }
     root.focus({preventScroll: true});
-    wake(); layout(true);
+    reserveCaption(); wake(); layout(true);
   }
   function leave() {
     root.classList.remove("hg-present", "hg-idle");
@@ -266,7 +292,7 @@ SCRIPT = """<script>
     if (document.fullscreenElement === root && document.exitFullscreen) {
       document.exitFullscreen().catch(function () {});
     }
-    zoomed = 1; wake(); layout(true);
+    zoomed = 1; reserveCaption(); wake(); layout(true);
   }
   function setTheme(name) {
     root.dataset.theme = name;
@@ -306,7 +332,9 @@ SCRIPT = """<script>
     else if (full) { full = false; if (presenting()) { leave(); } }
   });
   window.addEventListener("resize", function () {
-    if (presenting()) { root.style.setProperty("--hg-px", target().toFixed(2) + "px"); layout(true); }
+    if (presenting()) { root.style.setProperty("--hg-px", target().toFixed(2) + "px"); }
+    reserveCaption();
+    if (presenting()) { layout(true); }
   });
   view.addEventListener("wheel", function (e) {
     if (!e.ctrlKey) { return; }
@@ -325,7 +353,7 @@ SCRIPT = """<script>
     });
     show(0); enter(false);
   } else {
-    show(0);
+    reserveCaption(); show(0);
   }
 })();
 </script>"""
@@ -364,6 +392,8 @@ def static_frame(layout: str, spec: dict[str, Any]) -> str:
         g = by_id.get(eid)
         if g is None:
             continue
+        if edge.get("hide"):
+            g.set("style", "display: none")
         for part in g.iter():
             if part.tag in (f"{ns}path", f"{ns}polygon"):
                 part.set("stroke-width", edge["pen"])
@@ -403,7 +433,7 @@ def _shell(pid: str, title: str, count: int, sections: str, first: str, present:
     return (f'{STYLE}\n<div class="hg-player" id="{pid}" tabindex="0" '
             f'data-theme="{theme}"{mode}>{heading}\n'
             f'<nav><button class="hg-prev" type="button">&larr; previous</button>'
-            f'<span class="hg-counter">step 1 / {count}</span>'
+            f'<span class="hg-counter">1 / {count}</span>'
             f'<button class="hg-next" type="button">next &rarr;</button>'
             f'<button class="hg-out" type="button" title="smaller (the - key)">&minus;</button>'
             f'<button class="hg-in" type="button" title="larger (the + key)">+</button>'

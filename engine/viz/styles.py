@@ -47,13 +47,23 @@ NODE_ATTRS = dict(fontname="Helvetica")
 EDGE_ATTRS = dict(fontname="Helvetica", color="#555555")
 
 
+LEGEND_COLUMNS = 3    # legend entries per row: a compact block, not a long column
+
+
 def add_legend(g: graphviz.Digraph, kinds: list[str]) -> None:
     """A 'legend' cluster with one sample per kind drawn in the picture (boxes, and in
-    backward views the op colours and the gradient arrows), in a row (invisible edges
-    line them up along the rank direction)."""
+    backward views the op colours and the gradient arrows), LEGEND_COLUMNS to a row (the
+    rows chained by invisible edges along the rank direction), with tight margins."""
     with g.subgraph(name="cluster_legend") as legend:
-        legend.attr(label="legend", style="dashed", color="#999999")
+        legend.attr(label="legend", style="dashed", color="#999999", margin="4")
         for kind in kinds:
-            legend.node(f"legend_{kind}", LEGEND_TEXT[kind], **LEGEND_STYLE.get(kind, STYLES.get(kind, {})))
-        for a, b in zip(kinds, kinds[1:]):
-            legend.edge(f"legend_{a}", f"legend_{b}", style="invis")
+            legend.node(f"legend_{kind}", LEGEND_TEXT[kind], margin="0.06,0.02", height="0.3",
+                        **LEGEND_STYLE.get(kind, STYLES.get(kind, {})))
+        rows = [kinds[i:i + LEGEND_COLUMNS] for i in range(0, len(kinds), LEGEND_COLUMNS)]
+        for row in rows:
+            with legend.subgraph() as same:
+                same.attr(rank="same")
+                for kind in row:
+                    same.node(f"legend_{kind}")
+        for a, b in zip(rows, rows[1:], strict=False):
+            legend.edge(f"legend_{a[0]}", f"legend_{b[0]}", style="invis")

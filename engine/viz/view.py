@@ -35,14 +35,33 @@ class GraphView:
     output: dict[int, Tensor] = field(default_factory=dict)  # id(node) -> the tensor it made
     param_names: dict[int, str] = field(default_factory=dict)  # id(param) -> "layers.0.weight"
     users: dict[int, list[Node]] = field(default_factory=dict)  # id(tensor) -> nodes using it
+    lecture: dict[int, str] = field(default_factory=dict)  # id(tensor) -> "z¹", "W¹", "L" (an MLP)
 
     def dot_id(self, item: Tensor | Node) -> str:
         """The DOT node id: "t3" for a tensor, "op1" for an op node."""
         return self.ids[id(item)]
 
-    def name(self, tensor: Tensor) -> str:
+    def base_name(self, tensor: Tensor) -> str:
         """The model's dotted parameter name, else ``tensor.name``, else the id."""
         return self.param_names.get(id(tensor)) or tensor.name or self.dot_id(tensor)
+
+    def symbol(self, tensor: Tensor) -> str:
+        """The name a formula uses: the lecture's symbol (``z¹``, ``W¹``) in an MLP, ``L``
+        for a scalar root with a graph (the loss the gradients are of), else ``base_name``."""
+        if tensor is self.root and tensor.node is not None and tensor.size == 1:
+            return "L"
+        return self.lecture.get(id(tensor)) or self.base_name(tensor)
+
+    def name(self, tensor: Tensor) -> str:
+        """The name a box shows: in an MLP the lecture's symbol, with the code's own name
+        when there is one ("W¹ = layers.0.weight", "x = a⁰"); else ``base_name``."""
+        symbol = self.lecture.get(id(tensor))
+        if symbol is None:
+            return self.base_name(tensor)
+        own = self.param_names.get(id(tensor)) or tensor.name
+        if symbol == "a⁰":                       # the input: "x = a⁰", as lectures write it
+            return f"{own or 'x'} = a⁰"
+        return f"{symbol} = {own}" if own and own != symbol else symbol
 
     def kind(self, tensor: Tensor) -> str:
         if tensor is self.root and tensor.node is not None:
@@ -96,6 +115,8 @@ def build_view(root: Tensor, model: Any = None) -> GraphView:
     if model is not None:
         view.param_names = {id(p): name for name, p in model.named_parameters()}
     view.tensors = topological_order([root], everything=True)  # constants and labels too
+    from .lecture import lecture_names  # lecture.py reads the layers, which need this module
+    view.lecture = lecture_names(root)
     for i, t in enumerate(view.tensors):
         view.ids[id(t)] = f"t{i}"
         if t.node is not None:

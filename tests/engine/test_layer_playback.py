@@ -70,7 +70,7 @@ def test_the_slides_state_each_equation_with_its_numbers():
                         "layer 1: BP2 (delta recursion)",
                         "layer 1: BP3 and BP4 (gradients of b¹ and W¹)"]
     bp1, bp34, bp2 = playback.frames[0][1], playback.frames[1][1], playback.frames[2][1]
-    assert "δ² = ∂L/∂z²: δ = (p − y)/N, N = 5 rows" in bp1
+    assert "δ² = (p − y)/N, N = 5 rows  (δ² = ∂L/∂z²)" in bp1
     assert "δ¹ = (δ² W²ᵀ) ⊙ f′(z¹),  f = tanh" in bp2 and "f′(z¹)" in bp2
     assert "∂L/∂b² = Σₙ δ²" in bp34 and "∂L/∂W² = a¹ᵀ δ²" in bp34
     assert "layers.2.weight" in bp34                          # the model's parameter name
@@ -134,8 +134,9 @@ def test_in_a_browser_the_default_page_has_readable_text_and_nothing_moves(tmp_p
         caption = driver.find_element(By.CSS_SELECTOR, ".hg-caption")
         first = driver.execute_script(boxes, player)
         texts = []
-        for k in range(4):
-            assert caption.text.startswith(f"step {k + 1}/4")
+        heads = ["step 0/4", "step 1/4", "step 2/4", "step 3/4", "step 4/4", "done"]
+        for head in heads:                  # step 0, one frame per rule, the closing frame
+            assert caption.text.startswith(head)
             assert driver.execute_script(boxes, player) == first       # one layout
             texts.append(driver.execute_script(
                 "return document.getElementById('n_t3').textContent", player))
@@ -167,11 +168,11 @@ def test_in_a_browser_two_players_on_one_page_are_independent(tmp_path):
         first, second = driver.find_elements(By.CSS_SELECTOR, ".hg-player")
         counter = lambda p: p.find_element(By.CSS_SELECTOR, ".hg-counter").text  # noqa: E731
         first.find_element(By.CSS_SELECTOR, ".hg-next").click()
-        assert (counter(first), counter(second)) == ("step 2 / 4", "step 1 / 4")
+        assert (counter(first), counter(second)) == ("2 / 4", "1 / 4")
         second.click()
         second.send_keys(Keys.ARROW_RIGHT)
         second.send_keys(Keys.ARROW_RIGHT)
-        assert (counter(first), counter(second)) == ("step 2 / 4", "step 3 / 4")
+        assert (counter(first), counter(second)) == ("2 / 4", "3 / 4")
     finally:
         driver.quit()
 

@@ -73,9 +73,11 @@ def test_without_javascript_the_layer_page_shows_step_one_and_its_caption(tmp_pa
 def test_without_javascript_the_op_page_shows_step_one_not_the_last(tmp_path):
     model, loss = small_loss()
     text = save_backward_html(loss, tmp_path / "o.html", model=model).read_text()
-    assert '<div class="hg-caption">step 1/4: backward of softmax_cross_entropy' in text
+    assert '<div class="hg-caption">step 0/4: forward done, L = ' in text   # the first frame
     loss_box = re.search(r'<g id="n_op3" class="node">(.*?)</g>', text, re.S).group(1)
-    assert 'fill="#ffc933"' in loss_box                   # step 1: the loss's rule runs
+    assert 'fill="#ffc933"' not in loss_box               # step 0: no rule has run yet
+    root = re.search(r'<g id="n_t9" class="node">(.*?)</g>', text, re.S).group(1)
+    assert ">grad 1<" in root                             # only ∂L/∂L = 1 is in place
     first_op = re.search(r'<g id="n_op0" class="node">(.*?)</g>', text, re.S).group(1)
     assert 'fill="#ffc933"' not in first_op and 'fill="#e9eef7"' not in first_op
     weight = re.search(r'<g id="n_t1" class="node">(.*?)</g>', text, re.S).group(1)
@@ -252,9 +254,9 @@ def test_clicker_keys_advance_and_go_back(browser, pages):
         assert step_of(player) == 2, repr(go)
         player.send_keys(undo)
         assert step_of(player) == 1, repr(undo)
-    player.send_keys(Keys.END)
-    assert step_of(player) == 4
-    assert "step 4/4" in player.find_element("css selector", ".hg-caption").text
+    player.send_keys(Keys.END)               # step 0, four rules, the closing frame
+    assert step_of(player) == 6
+    assert player.find_element("css selector", ".hg-caption").text.startswith("done: all 4 rules")
     player.send_keys(Keys.HOME)
     assert step_of(player) == 1
 
@@ -300,3 +302,18 @@ def test_the_theme_button_switches_the_background_and_present_button_enters(brow
     assert least >= 18, where
     player.find_element(By.CSS_SELECTOR, ".hg-present-button").click()
     assert "hg-present" not in player.get_attribute("class")
+
+
+def test_printing_the_layer_player_gives_one_page_per_slide(browser, pages):
+    """A print stylesheet makes the slide player a handout (Chrome's "save as PDF")."""
+    import base64
+    import re
+
+    from selenium.webdriver.common.print_page_options import PrintOptions
+    player = open_page(browser, pages["layer"], (1366, 768))
+    slides = int(player.find_element("css selector", ".hg-counter").text.split("/")[1])
+    options = PrintOptions()
+    options.orientation = "landscape"
+    pdf = base64.b64decode(browser.print_page(options))
+    pages_printed = len(re.findall(rb"/Type\s*/Page(?!s)", pdf))
+    assert pages_printed == slides > 1

@@ -210,8 +210,8 @@ def test_mlp_layers_are_clusters_labelled_with_module_and_description():
         body = cluster(source, f"cluster_{scope}")
         assert f'label="{text}"' in body and f"cluster_{scope}" in outer
     found = nodes(cluster(source, "cluster_layers.0"))
-    assert sorted(v.splitlines()[0] for v in found.values()) == [
-        "layers.0.bias", "layers.0.weight", "linear", "t3"]
+    assert sorted(v.splitlines()[0] for v in found.values()) == [   # the lecture's names
+        "W¹ = layers.0.weight", "b¹ = layers.0.bias", "linear", "z¹"]
     assert "softmax_cross_entropy" not in outer      # the loss is outside every module
 
 
@@ -219,17 +219,17 @@ def test_without_a_model_clusters_carry_the_scope_and_parameters_their_own_name(
     model, loss = small_mlp()
     source = draw(loss).source
     assert 'label="layers.0"' in cluster(source, "cluster_layers.0")
-    assert nodes(cluster(source, "cluster_layers.2"))["t5"].startswith("weight\n(3, 2)")
+    assert nodes(cluster(source, "cluster_layers.2"))["t5"].startswith("W² = weight\n(3, 2)")
 
 
 def test_collapse_draws_one_box_per_layer_with_its_parameter_shapes():
     model, loss = small_mlp()
     source = draw(loss, model=model, collapse=True).source
     found = nodes(source)
-    assert [found[f"group{i}"].splitlines() for i in range(3)] == [
-        ["layers.0 (Linear 2→3, bias=True)", "weight (2, 3)", "bias (3,)"],
-        ["layers.1 (Tanh)"],
-        ["layers.2 (Linear 3→2, bias=True)", "weight (3, 2)", "bias (2,)"]]
+    assert [found[f"group{i}"].splitlines()[:3] for i in range(3)] == [
+        ["layers.0 (Linear 2→3, bias=True)", "W¹ = weight (2, 3)", "b¹ = bias (3,)"],
+        ["layers.1 (Tanh)", "‖∂L/∂a¹‖ = 0.4994"],
+        ["layers.2 (Linear 3→2, bias=True)", "W² = weight (3, 2)", "b² = bias (2,)"]]
     assert [v.splitlines()[:2] for k, v in found.items() if k.startswith("op")] == [
         ["softmax_cross_entropy", "δ = (p − y)/N, N = 2 rows"]]
     assert sorted(edges(source)) == sorted([
@@ -304,16 +304,18 @@ def test_one_frame_per_backward_step_with_the_current_op_highlighted():
     loss = fan_out_graph()
     frames = list(captioned_frames(loss))
     n_ops = len(build_view(loss).nodes)
-    assert len(list(backward_frames(loss))) == n_ops == len(frames) == 8
-    for k, (caption, frame) in enumerate(frames, start=1):
+    # step 0 (the forward pass done), one frame per rule, the closing frame
+    assert len(list(backward_frames(loss))) == n_ops + 2 == len(frames) == 10
+    for k, (caption, frame) in enumerate(frames[1:-1], start=1):
         assert caption.startswith(f"step {k}/{n_ops}: backward of ")
         assert frame.source.count("penwidth=3") == 2     # the current op, and its legend entry
         assert 'legend_now' in frame.source and 'legend_gradient' in frame.source
     model, loss = small_mlp()
     assert "legend_layer" in draw(loss, model=model).source     # the clusters' colour too
     assert "legend_layer" not in draw(engine.Tensor(np.ones(2), requires_grad=True).sum()).source
-    assert frames[0][0] == "step 1/8: backward of add sends grad () to t6, grad () to t8"
-    assert frames[-1][0] == "step 8/8: backward of matmul sends grad (2, 2) to W"
+    assert frames[1][0] == "step 1/8: backward of add: ∂L/∂t6 = ∂L/∂L = 1; ∂L/∂t8 = ∂L/∂L = 1"
+    assert frames[-2][0] == ("step 8/8: backward of matmul: ∂L/∂W (this op's part) = "
+                             "xᵀ ∂L/∂t2 = [[0.2469, -0.02124], [1.372, 1.466]]")
 
 
 def test_frames_show_gradients_summed_so_far_until_every_user_has_run():
@@ -358,15 +360,18 @@ def test_svg_of_an_mlp_has_every_node_and_cluster(tmp_path):
 def test_backward_html_is_one_self_contained_page_one_layout_restyled_per_step(tmp_path):
     model, loss = small_mlp()
     text = save_backward_html(loss, tmp_path / "b.html", model=model).read_text()
-    assert text.count('<div class="hg-frame"') == len(build_view(loss).nodes) == 4
+    assert text.count('<div class="hg-frame"') == len(build_view(loss).nodes) + 2 == 6
     assert text.count("<svg") == 1                 # laid out once; each step restyles it
     data = json.loads(re.search(r'<script type="application/json" class="hg-data">(.*?)</script>',
                                 text, re.S).group(1))
-    assert len(data) == 4 and all(set(d) == {"caption", "nodes", "edges"} for d in data)
-    assert data[0]["nodes"]["n_op3"]["fill"] == "#ffc933"         # the loss's rule runs first
-    assert data[1]["nodes"]["n_op3"]["fill"] == "#e9eef7"         # then it is done
-    assert data[2]["caption"] == "step 3/4: backward of tanh sends grad (2, 3) to t3"
-    assert 'data-caption="step 3/4: backward of tanh sends grad (2, 3) to t3"' in text
+    assert len(data) == 6 and all(set(d) == {"caption", "nodes", "edges"} for d in data)
+    assert data[1]["nodes"]["n_op3"]["fill"] == "#ffc933"         # the loss's rule runs first
+    assert data[2]["nodes"]["n_op3"]["fill"] == "#e9eef7"         # then it is done
+    tanh = ("step 3/4: backward of tanh: tanh′(z¹) = 1 − (a¹)² = [[0.9901, 0.961, 0.6732], "
+            "[0.8556, 0.9901, 0.1977]]; δ¹ = ∂L/∂a¹ ⊙ tanh′(z¹) = [[0.2316, -0.2436, -0.03937], "
+            "[-0.204, 0.2557, 0.01178]]")
+    assert data[3]["caption"] == tanh
+    assert f'data-caption="{tanh}"' in text
     assert text.count("step 3/4: backward of tanh") == 2          # its frame and its data: once shown
     assert "ArrowLeft" in text and "ArrowRight" in text and "tabindex" in text
     without_xmlns = re.sub(r'xmlns(:xlink)?="http://www\.w3\.org/[^"]*"', "", text)
@@ -443,7 +448,8 @@ def test_draw_command_writes_svg_and_the_html_playback(tmp_path, capsys):
     assert ET.parse(svg).getroot().tag == f"{SVG}svg"
     page = tmp_path / "b.html"
     assert draw_command(parse(["--html", "--out", str(page)])) == 0
-    assert page.read_text().count('<div class="hg-frame"') == 4   # linear, tanh, linear, loss
+    # step 0, then linear, tanh, linear, loss, then the closing frame
+    assert page.read_text().count('<div class="hg-frame"') == 6
     assert capsys.readouterr().out.split() == [str(svg), str(page)]
 
 

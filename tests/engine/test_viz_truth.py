@@ -44,7 +44,7 @@ def checks(playback) -> list[tuple[str, str]]:
 def test_soft_targets_show_the_formula_that_holds_and_its_check_equals_the_engine(dtype):
     model, loss = soft_loss(dtype)
     bp1 = backward_playback(loss, level="layer", model=model).frames[0][1]
-    assert "δ = (p·Σy − y)/N, N = 5 rows" in bp1 and "δ = (p − y)/N" not in bp1
+    assert "δ² = (p·Σy − y)/N, N = 5 rows" in bp1 and "(p − y)/N" not in bp1
     assert '<div class="hg-name">Σy</div>' in bp1                  # the row sums are shown
     assert "<td>1.4</td>" in bp1 and "<td>0.3</td>" in bp1
     box = label(draw(loss, rules=True).source, "op3")

@@ -176,3 +176,38 @@ def test_handgrad_train_out_writes_the_gradient_norm_plot(tmp_path, capsys):
     assert (tmp_path / "grad_norms.png").read_bytes()[:8] == PNG
     history = json.loads((tmp_path / "history.json").read_text())
     assert set(history["grad_norms"]) >= {"layers.0.weight", "layers.0.bias"}
+
+
+def test_activation_notes_are_readable_and_clear_of_the_curves():
+    pytest.importorskip("matplotlib")
+    fig = plots.plot_activations()
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    from matplotlib.text import Text
+    notes = [t for t in fig.findobj(Text) if "max f′" in t.get_text()]
+    assert len(notes) == len(plots.ACTIVATIONS)
+    for note in notes:
+        assert note.get_fontsize() >= 10
+        box = note.get_window_extent(renderer)
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                points = ax.transData.transform(line.get_xydata())
+                inside = ((points[:, 0] > box.x0) & (points[:, 0] < box.x1)
+                          & (points[:, 1] > box.y0) & (points[:, 1] < box.y1))
+                assert not inside.any(), (note.get_text(), line.get_label())
+
+
+def test_curves_of_a_full_batch_run_mark_every_epoch():
+    pytest.importorskip("matplotlib")
+    # what fit(..., batch_size=len(x), epochs=3) records: one step per epoch
+    history = nn.History(steps=[0.69, 0.52, 0.41],
+                         epochs=[{"epoch": k + 1, "train_loss": v, "train_accuracy": a}
+                                 for k, (v, a) in enumerate([(0.69, 0.5), (0.52, 0.7),
+                                                             (0.41, 0.8)])])
+    fig = plots.plot_history(history)
+    ax_loss, ax_acc = fig.axes[:2]
+    loss_lines = ax_loss.get_lines()
+    assert len(loss_lines) == 1                          # no per-step copy of the same curve
+    assert "one step per epoch" in loss_lines[0].get_label()
+    for line in loss_lines + ax_acc.get_lines():
+        assert line.get_marker() == "o" and len(line.get_xdata()) == 3
