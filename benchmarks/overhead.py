@@ -54,6 +54,29 @@ def tiny_variants(x: np.ndarray, y: np.ndarray, steps: int, torch: Any, jax: Any
             opt.step()
         return time.perf_counter() - start
 
+    def readme_loop_steps():
+        """The README's loop: the batch wrapped in a Tensor at every step (a copy)."""
+        model = nn.MLP(SIZES, seed=0)
+        opt = nn.optim.SGD(model, lr=LR, momentum=MOMENTUM)
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = loss_fn(model(engine.Tensor(x)), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return time.perf_counter() - start
+
+    def fit_steps():
+        """nn.fit over ``steps`` batches in one epoch: its checks (loss, gradients, update
+        finite) and bookkeeping included; the batches are adopted, not copied."""
+        model = nn.MLP(SIZES, seed=0)
+        opt = nn.optim.SGD(model, lr=LR, momentum=MOMENTUM)
+        start = time.perf_counter()
+        nn.fit(model, loss_fn, opt, (xs, ys), epochs=1, batch_size=BATCH, shuffle=False, verbose=0)
+        return time.perf_counter() - start
+
+    xs, ys = np.tile(x, (steps, 1)), np.tile(y, steps)
+
     def compiled_steps():
         model = nn.MLP(SIZES, seed=0)
         step = nn.compile_step(model, loss_fn, nn.optim.SGD(model, lr=LR, momentum=MOMENTUM),
@@ -64,7 +87,8 @@ def tiny_variants(x: np.ndarray, y: np.ndarray, steps: int, torch: Any, jax: Any
         return time.perf_counter() - start
 
     variants = {"numpy by hand": numpy_steps, "handgrad eager": handgrad_steps,
-                "handgrad compiled": compiled_steps}
+                "handgrad eager, Tensor(x) each step": readme_loop_steps,
+                "handgrad fit": fit_steps, "handgrad compiled": compiled_steps}
     if torch is not None:
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
         tl = torch.nn.CrossEntropyLoss()

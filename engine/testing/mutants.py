@@ -144,7 +144,8 @@ def _cross_term_dropped(rule: Rule, ctx: Node, grad: np.ndarray, k: int) -> tupl
         if i != k or k >= len(ctx.inputs) or g.shape != ctx.inputs[k].shape:
             return g
         x = _input_value(ctx, k)
-        centred = x - x.mean()                    # zero wherever x is constant
+        # zero exactly where x is constant (x - mean(x) can leave rounding there)
+        centred = np.zeros_like(x) if np.all(x == x.flat[0]) else x - x.mean()
         return (g + _PLANTED * _scale(g, grad) * centred).astype(g.dtype)
     return _each(rule(ctx, grad), change)
 
@@ -200,7 +201,8 @@ def _generic_only_mutants(inputs: list[tuple[int, str]]) -> list[Mutant]:
             f"cross term dropped {name}",
             f"{name} was constant (all entries equal) on every sample drawn: draw generic "
             f"samples (distinct entries, engine.testing.strategies.generic)",
-            backward=lambda rule, ctx, grad, k=k: _cross_term_dropped(rule, ctx, grad, k)))
+            backward=lambda rule, ctx, grad, k=k: _cross_term_dropped(rule, ctx, grad, k),
+            applies=functools.partial(_has_several_entries, k=k)))
     for (k, a), (m, b) in zip(inputs, inputs[1:], strict=False):
         found.append(Mutant(
             f"only where equal {a}, {b}",
@@ -214,6 +216,12 @@ def _generic_only_mutants(inputs: list[tuple[int, str]]) -> list[Mutant]:
             backward=lambda rule, ctx, grad, k=k: _wrong_axis(rule, ctx, grad, k),
             applies=functools.partial(_has_square_input, k=k)))
     return found
+
+
+def _has_several_entries(sample: Sample, k: int) -> bool:
+    """A float input of two entries or more: a scalar has no x - mean(x) to drop."""
+    return k < len(sample[0]) and np.asarray(sample[0][k]).dtype.kind == "f" \
+        and np.size(sample[0][k]) >= 2
 
 
 def _has_square_input(sample: Sample, k: int) -> bool:

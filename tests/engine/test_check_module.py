@@ -19,6 +19,8 @@ import pytest
 
 from handgrad.engine.testing import cli, profiles
 
+from . import student_layers
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 LAYERS = textwrap.dedent('''
@@ -28,28 +30,7 @@ LAYERS = textwrap.dedent('''
     from handgrad import engine
     from handgrad.engine.testing import spec, strategies, unary
     from handgrad.engine.testing.rules import numpy_rule
-
-
-    def affine_forward(x, w, b):
-        return x @ w + b, (x, w, b)
-
-
-    def affine_backward(dout, cache):
-        x, w, b = cache
-        return dout @ w.T, x.T @ dout, dout.sum(axis=0)
-
-
-    def sigmoid(x):
-        return 1 / (1 + np.exp(-x))
-
-
-    def sigmoid_backward(dout, x):
-        s = sigmoid(x)
-        return dout * s * (1 - s)
-
-
-    def sigmoid_backward_buggy(dout, x):
-        return dout * sigmoid(x)                    # the factor (1 - s) forgotten
+''') + student_layers.LAYERS + textwrap.dedent('''
 
 
     @engine.register

@@ -73,6 +73,7 @@ def test_a_transposed_dw_fails():
     found = caught(affine_forward, backward, "^affine: property vjp_matches_finite_differences",
                    sample=affine_sample(square=True))
     assert found.failed_property == "vjp_matches_finite_differences"
+    assert found.diagnosis is not None and found.diagnosis.startswith("transposed: input 1")
 
 
 # --- batch norm (train mode, gamma and beta), CS231n style ----------------------------------

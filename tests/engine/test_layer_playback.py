@@ -3,7 +3,6 @@ equals a hand-written numpy derivation of the same MLP; the page plays in a real
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -101,18 +100,6 @@ def test_graphs_that_are_not_an_mlp_are_refused_with_the_reason():
 
 # --- in a real browser ---------------------------------------------------------------------
 
-def _browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-    driver_path = shutil.which("chromedriver")
-    if driver_path is None or not shutil.which("dot"):
-        pytest.skip("needs chromedriver (Debian chromium-driver) and Graphviz dot")
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1366,900"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver_path), options=options)
-
-
 def _draw_html(tmp_path: Path, *extra: str) -> Path:
     from handgrad.nn import cli
     path = tmp_path / "page.html"
@@ -120,61 +107,55 @@ def _draw_html(tmp_path: Path, *extra: str) -> Path:
     return path
 
 
-def test_in_a_browser_the_default_page_has_readable_text_and_nothing_moves(tmp_path, capsys):
+def test_in_a_browser_the_default_page_has_readable_text_and_nothing_moves(tmp_path, capsys, browser):
     page = _draw_html(tmp_path)
-    driver = _browser()
-    try:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.common.keys import Keys
-        driver.get(page.as_uri())
-        player = driver.find_element(By.CSS_SELECTOR, ".hg-player")
-        assert float(player.get_attribute("data-text-px")) >= 12      # on a 1366-px window
-        boxes = "return Array.from(arguments[0].querySelectorAll('g.node')).map(" \
-                "g => {var r = g.getBoundingClientRect(); return [g.id, r.x, r.y, r.width]})"
-        caption = driver.find_element(By.CSS_SELECTOR, ".hg-caption")
-        first = driver.execute_script(boxes, player)
-        texts = []
-        heads = ["step 0/4", "step 1/4", "step 2/4", "step 3/4", "step 4/4", "done"]
-        for head in heads:                  # step 0, one frame per rule, the closing frame
-            assert caption.text.startswith(head)
-            assert driver.execute_script(boxes, player) == first       # one layout
-            texts.append(driver.execute_script(
-                "return document.getElementById('n_t3').textContent", player))
-            player.click()
-            player.send_keys(Keys.ARROW_RIGHT)
-        assert len(set(texts)) > 1                    # the gradients fill in as steps go
-        before = float(player.get_attribute("data-text-px"))
-        player.find_element(By.CSS_SELECTOR, ".hg-in").click()      # zoom in
-        assert float(player.get_attribute("data-text-px")) == pytest.approx(before * 1.25)
-        assert driver.execute_script(boxes, player) != first          # zoomed, same layout
-        svg_text = driver.execute_script("return arguments[0].querySelector('svg').textContent",
-                                         player)
-        assert "backward of" not in svg_text          # the caption is shown once, above
-    finally:
-        driver.quit()
+    driver = browser
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    driver.get(page.as_uri())
+    player = driver.find_element(By.CSS_SELECTOR, ".hg-player")
+    assert float(player.get_attribute("data-text-px")) >= 12      # on a 1366-px window
+    boxes = "return Array.from(arguments[0].querySelectorAll('g.node')).map(" \
+            "g => {var r = g.getBoundingClientRect(); return [g.id, r.x, r.y, r.width]})"
+    caption = driver.find_element(By.CSS_SELECTOR, ".hg-caption")
+    first = driver.execute_script(boxes, player)
+    texts = []
+    heads = ["step 0/4", "step 1/4", "step 2/4", "step 3/4", "step 4/4", "done"]
+    for head in heads:                  # step 0, one frame per rule, the closing frame
+        assert caption.text.startswith(head)
+        assert driver.execute_script(boxes, player) == first       # one layout
+        texts.append(driver.execute_script(
+            "return document.getElementById('n_t3').textContent", player))
+        player.click()
+        player.send_keys(Keys.ARROW_RIGHT)
+    assert len(set(texts)) > 1                    # the gradients fill in as steps go
+    before = float(player.get_attribute("data-text-px"))
+    player.find_element(By.CSS_SELECTOR, ".hg-in").click()      # zoom in
+    assert float(player.get_attribute("data-text-px")) == pytest.approx(before * 1.25)
+    assert driver.execute_script(boxes, player) != first          # zoomed, same layout
+    svg_text = driver.execute_script("return arguments[0].querySelector('svg').textContent",
+                                     player)
+    assert "backward of" not in svg_text          # the caption is shown once, above
 
 
-def test_in_a_browser_two_players_on_one_page_are_independent(tmp_path):
+def test_in_a_browser_two_players_on_one_page_are_independent(tmp_path, browser):
     model = nn.MLP([2, 3, 2], activation="tanh", seed=0)
     loss = nn.CrossEntropyLoss()(model(engine.Tensor(X.astype(np.float32))), Y)
     one = backward_playback(loss, level="layer", model=model)
     page = tmp_path / "two.html"
     page.write_text(f"<html><body>{one._repr_html_()}{one._repr_html_()}</body></html>")
-    driver = _browser()
-    try:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.common.keys import Keys
-        driver.get(page.as_uri())
-        first, second = driver.find_elements(By.CSS_SELECTOR, ".hg-player")
-        counter = lambda p: p.find_element(By.CSS_SELECTOR, ".hg-counter").text  # noqa: E731
-        first.find_element(By.CSS_SELECTOR, ".hg-next").click()
-        assert (counter(first), counter(second)) == ("2 / 4", "1 / 4")
-        second.click()
-        second.send_keys(Keys.ARROW_RIGHT)
-        second.send_keys(Keys.ARROW_RIGHT)
-        assert (counter(first), counter(second)) == ("2 / 4", "3 / 4")
-    finally:
-        driver.quit()
+    driver = browser
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    driver.get(page.as_uri())
+    first, second = driver.find_elements(By.CSS_SELECTOR, ".hg-player")
+    counter = lambda p: p.find_element(By.CSS_SELECTOR, ".hg-counter").text  # noqa: E731
+    first.find_element(By.CSS_SELECTOR, ".hg-next").click()
+    assert (counter(first), counter(second)) == ("2 / 4", "1 / 4")
+    second.click()
+    second.send_keys(Keys.ARROW_RIGHT)
+    second.send_keys(Keys.ARROW_RIGHT)
+    assert (counter(first), counter(second)) == ("2 / 4", "3 / 4")
 
 
 def test_save_backward_html_writes_the_layer_page(tmp_path):

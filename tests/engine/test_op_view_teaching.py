@@ -208,21 +208,6 @@ def test_collapsed_the_running_layer_is_highlighted_and_shows_its_gradient_norms
 
 # --- column alignment in a real browser ------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-    driver_path = shutil.which("chromedriver")
-    if driver_path is None or not shutil.which("dot"):
-        pytest.skip("needs chromedriver (Debian chromium-driver) and Graphviz dot")
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1366,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    yield driver
-    driver.quit()
-
-
 COLUMNS = """
 var texts = document.getElementById(arguments[0]).querySelectorAll("text"), rows = [];
 for (var i = 0; i < texts.length; i++) {

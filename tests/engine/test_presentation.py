@@ -141,21 +141,6 @@ return [out.length, r.left, r.top, r.right, r.bottom];
 
 
 @pytest.fixture(scope="module")
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-    driver_path = shutil.which("chromedriver")
-    if driver_path is None or not shutil.which("dot"):
-        pytest.skip("needs chromedriver (Debian chromium-driver) and Graphviz dot")
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1920,1300"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture(scope="module")
 def pages(tmp_path_factory) -> dict[str, Path]:
     """The default MLP (``handgrad draw`` defaults) at both levels, presenting and not."""
     from handgrad.nn import cli

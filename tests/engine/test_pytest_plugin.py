@@ -18,6 +18,8 @@ import pytest
 from handgrad import pytest_plugin as plugin
 from handgrad.engine.testing import PROFILE_NAMES, PROPERTIES, profiles
 
+from . import student_layers
+
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,28 +32,7 @@ RULES = textwrap.dedent('''
     from handgrad import engine
     from handgrad.engine.testing import strategies
     from handgrad.engine.testing.rules import numpy_rule
-
-
-    def affine_forward(x, w, b):
-        return x @ w + b, (x, w, b)
-
-
-    def affine_backward(dout, cache):
-        x, w, b = cache
-        return dout @ w.T, x.T @ dout, dout.sum(axis=0)
-
-
-    def sigmoid(x):
-        return 1 / (1 + np.exp(-x))
-
-
-    def sigmoid_backward(dout, x):
-        s = sigmoid(x)
-        return dout * s * (1 - s)
-
-
-    def sigmoid_backward_buggy(dout, x):
-        return dout * sigmoid(x)                  # the factor (1 - s) forgotten
+''') + student_layers.LAYERS + textwrap.dedent('''
 
 
     def relu(x):
