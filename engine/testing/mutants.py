@@ -138,16 +138,30 @@ def _input_value(ctx: Node, k: int) -> np.ndarray:
     return np.asarray(ctx.inputs[k].data, dtype=np.float64)
 
 
-def _cross_term_dropped(rule: Rule, ctx: Node, grad: np.ndarray, k: int) -> tuple[Any, ...]:
-    def change(i: int, g: Any) -> Any:
-        g = np.asarray(g)
-        if i != k or k >= len(ctx.inputs) or g.shape != ctx.inputs[k].shape:
-            return g
+Term = Callable[[Node], "np.ndarray | None"]
+
+
+def _planted(k: int, term: Term) -> Rule:
+    """A backward mutant that adds ``term(ctx)`` (an array of input k's shape; None: no
+    term on this call) to input k's gradient, scaled to the gradient's size."""
+    def backward(rule: Rule, ctx: Node, grad: np.ndarray) -> tuple[Any, ...]:
+        def change(i: int, g: Any) -> Any:
+            g = np.asarray(g)
+            if i != k or k >= len(ctx.inputs) or g.shape != ctx.inputs[k].shape:
+                return g                            # *xs with fewer inputs, a wrong shape
+            t = term(ctx)
+            return g if t is None else (g + _PLANTED * _scale(g, grad) * t).astype(g.dtype)
+        return _each(rule(ctx, grad), change)
+    return backward
+
+
+def _centred(k: int) -> Term:
+    """x - mean(x): the term a dropped cross term leaves out, zero exactly where x is
+    constant (x - mean(x) can leave rounding there)."""
+    def term(ctx: Node) -> np.ndarray:
         x = _input_value(ctx, k)
-        # zero exactly where x is constant (x - mean(x) can leave rounding there)
-        centred = np.zeros_like(x) if np.all(x == x.flat[0]) else x - x.mean()
-        return (g + _PLANTED * _scale(g, grad) * centred).astype(g.dtype)
-    return _each(rule(ctx, grad), change)
+        return np.zeros_like(x) if np.all(x == x.flat[0]) else x - x.mean()
+    return term
 
 
 def _broadcastable(*shapes: tuple[int, ...]) -> bool:
@@ -158,33 +172,30 @@ def _broadcastable(*shapes: tuple[int, ...]) -> bool:
     return True
 
 
-def _only_where_equal(rule: Rule, ctx: Node, grad: np.ndarray, k: int, m: int) -> tuple[Any, ...]:
-    def change(i: int, g: Any) -> Any:
-        g = np.asarray(g)
-        if i != k or max(k, m) >= len(ctx.inputs):     # *xs: fewer inputs this call
-            return g
+def _gap(k: int, m: int) -> Term:
+    """a - b summed back to a's shape: zero only where the two inputs are equal (None for
+    inputs that do not line up, as matmul's)."""
+    def term(ctx: Node) -> np.ndarray | None:
+        if m >= len(ctx.inputs):
+            return None
         a, b = _input_value(ctx, k), _input_value(ctx, m)
-        if g.shape != a.shape or not _broadcastable(a.shape, b.shape):
-            return g                                # inputs that do not line up (matmul)
-        gap = sum_to(np.broadcast_to(a - b, np.broadcast_shapes(a.shape, b.shape)), g.shape)
-        return (g + _PLANTED * _scale(g, grad) * gap).astype(g.dtype)
-    return _each(rule(ctx, grad), change)
+        if not _broadcastable(a.shape, b.shape):
+            return None
+        return sum_to(np.broadcast_to(a - b, np.broadcast_shapes(a.shape, b.shape)), a.shape)
+    return term
 
 
-def _wrong_axis(rule: Rule, ctx: Node, grad: np.ndarray, k: int) -> tuple[Any, ...]:
+def _wrong_axis(k: int) -> Term:
     """A statistic of x taken over the wrong axis (a row mean where the column mean was
-    meant): the gradient is off by the gap between the two, zero unless x is a square
-    whose row and column means differ."""
-    def change(i: int, g: Any) -> Any:
-        g = np.asarray(g)
-        if i != k or k >= len(ctx.inputs):
-            return g
+    meant): the gap between the two, zero unless x is a square whose row and column means
+    differ."""
+    def term(ctx: Node) -> np.ndarray | None:
         x = _input_value(ctx, k)
-        if x.ndim < 2 or x.shape[-1] != x.shape[-2] or g.shape != x.shape:
-            return g
+        if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+            return None
         gap = x.mean(axis=-1, keepdims=True) - np.swapaxes(x.mean(axis=-2, keepdims=True), -1, -2)
-        return (g + _PLANTED * _scale(g, grad) * np.broadcast_to(gap, x.shape)).astype(g.dtype)
-    return _each(rule(ctx, grad), change)
+        return np.broadcast_to(gap, x.shape)
+    return term
 
 
 def _square_float(x: Any) -> bool:
@@ -201,19 +212,19 @@ def _generic_only_mutants(inputs: list[tuple[int, str]]) -> list[Mutant]:
             f"cross term dropped {name}",
             f"{name} was constant (all entries equal) on every sample drawn: draw generic "
             f"samples (distinct entries, engine.testing.strategies.generic)",
-            backward=lambda rule, ctx, grad, k=k: _cross_term_dropped(rule, ctx, grad, k),
+            backward=_planted(k, _centred(k)),
             applies=functools.partial(_has_several_entries, k=k)))
     for (k, a), (m, b) in zip(inputs, inputs[1:], strict=False):
         found.append(Mutant(
             f"only where equal {a}, {b}",
             f"{a} and {b} were equal on every sample drawn: draw them independently",
-            backward=lambda rule, ctx, grad, k=k, m=m: _only_where_equal(rule, ctx, grad, k, m)))
+            backward=_planted(k, _gap(k, m))))
     for k, name in inputs:
         found.append(Mutant(
             f"sum over wrong axis {name}",
             f"{name} was never a square matrix whose row means differ from its column "
             f"means: draw generic square matrices",
-            backward=lambda rule, ctx, grad, k=k: _wrong_axis(rule, ctx, grad, k),
+            backward=_planted(k, _wrong_axis(k)),
             applies=functools.partial(_has_square_input, k=k)))
     return found
 

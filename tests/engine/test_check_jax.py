@@ -3,10 +3,8 @@ property suite (issue 22), in JAX's x64 mode scoped to the check."""
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +23,8 @@ from handgrad.engine.testing import (  # noqa: E402
     strategies,
     unary,
 )
+
+from ..readme_examples import expected_output, framework_example, run_as_printed  # noqa: E402
 
 EXAMPLES = 20
 FRAMEWORK = "jax"
@@ -175,22 +175,7 @@ def test_without_jax_the_error_names_the_extra(monkeypatch):
         check_jax(lambda x: x, sample=one_vector())
 
 
-def readme_example(framework: str) -> str:
-    """The README's example for ``framework`` (a ```py block of the section on PyTorch and
-    JAX rules: tests/test_readme.py runs only ```python blocks, and cannot skip one)."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("### PyTorch autograd.Function and JAX custom rules\n")[1].split("\n### ")[0]
-    blocks = [b for b in re.findall(r"```py\n(.*?)```", section, flags=re.S)
-              if f"import {framework}\n" in b]
-    assert len(blocks) == 1, f"one README example imports {framework}"
-    return blocks[0]
-
-
 def test_the_readme_example_runs_as_printed(tmp_path):
-    code = readme_example(FRAMEWORK)
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=300)
-    assert run.returncode == 0, run.stderr
-    printed = [line.strip() for line in run.stdout.splitlines()]
-    wanted = [m.group(1).strip() for m in re.finditer(r"print\(.*\)\s+#\s?(.*)", code)]
-    assert wanted and all(w in printed for w in wanted), (wanted, printed)
+    code = framework_example(FRAMEWORK)
+    assert expected_output(code)                 # it promises some output
+    run_as_printed(code, tmp_path, f"README example for {FRAMEWORK}")
