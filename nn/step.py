@@ -63,13 +63,16 @@ def non_finite(what: str, value: float, kept: str | None = None) -> TrainingErro
 
 
 def as_batch(x: Any) -> Tensor:
-    """The tensor an eager step feeds the model: the one place a batch is wrapped. Batches
-    handed to a step are the caller's to give away (fit's are fresh copies), so the engine
-    adopts them (``engine.adopt``): no copy, and nothing to watch or lock, since the step
-    runs its forward and backward before the caller can write to the array again."""
+    """The tensor an eager step feeds the model: the one place a batch is wrapped. An array
+    that owns its memory (fit's batches are fresh copies or gathered rows) is adopted
+    (``engine.adopt``): no copy and nothing to watch. A view of someone's array (a
+    ``DataLoader(shuffle=False)`` slices the caller's X) is shared as ``copy=False`` does:
+    no copy either, but tracked, since its owner may still write to it."""
     if isinstance(x, Tensor):
         return x
-    return engine.adopt(x) if isinstance(x, np.ndarray) else Tensor(x)
+    if isinstance(x, np.ndarray):
+        return engine.adopt(x) if x.base is None else Tensor(x, copy=False)
+    return Tensor(x)
 
 
 def gradients_finite(params: list[Any]) -> bool:

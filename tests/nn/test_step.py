@@ -78,3 +78,19 @@ def test_the_gradient_check_is_one_sum_of_squares_that_any_nan_or_inf_makes_non_
     assert gradients_finite(params)
     params[1].grad = None                               # a parameter without gradient
     assert gradients_finite(params)
+
+
+def test_a_batch_that_is_a_view_of_the_callers_array_stays_tracked():
+    """as_batch adopts fresh arrays only: a slice of the caller's X (what a
+    DataLoader(shuffle=False) yields) is shared and tracked, so a write to X between the
+    forward and the backward is an error, never a silently wrong gradient."""
+    from handgrad.nn.step import as_batch
+    X = np.arange(12, dtype=np.float64).reshape(4, 3) / 10
+    w = engine.Tensor(np.ones((3, 2)), requires_grad=True)
+    loss = (as_batch(X[0:2]) @ w).tanh().sum()
+    with pytest.raises((ValueError, RuntimeError)):  # X locked (read-only), or backward refuses
+        X[0, 0] = 5.0                               # the caller writes into its own array
+        loss.backward()
+    fresh = X[[0, 1]]                               # gathered rows: a new array, adopted
+    assert fresh.base is None
+    (as_batch(fresh) @ w).tanh().sum().backward()
