@@ -17,9 +17,10 @@ import numpy as np
 from ..graph import Node, topological_order
 from ..plain import plain_repr
 from ..tensor import Tensor
-from . import labels, lecture, losses, styles
+from . import labels, lecture, losses, styles, thumbnails
 from .gradients import Step, all_gradients, backward_order, backward_steps, can_differentiate
 from .numeric import NumericCheck, numeric_checks
+from .thumbnails import Picture
 from .view import GraphView, build_view
 
 SHOW = ("shape", "value", "grad")
@@ -27,6 +28,7 @@ RANKDIRS = ("LR", "RL", "TB", "BT")
 OUT = -1  # edge key position of an op's edge to its output tensor
 
 EdgeKey = tuple[int, int]  # (id(node), input position, or OUT)
+Thumbs = list[tuple[int, np.ndarray]]  # (beside the lines up to k, array) per heat map
 
 
 @dataclass
@@ -77,14 +79,16 @@ class Overlay:
 def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "TB",
          max_elements: int = 6, collapse: bool = False, backward_order: bool = False,
          rules: bool = False, numeric: bool = False, model: Any = None,
-         fontsize: float = 14, legend: bool = True) -> graphviz.Digraph:
-    """The compute graph that produced ``tensor``, as a ``graphviz.Digraph``.
+         fontsize: float = 14, legend: bool = True) -> Picture:
+    """The compute graph that produced ``tensor``, as a ``graphviz.Digraph`` (a Picture:
+    it also keeps the PNGs of its heat-map thumbnails).
 
     show: what tensor boxes list besides the name: "shape" (and dtype), "value", "grad".
       Arrays with at most ``max_elements`` elements are printed, larger ones summarised
-      as min / mean / max. With a scalar root and a live graph, every tensor's gradient
-      (intermediates too) is computed without touching ``.grad``; otherwise ``.grad``
-      is shown where set.
+      as min / mean / max with their norm and a heat-map thumbnail (blue negative, red
+      positive; integer class labels: the count of each class instead). With a scalar
+      root and a live graph, every tensor's gradient (intermediates too) is computed
+      without touching ``.grad``; otherwise ``.grad`` is shown where set.
     rankdir: "TB" (top to bottom: the default MLP fits a 16:9 slide), "LR" (left to
       right), "RL" or "BT".
     collapse: one box per module instead of a cluster of its ops and tensors.
@@ -142,21 +146,31 @@ def gradient_shapes(view: GraphView) -> dict[EdgeKey, str]:
 
 # --- text of the boxes ------------------------------------------------------------------
 
-def tensor_lines(view: GraphView, t: Tensor, options: Options, overlay: Overlay) -> list[str]:
-    """Name, shape and dtype, value, gradient and numeric check of one tensor."""
+def tensor_lines(view: GraphView, t: Tensor, options: Options, overlay: Overlay
+                 ) -> tuple[list[str], Thumbs]:
+    """Name, shape and dtype, value, gradient and numeric check of one tensor; and the
+    big arrays among value and gradient, each to be shown as a thumbnail below its lines."""
     n = options.max_elements
     lines = [view.name(t)]
+    thumbs: Thumbs = []
     if "shape" in options.show:
         lines.append(f"{labels.shape_text(t.shape)} {t.dtype}")
+    arrays = []
     if "value" in options.show:
-        lines += labels.labelled("value", t.data, n)
+        arrays.append(("value", t.data))
     grad = overlay.grads.get(id(t))
     if "grad" in options.show and grad is not None:
-        lines += labels.labelled("grad so far" if id(t) in overlay.partial else "grad", grad, n)
+        arrays.append(("grad so far" if id(t) in overlay.partial else "grad", grad))
+    for title, a in arrays:
+        lines += labels.labelled(title, a, n)
+        if thumbnails.wants_thumbnail(a, n):
+            norm = float(np.linalg.norm(np.asarray(a, dtype=np.float64).reshape(-1)))
+            lines.append(f"‖{title}‖ = {labels.number(norm)}")
+            thumbs.append((len(lines), np.asarray(a)))
     check = overlay.checks.get(id(t))
     if check is not None:
         lines += check_lines(check, n)
-    return lines
+    return lines, thumbs
 
 
 def check_lines(check: NumericCheck, max_elements: int) -> list[str]:
@@ -199,6 +213,7 @@ class _Box:
     kind: str          # a key of styles.STYLES
     scope: str | None
     attrs: dict[str, str] = field(default_factory=dict)  # on top of the kind's style
+    thumbs: Thumbs = field(default_factory=list)          # heat maps inside the box
 
 
 def scope_chain(scope: str | None) -> list[str]:
@@ -290,16 +305,20 @@ def op_attrs(node: Node, overlay: Overlay) -> dict[str, str]:
 @dataclass
 class Record:
     """What a picture drew, by element id (``id`` attributes, kept in the SVG): each box's
-    lines and attributes, each edge's attributes. The playback restyles one layout with it."""
+    lines and attributes, each edge's attributes, and for a box with heat maps each one's
+    slot (it sits beside the lines up to line k; its file name, a key of the Picture's
+    images; its size).
+    The playback restyles one layout with it."""
 
     nodes: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
     edges: dict[str, dict[str, str]] = field(default_factory=dict)
+    thumbs: dict[str, list[thumbnails.Slot]] = field(default_factory=dict)
 
 
 def to_digraph(view: GraphView, options: Options, overlay: Overlay,
-               record: Record | None = None) -> graphviz.Digraph:
+               record: Record | None = None) -> Picture:
     """Lay every box into its cluster, then the edges, then the legend."""
-    g = graphviz.Digraph(name="handgrad")
+    g = Picture(name="handgrad")
     g.attr(rankdir=options.rankdir, **styles.GRAPH_ATTRS)
     g.attr(fontsize=f"{options.fontsize + 1:g}")
     if overlay.caption:
@@ -326,8 +345,8 @@ def to_digraph(view: GraphView, options: Options, overlay: Overlay,
             boxes.append(_Box(view.dot_id(t.node), op_lines(t.node, options, overlay), styles.OP,
                               t.node.scope, op_attrs(t.node, overlay)))
         if id(t) not in hidden:
-            boxes.append(_Box(view.dot_id(t), tensor_lines(view, t, options, overlay), view.kind(t),
-                              view.scope(t)))
+            lines, thumbs = tensor_lines(view, t, options, overlay)
+            boxes.append(_Box(view.dot_id(t), lines, view.kind(t), view.scope(t), thumbs=thumbs))
     place_boxes(g, view, boxes, record)
     add_edges(g, view, overlay, endpoint, record)
     kinds = [k for k in styles.STYLES if any(b.kind == k for b in boxes)]
@@ -344,10 +363,11 @@ def to_digraph(view: GraphView, options: Options, overlay: Overlay,
     return g
 
 
-def place_boxes(g: graphviz.Digraph, view: GraphView, boxes: list[_Box],
+def place_boxes(g: Picture, view: GraphView, boxes: list[_Box],
                 record: Record | None = None) -> None:
     """Emit each box inside the nested clusters of its scope (``cluster_layers.0`` inside
-    ``cluster_layers``), clusters in the order they first appear."""
+    ``cluster_layers``), clusters in the order they first appear. A box with heat maps
+    gets an HTML-like label (its PNGs kept in ``g.images``), every other a plain one."""
     members: dict[str | None, list[_Box]] = {None: []}
     children: dict[str | None, list[str]] = {None: []}
     for box in boxes:
@@ -362,9 +382,13 @@ def place_boxes(g: graphviz.Digraph, view: GraphView, boxes: list[_Box],
     def emit(container: graphviz.Digraph, scope: str | None) -> None:
         for box in members[scope]:
             attrs = {**styles.STYLES[box.kind], **box.attrs}
-            container.node(box.name, dot_label(box.lines), id=f"n_{box.name}", **attrs)
+            slots = [g.add_thumbnail(k, a) for k, a in box.thumbs]
+            label = thumbnails.html_label(box.lines, slots) if slots else dot_label(box.lines)
+            container.node(box.name, label, id=f"n_{box.name}", **attrs)
             if record is not None:
                 record.nodes[f"n_{box.name}"] = (box.lines, attrs)
+                if slots:
+                    record.thumbs[f"n_{box.name}"] = slots
         for child in children[scope]:
             with container.subgraph(name=f"cluster_{child}") as cluster:
                 cluster.attr(label=module_label(view, child), **styles.CLUSTER)

@@ -26,7 +26,8 @@ import graphviz
 from ..plain import plain_repr
 from ..tensor import Tensor
 from .playback import op_layout
-from .rendering import INSTALL_HINT, GraphvizNotFound, pipe
+from .rendering import INSTALL_HINT, GraphvizNotFound, embed_images, image_directory, pipe
+from .thumbnails import html_label
 
 STEP_FORMATS = ("svg", "png", "pdf")
 ID = re.compile(r'(?<=[\s\[])id=("?)([^\s"\]]+)\1')
@@ -70,12 +71,16 @@ def _node_statement(name: str, attrs: dict[str, Any]) -> str:
     return scratch.body[0]
 
 
-def _label(lines: list[str], count: int) -> graphviz.quoting.NoHtml:
+def _label(lines: list[str], count: int, thumbs: list[Any] | None = None) -> str:
     """A box's lines as a DOT label with exactly ``count`` lines (as many as the layout's
     box holds), so the text sits where the layout put it; the player does the same (it
-    fills the layout's text lines and blanks the rest)."""
+    fills the layout's text lines and blanks the rest). A box with heat maps (``thumbs``:
+    the layout's slots, this frame's file names) keeps its HTML-like label, an empty cell
+    where this frame has no picture."""
     lines = [line.replace("\u00a0", " ") for line in lines[:count]]
     lines += [" "] * (count - len(lines))
+    if thumbs:
+        return html_label(lines, [(k, name, (w, h)) for k, name, (w, h) in thumbs])
     return graphviz.nohtml("\\n".join(line.replace("\\", "\\\\") for line in lines))
 
 
@@ -108,31 +113,45 @@ def frame_source(source: str, geometry: dict[str, Any], frame: dict[str, Any],
         attrs: dict[str, Any] = dict(place)
         spec = frame["nodes"].get(f"n_{name}")
         if spec is not None:
-            attrs.update(label=_label(spec["lines"], counts[f"n_{name}"]),
+            attrs.update(label=_label(spec["lines"], counts[f"n_{name}"], spec.get("thumbs")),
                          fillcolor=spec["fill"], penwidth=spec["pen"], fontcolor=spec["font"])
         out.append(_node_statement(name, attrs))
     return "\n".join(out + ["}"]) + "\n"
 
 
-def step_sources(loss: Tensor, **options: Any) -> list[tuple[str, str]]:
-    """(caption, pinned DOT text) for every frame of the op-level player, in its order.
-    ``options``: those of ``backward_playback`` for level="op" (model, show, rankdir,
-    max_elements, fontsize, rules, collapse, numeric)."""
+def pinned_frames(loss: Tensor, **options: Any) -> tuple[list[tuple[str, str]], dict[str, bytes]]:
+    """(caption, pinned DOT text) for every frame of the op-level player, in its order,
+    and the heat-map PNGs they name. ``options``: those of ``backward_playback`` for
+    level="op" (model, show, rankdir, max_elements, fontsize, rules, collapse, numeric)."""
     layout, data = op_layout(loss, **options)
     geometry = _geometry(layout)
     counts = {nid: len(spec["lines"]) for nid, spec in data[-1]["nodes"].items()}
-    return [(frame["caption"], frame_source(layout.source, geometry, frame, counts))
-            for frame in data]
+    return ([(frame["caption"], frame_source(layout.source, geometry, frame, counts))
+             for frame in data], layout.images)
 
 
-def render_pinned(source: str, format: str) -> bytes:
-    """A pinned DOT text drawn as it is (``neato -n2``: no layout) in ``format``."""
+def step_sources(loss: Tensor, **options: Any) -> list[tuple[str, str]]:
+    """(caption, pinned DOT text) for every frame of the op-level player (see
+    ``pinned_frames``)."""
+    return pinned_frames(loss, **options)[0]
+
+
+def render_pinned(source: str, format: str, images: dict[str, bytes] | None = None) -> bytes:
+    """A pinned DOT text drawn as it is (``neato -n2``: no layout) in ``format``, with the
+    heat-map PNGs it names (``images``; in SVG as data: URIs)."""
+    images = images or {}
     try:
-        return graphviz.pipe("neato", format, source.encode("utf-8"), neato_no_op=2,
-                             quiet=True)
+        with image_directory(images) as where:
+            if where is not None:
+                body, closing = source.rstrip().rsplit("}", 1)
+                assert not closing.strip(), closing
+                source = f"{body}\timagepath={graphviz.quoting.quote(where)}\n}}\n"
+            out = graphviz.pipe("neato", format, source.encode("utf-8"), neato_no_op=2,
+                                quiet=True)
     except graphviz.ExecutableNotFound:
         raise GraphvizNotFound(f"exporting to {format} needs the Graphviz 'neato' program, "
                                f"which was not found on PATH: {INSTALL_HINT}") from None
+    return embed_images(out, images) if format == "svg" else out
 
 
 def backward_step_pictures(loss: Tensor, format: str = "svg", **options: Any
@@ -142,8 +161,8 @@ def backward_step_pictures(loss: Tensor, format: str = "svg", **options: Any
     if format not in STEP_FORMATS:
         raise ValueError(f"backward steps: format must be one of {STEP_FORMATS}, got "
                          f"{plain_repr(format)}")
-    return [(caption, render_pinned(source, format))
-            for caption, source in step_sources(loss, **options)]
+    sources, images = pinned_frames(loss, **options)
+    return [(caption, render_pinned(source, format, images)) for caption, source in sources]
 
 
 def save_backward_steps(loss: Tensor, directory: str | Path, *, format: str = "svg",

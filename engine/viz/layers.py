@@ -29,6 +29,7 @@ from ..graph import Node
 from ..tensor import Tensor
 from . import labels, losses
 from .gradients import all_gradients, backward_steps
+from .thumbnails import heat_cells, heat_colours
 from .view import build_view
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "softplus", "gelu")
@@ -121,27 +122,16 @@ def _derivative(act: Node, z: np.ndarray) -> np.ndarray:
     return d
 
 
-HEAT_CELLS = 48  # a heat-map thumbnail has at most this many rows and columns of cells
-
-
 def heat_map(a: np.ndarray) -> str:
     """A thumbnail of a big array as an inline SVG of coloured cells (blue negative, red
     positive, white 0, by |value| over the largest |value|); more than HEAT_CELLS rows
-    or columns are averaged in blocks. Sized in em, so it grows with the slide's text."""
-    a = np.asarray(a, dtype=np.float64)
-    m = a.reshape(1, -1) if a.ndim <= 1 else a.reshape(-1, a.shape[-1])
-    rows = [blk.mean(axis=0) for blk in np.array_split(m, min(len(m), HEAT_CELLS))]
-    m = np.stack([[blk.mean() for blk in np.array_split(r, min(len(r), HEAT_CELLS))]
-                  for r in rows])
-    top = float(np.max(np.abs(m[np.isfinite(m)]), initial=0.0)) or 1.0
-    cells = []
-    for i, j in np.ndindex(*m.shape):
-        v = m[i, j]
-        t = min(1.0, abs(v) / top) if np.isfinite(v) else 1.0
-        fade = round(255 * (1 - t))
-        colour = "#888888" if not np.isfinite(v) else (
-            f"rgb(255,{fade},{fade})" if v > 0 else f"rgb({fade},{fade},255)")
-        cells.append(f'<rect x="{j}" y="{i}" width="1" height="1" fill="{colour}"/>')
+    or columns are averaged in blocks (thumbnails.py: the op view's PNGs share these
+    colours). Sized in em, so it grows with the slide's text."""
+    m = heat_cells(a)
+    rgb = heat_colours(m)
+    cells = [f'<rect x="{j}" y="{i}" width="1" height="1" fill="rgb({r},{g},{b})"/>'
+             for (i, j), (r, g, b) in zip(np.ndindex(*m.shape), rgb.reshape(-1, 3).tolist(),
+                                          strict=True)]
     h, w = m.shape
     scale = 8 / max(h, w)                   # the longer side 8 em
     return (f'<svg class="hg-heat" viewBox="0 0 {w} {h}" preserveAspectRatio="none" '

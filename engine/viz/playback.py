@@ -3,6 +3,7 @@ slide per equation of the derivation for an MLP (level="layer", layers.py), play
 self-contained HTML player (player.py) in a page or inline in Jupyter."""
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -30,6 +31,7 @@ from .layers import layer_frames
 from .numeric import numeric_checks
 from .player import Playback, check_options
 from .rendering import to_svg
+from .thumbnails import Picture
 from .view import GraphView, build_view
 
 
@@ -160,26 +162,58 @@ def svg_text(line: str) -> str:
 
 
 def op_playback(loss: Tensor, **kwargs: Any) -> tuple[str, list[dict[str, Any]]]:
-    """``op_layout`` with the layout as inline SVG (what the player restyles)."""
+    """``op_layout`` with the layout as inline SVG (what the player restyles), each box's
+    heat maps as the player swaps them (``player_images``)."""
     layout, data = op_layout(loss, **kwargs)
-    return inline_svg(to_svg(layout)), data
+    return inline_svg(to_svg(layout)), player_images(layout, data)
+
+
+def player_images(layout: Picture, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``data`` with each box's "thumbs" (slots by file name) replaced by "images", one
+    entry per <image> of the laid-out box: null where the frame shows the layout's own
+    picture, "" where it shows none (no gradient yet), else a data: URI (a gradient summed
+    so far). The layout's pictures are in its SVG once; only the others are repeated."""
+    out = []
+    for frame in data:
+        nodes = {}
+        for nid, spec in frame["nodes"].items():
+            spec = dict(spec)
+            thumbs = spec.pop("thumbs", None)
+            if thumbs is not None:
+                final = [name for _, name, _ in data[-1]["nodes"][nid]["thumbs"]]
+                spec["images"] = [None if name == last else _data_uri(layout, name)
+                                  for (_, name, _), last in zip(thumbs, final, strict=True)]
+            nodes[nid] = spec
+        out.append({**frame, "nodes": nodes})
+    return out
+
+
+def _data_uri(layout: Picture, name: str) -> str:
+    """The layout's PNG ``name`` as a data: URI; "" for no picture."""
+    return "data:image/png;base64," + base64.b64encode(layout.images[name]).decode() if name else ""
 
 
 def op_layout(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
               rankdir: str = "TB", max_elements: int = 6, fontsize: float = 14,
               rules: bool = False, collapse: bool = False, numeric: bool = False
-              ) -> tuple[graphviz.Digraph, list[dict[str, Any]]]:
+              ) -> tuple[Picture, list[dict[str, Any]]]:
     """The graph laid out once (the last frame: every box holds all its lines), and for
-    each backward step what changes: each box's lines and colours, each gradient arrow's
-    style, the caption. Nothing moves between steps: the player only restyles."""
+    each backward step what changes: each box's lines and colours, its heat maps
+    ("thumbs": the layout's slots with this frame's file names, "" for none yet; the
+    layout keeps every frame's PNGs), each gradient arrow's style, the caption. Nothing
+    moves between steps: the player only restyles."""
     options = Options(show=tuple(show), rankdir=rankdir, max_elements=max_elements,
                       fontsize=fontsize, rules=rules, collapse=collapse)
     data: list[dict[str, Any]] = []
-    layout, arrows = None, set()
+    layout, arrows, images, record = None, set(), {}, Record()
+    thumbs: list[dict[str, list[str]]] = []          # per frame: box id -> file names
     for text, view, overlay in _step_overlays(loss, model, options, numeric, stable=True):
         record = Record()
         layout = to_digraph(view, options, overlay, record)
         arrows |= set(record.edges)
+        images.update(layout.images)
+        thumbs.append({nid: [name for _, name, _ in slots]
+                       for nid, slots in record.thumbs.items()})
         now = focus_ids(view, overlay, record)
         data.append({"caption": text,
                      "nodes": {nid: {"lines": [svg_text(x) for x in lines],
@@ -196,6 +230,13 @@ def op_layout(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
         frame["edges"].update({eid: {"pen": "1", "dash": "", "hide": True}
                                for eid in arrows - set(frame["edges"])})
     assert layout is not None
+    for frame, names in zip(data, thumbs, strict=True):   # the last frame's slots, filled
+        for nid, slots in record.thumbs.items():
+            mine = names.get(nid, [])
+            frame["nodes"][nid]["thumbs"] = [
+                [k, mine[i] if i < len(mine) else "", list(size)]
+                for i, (k, _, size) in enumerate(slots)]
+    layout.images.update(images)
     return layout, data
 
 

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 _ids = itertools.count()
 THEMES = ("light", "dark")
 SVG_NS = "http://www.w3.org/2000/svg"
+XLINK_NS = "http://www.w3.org/1999/xlink"
 
 STYLE = """<style>
 .hg-player { font-family: sans-serif; color: #1a1a1a; background: #ffffff; border: 1px solid #ccd;
@@ -130,6 +131,15 @@ SCRIPT = """<script>
       for (var i = 0; i < texts.length; i++) {
         texts[i].textContent = i < spec.lines.length ? spec.lines[i] : "";
         texts[i].setAttribute("fill", spec.font);
+      }
+      var images = g.querySelectorAll("image"), srcs = spec.images || [];
+      for (var n = 0; n < images.length; n++) {   // heat maps: the layout's, another, or none
+        var im = images[n], src = srcs[n];
+        if (!im.hasAttribute("data-hg-href")) {
+          im.setAttribute("data-hg-href", im.getAttribute("xlink:href") || "");
+        }
+        im.style.display = src === "" ? "none" : "";
+        im.setAttribute("xlink:href", src || im.getAttribute("data-hg-href"));
       }
       var shapes = g.querySelectorAll("polygon, ellipse, path");
       for (var j = 0; j < shapes.length; j++) {
@@ -369,10 +379,10 @@ def check_options(present: Any, theme: Any) -> None:
 
 def static_frame(layout: str, spec: dict[str, Any]) -> str:
     """The laid-out SVG restyled in Python as the player restyles it for one frame (each
-    box's lines and colours, each arrow's pen), so a page without JavaScript shows that
-    frame (step 1) instead of the layout's last one."""
+    box's lines, colours and heat maps, each arrow's pen), so a page without JavaScript
+    shows that frame (step 1) instead of the layout's last one."""
     ET.register_namespace("", SVG_NS)
-    ET.register_namespace("xlink", "http://www.w3.org/1999/xlink")
+    ET.register_namespace("xlink", XLINK_NS)
     root = ET.fromstring(layout)
     ns = f"{{{SVG_NS}}}"
     by_id = {el.get("id"): el for el in root.iter() if el.get("id")}
@@ -383,6 +393,11 @@ def static_frame(layout: str, spec: dict[str, Any]) -> str:
         for i, text in enumerate(g.iter(f"{ns}text")):
             text.text = node["lines"][i] if i < len(node["lines"]) else ""
             text.set("fill", node["font"])
+        for image, src in zip(g.iter(f"{ns}image"), node.get("images", []), strict=False):
+            if src == "":
+                image.set("style", "display: none")
+            elif src:
+                image.set(f"{{{XLINK_NS}}}href", src)
         for shape in g.iter():
             if shape.tag in (f"{ns}polygon", f"{ns}ellipse", f"{ns}path"):
                 if shape.get("fill") != "none":

@@ -3,10 +3,20 @@
 The ``graphviz`` Python package only writes DOT text; the pictures come from the ``dot``
 binary of the system package Graphviz. Without it, ``digraph.source`` still works and
 rendering raises ``GraphvizNotFound`` saying how to install it.
+
+A picture with heat-map thumbnails (``images``: file name -> PNG bytes, see thumbnails.py)
+has them written to a temporary directory that ``dot`` reads (``imagepath``) and deleted
+afterwards; SVG output gets them as ``data:`` URIs, so it never names a deleted file
+(PNG and PDF hold the pixels themselves).
 """
 from __future__ import annotations
 
+import base64
+import contextlib
+import re
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import graphviz
 
@@ -23,13 +33,51 @@ class GraphvizNotFound(RuntimeError):
     """The Graphviz ``dot`` program is not installed (or not on PATH)."""
 
 
+IMAGE_HREF = re.compile(r'(?<=<image )([^>]*?\b(?:xlink:)?href=")([^"]*)(")')
+
+
+@contextlib.contextmanager
+def image_directory(images: dict[str, bytes]) -> Iterator[str | None]:
+    """A temporary directory holding ``images`` (file name -> bytes), deleted on exit;
+    None when there are none."""
+    if not images:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="handgrad-images-") as where:
+        for name, data in images.items():
+            (Path(where) / name).write_bytes(data)
+        yield where
+
+
+def embed_images(svg: bytes, images: dict[str, bytes]) -> bytes:
+    """Every ``<image>`` of ``svg`` that names one of ``images`` (by file name, whatever
+    directory Graphviz put in front) gets the PNG itself as a data: URI."""
+    if not images:
+        return svg
+
+    def inline(m: re.Match[str]) -> str:
+        name = m.group(2).replace("\\", "/").rsplit("/", 1)[-1]
+        if name not in images:
+            return m.group(0)
+        return m.group(1) + "data:image/png;base64," + base64.b64encode(images[name]).decode() \
+            + m.group(3)
+
+    return IMAGE_HREF.sub(inline, svg.decode("utf-8")).encode("utf-8")
+
+
 def pipe(digraph: graphviz.Digraph, format: str) -> bytes:
-    """The picture as bytes in ``format``, made by ``dot``."""
+    """The picture as bytes in ``format``, made by ``dot`` (with its thumbnails, if any)."""
+    images: dict[str, bytes] = getattr(digraph, "images", {})
     try:
-        return digraph.pipe(format=format)
+        with image_directory(images) as where:
+            if where is not None:
+                digraph = digraph.copy()
+                digraph.graph_attr["imagepath"] = where
+            out = digraph.pipe(format=format)
     except graphviz.ExecutableNotFound:
         raise GraphvizNotFound(f"rendering to {format} needs the Graphviz 'dot' program, which "
                                f"was not found on PATH: {INSTALL_HINT}") from None
+    return embed_images(out, images) if format == "svg" else out
 
 
 def to_svg(digraph: graphviz.Digraph) -> str:

@@ -73,12 +73,18 @@ def close(shown: np.ndarray, exact: np.ndarray) -> bool:
 
 # --- names ---------------------------------------------------------------------------------
 
+def first_lines(source: str) -> set[str]:
+    """The first line of every label: quoted, or HTML-like (a box with heat maps)."""
+    return {quoted.split("\\n")[0] or html_like for quoted, html_like in
+            re.findall(r'label="([^"]*)"|label=<<TABLE[^>]*><TR><TD[^>]*>([^<]*)<BR', source)}
+
+
 def test_boxes_carry_the_lectures_names_from_the_layers():
     model, loss = mlp()
-    first = {line.split("\\n")[0] for line in re.findall(r'label="([^"]*)"', draw(loss, model=model).source)}
+    first = first_lines(draw(loss, model=model).source)
     assert {"x = a⁰", "z¹", "a¹", "z²", "L", "y", "W¹ = layers.0.weight", "b¹ = layers.0.bias",
             "W² = layers.2.weight", "b² = layers.2.bias"} <= first
-    without = {line.split("\\n")[0] for line in re.findall(r'label="([^"]*)"', draw(loss).source)}
+    without = first_lines(draw(loss).source)
     assert {"x = a⁰", "z¹", "W¹ = weight"} <= without           # no model: the module's names
     other = engine.Tensor(np.ones((2, 2)), requires_grad=True, name="w")
     plain = draw((other.tanh() * 2).sum()).source               # not an MLP: names unchanged

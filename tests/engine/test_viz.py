@@ -8,6 +8,7 @@ Regenerate the golden files (the README figure) with
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import re
 import shutil
@@ -39,13 +40,21 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 # --- reading DOT text back ---------------------------------------------------------------
 
-NODE = re.compile(r'^\s*(\w+) \[label=("(?:[^"\\]|\\.)*"|\w+)', re.MULTILINE)
+NODE = re.compile(r'^\s*(\w+) \[label=("(?:[^"\\]|\\.)*"|<<TABLE.*?</TABLE>>|\w+)', re.MULTILINE)
 EDGE = re.compile(r"^\s*(\w+) -> (\w+)(?: \[(.*)\])?$", re.MULTILINE)
+
+
+def label_text(label: str) -> str:
+    """A DOT label as plain text: a quoted one's lines, or an HTML-like one's (a box with
+    heat-map thumbnails: its text lines, each ended by <BR ALIGN="LEFT"/>)."""
+    if label.startswith("<<"):
+        return "\n".join(html.unescape(line) for line in re.findall(r'([^<>]*)<BR ALIGN="LEFT"/>', label))
+    return label.strip('"').replace("\\n", "\n")
 
 
 def nodes(source: str) -> dict[str, str]:
     """DOT node id -> its label as plain text (legend entries left out)."""
-    found = {name: label.strip('"').replace("\\n", "\n") for name, label in NODE.findall(source)}
+    found = {name: label_text(label) for name, label in NODE.findall(source)}
     return {k: v for k, v in found.items() if not k.startswith("legend_")}
 
 
@@ -127,7 +136,9 @@ def test_big_tensors_are_summarised_and_show_selects_the_lines():
     a = engine.Tensor(np.arange(12.0).reshape(3, 4), requires_grad=True, name="a")
     source = draw((a * a).sum(), max_elements=6).source
     assert nodes(source)["t0"].splitlines()[2:] == ["value min 0  mean 5.5  max 11",
-                                                    "grad min 0  mean 11  max 22"]
+                                                    "‖value‖ = 22.49",   # and a heat map
+                                                    "grad min 0  mean 11  max 22",
+                                                    "‖grad‖ = 44.99"]
     assert nodes(draw((a * a).sum(), show=("shape",)).source)["t0"] == "a\n(3, 4) float64"
     with pytest.raises(ValueError, match="show"):
         draw(a, show=("colour",))
