@@ -109,8 +109,8 @@ def foreign(own: np.ndarray) -> bool:
 class MemoryRecord:
     """One block of memory behind one or more tensors."""
 
-    __slots__ = ("owner", "views", "written", "handed_out", "checkpoints", "holders",
-                 "locked", "foreign", "__weakref__")
+    __slots__ = ("owner", "views", "written", "handed_out", "hand_outs", "checkpoints",
+                 "holders", "locked", "foreign", "__weakref__")
 
     def __init__(self, array: np.ndarray) -> None:
         own = array if array.base is None else owner(array)
@@ -120,6 +120,7 @@ class MemoryRecord:
         self.views: tuple[np.ndarray, ...] = () if array is own else (array,)
         self.written = 0                # tick of the latest tracked write
         self.handed_out = False         # an array on it may be held outside handgrad
+        self.hand_outs = 0              # how many times handed_out turned True
         # (tick, checksum) taken when handed out while a live node saved it unlocked
         self.checkpoints: list[tuple[int, int]] | None = None
         self.holders = 0                # live nodes that keep it read-only
@@ -200,7 +201,7 @@ def share(array: np.ndarray) -> MemoryRecord:
         _SHARED[id(own)] = record
     else:
         _add_view(record, array)
-    record.handed_out = True
+    _mark_handed_out(record)
     return record
 
 
@@ -251,9 +252,27 @@ def hand_out(t: "Tensor") -> np.ndarray:
             points[-1] = (tick, crc)
         else:
             points.append((tick, crc))
-    record.handed_out = True
+    _mark_handed_out(record)
     _SHARED[id(record.owner)] = record
     return t._data
+
+
+def _mark_handed_out(record: MemoryRecord) -> None:
+    if not record.handed_out:
+        record.handed_out = True
+        record.hand_outs += 1
+
+
+def write_stamp(t: "Tensor") -> tuple[MemoryRecord, int, int] | None:
+    """Something that changes whenever ``t``'s memory may have been written since it was
+    taken (compare with ``==``): a tracked write moves its tick, handing an array of it out
+    its count, replacing ``t.data`` its record. None when a write could go unseen from now
+    on (an array of it may be held outside handgrad, or the memory is foreign). The
+    optimizer uses it to trust a bound on the weights it measured at its last step."""
+    record = record_of(t)
+    if record.handed_out or record.foreign:
+        return None
+    return record, record.written, record.hand_outs
 
 
 def _maybe_saved(record: MemoryRecord, t: "Tensor") -> bool:

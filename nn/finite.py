@@ -31,6 +31,14 @@ def all_finite_raw(a: np.ndarray) -> bool:
     return math.isfinite(abs(np.vdot(flat, flat))) or bool(np.isfinite(a).all())
 
 
+def square_norm_raw(a: np.ndarray) -> float:
+    """The dot product of a float array with itself, as a Python float (NaN or Inf when an
+    element is, or when it overflows): ``all_finite_raw``'s test, for a caller that also
+    wants the number. Under the caller's ``np.errstate``."""
+    flat = a.ravel()
+    return float(abs(np.vdot(flat, flat)))
+
+
 def non_finite_rows(a: np.ndarray) -> tuple[int, int]:
     """How many examples (rows along the first axis; a 0-d array is one) hold a NaN or
     Inf, and the index of the first: for messages that point at the data at fault."""

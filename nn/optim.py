@@ -18,8 +18,9 @@ from handgrad.engine import Tensor
 from handgrad.engine.plain import plain_repr
 
 from . import subnormal
-from .finite import all_finite_raw, first_non_finite
+from .finite import all_finite_raw, first_non_finite, square_norm_raw
 from .module import Module, Parameter
+from .update_bounds import UpdateBounds
 
 ParamsArg = Union[Module, Iterable[Any]]
 
@@ -101,9 +102,11 @@ class Optimizer:
 
     ``opt.check_finite = True`` (``fit`` sets it while it trains) makes ``step`` keep each
     parameter's values until its update is known finite: an update giving NaN or Inf is
-    undone for every parameter and raises ``NonFiniteUpdate``. It costs a copy of the
-    parameters and a dot product of each with itself per step (nn/finite.py; the copies'
-    buffers are allocated once).
+    undone for every parameter and raises ``NonFiniteUpdate``. A checked update costs a copy
+    of the parameter and a dot product of it with itself (nn/finite.py; the copies' buffers
+    are allocated once). Inside ``fit`` (and any ``nn.step`` step) most updates of SGD, Adam
+    and AdamW need neither: bounds from the last check and the gradient check prove them
+    finite (``update_bound``, nn/update_bounds.py); the rest are checked.
 
     ``exact_subnormals`` (SGD with momentum, Adam, AdamW, RMSprop with momentum): a moment
     buffer of a unit that stops getting gradient decays by its factor every step into the
@@ -133,6 +136,8 @@ class Optimizer:
         # The parameters' values before the running step (check_finite): a cache, not state.
         self._last_good: dict[int, np.ndarray] = {}
         self._check_finite = False
+        # What proves an update finite with no copy (nn/update_bounds.py): a cache, not state.
+        self.update_bounds = UpdateBounds()
         seen: set[int] = set()
         groups = [self._new_group(name, raw, seen) for raw in self._groups(params)]
         duplicates = sum(dropped for _, dropped in groups)
@@ -248,6 +253,7 @@ class Optimizer:
         self._check_finite = value
         if not value:
             self._last_good = {}             # the copies' memory goes with the check
+            self.update_bounds.clear()
 
     @property
     def lr(self) -> float:
@@ -272,8 +278,16 @@ class Optimizer:
         in backward() instead of using the new weights. A read-only parameter is an error
         before anything changes; with ``check_finite``, so is an update giving NaN or Inf
         (``NonFiniteUpdate``, every parameter as before the step)."""
+        self._step({})
+
+    def _step(self, grad_bounds: dict[int, float]) -> None:
+        """``step``, given bounds on the largest |gradient element| of the parameters (by
+        ``id``) that the caller measured (``nn.step.Step``): with ``check_finite`` they let
+        the update of those parameters be proven finite (nn/update_bounds.py)."""
         todo = [(p, group) for group in self.param_groups for p in group["params"]
                 if p.grad is not None]
+        proofs = [self.update_bounds.prove(self, p, group, self.state[id(p)], grad_bounds.get(id(p)))
+                  for p, group in todo] if self._check_finite else []
         arrays = engine.inplace(*(p for p, _ in todo))        # tracked in-place writes
         self._check_writeable(todo, arrays)
         self.steps += 1
@@ -282,14 +296,24 @@ class Optimizer:
             for (p, group), w in zip(todo, arrays, strict=True):
                 self.update(w, p.grad, state[id(p)], group)
             return
-        self._checked_update(todo, arrays)
+        checked = [k for k, proof in enumerate(proofs) if proof is None]
+        if checked:
+            self._checked_update([todo[k] for k in checked], [arrays[k] for k in checked])
+        for (p, group), w, proof in zip(todo, arrays, proofs, strict=True):
+            if proof is not None:                 # cannot overflow: no copy, no check
+                self.update(w, p.grad, state[id(p)], group)
+                self.update_bounds.carry(p, state[id(p)], proof)
 
     def _checked_update(self, todo: list[tuple[Any, dict[str, Any]]],
                         arrays: list[np.ndarray]) -> None:
-        """``step`` with ``check_finite``: each parameter's values are copied into a buffer
-        kept from step to step (``_last_good``: allocated once, rewritten with ``np.copyto``),
-        then updated, then checked while still in cache; the first parameter found NaN or
-        Inf is undone together with every one updated before it (``_undo``).
+        """``step`` with ``check_finite``, for the parameters whose update is not proven
+        finite (all of them at the first step; they run before the proven ones, so a
+        failure leaves nothing updated that has no copy): each parameter's values are
+        copied into a buffer kept from step to step (``_last_good``: allocated once,
+        rewritten with ``np.copyto``), then updated, then checked while still in cache; the
+        first parameter found NaN or Inf is undone together with every one updated before
+        it (``_undo``). The check's dot product also gives the bound on the weights that
+        proves later updates (nn/update_bounds.py).
 
         Why this is exact: the undo copies the saved bits back (never ``w + u``, which is
         not ``w`` in floating point), and every parameter updated by this step has its copy.
@@ -297,8 +321,7 @@ class Optimizer:
         product of the flattened array with itself, whose terms are squared magnitudes, so
         any NaN or Inf element makes it NaN or Inf, and an elementwise test decides when it
         is not finite), under one ``np.errstate`` for the whole step rather than one per
-        array: this is the price of ``fit``'s guarantee at every step
-        (benchmarks/train_throughput.py, ``fit_vs_bare``).
+        array.
         """
         state, last_good = self.state, self._last_good
         with np.errstate(over="ignore", invalid="ignore"):       # reported below, as an error
@@ -308,8 +331,10 @@ class Optimizer:
                     last = last_good[id(p)] = np.empty_like(w)
                 np.copyto(last, w)        # each copy and check while the array is in cache
                 self.update(w, p.grad, state[id(p)], group)
-                if not all_finite_raw(w):
+                square_norm = square_norm_raw(w)
+                if not (math.isfinite(square_norm) or all_finite_raw(w)):
                     self._undo(todo[:k + 1], arrays[:k + 1], p, w)
+                self.update_bounds.measured(p, state[id(p)], square_norm)
 
     def _undo(self, todo: list[tuple[Tensor, dict[str, Any]]], arrays: list[np.ndarray],
               p: Tensor, w: np.ndarray) -> None:
@@ -322,6 +347,15 @@ class Optimizer:
             f"{type(self).__name__}.step: the update of parameter {i} (shape {w.shape}) gives "
             f"{value}; every parameter keeps its value from before the step (the optimizer's "
             f"own state has taken it)", i, value)
+
+    def update_bound(self, group: dict[str, Any], state: dict[str, Any], w: float, g: float,
+                     moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:
+        """Bounds for the coming update of one parameter (nn/update_bounds.py), given
+        bounds on the largest |element| of the weights (``w``), of the gradient (``g``) and
+        of each moment array in ``state`` (``moments``): ``(peak, w_after, moments_after)``,
+        ``peak`` bounding every value the update computes. None: no bound is known (an
+        optimizer without one always copies and checks)."""
+        return None
 
     def _check_writeable(self, todo: list[tuple[Tensor, dict[str, Any]]],
                          arrays: list[np.ndarray]) -> None:
@@ -432,6 +466,7 @@ class Optimizer:
         for group, hyper in zip(self.param_groups, new_groups, strict=True):
             group.update(hyper)
         self.state, self.steps = new_state, steps
+        self.update_bounds.clear()
 
 
 def _with_weight_decay(w: np.ndarray, g: np.ndarray, weight_decay: float) -> np.ndarray:
@@ -483,6 +518,21 @@ class SGD(Optimizer):
             g = g + momentum * buf if group["nesterov"] else buf
         w -= group["lr"] * g
 
+    def update_bound(self, group: dict[str, Any], state: dict[str, Any], w: float, g: float,
+                     moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:
+        """The class docstring's lines, on bounds of the largest |element|."""
+        mu, lr = group["momentum"], group["lr"]
+        g = g + group["weight_decay"] * w
+        peak, after = g, {}
+        if mu:
+            b = moments.get("momentum")
+            b = g if b is None else mu * b + (1 - group["dampening"]) * g
+            after["momentum"] = b
+            g = g + mu * b if group["nesterov"] else b
+            peak = max(peak, b, g)
+        step = lr * g
+        return max(peak, step, w + step), w + step, after
+
 
 def _check_betas(owner: str, betas: Any) -> None:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
@@ -532,6 +582,27 @@ class Adam(Optimizer):
         step, bias2 = group["lr"] / (1 - b1 ** t), 1 - b2 ** t
         self.run_kernel(ADAM, w, m, v, g, b1, b2, step, bias2, group["eps"])
 
+    def update_bound(self, group: dict[str, Any], state: dict[str, Any], w: float, g: float,
+                     moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:
+        """The class docstring's lines, on bounds of the largest |element|."""
+        return adam_bound(group, state, w, g + group["weight_decay"] * w, moments)
+
+
+def adam_bound(group: dict[str, Any], state: dict[str, Any], w: float, g: float,
+               moments: dict[str, float]) -> tuple[float, float, dict[str, float]]:
+    """Adam's lines on bounds of the largest |element| (``g``: the gradient as the step
+    sees it). The quotient m / (sqrt(v / bias2) + eps) is at most |m| / eps: its
+    denominator is at least eps > 0, so it is never 0/0 either."""
+    b1, b2 = group["betas"]
+    t = state.get("t", 0) + 1
+    m = b1 * moments.get("m", 0.0) + (1 - b1) * g
+    square = g * g
+    v = b2 * moments.get("v", 0.0) + (1 - b2) * square
+    v_hat = v / (1 - b2 ** t)
+    ratio = m / group["eps"]
+    step = group["lr"] / (1 - b1 ** t) * ratio
+    return max(g, m, square, v, v_hat, ratio, step, w + step), w + step, {"m": m, "v": v}
+
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter, 2019):
@@ -546,6 +617,13 @@ class AdamW(Adam):
         if group["weight_decay"]:
             w *= 1 - group["lr"] * group["weight_decay"]
         self.adam_update(w, g, state, group)
+
+    def update_bound(self, group: dict[str, Any], state: dict[str, Any], w: float, g: float,
+                     moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:
+        """The decay (a factor of magnitude |1 - lr wd|), then Adam's bound."""
+        decayed = w * abs(1 - group["lr"] * group["weight_decay"])
+        peak, w_after, after = adam_bound(group, state, decayed, g, moments)
+        return max(peak, w), w_after, after
 
 
 class RMSprop(Optimizer):

@@ -17,7 +17,9 @@ The gradient check is one reduction: the sum over every gradient of its squared 
 terms are squared magnitudes, never negative, so an Inf cannot cancel and any NaN or Inf
 element makes the sum NaN or Inf; only when the sum overflows on finite values (a
 gradient norm beyond ~1e19 in float32) does an elementwise test decide. It reads each
-gradient once, as the older check per array did, with no branch per array.
+gradient once, as the older check per array did, with no branch per array. Each dot
+product also bounds its gradient's largest element, which the optimizer's own check uses to
+prove its update finite without copying the weights (nn/update_bounds.py).
 """
 from __future__ import annotations
 
@@ -33,9 +35,11 @@ from handgrad.engine.plain import plain_repr
 
 from . import module as module_
 from .errors import UserInputError
+from .finite import square_norm_raw
 from .history import History
 from .module import Module
 from .optim import Optimizer, clip_grad_norm_
+from .update_bounds import max_bound
 
 
 class TrainingError(UserInputError, FloatingPointError):
@@ -75,16 +79,26 @@ def as_batch(x: Any) -> Tensor:
     return Tensor(x)
 
 
-def gradients_finite(params: list[Any]) -> bool:
-    """Whether no gradient holds NaN or Inf: one sum of squared norms (module docstring)."""
-    grads = [p.grad for p in params if p.grad is not None]
+def gradient_bounds(params: list[Any]) -> dict[int, float] | None:
+    """None when a gradient holds NaN or Inf (one sum of squared norms, module docstring);
+    else, by ``id`` of each parameter, a bound on its gradient's largest |element| where
+    one is known, from the same dot products (nn/update_bounds.py ``max_bound``: it lets a
+    checked optimizer prove its update finite with no copy)."""
+    bounds: dict[int, float] = {}
     total = 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        for g in grads:
-            if g.dtype.kind in "fc":
-                flat = g.ravel()
-                total += abs(np.vdot(flat, flat))
-    return math.isfinite(total) or all(bool(np.isfinite(g).all()) for g in grads)
+        for p in params:
+            g = p.grad
+            if g is not None and g.dtype.kind in "fc":
+                square_norm = square_norm_raw(g)
+                total += square_norm
+                bound = max_bound(square_norm, g.size, g.dtype)
+                if bound is not None:
+                    bounds[id(p)] = bound
+    if math.isfinite(total) or all(bool(np.isfinite(p.grad).all()) for p in params
+                                   if p.grad is not None):
+        return bounds
+    return None
 
 
 class Step:
@@ -120,11 +134,12 @@ class Step:
     def _update(self) -> None:
         """After backward: the gradients checked, clipped, and the optimizer's update."""
         params = self.optimizer.params
-        if self.check_finite and not gradients_finite(params):
+        bounds = gradient_bounds(params) if self.check_finite else {}
+        if bounds is None:
             raise non_finite("a gradient", math.nan)
         if self.clip_grad_norm is not None:
-            clip_grad_norm_(params, self.clip_grad_norm)
-        self.optimizer.step()
+            clip_grad_norm_(params, self.clip_grad_norm)     # scales by at most 1: bounds hold
+        self.optimizer._step(bounds)
 
 
 class EagerStep(Step):

@@ -41,7 +41,7 @@ Threads = int | str | None
 def matmul_work(model: Any, batch_size: int) -> int:
     """Multiply-adds in the largest matrix product of one step: the batch size times the
     size of the largest 2-D parameter (a Linear layer's weight)."""
-    sizes = [p.data.size for p in model.parameters() if p.data.ndim == 2]
+    sizes = [p.size for p in model.parameters() if p.ndim == 2]   # no p.data: nothing handed out
     return batch_size * max(sizes, default=0)
 
 

@@ -1,0 +1,228 @@
+"""An update proven finite (nn/update_bounds.py) runs with no copy and no check; the proof
+must hold, give the same bits, and never trust weights or moments that changed unseen."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from handgrad import engine
+from handgrad.nn import optim
+from handgrad.nn.module import Parameter
+from handgrad.nn.step import gradient_bounds
+from handgrad.nn.update_bounds import max_bound, measure
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+PROVEN = {
+    "sgd": lambda ps: optim.SGD(ps, lr=0.05),
+    "heavy ball": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9),
+    "nesterov, decay": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "dampening": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.5, dampening=0.3),
+    "adam": lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.01),
+    "adamw": lambda ps: optim.AdamW(ps, lr=0.01),
+}
+
+
+def _params(dtype: type = np.float32) -> list[Parameter]:
+    rng = np.random.default_rng(0)
+    return [Parameter(rng.standard_normal(s).astype(dtype)) for s in [(7, 5), (5,), (5, 3)]]
+
+
+def _grads(params: list[Parameter], step: int, scale: float = 1.0) -> None:
+    rng = np.random.default_rng(step)
+    for p in params:
+        p.grad = (scale * rng.standard_normal(p.shape)).astype(p.dtype)
+
+
+def _train(make, steps: int, with_bounds: bool, dtype: type = np.float32):
+    params = _params(dtype)
+    opt = make(params)
+    opt.check_finite = True
+    for k in range(steps):
+        _grads(params, k)
+        opt._step(gradient_bounds(params) if with_bounds else {})
+    return params, opt
+
+
+@pytest.mark.parametrize("name", PROVEN)
+def test_a_proven_update_gives_the_bits_of_the_checked_one(name):
+    proven, opt = _train(PROVEN[name], 12, with_bounds=True)
+    checked, other = _train(PROVEN[name], 12, with_bounds=False)
+    if name.startswith("adam"):    # its bound, |m| / eps, is loose: a check now and then
+        assert opt.update_bounds.proven >= 11 * 3 // 2
+    else:
+        assert opt.update_bounds.proven == 11 * 3     # every step after the first
+    assert other.update_bounds.proven == 0
+    for a, b in zip(proven, checked, strict=True):
+        assert a.numpy().tobytes() == b.numpy().tobytes()
+    for pa, pb in zip(proven, checked, strict=True):
+        for key, value in opt.state[id(pa)].items():
+            assert np.array_equal(value, other.state[id(pb)][key]), key
+
+
+@pytest.mark.parametrize("name", PROVEN)
+@given(scale=st.sampled_from([1e-30, 1e-3, 1.0, 1e4, 1e12]), steps=st.integers(2, 8),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_the_carried_bounds_hold(name, scale, steps, dtype):
+    """After every proven step the bound on the weights and on each moment is at least the
+    largest |element| it bounds, for gradients from tiny to huge."""
+    params = _params(dtype)
+    opt = PROVEN[name](params)
+    opt.check_finite = True
+    for k in range(steps):
+        _grads(params, k, scale)
+        opt._step(gradient_bounds(params))
+        for p in params:
+            known = opt.update_bounds.params.get(id(p))
+            if known is None:
+                continue
+            assert known.w >= np.abs(p.numpy()).max()
+            for key, (array, bound) in known.moments.items():
+                assert array is opt.state[id(p)][key] and bound >= np.abs(array).max(), key
+
+
+@given(st.integers(1, 400), st.floats(1e-30, 1e30), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2**32 - 1))
+def test_max_bound_bounds_the_largest_element(n, scale, dtype, seed):
+    rng = np.random.default_rng(seed)
+    a = (scale * rng.standard_normal(n)).astype(dtype)
+    a[rng.integers(n)] *= 1e3                       # one element far above the rest
+    bound = measure(a)
+    if bound is not None:
+        assert bound >= float(np.abs(a).max())
+
+
+def test_max_bound_declines_what_it_cannot_bound():
+    assert max_bound(math.inf, 4, np.dtype(np.float32)) is None
+    assert max_bound(1.0, 4, np.dtype(np.float16)) is None             # no proof for float16
+    assert max_bound(1.0, 2**23, np.dtype(np.float32)) is None         # n·u > 1/4
+    assert max_bound(0.0, 3, np.dtype(np.float64)) == 1.0              # underflowed squares
+
+
+def _write_by_numpy(p: Parameter) -> None:
+    p.data[0, 0] = F32_MAX
+
+
+def _write_by_inplace(p: Parameter) -> None:
+    (w,) = engine.inplace(p)
+    w[0, 0] = F32_MAX
+
+
+def _write_by_assignment(p: Parameter) -> None:
+    new = p.numpy(copy=True)
+    new[0, 0] = F32_MAX
+    p.data = new
+
+
+def _write_through_a_kept_view(p: Parameter) -> None:
+    _write_through_a_kept_view.view[0, 0] = F32_MAX
+
+
+@pytest.mark.parametrize("write", [_write_by_numpy, _write_by_inplace, _write_by_assignment,
+                                   _write_through_a_kept_view], ids=lambda f: f.__name__[1:])
+def test_weights_written_outside_the_optimizer_are_not_trusted(write):
+    """After a write the optimizer did not make, its bound on the weights is stale: an update
+    that overflows from the new values must be checked and undone, not proven."""
+    params = _params()
+    _write_through_a_kept_view.view = params[0].data        # held since before the steps
+    opt = optim.SGD(params, lr=1e32)
+    opt.check_finite = True
+    for k in range(2):
+        _grads(params, k, 1e-40)                    # lr * g ~ 1e-8: proven
+        opt._step(gradient_bounds(params))
+    write(params[0])
+    for p in params:
+        p.grad = np.zeros(p.shape, np.float32)
+    params[0].grad[0, 0] = -1.0                     # F32_MAX + 1e32 overflows
+    before = [p.numpy(copy=True) for p in params]
+    with pytest.raises(optim.NonFiniteUpdate, match="parameter 0"):
+        opt._step(gradient_bounds(params))
+    for p, b in zip(params, before, strict=True):
+        assert p.numpy().tobytes() == b.tobytes()
+
+
+def test_moments_replaced_by_load_state_dict_are_measured_again():
+    params = _params()
+    opt = optim.SGD(params, lr=1e-3, momentum=0.9)
+    opt.check_finite = True
+    for k in range(3):
+        _grads(params, k)
+        opt._step(gradient_bounds(params))
+    state = opt.state_dict()
+    state["state"][0]["momentum"][0, 0] = F32_MAX / 2          # 0.9 * that + g: fine; then
+    opt.load_state_dict(state)
+    before = [p.numpy(copy=True) for p in params]
+    for p in params:
+        p.grad = np.zeros(p.shape, np.float32)
+    opt.param_groups[0]["lr"] = 1e10                            # lr * buf overflows
+    with pytest.raises(optim.NonFiniteUpdate):
+        opt._step(gradient_bounds(params))
+    assert all(p.numpy().tobytes() == b.tobytes() for p, b in zip(params, before, strict=True))
+
+
+def test_an_optimizer_with_its_own_update_is_never_proven():
+    class Signed(optim.SGD):
+        def update(self, w, g, state, group):
+            w -= group["lr"] * np.sign(g)
+
+    _, opt = _train(lambda ps: Signed(ps, lr=0.1), 4, with_bounds=True)
+    assert opt.update_bounds.proven == 0
+    _, opt = _train(lambda ps: optim.RMSprop(ps), 4, with_bounds=True)   # no bound written
+    assert opt.update_bounds.proven == 0
+
+
+def test_a_large_step_is_checked_not_proven():
+    """A learning rate that could overflow is checked (and undone when it does)."""
+    params = _params()
+    opt = optim.SGD(params, lr=1e-3)
+    opt.check_finite = True
+    _grads(params, 0)
+    opt._step(gradient_bounds(params))
+    opt.lr = 1e37
+    _grads(params, 1)
+    params[0].grad[0, 0] = 100.0                    # 1e39: beyond float32
+    before = [p.numpy(copy=True) for p in params]
+    with pytest.raises(optim.NonFiniteUpdate):
+        opt._step(gradient_bounds(params))
+    assert opt.update_bounds.proven == 0
+    assert all(p.numpy().tobytes() == b.tobytes() for p, b in zip(params, before, strict=True))
+
+
+def test_the_write_stamp_changes_with_every_way_to_write():
+    p = Parameter(np.ones((3, 2)))
+    engine.inplace(p)
+    stamp = engine.write_stamp(p)
+    assert stamp is not None
+    assert p.shape == (3, 2) and engine.write_stamp(p) == stamp   # reading metadata: no change
+    (p * 2).sum().backward()                                      # a graph: no change
+    assert engine.write_stamp(p) == stamp
+    engine.inplace(p)
+    assert engine.write_stamp(p) != stamp
+    stamp = engine.write_stamp(p)
+    p.data += 0                          # handed out: writes could go unseen from now on
+    assert engine.write_stamp(p) is None
+    shared = engine.Tensor(np.ones(3), copy=False)                  # the caller keeps it
+    assert engine.write_stamp(shared) is None
+
+
+def test_a_moment_array_replaced_by_hand_is_measured_again():
+    params = _params()
+    opt = optim.SGD(params, lr=1e-3, momentum=0.9)
+    opt.check_finite = True
+    for k in range(3):
+        _grads(params, k)
+        opt._step(gradient_bounds(params))
+    huge = np.zeros((7, 5), np.float32)
+    huge[0, 0] = F32_MAX / 2
+    opt.state[id(params[0])]["momentum"] = huge       # not the array the bound is for
+    opt.param_groups[0]["lr"] = 1e10
+    for p in params:
+        p.grad = np.zeros(p.shape, np.float32)
+    before = [p.numpy(copy=True) for p in params]
+    with pytest.raises(optim.NonFiniteUpdate):
+        opt._step(gradient_bounds(params))
+    assert all(p.numpy().tobytes() == b.tobytes() for p, b in zip(params, before, strict=True))
