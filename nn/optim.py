@@ -286,8 +286,8 @@ class Optimizer:
         the update of those parameters be proven finite (nn/update_bounds.py)."""
         todo = [(p, group) for group in self.param_groups for p in group["params"]
                 if p.grad is not None]
-        proofs = [self.update_bounds.prove(self, p, group, self.state[id(p)], grad_bounds.get(id(p)))
-                  for p, group in todo] if self._check_finite else []
+        proofs = self.update_bounds.prove(self, todo, self.state, grad_bounds) \
+            if self._check_finite else []
         arrays = engine.inplace(*(p for p, _ in todo))        # tracked in-place writes
         self._check_writeable(todo, arrays)
         self.steps += 1

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
@@ -89,6 +89,9 @@ def _defined_in_optim(cls: type) -> bool:
     return all(c is None or c.__module__ == __name__.rsplit(".", 1)[0] + ".optim" for c in owners)
 
 
+Proof = Optional[tuple[ParamBounds, float, dict[str, float]]]   # bounds, w after, moments after
+
+
 class UpdateBounds:
     """The bounds an optimizer carries between checked steps (a cache, not state)."""
 
@@ -99,12 +102,19 @@ class UpdateBounds:
     def clear(self) -> None:
         self.params.clear()
 
-    def prove(self, opt: Bounded, p: Any, group: dict[str, Any], state: dict[str, Any],
-              grad_bound: float | None) -> tuple[float, dict[str, float]] | None:
-        """The weight and moment bounds after ``p``'s coming update when it provably stays
-        finite, else None."""
+    def prove(self, opt: Bounded, todo: list[tuple[Any, dict[str, Any]]],
+              states: dict[int, dict[str, Any]], grad_bounds: dict[int, float]) -> list[Proof]:
+        """For each (parameter, group) of the coming step, the bounds after its update when
+        that update provably stays finite, else None (``carry`` keeps them afterwards)."""
+        if not self.params or not grad_bounds or not _defined_in_optim(type(opt)):
+            return [None] * len(todo)
+        return [self._prove(opt, p, group, states[id(p)], grad_bounds.get(id(p)))
+                for p, group in todo]
+
+    def _prove(self, opt: Bounded, p: Any, group: dict[str, Any], state: dict[str, Any],
+               grad_bound: float | None) -> Proof:
         known = self.params.get(id(p))
-        if grad_bound is None or known is None or not _defined_in_optim(type(opt)):
+        if known is None or grad_bound is None:
             return None
         stamp = engine.write_stamp(p)
         if stamp is None or stamp != known.stamp:
@@ -122,15 +132,14 @@ class UpdateBounds:
         peak, w, after = bound
         if not peak < LIMITS[p.dtype][0]:        # also False for NaN and Inf
             return None
-        return w * GROWTH, {k: v * GROWTH for k, v in after.items()}
+        return known, w * GROWTH, {k: v * GROWTH for k, v in after.items()}
 
-    def carry(self, p: Any, state: dict[str, Any], proven: tuple[float, dict[str, float]]) -> None:
-        """After a proven update: the bounds ``prove`` gave."""
-        w, after = proven
-        known = self.params[id(p)]
+    def carry(self, p: Any, state: dict[str, Any], proof: Proof) -> None:
+        """After a proven update: the bounds its proof gave."""
+        assert proof is not None
+        known, known.w, after = proof
         known.stamp = engine.write_stamp(p)      # this update's own write
-        known.w = w
-        known.moments = {k: (state[k], after[k]) for k in after if isinstance(state.get(k), np.ndarray)}
+        known.moments = {k: (state[k], v) for k, v in after.items()}
         self.proven += 1
 
     def measured(self, p: Any, state: dict[str, Any], w_square_norm: float) -> None:
