@@ -137,7 +137,8 @@ class UpdateBounds:
     def carry(self, p: Any, state: dict[str, Any], proof: Proof) -> None:
         """After a proven update: the bounds its proof gave."""
         assert proof is not None
-        known, known.w, after = proof
+        known, w, after = proof
+        known.w = w
         known.stamp = engine.write_stamp(p)      # this update's own write
         known.moments = {k: (state[k], v) for k, v in after.items()}
         self.proven += 1
