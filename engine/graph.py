@@ -182,9 +182,10 @@ def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
             continue
         sent = run_rule(node, grad, tensor, anomaly)
         yield tensor, grad, node, sent
-        for inp, g_inp in zip(node.inputs, sent, strict=True):
+        inputs = node.inputs
+        for i, g_inp in enumerate(sent):     # run_rule sends one entry per input
             if g_inp is not None:
-                key = id(inp)
+                key = id(inputs[i])
                 pending[key] = pending[key] + g_inp if key in pending else g_inp
         if not retain_graph:
             node.free()                      # release what the rules saved

@@ -71,7 +71,7 @@ from .graph import Node, check_finite
 from .modes import STATE
 from .plain import plain_repr
 from .plan_format import ReplayContext
-from .tensor import Tensor, check_dtype
+from .tensor import NUMERIC_KINDS, Tensor, check_dtype
 
 
 class InputSpec(Protocol):
@@ -310,7 +310,11 @@ class Op:
             if not isinstance(x, Tensor):      # numbers and arrays become constant tensors
                 tensors = self._as_tensors(inputs)
                 break
-        arrays = [t._data for t in tensors]
+        arrays: list[np.ndarray] = []
+        flags: list[bool] = []                 # each input's requires_grad
+        for t in tensors:                      # one loop: cheaper than two comprehensions
+            arrays.append(t._data)
+            flags.append(t._requires_grad)
         if self.check is not None:
             normal = self.check(*arrays, **params)
             if normal is not None:
@@ -318,20 +322,24 @@ class Op:
         if self.validate is not None:
             self.validate(*arrays, **params)
         state = STATE
-        grad_on = state.grad_enabled
         nondiff = self.nondiff
-        needs = tuple([grad_on and t._requires_grad and i not in nondiff
-                       for i, t in enumerate(tensors)])
+        if not state.grad_enabled:
+            needs = (False,) * len(flags)
+        elif nondiff:
+            needs = tuple([f and i not in nondiff for i, f in enumerate(flags)])
+        else:
+            needs = tuple(flags)
         ctx = Node(self, tensors, params, needs)   # type: ignore[arg-type]
         out = self.forward(ctx, *arrays, **params)
         if type(out) is not np.ndarray:
             out = np.asarray(out)  # reductions give numpy scalars; keep them 0-d arrays
-        if state.anomaly:
+        anomaly = state.anomaly
+        if anomaly:
             check_finite("forward", ctx, out, arrays)
         if True in needs:
             result = Tensor._from_op(out, ctx)
             if ctx.saved:
-                memory.after_forward(ctx, result, tensors, arrays, state.anomaly)
+                memory.after_forward(ctx, result, tensors, arrays, anomaly)
         else:
             result = Tensor._from_op(out, None)
         if state.tape is not None:
@@ -362,10 +370,11 @@ class Op:
                     raise self.error(f"input {i} must be a Tensor, an array or a number, "
                                      f"got {plain_repr(x)}", TypeError)
                 array = np.array(x, copy=True)
-                if array.dtype == object:
-                    raise self.error(f"input {i} must be a Tensor, an array or a number, "
-                                     f"got {type(x).__name__}", TypeError)
-                check_dtype(array.dtype, f"{self.name}: input {i}")
+                if array.dtype.kind not in NUMERIC_KINDS:    # not numbers: say what it is
+                    if array.dtype == object:
+                        raise self.error(f"input {i} must be a Tensor, an array or a number, "
+                                         f"got {type(x).__name__}", TypeError)
+                    check_dtype(array.dtype, f"{self.name}: input {i}")
                 if ref is not None and i not in self.nondiff and array.dtype.kind in "biuf":
                     array = array.astype(ref, copy=False)
                 x = Tensor._from_op(array, None)     # a private copy: nobody else holds it

@@ -56,7 +56,8 @@ class Tensor(OpMethods):
             array, record = memory.wrap(data, dtype, copy, source)
         except (TypeError, ValueError) as e:
             raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__}: {e}") from None
-        check_dtype(array.dtype, f"Tensor: cannot make a tensor from {type(data).__name__}")
+        if array.dtype.kind not in NUMERIC_KINDS:    # check_dtype's test, without its message
+            check_dtype(array.dtype, f"Tensor: cannot make a tensor from {type(data).__name__}")
         self._data: np.ndarray = array
         self._memory: memory.MemoryRecord | None = record
         self._requires_grad = False
@@ -236,17 +237,20 @@ class Tensor(OpMethods):
                                "(were its inputs created with requires_grad=True? "
                                "was it computed under no_grad()?)")
         if grad is None:
-            if self.size != 1:
+            data = self._data
+            if data.size != 1:
                 raise ValueError(f"backward: a gradient can be implied only for a tensor with "
                                  f"one element (a scalar loss); this one has shape {self.shape}. "
                                  f"Pass grad= of that shape, or reduce it first (.sum(), .mean())")
-            g = np.ones_like(self._data)
+            g = np.ones(data.shape, data.dtype)
         else:
             g = np.asarray(grad._data if isinstance(grad, Tensor) else grad)
-            if g.shape != self.shape:
+            data = self._data
+            if g.shape != data.shape:
                 raise ValueError(f"backward: grad has shape {g.shape} but the tensor has shape "
                                  f"{self.shape}")
-            g = g.astype(self.dtype, copy=False)
+            if g.dtype != data.dtype:
+                g = g.astype(data.dtype)
         store = GradientStore([g])
         for tensor, g_tensor, node, _ in graph.backward_steps([self], [g], retain_graph=retain_graph):
             if node is None or tensor._retains_grad:

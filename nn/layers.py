@@ -53,7 +53,8 @@ class _Activation(Module):
         object.__setattr__(self, "kwargs", kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
-        return type(self).fn(x, **self.kwargs)
+        kwargs = self.kwargs
+        return type(self).fn(x, **kwargs) if kwargs else type(self).fn(x)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from handgrad import engine
-from handgrad.engine import Tensor
+from handgrad.engine import Tensor, current_scope, pop_scope, push_scope
 from handgrad.engine.plain import plain_repr
 
 
@@ -181,19 +181,21 @@ class Module:
         """Run ``forward`` in this module's name scope: the nodes it creates carry its
         dotted name, the same name ``state_dict`` uses (a module used in two places keeps
         the first), whichever parent calls it."""
-        if engine.current_scope() is None:            # called as the root of a model
+        outer = current_scope()
+        path: str | None
+        if outer is None:                             # called as the root of a model
             if self._paths_for != _module_tree_edits:
                 self._resolve_paths()
             path = ""
-        elif self._path is not None:
+        else:
             path = self._path
-        else:                                         # not part of the tree being run
-            return self.forward(*args, **kwargs)
-        outer = engine.push_scope(path, nested=False)
+            if path is None:                          # not part of the tree being run
+                return self.forward(*args, **kwargs)
+        push_scope(path, False)                       # the full dotted name, not nested
         try:
             return self.forward(*args, **kwargs)
         finally:
-            engine.pop_scope(outer)
+            pop_scope(outer)
 
     def _resolve_paths(self) -> None:
         """Give every module under this root its name in this root's tree. A module that

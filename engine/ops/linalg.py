@@ -90,9 +90,11 @@ class Linear(Op):
     def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[Any, ...]:
         x, W = ctx.saved
         needs = ctx.needs_input_grad
-        g2 = grad.reshape(-1, grad.shape[-1])            # (batch, out)
+        # Batch axes flattened into one: (batch, out) and (batch, in); a 2-D array already is.
+        g2 = grad if grad.ndim == 2 else grad.reshape(-1, grad.shape[-1])
+        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
         gx = (grad @ W.T) if needs[0] else None
-        gW = (x.reshape(-1, x.shape[-1]).T @ g2) if needs[1] else None
+        gW = (x2.T @ g2) if needs[1] else None
         if len(ctx.inputs) == 2:
             return gx, gW
         gb = g2.sum(axis=0) if needs[2] else None

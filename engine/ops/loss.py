@@ -145,9 +145,15 @@ class SoftmaxCrossEntropy(_Loss):
         if y.dtype.kind in "iu" and not eps:
             # The common case in few passes: -log p_y = log(norm) - shifted_y per row, and
             # the delta p - y is p with 1 taken off at the true class (no one-hot built).
-            rows, flat_y = np.arange(y.size), y.reshape(-1)
-            per_row = (np.log(norm).reshape(-1) - shifted.reshape(-1, C)[rows, flat_y]).reshape(y.shape)
-            p.reshape(-1, C)[rows, flat_y] -= 1
+            rows = np.arange(y.size)
+            if z.ndim == 2:        # (N, C) logits, (N,) labels: no axes to flatten
+                per_row = np.log(norm).reshape(-1) - shifted[rows, y]
+                p[rows, y] -= 1
+            else:
+                flat_y = y.reshape(-1)
+                per_row = (np.log(norm).reshape(-1)
+                           - shifted.reshape(-1, C)[rows, flat_y]).reshape(y.shape)
+                p.reshape(-1, C)[rows, flat_y] -= 1
             ctx.save(p, per_row.size)
             return _reduce(per_row, reduction, per_row.size)
         log_p = shifted - np.log(norm)
