@@ -146,13 +146,18 @@ def test_weights_written_outside_the_optimizer_are_not_trusted(write):
         assert p.numpy().tobytes() == b.tobytes()
 
 
-def test_moments_replaced_by_load_state_dict_are_measured_again():
+def _momentum_sgd_after_three_steps() -> tuple[list[Parameter], optim.SGD]:
     params = _params()
     opt = optim.SGD(params, lr=1e-3, momentum=0.9)
     opt.check_finite = True
     for k in range(3):
         _grads(params, k)
         opt._step(gradient_bounds(params))
+    return params, opt
+
+
+def test_moments_replaced_by_load_state_dict_are_measured_again():
+    params, opt = _momentum_sgd_after_three_steps()
     state = opt.state_dict()
     state["state"][0]["momentum"][0, 0] = F32_MAX / 2          # 0.9 * that + g: fine; then
     opt.load_state_dict(state)
@@ -211,12 +216,7 @@ def test_the_write_stamp_changes_with_every_way_to_write():
 
 
 def test_a_moment_array_replaced_by_hand_is_measured_again():
-    params = _params()
-    opt = optim.SGD(params, lr=1e-3, momentum=0.9)
-    opt.check_finite = True
-    for k in range(3):
-        _grads(params, k)
-        opt._step(gradient_bounds(params))
+    params, opt = _momentum_sgd_after_three_steps()
     huge = np.zeros((7, 5), np.float32)
     huge[0, 0] = F32_MAX / 2
     opt.state[id(params[0])]["momentum"] = huge       # not the array the bound is for
