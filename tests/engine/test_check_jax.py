@@ -25,26 +25,13 @@ from handgrad.engine.testing import (  # noqa: E402
 )
 
 from ..readme_examples import expected_output, framework_example, run_as_printed  # noqa: E402
+from .framework_samples import linear_reference, linear_samples, one_vector  # noqa: E402
 
 EXAMPLES = 20
 FRAMEWORK = "jax"
 
 
-@st.composite
-def linear_samples(draw: st.DrawFn) -> tuple[tuple[np.ndarray, ...], dict]:
-    """x (n, k), a square w (k, k) (a transposed gradient has the right shape) and b (k,)."""
-    n, k = draw(st.integers(1, 4)), draw(st.integers(2, 4))
-    return (draw(strategies.reals((n, k))), draw(strategies.reals((k, k))),
-            draw(strategies.reals((k,)))), {}
 
-
-def one_vector():
-    """One fixed generic sample: for a rule that fails on every sample (fast to shrink)."""
-    return st.just(((np.array([0.5, -1.25, 2.0]),), {}))
-
-
-def reference_linear(x, w, b):
-    return x @ w + b
 
 
 def make_linear(transposed: bool = False):
@@ -91,7 +78,7 @@ def leaky_relu_jvp(slope, primals, tangents):
 
 
 def test_a_right_custom_vjp_rule_passes():
-    assert check_jax(make_linear(), sample=linear_samples(), reference=reference_linear,
+    assert check_jax(make_linear(), sample=linear_samples(), reference=linear_reference,
                      max_examples=EXAMPLES)
 
 
@@ -110,7 +97,7 @@ def test_parameters_are_passed_by_keyword():
 def test_a_transposed_custom_vjp_gradient_fails_and_is_diagnosed():
     with pytest.raises(OpCheckError, match="linear: property vjp_matches_finite_differences") as e:
         check_jax(make_linear(transposed=True), sample=linear_samples(),
-                  reference=reference_linear, max_examples=EXAMPLES)
+                  reference=linear_reference, max_examples=EXAMPLES)
     assert "likely: transposed: input 1's gradient is transposed" in str(e.value)
 
 
@@ -127,7 +114,7 @@ def test_a_custom_vjp_function_has_no_forward_mode():
     assert type(jax_rule(make_cube(), sample=one_vector()).op).user_jvp is not None
     one = st.just(((np.ones((2, 2)), np.eye(2), np.zeros(2)), {}))
     with pytest.raises(OpCheckError, match="its JVP rule failed in JAX"):
-        check_jax(make_linear(), sample=one, reference=reference_linear, forward_mode=True,
+        check_jax(make_linear(), sample=one, reference=linear_reference, forward_mode=True,
                   max_examples=EXAMPLES)
 
 

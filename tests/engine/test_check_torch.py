@@ -29,21 +29,12 @@ from handgrad.engine.testing import (  # noqa: E402
 from handgrad.engine.testing.properties import rules_leave_their_arguments_alone  # noqa: E402
 
 from ..readme_examples import expected_output, framework_example, run_as_printed  # noqa: E402
+from .framework_samples import linear_reference, linear_samples, one_vector  # noqa: E402
 
 EXAMPLES = 20
 FRAMEWORK = "torch"
 
 
-@st.composite
-def linear_samples(draw: st.DrawFn) -> tuple[tuple[np.ndarray, ...], dict]:
-    """x (n, k), a square w (k, k) (a transposed gradient has the right shape) and b (k,)."""
-    n, k = draw(st.integers(1, 4)), draw(st.integers(2, 4))
-    return (draw(strategies.reals((n, k))), draw(strategies.reals((k, k))),
-            draw(strategies.reals((k,)))), {}
-
-
-def linear(x, w, b):
-    return x @ w + b
 
 
 class Linear(torch.autograd.Function):
@@ -149,18 +140,13 @@ def away_from_zero(shape):
     return strategies.values(shape, avoid=[0.0])
 
 
-def one_vector():
-    """One fixed generic sample: for a rule that fails on every sample, so that hypothesis
-    has nothing to shrink and the test stays fast."""
-    return st.just(((np.array([0.5, -1.25, 2.0]),), {}))
-
 
 def cube_sample():
     return unary(strategies.reals)
 
 
 def test_a_right_function_passes():
-    assert check_torch(Linear, sample=linear_samples(), reference=linear, max_examples=EXAMPLES)
+    assert check_torch(Linear, sample=linear_samples(), reference=linear_reference, max_examples=EXAMPLES)
 
 
 def test_a_right_function_with_a_jvp_passes():
@@ -176,7 +162,7 @@ def test_parameters_are_passed_after_the_inputs():
 
 def test_a_transposed_gradient_fails_and_is_diagnosed():
     with pytest.raises(OpCheckError, match="LinearTransposed") as e:
-        check_torch(LinearTransposed, sample=linear_samples(), reference=linear,
+        check_torch(LinearTransposed, sample=linear_samples(), reference=linear_reference,
                     max_examples=EXAMPLES)
     assert "likely: transposed: input 1's gradient is transposed" in str(e.value)
 
