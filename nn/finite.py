@@ -27,8 +27,7 @@ def all_finite_raw(a: np.ndarray) -> bool:
     around it (the optimizer's checked step)."""
     if a.dtype.kind not in "fc":
         return True
-    flat = a.ravel()
-    return math.isfinite(abs(np.vdot(flat, flat))) or bool(np.isfinite(a).all())
+    return math.isfinite(square_norm_raw(a)) or bool(np.isfinite(a).all())
 
 
 def square_norm_raw(a: np.ndarray) -> float:

@@ -18,7 +18,7 @@ from handgrad.engine import Tensor
 from handgrad.engine.plain import plain_repr
 
 from . import subnormal
-from .finite import all_finite_raw, first_non_finite, square_norm_raw
+from .finite import first_non_finite, square_norm_raw
 from .module import Module, Parameter
 from .update_bounds import UpdateBounds
 
@@ -332,7 +332,7 @@ class Optimizer:
                 np.copyto(last, w)        # each copy and check while the array is in cache
                 self.update(w, p.grad, state[id(p)], group)
                 square_norm = square_norm_raw(w)
-                if not (math.isfinite(square_norm) or all_finite_raw(w)):
+                if not (math.isfinite(square_norm) or np.isfinite(w).all()):   # nn/finite.py
                     self._undo(todo[:k + 1], arrays[:k + 1], p, w)
                 self.update_bounds.measured(p, state[id(p)], square_norm)
 

@@ -37,6 +37,8 @@ import numpy as np
 
 from handgrad import engine
 
+from .finite import square_norm_raw
+
 HEADROOM = 64.0     # a proven update's values stay below finfo(dtype).max / HEADROOM
 GROWTH = 1 + 2.0 ** -20   # rounding of a carried bound: above (1 + u)^8 for float32 and float64
 # For each dtype proofs are made for: (the largest value allowed, the unit roundoff u).
@@ -58,9 +60,8 @@ def max_bound(square_norm: float, size: int, dtype: np.dtype) -> float | None:
 
 def measure(a: np.ndarray) -> float | None:
     """``max_bound`` of an array, with its own dot product (after a checked update)."""
-    flat = a.ravel()
     with np.errstate(over="ignore", invalid="ignore"):
-        return max_bound(float(abs(np.vdot(flat, flat))), a.size, a.dtype)
+        return max_bound(square_norm_raw(a), a.size, a.dtype)
 
 
 class Bounded(Protocol):
