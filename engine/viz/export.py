@@ -130,12 +130,6 @@ def pinned_frames(loss: Tensor, **options: Any) -> tuple[list[tuple[str, str]], 
              for frame in data], layout.images)
 
 
-def step_sources(loss: Tensor, **options: Any) -> list[tuple[str, str]]:
-    """(caption, pinned DOT text) for every frame of the op-level player (see
-    ``pinned_frames``)."""
-    return pinned_frames(loss, **options)[0]
-
-
 def render_pinned(source: str, format: str, images: dict[str, bytes] | None = None) -> bytes:
     """A pinned DOT text drawn as it is (``neato -n2``: no layout) in ``format``, with the
     heat-map PNGs it names (``images``; in SVG as data: URIs)."""
