@@ -3,7 +3,6 @@ slide per equation of the derivation for an MLP (level="layer", layers.py), play
 self-contained HTML player (player.py) in a page or inline in Jupyter."""
 from __future__ import annotations
 
-import base64
 import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -30,7 +29,7 @@ from .gradients import Step, all_gradients, backward_steps, is_complete, receive
 from .layers import layer_frames
 from .numeric import numeric_checks
 from .player import Playback, check_options
-from .rendering import to_svg
+from .rendering import png_data_uri, to_svg
 from .thumbnails import Picture
 from .view import GraphView, build_view
 
@@ -190,7 +189,7 @@ def player_images(layout: Picture, data: list[dict[str, Any]]) -> list[dict[str,
 
 def _data_uri(layout: Picture, name: str) -> str:
     """The layout's PNG ``name`` as a data: URI; "" for no picture."""
-    return "data:image/png;base64," + base64.b64encode(layout.images[name]).decode() if name else ""
+    return png_data_uri(layout.images[name]) if name else ""
 
 
 def op_layout(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,

@@ -49,6 +49,11 @@ def image_directory(images: dict[str, bytes]) -> Iterator[str | None]:
         yield where
 
 
+def png_data_uri(png: bytes) -> str:
+    """A PNG as a data: URI, for SVG and HTML that must not name a file."""
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
 def embed_images(svg: bytes, images: dict[str, bytes]) -> bytes:
     """Every ``<image>`` of ``svg`` that names one of ``images`` (by file name, whatever
     directory Graphviz put in front) gets the PNG itself as a data: URI."""
@@ -59,8 +64,7 @@ def embed_images(svg: bytes, images: dict[str, bytes]) -> bytes:
         name = m.group(2).replace("\\", "/").rsplit("/", 1)[-1]
         if name not in images:
             return m.group(0)
-        return m.group(1) + "data:image/png;base64," + base64.b64encode(images[name]).decode() \
-            + m.group(3)
+        return m.group(1) + png_data_uri(images[name]) + m.group(3)
 
     return IMAGE_HREF.sub(inline, svg.decode("utf-8")).encode("utf-8")
 
