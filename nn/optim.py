@@ -354,7 +354,8 @@ class Optimizer:
         bounds on the largest |element| of the weights (``w``), of the gradient (``g``) and
         of each moment array in ``state`` (``moments``): ``(peak, w_after, moments_after)``,
         ``peak`` bounding every value the update computes. None: no bound is known (an
-        optimizer without one always copies and checks)."""
+        optimizer without one always copies and checks). The results must not decrease
+        when any bound given grows: one call serves a whole group, on its largest bounds."""
         return None
 
     def _check_writeable(self, todo: list[tuple[Tensor, dict[str, Any]]],

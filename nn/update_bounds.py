@@ -23,6 +23,11 @@ Inf to multiply by 0): the update runs with no copy and no check. Otherwise (the
 weights written from outside, a learning rate of 1e30, an optimizer without a bound, a
 subclass with its own update) it is copied and checked as before.
 
+The parameters of a group are proven together, with one ``update_bound`` on the largest of
+their bounds: a bound is made of sums and products of magnitudes, so it grows with each
+bound it is given, and what bounds the largest bounds every member. A member whose bounds
+are stale is checked alone.
+
 What this trusts, besides the arithmetic: the optimizer's state arrays are written only by
 the optimizer (``load_state_dict`` replaces them, and a replaced array has no bound).
 """
@@ -90,6 +95,24 @@ def _defined_in_optim(cls: type) -> bool:
     return all(c is None or c.__module__ == __name__.rsplit(".", 1)[0] + ".optim" for c in owners)
 
 
+def _same_layout(state: dict[str, Any], reference: dict[str, Any], known: ParamBounds) -> bool:
+    """Whether ``known`` still describes ``state`` (each moment array is the very one its
+    bound was taken for) and ``state`` has the reference state's entries: the same moment
+    keys, the same other values (Adam's step count)."""
+    if len(state) != len(reference):
+        return False
+    arrays = 0
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            kept = known.moments.get(key)
+            if kept is None or kept[0] is not value or not isinstance(reference.get(key), np.ndarray):
+                return False
+            arrays += 1
+        elif key not in reference or reference[key] != value:
+            return False
+    return arrays == len(known.moments)
+
+
 Proof = Optional[tuple[ParamBounds, float, dict[str, float]]]   # bounds, w after, moments after
 
 
@@ -106,34 +129,62 @@ class UpdateBounds:
     def prove(self, opt: Bounded, todo: list[tuple[Any, dict[str, Any]]],
               states: dict[int, dict[str, Any]], grad_bounds: dict[int, float]) -> list[Proof]:
         """For each (parameter, group) of the coming step, the bounds after its update when
-        that update provably stays finite, else None (``carry`` keeps them afterwards)."""
+        that update provably stays finite, else None (``carry`` keeps them afterwards).
+        ``todo`` lists the parameters group by group; each group is proven at once."""
         if not self.params or not grad_bounds or not _defined_in_optim(type(opt)):
             return [None] * len(todo)
-        return [self._prove(opt, p, group, states[id(p)], grad_bounds.get(id(p)))
-                for p, group in todo]
+        proofs: list[Proof] = []
+        start = 0
+        for end in range(1, len(todo) + 1):
+            if end == len(todo) or todo[end][1] is not todo[start][1]:
+                proofs += self._prove_group(opt, todo[start:end], states, grad_bounds)
+                start = end
+        return proofs
 
-    def _prove(self, opt: Bounded, p: Any, group: dict[str, Any], state: dict[str, Any],
-               grad_bound: float | None) -> Proof:
-        known = self.params.get(id(p))
-        if known is None or grad_bound is None:
-            return None
-        stamp = engine.write_stamp(p)
-        if stamp is None or stamp != known.stamp:
-            return None
-        moments = {}
-        for key, value in state.items():
-            if isinstance(value, np.ndarray):
-                kept = known.moments.get(key)
-                if kept is None or kept[0] is not value:
-                    return None
-                moments[key] = kept[1]
-        bound = opt.update_bound(group, state, known.w, grad_bound, moments)
+    def _prove_group(self, opt: Bounded, members: list[tuple[Any, dict[str, Any]]],
+                     states: dict[int, dict[str, Any]], grad_bounds: dict[int, float]) -> list[Proof]:
+        """One ``update_bound`` for the parameters of one group whose bounds are still
+        good: on the largest weight, gradient and moment bounds among them. A bound is a
+        sum of products of magnitudes, so it grows with each of them: what bounds the
+        update of the largest bounds every member's. Members whose bounds are stale, or
+        whose other state (Adam's step count) differs from the first one's, get None."""
+        proofs: list[Proof] = [None] * len(members)
+        chosen: list[tuple[int, ParamBounds]] = []
+        reference: dict[str, Any] | None = None
+        w = g = 0.0
+        moments: dict[str, float] = {}
+        limit = math.inf
+        for k, (p, _) in enumerate(members):
+            known = self.params.get(id(p))
+            grad_bound = grad_bounds.get(id(p))
+            if known is None or grad_bound is None:
+                continue
+            stamp = engine.write_stamp(p)
+            if stamp is None or stamp != known.stamp:     # None: writes could go unseen
+                continue
+            state = states[id(p)]
+            if not _same_layout(state, state if reference is None else reference, known):
+                continue
+            if reference is None:
+                reference = state
+            chosen.append((k, known))
+            w, g = max(w, known.w), max(g, grad_bound)
+            for key, (_, moment) in known.moments.items():
+                moments[key] = max(moments.get(key, 0.0), moment)
+            limit = min(limit, LIMITS[p.dtype][0])
+        if reference is None or not chosen:
+            return proofs
+        bound = opt.update_bound(members[0][1], reference, w, g, moments)
         if bound is None:
-            return None
-        peak, w, after = bound
-        if not peak < LIMITS[p.dtype][0]:        # also False for NaN and Inf
-            return None
-        return known, w * GROWTH, {k: v * GROWTH for k, v in after.items()}
+            return proofs
+        peak, w_after, after = bound
+        if not peak < limit:                     # also False for NaN and Inf
+            return proofs
+        w_after *= GROWTH
+        after = {key: v * GROWTH for key, v in after.items()}
+        for k, known in chosen:
+            proofs[k] = (known, w_after, after)
+        return proofs
 
     def carry(self, p: Any, state: dict[str, Any], proof: Proof) -> None:
         """After a proven update: the bounds its proof gave."""

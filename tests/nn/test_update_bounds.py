@@ -282,3 +282,35 @@ def test_proven_and_checked_steps_agree_even_near_overflow():
         assert a == b, trial
         proven += n
     assert proven > 300
+
+
+def test_a_group_is_proven_at_once_but_a_stale_member_alone_is_checked():
+    """One bound serves the group (the largest of its members' bounds); a member whose
+    weights were written from outside is checked while the others stay proven."""
+    params, opt = _momentum_sgd_after_three_steps()
+    proven = opt.update_bounds.proven
+    params[1].data[0] = 2.0                         # handed out: its writes could go unseen
+    _grads(params, 3)
+    opt._step(gradient_bounds(params))
+    assert opt.update_bounds.proven == proven + 2
+    assert id(params[1]) in opt.update_bounds.params     # measured again by its check
+    for p in params:                                # the group's bound holds for each
+        assert opt.update_bounds.params[id(p)].w >= np.abs(p.numpy()).max()
+
+
+def test_a_member_whose_step_count_differs_is_not_proven_with_the_others():
+    """Adam's bound reads the step count t: members behind the first one (a parameter that
+    had no gradient at some step) are checked rather than bounded with the wrong t."""
+    params = _params()
+    opt = optim.Adam(params, lr=0.01)
+    opt.check_finite = True
+    for k in range(3):
+        _grads(params, k)
+        if k == 1:
+            params[2].grad = None                   # its t falls one behind
+        opt._step(gradient_bounds(params))
+    proven = opt.update_bounds.proven
+    _grads(params, 3)
+    opt._step(gradient_bounds(params))
+    assert opt.update_bounds.proven == proven + 2
+    assert opt.state[id(params[2])]["t"] == opt.state[id(params[0])]["t"] - 1
