@@ -26,11 +26,14 @@ write it, called on fit's batches (same order, ``x[idx]``): the step's own check
 any update, as ``ReplayStep`` does them) and the optimizer's ``check_finite`` at its
 default, off. ``fit`` adds what makes its guarantee complete, the optimizer's check (an
 update that would make a weight NaN or Inf is refused and every weight keeps its last
-good value: a copy of the parameters and a dot product of each per step), and its
-bookkeeping (loss and accuracy tally, History, callbacks). Both from the same weights,
-interleaved rounds (the order alternating), minimum times, epoch 1 (with the captures)
-and the later epochs reported apart; ``bare+update check`` is the bare loop with the
-optimizer's check on, to show the two parts of the difference.
+good value: mostly proven finite from bounds, nn/update_bounds.py, else a copy of the
+parameters and a dot product of each), and its bookkeeping (loss and accuracy tally,
+History, callbacks). Both from the same weights, interleaved rounds (the order
+alternating), epoch 1 (with the captures) and the later epochs reported apart, two ways:
+the ratio of each variant's minimum time, and the median over rounds of the ratio within
+a round (the variants ran seconds apart, so the machine's slow drifts cancel);
+``bare+update check`` is the bare loop with the optimizer's check on, to show the two
+parts of the difference.
 
 Every loop gets its batch the same way, ``x[idx]``. In the throughput table the compiled
 step is built with ``check_finite=False`` because no other loop there checks for NaN.
@@ -254,6 +257,14 @@ def fit_vs_bare(x: np.ndarray, y: np.ndarray, repeats: int, epochs: int) -> dict
         for name in (names if r % 2 == 0 else names[::-1]):
             runs[name].append(variants[name]())
     first = {k: min(run[0] for run in v) for k, v in runs.items()}
+
+    def paired(name: str, epochs_: slice) -> float:
+        """The median over rounds (and epochs) of this variant's time over the bare
+        loop's in the same round: the two ran seconds apart, so slow drifts of the
+        machine cancel, where the minima of each compare different moments."""
+        return median([a / b for ra, rb in zip(runs[name], runs["bare"], strict=True)
+                       for a, b in zip(ra[epochs_], rb[epochs_], strict=True)])
+
     later = {k: min(t for run in v for t in run[1:]) for k, v in runs.items()} if epochs > 1 else {}
     return {"epochs": epochs, "repeats": repeats, "runs": runs,
             "epoch 1 s (min)": first, "later epochs s (min)": later,
@@ -261,7 +272,14 @@ def fit_vs_bare(x: np.ndarray, y: np.ndarray, repeats: int, epochs: int) -> dict
             "fit/bare later epochs": later["fit"] / later["bare"] if later else None,
             "bare+update check/bare epoch 1": first["bare+update check"] / first["bare"],
             "bare+update check/bare later epochs":
-                later["bare+update check"] / later["bare"] if later else None}
+                later["bare+update check"] / later["bare"] if later else None,
+            "fit/bare epoch 1, median of paired rounds": paired("fit", slice(0, 1)),
+            "fit/bare later epochs, median of paired rounds":
+                paired("fit", slice(1, None)) if epochs > 1 else None,
+            "bare+update check/bare epoch 1, median of paired rounds":
+                paired("bare+update check", slice(0, 1)),
+            "bare+update check/bare later epochs, median of paired rounds":
+                paired("bare+update check", slice(1, None)) if epochs > 1 else None}
 
 
 def report_fit_vs_bare(overhead: dict[str, Any]) -> None:
@@ -270,6 +288,10 @@ def report_fit_vs_bare(overhead: dict[str, Any]) -> None:
           f"later epochs {overhead['fit/bare later epochs']:.3f}x; the bare loop with the "
           f"update check: {overhead['bare+update check/bare epoch 1']:.3f}x, "
           f"{overhead['bare+update check/bare later epochs']:.3f}x")
+    paired = {k: v for k, v in overhead.items() if k.endswith("median of paired rounds")}
+    print("medians of the ratios within each round: " + ", ".join(
+        f"{k.removesuffix(', median of paired rounds')} {v:.3f}x" for k, v in paired.items()
+        if v is not None))
 
 
 def fit_vs_bare_only(args: Any, x: np.ndarray, y: np.ndarray, source: str) -> None:
