@@ -168,10 +168,15 @@ class UpdateBounds:
             if reference is None:
                 reference = state
             chosen.append((k, known))
-            w, g = max(w, known.w), max(g, grad_bound)
+            if known.w > w:
+                w = known.w
+            if grad_bound > g:
+                g = grad_bound
             for key, (_, moment) in known.moments.items():
-                moments[key] = max(moments.get(key, 0.0), moment)
-            limit = min(limit, LIMITS[p.dtype][0])
+                if moment > moments.get(key, 0.0):
+                    moments[key] = moment
+            if LIMITS[p.dtype][0] < limit:
+                limit = LIMITS[p.dtype][0]
         if reference is None or not chosen:
             return proofs
         bound = opt.update_bound(members[0][1], reference, w, g, moments)
