@@ -22,11 +22,13 @@ walker (``graph.py``: ``before_rule``, ``release``). A ``Node`` keeps one slot f
 3. **numpy writes** need an array, so this module watches who may hold one. Memory is
    *handed out* when its array leaves handgrad (``t.data``, ``t.numpy()``,
    ``np.asarray(t)``) or came from the caller (``copy=False``): O(1), no clock. A node
-   that saves handed-out memory asks Python's reference count whether anything outside
-   handgrad still holds one of its arrays: if so, the arrays are read-only while the node
+   (one that saves something) given handed-out memory asks Python's reference count
+   whether anything outside handgrad still holds one of its arrays: if not, nobody can
+   write them, and the memory stops counting as handed out, whether the node saved it or
+   not (a bias); if so and the node saved it, the arrays are read-only while the node
    lives (a write raises numpy's "assignment destination is read-only" at the line that
-   writes); if not, nobody can write them, and the memory stops counting as handed out.
-   So a step's cost never depends on what was read in earlier steps.
+   writes). So a step's cost never depends on what was read in earlier steps, only on
+   arrays still held.
    The one case that needs more: an array handed out while a live node saved it without
    a lock (read ``y.data`` between the forward and the backward). Its values are then
    checksummed once (a *checkpoint*) and the clock ticks; that node's backward compares.
@@ -338,21 +340,24 @@ def share_view(out: "Tensor", inputs: Sequence["Tensor"]) -> None:
 def after_forward(node: "Node", out: "Tensor", inputs: Sequence["Tensor"],
                   arrays: Sequence[np.ndarray], anomaly: bool) -> None:
     """What ``node`` (which saved something) holds of handed-out memory: locked while
-    something outside handgrad holds its arrays, otherwise no longer handed out; saved
+    something outside handgrad holds its arrays; an input's memory nothing outside holds
+    is no longer handed out (saved by the node or not); saved
     arrays on foreign memory checksummed; under detect_anomaly, every saved tensor array
     checksummed too."""
     locks: list[MemoryRecord] | None = None
     for t in inputs:
         record = t._memory
-        if record is None or not record.handed_out or not _saves_memory_of(node, t, out):
+        if record is None or not record.handed_out:
             continue
-        if record.foreign or _held_outside(record, node, inputs, arrays):
+        if not (record.foreign or _held_outside(record, node, inputs, arrays)):
+            # Nothing outside holds it, so nobody can write it: saved or not (a bias the
+            # node does not save), it stops counting as handed out, and later steps skip it.
+            record.handed_out = False
+        elif _saves_memory_of(node, t, out):
             if locks is None:
                 locks = [record]
             elif record not in locks:
                 locks.append(record)
-        else:
-            record.handed_out = False          # nothing outside holds it: nobody can write
     if locks is None and not anomaly:
         return
     locks = locks or []

@@ -474,6 +474,24 @@ def test_a_micrograd_update_through_data_does_not_make_later_steps_lock():
             p.data -= 0.1 * p.grad                   # the classic update, arrays handed out
 
 
+def test_after_one_update_through_data_the_next_forward_hands_every_parameter_back():
+    """Biases too, which no node saves: memory nobody outside holds stops counting as
+    handed out, so later forwards skip it and later updates can be proven finite
+    (``engine.write_stamp`` is not None)."""
+    model = nn.MLP([3, 4, 2], seed=0)
+    x = Tensor(np.random.default_rng(0).random((5, 3)).astype(np.float32))
+    y = np.array([0, 1, 0, 1, 1])
+    nn.CrossEntropyLoss()(model(x), y).backward()
+    for p in model.parameters():
+        p.data -= 0.1 * p.grad
+    assert all(engine.write_stamp(p) is None for p in model.parameters())
+    nn.CrossEntropyLoss()(model(x), y)
+    assert all(engine.write_stamp(p) is not None for p in model.parameters())
+    held = model.layers[0].bias.data                  # still held: stays handed out
+    nn.CrossEntropyLoss()(model(x), y)
+    assert engine.write_stamp(model.layers[0].bias) is None and held.flags.writeable
+
+
 def test_an_array_handed_out_and_dropped_is_not_locked_by_the_next_graph():
     x = leaf([1.0, 2.0])
     kept = x.data
