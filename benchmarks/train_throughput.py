@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import time
+import timeit
 from typing import Any, Callable
 
 import numpy as np
@@ -266,7 +267,9 @@ def fit_vs_bare(x: np.ndarray, y: np.ndarray, repeats: int, epochs: int) -> dict
                        for a, b in zip(ra[epochs_], rb[epochs_], strict=True)])
 
     later = {k: min(t for run in v for t in run[1:]) for k, v in runs.items()} if epochs > 1 else {}
-    return {"epochs": epochs, "repeats": repeats, "runs": runs,
+    steps = -(-len(x) // BATCH)
+    additions = fit_additions(x, y, min(later.get("bare", first["bare"]), first["bare"]) / steps)
+    return {"epochs": epochs, "repeats": repeats, "runs": runs, "fit additions": additions,
             "epoch 1 s (min)": first, "later epochs s (min)": later,
             "fit/bare epoch 1": first["fit"] / first["bare"],
             "fit/bare later epochs": later["fit"] / later["bare"] if later else None,
@@ -282,12 +285,60 @@ def fit_vs_bare(x: np.ndarray, y: np.ndarray, repeats: int, epochs: int) -> dict
                 paired("bare+update check", slice(1, None)) if epochs > 1 else None}
 
 
+def fit_additions(x: np.ndarray, y: np.ndarray, bare_step_s: float) -> dict[str, float]:
+    """What fit adds to a bare compiled step, each part timed alone in µs per step (the
+    minimum of many repeats, which a busy machine inflates far less than whole epochs):
+    the optimizer's update check (mostly proven finite: the checked-or-proven update minus
+    the plain one) and fit's per-step bookkeeping (its epoch loop around a step that
+    returns at once: the loss and accuracy tally, History, callbacks). Their sum over the
+    bare loop's step time (``bare_step_s``) estimates fit/bare without the noise."""
+    from handgrad.nn.history import History
+    from handgrad.nn.step import gradient_bounds
+    from handgrad.nn.train import _Interrupts, _Tally, _train_epoch, _Where  # fit's own loop
+
+    model = nn.MLP(SIZES, activation="relu", seed=0)
+    opt = nn.optim.SGD(model, lr=0.0, momentum=MOMENTUM)    # lr 0: the same work, fixed weights
+    step = nn.compile_step(model, nn.CrossEntropyLoss(), opt)
+    xb, yb = x[:BATCH], y[:BATCH]
+    step(xb, yb)
+    bounds = gradient_bounds(opt.params)
+    assert bounds is not None
+
+    def best(fn: Callable[[], Any], number: int) -> float:
+        return min(timeit.repeat(fn, number=number, repeat=15)) / number * 1e6
+
+    opt.check_finite = False
+    plain = best(lambda: opt._step({}), 200)
+    opt.check_finite = True
+    opt._step(bounds)                                   # checked once: bounds measured
+    proven_before = opt.update_bounds.proven
+    checked = best(lambda: opt._step(bounds), 200)
+    assert opt.update_bounds.proven > proven_before     # the timed updates were proven
+    scores = np.random.default_rng(0).standard_normal((BATCH, SIZES[-1])).astype(np.float32)
+    batches = [(xb, yb)] * 100
+
+    def bookkeeping() -> None:
+        _train_epoch(lambda a, b: (0.5, scores), batches, _Where(), History(),   # type: ignore[arg-type]
+                     [_Tally(nn.CrossEntropyLoss())], _Interrupts())
+
+    loop = best(bookkeeping, 5) / len(batches)
+    bare_us = bare_step_s * 1e6
+    return {"update check µs/step": checked - plain, "bookkeeping µs/step": loop,
+            "bare step µs (its fastest epoch / steps)": bare_us,
+            "estimated fit/bare": 1 + (checked - plain + loop) / bare_us}
+
+
 def report_fit_vs_bare(overhead: dict[str, Any]) -> None:
     print(f"fit(compile=True) vs a bare compiled-step loop, {overhead['repeats']} rounds x "
           f"{overhead['epochs']} epochs, minima: epoch 1 {overhead['fit/bare epoch 1']:.3f}x, "
           f"later epochs {overhead['fit/bare later epochs']:.3f}x; the bare loop with the "
           f"update check: {overhead['bare+update check/bare epoch 1']:.3f}x, "
           f"{overhead['bare+update check/bare later epochs']:.3f}x")
+    add = overhead["fit additions"]
+    print(f"fit's additions timed alone: update check {add['update check µs/step']:.1f} µs, "
+          f"bookkeeping {add['bookkeeping µs/step']:.1f} µs per step, against a bare step of "
+          f"{add['bare step µs (its fastest epoch / steps)']:.0f} µs: fit/bare estimated "
+          f"{add['estimated fit/bare']:.3f}x")
     paired = {k: v for k, v in overhead.items() if k.endswith("median of paired rounds")}
     print("medians of the ratios within each round: " + ", ".join(
         f"{k.removesuffix(', median of paired rounds')} {v:.3f}x" for k, v in paired.items()
