@@ -168,8 +168,8 @@ def chain_cost(number: int) -> list[dict[str, Any]]:
         for y in reversed(ys):
             g = g * (1 - y * y)
 
-    t = min(timeit.repeat(chain, number=number, repeat=3)) / number / n * 1e6
-    t_np = min(timeit.repeat(numpy_chain, number=number, repeat=3)) / number / n * 1e6
+    t = min(timeit.repeat(chain, number=number, repeat=9)) / number / n * 1e6
+    t_np = min(timeit.repeat(numpy_chain, number=number, repeat=9)) / number / n * 1e6
     return [{"op": "tanh, one node of a chain of 100", "µs per forward+backward": t,
              "numpy arithmetic alone": t_np, "graph overhead": t - t_np}]
 
@@ -215,9 +215,9 @@ def main() -> None:
         def fwd_bwd(make=make, grad=grad):
             make().backward(grad)
 
-        t = min(timeit.repeat(fwd_bwd, number=number, repeat=3)) / number
+        t = min(timeit.repeat(fwd_bwd, number=number, repeat=9)) / number
         op_rows.append({"op": f"{name}, a single node", "µs per forward+backward": t * 1e6})
-    t_np = min(timeit.repeat(lambda: a.numpy() + b.numpy(), number=number, repeat=3)) / number
+    t_np = min(timeit.repeat(lambda: a.numpy() + b.numpy(), number=number, repeat=9)) / number
     op_rows.append({"op": "(numpy a + b, no graph)", "µs per forward+backward": t_np * 1e6})
     op_rows += chain_cost(20 if args.smoke else 500)
     print(table(op_rows, ["op", "µs per forward+backward", "numpy arithmetic alone",
