@@ -147,13 +147,12 @@ class SoftmaxCrossEntropy(_Loss):
             # the delta p - y is p with 1 taken off at the true class (no one-hot built).
             rows = np.arange(y.size)
             if z.ndim == 2:        # (N, C) logits, (N,) labels: no axes to flatten
-                per_row = np.log(norm).reshape(-1) - shifted[rows, y]
-                p[rows, y] -= 1
+                flat_y, flat_shifted, flat_p = y, shifted, p
             else:
-                flat_y = y.reshape(-1)
-                per_row = (np.log(norm).reshape(-1)
-                           - shifted.reshape(-1, C)[rows, flat_y]).reshape(y.shape)
-                p.reshape(-1, C)[rows, flat_y] -= 1
+                flat_y, flat_shifted, flat_p = y.reshape(-1), shifted.reshape(-1, C), p.reshape(-1, C)
+            per_row = np.log(norm).reshape(-1) - flat_shifted[rows, flat_y]
+            flat_p[rows, flat_y] -= 1
+            per_row = per_row.reshape(y.shape)
             ctx.save(p, per_row.size)
             return _reduce(per_row, reduction, per_row.size)
         log_p = shifted - np.log(norm)
