@@ -236,8 +236,8 @@ class Tensor(OpMethods):
             raise RuntimeError("backward: this tensor does not require grad and has no graph "
                                "(were its inputs created with requires_grad=True? "
                                "was it computed under no_grad()?)")
+        data = self._data
         if grad is None:
-            data = self._data
             if data.size != 1:
                 raise ValueError(f"backward: a gradient can be implied only for a tensor with "
                                  f"one element (a scalar loss); this one has shape {self.shape}. "
@@ -245,7 +245,6 @@ class Tensor(OpMethods):
             g = np.ones(data.shape, data.dtype)
         else:
             g = np.asarray(grad._data if isinstance(grad, Tensor) else grad)
-            data = self._data
             if g.shape != data.shape:
                 raise ValueError(f"backward: grad has shape {g.shape} but the tensor has shape "
                                  f"{self.shape}")

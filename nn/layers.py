@@ -53,8 +53,7 @@ class _Activation(Module):
         object.__setattr__(self, "kwargs", kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
-        kwargs = self.kwargs
-        return type(self).fn(x, **kwargs) if kwargs else type(self).fn(x)
+        return type(self).fn(x, **self.kwargs)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
