@@ -34,6 +34,7 @@ the optimizer (``load_state_dict`` replaces them, and a replaced array has no bo
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
@@ -134,11 +135,8 @@ class UpdateBounds:
         if not self.params or not grad_bounds or not _defined_in_optim(type(opt)):
             return [None] * len(todo)
         proofs: list[Proof] = []
-        start = 0
-        for end in range(1, len(todo) + 1):
-            if end == len(todo) or todo[end][1] is not todo[start][1]:
-                proofs += self._prove_group(opt, todo[start:end], states, grad_bounds)
-                start = end
+        for _, members in itertools.groupby(todo, key=lambda entry: id(entry[1])):
+            proofs += self._prove_group(opt, list(members), states, grad_bounds)
         return proofs
 
     def _prove_group(self, opt: Bounded, members: list[tuple[Any, dict[str, Any]]],
@@ -175,8 +173,9 @@ class UpdateBounds:
             for key, (_, moment) in known.moments.items():
                 if moment > moments.get(key, 0.0):
                     moments[key] = moment
-            if LIMITS[p.dtype][0] < limit:
-                limit = LIMITS[p.dtype][0]
+            top = LIMITS[p.dtype][0]
+            if top < limit:
+                limit = top
         if reference is None or not chosen:
             return proofs
         bound = opt.update_bound(members[0][1], reference, w, g, moments)
