@@ -268,7 +268,7 @@ def fit_vs_bare(x: np.ndarray, y: np.ndarray, repeats: int, epochs: int) -> dict
 
     later = {k: min(t for run in v for t in run[1:]) for k, v in runs.items()} if epochs > 1 else {}
     steps = -(-len(x) // BATCH)
-    additions = fit_additions(x, y, min(later.get("bare", first["bare"]), first["bare"]) / steps)
+    additions = fit_additions(x, y, min(t for run in runs["bare"] for t in run) / steps)
     return {"epochs": epochs, "repeats": repeats, "runs": runs, "fit additions": additions,
             "epoch 1 s (min)": first, "later epochs s (min)": later,
             "fit/bare epoch 1": first["fit"] / first["bare"],

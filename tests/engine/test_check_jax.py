@@ -31,9 +31,6 @@ EXAMPLES = 20
 FRAMEWORK = "jax"
 
 
-
-
-
 def make_linear(transposed: bool = False):
     """x @ w + b with a custom_vjp rule (w's gradient transposed if asked)."""
     @jax.custom_vjp

@@ -35,8 +35,6 @@ EXAMPLES = 20
 FRAMEWORK = "torch"
 
 
-
-
 class Linear(torch.autograd.Function):
     """x @ w + b, the backward by hand (no jvp: the forward-mode properties do not apply)."""
 
@@ -138,7 +136,6 @@ class LeakyRelu(torch.autograd.Function):
 
 def away_from_zero(shape):
     return strategies.values(shape, avoid=[0.0])
-
 
 
 def cube_sample():
