@@ -18,7 +18,9 @@ walker (``graph.py``: ``before_rule``, ``release``). A ``Node`` keeps one slot f
    ``load_state_dict``) go through ``writable``: each one is a new tick of the *write
    clock* (``write_tick``) and stamps the memory it writes. Every node remembers the tick
    of its forward pass; its backward compares, and raises ``RuntimeError`` naming the op
-   and the tensor if memory it saved was written after it.
+   and the tensor if memory it saved was written after it. ``write_stamp(t)`` tells a
+   caller whether ``t`` may have been written since; ``global_write_stamp()`` the same for
+   all memory at once (it also counts hand-outs and replaced arrays, point 3).
 3. **numpy writes** need an array, so this module watches who may hold one. Memory is
    *handed out* when its array leaves handgrad (``t.data``, ``t.numpy()``,
    ``np.asarray(t)``) or came from the caller (``copy=False``): O(1), no clock. A node
@@ -81,6 +83,8 @@ output's memory, found by identity (undeclared saves of user ops; no built-in op
 
 _ticks = itertools.count(1)
 write_tick = 0  # the write clock: the tick of the latest tracked write or checkpoint
+_exits = itertools.count(1)
+exit_count = 0  # changes when memory is handed out or a tensor's array replaced (see global_write_stamp)
 
 
 def _advance() -> int:
@@ -228,10 +232,12 @@ def alias(t: "Tensor", source: "Tensor") -> None:
 def replace(t: "Tensor", array: np.ndarray, source: "Tensor | None" = None) -> None:
     """``t.data = array`` (``source``: the tensor it came from): ``t`` now shares that
     memory. The tensor's own array given back (``p.data -= x``) changes nothing."""
+    global exit_count
     if array is t._data:
         return
     t._data = array
     t._memory = record_of(source) if source is not None else share(array)
+    exit_count = next(_exits)
 
 
 def hand_out(t: "Tensor") -> np.ndarray:
@@ -260,9 +266,11 @@ def hand_out(t: "Tensor") -> np.ndarray:
 
 
 def _mark_handed_out(record: MemoryRecord) -> None:
+    global exit_count
     if not record.handed_out:
         record.handed_out = True
         record.hand_outs += 1
+        exit_count = next(_exits)   # unique values: a late store never repeats one read before
 
 
 def write_stamp(t: "Tensor") -> tuple[MemoryRecord, int, int] | None:
@@ -275,6 +283,16 @@ def write_stamp(t: "Tensor") -> tuple[MemoryRecord, int, int] | None:
     if record.handed_out or record.foreign:
         return None
     return record, record.written, record.hand_outs
+
+
+def global_write_stamp() -> tuple[int, int]:
+    """``write_stamp`` of every tensor at once: equal (``==``) to an earlier value only if
+    no tensor's memory can have been written since, by handgrad (a tracked write or a
+    checkpoint moves the write clock) or by anyone else (nothing was handed out, no
+    tensor's array replaced). Whoever took ``write_stamp(t)`` of some tensors and then this
+    knows, while this stays the same, that theirs are unchanged too, without asking each
+    (the optimizer's proofs, nn/update_bounds.py)."""
+    return write_tick, exit_count
 
 
 def _maybe_saved(record: MemoryRecord, t: "Tensor") -> bool:

@@ -18,7 +18,7 @@ from handgrad.engine import Tensor
 from handgrad.engine.plain import plain_repr
 
 from . import subnormal
-from .finite import first_non_finite, square_norm_raw
+from .finite import first_non_finite, square_norm
 from .module import Module, Parameter
 from .update_bounds import UpdateBounds
 
@@ -302,7 +302,7 @@ class Optimizer:
         for (p, group), w, proof in zip(todo, arrays, proofs, strict=True):
             if proof is not None:                 # cannot overflow: no copy, no check
                 self.update(w, p.grad, state[id(p)], group)
-                self.update_bounds.carry(p, state[id(p)], proof)
+        self.update_bounds.settle(todo, proofs, state)
 
     def _checked_update(self, todo: list[tuple[Any, dict[str, Any]]],
                         arrays: list[np.ndarray]) -> None:
@@ -331,10 +331,10 @@ class Optimizer:
                     last = last_good[id(p)] = np.empty_like(w)
                 np.copyto(last, w)        # each copy and check while the array is in cache
                 self.update(w, p.grad, state[id(p)], group)
-                square_norm = square_norm_raw(w)
-                if not (math.isfinite(square_norm) or np.isfinite(w).all()):   # nn/finite.py
+                norm = square_norm(w)
+                if not (math.isfinite(norm) or np.isfinite(w).all()):   # nn/finite.py
                     self._undo(todo[:k + 1], arrays[:k + 1], p, w)
-                self.update_bounds.measured(p, state[id(p)], square_norm)
+                self.update_bounds.measured(p, state[id(p)], norm)
 
     def _undo(self, todo: list[tuple[Tensor, dict[str, Any]]], arrays: list[np.ndarray],
               p: Tensor, w: np.ndarray) -> None:

@@ -35,7 +35,7 @@ from handgrad.engine.plain import plain_repr
 
 from . import module as module_
 from .errors import UserInputError
-from .finite import square_norm_raw
+from .finite import square_norm
 from .history import History
 from .module import Module
 from .optim import Optimizer, clip_grad_norm_
@@ -86,15 +86,14 @@ def gradient_bounds(params: list[Any]) -> dict[int, float] | None:
     checked optimizer prove its update finite with no copy)."""
     bounds: dict[int, float] = {}
     total = 0.0
-    with np.errstate(over="ignore", invalid="ignore"):
-        for p in params:
-            g = p.grad
-            if g is not None and g.dtype.kind in "fc":
-                square_norm = square_norm_raw(g)
-                total += square_norm
-                bound = max_bound(square_norm, g.size, g.dtype)
-                if bound is not None:
-                    bounds[id(p)] = bound
+    for p in params:
+        g = p.grad
+        if g is not None and g.dtype.kind in "fc":
+            norm = square_norm(g)
+            total += norm
+            bound = max_bound(norm, g.size, g.dtype)
+            if bound is not None:
+                bounds[id(p)] = bound
     if math.isfinite(total) or all(bool(np.isfinite(p.grad).all()) for p in params
                                    if p.grad is not None):
         return bounds

@@ -28,6 +28,13 @@ their bounds: a bound is made of sums and products of magnitudes, so it grows wi
 bound it is given, and what bounds the largest bounds every member. A member whose bounds
 are stale is checked alone.
 
+The common case takes one comparison: when the last step proved every member of a group
+and ``engine.global_write_stamp()`` is what it was at the end of that step (no memory was
+written, handed out or replaced since, anywhere), each member's write stamp is as that
+step left it, and the group's bounds are the ones it carried. What remains to check per
+member is that its state holds the very values the step left (the moment arrays, Adam's
+step count) and that its gradient was bounded.
+
 What this trusts, besides the arithmetic: the optimizer's state arrays are written only by
 the optimizer (``load_state_dict`` replaces them, and a replaced array has no bound).
 """
@@ -36,6 +43,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
@@ -43,7 +51,7 @@ import numpy as np
 
 from handgrad import engine
 
-from .finite import square_norm_raw
+from .finite import square_norm
 
 HEADROOM = 64.0     # a proven update's values stay below finfo(dtype).max / HEADROOM
 GROWTH = 1 + 2.0 ** -20   # rounding of a carried bound: above (1 + u)^8 for float32 and float64
@@ -52,22 +60,21 @@ LIMITS = {np.dtype(t): (float(np.finfo(t).max) / HEADROOM, float(np.finfo(t).eps
           for t in (np.float32, np.float64)}
 
 
-def max_bound(square_norm: float, size: int, dtype: np.dtype) -> float | None:
+def max_bound(norm: float, size: int, dtype: np.dtype) -> float | None:
     """A bound on the largest |element| of a real array whose dot product with itself came
-    out as ``square_norm``, or None. A float dot product of n terms is within a factor
+    out as ``norm``, or None. A float dot product of n terms is within a factor
     1 ± n·u/(1 - n·u) of the true sum (u: unit roundoff), at most 1/3 for n·u ≤ 1/4, so the
     true sum is below twice the computed one; ``+ 1`` covers squares that underflowed to 0
     (of elements below 1)."""
     limits = LIMITS.get(dtype)
-    if limits is None or not math.isfinite(square_norm) or size * limits[1] > 0.25:
+    if limits is None or not math.isfinite(norm) or size * limits[1] > 0.25:
         return None
-    return math.sqrt(2.0 * square_norm) + 1.0
+    return math.sqrt(2.0 * norm) + 1.0
 
 
 def measure(a: np.ndarray) -> float | None:
     """``max_bound`` of an array, with its own dot product (after a checked update)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return max_bound(square_norm_raw(a), a.size, a.dtype)
+    return max_bound(square_norm(a), a.size, a.dtype)
 
 
 class Bounded(Protocol):
@@ -83,8 +90,37 @@ class ParamBounds:
 
     stamp: Any                  # engine.write_stamp(p) then
     w: float                    # ≥ the largest |weight|
-    moments: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)
-    # state key -> (its array then, ≥ its largest |element|)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)   # state key -> its moment array then
+    bounds: dict[str, float] = field(default_factory=dict)        # state key -> ≥ its largest |element|
+
+    @property
+    def moments(self) -> dict[str, tuple[np.ndarray, float]]:
+        """State key -> (its array then, ≥ its largest |element|)."""
+        return {key: (array, self.bounds[key]) for key, array in self.arrays.items()}
+
+
+@dataclass
+class GroupBounds:
+    """A group whose every member the last step proved: the bounds it carried for all of
+    them (the same for each), and what must be unchanged for them to hold now. After a step
+    proven by the one comparison only this is brought up to date; the members' own
+    ``ParamBounds`` are written from it when needed (``pending``)."""
+
+    ids: tuple[int, ...]        # id of each member, in order
+    values: list[Any]           # every value of the members' states after that step
+    known: list[ParamBounds]    # each member's bounds
+    stamps: list[Any]           # each member's write stamp after that step
+    w: float
+    bounds: dict[str, float]
+    limit: float                # the smallest of the members' dtype limits
+    pending: bool = False       # the members' ParamBounds lag behind w, bounds and stamps
+
+    def write_back(self) -> None:
+        """Give each member's ParamBounds the group's bounds and its stamp."""
+        if self.pending:
+            for known, stamp in zip(self.known, self.stamps, strict=True):
+                known.stamp, known.w, known.bounds = stamp, self.w, self.bounds
+            self.pending = False
 
 
 @functools.cache
@@ -105,16 +141,23 @@ def _same_layout(state: dict[str, Any], reference: dict[str, Any], known: ParamB
     arrays = 0
     for key, value in state.items():
         if isinstance(value, np.ndarray):
-            kept = known.moments.get(key)
-            if kept is None or kept[0] is not value or not isinstance(reference.get(key), np.ndarray):
+            kept = known.arrays.get(key)
+            if kept is None or kept is not value or not isinstance(reference.get(key), np.ndarray):
                 return False
             arrays += 1
         elif key not in reference or reference[key] != value:
             return False
-    return arrays == len(known.moments)
+    return arrays == len(known.arrays)
 
 
-Proof = Optional[tuple[ParamBounds, float, dict[str, float]]]   # bounds, w after, moments after
+def _covers(bounds: dict[str, float], state: dict[str, Any]) -> bool:
+    """Whether ``bounds`` bound every moment array of ``state`` (SGD with its momentum set
+    to 0 for a step carries no bound on the buffer it keeps)."""
+    return all(key in bounds for key, value in state.items() if isinstance(value, np.ndarray))
+
+
+Proof = Optional[tuple[Optional[ParamBounds], float, dict[str, float]]]
+# (the member's bounds, or None when its group was proven at once; w after; moments after)
 
 
 class UpdateBounds:
@@ -122,22 +165,67 @@ class UpdateBounds:
 
     def __init__(self) -> None:
         self.params: dict[int, ParamBounds] = {}
+        self.groups: dict[int, GroupBounds] = {}    # by id of the param group
+        self.stamp: Any = None      # engine.global_write_stamp() at the end of the last step
         self.proven = 0         # updates run with no copy and no check (for tests, benchmarks)
+        self.at_once = 0        # of which proven by the one comparison (the module docstring)
 
     def clear(self) -> None:
         self.params.clear()
+        self.groups.clear()
+        self.stamp = None
 
     def prove(self, opt: Bounded, todo: list[tuple[Any, dict[str, Any]]],
               states: dict[int, dict[str, Any]], grad_bounds: dict[int, float]) -> list[Proof]:
         """For each (parameter, group) of the coming step, the bounds after its update when
-        that update provably stays finite, else None (``carry`` keeps them afterwards).
+        that update provably stays finite, else None (``settle`` keeps them afterwards).
         ``todo`` lists the parameters group by group; each group is proven at once."""
+        quiet = self.stamp is not None and self.stamp == engine.global_write_stamp()
+        self.stamp = None               # until settle: a step that fails leaves nothing trusted
         if not self.params or not grad_bounds or not _defined_in_optim(type(opt)):
             return [None] * len(todo)
         proofs: list[Proof] = []
-        for _, members in itertools.groupby(todo, key=lambda entry: id(entry[1])):
-            proofs += self._prove_group(opt, list(members), states, grad_bounds)
+        for key, entries in itertools.groupby(todo, key=lambda entry: id(entry[1])):
+            members = list(entries)
+            cell = self.groups.get(key)
+            fast = None if cell is None or not quiet else \
+                self._prove_unchanged(opt, cell, members, states, grad_bounds)
+            if fast is None:
+                if cell is not None:
+                    cell.write_back()
+                fast = self._prove_group(opt, members, states, grad_bounds)
+            proofs += fast
         return proofs
+
+    def known(self, p: Any) -> ParamBounds | None:
+        """What is proven about ``p`` now (for tests and pictures of the proofs)."""
+        for cell in self.groups.values():
+            cell.write_back()
+        return self.params.get(id(p))
+
+    def _prove_unchanged(self, opt: Bounded, cell: GroupBounds, members: list[tuple[Any, dict[str, Any]]],
+                         states: dict[int, dict[str, Any]], grad_bounds: dict[int, float]) -> list[Proof] | None:
+        """The group's proof when nothing was written since the last step proved it all
+        (the caller compared the global write stamp): the same members, their states
+        holding the very values that step left, every gradient bounded. None otherwise."""
+        ids = tuple([id(p) for p, _ in members])
+        if ids != cell.ids:
+            return None
+        values = [value for i in ids for value in states[i].values()]
+        if len(values) != len(cell.values) or not all(map(operator.is_, values, cell.values)):
+            return None
+        g = 0.0
+        for i in ids:
+            bound = grad_bounds.get(i)
+            if bound is None:
+                return None
+            if bound > g:
+                g = bound
+        result = self._bound(opt, members[0][1], states[ids[0]], cell.w, g, cell.bounds, cell.limit)
+        if result is None:
+            return None
+        self.at_once += len(ids)
+        return [(None, *result)] * len(ids)
 
     def _prove_group(self, opt: Bounded, members: list[tuple[Any, dict[str, Any]]],
                      states: dict[int, dict[str, Any]], grad_bounds: dict[int, float]) -> list[Proof]:
@@ -166,38 +254,71 @@ class UpdateBounds:
             if reference is None:
                 reference = state
             chosen.append((k, known))
-            if known.w > w:
-                w = known.w
-            if grad_bound > g:
-                g = grad_bound
-            for key, (_, moment) in known.moments.items():
-                if moment > moments.get(key, 0.0):
-                    moments[key] = moment
-            top = LIMITS[p.dtype][0]
-            if top < limit:
-                limit = top
-        if reference is None or not chosen:
+            w = max(w, known.w)
+            g = max(g, grad_bound)
+            for key, moment in known.bounds.items():
+                moments[key] = max(moment, moments.get(key, 0.0))
+            limit = min(limit, LIMITS[p.dtype][0])
+        if reference is None:
             return proofs
-        bound = opt.update_bound(members[0][1], reference, w, g, moments)
-        if bound is None:
-            return proofs
-        peak, w_after, after = bound
-        if not peak < limit:                     # also False for NaN and Inf
-            return proofs
-        w_after *= GROWTH
-        after = {key: v * GROWTH for key, v in after.items()}
-        for k, known in chosen:
-            proofs[k] = (known, w_after, after)
+        result = self._bound(opt, members[0][1], reference, w, g, moments, limit)
+        if result is not None:
+            for k, known in chosen:
+                proofs[k] = (known, *result)
         return proofs
 
-    def carry(self, p: Any, state: dict[str, Any], proof: Proof) -> None:
-        """After a proven update: the bounds its proof gave."""
-        assert proof is not None
-        known, w, after = proof
-        known.w = w
-        known.stamp = engine.write_stamp(p)      # this update's own write
-        known.moments = {k: (state[k], v) for k, v in after.items()}
-        self.proven += 1
+    @staticmethod
+    def _bound(opt: Bounded, group: dict[str, Any], state: dict[str, Any], w: float, g: float,
+               moments: dict[str, float], limit: float) -> tuple[float, dict[str, float]] | None:
+        """The optimizer's ``update_bound`` on these bounds: the bounds after the update
+        (widened by ``GROWTH`` for their own rounding), or None unless its peak stays
+        below ``limit``."""
+        bound = opt.update_bound(group, state, w, g, moments)
+        if bound is None:
+            return None
+        peak, w_after, after = bound
+        if not peak < limit:                     # also False for NaN and Inf
+            return None
+        return w_after * GROWTH, {key: v * GROWTH for key, v in after.items()}
+
+    def settle(self, todo: list[tuple[Any, dict[str, Any]]], proofs: list[Proof],
+               states: dict[int, dict[str, Any]]) -> None:
+        """After the step's updates: each proven parameter keeps the bounds its proof gave
+        and its new write stamp; a group proven whole is kept for the one-comparison proof
+        next time; and the global write stamp is taken, after every write of the step."""
+        cells, self.groups = self.groups, {}
+        pairs_of = itertools.groupby(zip(todo, proofs, strict=True), key=lambda entry: id(entry[0][1]))
+        for key, entries in pairs_of:
+            pairs = list(entries)
+            first = pairs[0][1]
+            covered = first is not None and _covers(first[2], states[id(pairs[0][0][0])])
+            if first is not None and first[0] is None:       # proven at once: all of them
+                self.proven += len(pairs)
+                if covered:     # else the members' bounds lag behind, stale: checked next time
+                    cell = self.groups[key] = cells[key]
+                    cell.w, cell.bounds = first[1], first[2]
+                    cell.stamps = [engine.write_stamp(p) for (p, _), _ in pairs]
+                    cell.values = [value for i in cell.ids for value in states[i].values()]
+                    cell.pending = True
+                continue
+            known_list = []
+            for (p, _), proof in pairs:
+                if proof is not None:
+                    known, w, after = proof
+                    assert known is not None
+                    known.stamp = engine.write_stamp(p)       # this update's own write
+                    known.w, known.bounds = w, after          # one dict shared by the group
+                    known.arrays = {k: states[id(p)][k] for k in after}
+                    known_list.append(known)
+            self.proven += len(known_list)
+            if covered and len(known_list) == len(pairs):
+                assert first is not None
+                ids = tuple([id(p) for (p, _), _ in pairs])
+                self.groups[key] = GroupBounds(
+                    ids, [value for i in ids for value in states[i].values()], known_list,
+                    [known.stamp for known in known_list], first[1], first[2],
+                    min(LIMITS[p.dtype][0] for (p, _), _ in pairs))
+        self.stamp = engine.global_write_stamp()
 
     def measured(self, p: Any, state: dict[str, Any], w_square_norm: float) -> None:
         """After a checked update: the weight bound from its check's dot product, the
@@ -206,12 +327,12 @@ class UpdateBounds:
         if w is None:
             self.params.pop(id(p), None)
             return
-        moments = {}
+        arrays, bounds = {}, {}
         for key, value in state.items():
             if isinstance(value, np.ndarray):
                 b = measure(value)
                 if b is None:
                     self.params.pop(id(p), None)
                     return
-                moments[key] = (value, b)
-        self.params[id(p)] = ParamBounds(engine.write_stamp(p), w, moments)
+                arrays[key], bounds[key] = value, b
+        self.params[id(p)] = ParamBounds(engine.write_stamp(p), w, arrays, bounds)

@@ -57,6 +57,7 @@ def test_a_proven_update_gives_the_bits_of_the_checked_one(name):
         assert opt.update_bounds.proven >= 11 * 3 // 2
     else:
         assert opt.update_bounds.proven == 11 * 3     # every step after the first
+        assert opt.update_bounds.at_once == 10 * 3    # and after the second, at once
     assert other.update_bounds.proven == 0
     for a, b in zip(proven, checked, strict=True):
         assert a.numpy().tobytes() == b.numpy().tobytes()
@@ -78,7 +79,7 @@ def test_the_carried_bounds_hold(name, scale, steps, dtype):
         _grads(params, k, scale)
         opt._step(gradient_bounds(params))
         for p in params:
-            known = opt.update_bounds.params.get(id(p))
+            known = opt.update_bounds.known(p)
             if known is None:
                 continue
             assert known.w >= np.abs(p.numpy()).max()
@@ -119,22 +120,35 @@ def _write_by_assignment(p: Parameter) -> None:
     p.data = new
 
 
+def _write_by_assigning_a_tensor(p: Parameter) -> None:
+    new = p.numpy(copy=True)
+    new[0, 0] = F32_MAX
+    p.data = engine.Tensor(new)                     # shares that tensor's memory: no hand-out
+
+
 def _write_through_a_kept_view(p: Parameter) -> None:
     _write_through_a_kept_view.view[0, 0] = F32_MAX
 
 
 @pytest.mark.parametrize("write", [_write_by_numpy, _write_by_inplace, _write_by_assignment,
-                                   _write_through_a_kept_view], ids=lambda f: f.__name__[1:])
+                                   _write_by_assigning_a_tensor, _write_through_a_kept_view],
+                         ids=lambda f: f.__name__[1:])
 def test_weights_written_outside_the_optimizer_are_not_trusted(write):
     """After a write the optimizer did not make, its bound on the weights is stale: an update
     that overflows from the new values must be checked and undone, not proven."""
     params = _params()
-    _write_through_a_kept_view.view = params[0].data        # held since before the steps
+    kept = write is _write_through_a_kept_view
+    if kept:
+        _write_through_a_kept_view.view = params[0].data    # held since before the steps
     opt = optim.SGD(params, lr=1e32)
     opt.check_finite = True
-    for k in range(2):
+    for k in range(4):
         _grads(params, k, 1e-40)                    # lr * g ~ 1e-8: proven
         opt._step(gradient_bounds(params))
+    if kept:    # never trusted while the view is held; the other two proven one by one
+        assert opt.update_bounds.proven == 3 * 2 and opt.update_bounds.at_once == 0
+    else:       # step 2 proven member by member, steps 3 and 4 by the one comparison
+        assert opt.update_bounds.proven == 3 * 3 and opt.update_bounds.at_once == 2 * 3
     write(params[0])
     for p in params:
         p.grad = np.zeros(p.shape, np.float32)
@@ -196,6 +210,28 @@ def test_a_large_step_is_checked_not_proven():
         opt._step(gradient_bounds(params))
     assert opt.update_bounds.proven == 0
     assert all(p.numpy().tobytes() == b.tobytes() for p, b in zip(params, before, strict=True))
+
+
+def test_the_global_write_stamp_changes_with_every_way_to_write():
+    """It changes whenever any tensor's memory may have been written or may be written
+    unseen from now on; reading values, metadata and running graphs leave it alone."""
+    p = Parameter(np.ones((3, 2)))
+    other = Parameter(np.ones(4))
+    stamp = engine.global_write_stamp()
+    assert p.shape == (3, 2) and float(p.sum().item()) == 6.0
+    (p * 2).sum().backward()
+    assert p.numpy(copy=True).shape == (3, 2)
+    assert engine.global_write_stamp() == stamp
+    changes = [lambda: engine.inplace(other),              # a tracked write, to any tensor
+               lambda: other.data,                         # handed out: unseen writes possible
+               lambda: setattr(p, "data", np.zeros((3, 2))),   # an array replaced
+               lambda: setattr(p, "data", engine.Tensor(np.ones((3, 2)))),   # by a tensor's
+               lambda: engine.Tensor(np.ones(2), copy=False),  # memory the caller keeps
+               lambda: np.asarray(Parameter(np.ones(2)))]
+    for change in changes:
+        change()
+        assert engine.global_write_stamp() != stamp
+        stamp = engine.global_write_stamp()
 
 
 def test_the_write_stamp_changes_with_every_way_to_write():
@@ -295,7 +331,28 @@ def test_a_group_is_proven_at_once_but_a_stale_member_alone_is_checked():
     assert opt.update_bounds.proven == proven + 2
     assert id(params[1]) in opt.update_bounds.params     # measured again by its check
     for p in params:                                # the group's bound holds for each
-        assert opt.update_bounds.params[id(p)].w >= np.abs(p.numpy()).max()
+        assert opt.update_bounds.known(p).w >= np.abs(p.numpy()).max()
+
+
+def test_a_buffer_kept_through_a_step_without_momentum_is_measured_again():
+    """With momentum 0 for a step, SGD carries no bound on the buffer it keeps; when the
+    momentum comes back, that buffer must not be taken for a fresh one (its bound: g)."""
+    params = _params()
+    opt = optim.SGD(params, lr=1e-3, momentum=0.9)
+    opt.check_finite = True
+    for k in range(3):
+        _grads(params, k, 1e15)                             # buffers ~1e15, weights ~1e12
+        opt._step(gradient_bounds(params))
+    opt.param_groups[0]["momentum"] = 0.0
+    _grads(params, 3, 1e-30)
+    opt._step(gradient_bounds(params))
+    assert opt.update_bounds.at_once == 2 * 3
+    opt.param_groups[0].update(momentum=0.9, lr=1e25)       # lr * buffer overflows float32,
+    _grads(params, 4, 1e-30)                                # lr * g does not
+    before = [p.numpy(copy=True) for p in params]
+    with pytest.raises(optim.NonFiniteUpdate):
+        opt._step(gradient_bounds(params))
+    assert all(p.numpy().tobytes() == b.tobytes() for p, b in zip(params, before, strict=True))
 
 
 def test_a_member_whose_step_count_differs_is_not_proven_with_the_others():
