@@ -55,7 +55,8 @@ def tiny_variants(x: np.ndarray, y: np.ndarray, steps: int, torch: Any, jax: Any
         return time.perf_counter() - start
 
     def readme_loop_steps():
-        """The README's loop: the batch wrapped in a Tensor at every step (a copy)."""
+        """A loop wrapping the batch in a Tensor at every step (a copy); the README's loop
+        wraps it once, as ``handgrad_steps`` does."""
         model = nn.MLP(SIZES, seed=0)
         opt = nn.optim.SGD(model, lr=LR, momentum=MOMENTUM)
         start = time.perf_counter()
@@ -66,13 +67,26 @@ def tiny_variants(x: np.ndarray, y: np.ndarray, steps: int, torch: Any, jax: Any
             opt.step()
         return time.perf_counter() - start
 
-    def fit_steps():
+    def fit_steps(threads: Any = "auto") -> float:
         """nn.fit over ``steps`` batches in one epoch: its checks (loss, gradients, update
-        finite) and bookkeeping included; the batches are adopted, not copied."""
+        finite) and bookkeeping included; each batch a fresh copy of its rows of the
+        (steps x 32, 784) array, which fit adopts. ``threads="auto"`` (fit's default) runs
+        this model on one BLAS thread; None leaves OpenBLAS's two, as the loops have."""
         model = nn.MLP(SIZES, seed=0)
         opt = nn.optim.SGD(model, lr=LR, momentum=MOMENTUM)
         start = time.perf_counter()
-        nn.fit(model, loss_fn, opt, (xs, ys), epochs=1, batch_size=BATCH, shuffle=False, verbose=0)
+        nn.fit(model, loss_fn, opt, (xs, ys), epochs=1, batch_size=BATCH, shuffle=False,
+               verbose=0, threads=threads)
+        return time.perf_counter() - start
+
+    def numpy_fresh_batches():
+        """numpy by hand fed as fit is: each step a fresh copy of the next 32 rows of the
+        same (steps x 32, 784) array (9.6 MB at 300 steps: it does not stay in cache), rather
+        than one batch that does."""
+        ref = NumpyMLP(SIZES, np.random.default_rng(0))
+        start = time.perf_counter()
+        for i in range(0, steps * BATCH, BATCH):
+            ref.step(xs[i:i + BATCH].copy(), ys[i:i + BATCH], LR, MOMENTUM)
         return time.perf_counter() - start
 
     xs, ys = np.tile(x, (steps, 1)), np.tile(y, steps)
@@ -88,7 +102,9 @@ def tiny_variants(x: np.ndarray, y: np.ndarray, steps: int, torch: Any, jax: Any
 
     variants = {"numpy by hand": numpy_steps, "handgrad eager": handgrad_steps,
                 "handgrad eager, Tensor(x) each step": readme_loop_steps,
-                "handgrad fit": fit_steps, "handgrad compiled": compiled_steps}
+                "handgrad fit": fit_steps, "handgrad compiled": compiled_steps,
+                "numpy by hand, fit's fresh batches": numpy_fresh_batches,
+                "handgrad fit, BLAS threads left alone": lambda: fit_steps(None)}
     if torch is not None:
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
         tl = torch.nn.CrossEntropyLoss()

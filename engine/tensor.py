@@ -242,7 +242,7 @@ class Tensor(OpMethods):
                 raise ValueError(f"backward: a gradient can be implied only for a tensor with "
                                  f"one element (a scalar loss); this one has shape {self.shape}. "
                                  f"Pass grad= of that shape, or reduce it first (.sum(), .mean())")
-            g = np.ones(data.shape, data.dtype)
+            g = np.array(1, data.dtype).reshape(data.shape)    # np.ones without its Python frame
         else:
             g = np.asarray(grad._data if isinstance(grad, Tensor) else grad)
             if g.shape != data.shape:
