@@ -284,10 +284,14 @@ class Optimizer:
         """``step``, given bounds on the largest |gradient element| of the parameters (by
         ``id``) that the caller measured (``nn.step.Step``): with ``check_finite`` they let
         the update of those parameters be proven finite (nn/update_bounds.py)."""
-        todo = [(p, group) for group in self.param_groups for p in group["params"]
-                if p.grad is not None]
-        proofs = self.update_bounds.prove(self, todo, self.state, grad_bounds) \
-            if self._check_finite else []
+        if self._check_finite:      # proofs before the step's own writes (nn/update_bounds.py)
+            groups = [(group, [p for p in group["params"] if p.grad is not None])
+                      for group in self.param_groups]
+            todo = [(p, group) for group, members in groups for p in members]
+            proofs = self.update_bounds.prove(self, groups, self.state, grad_bounds)
+        else:
+            todo = [(p, group) for group in self.param_groups for p in group["params"]
+                    if p.grad is not None]
         arrays = engine.inplace(*(p for p, _ in todo))        # tracked in-place writes
         self._check_writeable(todo, arrays)
         self.steps += 1
@@ -302,7 +306,7 @@ class Optimizer:
         for (p, group), w, proof in zip(todo, arrays, proofs, strict=True):
             if proof is not None:                 # cannot overflow: no copy, no check
                 self.update(w, p.grad, state[id(p)], group)
-        self.update_bounds.settle(todo, proofs, state)
+        self.update_bounds.settle(groups, proofs, state)
 
     def _checked_update(self, todo: list[tuple[Any, dict[str, Any]]],
                         arrays: list[np.ndarray]) -> None:

@@ -175,25 +175,25 @@ class UpdateBounds:
         self.groups.clear()
         self.stamp = None
 
-    def prove(self, opt: Bounded, todo: list[tuple[Any, dict[str, Any]]],
+    def prove(self, opt: Bounded, groups: list[tuple[dict[str, Any], list[Any]]],
               states: dict[int, dict[str, Any]], grad_bounds: dict[int, float]) -> list[Proof]:
-        """For each (parameter, group) of the coming step, the bounds after its update when
-        that update provably stays finite, else None (``settle`` keeps them afterwards).
-        ``todo`` lists the parameters group by group; each group is proven at once."""
+        """For each parameter of the coming step (``groups``: each parameter group with its
+        members that have a gradient), the bounds after its update when that update
+        provably stays finite, else None (``settle`` keeps them afterwards). Each group is
+        proven at once."""
         quiet = self.stamp is not None and self.stamp == engine.global_write_stamp()
         self.stamp = None               # until settle: a step that fails leaves nothing trusted
         if not self.params or not grad_bounds or not _defined_in_optim(type(opt)):
-            return [None] * len(todo)
+            return [None] * sum(len(members) for _, members in groups)
         proofs: list[Proof] = []
-        for key, entries in itertools.groupby(todo, key=lambda entry: id(entry[1])):
-            members = list(entries)
-            cell = self.groups.get(key)
+        for group, members in groups:
+            cell = self.groups.get(id(group))
             fast = None if cell is None or not quiet else \
-                self._prove_unchanged(opt, cell, members, states, grad_bounds)
+                self._prove_unchanged(opt, cell, group, members, states, grad_bounds)
             if fast is None:
                 if cell is not None:
                     cell.write_back()
-                fast = self._prove_group(opt, members, states, grad_bounds)
+                fast = self._prove_group(opt, group, members, states, grad_bounds)
             proofs += fast
         return proofs
 
@@ -203,31 +203,29 @@ class UpdateBounds:
             cell.write_back()
         return self.params.get(id(p))
 
-    def _prove_unchanged(self, opt: Bounded, cell: GroupBounds, members: list[tuple[Any, dict[str, Any]]],
+    def _prove_unchanged(self, opt: Bounded, cell: GroupBounds, group: dict[str, Any], members: list[Any],
                          states: dict[int, dict[str, Any]], grad_bounds: dict[int, float]) -> list[Proof] | None:
         """The group's proof when nothing was written since the last step proved it all
         (the caller compared the global write stamp): the same members, their states
-        holding the very values that step left, every gradient bounded. None otherwise."""
-        ids = tuple([id(p) for p, _ in members])
+        holding the very values that step left, every gradient bounded. None otherwise.
+        (The loops are ``map``s: this runs at every step, and they keep it to a few µs.)"""
+        ids = tuple(map(id, members))
         if ids != cell.ids:
             return None
-        values = [value for i in ids for value in states[i].values()]
+        values = list(itertools.chain.from_iterable(map(dict.values, map(states.__getitem__, ids))))
         if len(values) != len(cell.values) or not all(map(operator.is_, values, cell.values)):
             return None
-        g = 0.0
-        for i in ids:
-            bound = grad_bounds.get(i)
-            if bound is None:
-                return None
-            if bound > g:
-                g = bound
-        result = self._bound(opt, members[0][1], states[ids[0]], cell.w, g, cell.bounds, cell.limit)
+        gradients = list(map(grad_bounds.get, ids))
+        if None in gradients:
+            return None
+        g: float = max(gradients)  # type: ignore[type-var, assignment]   # no None left
+        result = self._bound(opt, group, states[ids[0]], cell.w, g, cell.bounds, cell.limit)
         if result is None:
             return None
         self.at_once += len(ids)
         return [(None, *result)] * len(ids)
 
-    def _prove_group(self, opt: Bounded, members: list[tuple[Any, dict[str, Any]]],
+    def _prove_group(self, opt: Bounded, group: dict[str, Any], members: list[Any],
                      states: dict[int, dict[str, Any]], grad_bounds: dict[int, float]) -> list[Proof]:
         """One ``update_bound`` for the parameters of one group whose bounds are still
         good: on the largest weight, gradient and moment bounds among them. A bound is a
@@ -240,7 +238,7 @@ class UpdateBounds:
         w = g = 0.0
         moments: dict[str, float] = {}
         limit = math.inf
-        for k, (p, _) in enumerate(members):
+        for k, p in enumerate(members):
             known = self.params.get(id(p))
             grad_bound = grad_bounds.get(id(p))
             if known is None or grad_bound is None:
@@ -261,7 +259,7 @@ class UpdateBounds:
             limit = min(limit, LIMITS[p.dtype][0])
         if reference is None:
             return proofs
-        result = self._bound(opt, members[0][1], reference, w, g, moments, limit)
+        result = self._bound(opt, group, reference, w, g, moments, limit)
         if result is not None:
             for k, known in chosen:
                 proofs[k] = (known, *result)
@@ -281,28 +279,33 @@ class UpdateBounds:
             return None
         return w_after * GROWTH, {key: v * GROWTH for key, v in after.items()}
 
-    def settle(self, todo: list[tuple[Any, dict[str, Any]]], proofs: list[Proof],
+    def settle(self, groups: list[tuple[dict[str, Any], list[Any]]], proofs: list[Proof],
                states: dict[int, dict[str, Any]]) -> None:
-        """After the step's updates: each proven parameter keeps the bounds its proof gave
-        and its new write stamp; a group proven whole is kept for the one-comparison proof
-        next time; and the global write stamp is taken, after every write of the step."""
+        """After the step's updates (``groups`` and ``proofs`` as ``prove`` had them): each
+        proven parameter keeps the bounds its proof gave and its new write stamp; a group
+        proven whole is kept for the one-comparison proof next time; and the global write
+        stamp is taken, after every write of the step."""
         cells, self.groups = self.groups, {}
-        pairs_of = itertools.groupby(zip(todo, proofs, strict=True), key=lambda entry: id(entry[0][1]))
-        for key, entries in pairs_of:
-            pairs = list(entries)
-            first = pairs[0][1]
-            covered = first is not None and _covers(first[2], states[id(pairs[0][0][0])])
+        start = 0
+        for group, members in groups:
+            mine = proofs[start:start + len(members)]
+            start += len(members)
+            if not members:
+                continue
+            first = mine[0]
+            covered = first is not None and _covers(first[2], states[id(members[0])])
             if first is not None and first[0] is None:       # proven at once: all of them
-                self.proven += len(pairs)
+                self.proven += len(members)
                 if covered:     # else the members' bounds lag behind, stale: checked next time
-                    cell = self.groups[key] = cells[key]
+                    cell = self.groups[id(group)] = cells[id(group)]
                     cell.w, cell.bounds = first[1], first[2]
-                    cell.stamps = [engine.write_stamp(p) for (p, _), _ in pairs]
-                    cell.values = [value for i in cell.ids for value in states[i].values()]
+                    cell.stamps = list(map(engine.write_stamp, members))
+                    cell.values = list(itertools.chain.from_iterable(
+                        map(dict.values, map(states.__getitem__, cell.ids))))
                     cell.pending = True
                 continue
             known_list = []
-            for (p, _), proof in pairs:
+            for p, proof in zip(members, mine, strict=True):
                 if proof is not None:
                     known, w, after = proof
                     assert known is not None
@@ -311,13 +314,13 @@ class UpdateBounds:
                     known.arrays = {k: states[id(p)][k] for k in after}
                     known_list.append(known)
             self.proven += len(known_list)
-            if covered and len(known_list) == len(pairs):
+            if covered and len(known_list) == len(members):
                 assert first is not None
-                ids = tuple([id(p) for (p, _), _ in pairs])
-                self.groups[key] = GroupBounds(
+                ids = tuple(map(id, members))
+                self.groups[id(group)] = GroupBounds(
                     ids, [value for i in ids for value in states[i].values()], known_list,
                     [known.stamp for known in known_list], first[1], first[2],
-                    min(LIMITS[p.dtype][0] for (p, _), _ in pairs))
+                    min(LIMITS[p.dtype][0] for p in members))
         self.stamp = engine.global_write_stamp()
 
     def measured(self, p: Any, state: dict[str, Any], w_square_norm: float) -> None:

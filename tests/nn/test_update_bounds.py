@@ -355,6 +355,23 @@ def test_a_buffer_kept_through_a_step_without_momentum_is_measured_again():
     assert all(p.numpy().tobytes() == b.tobytes() for p, b in zip(params, before, strict=True))
 
 
+def test_a_gradient_without_a_bound_sends_its_group_back_to_the_member_checks():
+    """Proven at once needs a bound on every member's gradient: a finite gradient whose
+    squares overflow has none, so its update is checked, and undone when it overflows."""
+    params, opt = _momentum_sgd_after_three_steps()
+    assert opt.update_bounds.at_once == 3
+    for p in params:
+        p.grad = np.zeros(p.shape, np.float32)
+    params[0].grad[0, 0] = F32_MAX                  # unbounded: lr * buffer overflows
+    opt.param_groups[0]["lr"] = 10.0
+    bounds = gradient_bounds(params)
+    assert bounds is not None and id(params[0]) not in bounds and id(params[1]) in bounds
+    before = [p.numpy(copy=True) for p in params]
+    with pytest.raises(optim.NonFiniteUpdate, match="parameter 0"):
+        opt._step(bounds)
+    assert all(p.numpy().tobytes() == b.tobytes() for p, b in zip(params, before, strict=True))
+
+
 def test_a_member_whose_step_count_differs_is_not_proven_with_the_others():
     """Adam's bound reads the step count t: members behind the first one (a parameter that
     had no gradient at some step) are checked rather than bounded with the wrong t."""
