@@ -31,7 +31,10 @@ parameters and a dot product of each), and its bookkeeping (loss and accuracy ta
 History, callbacks). Both from the same weights, interleaved rounds (the order
 alternating), epoch 1 (with the captures) and the later epochs reported apart, two ways:
 the ratio of each variant's minimum time, and the median over rounds of the ratio within
-a round (the variants ran seconds apart, so the machine's slow drifts cancel);
+a round (the variants ran seconds apart, so the machine's slow drifts cancel); and, per
+step, the 10th, 25th and 50th percentiles of the step times of the later epochs pooled
+over the rounds (a slow spell of a shared machine spoils the steps it hits, not the low
+quantiles of thousands of steps);
 ``bare+update check`` is the bare loop with the optimizer's check on, to show the two
 parts of the difference.
 
@@ -207,13 +210,24 @@ def jax_epoch(state: dict[str, Any], x: np.ndarray, y: np.ndarray, epoch: int) -
 
 class _EpochClock(nn.callbacks.Callback):
     """The wall time of each epoch of a fit, from its start to the next one's (the last:
-    to the end of training): the steps, the record and the callbacks."""
+    to the end of training): the steps, the record and the callbacks; and of each step of
+    the later epochs, from the end of the one before (the step and fit's bookkeeping)."""
 
     def __init__(self) -> None:
         self.marks: list[float] = []
+        self.steps: list[float] = []
+        self.last = 0.0
 
     def on_epoch_begin(self, epoch: int) -> None:
         self.marks.append(time.perf_counter())
+        self.last = self.marks[-1]
+
+    def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
+                    targets: Any) -> None:
+        now = time.perf_counter()
+        if epoch > 1:
+            self.steps.append(now - self.last)
+        self.last = now
 
     def on_train_end(self) -> None:
         self.marks.append(time.perf_counter())
@@ -229,17 +243,24 @@ def fit_vs_bare(x: np.ndarray, y: np.ndarray, repeats: int, epochs: int) -> dict
         model = nn.MLP(SIZES, activation="relu", seed=0)
         return model, nn.optim.SGD(model, lr=LR, momentum=MOMENTUM)
 
+    step_times: dict[str, list[float]] = {"bare": [], "bare+update check": [], "fit": []}
+
     def bare(update_check: bool) -> list[float]:
         model, opt = model_opt()
         opt.check_finite = update_check
         step = nn.compile_step(model, nn.CrossEntropyLoss(), opt)      # its checks on
+        steps = step_times["bare+update check" if update_check else "bare"]
         out = []
         for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
+            start = last = time.perf_counter()
             order = np.random.default_rng([0, epoch]).permutation(len(x))   # fit's batches
             for i in range(0, len(x), BATCH):
                 idx = order[i:i + BATCH]
                 step(x[idx], y[idx])
+                now = time.perf_counter()
+                if epoch > 1:
+                    steps.append(now - last)
+                last = now
             out.append(time.perf_counter() - start)
         return out
 
@@ -248,6 +269,7 @@ def fit_vs_bare(x: np.ndarray, y: np.ndarray, repeats: int, epochs: int) -> dict
         clock = _EpochClock()
         nn.fit(model, nn.CrossEntropyLoss(), opt, (x, y), epochs=epochs, batch_size=BATCH,
                verbose=0, compile=True, callbacks=[clock])
+        step_times["fit"] += clock.steps
         return clock.seconds()
 
     variants: dict[str, Callable[[], list[float]]] = {
@@ -267,6 +289,10 @@ def fit_vs_bare(x: np.ndarray, y: np.ndarray, repeats: int, epochs: int) -> dict
                        for a, b in zip(ra[epochs_], rb[epochs_], strict=True)])
 
     later = {k: min(t for run in v for t in run[1:]) for k, v in runs.items()} if epochs > 1 else {}
+    # Per step, pooled over the later epochs of every round: a slow spell of the machine
+    # spoils the steps it hits, not a whole epoch, so the low quantiles stay put.
+    quantiles = {k: {f"p{q}": float(np.percentile(v, q)) * 1e6 for q in (10, 25, 50)}
+                 for k, v in step_times.items() if v}
     steps = -(-len(x) // BATCH)
     additions = fit_additions(x, y, min(t for run in runs["bare"] for t in run) / steps)
     return {"epochs": epochs, "repeats": repeats, "runs": runs, "fit additions": additions,
@@ -276,6 +302,9 @@ def fit_vs_bare(x: np.ndarray, y: np.ndarray, repeats: int, epochs: int) -> dict
             "bare+update check/bare epoch 1": first["bare+update check"] / first["bare"],
             "bare+update check/bare later epochs":
                 later["bare+update check"] / later["bare"] if later else None,
+            "per-step µs, later epochs": quantiles,
+            **{f"{k}/bare per step, {q}": quantiles[k][q] / quantiles["bare"][q]
+               for k in ("fit", "bare+update check") if k in quantiles for q in ("p10", "p25", "p50")},
             "fit/bare epoch 1, median of paired rounds": paired("fit", slice(0, 1)),
             "fit/bare later epochs, median of paired rounds":
                 paired("fit", slice(1, None)) if epochs > 1 else None,
@@ -339,6 +368,9 @@ def report_fit_vs_bare(overhead: dict[str, Any]) -> None:
           f"bookkeeping {add['bookkeeping µs/step']:.1f} µs per step, against a bare step of "
           f"{add['bare step µs (its fastest epoch / steps)']:.0f} µs: fit/bare estimated "
           f"{add['estimated fit/bare']:.3f}x")
+    per_step = {k: v for k, v in overhead.items() if "/bare per step, " in k}
+    if per_step:
+        print("per step, later epochs pooled: " + ", ".join(f"{k} {v:.3f}x" for k, v in per_step.items()))
     paired = {k: v for k, v in overhead.items() if k.endswith("median of paired rounds")}
     print("medians of the ratios within each round: " + ", ".join(
         f"{k.removesuffix(', median of paired rounds')} {v:.3f}x" for k, v in paired.items()
