@@ -295,6 +295,22 @@ def global_write_stamp() -> tuple[int, int]:
     return write_tick, exit_count
 
 
+Stamp = tuple[MemoryRecord, int, int]
+
+
+def write_stamp_after(stamp: Stamp | None, global_stamp: tuple[int, int]) -> Stamp | None:
+    """The ``write_stamp`` a tensor whose stamp was ``stamp`` has after tracked writes of
+    its memory (``writable``), the last of which left ``global_write_stamp()`` at
+    ``global_stamp``, and nothing else since ``stamp`` was taken: its record and hand-out
+    count as they were, that write's tick (None stays None). It spares a caller that knows
+    this (an optimizer whose steps left the global stamp unchanged between them) asking
+    each tensor again."""
+    if stamp is None:
+        return None
+    record, _, hand_outs = stamp
+    return record, global_stamp[0], hand_outs
+
+
 def _maybe_saved(record: MemoryRecord, t: "Tensor") -> bool:
     """Whether anything besides ``record``, ``t`` and the views in the record references
     the memory's arrays: then a live node may hold them."""

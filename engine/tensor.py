@@ -472,6 +472,7 @@ def adopt(array: np.ndarray, requires_grad: bool = False, name: str | None = Non
 inplace = memory.writable   # engine.inplace(*tensors): their arrays, for tracked in-place writes
 write_stamp = memory.write_stamp   # engine.write_stamp(t): changes whenever t may have been written
 global_write_stamp = memory.global_write_stamp   # the same for every tensor at once
+write_stamp_after = memory.write_stamp_after     # a stamp after one tracked write, derived
 
 
 from .op import REGISTRY as _OPS  # noqa: E402  (the ops import Tensor; operators look them up late)

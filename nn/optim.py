@@ -300,8 +300,8 @@ class Optimizer:
             for (p, group), w in zip(todo, arrays, strict=True):
                 self.update(w, p.grad, state[id(p)], group)
             return
-        checked = [k for k, proof in enumerate(proofs) if proof is None]
-        if checked:
+        if None in proofs:
+            checked = [k for k, proof in enumerate(proofs) if proof is None]
             self._checked_update([todo[k] for k in checked], [arrays[k] for k in checked])
         for (p, group), w, proof in zip(todo, arrays, proofs, strict=True):
             if proof is not None:                 # cannot overflow: no copy, no check

@@ -109,18 +109,21 @@ class GroupBounds:
     ids: tuple[int, ...]        # id of each member, in order
     values: list[Any]           # every value of the members' states after that step
     known: list[ParamBounds]    # each member's bounds
-    stamps: list[Any]           # each member's write stamp after that step
     w: float
     bounds: dict[str, float]
     limit: float                # the smallest of the members' dtype limits
-    pending: bool = False       # the members' ParamBounds lag behind w, bounds and stamps
+    arrays_only: bool           # the states hold arrays alone: an update leaves ``values``
+    pending: Any = None         # global write stamp after the steps the members' bounds lag behind
 
     def write_back(self) -> None:
-        """Give each member's ParamBounds the group's bounds and its stamp."""
-        if self.pending:
-            for known, stamp in zip(self.known, self.stamps, strict=True):
-                known.stamp, known.w, known.bounds = stamp, self.w, self.bounds
-            self.pending = False
+        """Give each member's ParamBounds the group's bounds and its write stamp after
+        those steps: the one it had, moved past their writes, and nothing else (the global
+        stamp was unchanged between them)."""
+        if self.pending is not None:
+            for known in self.known:
+                known.stamp = engine.write_stamp_after(known.stamp, self.pending)
+                known.w, known.bounds = self.w, self.bounds
+            self.pending = None
 
 
 @functools.cache
@@ -286,6 +289,7 @@ class UpdateBounds:
         proven whole is kept for the one-comparison proof next time; and the global write
         stamp is taken, after every write of the step."""
         cells, self.groups = self.groups, {}
+        pending: list[GroupBounds] = []
         start = 0
         for group, members in groups:
             mine = proofs[start:start + len(members)]
@@ -299,10 +303,10 @@ class UpdateBounds:
                 if covered:     # else the members' bounds lag behind, stale: checked next time
                     cell = self.groups[id(group)] = cells[id(group)]
                     cell.w, cell.bounds = first[1], first[2]
-                    cell.stamps = list(map(engine.write_stamp, members))
-                    cell.values = list(itertools.chain.from_iterable(
-                        map(dict.values, map(states.__getitem__, cell.ids))))
-                    cell.pending = True
+                    if not cell.arrays_only:     # Adam's step count: a new number each step
+                        cell.values = list(itertools.chain.from_iterable(
+                            map(dict.values, map(states.__getitem__, cell.ids))))
+                    pending.append(cell)
                 continue
             known_list = []
             for p, proof in zip(members, mine, strict=True):
@@ -317,11 +321,14 @@ class UpdateBounds:
             if covered and len(known_list) == len(members):
                 assert first is not None
                 ids = tuple(map(id, members))
+                values = [value for i in ids for value in states[i].values()]
                 self.groups[id(group)] = GroupBounds(
-                    ids, [value for i in ids for value in states[i].values()], known_list,
-                    [known.stamp for known in known_list], first[1], first[2],
-                    min(LIMITS[p.dtype][0] for p in members))
+                    ids, values, known_list, first[1], first[2],
+                    min(LIMITS[p.dtype][0] for p in members),
+                    all(isinstance(value, np.ndarray) for value in values))
         self.stamp = engine.global_write_stamp()
+        for cell in pending:
+            cell.pending = self.stamp
 
     def measured(self, p: Any, state: dict[str, Any], w_square_norm: float) -> None:
         """After a checked update: the weight bound from its check's dot product, the

@@ -232,6 +232,12 @@ def test_the_global_write_stamp_changes_with_every_way_to_write():
         change()
         assert engine.global_write_stamp() != stamp
         stamp = engine.global_write_stamp()
+    q = Parameter(np.ones(3))
+    before = engine.write_stamp(q)
+    engine.inplace(q)
+    engine.inplace(q)                               # what write_stamp_after derives
+    assert engine.write_stamp_after(before, engine.global_write_stamp()) == engine.write_stamp(q)
+    assert engine.write_stamp_after(None, engine.global_write_stamp()) is None
 
 
 def test_the_write_stamp_changes_with_every_way_to_write():
