@@ -196,7 +196,7 @@ class _Tally(Callback):
         if n not in self._buffers:
             self._buffers[n] = (np.empty(n, np.intp), np.empty(n, np.bool_))
         predicted, hit = self._buffers[n]
-        np.argmax(scores, axis=1, out=predicted)
+        scores.argmax(axis=1, out=predicted)        # the method: np.argmax without its wrapper
         return int(np.count_nonzero(np.equal(predicted, targets, out=hit)))
 
     def record(self, epoch: int, lr: float) -> dict[str, float]:
@@ -371,7 +371,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
                                                   clip_grad_norm=clip_grad_norm)
     tally = _Tally(loss_fn)
     extras = [LRSchedule(scheduler, scheduler_per_step) if scheduler is not None else None,
-              GradNormRecorder(model) if record_grad_norms else None, tally, shown, stopper,
+              GradNormRecorder(model) if record_grad_norms else None, tally,
+              shown if shown.verbose else None, stopper,      # verbose=0: nothing to show
               EpochFunction(callback) if callback is not None else None, *callbacks]
     hooks = [cb for cb in extras if cb is not None]
     names = {id(p): name for name, p in model.named_parameters()}
