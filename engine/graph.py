@@ -124,32 +124,44 @@ def topological_order(roots: Sequence["Tensor"], *, everything: bool = False) ->
     By default it follows only the edges a gradient flows along (inputs the node needs
     a gradient for); ``everything=True`` follows every input, constants and labels
     included: what a picture of the graph shows. An iterative depth-first post-order,
-    inputs explored left to right: a stack of (tensor, children_done) pairs replaces the
-    recursion of micrograd's version.
+    inputs explored left to right: a stack of (tensor, iterator over its inputs) pairs
+    replaces the recursion of micrograd's version. A leaf has no inputs to wait for, so it
+    is placed when first met, without a stack entry.
     """
     order: list[Tensor] = []
     seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(r, False) for r in reversed(roots)]
-    push, pop = stack.append, stack.pop
-    while stack:
-        tensor, children_done = pop()
-        if children_done:
-            order.append(tensor)
+    for root in roots:
+        if id(root) in seen:
             continue
-        key = id(tensor)
-        if key in seen:
+        seen.add(id(root))
+        if root.node is None:
+            order.append(root)
             continue
-        seen.add(key)
-        node = tensor.node
-        if node is None:
-            order.append(tensor)                     # a leaf has no inputs to wait for
-            continue
-        push((tensor, True))
-        inputs, needed = node.inputs, node.needs_input_grad
-        for i in range(len(inputs) - 1, -1, -1):     # right to left: the left one is visited first
-            if (everything or needed[i]) and id(inputs[i]) not in seen:
-                push((inputs[i], False))
+        stack = [(root, _inputs(root.node, everything))]
+        while stack:
+            tensor, inputs = stack[-1]
+            for child in inputs:                 # resumes where this tensor's loop stopped
+                key = id(child)
+                if key in seen:
+                    continue
+                seen.add(key)
+                node = child.node
+                if node is None:
+                    order.append(child)
+                else:
+                    stack.append((child, _inputs(node, everything)))
+                    break                        # its inputs first
+            else:                                # every input placed: the tensor follows
+                stack.pop()
+                order.append(tensor)
     return order
+
+
+def _inputs(node: Node, everything: bool) -> Iterator["Tensor"]:
+    """The node's inputs to follow, left to right: those it needs a gradient for, or all."""
+    if everything:
+        return iter(node.inputs)
+    return itertools.compress(node.inputs, node.needs_input_grad)
 
 
 # --- the backward pass ---------------------------------------------------------------------

@@ -156,6 +156,9 @@ class Signature:
         if not self.inputs and not self.varargs:
             raise TypeError(f"{where}: an op needs at least one input")
         self.required = len(self.inputs) - self.optional
+        # How many positional arguments the common call takes (none for *inputs: bind them).
+        self.counts: frozenset[int] = frozenset() if self.varargs else \
+            frozenset(range(self.required, len(self.inputs) + 1))
         self.defaults: dict[str, Any] = defaults   # never changed: calls get copies
         self.required_params = [p for p in self.params if p not in defaults]
         self.names = frozenset(self.params)
@@ -272,7 +275,7 @@ class Op:
     def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
         """Apply the op: ``engine.leaky_relu(x, negative_slope=0.2)``."""
         sig = self.signature
-        if not sig.varargs and sig.required <= len(args) <= len(sig.inputs):
+        if len(args) in sig.counts:
             # The common calls: inputs positionally, parameters (if any) by keyword.
             while len(args) > sig.required and args[-1] is None:
                 args = args[:-1]                     # an optional input left out

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from handgrad import engine
 from handgrad.engine.ops.elementwise import Add, Mul
@@ -184,6 +186,47 @@ def test_topological_order_skips_tensors_that_need_no_gradient():
     order = engine.topological_order([y])
     assert len(order) == 3 and all(t is not c for t in order)
     assert order[0] is x and order[-1] is y
+
+
+def _post_order(roots, everything):
+    """The reference: micrograd's recursive depth-first post-order, inputs left to right."""
+    order, seen = [], set()
+
+    def visit(t):
+        if id(t) in seen:
+            return
+        seen.add(id(t))
+        if t.node is not None:
+            for inp, needed in zip(t.node.inputs, t.node.needs_input_grad):
+                if everything or needed:
+                    visit(inp)
+        order.append(t)
+
+    for root in roots:
+        visit(root)
+    return order
+
+
+GRAPHS = st.tuples(
+    st.lists(st.booleans(), max_size=3),                # more leaves: requires_grad or not
+    st.lists(st.tuples(st.sampled_from(["add", "mul", "tanh"]), st.integers(0, 40),
+                       st.integers(0, 40)), min_size=1, max_size=25),
+    st.lists(st.integers(0, 40), min_size=1, max_size=3))               # roots
+
+
+@given(GRAPHS, st.booleans())
+def test_topological_order_is_the_recursive_post_order(graph, everything):
+    """On random graphs (shared inputs, constants, several roots), the iterative walk gives
+    exactly the order of the recursive one: the order backward runs the rules in."""
+    flags, ops, picks = graph
+    pool = [engine.Tensor(np.zeros(2), requires_grad=flag) for flag in [True, False, True, *flags]]
+    pool += [pool[1] + pool[0], pool[2].tanh()]     # a constant beside a leaf; another branch
+    for name, i, j in ops:          # inputs counted from the newest tensor; zeros: no overflow
+        a, b = pool[-1 - i % len(pool)], pool[-1 - j % len(pool)]
+        pool.append(a.tanh() if name == "tanh" else getattr(engine, name)(a, b))
+    roots = [pool[-1 - k % len(pool)] for k in picks]
+    got = engine.topological_order(roots, everything=everything)
+    assert [id(t) for t in got] == [id(t) for t in _post_order(roots, everything)]
 
 
 # --- graph lifetime: retain_graph ------------------------------------------------------------
