@@ -144,13 +144,18 @@ def _same_layout(state: dict[str, Any], reference: dict[str, Any], known: ParamB
     arrays = 0
     for key, value in state.items():
         if isinstance(value, np.ndarray):
-            kept = known.arrays.get(key)
-            if kept is None or kept is not value or not isinstance(reference.get(key), np.ndarray):
+            if known.arrays.get(key) is not value or not isinstance(reference.get(key), np.ndarray):
                 return False
             arrays += 1
         elif key not in reference or reference[key] != value:
             return False
     return arrays == len(known.arrays)
+
+
+def _state_values(states: dict[int, dict[str, Any]], ids: tuple[int, ...]) -> list[Any]:
+    """Every value of the states of the parameters ``ids``, in order (through ``map``: it
+    runs at every step)."""
+    return list(itertools.chain.from_iterable(map(dict.values, map(states.__getitem__, ids))))
 
 
 def _covers(bounds: dict[str, float], state: dict[str, Any]) -> bool:
@@ -201,7 +206,7 @@ class UpdateBounds:
         return proofs
 
     def known(self, p: Any) -> ParamBounds | None:
-        """What is proven about ``p`` now (for tests and pictures of the proofs)."""
+        """What is proven about ``p`` now, its bounds brought up to date (for tests)."""
         for cell in self.groups.values():
             cell.write_back()
         return self.params.get(id(p))
@@ -215,7 +220,7 @@ class UpdateBounds:
         ids = tuple(map(id, members))
         if ids != cell.ids:
             return None
-        values = list(itertools.chain.from_iterable(map(dict.values, map(states.__getitem__, ids))))
+        values = _state_values(states, ids)
         if len(values) != len(cell.values) or not all(map(operator.is_, values, cell.values)):
             return None
         gradients = list(map(grad_bounds.get, ids))
@@ -304,8 +309,7 @@ class UpdateBounds:
                     cell = self.groups[id(group)] = cells[id(group)]
                     cell.w, cell.bounds = first[1], first[2]
                     if not cell.arrays_only:     # Adam's step count: a new number each step
-                        cell.values = list(itertools.chain.from_iterable(
-                            map(dict.values, map(states.__getitem__, cell.ids))))
+                        cell.values = _state_values(states, cell.ids)
                     pending.append(cell)
                 continue
             known_list = []
@@ -321,7 +325,7 @@ class UpdateBounds:
             if covered and len(known_list) == len(members):
                 assert first is not None
                 ids = tuple(map(id, members))
-                values = [value for i in ids for value in states[i].values()]
+                values = _state_values(states, ids)
                 self.groups[id(group)] = GroupBounds(
                     ids, values, known_list, first[1], first[2],
                     min(LIMITS[p.dtype][0] for p in members),
