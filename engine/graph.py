@@ -129,11 +129,13 @@ def topological_order(roots: Sequence["Tensor"], *, everything: bool = False) ->
     is placed when first met, without a stack entry.
     """
     order: list[Tensor] = []
-    seen: set[int] = set()
+    # Tensors hash by identity (``Tensor.__hash__`` is ``object.__hash__``; the ones here
+    # are alive, held by the graph), so they are their own keys: no ``id()`` call per edge.
+    seen: set[Tensor] = set()
     for root in roots:
-        if id(root) in seen:
+        if root in seen:
             continue
-        seen.add(id(root))
+        seen.add(root)
         if root.node is None:
             order.append(root)
             continue
@@ -141,10 +143,9 @@ def topological_order(roots: Sequence["Tensor"], *, everything: bool = False) ->
         while stack:
             tensor, inputs = stack[-1]
             for child in inputs:                 # resumes where this tensor's loop stopped
-                key = id(child)
-                if key in seen:
+                if child in seen:
                     continue
-                seen.add(key)
+                seen.add(child)
                 node = child.node
                 if node is None:
                     order.append(child)
@@ -180,12 +181,12 @@ def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
     outputs first, as steps ``(tensor, grad, node, sent)`` (see ``Step``). Each node's rule
     runs once, after all its output's gradient is summed; its buffers are freed after its
     step unless ``retain_graph``."""
-    pending: dict[int, np.ndarray] = {}
+    pending: dict[Tensor, np.ndarray] = {}     # keyed by the tensors (topological_order)
     for root, g in zip(roots, grads, strict=True):
-        pending[id(root)] = pending[id(root)] + g if id(root) in pending else g
+        pending[root] = pending[root] + g if root in pending else g
     anomaly = STATE.anomaly
     for tensor in reversed(topological_order(roots)):
-        grad = pending.pop(id(tensor), None)
+        grad = pending.pop(tensor, None)
         if grad is None:
             continue                         # nothing reached it (its users got no gradient)
         node = tensor.node
@@ -194,10 +195,8 @@ def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
             continue
         sent = run_rule(node, grad, tensor, anomaly)
         yield tensor, grad, node, sent
-        inputs = node.inputs
-        for i, g_inp in enumerate(sent):     # run_rule sends one entry per input
+        for key, g_inp in zip(node.inputs, sent, strict=True):    # one entry per input
             if g_inp is not None:
-                key = id(inputs[i])
                 pending[key] = pending[key] + g_inp if key in pending else g_inp
         if not retain_graph:
             node.free()                      # release what the rules saved
