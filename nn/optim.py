@@ -20,7 +20,7 @@ from handgrad.engine.plain import plain_repr
 from . import subnormal
 from .finite import first_non_finite, square_norm
 from .module import Module, Parameter
-from .update_bounds import UpdateBounds
+from .update_bounds import UpdateBounds, state_held_outside
 
 ParamsArg = Union[Module, Iterable[Any]]
 
@@ -129,7 +129,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups: list[dict[str, Any]] = []
         self.params: list[Parameter] = []
-        self.state: dict[int, dict[str, Any]] = {}
+        self._state: dict[int, dict[str, Any]] = {}     # the ``state`` property
         self.steps = 0
         # Where moment buffers hold subnormal values (nn/subnormal.py): a cache, not state.
         self.subnormal_hints = subnormal.Hints()
@@ -203,7 +203,7 @@ class Optimizer:
         self.param_groups.append(group)
         self.params.extend(group["params"])
         for p in group["params"]:
-            self.state[id(p)] = {}
+            self._state[id(p)] = {}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group ``{"params": [...], <hyperparameters>}`` (missing hyperparameters
@@ -256,6 +256,25 @@ class Optimizer:
             self.update_bounds.clear()
 
     @property
+    def state(self) -> dict[int, dict[str, Any]]:
+        """Each parameter's state by ``id(p)``: its moment buffers (``"momentum"``, Adam's
+        ``"m"`` and ``"v"``) and counters (Adam's ``"t"``), created at its first update.
+        Yours to read and change, in place or by assigning new arrays, as in PyTorch.
+        Reading it hands the state out: the bounds that prove updates finite without a copy
+        (nn/update_bounds.py) are not trusted after it. The next checked step measures them
+        again, and proofs resume once nothing outside the optimizer holds the state (the
+        dict, a parameter's state, or a moment array or a view of one)."""
+        self.update_bounds.handed_out = True
+        return self._state
+
+    def _take_state_back(self) -> None:
+        """After ``state`` was read: no bound carried on the moments holds (they may have been
+        written through it); while anything outside still holds them, none will."""
+        states, probe = self._state, object()    # reach state_held_outside alike: see there
+        self.update_bounds.clear()
+        self.update_bounds.handed_out = state_held_outside(states, probe)
+
+    @property
     def lr(self) -> float:
         """The learning rate of the first parameter group; setting it sets every group's
         (a schedule that should keep groups apart sets ``param_groups[k]["lr"]``)."""
@@ -285,17 +304,19 @@ class Optimizer:
         ``id``) that the caller measured (``nn.step.Step``): with ``check_finite`` they let
         the update of those parameters be proven finite (nn/update_bounds.py)."""
         if self._check_finite:      # proofs before the step's own writes (nn/update_bounds.py)
+            if self.update_bounds.handed_out:
+                self._take_state_back()
             groups = [(group, [p for p in group["params"] if p.grad is not None])
                       for group in self.param_groups]
             todo = [(p, group) for group, members in groups for p in members]
-            proofs = self.update_bounds.prove(self, groups, self.state, grad_bounds)
+            proofs = self.update_bounds.prove(self, groups, self._state, grad_bounds)
         else:
             todo = [(p, group) for group in self.param_groups for p in group["params"]
                     if p.grad is not None]
         arrays = engine.inplace(*(p for p, _ in todo))        # tracked in-place writes
         self._check_writeable(todo, arrays)
         self.steps += 1
-        state = self.state
+        state = self._state
         if not self._check_finite:
             for (p, group), w in zip(todo, arrays, strict=True):
                 self.update(w, p.grad, state[id(p)], group)
@@ -327,7 +348,7 @@ class Optimizer:
         is not finite), under one ``np.errstate`` for the whole step rather than one per
         array.
         """
-        state, last_good = self.state, self._last_good
+        state, last_good = self._state, self._last_good
         with np.errstate(over="ignore", invalid="ignore"):       # reported below, as an error
             for k, ((p, group), w) in enumerate(zip(todo, arrays, strict=True)):
                 last = last_good.get(id(p))
@@ -407,8 +428,8 @@ class Optimizer:
                       if k != "params"},
                    "params": [index[id(p)] for p in g["params"]]} for g in self.param_groups]
         state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v)
-                     for k, v in self.state[id(p)].items()}
-                 for i, p in enumerate(self.params) if self.state[id(p)]}
+                     for k, v in self._state[id(p)].items()}
+                 for i, p in enumerate(self.params) if self._state[id(p)]}
         return {"type": type(self).__name__, "steps": self.steps, "param_groups": groups,
                 "state": state}
 
@@ -470,7 +491,7 @@ class Optimizer:
                                      f"is {plain_repr(value)}")
         for group, hyper in zip(self.param_groups, new_groups, strict=True):
             group.update(hyper)
-        self.state, self.steps = new_state, steps
+        self._state, self.steps = new_state, steps
         self.update_bounds.clear()
 
 

@@ -35,8 +35,12 @@ step left it, and the group's bounds are the ones it carried. What remains to ch
 member is that its state holds the very values the step left (the moment arrays, Adam's
 step count) and that its gradient was bounded.
 
-What this trusts, besides the arithmetic: the optimizer's state arrays are written only by
-the optimizer (``load_state_dict`` replaces them, and a replaced array has no bound).
+The moment arrays are the optimizer's own, but ``optimizer.state`` gives them to the user,
+who may write them in place. So reading ``state`` hands them out (``handed_out``): the next
+checked step drops every carried bound and measures again, and while anything outside the
+optimizer still references the state (``state_held_outside``) every step is checked. A
+replaced array (``load_state_dict``, or assigned by hand) is not the one a bound was taken
+for, so it is measured again too.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ import functools
 import itertools
 import math
 import operator
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
@@ -164,6 +169,33 @@ def _covers(bounds: dict[str, float], state: dict[str, Any]) -> bool:
     return all(key in bounds for key, value in state.items() if isinstance(value, np.ndarray))
 
 
+def _others(one: tuple[Any]) -> int:
+    """How many references the object in the one-tuple ``one`` has besides that tuple."""
+    return sys.getrefcount(one[0]) - _ONE
+
+
+_ONE = 0
+_ONE = _others((object(),))           # the tuple's and the call's own references
+
+
+def state_held_outside(states: dict[int, dict[str, Any]], probe: object) -> bool:
+    """Whether anything besides the optimizer references its dict of ``states``, a
+    parameter's state, or a moment array (a view of one references it too), or a moment
+    array is a view of memory someone else owns. ``probe``, an object held by one local
+    variable of the caller, as ``states`` is, came here the same way: whatever references the
+    call itself adds (they differ between Python versions) are in both counts, and
+    ``states`` has one more of its own, the optimizer's attribute."""
+    if _others((states,)) - _others((probe,)) > 1:
+        return True
+    for state in states.values():         # referenced by the dict of states and ``state``
+        if _others((state,)) > 2:
+            return True
+        for value in state.values():      # by the parameter's state and ``value``
+            if isinstance(value, np.ndarray) and (value.base is not None or _others((value,)) > 2):
+                return True
+    return False
+
+
 Proof = Optional[tuple[Optional[ParamBounds], float, dict[str, float]]]
 # (the member's bounds, or None when its group was proven at once; w after; moments after)
 
@@ -175,6 +207,7 @@ class UpdateBounds:
         self.params: dict[int, ParamBounds] = {}
         self.groups: dict[int, GroupBounds] = {}    # by id of the param group
         self.stamp: Any = None      # engine.global_write_stamp() at the end of the last step
+        self.handed_out = False  # optimizer.state was read since the last step that checked it
         self.proven = 0         # updates run with no copy and no check (for tests, benchmarks)
         self.at_once = 0        # of which proven by the one comparison (the module docstring)
 

@@ -394,3 +394,138 @@ def test_a_member_whose_step_count_differs_is_not_proven_with_the_others():
     opt._step(gradient_bounds(params))
     assert opt.update_bounds.proven == proven + 2
     assert opt.state[id(params[2])]["t"] == opt.state[id(params[0])]["t"] - 1
+
+
+def _adam_after_three_steps() -> tuple[list[Parameter], optim.Adam]:
+    params = _params()
+    opt = optim.Adam(params, lr=1e-3)
+    opt.check_finite = True
+    for k in range(3):
+        _grads(params, k)
+        opt._step(gradient_bounds(params))
+    return params, opt
+
+
+def _scale_momentum_in_place(params, opt) -> None:
+    opt.state[id(params[0])]["momentum"][0, 0] = F32_MAX / 2
+
+
+def _scale_adam_m_in_place(params, opt) -> None:
+    np.copyto(opt.state[id(params[0])]["m"], F32_MAX / 4)     # |m| / eps overflows
+
+
+@pytest.mark.parametrize("setup, write", [(_momentum_sgd_after_three_steps, _scale_momentum_in_place),
+                                          (_adam_after_three_steps, _scale_adam_m_in_place)],
+                         ids=["sgd momentum", "adam m"])
+def test_a_moment_array_written_in_place_is_measured_again(setup, write):
+    """The optimizer's state is the user's to change, as in PyTorch: a moment buffer
+    written in place (not replaced) must not keep the bound carried for its old values."""
+    params, opt = setup()
+    assert opt.update_bounds.at_once > 0
+    write(params, opt)
+    opt.param_groups[0]["lr"] = 1e10 if isinstance(opt, optim.SGD) else 1.0   # proven on the old bounds
+    for p in params:
+        p.grad = np.zeros(p.shape, np.float32)
+    before = [p.numpy(copy=True) for p in params]
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(optim.NonFiniteUpdate):
+        opt._step(gradient_bounds(params))
+    assert all(p.numpy().tobytes() == b.tobytes() for p, b in zip(params, before, strict=True))
+
+
+def _hold_the_array(params, opt):
+    return opt.state[id(params[0])]["momentum"]
+
+
+def _hold_a_view(params, opt):
+    return opt.state[id(params[0])]["momentum"][1:]
+
+
+def _hold_the_parameters_state(params, opt):
+    return opt.state[id(params[0])]
+
+
+def _hold_every_state(params, opt):
+    return opt.state
+
+
+def _write_held(held, params, opt) -> None:
+    if isinstance(held, np.ndarray):
+        held[-1, 0] = F32_MAX / 2
+    else:
+        states = held if id(params[0]) in held else {id(params[0]): held}
+        states[id(params[0])]["momentum"][-1, 0] = F32_MAX / 2
+
+
+@pytest.mark.parametrize("hold", [_hold_the_array, _hold_a_view, _hold_the_parameters_state,
+                                  _hold_every_state], ids=lambda f: f.__name__[1:])
+def test_while_the_state_is_held_outside_no_update_is_proven(hold):
+    """A reference kept into the state (the dict of states, one parameter's, a moment array
+    or a view of it) lets later writes go unseen: while it is held every update is checked;
+    once it is dropped, updates are proven again."""
+    params, opt = _momentum_sgd_after_three_steps()
+    held = hold(params, opt)
+    proven = opt.update_bounds.proven
+    for k in range(3, 6):
+        _grads(params, k)
+        opt._step(gradient_bounds(params))
+    assert opt.update_bounds.proven == proven                   # all checked
+    _write_held(held, params, opt)
+    opt.param_groups[0]["lr"] = 1e10
+    for p in params:
+        p.grad = np.zeros(p.shape, np.float32)
+    before = [p.numpy(copy=True) for p in params]
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(optim.NonFiniteUpdate):
+        opt._step(gradient_bounds(params))
+    assert all(p.numpy(copy=True).tobytes() == b.tobytes()    # a copy: nothing handed out
+               for p, b in zip(params, before, strict=True))
+    del held
+    opt.param_groups[0]["lr"] = 1e-3
+    opt.state[id(params[0])]["momentum"][-1, 0] = 0.0           # a read, then nothing held
+    for k in range(6, 9):
+        _grads(params, k)
+        opt._step(gradient_bounds(params))
+    assert opt.update_bounds.proven == proven + 2 * 3            # checked once, then proven
+
+
+def test_a_moment_array_that_views_someone_elses_memory_is_never_trusted():
+    params, opt = _momentum_sgd_after_three_steps()
+    big = np.zeros((2, 7, 5), np.float32)
+    opt.state[id(params[0])]["momentum"] = big[0]                # its owner can write it
+    proven = opt.update_bounds.proven
+    for k in range(3, 6):
+        _grads(params, k, 1e-30)
+        opt._step(gradient_bounds(params))
+    assert opt.update_bounds.proven == proven
+    big[0, 0, 0] = F32_MAX / 2
+    opt.param_groups[0]["lr"] = 1e10
+    for p in params:
+        p.grad = np.zeros(p.shape, np.float32)
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(optim.NonFiniteUpdate):
+        opt._step(gradient_bounds(params))
+
+
+def test_fit_never_leaves_a_weight_inf_after_a_callback_writes_the_momentum_in_place():
+    """End to end: a callback scales a momentum buffer in place between two steps proven
+    finite; the next update would overflow, and fit stops with the last good weights."""
+    from handgrad import nn
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, 4)).astype(np.float32)
+    Y = (X[:, 0] > 0).astype(np.int64)
+    model = nn.MLP([4, 8, 2], seed=0)
+    opt = optim.SGD(model, lr=100.0, momentum=0.9)     # lr * momentum ~ 1e40 overflows float32
+
+    class Meddle(nn.callbacks.Callback):
+        def on_step_end(self, epoch, step, loss, scores, targets):
+            if step == 5:
+                assert opt.update_bounds.at_once > 0        # the steps so far were proven
+                opt.state[id(opt.params[0])]["momentum"][0, 0] = F32_MAX / 2
+                self.before = [p.numpy(copy=True) for p in opt.params]
+
+    meddle = Meddle()
+    with np.errstate(over="ignore", invalid="ignore"), \
+            pytest.raises(nn.TrainingError, match="after the optimizer's update") as info:
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=1, batch_size=16,
+               shuffle=False, verbose=0, callbacks=[meddle])
+    assert info.value.step == 6
+    for p, b in zip(opt.params, meddle.before, strict=True):
+        assert p.numpy(copy=True).tobytes() == b.tobytes()
