@@ -379,7 +379,9 @@ class Optimizer:
         bounds on the largest |element| of the weights (``w``), of the gradient (``g``) and
         of each moment array in ``state`` (``moments``): ``(peak, w_after, moments_after)``,
         ``peak`` bounding every value the update computes. None: no bound is known (an
-        optimizer without one always copies and checks). The results must not decrease
+        optimizer without one always copies and checks), or the group's hyperparameters
+        are outside the ranges the bound was derived for (``check_group``'s: a group can be
+        changed after it was checked, ``group["lr"] = -1``). The results must not decrease
         when any bound given grows: one call serves a whole group, on its largest bounds."""
         return None
 
@@ -547,12 +549,15 @@ class SGD(Optimizer):
     def update_bound(self, group: dict[str, Any], state: dict[str, Any], w: float, g: float,
                      moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:
         """The class docstring's lines, on bounds of the largest |element|."""
-        mu, lr = group["momentum"], group["lr"]
-        g = g + group["weight_decay"] * w
+        mu, lr, decay, dampening = group["momentum"], group["lr"], group["weight_decay"], group["dampening"]
+        if not (0 <= lr < math.inf and 0 <= mu < math.inf and 0 <= decay < math.inf
+                and 0 <= dampening <= 1):
+            return None         # what the lines below assume (False for NaN too)
+        g = g + decay * w
         peak, after = g, {}
         if mu:
             b = moments.get("momentum")
-            b = g if b is None else mu * b + (1 - group["dampening"]) * g
+            b = g if b is None else mu * b + (1 - dampening) * g
             after["momentum"] = b
             g = g + mu * b if group["nesterov"] else b
             peak = max(peak, b, g)
@@ -611,15 +616,22 @@ class Adam(Optimizer):
     def update_bound(self, group: dict[str, Any], state: dict[str, Any], w: float, g: float,
                      moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:
         """The class docstring's lines, on bounds of the largest |element|."""
-        return adam_bound(group, state, w, g + group["weight_decay"] * w, moments)
+        decay = group["weight_decay"]
+        if not 0 <= decay < math.inf:
+            return None
+        return adam_bound(group, state, w, g + decay * w, moments)
 
 
 def adam_bound(group: dict[str, Any], state: dict[str, Any], w: float, g: float,
-               moments: dict[str, float]) -> tuple[float, float, dict[str, float]]:
+               moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:
     """Adam's lines on bounds of the largest |element| (``g``: the gradient as the step
     sees it). The quotient m / (sqrt(v / bias2) + eps) is at most |m| / eps: its
-    denominator is at least eps > 0, so it is never 0/0 either."""
+    denominator is at least eps > 0, so it is never 0/0 either. None for hyperparameters
+    outside the ranges this assumes."""
     b1, b2 = group["betas"]
+    if not (0 <= group["lr"] < math.inf and 0 < group["eps"] < math.inf
+            and 0 <= b1 < 1 and 0 <= b2 < 1):
+        return None             # False for NaN too
     t = state.get("t", 0) + 1
     m = b1 * moments.get("m", 0.0) + (1 - b1) * g
     square = g * g
@@ -647,8 +659,13 @@ class AdamW(Adam):
     def update_bound(self, group: dict[str, Any], state: dict[str, Any], w: float, g: float,
                      moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:
         """The decay (a factor of magnitude |1 - lr wd|), then Adam's bound."""
+        if not 0 <= group["weight_decay"] < math.inf:
+            return None
         decayed = w * abs(1 - group["lr"] * group["weight_decay"])
-        peak, w_after, after = adam_bound(group, state, decayed, g, moments)
+        bound = adam_bound(group, state, decayed, g, moments)
+        if bound is None:
+            return None
+        peak, w_after, after = bound
         return max(peak, w), w_after, after
 
 

@@ -529,3 +529,37 @@ def test_fit_never_leaves_a_weight_inf_after_a_callback_writes_the_momentum_in_p
     assert info.value.step == 6
     for p, b in zip(opt.params, meddle.before, strict=True):
         assert p.numpy(copy=True).tobytes() == b.tobytes()
+
+
+OUT_OF_RANGE = {     # a group changed after check_group saw it: each makes the update overflow
+    "sgd, negative lr": (lambda ps: optim.SGD(ps, lr=1e-3, momentum=0.9), {"lr": -1e38}),
+    "sgd, infinite lr": (lambda ps: optim.SGD(ps, lr=1e-3, momentum=0.9), {"lr": math.inf}),
+    "sgd, negative momentum": (lambda ps: optim.SGD(ps, lr=1e-3, momentum=0.9), {"momentum": -1e38}),
+    "sgd, dampening above 1": (lambda ps: optim.SGD(ps, lr=1e-3, momentum=0.9,
+                                                    dampening=0.1), {"dampening": 1e39}),
+    "sgd, negative decay": (lambda ps: optim.SGD(ps, lr=1e-3), {"weight_decay": -1e39}),
+    "adam, negative lr": (lambda ps: optim.Adam(ps, lr=1e-3), {"lr": -1e39}),
+    "adam, NaN decay": (lambda ps: optim.Adam(ps, lr=1e-3), {"weight_decay": math.nan}),
+    "adamw, NaN decay": (lambda ps: optim.AdamW(ps, lr=1e-3), {"weight_decay": math.nan}),
+}
+
+
+@pytest.mark.parametrize("name", OUT_OF_RANGE)
+def test_hyperparameters_changed_out_of_range_are_checked_not_proven(name):
+    """The bounds are derived for check_group's ranges (lr >= 0, finite, ...); a group set
+    outside them later (``group["lr"] = -1e38``) must send the update to the check."""
+    make, change = OUT_OF_RANGE[name]
+    params = _params()
+    opt = make(params)
+    opt.check_finite = True
+    for k in range(3):
+        _grads(params, k)
+        opt._step(gradient_bounds(params))
+    assert opt.update_bounds.proven > 0
+    opt.param_groups[0].update(change)
+    _grads(params, 3)
+    params[0].grad[0, 0] = 0.0                      # inf * 0 for the infinite lr
+    before = [p.numpy(copy=True) for p in params]
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(optim.NonFiniteUpdate):
+        opt._step(gradient_bounds(params))
+    assert all(p.numpy(copy=True).tobytes() == b.tobytes() for p, b in zip(params, before, strict=True))
