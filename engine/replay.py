@@ -58,8 +58,9 @@ def _bad_outside(tensor: Any, a: np.ndarray, shape: tuple[int, ...], dtype: np.d
         raise ValueError(f"plan: {tensor.describe()} now has requires_grad="
                          f"{tensor._requires_grad}; it was captured with requires_grad="
                          f"{requires_grad}, which decided its gradient. Capture another plan")
-    raise ValueError(f"plan: {tensor.describe()} now has shape {a.shape} dtype {a.dtype}; it "
-                     f"was captured with shape {shape} dtype {dtype}")
+    name = f" {tensor.name!r}" if tensor.name else ""      # describe() would say the new shape too
+    raise ValueError(f"plan: {type(tensor).__name__}{name} now has shape {a.shape} dtype {a.dtype}; "
+                     f"it was captured with shape {shape} dtype {dtype}; capture another plan")
 
 
 def _as_array(a: Any) -> np.ndarray:
