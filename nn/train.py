@@ -23,6 +23,7 @@ from .callbacks import Callback, EarlyStopping, EpochFunction, GradNormRecorder,
 from .data import DataLoader
 from .finite import all_finite, first_non_finite, non_finite_rows
 from .history import History
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .module import Module
 from .optim import LRScheduler, NonFiniteUpdate, Optimizer
 from .step import EagerStep, ReplayStep, Step, TrainingError, non_finite
@@ -54,10 +55,27 @@ def _split(data: Any, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+_NOT_SOFTMAX = (MSELoss, BCEWithLogitsLoss)        # regression; independent labels
+_NOT_SOFTMAX_OPS = {"mse", "sigmoid_binary_cross_entropy"}
+
+
 def _is_classification(loss_fn: Any, scores: np.ndarray, y: np.ndarray) -> bool:
-    """Accuracy makes sense for class scores against labels or one-hot targets."""
-    return scores.ndim == 2 and scores.shape[1] > 1 and (
-        (y.ndim == 1 and y.dtype.kind in "iu") or y.shape == scores.shape)
+    """Whether accuracy (the argmax of each row of scores against its label) means
+    something: class scores (N, C) of a softmax classifier, against integer labels (N,) or
+    probability rows (N, C). Never for a regression or multi-label loss (MSE, binary
+    cross-entropy: the argmax of two regression outputs or of independent labels is no
+    class); for a loss of the user's with float targets, only when every row of the
+    targets is a distribution (non-negative, summing to 1)."""
+    if scores.ndim != 2 or scores.shape[1] < 2 or isinstance(loss_fn, _NOT_SOFTMAX) \
+            or getattr(loss_fn, "name", None) in _NOT_SOFTMAX_OPS:
+        return False
+    if y.ndim == 1 and y.dtype.kind in "iu":
+        return True
+    if y.shape != scores.shape or y.dtype.kind != "f":
+        return False
+    if isinstance(loss_fn, CrossEntropyLoss) or getattr(loss_fn, "name", None) == "softmax_cross_entropy":
+        return True
+    return bool(np.all(y >= 0)) and bool(np.allclose(np.add.reduce(y, axis=1), 1.0, atol=1e-3))
 
 
 def predict(model: Module, X: Any, batch_size: int = 1024) -> np.ndarray:
@@ -321,7 +339,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     TrainingError). NaN/Inf in ``val_data`` is a ValueError before training; validation
     outputs that overflow are a TrainingError.
     ``batch_size=None`` means full-batch gradient descent. After each epoch the train (and
-    validation) loss and accuracy are recorded; ``early_stopping=k`` stops when ``monitor``
+    validation) loss and, for a softmax classifier, accuracy are recorded (none for
+    ``MSELoss`` or ``BCEWithLogitsLoss``: ``_is_classification``); ``early_stopping=k`` stops when ``monitor``
     has not improved for k epochs and, with ``restore_best``, puts back the best weights.
     ``train_data`` is (X, y) (shuffled per epoch from (seed, epoch)) or a DataLoader.
 

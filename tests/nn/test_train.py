@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handgrad import nn
+from handgrad import engine, nn
 from handgrad.nn.data import DataLoader, spirals
 
 
@@ -151,3 +151,39 @@ def test_evaluate_names_nan_inputs_and_a_non_finite_loss():
     with pytest.raises(ValueError, match=r"evaluate: the loss is inf \(the data and the "
                                          r"outputs are finite\)"), np.errstate(over="ignore"):
         nn.evaluate(model, nn.MSELoss(), (np.zeros((5, 2)), np.full((5, 1), 1e300)))
+
+
+def _two_output_data(kind: str):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((48, 4)).astype(np.float32)
+    if kind == "regression":
+        return X, rng.standard_normal((48, 2)).astype(np.float32)
+    if kind == "multi-label":
+        return X, (rng.random((48, 2)) > 0.5).astype(np.float32)
+    if kind == "labels":
+        return X, rng.integers(0, 2, 48)
+    return X, np.eye(2, dtype=np.float32)[rng.integers(0, 2, 48)]       # one-hot rows
+
+
+@pytest.mark.parametrize("loss_fn, kind, accuracy", [
+    (nn.MSELoss(), "regression", False),
+    (nn.MSELoss(), "one-hot", False),               # fitting one-hot rows by MSE: no classifier
+    (nn.BCEWithLogitsLoss(), "multi-label", False),
+    (nn.CrossEntropyLoss(), "labels", True),
+    (nn.CrossEntropyLoss(), "one-hot", True),
+    (lambda out, y: engine.softmax_cross_entropy(out, y), "labels", True),
+    (lambda out, y: engine.softmax_cross_entropy(out, y), "one-hot", True),
+    (lambda out, y: ((out - y) ** 2).mean(), "regression", False),     # rows are no distributions
+], ids=["mse", "mse on one-hot", "bce multi-label", "ce labels", "ce one-hot", "own ce labels",
+        "own ce one-hot", "own mse"])
+def test_accuracy_is_recorded_only_for_a_softmax_classifier(loss_fn, kind, accuracy):
+    """The argmax of two regression outputs, or of independent labels, is no class: fit and
+    evaluate record no accuracy for them rather than a meaningless one."""
+    X, Y = _two_output_data(kind)
+    model = nn.MLP([4, 8, 2], seed=0)
+    history = nn.fit(model, loss_fn, nn.optim.SGD(model, lr=0.01), (X, Y), epochs=1,
+                     batch_size=16, verbose=0, val_data=(X, Y))
+    record = history.epochs[0]
+    assert ("train_accuracy" in record) is accuracy
+    assert ("val_accuracy" in record) is accuracy
+    assert ("accuracy" in nn.evaluate(model, loss_fn, (X, Y))) is accuracy
