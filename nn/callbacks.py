@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import progress as progress_
+from .finite import l2_norm
 from .history import History
 from .module import Module
 from .optim import LRScheduler
@@ -98,7 +99,7 @@ class GradNormRecorder(Callback):
         for name, p in self.named:
             g = p.grad
             if g is not None:
-                self.norms.setdefault(name, []).append(math.sqrt(float(np.dot(g.ravel(), g.ravel()))))
+                self.norms.setdefault(name, []).append(l2_norm(g))
 
 
 class Progress(Callback):

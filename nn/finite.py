@@ -32,6 +32,18 @@ def square_norm(a: np.ndarray) -> float:
     return float(np.vdot(flat, flat).real)
 
 
+def l2_norm(a: np.ndarray) -> float:
+    """The L2 norm of a float array as a Python float, Inf or NaN only when an element is:
+    the square root of ``square_norm``, or, when the squares overflow the array's dtype
+    (finite elements beyond ~1e19 in float32, ~1e154 in float64), the norm of the array
+    divided by its largest magnitude, in float64, times that magnitude."""
+    square = square_norm(a)
+    if math.isfinite(square) or not all_finite(a):
+        return math.sqrt(square)
+    big = float(np.max(np.abs(a)))
+    return big * math.sqrt(square_norm(a.astype(np.float64) / big))
+
+
 def non_finite_rows(a: np.ndarray) -> tuple[int, int]:
     """How many examples (rows along the first axis; a 0-d array is one) hold a NaN or
     Inf, and the index of the first: for messages that point at the data at fault."""

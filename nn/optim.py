@@ -18,7 +18,7 @@ from handgrad.engine import Tensor
 from handgrad.engine.plain import plain_repr
 
 from . import subnormal
-from .finite import first_non_finite, square_norm
+from .finite import all_finite, first_non_finite, l2_norm, square_norm
 from .module import Module, Parameter
 from .update_bounds import UpdateBounds, state_held_outside
 
@@ -790,7 +790,10 @@ def clip_grad_norm_(params: Iterable[Parameter] | Module, max_norm: float) -> fl
     _number("clip_grad_norm_", "max_norm", max_norm, 0, lo_open=True)
     params = params.parameters() if isinstance(params, Module) else list(params)
     grads = [p.grad for p in params if p.grad is not None]
-    total = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
+    with np.errstate(over="ignore"):        # an overflow is measured again below
+        total = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
+    if total == math.inf and all(all_finite(g) for g in grads):   # squares beyond float64's range
+        total = math.hypot(*(l2_norm(g) for g in grads))
     if total > max_norm:
         scale = max_norm / (total + 1e-6)
         for g in grads:

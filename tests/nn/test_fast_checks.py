@@ -3,6 +3,7 @@
 with no errstate, and the accuracy count through preallocated buffers."""
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from handgrad import nn
 from handgrad.nn import metrics, optim
-from handgrad.nn.finite import all_finite, square_norm
+from handgrad.nn.finite import all_finite, l2_norm, square_norm
 from handgrad.nn.module import Parameter
 from handgrad.nn.train import _Tally
 
@@ -100,3 +101,37 @@ def test_fit_records_the_same_train_accuracy_as_metrics_accuracy_on_its_steps():
     history = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (X, Y),
                      epochs=1, batch_size=32, verbose=0, callbacks=[Count()])
     assert history.epochs[0]["train_accuracy"] == round(sum(counted)) / 70
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1.0), (np.float32, 1e20), (np.float32, 1e-30),
+                                          (np.float64, 1e200), (np.float64, 1e-200)])
+def test_l2_norm_is_right_where_the_squares_overflow_or_underflow(dtype, scale):
+    a = (np.random.default_rng(0).standard_normal((7, 5)) * scale).astype(dtype)
+    exact = float(np.abs(a.astype(np.float64)).max()) * \
+        float(np.linalg.norm(a.astype(np.float64) / np.abs(a.astype(np.float64)).max()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert l2_norm(a) == pytest.approx(exact, rel=1e-6)        # float32's dot: ~35 roundings
+    a[1, 1] = np.nan
+    assert math.isnan(l2_norm(a))
+    a[1, 1] = np.inf
+    assert l2_norm(a) == math.inf
+    assert l2_norm(np.zeros(3, dtype)) == 0.0
+
+
+def test_gradient_norms_recorded_for_huge_float32_gradients_are_finite():
+    """Exploding gradients are when the recorded norms are read: a float32 gradient of
+    1e20s has a norm of ~1e21, not Inf (its float32 squares overflow)."""
+    model = nn.MLP([2, 3], seed=0)
+    recorder = nn.callbacks.GradNormRecorder(model)
+    for p in model.parameters():
+        p.grad = np.full(p.shape, 1e20, np.float32)
+    recorder.on_step_end(1, 1, 0.0, np.zeros((1, 3)), np.zeros(1))
+    assert recorder.norms["layers.0.weight"][0] == pytest.approx(float(np.float32(1e20)) * math.sqrt(6), rel=1e-6)
+
+
+def test_clip_grad_norm_scales_gradients_whose_squares_overflow_float64():
+    p = Parameter(np.zeros(3))
+    p.grad = np.full(3, 1e200)
+    assert optim.clip_grad_norm_([p], 1.0) == pytest.approx(1e200 * math.sqrt(3))
+    np.testing.assert_allclose(p.grad, np.full(3, 1 / math.sqrt(3)))    # not zeroed
