@@ -119,16 +119,25 @@ def confusion_matrix(labels: Any, pred: Any, num_classes: int | None = None) -> 
     return out
 
 
-def precision_recall(probabilities: Any, targets: Any, threshold: float = 0.5,
+def precision_recall(probabilities: Any, targets: Any, threshold: float | None = None,
                      average: str | None = "micro") -> tuple[Any, Any]:
     """Precision and recall of binary or multi-label outputs thresholded at ``threshold``.
 
     ``probabilities`` and ``targets`` (0/1) have the same shape: (N,) for binary, (N, L)
     for multi-label. average="micro" pools every decision, "macro" averages the per-label
     values, None returns one value per label. A ratio with a zero denominator is 0.
+    Without ``threshold`` the outputs must be probabilities, thresholded at 0.5: a value
+    outside [0, 1] (a logit) is an error, never read as a probability; for logits pass
+    ``threshold=0`` (any threshold given is taken as it is).
     """
     p, t = _finite_scores("precision_recall", _np(probabilities), "probabilities"), \
         _labels("precision_recall", targets)
+    if threshold is None:
+        if p.size and (p.min() < 0 or p.max() > 1):
+            raise ValueError(f"precision_recall: the probabilities lie in [{p.min():.4g}, "
+                             f"{p.max():.4g}], outside [0, 1]: logits? Pass threshold=0 for "
+                             f"logits, or sigmoid(logits)")
+        threshold = 0.5
     threshold = _threshold("precision_recall", threshold)
     if t.size and (t.min() < 0 or t.max() > 1):
         raise ValueError("precision_recall: targets must be 0 or 1")

@@ -48,6 +48,16 @@ def test_precision_recall_binary_and_multilabel():
         nn.precision_recall(P, T, average="weighted")
 
 
+def test_precision_recall_never_reads_logits_as_probabilities():
+    """Logits thresholded at 0.5 would count a logit of 0.3 (probability 0.57) negative:
+    values outside [0, 1] without a threshold are an error; threshold=0 reads them."""
+    logits = np.array([2.0, 0.3, -1.0, -0.2])
+    truth = np.array([1, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]: logits\? Pass threshold=0"):
+        nn.precision_recall(logits, truth)
+    assert nn.precision_recall(logits, truth, threshold=0) == pytest.approx((1.0, 2 / 3))
+
+
 NAN_SCORES = np.array([[np.nan, np.nan, np.nan]] * 4)      # argmax reads NaN as class 0
 
 
