@@ -66,6 +66,16 @@ def non_finite(what: str, value: float, kept: str | None = None) -> TrainingErro
     return TrainingError(f"{what} became {value}", what=what, value=value, kept=kept)
 
 
+def one_number(owner: str, loss: Tensor) -> Tensor:
+    """``loss`` itself when it is one number; else a ValueError naming its shape (a loss
+    with ``reduction="none"`` gives one per example, and there is no single one to train
+    on or record)."""
+    if loss.size != 1:
+        raise ValueError(f"{owner}: the loss must be one number, but loss_fn returned shape "
+                         f"{loss.shape} (reduction='none'? use 'mean' or 'sum')")
+    return loss
+
+
 def as_batch(x: Any) -> Tensor:
     """The tensor an eager step feeds the model: the one place a batch is wrapped. An array
     that owns its memory (fit's batches are fresh copies or gathered rows) is adopted
@@ -148,7 +158,7 @@ class EagerStep(Step):
 
     def __call__(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
         out = self.model(as_batch(x))
-        loss = self.loss_fn(out, y)
+        loss = one_number(self.owner, self.loss_fn(out, y))
         value = float(loss.item())
         self._check("the loss", value)
         objective = loss
@@ -188,7 +198,7 @@ class ReplayStep(Step):
 
     def _fn(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
         out = self.model(x)
-        loss = self.loss_fn(out, y)
+        loss = one_number(self.owner, self.loss_fn(out, y))
         if self.regularizer is None:
             return loss, loss, out
         penalty = self.regularizer()

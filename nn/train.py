@@ -26,7 +26,7 @@ from .history import History
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .module import Module
 from .optim import LRScheduler, NonFiniteUpdate, Optimizer
-from .step import EagerStep, ReplayStep, Step, TrainingError, non_finite
+from .step import EagerStep, ReplayStep, Step, TrainingError, non_finite, one_number
 from .threads import blas_threads, threads_for
 
 __all__ = ["History", "TrainingError", "fit", "evaluate", "predict", "NonFiniteEvaluation"]
@@ -78,6 +78,13 @@ def _is_classification(loss_fn: Any, scores: np.ndarray, y: np.ndarray) -> bool:
     return bool(np.all(y >= 0)) and bool(np.allclose(np.add.reduce(y, axis=1), 1.0, atol=1e-3))
 
 
+def _summed(loss_fn: Any) -> bool:
+    """Whether ``loss_fn`` sums over the batch (``reduction="sum"``): fit and evaluate then
+    divide its value by the number of examples, so that every loss they record is a mean
+    per example, whatever the reduction (a plain function's loss is taken as a mean)."""
+    return getattr(loss_fn, "reduction", None) == "sum"
+
+
 def predict(model: Module, X: Any, batch_size: int = 1024) -> np.ndarray:
     """The model's outputs for X (eval mode, no graph), concatenated over batches; for an
     empty X, the model's output for an empty batch (shape (0, n_outputs)). Eval mode holds
@@ -127,7 +134,10 @@ def evaluate(model: Module, loss_fn: Callable[..., Tensor], data: Any,
             f"examples (the first is example {first})", "outputs",
             first_non_finite(scores))
     with engine.no_grad():
-        loss = float(loss_fn(engine.adopt(scores), y).item())     # scores: fresh, ours
+        value = loss_fn(engine.adopt(scores), y)                  # scores: fresh, ours
+    loss = float(one_number("evaluate", value).item())
+    if _summed(loss_fn):
+        loss /= max(len(X), 1)                              # per example, as fit records it
     if not math.isfinite(loss):
         raise NonFiniteEvaluation(f"evaluate: the loss is {loss} (the data and the outputs are "
                                   f"finite)", "loss", loss)
@@ -184,6 +194,7 @@ class _Tally(Callback):
 
     def __init__(self, loss_fn: Any):
         self.loss_fn = loss_fn
+        self.summed = _summed(loss_fn)
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.on_epoch_begin(0)
 
@@ -194,7 +205,7 @@ class _Tally(Callback):
     def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
                     targets: Any) -> None:
         n = len(targets)
-        self.total_loss += loss * n
+        self.total_loss += loss if self.summed else loss * n
         targets = np.asarray(targets)
         if _is_classification(self.loss_fn, scores, targets):
             if not all_finite(scores):
@@ -339,7 +350,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     TrainingError). NaN/Inf in ``val_data`` is a ValueError before training; validation
     outputs that overflow are a TrainingError.
     ``batch_size=None`` means full-batch gradient descent. After each epoch the train (and
-    validation) loss and, for a softmax classifier, accuracy are recorded (none for
+    validation) loss, a mean per example (a loss with ``reduction="sum"`` is divided by
+    the batch size), and, for a softmax classifier, accuracy are recorded (none for
     ``MSELoss`` or ``BCEWithLogitsLoss``: ``_is_classification``); ``early_stopping=k`` stops when ``monitor``
     has not improved for k epochs and, with ``restore_best``, puts back the best weights.
     ``train_data`` is (X, y) (shuffled per epoch from (seed, epoch)) or a DataLoader.
@@ -388,6 +400,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     blas_limit = threads_for(model, size, threads, owner="fit")
     step = (ReplayStep if compile else EagerStep)(model, loss_fn, optimizer, regularizer=regularizer,
                                                   clip_grad_norm=clip_grad_norm)
+    step.owner = "fit"                                  # its errors are fit's
     tally = _Tally(loss_fn)
     extras = [LRSchedule(scheduler, scheduler_per_step) if scheduler is not None else None,
               GradNormRecorder(model) if record_grad_norms else None, tally,

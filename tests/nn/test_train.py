@@ -187,3 +187,36 @@ def test_accuracy_is_recorded_only_for_a_softmax_classifier(loss_fn, kind, accur
     assert ("train_accuracy" in record) is accuracy
     assert ("val_accuracy" in record) is accuracy
     assert ("accuracy" in nn.evaluate(model, loss_fn, (X, Y))) is accuracy
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_recorded_losses_are_means_per_example_whatever_the_reduction(compile):
+    """With reduction="sum" the train loss was batch-size times the mean and the validation
+    loss validation-size times it: three scales for one quantity. All are means now."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 4)).astype(np.float32)
+    Y = rng.integers(0, 3, 64)
+    records = {}
+    for reduction in ("mean", "sum"):
+        model = nn.MLP([4, 8, 3], seed=0)
+        loss_fn = nn.CrossEntropyLoss(reduction=reduction)
+        history = nn.fit(model, loss_fn, nn.optim.SGD(model, lr=0.0), (X, Y), epochs=1,
+                         batch_size=16, verbose=0, val_data=(X[:32], Y[:32]), compile=compile)
+        records[reduction] = (history.epochs[0]["train_loss"], history.epochs[0]["val_loss"],
+                              nn.evaluate(model, loss_fn, (X, Y))["loss"])
+    assert records["sum"] == pytest.approx(records["mean"], rel=1e-6)   # float32 sums, orders differ
+    assert records["mean"][0] == pytest.approx(records["mean"][2], rel=1e-6)   # lr 0: the same weights
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_a_loss_that_is_not_one_number_is_a_clear_error(compile):
+    X = np.zeros((8, 4), np.float32)
+    Y = np.zeros(8, np.int64)
+    model = nn.MLP([4, 3], seed=0)
+    loss_fn = nn.CrossEntropyLoss(reduction="none")
+    with pytest.raises(ValueError, match=r"^fit: the loss must be one number, but loss_fn returned "
+                                         r"shape \(8,\) \(reduction='none'"):
+        nn.fit(model, loss_fn, nn.optim.SGD(model, lr=0.1), (X, Y), epochs=1, batch_size=8,
+               verbose=0, compile=compile)
+    with pytest.raises(ValueError, match=r"^evaluate: the loss must be one number"):
+        nn.evaluate(model, loss_fn, (X, Y))
