@@ -88,6 +88,17 @@ class Tape:
                 f"capture: Tensor(...) of shape {t.shape} created inside the captured "
                 f"function; the plan would freeze its values. Pass the array as an input")
 
+    @staticmethod
+    def without_an_op(what: str) -> None:
+        """A tensor made inside the function from its values without an op (a comparison,
+        ``detach()``): a plan has no instruction to make it again, so it would replay the
+        values of the first call."""
+        raise CaptureError(
+            f"capture: {what} inside the captured function makes a tensor without an op, "
+            f"which a replayed plan would keep with its values from the first call. Compute "
+            f"it outside the function and pass it as an input, or run this step eagerly "
+            f"(fit(compile=False))")
+
     def record(self, op: "Op", tensors: tuple["Tensor", ...], params: dict[str, Any],
                ctx: Any, result: "Tensor") -> None:
         self.records.append((op, tensors, params, ctx, result))

@@ -19,6 +19,7 @@ A tensor holds numbers: bool, integers, floats (and complex, for complex-step ch
 """
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
@@ -198,6 +199,8 @@ class Tensor(OpMethods):
 
     def detach(self) -> "Tensor":
         """The same data (shared memory), cut from the graph: no node, no grad."""
+        if STATE.tape is not None:
+            STATE.tape.without_an_op("detach()")
         t = Tensor._from_op(self._data, None)
         memory.alias(t, self)
         return t
@@ -371,23 +374,28 @@ class Tensor(OpMethods):
     # --- comparisons -------------------------------------------------------------------
     # Elementwise, like numpy and PyTorch: boolean tensors outside the graph (masks for
     # `where`). Tensors still hash by identity, so they work as dict keys and in sets.
+    def _compare(self, other: Any, compare: Callable[[Any, Any], Any], symbol: str) -> "Tensor":
+        if STATE.tape is not None:             # no op makes it: a plan could not redo it
+            STATE.tape.without_an_op(f"a comparison ({symbol})")
+        return Tensor._from_op(np.asarray(compare(self._data, _data(other))), None)
+
     def __eq__(self, other: Any) -> "Tensor":  # type: ignore[override]
-        return Tensor._from_op(np.asarray(self._data == _data(other)), None)
+        return self._compare(other, operator.eq, "==")
 
     def __ne__(self, other: Any) -> "Tensor":  # type: ignore[override]
-        return Tensor._from_op(np.asarray(self._data != _data(other)), None)
+        return self._compare(other, operator.ne, "!=")
 
     def __lt__(self, other: Any) -> "Tensor":
-        return Tensor._from_op(np.asarray(self._data < _data(other)), None)
+        return self._compare(other, operator.lt, "<")
 
     def __le__(self, other: Any) -> "Tensor":
-        return Tensor._from_op(np.asarray(self._data <= _data(other)), None)
+        return self._compare(other, operator.le, "<=")
 
     def __gt__(self, other: Any) -> "Tensor":
-        return Tensor._from_op(np.asarray(self._data > _data(other)), None)
+        return self._compare(other, operator.gt, ">")
 
     def __ge__(self, other: Any) -> "Tensor":
-        return Tensor._from_op(np.asarray(self._data >= _data(other)), None)
+        return self._compare(other, operator.ge, ">=")
 
     __hash__ = object.__hash__
 

@@ -237,8 +237,14 @@ class ReplayStep(Step):
             self._busy.release()
 
     def _step(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
-        x = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
-        y = y.numpy() if isinstance(y, Tensor) else np.asarray(y)
+        if not engine.is_grad_enabled():
+            raise RuntimeError(f"{self.owner}: gradients are off in this thread (inside "
+                               f"engine.no_grad()); a training step needs them")
+        if engine.is_anomaly_enabled():
+            raise RuntimeError(f"{self.owner}: detect_anomaly() checks every op as it runs, "
+                               f"which a replayed plan does not; find the op with the eager "
+                               f"step (fit(compile=False))")
+        x, y = self._array("batch", x), self._array("targets", y)
         for p in self.optimizer.params:
             p.grad = None                              # zero_grad
         key = self.key(x, y)
@@ -262,6 +268,19 @@ class ReplayStep(Step):
         self._update()
         self.last_output = np.array(outputs[2], copy=True)
         return float(outputs[1]), self.last_output
+
+    def _array(self, what: str, v: Any) -> np.ndarray:
+        """The values of the batch or the targets. A tensor in a graph (computed by ops, or
+        requiring grad) is refused: its gradient would not flow back from a plan."""
+        if not isinstance(v, Tensor):
+            return np.asarray(v)
+        if v.node is not None or v.requires_grad:
+            how = f"computed by op '{v.node.op.name}'" if v.node is not None else "requiring grad"
+            raise ValueError(f"{self.owner}: the {what} is a tensor in a graph ({how}); a "
+                             f"compiled step takes arrays and would cut it from the graph, so "
+                             f"no gradient would reach what made it. Pass arrays, or run the "
+                             f"step eagerly (fit(compile=False))")
+        return v.numpy()
 
     def _note_outside(self, plan: engine.Plan, key: tuple[Any, ...], x: np.ndarray,
                       y: np.ndarray) -> None:

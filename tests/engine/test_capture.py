@@ -160,9 +160,28 @@ def test_reading_values_inside_the_function_is_refused(read):
             y = y * 2
         return y.sum()
 
-    with pytest.raises(CaptureError, match="cannot follow Python decisions made on values"):
+    # (a comparison is refused before its truth value is read: no op could make it again)
+    with pytest.raises(CaptureError, match="cannot follow Python decisions made on values|"
+                                           r"a comparison \(>\) .* without an op"):
         engine.capture(fn, np.ones((1, 2)))
     assert engine.modes.STATE.tape is None     # the tape is gone after a refusal
+
+
+@pytest.mark.parametrize("make", [lambda h: engine.where(h > 0, h, h * 0.1),
+                                  lambda h: h * (h >= 0), lambda h: h - h.detach().mean(axis=0),
+                                  lambda h: h * (h == h), lambda h: h * (h != 0),
+                                  lambda h: h * (h < 1), lambda h: h * (h <= 1)],
+                         ids=["where mask", "mask", "detach", "==", "!=", "<", "<="])
+def test_a_tensor_made_without_an_op_inside_the_function_is_refused(make):
+    """A comparison's mask or a detached tensor has no op a plan could run again: replays
+    would reuse the values of the first call (a mask of the first batch), silently."""
+    W = Tensor(np.ones((2, 2)), requires_grad=True)
+    with pytest.raises(CaptureError, match="without an op, which a replayed plan would keep"):
+        engine.capture(lambda x: make(x @ W).sum(), np.ones((1, 2)))
+    assert engine.modes.STATE.tape is None
+    h = Tensor(np.array([[-1.0, 2.0]]), requires_grad=True)    # eagerly they work as before
+    make(h).sum().backward()
+    assert h.grad is not None
 
 
 def test_arrays_from_outside_the_function_are_refused_numbers_are_fine():

@@ -255,3 +255,33 @@ def test_a_step_called_from_a_second_thread_while_it_runs_is_refused():
         first.join()
     step(X[:8], Y[:8])                           # free again once the first call ended
     assert len(step.plans) == 1
+
+
+def _small_step():
+    model = nn.MLP([6, 8, 3], seed=0)
+    opt = nn.optim.SGD(model, lr=0.1)
+    return model, nn.compile_step(model, nn.CrossEntropyLoss(), opt)
+
+
+def test_a_batch_in_a_graph_is_refused_not_cut_from_it():
+    """Eagerly the gradient flows back into what made the batch (an encoder); a plan takes
+    arrays, so it would silently leave the encoder untrained."""
+    model, step = _small_step()
+    encoder = nn.Linear(6, 6, rng=np.random.default_rng(0))
+    xb = encoder(engine.Tensor(X[:16]))
+    with pytest.raises(ValueError, match=r"the batch is a tensor in a graph \(computed by op 'linear'\)"):
+        step(xb, Y[:16])
+    with pytest.raises(ValueError, match=r"the targets is a tensor in a graph \(requiring grad\)"):
+        step(X[:16], engine.Tensor(np.eye(3)[Y[:16]], requires_grad=True))
+    assert step(engine.Tensor(X[:16]), engine.Tensor(Y[:16])) > 0     # plain tensors are fine
+
+
+def test_a_compiled_step_refuses_no_grad_and_detect_anomaly_as_eager_steps_do():
+    model, step = _small_step()
+    step(X[:16], Y[:16])
+    before = [p.numpy(copy=True) for p in model.parameters()]
+    with engine.no_grad(), pytest.raises(RuntimeError, match="gradients are off in this thread"):
+        step(X[:16], Y[:16])
+    with engine.detect_anomaly(), pytest.raises(RuntimeError, match="detect_anomaly.*eager step"):
+        step(X[:16], Y[:16])
+    assert all(np.array_equal(p.numpy(), b) for p, b in zip(model.parameters(), before, strict=True))
