@@ -151,8 +151,12 @@ def _unlock() -> None:
 
 
 def _references(one: tuple[Any]) -> int:
-    """How many references the object in the one-tuple ``one`` has besides that tuple."""
-    return sys.getrefcount(one[0]) - _ONE
+    """How many references the object in the one-tuple ``one`` has besides that tuple. A
+    weak reference (``weakref.ref(t.data)``) gives the array back whenever its owner asks,
+    so an array with one counts as held by a reference more than it has (handgrad keeps
+    none to tensors' arrays)."""
+    obj = one[0]
+    return sys.getrefcount(obj) - _ONE + (weakref.getweakrefcount(obj) > 0)
 
 
 _ONE = 0

@@ -151,6 +151,25 @@ class Tensor(OpMethods):
         name = f" {self.name!r}" if self.name else ""
         return f"{type(self).__name__}{name} of shape {self.shape}, dtype {self.dtype}"
 
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """What ``pickle`` and ``copy.deepcopy`` copy: every slot but the memory record.
+        The copy's array is new memory, and the original's record (its locks, hand-outs,
+        checkpoints) is not about it: a copied "locked" would stop later graphs from
+        locking the copy's array, which stays writeable."""
+        slots = {name: getattr(self, name) for name in _STATE_SLOTS if hasattr(self, name)}
+        slots["_memory"] = None
+        return None, slots
+
+    def __copy__(self) -> "Tensor":
+        """``copy.copy``: a tensor on the same memory, so on the same record (as
+        ``detach()``, but keeping the node and gradient)."""
+        t = type(self).__new__(type(self))
+        for name in _STATE_SLOTS:
+            if hasattr(self, name):
+                setattr(t, name, getattr(self, name))
+        memory.alias(t, self)
+        return t
+
     def __repr__(self) -> str:
         extras = []
         if self.name:
@@ -444,6 +463,9 @@ def as_tensor(x: Any, dtype: Any = None) -> Tensor:
     if isinstance(x, Tensor):
         return x
     return Tensor(x, dtype=dtype, copy=False)
+
+
+_STATE_SLOTS = tuple(name for name in Tensor.__slots__ if name not in ("_memory", "__weakref__"))
 
 
 def from_numpy(array: np.ndarray) -> Tensor:

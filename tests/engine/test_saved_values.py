@@ -576,3 +576,46 @@ def test_adopted_foreign_memory_is_still_checksummed():
     buffer[:] = np.array([200.0, 200.0]).tobytes()
     with pytest.raises(RuntimeError, match=FOREIGN + r".*bytearray"):
         loss.backward()
+
+
+def test_an_array_held_only_through_a_weak_reference_is_protected_too():
+    """A weakref gives the array back whenever asked: it counts as a holder."""
+    import weakref
+    x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    w = Tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
+    ref = weakref.ref(w.data)
+    loss = (x * w).sum()
+    with pytest.raises(ValueError, match=READ_ONLY):
+        ref()[...] = 100.0
+    loss.backward()
+    np.testing.assert_array_equal(x.grad, [0.5, -1.0, 2.0])
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_of_a_locked_leaf_is_locked_by_its_own_graphs(how):
+    """The copy's array is new memory: the original's lock must not come with it (a
+    record saying "locked" over a writeable array stopped the copy's graphs locking it)."""
+    import copy
+    import pickle
+    w = Tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
+    held = w.data                                   # held while a graph saves it: locked
+    loss1 = (Tensor(np.ones(3)) * w).sum()
+    w2 = copy.deepcopy(w) if how == "deepcopy" else pickle.loads(pickle.dumps(w))
+    b = w2.data
+    loss2 = (w2 * w2).sum()
+    with pytest.raises(ValueError, match=READ_ONLY):
+        b[...] = 100.0
+    loss2.backward()
+    np.testing.assert_array_equal(w2.grad, [1.0, -2.0, 4.0])
+    del held, loss1
+
+
+def test_a_shallow_copy_shares_the_memory_and_its_tracking():
+    import copy
+    w = Tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
+    loss = (w * w).sum()
+    alias = copy.copy(w)
+    with engine.no_grad():
+        alias += 1.0                                # a tracked write to w's memory
+    with pytest.raises(RuntimeError, match="modified by an in-place operation"):
+        loss.backward()
