@@ -264,6 +264,13 @@ def _check_options(epochs: Any, batch_size: Any, initial_epoch: Any, early_stopp
 def _check_resume(history: History, initial_epoch: int, stopper: EarlyStopping | None,
                   best_state: dict[str, Any] | None) -> None:
     """A resumed run (``initial_epoch``, ``history``, ``best_state``) must fit together."""
+    if history.interrupted:
+        raise ValueError(f"fit: history is of a run interrupted during epoch "
+                         f"{len(history.epochs) + 1} (Ctrl-C): the model's weights are from "
+                         f"the middle of it, so continuing from its start would not be the "
+                         f"run uninterrupted, and its steps would be counted twice. Continue "
+                         f"from weights saved at the end of an epoch (a callback, or handgrad "
+                         f"train --resume), or start a new History")
     if len(history.epochs) != initial_epoch:
         raise ValueError(f"fit: history has {len(history.epochs)} epochs but initial_epoch is "
                          f"{initial_epoch}")

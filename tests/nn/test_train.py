@@ -220,3 +220,17 @@ def test_a_loss_that_is_not_one_number_is_a_clear_error(compile):
                verbose=0, compile=compile)
     with pytest.raises(ValueError, match=r"^evaluate: the loss must be one number"):
         nn.evaluate(model, loss_fn, (X, Y))
+
+
+def test_a_history_interrupted_mid_epoch_is_refused_for_continuing():
+    """After Ctrl-C the weights are from the middle of an epoch and the history holds that
+    epoch's first steps: continuing from its start silently counted them twice."""
+    X, Y = nn.data.blobs(64, centers=3, seed=0)
+    model = _model()
+    opt = nn.optim.SGD(model, lr=0.1)
+    history = nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=1, verbose=0)
+    history.steps += [1.0, 1.0]                      # what Ctrl-C in epoch 2 leaves
+    history.interrupted = True
+    with pytest.raises(ValueError, match="interrupted during epoch 2 .*counted twice"):
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=3, verbose=0,
+               initial_epoch=1, history=history)
