@@ -16,6 +16,7 @@ the forward of nested ``Sequential``s work thousands of levels deep.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import weakref
@@ -55,6 +56,24 @@ def tree_version() -> int:
     """Changes whenever a module is attached or removed anywhere (caches of module lists
     compare it)."""
     return _module_tree_edits
+
+
+# The modules called in each thread while a compiled step records a plan (by thread id;
+# empty the rest of the time, so a module call pays one test of it).
+_CALLS: dict[int, list["Module"]] = {}
+
+
+@contextlib.contextmanager
+def calls_recorded() -> Iterator[list["Module"]]:
+    """The modules called in this thread inside the block, in call order, whether or not
+    they belong to a model's tree (a loss module inside a plain function, a layer kept in a
+    list): a compiled step keys its plans on their settings too (nn/step.py)."""
+    key = threading.get_ident()
+    calls = _CALLS[key] = []
+    try:
+        yield calls
+    finally:
+        del _CALLS[key]
 
 
 class _ThreadModes(threading.local):
@@ -181,6 +200,10 @@ class Module:
         """Run ``forward`` in this module's name scope: the nodes it creates carry its
         dotted name, the same name ``state_dict`` uses (a module used in two places keeps
         the first), whichever parent calls it."""
+        if _CALLS:
+            calls = _CALLS.get(threading.get_ident())
+            if calls is not None:
+                calls.append(self)
         outer = current_scope()
         path: str | None
         if outer is None:                             # called as the root of a model

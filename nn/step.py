@@ -192,6 +192,7 @@ class ReplayStep(Step):
         self._tree = -1                          # the tree version self._modules is for
         self._modules: list[Module] = []
         self._outside: list[Tensor] = []   # tensors plans read that no module holds
+        self._called: list[Module] = []    # modules plans ran that are not in the trees
         self._seen: tuple[int, ...] | None = None   # the settings self._tensors is for
         self._tensors: list[Tensor] = []   # whose requires_grad the key holds
         self._busy = threading.Lock()
@@ -215,6 +216,7 @@ class ReplayStep(Step):
             self._modules = list(self.model.modules())
             if isinstance(self.loss_fn, Module):
                 self._modules += list(self.loss_fn.modules())
+            self._modules += self._called
             self._seen = None
         settings = tuple([m._assignments for m in self._modules])
         if settings != self._seen:                          # a parameter may be replaced
@@ -253,8 +255,9 @@ class ReplayStep(Step):
             # The first step of this shape runs eagerly while it is recorded: its forward,
             # its backward (gradients land in .grad), then the checks and update below.
             self.names = {id(p): name for name, p in self.model.named_parameters()}
-            plan = self.plans[key] = engine.capture(self._fn, x, y, names=self.names)
-            self._note_outside(plan, key, x, y)
+            with module_.calls_recorded() as called:
+                plan = self.plans[key] = engine.capture(self._fn, x, y, names=self.names)
+            self._note_outside(plan, called, key, x, y)
             outputs = plan.last_outputs
             if plan.root is None:
                 raise engine.CaptureError("compile_step: the loss does not depend on any "
@@ -282,16 +285,24 @@ class ReplayStep(Step):
                              f"step eagerly (fit(compile=False))")
         return v.numpy()
 
-    def _note_outside(self, plan: engine.Plan, key: tuple[Any, ...], x: np.ndarray,
-                      y: np.ndarray) -> None:
-        """Add the tensors ``plan`` reads that no module holds (a regularizer's, a plain
-        loss function's) to the key, and file the plan under its full key."""
-        known = {id(p) for m in self._modules for p in m._parameters.values()}
+    def _note_outside(self, plan: engine.Plan, called: list[Module], key: tuple[Any, ...],
+                      x: np.ndarray, y: np.ndarray) -> None:
+        """Add what the key does not cover yet to it: the tensors ``plan`` reads that no
+        module holds (a regularizer's, a plain loss function's) and the modules it ran that
+        are in neither tree (a loss module inside a plain function, a layer kept in a
+        list: a dropout's ``p`` set later must mean a new capture); then file the plan
+        under its full key."""
+        known_modules = {id(m) for m in self._modules}
+        modules = [m for c in called for m in c.modules() if id(m) not in known_modules]
+        for m in modules:
+            known_modules.add(id(m))
+        known = {id(p) for m in self._modules + modules for p in m._parameters.values()}
         known.update(id(t) for t in self._outside)
         new = [t for _, t, *_ in plan.outside if id(t) not in known]
-        if new:
+        if new or modules:
             self._outside += new
-            self._seen = None
+            self._called += list({id(m): m for m in modules}.values())
+            self._tree = -1                         # the module list again, with them
             del self.plans[key]
             self.plans[self.key(x, y)] = plan
 

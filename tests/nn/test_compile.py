@@ -285,3 +285,53 @@ def test_a_compiled_step_refuses_no_grad_and_detect_anomaly_as_eager_steps_do():
     with engine.detect_anomaly(), pytest.raises(RuntimeError, match="detect_anomaly.*eager step"):
         step(X[:16], Y[:16])
     assert all(np.array_equal(p.numpy(), b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+class _ListNet(nn.Module):
+    """A dropout kept in a plain list: called, but not a registered submodule."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 8, rng=np.random.default_rng(0))
+        self.b = nn.Linear(8, 3, rng=np.random.default_rng(1))
+        self.extra = [nn.Dropout(0.0, rng=np.random.default_rng(5))]
+
+    def forward(self, x):
+        return self.b(self.extra[0](engine.relu(self.a(x))))
+
+
+def _setup(case: str):
+    """(model, loss_fn, change): ``change()`` sets a module's setting outside the trees."""
+    if case == "dropout in a list":
+        model = _ListNet()
+
+        def change():
+            model.extra[0].p = 0.5
+        return model, nn.CrossEntropyLoss(), change
+    ce = nn.CrossEntropyLoss()
+
+    def loss_fn(out, y):
+        return ce(out, y)
+
+    def smooth():
+        ce.label_smoothing = 0.3
+    return nn.MLP([6, 8, 3], seed=0), loss_fn, smooth
+
+
+@pytest.mark.parametrize("case", ["loss module in a function", "dropout in a list"])
+def test_settings_of_modules_outside_the_trees_mean_a_new_capture(case):
+    """Modules a plan ran that are in neither the model's tree nor the loss's are keyed
+    too: their settings changed later were replayed with the old ones, silently."""
+    runs = []
+    for compile in (False, True):
+        model, loss_fn, change = _setup(case)
+        opt = nn.optim.SGD(model, lr=0.1)
+        step = (nn.compile_step if compile else nn.step.EagerStep)(model, loss_fn, opt)
+        losses = []
+        for i in range(3):
+            if i == 1:
+                change()
+            out = step(X[16 * i:16 * i + 16].astype(np.float32), Y[16 * i:16 * i + 16])
+            losses.append(out if compile else out[0])
+        runs.append((losses, [p.numpy(copy=True).tobytes() for p in model.parameters()]))
+    assert runs[0] == runs[1]
