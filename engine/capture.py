@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from . import graph, replay
+from . import graph, memory, replay
 from .memory import GradientStore
 from .modes import STATE
 from .plan_format import (
@@ -147,15 +147,20 @@ class Plan:
         """Write the program out as two Python functions (``replay.build``); called once,
         at the end of the capture."""
         self._forward, self._backward = replay.build(self)
+        self._read = [t for _, t, *_ in self.outside]    # what a write between the passes could change
+        self._holds = memory.replay_holds(())
 
     def run_forward(self, *arrays: Any) -> list[np.ndarray]:
         """The forward program on ``arrays``; returns the outputs. What the backward pass
-        needs stays in the nodes' saved values until ``run_backward``."""
+        needs stays in the nodes' saved values until ``run_backward``, which raises if a
+        tensor the forward read may have been written in between. The input ``arrays``
+        are read where they are, with no copy: do not write them before ``run_backward``."""
         self._ready = False                  # a forward that raises leaves nothing to run
         if self._stale:
             for step in self.forward:        # saves add to a context: start from none
                 step.context.saved = ()
         self._stale = True
+        self._holds = memory.replay_holds(self._read)
         outputs = self._forward(arrays)
         self._ready = True
         return outputs
@@ -171,6 +176,11 @@ class Plan:
             raise RuntimeError("plan: run_backward needs a run_forward first (each forward "
                                "pass is backpropagated once)")
         self._ready = False
+        changed = memory.replay_check(self._read, self._holds)
+        if changed is not None:
+            raise RuntimeError(f"plan: {changed.describe()}, which the forward pass read, may "
+                               f"have been written since run_forward: its gradient would "
+                               f"mix old and new values. Call run_forward again")
         backward(on_grad)                    # empties each context on the walk
         self._stale = False
 

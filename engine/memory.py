@@ -729,6 +729,49 @@ def before_rule(node: "Node", out: "Tensor") -> None:
             f"numpy view taken before the forward pass.")
 
 
+def replay_holds(tensors: Sequence["Tensor"]) -> tuple[int, list[tuple[MemoryRecord, int]]]:
+    """What a replayed plan's forward pass (``capture.Plan.run_forward``) keeps to check
+    its backward against (``replay_check``): the write clock now, and a checksum of each
+    read tensor's memory that an array held outside handgrad could write with no tick
+    (handed out and still referenced, or foreign: a pass over it, as a checkpoint costs).
+    Handed-out memory nothing outside holds any more stops counting as handed out, as
+    after an op's forward."""
+    sums = []
+    for t in tensors:
+        record = t._memory
+        if record is None or not (record.handed_out or record.foreign):
+            continue
+        if not record.foreign and not _maybe_saved(record, t):
+            record.handed_out = False
+            continue
+        sums.append((record, checksum(record.owner)))
+    return write_tick, sums
+
+
+def replay_check(tensors: Sequence["Tensor"], holds: tuple[int, list[tuple[MemoryRecord, int]]]
+                 ) -> "Tensor | None":
+    """The first of ``tensors`` (a plan's outside tensors) whose memory may have changed
+    since ``replay_holds`` gave ``holds``, or None: a tracked write since (its tick), a
+    write through an array handed out since (the checkpoint that hand-out took), a write
+    through one held since before (the checksum then)."""
+    tick, sums = holds
+    for record, crc in sums:
+        if checksum(record.owner) != crc:
+            return next(t for t in tensors if t._memory is record)
+    if write_tick == tick:
+        return None
+    for t in tensors:
+        record = t._memory
+        if record is None:
+            continue
+        if record.written > tick:
+            return t
+        crc = _checkpoint_after(record, tick)
+        if crc is not None and checksum(record.owner) != crc:
+            return t
+    return None
+
+
 def _checkpoint_after(record: MemoryRecord, tick: int) -> int | None:
     """The checksum of the first checkpoint taken after ``tick`` (the values a node of
     that tick saw, if nothing wrote them since), or None."""

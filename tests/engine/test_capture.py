@@ -482,3 +482,47 @@ def test_the_graph_node_and_the_replay_context_are_rule_contexts():
         assert isinstance(step.context, ReplayContext) and isinstance(step.context, RuleContext)
         assert all(isinstance(spec, ArraySpec) for spec in step.context.inputs)
     assert not isinstance(object(), RuleContext)
+
+
+def _split_plan():
+    w = Tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True, name="w")
+    plan = engine.capture(lambda x: (x * w * w).sum(), np.ones(3))
+    w.grad = None
+    return w, plan
+
+
+def _write_tracked(w):
+    with engine.no_grad():
+        w += 10.0
+
+
+def _write_after_a_hand_out(w):
+    w.data[0] = 10.0
+
+
+@pytest.mark.parametrize("write", [_write_tracked, _write_after_a_hand_out])
+def test_a_plan_split_in_two_refuses_a_write_between_its_passes(write):
+    """run_forward then run_backward: a tensor the forward read, written in between, would
+    give a gradient of mixed values (eagerly the backward raises too)."""
+    w, plan = _split_plan()
+    plan.run_forward(np.array([1.0, 2.0, 3.0]))
+    write(w)
+    with pytest.raises(RuntimeError, match="'w' .* may have been written since run_forward"):
+        plan.run_backward(plan.accumulator())
+
+
+def test_a_plan_split_in_two_refuses_a_write_through_an_array_held_from_before():
+    w, plan = _split_plan()
+    held = w.data                              # handed out before the forward
+    plan.run_forward(np.array([1.0, 2.0, 3.0]))
+    held[1] = 10.0
+    with pytest.raises(RuntimeError, match="may have been written since run_forward"):
+        plan.run_backward(plan.accumulator())
+
+
+def test_a_plan_split_in_two_takes_a_read_between_its_passes():
+    w, plan = _split_plan()
+    plan.run_forward(np.array([1.0, 2.0, 3.0]))
+    assert w.data[0] == 0.5                     # read, not written
+    plan.run_backward(plan.accumulator())
+    np.testing.assert_array_equal(w.grad, [1.0, -4.0, 12.0])
