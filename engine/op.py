@@ -339,21 +339,18 @@ class Op:
         anomaly = state.anomaly
         if anomaly:
             check_finite("forward", ctx, out, arrays)
-        if True in needs:
-            result = Tensor._from_op(out, ctx)
-            if ctx.saved:
-                memory.after_forward(ctx, result, tensors, arrays, anomaly)
-        else:
-            result = Tensor._from_op(out, None)
+        recorded = True in needs
+        result = Tensor._from_op(out, ctx if recorded else None)
+        # The output may be an input's memory (a view, or the very array): it shares that
+        # input's record before after_forward looks at what the node saved of it.
+        # (No loop variable here: one left bound to an input's array would count as a
+        # reference from outside in after_forward's reference count.)
+        if out.base is not None or id(out) in map(id, arrays):
+            memory.share_view(result, tensors)
+        if recorded and ctx.saved:
+            memory.after_forward(ctx, result, tensors, arrays, anomaly)
         if state.tape is not None:
             state.tape.record(self, tensors, params, ctx, result)
-        if out.base is not None:
-            memory.share_view(result, tensors)    # the output may be a view of an input
-        else:
-            for a in arrays:
-                if a is out:                  # an input's very array, returned as is
-                    memory.share_view(result, tensors)
-                    break
         return result
 
     def _as_tensors(self, inputs: tuple[Any, ...]) -> tuple[Tensor, ...]:

@@ -619,3 +619,39 @@ def test_a_shallow_copy_shares_the_memory_and_its_tracking():
         alias += 1.0                                # a tracked write to w's memory
     with pytest.raises(RuntimeError, match="modified by an in-place operation"):
         loss.backward()
+
+
+def test_an_op_output_viewing_foreign_memory_is_checksummed_when_saved():
+    """A user op whose forward returns a view of its input and saves it as its output: on
+    memory numpy does not own (a bytearray) the saved output must be checksummed too (it
+    shared its input's record only after the node had looked at what it saved)."""
+
+    @engine.register
+    class ViewOfInput(engine.Op):
+        """view_of_input_test(x) = x, read back as a saved output by its rule."""
+        name = "view_of_input_test"
+        rule = "d/dx = y (the saved output, for the test)"
+
+        def forward(self, ctx, x):
+            y = x.reshape(x.shape)
+            ctx.save_output(y)
+            return y
+
+        def backward(self, ctx, grad):
+            (y,) = ctx.saved
+            return (grad * y,)
+
+        def jvp(self, ctx, dx):
+            (y,) = ctx.saved
+            return dx * y
+
+    try:
+        buffer = bytearray(np.array([0.5, -1.0, 2.0]).tobytes())
+        w = engine.from_numpy(np.frombuffer(buffer, dtype=np.float64))
+        w.requires_grad = True
+        loss = engine.view_of_input_test(w).sum()
+        buffer[:] = np.full(3, 100.0).tobytes()
+        with pytest.raises(RuntimeError, match="output of op 'view_of_input_test'.*checksum differs"):
+            loss.backward()
+    finally:
+        engine.unregister("view_of_input_test")
