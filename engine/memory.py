@@ -761,13 +761,13 @@ def replay_check(tensors: Sequence["Tensor"], holds: tuple[int, list[tuple[Memor
     if write_tick == tick:
         return None
     for t in tensors:
-        record = t._memory
-        if record is None:
+        held = t._memory
+        if held is None:
             continue
-        if record.written > tick:
+        if held.written > tick:
             return t
-        crc = _checkpoint_after(record, tick)
-        if crc is not None and checksum(record.owner) != crc:
+        then = _checkpoint_after(held, tick)
+        if then is not None and checksum(held.owner) != then:
             return t
     return None
 
