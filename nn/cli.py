@@ -71,7 +71,14 @@ EPOCH_SCHEDULES = ("step", "cosine")         # schedules whose shape depends on 
 # What a run is (saved in the checkpoint, so --resume rebuilds exactly the same run).
 RUN_KEYS = ("dataset", "n", "hidden", "activation", "dropout", "init", "optimizer", "lr",
             "momentum", "weight_decay", "label_smoothing", "schedule", "clip_grad_norm",
-            "epochs", "batch_size", "val_fraction", "early_stopping", "seed")
+            "epochs", "batch_size", "val_fraction", "early_stopping", "seed", "threads")
+# Keys that runs saved by an older handgrad do not record, with the value such a run had
+# unless the option was given: the option's default then. Resuming one uses the option
+# given, else this value (and says so: the run may have been started with another one).
+UNRECORDED_BEFORE: dict[str, Any] = {"threads": "auto"}
+# Why a recorded option may not change on --resume, where it is not obvious.
+WHY_UNCHANGED = {"threads": " (float32 products split over other BLAS threads round "
+                            "differently in the last bits)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", action="store_true",
                    help="capture each training step once and replay it (same results, faster)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--threads", type=opt_.threads, default="auto",
+    t.add_argument("--threads", type=opt_.threads,
                    help="BLAS threads: auto (one for a small model: idle threads spin on a busy "
-                        "machine; the default), none (numpy's default) or a number")
+                        "machine; the default), none (numpy's default) or a number; recorded "
+                        "with the run, which --resume continues with the same setting")
 
     e = sub.add_parser("evaluate", help="report test metrics of a checkpoint")
     e.add_argument("checkpoint", type=Path)
@@ -143,11 +151,13 @@ def run_config(args: argparse.Namespace, saved: dict[str, Any] | None = None) ->
     defaults for the dataset. Raises UsageError for combinations that make no sense."""
     given = {k: getattr(args, k) for k in RUN_KEYS if getattr(args, k, None) is not None}
     if saved is not None:
+        saved = {**{k: given.get(k, v) for k, v in UNRECORDED_BEFORE.items()}, **saved}
         changed = {k: v for k, v in given.items() if k != "epochs" and v != saved.get(k)}
         if changed:
             (k, v), = list(changed.items())[:1]
             raise UsageError(f"--{k.replace('_', '-')} {v} differs from the run being resumed "
-                             f"({saved.get(k)}); --resume continues a run as it was")
+                             f"({saved.get(k)}); --resume continues a run as it was"
+                             + WHY_UNCHANGED.get(k, ""))
         run = dict(saved)
         if "epochs" in given:
             if given["epochs"] != saved["epochs"] and saved["schedule"] in EPOCH_SCHEDULES:
@@ -169,7 +179,7 @@ def run_config(args: argparse.Namespace, saved: dict[str, Any] | None = None) ->
            "momentum": 0.9 if optimizer in MOMENTUM_OPTIMIZERS else None, "weight_decay": 0.0,
            "label_smoothing": 0.0, "schedule": "none", "clip_grad_norm": None,
            "epochs": d["epochs"], "batch_size": d["batch_size"], "val_fraction": 0.1,
-           "early_stopping": None, "seed": 0}
+           "early_stopping": None, "seed": 0, "threads": "auto"}
     run.update(given)
     if run["early_stopping"] is not None and run["val_fraction"] == 0:
         raise UsageError("--early-stopping needs validation data: --val-fraction must be > 0")
@@ -274,6 +284,18 @@ def read_saved(directory: Path) -> Saved:
         raise UsageError(f"--resume {directory}: resume.npz was not written by handgrad train "
                          f"--out (no run recorded in it)")
     return Saved(directory, manifest, files, metadata)
+
+
+def _say_unrecorded(args: argparse.Namespace, saved: Saved, run: dict[str, Any]) -> None:
+    """A run saved before handgrad recorded an option resumes with the value that option
+    had by default then; say so on stderr, since the run may have been given another."""
+    for key in UNRECORDED_BEFORE:
+        if key not in saved.metadata["run"] and getattr(args, key, None) is None:
+            option = f"--{key.replace('_', '-')}"
+            print(f"handgrad: note: {args.resume} does not record {option} (saved by an older "
+                  f"handgrad); resuming with {option} {run[key]}, the default then: if the run "
+                  f"was started with another {option}, give it for a bit-for-bit resume",
+                  file=sys.stderr)
 
 
 class _Run:
@@ -454,7 +476,7 @@ def _fit(state: _Run, run: dict[str, Any], splits: data_.Splits, loss_fn: CrossE
                                 history=state.history,
                                 best_state=state.best if state.epochs_done else None,
                                 compile=args.compile, record_grad_norms=record_grad_norms,
-                                threads=args.threads)
+                                threads=None if run["threads"] == "none" else run["threads"])
     except TrainingError as e:
         return e
     except KeyboardInterrupt:
@@ -465,6 +487,8 @@ def _fit(state: _Run, run: dict[str, Any], splits: data_.Splits, loss_fn: CrossE
 def train(args: argparse.Namespace) -> int:
     saved = read_saved(args.resume) if args.resume is not None else None
     run = run_config(args, saved.metadata["run"] if saved else None)
+    if saved is not None:
+        _say_unrecorded(args, saved, run)
     out = args.out if args.out is not None else args.resume
     check_size(run)
     inputs, classes = plan_.SHAPES[run["dataset"]]

@@ -37,10 +37,11 @@ def positive_int(text: str) -> int:
     return value
 
 
-def threads(text: str) -> int | str | None:
-    """``auto``, ``none`` or a positive thread count (``fit(threads=...)``)."""
+def threads(text: str) -> int | str:
+    """``auto``, ``none`` or a positive thread count, as given (the run records it;
+    ``fit(threads=...)`` takes None for ``none``)."""
     if text in ("auto", "none"):
-        return None if text == "none" else text
+        return text
     try:
         return positive_int(text)
     except argparse.ArgumentTypeError:

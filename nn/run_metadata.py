@@ -88,6 +88,12 @@ def boolean(where: str, value: Any) -> None:
         _fail(where, "true or false", value)
 
 
+def thread_choice(where: str, value: Any) -> None:
+    """``--threads``: "auto", "none" or a positive integer."""
+    if value not in ("auto", "none") and not (_is_int(value) and value > 0):
+        _fail(where, '"auto", "none" or a positive integer', value)
+
+
 def sizes(where: str, value: Any) -> None:
     """Hidden layer sizes: a non-empty list of positive integers."""
     if not isinstance(value, list) or not value or not all(_is_int(n) and n > 0 for n in value):
@@ -127,7 +133,11 @@ RUN_FIELDS: dict[str, Check] = {
     "clip_grad_norm": number(0, lo_open=True, optional=True), "epochs": integer(1),
     "batch_size": integer(1, optional=True), "val_fraction": number(0, 1, hi_open=True),
     "early_stopping": integer(1, optional=True), "seed": integer(0, MAX_SEED),
+    "threads": thread_choice,
 }
+# Fields a run saved by an older handgrad may lack (cli.UNRECORDED_BEFORE says what such a
+# run resumes with).
+OPTIONAL_RUN_FIELDS = frozenset({"threads"})
 
 
 def _exact_fields(where: str, value: Any, fields: Any) -> None:
@@ -142,9 +152,12 @@ def _exact_fields(where: str, value: Any, fields: Any) -> None:
 
 
 def check_run(where: str, run: Any) -> None:
-    _exact_fields(where, run, RUN_FIELDS)
+    if not isinstance(run, dict):
+        _fail(where, "an object", run)
+    _exact_fields(where, run, set(RUN_FIELDS) - (OPTIONAL_RUN_FIELDS - set(run)))
     for key, check in RUN_FIELDS.items():
-        check(f"{where}.{key}", run[key])
+        if key in run:
+            check(f"{where}.{key}", run[key])
 
 
 def check_history(where: str, history: Any) -> None:

@@ -163,6 +163,10 @@ def _drop(*keys: str) -> Callable[[dict[str, Any]], None]:
     (_set("run", "init", value="zeros"), "metadata.run.init is 'zeros' but the model"),
     (_set("run", "seed", value=5), "metadata.seed is 0 but metadata.run.seed is 5"),
     (_drop("run", "epochs"), r"metadata.run: missing fields \['epochs'\]"),
+    (_set("run", "threads", value=0),
+     r'metadata.run.threads must be "auto", "none" or a positive integer, got 0'),
+    (_set("run", "threads", value="2"), "metadata.run.threads must be"),
+    (_set("run", "threads", value=None), "metadata.run.threads must be"),
     (_set("run", "colour", value=1), r"metadata.run: unknown fields \[\"'colour'\"\]"),
     (_set("run", value=[]), "metadata.run must be an object"),
     (_set("test", value={"loss": "low"}), "metadata.test must be an object of numbers"),
@@ -219,6 +223,57 @@ def test_handgrad_train_resume_of_such_a_file_is_one_line(tmp_path, run_dir, cap
     assert cli.main(["train", "--resume", str(directory), "--epochs", "3", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "resume.npz: metadata.run.hidden is [100000, 100000]" in err[0]
+
+
+def _as_saved_before_threads_were_recorded(src: Path, directory: Path) -> Path:
+    """A copy of the run directory ``src`` whose files record no ``run.threads``, as an
+    older handgrad wrote them (the manifest re-fingerprinted: a consistent directory)."""
+    directory.mkdir()
+    (directory / "history.json").write_bytes((src / "history.json").read_bytes())
+    for name in ("model.npz", "resume.npz"):
+        _edited(src / name, directory / name, _drop("run", "threads"))
+    manifest = json.loads((src / rundir.MANIFEST).read_text())
+    manifest["files"] = {name: rundir.fingerprint(directory / name)
+                         for name in ("model.npz", "resume.npz", "history.json")}
+    (directory / rundir.MANIFEST).write_text(json.dumps(manifest))
+    return directory
+
+
+def test_a_run_saved_before_threads_were_recorded_still_resumes(tmp_path, capsys, monkeypatch):
+    """It resumes with the --threads given, else with auto (the default it then had), and
+    says so: only the one who started it knows whether it was given another."""
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    run = ["--dataset", "moons", "--hidden", "4", "--dropout", "0.1", "--quiet"]
+    assert cli.main(["train", *run, "--epochs", "4", "--out", str(whole)]) == 0
+    assert cli.main(["train", *run, "--epochs", "2", "--out", str(part)]) == 0
+    meta, _ = serialization.read(_as_saved_before_threads_were_recorded(part, tmp_path / "old")
+                                 / "resume.npz")
+    assert "threads" not in meta["metadata"]["run"]
+    from handgrad.nn import threads
+    limits: list[int | None] = []
+    real = threads.blas_threads
+    monkeypatch.setattr("handgrad.nn.train.blas_threads",
+                        lambda limit: limits.append(limit) or real(limit))
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(tmp_path / "old"), "--epochs", "4", "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"handgrad: note: {tmp_path / 'old'} does not record --threads (saved by an "
+                   f"older handgrad); resuming with --threads auto, the default then: if the "
+                   f"run was started with another --threads, give it for a bit-for-bit resume"]
+    for name in ("model.npz", "resume.npz"):
+        recorded, resumed = (serialization.read(d / name)[0]["metadata"]
+                             for d in (whole, tmp_path / "old"))
+        assert resumed["run"] == recorded["run"] and resumed["run"]["threads"] == "auto"
+        assert resumed["test"] == recorded["test"]
+        with np.load(whole / name) as a, np.load(tmp_path / "old" / name) as b:
+            assert all(np.array_equal(a[k], b[k]) for k in a.files if k != META[:-4])
+    _as_saved_before_threads_were_recorded(part, tmp_path / "old2")
+    assert cli.main(["train", "--resume", str(tmp_path / "old2"), "--epochs", "3", "--quiet",
+                     "--threads", "2"]) == 0
+    assert capsys.readouterr().err == ""
+    assert limits == [1, 2]          # auto: one thread for this model; then the one given
+    assert serialization.read(tmp_path / "old2" / "resume.npz")[0]["metadata"]["run"][
+        "threads"] == 2
 
 
 def test_user_metadata_beside_the_recorded_fields_is_left_alone(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handgrad.nn import cli, losses
+from handgrad.nn import cli, losses, serialization
 
 RUN = ["--dataset", "moons", "--hidden", "16", "--dropout", "0.2", "--optimizer", "sgd",
        "--momentum", "0.8", "--schedule", "exponential", "--batch-size", "32", "--seed", "4",
@@ -62,6 +62,50 @@ def test_resume_under_early_stopping_stops_where_the_whole_run_stops(tmp_path, c
     capsys.readouterr()
     assert cli.main(["train", "--resume", str(tmp_path / "part"), "--epochs", "300"]) == 2
     assert "the run stopped early" in capsys.readouterr().err
+
+
+def _spy_blas_limits(monkeypatch) -> list[int | None]:
+    """The BLAS thread limit of every fit the command runs, in order."""
+    from handgrad.nn import threads
+    limits: list[int | None] = []
+    real = threads.blas_threads
+    monkeypatch.setattr("handgrad.nn.train.blas_threads",
+                        lambda limit: limits.append(limit) or real(limit))
+    return limits
+
+
+def test_resume_keeps_the_threads_the_run_was_started_with(tmp_path, capsys, monkeypatch):
+    """--threads is recorded: the documented resume (no --threads) uses the run's setting,
+    not the default (auto, one thread for this model), whose float32 products round
+    differently from two threads' (the uninterrupted run's)."""
+    run = ["--hidden", "128,128", "--optimizer", "adam", "--threads", "2", "--quiet"]
+    limits = _spy_blas_limits(monkeypatch)
+    assert cli.main(["train", *run, "--epochs", "12", "--out", str(tmp_path / "whole")]) == 0
+    assert cli.main(["train", *run, "--epochs", "4", "--out", str(tmp_path / "part")]) == 0
+    assert cli.main(["train", "--resume", str(tmp_path / "part"), "--epochs", "12",
+                     "--quiet"]) == 0
+    assert limits == [2, 2, 2]
+    assert capsys.readouterr().err == ""
+    for name in ("model.npz", "resume.npz"):
+        assert serialization.read(tmp_path / "part" / name)[0]["metadata"]["run"]["threads"] == 2
+    _assert_same_run(tmp_path / "whole", tmp_path / "part")
+
+
+@pytest.mark.parametrize("started, resumed", [(["--threads", "2"], "1"), ([], "2"),
+                                              ([], "none"), (["--threads", "none"], "auto")])
+def test_resume_refuses_another_thread_setting(tmp_path, capsys, started, resumed):
+    assert cli.main(["train", *RUN, *started, "--epochs", "2", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(tmp_path), "--epochs", "4",
+                     "--threads", resumed]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    recorded = started[1] if started else "auto"
+    assert len(err) == 1 and err[0].startswith(
+        f"handgrad: error: --threads {resumed} differs from the run being resumed ({recorded}); "
+        f"--resume continues a run as it was (float32 products split over other BLAS threads")
+    # the same setting given again is no change
+    assert cli.main(["train", "--resume", str(tmp_path), "--epochs", "3", "--quiet",
+                     *(started or ["--threads", "auto"])]) == 0
 
 
 class _CtrlCAt(losses.CrossEntropyLoss):
