@@ -584,7 +584,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.checkpoint}: the recorded seed {seed!r} is not a seed; "
                          f"pass --seed")
     check_fits(args.checkpoint, model, dataset)
-    splits = data_.load_dataset(dataset, data_dir=args.data_dir, seed=seed)
+    splits = _test_data(args.checkpoint, meta, dataset, args.data_dir, seed)
     with np.errstate(all="ignore"):    # a NaN loss is reported as the number it is
         scores_loss = evaluate(model, CrossEntropyLoss(), (splits.x_test, splits.y_test))
     print(f"{args.checkpoint}: {type(model).__name__} {model.config['sizes']} on {dataset} "
@@ -592,6 +592,22 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     print(f"test loss: {scores_loss['loss']:.4f}")
     print(f"test accuracy: {scores_loss['accuracy']:.4f}")
     return 0
+
+
+def _test_data(checkpoint: Path, meta: dict[str, Any], dataset: str, data_dir: str | None,
+               seed: int) -> data_.Splits:
+    """The dataset split as the run recorded in ``meta`` split it (``load_splits``): for the
+    dataset it was trained on, the recorded ``--n`` too (for a generated dataset it decides
+    the test split), so that an unchanged checkpoint scores the test metrics train recorded."""
+    run = meta.get("run")
+    n = run["n"] if isinstance(run, dict) and run.get("dataset") == dataset else None
+    what = f"{checkpoint} records --n {n}" if n is not None else f"{checkpoint}"
+    plan_.check_examples(dataset, n, what)
+    plan_.check_data_memory(what, dataset, n)
+    splits = data_.load_dataset(dataset, data_dir=data_dir, n=n, seed=seed)
+    if len(splits.x_test) == 0:
+        raise UsageError(f"{what}, which leaves no test example of {dataset}")
+    return splits
 
 
 def check_fits(checkpoint: Path, model: MLP, dataset: str) -> None:

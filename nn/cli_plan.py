@@ -28,11 +28,12 @@ def examples(dataset: str, n: int | None) -> int:
     return MNIST_TRAIN if n is None else min(n, MNIST_TRAIN)
 
 
-def check_examples(dataset: str, n: int | None) -> None:
-    """--n below what a generated dataset can be made of."""
+def check_examples(dataset: str, n: int | None, what: str | None = None) -> None:
+    """--n below what a generated dataset can be made of; ``what`` names where ``n`` comes
+    from (default: the option)."""
     least = MIN_EXAMPLES.get(dataset)
     if n is not None and least is not None and n < least:
-        raise UsageError(f"--n {n}: {dataset} needs at least {least} examples")
+        raise UsageError(f"{what or f'--n {n}'}: {dataset} needs at least {least} examples")
 
 
 def check_split(dataset: str, n: int | None, n_train: int, n_test: int,
@@ -87,6 +88,16 @@ def check_memory(what: str, sizes: list[int], rows: int, slots: int, data_bytes:
     have = available_memory()
     if have is not None and need > have:
         raise UsageError(f"{what}: MLP {sizes} on {rows} examples at once needs at least "
+                         f"{_gib(need)} of memory, but {_gib(have)} is available")
+
+
+def check_data_memory(what: str, dataset: str, n: int | None) -> None:
+    """Refuse a dataset of more examples than memory holds, naming ``what`` (where ``n``
+    comes from)."""
+    need = data_bytes(dataset, examples(dataset, n))
+    have = available_memory()
+    if have is not None and need > have:
+        raise UsageError(f"{what}: {examples(dataset, n)} examples of {dataset} need at least "
                          f"{_gib(need)} of memory, but {_gib(have)} is available")
 
 

@@ -254,6 +254,64 @@ def test_evaluate_on_a_dataset_that_does_not_fit_the_model_is_one_line(tmp_path,
         assert "takes 2 inputs and scores 2 classes" in err[0]
 
 
+@pytest.mark.parametrize("run", [["--dataset", "spirals", "--n", "300"],
+                                 ["--dataset", "moons", "--n", "50", "--val-fraction", "0",
+                                  "--seed", "7"]])
+def test_evaluate_scores_the_test_split_train_recorded(tmp_path, capsys, monkeypatch, run):
+    """For a generated dataset --n decides the test split: evaluate rebuilds it from the
+    recorded run and scores an unchanged checkpoint exactly as train did."""
+    scores: list[dict[str, float]] = []
+    real = cli.evaluate
+    monkeypatch.setattr(cli, "evaluate", lambda *a, **k: scores.append(real(*a, **k)) or scores[-1])
+    out = tmp_path / "run"
+    assert cli.main(["train", *run, "--hidden", "16", "--epochs", "20", "--quiet",
+                     "--out", str(out)]) == 0
+    trained = capsys.readouterr().out.strip().splitlines()
+    assert cli.main(["evaluate", str(out / "model.npz")]) == 0
+    evaluated = capsys.readouterr().out.strip().splitlines()
+    n_test = int(run[3]) - int(round(int(run[3]) * 0.8))
+    assert f"on {run[1]} ({n_test} test examples)" in evaluated[0]
+    assert evaluated[-2:] == trained[-2:]           # the test loss and accuracy lines
+    recorded = cli.serialization.read(out / "model.npz")[0]["metadata"]["test"]
+    assert scores == [recorded, recorded]           # train's evaluation, then evaluate's
+    # another seed: another draw of the same recorded size
+    assert cli.main(["evaluate", str(out / "model.npz"), "--seed", "1"]) == 0
+    assert f"({n_test} test examples)" in capsys.readouterr().out
+
+
+def test_evaluate_on_another_dataset_does_not_take_the_recorded_n(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "moons", "--n", "50", "--epochs", "1", "--quiet",
+                     "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out / "model.npz"), "--dataset", "xor"]) == 0
+    n = cli.plan_.examples("xor", None)
+    assert f"on xor ({n - int(round(n * 0.8))} test examples)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dataset, n, message", [
+    ("spirals", 2, "records --n 2: spirals needs at least 3 examples"),
+    ("moons", 2, "records --n 2, which leaves no test example of moons"),
+    ("spirals", 10**12, "records --n 1000000000000: 1000000000000 examples of spirals need at "
+                        "least 14,901.2 GiB of memory, but 16.0 GiB is available"),
+])
+def test_a_recorded_n_that_cannot_be_rebuilt_is_one_line(tmp_path, capsys, monkeypatch,
+                                                         dataset, n, message):
+    """The metadata is untrusted: a recorded --n no run could have had is refused before
+    any data is made."""
+    from handgrad import nn
+    out = tmp_path / "run"
+    assert cli.main(["train", "--dataset", dataset, "--hidden", "4", "--epochs", "1",
+                     "--quiet", "--out", str(out)]) == 0
+    model = nn.load(out / "model.npz")
+    meta = cli.serialization.metadata_of(model)
+    meta["run"]["n"] = n
+    nn.save(model, tmp_path / "edited.npz", metadata=meta)
+    monkeypatch.setattr(cli.plan_, "available_memory", lambda: 16 * 2**30)
+    status, err = run_cli(["evaluate", str(tmp_path / "edited.npz")], capsys)
+    assert status == 2 and err == [f"handgrad: error: {tmp_path / 'edited.npz'} {message}"], err
+
+
 def test_a_diverging_learning_rate_is_one_line_without_numpy_warnings():
     run = subprocess.run([sys.executable, "-W", "default", "-m", "handgrad", "train",
                           "--lr", "1e308", "--epochs", "3", "--quiet"],
