@@ -428,12 +428,26 @@ def metadata_of(model: Module) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+def _refuse_detached_optimizer(path: str | os.PathLike, optimizer: Any) -> None:
+    """``load(path, optimizer=opt)`` without ``model``: a rebuilt model has new parameters,
+    and ``opt`` would keep updating the ones it was made with, so training the returned
+    model with it would never change it, silently. Refused before the file is read (an
+    optimizer cannot be moved to other parameters: its state is kept per parameter)."""
+    raise ValueError(f"load({str(path)!r}, optimizer=...): optimizer= needs model=, the model "
+                     f"{type(optimizer).__name__} updates: without model= the model is rebuilt "
+                     f"from the file with new parameters, which the optimizer would never "
+                     f"update. Call nn.load(path, model, optimizer=opt); nothing was loaded")
+
+
 def load(path: str | os.PathLike, model: Module | None = None, optimizer: Any = None,
          check_finite: bool = False) -> Module:
     """Load a checkpoint. Without ``model``, rebuild it from the saved architecture (MLP);
     with ``model``, load the parameters into it (its architecture must match). With
-    ``optimizer``, also restore its state from the file. Everything is validated before
-    anything changes; ``check_finite`` also refuses NaN and Inf parameters."""
+    ``optimizer``, also restore its state from the file; ``model`` must then be the model
+    the optimizer updates. Everything is validated before anything changes;
+    ``check_finite`` also refuses NaN and Inf parameters."""
+    if model is None and optimizer is not None:
+        _refuse_detached_optimizer(path, optimizer)
     ck = read_checkpoint(path)
     meta = ck.meta
     if model is None:

@@ -123,6 +123,21 @@ def test_optimizer_state_in_a_checkpoint_continues_training_bit_for_bit(tmp_path
     assert _same(again, _arrays(model))
 
 
+def test_load_with_an_optimizer_but_no_model_is_refused_before_anything_changes(tmp_path):
+    # A rebuilt model has new parameters: the optimizer would keep updating its own, and
+    # training the returned model with it would silently never change it.
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = optim.Adam(model, lr=0.01)
+    _train(model, opt, 2)
+    path = nn.save(model, tmp_path / "m.npz", optimizer=opt)
+    fresh = nn.MLP([3, 4, 2], seed=5)
+    fresh_opt = optim.Adam(fresh, lr=0.01)
+    with pytest.raises(ValueError, match=r"m\.npz.*optimizer= needs model=.*nothing was loaded"):
+        nn.load(path, optimizer=fresh_opt)
+    assert fresh_opt.steps == 0 and not fresh_opt.state_dict()["state"]
+    assert nn.load(path, fresh, optimizer=fresh_opt) is fresh and fresh_opt.steps == 2
+
+
 # --- small files never ask for big allocations --------------------------------------------
 
 def _peak_bytes(fn) -> int:
