@@ -21,7 +21,8 @@ metadata you add. Every file is treated as untrusted:
   ``MAX_JSON_DEPTH``), its integers while it is (at most ``MAX_INT_DIGITS`` digits); the
   type of every field is checked, and so are the fields handgrad train records
   (``validate_metadata``, ``run_metadata``), including that a run's architecture is the
-  one the file stores. ``save`` refuses metadata that ``load`` would refuse;
+  one the file stores. ``save`` refuses metadata that ``load`` would refuse, or would not
+  give back as it was (a tuple, a dict key that is not a string);
 * an MLP config is checked against the stored arrays before any layer is built; every
   array is checked before any parameter changes (a failed load leaves the model and the
   optimizer as they were).
@@ -106,7 +107,9 @@ class Checkpoint:
 def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
          optimizer: Any = None, optimizer_state: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (parameters + architecture + ``metadata``, and the state of
-    ``optimizer`` or the ``optimizer_state`` dict) to ``path`` atomically."""
+    ``optimizer`` or the ``optimizer_state`` dict) to ``path`` atomically. ``metadata`` is
+    JSON: dicts with string keys, lists, strings, numbers, booleans and None (anything
+    ``load`` would not give back as it was is an error before anything is written)."""
     if optimizer is not None:
         optimizer_state = optimizer.state_dict()
     opt_meta, opt_arrays = _split_optimizer_state(optimizer_state)
@@ -125,6 +128,7 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None
         _bounded_json(meta_text)
     except ValueError as e:
         raise ValueError(f"save: metadata: {e} (load would refuse the file)") from None
+    _check_round_trip(meta["metadata"])
     arrays = dict(model.state_dict())
     reserved = [k for k in arrays if k == META_KEY or k.startswith(OPTIMIZER_PREFIX)]
     if reserved:
@@ -150,6 +154,37 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None
             os.unlink(tmp)
         raise
     return Path(path)
+
+
+def _check_round_trip(metadata: Any) -> None:
+    """Refuse the metadata JSON would not give back as it was: a tuple comes back a list,
+    and a dict key that is not a string comes back a string (``1`` as ``'1'``, losing a
+    value beside a ``'1'`` key; ``True`` as ``'true'``). ``load`` returns what ``save`` was
+    given, or ``save`` fails (TypeError naming where). Called once ``json.dumps`` succeeded
+    and the nesting was bounded (no cycles, at most MAX_JSON_DEPTH deep); walked with a
+    stack, not recursion."""
+    stack: list[tuple[str, Any]] = [("metadata", metadata)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, tuple):
+            raise TypeError(f"save: {where} is a {type(value).__name__}, which load would "
+                            f"give back as a list; save a list")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    as_text = next(iter(json.loads(json.dumps({key: None}))))
+                    raise TypeError(f"save: {where} has the {type(key).__name__} key "
+                                    f"{_short(key)}, which load would give back as the string "
+                                    f"{_short(as_text)}; use string keys")
+                stack.append((f"{where}[{_short(key)}]", item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+
+
+def _short(value: Any) -> str:
+    """A repr of at most 60 characters (a key may be any length)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _writable_target(path: Path) -> Path:

@@ -304,3 +304,26 @@ def test_save_refuses_json_that_load_would_refuse(tmp_path, metadata, message):
     with pytest.raises(ValueError, match=f"save: metadata: {message}.*load would refuse"):
         nn.save(nn.MLP([2, 2], seed=0), tmp_path / "m.npz", metadata=metadata)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("metadata,message", [
+    # an int key beside the same number as a string: one of the two values would be lost
+    ({"epoch_acc": {1: 0.5, "1": 0.75}},
+     r"metadata\['epoch_acc'\] has the int key 1, which load would give back as the string '1'"),
+    ({True: "flag"}, "metadata has the bool key True, .* as the string 'true'"),
+    ({"a": [{"b": {None: 1}}]}, r"metadata\['a'\]\[0\]\['b'\] has the NoneType key None"),
+    ({"classes": ("cat", "dog")}, r"metadata\['classes'\] is a tuple, .* as a list"),
+    ({"x": [1, (2,)]}, r"metadata\['x'\]\[1\] is a tuple"),
+])
+def test_save_refuses_metadata_that_load_would_not_give_back(tmp_path, metadata, message):
+    path = nn.save(nn.MLP([2, 2], seed=0), tmp_path / "m.npz", metadata={"kept": "yes"})
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match=f"save: {message}"):
+        nn.save(nn.MLP([2, 2], seed=1), path, metadata=metadata)
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
+
+
+def test_metadata_save_accepts_comes_back_from_load_unchanged(tmp_path):
+    metadata = {"a": [1, 2.5, None, True, "x", {"b": [], "c": {}}], "d": {"1": 0.75}}
+    loaded = nn.load(nn.save(nn.MLP([2, 2], seed=0), tmp_path / "m.npz", metadata=metadata))
+    assert serialization.metadata_of(loaded) == metadata
