@@ -352,6 +352,23 @@ def writable(*tensors: "Tensor") -> list[np.ndarray]:
     return arrays
 
 
+def can_write(t: "Tensor") -> bool:
+    """Whether ``writable(t)`` gives an array numpy lets handgrad write: the tensor's array
+    is writeable, or read-only only because a live node locked it (``writable`` unlocks
+    it). Read-only memory of the caller's (``np.frombuffer`` of bytes, a broadcast view)
+    is not. Changes nothing, so a caller writing several tensors (``load_state_dict``)
+    checks them all before it writes any."""
+    array = t._data
+    _LOCK.acquire()              # a node released meanwhile unlocks: flags and list agree
+    try:
+        if array.flags.writeable:
+            return True
+        record = t._memory
+        return record is not None and any(a is array for a in record.locked or ())
+    finally:
+        _unlock()
+
+
 def frozen_copy(array: np.ndarray) -> np.ndarray:
     """A private read-only copy of an array parameter (an index, a mask), as a node keeps
     it: the caller may change theirs later."""

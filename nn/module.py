@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from handgrad import engine
-from handgrad.engine import Tensor, current_scope, pop_scope, push_scope
+from handgrad.engine import Tensor, current_scope, memory, pop_scope, push_scope
 from handgrad.engine.plain import plain_repr
 
 
@@ -333,7 +333,8 @@ class Module:
         """Copy arrays into the parameters, in place. Every array is checked first: with
         ``strict`` the keys must match exactly; shapes must match; values must be real
         numbers (no object, string, complex or boolean arrays); with ``check_finite`` no
-        NaN or Inf. If any check fails, nothing has changed."""
+        NaN or Inf; every parameter written must be on writeable memory. If any check
+        fails, nothing has changed."""
         updates = self.check_state_dict(state, strict, check_finite)
         for w, (_, value) in zip(engine.inplace(*(p for p, _ in updates)), updates, strict=True):
             w[...] = value
@@ -366,6 +367,7 @@ class Module:
                                  f"is {p.dtype}")
             if check_finite and not np.isfinite(value).all():
                 raise ValueError(f"{where}: {name} holds NaN or Inf")
+            _check_writeable(where, name, p)
             updates.append((p, value))
         return updates
 
@@ -414,6 +416,18 @@ class Module:
             state.update(_path=None, _paths_for=None, _named_by=None)
             memo[id(m)].__dict__.update(state)
         return memo[id(self)]
+
+
+def _check_writeable(where: str, name: str, p: Parameter) -> None:
+    """A parameter on read-only memory cannot be loaded into: found before any parameter is
+    written (the write would raise numpy's "assignment destination is read-only" halfway,
+    leaving the parameters before it overwritten). Read-only because a live graph locked
+    it is fine: the tracked write unlocks it."""
+    if not memory.can_write(p):
+        raise ValueError(f"{where}: {name} (shape {p.shape}) is read-only: its numpy array is "
+                         f"not writeable (memory such as np.frombuffer of bytes, or a "
+                         f"broadcast view); give it writeable memory first "
+                         f"(p.data = p.data.copy()). Nothing was loaded")
 
 
 class Sequential(Module):

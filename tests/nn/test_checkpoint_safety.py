@@ -110,6 +110,29 @@ def test_a_bad_optimizer_state_in_a_checkpoint_changes_neither_model_nor_optimiz
             assert np.array_equal(after_opt["state"][i][k], v)
 
 
+def _optimizer_as_it_was(opt, before) -> bool:
+    after = opt.state_dict()
+    return after["steps"] == before["steps"] and after["state"].keys() == before["state"].keys() \
+        and all(np.array_equal(after["state"][i][k], v)
+                for i, entry in before["state"].items() for k, v in entry.items())
+
+
+def test_a_load_into_a_read_only_parameter_changes_neither_model_nor_optimizer(tmp_path):
+    # The last weight on read-only memory: the write raised numpy's ValueError after the
+    # optimizer was restored and the parameters before it were overwritten.
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = optim.Adam(model, lr=0.01)
+    _train(model, opt, 2)
+    path = nn.save(model, tmp_path / "m.npz", optimizer=opt)
+    _train(model, opt, 3, seed=1)
+    w = model.layers[2].weight
+    w.data = np.frombuffer(w.data.tobytes(), dtype=w.dtype).reshape(w.shape)
+    before, before_opt = _arrays(model), opt.state_dict()
+    with pytest.raises(CheckpointError, match=r"m\.npz: .*layers\.2\.weight .*is read-only"):
+        nn.load(path, model, optimizer=opt)
+    assert _same(model, before) and _optimizer_as_it_was(opt, before_opt)
+
+
 def test_optimizer_state_in_a_checkpoint_continues_training_bit_for_bit(tmp_path):
     model = nn.MLP([3, 4, 2], seed=0)
     opt = optim.SGD(model, lr=0.1, momentum=0.9, nesterov=True)

@@ -98,6 +98,40 @@ def test_load_state_dict_errors_name_the_keys_and_shapes_and_change_nothing():
     assert np.array_equal(m.first.bias.data, np.ones(4))
 
 
+@pytest.mark.parametrize("read_only", [
+    lambda a: np.frombuffer(a.tobytes(), dtype=a.dtype).reshape(a.shape),
+    lambda a: np.broadcast_to(a[:1], a.shape),
+], ids=["frombuffer", "broadcast_to"])
+def test_load_state_dict_into_a_read_only_parameter_changes_nothing(read_only):
+    # The write into the last parameter raised numpy's "assignment destination is
+    # read-only" after the parameters before it were overwritten.
+    m = TwoLayer()
+    m.second.bias.data = read_only(m.second.bias.data.copy())
+    before = m.state_dict()
+    new = {k: v + 1 for k, v in before.items()}
+    with pytest.raises(ValueError, match=r"second\.bias \(shape \(2,\)\) is read-only.*"
+                                         r"Nothing was loaded"):
+        m.load_state_dict(new)
+    for k, v in m.state_dict().items():
+        assert np.array_equal(v, before[k]), k
+    m.load_state_dict({k: v for k, v in new.items() if k != "second.bias"}, strict=False)
+    assert np.array_equal(m.first.weight.data, new["first.weight"])
+
+
+def test_load_state_dict_into_a_parameter_a_live_graph_locked_writes_it():
+    # Read-only only because a graph saved it while its array is held: the load unlocks
+    # it (a backward through that graph then raises), so it is not refused.
+    m = TwoLayer()
+    held = m.first.weight.data
+    out = m(engine.Tensor(np.ones((2, 3), np.float32)))
+    assert not held.flags.writeable
+    new = {k: v + 1 for k, v in m.state_dict().items()}
+    m.load_state_dict(new)
+    assert np.array_equal(m.first.weight.data, new["first.weight"])
+    with pytest.raises(RuntimeError):
+        out.sum().backward()
+
+
 def test_sequential_indexing_and_errors():
     seq = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
     assert len(seq) == 3 and isinstance(seq[1], nn.ReLU) and isinstance(seq[-1], nn.Linear)
