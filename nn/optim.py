@@ -439,6 +439,13 @@ class Optimizer:
         """Restore ``state_dict()``. Everything is checked first (type, groups and their
         sizes, hyperparameters, each state array's shape and dtype against its parameter);
         on any error nothing has changed."""
+        self.prepare_state_dict(d)()
+
+    def prepare_state_dict(self, d: dict[str, Any]) -> Callable[[], None]:
+        """The checks of ``load_state_dict``, changing nothing: returns the function that
+        restores ``d`` (it cannot fail). ``nn.load`` checks the model's state and the
+        optimizer's before it changes either, and restores the optimizer only once the
+        model's parameters are written."""
         name = type(self).__name__
         if not isinstance(d, dict) or d.get("type") != name:
             raise ValueError(f"{name}.load_state_dict: the state is for "
@@ -491,10 +498,13 @@ class Optimizer:
                 else:
                     raise ValueError(f"{name}.load_state_dict: state {plain_repr(key)} of parameter {i} "
                                      f"is {plain_repr(value)}")
-        for group, hyper in zip(self.param_groups, new_groups, strict=True):
-            group.update(hyper)
-        self._state, self.steps = new_state, steps
-        self.update_bounds.clear()
+
+        def restore() -> None:
+            for group, hyper in zip(self.param_groups, new_groups, strict=True):
+                group.update(hyper)
+            self._state, self.steps = new_state, steps
+            self.update_bounds.clear()
+        return restore
 
 
 def _with_weight_decay(w: np.ndarray, g: np.ndarray, weight_decay: float) -> np.ndarray:

@@ -24,8 +24,9 @@ metadata you add. Every file is treated as untrusted:
   one the file stores. ``save`` refuses metadata that ``load`` would refuse, or would not
   give back as it was (a tuple, a dict key that is not a string);
 * an MLP config is checked against the stored arrays before any layer is built; every
-  array is checked before any parameter changes (a failed load leaves the model and the
-  optimizer as they were).
+  array, the optimizer state, and that every parameter's memory can be written, are
+  checked before any parameter changes, and the optimizer is restored only once the
+  parameters are written (a failed load leaves the model and the optimizer as they were).
 
 Saving writes a temporary file beside the target and renames it over it, so a save that
 fails halfway leaves the previous checkpoint intact. The new file gets the usual
@@ -48,7 +49,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -495,13 +496,22 @@ def load(path: str | os.PathLike, model: Module | None = None, optimizer: Any = 
         model.check_state_dict(ck.params, check_finite=check_finite)   # changes nothing
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None
-    if optimizer is not None:
-        if ck.optimizer_state is None:
-            raise CheckpointError(f"{path}: holds no optimizer state")
-        try:
-            optimizer.load_state_dict(ck.optimizer_state)
-        except (KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{path}: optimizer state: {e}") from None
+    restore_optimizer = None if optimizer is None else _prepare_optimizer(ck, optimizer)
     model.load_state_dict(ck.params, check_finite=check_finite)       # checked above
+    if restore_optimizer is not None:
+        restore_optimizer()            # last: a failed write above leaves it as it was
     object.__setattr__(model, "checkpoint_metadata", meta["metadata"])
     return model
+
+
+def _prepare_optimizer(ck: Checkpoint, optimizer: Any) -> Callable[[], None]:
+    """The optimizer state of the file, checked against ``optimizer`` without changing it:
+    the function that restores it. ``load`` calls it only after the model's parameters
+    are written, so a load that fails leaves the optimizer as it was."""
+    if ck.optimizer_state is None:
+        raise CheckpointError(f"{ck.path}: holds no optimizer state")
+    try:
+        restore: Callable[[], None] = optimizer.prepare_state_dict(ck.optimizer_state)
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{ck.path}: optimizer state: {e}") from None
+    return restore

@@ -133,6 +133,24 @@ def test_a_load_into_a_read_only_parameter_changes_neither_model_nor_optimizer(t
     assert _same(model, before) and _optimizer_as_it_was(opt, before_opt)
 
 
+def test_the_optimizer_is_restored_only_once_the_model_is_written(tmp_path, monkeypatch):
+    # Whatever fails while the parameters are written, the optimizer keeps its own state.
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = optim.Adam(model, lr=0.01)
+    _train(model, opt, 2)
+    path = nn.save(model, tmp_path / "m.npz", optimizer=opt)
+    _train(model, opt, 3, seed=1)
+    before_opt = opt.state_dict()
+
+    def failing_write(self, state, strict=True, check_finite=False):
+        raise MemoryError("the write failed")
+
+    monkeypatch.setattr(nn.Module, "load_state_dict", failing_write)
+    with pytest.raises(MemoryError):
+        nn.load(path, model, optimizer=opt)
+    assert _optimizer_as_it_was(opt, before_opt)
+
+
 def test_optimizer_state_in_a_checkpoint_continues_training_bit_for_bit(tmp_path):
     model = nn.MLP([3, 4, 2], seed=0)
     opt = optim.SGD(model, lr=0.1, momentum=0.9, nesterov=True)
