@@ -503,6 +503,7 @@ inplace = memory.writable   # engine.inplace(*tensors): their arrays, for tracke
 write_stamp = memory.write_stamp   # engine.write_stamp(t): changes whenever t may have been written
 global_write_stamp = memory.global_write_stamp   # the same for every tensor at once
 write_stamp_after = memory.write_stamp_after     # a stamp after one tracked write, derived
+can_write = memory.can_write     # engine.can_write(t): whether inplace(t) could write it (checks only)
 
 
 from .op import REGISTRY as _OPS  # noqa: E402  (the ops import Tensor; operators look them up late)

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from handgrad import engine
-from handgrad.engine import Tensor, current_scope, memory, pop_scope, push_scope
+from handgrad.engine import Tensor, current_scope, pop_scope, push_scope
 from handgrad.engine.plain import plain_repr
 
 
@@ -423,7 +423,7 @@ def _check_writeable(where: str, name: str, p: Parameter) -> None:
     written (the write would raise numpy's "assignment destination is read-only" halfway,
     leaving the parameters before it overwritten). Read-only because a live graph locked
     it is fine: the tracked write unlocks it."""
-    if not memory.can_write(p):
+    if not engine.can_write(p):
         raise ValueError(f"{where}: {name} (shape {p.shape}) is read-only: its numpy array is "
                          f"not writeable (memory such as np.frombuffer of bytes, or a "
                          f"broadcast view); give it writeable memory first "

@@ -158,6 +158,10 @@ def test_nn_uses_only_the_public_engine_api():
     for p in (ROOT / "nn").glob("*.py"):
         text = p.read_text()
         assert "engine.graph" not in text and "engine.memory" not in text and "._data" not in text, p
+        tree = ast.parse(text)
+        for node in ast.walk(tree):           # nor `from handgrad.engine import memory`
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.endswith("engine"):
+                assert not {a.name for a in node.names} & {"memory", "graph"}, p
     assert nn.Parameter.__mro__[1] is engine.Tensor
 
 
@@ -303,7 +307,7 @@ def test_the_core_reaches_memory_through_three_seams():
                 if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
                 and n.value.id == "memory"}
         seam = {"tensor.py": {"wrap", "hand_out", "replace", "alias", "adopt", "writable",
-                              "write_stamp", "global_write_stamp", "write_stamp_after",
+                              "write_stamp", "global_write_stamp", "write_stamp_after", "can_write",
                               "MemoryRecord"},
                 "op.py": {"frozen_copy", "after_forward", "share_view"},
                 "graph.py": {"write_tick", "before_rule", "release"},
