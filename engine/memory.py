@@ -328,18 +328,22 @@ def _maybe_saved(record: MemoryRecord, t: "Tensor") -> bool:
     return False
 
 
-def writable(*tensors: "Tensor") -> list[np.ndarray]:
-    """The tensors' arrays, for handgrad's own in-place writes (``t += 1``, optimizer
-    steps, ``load_state_dict``): the writes are stamped on the write clock, so a backward
+def writable(*tensors: "Tensor", keep: bool = False) -> list[np.ndarray]:
+    """The tensors' arrays, for in-place writes made now (``t += 1``, optimizer steps,
+    ``load_state_dict``): the writes are stamped on the write clock, so a backward
     through a node that saved the old values raises; memory kept read-only for such a node
     is made writeable (it stays so: that node can no longer run its backward anyway).
-    ``engine.inplace`` is this function: ``w, = engine.inplace(p); w -= lr * p.grad``."""
+    ``keep=True`` (``engine.inplace``'s default): the caller may keep the arrays and write
+    them later, with no stamp, so the memory counts as handed out, as after ``t.data``."""
     now = _advance()
     arrays = []
     for t in tensors:
         record = t._memory
         if record is None:
             record = record_of(t)
+        if keep:
+            _mark_handed_out(record)
+            _SHARED[id(record.owner)] = record
         record.written = now
         record.checkpoints = None     # every node older than this write raises anyway
         if record.locked is not None:

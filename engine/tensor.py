@@ -499,7 +499,18 @@ def adopt(array: np.ndarray, requires_grad: bool = False, name: str | None = Non
     return t
 
 
-inplace = memory.writable   # engine.inplace(*tensors): their arrays, for tracked in-place writes
+
+
+def inplace(*tensors: Tensor, keep: bool = True) -> list[np.ndarray]:
+    """The tensors' arrays, to write in place: ``w, = engine.inplace(p); w -= lr * p.grad``.
+    The write is stamped now, so a graph computed before it raises in its backward. Arrays
+    you keep and write later are writes with no stamp: by default they count as handed out
+    (as ``t.data``), so a graph that saves them locks them while you hold them.
+    ``keep=False`` promises to write at once and keep nothing (the optimizers, whose proofs
+    that an update is finite trust that nothing else writes the weights)."""
+    return memory.writable(*tensors, keep=keep)
+
+
 write_stamp = memory.write_stamp   # engine.write_stamp(t): changes whenever t may have been written
 global_write_stamp = memory.global_write_stamp   # the same for every tensor at once
 write_stamp_after = memory.write_stamp_after     # a stamp after one tracked write, derived

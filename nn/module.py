@@ -336,7 +336,7 @@ class Module:
         NaN or Inf; every parameter written must be on writeable memory. If any check
         fails, nothing has changed."""
         updates = self.check_state_dict(state, strict, check_finite)
-        for w, (_, value) in zip(engine.inplace(*(p for p, _ in updates)), updates, strict=True):
+        for w, (_, value) in zip(engine.inplace(*(p for p, _ in updates), keep=False), updates, strict=True):
             w[...] = value
 
     def check_state_dict(self, state: dict[str, Any], strict: bool = True,

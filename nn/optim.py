@@ -313,7 +313,7 @@ class Optimizer:
         else:
             todo = [(p, group) for group in self.param_groups for p in group["params"]
                     if p.grad is not None]
-        arrays = engine.inplace(*(p for p, _ in todo))        # tracked in-place writes
+        arrays = engine.inplace(*(p for p, _ in todo), keep=False)    # tracked, kept by nobody
         self._check_writeable(todo, arrays)
         self.steps += 1
         state = self._state

@@ -655,3 +655,20 @@ def test_an_op_output_viewing_foreign_memory_is_checksummed_when_saved():
             loss.backward()
     finally:
         engine.unregister("view_of_input_test")
+
+
+def test_arrays_kept_from_inplace_are_locked_by_a_later_graph():
+    """A hand-written optimizer that keeps engine.inplace's arrays and writes them after
+    the next forward pass (a step before the backward): an error, as the README says."""
+    x = Tensor(np.array([1.0, 2.0, 3.0]))
+    w = Tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
+    (kept,) = engine.inplace(w)
+    loss = (x * w * w).sum()
+    with pytest.raises(ValueError, match=READ_ONLY):
+        kept -= 0.5
+    loss.backward()
+    np.testing.assert_array_equal(w.grad, [1.0, -4.0, 12.0])
+    del kept
+    loss = (x * w * w).sum()                   # nothing kept: nothing locked
+    assert not memory.is_locked(w)
+    loss.backward()

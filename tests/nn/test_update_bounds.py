@@ -222,8 +222,9 @@ def test_the_global_write_stamp_changes_with_every_way_to_write():
     (p * 2).sum().backward()
     assert p.numpy(copy=True).shape == (3, 2)
     assert engine.global_write_stamp() == stamp
-    changes = [lambda: engine.inplace(other),              # a tracked write, to any tensor
+    changes = [lambda: engine.inplace(other, keep=False),  # a tracked write, to any tensor
                lambda: other.data,                         # handed out: unseen writes possible
+               lambda: engine.inplace(Parameter(np.ones(2))),  # arrays the caller may keep
                lambda: setattr(p, "data", np.zeros((3, 2))),   # an array replaced
                lambda: setattr(p, "data", engine.Tensor(np.ones((3, 2)))),   # by a tensor's
                lambda: engine.Tensor(np.ones(2), copy=False),  # memory the caller keeps
@@ -234,23 +235,27 @@ def test_the_global_write_stamp_changes_with_every_way_to_write():
         stamp = engine.global_write_stamp()
     q = Parameter(np.ones(3))
     before = engine.write_stamp(q)
-    engine.inplace(q)
-    engine.inplace(q)                               # what write_stamp_after derives
+    engine.inplace(q, keep=False)
+    engine.inplace(q, keep=False)                   # what write_stamp_after derives
     assert engine.write_stamp_after(before, engine.global_write_stamp()) == engine.write_stamp(q)
     assert engine.write_stamp_after(None, engine.global_write_stamp()) is None
 
 
 def test_the_write_stamp_changes_with_every_way_to_write():
     p = Parameter(np.ones((3, 2)))
-    engine.inplace(p)
+    engine.inplace(p, keep=False)
     stamp = engine.write_stamp(p)
     assert stamp is not None
     assert p.shape == (3, 2) and engine.write_stamp(p) == stamp   # reading metadata: no change
     (p * 2).sum().backward()                                      # a graph: no change
     assert engine.write_stamp(p) == stamp
-    engine.inplace(p)
+    engine.inplace(p, keep=False)
     assert engine.write_stamp(p) != stamp
     stamp = engine.write_stamp(p)
+    assert engine.write_stamp(Parameter(np.ones(2))) is not None
+    kept = Parameter(np.ones(2))
+    engine.inplace(kept)                 # arrays the caller may keep: writes could go unseen
+    assert engine.write_stamp(kept) is None
     p.data += 0                          # handed out: writes could go unseen from now on
     assert engine.write_stamp(p) is None
     shared = engine.Tensor(np.ones(3), copy=False)                  # the caller keeps it
