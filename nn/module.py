@@ -368,7 +368,7 @@ class Module:
             if check_finite and not np.isfinite(value).all():
                 raise ValueError(f"{where}: {name} holds NaN or Inf")
             _check_writeable(where, name, p)
-            updates.append((p, value))
+            updates.append((p, _in_dtype(where, name, value, p.dtype)))
         return updates
 
     # --- display ---------------------------------------------------------------------------
@@ -416,6 +416,23 @@ class Module:
             state.update(_path=None, _paths_for=None, _named_by=None)
             memo[id(m)].__dict__.update(state)
         return memo[id(self)]
+
+
+def _in_dtype(where: str, name: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``value`` in the parameter's dtype (a copy), checked before anything is written: a
+    finite value beyond that dtype's range (1e300 into float32) would become Inf, silently
+    (and past ``check_finite``, which saw the value before the cast)."""
+    if value.dtype == dtype:
+        return value
+    with np.errstate(over="ignore", invalid="ignore"):    # found below, as an error
+        converted = value.astype(dtype)
+    if dtype.kind == "f":
+        overflow = np.isfinite(value) & ~np.isfinite(converted)
+        if overflow.any():
+            first = value.ravel()[np.flatnonzero(overflow.ravel())[0]]
+            raise ValueError(f"{where}: {name} holds {first.item()!r}, beyond the range of the "
+                             f"parameter's {dtype} (it would become Inf). Nothing was loaded")
+    return converted
 
 
 def _check_writeable(where: str, name: str, p: Parameter) -> None:

@@ -259,3 +259,17 @@ def test_deepcopy_of_a_module_keeps_shared_modules_shared_and_copies_the_paramet
     (w,) = engine.inplace(twin[0].weight)
     w[...] = 0
     assert not np.array_equal(twin[0].weight.numpy(), shared.weight.numpy())
+
+
+@pytest.mark.parametrize("check_finite", [False, True])
+def test_a_value_beyond_the_parameters_dtype_is_refused_not_loaded_as_inf(check_finite):
+    model = nn.MLP([2, 3], seed=0)
+    state = {k: v.astype(np.float64) for k, v in model.state_dict().items()}
+    state["layers.0.weight"][0, 0] = 1e300                    # float32 holds at most ~3.4e38
+    before = [p.numpy(copy=True) for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"layers.0.weight holds 1e\+300.* float32 .*Nothing was loaded"):
+        model.load_state_dict(state, check_finite=check_finite)
+    assert all(np.array_equal(p.numpy(), b) for p, b in zip(model.parameters(), before, strict=True))
+    state["layers.0.weight"][0, 0] = 0.25                     # in range: loaded, rounded to float32
+    model.load_state_dict(state, check_finite=check_finite)
+    assert model.layers[0].weight.numpy()[0, 0] == np.float32(0.25)
