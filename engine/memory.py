@@ -40,6 +40,9 @@ walker (``graph.py``: ``before_rule``, ``release``). A ``Node`` keeps one slot f
    under ``np.frombuffer``, another library's buffer, ``as_strided``), can be written with
    no numpy array at all: a node that saves an array on it keeps a checksum of that array
    (and ticks the clock), which its backward compares.
+   Memory a tensor leaves (``t.data = new``) while something still references it (a node
+   that saved it, an array kept from ``t.data``, a ``t.detach()``) keeps its record in
+   ``_RETIRED``, where a backward finds it from the arrays its node saved.
 4. **Under ``detect_anomaly()``** every node also keeps a checksum of each saved tensor
    array and compares it before its rule runs. That catches the one write the flags
    cannot stop: through a numpy *view* taken before the forward pass (a view keeps its
@@ -136,6 +139,10 @@ class MemoryRecord:
 _LOCK = threading.Lock()                # guards `holders` and the writeable flags
 _DEFERRED: list["NodeHolds"] = []       # releases the garbage collector made while _LOCK was held
 _SHARED: "weakref.WeakValueDictionary[int, MemoryRecord]" = weakref.WeakValueDictionary()
+# Records of memory a tensor no longer has (``t.data = new``) that something still references
+# (a node that saved it, an array kept from ``t.data``, a ``t.detach()``): a backward finds
+# them from the arrays its node saved (``before_rule``). Pruned at each ``replace``.
+_RETIRED: list[MemoryRecord] = []
 
 
 def _unlock() -> None:
@@ -239,9 +246,29 @@ def replace(t: "Tensor", array: np.ndarray, source: "Tensor | None" = None) -> N
     global exit_count
     if array is t._data:
         return
+    _retire(t)
     t._data = array
     t._memory = record_of(source) if source is not None else share(array)
     exit_count = next(_exits)
+
+
+def _retire(t: "Tensor") -> None:
+    """``t`` leaves its memory: keep its record where a backward looks for the arrays its
+    node saved, if anything but ``t`` references that memory; drop the retired records
+    nothing references any more (no node can have saved them, nobody can write them)."""
+    if _RETIRED:
+        _RETIRED[:] = [r for r in _RETIRED if _referenced(r)]
+    old = t._memory
+    if old is not None and _maybe_saved(old, t) and not any(r is old for r in _RETIRED):
+        _RETIRED.append(old)
+
+
+def _referenced(record: MemoryRecord) -> bool:
+    """Whether anything besides the record (and its views' bases) references its memory."""
+    views = record.views
+    if _references((record.owner,)) > 1 + sum(v.base is record.owner for v in views):
+        return True
+    return any(_references((views[i],)) > 1 for i in range(len(views)))
 
 
 def hand_out(t: "Tensor") -> np.ndarray:
@@ -730,6 +757,8 @@ def before_rule(node: "Node", out: "Tensor") -> None:
                 f"{_what(node, position)}, saved for the backward of op '{node.op.name}' "
                 f"({node!r}), was written through its numpy array after the forward pass "
                 f"(the array was handed out after that pass, and its values changed since).")
+    if _RETIRED:
+        _check_retired(node, tick)
     if type(holds) is not NodeHolds:
         return
     changed = _first_changed(holds.foreign_sums)
@@ -791,6 +820,26 @@ def replay_check(tensors: Sequence["Tensor"], holds: tuple[int, list[tuple[Memor
         if then is not None and checksum(held.owner) != then:
             return t
     return None
+
+
+def _check_retired(node: "Node", tick: int) -> None:
+    """Raise if an array ``node`` saved is memory a tensor has left (``t.data = new``) and
+    it was written after the node's forward pass: a tracked write (``t.detach()`` still on
+    it), or a write through an array handed out (a checkpoint's checksum differs)."""
+    for value in node.saved if isinstance(node.saved, tuple) else ():
+        if type(value) is not np.ndarray:
+            continue
+        own = owner(value)
+        for record in _RETIRED:
+            if record.owner is not own:
+                continue
+            then = _checkpoint_after(record, tick)
+            if record.written > tick or then is not None and checksum(own) != then:
+                raise RuntimeError(
+                    f"an array saved for the backward of op '{node.op.name}' ({node!r}) was "
+                    f"the memory of a tensor whose .data was replaced since, and it was "
+                    f"written after the forward pass. Call backward() before changing it, "
+                    f"or compute the graph again.")
 
 
 def _checkpoint_after(record: MemoryRecord, tick: int) -> int | None:

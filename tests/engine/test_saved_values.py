@@ -670,3 +670,45 @@ def test_arrays_kept_from_inplace_are_locked_by_a_later_graph():
     loss = (x * w * w).sum()                   # nothing kept: nothing locked
     assert not memory.is_locked(w)
     loss.backward()
+
+
+def _replace_then_write_kept(w):
+    old = w.data
+    w.data = np.array([9.0, 9.0, 9.0])
+    old[...] = 100.0
+
+
+def _replace_then_write_a_detached(w, d):
+    w.data = np.array([9.0, 9.0, 9.0])
+    with engine.no_grad():
+        d += 100.0
+
+
+@pytest.mark.parametrize("how", ["kept array", "detached tensor"])
+def test_a_write_to_memory_a_tensor_left_after_the_forward_pass_is_seen(how):
+    """``w.data = new`` between the passes: the node saved w's old array, and a write to it
+    (through an array kept from w.data, or a w.detach() made before) must still raise."""
+    x = Tensor(np.array([1.0, 2.0, 3.0]))
+    w = Tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
+    d = w.detach()
+    loss = (x * w * w).sum()
+    if how == "kept array":
+        _replace_then_write_kept(w)
+    else:
+        _replace_then_write_a_detached(w, d)
+    with pytest.raises(RuntimeError, match="whose .data was replaced since"):
+        loss.backward()
+
+
+def test_memory_a_tensor_left_is_not_kept_once_nothing_references_it():
+    import weakref
+    w = Tensor(np.ones(3), requires_grad=True)
+    held = w.data
+    loss = (w * w).sum()
+    w.data = np.zeros(3)                       # the old memory: saved and held, so kept
+    kept = weakref.ref(next(r for r in memory._RETIRED if r.owner is held))
+    loss.backward()
+    del held, loss
+    w.data = np.full(3, 2.0)                   # nothing references it any more: dropped
+    gc.collect()
+    assert kept() is None
