@@ -540,9 +540,16 @@ def train(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith(("train_", "val_")))
     print(f"trained {len(state.history.epochs)} epochs in {seconds:.1f} s: {summary}")
     assert test is not None
-    print(f"test loss: {test['loss']:.4f}")
+    print(f"test loss: {test['loss']:.4f}{_smoothed(run['label_smoothing'])}")
     print(f"test accuracy: {test['accuracy']:.4f}")
     return 0
+
+
+def _smoothed(label_smoothing: float) -> str:
+    """What the test loss line adds when the run's loss smooths its labels (the loss then
+    differs from plain cross-entropy: say which it is)."""
+    return f" (cross-entropy with label smoothing {label_smoothing:g}, as trained)" \
+        if label_smoothing else ""
 
 
 def demo_cmd(args: argparse.Namespace) -> int:
@@ -585,11 +592,14 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
                          f"pass --seed")
     check_fits(args.checkpoint, model, dataset)
     splits = _test_data(args.checkpoint, meta, dataset, args.data_dir, seed)
+    run = meta.get("run")
+    smoothing = run.get("label_smoothing", 0.0) if isinstance(run, dict) else 0.0
     with np.errstate(all="ignore"):    # a NaN loss is reported as the number it is
-        scores_loss = evaluate(model, CrossEntropyLoss(), (splits.x_test, splits.y_test))
+        scores_loss = evaluate(model, CrossEntropyLoss(label_smoothing=smoothing),   # train's loss
+                               (splits.x_test, splits.y_test))
     print(f"{args.checkpoint}: {type(model).__name__} {model.config['sizes']} on {dataset} "
           f"({len(splits.x_test)} test examples)")
-    print(f"test loss: {scores_loss['loss']:.4f}")
+    print(f"test loss: {scores_loss['loss']:.4f}{_smoothed(smoothing)}")
     print(f"test accuracy: {scores_loss['accuracy']:.4f}")
     return 0
 

@@ -279,6 +279,19 @@ def test_evaluate_scores_the_test_split_train_recorded(tmp_path, capsys, monkeyp
     assert f"({n_test} test examples)" in capsys.readouterr().out
 
 
+def test_evaluate_scores_a_label_smoothed_run_with_the_loss_it_trained_with(tmp_path, capsys):
+    """train records the test loss of its own loss function: with --label-smoothing,
+    evaluate scored plain cross-entropy instead, another number under the same name."""
+    out = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "spirals", "--hidden", "16", "--epochs", "5",
+                     "--label-smoothing", "0.2", "--quiet", "--out", str(out)]) == 0
+    trained = capsys.readouterr().out.strip().splitlines()
+    assert cli.main(["evaluate", str(out / "model.npz")]) == 0
+    evaluated = capsys.readouterr().out.strip().splitlines()
+    assert evaluated[-2:] == trained[-2:]
+    assert evaluated[-2].endswith("(cross-entropy with label smoothing 0.2, as trained)")
+
+
 def test_evaluate_on_another_dataset_does_not_take_the_recorded_n(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--dataset", "moons", "--n", "50", "--epochs", "1", "--quiet",
