@@ -257,18 +257,10 @@ def _retire(t: "Tensor") -> None:
     node saved, if anything but ``t`` references that memory; drop the retired records
     nothing references any more (no node can have saved them, nobody can write them)."""
     if _RETIRED:
-        _RETIRED[:] = [r for r in _RETIRED if _referenced(r)]
+        _RETIRED[:] = [r for r in _RETIRED if _maybe_saved(r, None)]
     old = t._memory
     if old is not None and _maybe_saved(old, t) and not any(r is old for r in _RETIRED):
         _RETIRED.append(old)
-
-
-def _referenced(record: MemoryRecord) -> bool:
-    """Whether anything besides the record (and its views' bases) references its memory."""
-    views = record.views
-    if _references((record.owner,)) > 1 + sum(v.base is record.owner for v in views):
-        return True
-    return any(_references((views[i],)) > 1 for i in range(len(views)))
 
 
 def hand_out(t: "Tensor") -> np.ndarray:
@@ -291,9 +283,15 @@ def hand_out(t: "Tensor") -> np.ndarray:
             points[-1] = (tick, crc)
         else:
             points.append((tick, crc))
+    _hand_out_record(record)
+    return t._data
+
+
+def _hand_out_record(record: MemoryRecord) -> None:
+    """An array of ``record``'s memory leaves handgrad: marked handed out, and findable by
+    its owner array (``share``, ``adopt``) for tensors made later on the same memory."""
     _mark_handed_out(record)
     _SHARED[id(record.owner)] = record
-    return t._data
 
 
 def _mark_handed_out(record: MemoryRecord) -> None:
@@ -342,15 +340,18 @@ def write_stamp_after(stamp: Stamp | None, global_stamp: tuple[int, int]) -> Sta
     return record, global_stamp[0], hand_outs
 
 
-def _maybe_saved(record: MemoryRecord, t: "Tensor") -> bool:
-    """Whether anything besides ``record``, ``t`` and the views in the record references
-    the memory's arrays: then a live node may hold them."""
+def _maybe_saved(record: MemoryRecord, t: "Tensor | None") -> bool:
+    """Whether anything besides ``record``, ``t`` (if given) and the views in the record
+    references the memory's arrays: then a live node may hold them."""
+    # (t's array is compared where it is, never kept in a local: that would be a reference
+    # of its own in the count)
     views = record.views
-    known = 1 + (t._data is record.owner) + sum(v.base is record.owner for v in views)
+    known = 1 + (t is not None and t._data is record.owner) + \
+        sum(v.base is record.owner for v in views)
     if _references((record.owner,)) > known:
         return True
     for i in range(len(views)):
-        if _references((views[i],)) > 1 + (t._data is views[i]):
+        if _references((views[i],)) > 1 + (t is not None and t._data is views[i]):
             return True
     return False
 
@@ -369,8 +370,7 @@ def writable(*tensors: "Tensor", keep: bool = False) -> list[np.ndarray]:
         if record is None:
             record = record_of(t)
         if keep:
-            _mark_handed_out(record)
-            _SHARED[id(record.owner)] = record
+            _hand_out_record(record)
         record.written = now
         record.checkpoints = None     # every node older than this write raises anyway
         if record.locked is not None:
@@ -812,12 +812,7 @@ def replay_check(tensors: Sequence["Tensor"], holds: tuple[int, list[tuple[Memor
         return None
     for t in tensors:
         held = t._memory
-        if held is None:
-            continue
-        if held.written > tick:
-            return t
-        then = _checkpoint_after(held, tick)
-        if then is not None and checksum(held.owner) != then:
+        if held is not None and _changed_since(held, tick):
             return t
     return None
 
@@ -826,20 +821,26 @@ def _check_retired(node: "Node", tick: int) -> None:
     """Raise if an array ``node`` saved is memory a tensor has left (``t.data = new``) and
     it was written after the node's forward pass: a tracked write (``t.detach()`` still on
     it), or a write through an array handed out (a checkpoint's checksum differs)."""
-    for value in node.saved if isinstance(node.saved, tuple) else ():
+    for value in node.saved:                 # a live node's (the walker checked)
         if type(value) is not np.ndarray:
             continue
         own = owner(value)
         for record in _RETIRED:
-            if record.owner is not own:
-                continue
-            then = _checkpoint_after(record, tick)
-            if record.written > tick or then is not None and checksum(own) != then:
+            if record.owner is own and _changed_since(record, tick):
                 raise RuntimeError(
                     f"an array saved for the backward of op '{node.op.name}' ({node!r}) was "
                     f"the memory of a tensor whose .data was replaced since, and it was "
                     f"written after the forward pass. Call backward() before changing it, "
                     f"or compute the graph again.")
+
+
+def _changed_since(record: MemoryRecord, tick: int) -> bool:
+    """Whether the memory was written after ``tick``: a tracked write, or a write through
+    an array handed out after it (the checksum of the checkpoint that hand-out took)."""
+    if record.written > tick:
+        return True
+    then = _checkpoint_after(record, tick)
+    return then is not None and checksum(record.owner) != then
 
 
 def _checkpoint_after(record: MemoryRecord, tick: int) -> int | None:

@@ -164,9 +164,8 @@ class Tensor(OpMethods):
         """``copy.copy``: a tensor on the same memory, so on the same record (as
         ``detach()``, but keeping the node and gradient)."""
         t = type(self).__new__(type(self))
-        for name in _STATE_SLOTS:
-            if hasattr(self, name):
-                setattr(t, name, getattr(self, name))
+        for name, value in self.__getstate__()[1].items():
+            setattr(t, name, value)
         memory.alias(t, self)
         return t
 
@@ -497,8 +496,6 @@ def adopt(array: np.ndarray, requires_grad: bool = False, name: str | None = Non
     if STATE.tape is not None:
         STATE.tape.created(t)
     return t
-
-
 
 
 def inplace(*tensors: Tensor, keep: bool = True) -> list[np.ndarray]:

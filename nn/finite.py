@@ -38,7 +38,7 @@ def l2_norm(a: np.ndarray) -> float:
     (finite elements beyond ~1e19 in float32, ~1e154 in float64), the norm of the array
     divided by its largest magnitude, in float64, times that magnitude."""
     square = square_norm(a)
-    if math.isfinite(square) or not all_finite(a):
+    if math.isfinite(square) or not np.isfinite(a).all():     # (all_finite would redo the dot)
         return math.sqrt(square)
     big = float(np.max(np.abs(a)))
     return big * math.sqrt(square_norm(a.astype(np.float64) / big))

@@ -293,15 +293,17 @@ class ReplayStep(Step):
         list: a dropout's ``p`` set later must mean a new capture); then file the plan
         under its full key."""
         known_modules = {id(m) for m in self._modules}
-        modules = [m for c in called for m in c.modules() if id(m) not in known_modules]
-        for m in modules:
-            known_modules.add(id(m))
+        modules = []                            # new ones, each once
+        for m in (m for c in called for m in c.modules()):
+            if id(m) not in known_modules:
+                known_modules.add(id(m))
+                modules.append(m)
         known = {id(p) for m in self._modules + modules for p in m._parameters.values()}
         known.update(id(t) for t in self._outside)
         new = [t for _, t, *_ in plan.outside if id(t) not in known]
         if new or modules:
             self._outside += new
-            self._called += list({id(m): m for m in modules}.values())
+            self._called += modules
             self._tree = -1                         # the module list again, with them
             del self.plans[key]
             self.plans[self.key(x, y)] = plan

@@ -66,14 +66,15 @@ def _is_classification(loss_fn: Any, scores: np.ndarray, y: np.ndarray) -> bool:
     cross-entropy: the argmax of two regression outputs or of independent labels is no
     class); for a loss of the user's with float targets, only when every row of the
     targets is a distribution (non-negative, summing to 1)."""
+    op_name = getattr(loss_fn, "name", None)              # a loss given as an engine op
     if scores.ndim != 2 or scores.shape[1] < 2 or isinstance(loss_fn, _NOT_SOFTMAX) \
-            or getattr(loss_fn, "name", None) in _NOT_SOFTMAX_OPS:
+            or op_name in _NOT_SOFTMAX_OPS:
         return False
     if y.ndim == 1 and y.dtype.kind in "iu":
         return True
     if y.shape != scores.shape or y.dtype.kind != "f":
         return False
-    if isinstance(loss_fn, CrossEntropyLoss) or getattr(loss_fn, "name", None) == "softmax_cross_entropy":
+    if isinstance(loss_fn, CrossEntropyLoss) or op_name == "softmax_cross_entropy":
         return True
     return bool(np.all(y >= 0)) and bool(np.allclose(np.add.reduce(y, axis=1), 1.0, atol=1e-3))
 
