@@ -521,19 +521,26 @@ def train(args: argparse.Namespace) -> int:
         if completed and not ctrl_c.requested:
             with np.errstate(all="ignore"):
                 test = evaluate(state.model, loss_fn, (splits.x_test, splits.y_test))
+        # A new run stopped before its first epoch has nothing of its own to save: the run
+        # already in --out (a finished one, maybe) is kept rather than replaced by weights
+        # that never trained.
+        kept = out is not None and saved is None and state.epochs_done == 0 \
+            and (out / rundir.MANIFEST).exists()
         written, skipped = (state.save(out, test, interrupted=not completed)
-                            if out is not None else ([], {}))
+                            if out is not None and not kept else ([], {}))
+    saved_where = (f"; no epoch completed, so nothing was saved and {out} keeps the run "
+                   f"that was there" if kept else
+                   "" if out is None else f"; the state after epoch {state.epochs_done} is saved")
     if written:
         print("wrote " + ", ".join(str(p) for p in written))
     if skipped:
         print("skipped " + "; ".join(f"{name} ({why})" for name, why in skipped.items()))
     if failure is not None:
-        raise UsageError(f"{failure}" + (f"; the state after epoch {state.epochs_done} is saved "
-                                         f"in {out}" if out is not None else ""))
+        raise UsageError(f"{failure}{saved_where}" + (f" in {out}" if written else ""))
     if not completed or ctrl_c.requested:
         where = ("" if out is None else f"; the finished run is saved in {out}" if completed else
-                 f"; the state after epoch {state.epochs_done} is saved: continue with "
-                 f"handgrad train --resume {out}")
+                 saved_where if kept else
+                 f"{saved_where}: continue with handgrad train --resume {out}")
         print(f"interrupted after {seconds:.1f} s{where}", file=sys.stderr)
         return 130
     last = state.history.epochs[-1]

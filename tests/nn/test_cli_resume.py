@@ -328,3 +328,39 @@ def test_train_out_says_which_files_it_wrote_and_which_it_skipped(tmp_path, caps
     assert "curves.png" not in wrote and not (tmp_path / "run" / "curves.png").exists()
     skipped = next(line for line in lines if line.startswith("skipped "))
     assert skipped == 'skipped curves.png (matplotlib is not installed: pip install "handgrad[plot]")'
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def test_a_new_run_stopped_before_its_first_epoch_keeps_the_run_already_in_out(
+        tmp_path, capsys, monkeypatch):
+    """Ctrl-C in the first epoch of a new run: the finished run in --out stays as it was
+    (it used to be replaced by the new run's untrained weights), and the message says so."""
+    out = tmp_path / "run"
+    assert cli.main(["train", *RUN, "--epochs", "2", "--out", str(out)]) == 0
+    before = _files(out)
+    monkeypatch.setattr(_CtrlCAt, "at", 2)                       # inside the first epoch
+    monkeypatch.setattr(_CtrlCAt, "calls", 0)
+    monkeypatch.setattr(cli, "CrossEntropyLoss", _CtrlCAt)
+    capsys.readouterr()
+    assert cli.main(["train", *RUN, "--epochs", "6", "--seed", "7", "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"no epoch completed, so nothing was saved and {out} keeps the run "
+                            f"that was there")
+    assert _files(out) == before
+
+
+def test_a_new_run_stopped_before_its_first_epoch_into_an_empty_out_can_be_resumed(
+        tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setattr(_CtrlCAt, "at", 2)
+    monkeypatch.setattr(_CtrlCAt, "calls", 0)
+    monkeypatch.setattr(cli, "CrossEntropyLoss", _CtrlCAt)
+    assert cli.main(["train", *RUN, "--epochs", "2", "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"the state after epoch 0 is saved: continue with handgrad train "
+                            f"--resume {out}")
+    monkeypatch.setattr(cli, "CrossEntropyLoss", losses.CrossEntropyLoss)
+    assert cli.main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0
