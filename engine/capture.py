@@ -29,6 +29,9 @@ What a plan can and cannot follow:
   reading a value (``.item()``, ``float(t)``, ``.numpy()``, ``.data``, ``if t:``) inside
   ``fn`` raises ``CaptureError`` naming what was read; so does an array from outside
   ``fn`` turned into a constant (pass it as an input instead).
+* Values computed without an op are made again at every replay from the replay's arrays:
+  comparisons (a mask ``h > 0`` for ``where``, labels ``y >= 0`` of a masked loss) and
+  ``detach()`` (``ValueInstruction``). No gradient flows through them, eagerly or replayed.
 * An op's ``validate`` (value validation: class labels in range, targets in [0, 1]) runs
   on every replay, so a bad batch is still caught, never a silently wrong loss; its
   ``check`` reads only shapes, dtypes and parameters, which the capture proved, and does
@@ -39,21 +42,24 @@ The plan's instructions are the named records of ``plan_format.py``.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from . import graph, memory, replay
 from .memory import GradientStore
 from .modes import STATE
+from .plain import plain_repr
 from .plan_format import (
     ArraySpec,
     BackwardInstruction,
     BackwardStep,
     ForwardInstruction,
     GradientTarget,
+    Instruction,
     LeafGradient,
     ReplayContext,
+    ValueInstruction,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,11 +71,31 @@ class CaptureError(RuntimeError):
     """``fn`` does something a replayed plan could not reproduce."""
 
 
+_COMPARISONS = {"==": "equal", "!=": "not_equal", "<": "less", "<=": "less_equal",
+                ">": "greater", ">=": "greater_equal"}
+
+
+class ValueRecord(NamedTuple):
+    """A value the function made without an op (``Tape.value``)."""
+
+    function: Callable[..., Any]
+    name: str
+    text: str
+    tensors: tuple["Tensor", ...]
+    result: "Tensor"
+
+
+def same(a: np.ndarray) -> np.ndarray:
+    """``detach()`` in a plan: the same array (a detached tensor shares its memory)."""
+    return a
+
+
 class Tape:
     """What the engine records while ``STATE.tape`` is set: every op application."""
 
     def __init__(self) -> None:
-        self.records: list[tuple["Op", tuple["Tensor", ...], dict[str, Any], Any, "Tensor"]] = []
+        self.records: list[tuple["Op", tuple["Tensor", ...], dict[str, Any], Any, "Tensor"]
+                           | ValueRecord] = []
         self.constants: set[int] = set()     # ids of constants made from Python numbers
 
     def constant(self, t: "Tensor", position: int, op: "Op") -> None:
@@ -88,20 +114,38 @@ class Tape:
                 f"capture: Tensor(...) of shape {t.shape} created inside the captured "
                 f"function; the plan would freeze its values. Pass the array as an input")
 
-    @staticmethod
-    def without_an_op(what: str) -> None:
-        """A tensor made inside the function from its values without an op (a comparison,
-        ``detach()``): a plan has no instruction to make it again, so it would replay the
-        values of the first call."""
-        raise CaptureError(
-            f"capture: {what} inside the captured function makes a tensor without an op, "
-            f"which a replayed plan would keep with its values from the first call. Compute "
-            f"it outside the function and pass it as an input, or run this step eagerly "
-            f"(fit(compile=False))")
-
     def record(self, op: "Op", tensors: tuple["Tensor", ...], params: dict[str, Any],
                ctx: Any, result: "Tensor") -> None:
         self.records.append((op, tensors, params, ctx, result))
+
+    def value(self, function: Callable[..., Any], name: str, text: str,
+              tensors: tuple["Tensor", ...], result: "Tensor") -> None:
+        """``result = function(*arrays of tensors)`` was made without an op (no gradient
+        flows through it): the plan makes it again the same way (``ValueInstruction``)."""
+        self.records.append(ValueRecord(function, name, text, tensors, result))
+
+    def comparison(self, compare: Callable[[Any, Any], Any], symbol: str, t: "Tensor",
+                   other: Any, result: "Tensor") -> None:
+        """``result = t <symbol> other``. A tensor ``other`` is read from its slot; a number
+        stays a Python number (numpy compares a float32 array with 0.1 in float32, but with
+        an array holding 0.1 in float64); an array is kept as it is now, if it is one
+        number (a larger one from outside the function is refused, as ops refuse it)."""
+        from .tensor import Tensor
+        name = _COMPARISONS[symbol]
+        if isinstance(other, Tensor):
+            self.value(compare, name, f"{{0}} {symbol} {{1}}", (t, other), result)
+            return
+        if not isinstance(other, (int, float, complex, np.generic)):
+            other = np.array(other)                   # a copy: the value at capture
+            if other.size > 1:
+                raise CaptureError(
+                    f"capture: a comparison ({symbol}) with an array of shape {other.shape} "
+                    f"that is not an input of the captured function; the plan would freeze "
+                    f"its values. Pass it as an input")
+
+        def against(a: np.ndarray, _other: Any = other) -> Any:
+            return compare(a, _other)
+        self.value(against, name, f"{{0}} {symbol} {plain_repr(other)}", (t,), result)
 
     @staticmethod
     def refuse(what: str) -> None:
@@ -127,7 +171,7 @@ class Plan:
         # (slot, tensor, shape, dtype, requires_grad): checked at every replay
         self.outside: list[tuple[int, "Tensor", tuple[int, ...], np.dtype, bool]] = []
         self.constants: list[tuple[int, np.ndarray]] = []
-        self.forward: list[ForwardInstruction] = []
+        self.forward: list[Instruction] = []
         self.backward: list[BackwardStep] = []
         self.output_slots: list[int] = []
         self.tuple_output = False
@@ -158,7 +202,8 @@ class Plan:
         self._ready = False                  # a forward that raises leaves nothing to run
         if self._stale:
             for step in self.forward:        # saves add to a context: start from none
-                step.context.saved = ()
+                if isinstance(step, ForwardInstruction):
+                    step.context.saved = ()
         self._stale = True
         self._holds = memory.replay_holds(self._read)
         outputs = self._forward(arrays)
@@ -278,20 +323,27 @@ def _record(fn: Callable[..., Any], example_inputs: Sequence[Any],
         plan.input_slots.append(slot)
         plan.input_specs.append((t.shape, t.dtype))
         plan.names[slot] = _input_name(fn, k)
-    for op, tensors, _params, ctx, result_t in tape.records:
-        ins = []
-        for t in tensors:
-            if id(t) not in slots:
-                slot = new_slot(t)     # not made by a recorded op: records are in order
-                if id(t) in tape.constants:
-                    plan.constants.append((slot, t._data))
-                else:
-                    plan.outside.append((slot, t, t.shape, t.dtype, t.requires_grad))
-                    if names and id(t) in names:
-                        plan.names[slot] = names[id(t)]
-                    elif t.name:
-                        plan.names[slot] = t.name
-            ins.append(slots[id(t)])
+    def slot_of(t: "Tensor") -> int:
+        if id(t) not in slots:
+            slot = new_slot(t)         # not made by a recorded op: records are in order
+            if id(t) in tape.constants:
+                plan.constants.append((slot, t._data))
+            else:
+                plan.outside.append((slot, t, t.shape, t.dtype, t.requires_grad))
+                if names and id(t) in names:
+                    plan.names[slot] = names[id(t)]
+                elif t.name:
+                    plan.names[slot] = t.name
+        return slots[id(t)]
+
+    for record in tape.records:
+        if isinstance(record, ValueRecord):
+            plan.forward.append(ValueInstruction(record.function, record.name,
+                                                 tuple([slot_of(t) for t in record.tensors]),
+                                                 new_slot(record.result), record.text))
+            continue
+        op, tensors, _params, ctx, result_t = record
+        ins = [slot_of(t) for t in tensors]
         out = new_slot(result_t)
         context = ReplayContext(tuple(ArraySpec.of(t._data) for t in tensors), ctx.params,
                                 ctx.needs_input_grad)

@@ -2,7 +2,8 @@
 
 A plan (``capture.Plan``) is a program over numbered slots, each holding one array: the
 plan's inputs, the outside tensors it reads, constants, then one slot per op output. Its
-forward pass is a list of ``ForwardInstruction`` (one op application each); its backward
+forward pass is a list of ``ForwardInstruction`` (one op application each) and
+``ValueInstruction`` (a value made without an op: a comparison, a detach); its backward
 pass, the walk the capture recorded, a list of ``BackwardInstruction`` (one backward rule
 call) and ``LeafGradient`` (a leaf's gradient is final). ``engine/replay.py`` writes these
 records out twice: as the Python code a replay runs, and as the listing ``Plan.source()``
@@ -16,7 +17,7 @@ memory to protect: ``save_input`` and ``save_output`` keep their arrays as ``sav
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -84,6 +85,25 @@ class ForwardInstruction:
     inputs: tuple[int, ...]
     output: int
     validate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ValueInstruction:
+    """``slot[output] = function(*slot[inputs])``: a value made without an op, which carries
+    no gradient (a comparison such as ``h > 0``, ``detach()``): no rule and no context,
+    replayed as the same numpy call on the new arrays. ``name`` names the function in the
+    generated code; ``text`` is the listing's right-hand side, with ``{0}``, ``{1}``
+    standing for the inputs."""
+
+    function: Callable[..., Any]
+    name: str
+    inputs: tuple[int, ...]
+    output: int
+    text: str
+
+
+Instruction = Union[ForwardInstruction, ValueInstruction]
+"""One step of the forward program."""
 
 
 @dataclass(frozen=True, slots=True)

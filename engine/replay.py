@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from .plan_format import BackwardInstruction, LeafGradient
+from .plan_format import BackwardInstruction, LeafGradient, ValueInstruction
 
 if TYPE_CHECKING:  # pragma: no cover
     from .capture import Plan
@@ -153,8 +153,14 @@ def _forward_blocks(plan: "Plan", name: Callable[..., str], rule: Callable[..., 
         blocks.append(([f"    v{slot} = {name(f'constant{slot}', array)}"], (f"v{slot}",)))
     walked = {id(step.context) for step in plan.backward if isinstance(step, BackwardInstruction)}
     for step in plan.forward:
-        ctx, out = step.context, step.output
         args = ", ".join(f"v{i}" for i in step.inputs)
+        out = step.output
+        if isinstance(step, ValueInstruction):       # made without an op: no context
+            blocks.append(([f"    v{out} = {name(step.name, step.function)}({args})",
+                            f"    if type(v{out}) is not ndarray: v{out} = asarray(v{out})"],
+                           tuple(f"v{i}" for i in step.inputs) + (f"v{out}",)))
+            continue
+        ctx = step.context
         kw = f", **{name(f'params{out}', ctx.params)}" if ctx.params else ""
         lines = [f"    {rule(step.op, 'validate')}({args}{kw})"] if step.validate else []
         c = node_name[id(ctx)] = name(f"node{out}", ctx)
@@ -257,12 +263,20 @@ def listing(plan: "Plan", extra: Sequence[str] = ()) -> str:
     gradient is summed into one that already holds a part, ``g_x (+)`` in a tuple), then
     the ``extra`` lines."""
     results = {step.output: f"t{k}" for k, step in enumerate(plan.forward, 1)}
+    # A constant reads as its value (``mul(0.1, t1)``); an outside tensor with no name as
+    # ``outside<slot>``: never a t<k>, which names the k-th result.
+    results.update((slot, _short(array.item() if array.size == 1 else array))
+                   for slot, array in plan.constants)
 
     def name(slot: int) -> str:
-        return plan.names.get(slot) or results.get(slot, f"t{slot}")
+        return plan.names.get(slot) or results.get(slot, f"outside{slot}")
 
     lines = []
     for step in plan.forward:
+        if isinstance(step, ValueInstruction):
+            lines.append(f"{name(step.output)} = "
+                         + step.text.format(*[name(i) for i in step.inputs]))
+            continue
         params = [f"{k}={_short(v)}" for k, v in step.context.params.items()]
         args = ", ".join([name(i) for i in step.inputs] + ([", ".join(params)] if params else []))
         lines.append(f"{name(step.output)} = {step.op.name}({args})")

@@ -217,10 +217,11 @@ class Tensor(OpMethods):
 
     def detach(self) -> "Tensor":
         """The same data (shared memory), cut from the graph: no node, no grad."""
-        if STATE.tape is not None:
-            STATE.tape.without_an_op("detach()")
         t = Tensor._from_op(self._data, None)
         memory.alias(t, self)
+        if STATE.tape is not None:             # a plan hands on the same array
+            from .capture import same
+            STATE.tape.value(same, "detach", "detach({0})", (self,), t)
         return t
 
     def astype(self, dtype: Any) -> "Tensor":
@@ -393,9 +394,10 @@ class Tensor(OpMethods):
     # Elementwise, like numpy and PyTorch: boolean tensors outside the graph (masks for
     # `where`). Tensors still hash by identity, so they work as dict keys and in sets.
     def _compare(self, other: Any, compare: Callable[[Any, Any], Any], symbol: str) -> "Tensor":
-        if STATE.tape is not None:             # no op makes it: a plan could not redo it
-            STATE.tape.without_an_op(f"a comparison ({symbol})")
-        return Tensor._from_op(np.asarray(compare(self._data, _data(other))), None)
+        result = Tensor._from_op(np.asarray(compare(self._data, _data(other))), None)
+        if STATE.tape is not None:             # a plan makes it again from its arrays
+            STATE.tape.comparison(compare, symbol, self, other, result)
+        return result
 
     def __eq__(self, other: Any) -> "Tensor":  # type: ignore[override]
         return self._compare(other, operator.eq, "==")

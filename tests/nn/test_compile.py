@@ -335,3 +335,30 @@ def test_settings_of_modules_outside_the_trees_mean_a_new_capture(case):
             losses.append(out if compile else out[0])
         runs.append((losses, [p.numpy(copy=True).tobytes() for p in model.parameters()]))
     assert runs[0] == runs[1]
+
+
+class _GatedLayer(nn.Module):
+    """A layer with a mask made inside the step (a leaky gate at the batch's mean) and a
+    detached statistic: values a plan makes again at every replay."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(6, 16, rng=np.random.default_rng(3))
+
+    def forward(self, x):
+        h = self.linear(x)
+        gate = h > h.detach().mean()
+        return engine.where(gate, h, 0.1 * h)
+
+
+def test_masks_and_detached_values_inside_a_compiled_step_train_as_eager():
+    """They used to be kept from the first batch by every replay (a different model,
+    silently), then refused; now compiled training equals eager bit for bit."""
+    models = []
+    for compile in (False, True):
+        model = nn.Sequential(_GatedLayer(), nn.Linear(16, 3, rng=np.random.default_rng(4)))
+        nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.05, momentum=0.9),
+               (X, Y), epochs=2, batch_size=32, progress=False, compile=compile)
+        models.append(model)
+    for (name, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert np.array_equal(a, b), name
