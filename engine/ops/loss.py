@@ -155,7 +155,9 @@ class SoftmaxCrossEntropy(_Loss):
             per_row = np.log(norm).reshape(-1) - flat_shifted[rows, flat_y]
             flat_p[rows, flat_y] -= 1
             per_row = per_row.reshape(y.shape)
-            ctx.save(p, per_row.size)
+            # flat_p, not p: on non-contiguous logits (a transposed (T, N, C) tensor) the
+            # reshape above copied, and only the copy has the 1 taken off.
+            ctx.save(flat_p.reshape(z.shape), per_row.size)
             return _reduce(per_row, reduction, per_row.size)
         log_p = shifted - np.log(norm)
         if y.dtype.kind in "iu":

@@ -14,7 +14,8 @@ Besides agreeing with finite differences, a rule must behave as the engine assum
   with the saved values, the inputs or the output (a leaf may adopt a returned array as
   its ``.grad`` and later add to it in place);
 * each input's gradient does not depend on which other inputs need one
-  (``ctx.needs_input_grad`` read in the right order);
+  (``ctx.needs_input_grad`` read in the right order), nor on how the inputs are laid out
+  in memory (Fortran order, strided views);
 * the forward leaves the caller's inputs alone too;
 * it is re-entrant: a call's rules read its parameters from its node, so another call
   with other parameters in between changes nothing (``rules_read_their_own_parameters``
@@ -250,6 +251,60 @@ def constant_inputs_change_nothing(op: Op, spec: OpSpec, sample: Sample, seed: i
     return worst
 
 
+def _laid_out_otherwise(a: Any) -> Any:
+    """The same values in other memory: Fortran order from two axes up (a reshape that
+    merges axes then copies instead of making a view), every other element of a buffer
+    twice the size for one axis; anything else as it is."""
+    if not isinstance(a, np.ndarray) or a.size < 2:
+        return a
+    if a.ndim >= 2:
+        return np.asfortranarray(a)
+    buffer = np.empty(2 * a.size, dtype=a.dtype)
+    buffer[::2] = a
+    return buffer[::2]
+
+
+def memory_layout_changes_nothing(op: Op, spec: OpSpec, sample: Sample,
+                                  seed: int = 0) -> float | None:
+    """The output, each input's gradient and the JVP are the same for inputs laid out
+    otherwise in memory (Fortran order, a strided view) as for C-contiguous ones: a rule
+    that writes into a reshape of an array (a view of contiguous memory, a copy of other
+    memory) and keeps the original fails. Same values, another order of summation inside
+    numpy and BLAS: equal to rounding, the 1e-12 of the other same-math comparisons."""
+    args, params = sample
+    other = tuple(_laid_out_otherwise(a) for a in args)
+    if all(o is a for o, a in zip(other, args, strict=True)):
+        return None
+    rng = np.random.default_rng(seed)
+    diff = differentiable_positions(op, args)
+    runs = []
+    for given in (args, other):
+        # copy=False: Tensor() would copy a strided view into contiguous memory
+        leaves = [Tensor(a, requires_grad=i in diff, copy=False) for i, a in enumerate(given)]
+        runs.append((leaves, op.apply(*leaves, **params)))
+    (leaves, out), (leaves_o, out_o) = runs
+    np.testing.assert_allclose(out_o.data, out.data, rtol=1e-12, atol=1e-12,
+                               err_msg=f"{op.name}: the forward changes with the inputs' "
+                                       f"memory layout")
+    worst = relative_error(out_o.data, out.data)
+    v = rng.standard_normal(out.shape)
+    for g, want, i in zip(_pullback(out_o, leaves_o, diff)(v), _pullback(out, leaves, diff)(v),
+                          diff, strict=True):
+        np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12,
+                                   err_msg=f"{op.name}: the gradient of input {i} changes with "
+                                           f"the inputs' memory layout")
+        worst = max(worst, relative_error(g, want))
+    if has_jvp(op) and diff:
+        u = {i: rng.standard_normal(np.shape(args[i])) for i in diff}
+        (t,) = graph.forward_tangents([out], {id(leaves[i]): u[i] for i in diff})
+        (t_o,) = graph.forward_tangents([out_o], {id(leaves_o[i]): u[i] for i in diff})
+        np.testing.assert_allclose(t_o, t, rtol=1e-12, atol=1e-12,
+                                   err_msg=f"{op.name}: the JVP changes with the inputs' "
+                                           f"memory layout")
+        worst = max(worst, relative_error(t_o, t))
+    return worst
+
+
 # --- precision and dtypes ------------------------------------------------------------------
 
 def float32_agrees_with_float64(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
@@ -474,6 +529,7 @@ PROPERTIES: tuple[Property, ...] = (
     jvp_vjp_transpose,
     backward_is_linear,
     constant_inputs_change_nothing,
+    memory_layout_changes_nothing,
     float32_agrees_with_float64,
     rules_compute_in_float32,
     rules_leave_their_arguments_alone,

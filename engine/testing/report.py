@@ -20,6 +20,7 @@ LABELS = {
     "jvp_vjp_transpose": "transpose",
     "backward_is_linear": "linear",
     "constant_inputs_change_nothing": "constants",
+    "memory_layout_changes_nothing": "layout",
     "float32_agrees_with_float64": "float32",
     "rules_compute_in_float32": "dtypes",
     "rules_leave_their_arguments_alone": "no-writes",

@@ -198,6 +198,29 @@ def test_cross_entropy_with_leading_batch_axes(reduction):
                                flat.data, rtol=RTOL)
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_cross_entropy_of_non_contiguous_logits_with_leading_axes(eps):
+    """Logits (N, T, C) that are a transposed view of (T, N, C): the flattening reshape
+    copies, and the delta saved for backward and jvp used to be p without the 1 taken off
+    at the true class (a silently wrong gradient)."""
+    z, labels = logits_and_labels((3, 2, 4), seed=5)        # z: (T, N, C)
+    labels = labels.T                                       # (N, T)
+    leaf = Tensor(z, requires_grad=True)
+    view = leaf.transpose(1, 0, 2)
+    assert not view.data.flags.c_contiguous
+    loss = engine.softmax_cross_entropy(view, labels, label_smoothing=eps)
+    loss.backward()
+    copy = Tensor(np.ascontiguousarray(z.transpose(1, 0, 2)), requires_grad=True)
+    expected = engine.softmax_cross_entropy(copy, labels, label_smoothing=eps)
+    expected.backward()
+    assert loss.item() == expected.item()
+    np.testing.assert_array_equal(leaf.grad, copy.grad.transpose(1, 0, 2))
+    d = np.random.default_rng(7).normal(size=z.shape)
+    _, tangent = engine.jvp(lambda a: engine.softmax_cross_entropy(
+        a.transpose(1, 0, 2), labels, label_smoothing=eps), (z,), (d,))
+    np.testing.assert_allclose(tangent, np.sum(leaf.grad * d), rtol=1e-12)
+
+
 def test_cross_entropy_targets_get_no_gradient():
     z, _ = logits_and_labels((3, 4))
     y = Tensor(probability_rows((3, 4)), requires_grad=True)

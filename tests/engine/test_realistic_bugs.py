@@ -259,12 +259,35 @@ class SelfSlopeLeakyReLU(LeakyReLU):
         return np.where(positive, np.ones((), dtype), np.asarray(self.slope, dtype))
 
 
+class FlatSavedSoftmaxCrossEntropy(SoftmaxCrossEntropy):
+    """The shipped bug: the delta p - y made by writing through ``p.reshape(-1, C)`` and
+    saving ``p``, which the reshape copied for logits not in C order (a transposed
+    (T, N, C) tensor): backward got p alone."""
+
+    def forward(self, ctx, z, y, *, reduction="mean", label_smoothing=0.0):
+        if y.dtype.kind not in "iu" or label_smoothing or z.ndim < 2:
+            return super().forward(ctx, z, y, reduction=reduction, label_smoothing=label_smoothing)
+        shifted = z - z.max(axis=-1, keepdims=True)
+        p = np.exp(shifted)
+        norm = p.sum(axis=-1, keepdims=True)
+        p /= norm
+        rows, C = np.arange(y.size), z.shape[-1]
+        per_row = np.log(norm).reshape(-1) - shifted.reshape(-1, C)[rows, y.reshape(-1)]
+        p.reshape(-1, C)[rows, y.reshape(-1)] -= 1
+        ctx.save(p, per_row.size)
+        return per_row.mean() if reduction == "mean" else per_row.sum() \
+            if reduction == "sum" else per_row.reshape(y.shape)
+
+
 @pytest.mark.parametrize("op, spec, match", [
+    (FlatSavedSoftmaxCrossEntropy(), "softmax_cross_entropy",
+     "memory_layout_changes_nothing.*changes with the inputs' memory layout"),
     (SelfSlopeLeakyReLU(), "leaky_relu", "rules_read_their_own_parameters.*after a call with params"),
     (InPlaceSmoothingSoftmaxCrossEntropy(), "softmax_cross_entropy",
      "rules_leave_their_arguments_alone.*its forward wrote into input 1"),
     (FalsyAxisSum(), "sum", r"axis.: \(\)"),
     (OneSidedClip(), "clip", "convention at a kink"),
-], ids=["slope read from the op object", "forward writes into its inputs", "axis=() as None", "clip with max only"])
+], ids=["delta written through a reshape that copied",
+        "slope read from the op object", "forward writes into its inputs", "axis=() as None", "clip with max only"])
 def test_a_survivor_of_the_mutation_testing_is_caught(op, spec, match):
     caught(op, spec, match)
