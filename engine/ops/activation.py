@@ -166,7 +166,9 @@ class GELU(UnaryElementwise):
     def forward(self, ctx: RuleContext, x: np.ndarray, *, approximate: str = "tanh") -> np.ndarray:
         x = as_float(x)               # a copy only if x is an integer: no gradient, no node
         if approximate == "tanh":
-            t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))
+            # x^3 overflows float16 from |x| ~ 40: u in float32 there (t = tanh(u) fits)
+            wide = x.astype(np.float32) if x.dtype == np.float16 else x
+            t = np.tanh(_SQRT_2_OVER_PI * (wide + 0.044715 * wide ** 3)).astype(x.dtype, copy=False)
             ctx.save_input(x)
             ctx.save(t)
             return 0.5 * x * (1 + t)
@@ -178,6 +180,12 @@ class GELU(UnaryElementwise):
     def derivative(self, ctx: RuleContext) -> np.ndarray:
         x, t_or_cdf = ctx.saved
         if ctx.params["approximate"] == "tanh":
+            if x.dtype == np.float16:
+                # u'(x) ~ 0.107 x^2 overflows float16 from |x| ~ 700, where 1 - t^2 is 0:
+                # 0 * inf = NaN. In float32 the product is 0, as it should be.
+                x32, t32 = x.astype(np.float32), t_or_cdf.astype(np.float32)
+                du32 = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x32 * x32)
+                return (0.5 * (1 + t32) + 0.5 * x32 * (1 - t32 * t32) * du32).astype(np.float16)
             t = t_or_cdf
             du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
             return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du

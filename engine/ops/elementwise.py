@@ -104,6 +104,8 @@ class Neg(Op):
 class Pow(BinaryElementwise):
     """pow(a, b) = a ** b, both tensors (``t ** u``; ``t ** 2`` with a number is pow_scalar).
 
+    d/da = b a^(b-1) is 0 where b == 0 (a^0 is the constant 1), a == 0 included, where the
+    formula would give 0 * inf (as pow_scalar and PyTorch give).
     d/db = a^b log(a) needs a > 0: for a == 0 it is taken as 0 (the limit when b > 0);
     for a < 0 it is NaN, as the real power is undefined there. A constant exponent
     contributes nothing in either mode: reverse mode never computes its gradient, and
@@ -126,7 +128,10 @@ class Pow(BinaryElementwise):
         a, b, out = ctx.saved
         with np.errstate(divide="ignore", invalid="ignore"):
             log_a = np.where(a == 0, 0, np.log(np.where(a == 0, 1, a)))
-        return b * a ** (b - 1), out * log_a
+            d_a = b * a ** (b - 1)
+        if (b == 0).any():                    # 0 * 0^(-1) = NaN where a == 0: a^0 is flat
+            d_a = np.where(b == 0, np.zeros((), d_a.dtype), d_a)
+        return d_a, out * log_a
 
     def jvp(self, ctx: RuleContext, ta: np.ndarray | None, tb: np.ndarray | None) -> np.ndarray:
         a, b = ctx.inputs

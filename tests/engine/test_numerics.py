@@ -109,6 +109,16 @@ def test_gelu_limits(dtype, approximate):
     np.testing.assert_array_equal(tangent(f, BIG, dtype), g)
 
 
+def test_gelu_in_float16_saturates_without_nan():
+    """float16 tops out at 65504: the tanh form's u'(x) ~ 0.107 x^2 overflows from |x| ~ 700
+    where 1 - tanh(u)^2 is 0, and 0 * inf made the gradient NaN. It is 0 and 1, as the
+    limits say (and as PyTorch's float16 gelu gives), computed in float16."""
+    x = Tensor(np.array([-1000, -300, 100, 300, 1000, 60000], np.float16), requires_grad=True)
+    engine.gelu(x).sum().backward()
+    assert x.grad.dtype == np.float16
+    np.testing.assert_array_equal(x.grad, [0, 0, 1, 1, 1, 1])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_relu_and_leaky_relu_at_large_magnitude(dtype):
     y, g = value_and_grad(engine.relu, BIG, dtype)

@@ -27,10 +27,13 @@ spec("pow", st.one_of(binary(s.positive, lambda sh: s.reals(sh, 2.0)),
                       _pow_integer_exponent_sample()), np.power,
      kinks="a > 0 for a real exponent (a^b and the log(a) in d/db need it): a in [0.2, 3]; "
            "a of either sign, |a| >= 0.3 (pole of negative powers), for a constant integer "
-           "exponent; at a = 0 (b >= 1) d/da = b 0^(b-1) and d/db = 0, as documented",
+           "exponent; at a = 0 (b >= 1) d/da = b 0^(b-1) and d/db = 0, as documented; "
+           "b = 0 gives d/da = 0 everywhere (a^0 is the constant 1), a = 0 included",
      complex_step=True,
      kink_examples=(((np.zeros(3), np.array([1.0, 2.0, 3.0])), {},
-                     (np.array([1.0, 0.0, 0.0]), np.zeros(3))),))
+                     (np.array([1.0, 0.0, 0.0]), np.zeros(3))),
+                    ((np.zeros(2), np.array([0.0, 1.0])), {},
+                     (np.array([0.0, 1.0]), np.zeros(2)))))
 
 
 @st.composite
