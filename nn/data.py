@@ -315,12 +315,29 @@ def normalize_images(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float32) / np.float32(255)
 
 
+def _standardized_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype z-scores of ``dtype`` data come back in: a float dtype stays itself; booleans
+    and integers become the smallest float that holds them exactly (numpy's promotion with
+    float32): float32 for up to 16 bits (uint8 pixels), float64 for wider integers."""
+    if dtype.kind == "f":
+        return dtype
+    if dtype.kind not in "biu":
+        raise TypeError(f"standardize: x_train must hold numbers, got dtype {dtype}")
+    return np.promote_types(dtype, np.float32)
+
+
 def standardize(x_train: np.ndarray, *others: np.ndarray, eps: float = 1e-8) -> tuple[np.ndarray, ...]:
     """Subtract the training mean and divide by the training std (per feature), applying
-    the same transform to ``others`` (validation, test)."""
+    the same transform to ``others`` (validation, test).
+
+    Every result has one floating dtype: ``x_train``'s own when it is floating; for
+    integer or boolean ``x_train`` (uint8 pixels from ``read_idx``/``load_mnist``) float32
+    up to 16 bits and float64 for wider integers, never the integer dtype itself."""
+    x_train = np.asarray(x_train)
+    dtype = _standardized_dtype(x_train.dtype)
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0) + eps
-    return tuple(((x - mean) / std).astype(x_train.dtype) for x in (x_train, *others))
+    return tuple(((np.asarray(x) - mean) / std).astype(dtype) for x in (x_train, *others))
 
 
 def one_hot(y: Any, classes: int, dtype: Any = np.float32) -> np.ndarray:

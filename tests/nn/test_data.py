@@ -241,6 +241,19 @@ def test_preprocessing():
         D.one_hot(np.array([0.5]), 3)
 
 
+def test_standardize_of_integer_pixels_gives_float_z_scores_not_wrapped_integers():
+    x = np.array([[0, 10], [255, 20], [128, 30]], dtype=np.uint8)
+    test = np.array([[0, 40]], dtype=np.uint8)
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-8
+    sx, st = D.standardize(x, test)
+    assert sx.dtype == st.dtype == np.float32
+    np.testing.assert_allclose(sx, (x - mean) / std, rtol=1e-6)
+    np.testing.assert_allclose(st, (test - mean) / std, rtol=1e-6)      # negative: no wrap
+    assert D.standardize(x.astype(np.int64))[0].dtype == np.float64      # wider than float32 holds
+    with pytest.raises(TypeError, match="standardize: x_train must hold numbers"):
+        D.standardize(np.array([["a"], ["b"]]))
+
+
 def test_train_val_split():
     X, y = np.arange(100)[:, None], np.arange(100) % 4
     xt, yt, xv, yv = D.train_val_split(X, y, 0.2, seed=1)
