@@ -51,26 +51,56 @@ def _labels(what: str, x: Any) -> np.ndarray:
     return a.astype(np.int64)
 
 
+def _column(a: np.ndarray) -> np.ndarray:
+    """An (N, 1) column as (N,): one label per example written as a column (after
+    ``y.reshape(-1, 1)``, or read from a table), which scikit-learn and Keras also accept;
+    any other array as it is."""
+    return a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a
+
+
+def _class_indices(what: str, x: Any, name: str) -> np.ndarray:
+    """One class label per example, (N,) or an (N, 1) column, as int64 (N,); a ValueError
+    for any other shape (one-hot rows among them)."""
+    a = _labels(what, _column(_np(x)))
+    if a.ndim != 1:
+        raise ValueError(f"{what}: {name} must be class indices of shape (N,) or (N, 1), got "
+                         f"shape {a.shape}; for one-hot rows pass {name}.argmax(axis=1)")
+    return a
+
+
 def predictions(scores: Any) -> np.ndarray:
     """Class predictions: the argmax over the last axis of logits/probabilities, or the
-    labels themselves when given 1-D integer predictions. NaN/Inf scores are an error."""
+    labels themselves when given integer predictions, (N,) or an (N, 1) column. NaN/Inf
+    scores are an error, and so is one float score per example ((N,) or (N, 1), a binary
+    classifier's): its argmax would be class 0 for every example."""
     return _predictions("predictions", scores)
 
 
 def _predictions(what: str, scores: Any) -> np.ndarray:
     s = _np(scores)
-    return s if s.ndim == 1 and s.dtype.kind in "iu" else _finite_scores(what, s).argmax(axis=-1)
+    if s.dtype.kind in "biu" and s.ndim <= 2:
+        s = _column(s)
+        if s.ndim == 1:
+            return s
+    if s.ndim < 2 or s.shape[-1] == 1:
+        raise ValueError(f"{what}: scores of shape {s.shape} hold one score per example (a "
+                         f"binary classifier's), whose argmax is class 0 for every example; "
+                         f"threshold them instead (scores >= 0 for logits, >= 0.5 for "
+                         f"probabilities)")
+    return _finite_scores(what, s).argmax(axis=-1)
 
 
 def accuracy(scores: Any, labels: Any, threshold: float | None = None,
              logits: bool | None = None) -> float:
     """Fraction of examples whose predicted class equals the label (labels may be one-hot).
 
-    Multi-class scores (N, C): the argmax (logits and probabilities agree). One output per
-    example ((N,) or (N, 1)) is a binary classifier: predicted 1 when the score is at least
-    ``threshold``, which is 0 for ``logits=True`` and 0.5 for ``logits=False``. Without
-    either, scores outside [0, 1] must be logits (threshold 0); scores all inside [0, 1]
-    could be either, and that is an error asking which, never a guess.
+    Multi-class scores (N, C): the argmax (logits and probabilities agree), against class
+    labels (N,), the same labels as an (N, 1) column (as scikit-learn and Keras take them),
+    or one-hot/probability rows (N, C). One output per example ((N,) or (N, 1)) is a binary
+    classifier: predicted 1 when the score is at least ``threshold``, which is 0 for
+    ``logits=True`` and 0.5 for ``logits=False``. Without either, scores outside [0, 1]
+    must be logits (threshold 0); scores all inside [0, 1] could be either, and that is an
+    error asking which, never a guess.
     """
     s, y = _finite_scores("accuracy", _np(scores)), _np(labels)
     if y.dtype.kind == "f":
@@ -89,26 +119,39 @@ def accuracy(scores: Any, labels: Any, threshold: float | None = None,
                 logits = True
             threshold = 0.0 if logits else 0.5
         pred = (s >= threshold).astype(np.int64)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
+        y = _column(y)
         if y.dtype.kind == "f" and not np.isin(y, (0.0, 1.0)).all():
             raise ValueError("accuracy: binary targets must be 0 or 1")
         y = y.astype(np.int64)
     else:
         pred = _predictions("accuracy", s)
+        y = _column(y)
         if y.ndim == pred.ndim + 1:
+            _same_classes(s, y)
             y = y.argmax(axis=-1)
+        else:
+            y = _labels("accuracy", y)
     if pred.shape != y.shape:
         raise ValueError(f"accuracy: {pred.shape[0] if pred.ndim else 0} predictions for labels of shape {y.shape}")
     return float(np.mean(pred == y)) if y.size else float("nan")
 
 
+def _same_classes(s: np.ndarray, y: np.ndarray) -> None:
+    """One-hot/probability rows ``y`` must have one column per class of the scores ``s``."""
+    if s.ndim == y.ndim and s.shape[-1] != y.shape[-1]:
+        raise ValueError(f"accuracy: one-hot/probability labels of shape {y.shape} for scores "
+                         f"of shape {s.shape}: they need one column per class")
+
+
 def confusion_matrix(labels: Any, pred: Any, num_classes: int | None = None) -> np.ndarray:
-    """C[i, j] = number of examples of true class i predicted as class j."""
-    y = _labels("confusion_matrix", labels)
+    """C[i, j] = number of examples of true class i predicted as class j.
+
+    ``labels`` are class indices, (N,) or an (N, 1) column; ``pred`` the predicted classes
+    in the same form, or scores (N, C), whose argmax is taken."""
+    y = _class_indices("confusion_matrix", labels, "labels")
     p = _np(pred)
-    p = _labels("confusion_matrix", p) if p.ndim == y.ndim else \
-        _predictions("confusion_matrix", p).astype(np.int64)
+    p = _predictions("confusion_matrix", p).astype(np.int64) if p.ndim == 2 and p.shape[1] > 1 \
+        else _class_indices("confusion_matrix", p, "predictions")
     if y.shape != p.shape:
         raise ValueError(f"confusion_matrix: labels shape {y.shape} != predictions shape {p.shape}")
     n = num_classes if num_classes is not None else int(max(y.max(initial=-1), p.max(initial=-1)) + 1)
@@ -124,8 +167,9 @@ def precision_recall(probabilities: Any, targets: Any, threshold: float | None =
     """Precision and recall of binary or multi-label outputs thresholded at ``threshold``.
 
     ``probabilities`` and ``targets`` (0/1) have the same shape: (N,) for binary, (N, L)
-    for multi-label. average="micro" pools every decision, "macro" averages the per-label
-    values, None returns one value per label. A ratio with a zero denominator is 0.
+    for multi-label; an (N, 1) column against (N,) is taken as (N,). average="micro" pools
+    every decision, "macro" averages the per-label values, None returns one value per
+    label. A ratio with a zero denominator is 0.
     Without ``threshold`` the outputs must be probabilities, thresholded at 0.5: a value
     outside [0, 1] (a logit) is an error, never read as a probability; for logits pass
     ``threshold=0`` (any threshold given is taken as it is).
@@ -141,6 +185,8 @@ def precision_recall(probabilities: Any, targets: Any, threshold: float | None =
     threshold = _threshold("precision_recall", threshold)
     if t.size and (t.min() < 0 or t.max() > 1):
         raise ValueError("precision_recall: targets must be 0 or 1")
+    if p.ndim == 1 or t.ndim == 1:
+        p, t = _column(p), _column(t)
     if p.shape != t.shape:
         raise ValueError(f"precision_recall: probabilities shape {p.shape} != targets shape {t.shape}")
     if average not in ("micro", "macro", None):

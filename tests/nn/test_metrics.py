@@ -17,6 +17,32 @@ def test_accuracy_from_logits_labels_and_one_hot():
         nn.accuracy(logits, y[:3])
 
 
+def test_class_labels_as_an_n_by_1_column_are_the_labels_not_one_hot_rows():
+    """y.reshape(-1, 1) was read as one-hot rows of one class: the argmax made every label
+    0 (accuracy 0.25 for a perfect classifier). A column is the labels, as in sklearn and
+    Keras, in every metric; one score per example is never argmaxed into class 0."""
+    scores = np.array([[0.1, 2.0, 0.3], [3.0, 0.0, 0.0], [0.0, 0.0, 5.0], [0.0, 4.0, 0.0]])
+    labels = np.array([1, 0, 2, 1])
+    column = labels.reshape(-1, 1)
+    assert nn.accuracy(scores, column) == nn.accuracy(scores, labels) == 1.0
+    assert nn.accuracy(column, labels) == nn.accuracy(labels, column) == 1.0   # predictions too
+    flat = nn.confusion_matrix(labels, scores)
+    np.testing.assert_array_equal(flat, np.diag([1, 2, 1]))
+    for y, p in ((column, scores), (column, column), (labels, column), (column, labels)):
+        np.testing.assert_array_equal(nn.confusion_matrix(y, p), flat)
+    np.testing.assert_array_equal(nn.metrics.predictions(column), labels)
+    with pytest.raises(ValueError, match=r"predictions: scores of shape \(4, 1\) hold one score "
+                                         r"per example"):
+        nn.metrics.predictions(np.array([[0.2], [0.9], [0.7], [0.1]]))
+    with pytest.raises(ValueError, match=r"confusion_matrix: labels must be class indices of "
+                                         r"shape \(N,\) or \(N, 1\), got shape \(4, 3\)"):
+        nn.confusion_matrix(np.eye(3, dtype=int)[labels], np.eye(3, dtype=int)[labels])
+    with pytest.raises(ValueError, match=r"accuracy: one-hot/probability labels of shape \(4, 5\)"):
+        nn.accuracy(scores, np.eye(5)[labels])
+    probs, truth = np.array([0.9, 0.2, 0.7]), np.array([1, 0, 0])
+    assert nn.precision_recall(probs, truth[:, None]) == nn.precision_recall(probs, truth)
+
+
 def test_confusion_matrix_counts():
     y = np.array([0, 0, 1, 2, 2, 2])
     p = np.array([0, 1, 1, 2, 0, 2])
