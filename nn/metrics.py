@@ -98,9 +98,10 @@ def accuracy(scores: Any, labels: Any, threshold: float | None = None,
     labels (N,), the same labels as an (N, 1) column (as scikit-learn and Keras take them),
     or one-hot/probability rows (N, C). One output per example ((N,) or (N, 1)) is a binary
     classifier: predicted 1 when the score is at least ``threshold``, which is 0 for
-    ``logits=True`` and 0.5 for ``logits=False``. Without either, scores outside [0, 1]
-    must be logits (threshold 0); scores all inside [0, 1] could be either, and that is an
-    error asking which, never a guess.
+    ``logits=True`` and 0.5 for ``logits=False``, against labels that must be 0 or 1 in
+    any dtype (a label 2 is an error). Without either, scores outside [0, 1] must be
+    logits (threshold 0); scores all inside [0, 1] could be either, and that is an error
+    asking which, never a guess.
     """
     s, y = _finite_scores("accuracy", _np(scores)), _np(labels)
     if y.dtype.kind == "f":
@@ -119,10 +120,7 @@ def accuracy(scores: Any, labels: Any, threshold: float | None = None,
                 logits = True
             threshold = 0.0 if logits else 0.5
         pred = (s >= threshold).astype(np.int64)
-        y = _column(y)
-        if y.dtype.kind == "f" and not np.isin(y, (0.0, 1.0)).all():
-            raise ValueError("accuracy: binary targets must be 0 or 1")
-        y = y.astype(np.int64)
+        y = _binary_targets(_column(y))
     else:
         pred = _predictions("accuracy", s)
         y = _column(y)
@@ -134,6 +132,16 @@ def accuracy(scores: Any, labels: Any, threshold: float | None = None,
     if pred.shape != y.shape:
         raise ValueError(f"accuracy: {pred.shape[0] if pred.ndim else 0} predictions for labels of shape {y.shape}")
     return float(np.mean(pred == y)) if y.size else float("nan")
+
+
+def _binary_targets(y: np.ndarray) -> np.ndarray:
+    """The labels of a binary classifier as int64: 0 or 1 (False/True, 0.0/1.0), whatever
+    their dtype; any other value (a class 2) is an error, never compared with 0/1."""
+    outside = ~np.isin(y, (0, 1))
+    if np.any(outside):
+        raise ValueError(f"accuracy: binary targets must be 0 or 1 (one score per example is "
+                         f"a binary classifier), got {y[outside].ravel()[0]!s}")
+    return y.astype(np.int64)
 
 
 def _same_classes(s: np.ndarray, y: np.ndarray) -> None:

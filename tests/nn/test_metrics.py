@@ -43,6 +43,18 @@ def test_class_labels_as_an_n_by_1_column_are_the_labels_not_one_hot_rows():
     assert nn.precision_recall(probs, truth[:, None]) == nn.precision_recall(probs, truth)
 
 
+def test_binary_accuracy_refuses_a_label_other_than_0_or_1_in_any_dtype():
+    """One score per example is a binary classifier: a label 2 has no meaning there. Float
+    labels were refused; integer ones were compared with the 0/1 predictions (0.333)."""
+    scores = np.array([0.0, 2.0, 1.0])
+    for labels in (np.array([0.0, 2.0, 1.0]), np.array([0, 2, 1]), np.array([[0], [2], [1]])):
+        with pytest.raises(ValueError, match=r"accuracy: binary targets must be 0 or 1 \(one "
+                                             r"score per example is a binary classifier\), got 2"):
+            nn.accuracy(scores, labels)
+    assert nn.accuracy(scores, np.array([False, True, True])) == 2 / 3     # threshold 0: all 1
+    assert nn.accuracy(scores[:, None], np.array([0, 1, 1], np.uint8)) == 2 / 3
+
+
 def test_confusion_matrix_counts():
     y = np.array([0, 0, 1, 2, 2, 2])
     p = np.array([0, 1, 1, 2, 0, 2])
