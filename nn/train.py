@@ -195,7 +195,6 @@ class _Tally(Callback):
 
     def __init__(self, loss_fn: Any):
         self.loss_fn = loss_fn
-        self.summed = _summed(loss_fn)
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.on_epoch_begin(0)
 
@@ -206,7 +205,7 @@ class _Tally(Callback):
     def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
                     targets: Any) -> None:
         n = len(targets)
-        self.total_loss += loss if self.summed else loss * n
+        self.total_loss += loss * n                 # loss: the step's mean per example
         targets = np.asarray(targets)
         if _is_classification(self.loss_fn, scores, targets):
             if not all_finite(scores):
@@ -294,10 +293,14 @@ def _updates_checked(optimizer: Optimizer) -> Iterator[None]:
 
 
 def _train_epoch(step: Step, batches: Any, where: _Where, history: History,
-                 callbacks: list[Callback], interrupts: _Interrupts) -> bool:
-    """Run one epoch's steps; False when a Ctrl-C interrupted it."""
+                 callbacks: list[Callback], interrupts: _Interrupts, summed: bool) -> bool:
+    """Run one epoch's steps; False when a Ctrl-C interrupted it. Each step's loss goes to
+    ``history.steps`` and the callbacks as a mean per example, like the epoch records: a
+    ``summed`` loss (``reduction="sum"``) is divided by the batch's number of examples."""
     for where.step, (xb, yb) in enumerate(batches, start=1):
         loss, scores = step(xb, yb)
+        if summed:
+            loss /= len(yb)
         history.steps.append(loss)
         for cb in callbacks:
             cb.on_step_end(where.epoch, where.step, loss, scores, yb)
@@ -359,8 +362,9 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     outputs that overflow are a TrainingError.
     ``batch_size=None`` means full-batch gradient descent. After each epoch the train (and
     validation) loss, a mean per example (a loss with ``reduction="sum"`` is divided by
-    the batch size), and, for a softmax classifier, accuracy are recorded (none for
-    ``MSELoss`` or ``BCEWithLogitsLoss``: ``_is_classification``); ``early_stopping=k`` stops when ``monitor``
+    the batch size; so is each step's loss in ``history.steps`` and the callbacks), and,
+    for a softmax classifier, accuracy are recorded (none for ``MSELoss`` or
+    ``BCEWithLogitsLoss``: ``_is_classification``); ``early_stopping=k`` stops when ``monitor``
     has not improved for k epochs and, with ``restore_best``, puts back the best weights.
     ``train_data`` is (X, y) (shuffled per epoch from (seed, epoch)) or a DataLoader.
 
@@ -427,7 +431,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
                 for cb in hooks:
                     cb.on_epoch_begin(where.epoch)
                 batches = loader if loader is not None else _batches(X, y, size, shuffle, seed, where.epoch)
-                if not _train_epoch(step, batches, where, history, hooks, interrupts):
+                if not _train_epoch(step, batches, where, history, hooks, interrupts,
+                                    _summed(loss_fn)):
                     history.interrupted = True
                     break
                 for cb in hooks:

@@ -209,6 +209,34 @@ def test_recorded_losses_are_means_per_example_whatever_the_reduction(compile):
 
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_step_losses_are_means_per_example_whatever_the_reduction(compile):
+    """With reduction="sum" History.steps and the callbacks (the progress bar) got batch
+    sums, 16x, 16x and 8x the mean here, next to epoch records that are means."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 4)).astype(np.float32)
+    Y = rng.integers(0, 3, 40)
+    class Seen(nn.callbacks.Callback):
+        def __init__(self):
+            self.losses = []
+
+        def on_step_end(self, epoch, step, loss, scores, targets):
+            self.losses.append(loss)
+
+    steps = {}
+    for reduction in ("mean", "sum"):
+        seen = Seen()
+        model = nn.MLP([4, 8, 3], seed=0)
+        history = nn.fit(model, nn.CrossEntropyLoss(reduction=reduction), nn.optim.SGD(model, lr=0.0),
+                         (X, Y), epochs=1, batch_size=16, shuffle=False, verbose=0,
+                         compile=compile, callbacks=[seen])
+        steps[reduction] = history.steps
+        assert seen.losses == history.steps
+        total = sum(loss * n for loss, n in zip(history.steps, (16, 16, 8)))
+        assert history.epochs[0]["train_loss"] == pytest.approx(total / 40, rel=1e-12)
+    np.testing.assert_allclose(steps["sum"], steps["mean"], rtol=1e-6)   # float32 sums
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_a_loss_that_is_not_one_number_is_a_clear_error(compile):
     X = np.zeros((8, 4), np.float32)
     Y = np.zeros(8, np.int64)
