@@ -55,6 +55,16 @@ def _split(data: Any, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+def _check_loader(loader: DataLoader) -> None:
+    """A DataLoader that ``fit`` can train on: one that yields at least one batch."""
+    if len(loader) == 0:
+        n = len(loader.X)
+        raise ValueError(f"fit: train_data: the DataLoader yields no batches: its {n} examples "
+                         f"are fewer than batch_size {loader.batch_size}, and drop_last=True "
+                         f"drops that partial batch; pass a batch_size of at most {n}, or "
+                         f"drop_last=False")
+
+
 _NOT_SOFTMAX = (MSELoss, BCEWithLogitsLoss)        # regression; independent labels
 _NOT_SOFTMAX_OPS = {"mse", "sigmoid_binary_cross_entropy"}
 
@@ -229,6 +239,9 @@ class _Tally(Callback):
         return int(np.count_nonzero(np.equal(predicted, targets, out=hit)))
 
     def record(self, epoch: int, lr: float) -> dict[str, float]:
+        """The epoch's record: a ValueError, not a division by zero, if it ran no step."""
+        if self.seen == 0:
+            raise ValueError(f"fit: epoch {epoch} ran no steps: train_data yielded no batches")
         record: dict[str, float] = {"epoch": epoch, "train_loss": self.total_loss / self.seen,
                                     "lr": lr, "seconds": time.perf_counter() - self.start}
         if self.classification:
@@ -408,6 +421,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     if best_state is not None:
         model.check_state_dict(best_state, check_finite=True)
     loader = train_data if isinstance(train_data, DataLoader) else None
+    if loader is not None:
+        _check_loader(loader)
     size = batch_size or len(X)
     blas_limit = threads_for(model, size, threads, owner="fit")
     step = (ReplayStep if compile else EagerStep)(model, loss_fn, optimizer, regularizer=regularizer,

@@ -138,6 +138,12 @@ def test_ctrl_c_stops_cleanly_between_steps_and_restores_the_signal_handler():
     (dict(epochs=-1), "epochs must be a positive integer"),
     (dict(initial_epoch=5, epochs=5), r"initial_epoch must be an integer in \[0, 5\)"),
     (dict(clip_grad_norm=float("nan")), "clip_grad_norm must be finite and positive"),
+    (dict(train_data=nn.DataLoader(X, Y, batch_size=128, drop_last=True)),
+     r"fit: train_data: the DataLoader yields no batches: its 120 examples are fewer than "
+     r"batch_size 128, and drop_last=True drops that partial batch; pass a batch_size of at "
+     r"most 120, or drop_last=False"),                        # was a ZeroDivisionError
+    (dict(train_data=type("Dry", (nn.DataLoader,), {"__iter__": lambda self: iter(())})(X, Y)),
+     "fit: epoch 1 ran no steps: train_data yielded no batches"),
 ])
 def test_bad_fit_arguments_are_value_errors_before_training(kwargs, message):
     model, opt = model_and_opt()
