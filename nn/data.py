@@ -67,11 +67,55 @@ def _header(path: Path, head: bytes) -> tuple[tuple[int, ...], np.dtype]:
     return dims, IDX_TYPES[code]
 
 
+def _inflated_length(path: Path, limit: int) -> tuple[int, bool]:
+    """How many bytes the gzip file ``path`` inflates to, every member counted (pigz, bgzip
+    and ``cat a.gz b.gz`` write several; zero padding after one is skipped, as gzip.open
+    does), and whether its last member ends properly. Counting stops once it passes
+    ``limit``, so no more than ``limit + 1`` bytes are inflated, one chunk at a time and
+    none kept. zlib.error for corrupt data, a bad CRC or a bad recorded length."""
+    count, inflater, data = 0, None, b""
+    with open(path, "rb") as f:
+        while count <= limit:
+            data = data or f.read(1 << 16)
+            if not data:
+                break
+            if inflater is None:
+                data = data.lstrip(b"\0")
+                if not data:
+                    continue
+                inflater = zlib.decompressobj(wbits=31)
+            count += len(inflater.decompress(data, limit + 1 - count))
+            data = inflater.unconsumed_tail
+            if inflater.eof:
+                data, inflater = inflater.unused_data, None
+    return count, inflater is None
+
+
+def _check_inflated_length(path: Path, head: int, expected: int, dims: tuple[int, ...]) -> None:
+    """The gzip stream of ``path`` holds exactly the ``head`` bytes of the header and the
+    ``expected`` bytes of data it declares, or a DatasetError stating the true sizes."""
+    total = head + expected
+    count, ended = _inflated_length(path, total)
+    if count > total:
+        raise DatasetError(f"{path}: the header declares {expected} bytes of data for shape "
+                           f"{dims}, but the gzip stream holds a different amount: more than "
+                           f"{total} bytes in all (the rest was not inflated)")
+    if not ended:
+        raise DatasetError(f"{path}: truncated gzip stream: it breaks off after {count} of the "
+                           f"{total} bytes the header declares ({expected} of data for shape "
+                           f"{dims}), before the end of its last member")
+    if count < total:
+        raise DatasetError(f"{path}: truncated: expected {expected} bytes of data for shape "
+                           f"{dims}, found {max(count - head, 0)}")
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw, detected by content) into a numpy array
     of native byte order. The header is checked first: magic, type, dimensions, and the
-    declared size against the file (for gzip, against its recorded length and the most
-    deflate can expand); only then is the body read, never more than declared."""
+    declared size against the file (for gzip, against the most deflate can expand, then
+    against the length the last member records: when they differ, as in a valid file of
+    several gzip members, the stream is counted through once, inflating no more than
+    declared); only then is the body read, never more than declared."""
     path = Path(path)
     size = regular_file(path, "IDX file")
     with open(path, "rb") as f:
@@ -89,13 +133,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             expected = math.prod(dims) * dtype.itemsize        # Python ints: no overflow
             total = len(head) + expected
             if compressed:
-                if total % 2**32 != recorded:
-                    raise DatasetError(f"{path}: the header declares {expected} bytes of data for "
-                                       f"shape {dims}, but the gzip stream holds a different "
-                                       f"amount ({recorded} mod 2^32 bytes in all)")
                 if total > MAX_DEFLATE_RATIO * size:
                     raise DatasetError(f"{path}: the header declares {total} bytes, more than "
                                        f"{MAX_DEFLATE_RATIO}x the {size}-byte compressed file")
+                if total % 2**32 != recorded:      # several members, or a wrong size
+                    _check_inflated_length(path, len(head), expected, dims)
             elif total != size:
                 found = size - len(head)
                 what = "truncated: expected" if found < expected else f"{found - expected} " \

@@ -36,7 +36,9 @@ def _idx_bytes(arr: np.ndarray) -> bytes:
     (lambda b: b[:3] + b"\x09" + b[4:], "unsupported number of dimensions 9"),
     (lambda b: b[:6], "truncated header"),
     (lambda b: b"\x1f\x8b" + b"not gzip at all", "corrupt gzip"),
-    (lambda b: gzip.compress(b)[:-8], "gzip stream holds a different amount"),   # no trailer
+    (lambda b: gzip.compress(b)[:-8], "truncated gzip stream: it breaks off after 76 of the 76 "
+                                      "bytes the header declares (60 of data for shape (3, 4, 5)), "
+                                      "before the end of its last member"),   # no trailer
     (lambda b: gzip.compress(b)[:-12] + gzip.compress(b)[-8:], "corrupt gzip"),
 ])
 def test_corrupt_idx_files_are_reported_with_their_path(tmp_path, mutate, message):
@@ -46,6 +48,31 @@ def test_corrupt_idx_files_are_reported_with_their_path(tmp_path, mutate, messag
     with pytest.raises(D.DatasetError) as info:
         D.read_idx(path)
     assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_a_gzip_file_of_several_members_is_read_whole_and_its_errors_state_true_sizes(tmp_path):
+    """pigz, bgzip and `cat a.gz b.gz` write several gzip members; the last one's recorded
+    length (ISIZE) is not the stream's. Such a file was refused ("the gzip stream holds a
+    different amount (1084 mod 2^32 bytes in all)") although it held exactly its data."""
+    arr = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    raw = _idx_bytes(arr)
+    path = tmp_path / "images-idx3-ubyte.gz"
+    parts = (raw[:500], raw[500:1000], raw[1000:])
+    path.write_bytes(b"".join(gzip.compress(p) for p in parts))
+    assert np.array_equal(D.read_idx(path), arr)
+    path.write_bytes(gzip.compress(raw[:7]) + gzip.compress(raw[7:]) + bytes(5))   # zero padding
+    assert np.array_equal(D.read_idx(path), arr)
+    path.write_bytes(gzip.compress(raw[:500]) + gzip.compress(raw[500:-100]))      # data short
+    with pytest.raises(D.DatasetError, match=r"truncated: expected 1568 bytes of data for shape "
+                                             r"\(2, 28, 28\), found 1468"):
+        D.read_idx(path)
+    path.write_bytes(gzip.compress(raw[:500]) + gzip.compress(raw[500:] + b"xy"))
+    with pytest.raises(D.DatasetError, match=r"holds a different amount: more than 1584 bytes"):
+        D.read_idx(path)
+    path.write_bytes(gzip.compress(raw[:500]) + gzip.compress(raw[500:])[:-8])     # no trailer
+    with pytest.raises(D.DatasetError, match=r"truncated gzip stream: it breaks off after 1584 "
+                                             r"of the 1584 bytes"):
+        D.read_idx(path)
 
 
 def _fake_mnist(directory: Path, n_train: int = 20, n_test: int = 10, gz: bool = True, **override) -> None:
