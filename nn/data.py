@@ -394,10 +394,33 @@ def one_hot(y: Any, classes: int, dtype: Any = np.float32) -> np.ndarray:
     return out
 
 
+def _strata(y: Any) -> np.ndarray:
+    """The class of each example, for a stratified split: class labels (N,) or an (N, 1)
+    column as they are; the argmax of one-hot or probability rows (N, C). Anything else
+    (multi-label rows, rows not summing to 1, more axes) is a ValueError."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        return y[:, 0]
+    if y.ndim == 1:
+        return y
+    if y.ndim != 2 or y.dtype.kind not in "biuf":
+        raise ValueError(f"train_val_split: stratify needs class labels (N,) or one-hot/"
+                         f"probability rows (N, C), got y of dtype {y.dtype} and shape {y.shape}")
+    sums = np.add.reduce(y, axis=1, dtype=np.float64)
+    bad = np.flatnonzero(np.any(y < 0, axis=1) | ~np.isclose(sums, 1.0, rtol=0, atol=1e-3))
+    if bad.size:
+        raise ValueError(f"train_val_split: stratify needs class labels (N,) or one-hot/"
+                         f"probability rows (N, C), each non-negative and summing to 1; row "
+                         f"{bad[0]} of y is {plain_repr(y[bad[0]].tolist())} (multi-label "
+                         f"rows have no single class to stratify by)")
+    return y.argmax(axis=1)
+
+
 def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.1, seed: int = 0,
                     stratify: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A shuffled split into (x_train, y_train, x_val, y_val); ``stratify`` keeps the class
-    proportions in both parts."""
+    proportions in both parts, the class of an example being its label, or the argmax of
+    its row for one-hot or probability targets (N, C)."""
     if len(X) != len(y):
         raise ValueError(f"train_val_split: {len(X)} inputs but {len(y)} labels")
     if not 0 < val_fraction < 1:
@@ -405,8 +428,9 @@ def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.1, see
     rng = np.random.default_rng(seed)
     if stratify:
         val_idx = []
-        for c in np.unique(y):
-            members = rng.permutation(np.flatnonzero(y == c))
+        classes = _strata(y)
+        for c in np.unique(classes):
+            members = rng.permutation(np.flatnonzero(classes == c))
             val_idx.append(members[: int(round(len(members) * val_fraction))])
         val = np.sort(np.concatenate(val_idx))
         train = np.setdiff1d(np.arange(len(y)), val)

@@ -297,6 +297,26 @@ def test_train_val_split():
         D.train_val_split(X[:3], y[:3], 0.1)
 
 
+def test_a_stratified_split_of_one_hot_or_probability_targets_stratifies_by_each_rows_class():
+    """np.unique and y == c ran elementwise over (N, C): flat indices used as rows, an
+    IndexError here (or wrong rows when every index happened to be below N)."""
+    X, y = np.arange(200).reshape(100, 2), np.arange(100) % 4
+    expected = D.train_val_split(X, y, 0.2, seed=1, stratify=True)
+    soft = np.full((100, 4), 0.1) + 0.6 * np.eye(4)[y]               # argmax: the label
+    for targets in (D.one_hot(y, 4), np.eye(4, dtype=np.int64)[y], soft, y[:, None]):
+        xt, yt, xv, yv = D.train_val_split(X, targets, 0.2, seed=1, stratify=True)
+        assert np.array_equal(xt, expected[0]) and np.array_equal(xv, expected[2])
+        assert np.array_equal(yt, targets[xt[:, 0] // 2]) and np.array_equal(yv, targets[xv[:, 0] // 2])
+    multi = np.eye(4)[y]
+    multi[7, 0] = 1.0
+    with pytest.raises(ValueError, match=r"train_val_split: stratify needs class labels \(N,\) "
+                                         r"or one-hot/probability rows \(N, C\), each non-negative "
+                                         r"and summing to 1; row 7 of y is \[1.0, 0.0, 0.0, 1.0\]"):
+        D.train_val_split(X, multi, 0.2, stratify=True)
+    with pytest.raises(ValueError, match=r"got y of dtype float64 and shape \(100, 2, 2\)"):
+        D.train_val_split(X, np.zeros((100, 2, 2)), 0.2, stratify=True)
+
+
 def test_batches_and_data_loader():
     X, y = np.arange(10)[:, None], np.arange(10)
     seen = np.concatenate([yb for _, yb in D.batches(X, y, 3, rng=np.random.default_rng(0))])
