@@ -96,7 +96,9 @@ class Optimizer:
 
     ``params`` is a Module, an iterable of parameters, or a list of groups
     ``{"params": [...], "lr": ..., <other hyperparameters>}`` (missing ones take the
-    constructor's values), as in PyTorch; ``add_param_group`` adds one later. ``opt.params``
+    constructor's values), as in PyTorch; ``add_param_group`` adds one later. A frozen
+    Parameter (``requires_grad = False``, fine-tuning) is taken as PyTorch takes it: it has
+    no gradient, and ``step`` skips every parameter without one. ``opt.params``
     lists every parameter, group by group; ``opt.lr`` reads the first group's learning rate
     and sets every group's.
 
@@ -178,8 +180,8 @@ class Optimizer:
     def _new_group(self, owner: str, raw: dict[str, Any],
                    seen: set[int]) -> tuple[dict[str, Any], int]:
         """A validated group (defaults filled in, hyperparameters checked, parameters
-        checked to be tensors that require grad) and how many of its parameters were
-        dropped as already in ``seen`` (which it extends)."""
+        checked by ``_check_param``) and how many of its parameters were dropped as already
+        in ``seen`` (which it extends)."""
         group = {**self.defaults, **{k: v for k, v in raw.items() if k != "params"}}
         unknown = set(group) - set(self.defaults)
         if unknown:
@@ -188,9 +190,7 @@ class Optimizer:
         self.check_group(group)
         kept, dropped = [], 0
         for p in raw["params"]:
-            if not isinstance(p, Tensor) or not p.requires_grad:
-                raise TypeError(f"{owner}: parameters must be tensors that require grad, "
-                                f"got {plain_repr(p):.60}")
+            self._check_param(owner, p)
             if id(p) in seen:
                 dropped += 1
                 continue
@@ -198,6 +198,17 @@ class Optimizer:
             kept.append(p)
         group["params"] = kept
         return group, dropped
+
+    @staticmethod
+    def _check_param(owner: str, p: Any) -> None:
+        """A parameter is a tensor that requires grad, or a Module's ``Parameter`` frozen
+        (``requires_grad = False``), as PyTorch takes it: it gets no gradient, so ``step``
+        skips it until it is unfrozen. A plain Tensor that does not require grad is an error
+        (a forgotten ``requires_grad=True``: it would never be trained), as is anything
+        else."""
+        if not isinstance(p, Tensor) or not (p.requires_grad or isinstance(p, Parameter)):
+            raise TypeError(f"{owner}: parameters must be tensors that require grad (or a "
+                            f"Module's Parameters, frozen ones included), got {plain_repr(p):.60}")
 
     def _append(self, group: dict[str, Any]) -> None:
         self.param_groups.append(group)

@@ -246,6 +246,46 @@ def test_parameters_without_gradient_are_skipped(case):
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.01)],
+                         ids=["sgd_momentum", "adam"])
+def test_a_model_with_a_frozen_parameter_is_taken_and_the_parameter_skipped(make, compile):
+    """PyTorch's fine-tuning pattern, torch.optim.SGD(model.parameters()) with a layer
+    frozen, was a TypeError. The frozen Parameter is held, skipped while it has no
+    gradient (the same bits as leaving it out), has no state, and trains once unfrozen."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((48, 4)).astype(np.float32), rng.integers(0, 3, 48)
+
+    def frozen_model():
+        model = nn.MLP([4, 8, 3], seed=0)
+        model.layers[0].weight.requires_grad = False
+        return model
+
+    model, filtered = frozen_model(), frozen_model()
+    frozen = model.layers[0].weight.numpy(copy=True)
+    opt = make(model)
+    assert opt.params == model.parameters()
+    by_hand = make([p for p in filtered.parameters() if p.requires_grad])
+    for m, o in ((model, opt), (filtered, by_hand)):
+        nn.fit(m, nn.CrossEntropyLoss(), o, (X, Y), epochs=2, batch_size=16, verbose=0,
+               compile=compile)
+    assert np.array_equal(model.layers[0].weight.numpy(), frozen)
+    for (name, p), q in zip(model.named_parameters(), filtered.parameters(), strict=True):
+        assert np.array_equal(p.numpy(), q.numpy()), name
+    state = opt.state_dict()
+    assert 0 not in state["state"] and len(state["state"]) == len(opt.params) - 1
+    again = make(model)
+    again.load_state_dict(state)
+    model.layers[0].weight.requires_grad = True                   # unfrozen: trained
+    nn.fit(model, nn.CrossEntropyLoss(), again, (X, Y), epochs=1, batch_size=16, verbose=0,
+           compile=compile)
+    assert not np.array_equal(model.layers[0].weight.numpy(), frozen)
+    with pytest.raises(TypeError, match=r"parameters must be tensors that require grad \(or a "
+                                        r"Module's Parameters, frozen ones included\), got Tensor"):
+        make([engine.Tensor(np.ones(3))])                         # requires_grad forgotten
+
+
 def test_zero_grad_sets_gradients_to_none():
     model = nn.Linear(3, 2)
     opt = optim.SGD(model, lr=0.1)
