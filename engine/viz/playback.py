@@ -77,6 +77,15 @@ def sent_edges(view: GraphView, steps: list[Step]) -> set[EdgeKey]:
     return keys & set(shapes)
 
 
+def ran_before(steps: list[Step], k: int) -> list[Step]:
+    """The steps whose rule has run before frame ``k`` draws: none at k = 0 (the forward
+    pass done) and k = 1 (the first rule runs now), steps 1..k − 1 while step k runs, and
+    every step in the closing frame (k = len(steps) + 1)."""
+    if k > len(steps):
+        return steps
+    return steps[:max(k - 1, 0)]          # k - 1 = -1 at k = 0 would slice all but the last
+
+
 def frame_overlay(view: GraphView, steps: list[Step], k: int, max_elements: int,
                   stable: bool = False) -> Overlay:
     """What frame ``k`` shows (0: the forward pass done, only ∂L/∂L = 1 in place; from 1,
@@ -95,7 +104,7 @@ def frame_overlay(view: GraphView, steps: list[Step], k: int, max_elements: int,
                  if id(t) in grads and not is_complete(view, t, pending)},
         steps=step_numbers(view, steps),
         edge_labels={key: shapes[key] for key in sent_edges(view, ran)},
-        done={id(s.node) for s in steps[:min(k - 1, n)]} if k <= n else {id(s.node) for s in steps},
+        done={id(s.node) for s in ran_before(steps, k)},
         playback=True,
     )
     if k == 0:

@@ -30,6 +30,7 @@ from handgrad.engine.viz import (
 )
 from handgrad.engine.viz.numeric import numeric_checks
 from handgrad.engine.viz.playback import captioned_frames
+from handgrad.engine.viz.styles import DONE
 from handgrad.engine.viz.view import build_view
 from handgrad.nn.draw_command import add_draw_arguments, draw_command
 
@@ -339,6 +340,20 @@ def test_frames_show_gradients_summed_so_far_until_every_user_has_run():
         assert all("grad" not in f[name] for f in frames[:min(partial)])
     W = frames[-1]["t1"]
     assert W.endswith("grad [[0.8469, -0.4212],\n      [ 1.572,   2.266]]")
+
+
+def test_an_op_is_drawn_as_done_only_after_its_rule_ran():
+    """Step 0 is the forward pass done: no op is faded as "rule already ran" (it faded all
+    but the last op, as if backward had run them); step k fades exactly steps 1..k − 1."""
+    faded = re.compile(rf'^\s*(op\d+) \[label="[^"]*" fillcolor="{DONE["fillcolor"]}"', re.M)
+    model, loss = small_mlp()
+    frames = [f.source for f in backward_frames(loss, model=model)]
+    n = len(frames) - 2
+    assert n == 4
+    done = [sorted(faded.findall(source)) for source in frames]
+    assert done[0] == [] and done[1] == []
+    assert [len(d) for d in done] == [0, 0, 1, 2, 3, 4]
+    assert all(set(done[k]) <= set(done[k + 1]) for k in range(n + 1))
 
 
 def test_frames_need_a_live_graph():
