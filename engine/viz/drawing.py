@@ -174,12 +174,17 @@ def tensor_lines(view: GraphView, t: Tensor, options: Options, overlay: Overlay
 
 
 def check_lines(check: NumericCheck, max_elements: int) -> list[str]:
-    """The numeric estimate next to the analytic gradient, and their largest difference."""
+    """The numeric estimate next to the analytic gradient, and their largest difference;
+    without an analytic gradient, the estimate and a line saying there is none to compare."""
     if check.direction is None:
         lines = labels.labelled("numeric", check.numeric, max_elements)
+    elif check.analytic is None:
+        lines = [f"along a random unit u: numeric d/du {labels.number(check.numeric)}"]
     else:
         lines = [f"along a random unit u: grad·u {labels.number(check.analytic)}",
                  f"numeric d/du {labels.number(check.numeric)}"]
+    if check.error is None:
+        return lines + ["no analytic gradient here to compare with"]
     return lines + [f"max |analytic − numeric| {check.error:.1e}"]
 
 

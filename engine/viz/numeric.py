@@ -26,16 +26,21 @@ class NumericCheck:
 
     Per element (``direction`` None): both have the leaf's shape. Directional: both are
     0-d, the derivative along the unit vector ``direction`` (the analytic one is
-    ``<grad, direction>``).
+    ``<grad, direction>``). ``analytic`` is None when the picture has no gradient for the
+    leaf (the graph was freed and ``.grad`` is None, e.g. after ``zero_grad()``): the
+    numeric estimate stands alone, compared with nothing.
     """
 
-    analytic: np.ndarray
+    analytic: np.ndarray | None
     numeric: np.ndarray
     direction: np.ndarray | None = None
 
     @property
-    def error(self) -> float:
-        """The largest |analytic - numeric|."""
+    def error(self) -> float | None:
+        """The largest |analytic - numeric|, or None without an analytic gradient (a
+        missing gradient is not a zero one)."""
+        if self.analytic is None:
+            return None
         return float(np.max(np.abs(self.analytic - self.numeric), initial=0.0))
 
 
@@ -67,10 +72,12 @@ def derivative_along(view: GraphView, leaf: Tensor, direction: np.ndarray) -> fl
         lambda t: replay(view, {id(leaf): Tensor(x + t * direction, copy=False)}), EPS))
 
 
-def numeric_check(view: GraphView, leaf: Tensor, analytic: np.ndarray, max_elements: int,
-                  seed: int) -> NumericCheck:
-    """Per element for a small leaf; along one random unit vector (from ``seed``) otherwise."""
-    analytic = np.asarray(analytic, dtype=np.float64)
+def numeric_check(view: GraphView, leaf: Tensor, analytic: np.ndarray | None,
+                  max_elements: int, seed: int) -> NumericCheck:
+    """Per element for a small leaf; along one random unit vector (from ``seed``) otherwise.
+    ``analytic`` None: the numeric estimate only."""
+    if analytic is not None:
+        analytic = np.asarray(analytic, dtype=np.float64)
     if leaf.size <= max_elements:
         numeric = np.zeros(leaf.shape)
         for index in np.ndindex(*leaf.shape):
@@ -81,18 +88,20 @@ def numeric_check(view: GraphView, leaf: Tensor, analytic: np.ndarray, max_eleme
     u = np.random.default_rng(seed).standard_normal(leaf.shape)
     u /= np.linalg.norm(u)
     numeric = np.asarray(derivative_along(view, leaf, u))
-    return NumericCheck(np.asarray(np.sum(analytic * u)), numeric, direction=u)
+    along = None if analytic is None else np.asarray(np.sum(analytic * u))   # <grad, u>
+    return NumericCheck(along, numeric, direction=u)
 
 
 def numeric_checks(view: GraphView, grads: dict[int, np.ndarray],
                    max_elements: int) -> dict[int, NumericCheck]:
-    """A check for every leaf that requires grad (id(leaf) -> NumericCheck)."""
+    """A check for every leaf that requires grad (id(leaf) -> NumericCheck); a leaf
+    missing from ``grads`` gets the numeric estimate with no analytic side."""
     if view.root.size != 1:
         raise ValueError(f"numeric=True needs a scalar root (a loss); this one has shape "
                          f"{view.root.shape}")
     checks = {}
     for position, t in enumerate(view.tensors):
         if t.node is None and t.requires_grad:
-            analytic = grads.get(id(t), np.zeros(t.shape))
-            checks[id(t)] = numeric_check(view, t, analytic, max_elements, seed=position)
+            checks[id(t)] = numeric_check(view, t, grads.get(id(t)), max_elements,
+                                          seed=position)
     return checks

@@ -310,6 +310,27 @@ def test_numeric_needs_a_scalar_root():
         draw(a * 2, numeric=True)
 
 
+def test_numeric_without_an_analytic_gradient_compares_with_nothing():
+    """After backward() and zero_grad() the picture has no gradient: the numeric estimate is
+    shown alone (it compared a missing .grad as zeros, "max |analytic − numeric| 8.7e-02")."""
+    model, loss = small_mlp()
+    loss.backward()
+    true = {p: p.grad.copy() for p in model.parameters()}
+    nn.optim.SGD(model.parameters(), lr=1.0).zero_grad()
+    found = nodes(draw(loss, model=model, numeric=True, max_elements=4).source)
+    boxes = [found[k] for k in ("t1", "t2", "t5", "t6")]   # W¹, b¹, W², b²
+    for box in boxes:
+        assert "max |analytic − numeric|" not in box and "\ngrad" not in box
+        assert box.endswith("no analytic gradient here to compare with")
+    assert any("numeric [" in box for box in boxes)
+    assert any("along a random unit u: numeric d/du" in box for box in boxes)   # 6 > 4 elements
+    view = build_view(loss, model)
+    checks = numeric_checks(view, {}, max_elements=6)
+    W1 = model.layers[0].weight
+    assert checks[id(W1)].analytic is None and checks[id(W1)].error is None
+    np.testing.assert_allclose(checks[id(W1)].numeric, true[W1], atol=1e-8, rtol=0)
+
+
 # --- playback ------------------------------------------------------------------------------
 
 def test_one_frame_per_backward_step_with_the_current_op_highlighted():
