@@ -8,11 +8,13 @@ the error is ~1e-10 relative.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..gradcheck import central_difference
+from ..graph import Node
 from ..modes import no_grad
 from ..tensor import Tensor
 from .view import GraphView
@@ -48,11 +50,43 @@ def _float64(t: Tensor) -> Tensor:
     return Tensor(t.data.astype(np.float64)) if t.dtype.kind == "f" else t
 
 
+def _masks(node: Node) -> bool:
+    """True for a dropout that zeroes elements (training, p > 0): its output depends on the
+    mask its forward drew."""
+    params = node.params
+    return (node.op.name == "dropout" and bool(params.get("training", True))
+            and params.get("p", 0.5) != 0)
+
+
+def _replay_node(node: Node, inputs: list[Tensor]) -> Tensor:
+    """The node's op on new inputs with its recorded parameters. The function backward
+    differentiated is the one with the random numbers the forward drew, so a zeroing
+    dropout becomes x · mask with its recorded mask: re-running it would draw a new mask
+    from its Generator or fresh entropy (noise in the central difference, and the model's
+    Generator advanced by drawing). Refused: a dropout whose mask backward() freed (unless
+    an int seed redraws the same mask from no shared state), and any other op given a
+    numpy Generator."""
+    where = f"op '{node.op.name}' (node #{node.index})"
+    if _masks(node):
+        if not node.freed:
+            (mask,) = node.saved         # keep / (1 − p) in x's dtype, as backward uses it
+            return Tensor(inputs[0].data * mask)
+        if not isinstance(node.params.get("rng"), numbers.Integral):
+            raise ValueError(f"numeric=True cannot replay {where}: backward() freed the mask "
+                             f"it drew, and a new mask is another function; draw before "
+                             f"loss.backward(), pass retain_graph=True, or draw in eval mode")
+    elif any(isinstance(v, np.random.Generator) for v in node.params.values()):
+        raise ValueError(f"numeric=True cannot replay {where}: it draws from a numpy "
+                         f"Generator, so each replay would draw new numbers and advance it")
+    return node.op.apply(*inputs, **node.params)
+
+
 def replay(view: GraphView, leaves: dict[int, Tensor]) -> float:
     """The root's value recomputed from the recorded ops, in float64.
 
     ``leaves`` replaces some leaves (id(leaf) -> tensor); the others keep their data.
-    Each node re-applies its op to the new inputs with its recorded parameters.
+    Each node re-applies its op to the new inputs with its recorded parameters (a random
+    op with the numbers it drew, see ``_replay_node``).
     """
     values: dict[int, Tensor] = {}
     with no_grad():
@@ -61,7 +95,7 @@ def replay(view: GraphView, leaves: dict[int, Tensor]) -> float:
                 values[id(t)] = leaves[id(t)] if id(t) in leaves else _float64(t)
             else:
                 inputs = [values[id(inp)] for inp in t.node.inputs]
-                values[id(t)] = t.node.op.apply(*inputs, **t.node.params)
+                values[id(t)] = _replay_node(t.node, inputs)
     return float(values[id(view.root)].data.reshape(()))
 
 

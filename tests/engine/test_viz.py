@@ -331,6 +331,69 @@ def test_numeric_without_an_analytic_gradient_compares_with_nothing():
     np.testing.assert_allclose(checks[id(W1)].numeric, true[W1], atol=1e-8, rtol=0)
 
 
+def dropout_loss(**kwargs):
+    """A training-mode MLP([2, 3, 2]) with dropout 0.5 (a numpy Generator) and its loss."""
+    model = nn.MLP([2, 3, 2], activation="tanh", dropout=0.5, seed=0, dtype=np.float64)
+    model.train()
+    x = engine.Tensor(np.array([[0.0, 1.0], [1.0, 1.0]]), name="x")
+    return model, nn.CrossEntropyLoss()(model(x), np.array([1, 0]))
+
+
+def test_numeric_holds_the_recorded_dropout_mask_and_leaves_the_generator_alone():
+    """The numeric estimate differentiates the graph that ran: dropout with the mask its
+    forward drew. It replayed dropout with a new mask per nudge (errors of ~1e5) and
+    advanced the model's Generator, changing the next training step's masks."""
+    model, loss = dropout_loss()
+    generator = model.layers[2].rng
+    state = generator.bit_generator.state
+    errors = [float(e) for e in re.findall(r"max \|analytic − numeric\| ([0-9.e+-]+)",
+                                            draw(loss, model=model, numeric=True).source)]
+    backward_playback(loss, model=model, numeric=True)
+    assert len(errors) == 4 and max(errors) < 1e-8
+    assert generator.bit_generator.state == state
+    view = build_view(loss, model)
+    dW, = engine.grad(loss, [model.layers[0].weight], retain_graph=True)
+    check = numeric_checks(view, {id(model.layers[0].weight): dW}, 6)
+    np.testing.assert_allclose(check[id(model.layers[0].weight)].numeric, dW, atol=1e-8, rtol=0)
+    assert generator.bit_generator.state == state
+
+
+def test_numeric_refuses_a_random_op_it_cannot_replay_with_the_numbers_it_drew(registered):
+    model, loss = dropout_loss()
+    loss.backward()                                        # frees the mask
+    with pytest.raises(ValueError, match=r"cannot replay op 'dropout' \(node #\d+\): "
+                                         r"backward\(\) freed the mask"):
+        draw(loss, model=model, numeric=True)
+
+    class Jitter(engine.Op):
+        """jitter(x, rng) = x + noise drawn from rng (a test op)."""
+
+        name = "jitter"
+        rule = "d/dx = 1"
+
+        def forward(self, ctx, x, *, rng):
+            return x + rng.standard_normal(x.shape)
+
+        def backward(self, ctx, grad):
+            return (grad,)
+
+        def jvp(self, ctx, dx):
+            return dx
+
+    jitter = registered(Jitter)
+    generator = np.random.default_rng(0)
+    w = engine.Tensor(np.ones(2), requires_grad=True)
+    noisy = jitter(w, rng=generator).sum()
+    state = generator.bit_generator.state
+    with pytest.raises(ValueError, match="cannot replay op 'jitter' .*numpy Generator"):
+        draw(noisy, numeric=True)
+    assert generator.bit_generator.state == state
+    seeded = engine.dropout(w, p=0.5, rng=3).sum()         # an int seed redraws its mask
+    seeded.backward()
+    error = re.search(r"max \|analytic − numeric\| ([0-9.e+-]+)", draw(seeded, numeric=True).source)
+    assert float(error.group(1)) < 1e-8
+
+
 # --- playback ------------------------------------------------------------------------------
 
 def test_one_frame_per_backward_step_with_the_current_op_highlighted():
