@@ -17,7 +17,7 @@ from . import labels
 
 # The fused losses: one node whose backward is the classic output delta.
 FUSED_LOSSES = ("softmax_cross_entropy", "sigmoid_binary_cross_entropy")
-ROW_SUM_ULPS = 4  # rows of y "sum to 1" within this many roundings per class
+ROW_SUM_ULPS = 4  # rows of y "sum to 1" within this many roundings of the logits' dtype
 
 
 @dataclass
@@ -47,11 +47,29 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _rows_sum_to_one(sums: np.ndarray, dtypes: list[np.dtype], classes: int) -> bool:
-    """True when every row sum is 1 up to the rounding of adding ``classes`` numbers in the
-    coarsest floating dtype involved (so float32 probabilities that sum to 1 count)."""
-    eps = max(np.finfo(d).eps for d in dtypes if d.kind == "f")
-    return bool(np.all(np.abs(sums - 1) <= ROW_SUM_ULPS * classes * eps))
+def engine_row_sums(z: np.ndarray, y_raw: np.ndarray, eps: float) -> np.ndarray | None:
+    """Σy, each row's target sum, as ``engine/ops/loss.py`` computes it for probability
+    targets: y cast to the logits' dtype, label smoothing (1 − eps) y + eps/C applied in
+    that dtype, summed over the class axis in that dtype (shape (..., 1)). None for integer
+    labels: the engine builds their delta as p − y, with no sum at all."""
+    if y_raw.dtype.kind in "iu":
+        return None
+    targets = y_raw.astype(z.dtype, copy=False)
+    if eps:
+        targets = (1 - eps) * targets + eps / z.shape[-1]
+    sums: np.ndarray = targets.sum(axis=-1, keepdims=True)
+    return sums
+
+
+def _rows_sum_to_one(sums: np.ndarray, dtype: np.dtype) -> bool:
+    """True when every row sum the engine computed (``engine_row_sums``) is 1 within
+    ROW_SUM_ULPS roundings of the logits' dtype, the one it sums and multiplies in. Then
+    p·Σy differs from p by no more than the engine's own rounding of that product, and
+    (p − y) gives the engine's numbers. Anything further from 1 is in the targets
+    themselves, however coarse their dtype (float16 rows summing to 0.99 are summed
+    exactly in float32), and the engine's delta is p·Σy − y."""
+    deviation = np.abs(sums.astype(np.float64) - 1)
+    return bool(np.all(deviation <= ROW_SUM_ULPS * float(np.finfo(dtype).eps)))
 
 
 def softmax_core(node: Node) -> str:
@@ -72,8 +90,9 @@ def output_delta(node: Node) -> OutputDelta:
         eps = node.params.get("label_smoothing", 0.0)
         if eps:
             y = (1 - eps) * y + eps / C
-        sums = y.sum(axis=-1, keepdims=True)
-        y_sum = None if _rows_sum_to_one(sums, [z.dtype, y_raw.dtype], C) else sums
+        sums = engine_row_sums(z, y_raw, eps)
+        y_sum = None if sums is None or _rows_sum_to_one(sums, z.dtype) \
+            else sums.astype(np.float64)
         core = "p − y" if y_sum is None else "p·Σy − y"
         rows = int(np.prod(z.shape[:-1]))
         note = "" if y_sum is None else ", Σy = each row's target sum (not all 1)"

@@ -13,6 +13,7 @@ import pytest
 from handgrad import engine, nn
 from handgrad.engine.viz import backward_playback, derivation, draw, render
 from handgrad.engine.viz.layers import check_line
+from handgrad.engine.viz.losses import output_delta
 from handgrad.engine.viz.player import STYLE
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' not installed")
@@ -75,19 +76,55 @@ def test_soft_targets_with_label_smoothing_check_against_what_the_engine_compute
     assert "hg-differs" not in backward_playback(loss, level="layer").frames[0][1]
 
 
-@pytest.mark.parametrize("targets", [
-    np.array([0, 1, 1, 0, 1]),                                             # labels
-    np.eye(2)[[0, 1, 1, 0, 1]],                                            # one-hot rows
-    (SOFT / SOFT.sum(1, keepdims=True)).astype(np.float32),                # float32 rows ≈ 1
+@pytest.mark.parametrize("targets, dtype", [
+    (np.array([0, 1, 1, 0, 1]), np.float64),                                # labels
+    (np.eye(2)[[0, 1, 1, 0, 1]], np.float64),                               # one-hot rows
+    ((SOFT / SOFT.sum(1, keepdims=True)).astype(np.float32), np.float32),   # float32 rows ≈ 1
 ])
-def test_rows_that_sum_to_one_keep_showing_p_minus_y(targets):
-    model = nn.MLP([2, 3, 2], seed=0, dtype=np.float64)
-    z = model(engine.Tensor(X))
+def test_rows_that_sum_to_one_keep_showing_p_minus_y(targets, dtype):
+    """Rows that sum to 1 in the dtype the engine sums them in, the logits' (float32 rows
+    summed in float64 are 1 + 3e-8: test_rows_are_summed_as_the_engine_sums_them)."""
+    model = nn.MLP([2, 3, 2], seed=0, dtype=dtype)
+    z = model(engine.Tensor(X.astype(dtype)))
     for loss in (engine.softmax_cross_entropy(z, targets),
                  engine.softmax_cross_entropy(z, targets, label_smoothing=0.1)):
         out = derivation(loss)[0]
         assert out["formula"] == "δ = (p − y)/N, N = 5 rows" and out["y_sum"] is None
-        np.testing.assert_allclose(out["rhs"], out["delta"], rtol=0, atol=1e-8)
+        # float32: the engine rounds (p − y)/N, terms up to 0.2, to float32 (1e-8 apart)
+        np.testing.assert_allclose(out["rhs"], out["delta"], rtol=0,
+                                   atol=1e-8 if dtype == np.float64 else 1e-7)
+        found = checks(backward_playback(loss, level="layer"))
+        assert found and all(cls == "hg-check" and "equals" in text for cls, text in found)
+
+
+@pytest.mark.parametrize("z_dtype, targets", [
+    # float16 rows summing to 0.99: summed exactly in float32, not rounding (was "p − y")
+    (np.float32, np.array([[0.5, 0.3, 0.19], [0.2, 0.2, 0.59]], np.float16)),
+    # float32 rows that are 1 in float32 are 1 + 3e-8 summed in float64, as the engine does
+    (np.float64, np.array([[0.4, 0.6], [0.3, 0.7]], np.float32)),
+    # 1000 classes, rows summing to 0.9996: within 4·C·eps(float32) = 4.8e-4 of 1, not 4 eps
+    (np.float32, np.full((2, 1000), 0.9996e-3, np.float32)),
+])
+def test_rows_are_summed_as_the_engine_sums_them(z_dtype, targets):
+    """"p − y" only when the rows sum to 1 in the logits' dtype, where the engine sums them
+    (loss.py: delta = p · targets.sum() − targets): the tolerance came from the coarsest
+    dtype and grew with the classes, so rows summing to 0.99 or 0.9996 were drawn with
+    (p − y)/N, which does not give the engine's gradient."""
+    C = targets.shape[-1]
+    z = engine.Tensor(np.linspace(-1, 1, 2 * C).reshape(2, C).astype(z_dtype),
+                      requires_grad=True)
+    loss = engine.softmax_cross_entropy(z, targets)
+    box = label(draw(loss, rules=True, max_elements=4).source, "op0")
+    assert box.startswith("softmax_cross_entropy δ = (p·Σy − y)/N, N = 2 rows, Σy = each "
+                          "row's target sum (not all 1)")
+    assert "d/dz = (p·Σy − y)/N" in box and "(p − y)" not in box
+    delta = output_delta(loss.node)
+    np.testing.assert_allclose(delta.y_sum.ravel(), targets.astype(np.float64).sum(-1),
+                               rtol=1e-6)
+    loss.backward()
+    # the formula shown, recomputed in float64, is the engine's gradient up to its rounding
+    np.testing.assert_allclose(delta.rhs(), z.grad, rtol=0,
+                               atol=16 * np.finfo(z_dtype).eps * np.abs(z.grad).max())
 
 
 def test_the_check_line_says_differs_in_red_beyond_its_tolerance():
