@@ -188,7 +188,20 @@ def check_lines(check: NumericCheck, max_elements: int) -> list[str]:
     return lines + [f"max |analytic − numeric| {check.error:.1e}"]
 
 
-def op_lines(node: Node, options: Options, overlay: Overlay) -> list[str]:
+def loss_incoming(view: GraphView, node: Node, overlay: Overlay) -> float | None:
+    """The gradient a loss node's output receives: exactly 1 at the root, else its
+    complete gradient when the overlay has it (a loss's output is a scalar unless its
+    reduction is "none"), else None (not known here)."""
+    out = view.output[id(node)]
+    if out is view.root:
+        return 1.0
+    g = overlay.grads.get(id(out))
+    if g is None or id(out) in overlay.partial or np.size(g) != 1:
+        return None
+    return float(np.reshape(g, ()))
+
+
+def op_lines(view: GraphView, node: Node, options: Options, overlay: Overlay) -> list[str]:
     """Op name (with its backward step number), parameters, backward delta, rule."""
     step = overlay.steps.get(id(node))
     lines = [f"[{step}] {node.op.name}" if step is not None else node.op.name]
@@ -196,7 +209,8 @@ def op_lines(node: Node, options: Options, overlay: Overlay) -> list[str]:
     if params:
         lines.append(params)
     if node.op.name in losses.FUSED_LOSSES:
-        lines += losses.fused_loss_lines(node, options.max_elements)
+        lines += losses.fused_loss_lines(node, options.max_elements,
+                                         loss_incoming(view, node, overlay))
     if options.rules:
         lines += labels.wrap(losses.node_rule(node))
     return lines
@@ -347,7 +361,7 @@ def to_digraph(view: GraphView, options: Options, overlay: Overlay,
     boxes = [group_box(view, unit, name, hidden, overlay) for unit, name in group_names.items()]
     for t in view.tensors:
         if t.node is not None and id(t.node) not in hidden:
-            boxes.append(_Box(view.dot_id(t.node), op_lines(t.node, options, overlay), styles.OP,
+            boxes.append(_Box(view.dot_id(t.node), op_lines(view, t.node, options, overlay), styles.OP,
                               t.node.scope, op_attrs(t.node, overlay)))
         if id(t) not in hidden:
             lines, thumbs = tensor_lines(view, t, options, overlay)

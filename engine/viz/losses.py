@@ -77,9 +77,21 @@ def softmax_core(node: Node) -> str:
     return "p − y" if output_delta(node).y_sum is None else "p·Σy − y"
 
 
-def output_delta(node: Node) -> OutputDelta:
+def _times(core: str, scaled: bool) -> str:
+    """``core``, or g·(core) for a loss whose output receives a gradient g other than 1."""
+    return f"g·({core})" if scaled else core
+
+
+def _over_n(core: str, scaled: bool) -> str:
+    """(core)/N, or g·(core)/N."""
+    return f"{'g·' if scaled else ''}({core})/N"
+
+
+def output_delta(node: Node, scaled: bool = False) -> OutputDelta:
     """p, y, N, the rows' target sums and the delta formula of a fused loss node, from its
-    inputs and parameters."""
+    inputs and parameters. The formula is the delta for an incoming gradient of 1 (the loss
+    is the root), or with ``scaled`` g·(...) for an incoming gradient g (reduction "none"
+    always names its per-row gₙ)."""
     z = np.asarray(node.inputs[0].data)
     y_raw = np.asarray(node.inputs[1].data)
     reduction = node.params.get("reduction", "mean")
@@ -97,23 +109,36 @@ def output_delta(node: Node) -> OutputDelta:
         rows = int(np.prod(z.shape[:-1]))
         note = "" if y_sum is None else ", Σy = each row's target sum (not all 1)"
         n, formula = {
-            "mean": (rows, f"δ = ({core})/N, N = {rows} rows{note}"),
-            "sum": (1, f"δ = {core} (reduction sum){note}")}.get(
+            "mean": (rows, f"δ = {_over_n(core, scaled)}, N = {rows} rows{note}"),
+            "sum": (1, f"δ = {_times(core, scaled)} (reduction sum){note}")}.get(
             reduction, (1, f"δₙ = ({core})ₙ·gₙ per row (reduction none){note}"))
         return OutputDelta(_softmax(z64), y, float(n), y_sum, formula)
     p = 0.5 * (1 + np.tanh(0.5 * z64))             # σ(z), without overflow
-    n, formula = {"mean": (z.size, f"δ = (σ(z) − y)/N, N = {z.size} elements"),
-                  "batchmean": (z.shape[0], f"δ = (σ(z) − y)/N, N = {z.shape[0]} rows"),
-                  "sum": (1, "δ = σ(z) − y (reduction sum)")}.get(
+    core = "σ(z) − y"
+    n, formula = {"mean": (z.size, f"δ = {_over_n(core, scaled)}, N = {z.size} elements"),
+                  "batchmean": (z.shape[0],
+                                f"δ = {_over_n(core, scaled)}, N = {z.shape[0]} rows"),
+                  "sum": (1, f"δ = {_times(core, scaled)} (reduction sum)")}.get(
         reduction, (1, "δ = (σ(z) − y)·g per element (reduction none)"))
     return OutputDelta(p, y_raw.astype(np.float64), float(n), None, formula)
 
 
-def fused_loss_lines(node: Node, max_elements: int) -> list[str]:
+def fused_loss_lines(node: Node, max_elements: int, incoming: float | None
+                     ) -> list[str]:
     """The delta formula for the node's reduction and, for small tensors, p, y (and the
-    rows' target sums when they are not all 1), so a student can check it by hand."""
-    delta = output_delta(node)
+    rows' target sums when they are not all 1), so a student can check it by hand.
+
+    ``incoming``: the gradient g the loss's output receives, 1 at the root (the formula
+    as the rule states it), None when it is not known here. Anything but 1 states the
+    delta the node sends, g·(...): ∂L/∂z = ∂L/∂ℓ · ∂ℓ/∂z for a loss ℓ scaled or summed
+    into L (gradient accumulation, loss weights)."""
+    reduction = node.params.get("reduction", "mean")
+    scaled = incoming != 1.0 and reduction != "none"     # "none": gₙ is in the formula
+    delta = output_delta(node, scaled)
     lines = [delta.formula]
+    if scaled:
+        g = "" if incoming is None else f" = {labels.number(incoming)}"
+        lines.append(f"g = the gradient the loss receives{g}")
     if delta.p.size <= max_elements:
         lines += (labels.labelled("p", delta.p, max_elements)
                   + labels.labelled("y", delta.y, max_elements))

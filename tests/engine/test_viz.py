@@ -28,6 +28,7 @@ from handgrad.engine.viz import (
     render,
     save_backward_html,
 )
+from handgrad.engine.viz.losses import output_delta
 from handgrad.engine.viz.numeric import numeric_checks
 from handgrad.engine.viz.playback import captioned_frames
 from handgrad.engine.viz.styles import DONE
@@ -196,6 +197,29 @@ def test_fused_losses_are_one_box_showing_their_backward_delta():
     found = nodes(draw(engine.sigmoid_binary_cross_entropy(z, np.ones((2, 2)),
                                                            reduction="batchmean")).source)
     assert "δ = (σ(z) − y)/N, N = 2 rows" in found["op0"]
+
+
+def test_a_scaled_fused_loss_box_states_the_delta_it_sends():
+    """draw(ce / 4): the loss node receives g = 1/4, and sends g·(p − y)/N; its box said
+    (p − y)/N, four times the gradient printed in the z box below it."""
+    z = engine.Tensor(np.array([[1.0, -1.0], [0.5, 2.0]]), requires_grad=True)
+    ce = engine.softmax_cross_entropy(z, np.array([0, 1]))
+    loss = ce / 4
+    box = nodes(draw(loss).source)["op0"]
+    assert box.startswith("softmax_cross_entropy\nδ = g·(p − y)/N, N = 2 rows\n"
+                          "g = the gradient the loss receives = 0.25\np ")
+    delta = output_delta(ce.node)
+    (sent,) = engine.grad(loss, [z], retain_graph=True)
+    np.testing.assert_allclose(0.25 * delta.rhs(), sent, rtol=1e-15)     # what the box says
+    frames = [nodes(f.source)["op0"] for f in backward_frames(loss)]
+    assert "receives\n" in frames[0] and "receives = 0.25" in frames[-1]   # once it arrived
+    loss.backward()                                       # freed: g is not known, only named
+    assert "δ = g·(p − y)/N, N = 2 rows\ng = the gradient the loss receives\n" in \
+        nodes(draw(loss).source)["op0"]
+    summed = engine.sigmoid_binary_cross_entropy(z, np.ones((2, 2)), reduction="sum")
+    box = nodes(draw(summed * 3 + summed).source)["op0"]  # used twice: g = 3 + 1
+    assert "δ = g·(σ(z) − y) (reduction sum)\ng = the gradient the loss receives = 4\n" in box
+    assert "δ = (p − y)/N, N = 2 rows\np " in nodes(draw(ce).source)["op0"]   # the root: g = 1
 
 
 def test_matrix_values_line_up_in_columns_and_inputs_stay_outside_layers():
