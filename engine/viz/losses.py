@@ -114,13 +114,25 @@ def output_delta(node: Node, scaled: bool = False) -> OutputDelta:
             reduction, (1, f"δₙ = ({core})ₙ·gₙ per row (reduction none){note}"))
         return OutputDelta(_softmax(z64), y, float(n), y_sum, formula)
     p = 0.5 * (1 + np.tanh(0.5 * z64))             # σ(z), without overflow
-    core = "σ(z) − y"
-    n, formula = {"mean": (z.size, f"δ = {_over_n(core, scaled)}, N = {z.size} elements"),
-                  "batchmean": (z.shape[0],
-                                f"δ = {_over_n(core, scaled)}, N = {z.shape[0]} rows"),
-                  "sum": (1, f"δ = {_times(core, scaled)} (reduction sum)")}.get(
-        reduction, (1, "δ = (σ(z) − y)·g per element (reduction none)"))
+    n, formula = _bce_formula(z.shape, reduction, scaled)
     return OutputDelta(p, y_raw.astype(np.float64), float(n), None, formula)
+
+
+def _bce_formula(shape: tuple[int, ...], reduction: str, scaled: bool) -> tuple[int, str]:
+    """N and the delta formula of sigmoid binary cross-entropy on logits of ``shape``:
+    N = all elements (mean), the batch size shape[0] (batchmean; 1 for a 0-d logit, as the
+    engine counts it), 1 (sum, none). Only the reduction used is looked at: a 0-d logit has
+    no shape[0]."""
+    core = "σ(z) − y"
+    if reduction == "mean":
+        n = int(np.prod(shape))
+        return n, f"δ = {_over_n(core, scaled)}, N = {n} elements"
+    if reduction == "batchmean":
+        n = shape[0] if shape else 1
+        return n, f"δ = {_over_n(core, scaled)}, N = {n} rows"
+    if reduction == "sum":
+        return 1, f"δ = {_times(core, scaled)} (reduction sum)"
+    return 1, "δ = (σ(z) − y)·g per element (reduction none)"
 
 
 def fused_loss_lines(node: Node, max_elements: int, incoming: float | None

@@ -14,6 +14,7 @@ from handgrad import engine, nn
 from handgrad.engine.viz import backward_playback, derivation, draw, render
 from handgrad.engine.viz.layers import check_line
 from handgrad.engine.viz.losses import output_delta
+from handgrad.engine.viz.playback import captioned_frames
 from handgrad.engine.viz.player import STYLE
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' not installed")
@@ -179,6 +180,25 @@ def test_bce_and_mse_rule_lines_follow_the_reduction(op, reduction, rule):
     loss = getattr(engine, op)(z, np.ones_like(Z) * 0.5, reduction=reduction)
     box = label(draw(loss.sum() if reduction == "none" else loss, rules=True).source, "op0")
     assert box.endswith(rule)
+
+
+@pytest.mark.parametrize("reduction, formula", [
+    ("mean", "δ = (σ(z) − y)/N, N = 1 elements"), ("batchmean", "δ = (σ(z) − y)/N, N = 1 rows"),
+    ("sum", "δ = σ(z) − y (reduction sum)"), ("none", "δ = (σ(z) − y)·g per element"),
+])
+def test_bce_of_a_0d_logit_is_drawn_with_n_1_as_the_engine_counts_it(reduction, formula):
+    """The engine takes a 0-d logit (N = 1 for batchmean); the pictures raised IndexError
+    on every reduction, reading z.shape[0] for the batchmean entry of an eager table."""
+    z = engine.Tensor(np.array(0.3), requires_grad=True)
+    loss = engine.sigmoid_binary_cross_entropy(z, np.array(1.0), reduction=reduction)
+    box = label(draw(loss, rules=True).source, "op0")
+    assert box.startswith(f"sigmoid_binary_cross_entropy reduction={reduction!r} {formula}"
+                          if reduction != "mean" else f"sigmoid_binary_cross_entropy {formula}")
+    captions = [text for text, _ in captioned_frames(loss)]
+    assert len(captions) == 3 and "differs" not in captions[1]
+    delta = output_delta(loss.node)
+    loss.backward()
+    np.testing.assert_allclose(delta.rhs(), z.grad, rtol=1e-15)     # σ(0.3) − 1, N = 1
 
 
 def test_soft_targets_change_the_rule_line_for_every_reduction():
