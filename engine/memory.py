@@ -20,7 +20,9 @@ walker (``graph.py``: ``before_rule``, ``release``). A ``Node`` keeps one slot f
    of its forward pass; its backward compares, and raises ``RuntimeError`` naming the op
    and the tensor if memory it saved was written after it. ``write_stamp(t)`` tells a
    caller whether ``t`` may have been written since; ``global_write_stamp()`` the same for
-   all memory at once (it also counts hand-outs and replaced arrays, point 3).
+   all memory at once (it also counts hand-outs and replaced arrays, point 3);
+   ``forward_change(node, t)`` a picture whether a tensor a node read changed after that
+   node's forward pass (its graph alive or freed).
 3. **numpy writes** need an array, so this module watches who may hold one. Memory is
    *handed out* when its array leaves handgrad (``t.data``, ``t.numpy()``,
    ``np.asarray(t)``) or came from the caller (``copy=False``): O(1), no clock. A node
@@ -832,6 +834,33 @@ def _check_retired(node: "Node", tick: int) -> None:
                     f"the memory of a tensor whose .data was replaced since, and it was "
                     f"written after the forward pass. Call backward() before changing it, "
                     f"or compute the graph again.")
+
+
+def forward_tick(node: "Node") -> int:
+    """The write clock's tick at ``node``'s forward pass."""
+    holds = node.memory
+    return holds.tick if type(holds) is NodeHolds else holds
+
+
+def forward_change(node: "Node", t: "Tensor") -> str | None:
+    """How ``t`` (an input or the output of ``node``) changed after ``node``'s forward pass,
+    in words for an error message, or None when nothing the write clock can see changed
+    it: its memory written by handgrad (an optimizer step, ``t += x`` under no_grad,
+    ``load_state_dict``), or written through an array handed out after that pass while a
+    live node saved it (the checkpoint's checksum differs). The tests of a backward
+    (``before_rule``), for every tensor a node read, saved or not, its graph alive or
+    freed: what a picture needs to draw one point. A write through an array no checkpoint
+    covers (``p.data -= lr * p.grad`` once backward() freed the graph) leaves no trace."""
+    tick = forward_tick(node)
+    record = t._memory
+    if record is None:
+        return None
+    if record.written > tick:
+        return ("it was written in place by handgrad (optimizer.step(), t += x under "
+                "no_grad, load_state_dict)")
+    if _changed_since(record, tick):
+        return "it was written through its numpy array (t.data -= x, t.data[i] = v)"
+    return None
 
 
 def _changed_since(record: MemoryRecord, tick: int) -> bool:

@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from ..graph import Node, topological_order
+from ..memory import forward_change
 from ..tensor import Tensor
 
 # Tensor kinds, each drawn in its own style (see styles.py).
@@ -127,4 +128,22 @@ def build_view(root: Tensor, model: Any = None) -> GraphView:
                 users = view.users.setdefault(id(inp), [])
                 if t.node not in users:
                     users.append(t.node)
+    check_one_point(view)
     return view
+
+
+def check_one_point(view: GraphView) -> None:
+    """Refuse a graph whose tensors changed after the forward pass that read them
+    (``memory.forward_change``: an optimizer step, ``t.data = new``, ...). Its values,
+    the forward's results and the gradients would belong to two different points (new
+    weights next to a gradient and activations of the old ones), and a numeric check
+    would blame an exact gradient. ValueError naming the tensor."""
+    for node in view.nodes:
+        for t in (*node.inputs, view.output[id(node)]):
+            how = forward_change(node, t)
+            if how is not None:
+                raise ValueError(
+                    f"cannot draw this graph: {view.name(t)} changed after the forward pass "
+                    f"that read it: {how}. The picture would mix its new values with the "
+                    f"forward values and gradients of the old ones. Run the forward pass "
+                    f"again (e.g. loss = loss_fn(model(x), y)) and draw the new loss.")

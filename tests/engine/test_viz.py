@@ -328,6 +328,34 @@ def test_numeric_gradients_agree_with_the_analytic_ones():
     assert "numeric [" in found["t1"] and "along a random unit u: grad·u" in found["t0"]
 
 
+def test_a_graph_whose_weights_changed_after_its_forward_pass_is_refused_by_name():
+    """After backward and an optimizer step, the picture would show the new weights next
+    to the old gradient and activations, and the numeric check would blame the exact
+    gradient: every picture refuses it, naming the weight; a new forward pass draws."""
+    model, loss = small_mlp()
+    drawn = draw(loss, model=model, numeric=True).source
+    assert max(float(v) for v in re.findall(r"numeric\| ([0-9.e+-]+)", drawn)) < 1e-6
+    loss.backward()
+    nn.optim.SGD(model.parameters(), lr=1.0).step()
+    message = r"W¹ = layers\.0\.weight changed after the forward pass.*written in place.*" \
+        r"forward pass again"
+    for picture in (lambda: draw(loss, model=model, numeric=True),
+                    lambda: draw(loss, model=model),
+                    lambda: backward_playback(loss, model=model)):
+        with pytest.raises(ValueError, match=message):
+            picture()
+    x = engine.Tensor(np.array([[0.0, 1.0], [1.0, 1.0]]))
+    again = draw(nn_loss(model, x), model=model, numeric=True).source
+    assert max(float(v) for v in re.findall(r"numeric\| ([0-9.e+-]+)", again)) < 1e-6
+
+
+def test_a_write_through_an_array_read_after_the_forward_pass_is_refused():
+    loss, x, w, b = tanh_graph()
+    w.data[0] = 3.0                       # handed out while a live node saved it: checkpoint
+    with pytest.raises(ValueError, match="w changed after the forward pass.*numpy array"):
+        draw(loss)
+
+
 def test_numeric_needs_a_scalar_root():
     a = engine.Tensor(np.ones(2), requires_grad=True)
     with pytest.raises(ValueError, match="scalar"):
