@@ -45,6 +45,8 @@ walker (``graph.py``: ``before_rule``, ``release``). A ``Node`` keeps one slot f
    Memory a tensor leaves (``t.data = new``) while something still references it (a node
    that saved it, an array kept from ``t.data``, a ``t.detach()``) keeps its record in
    ``_RETIRED``, where a backward finds it from the arrays its node saved.
+   Replacing a tensor's array ticks the write clock, and the tensor's tick is kept
+   (``_REPLACED``), so that ``forward_change`` tells which graphs read the old values.
 4. **Under ``detect_anomaly()``** every node also keeps a checksum of each saved tensor
    array and compares it before its rule runs. That catches the one write the flags
    cannot stop: through a numpy *view* taken before the forward pass (a view keeps its
@@ -145,6 +147,10 @@ _SHARED: "weakref.WeakValueDictionary[int, MemoryRecord]" = weakref.WeakValueDic
 # (a node that saved it, an array kept from ``t.data``, a ``t.detach()``): a backward finds
 # them from the arrays its node saved (``before_rule``). Pruned at each ``replace``.
 _RETIRED: list[MemoryRecord] = []
+# Tensors whose array was replaced (``t.data = new``): id(t) -> (a weak reference to t, the
+# write clock's tick of its latest replacement), for ``forward_change``. An entry leaves
+# with its tensor.
+_REPLACED: "dict[int, tuple[weakref.ref[Tensor], int]]" = {}
 
 
 def _unlock() -> None:
@@ -252,6 +258,24 @@ def replace(t: "Tensor", array: np.ndarray, source: "Tensor | None" = None) -> N
     t._data = array
     t._memory = record_of(source) if source is not None else share(array)
     exit_count = next(_exits)
+    _note_replaced(t)
+
+
+def _note_replaced(t: "Tensor") -> None:
+    """Remember the tick of ``t``'s replacement, a new tick of the write clock: nodes made
+    before it have an older one, nodes made after it this one or a later one."""
+    key = id(t)
+    entry = _REPLACED.get(key)
+    ref = entry[0] if entry is not None and entry[0]() is t else \
+        weakref.ref(t, lambda dead: _forget_replaced(key, dead))
+    _REPLACED[key] = (ref, _advance())
+
+
+def _forget_replaced(key: int, dead: "weakref.ref[Tensor]") -> None:
+    """A replaced tensor is gone: drop its entry (not a newer tensor's with the same id)."""
+    entry = _REPLACED.get(key)
+    if entry is not None and entry[0] is dead:
+        del _REPLACED[key]
 
 
 def _retire(t: "Tensor") -> None:
@@ -845,13 +869,16 @@ def forward_tick(node: "Node") -> int:
 def forward_change(node: "Node", t: "Tensor") -> str | None:
     """How ``t`` (an input or the output of ``node``) changed after ``node``'s forward pass,
     in words for an error message, or None when nothing the write clock can see changed
-    it: its memory written by handgrad (an optimizer step, ``t += x`` under no_grad,
+    it: its ``.data`` replaced, its memory written by handgrad (an optimizer step, ``t += x`` under no_grad,
     ``load_state_dict``), or written through an array handed out after that pass while a
     live node saved it (the checkpoint's checksum differs). The tests of a backward
     (``before_rule``), for every tensor a node read, saved or not, its graph alive or
     freed: what a picture needs to draw one point. A write through an array no checkpoint
     covers (``p.data -= lr * p.grad`` once backward() freed the graph) leaves no trace."""
     tick = forward_tick(node)
+    entry = _REPLACED.get(id(t))
+    if entry is not None and entry[0]() is t and entry[1] > tick:
+        return "its .data was replaced (t.data = new array)"
     record = t._memory
     if record is None:
         return None

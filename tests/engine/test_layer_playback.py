@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from handgrad import engine, nn
-from handgrad.engine.viz import backward_playback, derivation, mlp_layers, save_backward_html
+from handgrad.engine.viz import (
+    backward_playback,
+    derivation,
+    layer_frames,
+    mlp_layers,
+    save_backward_html,
+)
 
 X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.5, -0.5]])
 Y = np.array([0, 1, 1, 0, 1])
@@ -96,6 +102,24 @@ def test_graphs_that_are_not_an_mlp_are_refused_with_the_reason():
     loss = nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y)
     with pytest.raises(ValueError, match="found op 'dropout'.*eval mode"):
         mlp_layers(loss)
+
+
+def test_slides_after_replacing_data_since_the_forward_pass_are_refused_by_name():
+    """A from-scratch update by reassignment (p.data = p.data - lr * p.grad) after the
+    forward pass: the graph keeps the old arrays, so BP2 with the new W² would "differ".
+    The slides refuse, naming the weight; an update before the forward pass is drawn."""
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0, dtype=np.float64)
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y)
+    loss.backward(retain_graph=True)
+    for p in model.parameters():
+        p.data = p.data - 0.5 * p.grad
+    for slides in (lambda: layer_frames(loss, model=model), lambda: derivation(loss),
+                   lambda: backward_playback(loss, level="layer", model=model)):
+        with pytest.raises(ValueError, match=r"W¹ = (layers\.0\.)?weight changed after the "
+                                             r"forward pass.*\.data was replaced.*forward pass again"):
+            slides()
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y)
+    assert not any("differs" in body for _, body in layer_frames(loss, model=model))
 
 
 # --- in a real browser ---------------------------------------------------------------------
