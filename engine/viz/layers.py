@@ -139,19 +139,16 @@ def heat_map(a: np.ndarray) -> str:
             f'role="img" aria-label="heat map">{"".join(cells)}</svg>')
 
 
-def _matrix(name: str, a: np.ndarray, max_elements: int, labels_of: bool = False) -> str:
+def _matrix(name: str, a: np.ndarray, max_elements: int, summary: str | None = None) -> str:
     """One named matrix (or vector) as an HTML table (a vector longer than
     labels.VECTOR_ROW wraps into rows); if big, a heat-map thumbnail with its shape and
-    norm, or, for targets (``labels_of``: one-hot rows), the count of each class."""
+    norm, or the line ``summary`` when one is given (targets: ``target_summary``)."""
     a = np.asarray(a)
     head = f'<div class="hg-name">{html.escape(name)}</div>'
     shape = f'<div class="hg-shape">{labels.shape_text(a.shape)}</div>'
     if a.size > max_elements:
-        if labels_of and a.ndim >= 2:
-            counts = a.reshape(-1, a.shape[-1]).sum(axis=0)
-            text = "class counts " + ", ".join(f"{c}: {labels.number(n)}"
-                                               for c, n in enumerate(counts))
-            return f'<div>{head}{shape}<div class="hg-shape">{html.escape(text)}</div></div>'
+        if summary is not None:
+            return f'<div>{head}{shape}<div class="hg-shape">{html.escape(summary)}</div></div>'
         norm = labels.number(float(np.linalg.norm(a.astype(np.float64).reshape(-1))))
         summary = html.escape(labels.array_lines(a, 0)[0])
         return (f'<div>{head}{heat_map(a)}{shape}<div class="hg-shape">‖{html.escape(name)}‖ = '
@@ -160,6 +157,25 @@ def _matrix(name: str, a: np.ndarray, max_elements: int, labels_of: bool = False
         [[labels.number(v) for v in row] for row in a.reshape(-1, a.shape[-1])]
     body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in rows)
     return f'<div>{head}<table class="hg-m" style="{BRACKETS}">{body}</table>{shape}</div>'
+
+
+def target_summary(node: Node, y: np.ndarray) -> str | None:
+    """The line that stands for a big target matrix ``y`` (rows × classes, as the fused
+    loss ``node`` used it): for integer class labels of a softmax cross-entropy the count
+    of each class, nₖ = #{n : labelₙ = k}, from the labels themselves (label smoothing
+    changes y's rows, not how many examples each class has); for probability targets the
+    column sums Σₙ yₙₖ, named as such (a sum of probabilities is no count); None (a heat
+    map) when y is not rows × classes."""
+    if y.ndim < 2:
+        return None
+    targets = np.asarray(node.inputs[1].data)
+    softmax = node.op.name == "softmax_cross_entropy"
+    if softmax and targets.dtype.kind in "iu":
+        counts = np.bincount(targets.reshape(-1), minlength=y.shape[-1])
+        return "class counts " + ", ".join(f"{k}: {n}" for k, n in enumerate(counts.tolist()))
+    sums = y.reshape(-1, y.shape[-1]).sum(axis=0)
+    what = "target mass per class Σₙ y" if softmax else "Σₙ y per output"
+    return f"{what} " + ", ".join(f"{k}: {labels.number(v)}" for k, v in enumerate(sums))
 
 
 def layer_formula(formula: str, s: str) -> str:
@@ -275,7 +291,8 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
                 else f"p = σ(z{s})"
             eq = f"BP1 (output delta): {layer_formula(d['formula'], s)}  (δ{s} = ∂L/∂z{s})"
             sums = [] if d["y_sum"] is None else [_op("·"), _matrix("Σy", d["y_sum"], m)]
-            body = _row(_matrix(name, d["p"], m), *sums, _op("−"), _matrix("y", d["y"], m, labels_of=True),
+            y = _matrix("y", d["y"], m, target_summary(loss.node, d["y"]))
+            body = _row(_matrix(name, d["p"], m), *sums, _op("−"), y,
                         _op("=" if d["N"] == 1 else f"÷ {labels.number(d['N'])} ="),
                         _matrix(f"δ{s}", delta, m))
             p_term = d["p"] if d["y_sum"] is None else d["p"] * d["y_sum"]

@@ -2,6 +2,7 @@
 equals a hand-written numpy derivation of the same MLP; the page plays in a real browser."""
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -92,6 +93,25 @@ def test_big_tensors_show_shapes_and_summaries():
     loss = nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y)
     body = backward_playback(loss, level="layer", max_elements=40).frames[1][1]
     assert "(64, 2)" in body and "min " in body and "mean " in body
+
+
+def _bp1_text(loss) -> str:
+    body = layer_frames(loss)[0][1]
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"<svg.*?</svg>", "", body))
+    return re.sub(r"\s+", " ", html.unescape(text))
+
+
+def test_a_big_target_matrix_shows_true_class_counts_and_never_calls_probabilities_counts():
+    """Under label smoothing y's rows are smoothed, but the batch still holds 24 examples
+    of class 0 and 6 of class 1; probability targets get their column sums, named so."""
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0)
+    x = engine.Tensor(np.random.default_rng(0).standard_normal((30, 2)).astype(np.float32))
+    labels = np.array([0] * 24 + [1] * 6)
+    smoothed = _bp1_text(nn.CrossEntropyLoss(label_smoothing=0.2)(model(x), labels))
+    assert "class counts 0: 24, 1: 6 ÷" in smoothed
+    soft = np.eye(2)[labels] * 0.9 + 0.05
+    text = _bp1_text(nn.CrossEntropyLoss()(model(x), soft))
+    assert "class counts" not in text and "target mass per class Σₙ y 0: 23.1, 1: 6.9 ÷" in text
 
 
 def test_graphs_that_are_not_an_mlp_are_refused_with_the_reason():
