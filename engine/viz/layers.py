@@ -228,15 +228,29 @@ def check_line(formula: np.ndarray, engine_value: np.ndarray, what: str, scale: 
 
 
 def _stack(layers: list[Layer], now: int) -> str:
+    """The chain of layers, layer ``now`` highlighted, each with its own formula:
+    zˡ = aˡ⁻¹Wˡ + bˡ, or zˡ = aˡ⁻¹Wˡ for a layer without a bias."""
     boxes = ['<span class="hg-layer">x = a⁰</span>']
     for layer in layers:
-        cls = "hg-layer hg-now" if layer.index == now else "hg-layer"
-        act = f", a{sup(layer.index)} = {layer.act.op.name}(z{sup(layer.index)})" \
-            if layer.act is not None else ""
-        boxes.append(f'<span class="{cls}">layer {layer.index}: z{sup(layer.index)} = '
-                     f"a{sup(layer.index - 1)}W{sup(layer.index)} + b{sup(layer.index)}{act}</span>")
+        k = layer.index
+        cls = "hg-layer hg-now" if k == now else "hg-layer"
+        act = f", a{sup(k)} = {layer.act.op.name}(z{sup(k)})" if layer.act is not None else ""
+        bias = f" + b{sup(k)}" if layer.b is not None else ""
+        boxes.append(f'<span class="{cls}">layer {k}: z{sup(k)} = '
+                     f"a{sup(k - 1)}W{sup(k)}{bias}{act}</span>")
     boxes.append('<span class="hg-layer">loss</span>')
     return '<div class="hg-stack">' + " → ".join(boxes) + "</div>"
+
+
+def _gradient_title(k: int, has_bias: bool) -> tuple[str, list[str]]:
+    """The caption and equations of layer k's gradient slide: BP3 ∂L/∂bˡ = Σₙ δˡ only for
+    a layer with a bias, BP4 ∂L/∂Wˡ = aˡ⁻¹ᵀ δˡ always."""
+    s = sup(k)
+    bp4 = f"BP4: ∂L/∂W{s} = a{sup(k - 1)}ᵀ δ{s}"
+    if not has_bias:
+        return f"layer {k}: BP4 (gradient of W{s}; the layer has no bias)", [bp4]
+    return (f"layer {k}: BP3 and BP4 (gradients of b{s} and W{s})",
+            [f"BP3: ∂L/∂b{s} = Σₙ δ{s}", bp4])
 
 
 def derivation(loss: Tensor) -> list[dict[str, Any]]:
@@ -275,7 +289,8 @@ def derivation(loss: Tensor) -> list[dict[str, Any]]:
 
 def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> list[tuple[str, str]]:
     """(caption, HTML) slides: for each layer from the output to the first, BP1 (output
-    layer) or BP2 (hidden layers), then BP3 and BP4, with the actual numbers."""
+    layer) or BP2 (hidden layers), then BP3 (a layer with a bias) and BP4, with the actual
+    numbers."""
     steps = derivation(loss)
     assert loss.node is not None             # derivation() refused a loss without a graph
     layers = [d["layer"] for d in reversed(steps)]
@@ -330,8 +345,8 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
                               _matrix(f"∂L/∂W{s} ({wname})", d["gW"], m)))
             parts.append(check_line(d["a_prev"].T @ d2, d["gW"], f"∂L/∂W{s}",
                                     np.abs(d["a_prev"].T) @ np.abs(d2), d2.shape[0]))
-        eqs = "".join(f'<div class="hg-eq">{html.escape(e)}</div>' for e in (
-            f"BP3: ∂L/∂b{s} = Σₙ δ{s}", f"BP4: ∂L/∂W{s} = a{sup(k - 1)}ᵀ δ{s}"))
-        slides.append((f"layer {k}: BP3 and BP4 (gradients of b{s} and W{s})",
+        caption, equations = _gradient_title(k, d["layer"].b is not None)
+        eqs = "".join(f'<div class="hg-eq">{html.escape(e)}</div>' for e in equations)
+        slides.append((caption,
                        f'<div class="hg-slide">{_stack(layers, k)}{eqs}{"".join(parts)}</div>'))
     return slides

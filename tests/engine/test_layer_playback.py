@@ -114,6 +114,19 @@ def test_a_big_target_matrix_shows_true_class_counts_and_never_calls_probabiliti
     assert "class counts" not in text and "target mass per class Σₙ y 0: 23.1, 1: 6.9 ÷" in text
 
 
+def test_a_model_without_biases_is_stated_without_b_and_without_bp3():
+    model = nn.MLP([2, 3, 2], activation="tanh", bias=False, seed=0, dtype=np.float64)
+    slides = layer_frames(nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y))
+    assert [cap for cap, _ in slides] == [
+        "layer 2: BP1 (output delta)", "layer 2: BP4 (gradient of W²; the layer has no bias)",
+        "layer 1: BP2 (delta recursion)", "layer 1: BP4 (gradient of W¹; the layer has no bias)"]
+    for _, body in slides:
+        text = html.unescape(body)
+        assert "z¹ = a⁰W¹, a¹ = tanh(z¹)" in text and "z² = a¹W²</span>" in text
+        assert "+ b" not in text and "BP3" not in text and "differs" not in text
+    assert "BP4: ∂L/∂W²" in html.unescape(slides[1][1])
+
+
 def test_graphs_that_are_not_an_mlp_are_refused_with_the_reason():
     a = engine.Tensor(np.ones((2, 2)), requires_grad=True)
     with pytest.raises(ValueError, match="fused loss op"):
