@@ -120,6 +120,16 @@ def check_exports(args: argparse.Namespace, fmt: str) -> None:
             raise UsageError("--preset slide makes a picture: svg, png or pdf, not dot")
 
 
+def check_level(args: argparse.Namespace) -> None:
+    """--level layer plays BP1-BP4, whose BP2 δˡ = (δˡ⁺¹ Wˡ⁺¹ᵀ) ⊙ f′(zˡ) needs an activation
+    f between the layers; --activation identity puts none there (the model always has a
+    hidden layer), so that pair is a UsageError, before any work."""
+    if args.level == "layer" and args.activation == "identity":
+        raise UsageError("--level layer needs an activation between the layers (BP2's "
+                         "f′(z)), but --activation identity has none: choose another "
+                         "--activation, or use --level op")
+
+
 def draw_command(args: argparse.Namespace) -> int:
     """Build the MLP, run it on one batch, and write the picture. Prints the path."""
     from handgrad.engine.viz import GraphvizNotFound, draw, render, save_backward_html
@@ -133,6 +143,7 @@ def draw_command(args: argparse.Namespace) -> int:
     if args.font_size > 72:
         raise UsageError(f"--font-size: at most 72 points, got {args.font_size:g}")
     check_exports(args, fmt)
+    check_level(args)
     if args.dataset == "xor":
         # The classic XOR table: the four 0/1 corners (--batch picks how many of them).
         x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)[:args.batch]

@@ -81,14 +81,24 @@ def mlp_layers(loss: Tensor) -> list[Layer]:
         if prev is None:
             break
         if prev.op.name not in ACTIVATIONS:
-            raise ValueError(f"level='layer' shows elementwise activations between layers "
-                             f"({', '.join(ACTIVATIONS)}); found op '{prev.op.name}' (for "
-                             f"dropout, draw the model in eval mode); use level='op'")
+            raise ValueError(_not_an_activation(prev.op.name))
         act, z = prev, prev.inputs[0]
     layers.reverse()
     for k, layer in enumerate(layers, start=1):
         layer.index = k
     return layers
+
+
+def _not_an_activation(name: str) -> str:
+    """Why op ``name``, found where an activation should be, stops level='layer'."""
+    found = f"found op '{name}'"
+    if name == "linear":
+        found = ("found op 'linear' straight after another linear layer (no activation "
+                 "between them, e.g. activation='identity', so there is no f′(z) for BP2)")
+    elif name == "dropout":
+        found += " (for dropout, draw the model in eval mode)"
+    return (f"level='layer' shows elementwise activations between layers "
+            f"({', '.join(ACTIVATIONS)}); {found}; use level='op'")
 
 
 def fprime_formula(act: Node) -> str:

@@ -155,6 +155,15 @@ def test_slides_after_replacing_data_since_the_forward_pass_are_refused_by_name(
     assert not any("differs" in body for _, body in layer_frames(loss, model=model))
 
 
+def test_linear_layers_with_no_activation_between_them_are_refused_with_that_reason():
+    model = nn.MLP([2, 3, 2], activation="identity", seed=0)
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y)
+    with pytest.raises(ValueError, match=r"found op 'linear' straight after another linear "
+                                         r"layer \(no activation between them") as info:
+        mlp_layers(loss)
+    assert "dropout" not in str(info.value)
+
+
 # --- in a real browser ---------------------------------------------------------------------
 
 def _draw_html(tmp_path: Path, *extra: str) -> Path:

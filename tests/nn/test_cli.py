@@ -152,6 +152,16 @@ def test_draw_paths_and_formats_that_contradict_are_one_line(argv, message, tmp_
     assert status == 2 and len(err) == 1 and message in err[0], err
 
 
+def test_draw_layer_level_with_no_activation_between_layers_is_one_line(tmp_path, capsys):
+    """--activation identity puts no activation between the layers, so BP2 has no f′(z):
+    a UsageError naming both options, not a traceback about dropout."""
+    status, err = run_cli(["draw", "--activation", "identity", "--html", "--level", "layer",
+                           "--out", str(tmp_path / "page.html")], capsys)
+    assert status == 2 and len(err) == 1, err
+    assert "--level layer" in err[0] and "--activation identity" in err[0]
+    assert "dropout" not in err[0] and not (tmp_path / "page.html").exists()
+
+
 def test_piping_into_head_exits_quietly():
     code = ("import sys; sys.argv = ['handgrad', 'train', '--dataset', 'xor', '--epochs', '3', "
             "'--quiet']; from handgrad.nn.cli import main; sys.exit(main())")
