@@ -348,7 +348,7 @@ def fit_additions(x: np.ndarray, y: np.ndarray, bare_step_s: float) -> dict[str,
 
     def bookkeeping() -> None:
         _train_epoch(lambda a, b: (0.5, scores), batches, _Where(), History(),   # type: ignore[arg-type]
-                     [_Tally(nn.CrossEntropyLoss())], _Interrupts())
+                     [_Tally(nn.CrossEntropyLoss())], _Interrupts(), summed=False)
 
     loop = best(bookkeeping, 5) / len(batches)
     bare_us = bare_step_s * 1e6
