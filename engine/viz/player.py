@@ -158,7 +158,9 @@ SCRIPT = """<script>
       }
     }
   }
-  function svg() { return restyle ? stage.querySelector("svg") : frames[current].querySelector("svg"); }
+  function svg() {               // the frame's picture; a slide's heat maps are not one
+    return (restyle ? stage : frames[current]).querySelector(":scope > svg");
+  }
   function natural() {           // the picture's size in px at scale 1
     var s = svg();
     if (!s) { return null; }

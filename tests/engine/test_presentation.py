@@ -302,3 +302,52 @@ def test_printing_the_layer_player_gives_one_page_per_slide(browser, pages):
     pdf = base64.b64decode(browser.print_page(options))
     pages_printed = len(re.findall(rb"/Type\s*/Page(?!s)", pdf))
     assert pages_printed == slides > 1
+
+
+@pytest.fixture(scope="module")
+def heat_map_pages(tmp_path_factory) -> dict[str, Path]:
+    """Layer slides holding heat maps (layers of more than 40 numbers: --hidden 16,16)."""
+    from handgrad.nn import cli
+    folder = tmp_path_factory.mktemp("heat")
+    out = {}
+    for name, flags in {"layer": [], "layer-present": ["--present"]}.items():
+        out[name] = folder / f"{name}.html"
+        assert cli.main(["draw", "--html", "--level", "layer", "--hidden", "16,16",
+                         "--out", str(out[name]), *flags]) == 0
+    return out
+
+
+def test_slides_with_heat_maps_are_laid_out_as_slides_not_as_pictures(browser, heat_map_pages):
+    """A heat map (an <svg> inside a slide) is not the frame's picture: the slide keeps the
+    slide layout (reflowed, never cut off, printed one per page), on the page and presenting."""
+    import base64
+
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.common.print_page_options import PrintOptions
+    state = """var p = arguments[0], v = p.querySelector('.hg-view'),
+        f = p.querySelector('.hg-frame:not([hidden])');
+        return [p.classList.contains('hg-slides'), f.querySelectorAll('svg.hg-heat').length,
+                getComputedStyle(v).overflowY, v.scrollWidth <= v.clientWidth,
+                f.getBoundingClientRect().height <= v.clientHeight]"""
+    heat_slides = 0
+    for name, page in heat_map_pages.items():
+        player = open_page(browser, page, (1366, 768))
+        for k in range(1, len(player.find_elements("css selector", ".hg-frame")) + 1):
+            slide, heat_maps, overflow, wide, high = browser.execute_script(state, player)
+            heat_slides += heat_maps > 0
+            assert slide, f"{name} slide {k} ({heat_maps} heat maps) is laid out as a picture"
+            assert overflow == "auto", f"{name} slide {k}: what does not fit is cut off"
+            if name == "layer":     # the page grows with the slide: all of it shows
+                assert wide and high, f"{name} slide {k} does not show whole"
+            else:                   # the readable size, not blown up to the heat map's
+                least, where = browser.execute_script(MEASURE, player)
+                assert 18 <= least <= 1.6 * 18 * 1.02 + 0.01, f"slide {k}: {where!r} {least:.1f} px"
+            player.send_keys(Keys.PAGE_DOWN)
+    assert heat_slides >= 4                          # the case of the bug is drawn
+    player = open_page(browser, heat_map_pages["layer"], (1366, 768))
+    slides = len(player.find_elements("css selector", ".hg-frame"))
+    player.send_keys(Keys.END)                       # printed from a slide with heat maps
+    options = PrintOptions()
+    options.orientation = "landscape"
+    pdf = base64.b64decode(browser.print_page(options))
+    assert len(re.findall(rb"/Type\s*/Page(?!s)", pdf)) == slides
