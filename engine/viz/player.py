@@ -379,6 +379,13 @@ def check_options(present: Any, theme: Any) -> None:
         raise ValueError(f"backward playback: theme must be one of {THEMES}, got {theme!r}")
 
 
+def script_json(value: Any) -> str:
+    """JSON to put inside <script type="application/json">: every "<", ">" and "&" written
+    as \\u003c etc., so no text in it ("</script>", "<!--<script>") can end or hide the tag."""
+    text = json.dumps(value)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def static_frame(layout: str, spec: dict[str, Any]) -> str:
     """The laid-out SVG restyled in Python as the player restyles it for one frame (each
     box's lines, colours and heat maps, each arrow's pen), so a page without JavaScript
@@ -431,7 +438,7 @@ def player(frames: Sequence[tuple[str, str]], title: str = "", layout: str | Non
     pid = f"hg-player-{next(_ids)}-{id(frames) & 0xffff:x}"
     first = frames[0][0] if frames else ""
     if layout is not None:
-        data = json.dumps(list(restyle or [])).replace("</", "<\\/")
+        data = script_json(list(restyle or []))
         picture = static_frame(layout, restyle[0]) if restyle else layout
         sections = (f'{picture}\n<script type="application/json" class="hg-data">{data}</script>\n'
                     + "\n".join(f'<div class="hg-frame" data-caption="{html.escape(text)}" '

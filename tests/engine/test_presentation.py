@@ -351,3 +351,28 @@ def test_slides_with_heat_maps_are_laid_out_as_slides_not_as_pictures(browser, h
     options.orientation = "landscape"
     pdf = base64.b64decode(browser.print_page(options))
     assert len(re.findall(rb"/Type\s*/Page(?!s)", pdf)) == slides
+
+
+def test_names_that_look_like_html_show_literally_and_the_player_still_runs(browser, tmp_path):
+    """Names go into the player's JSON inside <script type="application/json">: "<!--<script>"
+    there used to swallow the player's own script (nothing moved)."""
+    import json
+
+    from selenium.webdriver.common.by import By
+    names = ["<!--<script>", "w</script>&amp;"]
+    x, w = (engine.Tensor(np.array([1.0, 2.0]), requires_grad=True, name=n) for n in names)
+    loss = (x * w).sum()
+    restyle = json.loads(json.dumps(backward_playback(loss).restyle))
+    player = open_page(browser, save_backward_html(loss, tmp_path / "names.html"), (1366, 768))
+    player.find_element(By.CSS_SELECTOR, ".hg-next").click()
+    player.find_element(By.CSS_SELECTOR, ".hg-next").click()
+    assert player.get_attribute("data-ready") == "1"
+    assert player.find_element(By.CSS_SELECTOR, ".hg-counter").text == "3 / 4"
+    assert browser.execute_script("return JSON.parse(arguments[0].querySelector('.hg-data')"
+                                  ".textContent)", player) == restyle
+    texts = browser.execute_script("return Array.from(arguments[0].querySelectorAll("
+                                   "'.hg-stage svg text'), t => t.textContent)", player)
+    caption = player.find_element(By.CSS_SELECTOR, ".hg-caption").text
+    for name in names:
+        assert name in texts, texts
+        assert f"∂L/∂{name} = " in caption, caption
