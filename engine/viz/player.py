@@ -66,14 +66,17 @@ STYLE = """<style>
 .hg-player[data-theme="dark"] .hg-view { border-top-color: #30363d; }
 .hg-player[data-theme="dark"] .hg-stage svg { filter: invert(1) hue-rotate(180deg); }
 /* Printed (or "save as PDF"), a slide player is a handout: every slide on its own page
-   under its caption; a picture player prints the step on screen (handgrad draw --pdf
-   writes one page per step). */
+   under its caption; a picture player prints the step on screen, the whole picture
+   unzoomed and shrunk to one page below its caption (room for about five lines of
+   caption and title; handgrad draw --pdf writes one page per step). */
 @media print {
   .hg-player { position: static !important; border: 0; box-shadow: none; }
   .hg-player nav { display: none !important; }
   .hg-player.hg-slides .hg-caption { display: none !important; }
   .hg-player .hg-view { overflow: visible !important; height: auto !important; border: 0; }
-  .hg-player.hg-slides .hg-stage { transform: none !important; }
+  .hg-player .hg-stage { transform: none !important; }
+  .hg-player .hg-stage > svg, .hg-player .hg-frame > svg { width: auto !important;
+    height: auto !important; max-width: 100% !important; max-height: calc(100vh - 16em); }
   .hg-player.hg-slides .hg-frame { display: block !important; break-after: page; }
   .hg-player.hg-slides .hg-frame:last-child { break-after: auto; }
   .hg-player.hg-slides .hg-frame::before { content: attr(data-caption); display: block;

@@ -304,6 +304,36 @@ def test_printing_the_layer_player_gives_one_page_per_slide(browser, pages):
     assert pages_printed == slides > 1
 
 
+def test_printing_the_op_player_gives_one_page_per_step_with_the_whole_picture(browser, pages):
+    """Printed, a picture player shows the step on screen: its caption and the whole
+    picture, unzoomed and shrunk to fit, on one page (it was split over three, cut off)."""
+    import base64
+
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.common.print_page_options import PrintOptions
+    player = open_page(browser, pages["op"], (1366, 768))
+    for k in range(1, len(player.find_elements("css selector", ".hg-frame")) + 1):
+        for orientation in ("landscape", "portrait"):
+            options = PrintOptions()
+            options.orientation = orientation
+            pdf = base64.b64decode(browser.print_page(options))
+            printed = len(re.findall(rb"/Type\s*/Page(?!s)", pdf))
+            assert printed == 1, f"step {k}, {orientation}: {printed} pages"
+        player.send_keys(Keys.PAGE_DOWN)
+    for width, height in ((720, 1000), (980, 740)):   # a page's printable area, CSS px
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+        try:
+            browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+            left, top, right, bottom, page_width = browser.execute_script(
+                "var r = arguments[0].querySelector('.hg-stage > svg').getBoundingClientRect();"
+                " return [r.left, r.top, r.right, r.bottom,"
+                " document.documentElement.scrollWidth]", player)
+        finally:
+            browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+        assert 0 <= left and right <= width and page_width <= width, (width, left, right)
+        assert 0 <= top and bottom <= height, (height, top, bottom)
+
 @pytest.fixture(scope="module")
 def heat_map_pages(tmp_path_factory) -> dict[str, Path]:
     """Layer slides holding heat maps (layers of more than 40 numbers: --hidden 16,16)."""
