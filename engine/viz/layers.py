@@ -27,7 +27,7 @@ import numpy as np
 
 from ..graph import Node
 from ..tensor import Tensor
-from . import labels, losses
+from . import labels, losses, measures
 from .gradients import all_gradients, backward_steps
 from .thumbnails import heat_cells, heat_colours
 from .view import build_view
@@ -217,24 +217,31 @@ def tolerance(engine_value: np.ndarray, scale: np.ndarray, terms: int) -> float:
     that scale, so anything past the tolerance is a different formula, not rounding."""
     dtype = np.asarray(engine_value).dtype
     eps = float(np.finfo(dtype if dtype.kind == "f" else np.float64).eps)
-    return 8 * (terms + 2) * eps * float(np.max(np.abs(scale), initial=0.0))
+    return 8 * (terms + 2) * eps * measures.finite_max(scale)
 
 
 def check_line(formula: np.ndarray, engine_value: np.ndarray, what: str, scale: np.ndarray,
                terms: int) -> str:
     """Whether the numpy right-hand side equals the engine's value: "equals" with the
-    largest difference when it is within the tolerance, else "differs", in red."""
+    largest difference when it is within the tolerance (and NaN and infinities sit at the
+    same places: measures.agreement), else "differs", in red, saying where."""
     engine_value = np.asarray(engine_value)
-    diff = float(np.max(np.abs(np.asarray(formula, np.float64) - engine_value), initial=0.0))
     tol = tolerance(engine_value, scale, terms)
-    what = html.escape(what)
-    if diff <= tol:
+    found = measures.agreement(formula, engine_value, tol)
+    diff, what = found.diff, html.escape(what)
+    if found.equal:
+        if found.non_finite:
+            return (f'<div class="hg-check">the right-hand side, recomputed here with numpy, '
+                    f"equals the engine's {what} (inf and nan at the same places; largest "
+                    f"difference of the finite entries {diff:.1e}, within the tolerance "
+                    f"{tol:.1e})</div>")
         return (f'<div class="hg-check">the right-hand side, recomputed here with numpy, equals '
                 f"the engine's {what} (largest difference {diff:.1e}, within the tolerance "
                 f"{tol:.1e})</div>")
+    beyond = (f", more than the tolerance {tol:.1e}" if diff > tol
+              else f" (the finite entries are within the tolerance {tol:.1e})")
     return (f'<div class="hg-check hg-differs">the right-hand side, recomputed here with numpy, '
-            f"differs from the engine's {what}: largest difference {diff:.1e}, more than the "
-            f"tolerance {tol:.1e}</div>")
+            f"differs from the engine's {what}: {html.escape(found.gap())}{beyond}</div>")
 
 
 def _stack(layers: list[Layer], now: int) -> str:
@@ -302,6 +309,13 @@ def layer_frames(loss: Tensor, *, model: Any = None, max_elements: int = 40) -> 
     layer) or BP2 (hidden layers), then BP3 (a layer with a bias) and BP4, with the actual
     numbers."""
     steps = derivation(loss)
+    with np.errstate(all="ignore"):     # inf · 0 in a recomputed side is the NaN it shows
+        return _slides(loss, steps, model, max_elements)
+
+
+def _slides(loss: Tensor, steps: list[dict[str, Any]], model: Any, max_elements: int
+            ) -> list[tuple[str, str]]:
+    """``layer_frames``' slides for the derivation ``steps``."""
     assert loss.node is not None             # derivation() refused a loss without a graph
     layers = [d["layer"] for d in reversed(steps)]
     names = {id(p): n for n, p in model.named_parameters()} if model is not None else {}

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..graph import Node
 from ..tensor import Tensor
-from . import labels, losses
+from . import labels, losses, measures
 from .layers import mlp_layers, sup
 
 CAPTION_NUMBERS = 6       # numbers a caption shows of one array before "…"
@@ -107,27 +107,31 @@ class Clause:
         base = self.rhs if self.scale is None else self.scale
         if base is None:
             return 0.0
-        scale = np.abs(base)
-        return 8 * (self.terms + 2) * eps * float(np.max(scale, initial=0.0))
+        return 8 * (self.terms + 2) * eps * measures.finite_max(base)
+
+    def agreement(self) -> measures.Agreement | None:
+        """How the formula compares with the engine's value (None: no formula): equal
+        with NaN and infinities at the same places and finite entries within the
+        tolerance."""
+        if self.rhs is None:
+            return None
+        return measures.agreement(self.rhs, self.value, self.tolerance())
 
     def holds(self) -> bool:
         """True when the formula gives the engine's value (or there is no formula)."""
-        if self.rhs is None:
-            return True
-        rhs, value = np.asarray(self.rhs, np.float64), np.asarray(self.value, np.float64)
-        if rhs.shape != value.shape:
-            return False
-        return float(np.max(np.abs(rhs - value), initial=0.0)) <= self.tolerance()
+        found = self.agreement()
+        return found is None or found.equal
 
     def text(self, limit: int = CAPTION_NUMBERS) -> str:
         value = inline(self.value, limit)
         if self.formula is None or self.rhs is None:
             return f"{self.lhs} = {value}"
-        if self.holds():
+        found = self.agreement()
+        if found is None or found.equal:
             return f"{self.lhs} = {self.formula} = {value}"
         rhs = np.asarray(self.rhs, np.float64)
-        gap = (f"largest difference {float(np.max(np.abs(rhs - self.value))):.1e}"
-               if rhs.shape == np.shape(self.value) else f"shape {labels.shape_text(rhs.shape)}")
+        gap = (found.gap() if rhs.shape == np.shape(self.value)
+               else f"shape {labels.shape_text(rhs.shape)}")
         return (f"{self.lhs} = {value} (engine), but {self.formula} = {inline(rhs, limit)} "
                 f"differs ({gap})")
 
@@ -318,4 +322,7 @@ def step_clauses(node: Node, out: Tensor, grad: np.ndarray, sent: Sequence[np.nd
     """The equations of one backward step with the engine's values ([] when the op's rule
     has no value form here)."""
     rule = RULES.get(node.op.name)
-    return [] if rule is None else rule(Context(node, out, grad, sent, symbol, shared))
+    if rule is None:
+        return []
+    with np.errstate(all="ignore"):    # inf · 0 in a recomputed formula is the NaN it shows
+        return rule(Context(node, out, grad, sent, symbol, shared))

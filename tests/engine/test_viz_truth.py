@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from handgrad import engine, nn
 from handgrad.engine.viz import backward_playback, derivation, draw, render
 from handgrad.engine.viz.layers import check_line
+from handgrad.engine.viz.lecture import Clause
 from handgrad.engine.viz.losses import output_delta
 from handgrad.engine.viz.playback import captioned_frames
 from handgrad.engine.viz.player import STYLE
@@ -139,6 +141,49 @@ def test_the_check_line_says_differs_in_red_beyond_its_tolerance():
     assert "differs from the engine's δ²: largest difference 5.0e-03, more than the " \
            "tolerance 3.8e-08" in wrong
     assert re.search(r"\.hg-check\.hg-differs \{[^}]*color: #c62828", STYLE)   # red
+
+
+@pytest.mark.parametrize("entry", [np.inf, -np.inf, np.nan])
+def test_inf_and_nan_at_the_same_places_are_equal_not_differs(entry):
+    """inf − inf and nan − nan made the largest difference nan, and nan <= tol is False:
+    a formula giving exactly the engine's [inf, 1] was captioned "differs (largest
+    difference nan)" and a RuntimeWarning leaked. Equal means the same NaN places, the
+    same infinities and the finite entries within the tolerance."""
+    x = engine.Tensor(np.array([entry, 1.0]), name="x")
+    w = engine.Tensor(np.array([2.0, 3.0]), requires_grad=True, name="w")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # no RuntimeWarning leaks out
+        caption = backward_playback((x * w).sum()).frames[2][0]
+        value = engine_value = np.array([entry, 0.01])
+        same = check_line(value.copy(), engine_value, "δ²", np.abs(value), 2)
+    shown = {np.inf: "inf", -np.inf: "-inf"}.get(entry, "nan")
+    assert caption.endswith(f"∂L/∂w = ∂L/∂t2 ⊙ x = [{shown}, 1]"), caption
+    assert 'class="hg-check"' in same and "equals the engine's δ²" in same
+    assert "(inf and nan at the same places; largest difference of the finite entries " \
+           "0.0e+00, within the tolerance" in same
+
+
+def test_non_finite_entries_at_other_places_or_signs_differ_and_say_where():
+    engine_value = np.array([np.inf, np.nan, 0.01])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sign = check_line(np.array([-np.inf, np.nan, 0.01]), engine_value, "δ²",
+                          np.array([np.inf, 1.0, 0.01]), 2)
+        place = check_line(np.array([np.inf, 1.0, 0.01]), engine_value, "δ²",
+                           np.array([np.inf, 1.0, 0.01]), 2)
+        both = check_line(np.array([np.inf, np.nan, 0.02]), engine_value, "δ²",
+                          np.array([np.inf, 1.0, 0.01]), 2)
+        clause = Clause("∂L/∂w", "g ⊙ x", np.array([np.inf, 1.0]), rhs=np.array([np.nan, 1.0]))
+        text = clause.text()
+    assert 'hg-differs' in sign and "different infinities (sign or place) (the finite " \
+           "entries are within the tolerance" in sign
+    assert 'hg-differs' in place and "differs from the engine's δ²: nan at different places" \
+           in place
+    assert 'hg-differs' in both and "largest difference of the finite entries 1.0e-02, " \
+           "more than the tolerance" in both
+    assert not clause.holds()
+    assert text == ("∂L/∂w = [inf, 1] (engine), but g ⊙ x = [nan, 1] differs (nan at different "
+                    "places; different infinities (sign or place))")
 
 
 # --- 2. the rule line follows the reduction --------------------------------------------------
