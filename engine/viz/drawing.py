@@ -17,7 +17,7 @@ import numpy as np
 from ..graph import Node, topological_order
 from ..plain import plain_repr
 from ..tensor import Tensor
-from . import labels, lecture, losses, styles, thumbnails
+from . import labels, lecture, losses, measures, styles, thumbnails
 from .gradients import Step, all_gradients, backward_order, backward_steps, can_differentiate
 from .numeric import NumericCheck, numeric_checks
 from .thumbnails import Picture
@@ -164,8 +164,7 @@ def tensor_lines(view: GraphView, t: Tensor, options: Options, overlay: Overlay
     for title, a in arrays:
         lines += labels.labelled(title, a, n)
         if thumbnails.wants_thumbnail(a, n):
-            norm = float(np.linalg.norm(np.asarray(a, dtype=np.float64).reshape(-1)))
-            lines.append(f"‖{title}‖ = {labels.number(norm)}")
+            lines.append(f"‖{title}‖ = {labels.number(measures.norm(a))}")
             thumbs.append((len(lines), np.asarray(a)))
     check = overlay.checks.get(id(t))
     if check is not None:
@@ -309,7 +308,7 @@ def gradient_norm(view: GraphView, t: Tensor, overlay: Overlay) -> str | None:
     grad = overlay.grads.get(id(t))
     if grad is None or id(t) in overlay.partial:
         return f"‖{what}‖ not yet" if overlay.playback else None
-    return f"‖{what}‖ = {labels.number(lecture.norm(grad))}"
+    return f"‖{what}‖ = {labels.number(measures.norm(grad))}"
 
 
 def op_attrs(node: Node, overlay: Overlay) -> dict[str, str]:

@@ -159,7 +159,7 @@ def _matrix(name: str, a: np.ndarray, max_elements: int, summary: str | None = N
     if a.size > max_elements:
         if summary is not None:
             return f'<div>{head}{shape}<div class="hg-shape">{html.escape(summary)}</div></div>'
-        norm = labels.number(float(np.linalg.norm(a.astype(np.float64).reshape(-1))))
+        norm = labels.number(measures.norm(a))
         summary = html.escape(labels.array_lines(a, 0)[0])
         return (f'<div>{head}{heat_map(a)}{shape}<div class="hg-shape">‖{html.escape(name)}‖ = '
                 f'{norm}</div><div class="hg-shape">{summary}</div></div>')

@@ -79,11 +79,6 @@ def inline(a: np.ndarray, limit: int = CAPTION_NUMBERS) -> str:
     return body if a.size <= limit else f"{body} {labels.shape_text(a.shape)}"
 
 
-def norm(a: np.ndarray) -> float:
-    """The Euclidean (Frobenius) norm, in float64."""
-    return float(np.linalg.norm(np.asarray(a, dtype=np.float64).reshape(-1)))
-
-
 # --- a clause: "lhs = formula = values", checked ---------------------------------------------
 
 @dataclass

@@ -1,6 +1,10 @@
 """What the pictures measure about arrays, taking infinities and NaNs as they are and
 never warning.
 
+``norm`` scales by the largest magnitude before squaring, so a gradient [1e-300, 0] has
+the norm 1e-300 (its square underflows to 0) and [1e300, 1] the norm 1e+300 (its square
+overflows to inf): every norm a picture states is this one.
+
 ``agreement`` says two arrays are equal when they have the same shape, NaN at the same
 places, the same infinities (sign and place), and their finite entries lie within the
 rounding tolerance: inf − inf and nan − nan are no difference, and a NaN in the largest
@@ -11,6 +15,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def norm(a: np.ndarray) -> float:
+    """The Euclidean (Frobenius) norm in float64, computed as m·‖a/m‖ with m the largest
+    |entry|, so that no finite entry underflows or overflows when squared; nan when an
+    entry is NaN, else inf when one is infinite."""
+    x = np.abs(np.asarray(a, dtype=np.float64).reshape(-1))
+    if x.size == 0:
+        return 0.0
+    if np.isnan(x).any():
+        return float("nan")
+    big = float(np.max(x))
+    if big == 0.0 or not np.isfinite(big):
+        return big
+    with np.errstate(under="ignore"):      # entries far below the largest count as 0
+        scaled = x / big
+        return big * float(np.sqrt(np.dot(scaled, scaled)))
 
 
 def finite_max(a: np.ndarray | None) -> float:

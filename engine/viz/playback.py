@@ -11,7 +11,7 @@ import graphviz
 import numpy as np
 
 from ..tensor import Tensor
-from . import labels, lecture, losses
+from . import labels, lecture, losses, measures
 from .drawing import (
     OUT,
     SHOW,
@@ -63,7 +63,7 @@ def closing_caption(view: GraphView, steps: list[Step], grads: dict[int, np.ndar
     """The closing frame: every rule ran; each leaf's gradient norm, in one line."""
     leaves = [t for t in view.tensors if t.node is None and id(t) in grads]
     norms = ", ".join(f"‖{lecture.delta_symbol(view.symbol(t))}‖ = "
-                      f"{labels.number(lecture.norm(grads[id(t)]))}" for t in leaves)
+                      f"{labels.number(measures.norm(grads[id(t)]))}" for t in leaves)
     return (f"done: all {len(steps)} rules ran, every gradient is in place"
             + (f": {norms}" if norms else ""))
 

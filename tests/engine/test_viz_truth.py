@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from handgrad import engine, nn
-from handgrad.engine.viz import backward_playback, derivation, draw, render
-from handgrad.engine.viz.layers import check_line
+from handgrad.engine.viz import backward_playback, derivation, draw, labels, measures, render
+from handgrad.engine.viz.layers import _matrix, check_line
 from handgrad.engine.viz.lecture import Clause
 from handgrad.engine.viz.losses import output_delta
 from handgrad.engine.viz.playback import captioned_frames
@@ -184,6 +184,32 @@ def test_non_finite_entries_at_other_places_or_signs_differ_and_say_where():
     assert not clause.holds()
     assert text == ("∂L/∂w = [inf, 1] (engine), but g ⊙ x = [nan, 1] differs (nan at different "
                     "places; different infinities (sign or place))")
+
+
+@pytest.mark.parametrize("values, shown", [([1e-300, 0.0], "1e-300"), ([1e300, 1.0], "1e+300"),
+                                           ([3e-200, 4e-200], "5e-200")])
+def test_norms_neither_underflow_to_0_nor_overflow_to_inf(values, shown):
+    """np.linalg.norm squares without scaling: a gradient [1e-300, 0] was said to have
+    ‖∂L/∂w‖ = 0 and [1e300, 1] ‖∂L/∂w‖ = inf, in the closing caption, the collapsed
+    boxes, the boxes' ‖grad‖ lines and the layer slides' heat maps."""
+    x = engine.Tensor(np.array(values), name="x")
+    w = engine.Tensor(np.array([2.0, 3.0]), requires_grad=True, name="w")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        closing = backward_playback((x * w).sum()).frames[-1][0]
+        big = engine.Tensor(np.tile(np.array(values), 4), requires_grad=True, name="big")
+        source = draw((big * 1.0).sum(), max_elements=2).source
+        slide = _matrix("∂L/∂W", np.tile(np.array(values), 30), 40)
+    assert closing.endswith(f"‖∂L/∂w‖ = {shown}"), closing
+    assert f"‖value‖ = {labels.number(2 * float(shown))}" in source   # ‖4 copies‖
+    assert f"‖∂L/∂W‖ = {labels.number(float(shown) * np.sqrt(30))}" in slide
+
+
+def test_the_norm_of_non_finite_and_empty_arrays():
+    assert np.isnan(measures.norm(np.array([np.inf, np.nan])))
+    assert measures.norm(np.array([-np.inf, 1.0])) == np.inf
+    assert measures.norm(np.zeros((0, 3))) == 0.0 and measures.norm(np.zeros(3)) == 0.0
+    assert measures.norm(np.array([[3.0, 4.0]])) == 5.0
 
 
 # --- 2. the rule line follows the reduction --------------------------------------------------
