@@ -409,7 +409,8 @@ def place_boxes(g: Picture, view: GraphView, boxes: list[_Box],
                     record.thumbs[f"n_{box.name}"] = slots
         for child in children[scope]:
             with container.subgraph(name=f"cluster_{child}") as cluster:
-                cluster.attr(label=module_label(view, child), **styles.CLUSTER)
+                # escaped as box lines are: a scope "<b>x</b>" is text, not an HTML label
+                cluster.attr(label=dot_label([module_label(view, child)]), **styles.CLUSTER)
                 emit(cluster, child)
 
     emit(g, None)

@@ -27,6 +27,7 @@ from handgrad.engine.viz import (
     labels,
     render,
     save_backward_html,
+    save_backward_steps,
 )
 from handgrad.engine.viz.losses import output_delta
 from handgrad.engine.viz.numeric import numeric_checks
@@ -500,6 +501,31 @@ def test_frames_need_a_live_graph():
 
 
 # --- rendering -----------------------------------------------------------------------------
+
+@needs_dot
+@pytest.mark.parametrize("scope", ["<b>block</b>", "<in & out>"])
+def test_a_scope_shaped_like_html_is_the_cluster_label_as_text(tmp_path, scope):
+    """A cluster label went into the DOT raw: name_scope("<b>block</b>") became the HTML
+    label <b>block</b> (a cluster "b" and two stray nodes "block" and "/b"), and
+    "<in & out>" made dot fail. It is escaped as tensor names are."""
+    x = engine.Tensor(np.array([1.0, 2.0]), requires_grad=True, name="x")
+    with engine.name_scope(scope):
+        h = x * x
+    picture = draw(h.sum())
+    body = cluster(picture.source, f"cluster_{scope}")
+    assert f'label="{scope}"' in body
+    root = ET.parse(render(picture, tmp_path / "scope.svg")).getroot()
+    drawn = {g.get("class"): [] for g in root.iter(f"{SVG}g")}
+    for g in root.iter(f"{SVG}g"):
+        drawn[g.get("class")].append(g)
+    titles = [g.find(f"{SVG}title").text for g in drawn["node"]]
+    assert sorted(t for t in titles if not t.startswith("legend_")) == sorted(nodes(picture.source))
+    (box,) = [g for g in drawn["cluster"] if g.find(f"{SVG}title").text == f"cluster_{scope}"]
+    assert [t.text for t in box.iter(f"{SVG}text")] == [scope]
+    save_backward_steps(h.sum(), tmp_path / "frames")        # the pinned exports too
+    frame = ET.parse(tmp_path / "frames" / "step-00.svg").getroot()
+    assert scope in [t.text for t in frame.iter(f"{SVG}text")]
+
 
 @needs_dot
 def test_svg_of_an_mlp_has_every_node_and_cluster(tmp_path):
