@@ -60,6 +60,19 @@ def seed(text: str) -> int:
     return value
 
 
+def font_points(text: str) -> float:
+    """A font size in points, in the range the pictures accept (engine.viz's
+    ``FONT_POINTS``, [4, 72])."""
+    from handgrad.engine.viz.drawing import FONT_POINTS
+
+    low, high = FONT_POINTS
+    value = _number(text)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be a number of points in [{low}, {high}], "
+                                         f"got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = _number(text)
     if not value > 0:

@@ -14,7 +14,7 @@ import numpy as np
 
 from handgrad.engine import Tensor
 
-from .cli_args import UsageError, positive_float, positive_int, sizes
+from .cli_args import UsageError, font_points, positive_int, seed, sizes
 from .data import DATASETS, load_dataset
 from .layers import ACTIVATIONS, MLP
 from .losses import CrossEntropyLoss
@@ -47,8 +47,8 @@ def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rankdir", choices=["TB", "LR", "BT", "RL"], default="TB",
                         help="layout direction (default TB, top to bottom: the default MLP "
                              "fits a 16:9 slide)")
-    parser.add_argument("--font-size", type=positive_float, default=14,
-                        help="text size in points (default 14)")
+    parser.add_argument("--font-size", type=font_points, default=14,
+                        help="text size in points, 4 to 72 (default 14)")
     parser.add_argument("--max-elements", type=positive_int,
                         help="print arrays up to this many elements, summarise larger ones "
                              "(default 8: XOR's four corners, p and y in full; 6 for --html, "
@@ -69,7 +69,8 @@ def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
                         help="slide: a 16:9 picture for a 1920x1080 slide, one box per layer, "
                              "text of at least 24 px (sets --collapse, --rankdir TB, "
                              "--font-size 24)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0,
+                        help="seed of the model's weights and of the dataset (default 0)")
 
 
 def output_path(args: argparse.Namespace) -> tuple[Path, str]:
@@ -140,8 +141,6 @@ def draw_command(args: argparse.Namespace) -> int:
         raise UsageError("--level layer is the step-by-step page: add --html")
     if args.present and fmt != "html":
         raise UsageError("--present is a mode of the step-by-step page: add --html")
-    if args.font_size > 72:
-        raise UsageError(f"--font-size: at most 72 points, got {args.font_size:g}")
     check_exports(args, fmt)
     check_level(args)
     if args.dataset == "xor":

@@ -31,6 +31,9 @@ EdgeKey = tuple[int, int]  # (id(node), input position, or OUT)
 Thumbs = list[tuple[int, np.ndarray]]  # (beside the lines up to k, array) per heat map
 
 
+FONT_POINTS = (4, 72)     # the font sizes draw accepts, in points (handgrad draw --font-size)
+
+
 @dataclass
 class Options:
     """How to draw (the keyword arguments of ``draw``)."""
@@ -44,10 +47,11 @@ class Options:
     legend: bool = True   # the key to the colours and shapes, in one compact block
 
     def __post_init__(self) -> None:
+        low, high = FONT_POINTS
         if isinstance(self.fontsize, bool) or not isinstance(self.fontsize, (int, float)) \
-                or not 4 <= self.fontsize <= 72:
-            raise ValueError(f"draw: fontsize must be a number of points in [4, 72], got "
-                             f"{plain_repr(self.fontsize)}")
+                or not low <= self.fontsize <= high:
+            raise ValueError(f"draw: fontsize must be a number of points in [{low}, {high}], "
+                             f"got {plain_repr(self.fontsize)}")
         unknown = [s for s in self.show if s not in SHOW]
         if unknown:
             raise ValueError(f"draw: show may contain {SHOW}, got {unknown}")

@@ -162,6 +162,25 @@ def test_draw_layer_level_with_no_activation_between_layers_is_one_line(tmp_path
     assert "dropout" not in err[0] and not (tmp_path / "page.html").exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["draw", "--font-size", "3"], "--font-size: must be a number of points in [4, 72], got 3"),
+    (["draw", "--font-size", "2", "--html", "--out", "{dir}/a.html"],
+     "--font-size: must be a number of points in [4, 72], got 2"),
+    (["draw", "--font-size", "100"], "--font-size: must be a number of points in [4, 72], got 100"),
+    (["draw", "--seed", "-1", "--format", "dot", "--out", "{dir}/g.dot"],
+     "--seed: must be an integer in [0, 4294967295], got -1"),
+    (["draw", "--seed", str(2**32), "--format", "dot", "--out", "{dir}/g.dot"],
+     "--seed: must be an integer in [0, 4294967295]"),
+])
+def test_draw_font_sizes_and_seeds_out_of_range_are_one_line(argv, message, tmp_path, capsys):
+    """--font-size 3 reached draw's [4, 72] ValueError and --seed -1 numpy's, both as
+    tracebacks (exit 1): the options are range-checked like train's, naming the range."""
+    argv = [a.format(dir=tmp_path) for a in argv]
+    status, err = run_cli(argv, capsys)
+    assert status == 2 and len(err) == 1 and message in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_piping_into_head_exits_quietly():
     code = ("import sys; sys.argv = ['handgrad', 'train', '--dataset', 'xor', '--epochs', '3', "
             "'--quiet']; from handgrad.nn.cli import main; sys.exit(main())")
