@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -131,10 +132,28 @@ def check_level(args: argparse.Namespace) -> None:
                          "--activation, or use --level op")
 
 
+def steps_report(directory: Path, loss: Tensor, **options: Any) -> str:
+    """Write the step pictures (export.save_backward_steps) and say what
+    happened to ``directory``: how many pictures were written, the first and last name,
+    and how many step pictures of an earlier export were replaced or removed (the
+    directory then holds exactly this run's frames)."""
+    from handgrad.engine.viz.export import save_backward_steps, step_files
+
+    before = set(step_files(directory))
+    paths = save_backward_steps(loss, directory, **options)
+    replaced = len(before & set(paths))
+    removed = len(before - set(paths))
+    earlier = [f"replaced {replaced}"] if replaced else []
+    earlier += [f"removed {removed}"] if removed else []
+    note = f" ({' and '.join(earlier)} step pictures of an earlier export)" if earlier else ""
+    return (f"{directory}: {len(paths)} step pictures, {paths[0].name} to "
+            f"{paths[-1].name}{note}")
+
+
 def draw_command(args: argparse.Namespace) -> int:
     """Build the MLP, run it on one batch, and write the picture. Prints the path."""
     from handgrad.engine.viz import GraphvizNotFound, draw, render, save_backward_html
-    from handgrad.engine.viz.export import SLIDE_FONT, as_slide, save_backward_pdf, save_backward_steps
+    from handgrad.engine.viz.export import SLIDE_FONT, as_slide, save_backward_pdf
 
     path, fmt = output_path(args)          # bad paths and formats: before any work
     if args.level != "op" and fmt != "html":
@@ -169,8 +188,7 @@ def draw_command(args: argparse.Namespace) -> int:
             if args.pdf is not None:
                 print(save_backward_pdf(loss, args.pdf, **exports))
             if args.steps is not None:
-                print(args.steps / save_backward_steps(
-                    loss, args.steps, format=args.steps_format, **exports)[0].name)
+                print(steps_report(args.steps, loss, format=args.steps_format, **exports))
         else:
             # the picture: XOR's four corners, p and y in full (8); a slide: summaries (6)
             picture = draw(loss, model=model, backward_order=args.backward_order,

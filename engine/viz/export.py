@@ -30,6 +30,7 @@ from .rendering import INSTALL_HINT, GraphvizNotFound, embed_images, image_direc
 from .thumbnails import html_label
 
 STEP_FORMATS = ("svg", "png", "pdf")
+STEP_FILE = re.compile(r"step-[0-9]{2,}\.(?:svg|png|pdf)")    # how save_backward_steps names
 ID = re.compile(r'(?<=[\s\[])id=("?)([^\s"\]]+)\1')
 SUBGRAPH = re.compile(r'^\s*subgraph\s+("?)(.+?)\1\s*\{\s*$')
 
@@ -164,7 +165,10 @@ def save_backward_steps(loss: Tensor, directory: str | Path, *, format: str = "s
     """Write every frame of the op-level player as ``directory/step-00.<format>``,
     ``step-01``, ... (step 0: the forward pass done; the last: every gradient in place),
     all from one layout, and return the paths. The directory is created if needed; a
-    path that is a file is a ValueError."""
+    path that is a file is a ValueError. Afterwards the directory holds exactly this
+    playback's frames: files named as frames are (``step_files``: step-NN.svg, .png or
+    .pdf) that this call did not write, left by an earlier export of a longer playback or
+    in another format, are removed; nothing else in the directory is touched."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"backward steps: {str(directory)!r} is a file, not a directory")
@@ -176,7 +180,19 @@ def save_backward_steps(loss: Tensor, directory: str | Path, *, format: str = "s
         path = directory / f"step-{k:0{width}d}.{format}"
         path.write_bytes(picture)
         paths.append(path)
+    for stale in set(step_files(directory)) - set(paths):   # written first: nothing is lost
+        stale.unlink()
     return paths
+
+
+def step_files(directory: str | Path) -> list[Path]:
+    """The files in ``directory`` named as ``save_backward_steps`` names its frames
+    (step-NN.svg, .png or .pdf, two digits or more), sorted; [] for no directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir()
+                  if STEP_FILE.fullmatch(p.name) and (p.is_file() or p.is_symlink()))
 
 
 def save_backward_pdf(loss: Tensor, path: str | Path, **options: Any) -> Path:

@@ -135,6 +135,35 @@ def test_the_cli_exports_a_handout_and_every_step(tmp_path, capsys):
     assert page.exists() and page_count(pdf.read_bytes()) == len(list(steps.glob("*.png"))) >= 4
 
 
+def test_a_steps_directory_holds_exactly_this_runs_frames_and_the_cli_says_so(tmp_path, capsys):
+    """--steps DIR overwrote step-00..05 without a word and left step-06..09 of an earlier,
+    longer export (another network) in DIR; the command printed only DIR/step-00.svg.
+    Now step files this run did not write are removed (only names of the exporter's own
+    pattern), and the command says how many it wrote, where, and what it replaced."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    earlier = [f"step-{k:02d}.svg" for k in range(10)] + ["step-03.png", "step-100.pdf"]
+    others = ["notes.txt", "step-1.svg", "step-00.svg.bak", "step-00.jpg", "my-step-00.svg"]
+    for name in earlier + others:
+        (frames / name).write_text("an earlier run")
+    (frames / "step-11.svg").mkdir()                   # a directory is never a frame file
+    page = tmp_path / "page.html"
+    assert cli.main(["draw", "--html", "--out", str(page), "--steps", str(frames)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    written = sorted(p.name for p in frames.iterdir() if p.name.startswith("step-")
+                     and p.suffix == ".svg" and p.is_file() and p.name != "step-1.svg")
+    assert written == [f"step-{k:02d}.svg" for k in range(6)]
+    assert all((frames / n).read_text() != "an earlier run" for n in written)
+    assert sorted(p.name for p in frames.iterdir()) == sorted(written + others + ["step-11.svg"])
+    assert all((frames / n).read_text() == "an earlier run" for n in others)
+    assert out == [f"{frames}: 6 step pictures, step-00.svg to step-05.svg (replaced 6 and "
+                   f"removed 6 step pictures of an earlier export)", str(page)]
+    loss, model = xor_loss()                           # the function, called directly
+    paths = save_backward_steps(loss, frames, format="png", model=model)
+    assert sorted(p.name for p in frames.iterdir()) == sorted(
+        [p.name for p in paths] + others + ["step-11.svg"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--pdf", "h.pdf"], "--pdf exports the steps of the op-level page: add --html"),
     (["--html", "--level", "layer", "--pdf", "h.pdf"], "add --html"),
