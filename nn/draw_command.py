@@ -20,6 +20,8 @@ from .data import DATASETS, load_dataset
 from .layers import ACTIVATIONS, MLP
 from .losses import CrossEntropyLoss
 
+FONT_SIZE = 14           # points: --font-size's default
+
 
 def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``handgrad draw``, added to its sub-parser."""
@@ -48,8 +50,8 @@ def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rankdir", choices=["TB", "LR", "BT", "RL"], default="TB",
                         help="layout direction (default TB, top to bottom: the default MLP "
                              "fits a 16:9 slide)")
-    parser.add_argument("--font-size", type=font_points, default=14,
-                        help="text size in points, 4 to 72 (default 14)")
+    parser.add_argument("--font-size", type=font_points, default=FONT_SIZE,
+                        help=f"text size in points, 4 to 72 (default {FONT_SIZE:g})")
     parser.add_argument("--max-elements", type=positive_int,
                         help="print arrays up to this many elements, summarise larger ones "
                              "(default 8: XOR's four corners, p and y in full; 6 for --html, "
@@ -125,8 +127,20 @@ def check_exports(args: argparse.Namespace, fmt: str) -> None:
 def check_level(args: argparse.Namespace) -> None:
     """--level layer plays BP1-BP4, whose BP2 δˡ = (δˡ⁺¹ Wˡ⁺¹ᵀ) ⊙ f′(zˡ) needs an activation
     f between the layers; --activation identity puts none there (the model always has a
-    hidden layer), so that pair is a UsageError, before any work."""
-    if args.level == "layer" and args.activation == "identity":
+    hidden layer), so that pair is a UsageError, before any work. So is an option of the
+    op graph the equation slides have no use for (--numeric, --rules, --collapse,
+    --backward-order, --rankdir, --font-size): it would be dropped without a word."""
+    if args.level != "layer":
+        return
+    graph_only = [flag for flag, given in (
+        ("--numeric", args.numeric), ("--rules", args.rules), ("--collapse", args.collapse),
+        ("--backward-order", args.backward_order), ("--rankdir", args.rankdir != "TB"),
+        ("--font-size", args.font_size != FONT_SIZE)) if given]
+    if graph_only:
+        raise UsageError(f"--level layer shows the equations BP1-BP4, not the op graph, so "
+                         f"{', '.join(graph_only)} would change nothing: leave "
+                         f"{'it' if len(graph_only) == 1 else 'them'} out, or use --level op")
+    if args.activation == "identity":
         raise UsageError("--level layer needs an activation between the layers (BP2's "
                          "f′(z)), but --activation identity has none: choose another "
                          "--activation, or use --level op")

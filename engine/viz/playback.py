@@ -295,15 +295,26 @@ def backward_playback(loss: Tensor, *, level: str = "op", model: Any = None,
     level="op": one graph picture per op whose backward rule runs (any graph; needs the
     Graphviz ``dot`` program). level="layer": for an MLP ending in a fused loss, one slide
     per equation of the derivation (BP1-BP4) with the actual numbers (see layers.py); no
-    Graphviz needed. ``max_elements`` (default 6 for op, 40 for layer): larger arrays are
-    summarised. ``present=True`` starts the player in presentation mode (full screen, text
-    at least 24 px on a 1920×1080 screen, the running op kept in view; every player also
-    has a "present" button); ``theme`` is "light" or "dark" (high contrast).
+    Graphviz needed; the options of the op graph (show, rankdir, fontsize, rules,
+    collapse, numeric) are a ValueError there unless left at their defaults.
+    ``max_elements`` (default 6 for op, 40 for layer): larger arrays are summarised.
+    ``present=True`` starts the player in presentation mode (full screen, text at least
+    24 px on a 1920×1080 screen, the running op kept in view; every player also has a
+    "present" button); ``theme`` is "light" or "dark" (high contrast).
     """
     check_options(present, theme)
     if level not in LEVELS:
         raise ValueError(f"backward playback: level must be one of {LEVELS}, got {level!r}")
     if level == "layer":
+        graph_only = [name for name, given in (
+            ("show", tuple(show) != tuple(SHOW)), ("rankdir", rankdir != "TB"),
+            ("fontsize", fontsize != 14), ("rules", rules), ("collapse", collapse),
+            ("numeric", numeric)) if given]
+        if graph_only:
+            raise ValueError(f"backward playback: level='layer' shows the equations BP1-BP4, "
+                             f"not the op graph, so {', '.join(graph_only)} would change "
+                             f"nothing; leave {'it' if len(graph_only) == 1 else 'them'} "
+                             f"at the default or use level='op'")
         slides = layer_frames(loss, model=model,
                               max_elements=40 if max_elements is None else max_elements)
         return Playback(slides, "The backward pass, layer by layer (BP1-BP4)", present=present,

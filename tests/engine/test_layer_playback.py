@@ -173,6 +173,23 @@ def _draw_html(tmp_path: Path, *extra: str) -> Path:
     return path
 
 
+def test_options_of_the_op_graph_are_refused_at_the_layer_level_not_dropped():
+    """backward_playback(level="layer") took numeric, rules, collapse, rankdir, fontsize
+    and show and wrote the same slides without a word; they are a ValueError naming them
+    (their defaults, as a caller passing every option gives them, are accepted)."""
+    model = nn.MLP([2, 3, 2], seed=0, dtype=np.float64)
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y)
+    with pytest.raises(ValueError, match="level='layer' shows the equations BP1-BP4, not the "
+                                         "op graph, so rules, numeric would change nothing"):
+        backward_playback(loss, level="layer", numeric=True, rules=True)
+    for option in (dict(collapse=True), dict(rankdir="LR"), dict(fontsize=20),
+                   dict(show=("shape",))):
+        with pytest.raises(ValueError, match=f"so {next(iter(option))} would change nothing"):
+            backward_playback(loss, level="layer", **option)
+    assert backward_playback(loss, level="layer", rankdir="TB", fontsize=14, rules=False,
+                             collapse=False, numeric=False).frames
+
+
 def test_in_a_browser_the_default_page_has_readable_text_and_nothing_moves(tmp_path, capsys, browser):
     page = _draw_html(tmp_path)
     driver = browser

@@ -181,6 +181,28 @@ def test_draw_font_sizes_and_seeds_out_of_range_are_one_line(argv, message, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("flags, named", [
+    (["--numeric"], "--numeric"), (["--rules", "--collapse"], "--rules, --collapse"),
+    (["--rankdir", "LR"], "--rankdir"), (["--font-size", "20"], "--font-size"),
+    (["--backward-order"], "--backward-order"),
+    (["--numeric", "--rules", "--collapse", "--rankdir", "BT", "--font-size", "9",
+      "--backward-order"],
+     "--numeric, --rules, --collapse, --backward-order, --rankdir, --font-size"),
+])
+def test_draw_layer_level_refuses_the_op_graphs_options_it_would_drop(flags, named, tmp_path,
+                                                                      capsys):
+    """--level layer wrote the very page it writes without --numeric, --rules, --collapse,
+    --rankdir, --font-size and --backward-order (exit 0, no word): the equation slides have
+    no use for them, so each is refused by name, one line, status 2, before any work."""
+    page = tmp_path / "bp.html"
+    status, err = run_cli(["draw", "--html", "--level", "layer", "--out", str(page), *flags],
+                          capsys)
+    assert status == 2 and len(err) == 1, err
+    assert f"--level layer shows the equations BP1-BP4, not the op graph, so {named} would " \
+           f"change nothing" in err[0] and "--level op" in err[0]
+    assert not page.exists()
+
+
 def test_piping_into_head_exits_quietly():
     code = ("import sys; sys.argv = ['handgrad', 'train', '--dataset', 'xor', '--epochs', '3', "
             "'--quiet']; from handgrad.nn.cli import main; sys.exit(main())")
