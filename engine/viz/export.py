@@ -16,7 +16,6 @@ reads the single cross-reference table Graphviz/cairo writes and refuses anythin
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import graphviz
 from ..plain import plain_repr
 from ..tensor import Tensor
 from .playback import op_layout
-from .rendering import INSTALL_HINT, GraphvizNotFound, embed_images, image_directory, pipe
+from .rendering import INSTALL_HINT, GraphvizNotFound, embed_images, image_directory, layout_json
 from .thumbnails import html_label
 
 STEP_FORMATS = ("svg", "png", "pdf")
@@ -45,7 +44,7 @@ class PdfMergeError(ValueError):
 def _geometry(layout: graphviz.Digraph) -> dict[str, Any]:
     """Where ``dot`` puts everything: node name -> pos/width/height, cluster name ->
     bb/lp, edge id -> pos/lp, and the graph's bb."""
-    found = json.loads(pipe(layout, "json"))
+    found = layout_json(layout)
     nodes, clusters = {}, {}
     for obj in found.get("objects", []):
         if "nodes" in obj or "bb" in obj:
@@ -336,7 +335,7 @@ def as_slide(digraph: graphviz.Digraph, format: str, size: tuple[int, int] = SLI
     collapse=True to get at least 24 px at 1920×1080 for the default MLP)."""
     g = digraph.copy()
     g.attr(ranksep="0.25", nodesep="0.2")
-    x0, y0, x1, y1 = (float(v) for v in json.loads(pipe(g, "json"))["bb"].split(","))
+    x0, y0, x1, y1 = (float(v) for v in layout_json(g)["bb"].split(","))
     w, h = x1 - x0, y1 - y0
     ratio = size[0] / size[1]
     margin = 8.0                                      # pt, at least, on every side

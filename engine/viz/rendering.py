@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import graphviz
 
@@ -82,6 +83,23 @@ def pipe(digraph: graphviz.Digraph, format: str) -> bytes:
         raise GraphvizNotFound(f"rendering to {format} needs the Graphviz 'dot' program, which "
                                f"was not found on PATH: {INSTALL_HINT}") from None
     return embed_images(out, images) if format == "svg" else out
+
+
+# a heat map in its box (thumbnails.html_label): always in a cell of fixed size
+IMAGE_TAG = re.compile(r'<IMG SRC="[^"]*" SCALE="TRUE"/>')
+
+
+def layout_json(digraph: graphviz.Digraph) -> Any:
+    """Where ``dot`` puts everything (``dot -Tjson``, parsed), with the heat maps left out:
+    each sits in a cell of fixed size (thumbnails.html_label), so the layout is the same
+    without it, and Graphviz's json renderer, which cannot load PNGs, would warn
+    'No loadimage plugin for "png:json"' once per picture. Every other warning or error
+    of ``dot`` still shows."""
+    plain = digraph.copy()
+    plain.body = [IMAGE_TAG.sub("", line) for line in plain.body]   # an empty cell
+    if hasattr(plain, "images"):
+        plain.images = {}
+    return json.loads(pipe(plain, "json"))
 
 
 def to_svg(digraph: graphviz.Digraph) -> str:

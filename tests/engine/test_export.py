@@ -4,18 +4,21 @@ the 16:9 slide preset with text of at least 24 px at 1920x1080, and the default 
 showing XOR's data in full."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import struct
 from pathlib import Path
 
+import graphviz
 import numpy as np
 import pytest
 
 from handgrad import engine, nn
 from handgrad.engine.viz import backward_frames, save_backward_pdf, save_backward_steps
 from handgrad.engine.viz.export import PdfMergeError, merge_pdfs, page_count
-from handgrad.engine.viz.rendering import to_svg
+from handgrad.engine.viz.playback import op_layout
+from handgrad.engine.viz.rendering import layout_json, pipe, to_svg
 from handgrad.nn import cli
 
 pytestmark = pytest.mark.skipif(shutil.which("dot") is None or shutil.which("neato") is None,
@@ -162,6 +165,37 @@ def test_a_steps_directory_holds_exactly_this_runs_frames_and_the_cli_says_so(tm
     paths = save_backward_steps(loss, frames, format="png", model=model)
     assert sorted(p.name for p in frames.iterdir()) == sorted(
         [p.name for p in paths] + others + ["step-11.svg"])
+
+
+def test_exports_print_no_graphviz_warnings_and_keep_the_layout(tmp_path, capfd):
+    """Every --pdf/--steps export printed 'Warning: No loadimage plugin for "png:json"' 11
+    times: the layout pass sent the heat maps to dot's json renderer, which cannot load
+    PNGs. The pass now leaves them out (each sits in a cell of fixed size, so every
+    position is the same) and every other warning of dot still shows."""
+    page = tmp_path / "a.html"
+    assert cli.main(["draw", "--html", "--out", str(page), "--pdf", str(tmp_path / "h.pdf"),
+                     "--steps", str(tmp_path / "fr")]) == 0
+    assert cli.main(["draw", "--preset", "slide", "--dataset", "moons", "--batch", "64",
+                     "--out", str(tmp_path / "s.png")]) == 0       # x (64, 2) as a heat map
+    err = capfd.readouterr().err
+    assert "Warning" not in err and "loadimage" not in err, err
+    loss, model = xor_loss()
+    layout, _ = op_layout(loss, model=model)
+    assert layout.images                                # the layout has heat maps
+    full = json.loads(pipe(layout, "json"))             # as dot lays them out with the PNGs
+    capfd.readouterr()
+    plain = layout_json(layout)
+
+    def places(found):
+        return ({o["name"]: [o.get(k) for k in ("pos", "width", "height", "bb", "lp")]
+                 for o in found["objects"]},
+                [(e.get("id"), e.get("pos"), e.get("lp")) for e in found.get("edges", [])],
+                found["bb"])
+    assert places(plain) == places(full)
+    broken = graphviz.Digraph()
+    broken.node("a", shape="no-such-shape")
+    layout_json(broken)
+    assert "unknown shape no-such-shape" in capfd.readouterr().err     # still shown
 
 
 @pytest.mark.parametrize("args, message", [
