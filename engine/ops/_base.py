@@ -19,8 +19,12 @@ def is_number(value: Any) -> bool:
 
 
 def as_float(x: np.ndarray) -> np.ndarray:
-    """``x`` unchanged if it is floating point (or complex), else in float64: elementwise
-    math on integers computes in float64, as numpy's own ``np.exp`` does."""
+    """``x`` unchanged if it is floating point (or complex), else in float64: every op that
+    computes a floating-point result from integer or bool inputs computes it in float64,
+    whatever their width. numpy alone would not: ``np.exp`` of int8, uint8 or bool computes
+    in float16 (``np.exp(np.int8(12))`` is inf) and of int16 in float32, and a difference
+    of unsigned integers wraps around (uint8 ``0 - 1`` is 255). One dtype-kind test on the
+    float path."""
     return x if x.dtype.kind in "fc" else x.astype(np.float64)
 
 

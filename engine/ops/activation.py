@@ -49,7 +49,7 @@ class Tanh(UnaryElementwise):
     rule = "d/dx = 1 - tanh(x)^2"
 
     def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
-        y = np.tanh(x)
+        y = np.tanh(as_float(x))
         ctx.save_output(y)
         return y
 
@@ -113,6 +113,7 @@ class ELU(UnaryElementwise):
         _real(self, "alpha", alpha)
 
     def forward(self, ctx: RuleContext, x: np.ndarray, *, alpha: float = 1.0) -> np.ndarray:
+        x = as_float(x)
         neg = alpha * np.exp(np.minimum(x, 0))   # alpha e^x on the left; never overflows
         ctx.save(x > 0, neg)
         return np.where(x > 0, x, neg - alpha)

@@ -185,7 +185,7 @@ class Exp(UnaryElementwise):
     rule = "d/dx = e^x (the output itself)"
 
     def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
-        y = np.exp(x)
+        y = np.exp(as_float(x))
         ctx.save_output(y)
         return y
 
@@ -201,6 +201,7 @@ class Log(UnaryElementwise):
     rule = "d/dx = 1/x"
 
     def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
+        x = as_float(x)               # a copy only if x is an integer: no gradient, no node
         ctx.save_input(x)
         return np.log(x)
 
@@ -216,7 +217,7 @@ class Sqrt(UnaryElementwise):
     rule = "d/dx = 1 / (2 sqrt(x))"
 
     def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
-        y = np.sqrt(x)
+        y = np.sqrt(as_float(x))
         ctx.save_output(y)
         return y
 

@@ -37,3 +37,27 @@ def test_integer_inputs_give_the_float64_answer_or_an_error(name, data):
         np.testing.assert_array_equal(result.data, expected.data, err_msg=name)
     else:
         np.testing.assert_allclose(result.data, expected.data, rtol=1e-12, atol=0, err_msg=name)
+
+
+# Every integer width, signed and unsigned, and bool. numpy alone computes float math on
+# int8, uint8 and bool in float16 and on int16, uint16 in float32, and wraps differences
+# of unsigned integers around: the ops must not.
+WIDTHS = [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64]
+VALUES = [0, 1, 2, 3, 12]          # exp(12) = 162754.79 is inf in float16
+# Ops computing a floating-point result of one tensor.
+FLOAT_RESULT = ["elu", "exp", "log", "sqrt", "tanh"]
+
+
+def _small_values(dtype) -> np.ndarray:
+    return np.array([False, True, True], np.bool_) if dtype is np.bool_ else np.array(VALUES, dtype)
+
+
+@pytest.mark.parametrize("dtype", [*WIDTHS, np.bool_], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", FLOAT_RESULT)
+def test_every_integer_width_and_bool_computes_in_float64(name, dtype):
+    x = _small_values(dtype)
+    with np.errstate(divide="ignore"):                  # log(0)
+        result = engine.REGISTRY[name](x)
+        expected = engine.REGISTRY[name](x.astype(np.float64))
+    assert result.dtype == np.float64, f"{name} of {x.dtype} computes in {result.dtype}"
+    np.testing.assert_array_equal(result.data, expected.data)
