@@ -32,7 +32,7 @@ class Sigmoid(UnaryElementwise):
     rule = "d/dx = s (1 - s), s = sigmoid(x)"
 
     def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
-        s = stable_sigmoid(x)
+        s = stable_sigmoid(as_float(x))   # -|x| of an unsigned x would wrap around
         ctx.save_output(s)
         return s
 
@@ -217,6 +217,7 @@ class Softmax(_AlongAxis):
     rule = "VJP: p ⊙ (grad − Σ grad ⊙ p), p = softmax(x)"
 
     def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
+        x = as_float(x)               # x - max of an unsigned x would wrap around
         e = np.exp(x - x.max(axis=axis, keepdims=True))  # exponents <= 0
         p = e / e.sum(axis=axis, keepdims=True)
         ctx.save_output(p)
@@ -238,6 +239,7 @@ class LogSoftmax(_AlongAxis):
     rule = "VJP: grad − p Σ grad, p = softmax(x); JVP: dx − Σ p dx"
 
     def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
+        x = as_float(x)               # x - max of an unsigned x would wrap around
         shifted = x - x.max(axis=axis, keepdims=True)
         out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
         ctx.save(np.exp(out))

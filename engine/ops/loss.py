@@ -18,7 +18,7 @@ import numpy as np
 
 from ..op import Op, RuleContext, register
 from ..plain import plain_repr
-from ._base import is_number
+from ._base import as_float, is_number
 from .activation import stable_sigmoid
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -67,6 +67,10 @@ class MSE(_Loss):
 
     def forward(self, ctx: RuleContext, pred: np.ndarray, target: np.ndarray, *,
                 reduction: str = "mean") -> np.ndarray:
+        if pred.dtype.kind not in "fc" and target.dtype.kind not in "fc":
+            # Both integers or bools: in float64, as uint8 0 - 20 would wrap to 236 and int8
+            # 100² overflow. (With a float one, numpy computes the difference in floats.)
+            pred, target = as_float(pred), as_float(target)
         diff = pred - target
         ctx.save(diff)
         return _reduce(diff * diff, reduction, diff.size)

@@ -18,6 +18,7 @@ import numpy as np
 from ..broadcast import expand_reduced, normalize_axis
 from ..op import Op, RuleContext, register
 from ..plain import plain_repr
+from ._base import as_float
 
 
 class _Reduction(Op):
@@ -168,6 +169,7 @@ class LogSumExp(_Reduction):
     rule = "d/dx = softmax(x) along the reduced axes"
 
     def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+        x = as_float(x)               # x - m of an unsigned x would wrap around
         m = x.max(axis=axis, keepdims=True)
         m = np.where(np.isfinite(m), m, 0)  # all -inf along an axis: keep exp(x - m) at 0, not NaN
         e = np.exp(x - m)

@@ -45,7 +45,7 @@ def test_integer_inputs_give_the_float64_answer_or_an_error(name, data):
 WIDTHS = [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64]
 VALUES = [0, 1, 2, 3, 12]          # exp(12) = 162754.79 is inf in float16
 # Ops computing a floating-point result of one tensor.
-FLOAT_RESULT = ["elu", "exp", "log", "sqrt", "tanh"]
+FLOAT_RESULT = ["elu", "exp", "log", "log_softmax", "logsumexp", "sigmoid", "softmax", "sqrt", "tanh"]
 
 
 def _small_values(dtype) -> np.ndarray:
@@ -61,3 +61,19 @@ def test_every_integer_width_and_bool_computes_in_float64(name, dtype):
         expected = engine.REGISTRY[name](x.astype(np.float64))
     assert result.dtype == np.float64, f"{name} of {x.dtype} computes in {result.dtype}"
     np.testing.assert_array_equal(result.data, expected.data)
+
+
+@pytest.mark.parametrize("dtype", [*WIDTHS, np.bool_], ids=lambda d: np.dtype(d).name)
+def test_mse_of_every_integer_width_and_bool_is_the_float64_answer(dtype):
+    pred = _small_values(dtype)
+    target = pred[::-1].copy()
+    result = engine.mse(pred, target, reduction="none")
+    assert result.dtype == np.float64
+    np.testing.assert_array_equal(result.data, (pred.astype(np.float64) - target) ** 2)
+
+
+def test_mse_of_unsigned_and_int8_does_not_wrap_or_overflow():
+    uint8 = engine.mse(np.array([0, 10], np.uint8), np.array([20, 0], np.uint8))
+    assert uint8.item() == 250.0                          # not (236² + 10²) mod 256 / 2
+    int8 = engine.mse(np.array([100], np.int8), np.array([-100], np.int8))
+    assert int8.item() == 40000.0
