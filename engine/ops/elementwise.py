@@ -35,6 +35,18 @@ class Add(Broadcasting):
                 sum_to(grad, b.shape) if need_b else None)
 
 
+def _bool_arithmetic(op: Op, verb: str, *inputs: np.ndarray) -> Exception:
+    """The error for ``-`` of booleans, which numpy and PyTorch refuse too: the only
+    inputs for which numpy's ``-`` raises, as ``check_dtype`` let only numbers in."""
+    if len(inputs) == 1:
+        what = f"a boolean tensor (dtype {inputs[0].dtype})"
+    else:
+        what = f"boolean tensors (dtypes {' and '.join(str(x.dtype) for x in inputs)})"
+    return op.error(f"cannot {verb} {what}, as numpy and PyTorch cannot; "
+                    f"convert first, e.g. t.astype(np.float64) (or use logical ops on masks)",
+                    TypeError)
+
+
 @register
 class Sub(Broadcasting):
     """sub(a, b) = a - b, with numpy broadcasting. Linear: its JVP is da - db."""
@@ -44,7 +56,10 @@ class Sub(Broadcasting):
     linear = True
 
     def forward(self, ctx: RuleContext, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return a - b
+        try:
+            return a - b
+        except TypeError:             # free unless raised: nothing added to the float path
+            raise _bool_arithmetic(self, "subtract", a, b) from None
 
     def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[Any, Any]:
         a, b = ctx.inputs
@@ -94,7 +109,10 @@ class Neg(Op):
     linear = True
 
     def forward(self, ctx: RuleContext, x: np.ndarray) -> np.ndarray:
-        return -x
+        try:
+            return -x
+        except TypeError:             # free unless raised: nothing added to the float path
+            raise _bool_arithmetic(self, "negate", x) from None
 
     def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         return (-grad,)
