@@ -310,7 +310,9 @@ class Op:
         """Run the forward on the inputs' arrays and, if a gradient can flow, record a node."""
         tensors = inputs
         for x in inputs:
-            if not isinstance(x, Tensor):      # numbers and arrays become constant tensors
+            # Numbers and arrays become constant tensors; an integer tensor may take a float
+            # operand's dtype. One dtype-kind test per tensor on the float path.
+            if not isinstance(x, Tensor) or x._data.dtype.kind in "iu":
                 tensors = self._as_tensors(inputs)
                 break
         arrays: list[np.ndarray] = []
@@ -354,34 +356,55 @@ class Op:
         return result
 
     def _as_tensors(self, inputs: tuple[Any, ...]) -> tuple[Tensor, ...]:
-        """Wrap numbers and arrays as constant tensors (copies: the caller keeps theirs). A
-        constant in a differentiable position takes the dtype of the first floating-point
-        tensor input, so ``float32_tensor * np.float64(2)`` stays float32; labels and
-        masks keep theirs."""
-        ref = None
-        for x in inputs:
-            if isinstance(x, Tensor) and x._data.dtype.kind == "f":
-                ref = x._data.dtype
-                break
+        """Wrap numbers and arrays as constant tensors (copies: the caller keeps theirs).
+
+        Operands in differentiable positions take the op's floating-point dtype (the first
+        float tensor input's, else the first float constant's): constants of any number
+        kind (``float32_tensor * np.float64(2)`` stays float32), and integer tensors too
+        (``float32_tensor * int64_tensor`` is float32, as in PyTorch: an integer operand
+        never widens a float one). Bool tensors (masks) stay bool: numpy never widens a
+        float for them. Labels and conditions (``nondiff``) keep their dtype."""
+        values: list[Tensor | np.ndarray] = [
+            x if isinstance(x, Tensor) else self._constant_array(i, x) for i, x in enumerate(inputs)]
+        ref = self._float_dtype(values)
         out = []
-        for i, x in enumerate(inputs):
-            if not isinstance(x, Tensor):
-                if x is None or isinstance(x, (str, bytes)):
-                    raise self.error(f"input {i} must be a Tensor, an array or a number, "
-                                     f"got {plain_repr(x)}", TypeError)
-                array = np.array(x, copy=True)
-                if array.dtype.kind not in NUMERIC_KINDS:    # not numbers: say what it is
-                    if array.dtype == object:
-                        raise self.error(f"input {i} must be a Tensor, an array or a number, "
-                                         f"got {type(x).__name__}", TypeError)
-                    check_dtype(array.dtype, f"{self.name}: input {i}")
-                if ref is not None and i not in self.nondiff and array.dtype.kind in "biuf":
-                    array = array.astype(ref, copy=False)
-                x = Tensor._from_op(array, None)     # a private copy: nobody else holds it
+        for i, x in enumerate(values):
+            if isinstance(x, Tensor):
+                if ref is not None and x._data.dtype.kind in "iu" and i not in self.nondiff:
+                    x = _converted(x, ref)
+            else:
+                if ref is not None and x.dtype.kind in "biuf" and i not in self.nondiff:
+                    x = x.astype(ref, copy=False)
+                x = Tensor._from_op(x, None)         # a private copy: nobody else holds it
                 if STATE.tape is not None:
                     STATE.tape.constant(x, i, self)
             out.append(x)
         return tuple(out)
+
+    def _constant_array(self, i: int, x: Any) -> np.ndarray:
+        """A number or array input as a new array, or a TypeError naming the op."""
+        if x is None or isinstance(x, (str, bytes)):
+            raise self.error(f"input {i} must be a Tensor, an array or a number, "
+                             f"got {plain_repr(x)}", TypeError)
+        array = np.array(x, copy=True)
+        if array.dtype.kind not in NUMERIC_KINDS:    # not numbers: say what it is
+            if array.dtype == object:
+                raise self.error(f"input {i} must be a Tensor, an array or a number, "
+                                 f"got {type(x).__name__}", TypeError)
+            check_dtype(array.dtype, f"{self.name}: input {i}")
+        return array
+
+    def _float_dtype(self, values: list[Tensor | np.ndarray]) -> np.dtype | None:
+        """The dtype the other differentiable operands take: the first floating-point
+        tensor's, else the first floating-point constant's, among the differentiable
+        positions (a float target never makes integer logits float); None if neither."""
+        for i, x in enumerate(values):
+            if isinstance(x, Tensor) and x._data.dtype.kind == "f" and i not in self.nondiff:
+                return x._data.dtype
+        for i, x in enumerate(values):
+            if not isinstance(x, Tensor) and x.dtype.kind == "f" and i not in self.nondiff:
+                return x.dtype
+        return None
 
     def error(self, message: str, kind: type[Exception] = ValueError) -> Exception:
         """An exception whose message starts with this op's name."""
@@ -389,6 +412,18 @@ class Op:
 
     def __repr__(self) -> str:
         return f"<op {self.name}>"
+
+
+def _converted(t: Tensor, dtype: np.dtype) -> Tensor:
+    """An integer tensor's values in ``dtype``, as a new constant tensor of the same name;
+    a captured plan converts its new array at every replay."""
+    c = Tensor._from_op(t._data.astype(dtype), None)
+    c.name = t.name
+    if STATE.tape is not None:
+        def astype(a: np.ndarray) -> np.ndarray:
+            return a.astype(dtype)
+        STATE.tape.value(astype, "astype", f"{{0}}.astype({dtype})", (t,), c)
+    return c
 
 
 REGISTRY: dict[str, Op] = {}

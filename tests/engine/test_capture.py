@@ -192,6 +192,21 @@ def test_a_tensor_made_without_an_op_is_made_again_at_every_replay(make):
         np.testing.assert_array_equal(replayed_grad, W.grad)
 
 
+def test_an_integer_input_is_converted_to_the_float_operands_dtype_at_every_replay():
+    """x32 * counts is float32 with an integer tensor as with an integer array: the plan
+    converts each replay's new integers (a plan that kept the first call's converted copy
+    would give the first batch's values)."""
+    W = Tensor(np.ones(3, np.float32), requires_grad=True)
+    plan = engine.capture(lambda c: (W * c).sum(), np.arange(3))
+    for seed in range(3):
+        counts = np.random.default_rng(seed).integers(0, 100, 3)
+        W.grad = None
+        replayed = plan(counts)
+        assert replayed.dtype == np.float32 and replayed == counts.sum()
+        np.testing.assert_array_equal(W.grad, counts.astype(np.float32))
+    assert "astype(float32)" in plan.source()
+
+
 def test_a_comparison_with_a_number_compares_as_eagerly_in_float32():
     """numpy compares a float32 array with the number 0.1 in float32 but with an array
     holding 0.1 in float64: float32(0.1) > 0.1 is False one way and True the other. The

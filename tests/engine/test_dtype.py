@@ -153,6 +153,25 @@ MIXED = {
     "cross-entropy, np.float64 smoothing": lambda x: engine.softmax_cross_entropy(
         x, np.array(1), label_smoothing=np.float64(0.1)),
     "bce, float64 targets": lambda x: engine.sigmoid_binary_cross_entropy(x, np.array([0.0, 0.5, 1.0])),
+    # Integer tensors too, as integer arrays (and as in PyTorch): an integer operand never
+    # widens a float one. Bool tensors (masks) keep a float's dtype in numpy already.
+    "x * int64 Tensor": lambda x: x * Tensor(np.arange(3)),
+    "int64 Tensor - x": lambda x: Tensor(np.arange(3)) - x,
+    "x + int32 Tensor": lambda x: x + Tensor(np.arange(3, dtype=np.int32)),
+    "x / uint64 Tensor": lambda x: x / Tensor(np.arange(1, 4, dtype=np.uint64)),
+    "x ** int64 Tensor": lambda x: x ** Tensor(np.arange(3)),
+    "int64 Tensor ** x": lambda x: Tensor(np.arange(1, 4)) ** x,
+    "maximum(x, int64 Tensor)": lambda x: engine.maximum(x, Tensor(np.arange(3))),
+    "where(cond, x, int64 Tensor)": lambda x: engine.where(np.array([True, False, True]), x,
+                                                           Tensor(np.arange(3))),
+    "concat([x, int64 Tensor])": lambda x: engine.concat([x, Tensor(np.arange(2))]),
+    "x @ int64 Tensor": lambda x: x @ Tensor(np.ones((3, 2), np.int64)),
+    "linear(x, int64 W, int64 b Tensors)": lambda x: engine.linear(
+        x, Tensor(np.ones((3, 2), np.int64)), Tensor(np.ones(2, np.int64))),
+    "mse(x, int64 Tensor target)": lambda x: engine.mse(x, Tensor(np.arange(3))),
+    "mse(mask, x)": lambda x: engine.mse(x > 1, x),
+    "x * mask": lambda x: x * (x > 1),
+    "x - mask": lambda x: x - (x > 1),
 }
 
 
@@ -164,6 +183,31 @@ def test_constants_do_not_promote_float32(case):
     check_rules_keep_dtype(out, np.float32)
     out.backward(np.ones(out.shape, np.float32))
     assert x.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("float_dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("int_dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32,
+                                       np.int64, np.uint64])
+def test_an_integer_tensor_keeps_the_float_operands_dtype_as_an_integer_array_does(
+        float_dtype, int_dtype):
+    x = Tensor(np.array([0.5, 1.0, 2.0], float_dtype))
+    ints = np.array([1, 2, 3], int_dtype)
+    for out in (x * ints, x * Tensor(ints), Tensor(ints) * x, engine.add(x, Tensor(ints)),
+                Tensor(ints) * np.ones(3, float_dtype), Tensor(ints) * float_dtype(2)):
+        assert out.dtype == float_dtype
+    np.testing.assert_array_equal((x * Tensor(ints)).data, (x * ints).data)
+    # A Python float is float64, as in numpy: no float32 operand, nothing to keep.
+    assert (Tensor(ints) * 2.5).dtype == np.float64
+
+
+def test_integer_and_bool_tensors_in_label_and_condition_positions_keep_their_dtype():
+    z = Tensor(np.zeros((2, 3), np.float32), requires_grad=True)
+    loss = engine.softmax_cross_entropy(z, Tensor(np.array([2, 0])))
+    assert loss.node.inputs[1].dtype == np.int64 and loss.dtype == np.float32
+    out = engine.where(Tensor(np.array([True, False, True])), z[0], Tensor(np.arange(3)))
+    assert out.node.inputs[0].dtype == np.bool_ and out.dtype == np.float32
+    with pytest.raises(ValueError, match="^softmax_cross_entropy: logits must be a floating-point"):
+        engine.softmax_cross_entropy(Tensor(np.zeros((2, 3), np.int64)), np.full((2, 3), 1 / 3))
 
 
 def test_float64_tensor_with_python_numbers_stays_float64():
