@@ -110,11 +110,14 @@ class Transpose(Op):
 
 
 def _plain_index(index: Any) -> Any:
-    """Lists inside an index become integer or boolean arrays (numpy's meaning)."""
+    """Lists inside an index become integer or boolean arrays (numpy's meaning). An empty
+    list (``x[[]]``, ``x[:, []]``) selects nothing, as in numpy and PyTorch: its array is
+    an integer one (``np.asarray([])`` alone would be float64, which no index may be)."""
     if isinstance(index, tuple):
         return tuple(_plain_index(i) for i in index)
     if isinstance(index, list):
-        return np.asarray(index)
+        array = np.asarray(index)
+        return array.astype(np.intp) if array.size == 0 and array.dtype.kind == "f" else array
     return index
 
 
@@ -133,7 +136,11 @@ class GetItem(Op):
     linear = True
 
     def check(self, x: np.ndarray, *, index: Any) -> dict[str, Any]:
-        return {"index": _plain_index(index)}
+        try:
+            return {"index": _plain_index(index)}
+        except ValueError as e:          # a ragged list, [[1], []]: no array, no index
+            raise IndexError(f"{self.name}: index {plain_repr(index)} is invalid for shape "
+                             f"{x.shape}: {e}") from None
 
     def forward(self, ctx: RuleContext, x: np.ndarray, *, index: Any) -> np.ndarray:
         try:

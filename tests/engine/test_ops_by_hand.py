@@ -101,6 +101,21 @@ def test_getitem_scatters_and_accumulates_repeated_indices():
     np.testing.assert_array_equal(m.grad, [[0, 0, 0], [2, 0, 2]])
 
 
+def test_getitem_with_an_empty_list_selects_nothing_and_gives_a_zero_gradient():
+    """x[[]] and x[:, []] are empty selections in numpy and PyTorch (np.asarray([]) alone
+    is float64, which no index may be)."""
+    x = leaf(np.arange(6.0).reshape(2, 3))
+    assert x[[]].shape == (0, 3) and x[:, []].shape == (2, 0)
+    assert x[[], []].shape == (0,) and x[[[], []]].shape == (2, 0, 3)
+    x[[]].backward(np.zeros((0, 3)))
+    np.testing.assert_array_equal(x.grad, np.zeros((2, 3)))
+    x.zero_grad()
+    engine.concat([x[:, []], x[:, [2]]], axis=1).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[0, 0, 1], [0, 0, 1]])
+    with pytest.raises(IndexError, match=r"^getitem: index \[\[1\], \[\]\] is invalid for shape"):
+        x[[[1], []]]                                    # ragged: invalid in numpy too
+
+
 def test_shape_ops_move_the_gradient_back():
     x = leaf(np.arange(6.0).reshape(2, 3))
     w = np.arange(6.0).reshape(3, 2)
