@@ -311,8 +311,9 @@ class Op:
         tensors = inputs
         for x in inputs:
             # Numbers and arrays become constant tensors; an integer tensor may take a float
-            # operand's dtype. One dtype-kind test per tensor on the float path.
-            if not isinstance(x, Tensor) or x._data.dtype.kind in "iu":
+            # operand's dtype. An integer tensor never requires grad: parameters and the
+            # activations of a training step skip the dtype test.
+            if not isinstance(x, Tensor) or (not x._requires_grad and x._data.dtype.kind in "iu"):
                 tensors = self._as_tensors(inputs)
                 break
         arrays: list[np.ndarray] = []
