@@ -69,12 +69,14 @@ def _pair(bs: hnp.BroadcastableShapes) -> tuple[Shape, Shape]:
 
 def intervals_avoiding(kinks: Sequence[float], lo: float, hi: float,
                        margin: float = MARGIN) -> list[tuple[float, float]]:
-    """The parts of [lo, hi] at least ``margin`` away from every kink."""
-    edges = sorted(kinks)
+    """The parts of [lo, hi] at least ``margin`` away from every kink: [lo, hi] minus
+    the union of (k - margin, k + margin), as closed pieces inside [lo, hi] (a kink
+    beyond either end removes only what its margin reaches inside)."""
     out, start = [], lo
-    for k in edges:
-        if k - margin > start:
-            out.append((start, k - margin))
+    for k in sorted(kinks):
+        end = min(k - margin, hi)          # the piece before this kink stops at hi
+        if end > start:
+            out.append((start, end))
         start = max(start, k + margin)
     if hi > start:
         out.append((start, hi))

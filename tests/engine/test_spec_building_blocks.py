@@ -96,3 +96,25 @@ def test_check_op_runs_on_a_spec_built_from_a_strategy():
     spec = OpSpec("mul", binary(st.floats(-2, 2), matrices((2, 2))), np.multiply,
                   complex_step=True)
     assert check_op(engine.mul, spec, max_examples=10)
+
+
+@FEW
+@given(st.floats(-3, 3), st.floats(0.05, 3), st.lists(st.floats(-5, 5), max_size=4))
+def test_intervals_avoiding_are_the_parts_of_lo_hi_a_margin_from_every_kink(lo, width, kinks):
+    """Each piece lies inside [lo, hi] and a margin from every kink, and every point of
+    [lo, hi] a margin from every kink lies in a piece (a kink above hi stretched the
+    piece before it up to the kink, beyond hi)."""
+    hi, margin = lo + width, strategies.MARGIN
+    pieces = strategies.intervals_avoiding(kinks, lo, hi)
+    for a, b in pieces:
+        assert lo <= a < b <= hi
+        assert all(k <= a - margin + 1e-12 or k >= b + margin - 1e-12 for k in kinks)
+    for x in np.linspace(lo, hi, 101):          # (a single point is not a piece)
+        if all(abs(x - k) > margin + 1e-12 for k in kinks):
+            assert any(a <= x <= b for a, b in pieces), (x, pieces)
+
+
+@FEW
+@given(strategies.values((20,), -0.5, 0.5, avoid=[-1.0, 1.0]))
+def test_values_stay_in_lo_hi_with_kinks_beyond_both_ends(x):
+    assert np.all((-0.5 <= x) & (x <= 0.5)), x
