@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from ..op import Op
 from ..plain import plain_repr
 from .diagnosis import Diagnosis, diagnose_failure, diagnose_kinks
-from .properties import PROPERTIES, Property, kink_examples_hold, needs_second_sample
+from .properties import PROPERTIES, Property, exits_fail, kink_examples_hold, needs_second_sample
 from .specs import OpSpec, Sample, spec_for
 
 KINKS = "kink_examples_hold"
@@ -75,7 +75,7 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
         report.failure = str(e.args[0])
         return report
     try:
-        report.record(KINKS, kink_examples_hold(op, spec) if spec.kink_examples else None)
+        report.record(KINKS, exits_fail(kink_examples_hold)(op, spec) if spec.kink_examples else None)
     except Exception as e:
         report.failure = f"{op.name}: convention at a kink: {type(e).__name__}: {e}"
         report.failed_property = KINKS
@@ -92,6 +92,9 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
                       report_multiple_bugs=False, phases=phases, verbosity=Verbosity.quiet,
                       suppress_health_check=list(HealthCheck))
     failing: list[tuple[Sample, int]] = []    # the last failing sample: the shrunk one
+    # A rule's exit() fails it like any exception (run's own source stays as it was: its
+    # text seeds hypothesis's derandomized draws, the samples every check sees).
+    properties = [exits_fail(prop) for prop in properties]
 
     @chosen
     @given(data=st.data(), seed=st.integers(0, 2**31 - 1))

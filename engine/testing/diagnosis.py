@@ -47,7 +47,7 @@ from ..gradcheck import central_difference, relative_error
 from ..modes import no_grad
 from ..op import Op
 from ..plain import plain_repr
-from .properties import _leaves, differentiable_positions
+from .properties import RULE_FAILURES, _leaves, differentiable_positions
 from .specs import OpSpec, Sample
 
 # Two gradients agree when relative_error (|a - b| / max(|b|, 1)) is at most this: far
@@ -264,7 +264,7 @@ def _try(rerun: Rerun, inputs: Arrays) -> tuple[list[np.ndarray | None], Arrays]
     try:
         with np.errstate(all="ignore"):
             return rerun(inputs)
-    except Exception:        # outside the domain (a check, a NaN): no evidence either way
+    except RULE_FAILURES:    # outside the domain (a check, a NaN): no evidence either way
         return None
 
 
@@ -561,7 +561,7 @@ def diagnose_failure(op: Op, prop: str | None, sample: Sample, seed: int) -> Dia
         try:
             with np.errstate(all="ignore"):
                 found = Probe(op, args, params, seed, mode).diagnose()
-        except Exception:            # the rule crashes here: the failure says so already
+        except RULE_FAILURES:        # the rule crashes (or exits) here: the failure says so already
             found = None
         if found is not None:
             return found
@@ -575,14 +575,14 @@ def diagnose_kinks(op: Op, spec: OpSpec, step: float = 1e-6) -> Diagnosis | None
     for n, (args, params, expected) in enumerate(spec.kink_examples):
         try:
             probe = Probe(op, args, params, seed=0)
-        except Exception:            # the forward crashes here: the failure says so already
+        except RULE_FAILURES:        # the forward crashes (or exits) here: the failure says so already
             return None
         probe.v = np.ones(probe.output_shape)          # the convention is for sum(output)
         for mode in ("vjp", "jvp"):
             probe.mode = mode
             try:
                 got = probe.analytic(probe.inputs)
-            except Exception:
+            except RULE_FAILURES:
                 return None
             if len(got) != len(expected):
                 return None

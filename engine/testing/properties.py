@@ -23,6 +23,7 @@ Besides agreeing with finite differences, a rule must behave as the engine assum
 """
 from __future__ import annotations
 
+import functools
 from itertools import combinations
 from typing import Any, Callable, Iterator, TypedDict
 
@@ -39,6 +40,29 @@ from .specs import OpSpec, Sample
 # A full Jacobian costs 2 forward runs per input element; above this many elements the
 # checks switch to one random projection (directional mode).
 FULL_JACOBIAN_MAX_SIZE = 64
+
+# What a rule under check may raise that counts as a failure of that rule: any Exception,
+# and SystemExit (a leftover exit() or sys.exit() in a student's rule must fail that rule,
+# not end the whole check, or an autograder, with the student's status). KeyboardInterrupt
+# still stops everything.
+RULE_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit)
+
+
+class RuleExit(Exception):
+    """A rule under check called exit() or sys.exit(): a failure of that rule."""
+
+
+def exits_fail(check: Callable[..., Any]) -> Callable[..., Any]:
+    """``check`` (a property, or the kink examples) with a SystemExit raised inside it
+    turned into RuleExit, which fails the rule as any other exception does."""
+    @functools.wraps(check)               # keeps __name__ and needs_second_sample
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return check(*args, **kwargs)
+        except SystemExit as e:
+            raise RuleExit(f"the rule called exit() or sys.exit() (code {e.code!r})") from None
+    return checked
+
 
 # prop(op, spec, sample, seed) -> worst error or None; a property that mixes two calls of
 # the op (needs_second_sample) also takes other=(args, params), a second sample.

@@ -55,14 +55,14 @@ class RuleProperty(pytest.Item):
 
         from . import report as fmt
         from .check import run_op
-        from .properties import kink_examples_hold
+        from .properties import exits_fail, kink_examples_hold
         from .specs import spec_for
 
         t = self.target
         spec = t.spec if t.spec is not None else spec_for(t.op.name)
         if self.prop is None:
             try:
-                kink_examples_hold(t.op, spec)
+                exits_fail(kink_examples_hold)(t.op, spec)
             except Exception as e:
                 raise RuleCheckFailed(f"{t.name}: convention at a kink: {type(e).__name__}: "
                                       f"{e}") from None

@@ -132,6 +132,42 @@ def test_json_for_grading_scripts(tmp_path):
     assert sigmoid["diagnosis"] is None or isinstance(sigmoid["diagnosis"], str)
 
 
+EXITING = textwrap.dedent('''
+
+    import sys
+
+
+    def square_forward(x):
+        return x * x
+
+
+    def square_backward(dout, x):
+        sys.exit(0)                 # a leftover debugging stop, with a "success" status
+        return dout * x             # (and the 2 of 2 x forgotten)
+
+
+    square = numpy_rule(square_forward, square_backward, sample=scalar)
+''')
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_rule_that_calls_exit_fails_and_the_others_are_still_checked(tmp_path, as_json):
+    """sys.exit() inside a checked rule is a failure of that rule (it ended the check with
+    the student's status, 0 here, and no verdict)."""
+    run = check(tmp_path, LAYERS + EXITING, "--op", "square", "--op", "affine",
+                *(["--json"] if as_json else []))
+    assert run.returncode == 1, run.stdout + run.stderr
+    if as_json:
+        records = {r["name"]: r for r in json.loads(run.stdout)}
+        assert records["affine"]["passed"] and not records["square"]["passed"]
+        assert "RuleExit: the rule called exit() or sys.exit() (code 0)" in \
+            records["square"]["failure"]
+    else:
+        (line,) = lines_for(run.stdout, "square")
+        assert line.startswith("FAIL") and lines_for(run.stdout, "affine")[0].startswith("PASS")
+        assert "RuleExit: the rule called exit() or sys.exit()" in run.stdout
+        assert "1 passed, 1 failed" in run.stdout
+
 def test_mutants_are_planted_in_rules_too(tmp_path):
     source = LAYERS + "sig = numpy_rule(sigmoid, sigmoid_backward, sample=scalar, name='sig')\n"
     run = check(tmp_path, source, "--mutants", "--op", "sig")

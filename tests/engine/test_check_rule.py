@@ -367,3 +367,31 @@ def test_bad_arguments_are_named():
         numpy_rule(lambda x, **kw: x, lambda d, c: d, sample=unary(S.reals), name="f")
     with pytest.raises(TypeError, match="f: forward takes no input"):
         numpy_rule(lambda *, a=1: a, lambda d, c: d, sample=unary(S.reals), name="f")
+
+
+def test_a_rule_that_calls_exit_fails_instead_of_ending_the_program():
+    """exit() in a rule (forward, backward or jvp) raises OpCheckError naming it, from
+    check_rule as from the command: it ended the caller's program, with no verdict."""
+    def square(x):
+        return x * x, x
+
+    def backward(dout, x):
+        return 2 * dout * x
+
+    def jvp(x, dx):
+        return 2 * x * dx
+
+    def square_exits(x):
+        exit()
+
+    def backward_exits(dout, x):
+        exit()
+
+    def jvp_exits(x, dx):
+        exit()
+
+    for forward, back, tangent in ((square_exits, backward, jvp), (square, backward_exits, jvp),
+                                   (square, backward, jvp_exits)):
+        with pytest.raises(OpCheckError, match=r"RuleExit: the rule called exit\(\)"):
+            check_rule(forward, back, jvp=tangent, sample=unary(S.reals), name="square",
+                       style="cache", max_examples=5)
