@@ -63,6 +63,7 @@ class _Problem:
         self.what = what
         self.values: list[Any] = []
         self.diff: list[int] = []           # positions of inputs that are perturbed
+        self.missing: set[int] = set()      # those the VJP rules gave no gradient (None)
         for i, x in enumerate(inputs):
             is_tensor = isinstance(x, Tensor)
             data = x.data if is_tensor else x
@@ -94,12 +95,33 @@ class _Problem:
             raise TypeError(f"{self.what}: fn must return a Tensor, got {type(out).__name__}")
         return out, made
 
-    def reached(self, out: Tensor, leaves: list[Tensor]) -> list[int]:
-        """Positions of the inputs a gradient reaches. The others are used only in
-        non-differentiable positions (a float target, a mask) and are skipped, like
-        integer labels."""
-        grads = gradients([out], [np.ones(out.shape)], leaves, retain_graph=True)
-        return [k for k, g in zip(self.diff, grads, strict=True) if g is not None]
+    def entries(self, out: Tensor) -> int:
+        """The number of Jacobian entries a check compares: output size times the size of
+        every differentiable input. Which inputs are differentiable is decided here, from
+        the inputs alone (every float input, unless a Tensor with requires_grad=False),
+        never by the rule under test: a rule that returns no gradient (None) for one is
+        compared as returning zeros, and fails where the true derivative is not zero. A
+        check with nothing to compare (an empty output or inputs) is an error, not a pass."""
+        n = out.size * sum(int(np.size(self.values[k])) for k in self.diff)
+        if n == 0:
+            raise ValueError(f"{self.what}: nothing to compare: the output has shape "
+                             f"{out.shape}, the differentiable inputs shapes "
+                             f"{[np.shape(self.values[k]) for k in self.diff]}")
+        return n
+
+    def pullback(self, out: Tensor, leaves: list[Tensor], v: np.ndarray) -> dict[int, np.ndarray]:
+        """J^T v for every differentiable input, by position: the VJP rules' gradients,
+        zeros where a rule returned none (None means zero, as the engine takes it)."""
+        grads = gradients([out], [v], leaves, retain_graph=True)
+        self.missing.update(k for k, g in zip(self.diff, grads, strict=True) if g is None)
+        return {k: np.zeros(np.shape(self.values[k])) if g is None else np.asarray(g)
+                for k, g in zip(self.diff, grads, strict=True)}
+
+    def hint(self, k: int) -> str:
+        """What to say when input ``k``'s gradient is wrong and the rules gave it none."""
+        return (" (the rules return no gradient for it, compared as zeros; pass an input not "
+                "to be differentiated as a Tensor with requires_grad=False)"
+                if k in self.missing else "")
 
     def evaluate(self, values: Sequence[Any]) -> np.ndarray:
         with no_grad():
@@ -170,7 +192,11 @@ def gradcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float =
 
     Floating-point arrays, numbers and Tensors with requires_grad=True are differentiated;
     integer arrays (labels), boolean masks and Tensors with requires_grad=False are passed
-    through unperturbed. Returns True, or raises GradcheckError naming the input, the
+    through unperturbed. Every differentiated input is compared, whatever the rules
+    return: no gradient (None) counts as zeros, against the finite difference (a float
+    target not to be differentiated is passed as a Tensor with requires_grad=False).
+    Nothing to compare (an empty output or inputs) is a ValueError, never a pass.
+    Returns True, or raises GradcheckError naming the input, the
     element, the analytic and numerical values and the error; with
     ``raise_exception=False`` (as PyTorch's gradcheck) a mismatch returns False instead.
     Errors in the call itself (bad arguments, a function that raises) always raise.
@@ -200,12 +226,12 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
     out_shape = out.shape
 
     worst = 0.0
-    reached = problem.reached(out, leaves)
+    problem.entries(out)
     if mode == "directional":
         v = _unit(_random_like(rng, out_shape))
-        u = _unit_directions({k: _random_like(rng, problem.values[k].shape) for k in reached})
-        grads = gradients([out], [v], leaves, retain_graph=True)
-        projected = sum(float(np.sum(g * u[k])) for g, k in zip(grads, problem.diff, strict=True) if k in u)
+        u = _unit_directions({k: _random_like(rng, problem.values[k].shape) for k in problem.diff})
+        jtv = problem.pullback(out, leaves, v)
+        projected = sum(float(np.sum(jtv[k] * u[k])) for k in problem.diff)
         difference = float(np.sum(v * central_difference(problem.along(u), eps)))
         worst = _compare("gradcheck (directional)", np.array(projected), np.array(difference),
                          atol, rtol, lambda _: "projection v^T J u (unit v, u)")
@@ -216,11 +242,9 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
         for i in range(n_out):
             e = np.zeros(n_out)
             e[i] = 1
-            grads = gradients([out], [e.reshape(out_shape)], leaves, retain_graph=True)
-            for g, k in zip(grads, problem.diff, strict=True):
-                if g is not None:
-                    rows[k][i] = g.ravel()
-        for k in reached:
+            for k, g in problem.pullback(out, leaves, e.reshape(out_shape)).items():
+                rows[k][i] = g.ravel()
+        for k in problem.diff:
             x = problem.values[k]
             numerical = np.zeros((n_out, x.size))
             for j in range(x.size):
@@ -233,7 +257,7 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
                         problem.along({k: d.reshape(x.shape)}), eps).ravel()
 
             def describe(idx: tuple[int, ...], k: int = k, shape: tuple[int, ...] = x.shape) -> str:
-                return (f"input {k}, d output{_index(idx[0], out_shape)}"
+                return (f"input {k}{problem.hint(k)}, d output{_index(idx[0], out_shape)}"
                         f" / d input{_index(idx[1], shape)}")
             worst = max(worst, _compare(f"gradcheck ({mode})", rows[k], numerical, atol, rtol,
                                         describe))
@@ -281,12 +305,12 @@ def jvpcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: fl
         return _compare("jvpcheck", np.asarray(analytic), numerical, atol, rtol,
                         lambda idx: f"{where}, output{idx}")
 
-    reached = problem.reached(out, leaves)
+    problem.entries(out)
     if mode == "directional":
         return check(_unit_directions({k: _random_like(rng, problem.values[k].shape)
-                                       for k in reached}), "random unit tangent")
+                                       for k in problem.diff}), "random unit tangent")
     worst = 0.0
-    for k in reached:
+    for k in problem.diff:
         x = problem.values[k]
         for j in range(x.size):
             d = np.zeros(x.size)
@@ -377,11 +401,10 @@ def accuracycheck(fn: Fn, inputs: Sequence[Any], *, rtol: float = 1e-9, h: float
     out, leaves = problem.call(problem.values, leaves=True)
     if not out.requires_grad:
         raise GradcheckError("accuracycheck: the output does not depend on any differentiable input")
-    reached = problem.reached(out, leaves)
+    problem.entries(out)
     v = _unit(_random_like(rng, out.shape))
-    u = _unit_directions({k: _random_like(rng, problem.values[k].shape) for k in reached})
-    grads = gradients([out], [v], leaves, retain_graph=True)
-    jtv = {k: g for g, k in zip(grads, problem.diff, strict=True) if k in u and g is not None}
+    u = _unit_directions({k: _random_like(rng, problem.values[k].shape) for k in problem.diff})
+    jtv = problem.pullback(out, leaves, v)
     via_vjp = sum(float(np.sum(jtv[k] * u[k])) for k in jtv)
     checked = [("VJP <J^T v, u>", via_vjp)]
     ju = np.zeros(0)

@@ -59,10 +59,83 @@ def test_integer_labels_and_constant_tensors_are_not_perturbed():
     assert gradcheck(fn, [A, labels, mask, probs])
 
 
-def test_float_targets_in_a_nondifferentiable_position_are_skipped():
-    """The loss does depend on y, but the op declares y non-differentiable: y is skipped."""
+def test_float_targets_in_a_nondifferentiable_position_are_passed_as_constants():
+    """The loss does depend on y, but the op declares y non-differentiable (no gradient):
+    given as a constant Tensor, y is not perturbed; given as an array it is differentiated
+    like any float input, and its missing gradient (zeros) disagrees with the differences."""
     y = rng.random((3, 3))
-    assert gradcheck(engine.sigmoid_binary_cross_entropy, [A, y], check_forward_mode=True)
+    assert gradcheck(engine.sigmoid_binary_cross_entropy, [A, engine.Tensor(y)],
+                     check_forward_mode=True)
+    with pytest.raises(GradcheckError, match=r"input 1 \(the rules return no gradient for it"):
+        gradcheck(engine.sigmoid_binary_cross_entropy, [A, y])
+    with pytest.raises(GradcheckError, match="jvpcheck"):
+        jvpcheck(engine.sigmoid_binary_cross_entropy, [A, y])
+
+
+class ForgetsW(engine.Op):
+    """scale(x, w) = x * w, whose rules forget w: its backward returns None for w's
+    gradient, its JVP ignores w's tangent."""
+
+    name = "scale_forgets_w"
+    rule = "d/dx = w, d/dw = x"
+
+    def forward(self, ctx, x, w):
+        ctx.save_input(x, w)
+        return x * w
+
+    def backward(self, ctx, grad):
+        return grad * ctx.saved[1], None
+
+    def jvp(self, ctx, dx, dw):
+        return dx * ctx.saved[1]
+
+
+X3 = np.array([0.5, -1.2, 2.0])
+W3 = np.array([1.5, 0.3, -0.7])
+
+
+@pytest.mark.parametrize("inputs", ["x, w", "w alone"])
+@pytest.mark.parametrize("check", ["gradcheck", "directional", "jvpcheck", "accuracycheck"])
+def test_a_rule_that_gives_an_input_no_gradient_fails(check, inputs):
+    """Which inputs are compared is not the rule's to say: a None gradient is compared as
+    zeros, here against d out / d w = diag(x). (With w alone nothing was compared at all,
+    and every check passed; accuracycheck crashed on an empty max.)"""
+    op = ForgetsW()
+    fn, args = ((lambda x, w: op.apply(x, w)), [X3, W3]) if inputs == "x, w" else \
+        ((lambda w: op.apply(X3, w)), [W3])
+    run = {"gradcheck": lambda: gradcheck(fn, args, check_forward_mode=True),
+           "directional": lambda: gradcheck(fn, args, mode="directional"),
+           "jvpcheck": lambda: jvpcheck(fn, args),
+           "accuracycheck": lambda: accuracycheck(fn, args)}[check]
+    with pytest.raises(GradcheckError):
+        run()
+
+
+def test_a_none_gradient_where_the_derivative_is_zero_passes():
+    """None means zero: an input the output truly does not depend on passes."""
+    class Ignores(ForgetsW):
+        name = "ignores_w"
+
+        def forward(self, ctx, x, w):
+            ctx.save_input(x, w)
+            return 2 * x
+
+        def backward(self, ctx, grad):
+            return 2 * grad, None
+
+        def jvp(self, ctx, dx, dw):
+            return 2 * dx
+
+    op = Ignores()
+    assert gradcheck(lambda x, w: op.apply(x, w), [X3, W3], check_forward_mode=True)
+    assert gradcheck(lambda x, w: op.apply(x, w), [X3, W3], mode="directional")
+    assert accuracycheck(lambda x, w: op.apply(x, w), [X3, W3]) < 1e-9
+
+
+@pytest.mark.parametrize("check", [gradcheck, jvpcheck, accuracycheck])
+def test_a_check_with_nothing_to_compare_is_an_error_not_a_pass(check):
+    with pytest.raises(ValueError, match="nothing to compare"):
+        check(lambda a: a * 2, [np.zeros((0, 3))])
 
 
 def test_float32_inputs_are_checked_in_float64_with_a_warning():
