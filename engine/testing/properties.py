@@ -366,7 +366,9 @@ def memory_layout_changes_nothing(op: Op, spec: OpSpec, sample: Sample,
 
 def float32_agrees_with_float64(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float:
     """In float32 the op computes in float32 (output and gradients) and agrees with float64
-    within float32 precision."""
+    within float32 precision: the forward, and the VJP of a random gradient and the JVP of
+    random tangents, each compared with float64 at the same float32-rounded inputs (a
+    rule wrong only for float32 inputs, the dtype ``nn`` trains in, fails)."""
     args, params = sample
     diff = differentiable_positions(op, args)
     args32 = tuple(np.asarray(a, dtype=np.float32) if i in diff else a for i, a in enumerate(args))
@@ -374,18 +376,133 @@ def float32_agrees_with_float64(op: Op, spec: OpSpec, sample: Sample, seed: int 
     leaves, _ = _leaves(op, args32, np.float32)
     out32 = op.apply(*leaves, **params)
     assert out32.dtype == np.float32, f"{op.name}: float32 inputs gave a {out32.dtype} output"
-    # float32 keeps ~7 digits (eps 1.2e-7); these ops combine at most a few dozen terms of
-    # magnitude <~ 30, so 1e-4 relative (with the same absolute floor) is a safe bound
-    # that still catches a computation silently done in float16 or with a wrong constant.
-    magnitude = max([1.0] + [float(np.max(np.abs(a), initial=0)) for a in args32 if np.asarray(a).dtype.kind == "f"])
-    np.testing.assert_allclose(out32.data, out64, rtol=1e-4, atol=1e-4 * magnitude,
+    magnitude = _float32_magnitude(args32)
+    np.testing.assert_allclose(out32.data, out64, rtol=FLOAT32_RTOL, atol=FLOAT32_RTOL * magnitude,
                                err_msg=f"{op.name}: float32 forward disagrees with float64")
-    out32.backward(np.ones(out32.shape, dtype=np.float32))
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal(out32.shape).astype(np.float32)
+    u = {i: rng.standard_normal(np.shape(args[i])).astype(np.float32) for i in diff}
+    what = [f"the float32 gradient of input {i} (VJP)" for i in diff]
+    got: list[np.ndarray] = []
+    if has_jvp(op):                                  # before backward() frees the graph
+        got += graph.forward_tangents([out32], {id(leaves[i]): u[i] for i in diff})
+        what = ["the float32 JVP"] + what
+    out32.backward(v)
     for i in diff:
         g = leaves[i].grad
         assert g is not None and g.dtype == np.float32 and g.shape == np.shape(args[i]), \
             f"{op.name}: gradient of float32 input {i} is {None if g is None else (g.dtype, g.shape)}"
-    return relative_error(out32.data, out64) / magnitude
+        got.append(g)
+    rounded = tuple(np.asarray(a, dtype=np.float64) if i in diff else a for i, a in enumerate(args32))
+    want, spread = _float64_derivatives_and_spread(op, rounded, params, diff, v, u, rng)
+    worst = relative_error(out32.data, out64) / magnitude
+    for g, w, d, text in zip(got, want, spread, what, strict=True):
+        worst = max(worst, _float32_close(op, g, w, d, magnitude, text))
+    return worst
+
+
+# float32 keeps ~7 digits (eps 1.2e-7); these ops combine at most a few dozen terms of
+# moderate size, so 1e-4 relative (~800 eps), with an absolute floor of 1e-4 times the
+# magnitude of the values involved, is a safe bound that still catches a computation
+# silently done in float16, a wrong constant, or a rule wrong only for float32 (O(1) off).
+FLOAT32_RTOL = 1e-4
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+
+def _float32_magnitude(arrays: Any) -> float:
+    """max(1, the largest |entry| of the float arrays): the size of the values a float32
+    computation rounds, which sets its absolute error."""
+    return max([1.0] + [float(np.max(np.abs(a), initial=0)) for a in arrays
+                        if np.asarray(a).dtype.kind == "f"])
+
+
+def _float64_derivatives(op: Op, args: tuple[Any, ...], params: dict[str, Any], diff: list[int],
+                         v: np.ndarray, u: dict[int, np.ndarray]) -> list[np.ndarray]:
+    """In float64 at ``args``: the JVP along ``u`` (with a JVP rule), then J^T v for each
+    input in ``diff`` (zeros where none arrives)."""
+    leaves, _ = _leaves(op, args)
+    out = op.apply(*leaves, **params)
+    tangents = graph.forward_tangents([out], {id(leaves[i]): u[i].astype(np.float64) for i in diff}) \
+        if has_jvp(op) else []
+    return list(tangents) + _pullback(out, leaves, diff)(v.astype(np.float64))
+
+
+def _float64_derivatives_and_spread(op: Op, args: tuple[Any, ...], params: dict[str, Any],
+                                    diff: list[int], v: np.ndarray, u: dict[int, np.ndarray],
+                                    rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The float64 derivatives D at the float32-rounded inputs ``args``, and how much one
+    float32 rounding moves them, entry by entry: the largest change of D when every input
+    is multiplied by 1 + eps32 s (random signs s), or every float array the forward saved
+    for the rules is (the rules called directly on them), over two draws each. That is
+    the op's conditioning, and its rules', at this sample: a float32 computation rounds
+    its inputs and its intermediates by about eps32 relative each, so its error is about
+    this spread times the roundings it makes. (A batch norm of two clustered rows: its
+    gradient is a multiple of 1 - xhat^2 ~ 0.016, a cancellation of the saved xhat, and
+    is off by ~1e-3 in float32 however it is written.)"""
+    want = _float64_derivatives(op, args, params, diff, v, u)
+    spread = [np.zeros(np.shape(w)) for w in want]
+
+    def widen(moved: list[np.ndarray]) -> None:
+        for k, d in enumerate(moved):
+            spread[k] = np.maximum(spread[k], np.abs(np.asarray(d, dtype=np.float64) - want[k]))
+
+    out, node, leaves, _ = _node(op, args, params)
+    saved = node.saved
+    rules = _called_rules(op, node, leaves, diff, v, u)
+    for _ in range(2):
+        widen(_float64_derivatives(op, tuple(_rounded_once(a, rng) if i in diff else a
+                                             for i, a in enumerate(args)), params, diff, v, u))
+        node.saved = _rounded_once(saved, rng)
+        widen([w + (m - r) for w, m, r in zip(want, _called_rules(op, node, leaves, diff, v, u),
+                                               rules, strict=True)])
+    node.saved = saved
+    return want, spread
+
+
+def _rounded_once(value: Any, rng: np.random.Generator) -> Any:
+    """A copy of ``value`` with every float array in it (tuples, lists, dicts searched)
+    multiplied by 1 + eps32 s, random signs s: one float32 rounding's worth of change."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        moved = value.copy()                       # an array still when 0-d
+        moved *= 1 + FLOAT32_EPS * rng.choice([-1.0, 1.0], value.shape)
+        return moved
+    if isinstance(value, (tuple, list)):
+        return type(value)(_rounded_once(x, rng) for x in value)
+    if isinstance(value, dict):
+        return {k: _rounded_once(x, rng) for k, x in value.items()}
+    return value
+
+
+def _called_rules(op: Op, node: graph.Node, leaves: list[Tensor], diff: list[int],
+                  v: np.ndarray, u: dict[int, np.ndarray]) -> list[np.ndarray]:
+    """``_float64_derivatives``'s values from the rules called directly on ``node``."""
+    tangents = [None if i in op.nondiff else u[i].astype(np.float64) if i in diff
+                else np.zeros(t.shape, dtype=t.dtype) for i, t in enumerate(leaves)]
+    out = [np.asarray(op.jvp(node, *tangents), dtype=np.float64)] if has_jvp(op) else []
+    grads = op.backward(node, v.astype(np.float64))
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    return out + [np.zeros(leaves[i].shape) if grads[i] is None
+                  else np.asarray(grads[i], dtype=np.float64) for i in diff]
+
+
+def _float32_close(op: Op, got: np.ndarray, want: np.ndarray, spread: np.ndarray,
+                   magnitude: float, what: str) -> float:
+    """``got`` (float32) equals ``want`` (float64, at the same float32 inputs) within
+    float32 rounding: rtol FLOAT32_RTOL, and atol FLOAT32_RTOL times the magnitude of the
+    inputs and of ``want`` (a derivative's terms are products of those: x^3's gradient
+    3 x^2 is rounded at its own size) plus FLOAT32_RTOL / eps32 (~840, the same margin in
+    roundings) times ``spread``, the change one rounding of the inputs makes (the op's
+    conditioning). Returns the error relative to the magnitude."""
+    scale = max(magnitude, _float32_magnitude([want]))
+    atol = FLOAT32_RTOL * scale + FLOAT32_RTOL / FLOAT32_EPS * spread
+    got64 = np.asarray(got, dtype=np.float64)
+    bad = ~(np.abs(got64 - want) <= atol + FLOAT32_RTOL * np.abs(want))    # NaN is bad
+    assert not bad.any(), (
+        f"{op.name}: {what} disagrees with float64 beyond float32 rounding: "
+        f"{plain_repr(got64[bad][:4])} vs {plain_repr(want[bad][:4])} (tolerance "
+        f"{plain_repr((atol + FLOAT32_RTOL * np.abs(want))[bad][:4])}; {int(bad.sum())} of "
+        f"{bad.size} entries)")
+    return relative_error(got, want) / scale
 
 
 def _node(op: Op, args: tuple[Any, ...], params: dict[str, Any],

@@ -473,6 +473,38 @@ def test_a_rule_computing_float32_inputs_in_float64_is_caught():
     caught(Float64Tanh(), "tanh", "rules_compute_in_float32.*backward rule returned float64")
 
 
+# 4b. a rule wrong only for float32 inputs (every derivative check runs in float64)
+
+class Float32FastPathTanh(Tanh):
+    """A float32 "fast path" that forgets the square: 1 - y instead of 1 - y^2, in the
+    backward rule, or in the JVP rule, only."""
+
+    wrong = "backward"
+
+    def fast(self, ctx, rule):
+        (y,) = ctx.saved
+        return 1 - y if rule == self.wrong and y.dtype == np.float32 else 1 - y * y
+
+    def backward(self, ctx, grad):
+        return (grad * self.fast(ctx, "backward"),)
+
+    def jvp(self, ctx, dx):
+        return dx * self.fast(ctx, "jvp")
+
+
+class Float32FastPathTanhJvp(Float32FastPathTanh):
+    wrong = "jvp"
+
+
+@pytest.mark.parametrize("op", [Float32FastPathTanh(), Float32FastPathTanhJvp()],
+                         ids=["backward", "jvp"])
+def test_a_rule_wrong_only_for_float32_is_caught(op):
+    assert gradcheck(op, [A], check_forward_mode=True)    # float64: right
+    assert accuracycheck(op, [A]) < 1e-9
+    what = "VJP" if op.wrong == "backward" else "JVP"
+    caught(op, "tanh", rf"float32_agrees_with_float64.*float32 .*{what}.* disagrees with float64",
+           max_examples=10)
+
 # 5. needs_input_grad read in the wrong order
 
 class SwappedNeedsMul(Mul):
