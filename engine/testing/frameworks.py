@@ -45,6 +45,7 @@ from typing import Any, Callable
 import numpy as np
 from hypothesis import strategies as st
 
+from .properties import FLOAT32_RTOL
 from .rules import Rule, check, numpy_rule
 
 TORCH_INSTALL = 'pip install "handgrad[torch]"'
@@ -241,6 +242,7 @@ class JaxCall:
     diff: tuple[int, ...]        # the float inputs' positions
     out_dtype: Any
     out_shape: tuple[int, ...]
+    out: np.ndarray              # f's output, which the rules' primal outputs must equal
 
 
 def x64(jax: Any) -> AbstractContextManager[Any]:
@@ -268,8 +270,10 @@ def _hashable(value: Any) -> Any:
 
 class JaxRunner:
     """Runs ``f`` for one rule: the forward ``f(*inputs, **params)`` (a ``custom_vjp`` or
-    ``custom_jvp`` function evaluates its primal function), the VJP
-    (``jax.vjp(...)[1](dout)``) and the JVP (``jax.jvp``), each ``jax.jit``-compiled once
+    ``custom_jvp`` function evaluates its primal function), the VJP (``jax.vjp``: the
+    primal output, which a custom_vjp's fwd or a custom_jvp's rule computes, and the
+    pullback of ``dout``) and the JVP (``jax.jvp``: primal and tangent outputs, from the
+    custom_jvp rule), each ``jax.jit``-compiled once
     per parameters and float positions (and by JAX per shape and dtype): eagerly a call
     costs milliseconds, and the properties make thousands (finite differences, one
     pullback per row of a Jacobian). So ``f`` and its rules run as in a jitted training
@@ -302,10 +306,11 @@ class JaxRunner:
             return g
 
         def vjp(args: tuple[Any, ...], dout: Any) -> Any:
-            return jax.vjp(of_primals(args), *[args[i] for i in diff])[1](dout)
+            primal, pullback = jax.vjp(of_primals(args), *[args[i] for i in diff])
+            return primal, pullback(dout)
 
         def jvp(args: tuple[Any, ...], tangents: tuple[Any, ...]) -> Any:
-            return jax.jvp(of_primals(args), tuple(args[i] for i in diff), tangents)[1]
+            return jax.jvp(of_primals(args), tuple(args[i] for i in diff), tangents)
 
         return jax.jit(forward), jax.jit(vjp), jax.jit(jvp)
 
@@ -321,7 +326,8 @@ def _jax_forward(jax: Any, runner: JaxRunner) -> Callable[..., tuple[np.ndarray,
             raise TypeError(f"{name} returned {type(out).__name__}; check_jax checks functions "
                             f"with one output array")
         diff = tuple(i for i, a in enumerate(args) if a.dtype.kind == "f")
-        return np.array(out), JaxCall(args, params, diff, out.dtype, tuple(out.shape))
+        value = np.array(out)
+        return value, JaxCall(args, params, diff, out.dtype, tuple(out.shape), value.copy())
 
     # f's own signature: its arguments without a default are the inputs, the others the
     # parameters (the sample's params, passed by keyword).
@@ -345,10 +351,11 @@ def _jax_backward(jax: Any, runner: JaxRunner) -> Callable[[np.ndarray, JaxCall]
         try:
             with x64(jax):
                 vjp = runner.rules(cache.args, cache.params)[1]
-                got = vjp(cache.args, jax.numpy.asarray(dout, dtype=cache.out_dtype))
+                primal, got = vjp(cache.args, jax.numpy.asarray(dout, dtype=cache.out_dtype))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{name}: its VJP rule failed in JAX: {e} (the inputs have "
                              f"shapes {_shapes(cache.args)})") from None
+        _same_primal(name, "jax.vjp (a custom_vjp's fwd, a custom_jvp's rule)", primal, cache)
         grads: list[np.ndarray | None] = [None] * len(cache.args)
         for i, g in zip(cache.diff, got, strict=True):
             grads[i] = np.array(g)
@@ -364,11 +371,35 @@ def _jax_jvp(jax: Any, runner: JaxRunner) -> Callable[..., np.ndarray]:
                        for i in cache.diff)
             try:
                 jvp_rule = runner.rules(cache.args, cache.params)[2]
-                tangent = jvp_rule(cache.args, ts)
+                primal, tangent = jvp_rule(cache.args, ts)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{runner.name}: its JVP rule failed in JAX: {e}") from None
+        _same_primal(runner.name, "jax.jvp (the custom_jvp rule)", primal, cache)
         return np.array(tangent)
     return jvp
+
+
+# The primal output of a rule and f's own output are the same math computed by two
+# functions: in float64 a few ulps apart (as the forward and its numpy reference, to
+# 1e-12); in float32 within float32 rounding (1e-4, float32_agrees_with_float64's bound),
+# relative, and absolute times the inputs' magnitude.
+PRIMAL_RTOL = {np.dtype(np.float64): 1e-12}
+
+
+def _same_primal(name: str, where: str, primal: Any, cache: JaxCall) -> None:
+    """The primal output the differentiated ``f`` computes (what ``jax.grad`` and
+    ``jax.value_and_grad`` see: the value of a training step) equals ``f``'s output."""
+    primal = np.asarray(primal)
+    assert primal.shape == cache.out.shape, (
+        f"{name}: the primal output of {where} has shape {primal.shape}, f's output "
+        f"{cache.out.shape}")
+    tol = PRIMAL_RTOL.get(cache.out.dtype, FLOAT32_RTOL)
+    magnitude = max([1.0] + [float(np.max(np.abs(np.asarray(cache.args[i])), initial=0))
+                             for i in cache.diff])
+    np.testing.assert_allclose(
+        primal, cache.out, rtol=tol, atol=tol * magnitude,
+        err_msg=f"{name}: the primal output of {where} differs from f's output (under "
+                f"jax.grad or value_and_grad, in a training step, that is the value)")
 
 
 def _forward_mode(jax: Any, f: Any, forward_mode: bool | None) -> bool:

@@ -163,3 +163,26 @@ def test_the_readme_example_runs_as_printed(tmp_path):
     code = framework_example(FRAMEWORK)
     assert expected_output(code)                 # it promises some output
     run_as_printed(code, tmp_path, f"README example for {FRAMEWORK}")
+
+
+def test_a_wrong_primal_output_of_fwd_or_of_a_jvp_rule_fails():
+    """Under jax.grad / value_and_grad (a training step) the value is what a custom_vjp's
+    fwd or a custom_jvp's rule returns, not the primal function's: a wrong one fails, on
+    the property that first differentiates."""
+    @jax.custom_vjp
+    def softplus(x):
+        return jnp.logaddexp(x, 0.0)
+
+    softplus.defvjp(lambda x: (jnp.logaddexp(x, 1.0), x),       # 1.0 for 0.0
+                    lambda x, g: (g * jax.nn.sigmoid(x),))
+
+    @jax.custom_jvp
+    def cube(x):
+        return x ** 3
+
+    cube.defjvp(lambda p, t: (p[0] ** 2, 3 * p[0] ** 2 * t[0]))  # primal x^2 for x^3
+
+    for f, reference in ((softplus, lambda x: np.logaddexp(x, 0.0)), (cube, lambda x: x ** 3)):
+        with pytest.raises(OpCheckError, match=r"the primal output of jax\.(vjp|jvp) .*differs "
+                                               r"from f's output"):
+            check_jax(f, sample=one_vector(), reference=reference, max_examples=EXAMPLES)
