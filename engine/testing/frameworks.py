@@ -46,7 +46,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from .properties import FLOAT32_RTOL
-from .rules import Rule, check, numpy_rule
+from .rules import Rule, check, needs_input_grad, numpy_rule
 
 TORCH_INSTALL = 'pip install "handgrad[torch]"'
 JAX_INSTALL = 'pip install "handgrad[jax]"'
@@ -83,6 +83,7 @@ class TorchCall:
     params: tuple[Any, ...]
     out: Any
     diff: tuple[int, ...]      # the float inputs' positions (the ones that get gradients)
+    needs: tuple[int, ...]     # those that require grad in this call (the others get zeros)
 
 
 def _shared_tensor(torch: Any, a: Any) -> Any:
@@ -133,7 +134,11 @@ def _torch_forward(torch: Any, function: Any, name: str) -> Callable[..., tuple[
     def forward(*inputs: Any, **given: Any) -> tuple[np.ndarray, TorchCall]:
         tensors = tuple(_shared_tensor(torch, x) for x in inputs)
         diff = tuple(i for i, t in enumerate(tensors) if t.is_floating_point())
-        for i in diff:
+        # As the handgrad call asks (every float input outside one): the Function's
+        # ctx.needs_input_grad then says which inputs are constants, as in torch.
+        asked = needs_input_grad()
+        needs = tuple(i for i in diff if asked is None or asked[i])
+        for i in needs:
             tensors[i].requires_grad_(True)
         values = tuple(given.get(p.name, p.default) for p in params)   # positional, in order
         with torch.enable_grad():
@@ -141,7 +146,7 @@ def _torch_forward(torch: Any, function: Any, name: str) -> Callable[..., tuple[
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"{name}.forward returned {type(out).__name__}; check_torch "
                             f"checks Functions with one output tensor")
-        return _numpy_copy(out), TorchCall(tensors, values, out, diff)
+        return _numpy_copy(out), TorchCall(tensors, values, out, diff, needs)
 
     forward.__signature__ = signature  # type: ignore[attr-defined]
     forward.__module__ = getattr(function, "__module__", __name__)
@@ -154,7 +159,7 @@ def _torch_backward(torch: Any, name: str) -> Callable[[np.ndarray, TorchCall], 
         grads: list[np.ndarray | None] = [None] * len(inputs)
         for i in cache.diff:
             grads[i] = np.zeros_like(inputs[i].detach().numpy())
-        if not out.requires_grad or not cache.diff:    # the output depends on no input
+        if not out.requires_grad or not cache.needs:   # the output depends on no input
             return tuple(grads)
         dout = np.asarray(dout)
         if tuple(dout.shape) != tuple(out.shape):
@@ -164,7 +169,7 @@ def _torch_backward(torch: Any, name: str) -> Callable[[np.ndarray, TorchCall], 
         if grad_output.dtype != out.dtype:
             grad_output = grad_output.to(out.dtype)
         try:
-            got = torch.autograd.grad(out, [inputs[i] for i in cache.diff], grad_outputs=grad_output,
+            got = torch.autograd.grad(out, [inputs[i] for i in cache.needs], grad_outputs=grad_output,
                                       retain_graph=True, allow_unused=True)
         except RuntimeError as e:
             first = str(e).splitlines()[0]
@@ -174,7 +179,7 @@ def _torch_backward(torch: Any, name: str) -> Callable[[np.ndarray, TorchCall], 
             raise ValueError(f"{name}.backward failed in torch: {first} (forward's inputs "
                              f"have shapes {_shapes(inputs)}, grad_output "
                              f"{tuple(out.shape)}{hint})") from None
-        for i, g in zip(cache.diff, got, strict=True):
+        for i, g in zip(cache.needs, got, strict=True):
             if g is not None:
                 grads[i] = _numpy_copy(g)
         return tuple(grads)

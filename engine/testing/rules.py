@@ -23,6 +23,7 @@ after ``dout``, then the tangents (one per input), and returns the output's tang
 from __future__ import annotations
 
 import inspect
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -127,6 +128,17 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+# ctx.needs_input_grad of the forward being run, for an adapter whose framework has its
+# own (check_torch: which inputs require grad, which a Function's needs_input_grad reads).
+_NEEDS_INPUT_GRAD: ContextVar[tuple[bool, ...] | None] = ContextVar("needs_input_grad", default=None)
+
+
+def needs_input_grad() -> tuple[bool, ...] | None:
+    """Which inputs of the rule whose forward is running need a gradient (its
+    ``ctx.needs_input_grad``); None outside such a forward."""
+    return _NEEDS_INPUT_GRAD.get()
+
+
 class RuleOp(Op):
     """Base class of the ops ``numpy_rule`` builds (one subclass per rule, never
     registered): the user's functions are class attributes, so that the class can be
@@ -138,8 +150,13 @@ class RuleOp(Op):
     user_jvp: Fn | None = None
 
     def run_forward(self, ctx: RuleContext, inputs: tuple[np.ndarray, ...], params: dict[str, Any]) -> Any:
-        """The user's forward on the input arrays; saves what the rules are called with."""
-        result = type(self).user_forward(*inputs, **params)
+        """The user's forward on the input arrays; saves what the rules are called with.
+        ``needs_input_grad()`` gives it ``ctx.needs_input_grad`` meanwhile."""
+        token = _NEEDS_INPUT_GRAD.set(tuple(ctx.needs_input_grad))
+        try:
+            result = type(self).user_forward(*inputs, **params)
+        finally:
+            _NEEDS_INPUT_GRAD.reset(token)
         if self.style == "cache":
             if not (isinstance(result, tuple) and len(result) == 2):
                 raise TypeError(f"{self.name}: forward returned {_describe(result)}; in the "

@@ -268,3 +268,25 @@ def test_the_readme_example_runs_as_printed(tmp_path):
     code = framework_example(FRAMEWORK)
     assert expected_output(code)                 # it promises some output
     run_as_printed(code, tmp_path, f"README example for {FRAMEWORK}")
+
+
+class SwappedNeedsLinear(Linear):
+    """Reads ctx.needs_input_grad in the wrong order (x's flag for w's gradient and the
+    other way round): with w frozen, x gets no gradient."""
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, w = ctx.saved_tensors
+        need_w, need_x, need_b = ctx.needs_input_grad
+        return (grad_output @ w.T if need_x else None, x.T @ grad_output if need_w else None,
+                grad_output.sum(0) if need_b else None)
+
+
+def test_needs_input_grad_is_what_the_property_asks_for():
+    """constant_inputs_change_nothing makes some inputs constants: the Function sees
+    them so in ctx.needs_input_grad (every input required grad on every call)."""
+    with pytest.raises(OpCheckError, match="constant_inputs_change_nothing"):
+        check_torch(SwappedNeedsLinear, sample=linear_samples(), reference=linear_reference,
+                    max_examples=EXAMPLES)
+    assert check_torch(Linear, sample=linear_samples(), reference=linear_reference,
+                       max_examples=EXAMPLES)
