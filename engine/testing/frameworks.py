@@ -128,7 +128,46 @@ def _torch_signature(torch: Any, function: Any, name: str) -> tuple[inspect.Sign
     return inspect.Signature([p.replace(annotation=P.empty) for p in args]), params
 
 
-def _torch_forward(torch: Any, function: Any, name: str) -> Callable[..., tuple[np.ndarray, TorchCall]]:
+class _Returned:
+    """What the observed Function's backward returned at its last call."""
+
+    value: Any = None
+
+
+def _observed(torch: Any, function: Any) -> tuple[Any, _Returned]:
+    """A subclass of ``function`` whose backward (or vjp, whichever it defines) is the
+    Function's own, keeping what it returns: torch casts each returned gradient to its
+    input's dtype before ``autograd.grad`` gives it, which would hide a float32 rule that
+    computes in float64 from ``rules_compute_in_float32``."""
+    base = torch.autograd.Function
+    which = "vjp" if function.vjp is not base.vjp else "backward"
+    rule = getattr(function, which)
+    returned = _Returned()
+
+    def kept(ctx: Any, *grads: Any) -> Any:
+        returned.value = rule(ctx, *grads)
+        return returned.value
+
+    return type(function.__name__, (function,), {which: staticmethod(kept)}), returned
+
+
+def _as_returned(torch: Any, g: Any, raw: Any) -> np.ndarray:
+    """Gradient ``g`` as the Function's backward returned it (``raw``): its dtype, and its
+    values where torch changed no more than the dtype (torch also sums a gradient of a
+    broadcast shape down to its input's)."""
+    if not isinstance(raw, torch.Tensor) or raw.dtype == g.dtype:
+        return _numpy_copy(g)
+    if tuple(raw.shape) == tuple(g.shape):
+        return _numpy_copy(raw)
+    try:
+        dtype = np.dtype(str(raw.dtype).removeprefix("torch."))
+    except TypeError:                               # bfloat16: no numpy dtype to show
+        return _numpy_copy(g)
+    return _numpy_copy(g).astype(dtype)
+
+
+def _torch_forward(torch: Any, function: Any, name: str,
+                   observed: Any) -> Callable[..., tuple[np.ndarray, TorchCall]]:
     signature, params = _torch_signature(torch, function, name)
 
     def forward(*inputs: Any, **given: Any) -> tuple[np.ndarray, TorchCall]:
@@ -142,7 +181,7 @@ def _torch_forward(torch: Any, function: Any, name: str) -> Callable[..., tuple[
             tensors[i].requires_grad_(True)
         values = tuple(given.get(p.name, p.default) for p in params)   # positional, in order
         with torch.enable_grad():
-            out = function.apply(*tensors, *values)
+            out = observed.apply(*tensors, *values)
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"{name}.forward returned {type(out).__name__}; check_torch "
                             f"checks Functions with one output tensor")
@@ -153,7 +192,8 @@ def _torch_forward(torch: Any, function: Any, name: str) -> Callable[..., tuple[
     return forward
 
 
-def _torch_backward(torch: Any, name: str) -> Callable[[np.ndarray, TorchCall], tuple[np.ndarray | None, ...]]:
+def _torch_backward(torch: Any, name: str,
+                    returned: _Returned) -> Callable[[np.ndarray, TorchCall], tuple[np.ndarray | None, ...]]:
     def backward(dout: np.ndarray, cache: TorchCall) -> tuple[np.ndarray | None, ...]:
         out, inputs = cache.out, cache.inputs
         grads: list[np.ndarray | None] = [None] * len(inputs)
@@ -168,6 +208,7 @@ def _torch_backward(torch: Any, name: str) -> Callable[[np.ndarray, TorchCall], 
         grad_output = _shared_tensor(torch, dout)      # shared: writes into it are caught
         if grad_output.dtype != out.dtype:
             grad_output = grad_output.to(out.dtype)
+        returned.value = None
         try:
             got = torch.autograd.grad(out, [inputs[i] for i in cache.needs], grad_outputs=grad_output,
                                       retain_graph=True, allow_unused=True)
@@ -179,9 +220,10 @@ def _torch_backward(torch: Any, name: str) -> Callable[[np.ndarray, TorchCall], 
             raise ValueError(f"{name}.backward failed in torch: {first} (forward's inputs "
                              f"have shapes {_shapes(inputs)}, grad_output "
                              f"{tuple(out.shape)}{hint})") from None
+        raw = returned.value if isinstance(returned.value, tuple) else (returned.value,)
         for i, g in zip(cache.needs, got, strict=True):
             if g is not None:
-                grads[i] = _numpy_copy(g)
+                grads[i] = _as_returned(torch, g, raw[i] if i < len(raw) else None)
         return tuple(grads)
     return backward
 
@@ -219,7 +261,9 @@ def torch_rule(function: Any, *, sample: st.SearchStrategy, reference: Callable[
     torch = _require("torch", "check_torch", TORCH_INSTALL)
     label = _torch_function(torch, function)
     has_jvp = function.jvp is not torch.autograd.Function.jvp
-    return numpy_rule(_torch_forward(torch, function, label), _torch_backward(torch, label),
+    observed, returned = _observed(torch, function)
+    return numpy_rule(_torch_forward(torch, function, label, observed),
+                      _torch_backward(torch, label, returned),
                       sample=sample, jvp=_torch_jvp(torch, function, label) if has_jvp else None,
                       reference=reference, name=name or label, style="cache", kind="torch",
                       **options)

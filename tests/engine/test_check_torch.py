@@ -290,3 +290,35 @@ def test_needs_input_grad_is_what_the_property_asks_for():
                     max_examples=EXAMPLES)
     assert check_torch(Linear, sample=linear_samples(), reference=linear_reference,
                        max_examples=EXAMPLES)
+
+
+class CubeBackwardInFloat64(Cube):
+    """The backward computes in float64 whatever its input's precision (torch casts the
+    result back to float32 before autograd.grad returns it)."""
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output.double() * 3 * x.double() ** 2
+
+
+def test_a_backward_computing_float32_in_float64_fails():
+    with pytest.raises(OpCheckError, match="(?s)rules_compute_in_float32.*backward rule returned "
+                                           "float64"):
+        check_torch(CubeBackwardInFloat64, sample=one_vector(), reference=lambda x: x ** 3,
+                    max_examples=EXAMPLES)
+
+
+class LinearVjp(torch.autograd.Function):
+    """Linear with its rule named vjp (torch's other name for backward)."""
+
+    forward = Linear.forward
+
+    @staticmethod
+    def vjp(ctx, grad_output):
+        return Linear.backward(ctx, grad_output)
+
+
+def test_a_function_defining_vjp_instead_of_backward_is_checked_alike():
+    assert check_torch(LinearVjp, sample=linear_samples(), reference=linear_reference,
+                       max_examples=EXAMPLES)
