@@ -146,7 +146,11 @@ _SHARED: "weakref.WeakValueDictionary[int, MemoryRecord]" = weakref.WeakValueDic
 # Records of memory a tensor no longer has (``t.data = new``) that something still references
 # (a node that saved it, an array kept from ``t.data``, a ``t.detach()``): a backward finds
 # them from the arrays its node saved (``before_rule``). Pruned at each ``replace``.
-_RETIRED: list[MemoryRecord] = []
+# Threads replace arrays at the same time, so the tuple is never changed in place: a new one
+# is made and bound under _RETIRING (a read-filter-write of a shared list would drop the
+# records other threads add meanwhile), and a reader iterates whichever tuple it got.
+_RETIRED: tuple[MemoryRecord, ...] = ()
+_RETIRING = threading.Lock()
 # Tensors whose array was replaced (``t.data = new``): id(t) -> (a weak reference to t, the
 # write clock's tick of its latest replacement), for ``forward_change``. An entry leaves
 # with its tensor.
@@ -282,11 +286,17 @@ def _retire(t: "Tensor") -> None:
     """``t`` leaves its memory: keep its record where a backward looks for the arrays its
     node saved, if anything but ``t`` references that memory; drop the retired records
     nothing references any more (no node can have saved them, nobody can write them)."""
-    if _RETIRED:
-        _RETIRED[:] = [r for r in _RETIRED if _maybe_saved(r, None)]
+    global _RETIRED
     old = t._memory
-    if old is not None and _maybe_saved(old, t) and not any(r is old for r in _RETIRED):
-        _RETIRED.append(old)
+    if old is not None and not _maybe_saved(old, t):
+        old = None
+    if old is None and not _RETIRED:
+        return
+    with _RETIRING:            # one thread at a time builds the next tuple from the last
+        kept = tuple([r for r in _RETIRED if _maybe_saved(r, None)])
+        if old is not None and not any(r is old for r in kept):
+            kept += (old,)
+        _RETIRED = kept
 
 
 def hand_out(t: "Tensor") -> np.ndarray:
