@@ -90,15 +90,23 @@ output's memory, found by identity (undeclared saves of user ops; no built-in op
 
 _ticks = itertools.count(1)
 write_tick = 0  # the write clock: the tick of the latest tracked write or checkpoint
+_CLOCK = threading.Lock()   # draws and stores of write_tick, one thread at a time (_advance)
 _exits = itertools.count(1)
 exit_count = 0  # changes when memory is handed out or a tensor's array replaced (see global_write_stamp)
 
 
 def _advance() -> int:
-    """Advance the write clock (a tracked write or a checkpoint happens now)."""
+    """Advance the write clock (a tracked write or a checkpoint happens now) and return
+    the new tick. Drawing a tick and storing it are two steps, and a thread can be
+    switched out between them: unlocked, a late store would put an older tick over a newer
+    one and move the clock backwards, so that a node made then would get a tick older than
+    a write it came after (a spurious error in its backward) or than a write that comes
+    after it (a missed one). Nodes only read ``write_tick``, with no lock: the lock is on
+    this rare path alone (writes, checkpoints, replacements), never on an op's."""
     global write_tick
-    write_tick = next(_ticks)
-    return write_tick
+    with _CLOCK:
+        tick = write_tick = next(_ticks)
+    return tick
 
 
 def owner(array: np.ndarray) -> np.ndarray:

@@ -22,6 +22,20 @@ BLOCKED = 0.2      # seconds a thread is given to run past a lock it should wait
 TIMEOUT = 10       # seconds before a test gives up waiting (a hang is a failure, not a wait)
 
 
+class Worker(threading.Thread):
+    """A daemon thread that keeps what its target raised (``finish`` raises it)."""
+
+    def __init__(self, target: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self.work, self.error = target, None
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as e:  # noqa: BLE001  (handed to the test by finish)
+            self.error = e
+
+
 class Pause:
     """Makes one thread stop at a chosen point and wait until the test lets it go on."""
 
@@ -37,7 +51,7 @@ class Pause:
 
     def start(self, target: Callable[[], Any]) -> threading.Thread:
         """Run ``target`` in the chosen thread and return once it reached the point."""
-        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread = Worker(target)
         self.thread.start()
         assert self.reached.wait(TIMEOUT), "the thread never reached the pause"
         return self.thread
@@ -46,16 +60,19 @@ class Pause:
 def run_meanwhile(target: Callable[[], Any]) -> threading.Thread:
     """Start ``target`` in another thread and give it ``BLOCKED`` seconds to finish (it may
     be waiting for a lock instead: the caller joins it later)."""
-    thread = threading.Thread(target=target, daemon=True)
+    thread = Worker(target)
     thread.start()
     thread.join(BLOCKED)
     return thread
 
 
 def finish(*threads: threading.Thread) -> None:
+    """Wait for the threads; raise what one of them raised."""
     for thread in threads:
         thread.join(TIMEOUT)
         assert not thread.is_alive(), "a thread hung"
+        if isinstance(thread, Worker) and thread.error is not None:
+            raise thread.error
 
 
 # --- retired memory (t.data = new) --------------------------------------------------------
@@ -97,3 +114,46 @@ def test_a_retired_record_survives_another_thread_pruning_the_list(monkeypatch):
         d += 1.0                                 # a tracked write of the memory y saved
     with pytest.raises(RuntimeError, match=MODIFIED):
         y.sum().backward()
+
+
+# --- the write clock ----------------------------------------------------------------------
+
+class PausingTicks:
+    """The write clock's counter, pausing the chosen thread right after it drew a tick
+    (before ``_advance`` stores it: the point where a thread can be switched out)."""
+
+    def __init__(self, pause: Pause) -> None:
+        self.ticks, self.pause = memory._ticks, pause
+
+    def __iter__(self) -> "PausingTicks":
+        return self
+
+    def __next__(self) -> int:
+        tick = next(self.ticks)
+        self.pause.here()
+        return tick
+
+
+def test_the_write_clock_never_moves_back(monkeypatch):
+    """Thread A draws a tick and is switched out before it stores it; meanwhile thread B
+    writes its own parameter (a newer tick). Unlocked, A's late store moved the clock
+    back: B's next forward got a tick older than its parameter's write, and its backward
+    raised a spurious "modified by an in-place operation" once the clock moved again."""
+    pause = Pause()
+    monkeypatch.setattr(memory, "_ticks", PausingTicks(pause))
+    p = Tensor(np.ones(3), requires_grad=True)
+    x = Tensor(np.full(3, 2.0))
+    thread_a = pause.start(memory._advance)      # A: any tracked write, checkpoint, replacement
+
+    def b_step() -> None:
+        with engine.no_grad():
+            p.__isub__(0.5)                      # B's optimizer step: a newer tick
+    thread_b = run_meanwhile(b_step)
+    pause.go_on.set()
+    finish(thread_a, thread_b)
+    assert memory.write_tick >= memory.record_of(p).written
+    y = (p * x).sum()                            # B's forward, after its step
+    with engine.no_grad():
+        Tensor(np.zeros(2)).__iadd__(1.0)        # some write elsewhere: the clock moves
+    y.backward()                                 # nothing y saved was written since
+    assert np.array_equal(p.grad, [2.0, 2.0, 2.0])
