@@ -215,6 +215,8 @@ def run_rule(node: Node, grad: np.ndarray, out: "Tensor", anomaly: bool = False)
     if node.memory is not memory.write_tick or anomaly:  # a write since its forward, or holds
         memory.before_rule(node, out)
     result = node.op.backward(node, grad)
+    if node.memory is not memory.write_tick:   # again: another thread may write meanwhile
+        memory.after_rule(node, out)
     inputs, needed = node.inputs, node.needs_input_grad
     if len(result) != len(inputs):
         raise RuntimeError(f"op '{node.op.name}': backward returned {len(result)} "
@@ -274,6 +276,8 @@ def forward_tangents(outputs: Sequence["Tensor"],
         ins = [np.zeros_like(inp._data) if t is None and i not in nondiff else t
                for i, (inp, t) in enumerate(zip(node.inputs, ins, strict=True))]
         out = np.asarray(node.op.jvp(node, *ins))
+        if node.memory is not memory.write_tick:   # again: another thread may write meanwhile
+            memory.after_rule(node, tensor)
         if out.shape != tensor.shape:
             raise RuntimeError(f"op '{node.op.name}': its jvp rule returned shape {out.shape} "
                                f"for an output of shape {tensor.shape}")

@@ -5,9 +5,9 @@ of tensors: an input's data, a parameter's data, the op's own output. If one of 
 changed before the backward pass, the rules would compute a wrong gradient and nothing
 would say so. This module knows every way an array can change and answers each one. The
 core reaches it at three places only: building a tensor and handing its array out
-(``tensor.py``: ``wrap``, ``hand_out``, ``replace``, ``alias``, ``writable``), after an
-op's forward (``op.py``: ``after_forward``, ``share_view``), and before a rule runs in the
-walker (``graph.py``: ``before_rule``, ``release``). A ``Node`` keeps one slot for it,
+(``tensor.py``: ``wrap``, ``hand_out``, ``replace``, ``alias``, ``writable``, ``writing``),
+after an op's forward (``op.py``: ``after_forward``, ``share_view``), and around a rule in
+the walker (``graph.py``: ``before_rule``, ``after_rule``, ``release``). A ``Node`` keeps one slot for it,
 ``node.memory``, which the core only compares with ``write_tick``.
 
 1. **Arrays you pass in** are copied (``Tensor(array)``, op constants, array parameters
@@ -15,8 +15,10 @@ walker (``graph.py``: ``before_rule``, ``release``). A ``Node`` keeps one slot f
    saved. ``copy=False`` and ``from_numpy`` share on purpose (see 3); ``engine.adopt``
    takes an array its caller gives away, with no copy and no sharing to watch.
 2. **handgrad's own in-place writes** (``t += 1`` under ``no_grad``, optimizer steps,
-   ``load_state_dict``) go through ``writable``: each one is a new tick of the *write
-   clock* (``write_tick``) and stamps the memory it writes. Every node remembers the tick
+   ``load_state_dict``) go through ``writing``: each one is a new tick of the *write
+   clock* (``write_tick``) and stamps the memory it writes, when it begins (``writable``)
+   and again when it ends (a forward pass another thread runs while numpy writes is then
+   older than the write). Every node remembers the tick
    of its forward pass; its backward compares, and raises ``RuntimeError`` naming the op
    and the tensor if memory it saved was written after it. ``write_stamp(t)`` tells a
    caller whether ``t`` may have been written since; ``global_write_stamp()`` the same for
@@ -427,6 +429,52 @@ def writable(*tensors: "Tensor", keep: bool = False) -> list[np.ndarray]:
     return arrays
 
 
+def _stamp_written(records: Sequence[MemoryRecord]) -> None:
+    """Writes of these records' memory are complete: stamp them with a new tick, drawn and
+    stored under the clock's lock with the stamps (a newer write of the same memory in
+    another thread is never stamped under an older tick)."""
+    global write_tick
+    with _CLOCK:
+        tick = write_tick = next(_ticks)
+        for record in records:
+            record.written = tick
+
+
+class Writing:
+    """``with writing(*tensors) as arrays:``: the tensors' arrays for in-place writes made
+    in the block, stamped on the write clock when it begins (``writable``) and again when
+    it ends, whether the writes completed or raised.
+
+    The second stamp is what makes a write safe from a forward pass another thread runs
+    meanwhile. numpy lets other threads run while it writes a big array, so a node made
+    then may read the memory before the write ends, yet its forward tick is the first
+    stamp's (or a later one): it would take the write for one made before it. The stamp
+    at the end is newer than the tick of any node made before the write completed, so
+    such a node's backward raises. The records stamped are those the tensors had when the
+    block began (not memory a ``t.data = new`` gave them since)."""
+
+    __slots__ = ("tensors", "records")
+
+    def __init__(self, tensors: tuple["Tensor", ...]) -> None:
+        self.tensors = tensors
+        self.records: list[MemoryRecord] = []
+
+    def __enter__(self) -> list[np.ndarray]:
+        arrays = writable(*self.tensors)
+        self.records = [record_of(t) for t in self.tensors]
+        return arrays
+
+    def __exit__(self, *exc: object) -> None:
+        _stamp_written(self.records)
+
+
+def writing(*tensors: "Tensor") -> Writing:
+    """The tracked write every handgrad write goes through (``t += x`` under no_grad,
+    optimizer steps, ``load_state_dict``): see ``Writing``. The arrays are for the block
+    alone (kept by nobody, as ``writable(keep=False)``)."""
+    return Writing(tensors)
+
+
 def can_write(t: "Tensor") -> bool:
     """Whether ``writable(t)`` gives an array numpy lets handgrad write: the tensor's array
     is writeable, or read-only only because a live node locked it (``writable`` unlocks
@@ -790,11 +838,7 @@ def before_rule(node: "Node", out: "Tensor") -> None:
         if record is None:
             continue
         if record.written > tick:
-            raise RuntimeError(
-                f"{_what(node, position)}, saved for the backward of op '{node.op.name}' "
-                f"({node!r}), was modified by an in-place operation after the forward "
-                f"pass. Call backward() before changing it (e.g. before optimizer.step()), "
-                f"or compute the graph again.")
+            _raise_written(node, position)
         crc = _checkpoint_after(record, tick)
         if crc is not None and checksum(record.owner) != crc:
             raise RuntimeError(
@@ -821,6 +865,33 @@ def before_rule(node: "Node", out: "Tensor") -> None:
             f"'{node.op.name}' ({node!r}), changed after the forward pass (its "
             f"checksum differs): something wrote into its memory, e.g. through a "
             f"numpy view taken before the forward pass.")
+
+
+def _raise_written(node: "Node", position: int) -> None:
+    raise RuntimeError(
+        f"{_what(node, position)}, saved for the backward of op '{node.op.name}' "
+        f"({node!r}), was modified by an in-place operation after the forward "
+        f"pass. Call backward() before changing it (e.g. before optimizer.step()), "
+        f"or compute the graph again.")
+
+
+def after_rule(node: "Node", out: "Tensor") -> None:
+    """Raise if a tracked write of memory the node saved began after its forward pass,
+    asked again once its rule has run (the walker calls this when the write clock moved
+    since that pass). ``before_rule`` asked before the rule read the memory; another
+    thread may have begun writing it since, and then the rule's gradient is made of
+    values written after the forward pass. Every tracked write is stamped before numpy
+    writes (``writable``), so a write that overlapped the rule's reads is seen here."""
+    holds = node.memory
+    tick = holds.tick if type(holds) is NodeHolds else holds
+    if tick is write_tick:             # a node that holds something, with no write since
+        return
+    for position, t in _held_tensors(node, out):
+        record = t._memory
+        if record is not None and record.written > tick:
+            _raise_written(node, position)
+    if _RETIRED:
+        _check_retired(node, tick)
 
 
 def replay_holds(tensors: Sequence["Tensor"]) -> tuple[int, list[tuple[MemoryRecord, int]]]:

@@ -383,11 +383,11 @@ class Tensor(OpMethods):
         if not np.can_cast(np.result_type(self._data, value), self.dtype, "same_kind"):
             raise TypeError(f"{symbol}: the result of {self.dtype} {symbol[:-1]} {value.dtype} "
                             f"does not fit {self.describe()}")
-        (array,) = memory.writable(self)
-        try:
-            ufunc(array, value, out=array, casting="same_kind")
-        except ValueError as e:   # a read-only view (broadcast_to, a view of saved memory)
-            raise ValueError(f"{symbol}: cannot write into {self.describe()}: {e}") from None
+        with memory.writing(self) as (array,):     # stamped again once numpy has written
+            try:
+                ufunc(array, value, out=array, casting="same_kind")
+            except ValueError as e:   # a read-only view (broadcast_to, a view of saved memory)
+                raise ValueError(f"{symbol}: cannot write into {self.describe()}: {e}") from None
         return self
 
     # --- comparisons -------------------------------------------------------------------
@@ -505,9 +505,21 @@ def inplace(*tensors: Tensor, keep: bool = True) -> list[np.ndarray]:
     The write is stamped now, so a graph computed before it raises in its backward. Arrays
     you keep and write later are writes with no stamp: by default they count as handed out
     (as ``t.data``), so a graph that saves them locks them while you hold them.
-    ``keep=False`` promises to write at once and keep nothing (the optimizers, whose proofs
-    that an update is finite trust that nothing else writes the weights)."""
+    ``keep=False`` promises to write at once and keep nothing.
+    The stamp comes before your write: if another thread may run a forward pass reading
+    these tensors while you write, use ``engine.writing``, which stamps the write again
+    when it is done, so that the backward of that forward raises."""
     return memory.writable(*tensors, keep=keep)
+
+
+def writing(*tensors: Tensor) -> "memory.Writing":
+    """``with engine.writing(p) as (w,): w -= lr * p.grad``: the tensors' arrays, to write
+    in place inside the block, kept by nobody after it (as ``inplace(keep=False)``). The
+    write is stamped when the block begins and again when it ends, so a graph computed
+    before the block ends, in this thread or another one while numpy wrote, raises in its
+    backward instead of using values written after its forward pass. handgrad's own
+    writes go through it (``t += x`` under no_grad, the optimizers, ``load_state_dict``)."""
+    return memory.writing(*tensors)
 
 
 write_stamp = memory.write_stamp   # engine.write_stamp(t): changes whenever t may have been written

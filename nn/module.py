@@ -336,8 +336,9 @@ class Module:
         NaN or Inf; every parameter written must be on writeable memory. If any check
         fails, nothing has changed."""
         updates = self.check_state_dict(state, strict, check_finite)
-        for w, (_, value) in zip(engine.inplace(*(p for p, _ in updates), keep=False), updates, strict=True):
-            w[...] = value
+        with engine.writing(*(p for p, _ in updates)) as arrays:
+            for w, (_, value) in zip(arrays, updates, strict=True):
+                w[...] = value
 
     def check_state_dict(self, state: dict[str, Any], strict: bool = True,
                          check_finite: bool = False) -> list[tuple[Parameter, np.ndarray]]:

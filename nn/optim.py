@@ -304,7 +304,7 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter that has a gradient, in place. The update is tracked
-        (``engine.inplace``): a graph computed before it and not backpropagated yet raises
+        (``engine.writing``): a graph computed before it and not backpropagated yet raises
         in backward() instead of using the new weights. A read-only parameter is an error
         before anything changes; with ``check_finite``, so is an update giving NaN or Inf
         (``NonFiniteUpdate``, every parameter as before the step)."""
@@ -324,20 +324,22 @@ class Optimizer:
         else:
             todo = [(p, group) for group in self.param_groups for p in group["params"]
                     if p.grad is not None]
-        arrays = engine.inplace(*(p for p, _ in todo), keep=False)    # tracked, kept by nobody
-        self._check_writeable(todo, arrays)
-        self.steps += 1
-        state = self._state
-        if not self._check_finite:
-            for (p, group), w in zip(todo, arrays, strict=True):
-                self.update(w, p.grad, state[id(p)], group)
-            return
-        if None in proofs:
-            checked = [k for k, proof in enumerate(proofs) if proof is None]
-            self._checked_update([todo[k] for k in checked], [arrays[k] for k in checked])
-        for (p, group), w, proof in zip(todo, arrays, proofs, strict=True):
-            if proof is not None:                 # cannot overflow: no copy, no check
-                self.update(w, p.grad, state[id(p)], group)
+        # Tracked, kept by nobody; stamped again when the block ends, so the write stamps
+        # that settle takes below are the ones the parameters keep after the step.
+        with engine.writing(*(p for p, _ in todo)) as arrays:
+            self._check_writeable(todo, arrays)
+            self.steps += 1
+            state = self._state
+            if not self._check_finite:
+                for (p, group), w in zip(todo, arrays, strict=True):
+                    self.update(w, p.grad, state[id(p)], group)
+                return
+            if None in proofs:
+                checked = [k for k, proof in enumerate(proofs) if proof is None]
+                self._checked_update([todo[k] for k in checked], [arrays[k] for k in checked])
+            for (p, group), w, proof in zip(todo, arrays, proofs, strict=True):
+                if proof is not None:                 # cannot overflow: no copy, no check
+                    self.update(w, p.grad, state[id(p)], group)
         self.update_bounds.settle(groups, proofs, state)
 
     def _checked_update(self, todo: list[tuple[Any, dict[str, Any]]],

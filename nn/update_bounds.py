@@ -210,10 +210,14 @@ class UpdateBounds:
         self.handed_out = False  # optimizer.state was read since the last step that checked it
         self.proven = 0         # updates run with no copy and no check (for tests, benchmarks)
         self.at_once = 0        # of which proven by the one comparison (the module docstring)
+        # parameters measured by this step's checked updates, whose write stamps settle takes
+        # (the step's writes are stamped again when they end, after measured ran)
+        self.measured_now: list[Any] = []
 
     def clear(self) -> None:
         self.params.clear()
         self.groups.clear()
+        self.measured_now.clear()
         self.stamp = None
 
     def prove(self, opt: Bounded, groups: list[tuple[dict[str, Any], list[Any]]],
@@ -224,6 +228,7 @@ class UpdateBounds:
         proven at once."""
         quiet = self.stamp is not None and self.stamp == engine.global_write_stamp()
         self.stamp = None               # until settle: a step that fails leaves nothing trusted
+        self.measured_now.clear()       # (nor the stamps its measured bounds were taken with)
         if not self.params or not grad_bounds or not _defined_in_optim(type(opt)):
             return [None] * sum(len(members) for _, members in groups)
         proofs: list[Proof] = []
@@ -323,9 +328,16 @@ class UpdateBounds:
     def settle(self, groups: list[tuple[dict[str, Any], list[Any]]], proofs: list[Proof],
                states: dict[int, dict[str, Any]]) -> None:
         """After the step's updates (``groups`` and ``proofs`` as ``prove`` had them): each
-        proven parameter keeps the bounds its proof gave and its new write stamp; a group
-        proven whole is kept for the one-comparison proof next time; and the global write
-        stamp is taken, after every write of the step."""
+        proven parameter keeps the bounds its proof gave and its new write stamp; each one
+        measured by a checked update its new write stamp too (the step's writes were
+        stamped again when they ended, after ``measured``); a group proven whole is kept
+        for the one-comparison proof next time; and the global write stamp is taken, after
+        every write of the step."""
+        for p in self.measured_now:
+            known = self.params.get(id(p))
+            if known is not None:
+                known.stamp = engine.write_stamp(p)
+        self.measured_now.clear()
         cells, self.groups = self.groups, {}
         pending: list[GroupBounds] = []
         start = 0
@@ -383,3 +395,4 @@ class UpdateBounds:
                     return
                 arrays[key], bounds[key] = value, b
         self.params[id(p)] = ParamBounds(engine.write_stamp(p), w, arrays, bounds)
+        self.measured_now.append(p)

@@ -157,3 +157,83 @@ def test_the_write_clock_never_moves_back(monkeypatch):
         Tensor(np.zeros(2)).__iadd__(1.0)        # some write elsewhere: the clock moves
     y.backward()                                 # nothing y saved was written since
     assert np.array_equal(p.grad, [2.0, 2.0, 2.0])
+
+
+# --- a write stamped only when it begins --------------------------------------------------
+
+def pause_after_writable(monkeypatch, pause: Pause) -> None:
+    """The chosen thread stops once its write is stamped, before numpy writes (where a
+    big array's write lets other threads run)."""
+    real = memory.writable
+
+    def stamped_then_paused(*tensors: Tensor, keep: bool = False) -> list[np.ndarray]:
+        arrays = real(*tensors, keep=keep)
+        pause.here()
+        return arrays
+
+    monkeypatch.setattr(memory, "writable", stamped_then_paused)
+
+
+def test_a_forward_during_an_inplace_write_raises_in_its_backward(monkeypatch):
+    """Thread A runs `x += 1` under no_grad; the main thread's forward y = x * w runs after
+    the write was stamped but before numpy wrote. Stamped only before, the write looked
+    older than the forward: the backward used the new x, a wrong gradient, with no error."""
+    pause = Pause()
+    pause_after_writable(monkeypatch, pause)
+    x = Tensor(np.full(3, 2.0))
+    w = Tensor(np.ones(3), requires_grad=True)
+
+    def add() -> None:
+        with engine.no_grad():
+            x.__iadd__(1.0)
+    thread = pause.start(add)
+    y = x * w                                    # reads x = 2
+    pause.go_on.set()
+    finish(thread)                               # x = 3 now
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        y.sum().backward()
+
+
+def test_a_write_while_a_rule_reads_raises(monkeypatch):
+    """Thread A runs y.sum().backward(); the mul rule is paused once the walker's check
+    before it passed (no write since the forward), and the main thread then writes x, which
+    the rule reads for w's gradient. Checked only before the rule, the gradient was made
+    of the new values with no error; the check after the rule sees the write."""
+    pause = Pause()
+    mul = engine.REGISTRY["mul"]
+    real = mul.backward
+
+    def paused_rule(node: Any, grad: np.ndarray) -> Any:
+        pause.here()
+        return real(node, grad)
+
+    monkeypatch.setattr(mul, "backward", paused_rule)
+    x = Tensor(np.full(3, 2.0))
+    w = Tensor(np.ones(3), requires_grad=True)
+    y = x * w
+    thread = pause.start(lambda: y.sum().backward())
+    with engine.no_grad():
+        x += 1.0                                 # x = 3 while the rule is about to read it
+    pause.go_on.set()
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        finish(thread)
+    assert w.grad is None
+
+
+def test_a_forward_during_an_optimizer_step_raises_in_its_backward(monkeypatch):
+    """The same with an optimizer's step in thread A (and load_state_dict, in thread B)."""
+    from handgrad import nn
+
+    model = nn.Linear(3, 2, dtype=np.float64)
+    opt = nn.optim.SGD(model.parameters(), lr=0.1)
+    x = Tensor(np.ones((4, 3)))
+    model(x).sum().backward()
+    for step in (opt.step, lambda: model.load_state_dict({k: v + 1 for k, v in model.state_dict().items()})):
+        pause = Pause()
+        pause_after_writable(monkeypatch, pause)
+        thread = pause.start(step)
+        y = model(x).sum()                       # reads the weights before the write
+        pause.go_on.set()
+        finish(thread)
+        with pytest.raises(RuntimeError, match=MODIFIED):
+            y.backward()
