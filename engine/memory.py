@@ -151,7 +151,12 @@ class MemoryRecord:
 
 
 _LOCK = threading.Lock()                # guards `holders` and the writeable flags
-_DEFERRED: list["NodeHolds"] = []       # releases the garbage collector made while _LOCK was held
+# The thread holding _LOCK (threading.get_ident()), set just after it acquires and cleared
+# just before it releases; 0 in between, and in those two short windows.
+_owner = 0
+# Releases that could not wait for _LOCK: made by the garbage collector (NodeHolds.__del__)
+# while this thread held it, in one of its own sections, where waiting would deadlock.
+_DEFERRED: list["NodeHolds"] = []
 _SHARED: "weakref.WeakValueDictionary[int, MemoryRecord]" = weakref.WeakValueDictionary()
 # Records of memory a tensor no longer has (``t.data = new``) that something still references
 # (a node that saved it, an array kept from ``t.data``, a ``t.detach()``): a backward finds
@@ -167,16 +172,29 @@ _RETIRING = threading.Lock()
 _REPLACED: "dict[int, tuple[weakref.ref[Tensor], int]]" = {}
 
 
+def _acquire() -> None:
+    """Acquire _LOCK and note this thread as its holder (see NodeHolds.release)."""
+    global _owner
+    _LOCK.acquire()
+    _owner = threading.get_ident()
+
+
 def _unlock() -> None:
-    """Release _LOCK, first finishing the releases that had to wait for it."""
-    if _DEFERRED:
+    """Release _LOCK, first finishing the releases that had to wait for it. One deferred by
+    another thread after this one's last look (it found the lock busy in a window where it
+    cannot tell whose it is) is done just after, here, unless another thread holds the lock
+    by then: that one's _unlock does it."""
+    global _owner
+    while True:
         try:
             while _DEFERRED:
                 _DEFERRED.pop()._release()
         finally:
+            _owner = 0
             _LOCK.release()
-    else:
-        _LOCK.release()
+        if not _DEFERRED or not _LOCK.acquire(blocking=False):
+            return
+        _owner = threading.get_ident()
 
 
 def _references(one: tuple[Any]) -> int:
@@ -202,7 +220,7 @@ def record_of(t: "Tensor") -> MemoryRecord:
 
 def _add_view(record: MemoryRecord, array: np.ndarray) -> None:
     if array is not record.owner and not any(a is array for a in record.views):
-        _LOCK.acquire()
+        _acquire()
         try:
             record.views += (array,)
             if record.locked is not None:
@@ -420,7 +438,7 @@ def writable(*tensors: "Tensor", keep: bool = False) -> list[np.ndarray]:
         record.written = now
         record.checkpoints = None     # every node older than this write raises anyway
         if record.locked is not None:
-            _LOCK.acquire()
+            _acquire()
             try:
                 _unlock_arrays(record)
             finally:
@@ -482,7 +500,7 @@ def can_write(t: "Tensor") -> bool:
     is not. Changes nothing, so a caller writing several tensors (``load_state_dict``)
     checks them all before it writes any."""
     array = t._data
-    _LOCK.acquire()              # a node released meanwhile unlocks: flags and list agree
+    _acquire()                   # a node released meanwhile unlocks: flags and list agree
     try:
         if array.flags.writeable:
             return True
@@ -546,7 +564,7 @@ def after_forward(node: "Node", out: "Tensor", inputs: Sequence["Tensor"],
             if record is not None and record.handed_out and record not in locks:
                 locks.append(record)
     if locks:
-        _LOCK.acquire()
+        _acquire()
         try:
             for record in locks:
                 record.holders += 1
@@ -770,16 +788,28 @@ class NodeHolds:
         self.foreign_sums = foreign_sums
         self.released = not locks
 
-    def release(self) -> None:
+    def release(self, wait: bool = True) -> None:
+        """Give back the records' locks: done when this returns (a write the caller makes
+        next is not refused as read-only), waiting for _LOCK while another thread holds it.
+        Only where waiting could deadlock is the release deferred (to the holder's
+        ``_unlock``): from ``__del__`` (``wait=False``: the garbage collector freed the node,
+        perhaps inside one of this thread's own sections), when ``_LOCK`` is held by this
+        very thread, or by a thread that has not noted itself yet (``_owner`` 0: it may be
+        this one). The walker's release (``wait=True``) never runs inside a section."""
+        global _owner
         if self.released:
             return
-        if _LOCK.acquire(blocking=False):
-            try:
-                self._release()
-            finally:
-                _unlock()
-        else:  # busy: another thread, or a garbage collection inside our own section
-            _DEFERRED.append(self)
+        if not _LOCK.acquire(blocking=False):
+            holder = _owner
+            if holder == threading.get_ident() or (holder == 0 and not wait):
+                _DEFERRED.append(self)
+                return
+            _LOCK.acquire()                  # another thread's section: wait for its end
+        _owner = threading.get_ident()
+        try:
+            self._release()
+        finally:
+            _unlock()
 
     def _release(self) -> None:   # with _LOCK held
         if self.released:
@@ -793,7 +823,7 @@ class NodeHolds:
     def __del__(self) -> None:
         if not self.released:
             try:
-                self.release()
+                self.release(wait=False)
             except Exception:  # pragma: no cover  (interpreter shutdown)
                 pass
 

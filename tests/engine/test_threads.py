@@ -237,3 +237,58 @@ def test_a_forward_during_an_optimizer_step_raises_in_its_backward(monkeypatch):
         finish(thread)
         with pytest.raises(RuntimeError, match=MODIFIED):
             y.backward()
+
+
+# --- locks given back by backward ---------------------------------------------------------
+
+def test_backward_gives_the_lock_back_while_another_thread_holds_the_memory_lock(monkeypatch):
+    """The main thread's graph saved t while its array `a` was held (so `a` is read-only
+    while the node lives). Thread Y is inside a section of the memory lock (its own forward
+    locking its own tensor) when thread X runs backward() and then writes `a`, which is
+    valid once the node is freed. The release used to be deferred to Y's unlock, so the
+    write raised "assignment destination is read-only"; now X waits for Y's section."""
+    t = Tensor(np.ones(4), requires_grad=True)
+    x = Tensor(np.ones(4))
+    a = t.data
+    y = (x * t).sum()
+    assert memory.is_locked(t)
+    pause = Pause()
+    real = memory._lock
+
+    def paused_lock(record: memory.MemoryRecord) -> None:
+        pause.here()                             # Y, holding the memory lock
+        real(record)
+
+    monkeypatch.setattr(memory, "_lock", paused_lock)
+
+    def y_forward() -> None:
+        u = Tensor(np.ones(2), requires_grad=True)
+        held = u.data                            # noqa: F841  (held: u's node locks it)
+        (u * u).sum()
+
+    def x_backward_then_write() -> None:
+        y.backward()
+        a[0] = 5.0
+
+    thread_y = pause.start(y_forward)
+    thread_x = run_meanwhile(x_backward_then_write)
+    pause.go_on.set()
+    finish(thread_y, thread_x)
+    assert a[0] == 5.0 and not memory.is_locked(t)
+
+
+def test_a_node_freed_inside_this_threads_own_section_is_released_at_its_end():
+    """Waiting is for other threads' sections only: a node freed while this very thread
+    holds the memory lock (the garbage collector inside a section) is released when the
+    section ends, with no deadlock."""
+    t = Tensor(np.ones(4), requires_grad=True)
+    a = t.data                                   # noqa: F841  (held: the node locks t)
+    y = (Tensor(np.ones(4)) * t).sum()
+    assert memory.is_locked(t)
+    memory._acquire()
+    try:
+        del y                                    # the node and its holds go now
+        assert memory.is_locked(t)               # deferred: this thread holds the lock
+    finally:
+        memory._unlock()
+    assert not memory.is_locked(t)
