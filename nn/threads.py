@@ -8,7 +8,9 @@ loaded 2-core machine, and 0.8 s with one thread (benchmarks/busy_machine.py).
 
 ``threads_for(model, batch_size)`` gives one thread when the largest matrix product of a
 step is small (``SMALL_WORK`` multiply-adds) and None (the thread count left alone)
-otherwise; ``blas_threads(limit)`` is a context manager that applies it. ``fit(threads=...)``
+otherwise; ``blas_threads(limit)`` is a context manager that applies it. The count is one
+setting of the whole process: overlapping blocks (two fits in two threads) share it, the
+latest one to begin applying its count (``blas_threads``). ``fit(threads=...)``
 and ``handgrad train --threads`` use them; ``"auto"`` is the default, an int sets the count,
 ``None`` leaves BLAS alone.
 It needs the small pure-Python package threadpoolctl (scikit-learn's choice for this;
@@ -25,6 +27,7 @@ resume and its compiled twin choose alike and stay bit for bit the same.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, Iterator
 
 # Multiply-adds in the largest matrix product of one step below which one thread is used.
@@ -58,10 +61,27 @@ def threads_for(model: Any, batch_size: int, threads: Threads = "auto", owner: s
     return threads
 
 
+# The BLAS thread count is one setting of the whole process (threadpoolctl sets the
+# library's), so overlapping blas_threads blocks (two fits in two threads) share it: each
+# block in force is an entry here, in the order they began; the latest one's limit is the
+# one applied, and the count from before the first comes back when the last one ends.
+_BLOCKS = threading.Lock()
+_ACTIVE: list[tuple[object, int]] = []   # (a token of its own, limit) per block in force
+_ORIGINAL: Any = None               # threadpoolctl's limiter from the first block, to restore
+
+
 @contextlib.contextmanager
 def blas_threads(limit: int | None) -> Iterator[int | None]:
-    """Run the body with BLAS limited to ``limit`` threads (restored on exit; None: left
-    alone); yields the limit in force. Without threadpoolctl the body runs unchanged."""
+    """Run the body with BLAS limited to ``limit`` threads (None: left alone); yields the
+    limit in force. Without threadpoolctl the body runs unchanged.
+
+    The count is process-wide, not per thread: while blocks overlap (``fit`` in two
+    threads), the latest block to begin sets the count for all of them; when it ends,
+    the latest still running sets it again; when the last ends, the count from before
+    the first comes back. So two overlapping fits with different ``threads`` each run part
+    of their steps on the other's count, and their float32 results may then differ in
+    the last bits from a run alone (nn/threads.py's numbers); fits that choose the same
+    count (``"auto"`` for two small models) are unaffected."""
     if limit is None:
         yield None
         return
@@ -70,5 +90,20 @@ def blas_threads(limit: int | None) -> Iterator[int | None]:
     except ImportError:        # a speed matter only: the results are the same
         yield None
         return
-    with threadpool_limits(limits=limit, user_api="blas"):
+    global _ORIGINAL
+    entry = (object(), limit)          # equal to no other block's entry
+    with _BLOCKS:
+        limiter = threadpool_limits(limits=limit, user_api="blas")
+        if not _ACTIVE:
+            _ORIGINAL = limiter            # it remembers the counts from before the first
+        _ACTIVE.append(entry)
+    try:
         yield limit
+    finally:
+        with _BLOCKS:
+            _ACTIVE.remove(entry)
+            if _ACTIVE:
+                threadpool_limits(limits=_ACTIVE[-1][1], user_api="blas")
+            else:
+                _ORIGINAL.restore_original_limits()
+                _ORIGINAL = None

@@ -404,7 +404,9 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     a small model on one thread (its products gain nothing from more, and idle BLAS threads
     spinning on a busy machine made a tiny run 4-7x slower), an int sets the count, None
     leaves BLAS alone. For mid-size float32 products the last bits can differ from numpy's
-    default thread count (nn/threads.py); a run and its resume choose alike.
+    default thread count (nn/threads.py); a run and its resume choose alike. The count is
+    process-wide: fits overlapping in two threads share it, the later one's applying to
+    both while it runs (``blas_threads``).
     """
     epochs = _positive_int("fit: epochs", epochs)
     shown = Progress(verbose, progress)

@@ -109,3 +109,37 @@ def test_the_command_line_takes_a_thread_choice(monkeypatch, capsys):
         cli.main(["train", "--threads", "many"])
     assert e.value.code == 2
     assert "argument --threads: must be auto, none or a positive integer, got 'many'" in capsys.readouterr().err
+
+
+def test_overlapping_blocks_in_two_threads_share_one_count_and_restore_it():
+    """BLAS threads are one setting of the process: two fits in two threads overlap. The
+    latest block to begin sets the count; when the first one ends before it, the latest
+    one's count stays (it used to put back what it saw on entry, under the other block's
+    feet); the count from before comes back when the last one ends (it used to be the
+    count the second block saw on entry, the first block's)."""
+    import threading
+
+    before = blas_threads_now()
+    if not before:
+        pytest.skip("threadpoolctl sees no BLAS library")
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first():
+        with threads.blas_threads(2):
+            first_in.set()
+            assert second_in.wait(10)
+        first_out.set()
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    assert first_in.wait(10)
+    with threads.blas_threads(1):
+        seen["second began"] = blas_threads_now()
+        second_in.set()
+        assert first_out.wait(10)
+        seen["first ended"] = blas_threads_now()
+    worker.join(10)
+    assert set(seen["second began"]) == {1}
+    assert set(seen["first ended"]) == {1}
+    assert blas_threads_now() == before
