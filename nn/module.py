@@ -81,6 +81,10 @@ class _ThreadModes(threading.local):
     ``Module.train_mode`` / ``eval_mode`` blocks (empty outside them)."""
 
     def __init__(self) -> None:
+        # the names in the tree of the root module this thread is running (id(module) ->
+        # dotted name; None outside a root's call): a module shared by several roots
+        # finds its name there (Module.__call__)
+        self.paths: dict[int, str] | None = None
         self.overrides: dict[int, bool] = {}
         # what each open block replaced: (its modules, kept alive so that their ids stay
         # theirs, and the override each had before), innermost last
@@ -88,6 +92,7 @@ class _ThreadModes(threading.local):
 
 
 _MODES = _ThreadModes()
+_NAMING = threading.Lock()      # roots naming their trees (Module._resolve_paths), one at a time
 
 
 def training_flags(modules: "list[Module]") -> tuple[bool, ...]:
@@ -138,17 +143,23 @@ class Module:
     _parameters: "OrderedDict[str, Parameter]"
     _modules: "OrderedDict[str, Module]"
     _path: str | None
+    _paths: dict[int, str] | None
     _paths_for: int | None
     _named_by: "weakref.ReferenceType[Module] | None"
+    _shared: bool
     _training: bool
     _assignments: int
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
-        object.__setattr__(self, "_path", None)       # dotted name in the tree it runs in
+        # dotted name in the tree it runs in; None if it has none, or a name in each of
+        # several roots' trees (then: ``_shared``, and the running root's ``_paths`` tell)
+        object.__setattr__(self, "_path", None)
+        object.__setattr__(self, "_paths", None)      # as a root: id(module) -> its name
         object.__setattr__(self, "_paths_for", None)  # the tree version this root named
         object.__setattr__(self, "_named_by", None)   # weakref to the root that named it
+        object.__setattr__(self, "_shared", False)    # named by two roots: no one _path
         object.__setattr__(self, "_training", True)
         # Counts assignments to this module's attributes (a dropout's p, a loss's
         # label_smoothing, a replaced parameter): compiled steps key their plans on it, so
@@ -199,19 +210,19 @@ class Module:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run ``forward`` in this module's name scope: the nodes it creates carry its
         dotted name, the same name ``state_dict`` uses (a module used in two places keeps
-        the first), whichever parent calls it."""
+        the first), whichever parent calls it. A module shared by two models takes its
+        name in the tree of the model this thread is running (name scopes are per thread)."""
         if _CALLS:
             calls = _CALLS.get(threading.get_ident())
             if calls is not None:
                 calls.append(self)
         outer = current_scope()
-        path: str | None
         if outer is None:                             # called as the root of a model
-            if self._paths_for != _module_tree_edits:
-                self._resolve_paths()
-            path = ""
-        else:
-            path = self._path
+            return self._call_as_root(args, kwargs)
+        path = self._path
+        if path is None:              # shared by several roots, or in no tree being run
+            paths = _MODES.paths
+            path = paths.get(id(self)) if paths is not None else None
             if path is None:                          # not part of the tree being run
                 return self.forward(*args, **kwargs)
         push_scope(path, False)                       # the full dotted name, not nested
@@ -220,19 +231,43 @@ class Module:
         finally:
             pop_scope(outer)
 
+    def _call_as_root(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``__call__`` of the root of a model: its tree named (again, if it changed), and
+        its names this thread's for the call (``_MODES.paths``, for shared modules)."""
+        if self._paths_for != _module_tree_edits:
+            self._resolve_paths()
+        modes = _MODES
+        running = modes.paths
+        modes.paths = self._paths
+        push_scope("", False)
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            pop_scope(None)
+            modes.paths = running
+
     def _resolve_paths(self) -> None:
-        """Give every module under this root its name in this root's tree. A module that
-        another root had named (one shared by two models) makes that root name its tree
-        again at its next call; roots with trees of their own (a model and its loss,
-        called in turn) name them once."""
+        """Give every module under this root its name in this root's tree: in this root's
+        map (``_paths``), and as the module's own ``_path`` while no other root has named
+        it. A module two roots named (one shared by two models) keeps no ``_path`` of its
+        own: its calls look their name up in the map of the root their thread is running,
+        so a thread running one model never takes the other's name for it, whatever
+        another thread runs meanwhile. Roots with trees of their own (a model and its
+        loss, called in turn) name them once."""
         me = weakref.ref(self)
-        for path, module in self.named_modules():
-            other = module._named_by() if module._named_by is not None else None
-            if other is not None and other is not self:
-                object.__setattr__(other, "_paths_for", None)
-            object.__setattr__(module, "_path", path)
-            object.__setattr__(module, "_named_by", me)
-        object.__setattr__(self, "_paths_for", _module_tree_edits)
+        paths: dict[int, str] = {}
+        with _NAMING:                 # two roots naming a shared module at once agree
+            for path, module in self.named_modules():
+                paths[id(module)] = path
+                other = module._named_by() if module._named_by is not None else None
+                if module._shared or (other is not None and other is not self):
+                    object.__setattr__(module, "_shared", True)
+                    object.__setattr__(module, "_path", None)
+                else:
+                    object.__setattr__(module, "_path", path)
+                    object.__setattr__(module, "_named_by", me)
+            object.__setattr__(self, "_paths", paths)
+            object.__setattr__(self, "_paths_for", _module_tree_edits)
 
     @property
     def training(self) -> bool:
@@ -414,7 +449,7 @@ class Module:
             memo[id(m)] = type(m).__new__(type(m))
         for m in plain:
             state = {key: copy.deepcopy(value, memo) for key, value in m.__dict__.items()}
-            state.update(_path=None, _paths_for=None, _named_by=None)
+            state.update(_path=None, _paths=None, _paths_for=None, _named_by=None, _shared=False)
             memo[id(m)].__dict__.update(state)
         return memo[id(self)]
 

@@ -273,3 +273,33 @@ def test_a_value_beyond_the_parameters_dtype_is_refused_not_loaded_as_inf(check_
     state["layers.0.weight"][0, 0] = 0.25                     # in range: loaded, rounded to float32
     model.load_state_dict(state, check_finite=check_finite)
     assert model.layers[0].weight.numpy()[0, 0] == np.float32(0.25)
+
+
+def test_a_shared_module_keeps_the_name_of_the_model_its_thread_runs():
+    """A Linear shared by two models: model1's "1", model2's "1.0". Thread A runs model1
+    and pauses just before the shared layer while the main thread calls model2 once (which
+    names its tree). The layer's name used to be one attribute, rewritten by model2: A's
+    node was tagged "1.0". Name scopes are per thread, so it is model1's "1"."""
+    inside, go_on = threading.Event(), threading.Event()
+
+    class Pause(nn.Module):
+        def forward(self, x):
+            if threading.current_thread().name == "A":
+                inside.set()
+                assert go_on.wait(10)
+            return x
+
+    shared = nn.Linear(3, 3, rng=np.random.default_rng(0))
+    model1 = nn.Sequential(Pause(), shared)
+    model2 = nn.Sequential(nn.Linear(3, 3, rng=np.random.default_rng(1)), nn.Sequential(shared))
+    x = engine.Tensor(np.ones((2, 3), dtype=np.float32))
+    assert model1(x).node.scope == "1" and model2(x).node.scope == "1.0"
+    got = {}
+    a = threading.Thread(target=lambda: got.update(a=model1(x).node.scope), name="A")
+    a.start()
+    assert inside.wait(10)
+    assert model2(x).node.scope == "1.0"          # in the main thread, while A is inside model1
+    go_on.set()
+    a.join(10)
+    assert got["a"] == "1"
+    assert model1(x).node.scope == "1" and model2(x).node.scope == "1.0"
