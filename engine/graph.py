@@ -212,11 +212,13 @@ def run_rule(node: Node, grad: np.ndarray, out: "Tensor", anomaly: bool = False)
             f"trying to go through the graph a second time: the buffers saved by op "
             f"'{node.op.name}' ({node!r}) were freed by an earlier backward(). "
             f"Pass retain_graph=True to the first backward() to keep them.")
-    if node.memory is not memory.write_tick or anomaly:  # a write since its forward, or holds
+    # A write since its forward pass, or one running now (another thread's), or holds.
+    # writes_now first, then the clock (memory.Writing says why this order).
+    if memory.writes_now or node.memory is not memory.write_tick or anomaly:
         memory.before_rule(node, out)
     result = node.op.backward(node, grad)
-    if node.memory is not memory.write_tick:   # again: another thread may write meanwhile
-        memory.after_rule(node, out)
+    if memory.writes_now or node.memory is not memory.write_tick:   # again: another
+        memory.after_rule(node, out)                                # thread may write meanwhile
     inputs, needed = node.inputs, node.needs_input_grad
     if len(result) != len(inputs):
         raise RuntimeError(f"op '{node.op.name}': backward returned {len(result)} "
@@ -270,14 +272,14 @@ def forward_tangents(outputs: Sequence["Tensor"],
         if node.saved is _FREED:
             raise RuntimeError(f"forward mode: the buffers saved by op '{node.op.name}' "
                                f"({node!r}) were freed by an earlier backward()")
-        if node.memory is not memory.write_tick:
+        if memory.writes_now or node.memory is not memory.write_tick:
             memory.before_rule(node, tensor)
         # A differentiable input without a tangent (a constant) has tangent zero.
         ins = [np.zeros_like(inp._data) if t is None and i not in nondiff else t
                for i, (inp, t) in enumerate(zip(node.inputs, ins, strict=True))]
         out = np.asarray(node.op.jvp(node, *ins))
-        if node.memory is not memory.write_tick:   # again: another thread may write meanwhile
-            memory.after_rule(node, tensor)
+        if memory.writes_now or node.memory is not memory.write_tick:   # again: another
+            memory.after_rule(node, tensor)                             # thread may write meanwhile
         if out.shape != tensor.shape:
             raise RuntimeError(f"op '{node.op.name}': its jvp rule returned shape {out.shape} "
                                f"for an output of shape {tensor.shape}")

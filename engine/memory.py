@@ -55,7 +55,8 @@ the walker (``graph.py``: ``before_rule``, ``after_rule``, ``release``). A ``Nod
    own writeable flag).
 
 So the walker only looks closer when the clock moved since a node's forward pass, which
-in a training loop (forward, backward, then the optimizer) it never has.
+in a training loop (forward, backward, then the optimizer) it never has, or while a tracked
+write runs in another thread (``writes_now``, ``Writing``).
 
 Which saved values are tensors' memory, a node knows from its op's rules: they declare
 the input arrays and the output they save (``ctx.save_input``, ``ctx.save_output``;
@@ -93,6 +94,8 @@ output's memory, found by identity (undeclared saves of user ops; no built-in op
 _ticks = itertools.count(1)
 write_tick = 0  # the write clock: the tick of the latest tracked write or checkpoint
 _CLOCK = threading.Lock()   # draws and stores of write_tick, one thread at a time (_advance)
+writes_now = 0  # tracked writes running now (``Writing`` blocks, in any thread)
+WRITING = sys.maxsize   # a record's ``written`` while a write of it runs: newer than any tick
 _exits = itertools.count(1)
 exit_count = 0  # changes when memory is handed out or a tensor's array replaced (see global_write_stamp)
 
@@ -447,15 +450,27 @@ def writable(*tensors: "Tensor", keep: bool = False) -> list[np.ndarray]:
     return arrays
 
 
-def _stamp_written(records: Sequence[MemoryRecord]) -> None:
-    """Writes of these records' memory are complete: stamp them with a new tick, drawn and
-    stored under the clock's lock with the stamps (a newer write of the same memory in
-    another thread is never stamped under an older tick)."""
-    global write_tick
+def _begin_writes(records: Sequence[MemoryRecord]) -> None:
+    """Writes of these records' memory begin (``Writing``): counted in ``writes_now``, and
+    the records' ``written`` is ``WRITING`` until they end, newer than any node's tick."""
+    global writes_now
     with _CLOCK:
-        tick = write_tick = next(_ticks)
+        writes_now += 1
+        for record in records:
+            record.written = WRITING
+
+
+def _end_writes(records: Sequence[MemoryRecord]) -> None:
+    """The writes ``_begin_writes`` counted are complete: the records are stamped with a
+    new tick, then the clock shows it, then the count drops, in this order (a walker that
+    reads the count and then the clock sees one or the other; see ``Writing``)."""
+    global write_tick, writes_now
+    with _CLOCK:
+        tick = next(_ticks)
         for record in records:
             record.written = tick
+        write_tick = tick
+        writes_now -= 1
 
 
 class Writing:
@@ -463,13 +478,19 @@ class Writing:
     in the block, stamped on the write clock when it begins (``writable``) and again when
     it ends, whether the writes completed or raised.
 
-    The second stamp is what makes a write safe from a forward pass another thread runs
-    meanwhile. numpy lets other threads run while it writes a big array, so a node made
-    then may read the memory before the write ends, yet its forward tick is the first
-    stamp's (or a later one): it would take the write for one made before it. The stamp
-    at the end is newer than the tick of any node made before the write completed, so
-    such a node's backward raises. The records stamped are those the tensors had when the
-    block began (not memory a ``t.data = new`` gave them since)."""
+    numpy lets other threads run while it writes a big array, so another thread's forward
+    pass, or even its whole forward and backward, can run during the write and read the
+    memory half written. So while the block runs, the records count as written at
+    ``WRITING`` (newer than every tick) and ``writes_now`` is not 0, which makes the walker
+    check nodes even when the clock has not moved since their forward pass (graph.py:
+    ``writes_now or node.memory is not write_tick``, before and after each rule). At the
+    end the records get a new tick, newer than that of any node made before the write
+    completed, so such a node's backward raises; a node made after it has that tick or a
+    later one. A walker reads ``writes_now`` before ``write_tick``: if the count it saw is
+    already down, the clock it reads next shows the end's tick. The records stamped are
+    those the tensors had when the block began (not memory a ``t.data = new`` gave them
+    since). Two threads writing the same tensor at once are not ordered: that is a race in
+    the caller's program."""
 
     __slots__ = ("tensors", "records")
 
@@ -480,10 +501,11 @@ class Writing:
     def __enter__(self) -> list[np.ndarray]:
         arrays = writable(*self.tensors)
         self.records = [record_of(t) for t in self.tensors]
+        _begin_writes(self.records)
         return arrays
 
     def __exit__(self, *exc: object) -> None:
-        _stamp_written(self.records)
+        _end_writes(self.records)
 
 
 def writing(*tensors: "Tensor") -> Writing:
@@ -908,14 +930,15 @@ def _raise_written(node: "Node", position: int) -> None:
 def after_rule(node: "Node", out: "Tensor") -> None:
     """Raise if a tracked write of memory the node saved began after its forward pass,
     asked again once its rule has run (the walker calls this when the write clock moved
-    since that pass). ``before_rule`` asked before the rule read the memory; another
-    thread may have begun writing it since, and then the rule's gradient is made of
-    values written after the forward pass. Every tracked write is stamped before numpy
-    writes (``writable``), so a write that overlapped the rule's reads is seen here."""
+    since that pass, or a write is running: ``writes_now``). ``before_rule`` asked before
+    the rule read the memory; another thread may have begun writing it since, and then
+    the rule's gradient is made of values written after the forward pass. Every tracked
+    write is stamped before numpy writes (``writable``, ``Writing``), so a write that
+    overlapped the rule's reads is seen here."""
     holds = node.memory
     tick = holds.tick if type(holds) is NodeHolds else holds
-    if tick is write_tick:             # a node that holds something, with no write since
-        return
+    if not writes_now and tick is write_tick:   # (in this order: see Writing)
+        return                         # a node that holds something, with no write since
     for position, t in _held_tensors(node, out):
         record = t._memory
         if record is not None and record.written > tick:

@@ -310,6 +310,6 @@ def test_the_core_reaches_memory_through_three_seams():
                               "writing", "write_stamp", "global_write_stamp", "write_stamp_after", "can_write",
                               "MemoryRecord"},
                 "op.py": {"frozen_copy", "after_forward", "share_view"},
-                "graph.py": {"write_tick", "before_rule", "after_rule", "release"},
+                "graph.py": {"write_tick", "writes_now", "before_rule", "after_rule", "release"},
                 "capture.py": {"replay_holds", "replay_check"}}.get(p.name, set())
         assert used <= seam, f"{p.name} uses memory.{sorted(used - seam)}"

@@ -292,3 +292,35 @@ def test_a_node_freed_inside_this_threads_own_section_is_released_at_its_end():
     finally:
         memory._unlock()
     assert not memory.is_locked(t)
+
+
+def test_a_whole_forward_and_backward_during_a_write_raises(monkeypatch):
+    """numpy may let another thread run a whole forward and backward pass while it writes
+    a big array (thread A's `x += 1`, paused here once the write began). No tick moves in
+    between, so the walker used to skip its checks: the rule read x half written, with no
+    error. While a write runs, the walker checks, and x counts as written."""
+    pause = Pause()
+    real = memory._begin_writes
+
+    def begun_then_paused(records: Any) -> None:
+        real(records)
+        pause.here()
+
+    monkeypatch.setattr(memory, "_begin_writes", begun_then_paused)
+    x = Tensor(np.full(3, 2.0))
+    w = Tensor(np.ones(3), requires_grad=True)
+
+    def add() -> None:
+        with engine.no_grad():
+            x.__iadd__(1.0)
+    thread = pause.start(add)
+    try:
+        y = x * w                                # all of it while A's write runs
+        with pytest.raises(RuntimeError, match=MODIFIED):
+            y.sum().backward()
+    finally:
+        pause.go_on.set()
+        finish(thread)
+    y = x * w                                    # after the write: no error
+    y.sum().backward()
+    assert np.array_equal(w.grad, [3.0, 3.0, 3.0])
