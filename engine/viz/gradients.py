@@ -32,10 +32,16 @@ def can_differentiate(view: GraphView) -> bool:
 def backward_steps(view: GraphView) -> list[Step]:
     """The backward pass from the root, one ``Step`` per tensor (leaves too), in the order
     the engine runs it. Needs a scalar root whose graph is still alive."""
-    if not can_differentiate(view):
-        raise ValueError("backward steps need a scalar root (a loss) whose graph is still alive: "
-                         "draw before calling loss.backward(), or pass retain_graph=True to it")
     root = view.root
+    if root.node is None:
+        raise ValueError(f"backward steps need a root computed by ops (a loss); this one is a "
+                         f"leaf of shape {root.shape}, with no backward pass to show")
+    if root.size != 1:
+        raise ValueError(f"backward steps need a scalar root (a loss); this one has shape "
+                         f"{root.shape}: draw its sum, or the loss it feeds")
+    if not can_differentiate(view):
+        raise ValueError("backward steps need a graph that is still alive: draw before "
+                         "calling loss.backward(), or pass retain_graph=True to it")
     return [Step(*s) for s in graph.backward_steps([root], [np.ones_like(root.data)],
                                                     retain_graph=True)]
 

@@ -64,7 +64,8 @@ def closing_caption(view: GraphView, steps: list[Step], grads: dict[int, np.ndar
     leaves = [t for t in view.tensors if t.node is None and id(t) in grads]
     norms = ", ".join(f"‖{lecture.delta_symbol(view.symbol(t))}‖ = "
                       f"{labels.number(measures.norm(grads[id(t)]))}" for t in leaves)
-    return (f"done: all {len(steps)} rules ran, every gradient is in place"
+    ran = "the one rule ran" if len(steps) == 1 else f"all {len(steps)} rules ran"
+    return (f"done: {ran}, every gradient is in place"
             + (f": {norms}" if norms else ""))
 
 

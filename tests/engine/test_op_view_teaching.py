@@ -257,3 +257,23 @@ def test_the_data_the_player_gets_is_json(tmp_path):
     text = save_backward_html(loss, tmp_path / "d.html", model=model).read_text()
     data = json.loads(re.search(r'class="hg-data">(.*?)</script>', text, re.S).group(1))
     assert data[0]["caption"].startswith("step 0/4") and data[-1]["caption"].startswith("done")
+
+
+def test_a_leaf_or_a_non_scalar_root_is_refused_for_what_it_is():
+    """Not a message about a freed graph, which these never had."""
+    from handgrad.engine.viz import backward_playback
+    x = engine.Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(ValueError, match=r"a root computed by ops .* a leaf of shape \(3,\)"):
+        backward_playback(x)
+    with pytest.raises(ValueError, match=r"a scalar root .* has shape \(3,\): draw its sum"):
+        backward_playback(x * 2)
+    loss = (x * 2).sum()
+    loss.backward()
+    with pytest.raises(ValueError, match="a graph that is still alive"):
+        backward_playback(loss)
+
+
+def test_the_closing_caption_of_one_rule_says_one_rule():
+    x = engine.Tensor(np.ones(3), requires_grad=True)
+    last = list(captioned_frames(x.sum()))[-1]
+    assert last[0].startswith("done: the one rule ran, every gradient is in place")
