@@ -18,6 +18,7 @@ This module imports no hypothesis at the top, so that its absence is one clear l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -199,16 +200,20 @@ def check_command(args: argparse.Namespace, out: Any = None) -> int:
     from hypothesis import settings
 
     profile = settings.get_profile(full)      # run_op leaves out the explain phase
-    targets = select(args.module, args.op)
     as_json = getattr(args, "json", False)
-    if not as_json:
-        short = full.removeprefix("handgrad-")
-        print(f"checking {_count(targets)} on profile {short} ({profile.max_examples} "
-              f"examples per property)" + (", planting mutants" if args.mutants else ""),
-              file=out, flush=True)
-    if args.mutants:
-        return _mutants(targets, profile, out, as_json)
-    return _check(targets, profile, out, as_json)
+    # With --json, stdout carries the JSON alone: what the checked code prints (a student's
+    # debugging prints, at import or in a rule) goes to stderr, so a grader can parse it.
+    diverted = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with diverted:
+        targets = select(args.module, args.op)
+        if not as_json:
+            short = full.removeprefix("handgrad-")
+            print(f"checking {_count(targets)} on profile {short} ({profile.max_examples} "
+                  f"examples per property)" + (", planting mutants" if args.mutants else ""),
+                  file=out, flush=True)
+        if args.mutants:
+            return _mutants(targets, profile, out, as_json)
+        return _check(targets, profile, out, as_json)
 
 
 def _check(targets: list[Target], profile: Any, out: Any, as_json: bool) -> int:

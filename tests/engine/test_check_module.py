@@ -168,6 +168,35 @@ def test_a_rule_that_calls_exit_fails_and_the_others_are_still_checked(tmp_path,
         assert "RuleExit: the rule called exit() or sys.exit()" in run.stdout
         assert "1 passed, 1 failed" in run.stdout
 
+PRINTING = textwrap.dedent('''
+
+    print("loading my layers")      # a student's debugging prints, at import and in a rule
+
+
+    def noisy_cube_forward(x):
+        return x ** 3
+
+
+    def noisy_cube_backward(dout, x):
+        print("backward called")
+        return dout * 3 * x ** 2
+
+
+    noisy_cube = numpy_rule(noisy_cube_forward, noisy_cube_backward, sample=scalar, name="noisy_cube")
+''')
+
+
+@pytest.mark.parametrize("mutants", [False, True], ids=["check", "mutants"])
+def test_with_json_what_the_checked_code_prints_goes_to_stderr(tmp_path, mutants):
+    """stdout holds the JSON alone, so a grading script can parse it (a student's prints
+    came first and broke it)."""
+    run = check(tmp_path, LAYERS + PRINTING, "--op", "noisy_cube", "--json",
+                *(["--mutants"] if mutants else []))
+    (record,) = json.loads(run.stdout)
+    assert record["name"] == "noisy_cube"
+    assert "loading my layers" in run.stderr and "backward called" in run.stderr
+
+
 def test_mutants_are_planted_in_rules_too(tmp_path):
     source = LAYERS + "sig = numpy_rule(sigmoid, sigmoid_backward, sample=scalar, name='sig')\n"
     run = check(tmp_path, source, "--mutants", "--op", "sig")
