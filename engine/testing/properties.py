@@ -213,6 +213,19 @@ def _pullback(out: Tensor, leaves: list[Tensor], diff: list[int]) -> Callable[[n
     return pullback
 
 
+def _tangent(out: Tensor, leaves: list[Tensor], tangents: dict[int, np.ndarray]) -> np.ndarray:
+    """J u for the tangents of some leaves (position -> array; the others constant)."""
+    (t,) = graph.forward_tangents([out], {id(leaves[i]): u for i, u in tangents.items()})
+    return t
+
+
+def _same_math(got: Any, want: Any, message: str) -> float:
+    """``got`` equals ``want`` as two runs of the same math do (to 1e-12: numpy and BLAS
+    may sum in another order); their relative error. AssertionError with ``message``."""
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=message)
+    return relative_error(got, want)
+
+
 def _vjp(op: Op, args: tuple[Any, ...], params: dict[str, Any]
          ) -> tuple[Tensor, Callable[[np.ndarray], list[np.ndarray]], list[Tensor], list[int]]:
     leaves, diff = _leaves(op, args)
@@ -292,19 +305,15 @@ def constant_inputs_change_nothing(op: Op, spec: OpSpec, sample: Sample, seed: i
                 f"inputs {list(subset)} require grad, but {'no' if want is None else 'a'} "
                 f"gradient when all do (needs_input_grad read in the wrong order?)")
             if g is not None and want is not None:          # both or neither (asserted above)
-                np.testing.assert_allclose(
-                    g, want, rtol=1e-12, atol=1e-12,
-                    err_msg=f"{op.name}: the gradient of input {i} changes when only inputs "
-                            f"{list(subset)} require grad")
-                worst = max(worst, relative_error(g, want))
+                worst = max(worst, _same_math(g, want, f"{op.name}: the gradient of input {i} "
+                                                       f"changes when only inputs {list(subset)} "
+                                                       f"require grad"))
         if not has_jvp(op):
             continue
-        (t_part,) = graph.forward_tangents([out_part], {id(part[i]): tangents[i] for i in subset})
-        (t_full,) = graph.forward_tangents([out], {id(leaves[i]): tangents[i] for i in subset})
-        np.testing.assert_allclose(t_part, t_full, rtol=1e-12, atol=1e-12,
-                                   err_msg=f"{op.name}: the JVP changes when only inputs "
-                                           f"{list(subset)} require grad")
-        worst = max(worst, relative_error(t_part, t_full))
+        some = {i: tangents[i] for i in subset}
+        worst = max(worst, _same_math(_tangent(out_part, part, some), _tangent(out, leaves, some),
+                                      f"{op.name}: the JVP changes when only inputs "
+                                      f"{list(subset)} require grad"))
     return worst
 
 
@@ -340,25 +349,17 @@ def memory_layout_changes_nothing(op: Op, spec: OpSpec, sample: Sample,
         leaves = [Tensor(a, requires_grad=i in diff, copy=False) for i, a in enumerate(given)]
         runs.append((leaves, op.apply(*leaves, **params)))
     (leaves, out), (leaves_o, out_o) = runs
-    np.testing.assert_allclose(out_o.data, out.data, rtol=1e-12, atol=1e-12,
-                               err_msg=f"{op.name}: the forward changes with the inputs' "
-                                       f"memory layout")
-    worst = relative_error(out_o.data, out.data)
+    layout = "with the inputs' memory layout"
+    worst = _same_math(out_o.data, out.data, f"{op.name}: the forward changes {layout}")
     v = rng.standard_normal(out.shape)
     for g, want, i in zip(_pullback(out_o, leaves_o, diff)(v), _pullback(out, leaves, diff)(v),
                           diff, strict=True):
-        np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12,
-                                   err_msg=f"{op.name}: the gradient of input {i} changes with "
-                                           f"the inputs' memory layout")
-        worst = max(worst, relative_error(g, want))
+        worst = max(worst, _same_math(g, want, f"{op.name}: the gradient of input {i} "
+                                               f"changes {layout}"))
     if has_jvp(op) and diff:
         u = {i: rng.standard_normal(np.shape(args[i])) for i in diff}
-        (t,) = graph.forward_tangents([out], {id(leaves[i]): u[i] for i in diff})
-        (t_o,) = graph.forward_tangents([out_o], {id(leaves_o[i]): u[i] for i in diff})
-        np.testing.assert_allclose(t_o, t, rtol=1e-12, atol=1e-12,
-                                   err_msg=f"{op.name}: the JVP changes with the inputs' "
-                                           f"memory layout")
-        worst = max(worst, relative_error(t_o, t))
+        worst = max(worst, _same_math(_tangent(out_o, leaves_o, u), _tangent(out, leaves, u),
+                                      f"{op.name}: the JVP changes {layout}"))
     return worst
 
 
@@ -688,15 +689,12 @@ def rules_read_their_own_parameters(op: Op, spec: OpSpec, sample: Sample, seed: 
         where = (f" (call with params {plain_repr(params)}, after a call with params "
                  f"{plain_repr(calls[1 - k][1])}: a rule reads a parameter from the op object?)")
         for g, want, i in zip(grads, alone[3], diff, strict=True):
-            np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12,
-                                       err_msg=f"{op.name}: the gradient of input {i} changes{where}")
-            worst = max(worst, relative_error(g, want))
+            worst = max(worst, _same_math(g, want, f"{op.name}: the gradient of input {i} "
+                                                   f"changes{where}"))
         if alone[4] is None:
             continue
-        (tangent,) = graph.forward_tangents([out], {id(leaves[i]): u[i] for i in diff})
-        np.testing.assert_allclose(tangent, alone[4], rtol=1e-12, atol=1e-12,
-                                   err_msg=f"{op.name}: the JVP changes{where}")
-        worst = max(worst, relative_error(tangent, alone[4]))
+        worst = max(worst, _same_math(_tangent(out, leaves, {i: u[i] for i in diff}), alone[4],
+                                      f"{op.name}: the JVP changes{where}"))
     return worst
 
 
