@@ -35,11 +35,16 @@ def square_norm(a: np.ndarray) -> float:
 def l2_norm(a: np.ndarray) -> float:
     """The L2 norm of a float array as a Python float, Inf or NaN only when an element is:
     the square root of ``square_norm``, or, when the squares overflow the array's dtype
-    (finite elements beyond ~1e19 in float32, ~1e154 in float64), the norm of the array
-    divided by its largest magnitude, in float64, times that magnitude."""
+    (finite elements beyond ~1e19 in float32, ~1e154 in float64) or underflow it (a sum of
+    squares below its smallest normal number: elements below ~1e-19 in float32, ~1e-154 in
+    float64, which the dot rounds or flushes to 0), the norm of the array divided by its
+    largest magnitude, in float64, times that magnitude."""
     square = square_norm(a)
-    if math.isfinite(square) or not np.isfinite(a).all():     # (all_finite would redo the dot)
+    if math.isfinite(square) and square >= np.finfo(a.dtype).tiny or \
+            not np.isfinite(a).all():                       # (all_finite would redo the dot)
         return math.sqrt(square)
+    if not a.any():
+        return 0.0
     big = float(np.max(np.abs(a)))
     return big * math.sqrt(square_norm(a.astype(np.float64) / big))
 

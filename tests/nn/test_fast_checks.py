@@ -104,14 +104,17 @@ def test_fit_records_the_same_train_accuracy_as_metrics_accuracy_on_its_steps():
 
 
 @pytest.mark.parametrize("dtype, scale", [(np.float32, 1.0), (np.float32, 1e20), (np.float32, 1e-30),
-                                          (np.float64, 1e200), (np.float64, 1e-200)])
+                                          (np.float64, 1e200), (np.float64, 1e-200),
+                                          (np.float64, 1e-300)])
 def test_l2_norm_is_right_where_the_squares_overflow_or_underflow(dtype, scale):
     a = (np.random.default_rng(0).standard_normal((7, 5)) * scale).astype(dtype)
     exact = float(np.abs(a.astype(np.float64)).max()) * \
         float(np.linalg.norm(a.astype(np.float64) / np.abs(a.astype(np.float64)).max()))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert l2_norm(a) == pytest.approx(exact, rel=1e-6)        # float32's dot: ~35 roundings
+        # float32's dot: ~35 roundings; no absolute floor (the default 1e-12 took 0 for a
+        # norm of 1e-29, the squares flushed to 0)
+        assert l2_norm(a) == pytest.approx(exact, rel=1e-6, abs=0)
     a[1, 1] = np.nan
     assert math.isnan(l2_norm(a))
     a[1, 1] = np.inf
