@@ -124,6 +124,10 @@ class Tape:
         flows through it): the plan makes it again the same way (``ValueInstruction``)."""
         self.records.append(ValueRecord(function, name, text, tensors, result))
 
+    def detached(self, t: "Tensor", result: "Tensor") -> None:
+        """``result = t.detach()``: a plan hands on the same array (``same``)."""
+        self.value(same, "detach", "detach({0})", (t,), result)
+
     def comparison(self, compare: Callable[[Any, Any], Any], symbol: str, t: "Tensor",
                    other: Any, result: "Tensor") -> None:
         """``result = t <symbol> other``. A tensor ``other`` is read from its slot; a number

@@ -884,7 +884,7 @@ def before_rule(node: "Node", out: "Tensor") -> None:
     this when the write clock moved since then, when the node holds something, and under
     detect_anomaly)."""
     holds = node.memory
-    tick = holds.tick if type(holds) is NodeHolds else holds
+    tick = forward_tick(node)
     for position, t in _held_tensors(node, out):
         record = t._memory
         if record is None:
@@ -935,8 +935,7 @@ def after_rule(node: "Node", out: "Tensor") -> None:
     the rule's gradient is made of values written after the forward pass. Every tracked
     write is stamped before numpy writes (``writable``, ``Writing``), so a write that
     overlapped the rule's reads is seen here."""
-    holds = node.memory
-    tick = holds.tick if type(holds) is NodeHolds else holds
+    tick = forward_tick(node)
     if not writes_now and tick is write_tick:   # (in this order: see Writing)
         return                         # a node that holds something, with no write since
     for position, t in _held_tensors(node, out):
