@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from . import memory
-from .modes import STATE
+from .modes import SEQUENCE, STATE
 from .plain import plain_repr
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .tensor import Tensor
 
 _FREED = object()  # what ``Node.saved`` holds once backward released the buffers
-_counter = itertools.count()
+_counter = SEQUENCE           # shared with hand-outs (memory.forward_change)
 _FIRST = [tuple(range(n)) for n in range(16)]   # Node.declared_inputs of a first save_input
 
 

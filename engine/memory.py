@@ -81,6 +81,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .modes import SEQUENCE
+
 if TYPE_CHECKING:  # pragma: no cover
     from .graph import Node
     from .tensor import Tensor
@@ -135,8 +137,8 @@ def foreign(own: np.ndarray) -> bool:
 class MemoryRecord:
     """One block of memory behind one or more tensors."""
 
-    __slots__ = ("owner", "views", "written", "handed_out", "hand_outs", "checkpoints",
-                 "holders", "locked", "foreign", "__weakref__")
+    __slots__ = ("owner", "views", "written", "handed_out", "hand_outs", "handed_at",
+                 "checkpoints", "holders", "locked", "foreign", "__weakref__")
 
     def __init__(self, array: np.ndarray) -> None:
         own = array if array.base is None else owner(array)
@@ -147,6 +149,7 @@ class MemoryRecord:
         self.written = 0                # tick of the latest tracked write
         self.handed_out = False         # an array on it may be held outside handgrad
         self.hand_outs = 0              # how many times handed_out turned True
+        self.handed_at = -1             # ``SEQUENCE`` at its latest hand_out (t.data), if any
         # (tick, checksum) taken when handed out while a live node saved it unlocked
         self.checkpoints: list[tuple[int, int]] | None = None
         self.holders = 0                # live nodes that keep it read-only
@@ -339,7 +342,9 @@ def hand_out(t: "Tensor") -> np.ndarray:
     if record is None:
         record = t._memory = MemoryRecord(t._data)
     elif record.handed_out:
+        record.handed_at = next(SEQUENCE)
         return t._data
+    record.handed_at = next(SEQUENCE)
     if record.locked is None and _maybe_saved(record, t):
         crc = checksum(record.owner)
         tick = _advance()
@@ -1015,7 +1020,9 @@ def forward_change(node: "Node", t: "Tensor") -> str | None:
     live node saved it (the checkpoint's checksum differs). The tests of a backward
     (``before_rule``), for every tensor a node read, saved or not, its graph alive or
     freed: what a picture needs to draw one point. A write through an array no checkpoint
-    covers (``p.data -= lr * p.grad`` once backward() freed the graph) leaves no trace."""
+    covers (``p.data -= lr * p.grad`` once backward() freed the graph) leaves no trace, so
+    a leaf whose array was handed out after the node was made, with no checkpoint since, counts as
+    changed."""
     tick = forward_tick(node)
     entry = _REPLACED.get(id(t))
     if entry is not None and entry[0]() is t and entry[1] > tick:
@@ -1028,6 +1035,16 @@ def forward_change(node: "Node", t: "Tensor") -> str | None:
                 "no_grad, load_state_dict)")
     if _changed_since(record, tick):
         return "it was written through its numpy array (t.data -= x, t.data[i] = v)"
+    if t.node is None and record.handed_at > node.index and _checkpoint_after(record, tick) is None:
+        # A leaf's array left handgrad after this node was made and no checkpoint recorded
+        # its values (no live node saved it then: backward() had freed the graph, or the
+        # node never saved it): a write through that array leaves no trace, so it cannot
+        # be ruled out. (Outputs are not asked: reading activations, .numpy() for a metric,
+        # is common, and writing into them is not.)
+        return ("its array was handed out after that pass (t.data, t.numpy(), "
+                "np.asarray(t)) with nothing recording its values, so a write through it "
+                "(p.data -= lr * p.grad) cannot be ruled out; to look at values without "
+                "handing the array out, print(t) or use t.numpy(copy=True)")
     return None
 
 

@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import threading
 from typing import Any, Callable, Generator, TypeVar, cast
+
+# One sequence numbers the nodes (``graph.Node.index``, their creation order) and the
+# hand-outs of arrays (``memory.hand_out``): a hand-out's number is above that of every node
+# made before it and below that of every node made after (``memory.forward_change``).
+SEQUENCE = itertools.count()
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -161,7 +161,7 @@ def tensor_lines(view: GraphView, t: Tensor, options: Options, overlay: Overlay
         lines.append(f"{labels.shape_text(t.shape)} {t.dtype}")
     arrays = []
     if "value" in options.show:
-        arrays.append(("value", t.data))
+        arrays.append(("value", t._data))
     grad = overlay.grads.get(id(t))
     if "grad" in options.show and grad is not None:
         arrays.append(("grad so far" if id(t) in overlay.partial else "grad", grad))

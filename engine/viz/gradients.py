@@ -42,7 +42,7 @@ def backward_steps(view: GraphView) -> list[Step]:
     if not can_differentiate(view):
         raise ValueError("backward steps need a graph that is still alive: draw before "
                          "calling loss.backward(), or pass retain_graph=True to it")
-    return [Step(*s) for s in graph.backward_steps([root], [np.ones_like(root.data)],
+    return [Step(*s) for s in graph.backward_steps([root], [np.ones_like(root._data)],
                                                     retain_graph=True)]
 
 
@@ -69,7 +69,7 @@ def backward_order(steps: list[Step]) -> list[Node]:
 def received(view: GraphView, steps: list[Step], done: int) -> dict[int, np.ndarray]:
     """id(tensor) -> the gradient summed from the first ``done`` rule steps (the root
     starts at 1)."""
-    sums: dict[int, np.ndarray] = {id(view.root): np.ones_like(view.root.data)}
+    sums: dict[int, np.ndarray] = {id(view.root): np.ones_like(view.root._data)}
     for step in steps[:done]:
         assert step.node is not None
         for inp, g in zip(step.node.inputs, step.sent, strict=True):

@@ -91,7 +91,7 @@ def labelled(title: str, a: np.ndarray, max_elements: int) -> list[str]:
 def param_value(v: Any) -> str:
     """A short text for an op parameter (axis=1, shape=(2, 3), index=array (4,))."""
     if isinstance(v, Tensor):
-        v = v.data
+        v = v._data
     if isinstance(v, np.ndarray):
         return f"array {shape_text(v.shape)}"
     if isinstance(v, tuple):

@@ -178,7 +178,7 @@ def target_summary(node: Node, y: np.ndarray) -> str | None:
     map) when y is not rows × classes."""
     if y.ndim < 2:
         return None
-    targets = np.asarray(node.inputs[1].data)
+    targets = np.asarray(node.inputs[1]._data)
     softmax = node.op.name == "softmax_cross_entropy"
     if softmax and targets.dtype.kind in "iu":
         counts = np.bincount(targets.reshape(-1), minlength=y.shape[-1])
@@ -287,7 +287,7 @@ def derivation(loss: Tensor) -> list[dict[str, Any]]:
     for layer in reversed(layers):
         d: dict[str, Any] = {
             "l": layer.index, "layer": layer, "delta": grads[id(layer.z)],
-            "a_prev": layer.a_prev.data.reshape(-1, layer.a_prev.shape[-1]),
+            "a_prev": layer.a_prev._data.reshape(-1, layer.a_prev.shape[-1]),
             "gW": grads.get(id(layer.W)),
             "gb": grads.get(id(layer.b)) if layer.b is not None else None}
         if layer.index == len(layers):
@@ -297,8 +297,8 @@ def derivation(loss: Tensor) -> list[dict[str, Any]]:
         else:
             nxt = layers[layer.index]                    # layer l + 1
             assert layer.act is not None                 # only the output layer has none
-            d.update(delta_next=grads[id(nxt.z)], W_next=nxt.W.data, back=grads[id(layer.a)],
-                     fprime=_derivative(layer.act, layer.z.data), act=layer.act.op.name,
+            d.update(delta_next=grads[id(nxt.z)], W_next=nxt.W._data, back=grads[id(layer.a)],
+                     fprime=_derivative(layer.act, layer.z._data), act=layer.act.op.name,
                      fprime_formula=fprime_formula(layer.act))
         out.append(d)
     return out

@@ -150,7 +150,7 @@ class Context:
         return delta_symbol(self.symbol(self.out))
 
     def x(self, i: int) -> np.ndarray:
-        return np.asarray(self.node.inputs[i].data, dtype=np.float64)
+        return np.asarray(self.node.inputs[i]._data, dtype=np.float64)
 
     def lhs(self, i: int) -> str:
         """What input i receives: its whole gradient, or, when it has other uses too, this
@@ -166,7 +166,7 @@ def derivative(node: Node) -> np.ndarray:
     through the engine's own backward: the gradient of Σ f(z) is f′(z) elementwise."""
     from ..transforms import grad
 
-    z = Tensor(node.inputs[0].data, requires_grad=True)
+    z = Tensor(node.inputs[0]._data, requires_grad=True)
     (d,) = grad(node.op.apply(z, **node.params).sum(), [z])
     return d
 
@@ -191,7 +191,7 @@ def activation_clauses(c: Context) -> list[Clause]:
     if name in ACTIVATION_FORMULAS:
         text, formula = ACTIVATION_FORMULAS[name]
         first = Clause(lhs, text.format(a=a_sym, z=z_sym), fprime,
-                       formula(c.x(0), np.asarray(c.out.data, np.float64)))
+                       formula(c.x(0), np.asarray(c.out._data, np.float64)))
     else:
         first = Clause(lhs, None, fprime)
     chain = Clause(c.lhs(0), f"{c.g} ⊙ {lhs}", c.sent[0], np.asarray(c.grad, np.float64) * fprime)

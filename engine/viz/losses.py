@@ -92,8 +92,8 @@ def output_delta(node: Node, scaled: bool = False) -> OutputDelta:
     inputs and parameters. The formula is the delta for an incoming gradient of 1 (the loss
     is the root), or with ``scaled`` g·(...) for an incoming gradient g (reduction "none"
     always names its per-row gₙ)."""
-    z = np.asarray(node.inputs[0].data)
-    y_raw = np.asarray(node.inputs[1].data)
+    z = np.asarray(node.inputs[0]._data)
+    y_raw = np.asarray(node.inputs[1]._data)
     reduction = node.params.get("reduction", "mean")
     z64 = z.astype(np.float64)
     if node.op.name == "softmax_cross_entropy":

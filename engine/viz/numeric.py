@@ -47,7 +47,7 @@ class NumericCheck:
 
 
 def _float64(t: Tensor) -> Tensor:
-    return Tensor(t.data.astype(np.float64)) if t.dtype.kind == "f" else t
+    return Tensor(t._data.astype(np.float64)) if t.dtype.kind == "f" else t
 
 
 def _masks(node: Node) -> bool:
@@ -70,7 +70,7 @@ def _replay_node(node: Node, inputs: list[Tensor]) -> Tensor:
     if _masks(node):
         if not node.freed:
             (mask,) = node.saved         # keep / (1 − p) in x's dtype, as backward uses it
-            return Tensor(inputs[0].data * mask)
+            return Tensor(inputs[0]._data * mask)
         if not isinstance(node.params.get("rng"), numbers.Integral):
             raise ValueError(f"numeric=True cannot replay {where}: backward() freed the mask "
                              f"it drew, and a new mask is another function; draw before "
@@ -96,12 +96,12 @@ def replay(view: GraphView, leaves: dict[int, Tensor]) -> float:
             else:
                 inputs = [values[id(inp)] for inp in t.node.inputs]
                 values[id(t)] = _replay_node(t.node, inputs)
-    return float(values[id(view.root)].data.reshape(()))
+    return float(values[id(view.root)]._data.reshape(()))
 
 
 def derivative_along(view: GraphView, leaf: Tensor, direction: np.ndarray) -> float:
     """d/dt f(leaf + t u) at t = 0 by central difference, f the root, u = ``direction``."""
-    x = leaf.data.astype(np.float64)
+    x = leaf._data.astype(np.float64)
     return float(central_difference(
         lambda t: replay(view, {id(leaf): Tensor(x + t * direction, copy=False)}), EPS))
 

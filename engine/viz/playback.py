@@ -53,7 +53,7 @@ def caption(view: GraphView, steps: list[Step], k: int) -> str:
 
 def opening_caption(view: GraphView, steps: list[Step]) -> str:
     """Step 0: the forward pass is done and the backward pass starts from ∂L/∂L = 1."""
-    value = labels.number(view.root.data.reshape(()).item())
+    value = labels.number(view.root._data.reshape(()).item())
     named = "" if view.symbol(view.root) == "L" else f" = {view.name(view.root)}"
     return (f"step 0/{len(steps)}: forward done, L{named} = {value}; backward starts at the "
             f"loss with ∂L/∂L = 1")

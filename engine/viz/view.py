@@ -142,8 +142,10 @@ def check_one_point(view: GraphView) -> None:
         for t in (*node.inputs, view.output[id(node)]):
             how = forward_change(node, t)
             if how is not None:
+                verb = "may have changed" if how.startswith("its array was handed out") \
+                    else "changed"
                 raise ValueError(
-                    f"cannot draw this graph: {view.name(t)} changed after the forward pass "
+                    f"cannot draw this graph: {view.name(t)} {verb} after the forward pass "
                     f"that read it: {how}. The picture would mix its new values with the "
                     f"forward values and gradients of the old ones. Run the forward pass "
                     f"again (e.g. loss = loss_fn(model(x), y)) and draw the new loss.")

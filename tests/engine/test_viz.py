@@ -357,6 +357,50 @@ def test_a_write_through_an_array_read_after_the_forward_pass_is_refused():
         draw(loss)
 
 
+def test_a_write_through_an_array_handed_out_after_backward_freed_the_graph_is_refused():
+    """``p.data -= lr * p.grad`` once backward() freed the graph: no live node saved the
+    weights, so no checkpoint recorded them and the write left no trace. The picture would
+    show the new weights next to the old activations and gradients ("z = x W + b" false
+    for the values drawn): every picture refuses it, as possibly changed."""
+    model, loss = small_mlp()
+    loss.backward()
+    for p in model.parameters():
+        p.data -= 0.5 * p.grad
+    message = r"W¹ = layers\.0\.weight may have changed after the forward pass.*handed out"
+    for picture in (lambda: draw(loss, model=model),
+                    lambda: backward_playback(loss, model=model)):
+        with pytest.raises(ValueError, match=message):
+            picture()
+
+
+def test_a_scalar_graph_updated_micrograd_style_is_refused_even_where_no_node_saved_it():
+    """``c`` is read only by ``add``, which saves nothing, so no forward pass ever stops
+    counting its array as handed out: the hand-out after the forward still counts."""
+    a = engine.Tensor(2.0, requires_grad=True, name="a")
+    c = engine.Tensor(1.0, requires_grad=True, name="c")
+    for _ in range(2):
+        y = a * 3.0 + c
+        y.backward()
+        c.data -= 0.1 * c.grad
+        c.grad = None
+    with pytest.raises(ValueError, match="c may have changed.*handed out"):
+        draw(y)
+
+
+def test_reading_values_without_handing_the_array_out_keeps_the_graph_drawable():
+    """print(t), t.numpy(copy=True), reading outputs for a metric, and drawing itself (twice)
+    hand no leaf's array out after the forward pass; reading a weight's .data does."""
+    model, loss = small_mlp()
+    loss.backward()
+    w = model.layers[0].weight
+    print(w, w.numpy(copy=True), loss.numpy(), loss.item())
+    draw(loss, model=model)
+    draw(loss, model=model, numeric=True)
+    _ = w.data                            # the array leaves handgrad
+    with pytest.raises(ValueError, match="may have changed.*print\\(t\\)"):
+        draw(loss, model=model)
+
+
 def test_numeric_needs_a_scalar_root():
     a = engine.Tensor(np.ones(2), requires_grad=True)
     with pytest.raises(ValueError, match="scalar"):
