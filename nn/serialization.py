@@ -26,7 +26,10 @@ metadata you add. Every file is treated as untrusted:
 * an MLP config is checked against the stored arrays before any layer is built; every
   array, the optimizer state, and that every parameter's memory can be written, are
   checked before any parameter changes, and the optimizer is restored only once the
-  parameters are written (a failed load leaves the model and the optimizer as they were).
+  parameters are written (a failed load leaves the model and the optimizer as they were);
+* no value changes on the way in: an array stored in another dtype than its parameter's is
+  converted only when the conversion is exact, and ``save`` refuses an MLP whose
+  parameters are not in its config's dtype (the file would be rebuilt in another one).
 
 Saving writes a temporary file beside the target and renames it over it, so a save that
 fails halfway leaves the previous checkpoint intact. The new file gets the usual
@@ -131,6 +134,8 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None
         raise ValueError(f"save: metadata: {e} (load would refuse the file)") from None
     _check_round_trip(meta["metadata"])
     arrays = dict(model.state_dict())
+    if type(model) in BUILDERS.values():
+        _check_dtypes_match_config(model, meta["config"])
     reserved = [k for k in arrays if k == META_KEY or k.startswith(OPTIMIZER_PREFIX)]
     if reserved:
         raise ValueError(f"save: parameter names {reserved} are reserved by the format")
@@ -155,6 +160,23 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None
             os.unlink(tmp)
         raise
     return Path(path)
+
+
+def _check_dtypes_match_config(model: Module, config: Any) -> None:
+    """A model rebuilt from its config (an MLP) must hold its parameters in the config's
+    dtype: a parameter given another dtype (``p.data = a float64 array`` in a float32 MLP)
+    would be stored as it is but rebuilt in the config's dtype, which ``load`` refuses
+    when the values would change. Refused before anything is written."""
+    dtype = config.get("dtype") if isinstance(config, dict) else None
+    if not isinstance(dtype, str):
+        return                         # the config check refuses it, naming the config
+    for name, p in model.named_parameters():
+        if p.dtype.name != dtype:
+            raise ValueError(f"save: parameter {name} holds {p.dtype.name} values but the "
+                             f"model's config says dtype {dtype}: load would rebuild it in "
+                             f"{dtype}, not as it is. Convert it "
+                             f"(p.data = p.data.astype({dtype!r})) or build the model with "
+                             f"dtype={p.dtype.name!r}; nothing was written")
 
 
 def _check_round_trip(metadata: Any) -> None:
@@ -481,7 +503,9 @@ def load(path: str | os.PathLike, model: Module | None = None, optimizer: Any = 
     with ``model``, load the parameters into it (its architecture must match). With
     ``optimizer``, also restore its state from the file; ``model`` must then be the model
     the optimizer updates. Everything is validated before anything changes;
-    ``check_finite`` also refuses NaN and Inf parameters."""
+    ``check_finite`` also refuses NaN and Inf parameters. Loading never changes a saved
+    value: an array stored in another dtype than its parameter's is converted only when
+    every value survives the conversion exactly, and is a CheckpointError otherwise."""
     if model is None and optimizer is not None:
         _refuse_detached_optimizer(path, optimizer)
     ck = read_checkpoint(path)
@@ -496,12 +520,35 @@ def load(path: str | os.PathLike, model: Module | None = None, optimizer: Any = 
         model.check_state_dict(ck.params, check_finite=check_finite)   # changes nothing
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None
+    _check_exact_conversion(path, model, ck.params)
     restore_optimizer = None if optimizer is None else _prepare_optimizer(ck, optimizer)
     model.load_state_dict(ck.params, check_finite=check_finite)       # checked above
     if restore_optimizer is not None:
         restore_optimizer()            # last: a failed write above leaves it as it was
     object.__setattr__(model, "checkpoint_metadata", meta["metadata"])
     return model
+
+
+def _check_exact_conversion(path: str | os.PathLike, model: Module,
+                            arrays: dict[str, np.ndarray]) -> None:
+    """An array stored in another dtype than its parameter's is converted only when the
+    conversion keeps every value (float32 weights into a float64 parameter); one that would
+    change a value (float64 weights rounded to float32) is a CheckpointError naming the
+    parameter and both dtypes, before anything changes: a load never alters the saved
+    values silently."""
+    params = dict(model.named_parameters())
+    for name, value in arrays.items():
+        p = params.get(name)
+        if p is None or value.dtype == p.dtype:
+            continue
+        with np.errstate(all="ignore"):
+            back = value.astype(p.dtype).astype(value.dtype)
+        if not np.array_equal(back, value, equal_nan=value.dtype.kind == "f"):
+            raise CheckpointError(f"{path}: {name} is stored as {value.dtype.name} but the "
+                                  f"parameter is {p.dtype.name}, which cannot hold its values "
+                                  f"exactly (converting would change them); load it into a "
+                                  f"model whose parameter is {value.dtype.name}. Nothing was "
+                                  f"loaded")
 
 
 def _prepare_optimizer(ck: Checkpoint, optimizer: Any) -> Callable[[], None]:

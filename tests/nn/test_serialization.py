@@ -51,6 +51,53 @@ def test_load_into_an_existing_model_and_architecture_mismatch(tmp_path):
         nn.load(custom_path, Custom(4))
 
 
+def test_no_saved_value_is_changed_by_a_dtype_on_the_way_back(tmp_path, monkeypatch):
+    """A float64 array in a float32 MLP was saved as float64 under a float32 config, and
+    load rounded it to float32, silently. save refuses such a model (nothing written), and
+    load converts an array to its parameter's dtype only when no value changes."""
+    path = tmp_path / "m.npz"
+    nn.save(nn.MLP([3, 4, 2], seed=0), path)
+    before = path.read_bytes()
+    model = nn.MLP([3, 4, 2], seed=0)
+    model.layers[0].weight.data = np.random.default_rng(1).normal(size=(3, 4))
+    with pytest.raises(ValueError, match=r"save: parameter layers\.0\.weight holds float64 "
+                                         r"values but the model's config says dtype float32"):
+        nn.save(model, path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.npz"]
+    # A file written before the check (the same mismatch) is refused, not rounded.
+    monkeypatch.setattr(serialization, "_check_dtypes_match_config", lambda *a: None)
+    old = nn.save(model, tmp_path / "old.npz")
+    monkeypatch.undo()
+    with pytest.raises(nn.CheckpointError, match=r"layers\.0\.weight is stored as float64 but "
+                                                 r"the parameter is float32.*Nothing was loaded"):
+        nn.load(old)
+    target = nn.MLP([3, 4, 2], seed=5)
+    kept = target.state_dict()
+    with pytest.raises(nn.CheckpointError, match="stored as float64"):
+        nn.load(old, target)
+    assert all(np.array_equal(kept[k], v) for k, v in target.state_dict().items())
+
+    class Custom(nn.Module):
+        def __init__(self, dtype):
+            super().__init__()
+            self.lin = nn.Linear(3, 2, dtype=dtype)
+
+    wide = Custom(np.float64)
+    wide.lin.weight.data = np.random.default_rng(2).normal(size=(3, 2))
+    with pytest.raises(nn.CheckpointError, match="lin.weight is stored as float64 but the "
+                                                 "parameter is float32"):
+        nn.load(nn.save(wide, tmp_path / "c.npz"), Custom(np.float32))
+    # An exact conversion is no change: float32 values into float64 parameters, or float64
+    # values that float32 holds exactly.
+    narrow = Custom(np.float32)
+    loaded = nn.load(nn.save(narrow, tmp_path / "n.npz"), Custom(np.float64))
+    assert loaded.lin.weight.dtype == np.float64
+    assert np.array_equal(loaded.lin.weight.data, narrow.lin.weight.data)
+    wide.lin.weight.data = narrow.lin.weight.data.astype(np.float64)
+    back = nn.load(nn.save(wide, tmp_path / "e.npz"), Custom(np.float32))
+    assert np.array_equal(back.lin.weight.data, narrow.lin.weight.data)
+
+
 def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "m.npz"
     nn.save(nn.MLP([2, 3, 2], seed=0), path)
