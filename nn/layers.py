@@ -13,12 +13,24 @@ from . import init as init_
 from .module import Module, Parameter, Sequential
 
 
+def _bias_flag(where: str, bias: Any) -> bool:
+    """``bias`` as a bool: True or False (numpy's too), or the integers 1 and 0; anything
+    else is a ValueError naming ``where`` (a model records what it was built with, and a
+    checkpoint of ``bias=1`` must read back as the model it is)."""
+    if isinstance(bias, (bool, np.bool_)):
+        return bool(bias)
+    if isinstance(bias, (int, np.integer)) and bias in (0, 1):
+        return bool(bias)
+    raise ValueError(f"{where}: bias must be True or False (or 1 or 0), got {plain_repr(bias)}")
+
+
 class Linear(Module):
     """y = x @ W + b with W of shape (in_features, out_features): the fused ``linear`` op.
 
     The weight is stored (in, out), as in the from-scratch derivations (delta_W = a^T delta),
     not (out, in) as in PyTorch. ``init`` names an initializer of ``nn.init`` or is a
-    callable (shape, rng) -> array; biases start at zero.
+    callable (shape, rng) -> array; biases start at zero. ``bias`` is True or False (1 and
+    0 are taken as those, anything else is a ValueError).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
@@ -28,6 +40,7 @@ class Linear(Module):
         for what, n in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
                 raise ValueError(f"Linear: {what} must be a positive integer, got {plain_repr(n)}")
+        bias = _bias_flag("Linear", bias)
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.weight = Parameter(init_.initialize(init, (in_features, out_features), rng, dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
@@ -187,6 +200,7 @@ class MLP(Module):
         if len(sizes) < 2:
             raise ValueError(f"MLP: sizes must list at least an input and an output size, "
                              f"got {plain_repr(sizes)}")
+        bias = _bias_flag("MLP", bias)
         if activation not in ACTIVATIONS:
             raise ValueError(f"MLP: unknown activation {activation!r}; choose one of "
                              f"{sorted(ACTIVATIONS)}")

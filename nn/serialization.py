@@ -135,6 +135,11 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None
     _check_round_trip(meta["metadata"])
     arrays = dict(model.state_dict())
     if type(model) in BUILDERS.values():
+        try:                           # the check load makes, before anything is written
+            _check_config_fits(Path(path), meta["config"], arrays)
+        except CheckpointError as e:
+            raise ValueError(f"save: {e} (load would refuse the file); nothing was "
+                             f"written") from None
         _check_dtypes_match_config(model, meta["config"])
     reserved = [k for k in arrays if k == META_KEY or k.startswith(OPTIMIZER_PREFIX)]
     if reserved:

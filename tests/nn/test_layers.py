@@ -33,6 +33,24 @@ def test_linear_without_bias_and_bad_input():
         nn.Linear(0, 2)
 
 
+@pytest.mark.parametrize("flag,expected", [(1, True), (0, False), (np.int64(1), True),
+                                           (np.bool_(False), False), (True, True)])
+def test_bias_given_as_0_or_1_is_recorded_as_a_bool(flag, expected):
+    """MLP(bias=1) recorded bias=1 in its config, which nn.load refuses: the file it saved
+    could never be read back. The layers record the bool."""
+    mlp = nn.MLP([3, 4, 2], bias=flag, seed=0)
+    assert mlp.config["bias"] is expected
+    assert (mlp.layers[0].bias is not None) is expected
+    assert (nn.Linear(3, 2, bias=flag).bias is not None) is expected
+
+
+@pytest.mark.parametrize("flag", [2, -1, 1.0, "yes", None])
+def test_a_bias_that_is_not_a_bool_or_0_or_1_is_refused(flag):
+    for make in (lambda: nn.MLP([3, 4, 2], bias=flag), lambda: nn.Linear(3, 2, bias=flag)):
+        with pytest.raises(ValueError, match=r"bias must be True or False \(or 1 or 0\), got"):
+            make()
+
+
 @pytest.mark.parametrize("module,fn", [
     (nn.ReLU(), engine.relu), (nn.Sigmoid(), engine.sigmoid), (nn.Tanh(), engine.tanh),
     (nn.LeakyReLU(0.2), lambda x: engine.leaky_relu(x, negative_slope=0.2)),

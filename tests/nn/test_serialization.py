@@ -98,6 +98,24 @@ def test_no_saved_value_is_changed_by_a_dtype_on_the_way_back(tmp_path, monkeypa
     assert np.array_equal(back.lin.weight.data, narrow.lin.weight.data)
 
 
+def test_save_refuses_a_config_that_load_would_refuse_and_writes_nothing(tmp_path):
+    """MLP(bias=1) was saved with bias=1 in its config, replacing a good checkpoint with one
+    no load could read. The layers now record True; save makes load's config check."""
+    path = tmp_path / "m.npz"
+    nn.save(nn.MLP([3, 4, 2], seed=0), path)
+    before = path.read_bytes()
+    nn.load(nn.save(nn.MLP([3, 4, 2], bias=1, seed=0), tmp_path / "b.npz"))   # loadable
+    model = nn.MLP([3, 4, 2], seed=0)
+    model.config["bias"] = 1                     # a config edited by hand
+    with pytest.raises(ValueError, match=r"save: .*invalid MLP config .*'bias': 1.*load would "
+                                         r"refuse the file\); nothing was written"):
+        nn.save(model, path)
+    model.config.update(bias=True, sizes=[3, 5, 2])          # does not fit the parameters
+    with pytest.raises(ValueError, match=r"save: .*implies parameters"):
+        nn.save(model, path)
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["b.npz", "m.npz"]
+
+
 def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "m.npz"
     nn.save(nn.MLP([2, 3, 2], seed=0), path)
