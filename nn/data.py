@@ -374,12 +374,21 @@ def standardize(x_train: np.ndarray, *others: np.ndarray, eps: float = 1e-8) -> 
 
     Every result has one floating dtype: ``x_train``'s own when it is floating; for
     integer or boolean ``x_train`` (uint8 pixels from ``read_idx``/``load_mnist``) float32
-    up to 16 bits and float64 for wider integers, never the integer dtype itself."""
+    up to 16 bits and float64 for wider integers, never the integer dtype itself.
+
+    The statistics and the transform are computed in float64 whatever the input dtype (a
+    float32 mean is an ulp off a constant, whose std then is that rounding error; float16
+    cannot hold ``eps``), about the first training example: a feature that is constant in
+    ``x_train`` becomes exactly 0 there."""
     x_train = np.asarray(x_train)
     dtype = _standardized_dtype(x_train.dtype)
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0) + eps
-    return tuple(((np.asarray(x) - mean) / std).astype(dtype) for x in (x_train, *others))
+    x64 = x_train.astype(np.float64)
+    origin = x64[:1] if len(x64) else np.zeros(x64.shape[1:])      # the first example
+    shifted = x64 - origin                 # a constant feature: exactly 0 in every row
+    mean = shifted.mean(axis=0)
+    std = shifted.std(axis=0) + eps
+    return tuple((((np.asarray(x).astype(np.float64) - origin) - mean) / std).astype(dtype)
+                 for x in (x_train, *others))
 
 
 def one_hot(y: Any, classes: int, dtype: Any = np.float32) -> np.ndarray:

@@ -281,6 +281,25 @@ def test_standardize_of_integer_pixels_gives_float_z_scores_not_wrapped_integers
         D.standardize(np.array([["a"], ["b"]]))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_standardize_makes_a_constant_feature_exactly_zero_in_any_float_dtype(dtype):
+    """The statistics were computed in the input dtype: a constant float32 column came out
+    +-1 (its mean an ulp off, the std that rounding error), a float16 one NaN (eps rounds to
+    0 in float16, 0/0). They are computed in float64, about the first example."""
+    rng = np.random.default_rng(0)
+    x = np.stack([np.full(1000, 0.7), np.ones(1000), np.arange(1000.0), rng.normal(3, 2, 1000)],
+                 axis=1).astype(dtype)
+    test = x[:5].copy()
+    with np.errstate(all="raise"):
+        z, zt = D.standardize(x, test)
+    assert z.dtype == zt.dtype == dtype
+    assert not z[:, :2].any() and not zt[:, :2].any()          # exactly 0, not +-1 or NaN
+    x64 = x.astype(np.float64)
+    expected = (x64 - x64.mean(0)) / (x64.std(0) + 1e-8)
+    np.testing.assert_allclose(z[:, 2:].astype(np.float64), expected[:, 2:],
+                               rtol={np.float16: 2e-3}.get(dtype, 1e-6), atol=1e-6)
+
+
 def test_train_val_split():
     X, y = np.arange(100)[:, None], np.arange(100) % 4
     xt, yt, xv, yv = D.train_val_split(X, y, 0.2, seed=1)
