@@ -474,26 +474,49 @@ def batches(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
 
 
 class DataLoader:
-    """Iterable minibatches of (X, y); each pass reshuffles with the loader's own seeded
-    generator, so a run is reproducible and two loaders never share randomness."""
+    """Iterable minibatches of (X, y). With ``shuffle``, the order of a pass is a function
+    of (``seed``, its epoch) alone, as ``fit``'s order of an (X, y) pair is (the same
+    permutation): passes are epochs 1, 2, 3, ... in turn, and ``set_epoch(e)`` makes the
+    next pass epoch ``e``. ``fit`` calls it before each epoch, so a run resumed at epoch k
+    with a new loader sees the batches the uninterrupted run saw; consecutive passes of one
+    loader differ, and two loaders never share randomness. ``seed=None`` draws a seed
+    once, at random."""
 
-    def __init__(self, X: Any, y: Any, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False):
+    def __init__(self, X: Any, y: Any, batch_size: int = 32, shuffle: bool = True,
+                 seed: int | None = 0, drop_last: bool = False):
         self.X, self.y = np.asarray(X), np.asarray(y)
         if len(self.X) != len(self.y):
             raise ValueError(f"DataLoader: {len(self.X)} inputs but {len(self.y)} targets")
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"DataLoader: batch_size must be a positive integer, "
                              f"got {plain_repr(batch_size)}")
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]  # drawn: an int
+        _check_count("DataLoader: seed", seed)
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.epoch = int(seed), 1      # the epoch of the next pass
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch ``epoch`` (counted from 1, as ``fit`` does): its order
+        is a function of (seed, epoch); the passes after it are epoch + 1, epoch + 2, ...
+        (the name of PyTorch's ``DistributedSampler.set_epoch``)."""
+        _check_count("DataLoader.set_epoch: epoch", epoch)
+        self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return batches(self.X, self.y, self.batch_size, self.shuffle, self.rng, self.drop_last)
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
+        return batches(self.X, self.y, self.batch_size, self.shuffle, rng, self.drop_last)
 
     def __len__(self) -> int:
         n = len(self.X)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+def _check_count(what: str, value: Any) -> None:
+    """A non-negative integer (not a bool), or a ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{what} must be a non-negative integer, got {plain_repr(value)}")
 
 
 # --- one entry point ---------------------------------------------------------------------

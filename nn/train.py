@@ -379,7 +379,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     for a softmax classifier, accuracy are recorded (none for ``MSELoss`` or
     ``BCEWithLogitsLoss``: ``_is_classification``); ``early_stopping=k`` stops when ``monitor``
     has not improved for k epochs and, with ``restore_best``, puts back the best weights.
-    ``train_data`` is (X, y) (shuffled per epoch from (seed, epoch)) or a DataLoader.
+    ``train_data`` is (X, y) (shuffled per epoch from (seed, epoch)) or a DataLoader
+    (shuffled per epoch from (its seed, epoch): fit calls its ``set_epoch`` each epoch).
 
     Ctrl-C stops after the current step: the History comes back with ``interrupted``.
     ``initial_epoch=k`` and ``history=`` continue a run that has done k epochs (epochs is
@@ -447,6 +448,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
                 model.train()
                 for cb in hooks:
                     cb.on_epoch_begin(where.epoch)
+                if loader is not None:
+                    loader.set_epoch(where.epoch)       # its order: (its seed, the epoch)
                 batches = loader if loader is not None else _batches(X, y, size, shuffle, seed, where.epoch)
                 if not _train_epoch(step, batches, where, history, hooks, interrupts,
                                     _summed(loss_fn)):

@@ -336,6 +336,33 @@ def test_a_stratified_split_of_one_hot_or_probability_targets_stratifies_by_each
         D.train_val_split(X, np.zeros((100, 2, 2)), 0.2, stratify=True)
 
 
+def test_a_data_loaders_order_is_a_function_of_its_seed_and_epoch():
+    """Each pass is the next epoch; set_epoch(e) makes a new loader's next pass the one
+    an old loader made at its e-th pass (resuming a run), and the passes after it follow."""
+    X, y = np.arange(50)[:, None], np.arange(50)
+
+    def passes(loader, k):
+        return [np.concatenate([b for _, b in loader]).tolist() for _ in range(k)]
+
+    run = passes(D.DataLoader(X, y, batch_size=8, seed=4), 5)
+    assert all(sorted(p) == list(range(50)) for p in run)
+    assert len({tuple(p) for p in run}) == 5                     # consecutive passes differ
+    resumed = D.DataLoader(X, y, batch_size=8, seed=4)
+    resumed.set_epoch(3)
+    assert passes(resumed, 3) == run[2:]
+    order = np.random.default_rng([4, 2]).permutation(50).tolist()   # fit's (X, y) order
+    assert run[1] == order
+    assert passes(D.DataLoader(X, y, batch_size=8, seed=5), 1)[0] != run[0]
+    assert passes(D.DataLoader(X, y, batch_size=8, shuffle=False), 2) == [list(range(50))] * 2
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="set_epoch: epoch must be a non-negative integer"):
+            resumed.set_epoch(bad)
+    with pytest.raises(ValueError, match="DataLoader: seed must be a non-negative integer"):
+        D.DataLoader(X, y, seed=-1)
+    a, b = D.DataLoader(X, y, seed=None), D.DataLoader(X, y, seed=None)
+    assert a.seed != b.seed and passes(a, 1) != passes(b, 1)
+
+
 def test_batches_and_data_loader():
     X, y = np.arange(10)[:, None], np.arange(10)
     seen = np.concatenate([yb for _, yb in D.batches(X, y, 3, rng=np.random.default_rng(0))])

@@ -188,6 +188,30 @@ def test_a_run_resumed_at_an_epoch_equals_the_run_done_in_one_go():
     assert nn.History.from_dict(h2.to_dict()) == h2
 
 
+def test_a_run_resumed_with_a_new_shuffling_data_loader_equals_the_run_done_in_one_go():
+    """A new DataLoader(shuffle=True, seed=s) for the resumed run started again at its
+    first permutation, so the resumed epochs saw other batches than the uninterrupted run.
+    fit calls set_epoch: the order is a function of (seed, epoch), as for (X, y) pairs."""
+    def loader():
+        return nn.DataLoader(X, Y, batch_size=16, shuffle=True, seed=3)
+
+    one, one_opt = model_and_opt()
+    h1 = nn.fit(one, nn.CrossEntropyLoss(), one_opt, loader(), epochs=4, progress=False)
+    two, two_opt = model_and_opt()
+    h2 = nn.fit(two, nn.CrossEntropyLoss(), two_opt, loader(), epochs=2, progress=False)
+    saved_state = two_opt.state_dict()
+    two = copy.deepcopy(two)
+    two_opt = nn.optim.SGD(two, lr=0.1, momentum=0.9)
+    two_opt.load_state_dict(saved_state)
+    h2 = nn.fit(two, nn.CrossEntropyLoss(), two_opt, loader(), epochs=4, progress=False,
+                initial_epoch=2, history=h2)
+    assert same(weights(one), weights(two)) and h1.steps == h2.steps
+    pairs, pairs_opt = model_and_opt()             # the same batches as fit's (X, y) order
+    h3 = nn.fit(pairs, nn.CrossEntropyLoss(), pairs_opt, (X, Y), epochs=4, batch_size=16,
+                seed=3, progress=False)
+    assert same(weights(one), weights(pairs)) and h1.steps == h3.steps
+
+
 @pytest.mark.parametrize("compile", [False, True])
 def test_an_update_that_overflows_is_undone_so_the_model_keeps_its_last_good_weights(compile):
     # lr 1e300: the gradients and the loss are finite, the new weights are not.
