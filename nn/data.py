@@ -192,18 +192,28 @@ WHERE_TO_GET = {
 
 
 def _candidate_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
-    """Where to look: only the directory given (and its ``name`` subfolder) when there is
-    one; otherwise $HANDGRAD_DATA, Debian's package, the cache."""
+    """Where to look, the dataset's own folders first: MNIST and Fashion-MNIST files have
+    the same names, so a top-level directory (which may hold the other dataset's) comes
+    last, and not at all when its ``name`` subfolder exists. With ``data_dir``, only that
+    directory: ``data_dir/name``, then ``data_dir``. Otherwise ``$HANDGRAD_DATA/name``,
+    Debian's package (for fashion-mnist), ``~/.cache/handgrad/name``, then
+    ``$HANDGRAD_DATA``."""
     if data_dir is not None:
-        return [Path(data_dir), Path(data_dir) / name]
-    dirs: list[Path] = []
+        return _own_then_top(Path(data_dir), name)
     env = os.environ.get("HANDGRAD_DATA")
-    if env:
-        dirs += [Path(env) / name, Path(env)]
+    roots = _own_then_top(Path(env), name) if env else []
+    dirs = roots[:1]
     if name == "fashion-mnist":
         dirs.append(DEBIAN_FASHION_MNIST)
     dirs.append(Path.home() / ".cache" / "handgrad" / name)
-    return dirs
+    return dirs + roots[1:]
+
+
+def _own_then_top(root: Path, name: str) -> list[Path]:
+    """``root/name``, then ``root`` itself unless that subfolder exists (its top-level
+    files would then be another dataset's, or a fallback the user did not mean)."""
+    own = root / name
+    return [own] if own.is_dir() else [own, root]
 
 
 def _find(directory: Path, stem: str) -> Path | None:
@@ -224,11 +234,16 @@ def find_mnist_files(name: str, data_dir: str | os.PathLike | None = None) -> di
             return found  # type: ignore[return-value]
     files = ", ".join(f"{s}[.gz]" for s in MNIST_FILES.values())
     if data_dir is not None:
+        skipped = "" if len(searched) > 1 else \
+            f"; its top level was not read, since {searched[0]} exists"
         raise DatasetError(f"{name}: the directory {data_dir} given with data_dir/--data-dir does "
-                           f"not hold the dataset (looked in {searched[0]} and {searched[1]} for "
-                           f"{files}). To get them, {WHERE_TO_GET[name]}.")
-    raise DatasetError(f"{name}: files not found. Looked in: {', '.join(str(d) for d in searched)}. "
-                       f"Needed: {files}. To get them, {WHERE_TO_GET[name]}, then pass the "
+                           f"not hold the dataset (looked in {' and '.join(map(str, searched))} "
+                           f"for {files}{skipped}). To get them, {WHERE_TO_GET[name]}.")
+    env = os.environ.get("HANDGRAD_DATA")
+    skipped = f" ({env} itself was not read, since {Path(env) / name} exists)" \
+        if env and (Path(env) / name).is_dir() else ""
+    raise DatasetError(f"{name}: files not found. Looked in: {', '.join(str(d) for d in searched)}"
+                       f"{skipped}. Needed: {files}. To get them, {WHERE_TO_GET[name]}, then pass the "
                        f"directory with --data-dir or the HANDGRAD_DATA environment variable.")
 
 

@@ -129,6 +129,50 @@ def test_an_explicit_data_dir_without_the_files_is_an_error_with_no_fallback(tmp
     assert D.load_dataset("xor", seed=3).source == "generated (seed 3)"
 
 
+def _marked_mnist(directory, value):
+    """The four files, every pixel ``value``: which directory was read shows in the data."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 4), ("t10k", 2)):
+        D.write_idx(directory / f"{split}-images-idx3-ubyte", np.full((n, 28, 28), value, np.uint8))
+        D.write_idx(directory / f"{split}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8))
+
+
+def test_a_datasets_own_folder_is_searched_before_a_top_level_holding_another_datasets_files(
+        tmp_path, monkeypatch):
+    """MNIST and Fashion-MNIST files have the same names. data_dir=D read D's top-level
+    (MNIST) files as fashion-mnist although D/fashion-mnist held the right ones, and
+    $HANDGRAD_DATA's top level shadowed Debian's Fashion-MNIST package."""
+    root, debian = tmp_path / "root", tmp_path / "debian"
+    _marked_mnist(root, 1)                                    # MNIST at the top level
+    _marked_mnist(root / "fashion-mnist", 2)
+    _marked_mnist(debian, 3)
+    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST", debian)
+    monkeypatch.setattr(D.Path, "home", lambda: tmp_path / "home")
+    monkeypatch.delenv("HANDGRAD_DATA", raising=False)
+
+    def pixel(name, data_dir=None):
+        return int(D.load_mnist(name, data_dir=data_dir)[0][0, 0, 0])
+
+    assert pixel("fashion-mnist", root) == 2 and pixel("mnist", root) == 1
+    monkeypatch.setenv("HANDGRAD_DATA", str(root))
+    assert pixel("fashion-mnist") == 2 and pixel("mnist") == 1
+    for stem in D.MNIST_FILES.values():                       # no fashion-mnist/ any more
+        (root / "fashion-mnist" / stem).unlink()
+    assert pixel("fashion-mnist") == 3                        # Debian's, not root's MNIST
+    assert D.load_dataset("fashion-mnist").source == str(debian)
+    # A fashion-mnist/ folder that exists without the files: the top level is not read.
+    with pytest.raises(D.DatasetError, match="its top level was not read, since .*fashion-mnist "
+                                             "exists"):
+        D.load_mnist("fashion-mnist", data_dir=root)
+    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    with pytest.raises(D.DatasetError, match=r"root itself was not read, since .*fashion-mnist "
+                                             r"exists"):
+        D.load_mnist("fashion-mnist")
+    # The documented layouts: the files at the top level of $HANDGRAD_DATA or data_dir.
+    (root / "fashion-mnist").rmdir()
+    assert pixel("fashion-mnist") == 1 and pixel("fashion-mnist", root) == 1
+
+
 def test_a_gzip_bomb_is_refused_after_the_header_without_inflating(tmp_path):
     import time
     # The header declares 60 bytes; the stream then inflates to 200 MB of zeros.
