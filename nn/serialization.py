@@ -502,17 +502,38 @@ def _refuse_detached_optimizer(path: str | os.PathLike, optimizer: Any) -> None:
                      f"update. Call nn.load(path, model, optimizer=opt); nothing was loaded")
 
 
+def _refuse_foreign_optimizer(path: str | os.PathLike, model: Module, optimizer: Any) -> None:
+    """``load(path, model, optimizer=opt)`` where ``opt`` updates parameters that are not
+    ``model``'s (by identity): training the loaded model with it would leave it as it
+    was, silently (the case ``_refuse_detached_optimizer`` refuses without ``model``).
+    Refused before the file is read. An optimizer over part of the model (frozen layers,
+    groups added later with ``add_param_group``) is the model's."""
+    mine = {id(p) for p in model.parameters()}
+    for i, p in enumerate(getattr(optimizer, "params", [])):
+        if id(p) not in mine:
+            raise ValueError(f"load({str(path)!r}, model, optimizer=...): the "
+                             f"{type(optimizer).__name__} updates parameters that are not the "
+                             f"model's (its parameter {i}, of shape {getattr(p, 'shape', '?')}, "
+                             f"is none of the {type(model).__name__}'s), so training the loaded "
+                             f"model with it would never change it. Pass the model the "
+                             f"optimizer was made for, or make the optimizer from this model; "
+                             f"nothing was loaded")
+
+
 def load(path: str | os.PathLike, model: Module | None = None, optimizer: Any = None,
          check_finite: bool = False) -> Module:
     """Load a checkpoint. Without ``model``, rebuild it from the saved architecture (MLP);
     with ``model``, load the parameters into it (its architecture must match). With
     ``optimizer``, also restore its state from the file; ``model`` must then be the model
-    the optimizer updates. Everything is validated before anything changes;
+    the optimizer updates (every parameter of the optimizer one of the model's, or a
+    ValueError before the file is read). Everything is validated before anything changes;
     ``check_finite`` also refuses NaN and Inf parameters. Loading never changes a saved
     value: an array stored in another dtype than its parameter's is converted only when
     every value survives the conversion exactly, and is a CheckpointError otherwise."""
     if model is None and optimizer is not None:
         _refuse_detached_optimizer(path, optimizer)
+    if model is not None and optimizer is not None:
+        _refuse_foreign_optimizer(path, model, optimizer)
     ck = read_checkpoint(path)
     meta = ck.meta
     if model is None:

@@ -179,6 +179,33 @@ def test_load_with_an_optimizer_but_no_model_is_refused_before_anything_changes(
     assert nn.load(path, fresh, optimizer=fresh_opt) is fresh and fresh_opt.steps == 2
 
 
+def test_load_refuses_an_optimizer_that_updates_another_model(tmp_path):
+    """nn.load(path, model, optimizer=opt) with opt made for another model restored opt's
+    state and returned, silently: training the loaded model with opt never changed it. It
+    is refused before the file is read; an optimizer over part of the model is the model's."""
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = optim.Adam(model, lr=0.01)
+    _train(model, opt, 2)
+    path = nn.save(model, tmp_path / "m.npz", optimizer=opt)
+    other = nn.MLP([3, 4, 2], seed=5)
+    other_before, opt_before = other.state_dict(), opt.state_dict()
+    with pytest.raises(ValueError, match=r"m\.npz', model, optimizer=\.\.\.\): the Adam updates "
+                                         r"parameters that are not the model's \(its parameter 0, "
+                                         r"of shape \(3, 4\).*nothing was loaded"):
+        nn.load(path, other, optimizer=opt)
+    assert all(np.array_equal(other_before[k], v) for k, v in other.state_dict().items())
+    assert opt.steps == opt_before["steps"] == 2
+    mixed = optim.SGD([*other.parameters()[:2], *model.parameters()[2:]], lr=0.1)
+    with pytest.raises(ValueError, match="its parameter 0, of shape"):
+        nn.load(path, model, optimizer=mixed)
+    # Its own model: loaded; part of it (the output layer, as when fine-tuning) too.
+    assert nn.load(path, other, optimizer=optim.Adam(other, lr=0.01)) is other
+    head = nn.MLP([3, 4, 2], seed=1)
+    head_opt = optim.SGD(head.layers[2].parameters(), lr=0.1)
+    head_path = nn.save(head, tmp_path / "h.npz", optimizer=head_opt)
+    assert nn.load(head_path, head, optimizer=head_opt) is head
+
+
 # --- small files never ask for big allocations --------------------------------------------
 
 def _peak_bytes(fn) -> int:
