@@ -169,8 +169,9 @@ class EagerStep(Step):
             objective = loss + penalty
         self.optimizer.zero_grad()
         objective.backward()
+        scores = out.numpy(copy=True)     # before the update: out may share a weight's memory
         self._update()
-        return value, out.numpy(copy=True)
+        return value, scores
 
 
 class ReplayStep(Step):
@@ -268,8 +269,8 @@ class ReplayStep(Step):
             self._check_outputs(outputs)
             plan.run_backward(plan.accumulator())
         self.last_plan = plan
+        self.last_output = np.array(outputs[2], copy=True)   # before the update, as eagerly
         self._update()
-        self.last_output = np.array(outputs[2], copy=True)
         return float(outputs[1]), self.last_output
 
     def _array(self, what: str, v: Any) -> np.ndarray:

@@ -39,6 +39,31 @@ def test_eager_and_replayed_steps_agree_bit_for_bit():
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
+
+class _WeightRows(nn.Module):
+    """Scores that are a view of the weight: the update changes them in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.W = nn.Parameter(np.arange(12, dtype=np.float32).reshape(4, 3) / 10)
+
+    def forward(self, x):
+        return self.W[:x.shape[0]]
+
+
+@pytest.mark.parametrize("make", [EagerStep, ReplayStep])
+def test_the_scores_are_copied_before_the_update_even_when_they_share_a_weights_memory(make):
+    """The scores were copied after the optimizer's update: a model whose output is a view
+    of a parameter returned the updated values, not the ones its loss was computed on."""
+    model = _WeightRows()
+    before = model.W.numpy(copy=True)
+    step = make(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=1.0))
+    for _ in range(2):                               # the capture, then a replay
+        _, scores = step(np.zeros((4, 2), np.float32), np.array([0, 1, 2, 0]))
+        assert np.array_equal(scores, before)
+        before = model.W.numpy(copy=True)
+
+
 @pytest.mark.parametrize("make", [EagerStep, ReplayStep, nn.compile_step])
 @pytest.mark.parametrize("where", ["loss", "gradient"])
 def test_one_exception_type_for_a_non_finite_loss_or_gradient(make, where):
