@@ -28,7 +28,9 @@ What a plan can and cannot follow:
 * Control flow that depends on values cannot be replayed, so the capture refuses it:
   reading a value (``.item()``, ``float(t)``, ``.numpy()``, ``.data``, ``if t:``) inside
   ``fn`` raises ``CaptureError`` naming what was read; so does an array from outside
-  ``fn`` turned into a constant (pass it as an input instead).
+  ``fn`` turned into a constant (pass it as an input instead), and so does an in-place
+  write (``h += 1``, ``x /= 2``: no op runs, so a replay would skip it; write
+  ``h = h + 1``).
 * Values computed without an op are made again at every replay from the replay's arrays:
   comparisons (a mask ``h > 0`` for ``where``, labels ``y >= 0`` of a masked loss) and
   ``detach()`` (``ValueInstruction``). No gradient flows through them, eagerly or replayed.
@@ -150,6 +152,15 @@ class Tape:
         def against(a: np.ndarray, _other: Any = other) -> Any:
             return compare(a, _other)
         self.value(against, name, f"{{0}} {symbol} {plain_repr(other)}", (t,), result)
+
+    @staticmethod
+    def in_place(t: "Tensor", symbol: str) -> None:
+        """``t <symbol> x`` (``t += x``): numpy writes t's array with no op, so a replay
+        would skip the write; refused."""
+        raise CaptureError(
+            f"capture: in-place {symbol} on {t.describe()} inside the captured function; a "
+            f"replayed plan would not repeat it (an in-place write is not an op). Write "
+            f"t = t {symbol[:-1]} x instead")
 
     @staticmethod
     def refuse(what: str) -> None:

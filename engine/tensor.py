@@ -371,6 +371,8 @@ class Tensor(OpMethods):
             raise RuntimeError(
                 f"{symbol} on a tensor computed by op '{self.node.op.name}': in-place changes "
                 f"of graph tensors are not supported; write t = t {symbol[:-1]} x instead.")
+        if STATE.tape is not None:               # no op runs: a replay would skip the write
+            STATE.tape.in_place(self, symbol)
         value = other._data if isinstance(other, Tensor) else np.asarray(other)
         try:
             shape = np.broadcast_shapes(self.shape, value.shape)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import operator
+import re
 import tracemalloc
 
 import numpy as np
@@ -251,6 +253,25 @@ def test_arrays_from_outside_the_function_are_refused_numbers_are_fine():
         engine.capture(lambda x: (x @ W * Tensor(outside)).sum(), np.ones((1, 2)))
     plan = engine.capture(lambda x: (x @ W * 3.0).sum(), np.ones((1, 2)))
     assert plan(np.ones((1, 2))) == 12.0
+
+
+
+@pytest.mark.parametrize(("symbol", "write"), [("+=", operator.iadd), ("-=", operator.isub),
+                                               ("*=", operator.imul), ("/=", operator.itruediv),
+                                               ("**=", operator.ipow)])
+def test_in_place_arithmetic_inside_the_function_is_refused(symbol, write):
+    """``h += 10`` writes h's array with no op: it ran at the capture and a replay skipped
+    it, silently (a replay gave 3.0 where eager gave 33.0)."""
+    W = Tensor(np.ones(3), requires_grad=True)
+
+    def fn(x):
+        h = x * 1.0                            # outside the graph: x requires no grad
+        h = write(h, 2.0)
+        return (h * W).sum()
+
+    with pytest.raises(CaptureError, match=f"in-place {re.escape(symbol)} on .*Write t = t"):
+        engine.capture(fn, np.ones(3))
+    assert engine.modes.STATE.tape is None
 
 
 def test_a_check_that_reads_values_still_runs_on_every_replay():
