@@ -28,7 +28,8 @@ What a plan can and cannot follow:
 * Control flow that depends on values cannot be replayed, so the capture refuses it:
   reading a value (``.item()``, ``float(t)``, ``.numpy()``, ``.data``, ``if t:``) inside
   ``fn`` raises ``CaptureError`` naming what was read; so does an array from outside
-  ``fn`` turned into a constant (pass it as an input instead), and so does an in-place
+  ``fn`` turned into a constant, in an op or a comparison, of any size (pass it as an
+  input instead; Python numbers and numpy scalars are kept), and so does an in-place
   write (``h += 1``, ``x /= 2``: no op runs, so a replay would skip it; write
   ``h = h + 1``).
 * Values computed without an op are made again at every replay from the replay's arrays:
@@ -87,6 +88,14 @@ class ValueRecord(NamedTuple):
     result: "Tensor"
 
 
+def _frozen_values(given: Any, t: "Tensor") -> bool:
+    """Whether a constant made from ``given`` would freeze values that can change: an array
+    or a tensor (of any size, even one number), or anything with more than one element.
+    Python numbers and numpy scalars are values, not memory: they are kept."""
+    from .tensor import Tensor
+    return isinstance(given, (np.ndarray, Tensor)) or t._data.size > 1
+
+
 def same(a: np.ndarray) -> np.ndarray:
     """``detach()`` in a plan: the same array (a detached tensor shares its memory)."""
     return a
@@ -100,18 +109,21 @@ class Tape:
                            | ValueRecord] = []
         self.constants: set[int] = set()     # ids of constants made from Python numbers
 
-    def constant(self, t: "Tensor", position: int, op: "Op") -> None:
-        """A number or array an op turned into a constant tensor inside the function."""
-        if t._data.size > 1:
+    def constant(self, t: "Tensor", given: Any, position: int, op: "Op") -> None:
+        """A number or array (``given``) an op turned into a constant tensor ``t`` inside
+        the function. A number is kept; an array of any size is refused: it may be one
+        from outside, which its owner can change after the capture."""
+        if _frozen_values(given, t):
             raise CaptureError(
                 f"capture: op '{op.name}' got an array of shape {t.shape} as input {position} "
                 f"that is not an input of the captured function; the plan would freeze its "
                 f"values. Pass it as an input")
         self.constants.add(id(t))
 
-    def created(self, t: "Tensor") -> None:
-        """``Tensor(...)`` called inside the function."""
-        if t._data.size > 1:
+    def created(self, t: "Tensor", given: Any) -> None:
+        """``Tensor(given)`` (or ``adopt``) called inside the function: from a number it
+        is fine; from an array or a tensor of any size it is refused, as ops refuse one."""
+        if _frozen_values(given, t):
             raise CaptureError(
                 f"capture: Tensor(...) of shape {t.shape} created inside the captured "
                 f"function; the plan would freeze its values. Pass the array as an input")
@@ -134,16 +146,17 @@ class Tape:
                    other: Any, result: "Tensor") -> None:
         """``result = t <symbol> other``. A tensor ``other`` is read from its slot; a number
         stays a Python number (numpy compares a float32 array with 0.1 in float32, but with
-        an array holding 0.1 in float64); an array is kept as it is now, if it is one
-        number (a larger one from outside the function is refused, as ops refuse it)."""
+        an array holding 0.1 in float64); an array (of any size: it may be one from outside
+        the function, changed after the capture) is refused, as ops refuse it."""
         from .tensor import Tensor
         name = _COMPARISONS[symbol]
         if isinstance(other, Tensor):
             self.value(compare, name, f"{{0}} {symbol} {{1}}", (t, other), result)
             return
         if not isinstance(other, (int, float, complex, np.generic)):
+            given = other
             other = np.array(other)                   # a copy: the value at capture
-            if other.size > 1:
+            if isinstance(given, np.ndarray) or other.size > 1:
                 raise CaptureError(
                     f"capture: a comparison ({symbol}) with an array of shape {other.shape} "
                     f"that is not an input of the captured function; the plan would freeze "

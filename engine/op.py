@@ -378,7 +378,7 @@ class Op:
                     x = x.astype(ref, copy=False)
                 x = Tensor._from_op(x, None)         # a private copy: nobody else holds it
                 if STATE.tape is not None:
-                    STATE.tape.constant(x, i, self)
+                    STATE.tape.constant(x, inputs[i], i, self)
             out.append(x)
         return tuple(out)
 

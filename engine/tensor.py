@@ -69,7 +69,7 @@ class Tensor(OpMethods):
         if requires_grad:
             self.requires_grad = True
         if STATE.tape is not None:
-            STATE.tape.created(self)
+            STATE.tape.created(self, data)
 
     @classmethod
     def _from_op(cls, data: np.ndarray, node: "graph.Node | None") -> "Tensor":
@@ -497,7 +497,7 @@ def adopt(array: np.ndarray, requires_grad: bool = False, name: str | None = Non
     if requires_grad:
         t.requires_grad = True
     if STATE.tape is not None:
-        STATE.tape.created(t)
+        STATE.tape.created(t, array)
     return t
 
 

@@ -172,10 +172,9 @@ def test_reading_values_inside_the_function_is_refused(read):
                                   lambda h: h * (h == h), lambda h: h * (h != 0),
                                   lambda h: h * (h < 1), lambda h: h * (h <= 1),
                                   lambda h: engine.where(h > h.detach().mean(), h, 0.0 * h),
-                                  lambda h: h * (h > np.float32(0.5)),
-                                  lambda h: h * (h > np.array(0.5))],
+                                  lambda h: h * (h > np.float32(0.5))],
                          ids=["where mask", "mask", "detach", "==", "!=", "<", "<=",
-                              "against a tensor", "numpy scalar", "0-d array"])
+                              "against a tensor", "numpy scalar"])
 def test_a_tensor_made_without_an_op_is_made_again_at_every_replay(make):
     """A comparison's mask or a detached tensor is made again from each replay's arrays: a
     plan that kept the first call's values (a mask of the first batch) would give other
@@ -220,10 +219,13 @@ def test_a_comparison_with_a_number_compares_as_eagerly_in_float32():
     assert not plan(x).any()
 
 
-def test_a_comparison_with_an_array_from_outside_is_refused_as_ops_refuse_it():
+@pytest.mark.parametrize("shape", [(1, 2), (1,), ()])
+def test_a_comparison_with_an_array_from_outside_is_refused_as_ops_refuse_it(shape):
+    """Of any size: a one-element array was kept with its value at the capture, and a
+    replay after its owner changed it compared with the old value, silently."""
     W = Tensor(np.ones((2, 2)), requires_grad=True)
-    outside = np.zeros((1, 2))
-    with pytest.raises(CaptureError, match=r"a comparison \(>\) with an array of shape \(1, 2\)"):
+    outside = np.zeros(shape)
+    with pytest.raises(CaptureError, match=rf"a comparison \(>\) with an array of shape {re.escape(str(shape))}"):
         engine.capture(lambda x: (x @ W > outside).sum(), np.ones((1, 2)))
     assert engine.modes.STATE.tape is None
 
@@ -253,6 +255,28 @@ def test_arrays_from_outside_the_function_are_refused_numbers_are_fine():
         engine.capture(lambda x: (x @ W * Tensor(outside)).sum(), np.ones((1, 2)))
     plan = engine.capture(lambda x: (x @ W * 3.0).sum(), np.ones((1, 2)))
     assert plan(np.ones((1, 2))) == 12.0
+
+
+@pytest.mark.parametrize("shape", [(1,), (), (1, 1)])
+def test_a_one_element_array_from_outside_is_refused_too(shape):
+    """``x / temperature`` with ``temperature = np.array([2.0])`` from outside kept the
+    value at the capture: after ``temperature[0] = 0.5`` a replay gave 1.5, eager 6.0."""
+    W = Tensor(np.ones(3), requires_grad=True)
+    temperature = np.full(shape, 2.0)
+    with pytest.raises(CaptureError, match=rf"op 'div' got an array of shape {re.escape(str(shape))} as input 1"):
+        engine.capture(lambda x: (x * W / temperature).sum(), np.ones(3))
+    with pytest.raises(CaptureError, match=r"Tensor\(...\) of shape .* created inside"):
+        engine.capture(lambda x: (x * W / Tensor(temperature)).sum(), np.ones(3))
+    with pytest.raises(CaptureError, match=r"Tensor\(...\) of shape .* created inside"):
+        engine.capture(lambda x: (x * W / engine.adopt(temperature.copy())).sum(), np.ones(3))
+    assert engine.modes.STATE.tape is None
+
+
+@pytest.mark.parametrize("number", [2.0, 2, np.float64(2.0), np.float32(2.0), np.int64(2)])
+def test_numbers_and_numpy_scalars_stay_constants(number):
+    W = Tensor(np.ones(3), requires_grad=True)
+    plan = engine.capture(lambda x: (x * W / number + Tensor(number)).sum(), np.ones(3))
+    assert plan(np.full(3, 4.0)) == 12.0
 
 
 
