@@ -21,7 +21,9 @@ What a plan can and cannot follow:
   (parameters, fixed tensors) are read live at every replay: in-place updates of their
   values are seen; a change of shape or dtype is an error, and so is a change of
   ``requires_grad`` in a plan with a backward pass (it decided which gradients the plan
-  computes: a frozen parameter's gradient would still be filled in).
+  computes: a frozen parameter's gradient would still be filled in). A tensor computed
+  by ops outside ``fn`` that a gradient would flow into is refused (``CaptureError``,
+  before the backward runs): eagerly the gradient goes on into what made it.
 * Python values are fixed at capture: numbers in ``fn``, ops' parameters (an ``axis``,
   ``training=True`` of dropout; a dropout's Generator is the same object, so its random
   stream continues exactly as it would eagerly).
@@ -364,6 +366,8 @@ def _record(fn: Callable[..., Any], example_inputs: Sequence[Any],
                     plan.names[slot] = t.name
         return slots[id(t)]
 
+    root = outputs[0]
+    differentiate = root.requires_grad and root.size == 1 and root.node is not None
     for record in tape.records:
         if isinstance(record, ValueRecord):
             plan.forward.append(ValueInstruction(record.function, record.name,
@@ -371,6 +375,8 @@ def _record(fn: Callable[..., Any], example_inputs: Sequence[Any],
                                                  new_slot(record.result), record.text))
             continue
         op, tensors, _params, ctx, result_t = record
+        if differentiate:
+            _refuse_outside_graph(op, tensors, ctx.needs_input_grad, context_of)
         ins = [slot_of(t) for t in tensors]
         out = new_slot(result_t)
         context = ReplayContext(tuple(ArraySpec.of(t._data) for t in tensors), ctx.params,
@@ -385,10 +391,24 @@ def _record(fn: Callable[..., Any], example_inputs: Sequence[Any],
         plan.output_slots.append(slots[id(o)])
 
     plan.last_outputs = [o._data for o in outputs]
-    root = outputs[0]
-    if root.requires_grad and root.size == 1 and root.node is not None:
+    if differentiate:
         _capture_backward(plan, root, slots, context_of)
     return plan
+
+
+def _refuse_outside_graph(op: "Op", tensors: Sequence["Tensor"], needs: tuple[bool, ...],
+                          made: dict[int, ReplayContext]) -> None:
+    """Refuse, before the backward runs (no gradient lands anywhere), a gradient that would
+    flow into a tensor made by ops outside the function: eagerly it goes on into what made
+    that tensor, but a plan reads outside tensors as leaves. ``made``: the function's
+    own op results, by id (the only tensors with a node that a plan makes)."""
+    for t, need in zip(tensors, needs, strict=True):
+        if need and t.node is not None and id(t) not in made:
+            raise CaptureError(
+                f"capture: op '{op.name}' reads {t.describe()}, computed by op "
+                f"'{t.node.op.name}' outside the captured function; the plan would not carry "
+                f"its gradient back into what made it. Compute it inside the function, or "
+                f"pass it as an input (detached)")
 
 
 def _capture_backward(plan: Plan, root: "Tensor", slots: dict[int, int],

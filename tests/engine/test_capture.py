@@ -298,6 +298,20 @@ def test_in_place_arithmetic_inside_the_function_is_refused(symbol, write):
     assert engine.modes.STATE.tape is None
 
 
+def test_a_tensor_computed_by_ops_outside_the_function_is_refused_before_any_gradient():
+    """``h = W * 2`` outside, ``(x * h).sum()`` captured: the capture crashed with a bare
+    KeyError in the middle of its backward pass, with W's gradient half accumulated. Its
+    gradient would flow on into W eagerly, which a plan (reading h as a leaf) cannot do."""
+    W = Tensor(np.ones(3), requires_grad=True)
+    h = W * 2.0
+    with pytest.raises(CaptureError, match=r"op 'mul' reads Tensor of shape \(3,\).*computed by "
+                                           r"op 'mul' outside the captured function"):
+        engine.capture(lambda x: (x * h).sum() + (x * W).sum(), np.arange(3.0))
+    assert W.grad is None and engine.modes.STATE.tape is None
+    plan = engine.capture(lambda x: (x * h.detach()).sum() + (x * W).sum(), np.arange(3.0))
+    assert plan(np.arange(3.0)) == 9.0                   # detached: read live, as a value
+
+
 def test_a_check_that_reads_values_still_runs_on_every_replay():
     """softmax_cross_entropy checks the labels' range: a replay with a bad label is still
     an error, never a silently wrong loss (numpy would wrap a negative index around)."""
