@@ -26,7 +26,8 @@ What a plan can and cannot follow:
   before the backward runs): eagerly the gradient goes on into what made it.
 * Python values are fixed at capture: numbers in ``fn``, ops' parameters (an ``axis``,
   ``training=True`` of dropout; a dropout's Generator is the same object, so its random
-  stream continues exactly as it would eagerly).
+  stream continues exactly as it would eagerly). A tensor in a parameter (the index of
+  ``x[rows, y]``, the mask of ``x[x > 2]``) would be fixed too: it is refused.
 * Control flow that depends on values cannot be replayed, so the capture refuses it:
   reading a value (``.item()``, ``float(t)``, ``.numpy()``, ``.data``, ``if t:``) inside
   ``fn`` raises ``CaptureError`` naming what was read; so does an array from outside
@@ -167,6 +168,17 @@ class Tape:
         def against(a: np.ndarray, _other: Any = other) -> Any:
             return compare(a, _other)
         self.value(against, name, f"{{0}} {symbol} {plain_repr(other)}", (t,), result)
+
+    @staticmethod
+    def tensor_parameter(op: "Op", key: str) -> None:
+        """A tensor in ``op``'s parameter ``key`` (``x[rows, y]``, ``x[x > 2]``): a
+        parameter is fixed at the capture, so a replay would use this call's values
+        (and a mask's count of True could change the shapes the capture proved); refused."""
+        raise CaptureError(
+            f"capture: op '{op.name}' got a Tensor in its parameter '{key}'; parameters "
+            f"are fixed at the capture, so every replay would use this call's values. Use "
+            f"ops that take it as an input (engine.where for a mask, a loss op such as "
+            f"softmax_cross_entropy for class labels), or run eagerly")
 
     @staticmethod
     def in_place(t: "Tensor", symbol: str) -> None:

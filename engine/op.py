@@ -198,7 +198,7 @@ class Signature:
             inputs.pop()                              # optional inputs left out
         if any(x is _MISSING or (x is None and i >= self.required) for i, x in enumerate(inputs)):
             raise op.error("an optional input may be left out only at the end", TypeError)
-        return tuple(inputs), {k: freeze(v) for k, v in params.items()}
+        return tuple(inputs), {k: frozen_param(op, k, v) for k, v in params.items()}
 
     def _describe(self) -> str:
         ins = "any number of tensors" if self.varargs else (
@@ -228,6 +228,21 @@ def freeze(value: Any) -> Any:
     if isinstance(value, list):
         return [freeze(v) for v in value]
     return value
+
+
+def frozen_param(op: "Op", key: str, value: Any) -> Any:
+    """``freeze(value)`` for ``op``'s parameter ``key``. A tensor in it (an index, a mask)
+    is copied like an array, so a plan being captured would replay this call's values:
+    refused then (``Tape.tensor_parameter``)."""
+    if STATE.tape is not None and _holds_tensor(value):
+        STATE.tape.tensor_parameter(op, key)
+    return freeze(value)
+
+
+def _holds_tensor(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return any(_holds_tensor(v) for v in value)
+    return isinstance(value, Tensor)
 
 
 class Op:
@@ -286,7 +301,7 @@ class Op:
                     not sig.required_params or all(p in kwargs for p in sig.required_params)):
                 params = {**sig.defaults}
                 for key, value in kwargs.items():
-                    params[key] = value if type(value) in _PLAIN else freeze(value)
+                    params[key] = value if type(value) in _PLAIN else frozen_param(self, key, value)
                 return self._apply(args, params)
         inputs, params = sig.bind(self, args, kwargs)
         return self._apply(inputs, params)
@@ -304,7 +319,7 @@ class Op:
         if missing:
             raise self.error(f"missing parameters {missing}", TypeError)
         return self._apply(inputs, {**sig.defaults,
-                                    **{k: freeze(v) for k, v in params.items()}})
+                                    **{k: frozen_param(self, k, v) for k, v in params.items()}})
 
     def _apply(self, inputs: tuple[Any, ...], params: Mapping[str, Any]) -> Tensor:
         """Run the forward on the inputs' arrays and, if a gradient can flow, record a node."""

@@ -312,6 +312,27 @@ def test_a_tensor_computed_by_ops_outside_the_function_is_refused_before_any_gra
     assert plan(np.arange(3.0)) == 9.0                   # detached: read live, as a value
 
 
+@pytest.mark.parametrize("index", [lambda x, i: (np.arange(2), i), lambda x, i: i,
+                                   lambda x, i: x > 2, lambda x, i: [i, i]],
+                         ids=["labels in a tuple", "tensor", "mask", "in a list"])
+def test_a_tensor_in_an_ops_parameter_is_refused(index):
+    """``x[rows, y]`` copied the index tensor into getitem's parameters at the capture: a
+    replay with other labels (or another mask) gathered the first call's elements, silently
+    (6.0 where eager gave 24.0)."""
+    W = Tensor(np.ones(3), requires_grad=True)
+
+    def fn(x, i):
+        return (x * W)[index(x, i)].sum()
+
+    x, i = np.arange(6.0).reshape(2, 3), np.array([0, 0])
+    assert fn(Tensor(x), Tensor(i)).item() > 0            # eagerly, a tensor index is fine
+    with pytest.raises(CaptureError, match="op 'getitem' got a Tensor in its parameter 'index'"):
+        engine.capture(fn, x, i)
+    assert W.grad is None and engine.modes.STATE.tape is None
+    plan = engine.capture(lambda x: (x * W)[np.arange(2), [1, 2]].sum(), x)   # arrays: fixed
+    assert plan(x) == 6.0                                 # x[0, 1] + x[1, 2]
+
+
 def test_a_check_that_reads_values_still_runs_on_every_replay():
     """softmax_cross_entropy checks the labels' range: a replay with a bad label is still
     an error, never a silently wrong loss (numpy would wrap a negative index around)."""

@@ -362,3 +362,16 @@ def test_masks_and_detached_values_inside_a_compiled_step_train_as_eager():
         models.append(model)
     for (name, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
         assert np.array_equal(a, b), name
+
+
+def test_a_loss_that_indexes_with_the_labels_is_refused_not_replayed_with_the_first_ones():
+    """``-logp[rows, y].mean()`` froze the first batch's labels into the plan: later steps
+    trained on them, silently."""
+    def nll(out, y):
+        logp = engine.log_softmax(out, axis=-1)
+        return -logp[np.arange(logp.shape[0]), y].mean()
+
+    model = nn.MLP([6, 8, 3], seed=0)
+    step = nn.compile_step(model, nll, nn.optim.SGD(model, lr=0.1))
+    with pytest.raises(engine.CaptureError, match="op 'getitem' got a Tensor in its parameter"):
+        step(X[:8], Y[:8])
