@@ -48,7 +48,7 @@ The plan's instructions are the named records of ``plan_format.py``.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, NamedTuple, Sequence
 
 import numpy as np
 
@@ -111,6 +111,9 @@ class Tape:
         self.records: list[tuple["Op", tuple["Tensor", ...], dict[str, Any], Any, "Tensor"]
                            | ValueRecord] = []
         self.constants: set[int] = set()     # ids of constants made from Python numbers
+        # ids of inputs that stand for arrays (``capture(..., as_arrays=)``): ops convert
+        # them as they convert an array operand (Op._as_tensors)
+        self.arrays: set[int] = set()
 
     def constant(self, t: "Tensor", given: Any, position: int, op: "Op") -> None:
         """A number or array (``given``) an op turned into a constant tensor ``t`` inside
@@ -312,22 +315,26 @@ def _input_name(fn: Callable[..., Any], k: int) -> str:
 
 
 def capture(fn: Callable[..., Any], *example_inputs: Any,
-            names: dict[int, str] | None = None) -> Plan:
+            names: dict[int, str] | None = None, as_arrays: Collection[int] = ()) -> Plan:
     """Run ``fn(*tensors)`` once (eagerly: its effects, like gradients in ``.grad``, happen)
     and return the Plan that replays it. See the module docstring for what is captured.
     ``names`` maps ``id(tensor)`` of outside tensors to names shown by ``Plan.source()``.
+    ``as_arrays``: positions of the inputs that ``fn``'s eager caller passes as numpy
+    arrays, not tensors (a training step's targets). Ops convert those as they convert an
+    array operand, at the capture and at every replay: a float64 target meets float32
+    logits in float32, as it does eagerly (a float64 tensor would make the loss float64).
 
     The plan keeps what a replay needs (per op: its node for saved values, and its lines
     of generated code; about 2 KB on a chain of small ops). The eager graph is gone before
     the code is written and compiled, and the code is compiled a function at a time, so
     the peak stays within a few times that."""
-    plan = _record(fn, example_inputs, names)   # the eager run's graph dies with its frame
+    plan = _record(fn, example_inputs, names, as_arrays)   # the eager run's graph dies with its frame
     plan.finish()
     return plan
 
 
 def _record(fn: Callable[..., Any], example_inputs: Sequence[Any],
-            names: dict[int, str] | None) -> Plan:
+            names: dict[int, str] | None, as_arrays: Collection[int] = ()) -> Plan:
     """Run ``fn`` eagerly under a tape (and its backward) and fill a Plan from the record,
     all but the generated code."""
     from .tensor import Tensor
@@ -340,6 +347,7 @@ def _record(fn: Callable[..., Any], example_inputs: Sequence[Any],
             raise CaptureError(f"capture: input {i} requires grad; plan inputs are data. "
                                f"Read parameters inside fn instead (they stay live)")
     tape = Tape()
+    tape.arrays = {id(inputs[k]) for k in as_arrays}
     STATE.tape = tape
     try:
         result = fn(*inputs)

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Collection, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -331,6 +331,9 @@ class Op:
             if not isinstance(x, Tensor) or (not x._requires_grad and x._data.dtype.kind in "iu"):
                 tensors = self._as_tensors(inputs)
                 break
+        else:
+            if STATE.tape is not None and STATE.tape.arrays:    # inputs standing for arrays
+                tensors = self._as_tensors(inputs)
         arrays: list[np.ndarray] = []
         flags: list[bool] = []                 # each input's requires_grad
         for t in tensors:                      # one loop: cheaper than two comprehensions
@@ -379,14 +382,21 @@ class Op:
         kind (``float32_tensor * np.float64(2)`` stays float32), and integer tensors too
         (``float32_tensor * int64_tensor`` is float32, as in PyTorch: an integer operand
         never widens a float one). Bool tensors (masks) stay bool: numpy never widens a
-        float for them. Labels and conditions (``nondiff``) keep their dtype."""
+        float for them. Labels and conditions (``nondiff``) keep their dtype.
+
+        A captured function's inputs that its eager caller passes as arrays (the targets
+        of a compiled step: ``Tape.arrays``) are tensors that take part as arrays do, here
+        and in ``_float_dtype``; their conversion is made again at every replay."""
+        loose = STATE.tape.arrays if STATE.tape is not None else ()
         values: list[Tensor | np.ndarray] = [
             x if isinstance(x, Tensor) else self._constant_array(i, x) for i, x in enumerate(inputs)]
-        ref = self._float_dtype(values)
+        ref = self._float_dtype(values, loose)
         out = []
         for i, x in enumerate(values):
             if isinstance(x, Tensor):
-                if ref is not None and x._data.dtype.kind in "iu" and i not in self.nondiff:
+                kinds = "biuf" if id(x) in loose else "iu"
+                if ref is not None and x._data.dtype.kind in kinds and x._data.dtype != ref \
+                        and i not in self.nondiff:
                     x = _converted(x, ref)
             else:
                 if ref is not None and x.dtype.kind in "biuf" and i not in self.nondiff:
@@ -410,15 +420,19 @@ class Op:
             check_dtype(array.dtype, f"{self.name}: input {i}")
         return array
 
-    def _float_dtype(self, values: list[Tensor | np.ndarray]) -> np.dtype | None:
+    def _float_dtype(self, values: list[Tensor | np.ndarray],
+                     loose: Collection[int] = ()) -> np.dtype | None:
         """The dtype the other differentiable operands take: the first floating-point
-        tensor's, else the first floating-point constant's, among the differentiable
-        positions (a float target never makes integer logits float); None if neither."""
+        tensor's, else the first floating-point constant's (or tensor standing for an
+        array: ids in ``loose``), among the differentiable positions (a float target never
+        makes integer logits float); None if neither."""
         for i, x in enumerate(values):
-            if isinstance(x, Tensor) and x._data.dtype.kind == "f" and i not in self.nondiff:
+            if isinstance(x, Tensor) and id(x) not in loose and x._data.dtype.kind == "f" \
+                    and i not in self.nondiff:
                 return x._data.dtype
         for i, x in enumerate(values):
-            if not isinstance(x, Tensor) and x.dtype.kind == "f" and i not in self.nondiff:
+            if (not isinstance(x, Tensor) or id(x) in loose) and x.dtype.kind == "f" \
+                    and i not in self.nondiff:
                 return x.dtype
         return None
 

@@ -206,12 +206,13 @@ class ReplayStep(Step):
         penalty = self.regularizer()
         return loss + penalty, loss, out, penalty
 
-    def key(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
+    def key(self, x: np.ndarray, y: np.ndarray | Tensor) -> tuple[Any, ...]:
         """What a plan is valid for: the batch's shapes and dtypes; the mode (in this
         thread) and the settings count of every module of the model and the loss (any
         attribute assigned since, such as a dropout's ``p`` or the loss's
-        ``label_smoothing``, means a new capture); and ``requires_grad`` of every
-        parameter of those modules and of every other tensor a plan reads."""
+        ``label_smoothing``, means a new capture); ``requires_grad`` of every parameter of
+        those modules and of every other tensor a plan reads; and whether the targets are
+        a tensor (ops convert an array, not a tensor, to the outputs' dtype)."""
         if self._tree != module_.tree_version():            # modules added or replaced
             self._tree = module_.tree_version()
             self._modules = list(self.model.modules())
@@ -226,7 +227,7 @@ class ReplayStep(Step):
             self._tensors += self._outside
         return (x.shape, x.dtype.str, y.shape, y.dtype.str,
                 module_.training_flags(self._modules), settings,
-                tuple([t.requires_grad for t in self._tensors]))
+                tuple([t.requires_grad for t in self._tensors]), isinstance(y, Tensor))
 
     def __call__(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
         if not self._busy.acquire(blocking=False):
@@ -247,7 +248,10 @@ class ReplayStep(Step):
             raise RuntimeError(f"{self.owner}: detect_anomaly() checks every op as it runs, "
                                f"which a replayed plan does not; find the op with the eager "
                                f"step (fit(compile=False))")
-        x, y = self._array("batch", x), self._array("targets", y)
+        x, targets = self._array("batch", x), self._array("targets", y)
+        # Eagerly, targets given as an array reach the loss as one, which its op converts
+        # to the outputs' dtype (as_arrays); a tensor stays a tensor.
+        y = y if isinstance(y, Tensor) else targets
         for p in self.optimizer.params:
             p.grad = None                              # zero_grad
         key = self.key(x, y)
@@ -257,7 +261,9 @@ class ReplayStep(Step):
             # its backward (gradients land in .grad), then the checks and update below.
             self.names = {id(p): name for name, p in self.model.named_parameters()}
             with module_.calls_recorded() as called:
-                plan = self.plans[key] = engine.capture(self._fn, x, y, names=self.names)
+                plan = self.plans[key] = engine.capture(
+                    self._fn, x, y, names=self.names,
+                    as_arrays=() if isinstance(y, Tensor) else (1,))
             self._note_outside(plan, called, key, x, y)
             outputs = plan.last_outputs
             if plan.root is None:
@@ -287,7 +293,7 @@ class ReplayStep(Step):
         return v.numpy()
 
     def _note_outside(self, plan: engine.Plan, called: list[Module], key: tuple[Any, ...],
-                      x: np.ndarray, y: np.ndarray) -> None:
+                      x: np.ndarray, y: np.ndarray | Tensor) -> None:
         """Add what the key does not cover yet to it: the tensors ``plan`` reads that no
         module holds (a regularizer's, a plain loss function's) and the modules it ran that
         are in neither tree (a loss module inside a plain function, a layer kept in a

@@ -208,6 +208,29 @@ def test_an_integer_input_is_converted_to_the_float_operands_dtype_at_every_repl
     assert "astype(float32)" in plan.source()
 
 
+def test_an_input_captured_as_an_array_is_converted_as_an_array_operand_at_every_replay():
+    """``as_arrays``: fn's eager caller passes that input as an array, which an op converts
+    to its float dtype (float64 targets, float32 outputs: the loss in float32)."""
+    W = Tensor(np.full(3, 0.1, np.float32), requires_grad=True)
+
+    def fn(x, t):
+        return engine.mse(x * W, t)
+
+    plan = engine.capture(fn, np.ones(3, np.float32), np.zeros(3), as_arrays=(1,))
+    for seed in range(3):
+        x, t = np.random.default_rng(seed).normal(size=(2, 3))
+        x = x.astype(np.float32)
+        W.grad = None
+        replayed = plan(x, t)
+        replayed_grad = W.grad
+        W.grad = None
+        eager = fn(Tensor(x), t)
+        eager.backward()
+        assert replayed.dtype == np.float32 and replayed == eager.item()
+        np.testing.assert_array_equal(replayed_grad, W.grad)
+    assert engine.capture(fn, np.ones(3, np.float32), np.zeros(3)).root_spec[1] == np.float64
+
+
 def test_a_comparison_with_a_number_compares_as_eagerly_in_float32():
     """numpy compares a float32 array with the number 0.1 in float32 but with an array
     holding 0.1 in float64: float32(0.1) > 0.1 is False one way and True the other. The

@@ -375,3 +375,26 @@ def test_a_loss_that_indexes_with_the_labels_is_refused_not_replayed_with_the_fi
     step = nn.compile_step(model, nll, nn.optim.SGD(model, lr=0.1))
     with pytest.raises(engine.CaptureError, match="op 'getitem' got a Tensor in its parameter"):
         step(X[:8], Y[:8])
+
+
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["array", "tensor"])
+@pytest.mark.parametrize("case", ["float64 MSE", "float64 BCE", "bool BCE", "int MSE"])
+def test_targets_of_another_dtype_are_converted_as_eagerly(case, as_tensor):
+    """Eagerly a float64 target array meets float32 outputs in float32 (the loss op converts
+    it); a compiled step passed it to the plan as a float64 tensor, so the loss and every
+    gradient were computed in float64: other losses, other weights. A target tensor is not
+    converted, eagerly or compiled."""
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(32, 4)).astype(np.float32)
+    ys = rng.normal(size=(32, 2))
+    loss_fn, ys = {"float64 MSE": (nn.MSELoss, ys), "float64 BCE": (nn.BCEWithLogitsLoss, (ys > 0) * 1.0),
+                   "bool BCE": (nn.BCEWithLogitsLoss, ys > 0),
+                   "int MSE": (nn.MSELoss, np.round(ys).astype(np.int64))}[case]
+    runs = []
+    for make in (nn.step.EagerStep, nn.step.ReplayStep):
+        model = nn.MLP([4, 8, 2], seed=0)
+        step = make(model, loss_fn(), nn.optim.SGD(model, lr=0.1))
+        losses = [step(xs[i:i + 8], engine.Tensor(ys[i:i + 8]) if as_tensor else ys[i:i + 8])[0]
+                  for i in range(0, 32, 8)]
+        runs.append((losses, [p.numpy(copy=True).tobytes() for p in model.parameters()]))
+    assert runs[0] == runs[1]
