@@ -60,14 +60,15 @@ def tree_version() -> int:
 
 # The modules called in each thread while a compiled step records a plan (by thread id;
 # empty the rest of the time, so a module call pays one test of it).
-_CALLS: dict[int, list["Module"]] = {}
+_CALLS: dict[int, list[tuple["Module", int]]] = {}
 
 
 @contextlib.contextmanager
-def calls_recorded() -> Iterator[list["Module"]]:
+def calls_recorded() -> Iterator[list[tuple["Module", int]]]:
     """The modules called in this thread inside the block, in call order, whether or not
     they belong to a model's tree (a loss module inside a plain function, a layer kept in a
-    list): a compiled step keys its plans on their settings too (nn/step.py)."""
+    list), each with its settings count (``_assignments``) when called: a compiled step
+    keys its plans on their settings too (nn/step.py), as they were before the call."""
     key = threading.get_ident()
     calls = _CALLS[key] = []
     try:
@@ -215,7 +216,7 @@ class Module:
         if _CALLS:
             calls = _CALLS.get(threading.get_ident())
             if calls is not None:
-                calls.append(self)
+                calls.append((self, self._assignments))
         outer = current_scope()
         if outer is None:                             # called as the root of a model
             return self._call_as_root(args, kwargs)

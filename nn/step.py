@@ -174,6 +174,9 @@ class EagerStep(Step):
         return value, scores
 
 
+_SETTINGS = 5       # where ReplayStep.key holds the modules' settings counts
+
+
 class ReplayStep(Step):
     """``loss, scores = step(xb, yb)``: one step captured once per batch shape and
     replayed (``compile_step`` returns it wrapped in ``CompiledStep``, which returns the
@@ -292,16 +295,21 @@ class ReplayStep(Step):
                              f"step eagerly (fit(compile=False))")
         return v.numpy()
 
-    def _note_outside(self, plan: engine.Plan, called: list[Module], key: tuple[Any, ...],
-                      x: np.ndarray, y: np.ndarray | Tensor) -> None:
+    def _note_outside(self, plan: engine.Plan, called: list[tuple[Module, int]],
+                      key: tuple[Any, ...], x: np.ndarray, y: np.ndarray | Tensor) -> None:
         """Add what the key does not cover yet to it: the tensors ``plan`` reads that no
         module holds (a regularizer's, a plain loss function's) and the modules it ran that
         are in neither tree (a loss module inside a plain function, a layer kept in a
         list: a dropout's ``p`` set later must mean a new capture); then file the plan
-        under its full key."""
+        under its full key, with every module's settings as they were before the capture
+        (an attribute the capture's own forward assigned, such as a counter, must mean a
+        new capture at the next call, as it does for a module in the trees)."""
+        before = dict(zip(map(id, self._modules), key[_SETTINGS], strict=True))
+        for m, count in called:
+            before.setdefault(id(m), count)
         known_modules = {id(m) for m in self._modules}
         modules = []                            # new ones, each once
-        for m in (m for c in called for m in c.modules()):
+        for m in (m for c, _ in called for m in c.modules()):
             if id(m) not in known_modules:
                 known_modules.add(id(m))
                 modules.append(m)
@@ -313,7 +321,9 @@ class ReplayStep(Step):
             self._called += modules
             self._tree = -1                         # the module list again, with them
             del self.plans[key]
-            self.plans[self.key(x, y)] = plan
+            full = list(self.key(x, y))
+            full[_SETTINGS] = tuple([before.get(id(m), m._assignments) for m in self._modules])
+            self.plans[tuple(full)] = plan
 
     def _check_outputs(self, outputs: list[np.ndarray]) -> None:
         self._check("the loss", float(outputs[1]))

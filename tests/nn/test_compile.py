@@ -398,3 +398,35 @@ def test_targets_of_another_dtype_are_converted_as_eagerly(case, as_tensor):
                   for i in range(0, 32, 8)]
         runs.append((losses, [p.numpy(copy=True).tobytes() for p in model.parameters()]))
     assert runs[0] == runs[1]
+
+
+class _WarmupCE(nn.CrossEntropyLoss):
+    """A loss module that assigns an attribute in its forward: a new capture every step."""
+
+    def __init__(self):
+        super().__init__()
+        self.t = 0
+
+    def forward(self, out, y):
+        self.t += 1
+        return super().forward(out, y) * min(1.0, self.t / 4)
+
+
+@pytest.mark.parametrize("case", ["inside a function", "with an outside tensor"])
+def test_a_module_assigning_in_its_forward_is_captured_again_at_every_step(case):
+    """A plan that read something outside the trees (a loss module inside a function, a
+    regularizer's tensor) was filed under the key read after the capture, which counted
+    the capture's own assignment: the next step replayed it, and the counter stayed 1."""
+    scale = engine.Tensor(np.float32(1e-3))
+    runs = []
+    for make in (nn.step.EagerStep, nn.step.ReplayStep):
+        model, ce = nn.MLP([6, 8, 3], seed=0), _WarmupCE()
+        if case == "inside a function":
+            step = make(model, lambda o, t, ce=ce: ce(o, t), nn.optim.SGD(model, lr=0.5))
+        else:
+            step = make(model, ce, nn.optim.SGD(model, lr=0.5),
+                        regularizer=lambda m=model: (m.layers[0].weight ** 2).sum() * scale)
+        losses = [step(X[8 * i:8 * i + 8].astype(np.float32), Y[8 * i:8 * i + 8])[0]
+                  for i in range(5)]
+        runs.append((losses, ce.t, [p.numpy(copy=True).tobytes() for p in model.parameters()]))
+    assert runs[0] == runs[1] and runs[1][1] == 5
