@@ -391,7 +391,9 @@ class Optimizer:
         """Bounds for the coming update of one parameter (nn/update_bounds.py), given
         bounds on the largest |element| of the weights (``w``), of the gradient (``g``) and
         of each moment array in ``state`` (``moments``): ``(peak, w_after, moments_after)``,
-        ``peak`` bounding every value the update computes. None: no bound is known (an
+        ``peak`` bounding every value the update computes, and every number it turns into
+        the parameter's dtype (a learning rate of 1e40 is Inf in float32 even where lr times
+        the gradient would not be). None: no bound is known (an
         optimizer without one always copies and checks), or the group's hyperparameters
         are outside the ranges the bound was derived for (``check_group``'s: a group can be
         changed after it was checked, ``group["lr"] = -1``). The results must not decrease
@@ -571,13 +573,15 @@ class SGD(Optimizer):
 
     def update_bound(self, group: dict[str, Any], state: dict[str, Any], w: float, g: float,
                      moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:
-        """The class docstring's lines, on bounds of the largest |element|."""
+        """The class docstring's lines, on bounds of the largest |element|. The numbers
+        the lines turn into the parameter's dtype (lr, mu, 1 - dampening, wd) are in the
+        peak too: ``lr * b`` can stay small while lr itself overflows float32."""
         mu, lr, decay, dampening = group["momentum"], group["lr"], group["weight_decay"], group["dampening"]
         if not (0 <= lr < math.inf and 0 <= mu < math.inf and 0 <= decay < math.inf
                 and 0 <= dampening <= 1):
             return None         # what the lines below assume (False for NaN too)
         g = g + decay * w
-        peak, after = g, {}
+        peak, after = max(g, lr, mu, decay), {}     # 1 - dampening is in [0, 1]
         if mu:
             b = moments.get("momentum")
             b = g if b is None else mu * b + (1 - dampening) * g
@@ -642,27 +646,39 @@ class Adam(Optimizer):
         decay = group["weight_decay"]
         if not 0 <= decay < math.inf:
             return None
-        return adam_bound(group, state, w, g + decay * w, moments)
+        bound = adam_bound(group, state, w, g + decay * w, moments)
+        if bound is None:
+            return None
+        peak, w_after, after = bound
+        return max(peak, decay), w_after, after     # wd is turned into the dtype too
 
 
 def adam_bound(group: dict[str, Any], state: dict[str, Any], w: float, g: float,
                moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:
-    """Adam's lines on bounds of the largest |element| (``g``: the gradient as the step
-    sees it). The quotient m / (sqrt(v / bias2) + eps) is at most |m| / eps: its
-    denominator is at least eps > 0, so it is never 0/0 either. None for hyperparameters
-    outside the ranges this assumes."""
+    """Adam's lines (``adam_lines``) on bounds of the largest |element| (``g``: the
+    gradient as the step sees it). The quotient m / (sqrt(v / bias2) + eps) is at most
+    |m| / eps: its denominator is at least eps > 0, so it is never 0/0 either. The peak
+    covers the numbers the lines turn into the parameter's dtype as well as the arrays
+    they compute: ``step = lr / (1 - b1^t)`` (the update multiplies by it in that dtype,
+    so a step beyond float32's range is Inf there however small m / denom is), eps through
+    the denominator, and 1 / eps, which keeps eps a normal number of the dtype (never
+    rounded to 0, nor far from itself); b1, 1 - b1, b2, 1 - b2 and bias2 lie in [0, 1].
+    None for hyperparameters outside the ranges this assumes."""
     b1, b2 = group["betas"]
-    if not (0 <= group["lr"] < math.inf and 0 < group["eps"] < math.inf
-            and 0 <= b1 < 1 and 0 <= b2 < 1):
+    lr, eps = group["lr"], group["eps"]
+    if not (0 <= lr < math.inf and 0 < eps < math.inf and 0 <= b1 < 1 and 0 <= b2 < 1):
         return None             # False for NaN too
     t = state.get("t", 0) + 1
     m = b1 * moments.get("m", 0.0) + (1 - b1) * g
     square = g * g
     v = b2 * moments.get("v", 0.0) + (1 - b2) * square
     v_hat = v / (1 - b2 ** t)
-    ratio = m / group["eps"]
-    step = group["lr"] / (1 - b1 ** t) * ratio
-    return max(g, m, square, v, v_hat, ratio, step, w + step), w + step, {"m": m, "v": v}
+    denom = math.sqrt(v_hat) + eps
+    ratio = m / eps
+    step = lr / (1 - b1 ** t)
+    update = step * ratio
+    return max(g, m, square, v, v_hat, denom, 1 / eps, ratio, step, update, w + update), \
+        w + update, {"m": m, "v": v}
 
 
 class AdamW(Adam):
@@ -681,15 +697,17 @@ class AdamW(Adam):
 
     def update_bound(self, group: dict[str, Any], state: dict[str, Any], w: float, g: float,
                      moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:
-        """The decay (a factor of magnitude |1 - lr wd|), then Adam's bound."""
+        """The decay (a factor of magnitude |1 - lr wd|, turned into the dtype), then
+        Adam's bound."""
         if not 0 <= group["weight_decay"] < math.inf:
             return None
-        decayed = w * abs(1 - group["lr"] * group["weight_decay"])
+        factor = abs(1 - group["lr"] * group["weight_decay"])
+        decayed = w * factor
         bound = adam_bound(group, state, decayed, g, moments)
         if bound is None:
             return None
         peak, w_after, after = bound
-        return max(peak, w), w_after, after
+        return max(peak, w, factor), w_after, after
 
 
 class RMSprop(Optimizer):

@@ -14,7 +14,9 @@ big-MLP epoch. But most updates provably cannot overflow, and a few numbers prov
   update rule, and measured afresh after every checked update.
 
 An optimizer whose rule is known gives ``update_bound(group, state, w, g, moments)``: the
-largest magnitude any value computed by the update can reach (``peak``), and the bounds
+largest magnitude any value computed by the update can reach (``peak``: the arrays it
+computes and the numbers it turns into the parameter's dtype, such as Adam's
+``lr / (1 - b1^t)``, which overflows float32 on its own for lr = 1e40), and the bounds
 after it. All its operations are elementwise, so bounds on the largest element compose by
 the triangle inequality. When ``peak`` is below 1/64 of the dtype's largest number (each
 operation rounds by a factor of at most 1 + 2^-24, and an update has a handful), no element

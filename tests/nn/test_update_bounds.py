@@ -568,3 +568,59 @@ def test_hyperparameters_changed_out_of_range_are_checked_not_proven(name):
     with np.errstate(over="ignore", invalid="ignore"), pytest.raises(optim.NonFiniteUpdate):
         opt._step(gradient_bounds(params))
     assert all(p.numpy(copy=True).tobytes() == b.tobytes() for p, b in zip(params, before, strict=True))
+
+
+CAST_OVERFLOW = {
+    # Adam's step = lr / (1 - b1^t) is turned into float32 by the update: Inf for lr = 1e40
+    # although step * m / denom is far below the limit (a huge eps makes the quotient tiny)
+    "adam": (lambda ps: optim.Adam(ps, lr=1e-3, eps=1e10), 1e40),
+    "adamw without decay": (lambda ps: optim.AdamW(ps, lr=1e-3, eps=1e10, weight_decay=0.0), 1e40),
+    # with dampening 1 the buffer decays by mu: lr * buffer stays small, lr itself is Inf
+    "sgd, dampening 1": (lambda ps: optim.SGD(ps, lr=1e-3, momentum=1e-4, dampening=1.0), 1e39),
+}
+
+
+@pytest.mark.parametrize("name", CAST_OVERFLOW)
+def test_a_number_that_overflows_the_dtype_is_checked_not_proven(name):
+    """The peak covers the numbers an update turns into the parameter's dtype: a learning
+    rate (or Adam's lr / (1 - b1^t)) beyond float32's range raises NonFiniteUpdate, every
+    weight as it was, even when the bound on the product it multiplies stays small."""
+    make, lr = CAST_OVERFLOW[name]
+    params = _params()
+    opt = make(params)
+    opt.check_finite = True
+    for k in range(5):
+        _grads(params, k)
+        opt._step(gradient_bounds(params))
+    assert opt.update_bounds.proven > 0
+    opt.lr = lr
+    _grads(params, 5)
+    before = [p.numpy(copy=True) for p in params]
+    proven = opt.update_bounds.proven
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(optim.NonFiniteUpdate):
+        opt._step(gradient_bounds(params))
+    assert opt.update_bounds.proven == proven
+    assert all(p.numpy(copy=True).tobytes() == b.tobytes() for p, b in zip(params, before, strict=True))
+
+
+def test_adam_in_a_step_with_a_learning_rate_beyond_float32_raises():
+    """The reproducer: fit-like steps (nn.step.EagerStep, check_finite on) of a float32
+    model with Adam, then lr = 1e40 (finite, accepted): NonFiniteUpdate, weights kept."""
+    from handgrad import nn
+    from handgrad.nn.step import EagerStep
+
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(nn.Linear(4, 3, rng=rng))
+    opt = optim.Adam(model, lr=1e-3, eps=1e10)
+    opt.check_finite = True
+    step = EagerStep(model, nn.MSELoss(), opt)
+    X = rng.standard_normal((8, 4)).astype(np.float32)
+    Y = rng.standard_normal((8, 3)).astype(np.float32)
+    for _ in range(5):
+        step(X, Y)
+    opt.param_groups[0]["lr"] = 1e40
+    before = [p.numpy(copy=True) for p in model.parameters()]
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(optim.NonFiniteUpdate):
+        step(X, Y)
+    for p, b in zip(model.parameters(), before, strict=True):
+        assert p.numpy(copy=True).tobytes() == b.tobytes()
