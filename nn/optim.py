@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 
@@ -825,12 +825,14 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 
-def clip_grad_norm_(params: Iterable[Parameter] | Module, max_norm: float) -> float:
+def clip_grad_norm_(params: Iterable[Parameter] | Module | Tensor, max_norm: float) -> float:
     """Scale all gradients together so that their global L2 norm is at most ``max_norm``.
+    ``params`` is a Module, an iterable of parameters, or one parameter (as in PyTorch).
     Returns the norm before clipping."""
     _number("clip_grad_norm_", "max_norm", max_norm, 0, lo_open=True)
-    params = params.parameters() if isinstance(params, Module) else list(params)
-    grads = [p.grad for p in params if p.grad is not None]
+    tensors: Sequence[Tensor] = params.parameters() if isinstance(params, Module) else \
+        [params] if isinstance(params, Tensor) else list(params)     # one tensor: not its rows
+    grads = [p.grad for p in tensors if p.grad is not None]
     with np.errstate(over="ignore"):        # an overflow is measured again below
         total = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
     if total == math.inf and all(all_finite(g) for g in grads):   # squares beyond float64's range

@@ -563,3 +563,12 @@ def test_clip_grad_norm_rejects_non_positive_max_norm(max_norm):
     with pytest.raises(ValueError, match="max_norm"):
         optim.clip_grad_norm_(params, max_norm)
     np.testing.assert_array_equal(params[0].grad, np.ones(3))
+
+
+def test_clip_grad_norm_accepts_a_single_parameter():
+    """One tensor is clipped as a whole (as torch.nn.utils.clip_grad_norm_ takes it), not
+    iterated row by row (whose rows have no gradient: nothing was clipped, 0 returned)."""
+    p = Parameter(np.ones((3, 4)))
+    p.grad = np.full((3, 4), 10.0)
+    assert optim.clip_grad_norm_(p, 1.0) == pytest.approx(math.sqrt(12) * 10, rel=1e-12)
+    np.testing.assert_allclose(p.grad, np.full((3, 4), 1 / math.sqrt(12)), rtol=1e-6)
