@@ -825,6 +825,9 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 
+_F64_TINY = float(np.finfo(np.float64).tiny)
+
+
 def clip_grad_norm_(params: Iterable[Parameter] | Module | Tensor, max_norm: float) -> float:
     """Scale all gradients together so that their global L2 norm is at most ``max_norm``.
     ``params`` is a Module, an iterable of parameters, or one parameter (as in PyTorch).
@@ -834,8 +837,12 @@ def clip_grad_norm_(params: Iterable[Parameter] | Module | Tensor, max_norm: flo
         [params] if isinstance(params, Tensor) else list(params)     # one tensor: not its rows
     grads = [p.grad for p in tensors if p.grad is not None]
     with np.errstate(over="ignore"):        # an overflow is measured again below
-        total = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
-    if total == math.inf and all(all_finite(g) for g in grads):   # squares beyond float64's range
+        square = sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads)
+    total = math.sqrt(square)
+    # As nn.finite.l2_norm decides: a sum of squares beyond float64's range, or below its
+    # smallest normal number (squares of elements below ~1e-154 round or flush to 0), is
+    # measured again, each gradient on l2_norm's scaled path; one pass otherwise.
+    if not (math.isfinite(square) and square >= _F64_TINY) and all(all_finite(g) for g in grads):
         total = math.hypot(*(l2_norm(g) for g in grads))
     if total > max_norm:
         scale = max_norm / (total + 1e-6)

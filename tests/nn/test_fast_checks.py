@@ -138,3 +138,20 @@ def test_clip_grad_norm_scales_gradients_whose_squares_overflow_float64():
     p.grad = np.full(3, 1e200)
     assert optim.clip_grad_norm_([p], 1.0) == pytest.approx(1e200 * math.sqrt(3))
     np.testing.assert_allclose(p.grad, np.full(3, 1 / math.sqrt(3)))    # not zeroed
+
+
+def test_clip_grad_norm_measures_gradients_whose_squares_underflow_float64():
+    """Float64 gradients below ~1e-154 have squares that round or flush to 0: their norm is
+    measured on l2_norm's scaled path, not returned as 0, and a smaller max_norm clips them."""
+    p = Parameter(np.zeros(4))
+    p.grad = np.full(4, 1e-170)
+    assert optim.clip_grad_norm_([p], 1.0) == pytest.approx(2e-170, rel=1e-12, abs=0)
+    np.testing.assert_array_equal(p.grad, np.full(4, 1e-170))           # below max_norm
+    assert optim.clip_grad_norm_(p, 1e-171) == pytest.approx(2e-170, rel=1e-12, abs=0)
+    assert l2_norm(p.grad) <= 1e-171
+    q, r, s = Parameter(np.zeros(2)), Parameter(np.zeros(3, np.float32)), Parameter(np.zeros(1))
+    q.grad, r.grad, s.grad = np.full(2, 3e-200), np.zeros(3, np.float32), np.array([4e-200])
+    assert optim.clip_grad_norm_([q, r, s], 1.0) == pytest.approx(math.sqrt(34) * 1e-200, rel=1e-12, abs=0)
+    r.grad = np.zeros(3, np.float32)
+    q.grad, s.grad = np.zeros(2), np.zeros(1)
+    assert optim.clip_grad_norm_([q, r, s], 1.0) == 0.0                # zero gradients: 0
