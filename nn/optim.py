@@ -305,8 +305,9 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter that has a gradient, in place. The update is tracked
         (``engine.writing``): a graph computed before it and not backpropagated yet raises
-        in backward() instead of using the new weights. A read-only parameter is an error
-        before anything changes; with ``check_finite``, so is an update giving NaN or Inf
+        in backward() instead of using the new weights. A gradient that is not a real
+        numpy array of its parameter's shape, and a read-only parameter, are errors before
+        anything changes; with ``check_finite``, so is an update giving NaN or Inf
         (``NonFiniteUpdate``, every parameter as before the step)."""
         self._step({})
 
@@ -315,15 +316,17 @@ class Optimizer:
         ``id``) that the caller measured (``nn.step.Step``): with ``check_finite`` they let
         the update of those parameters be proven finite (nn/update_bounds.py)."""
         if self._check_finite:      # proofs before the step's own writes (nn/update_bounds.py)
-            if self.update_bounds.handed_out:
-                self._take_state_back()
             groups = [(group, [p for p in group["params"] if p.grad is not None])
                       for group in self.param_groups]
             todo = [(p, group) for group, members in groups for p in members]
+            self._check_gradients(todo)
+            if self.update_bounds.handed_out:
+                self._take_state_back()
             proofs = self.update_bounds.prove(self, groups, self._state, grad_bounds)
         else:
             todo = [(p, group) for group in self.param_groups for p in group["params"]
                     if p.grad is not None]
+            self._check_gradients(todo)
         # Tracked, kept by nobody; stamped again when the block ends, so the write stamps
         # that settle takes below are the ones the parameters keep after the step.
         with engine.writing(*(p for p, _ in todo)) as arrays:
@@ -399,6 +402,32 @@ class Optimizer:
         changed after it was checked, ``group["lr"] = -1``). The results must not decrease
         when any bound given grows: one call serves a whole group, on its largest bounds."""
         return None
+
+    def _check_gradients(self, todo: list[tuple[Tensor, dict[str, Any]]]) -> None:
+        """Each gradient is a numpy array of its parameter's shape and of a real dtype,
+        or an error before anything changes: numpy would broadcast another shape silently
+        (a (4,) gradient moves every row of a (3, 4) weight alike, a scalar every element,
+        and SGD's momentum buffer takes the gradient's shape), and a complex, object or
+        string gradient fails halfway through an update, its state partly changed (SGD
+        keeps the real part of a complex one). A gradient of another real dtype (float64
+        for a float32 parameter, integers) is taken: the update casts it, as it casts its
+        own numbers. O(1) per parameter: no element is read."""
+        for p, _ in todo:
+            g = p.grad
+            if type(g) is np.ndarray and g.shape == p.shape and g.dtype.kind in "fiub":
+                continue
+            i = next(j for j, q in enumerate(self.params) if q is p)
+            where = f"{type(self).__name__}.step: the gradient of parameter {i} (shape {p.shape})"
+            if not isinstance(g, (np.ndarray, np.generic)):
+                raise TypeError(f"{where} is a {type(g).__name__}, not a numpy array; nothing "
+                                f"was updated")
+            if g.shape != p.shape:
+                raise ValueError(f"{where} has shape {g.shape}; a gradient must have its "
+                                 f"parameter's shape (numpy would broadcast it). Nothing was "
+                                 f"updated")
+            if g.dtype.kind not in "fiub":
+                raise ValueError(f"{where} has dtype {g.dtype}; a gradient must hold real "
+                                 f"numbers. Nothing was updated")
 
     def _check_writeable(self, todo: list[tuple[Tensor, dict[str, Any]]],
                          arrays: list[np.ndarray]) -> None:

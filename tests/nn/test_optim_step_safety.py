@@ -60,3 +60,57 @@ def test_check_finite_is_off_by_default_and_changes_no_bit_of_a_finite_step():
             opt.step()
         runs.append((start, p.data.copy()))
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+BAD_GRADIENTS = {
+    "a row for a matrix": (np.ones(4), ValueError, r"has shape \(4,\); a gradient must have its parameter's shape"),
+    "a numpy scalar": (np.float64(1.0), ValueError, r"has shape \(\); a gradient must"),
+    "a transposed matrix": (np.ones((4, 3)), ValueError, r"has shape \(4, 3\)"),
+    "complex": (np.ones((3, 4), complex), ValueError, r"has dtype complex128; a gradient must hold real numbers"),
+    "a list": ([[1.0] * 4] * 3, TypeError, r"is a list, not a numpy array"),
+    "a Python float": (1.0, TypeError, r"is a float, not a numpy array"),
+}
+
+
+@pytest.mark.parametrize("check_finite", [False, True])
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("bad", BAD_GRADIENTS)
+def test_a_gradient_not_shaped_as_its_parameter_is_refused_before_anything_changes(bad, cls, check_finite):
+    """numpy would broadcast a (4,) gradient into every row of a (3, 4) weight (and SGD's
+    momentum buffer would take its shape); a complex one fails halfway through an update.
+    Each is an error naming the parameter and both shapes, before any parameter or state
+    changes, whichever parameter it is."""
+    grad, error, message = BAD_GRADIENTS[bad]
+    first, second = Parameter(np.zeros(2)), Parameter(np.zeros((3, 4)))
+    kwargs = {"momentum": 0.9} if cls in (optim.SGD, optim.RMSprop) else {}
+    opt = cls([first, second], lr=0.1, **kwargs)
+    opt.check_finite = check_finite
+    first.grad, second.grad = np.ones(2), np.ones((3, 4))
+    opt.step()
+    before = opt.state_dict()
+    values = [first.numpy(copy=True), second.numpy(copy=True)]
+    first.grad, second.grad = np.ones(2), grad
+    with pytest.raises(error, match=rf"{cls.__name__}\.step: the gradient of parameter 1 "
+                                    rf"\(shape \(3, 4\)\) {message}"):
+        opt.step()
+    assert first.numpy().tobytes() == values[0].tobytes()
+    assert second.numpy().tobytes() == values[1].tobytes()
+    after = opt.state_dict()
+    assert after["steps"] == before["steps"]
+    for i, state in before["state"].items():
+        for key, value in state.items():
+            assert np.array_equal(after["state"][i][key], value), (i, key)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_a_gradient_of_another_real_dtype_is_taken_as_its_values(cls):
+    """A float64 (or integer) gradient of a float32 parameter gives the update of the same
+    values in float32, to float32 rounding: it is cast, not refused."""
+    a, b = Parameter(np.ones((3, 4), np.float32)), Parameter(np.ones((3, 4), np.float32))
+    opt_a, opt_b = cls([a], lr=0.1), cls([b], lr=0.1)
+    for grad in (np.full((3, 4), 0.5), np.full((3, 4), 2, dtype=np.int64)):
+        a.grad, b.grad = grad, grad.astype(np.float32)
+        opt_a.step()
+        opt_b.step()
+    assert a.dtype == np.float32
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
