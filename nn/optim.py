@@ -121,6 +121,9 @@ class Optimizer:
     """
 
     STATE_KEYS: tuple[str, ...] = ()      # what ``update`` keeps per parameter
+    # Group entries that are not hyperparameters of the update: the learning rate the
+    # group had when the first schedule was made on it (set by LRScheduler, as in PyTorch).
+    GROUP_EXTRAS: tuple[str, ...] = ("initial_lr",)
 
     def __init__(self, params: ParamsArg, defaults: dict[str, Any], *, exact_subnormals: bool = True):
         name = type(self).__name__
@@ -183,7 +186,7 @@ class Optimizer:
         checked by ``_check_param``) and how many of its parameters were dropped as already
         in ``seen`` (which it extends)."""
         group = {**self.defaults, **{k: v for k, v in raw.items() if k != "params"}}
-        unknown = set(group) - set(self.defaults)
+        unknown = set(group) - set(self.defaults) - set(self.GROUP_EXTRAS)
         if unknown:
             raise ValueError(f"{owner}: unknown hyperparameters {sorted(unknown)} in a "
                              f"parameter group (known: {sorted(self.defaults)})")
@@ -250,6 +253,8 @@ class Optimizer:
             raise ValueError(f"{name}: learning rate must be finite and >= 0, "
                              f"got {plain_repr(group.get('lr'))}")
         _number(name, "weight_decay", group.get("weight_decay", 0.0))
+        if "initial_lr" in group:
+            _number(name, "initial_lr", group["initial_lr"])
 
     @property
     def check_finite(self) -> bool:
@@ -510,9 +515,10 @@ class Optimizer:
                                  f"expected {expected}")
             hyper = {h: tuple(v) if isinstance(self.defaults.get(h), tuple) else v
                      for h, v in saved.items() if h != "params"}
-            if set(hyper) != set(self.defaults):
+            if set(hyper) - set(self.GROUP_EXTRAS) != set(self.defaults):
                 raise ValueError(f"{name}.load_state_dict: group {k} has hyperparameters "
-                                 f"{sorted(hyper)}, expected {sorted(self.defaults)}")
+                                 f"{sorted(hyper)}, expected {sorted(self.defaults)} (and "
+                                 f"optionally {list(self.GROUP_EXTRAS)})")
             self.check_group(hyper)
             new_groups.append(hyper)
         state = d.get("state")
@@ -545,6 +551,8 @@ class Optimizer:
 
         def restore() -> None:
             for group, hyper in zip(self.param_groups, new_groups, strict=True):
+                for extra in self.GROUP_EXTRAS:    # as saved: absent if it was
+                    group.pop(extra, None)
                 group.update(hyper)
             self._state, self.steps = new_state, steps
             self.update_bounds.clear()
@@ -883,22 +891,33 @@ def clip_grad_norm_(params: Iterable[Parameter] | Module | Tensor, max_norm: flo
 # --- learning-rate schedules -----------------------------------------------------------------
 
 class LRScheduler:
-    """Sets each parameter group's ``lr = lr_at(base_lr, t)``, base_lr being the group's
-    learning rate when the schedule was made and t the number of ``step()`` calls (once
-    per epoch, or once per batch for per-step schedules). ``lr_at`` is ``base *
-    factor(t)`` unless a schedule needs the base itself (cosine annealing)."""
+    """Sets each parameter group's ``lr = lr_at(base_lr, t)``, t being the number of
+    ``step()`` calls (once per epoch, or once per batch for per-step schedules) and base_lr
+    the group's original learning rate, as in PyTorch: the first schedule made on a group
+    records its learning rate then as ``group["initial_lr"]``, and every schedule takes
+    that as its base. So a schedule made after another one lowered the learning rate (the
+    ``then`` of a LinearWarmup, made before it) starts from the same base, not from the
+    lowered one. ``lr_at`` is ``base * factor(t)`` unless a schedule needs the base itself
+    (cosine annealing). A subclass checks its own arguments before it calls
+    ``LRScheduler.__init__``, so that a schedule refused leaves no ``initial_lr`` behind."""
 
     def __init__(self, optimizer: Optimizer):
+        name = type(self).__name__
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(self).__name__}: expected an Optimizer, got "
-                            f"{type(optimizer).__name__}")
+            raise TypeError(f"{name}: expected an Optimizer, got {type(optimizer).__name__}")
+        groups = optimizer.param_groups
+        for group in groups:            # checked before any group is given one
+            if "initial_lr" in group:
+                _number(name, "initial_lr", group["initial_lr"])
+        for group in groups:
+            group.setdefault("initial_lr", group["lr"])
         self.optimizer = optimizer
-        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.base_lrs = [float(g["initial_lr"]) for g in groups]
         self.t = 0
 
     @property
     def base_lr(self) -> float:
-        """The first group's learning rate when the schedule was made (``base_lrs[0]``)."""
+        """The first group's original learning rate (``base_lrs[0]``)."""
         return self.base_lrs[0]
 
     def factor(self, t: int) -> float:
@@ -964,9 +983,9 @@ class StepLR(LRScheduler):
     """lr = base * gamma ** (t // step_size)."""
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
-        super().__init__(optimizer)
         self.step_size = _positive_int("StepLR", "step_size", step_size)
         self.gamma = _number("StepLR", "gamma", gamma, 0, lo_open=True)
+        super().__init__(optimizer)
 
     def factor(self, t: int) -> float:
         return self.gamma ** (t // self.step_size)
@@ -976,8 +995,8 @@ class ExponentialLR(LRScheduler):
     """lr = base * gamma ** t."""
 
     def __init__(self, optimizer: Optimizer, gamma: float):
-        super().__init__(optimizer)
         self.gamma = _number("ExponentialLR", "gamma", gamma, 0, lo_open=True)
+        super().__init__(optimizer)
 
     def factor(self, t: int) -> float:
         return self.gamma ** t
@@ -987,9 +1006,9 @@ class CosineAnnealingLR(LRScheduler):
     """lr = eta_min + (base - eta_min) (1 + cos(pi t / T_max)) / 2, constant after T_max."""
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
-        super().__init__(optimizer)
         self.T_max = _positive_int("CosineAnnealingLR", "T_max", T_max)
         self.eta_min = _number("CosineAnnealingLR", "eta_min", eta_min)
+        super().__init__(optimizer)
 
     def lr_at(self, base: float, t: int) -> float:
         t = min(t, self.T_max)
@@ -1006,12 +1025,12 @@ class LinearWarmup(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, warmup_steps: int, start_factor: float = 0.1,
                  then: LRScheduler | None = None):
-        super().__init__(optimizer)
         self.warmup_steps = _positive_int("LinearWarmup", "warmup_steps", warmup_steps)
         self.start_factor = _number("LinearWarmup", "start_factor", start_factor, 0, 1)
         if then is not None and then.optimizer is not optimizer:
             raise ValueError("LinearWarmup: `then` must schedule the same optimizer")
         self.then = then
+        super().__init__(optimizer)
         self._apply()
 
     def lr_at(self, base: float, t: int) -> float:

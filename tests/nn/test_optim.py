@@ -504,6 +504,56 @@ def test_invalid_schedule_arguments(make):
     with pytest.raises(ValueError):
         make(opt)
     assert opt.lr == BASE_LR
+    assert "initial_lr" not in opt.param_groups[0]          # a refused schedule left no trace
+
+
+def test_a_warmup_then_a_warmup_starts_from_the_original_learning_rate():
+    """The ``then`` schedule is made first and lowers the lr; the outer warm-up must take
+    the group's original lr (``initial_lr``) as its base, as torch's SequentialLR of two
+    LinearLR does (these values are torch 2's), not the lowered one (which halved every
+    later lr: 0.25, 0.375, ..., 0.5)."""
+    opt = optim.SGD(_one_param(), lr=1.0)
+    schedule = optim.LinearWarmup(opt, 2, 0.5, then=optim.LinearWarmup(opt, 2, 0.5))
+    lrs = [opt.lr] + [schedule.step() for _ in range(6)]
+    assert lrs == pytest.approx([0.5, 0.75, 0.5, 0.75, 1.0, 1.0, 1.0], rel=1e-15)
+    assert schedule.base_lrs == [1.0] and opt.param_groups[0]["initial_lr"] == 1.0
+
+
+def test_every_schedule_takes_the_first_one_s_initial_lr_as_its_base():
+    """As in PyTorch: the first schedule made on a group records its lr as the group's
+    ``initial_lr``, set once; a schedule made after the lr was lowered starts from it."""
+    opt = optim.SGD([{"params": _one_param(), "lr": 1.0}, {"params": _one_param(), "lr": 0.1}])
+    optim.LinearWarmup(opt, warmup_steps=4, start_factor=0.25)
+    assert [g["lr"] for g in opt.param_groups] == [0.25, 0.025]
+    later = optim.StepLR(opt, step_size=1, gamma=0.5)
+    assert later.base_lrs == [1.0, 0.1]
+    assert [g["initial_lr"] for g in opt.param_groups] == [1.0, 0.1]
+    later.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.5, 0.05], rel=1e-15)
+
+
+def test_initial_lr_goes_through_the_optimizer_state_dict():
+    """``initial_lr`` is part of a group (as in torch) and of the optimizer's state_dict;
+    a state from before it existed, without it, still loads (and leaves none)."""
+    p, q = _one_param(), _one_param()
+    opt = optim.Adam(p, lr=0.5)
+    optim.ExponentialLR(opt, gamma=0.5).step()
+    state = opt.state_dict()
+    assert state["param_groups"][0]["initial_lr"] == 0.5
+    fresh = optim.Adam(q, lr=0.01)                                  # no schedule made on it
+    fresh.load_state_dict(state)
+    assert fresh.param_groups[0]["initial_lr"] == 0.5 and fresh.lr == 0.25
+    assert optim.StepLR(fresh, step_size=1).base_lrs == [0.5]
+    del state["param_groups"][0]["initial_lr"]                      # an older state
+    fresh.load_state_dict(state)
+    assert "initial_lr" not in fresh.param_groups[0] and fresh.lr == 0.25
+    state["param_groups"][0]["initial_lr"] = -1.0
+    with pytest.raises(ValueError, match=r"Adam: initial_lr must be a finite number"):
+        fresh.load_state_dict(state)
+    assert "initial_lr" not in fresh.param_groups[0]
+    with pytest.raises(ValueError, match=r"unknown hyperparameters \['initial_learning_rate'\]"):
+        optim.Adam([{"params": q, "initial_learning_rate": 0.1}])
+    assert optim.Adam([{"params": q, "initial_lr": 0.1}], lr=0.2).param_groups[0]["initial_lr"] == 0.1
 
 
 # --- gradient clipping -----------------------------------------------------------------------
