@@ -121,6 +121,11 @@ class Optimizer:
     """
 
     STATE_KEYS: tuple[str, ...] = ()      # what ``update`` keeps per parameter
+    STATE_COUNTS: tuple[str, ...] = ()    # of which step counts (ints >= 0); the rest are
+    #                                       arrays of the parameter's shape
+    STATE_TOGETHER: tuple[str, ...] = ()  # what every non-empty state holds: the first
+    #                                       update creates them together, and later ones
+    #                                       read each (load_state_dict requires them)
     # Group entries that are not hyperparameters of the update: the learning rate the
     # group had when the first schedule was made on it (set by LRScheduler, as in PyTorch).
     GROUP_EXTRAS: tuple[str, ...] = ("initial_lr",)
@@ -533,21 +538,31 @@ class Optimizer:
                 raise ValueError(f"{name}.load_state_dict: state for parameter {i}, which does "
                                  f"not exist ({len(self.params)} parameters)")
             p = self.params[i]
+            missing = [key for key in self.STATE_TOGETHER if key not in entry]
+            if entry and missing:
+                raise ValueError(f"{name}.load_state_dict: the state of parameter {i} lacks "
+                                 f"{missing} (it holds {sorted(map(str, entry))}; every "
+                                 f"non-empty state of {name} holds {list(self.STATE_TOGETHER)})")
             for key, value in entry.items():
                 if key not in self.STATE_KEYS:
                     raise ValueError(f"{name}.load_state_dict: unknown state {plain_repr(key)} for "
                                      f"parameter {i} (known: {list(self.STATE_KEYS)})")
-                if isinstance(value, np.ndarray):
-                    if value.shape != p.shape or value.dtype.kind != "f":
-                        raise ValueError(f"{name}.load_state_dict: state {plain_repr(key)} of parameter "
-                                         f"{i} has shape {value.shape} dtype {value.dtype}; the "
-                                         f"parameter has shape {p.shape} dtype {p.dtype}")
-                    new_state[id(p)][key] = value.astype(p.dtype, copy=True)
-                elif isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0:
+                if key in self.STATE_COUNTS:
+                    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
+                            or value < 0:
+                        raise ValueError(f"{name}.load_state_dict: state {plain_repr(key)} of "
+                                         f"parameter {i} is {plain_repr(value):.60}, not a step "
+                                         f"count (an integer >= 0)")
                     new_state[id(p)][key] = int(value)
-                else:
+                elif not isinstance(value, np.ndarray):
                     raise ValueError(f"{name}.load_state_dict: state {plain_repr(key)} of parameter {i} "
-                                     f"is {plain_repr(value)}")
+                                     f"is {plain_repr(value):.60}, not an array")
+                elif value.shape != p.shape or value.dtype.kind != "f":
+                    raise ValueError(f"{name}.load_state_dict: state {plain_repr(key)} of parameter "
+                                     f"{i} has shape {value.shape} dtype {value.dtype}; the "
+                                     f"parameter has shape {p.shape} dtype {p.dtype}")
+                else:
+                    new_state[id(p)][key] = value.astype(p.dtype, copy=True)
 
         def restore() -> None:
             for group, hyper in zip(self.param_groups, new_groups, strict=True):
@@ -573,7 +588,7 @@ class SGD(Optimizer):
         w <- w - lr g
     """
 
-    STATE_KEYS = ("momentum",)
+    STATE_KEYS = STATE_TOGETHER = ("momentum",)
 
     def __init__(self, params: ParamsArg, lr: float = 0.01, momentum: float = 0.0,
                  dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
@@ -645,7 +660,8 @@ class Adam(Optimizer):
         w <- w - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
     """
 
-    STATE_KEYS = ("m", "v", "t")
+    STATE_KEYS = STATE_TOGETHER = ("m", "v", "t")
+    STATE_COUNTS = ("t",)
 
     def __init__(self, params: ParamsArg, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, *, exact_subnormals: bool = True):
@@ -756,6 +772,10 @@ class RMSprop(Optimizer):
     """
 
     STATE_KEYS = ("v", "mean_g", "momentum")
+    # mean_g and momentum are made (zeros) at the first update that is centered or has
+    # momentum: a state may lack them (those switched on during training, and saved before
+    # an update); never v.
+    STATE_TOGETHER = ("v",)
 
     def __init__(self, params: ParamsArg, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0,
@@ -799,7 +819,7 @@ class RMSprop(Optimizer):
 class Adagrad(Optimizer):
     """Adagrad (Duchi et al., 2011): s <- s + g^2;  w <- w - lr g / (sqrt(s) + eps)."""
 
-    STATE_KEYS = ("sum",)
+    STATE_KEYS = STATE_TOGETHER = ("sum",)
 
     def __init__(self, params: ParamsArg, lr: float = 1e-2, eps: float = 1e-10,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0):
@@ -830,7 +850,7 @@ class Adadelta(Optimizer):
         w <- w - lr d
     """
 
-    STATE_KEYS = ("v", "u")
+    STATE_KEYS = STATE_TOGETHER = ("v", "u")
 
     def __init__(self, params: ParamsArg, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0):

@@ -265,3 +265,69 @@ def test_a_schedule_resumes_where_it_left_off():
     with warnings.catch_warnings():
         with pytest.raises(ValueError, match="malformed state"):
             schedule3.load_state_dict({"type": "LinearWarmup", "t": -1, "base_lrs": [1.0]})
+
+
+INCOMPLETE = [
+    (optim.Adam, {"m"}, r"lacks \['v', 't'\] \(it holds \['m'\]; every non-empty state of Adam "
+                        r"holds \['m', 'v', 't'\]\)"),
+    (optim.Adam, {"m", "t"}, r"lacks \['v'\]"),
+    (optim.AdamW, {"v", "m"}, r"lacks \['t'\]"),
+    (optim.Adadelta, {"v"}, r"lacks \['u'\]"),
+    (optim.Adadelta, {"u"}, r"lacks \['v'\]"),
+    (optim.RMSprop, {"momentum", "mean_g"}, r"lacks \['v'\]"),
+]
+
+
+@pytest.mark.parametrize("cls, keep, message", INCOMPLETE,
+                         ids=[f"{c.__name__}-{'+'.join(sorted(k))}" for c, k, _ in INCOMPLETE])
+def test_a_parameter_state_missing_part_of_what_its_optimizer_keeps_is_refused(cls, keep, message):
+    """A state that holds some of the keys its optimizer's first update creates together
+    (Adam's 'm' without 'v' and 't') failed later, in step(), with a bare KeyError: it is an
+    error naming what is missing, before anything changes. An empty state is fine."""
+    kwargs = {"momentum": 0.5, "centered": True} if cls is optim.RMSprop else {}
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = cls(model, lr=0.05, **kwargs)
+    _run(model, opt, 2, np.random.default_rng(0))
+    bad = opt.state_dict()
+    bad["state"][1] = {k: v for k, v in bad["state"][1].items() if k in keep}
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=rf"{cls.__name__}\.load_state_dict: the state of "
+                                         rf"parameter 1 {message}"):
+        opt.load_state_dict(bad)
+    after = opt.state_dict()
+    for i, state in before["state"].items():
+        assert set(after["state"][i]) == set(state)
+        for key, value in state.items():
+            assert np.array_equal(after["state"][i][key], value), (i, key)
+    bad["state"][1] = {}                                            # empty: as before a step
+    opt.load_state_dict(bad)
+    _run(model, opt, 1, np.random.default_rng(1))
+
+
+def test_a_state_entry_of_the_wrong_kind_is_refused():
+    """Adam's step count must be an integer, its moments arrays (an array 't' made the bias
+    correction an array; an int 'm' was never updated in place)."""
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = optim.Adam(model, lr=0.05)
+    _run(model, opt, 2, np.random.default_rng(0))
+    for key, value, message in [("t", np.ones(4, np.float32), r"state 't' of parameter 1 is .*, not a step count"),
+                                ("t", -1, r"not a step count"),
+                                ("t", True, r"not a step count"),
+                                ("m", 3, r"state 'm' of parameter 1 is 3, not an array")]:
+        bad = opt.state_dict()
+        bad["state"][1][key] = value
+        with pytest.raises(ValueError, match=message):
+            opt.load_state_dict(bad)
+
+
+def test_an_rmsprop_state_saved_before_momentum_was_switched_on_still_loads():
+    """RMSprop makes 'mean_g' and 'momentum' at the first update that needs them: a state
+    with 'v' alone is its own after momentum or centering is switched on mid-training."""
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = optim.RMSprop(model, lr=0.01)
+    _run(model, opt, 2, np.random.default_rng(0))
+    for group in opt.param_groups:
+        group.update(momentum=0.5, centered=True)
+    state = opt.state_dict()
+    assert set(state["state"][0]) == {"v"}
+    optim.RMSprop(nn.MLP([3, 4, 2], seed=0), lr=0.01, momentum=0.5, centered=True).load_state_dict(state)
