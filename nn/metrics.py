@@ -155,14 +155,19 @@ def confusion_matrix(labels: Any, pred: Any, num_classes: int | None = None) -> 
     """C[i, j] = number of examples of true class i predicted as class j.
 
     ``labels`` are class indices, (N,) or an (N, 1) column; ``pred`` the predicted classes
-    in the same form, or scores (N, C), whose argmax is taken."""
+    in the same form, or scores (N, C), whose argmax is taken. ``num_classes``, a positive
+    integer, sets the matrix's size; without it, the largest class seen plus one."""
+    if num_classes is not None and (isinstance(num_classes, bool) or
+                                    not isinstance(num_classes, (int, np.integer)) or num_classes <= 0):
+        raise ValueError(f"confusion_matrix: num_classes must be a positive integer (or None), "
+                         f"got {plain_repr(num_classes)}")
     y = _class_indices("confusion_matrix", labels, "labels")
     p = _np(pred)
     p = _predictions("confusion_matrix", p).astype(np.int64) if p.ndim == 2 and p.shape[1] > 1 \
         else _class_indices("confusion_matrix", p, "predictions")
     if y.shape != p.shape:
         raise ValueError(f"confusion_matrix: labels shape {y.shape} != predictions shape {p.shape}")
-    n = num_classes if num_classes is not None else int(max(y.max(initial=-1), p.max(initial=-1)) + 1)
+    n = int(num_classes) if num_classes is not None else int(max(y.max(initial=-1), p.max(initial=-1)) + 1)
     if y.size and (min(y.min(), p.min()) < 0 or max(y.max(), p.max()) >= n):
         raise ValueError(f"confusion_matrix: classes must lie in [0, {n})")
     out = np.zeros((n, n), dtype=np.int64)

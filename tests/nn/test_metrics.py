@@ -65,6 +65,19 @@ def test_confusion_matrix_counts():
         nn.confusion_matrix(y, p, num_classes=2)
 
 
+@pytest.mark.parametrize("bad", [2.5, 3.0, True, "3", -2, 0, np.int64(0), [3]])
+def test_confusion_matrix_num_classes_must_be_a_positive_integer(bad):
+    """A float, a bool (True counted as 1 class), a string or a number below 1 was taken,
+    or failed deep in numpy; it is an error naming num_classes, also with no examples."""
+    y, p = np.array([0, 1, 1]), np.array([0, 1, 0])
+    with pytest.raises(ValueError, match=r"confusion_matrix: num_classes must be a positive integer"):
+        nn.confusion_matrix(y, p, bad)
+    with pytest.raises(ValueError, match=r"num_classes"):
+        nn.confusion_matrix(np.array([], int), np.array([], int), bad)
+    assert nn.confusion_matrix(y, p, np.int64(2)).tolist() == [[1, 0], [1, 1]]   # numpy ints too
+    assert nn.confusion_matrix(np.array([], int), np.array([], int), 4).shape == (4, 4)
+
+
 def test_precision_recall_binary_and_multilabel():
     probs = np.array([0.9, 0.8, 0.3, 0.6, 0.1])
     truth = np.array([1, 0, 1, 1, 0])
