@@ -450,9 +450,24 @@ class Module:
             memo[id(m)] = type(m).__new__(type(m))
         for m in plain:
             state = {key: copy.deepcopy(value, memo) for key, value in m.__dict__.items()}
-            state.update(_path=None, _paths=None, _paths_for=None, _named_by=None, _shared=False)
+            state.update(_UNNAMED)
             memo[id(m)].__dict__.update(state)
         return memo[id(self)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``pickle`` (and ``copy.copy``) keep: the attributes without the naming
+        caches (a weak reference to the root that named the module, a root's map keyed by
+        ``id()``, which would name nothing in another process). The copy names its tree
+        again at its first call, as a deep copy does."""
+        state = self.__dict__.copy()
+        state.update(_UNNAMED)
+        return state
+
+
+# A module's naming caches as a new module has them (copies start from these: see
+# Module.__deepcopy__ and Module.__getstate__).
+_UNNAMED: dict[str, Any] = {"_path": None, "_paths": None, "_paths_for": None,
+                            "_named_by": None, "_shared": False}
 
 
 def _in_dtype(where: str, name: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 import threading
 
 import numpy as np
@@ -259,6 +260,31 @@ def test_deepcopy_of_a_module_keeps_shared_modules_shared_and_copies_the_paramet
     (w,) = engine.inplace(twin[0].weight)
     w[...] = 0
     assert not np.array_equal(twin[0].weight.numpy(), shared.weight.numpy())
+
+
+def test_a_model_pickles_after_a_forward_pass_and_the_copy_runs_and_trains():
+    """The first call names the tree (a weak reference to the root in every module, the
+    root's map keyed by id()): pickle refused the weakref. The copy drops those caches."""
+    model = nn.MLP([2, 4, 3], dropout=0.25, seed=0)
+    x = np.linspace(-1, 1, 10, dtype=np.float32).reshape(5, 2)
+    y = np.array([0, 1, 2, 1, 0])
+    model(x)                                        # named: _named_by, _paths set
+    twin = pickle.loads(pickle.dumps(model))
+    assert all(m._named_by is None and m._paths is None for m in twin.modules())
+    assert model.layers[0]._named_by is not None    # the original keeps its names
+    model.eval(), twin.eval()
+    out = twin(x)
+    assert np.array_equal(out.numpy(), model(x).numpy())
+    assert out.node.scope == "layers.3"             # the copy names its own tree
+    for m in (model, twin):
+        m.train()
+        opt = nn.optim.SGD(m.parameters(), lr=0.1)
+        for _ in range(3):
+            opt.zero_grad()
+            nn.CrossEntropyLoss()(m(x), y).backward()
+            opt.step()
+    assert all(np.array_equal(a, b) for a, b in
+               zip(model.state_dict().values(), twin.state_dict().values(), strict=True))
 
 
 @pytest.mark.parametrize("check_finite", [False, True])
