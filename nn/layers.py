@@ -56,16 +56,28 @@ class Linear(Module):
 
 
 class _Activation(Module):
-    """An activation: forward applies ``fn`` with the module's keyword arguments."""
+    """An activation: forward applies ``fn`` with the module's settings as keyword
+    arguments. Each setting is an attribute (``LeakyReLU().negative_slope``), read at every
+    call, so assigning one after construction changes what the module computes (as in
+    PyTorch); the op checks the value at the call."""
 
     fn: Any = None
-    kwargs: dict[str, Any]      # set in __init__ by object.__setattr__
+    _settings: tuple[str, ...] = ()     # the names of fn's keyword arguments this one holds
 
-    def __init__(self, **kwargs: Any):
+    def __init__(self, **settings: Any):
         super().__init__()
-        object.__setattr__(self, "kwargs", kwargs)
+        object.__setattr__(self, "_settings", tuple(settings))
+        for name, value in settings.items():
+            setattr(self, name, value)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The settings passed to ``fn``, by name (their current values)."""
+        return {name: getattr(self, name) for name in self._settings}
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self._settings:
+            return type(self).fn(x)
         return type(self).fn(x, **self.kwargs)
 
     def extra_repr(self) -> str:
@@ -101,6 +113,7 @@ class LeakyReLU(_Activation):
     (``engine.leaky_relu``)."""
 
     fn = engine.leaky_relu
+    negative_slope: float
 
     def __init__(self, negative_slope: float = 0.01):
         super().__init__(negative_slope=negative_slope)
@@ -110,6 +123,7 @@ class ELU(_Activation):
     """elu(x) = x if x > 0 else alpha * (e^x - 1), elementwise (``engine.elu``)."""
 
     fn = engine.elu
+    alpha: float
 
     def __init__(self, alpha: float = 1.0):
         super().__init__(alpha=alpha)
@@ -121,6 +135,7 @@ class GELU(_Activation):
     ``"none"``, the exact form, also available)."""
 
     fn = engine.gelu
+    approximate: str
 
     def __init__(self, approximate: str = "tanh"):
         super().__init__(approximate=approximate)
@@ -131,6 +146,7 @@ class Softmax(_Activation):
     slice sums to 1 (``engine.softmax``)."""
 
     fn = engine.softmax
+    axis: int
 
     def __init__(self, axis: int = -1):
         super().__init__(axis=axis)

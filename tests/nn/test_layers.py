@@ -64,6 +64,54 @@ def test_activation_modules_apply_their_op(module, fn):
     assert module.parameters() == []
 
 
+@pytest.mark.parametrize("module,name,value,fn", [
+    (nn.LeakyReLU(0.01), "negative_slope", 0.5, lambda x: engine.leaky_relu(x, negative_slope=0.5)),
+    (nn.ELU(1.0), "alpha", 2.0, lambda x: engine.elu(x, alpha=2.0)),
+    (nn.GELU(), "approximate", "none", lambda x: engine.gelu(x, approximate="none")),
+    (nn.Softmax(), "axis", 0, lambda x: engine.softmax(x, axis=0)),
+])
+def test_an_activation_setting_assigned_after_construction_is_used(module, name, value, fn):
+    """The settings were kept in a private dict: reading ``act.negative_slope`` was an
+    AttributeError and assigning it created an attribute forward never read."""
+    x = engine.Tensor(rng.standard_normal((4, 3)))
+    setattr(module, name, value)
+    assert getattr(module, name) == value and f"{name}={value!r}" in repr(module)
+    np.testing.assert_array_equal(module(x).data, fn(x).data)
+
+
+def test_a_compiled_step_captures_again_after_an_activation_setting_changes():
+    X = rng.standard_normal((64, 4))
+    Y = (X[:, 0] > 0).astype(np.int64)
+
+    def run(compile, change=True):
+        model = nn.Sequential(nn.Linear(4, 8, rng=np.random.default_rng(0)), nn.LeakyReLU(0.01),
+                              nn.Linear(8, 2, rng=np.random.default_rng(1)))
+        loss_fn, opt = nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.5)
+        step = nn.compile_step(model, loss_fn, opt) if compile else None
+        losses = []
+        for k in range(4):
+            if k == 2 and change:
+                model[1].negative_slope = 0.5
+            xb, yb = X[16 * k:16 * (k + 1)], Y[16 * k:16 * (k + 1)]
+            if compile:
+                losses.append(step(xb, yb))
+            else:
+                loss = loss_fn(model(engine.Tensor(xb)), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+        return model, losses, step
+
+    eager, eager_losses, _ = run(False)
+    compiled, compiled_losses, step = run(True)
+    assert len(step.plans) == 2                     # captured again after the change
+    assert compiled_losses[2:] != run(True, change=False)[1][2:]   # the change was used
+    assert compiled_losses == eager_losses
+    assert all(np.array_equal(a, b) for a, b in
+               zip(eager.state_dict().values(), compiled.state_dict().values(), strict=True))
+
+
 def test_dropout_train_and_eval():
     drop = nn.Dropout(0.5, rng=np.random.default_rng(0))
     x = engine.Tensor(np.ones((100, 100), dtype=np.float32))
