@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=opt_.sizes, help="hidden layer sizes, e.g. 256,128")
     t.add_argument("--activation", choices=sorted(ACTIVATIONS))
     t.add_argument("--dropout", type=opt_.fraction)
-    t.add_argument("--init", choices=sorted(init_.INITIALIZERS))
+    t.add_argument("--init", choices=sorted(init_.INITIALIZERS),
+                   help="the hidden layers' initializer (the output layer is always xavier)")
     t.add_argument("--optimizer", choices=sorted(optim.OPTIMIZERS))
     t.add_argument("--lr", type=opt_.positive_float, help="learning rate")
     t.add_argument("--momentum", type=opt_.fraction,

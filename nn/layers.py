@@ -199,13 +199,21 @@ DEFAULT_INIT = {"relu": "he", "leaky_relu": "he", "elu": "he", "gelu": "he", "so
 class MLP(Module):
     """A multilayer perceptron: ``MLP([784, 50, 10], activation="sigmoid")`` is
     Linear(784→50), Sigmoid, Linear(50→10). The output layer is linear (logits, for the
-    fused softmax-cross-entropy or sigmoid-BCE losses)."""
+    fused softmax-cross-entropy or sigmoid-BCE losses).
+
+    ``init`` (a name of ``nn.init.INITIALIZERS`` or a callable (shape, rng) -> array;
+    default He for the ReLU family, Xavier for sigmoid, tanh and identity) initializes the
+    hidden layers only: the output layer is always Xavier (``"xavier"``), whatever
+    ``init`` is; a callable is called for the hidden layers' weights only. For another
+    output initialization, assign ``model.layers[-1].weight`` a new ``nn.Parameter``
+    before building the optimizer."""
 
     config: dict[str, Any]      # what it takes to build this model again (in checkpoints)
 
     def __init__(self, sizes: Sequence[int], activation: str = "relu", dropout: float = 0.0,
-                 init: str | None = None, bias: bool = True, seed: int | None = None,
-                 rng: np.random.Generator | None = None, dtype: Any = np.float32):
+                 init: str | init_.Initializer | None = None, bias: bool = True,
+                 seed: int | None = None, rng: np.random.Generator | None = None,
+                 dtype: Any = np.float32):
         super().__init__()
         sizes = list(sizes)
         for i, n in enumerate(sizes):

@@ -138,6 +138,26 @@ def test_mlp_structure_matches_the_classic_network():
     assert model.config["sizes"] == [784, 50, 10]
 
 
+def test_mlp_init_sets_the_hidden_layers_only_and_says_so():
+    """The output layer is Xavier whatever ``init`` is, a callable included: kept, and
+    documented (it was not, and ``init="zeros"`` looked ignored for the last layer)."""
+    calls = []
+
+    def halves(shape, rng):
+        calls.append(shape)
+        return np.full(shape, 0.5)
+
+    model = nn.MLP([3, 4, 5, 2], init=halves, seed=0)
+    assert calls == [(3, 4), (4, 5)]
+    assert (model.layers[0].weight.numpy() == 0.5).all()
+    out = model.layers[-1].weight.numpy()
+    np.testing.assert_array_equal(
+        out, nn.MLP([3, 4, 5, 2], init="zeros", seed=0).layers[-1].weight.numpy())
+    assert 0.2 < out.std() / np.sqrt(2 / (5 + 2)) < 5 and out.std() > 0       # Xavier's scale
+    doc = " ".join(nn.MLP.__doc__.split())
+    assert "hidden layers only: the output layer is always Xavier" in doc
+
+
 def test_mlp_with_dropout_and_errors():
     model = nn.MLP([4, 8, 8, 2], activation="relu", dropout=0.2, seed=0)
     kinds = [type(m).__name__ for m in model.layers]
