@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from handgrad.engine.plain import plain_repr
+
 Initializer = Callable[[tuple[int, ...], np.random.Generator], np.ndarray]
 
 _default_rng = np.random.default_rng(0)
@@ -28,6 +30,17 @@ def manual_seed(seed: int) -> None:
 def default_rng() -> np.random.Generator:
     """The generator layers use when built without an explicit ``rng`` (``manual_seed`` resets it)."""
     return _default_rng
+
+
+def check_rng(where: str, rng: Any) -> None:
+    """A TypeError naming ``where`` unless ``rng`` is a ``numpy.random.Generator`` or None.
+    An int seed is refused too: a layer keeps its generator and draws from it again at
+    every call (a dropout seeded with an int would draw the same mask every step)."""
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        hint = (f"; for a seed, pass np.random.default_rng({rng})"
+                if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) else "")
+        raise TypeError(f"{where}: rng must be a numpy.random.Generator or None, got "
+                        f"{plain_repr(rng)} ({type(rng).__name__}){hint}")
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -104,7 +117,9 @@ def initialize(init: str | Initializer, shape: tuple[int, ...], rng: np.random.G
                dtype: Any = np.float32) -> np.ndarray:
     """A new array of ``shape`` from ``init`` (a name of ``INITIALIZERS`` or a callable),
     drawn from ``rng`` (the module's default generator when None) and cast to ``dtype``.
-    An initializer that returns another shape is a ValueError naming it."""
+    An initializer that returns another shape is a ValueError naming it; an ``rng`` other
+    than a Generator or None is a TypeError."""
+    check_rng("initialize", rng)
     out = np.asarray(get(init)(tuple(shape), rng if rng is not None else _default_rng))
     if out.shape != tuple(shape):
         raise ValueError(f"initializer {init!r} returned shape {out.shape}, expected {tuple(shape)}")

@@ -41,6 +41,7 @@ class Linear(Module):
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
                 raise ValueError(f"Linear: {what} must be a positive integer, got {plain_repr(n)}")
         bias = _bias_flag("Linear", bias)
+        init_.check_rng("Linear", rng)
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.weight = Parameter(init_.initialize(init, (in_features, out_features), rng, dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
@@ -176,6 +177,7 @@ class Dropout(Module):
         super().__init__()
         if not 0 <= p < 1:
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        init_.check_rng("Dropout", rng)
         self.p = p
         object.__setattr__(self, "rng", rng if rng is not None else init_.default_rng())
 
@@ -228,6 +230,7 @@ class MLP(Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"MLP: unknown activation {activation!r}; choose one of "
                              f"{sorted(ACTIVATIONS)}")
+        init_.check_rng("MLP", rng)
         if rng is None:
             rng = np.random.default_rng(seed) if seed is not None else init_.default_rng()
         init = init or DEFAULT_INIT[activation]

@@ -124,6 +124,28 @@ def test_dropout_train_and_eval():
         nn.Dropout(1.0)
 
 
+@pytest.mark.parametrize("rng", [0, np.int64(3), 1.5, "seed", True, np.random.RandomState(0)])
+@pytest.mark.parametrize("build,where", [
+    (lambda rng: nn.Dropout(0.5, rng=rng), "Dropout"),
+    (lambda rng: nn.Linear(3, 2, rng=rng), "Linear"),
+    (lambda rng: nn.MLP([3, 4, 2], rng=rng), "MLP"),
+    (lambda rng: nn.init.initialize("he", (3, 2), rng), "initialize"),
+])
+def test_an_rng_that_is_not_a_generator_is_a_type_error_naming_the_layer(build, where, rng):
+    """Dropout(rng=0) was accepted and drew the same mask at every call (the op's int
+    seed); Linear(rng=0) was an AttributeError from inside the initializer."""
+    with pytest.raises(TypeError, match=rf"^{where}: rng must be a numpy.random.Generator or None, "
+                                        rf"got .*\({type(rng).__name__}\)"):
+        build(rng)
+
+
+def test_dropout_with_a_generator_draws_a_new_mask_at_every_call():
+    drop = nn.Dropout(0.5, rng=np.random.default_rng(0))
+    x = engine.Tensor(np.ones(64, dtype=np.float32))
+    assert not np.array_equal(drop(x).numpy(), drop(x).numpy())
+    assert isinstance(nn.Dropout(0.5).rng, np.random.Generator)
+
+
 def test_flatten_module():
     x = engine.Tensor(np.zeros((2, 3, 4)))
     assert nn.Flatten()(x).shape == (2, 12)
