@@ -223,9 +223,11 @@ class SigmoidBinaryCrossEntropy(_Loss):
         self.check_not_empty(z)
 
     def validate(self, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean") -> None:
-        """Targets lie in [0, 1]: read at every call and every replay."""
-        if y.min() < 0 or y.max() > 1:
-            raise self.error(f"targets must lie in [0, 1], got values from {y.min()} to {y.max()}")
+        """Targets lie in [0, 1] (NaN does not): read at every call and every replay."""
+        lo, hi = y.min(), y.max()
+        if not (lo >= 0 and hi <= 1):       # NaN fails both (min and max propagate it)
+            got = "NaN" if np.isnan(lo) else f"values from {lo} to {hi}"
+            raise self.error(f"targets must lie in [0, 1], got {got}")
 
     def forward(self, ctx: RuleContext, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean") -> np.ndarray:
         y = y.astype(z.dtype, copy=False)

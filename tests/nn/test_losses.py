@@ -37,6 +37,28 @@ def test_bce_with_logits_multilabel_and_mse():
     assert nn.MSELoss(reduction="sum")(pred, np.array([0.0, 0.0])).item() == pytest.approx(5.0)
 
 
+@pytest.mark.parametrize("bad", [np.nan, -np.nan, 1.5, -np.inf])
+def test_bce_with_logits_refuses_nan_targets_as_it_refuses_those_outside_0_1(bad):
+    """``y.min() < 0 or y.max() > 1`` is False when y holds a NaN: the loss came out NaN.
+    Refused in the eager call and in a compiled step's replay alike."""
+    z = engine.Tensor(np.zeros((2, 2), np.float32))
+    y = np.array([[0.0, bad], [1.0, 0.5]])
+    got = "NaN" if np.isnan(bad) else "values from"
+    with pytest.raises(ValueError, match=rf"targets must lie in \[0, 1\], got {got}"):
+        nn.BCEWithLogitsLoss()(z, y)
+    with pytest.raises(ValueError, match=rf"targets must lie in \[0, 1\], got {got}"):
+        engine.sigmoid_binary_cross_entropy(z, y)
+    model = nn.MLP([2, 3, 2], seed=0)
+    step = nn.compile_step(model, nn.BCEWithLogitsLoss(), nn.optim.SGD(model, lr=0.1))
+    x, good = np.ones((2, 2)), np.array([[0.0, 1.0], [1.0, 0.5]])
+    step(x, good)
+    step(x, good)                                   # replayed
+    before = [p.numpy(copy=True) for p in model.parameters()]
+    with pytest.raises(ValueError, match=rf"targets must lie in \[0, 1\], got {got}"):
+        step(x, y)
+    assert all(np.array_equal(p.numpy(), b) for p, b in zip(model.parameters(), before, strict=True))
+
+
 def test_l2_penalty_skips_biases_and_has_gradient_wd_times_w():
     model = nn.MLP([3, 4, 2], seed=0)
     penalty = nn.l2_penalty(model, 0.1)
