@@ -105,6 +105,14 @@ def training_flags(modules: "list[Module]") -> tuple[bool, ...]:
     return tuple([overrides.get(id(m), m._training) for m in modules])
 
 
+def _mode(where: str, mode: Any) -> bool:
+    """``mode`` as a bool: True or False (a numpy bool too), else a TypeError naming
+    ``where`` (``train("no")`` would otherwise turn training on)."""
+    if not isinstance(mode, (bool, np.bool_)):
+        raise TypeError(f"{where}: mode must be True or False, got {plain_repr(mode)}")
+    return bool(mode)
+
+
 class _ModeBlock:
     """``with model.eval_mode():`` (``model.train_mode(False)``): ``model`` and every
     sub-module run in eval mode (``True``: train mode) in this thread, until the block ends.
@@ -115,9 +123,7 @@ class _ModeBlock:
     def __init__(self, module: "Module", mode: bool = True):
         if not isinstance(module, Module):
             raise TypeError(f"train_mode: expected an nn.Module, got {type(module).__name__}")
-        if not isinstance(mode, (bool, np.bool_)):
-            raise TypeError(f"train_mode: mode must be True or False, got {plain_repr(mode)}")
-        self.module, self.mode = module, bool(mode)
+        self.module, self.mode = module, _mode("train_mode", mode)
 
     def __enter__(self) -> "Module":
         overrides = _MODES.overrides
@@ -283,13 +289,15 @@ class Module:
 
     @training.setter
     def training(self, mode: bool) -> None:
-        object.__setattr__(self, "_training", bool(mode))
+        object.__setattr__(self, "_training", _mode("training", mode))
 
     def train(self, mode: bool = True) -> "Module":
         """Training mode (dropout active) for this module and every sub-module, in every
-        thread (a thread's ``eval_mode()`` block still wins in that thread)."""
+        thread (a thread's ``eval_mode()`` block still wins in that thread). ``mode`` is
+        True or False (a numpy bool too); anything else is a TypeError."""
+        mode = _mode("train", mode)
         for m in self.modules():
-            object.__setattr__(m, "_training", bool(mode))
+            object.__setattr__(m, "_training", mode)
         return self
 
     def eval(self) -> "Module":

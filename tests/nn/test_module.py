@@ -68,6 +68,22 @@ def test_zero_grad_train_eval():
     assert all(mod.training for mod in m.modules())
 
 
+@pytest.mark.parametrize("mode", ["no", 0, 1, None, np.array([True])])
+def test_train_takes_true_or_false_only(mode):
+    """train(mode) used bool(mode): train("no") switched training on. As train_mode, a
+    non-bool is a TypeError, and nothing changes."""
+    m = nn.MLP([2, 3, 2], dropout=0.5)
+    m.eval()
+    with pytest.raises(TypeError, match=r"^train: mode must be True or False"):
+        m.train(mode)
+    with pytest.raises(TypeError, match=r"^training: mode must be True or False"):
+        m.layers[2].training = mode
+    assert not any(mod.training for mod in m.modules())
+    assert all(mod.training for mod in m.train(np.bool_(True)).modules())
+    m.layers[2].training = np.False_
+    assert m.layers[2].training is False and m.layers[0].training is True
+
+
 def test_state_dict_round_trip_and_copies():
     a, b = TwoLayer(), TwoLayer()
     b.first.weight.data[...] = 7
