@@ -21,7 +21,7 @@ import copy
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Any, Iterator
+from typing import Any, Iterator, overload
 
 import numpy as np
 
@@ -533,7 +533,20 @@ class Sequential(Module):
                 pending.pop()
         return x
 
-    def __getitem__(self, i: int) -> Module:
+    @overload
+    def __getitem__(self, i: int) -> Module: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> "Sequential": ...
+
+    def __getitem__(self, i: int | slice) -> "Module | Sequential":
+        """The module at position ``i``; a slice is a Sequential of those modules (the same
+        objects, under their names here, as ``torch.nn.Sequential``), callable as a model."""
+        if isinstance(i, slice):
+            part = Sequential()
+            for name, m in list(self._modules.items())[i]:
+                setattr(part, name, m)
+            return part
         return list(self._modules.values())[i]
 
     def __len__(self) -> int:

@@ -158,6 +158,21 @@ def test_sequential_indexing_and_errors():
         nn.Sequential(nn.ReLU(), lambda x: x)
 
 
+def test_a_slice_of_a_sequential_is_a_sequential_of_the_same_modules():
+    """seq[0:2] was a list, so model.layers[:2](x) (the hidden layers' output) failed."""
+    seq = nn.Sequential(nn.Linear(2, 3, rng=np.random.default_rng(0)), nn.ReLU(),
+                        nn.Linear(3, 1, rng=np.random.default_rng(1)))
+    head = seq[0:2]
+    assert isinstance(head, nn.Sequential) and len(head) == 2
+    assert head[0] is seq[0] and head[1] is seq[1] and isinstance(seq[0], nn.Linear)
+    x = engine.Tensor(np.ones((4, 2), dtype=np.float32))
+    np.testing.assert_array_equal(head(x).numpy(), seq[1](seq[0](x)).numpy())
+    np.testing.assert_array_equal(seq[2](head(x)).numpy(), seq(x).numpy())
+    tail = seq[1:]
+    assert [n for n, _ in tail.named_parameters()] == ["2.weight", "2.bias"]   # torch's names
+    assert [type(m) for m in seq[::-1]] == [nn.Linear, nn.ReLU, nn.Linear] and len(seq[5:]) == 0
+
+
 def test_nodes_are_tagged_with_the_module_that_created_them():
     model = nn.MLP([3, 4, 2], seed=0)
     out = model(np.ones((2, 3), dtype=np.float32))
