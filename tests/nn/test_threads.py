@@ -22,6 +22,24 @@ def test_a_small_model_runs_on_one_thread_and_the_count_comes_back():
     assert blas_threads_now() == before
 
 
+def test_the_blas_libraries_are_found_once_not_at_every_fit(monkeypatch):
+    """Finding the BLAS libraries scans the process's shared objects (0.2 ms, a few steps of
+    a tiny model): done at the first block, not at each fit's."""
+    made = []
+
+    class Counted(threadpoolctl.ThreadpoolController):
+        def __init__(self) -> None:
+            made.append(self)
+            super().__init__()
+
+    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", Counted)
+    monkeypatch.setattr(threads, "_CONTROLLER", None, raising=False)
+    for _ in range(3):
+        with threads.blas_threads(1):
+            pass
+    assert len(made) == 1
+
+
 def test_a_big_model_keeps_its_threads():
     big = nn.MLP([784, 256, 10])
     assert threads.matmul_work(big, 128) == 128 * 784 * 256 > threads.SMALL_WORK
