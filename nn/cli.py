@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an MLP (default: the spirals dataset, in seconds)")
     t.add_argument("--dataset", choices=data_.DATASETS)
     t.add_argument("--data-dir", help="directory with the MNIST-format IDX files")
-    t.add_argument("--n", type=opt_.positive_int, help="use only the first N training examples")
+    t.add_argument("--n", type=opt_.positive_int, help="MNIST-format sets: use only the first N training examples; "
+                   "generated sets (spirals, ...): N examples in all, split into train, "
+                   "validation and test")
     t.add_argument("--hidden", type=opt_.sizes, help="hidden layer sizes, e.g. 256,128")
     t.add_argument("--activation", choices=sorted(ACTIVATIONS))
     t.add_argument("--dropout", type=opt_.fraction)

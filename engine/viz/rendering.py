@@ -133,10 +133,16 @@ def render(digraph: graphviz.Digraph, path: str | Path, format: str | None = Non
     """Write the picture to ``path`` as svg, png or pdf ("dot": the DOT text, which needs
     no Graphviz), in the format its extension names (no extension: svg) or ``format``,
     which must agree with a .svg/.png/.pdf/.dot extension. Returns the path. Raises
-    GraphvizNotFound when ``dot`` is missing."""
+    GraphvizNotFound when ``dot`` is missing.
+
+    DOT text names its heat-map thumbnails as files (``hg-heat-<hash>.png``: Graphviz reads
+    images from files only); they are written beside it, so ``dot -Tsvg graph.dot`` run in
+    that folder draws them."""
     path = Path(path)
     format = format_for(path, format)
     if format == "dot":
+        for name, png in getattr(digraph, "images", {}).items():
+            (path.parent / name).write_bytes(png)
         path.write_text(digraph.source, encoding="utf-8")
     else:
         path.write_bytes(pipe(digraph, format))

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import struct
+import subprocess
 import tempfile
 import zlib
 from pathlib import Path
@@ -147,6 +148,21 @@ def test_png_and_pdf_draw_the_thumbnails_and_leave_no_temporary_files(tmp_path, 
     assert path.read_bytes().startswith(magic)
     assert len(made) == 1 and not Path(made[0]).exists()
     assert set(g.images) == {n for n in re.findall(r'SRC="([^"]+)"', g.source)}
+
+
+@needs_dot
+def test_dot_text_gets_its_thumbnails_beside_it_and_renders_later(tmp_path):
+    """Graphviz reads <IMG SRC> from files: a .dot written without them failed later in
+    `dot -Tsvg graph.dot` ("No or improper image file")."""
+    W = engine.Tensor(weight_30x20(), requires_grad=True, name="W")
+    g = draw(W.tanh().sum())
+    path = render(g, tmp_path / "graph.dot")
+    assert path.read_text(encoding="utf-8") == g.source
+    for name, png in g.images.items():
+        assert (tmp_path / name).read_bytes() == png
+    done = subprocess.run(["dot", "-Tsvg", "graph.dot"], cwd=tmp_path, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert b"<image" in done.stdout
 
 
 def fan_out_loss():
