@@ -1,11 +1,13 @@
 """One training step, eager or compiled, behind one interface: ``loss, scores = step(xb, yb)``.
 
 A step does, in this order: forward, the loss (and the regularizer) checked finite,
-backward, the gradients checked finite (all before any parameter changes), optional
-gradient clipping, the optimizer's update; it returns the loss as a float and the model's
-outputs for the batch (a copy). ``EagerStep`` runs the graph every call; ``ReplayStep``
-records it once per batch shape with ``engine.capture`` and replays the plan after (see
-nn/compile.py, whose ``compile_step`` is the public face of it). ``fit`` runs either.
+backward (into gradients it first sets to None for every parameter of the model and of the
+optimizer: after a step each holds that step's gradient alone), the gradients checked
+finite (all before any parameter changes), optional gradient clipping, the optimizer's
+update; it returns the loss as a float and the model's outputs for the batch (a copy).
+``EagerStep`` runs the graph every call; ``ReplayStep`` records it once per batch shape
+with ``engine.capture`` and replays the plan after (see nn/compile.py, whose
+``compile_step`` is the public face of it). ``fit`` runs either.
 
 A non-finite loss, regularizer or gradient raises ``TrainingError`` (the one type for it:
 ``fit`` adds the epoch, the step and its History to the same type). An update that would
@@ -37,7 +39,7 @@ from . import module as module_
 from .errors import UserInputError
 from .finite import square_norm
 from .history import History
-from .module import Module
+from .module import Module, Parameter
 from .optim import Optimizer, clip_grad_norm_
 from .update_bounds import max_bound
 
@@ -110,6 +112,38 @@ def gradient_bounds(params: list[Any]) -> dict[int, float] | None:
     return None
 
 
+class _Gradients:
+    """The parameters whose gradients a step forgets (``grad = None``) before its backward:
+    the optimizer's and every other parameter of the model, so that each step's
+    gradients are that step's alone, for the parameters the optimizer does not hold (a
+    frozen layer, fine-tuning) as for its own (``GradNormRecorder`` reads them all). The
+    model's other parameters are listed once per module tree (``tree_version``) and
+    settings (a parameter replaced is an assignment): a step then clears the optimizer's
+    parameters and that list (empty when the optimizer holds the whole model)."""
+
+    def __init__(self, model: Module, optimizer: Optimizer):
+        self.model, self.optimizer = model, optimizer
+        self._tree = -1                          # the tree version self._modules is for
+        self._modules: list[Module] = []
+        self._seen: tuple[int, ...] | None = None   # the settings self._others is for
+        self._others: list[Parameter] = []
+
+    def clear(self) -> None:
+        if self._tree != module_.tree_version():
+            self._tree = module_.tree_version()
+            self._modules = list(self.model.modules())
+            self._seen = None
+        settings = tuple([m._assignments for m in self._modules])
+        if settings != self._seen:
+            self._seen = settings
+            held = {id(p) for p in self.optimizer.params}
+            self._others = [p for p in self.model.parameters() if id(p) not in held]
+        for p in self.optimizer.params:
+            p.grad = None
+        for p in self._others:
+            p.grad = None
+
+
 class Step:
     """What an eager and a compiled step share: the arguments and their checks, and the
     end of a step (gradient check, clipping, update). ``step(xb, yb)`` returns
@@ -132,6 +166,7 @@ class Step:
         self.regularizer, self.clip_grad_norm = regularizer, clip_grad_norm
         self.check_finite = check_finite
         self.last_penalty: float | None = None
+        self._gradients = _Gradients(model, optimizer)
 
     def __call__(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
         raise NotImplementedError
@@ -167,7 +202,7 @@ class EagerStep(Step):
             self.last_penalty = float(penalty.item())
             self._check("the regularizer", self.last_penalty)
             objective = loss + penalty
-        self.optimizer.zero_grad()
+        self._gradients.clear()                 # every parameter's: this step's gradients alone
         objective.backward()
         scores = out.numpy(copy=True)     # before the update: out may share a weight's memory
         self._update()
@@ -255,8 +290,7 @@ class ReplayStep(Step):
         # Eagerly, targets given as an array reach the loss as one, which its op converts
         # to the outputs' dtype (as_arrays); a tensor stays a tensor.
         y = y if isinstance(y, Tensor) else targets
-        for p in self.optimizer.params:
-            p.grad = None                              # zero_grad
+        self._gradients.clear()                 # every parameter's: this step's gradients alone
         key = self.key(x, y)
         plan = self.plans.get(key)
         if plan is None:

@@ -390,7 +390,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     ``compile=True`` runs each step through ``nn.compile_step``: captured once per batch
     shape, then replayed, with exactly the same results (same checks, same order).
     ``record_grad_norms=True`` keeps the L2 norm of every parameter's gradient at every step
-    in ``history.grad_norms`` (one pass over the gradients per step).
+    in ``history.grad_norms`` (one pass over the gradients per step): that step's gradient,
+    for the parameters the optimizer does not hold as for its own.
 
     ``verbose`` as in Keras: 0 silent, 1 a progress bar, 2 one line per epoch; "auto" (the
     default) a bar on a terminal or in a notebook with ipywidgets, else one line per epoch

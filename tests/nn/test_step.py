@@ -119,3 +119,22 @@ def test_a_batch_that_is_a_view_of_the_callers_array_stays_tracked():
     fresh = X[[0, 1]]                               # gathered rows: a new array, adopted
     assert fresh.base is None
     (as_batch(fresh) @ w).tanh().sum().backward()
+
+
+@pytest.mark.parametrize("make", [EagerStep, ReplayStep])
+def test_every_parameter_of_the_model_holds_the_gradient_of_the_last_step_alone(make):
+    # the optimizer holds the last layer only: the other layers' gradients are still the
+    # step's own (fit(record_grad_norms=True) reads them), not a running sum over steps
+    model, twin = nn.MLP([5, 8, 3], seed=0), nn.MLP([5, 8, 3], seed=0)
+    step = make(model, nn.CrossEntropyLoss(), nn.optim.SGD(model.layers[2].parameters(), lr=0.1))
+    twin_opt = nn.optim.SGD(twin.layers[2].parameters(), lr=0.1)
+    for i in range(0, 96, 32):
+        if i == 32:                          # a parameter replaced: listed again
+            model.layers[0].bias = nn.Parameter(np.zeros(8, np.float32))
+            twin.layers[0].bias = nn.Parameter(np.zeros(8, np.float32))
+        step(X[i:i + 32], Y[i:i + 32])
+        twin.zero_grad()
+        nn.CrossEntropyLoss()(twin(engine.Tensor(X[i:i + 32])), Y[i:i + 32]).backward()
+        twin_opt.step()
+        for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+            np.testing.assert_allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7, err_msg=name)
