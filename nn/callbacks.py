@@ -57,7 +57,8 @@ class Callback:
         """After the epoch's last step, before it is evaluated and recorded."""
 
     def on_record(self, epoch: int, record: dict[str, float]) -> None:
-        """The epoch's record (train and validation metrics, ``lr``, ``seconds``) is done."""
+        """The epoch's record (train and validation metrics, ``lr``, ``seconds``, and under
+        ``fit`` the epoch's number of steps, ``steps``) is done."""
 
     def on_train_end(self) -> None:
         """After the last epoch, an interruption or an error."""

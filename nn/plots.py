@@ -108,13 +108,12 @@ def plot_history(history: Any, path: str | Path | None = None, *, ax: Any = None
             ax_loss, ax_acc = _axes_grid("plot_history", ax, (1, 2))[0]
         fig = ax_loss.figure
     epochs = [e["epoch"] for e in history.epochs]
-    steps_per_epoch = max(1, len(history.steps) // max(1, len(epochs)))
     # few epochs (a full-batch run: one step each) would be a bare line or a lone point:
     # mark every epoch
     mark = dict(marker="o", markersize=4) if len(epochs) <= MARKED_EPOCHS else {}
     if len(history.steps) > len(epochs):       # else the per-step curve is the epoch curve
-        ax_loss.plot([i / steps_per_epoch for i in range(1, len(history.steps) + 1)],
-                     history.steps, color="0.75", linewidth=0.8, label="train loss (per step)")
+        ax_loss.plot(_step_positions(history), history.steps, color="0.75", linewidth=0.8,
+                     label="train loss (per step)")
     full_batch = " (one step per epoch)" if epochs and len(history.steps) == len(epochs) else ""
     ax_loss.plot(epochs, history.metric("train_loss"),
                  label=f"train loss (epoch mean){full_batch}", **mark)
@@ -134,6 +133,27 @@ def plot_history(history: Any, path: str | Path | None = None, *, ax: Any = None
         if ax_acc.get_lines():
             ax_acc.legend()
     return _finish(fig, path, made)
+
+
+def _step_positions(history: Any) -> list[float]:
+    """Where each loss of ``history.steps`` goes on the epoch axis: the j-th of the n steps
+    of epoch e at e - 1 + j / n, so that the last step of epoch e is at x = e, under that
+    epoch's record. n is the record's ``steps`` (what ``fit`` records); the steps after the
+    last record (a run interrupted, or stopped by a TrainingError, during an epoch) take the
+    last record's n. A History whose records do not count their steps (saved by an older
+    handgrad, or made by hand) spreads the steps evenly, as many per epoch as there are."""
+    steps, records = len(history.steps), history.epochs
+    counts = [r.get("steps") for r in records]
+    if not records or not all(isinstance(n, int) and n > 0 for n in counts) \
+            or sum(counts) > steps:
+        per_epoch = max(1, steps // max(1, len(records)))
+        return [i / per_epoch for i in range(1, steps + 1)]
+    xs: list[float] = []
+    for record, n in zip(records, counts, strict=True):
+        xs += [record["epoch"] - 1 + j / n for j in range(1, n + 1)]
+    last, n = records[-1]["epoch"], counts[-1]
+    xs += [last + j / n for j in range(1, steps - len(xs) + 1)]
+    return xs
 
 
 MARKED_EPOCHS = 30   # up to this many epochs, each is marked on the curves

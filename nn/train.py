@@ -211,6 +211,7 @@ class _Tally(Callback):
     def on_epoch_begin(self, epoch: int) -> None:
         self.start = time.perf_counter()
         self.total_loss, self.correct, self.seen, self.classification = 0.0, 0, 0, False
+        self.steps = 0
 
     def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
                     targets: Any) -> None:
@@ -224,6 +225,7 @@ class _Tally(Callback):
             self.classification = True
             self.correct += self._count_correct(scores, targets)
         self.seen += n
+        self.steps += 1
 
     def _count_correct(self, scores: np.ndarray, targets: np.ndarray) -> int:
         """How many rows of ``scores`` (finite) have their argmax at the label: integer
@@ -243,7 +245,8 @@ class _Tally(Callback):
         if self.seen == 0:
             raise ValueError(f"fit: epoch {epoch} ran no steps: train_data yielded no batches")
         record: dict[str, float] = {"epoch": epoch, "train_loss": self.total_loss / self.seen,
-                                    "lr": lr, "seconds": time.perf_counter() - self.start}
+                                    "lr": lr, "seconds": time.perf_counter() - self.start,
+                                    "steps": self.steps}
         if self.classification:
             record["train_accuracy"] = self.correct / self.seen
         return record
@@ -377,7 +380,9 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     validation) loss, a mean per example (a loss with ``reduction="sum"`` is divided by
     the batch size; so is each step's loss in ``history.steps`` and the callbacks), and,
     for a softmax classifier, accuracy are recorded (none for ``MSELoss`` or
-    ``BCEWithLogitsLoss``: ``_is_classification``); ``early_stopping=k`` stops when ``monitor``
+    ``BCEWithLogitsLoss``: ``_is_classification``), with the learning rate (``lr``), the
+    epoch's time (``seconds``) and number of steps (``steps``: where ``plots.plot_history``
+    puts each of ``history.steps``); ``early_stopping=k`` stops when ``monitor``
     has not improved for k epochs and, with ``restore_best``, puts back the best weights.
     ``train_data`` is (X, y) (shuffled per epoch from (seed, epoch)) or a DataLoader
     (shuffled per epoch from (its seed, epoch): fit calls its ``set_epoch`` each epoch).

@@ -82,7 +82,7 @@ def test_fit_calls_a_users_callbacks_at_every_hook_and_stops_when_asked(compile)
     rec = Recorder(stop_at=2)
     history = nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=5, batch_size=48,
                      progress=False, callbacks=[rec], compile=compile)
-    keys = ["epoch", "lr", "seconds", "train_accuracy", "train_loss"]
+    keys = ["epoch", "lr", "seconds", "steps", "train_accuracy", "train_loss"]
     assert rec.calls == [("begin", 5, 2),
                          ("epoch", 1), ("step", 1, 1, (48, 2), 48), ("step", 1, 2, (32, 2), 32),
                          ("epoch end", 1), ("record", 1, keys),

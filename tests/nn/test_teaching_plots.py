@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 
 import numpy as np
@@ -211,3 +212,29 @@ def test_curves_of_a_full_batch_run_mark_every_epoch():
     assert "one step per epoch" in loss_lines[0].get_label()
     for line in loss_lines + ax_acc.get_lines():
         assert line.get_marker() == "o" and len(line.get_xdata()) == 3
+
+
+@pytest.mark.parametrize("stop", ["error", "interrupt"])
+def test_the_per_step_curve_of_a_history_that_ends_mid_epoch_stays_under_its_epochs(stop):
+    pytest.importorskip("matplotlib")
+    # a History that holds part of an epoch (a TrainingError's, an interrupted run's): the
+    # last step of epoch e still sits at x = e, the unfinished epoch's steps after it
+
+    class Stop(nn.callbacks.Callback):
+        def on_step_end(self, epoch, step, loss, scores, targets):
+            if epoch == 3 and step == 2:
+                if stop == "error":
+                    raise nn.TrainingError("stop", what="test")
+                signal.raise_signal(signal.SIGINT)
+
+    model = nn.MLP([4, 8, 2], seed=0)
+    try:
+        history = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (X, Y),
+                         epochs=5, batch_size=16, verbose=0, callbacks=[Stop()])
+    except nn.TrainingError as e:
+        history = e.history
+    assert [len(history.epochs), len(history.steps)] == [2, 14]       # 6 steps an epoch
+    assert [r["steps"] for r in history.epochs] == [6, 6]
+    fig = plots.plot_history(nn.History.from_dict(json.loads(json.dumps(history.to_dict()))))
+    line = next(ln for ln in fig.axes[0].get_lines() if "per step" in ln.get_label())
+    np.testing.assert_allclose(line.get_xdata(), [k / 6 for k in range(1, 15)])
