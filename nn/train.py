@@ -463,7 +463,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
                     break
                 for cb in hooks:
                     cb.on_epoch_end(where.epoch)
-                record = tally.record(where.epoch, optimizer.lr)
+                record = tally.record(where.epoch, float(optimizer.lr))
                 if val_data is not None:
                     _validate(model, loss_fn, val_data, record)
                 history.epochs.append(record)

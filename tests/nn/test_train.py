@@ -1,6 +1,8 @@
 """fit / evaluate / predict: learning, history, reproducibility, early stopping, schedules."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -262,3 +264,21 @@ def test_a_history_interrupted_mid_epoch_is_refused_for_continuing():
     with pytest.raises(ValueError, match="interrupted during epoch 2 .*counted twice"):
         nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=3, verbose=0,
                initial_epoch=1, history=history)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_every_number_fit_records_is_a_python_number(blobs_data, compile):
+    # a numpy scalar learning rate (SGD takes one) is recorded as a float: to_dict() stays
+    # JSON-serialisable, as it promises
+    Xtr, ytr, Xva, yva = blobs_data
+    model = _model()
+    hist = nn.fit(model, nn.CrossEntropyLoss(reduction="sum"),
+                  nn.optim.SGD(model, lr=np.float32(0.01)), (Xtr, ytr), epochs=2,
+                  batch_size=np.int64(64), val_data=(Xva, yva), initial_epoch=np.int64(0),
+                  verbose=0, record_grad_norms=True, compile=compile)
+    assert type(hist.epochs[0]["lr"]) is float and hist.epochs[0]["lr"] == float(np.float32(0.01))
+    d = hist.to_dict()
+    values = d["steps"] + [v for e in d["epochs"] for v in e.values()] \
+        + [v for norms in d["grad_norms"].values() for v in norms]
+    assert {type(v) for v in values} <= {int, float}
+    assert nn.History.from_dict(json.loads(json.dumps(d))).to_dict() == d
