@@ -260,9 +260,9 @@ class _Where:
 
 
 def _check_options(epochs: Any, batch_size: Any, initial_epoch: Any, early_stopping: Any,
-                   val_data: Any, monitor: str, clip_grad_norm: Any) -> None:
+                   val_data: Any, monitor: str, clip_grad_norm: Any, seed: Any) -> None:
     """The option errors of fit (after epochs and verbose), in the order fit has always
-    given them."""
+    given them, then the seed's."""
     if batch_size is not None:
         _positive_int("fit: batch_size", batch_size)
     if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
@@ -275,6 +275,13 @@ def _check_options(epochs: Any, batch_size: Any, initial_epoch: Any, early_stopp
             raise ValueError("fit: early stopping on a validation metric needs val_data")
     if clip_grad_norm is not None and not (math.isfinite(clip_grad_norm) and clip_grad_norm > 0):
         raise ValueError(f"fit: clip_grad_norm must be finite and positive, got {plain_repr(clip_grad_norm)}")
+    if seed is None:
+        raise ValueError("fit: seed must be a non-negative integer, got None: the batch order "
+                         "of epoch e is drawn from (seed, e), and a seed drawn at random would "
+                         "give a resumed run other batches; pick one (a DataLoader(..., "
+                         "seed=None) draws its own and keeps it)")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"fit: seed must be a non-negative integer, got {plain_repr(seed)}")
 
 
 def _check_resume(history: History, initial_epoch: int, stopper: EarlyStopping | None,
@@ -386,6 +393,10 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     has not improved for k epochs and, with ``restore_best``, puts back the best weights.
     ``train_data`` is (X, y) (shuffled per epoch from (seed, epoch)) or a DataLoader
     (shuffled per epoch from (its seed, epoch): fit calls its ``set_epoch`` each epoch).
+    ``seed`` is a non-negative integer (checked before training, whatever ``train_data``);
+    None is refused rather than drawn at random, so that a run resumed with the same seed
+    sees the batches the uninterrupted run saw (a DataLoader's ``seed=None`` draws one
+    once and keeps it in the loader).
 
     Ctrl-C stops after the current step: the History comes back with ``interrupted``.
     ``initial_epoch=k`` and ``history=`` continue a run that has done k epochs (epochs is
@@ -417,7 +428,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     """
     epochs = _positive_int("fit: epochs", epochs)
     shown = Progress(verbose, progress)
-    _check_options(epochs, batch_size, initial_epoch, early_stopping, val_data, monitor, clip_grad_norm)
+    _check_options(epochs, batch_size, initial_epoch, early_stopping, val_data, monitor,
+                   clip_grad_norm, seed)
     stopper = None if early_stopping is None else EarlyStopping(model, early_stopping, monitor,
                                                                 restore_best, owner="fit")
     X, y = _split(train_data, "fit: train_data")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import signal
 
 import numpy as np
@@ -294,3 +295,31 @@ def test_non_finite_training_outputs_are_a_training_error_not_a_score():
                                                r"step 1") as info:
         nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y % 2), epochs=1, progress=False)
     assert info.value.history.steps and np.isfinite(info.value.history.steps[0])
+
+
+@pytest.mark.parametrize("seed, shown", [(None, "None: the batch order"), (-1, "-1"),
+                                         (1.5, "1.5"), ("0", "'0'"), (True, "True")])
+def test_fit_checks_its_seed_before_training(seed, shown):
+    # they failed inside the first epoch (after on_train_begin and on_epoch_begin), with
+    # numpy's messages naming neither fit nor seed; "0" was even accepted
+    class Hooks(nn.callbacks.Callback):
+        calls = 0
+
+        def on_train_begin(self, *args):
+            Hooks.calls += 1
+
+    model, opt = model_and_opt()
+    before = weights(model)
+    with pytest.raises(ValueError, match=f"fit: seed must be a non-negative integer, got {re.escape(shown)}"):
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, verbose=0, seed=seed,
+               callbacks=[Hooks()])
+    assert Hooks.calls == 0 and same(weights(model), before)
+
+
+def test_fit_takes_a_numpy_integer_seed_as_the_same_int():
+    runs = []
+    for seed in (3, np.int64(3)):
+        model, opt = model_and_opt()
+        runs.append(nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, verbose=0,
+                           seed=seed).steps)
+    assert runs[0] == runs[1]
