@@ -419,7 +419,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     after them at every hook.
 
     ``threads``: BLAS threads while training (nn/threads.py). ``"auto"`` (the default) runs
-    a small model on one thread (its products gain nothing from more, and idle BLAS threads
+    a small model (for the batches trained on: a DataLoader's ``batch_size``, else fit's)
+    on one thread (its products gain nothing from more, and idle BLAS threads
     spinning on a busy machine made a tiny run 4-7x slower), an int sets the count, None
     leaves BLAS alone. For mid-size float32 products the last bits can differ from numpy's
     default thread count (nn/threads.py); a run and its resume choose alike. The count is
@@ -445,7 +446,9 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     if loader is not None:
         _check_loader(loader)
     size = batch_size or len(X)
-    blas_limit = threads_for(model, size, threads, owner="fit")
+    # the batches fit trains on: a DataLoader's own (fit's batch_size does not apply to it)
+    blas_limit = threads_for(model, loader.batch_size if loader is not None else size, threads,
+                             owner="fit")
     step = (ReplayStep if compile else EagerStep)(model, loss_fn, optimizer, regularizer=regularizer,
                                                   clip_grad_norm=clip_grad_norm)
     step.owner = "fit"                                  # its errors are fit's

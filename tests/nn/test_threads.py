@@ -1,5 +1,7 @@
 """nn/threads.py: one BLAS thread for a small model, the thread count left alone for a big
 one, restored afterwards; the same numbers either way."""
+import importlib
+
 import numpy as np
 import pytest
 
@@ -161,3 +163,26 @@ def test_overlapping_blocks_in_two_threads_share_one_count_and_restore_it():
     assert set(seen["second began"]) == {1}
     assert set(seen["first ended"]) == {1}
     assert blas_threads_now() == before
+
+
+def test_fit_decides_auto_from_the_batch_size_of_the_dataloader_it_trains_on(monkeypatch):
+    # it used fit's batch_size argument (default 32), which a DataLoader ignores: a loader
+    # of 4096-example batches on a 500x500 model (far above SMALL_WORK) ran on one thread
+    train = importlib.import_module("handgrad.nn.train")
+    limits = []
+
+    def spy(limit):
+        limits.append(limit)
+        return threads.blas_threads(limit)
+
+    monkeypatch.setattr(train, "blas_threads", spy)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4096, 2)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    big = nn.MLP([2, 500, 500, 2], seed=0)
+    small = nn.MLP([2, 8, 2], seed=0)
+    assert threads.threads_for(big, 4096) is None and threads.threads_for(big, 32) == 1
+    for model, batch in ((big, 4096), (small, 4096), (big, 16)):
+        nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.01),
+               nn.DataLoader(X[:batch], y[:batch], batch_size=batch), epochs=1, verbose=0)
+    assert limits == [None, 1, 1]
