@@ -148,13 +148,24 @@ class EarlyStopping(Callback):
         self.best_epoch: int | None = None
         self.best_state: dict[str, Any] | None = None
         self.history: History | None = None
+        self._resumed: History | None = None     # the history resume() recounted
 
     def on_train_begin(self, history: History, epochs: int, steps_per_epoch: int) -> None:
+        """A new run: ``stop``, the best score and epoch, their weights and the epochs
+        waited start afresh (as in Keras), so that a stopper passed to a second ``fit``
+        keeps nothing of the first; unless ``resume`` was called with this ``history``
+        (what ``fit`` does for its own stopper when it resumes a run), whose count holds."""
+        if self._resumed is not history:
+            self.best, self.waited, self.best_epoch, self.best_state = math.inf, 0, None, None
+        self._resumed = None
+        self.stop = False
         self.history = history
 
     def resume(self, history: History, best_state: dict[str, Any] | None) -> None:
         """Recount the best score and the epochs waited since from the ``history`` of a
-        run being resumed; ``best_state`` holds the weights of its best epoch."""
+        run being resumed; ``best_state`` holds the weights of its best epoch. Call it
+        before the ``fit`` that continues ``history`` (``fit`` does for its own stopper):
+        ``on_train_begin`` with that history then keeps the count."""
         if history.stopped_early:
             raise ValueError(f"{self.owner}: the run being resumed stopped early at epoch "
                              f"{len(history.epochs)}")
@@ -174,6 +185,7 @@ class EarlyStopping(Callback):
                              f"best_state= (the weights of epoch {best_epoch})")
         self.best, self.waited, self.best_state = best, waited, best_state
         self.best_epoch = None if best_epoch is None else int(best_epoch)
+        self._resumed = history
 
     def on_record(self, epoch: int, record: dict[str, float]) -> None:
         if self.monitor not in record:

@@ -110,3 +110,39 @@ def test_callbacks_check_their_arguments():
         LRSchedule(opt)
     with pytest.raises(ValueError, match=r"EarlyStopping: cannot monitor 'val_loss'; recorded: \['epoch'\]"):
         EarlyStopping(model, patience=1).on_record(1, {"epoch": 1})
+
+
+def test_an_early_stopping_passed_to_a_second_fit_starts_afresh():
+    # it kept stop, best and waited from the first fit: the second stopped after one epoch
+    # that improved its loss, without even marking the History stopped_early
+    model = nn.MLP([4, 8, 2], seed=0)
+    stopper = EarlyStopping(model, patience=1, monitor="train_loss")
+    first = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=20.0), (X, Y),
+                   epochs=30, verbose=0, callbacks=[stopper])
+    assert first.stopped_early and stopper.stop
+    stopper.restore()
+    second = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.01), (X, Y),
+                    epochs=4, verbose=0, callbacks=[stopper])
+    losses = second.metric("train_loss")
+    assert len(second.epochs) == 4 and all(b < a for a, b in zip(losses, losses[1:]))
+    assert not stopper.stop and stopper.waited == 0 and stopper.best_epoch == 4
+    assert stopper.best == losses[-1] and second.best_epoch == 4
+
+
+def test_an_early_stopping_resumed_before_fit_keeps_its_count():
+    # resume() recounts from the history being continued (as fit does for its own
+    # stopper); on_train_begin with that history keeps the count instead of starting afresh
+    model = nn.MLP([4, 8, 2], seed=0)
+    state = model.state_dict()
+    history = nn.History(steps=[0.5] * 9, best_epoch=2, epochs=[
+        {"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 1e-6},
+        {"epoch": 3, "train_loss": 0.4}])
+    stopper = EarlyStopping(model, patience=2, monitor="train_loss")
+    stopper.resume(history, state)
+    assert (stopper.best, stopper.waited, stopper.best_epoch) == (1e-6, 1, 2)
+    nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (X, Y), epochs=6,
+           initial_epoch=3, history=history, verbose=0, callbacks=[stopper])
+    assert len(history.epochs) == 4 and history.stopped_early and history.best_epoch == 2
+    assert (stopper.best, stopper.waited, stopper.best_state) == (1e-6, 2, state)
+    stopper.on_train_begin(history, 6, 3)            # not resumed again: a new run, afresh
+    assert (stopper.best, stopper.waited, stopper.best_state, stopper.stop) == (np.inf, 0, None, False)
