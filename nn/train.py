@@ -414,7 +414,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     (nn/progress.py). The older ``progress=False`` is ``verbose=0``, ``progress=True`` is
     ``verbose="auto"``.
 
-    The schedule, the gradient norms, the display, early stopping and ``callback(epoch,
+    ``scheduler`` must schedule ``optimizer`` (a ValueError before training if it was made
+    on another one). The schedule, the gradient norms, the display, early stopping and ``callback(epoch,
     record)`` are callbacks (nn/callbacks.py); ``callbacks=[...]`` adds your own, called
     after them at every hook.
 
@@ -431,6 +432,10 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     shown = Progress(verbose, progress)
     _check_options(epochs, batch_size, initial_epoch, early_stopping, val_data, monitor,
                    clip_grad_norm, seed)
+    if isinstance(scheduler, LRScheduler) and scheduler.optimizer is not optimizer:
+        raise ValueError(f"fit: scheduler is a {type(scheduler).__name__} of another optimizer "
+                         f"than the one fit trains with: its steps would set learning rates "
+                         f"that fit never uses; make the schedule on fit's optimizer")
     stopper = None if early_stopping is None else EarlyStopping(model, early_stopping, monitor,
                                                                 restore_best, owner="fit")
     X, y = _split(train_data, "fit: train_data")

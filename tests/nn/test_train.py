@@ -282,3 +282,19 @@ def test_every_number_fit_records_is_a_python_number(blobs_data, compile):
         + [v for norms in d["grad_norms"].values() for v in norms]
     assert {type(v) for v in values} <= {int, float}
     assert nn.History.from_dict(json.loads(json.dumps(d))).to_dict() == d
+
+
+def test_fit_refuses_a_scheduler_of_another_optimizer(blobs_data):
+    # it stepped a schedule made on another optimizer every epoch, and the optimizer fit
+    # trains with kept its learning rate: no error, no warning
+    Xtr, ytr, _, _ = blobs_data
+    model = _model()
+    old = nn.optim.SGD(model, lr=0.5)
+    sched = nn.optim.StepLR(old, step_size=1, gamma=0.1)
+    opt = nn.optim.SGD(model, lr=0.5)
+    before = model.state_dict()
+    with pytest.raises(ValueError, match="fit: scheduler is a StepLR of another optimizer"):
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (Xtr, ytr), epochs=3, verbose=0,
+               scheduler=sched)
+    assert sched.t == 0 and old.lr == opt.lr == 0.5
+    assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())
