@@ -285,8 +285,9 @@ def _check_options(epochs: Any, batch_size: Any, initial_epoch: Any, early_stopp
 
 
 def _check_resume(history: History, initial_epoch: int, stopper: EarlyStopping | None,
-                  best_state: dict[str, Any] | None) -> None:
-    """A resumed run (``initial_epoch``, ``history``, ``best_state``) must fit together."""
+                  best_state: dict[str, Any] | None, scheduler: Any, per_step: bool) -> None:
+    """A resumed run (``initial_epoch``, ``history``, ``best_state``, the schedule) must fit
+    together."""
     if history.interrupted:
         raise ValueError(f"fit: history is of a run interrupted during epoch "
                          f"{len(history.epochs) + 1} (Ctrl-C): the model's weights are from "
@@ -297,6 +298,16 @@ def _check_resume(history: History, initial_epoch: int, stopper: EarlyStopping |
     if len(history.epochs) != initial_epoch:
         raise ValueError(f"fit: history has {len(history.epochs)} epochs but initial_epoch is "
                          f"{initial_epoch}")
+    if initial_epoch > 0 and isinstance(scheduler, LRScheduler):
+        done = len(history.steps) if per_step else initial_epoch
+        if scheduler.t != done:
+            unit = "steps" if per_step else "epochs"
+            raise ValueError(f"fit: scheduler has been stepped {scheduler.t} times, but the run "
+                             f"being resumed stepped it {done} times (once per "
+                             f"{unit[:-1]}: {done} {unit}); a schedule that is not restored "
+                             f"would start again from its beginning. Restore it first: "
+                             f"scheduler.load_state_dict() with the scheduler.state_dict() "
+                             f"saved with the checkpoint (as handgrad train --resume does)")
     if stopper is None or initial_epoch == 0:
         if best_state is not None:
             raise ValueError("fit: best_state is only for resuming a run with early stopping")
@@ -402,6 +413,10 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     ``initial_epoch=k`` and ``history=`` continue a run that has done k epochs (epochs is
     the total), as ``handgrad train --resume`` does; under early stopping the patience count
     is recounted from the history and ``best_state`` gives the weights of its best epoch.
+    A ``scheduler`` must be where the run left it (its step count ``t`` is ``initial_epoch``,
+    or ``len(history.steps)`` with ``scheduler_per_step``: restore it with
+    ``load_state_dict``), else a ValueError before training: a schedule made afresh would
+    start again from its beginning.
 
     ``compile=True`` runs each step through ``nn.compile_step``: captured once per batch
     shape, then replayed, with exactly the same results (same checks, same order).
@@ -444,7 +459,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
         if bad is not None:
             raise ValueError(bad)
     history = history if history is not None else History()
-    _check_resume(history, initial_epoch, stopper, best_state)
+    _check_resume(history, initial_epoch, stopper, best_state, scheduler, scheduler_per_step)
     if best_state is not None:
         model.check_state_dict(best_state, check_finite=True)
     loader = train_data if isinstance(train_data, DataLoader) else None

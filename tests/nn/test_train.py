@@ -298,3 +298,39 @@ def test_fit_refuses_a_scheduler_of_another_optimizer(blobs_data):
                scheduler=sched)
     assert sched.t == 0 and old.lr == opt.lr == 0.5
     assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+def test_a_resume_refuses_a_schedule_that_was_not_restored(blobs_data, per_step):
+    # fit neither advanced nor checked the schedule: a run resumed with a new schedule
+    # silently started it again and differed from the uninterrupted run
+    Xtr, ytr, _, _ = blobs_data
+
+    def make():
+        model = _model()
+        opt = nn.optim.SGD(model, lr=0.5)
+        return model, opt, nn.optim.ExponentialLR(opt, gamma=0.5)
+
+    def run(model, opt, sched, epochs, **kw):
+        return nn.fit(model, nn.CrossEntropyLoss(), opt, (Xtr, ytr), epochs=epochs,
+                      batch_size=64, verbose=0, scheduler=sched, scheduler_per_step=per_step,
+                      **kw)
+
+    full_model, *rest = make()
+    full = run(full_model, *rest, epochs=4)
+    m1, o1, s1 = make()
+    part = run(m1, o1, s1, epochs=2)
+    saved = (m1.state_dict(), json.loads(json.dumps(part.to_dict())), s1.state_dict())
+    m2, o2, s2 = make()
+    m2.load_state_dict(saved[0])
+    history = nn.History.from_dict(saved[1])
+    with pytest.raises(ValueError, match=r"fit: scheduler has been stepped 0 times, but the run "
+                                         r"being resumed stepped it (8|2) times .* Restore it "
+                                         r"first: scheduler.load_state_dict\(\)"):
+        run(m2, o2, s2, epochs=4, initial_epoch=2, history=history)
+    assert s2.t == 0 and o2.lr == 0.5 and history.to_dict() == saved[1]
+    assert all(np.array_equal(saved[0][k], v) for k, v in m2.state_dict().items())
+    s2.load_state_dict(saved[2])                    # restored: the run continues exactly
+    resumed = run(m2, o2, s2, epochs=4, initial_epoch=2, history=history)
+    assert [e["lr"] for e in resumed.epochs] == [e["lr"] for e in full.epochs]
+    assert all(np.array_equal(full_model.state_dict()[k], v) for k, v in m2.state_dict().items())
