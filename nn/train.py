@@ -422,7 +422,9 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     shape, then replayed, with exactly the same results (same checks, same order).
     ``record_grad_norms=True`` keeps the L2 norm of every parameter's gradient at every step
     in ``history.grad_norms`` (one pass over the gradients per step): that step's gradient,
-    for the parameters the optimizer does not hold as for its own.
+    for the parameters the optimizer does not hold as for its own. It is a
+    ``GradNormRecorder``; with one in ``callbacks`` too, a ValueError (each would record
+    every norm).
 
     ``verbose`` as in Keras: 0 silent, 1 a progress bar, 2 one line per epoch; "auto" (the
     default) a bar on a terminal or in a notebook with ipywidgets, else one line per epoch
@@ -447,6 +449,12 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     shown = Progress(verbose, progress)
     _check_options(epochs, batch_size, initial_epoch, early_stopping, val_data, monitor,
                    clip_grad_norm, seed)
+    recorders = sum(isinstance(cb, GradNormRecorder) for cb in callbacks) + bool(record_grad_norms)
+    if recorders > 1:
+        which = ("record_grad_norms=True and a GradNormRecorder in callbacks" if record_grad_norms
+                 else "two GradNormRecorders in callbacks")
+        raise ValueError(f"fit: {which} would each record into history.grad_norms, every norm "
+                         f"twice; pass one of them")
     if isinstance(scheduler, LRScheduler) and scheduler.optimizer is not optimizer:
         raise ValueError(f"fit: scheduler is a {type(scheduler).__name__} of another optimizer "
                          f"than the one fit trains with: its steps would set learning rates "

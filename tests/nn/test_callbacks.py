@@ -146,3 +146,17 @@ def test_an_early_stopping_resumed_before_fit_keeps_its_count():
     assert (stopper.best, stopper.waited, stopper.best_state) == (1e-6, 2, state)
     stopper.on_train_begin(history, 6, 3)            # not resumed again: a new run, afresh
     assert (stopper.best, stopper.waited, stopper.best_state, stopper.stop) == (np.inf, 0, None, False)
+
+
+@pytest.mark.parametrize("record, users", [(True, 1), (False, 2)])
+def test_fit_refuses_two_gradient_norm_recorders(record, users):
+    # both recorded into history.grad_norms: every norm appended twice
+    model, opt, _ = _setup()
+    recorders = [GradNormRecorder(model) for _ in range(users)]
+    with pytest.raises(ValueError, match="would each record into history.grad_norms, every "
+                                         "norm twice; pass one of them"):
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=1, verbose=0,
+               record_grad_norms=record, callbacks=recorders)
+    history = nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=1, batch_size=32,
+                     verbose=0, callbacks=recorders[:1])
+    assert [len(v) for v in history.grad_norms.values()] == [3] * 4     # once per step
