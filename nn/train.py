@@ -259,6 +259,14 @@ class _Where:
         self.epoch, self.step = 0, 0
 
 
+def _check_flags(**flags: Any) -> None:
+    """fit's on/off options must be True or False (a numpy bool too): a string such as
+    "no" is truthy, and would have turned the option on."""
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"fit: {name} must be True or False, got {plain_repr(value)}")
+
+
 def _check_options(epochs: Any, batch_size: Any, initial_epoch: Any, early_stopping: Any,
                    val_data: Any, monitor: str, clip_grad_norm: Any, seed: Any) -> None:
     """The option errors of fit (after epochs and verbose), in the order fit has always
@@ -449,6 +457,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     shown = Progress(verbose, progress)
     _check_options(epochs, batch_size, initial_epoch, early_stopping, val_data, monitor,
                    clip_grad_norm, seed)
+    _check_flags(shuffle=shuffle, restore_best=restore_best, compile=compile,
+                 scheduler_per_step=scheduler_per_step, record_grad_norms=record_grad_norms)
     recorders = sum(isinstance(cb, GradNormRecorder) for cb in callbacks) + bool(record_grad_norms)
     if recorders > 1:
         which = ("record_grad_norms=True and a GradNormRecorder in callbacks" if record_grad_norms

@@ -323,3 +323,27 @@ def test_fit_takes_a_numpy_integer_seed_as_the_same_int():
         runs.append(nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, verbose=0,
                            seed=seed).steps)
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("option", ["shuffle", "restore_best", "compile", "scheduler_per_step",
+                                    "record_grad_norms"])
+@pytest.mark.parametrize("value, shown", [("no", "'no'"), ("yes", "'yes'"), (1, "1"),
+                                          (None, "None")])
+def test_fit_takes_only_true_or_false_for_its_on_off_options(option, value, shown):
+    # "no" was truthy: shuffle="no" shuffled, restore_best="no" restored, compile="yes" compiled
+    model, opt = model_and_opt()
+    before = weights(model)
+    with pytest.raises(ValueError, match=f"fit: {option} must be True or False, got {re.escape(shown)}"):
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, verbose=0,
+               **{option: value})
+    assert same(weights(model), before)
+
+
+def test_fit_takes_numpy_bools_for_its_on_off_options():
+    runs = []
+    for flag in (False, np.False_):
+        model, opt = model_and_opt()
+        runs.append(nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, verbose=0,
+                           shuffle=flag, compile=flag, restore_best=np.True_, early_stopping=1,
+                           monitor="train_loss").steps)
+    assert runs[0] == runs[1]
