@@ -189,7 +189,11 @@ class EarlyStopping(Callback):
 
     def on_record(self, epoch: int, record: dict[str, float]) -> None:
         if self.monitor not in record:
-            raise ValueError(f"{self.owner}: cannot monitor {self.monitor!r}; recorded: {sorted(record)}")
+            why = ("; accuracy is recorded for a softmax classifier only (class scores "
+                   "(N, C) against integer labels or probability rows)"
+                   if "accuracy" in self.monitor else "")
+            raise ValueError(f"{self.owner}: cannot monitor {self.monitor!r}; recorded: "
+                             f"{sorted(record)}{why}")
         score = self.sign * record[self.monitor]
         if score < self.best:
             self.best, self.waited, self.best_epoch = score, 0, epoch

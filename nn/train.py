@@ -267,8 +267,32 @@ def _check_flags(**flags: Any) -> None:
             raise ValueError(f"fit: {name} must be True or False, got {plain_repr(value)}")
 
 
+MONITORED = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")   # what fit records
+
+
+def _check_monitor(monitor: Any, early_stopping: Any, val_data: Any, loss_fn: Any) -> None:
+    """``monitor`` must be a metric fit records; under early stopping, one this run will
+    record: a validation metric needs ``val_data``, an accuracy a loss that can be a
+    softmax classifier's (never ``MSELoss`` or ``BCEWithLogitsLoss``). For a loss of the
+    user's, whether accuracy is recorded is known at the end of the first epoch only
+    (``_is_classification``): EarlyStopping's error then."""
+    if not isinstance(monitor, str) or monitor not in MONITORED:
+        raise ValueError(f"fit: monitor must be one of {', '.join(map(repr, MONITORED))}, "
+                         f"got {plain_repr(monitor)}")
+    if early_stopping is None:
+        return
+    if val_data is None and monitor.startswith("val_"):
+        raise ValueError("fit: early stopping on a validation metric needs val_data")
+    if monitor.endswith("_accuracy") and (isinstance(loss_fn, _NOT_SOFTMAX)
+                                          or getattr(loss_fn, "name", None) in _NOT_SOFTMAX_OPS):
+        kind = getattr(loss_fn, "name", None) or type(loss_fn).__name__
+        raise ValueError(f"fit: monitor={monitor!r} is never recorded with {kind}: accuracy is "
+                         f"recorded for a softmax classifier only; monitor "
+                         f"{monitor.replace('accuracy', 'loss')!r}")
+
+
 def _check_options(epochs: Any, batch_size: Any, initial_epoch: Any, early_stopping: Any,
-                   val_data: Any, monitor: str, clip_grad_norm: Any, seed: Any) -> None:
+                   clip_grad_norm: Any, seed: Any) -> None:
     """The option errors of fit (after epochs and verbose), in the order fit has always
     given them, then the seed's."""
     if batch_size is not None:
@@ -279,8 +303,6 @@ def _check_options(epochs: Any, batch_size: Any, initial_epoch: Any, early_stopp
                          f"got {plain_repr(initial_epoch)}")
     if early_stopping is not None:
         _positive_int("fit: early_stopping", early_stopping)
-        if val_data is None and monitor.startswith("val_"):
-            raise ValueError("fit: early stopping on a validation metric needs val_data")
     if clip_grad_norm is not None and not (math.isfinite(clip_grad_norm) and clip_grad_norm > 0):
         raise ValueError(f"fit: clip_grad_norm must be finite and positive, got {plain_repr(clip_grad_norm)}")
     if seed is None:
@@ -408,7 +430,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     for a softmax classifier, accuracy are recorded (none for ``MSELoss`` or
     ``BCEWithLogitsLoss``: ``_is_classification``), with the learning rate (``lr``), the
     epoch's time (``seconds``) and number of steps (``steps``: where ``plots.plot_history``
-    puts each of ``history.steps``); ``early_stopping=k`` stops when ``monitor``
+    puts each of ``history.steps``); ``early_stopping=k`` stops when ``monitor`` ("train_loss",
+    "train_accuracy", "val_loss" or "val_accuracy"; anything else is a ValueError)
     has not improved for k epochs and, with ``restore_best``, puts back the best weights.
     ``train_data`` is (X, y) (shuffled per epoch from (seed, epoch)) or a DataLoader
     (shuffled per epoch from (its seed, epoch): fit calls its ``set_epoch`` each epoch).
@@ -455,8 +478,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     """
     epochs = _positive_int("fit: epochs", epochs)
     shown = Progress(verbose, progress)
-    _check_options(epochs, batch_size, initial_epoch, early_stopping, val_data, monitor,
-                   clip_grad_norm, seed)
+    _check_options(epochs, batch_size, initial_epoch, early_stopping, clip_grad_norm, seed)
+    _check_monitor(monitor, early_stopping, val_data, loss_fn)
     _check_flags(shuffle=shuffle, restore_best=restore_best, compile=compile,
                  scheduler_per_step=scheduler_per_step, record_grad_norms=record_grad_norms)
     recorders = sum(isinstance(cb, GradNormRecorder) for cb in callbacks) + bool(record_grad_norms)

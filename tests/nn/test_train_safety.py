@@ -347,3 +347,46 @@ def test_fit_takes_numpy_bools_for_its_on_off_options():
                            shuffle=flag, compile=flag, restore_best=np.True_, early_stopping=1,
                            monitor="train_loss").steps)
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("monitor", ["epoch", "foo", "lr", "loss", "accuracy", 3, None])
+@pytest.mark.parametrize("early_stopping", [None, 1])
+def test_fit_monitors_only_a_metric_it_records(monitor, early_stopping):
+    # "epoch" was monitored (it only grows: a stop after `patience` epochs), "foo" failed
+    # only after the first epoch, 3 was an AttributeError, and without early stopping any
+    # monitor at all was taken
+    model, opt = model_and_opt()
+    before = weights(model)
+    with pytest.raises(ValueError, match=r"fit: monitor must be one of 'train_loss', "
+                                         r"'train_accuracy', 'val_loss', 'val_accuracy', got "
+                                         + re.escape(repr(monitor))):
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, verbose=0,
+               val_data=(X, Y), monitor=monitor, early_stopping=early_stopping)
+    assert same(weights(model), before)
+
+
+@pytest.mark.parametrize("loss_fn, shown", [(nn.MSELoss(), "MSELoss"),
+                                            (nn.BCEWithLogitsLoss(), "BCEWithLogitsLoss")])
+@pytest.mark.parametrize("monitor", ["train_accuracy", "val_accuracy"])
+def test_fit_refuses_to_monitor_an_accuracy_a_regression_loss_never_records(loss_fn, shown, monitor):
+    # it failed at the end of the first epoch, the weights trained, "cannot monitor"
+    model, opt = model_and_opt()
+    before = weights(model)
+    with pytest.raises(ValueError, match=f"fit: monitor='{monitor}' is never recorded with "
+                                         f"{shown}: accuracy is recorded for a softmax "
+                                         f"classifier only"):
+        nn.fit(model, loss_fn, opt, (X, np.eye(3, dtype=X.dtype)[Y]), epochs=2, verbose=0,
+               val_data=(X, np.eye(3, dtype=X.dtype)[Y]), monitor=monitor, early_stopping=1)
+    assert same(weights(model), before)
+
+
+def test_an_accuracy_a_loss_of_the_users_does_not_record_is_an_error_at_the_first_epoch():
+    def squared(out, y):                # regression targets: no accuracy is recorded
+        return ((out - y) ** 2).mean()
+
+    model, opt = model_and_opt()
+    with pytest.raises(ValueError, match=r"fit: cannot monitor 'train_accuracy'; recorded: "
+                                         r"\['epoch', 'lr', 'seconds', 'steps', 'train_loss'\]; "
+                                         r"accuracy is recorded for a softmax classifier only"):
+        nn.fit(model, squared, opt, (X, np.full((len(X), 3), 2.0, X.dtype)), epochs=2,
+               verbose=0, monitor="train_accuracy", early_stopping=1)
