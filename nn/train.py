@@ -5,6 +5,7 @@ and calls callbacks (nn/callbacks.py) for everything else: schedules, gradient n
 progress, early stopping and the user's own."""
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import math
 import signal
@@ -267,6 +268,27 @@ def _check_flags(**flags: Any) -> None:
             raise ValueError(f"fit: {name} must be True or False, got {plain_repr(value)}")
 
 
+def _check_hooks(callbacks: Any, history: Any) -> list[Callback]:
+    """fit's ``callbacks`` as a list (None is none, as in Keras), each an
+    ``nn.callbacks.Callback``; ``history`` a History or None. A TypeError before training,
+    not an AttributeError from a hook (on_train_end's, which hid the real one)."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, collections.abc.Sequence):
+        raise TypeError(f"fit: callbacks must be a list of nn.callbacks.Callback, got "
+                        f"{plain_repr(callbacks)} (a {type(callbacks).__name__})")
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            also = (" (a function of (epoch, record) goes in callback=)"
+                    if callable(cb) and not isinstance(cb, type) else "")
+            raise TypeError(f"fit: callbacks[{i}] is {plain_repr(cb)}, a {type(cb).__name__}, "
+                            f"not an nn.callbacks.Callback{also}")
+    if history is not None and not isinstance(history, History):
+        raise TypeError(f"fit: history must be a History (of the run being resumed) or None, "
+                        f"got {plain_repr(history)} (a {type(history).__name__})")
+    return list(callbacks)
+
+
 MONITORED = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")   # what fit records
 
 
@@ -414,7 +436,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
         callback: Callable[[int, dict[str, float]], None] | None = None,
         initial_epoch: int = 0, history: History | None = None,
         best_state: dict[str, Any] | None = None, compile: bool = False,
-        record_grad_norms: bool = False, callbacks: Sequence[Callback] = (),
+        record_grad_norms: bool = False, callbacks: Sequence[Callback] | None = (),
         threads: int | str | None = "auto") -> History:
     """Train ``model`` with minibatch gradient descent and return its History.
 
@@ -464,8 +486,9 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
 
     ``scheduler`` must schedule ``optimizer`` (a ValueError before training if it was made
     on another one). The schedule, the gradient norms, the display, early stopping and ``callback(epoch,
-    record)`` are callbacks (nn/callbacks.py); ``callbacks=[...]`` adds your own, called
-    after them at every hook.
+    record)`` are callbacks (nn/callbacks.py); ``callbacks=[...]`` adds your own
+    (``nn.callbacks.Callback`` objects, else a TypeError; None is none), called after them
+    at every hook.
 
     ``threads``: BLAS threads while training (nn/threads.py). ``"auto"`` (the default) runs
     a small model (for the batches trained on: a DataLoader's ``batch_size``, else fit's)
@@ -480,6 +503,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     shown = Progress(verbose, progress)
     _check_options(epochs, batch_size, initial_epoch, early_stopping, clip_grad_norm, seed)
     _check_monitor(monitor, early_stopping, val_data, loss_fn)
+    callbacks = _check_hooks(callbacks, history)
     _check_flags(shuffle=shuffle, restore_best=restore_best, compile=compile,
                  scheduler_per_step=scheduler_per_step, record_grad_norms=record_grad_norms)
     recorders = sum(isinstance(cb, GradNormRecorder) for cb in callbacks) + bool(record_grad_norms)

@@ -390,3 +390,40 @@ def test_an_accuracy_a_loss_of_the_users_does_not_record_is_an_error_at_the_firs
                                          r"accuracy is recorded for a softmax classifier only"):
         nn.fit(model, squared, opt, (X, np.full((len(X), 3), 2.0, X.dtype)), epochs=2,
                verbose=0, monitor="train_accuracy", early_stopping=1)
+
+
+def _on_epoch(epoch, record):
+    pass
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(callbacks=[_on_epoch]),
+     r"fit: callbacks\[0\] is <function _on_epoch at 0x[0-9a-f]+>, a function, not an "
+     r"nn.callbacks.Callback \(a function of \(epoch, record\) goes in callback=\)"),
+    (dict(callbacks=[nn.callbacks.Callback(), "log"]),
+     r"fit: callbacks\[1\] is 'log', a str, not an nn.callbacks.Callback$"),
+    (dict(callbacks=[nn.callbacks.Callback]),               # the class, not an instance
+     r"fit: callbacks\[0\] is <class '.*Callback'>, a type, not an nn.callbacks.Callback$"),
+    (dict(callbacks=nn.callbacks.Callback()),
+     r"fit: callbacks must be a list of nn.callbacks.Callback, got .* \(a Callback\)"),
+    (dict(callbacks="log"), r"fit: callbacks must be a list of nn.callbacks.Callback, got 'log'"),
+    (dict(history={}), r"fit: history must be a History \(of the run being resumed\) or None, "
+                       r"got \{\} \(a dict\)"),
+])
+def test_fit_checks_its_callbacks_and_history_before_training(kwargs, message):
+    # a function in callbacks was an AttributeError about on_train_end (raised while
+    # ending, hiding the on_train_begin one), history={} one about 'interrupted'
+    model, opt = model_and_opt()
+    before = weights(model)
+    with pytest.raises(TypeError, match=message):
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, verbose=0, **kwargs)
+    assert same(weights(model), before)
+
+
+def test_fit_takes_callbacks_none_as_no_callbacks():
+    runs = []
+    for callbacks in ((), None):
+        model, opt = model_and_opt()
+        runs.append(nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, verbose=0,
+                           callbacks=callbacks).steps)
+    assert runs[0] == runs[1]
