@@ -16,6 +16,8 @@ import importlib.util
 import sys
 from typing import Any, TextIO
 
+import numpy as np
+
 from handgrad.engine.plain import plain_repr
 
 SILENT, BAR, LINES = 0, 1, 2
@@ -27,12 +29,15 @@ def resolve_verbose(verbose: Any, progress: bool | None = None) -> int:
     """0, 1 or 2 from ``verbose`` (0, 1, 2 or "auto") and the older ``progress`` flag:
     ``progress=False`` is ``verbose=0``, ``progress=True`` is ``verbose="auto"``. Giving
     both with different meanings is an error."""
+    if isinstance(verbose, np.integer):
+        verbose = int(verbose)                  # np.int64(1) is 1
     if not (isinstance(verbose, str) and verbose == "auto") and not (
             isinstance(verbose, int) and not isinstance(verbose, bool) and verbose in (0, 1, 2)):
         raise ValueError(f"fit: verbose must be 0, 1, 2 or 'auto', got {plain_repr(verbose)}")
     if progress is not None:
-        if not isinstance(progress, bool):
+        if not isinstance(progress, (bool, np.bool_)):
             raise ValueError(f"fit: progress must be True or False, got {plain_repr(progress)}")
+        progress = bool(progress)
         wanted = "auto" if progress else SILENT
         if verbose != "auto" and verbose != wanted and not (progress and verbose):
             raise ValueError(f"fit: progress={progress} contradicts verbose={plain_repr(verbose)}; "

@@ -30,6 +30,8 @@ import contextlib
 import threading
 from typing import Any, Iterator
 
+import numpy as np
+
 # Multiply-adds in the largest matrix product of one step below which one thread is used.
 # On an idle machine two threads gain a few tens of µs per product at 1e6-1e7 multiply-adds
 # (benchmarks/subnormal.py, "blas_threads" in its results JSON: (64, 784) @ (784, 32), 1.6e6,
@@ -54,11 +56,11 @@ def threads_for(model: Any, batch_size: int, threads: Threads = "auto", owner: s
     otherwise. A bad ``threads`` is a ValueError naming ``owner``."""
     if threads is None:
         return None
-    if threads == "auto":
+    if isinstance(threads, str) and threads == "auto":
         return 1 if matmul_work(model, batch_size) < SMALL_WORK else None
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"{owner}: threads must be 'auto', None or a positive int, got {threads!r}")
-    return threads
+    return int(threads)                         # a numpy integer too, as a Python int
 
 
 # The BLAS thread count is one setting of the whole process (threadpoolctl sets the

@@ -105,3 +105,18 @@ def test_history_repr_is_one_short_line_whatever_the_run():
     ended = nn.History(steps=[0.5], epochs=[{"epoch": 1, "train_loss": 0.5}], best_epoch=1,
                        stopped_early=True)
     assert repr(ended) == "History(epochs=1, steps=1, train_loss=0.5, best_epoch=1, stopped_early=True)"
+
+
+@pytest.mark.parametrize("verbose", [np.int64(2), np.int32(2), np.uint8(2)])
+def test_verbose_takes_a_numpy_integer_as_the_same_int(verbose, capsys):
+    # it was refused: "fit: verbose must be 0, 1, 2 or 'auto', got 2"
+    _fit(epochs=2, verbose=verbose)
+    assert len(capsys.readouterr().err.splitlines()) == 2
+    assert progress.resolve_verbose(np.int64(0)) == 0
+    assert type(progress.resolve_verbose(np.int64(1))) is int
+
+
+def test_progress_takes_a_numpy_bool(capsys):
+    _fit(epochs=2, progress=np.False_)
+    assert capsys.readouterr().err == ""
+    assert progress.resolve_verbose(2, np.True_) == 2

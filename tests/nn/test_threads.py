@@ -56,7 +56,19 @@ def test_an_explicit_choice_wins(given, expected):
     assert threads.threads_for(nn.MLP([2, 8, 2]), 4, given) == expected
 
 
-@pytest.mark.parametrize("bad", [0, -1, "many", 1.5, True])
+@pytest.mark.parametrize("given", [np.int64(2), np.int32(1), np.uint16(3)])
+def test_a_numpy_integer_thread_count_is_the_same_int(given):
+    # it was refused: "threads must be 'auto', None or a positive int, got np.int64(2)"
+    limit = threads.threads_for(nn.MLP([2, 8, 2]), 4, given, owner="fit")
+    assert limit == int(given) and type(limit) is int
+    x, y = np.zeros((4, 2), np.float32), np.zeros(4, np.int64)
+    model = nn.MLP([2, 8, 2])
+    history = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model.parameters()), (x, y),
+                     epochs=1, threads=given, verbose=0)
+    assert len(history.epochs) == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, "many", 1.5, True, np.int64(0), np.bool_(True)])
 def test_a_bad_thread_count_is_a_clear_error(bad):
     with pytest.raises(ValueError, match=r"^fit: threads must be 'auto', None or a positive int, got"):
         threads.threads_for(nn.MLP([2, 8, 2]), 4, bad, owner="fit")
