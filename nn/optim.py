@@ -253,13 +253,18 @@ class Optimizer:
     def check_group(self, group: dict[str, Any]) -> None:
         """Validate one group's hyperparameters (raising ValueError naming the value)."""
         name = type(self).__name__
-        if not isinstance(group.get("lr"), (int, float, np.integer, np.floating)) or \
-                isinstance(group.get("lr"), bool) or not math.isfinite(group["lr"]) or group["lr"] < 0:
-            raise ValueError(f"{name}: learning rate must be finite and >= 0, "
-                             f"got {plain_repr(group.get('lr'))}")
+        self._check_lr(group.get("lr"))
         _number(name, "weight_decay", group.get("weight_decay", 0.0))
         if "initial_lr" in group:
             _number(name, "initial_lr", group["initial_lr"])
+
+    def _check_lr(self, lr: Any) -> None:
+        """A learning rate (a group's, or one given to the ``lr`` setter): a finite real
+        number >= 0, or a ValueError naming the optimizer."""
+        if not isinstance(lr, (int, float, np.integer, np.floating)) or isinstance(lr, bool) \
+                or not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"{type(self).__name__}: learning rate must be finite and >= 0, "
+                             f"got {plain_repr(lr)}")
 
     @property
     def check_finite(self) -> bool:
@@ -303,6 +308,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
+        self._check_lr(value)                   # before any group changes
         for group in self.param_groups:
             group["lr"] = value
 

@@ -12,6 +12,7 @@ lambda the weight decay, t the step count starting at 1.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -322,6 +323,27 @@ def test_invalid_common_arguments(cls):
         cls(_one_param(), lr=-0.1)
     with pytest.raises(ValueError, match="weight_decay"):
         cls(_one_param(), lr=0.1, weight_decay=-0.1)
+
+
+@pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize("bad, shown", [(-0.1, "-0.1"), (float("nan"), "nan"),
+                                        (float("inf"), "inf"), ("0.1", "'0.1'"),
+                                        (None, "None"), (True, "True")])
+def test_the_lr_setter_checks_like_the_constructor(cls, bad, shown):
+    # it took them all: a negative rate ascended, NaN wrote NaN weights, "0.1" failed in step()
+    opt = cls([{"params": [Parameter(np.zeros(2))]}, {"params": [Parameter(np.zeros(2))], "lr": 0.2}],
+              lr=0.1)
+    with pytest.raises(ValueError, match=f"^{cls.__name__}: learning rate must be finite and "
+                                         f">= 0, got {re.escape(shown)}$"):
+        opt.lr = bad
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.2]      # no group changed
+
+
+@pytest.mark.parametrize("good", [0, 0.5, np.float32(0.25), np.int64(1)])
+def test_the_lr_setter_takes_any_finite_non_negative_number(good):
+    opt = optim.SGD(_one_param(), lr=0.1)
+    opt.lr = good
+    assert opt.lr == good
 
 
 @pytest.mark.parametrize("cls,kwargs,name", [
