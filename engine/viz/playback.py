@@ -237,7 +237,7 @@ def op_layout(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
                                for eid, a in record.edges.items()}})
     for frame in data:        # a gradient arrow is hidden until its gradient is sent
         frame["edges"].update({eid: {"pen": "1", "dash": "", "hide": True}
-                               for eid in arrows - set(frame["edges"])})
+                               for eid in sorted(arrows - set(frame["edges"]))})
     assert layout is not None
     for frame, names in zip(data, thumbs, strict=True):   # the last frame's slots, filled
         for nid, slots in record.thumbs.items():

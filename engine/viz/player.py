@@ -25,6 +25,7 @@ import html
 import itertools
 import json
 import xml.etree.ElementTree as ET
+import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -438,7 +439,10 @@ def player(frames: Sequence[tuple[str, str]], title: str = "", layout: str | Non
     restyled: nothing moves. ``present`` starts in presentation mode; ``theme`` is
     "light" or "dark" (a button switches)."""
     check_options(present, theme)
-    pid = f"hg-player-{next(_ids)}-{id(frames) & 0xffff:x}"
+    # Unique in a page (the counter) and the same in every run for the same picture (the
+    # suffix hashes its content: an export is byte-for-byte reproducible).
+    content = "\0".join([title, layout or "", *(part for frame in frames for part in frame)])
+    pid = f"hg-player-{next(_ids)}-{zlib.crc32(content.encode('utf-8')) & 0xffff:x}"
     first = frames[0][0] if frames else ""
     if layout is not None:
         data = script_json(list(restyle or []))

@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -589,6 +592,28 @@ def test_svg_of_an_mlp_has_every_node_and_cluster(tmp_path):
 
 
 @needs_dot
+@needs_dot
+def test_an_html_export_is_the_same_bytes_in_every_run(tmp_path):
+    """The same picture exported by two processes (different hash seeds): identical files,
+    so an export can be diffed and kept under version control. The hidden arrows were
+    listed in set order, and the player's id took the frames' memory address."""
+    script = (
+        "import sys, numpy as np\n"
+        "from handgrad import engine, nn\n"
+        "from handgrad.engine.viz import save_backward_html\n"
+        "model = nn.MLP([2, 3, 2], activation='tanh', seed=0)\n"
+        "x = engine.Tensor(np.array([[0.0, 1.0], [1.0, 1.0]], dtype=np.float32), name='x')\n"
+        "loss = nn.CrossEntropyLoss()(model(x), np.array([1, 0]))\n"
+        "save_backward_html(loss, sys.argv[1], model=model)\n")
+    pages = []
+    for seed in ("1", "2"):
+        path = tmp_path / f"page{seed}.html"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
+        pages.append(path.read_bytes())
+    assert pages[0] == pages[1]
+
+
 def test_backward_html_is_one_self_contained_page_one_layout_restyled_per_step(tmp_path):
     model, loss = small_mlp()
     text = save_backward_html(loss, tmp_path / "b.html", model=model).read_text()
