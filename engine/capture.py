@@ -91,12 +91,12 @@ class ValueRecord(NamedTuple):
     result: "Tensor"
 
 
-def _frozen_values(given: Any, t: "Tensor") -> bool:
-    """Whether a constant made from ``given`` would freeze values that can change: an array
-    or a tensor (of any size, even one number), or anything with more than one element.
-    Python numbers and numpy scalars are values, not memory: they are kept."""
+def _frozen_values(given: Any, size: int) -> bool:
+    """Whether a constant made from ``given`` (``size`` elements) would freeze values that
+    can change: an array or a tensor (of any size, even one number), or anything with more
+    than one element. Python numbers and numpy scalars are values, not memory: kept."""
     from .tensor import Tensor
-    return isinstance(given, (np.ndarray, Tensor)) or t._data.size > 1
+    return isinstance(given, (np.ndarray, Tensor)) or size > 1
 
 
 def same(a: np.ndarray) -> np.ndarray:
@@ -119,7 +119,7 @@ class Tape:
         """A number or array (``given``) an op turned into a constant tensor ``t`` inside
         the function. A number is kept; an array of any size is refused: it may be one
         from outside, which its owner can change after the capture."""
-        if _frozen_values(given, t):
+        if _frozen_values(given, t._data.size):
             raise CaptureError(
                 f"capture: op '{op.name}' got an array of shape {t.shape} as input {position} "
                 f"that is not an input of the captured function; the plan would freeze its "
@@ -129,7 +129,7 @@ class Tape:
     def created(self, t: "Tensor", given: Any) -> None:
         """``Tensor(given)`` (or ``adopt``) called inside the function: from a number it
         is fine; from an array or a tensor of any size it is refused, as ops refuse one."""
-        if _frozen_values(given, t):
+        if _frozen_values(given, t._data.size):
             raise CaptureError(
                 f"capture: Tensor(...) of shape {t.shape} created inside the captured "
                 f"function; the plan would freeze its values. Pass the array as an input")
@@ -162,7 +162,7 @@ class Tape:
         if not isinstance(other, (int, float, complex, np.generic)):
             given = other
             other = np.array(other)                   # a copy: the value at capture
-            if isinstance(given, np.ndarray) or other.size > 1:
+            if _frozen_values(given, other.size):
                 raise CaptureError(
                     f"capture: a comparison ({symbol}) with an array of shape {other.shape} "
                     f"that is not an input of the captured function; the plan would freeze "

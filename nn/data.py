@@ -507,7 +507,7 @@ class DataLoader:
                              f"got {plain_repr(batch_size)}")
         if seed is None:
             seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]  # drawn: an int
-        _check_count("DataLoader: seed", seed)
+        check_count("DataLoader: seed", seed)
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.seed, self.epoch = int(seed), 1      # the epoch of the next pass
 
@@ -515,7 +515,7 @@ class DataLoader:
         """Make the next pass epoch ``epoch`` (counted from 1, as ``fit`` does): its order
         is a function of (seed, epoch); the passes after it are epoch + 1, epoch + 2, ...
         (the name of PyTorch's ``DistributedSampler.set_epoch``)."""
-        _check_count("DataLoader.set_epoch: epoch", epoch)
+        check_count("DataLoader.set_epoch: epoch", epoch)
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -528,7 +528,7 @@ class DataLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
-def _check_count(what: str, value: Any) -> None:
+def check_count(what: str, value: Any) -> None:
     """A non-negative integer (not a bool), or a ValueError naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{what} must be a non-negative integer, got {plain_repr(value)}")

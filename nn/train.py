@@ -21,7 +21,7 @@ from handgrad.engine.plain import plain_repr
 
 from . import metrics
 from .callbacks import Callback, EarlyStopping, EpochFunction, GradNormRecorder, LRSchedule, Progress
-from .data import DataLoader
+from .data import DataLoader, check_count
 from .finite import all_finite, first_non_finite, non_finite_rows
 from .history import History
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
@@ -332,8 +332,7 @@ def _check_options(epochs: Any, batch_size: Any, initial_epoch: Any, early_stopp
                          "of epoch e is drawn from (seed, e), and a seed drawn at random would "
                          "give a resumed run other batches; pick one (a DataLoader(..., "
                          "seed=None) draws its own and keeps it)")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"fit: seed must be a non-negative integer, got {plain_repr(seed)}")
+    check_count("fit: seed", seed)
 
 
 def _check_resume(history: History, initial_epoch: int, stopper: EarlyStopping | None,

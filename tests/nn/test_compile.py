@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,6 +70,19 @@ def test_a_plan_per_batch_shape_and_per_mode():
     assert shapes == [(11, 6), (32, 6), (32, 6)]
 
 
+def train_step(step: Any, model: nn.Module, loss_fn: Any, opt: nn.optim.Optimizer,
+               xb: np.ndarray, yb: np.ndarray) -> float:
+    """One training step: the compiled ``step`` when there is one, else the README's eager
+    loop (forward, zero_grad, backward, step); the loss as a float."""
+    if step is not None:
+        return step(xb, yb)
+    loss = loss_fn(model(engine.Tensor(xb)), yb)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def test_changing_a_module_setting_after_the_capture_captures_again():
     """A dropout's p or a loss's label_smoothing is a Python number the plan froze: after
     it changes, the step must not replay the old plan (a silently wrong loss); it captures
@@ -85,14 +99,7 @@ def test_changing_a_module_setting_after_the_capture_captures_again():
             if k == 4:
                 model.layers[2].p = 0.1
             xb, yb = X[32 * k:32 * (k + 1)], Y[32 * k:32 * (k + 1)]
-            if compile:
-                losses.append(step(xb, yb))
-            else:
-                loss = loss_fn(model(engine.Tensor(xb)), yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
+            losses.append(train_step(step, model, loss_fn, opt, xb, yb))
         return model, losses, step
 
     eager, eager_losses, _ = run(False)

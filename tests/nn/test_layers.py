@@ -6,6 +6,8 @@ import pytest
 
 from handgrad import engine, nn
 
+from .test_compile import train_step
+
 rng = np.random.default_rng(0)
 
 
@@ -93,14 +95,7 @@ def test_a_compiled_step_captures_again_after_an_activation_setting_changes():
             if k == 2 and change:
                 model[1].negative_slope = 0.5
             xb, yb = X[16 * k:16 * (k + 1)], Y[16 * k:16 * (k + 1)]
-            if compile:
-                losses.append(step(xb, yb))
-            else:
-                loss = loss_fn(model(engine.Tensor(xb)), yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
+            losses.append(train_step(step, model, loss_fn, opt, xb, yb))
         return model, losses, step
 
     eager, eager_losses, _ = run(False)

@@ -554,12 +554,7 @@ def test_hyperparameters_changed_out_of_range_are_checked_not_proven(name):
     """The bounds are derived for check_group's ranges (lr >= 0, finite, ...); a group set
     outside them later (``group["lr"] = -1e38``) must send the update to the check."""
     make, change = OUT_OF_RANGE[name]
-    params = _params()
-    opt = make(params)
-    opt.check_finite = True
-    for k in range(3):
-        _grads(params, k)
-        opt._step(gradient_bounds(params))
+    params, opt = _train(make, 3, with_bounds=True)
     assert opt.update_bounds.proven > 0
     opt.param_groups[0].update(change)
     _grads(params, 3)
@@ -586,12 +581,7 @@ def test_a_number_that_overflows_the_dtype_is_checked_not_proven(name):
     rate (or Adam's lr / (1 - b1^t)) beyond float32's range raises NonFiniteUpdate, every
     weight as it was, even when the bound on the product it multiplies stays small."""
     make, lr = CAST_OVERFLOW[name]
-    params = _params()
-    opt = make(params)
-    opt.check_finite = True
-    for k in range(5):
-        _grads(params, k)
-        opt._step(gradient_bounds(params))
+    params, opt = _train(make, 5, with_bounds=True)
     assert opt.update_bounds.proven > 0
     opt.lr = lr
     _grads(params, 5)
