@@ -1,6 +1,10 @@
 """Per-step overhead: a tiny MLP 784-32-10 with batch 32, where Python work per graph node
 dominates the arithmetic; steps per second for numpy by hand, handgrad eager and compiled,
-PyTorch eager and torch.compile, JAX jit (the last three when installed). Then the cost of
+PyTorch eager and torch.compile, JAX jit (the last three when installed). Every variant is
+compared with numpy by hand at the same BLAS thread count: one thread (what ``fit`` picks for
+this model, and PyTorch limited to one), and, for numpy, the README's loop and ``fit``, also
+OpenBLAS's default count ("left alone": two threads here, which speed numpy up on an idle
+machine and slow it down on a busy one, so a ratio against it swings with the load). Then the cost of
 graph nodes: per op, one forward + backward of a single node (which includes the fixed cost
 of a backward() call), and the marginal cost of one node in a chain of 100, next to numpy
 doing the same arithmetic without a graph.
@@ -21,6 +25,10 @@ from handgrad import (
     engine,  # noqa: E402
     nn,  # noqa: E402
 )
+from handgrad.nn.threads import blas_threads
+
+ONE = 1              # a variant's BLAS threads: one, or None for OpenBLAS's default count
+LEFT_ALONE = None
 
 SIZES = [784, 32, 10]
 BATCH = 32
@@ -28,8 +36,9 @@ LR, MOMENTUM = 0.01, 0.9
 
 
 def tiny_variants(x: np.ndarray, y: np.ndarray, steps: int, torch: Any, jax: Any,
-                  notes: list[str]) -> dict[str, Callable[[], float]]:
-    """Each variant trains a fresh model for ``steps`` steps and returns the seconds taken.
+                  notes: list[str]) -> dict[str, tuple[Callable[[], float], int | None]]:
+    """Each variant trains a fresh model for ``steps`` steps and returns the seconds taken;
+    each comes with the BLAS thread count it runs on (``ONE`` or ``LEFT_ALONE``).
     Longer runs on one fixed batch would let the momentum of dead units decay into
     subnormal numbers, whose slow arithmetic (the same in every variant) swamps the
     per-step overhead this benchmark measures."""
@@ -71,7 +80,7 @@ def tiny_variants(x: np.ndarray, y: np.ndarray, steps: int, torch: Any, jax: Any
         """nn.fit over ``steps`` batches in one epoch: its checks (loss, gradients, update
         finite) and bookkeeping included; each batch a fresh copy of its rows of the
         (steps x 32, 784) array, which fit adopts. ``threads="auto"`` (fit's default) runs
-        this model on one BLAS thread; None leaves OpenBLAS's two, as the loops have."""
+        this model on one BLAS thread; None leaves the count as it finds it."""
         model = nn.MLP(SIZES, seed=0)
         opt = nn.optim.SGD(model, lr=LR, momentum=MOMENTUM)
         start = time.perf_counter()
@@ -100,11 +109,14 @@ def tiny_variants(x: np.ndarray, y: np.ndarray, steps: int, torch: Any, jax: Any
             step(x, y)
         return time.perf_counter() - start
 
-    variants = {"numpy by hand": numpy_steps, "handgrad eager": handgrad_steps,
-                "handgrad eager, Tensor(x) each step": readme_loop_steps,
-                "handgrad fit": fit_steps, "handgrad compiled": compiled_steps,
-                "numpy by hand, fit's fresh batches": numpy_fresh_batches,
-                "handgrad fit, BLAS threads left alone": lambda: fit_steps(None)}
+    variants: dict[str, tuple[Callable[[], float], int | None]] = {
+        "numpy by hand": (numpy_steps, ONE), "handgrad eager": (handgrad_steps, ONE),
+        "handgrad eager, Tensor(x) each step": (readme_loop_steps, ONE),
+        "handgrad fit": (fit_steps, ONE), "handgrad compiled": (compiled_steps, ONE),
+        "numpy by hand, fit's fresh batches": (numpy_fresh_batches, ONE),
+        "numpy by hand, BLAS threads left alone": (numpy_steps, LEFT_ALONE),
+        "handgrad eager, BLAS threads left alone": (handgrad_steps, LEFT_ALONE),
+        "handgrad fit, BLAS threads left alone": (lambda: fit_steps(None), LEFT_ALONE)}
     if torch is not None:
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
         tl = torch.nn.CrossEntropyLoss()
@@ -117,18 +129,23 @@ def tiny_variants(x: np.ndarray, y: np.ndarray, steps: int, torch: Any, jax: Any
         def torch_steps(compiled: bool = False):
             tm, to = torch_model()
             forward = torch.compile(tm) if compiled else tm
-            start = time.perf_counter()
-            for _ in range(steps):
-                loss = tl(forward(tx), ty)
-                to.zero_grad()
-                loss.backward()
-                to.step()
-            return time.perf_counter() - start
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)            # as numpy by hand: one thread
+            try:
+                start = time.perf_counter()
+                for _ in range(steps):
+                    loss = tl(forward(tx), ty)
+                    to.zero_grad()
+                    loss.backward()
+                    to.step()
+                return time.perf_counter() - start
+            finally:
+                torch.set_num_threads(threads)
 
-        variants["pytorch eager"] = torch_steps
+        variants["pytorch eager"] = (torch_steps, ONE)
         try:
             torch_steps(compiled=True)          # compiles once (cached for later rounds)
-            variants["torch.compile"] = lambda: torch_steps(compiled=True)
+            variants["torch.compile"] = (lambda: torch_steps(compiled=True), ONE)
         except Exception as e:  # noqa: BLE001 - no C compiler, unsupported platform, ...
             notes.append(f"torch.compile unavailable here ({type(e).__name__})")
     if jax is not None:
@@ -157,8 +174,24 @@ def tiny_variants(x: np.ndarray, y: np.ndarray, steps: int, torch: Any, jax: Any
             return time.perf_counter() - start
 
         jax_steps()                              # compiles once
-        variants["jax jit"] = jax_steps
+        variants["jax jit"] = (jax_steps, ONE)
+        notes.append("jax jit on XLA's own threads, against numpy on one")
     return variants
+
+
+def tiny_rows(variants: dict[str, tuple[Callable[[], float], int | None]],
+              times: dict[str, list[float]], steps: int) -> list[dict[str, Any]]:
+    """One row per variant: medians, and the ratio of its steps/s to numpy by hand's on the
+    same BLAS thread count."""
+    numpy_at = {ONE: "numpy by hand", LEFT_ALONE: "numpy by hand, BLAS threads left alone"}
+    rows = []
+    for name, v in times.items():
+        threads = variants[name][1]
+        base = median(times[numpy_at[threads]])
+        rows.append({"variant": name, "BLAS threads": "one" if threads == ONE else "left alone",
+                     "steps/s": steps / median(v), "µs/step": median(v) / steps * 1e6,
+                     "vs numpy": base / median(v)})
+    return rows
 
 
 def chain_cost(number: int) -> list[dict[str, Any]]:
@@ -207,15 +240,14 @@ def main() -> None:
     variants = tiny_variants(x, y, steps, torch, jax, notes)
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(rounds):                     # interleaved: drift hits every variant alike
-        for name, run in variants.items():
-            times[name].append(run())
-    base = steps / median(times["numpy by hand"])
-    rows = [{"variant": k, "steps/s": steps / median(v), "µs/step": median(v) / steps * 1e6,
-             "vs numpy": (steps / median(v)) / base} for k, v in times.items()]
+        for name, (run, threads) in variants.items():
+            with blas_threads(threads):
+                times[name].append(run())
+    rows = tiny_rows(variants, times, steps)
     print(f"Tiny MLP {SIZES}, batch {BATCH}: {rounds} interleaved rounds of {steps} steps, "
           f"fresh models each round")
     print_notes(notes, torch, jax)
-    print(table(rows, ["variant", "steps/s", "µs/step", "vs numpy"]))
+    print(table(rows, ["variant", "BLAS threads", "steps/s", "µs/step", "vs numpy"]))
 
     # Per-op cost: one forward + backward of a single node on a (32, 32) float32 array.
     a = engine.Tensor(rng.standard_normal((32, 32)).astype(np.float32), requires_grad=True)
