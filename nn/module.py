@@ -43,13 +43,17 @@ class Parameter(Tensor):
 
 
 # How many times a module was attached or removed anywhere: a root names its tree again
-# when it changed (or when another root renamed one of its modules).
+# when it changed (or when another root renamed one of its modules). Counted under a lock
+# (two threads attaching modules at once would otherwise both add 1 to the same value, and
+# a cache keyed on the version could miss a change); read without one.
 _module_tree_edits = 0
+_TREE_EDITS = threading.Lock()
 
 
 def _tree_changed() -> None:
     global _module_tree_edits
-    _module_tree_edits += 1
+    with _TREE_EDITS:
+        _module_tree_edits += 1
 
 
 def tree_version() -> int:

@@ -188,6 +188,29 @@ def test_repr_shows_the_tree():
     assert "(layers): Sequential" in text and "(0): Linear(3→4, bias=True)" in text
 
 
+def test_attaching_a_module_counts_the_tree_version_under_a_lock(monkeypatch):
+    """The tree version (what a root's names and a compiled step's module lists are cached
+    on) was `+= 1` on a global with no lock: two threads attaching modules at once could
+    both add 1 to the same value, one change lost to those caches. The lock is replaced by
+    one that records the version on entry and exit: the update happens inside it."""
+    from handgrad.nn import module as module_
+    model = TwoLayer()
+    seen = []
+
+    class RecordingLock:
+        def __enter__(self):
+            seen.append(("enter", module_.tree_version()))
+
+        def __exit__(self, *exc_info):
+            seen.append(("exit", module_.tree_version()))
+
+    monkeypatch.setattr(module_, "_TREE_EDITS", RecordingLock(), raising=False)
+    before = module_.tree_version()
+    model.head = nn.ReLU()
+    assert seen == [("enter", before), ("exit", before + 1)]
+    assert module_.tree_version() == before + 1
+
+
 # --- train/eval mode per thread ------------------------------------------------------------
 
 def test_eval_mode_holds_in_this_thread_only_and_for_the_block_only():
