@@ -43,6 +43,12 @@ def check_rng(where: str, rng: Any) -> None:
                         f"{plain_repr(rng)} ({type(rng).__name__}){hint}")
 
 
+def generator(where: str, rng: Any) -> np.random.Generator:
+    """``rng`` checked by ``check_rng``, None being the default generator."""
+    check_rng(where, rng)
+    return rng if rng is not None else _default_rng
+
+
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     if len(shape) < 2:
         raise ValueError(f"fan-based initialization needs a weight of at least 2 dimensions, "
@@ -119,8 +125,7 @@ def initialize(init: str | Initializer, shape: tuple[int, ...], rng: np.random.G
     drawn from ``rng`` (the module's default generator when None) and cast to ``dtype``.
     An initializer that returns another shape is a ValueError naming it; an ``rng`` other
     than a Generator or None is a TypeError."""
-    check_rng("initialize", rng)
-    out = np.asarray(get(init)(tuple(shape), rng if rng is not None else _default_rng))
+    out = np.asarray(get(init)(tuple(shape), generator("initialize", rng)))
     if out.shape != tuple(shape):
         raise ValueError(f"initializer {init!r} returned shape {out.shape}, expected {tuple(shape)}")
     return out.astype(dtype)

@@ -171,15 +171,21 @@ class Dropout(Module):
     """Inverted dropout: in training, zero each element with probability p and scale the
     rest by 1/(1-p); in eval mode, the identity."""
 
-    rng: np.random.Generator    # set in __init__ by object.__setattr__
+    rng: np.random.Generator
 
     def __init__(self, p: float = 0.5, rng: np.random.Generator | None = None):
         super().__init__()
         if not 0 <= p < 1:
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
-        init_.check_rng("Dropout", rng)
+        self.rng = init_.generator("Dropout", rng)
         self.p = p
-        object.__setattr__(self, "rng", rng if rng is not None else init_.default_rng())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``rng`` assigned later is checked as the constructor checks it (``layer.rng = 0``
+        would reach the op, which reads an int as a seed: the same mask at every call)."""
+        if name == "rng":
+            value = init_.generator("Dropout", value)
+        super().__setattr__(name, value)
 
     def forward(self, x: Tensor) -> Tensor:
         return engine.dropout(x, p=self.p, training=self.training, rng=self.rng)

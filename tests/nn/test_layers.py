@@ -119,7 +119,10 @@ def test_dropout_train_and_eval():
         nn.Dropout(1.0)
 
 
-@pytest.mark.parametrize("rng", [0, np.int64(3), 1.5, "seed", True, np.random.RandomState(0)])
+NOT_GENERATORS = [0, np.int64(3), 1.5, "seed", True, np.random.RandomState(0)]
+
+
+@pytest.mark.parametrize("rng", NOT_GENERATORS)
 @pytest.mark.parametrize("build,where", [
     (lambda rng: nn.Dropout(0.5, rng=rng), "Dropout"),
     (lambda rng: nn.Linear(3, 2, rng=rng), "Linear"),
@@ -132,6 +135,22 @@ def test_an_rng_that_is_not_a_generator_is_a_type_error_naming_the_layer(build, 
     with pytest.raises(TypeError, match=rf"^{where}: rng must be a numpy.random.Generator or None, "
                                         rf"got .*\({type(rng).__name__}\)"):
         build(rng)
+
+
+@pytest.mark.parametrize("rng", NOT_GENERATORS)
+def test_assigning_dropout_an_rng_that_is_not_a_generator_is_a_type_error(rng):
+    """``layer.rng = 0`` after construction was accepted and, the op reading an int as a
+    seed, drew the same mask at every call: it is refused as the constructor refuses it,
+    and the layer keeps its generator. None is the default generator, as in the
+    constructor."""
+    generator = np.random.default_rng(0)
+    drop = nn.Dropout(0.5, rng=generator)
+    with pytest.raises(TypeError, match=rf"^Dropout: rng must be a numpy.random.Generator or None, "
+                                        rf"got .*\({type(rng).__name__}\)"):
+        drop.rng = rng
+    assert drop.rng is generator
+    drop.rng = None
+    assert drop.rng is nn.init.default_rng()
 
 
 def test_dropout_with_a_generator_draws_a_new_mask_at_every_call():
