@@ -56,6 +56,18 @@ def _tree_changed() -> None:
         _module_tree_edits += 1
 
 
+def _counted(module: "Module", tree_edit: bool) -> None:
+    """Count an assignment to ``module`` (and a change of the tree), once it is made: a
+    compiled step keys its plans on the counts (nn/step.py), so a capture that read a
+    count saw every change it counts (counted before it was made, a capture running in
+    another thread meanwhile would file the old value under the new count, and replay it
+    after)."""
+    with _TREE_EDITS:
+        object.__setattr__(module, "_assignments", module._assignments + 1)
+    if tree_edit:
+        _tree_changed()
+
+
 def tree_version() -> int:
     """Changes whenever a module is attached or removed anywhere (caches of module lists
     compare it)."""
@@ -181,7 +193,6 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning attributes")
-        object.__setattr__(self, "_assignments", self._assignments + 1)
         current = self._parameters.get(name)
         if current is not None and value is not None and not isinstance(value, Parameter):
             raise TypeError(
@@ -193,8 +204,7 @@ class Module:
         # assignment does: parameters() stays aligned with an optimizer's state.
         if not isinstance(value, Parameter):
             self._parameters.pop(name, None)
-        if isinstance(self._modules.get(name), Module) or isinstance(value, Module):
-            _tree_changed()
+        tree_edit = isinstance(self._modules.get(name), Module) or isinstance(value, Module)
         if not isinstance(value, Module):
             self._modules.pop(name, None)
         if isinstance(value, Parameter):
@@ -204,13 +214,13 @@ class Module:
         elif isinstance(value, Module):
             self._modules[name] = value
         object.__setattr__(self, name, value)
+        _counted(self, tree_edit)
 
     def __delattr__(self, name: str) -> None:
-        object.__setattr__(self, "_assignments", self._assignments + 1)
         self._parameters.pop(name, None)
-        if self._modules.pop(name, None) is not None:
-            _tree_changed()
+        tree_edit = self._modules.pop(name, None) is not None
         object.__delattr__(self, name)
+        _counted(self, tree_edit)
 
     # --- running ---------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -267,6 +277,9 @@ class Module:
         loss, called in turn) name them once."""
         me = weakref.ref(self)
         paths: dict[int, str] = {}
+        # The version before the walk: a module another thread attaches during it makes the
+        # next call name the tree again (read after, that change would count as named).
+        version = _module_tree_edits
         with _NAMING:                 # two roots naming a shared module at once agree
             for path, module in self.named_modules():
                 paths[id(module)] = path
@@ -278,7 +291,7 @@ class Module:
                     object.__setattr__(module, "_path", path)
                     object.__setattr__(module, "_named_by", me)
             object.__setattr__(self, "_paths", paths)
-            object.__setattr__(self, "_paths_for", _module_tree_edits)
+            object.__setattr__(self, "_paths_for", version)
 
     @property
     def training(self) -> bool:

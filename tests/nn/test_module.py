@@ -207,8 +207,62 @@ def test_attaching_a_module_counts_the_tree_version_under_a_lock(monkeypatch):
     monkeypatch.setattr(module_, "_TREE_EDITS", RecordingLock(), raising=False)
     before = module_.tree_version()
     model.head = nn.ReLU()
-    assert seen == [("enter", before), ("exit", before + 1)]
+    # the module's own assignment count, then the tree version, each under the lock
+    assert seen == [("enter", before), ("exit", before), ("enter", before), ("exit", before + 1)]
     assert module_.tree_version() == before + 1
+
+
+def test_an_assignment_is_counted_once_it_is_made(monkeypatch):
+    """A compiled step keys its plans on the modules' assignment counts and the tree
+    version. Counted before the change was made, a capture in another thread could read
+    the new count with the old value and file that plan under it, to be replayed after the
+    change. The counting lock is replaced by one that looks at the module on entry: the
+    assignment (and the new submodule) is already there."""
+    from handgrad.nn import module as module_
+    model = TwoLayer()
+    seen = []
+
+    class LookingLock:
+        def __enter__(self):
+            seen.append((model.__dict__.get("rate"), "extra" in model._modules))
+
+        def __exit__(self, *exc_info):
+            pass
+
+    monkeypatch.setattr(module_, "_TREE_EDITS", LookingLock())
+    model.rate = 0.25
+    assert seen == [(0.25, False)]
+    seen.clear()
+    model.extra = nn.ReLU()
+    assert seen == [(0.25, True), (0.25, True)]      # the assignment, then the tree version
+    seen.clear()
+    del model.extra
+    assert seen == [(0.25, False), (0.25, False)]
+
+
+def test_a_module_attached_while_the_root_names_its_tree_is_named_at_the_next_call():
+    """A root named its tree and then recorded the version as it was after the walk: a
+    module another thread attached during the walk counted as named, and kept no name in
+    this root's tree. The walk is made to attach one (as another thread could): the next
+    call names the tree again, the new module included."""
+    from handgrad.nn import module as module_
+    model = nn.Sequential(nn.Linear(2, 2))
+    late = nn.Sequential(nn.Linear(2, 2))
+    walk = model.named_modules
+
+    def walk_while_another_thread_attaches():
+        yield from walk()
+        if not hasattr(model, "1"):
+            setattr(model, "1", late)          # (a plain Sequential walks its items in place)
+
+    object.__setattr__(model, "named_modules", walk_while_another_thread_attaches)
+    x = engine.Tensor(np.ones((1, 2), np.float32))
+    model(x)
+    assert getattr(model, "1") is late
+    object.__delattr__(model, "named_modules")
+    out = model(x)
+    assert model._paths_for == module_.tree_version()
+    assert out.node.scope == "1.0"
 
 
 # --- train/eval mode per thread ------------------------------------------------------------
