@@ -253,7 +253,7 @@ def collapse_units(view: GraphView) -> dict[int, str]:
     only calls sub-modules (the Sequential ``layers`` of an MLP) stays a cluster around
     its children's boxes, so an MLP shows one box per layer. The root is never hidden.
     """
-    owners = {n.scope for n in view.nodes if n.scope}
+    owners = {view.scope(n) for n in view.nodes if n.scope}
 
     def unit(scope: str | None) -> str | None:
         return next((s for s in scope_chain(scope) if s in owners), None)
@@ -365,7 +365,7 @@ def to_digraph(view: GraphView, options: Options, overlay: Overlay,
     for t in view.tensors:
         if t.node is not None and id(t.node) not in hidden:
             boxes.append(_Box(view.dot_id(t.node), op_lines(view, t.node, options, overlay), styles.OP,
-                              t.node.scope, op_attrs(t.node, overlay)))
+                              view.scope(t.node), op_attrs(t.node, overlay)))
         if id(t) not in hidden:
             lines, thumbs = tensor_lines(view, t, options, overlay)
             boxes.append(_Box(view.dot_id(t), lines, view.kind(t), view.scope(t), thumbs=thumbs))

@@ -15,6 +15,14 @@ from ..tensor import Tensor
 RULE_WIDTH = 40  # characters per line of a derivative rule in an op box
 VECTOR_ROW = 8   # numbers per row of a long vector (it wraps into aligned rows)
 MAX_CLASSES = 10  # a big integer array (class labels) lists the count of each value up to this
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # where str.splitlines breaks a line
+
+
+def one_line(text: str) -> str:
+    """A name or scope as one line of a picture: each line break in it written as repr
+    writes it ("x\\ny"), so a box keeps one drawn line per line of its text (the player
+    and the step exports fill them one by one) and a cluster's name one line of DOT."""
+    return "".join(repr(c)[1:-1] if c in LINE_BREAKS else c for c in text)
 
 
 def number(v: Any) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from ..graph import Node, topological_order
 from ..memory import forward_change
 from ..tensor import Tensor
+from . import labels
 
 # Tensor kinds, each drawn in its own style (see styles.py).
 ROOT, PARAMETER, LEAF, DATA, INTERMEDIATE = "root", "parameter", "leaf", "data", "intermediate"
@@ -42,9 +43,15 @@ class GraphView:
         """The DOT node id: "t3" for a tensor, "op1" for an op node."""
         return self.ids[id(item)]
 
+    def own_name(self, tensor: Tensor) -> str | None:
+        """The model's dotted parameter name, else ``tensor.name`` (None: neither), on one
+        line (``labels.one_line``)."""
+        own = self.param_names.get(id(tensor)) or tensor.name
+        return labels.one_line(own) if own else None
+
     def base_name(self, tensor: Tensor) -> str:
-        """The model's dotted parameter name, else ``tensor.name``, else the id."""
-        return self.param_names.get(id(tensor)) or tensor.name or self.dot_id(tensor)
+        """``own_name``, else the id."""
+        return self.own_name(tensor) or self.dot_id(tensor)
 
     def symbol(self, tensor: Tensor) -> str:
         """The name a formula uses: the lecture's symbol (``z¹``, ``W¹``) in an MLP, ``L``
@@ -59,7 +66,7 @@ class GraphView:
         symbol = self.lecture.get(id(tensor))
         if symbol is None:
             return self.base_name(tensor)
-        own = self.param_names.get(id(tensor)) or tensor.name
+        own = self.own_name(tensor)
         if symbol == "a⁰":                       # the input: "x = a⁰", as lectures write it
             return f"{own or 'x'} = a⁰"
         return f"{symbol} = {own}" if own and own != symbol else symbol
@@ -74,13 +81,18 @@ class GraphView:
         return LEAF if tensor.requires_grad else DATA
 
     def scope(self, item: Tensor | Node) -> str | None:
-        """The module path a node or tensor belongs to (None: outside every module).
+        """The module path a node or tensor belongs to (None: outside every module), on
+        one line (``labels.one_line``).
 
         An op node has the scope it was created in and its output shares it. A parameter
         belongs to the module that owns it (from ``model``) or, without a model, to the
         one scope all its consumers share. Other leaves (inputs, even ones that require
         grad, and data) stay outside every module.
         """
+        scope = self._scope(item)
+        return labels.one_line(scope) if scope else None
+
+    def _scope(self, item: Tensor | Node) -> str | None:
         if isinstance(item, Node):
             return item.scope
         if item.node is not None:
@@ -99,8 +111,10 @@ class GraphView:
 
     @cached_property
     def modules(self) -> dict[str, Any]:
-        """Scope -> module, when a model was given."""
-        return dict(self.model.named_modules()) if self.model is not None else {}
+        """Scope (as ``scope`` gives it) -> module, when a model was given."""
+        if self.model is None:
+            return {}
+        return {labels.one_line(name): m for name, m in self.model.named_modules()}
 
     @property
     def alive(self) -> bool:

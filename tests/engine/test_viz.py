@@ -72,6 +72,11 @@ def edge_attrs(source: str) -> dict[tuple[str, str], str]:
     return {(a, b): attrs for a, b, attrs in EDGE.findall(source)}
 
 
+def svg_texts(svg: str) -> set[str]:
+    """The texts an SVG shows."""
+    return {t.text for t in ET.fromstring(svg).iter(f"{SVG}text")}
+
+
 def cluster(source: str, name: str) -> str:
     """The body of ``subgraph "name" { ... }`` (nested clusters included)."""
     start = re.search(rf'subgraph "?{re.escape(name)}"? {{', source)
@@ -572,6 +577,28 @@ def test_a_scope_shaped_like_html_is_the_cluster_label_as_text(tmp_path, scope):
     save_backward_steps(h.sum(), tmp_path / "frames")        # the pinned exports too
     frame = ET.parse(tmp_path / "frames" / "step-00.svg").getroot()
     assert scope in [t.text for t in frame.iter(f"{SVG}text")]
+
+
+@needs_dot
+def test_a_line_break_in_a_name_or_scope_is_shown_escaped_on_its_one_line(tmp_path):
+    """A newline in a tensor name or a scope went into the pictures raw: dot drew the name
+    on two lines (the player and the step exports, which fill a box line by line, then
+    put each line in the place of the one before), a heat-map box ran "x" and "y"
+    together, and the step exports lost the cluster (its DOT name spanned two lines)."""
+    big = engine.Tensor(np.arange(1.0, 11.0), requires_grad=True, name="x\ny")  # heat map
+    small = engine.Tensor(np.array([1.0, 2.0]), requires_grad=True, name="s\r\nt")
+    with engine.name_scope("blo\nck"):
+        loss = (big * big).sum() + (small * small).sum()
+    shown = {"x\\ny", "s\\r\\nt", "blo\\nck"}
+    assert shown <= svg_texts(render(draw(loss), tmp_path / "d.svg").read_text())
+    assert shown <= svg_texts(save_backward_steps(loss, tmp_path / "frames")[0].read_text())
+    page = save_backward_html(loss, tmp_path / "b.html").read_text()
+    svg = page[page.index("<svg"):page.index("</svg>") + len("</svg>")]
+    assert shown <= svg_texts(svg)
+    last = json.loads(re.search(r'class="hg-data">(.*?)</script>', page, re.S).group(1))[-1]
+    boxes = {g.get("id"): len(list(g.iter(f"{SVG}text"))) for g in ET.fromstring(svg).iter(f"{SVG}g")}
+    assert {nid: len(spec["lines"]) for nid, spec in last["nodes"].items()} == \
+        {nid: boxes[nid] for nid in last["nodes"]}           # the player's line per <text>
 
 
 @needs_dot
