@@ -219,9 +219,17 @@ def op_lines(view: GraphView, node: Node, options: Options, overlay: Overlay) ->
     return lines
 
 
+def dot_text(text: str) -> str:
+    """``text`` for a DOT label or name that Graphviz shows as it is: "&" written "&amp;"
+    (Graphviz reads "&amp;", "&lt;", "&#38;" or "&alpha;" there as the character they
+    name, and writes an entity XML does not know, "&alpha;", into the SVG as it is)."""
+    return text.replace("&", "&amp;")
+
+
 def dot_label(lines: list[str]) -> str:
-    """Lines joined with DOT's line break; backslashes kept literal; never an HTML label."""
-    return graphviz.nohtml("\\n".join(line.replace("\\", "\\\\") for line in lines))
+    """Lines joined with DOT's line break; backslashes kept literal, "&" as ``dot_text``
+    writes it; never an HTML label."""
+    return graphviz.nohtml("\\n".join(dot_text(line).replace("\\", "\\\\") for line in lines))
 
 
 # --- assembling the Digraph -------------------------------------------------------------
@@ -412,7 +420,7 @@ def place_boxes(g: Picture, view: GraphView, boxes: list[_Box],
                 if slots:
                     record.thumbs[f"n_{box.name}"] = slots
         for child in children[scope]:
-            with container.subgraph(name=f"cluster_{child}") as cluster:
+            with container.subgraph(name=f"cluster_{dot_text(child)}") as cluster:
                 # escaped as box lines are: a scope "<b>x</b>" is text, not an HTML label
                 cluster.attr(label=dot_label([module_label(view, child)]), **styles.CLUSTER)
                 emit(cluster, child)

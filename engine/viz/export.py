@@ -24,6 +24,7 @@ import graphviz
 
 from ..plain import plain_repr
 from ..tensor import Tensor
+from .drawing import dot_label
 from .playback import op_layout
 from .rendering import INSTALL_HINT, GraphvizNotFound, embed_images, image_directory, layout_json
 from .thumbnails import html_label
@@ -81,7 +82,7 @@ def _label(lines: list[str], count: int, thumbs: list[Any] | None = None) -> str
     lines += [" "] * (count - len(lines))
     if thumbs:
         return html_label(lines, [(k, name, (w, h)) for k, name, (w, h) in thumbs])
-    return graphviz.nohtml("\\n".join(line.replace("\\", "\\\\") for line in lines))
+    return dot_label(lines)
 
 
 def frame_source(source: str, geometry: dict[str, Any], frame: dict[str, Any],

@@ -564,8 +564,9 @@ def test_a_scope_shaped_like_html_is_the_cluster_label_as_text(tmp_path, scope):
     with engine.name_scope(scope):
         h = x * x
     picture = draw(h.sum())
-    body = cluster(picture.source, f"cluster_{scope}")
-    assert f'label="{scope}"' in body
+    written = scope.replace("&", "&amp;")           # Graphviz reads it back as "&"
+    body = cluster(picture.source, f"cluster_{written}")
+    assert f'label="{written}"' in body
     root = ET.parse(render(picture, tmp_path / "scope.svg")).getroot()
     drawn = {g.get("class"): [] for g in root.iter(f"{SVG}g")}
     for g in root.iter(f"{SVG}g"):
@@ -577,6 +578,25 @@ def test_a_scope_shaped_like_html_is_the_cluster_label_as_text(tmp_path, scope):
     save_backward_steps(h.sum(), tmp_path / "frames")        # the pinned exports too
     frame = ET.parse(tmp_path / "frames" / "step-00.svg").getroot()
     assert scope in [t.text for t in frame.iter(f"{SVG}text")]
+
+
+@needs_dot
+def test_a_name_or_scope_shaped_like_an_entity_is_shown_as_written(tmp_path):
+    """Graphviz reads "&amp;", "&lt;", "&#38;" and "&alpha;" in a DOT label or name as the
+    character they name: a tensor "&amp;" was drawn "&", and a scope "S&alpha;" went into
+    the SVG's <title> as an entity XML does not know, so the HTML export failed to parse
+    it. Every picture shows the text as written; a name "<script>" stays text."""
+    names = ["&amp; &lt;i&gt; x &#38; y", "<script>alert(1)</script>"]
+    x = engine.Tensor(np.array([1.0, 2.0]), requires_grad=True, name=names[0])
+    w = engine.Tensor(np.arange(1.0, 11.0), requires_grad=True, name=names[1])  # heat map
+    with engine.name_scope("S&alpha;"):
+        loss = (x * x).sum() + (w * w).sum()
+    shown = {*names, "S&alpha;"}
+    assert shown <= svg_texts(render(draw(loss), tmp_path / "d.svg").read_text())
+    assert shown <= svg_texts(save_backward_steps(loss, tmp_path / "frames")[0].read_text())
+    page = save_backward_html(loss, tmp_path / "b.html").read_text()
+    assert shown <= svg_texts(page[page.index("<svg"):page.index("</svg>") + len("</svg>")])
+    assert "<script>alert" not in page
 
 
 @needs_dot
