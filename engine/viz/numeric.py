@@ -63,10 +63,13 @@ def _replay_node(node: Node, inputs: list[Tensor]) -> Tensor:
     differentiated is the one with the random numbers the forward drew, so a zeroing
     dropout becomes x · mask with its recorded mask: re-running it would draw a new mask
     from its Generator or fresh entropy (noise in the central difference, and the model's
-    Generator advanced by drawing). Refused: a dropout whose mask backward() freed (unless
-    an int seed redraws the same mask from no shared state), and any other op given a
-    numpy Generator."""
+    Generator advanced by drawing). A dropout that zeroes nothing (eval mode, p = 0) is
+    the identity, whatever its Generator. Refused: a zeroing dropout whose mask backward()
+    freed (unless an int seed redraws the same mask from no shared state), and any other op
+    given a numpy Generator."""
     where = f"op '{node.op.name}' (node #{node.index})"
+    if node.op.name == "dropout" and not _masks(node):
+        return inputs[0]              # eval mode or p = 0: the identity, drawing nothing
     if _masks(node):
         if not node.freed:
             (mask,) = node.saved         # keep / (1 − p) in x's dtype, as backward uses it
@@ -74,7 +77,9 @@ def _replay_node(node: Node, inputs: list[Tensor]) -> Tensor:
         if not isinstance(node.params.get("rng"), numbers.Integral):
             raise ValueError(f"numeric=True cannot replay {where}: backward() freed the mask "
                              f"it drew, and a new mask is another function; draw before "
-                             f"loss.backward(), pass retain_graph=True, or draw in eval mode")
+                             f"loss.backward(), pass retain_graph=True, or make the loss "
+                             f"again with the model in eval mode (model.eval(): dropout is "
+                             f"then the identity)")
     elif any(isinstance(v, np.random.Generator) for v in node.params.values()):
         raise ValueError(f"numeric=True cannot replay {where}: it draws from a numpy "
                          f"Generator, so each replay would draw new numbers and advance it")

@@ -499,6 +499,26 @@ def test_numeric_refuses_a_random_op_it_cannot_replay_with_the_numbers_it_drew(r
     assert float(error.group(1)) < 1e-8
 
 
+def test_numeric_replays_an_eval_mode_dropout_as_the_identity_as_the_refusal_advises():
+    """An eval-mode dropout draws nothing (the identity), but numeric=True refused it for
+    the Generator it holds, so the refusal's own advice (eval mode) failed too."""
+    model, loss = dropout_loss()
+    loss.backward()                                        # frees the training-mode mask
+    with pytest.raises(ValueError, match=r"backward\(\) freed the mask .*model\.eval\(\)"):
+        draw(loss, model=model, numeric=True)
+    model.eval()                                           # the advice
+    model.zero_grad()
+    generator = model.layers[2].rng
+    state = generator.bit_generator.state
+    x = engine.Tensor(np.array([[0.0, 1.0], [1.0, 1.0]]), name="x")
+    loss = nn.CrossEntropyLoss()(model(x), np.array([1, 0]))
+    loss.backward()                                        # an identity saves no mask to free
+    source = draw(loss, model=model, numeric=True).source
+    errors = [float(e) for e in re.findall(r"max \|analytic − numeric\| ([0-9.e+-]+)", source)]
+    assert len(errors) == 4 and max(errors) < 1e-8
+    assert generator.bit_generator.state == state
+
+
 # --- playback ------------------------------------------------------------------------------
 
 def test_one_frame_per_backward_step_with_the_current_op_highlighted():
