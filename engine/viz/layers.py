@@ -57,7 +57,9 @@ class Layer:
 
 def mlp_layers(loss: Tensor) -> list[Layer]:
     """The layers of the MLP below a fused loss, input side first; ValueError (saying what
-    was found instead) when the graph is not linear → activation → ... → fused loss."""
+    was found instead) when the graph is not linear → activation → ... → fused loss. A
+    dropout that zeroes nothing (eval mode) after an activation is the identity, passed
+    over: aˡ is its output, equal to f(zˡ)."""
     node = loss.node
     if node is None or node.op.name not in FUSED_LOSSES:
         found = "no graph" if node is None else f"op '{node.op.name}'"
@@ -78,6 +80,8 @@ def mlp_layers(loss: Tensor) -> list[Layer]:
         layers.append(Layer(0, lin, a_prev, W, b, z, act,
                             None if act is None else layers[-1].a_prev))
         prev = a_prev.node
+        while prev is not None and _identity(prev):     # eval-mode dropout: a = its input
+            prev = prev.inputs[0].node
         if prev is None:
             break
         if prev.op.name not in ACTIVATIONS:
@@ -89,6 +93,13 @@ def mlp_layers(loss: Tensor) -> list[Layer]:
     return layers
 
 
+def _identity(node: Node) -> bool:
+    """A dropout that zeroes nothing (eval mode, or p = 0): its output is its input, so
+    the layers on either side of it are the chain BP1-BP4 describe."""
+    return node.op.name == "dropout" and (not node.params.get("training", True)
+                                          or node.params.get("p", 0.5) == 0)
+
+
 def _not_an_activation(name: str) -> str:
     """Why op ``name``, found where an activation should be, stops level='layer'."""
     found = f"found op '{name}'"
@@ -96,7 +107,9 @@ def _not_an_activation(name: str) -> str:
         found = ("found op 'linear' straight after another linear layer (no activation "
                  "between them, e.g. activation='identity', so there is no f′(z) for BP2)")
     elif name == "dropout":
-        found += " (for dropout, draw the model in eval mode)"
+        found += (" (a training-mode dropout, which zeroes a random mask; make the loss "
+                  "again with the model in eval mode, model.eval(), where dropout is the "
+                  "identity)")
     return (f"level='layer' shows elementwise activations between layers "
             f"({', '.join(ACTIVATIONS)}); {found}; use level='op'")
 

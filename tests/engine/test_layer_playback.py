@@ -137,6 +137,24 @@ def test_graphs_that_are_not_an_mlp_are_refused_with_the_reason():
         mlp_layers(loss)
 
 
+def test_an_eval_mode_dropout_is_the_identity_and_the_training_mode_advice_works():
+    """A model in eval mode was refused for its dropout with the advice "draw the model in
+    eval mode": its dropout nodes are the identity, passed over; the slides are those of
+    the same MLP without dropout. A training-mode dropout is refused, and the advice works."""
+    model = nn.MLP([2, 3, 3, 2], activation="tanh", dropout=0.5, seed=0, dtype=np.float64)
+    plain = nn.MLP([2, 3, 3, 2], activation="tanh", seed=0, dtype=np.float64)
+    expected = layer_frames(nn.CrossEntropyLoss()(plain(engine.Tensor(X)), Y))
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y)            # training mode
+    with pytest.raises(ValueError, match=r"found op 'dropout' \(a training-mode dropout.*"
+                                         r"model\.eval\(\)"):
+        backward_playback(loss, level="layer", model=model)
+    model.eval()                                                        # the advice
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y)
+    assert [layer.index for layer in mlp_layers(loss)] == [1, 2, 3]
+    assert layer_frames(loss) == expected           # (without model: no parameter names)
+    backward_playback(loss, level="layer", model=model)
+
+
 def test_slides_after_replacing_data_since_the_forward_pass_are_refused_by_name():
     """A from-scratch update by reassignment (p.data = p.data - lr * p.grad) after the
     forward pass: the graph keeps the old arrays, so BP2 with the new W² would "differ".
