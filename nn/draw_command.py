@@ -78,9 +78,10 @@ def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
 
 def output_path(args: argparse.Namespace) -> tuple[Path, str]:
     """Where to write and in which format ("html" for the playback page). A --format or
-    --html that contradicts the file's extension, or an --out that is a directory, is a
-    UsageError."""
-    from handgrad.engine.viz.rendering import FORMATS
+    --html that contradicts the file's extension, a picture whose format the extension
+    does not tell (render's format_for: graph.jpg without --format), or an --out that is a
+    directory, is a UsageError."""
+    from handgrad.engine.viz.rendering import FORMATS, format_for
     out: Path | None = args.out
     suffix = out.suffix.lstrip(".").lower() if out is not None else ""
     if args.html:
@@ -94,7 +95,12 @@ def output_path(args: argparse.Namespace) -> tuple[Path, str]:
             raise UsageError(f"--format {args.format} contradicts --out {out} (a .{suffix} file)")
         if suffix in ("html", "htm"):
             raise UsageError(f"--out {out} names an HTML file: add --html for the playback page")
-        fmt = args.format or (suffix if suffix in FORMATS else "svg")
+        try:        # the library's choice (render's): an extension it cannot tell is refused
+            fmt = format_for(out, args.format) if out is not None else args.format or "svg"
+        except ValueError:
+            raise UsageError(f"--out {out}: cannot tell the picture's format from the "
+                             f"extension .{suffix}; name a .svg, .png, .pdf or .dot file, "
+                             f"or give --format") from None
     path = out or Path("handgrad-backward.html" if fmt == "html" else f"handgrad-graph.{fmt}")
     if path.is_dir():
         raise UsageError(f"--out {path} is a directory; give a file name")

@@ -152,6 +152,17 @@ def test_draw_paths_and_formats_that_contradict_are_one_line(argv, message, tmp_
     assert status == 2 and len(err) == 1 and message in err[0], err
 
 
+def test_draw_out_with_an_extension_of_no_picture_format_is_one_line_and_writes_nothing(
+        tmp_path, capsys):
+    """--out graph.jpg wrote SVG text into graph.jpg (exit 0): the command chose svg for any
+    extension it did not know, where render's format_for refuses it. It uses format_for."""
+    status, err = run_cli(["draw", "--out", str(tmp_path / "graph.jpg")], capsys)
+    assert status == 2 and len(err) == 1, err
+    assert f"--out {tmp_path / 'graph.jpg'}: cannot tell the picture's format from the " \
+           f"extension .jpg" in err[0] and "--format" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_draw_layer_level_with_no_activation_between_layers_is_one_line(tmp_path, capsys):
     """--activation identity puts no activation between the layers, so BP2 has no f′(z):
     a UsageError naming both options, not a traceback about dropout."""
