@@ -32,7 +32,8 @@ def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=sizes, default=[4], help="hidden sizes, e.g. 4 or 8,8")
     parser.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
     parser.add_argument("--batch", type=positive_int, default=4,
-                        help="examples in the batch (default 4)")
+                        help="examples in the batch (default 4; at most the dataset's "
+                             "training examples: 4 for xor)")
     parser.add_argument("--collapse", action="store_true", help="one box per layer")
     parser.add_argument("--backward-order", action="store_true",
                         help="number the ops in the order backward runs their rules")
@@ -184,12 +185,18 @@ def draw_command(args: argparse.Namespace) -> int:
     check_level(args)
     if args.dataset == "xor":
         # The classic XOR table: the four 0/1 corners (--batch picks how many of them).
-        x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)[:args.batch]
-        y, num_classes = np.array([0, 1, 1, 0])[:args.batch], 2
+        x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
+        y, num_classes = np.array([0, 1, 1, 0]), 2
+        rows = "4 rows (the XOR table's four corners)"
     else:
         splits = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
-        x, y = splits.x_train[:args.batch], splits.y_train[:args.batch]
+        x, y = splits.x_train, splits.y_train
         num_classes = splits.num_classes
+        rows = f"{len(x)} training examples"
+    if args.batch > len(x):      # the picture's N must be the --batch asked for
+        raise UsageError(f"--batch {args.batch}: --dataset {args.dataset} has only {rows}; "
+                         f"give --batch {len(x)} or less")
+    x, y = x[:args.batch], y[:args.batch]
     x = x.reshape(len(x), -1).astype(np.float32)  # images become vectors; the MLP is float32
     model = MLP([x.shape[1], *args.hidden, num_classes], activation=args.activation,
                 seed=args.seed)

@@ -163,6 +163,23 @@ def test_draw_out_with_an_extension_of_no_picture_format_is_one_line_and_writes_
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--batch", "100"], "--batch 100: --dataset xor has only 4 rows (the XOR table's four "
+                         "corners); give --batch 4 or less"),
+    (["--dataset", "circles", "--batch", "50000"],
+     "--batch 50000: --dataset circles has only 320 training examples; give --batch 320 or less"),
+])
+def test_draw_batch_larger_than_the_data_is_one_line_and_writes_nothing(argv, message, tmp_path,
+                                                                         capsys):
+    """--batch 100 on XOR drew N = 4 rows (circles: 320 of 50000) without a word: the
+    picture's N was not the batch asked for."""
+    status, err = run_cli(["draw", *argv, "--out", str(tmp_path / "g.dot")], capsys)
+    assert status == 2 and err == [f"handgrad: error: {message}"], err
+    assert list(tmp_path.iterdir()) == []
+    assert run_cli(["draw", "--batch", "3", "--out", str(tmp_path / "g.dot")], capsys)[0] == 0
+    assert "N = 3 rows" in (tmp_path / "g.dot").read_text()
+
+
 def test_draw_layer_level_with_no_activation_between_layers_is_one_line(tmp_path, capsys):
     """--activation identity puts no activation between the layers, so BP2 has no f′(z):
     a UsageError naming both options, not a traceback about dropout."""
