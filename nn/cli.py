@@ -204,7 +204,11 @@ def check_size(run: dict[str, Any]) -> None:
     n = plan_.examples(run["dataset"], run["n"])
     rows = min(run["batch_size"] or n, n)
     slots = plan_.OPTIMIZER_SLOTS[run["optimizer"]]
-    what = " ".join([f"--hidden {','.join(map(str, run['hidden']))}"]
+    hidden = run["hidden"]
+    listed = ",".join(map(str, hidden[:plan_.MAX_GROUPS]))      # one short line, however many
+    if len(hidden) > plan_.MAX_GROUPS:
+        listed += f",… ({len(hidden)} sizes)"
+    what = " ".join([f"--hidden {listed}"]
                     + [f"--{k.replace('_', '-')} {run[k]}" for k in ("n", "batch_size")
                        if run[k] is not None])
     plan_.check_memory(what, [inputs, *run["hidden"], classes], rows, slots,

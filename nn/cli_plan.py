@@ -6,6 +6,7 @@ Each check raises ``UsageError`` (one line, exit status 2) naming the options in
 from __future__ import annotations
 
 import inspect
+import itertools
 import os
 
 from . import data as data_
@@ -87,8 +88,25 @@ def check_memory(what: str, sizes: list[int], rows: int, slots: int, data_bytes:
     need = training_bytes(sizes, rows, slots, data_bytes)
     have = available_memory()
     if have is not None and need > have:
-        raise UsageError(f"{what}: MLP {sizes} on {rows} examples at once needs at least "
-                         f"{_gib(need)} of memory, but {_gib(have)} is available")
+        raise UsageError(f"{what}: MLP {sizes_text(sizes)} on {rows} examples at once needs "
+                         f"at least {_gib(need)} of memory, but {_gib(have)} is available")
+
+
+MAX_GROUPS = 8           # sizes_text shows at most this many entries (and the count left out)
+
+
+def sizes_text(sizes: list[int]) -> str:
+    """Layer sizes for a one-line message, short whatever the depth: [2, 64, 64, 3] as
+    given; a run of 3 or more equal sizes as "64 (8 layers)"; still more than MAX_GROUPS
+    entries, the first 4 and the last 2 around "… k more …" (``--depth 100000`` listed
+    every layer: an 800 KB line)."""
+    groups: list[str] = []
+    for size, run in itertools.groupby(sizes):
+        n = len(list(run))
+        groups += [f"{size} ({n} layers)"] if n >= 3 else [str(size)] * n
+    if len(groups) > MAX_GROUPS:
+        groups = [*groups[:4], f"… {len(groups) - 6} more …", *groups[-2:]]
+    return "[" + ", ".join(groups) + "]"
 
 
 def check_data_memory(what: str, dataset: str, n: int | None) -> None:

@@ -292,6 +292,26 @@ def test_models_too_big_for_memory_are_one_line_before_anything_is_allocated(arg
     assert "but 16.0 GiB is available" in err[0]
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "vanishing", "--depth", "100000", "--width", "100000"],
+     "--depth 100000 --width 100000: MLP [2, 100000 (100000 layers), 3] on 480 examples"),
+    (["train", "--hidden", ",".join(["5000"] * 3000)],
+     "--hidden 5000,5000,5000,5000,5000,5000,5000,5000,… (3000 sizes): MLP [2, 5000 (3000 "
+     "layers), 3] on 600"),
+    (["train", "--hidden", ",".join(map(str, range(10**5, 10**5 + 3000)))],
+     "MLP [2, 100000, 100001, 100002, … 2996 more …, 102999, 3] on 600 examples"),
+])
+def test_a_deep_model_too_big_for_memory_is_summarised_on_one_short_line(argv, message, capsys,
+                                                                         monkeypatch):
+    """demo vanishing --depth 100000 --width 100000 printed every layer size: an 800 KB
+    error line. Runs of equal sizes are counted and a long list is cut, with the bytes."""
+    monkeypatch.setattr(cli.plan_, "available_memory", lambda: 16 * 2**30)
+    monkeypatch.setattr(cli.data_, "load_dataset", _no_data)
+    status, err = run_cli(argv, capsys)
+    assert status == 2 and len(err) == 1 and message in err[0], err
+    assert "GiB of memory, but 16.0 GiB is available" in err[0] and len(err[0]) < 300
+
+
 def test_a_model_that_fits_in_memory_is_not_refused(monkeypatch, capsys):
     monkeypatch.setattr(cli.plan_, "available_memory", lambda: 2**16)   # 64 KiB: too little
     assert run_cli(["train", "--dataset", "xor", "--epochs", "1", "--quiet"], capsys)[0] == 2
