@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +133,40 @@ def check_exports(args: argparse.Namespace, fmt: str) -> None:
             raise UsageError("--preset slide makes a picture: svg, png or pdf, not dot")
 
 
+def _probe(flag: str, path: Path, directory: Path) -> None:
+    """A file can be made in ``directory`` (as root os.access says yes to everything: only
+    a real write tells), else a UsageError naming ``flag`` and ``path``."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".handgrad-probe.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot write in {directory} "
+                         f"({e.strerror or e})") from None
+
+
+def check_outputs(args: argparse.Namespace, path: Path) -> None:
+    """Every file and folder the command writes (--out, --pdf, --steps) can be written,
+    checked before any is: a later one failing must not leave the earlier ones written. A
+    file's folder must exist; --steps is created, so its nearest existing folder must take
+    it."""
+    for flag, file in (("--out", path), ("--pdf", args.pdf)):
+        if file is None:
+            continue
+        folder = file.parent
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise UsageError(f"{flag} {file}: the folder {folder} {what}")
+        _probe(flag, file, folder)
+    if args.steps is not None:
+        existing = args.steps
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UsageError(f"--steps {args.steps}: {existing} is a file, not a folder")
+        _probe("--steps", args.steps, existing)
+
+
 def check_level(args: argparse.Namespace) -> None:
     """--level layer plays BP1-BP4, whose BP2 δˡ = (δˡ⁺¹ Wˡ⁺¹ᵀ) ⊙ f′(zˡ) needs an activation
     f between the layers; --activation identity puts none there (the model always has a
@@ -183,6 +219,7 @@ def draw_command(args: argparse.Namespace) -> int:
         raise UsageError("--present is a mode of the step-by-step page: add --html")
     check_exports(args, fmt)
     check_level(args)
+    check_outputs(args, path)
     if args.dataset == "xor":
         # The classic XOR table: the four 0/1 corners (--batch picks how many of them).
         x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)

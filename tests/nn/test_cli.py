@@ -180,6 +180,27 @@ def test_draw_batch_larger_than_the_data_is_one_line_and_writes_nothing(argv, me
     assert "N = 3 rows" in (tmp_path / "g.dot").read_text()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--html", "--out", "{dir}/p.html", "--pdf", "{dir}/nodir/h.pdf"],
+     "--pdf {dir}/nodir/h.pdf: the folder {dir}/nodir does not exist"),
+    (["--html", "--out", "{dir}/p.html", "--steps", "{dir}/afile/steps"],
+     "--steps {dir}/afile/steps: {dir}/afile is a file, not a folder"),
+    (["--html", "--out", "{dir}/nodir/p.html"], "--out {dir}/nodir/p.html: the folder "
+                                                 "{dir}/nodir does not exist"),
+    (["--out", "{dir}/afile/g.svg"], "--out {dir}/afile/g.svg: the folder {dir}/afile is not "
+                                     "a folder"),
+])
+def test_draw_checks_every_output_path_before_writing_any(argv, message, tmp_path, capsys):
+    """--html --out p.html --pdf nodir/h.pdf wrote p.html, then failed on the PDF with a
+    bare "No such file or directory": every path is checked first, naming its option."""
+    (tmp_path / "afile").write_text("keep me")
+    argv = [a.format(dir=tmp_path) for a in argv]
+    status, err = run_cli(["draw", *argv], capsys)
+    assert status == 2 and err == [f"handgrad: error: {message.format(dir=tmp_path)}"], err
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
 def test_draw_layer_level_with_no_activation_between_layers_is_one_line(tmp_path, capsys):
     """--activation identity puts no activation between the layers, so BP2 has no f′(z):
     a UsageError naming both options, not a traceback about dropout."""
