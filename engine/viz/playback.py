@@ -3,6 +3,7 @@ slide per equation of the derivation for an MLP (level="layer", layers.py), play
 self-contained HTML player (player.py) in a page or inline in Jupyter."""
 from __future__ import annotations
 
+import numbers
 import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -10,6 +11,7 @@ from typing import Any, Iterator, Sequence
 import graphviz
 import numpy as np
 
+from ..plain import plain_repr
 from ..tensor import Tensor
 from . import labels, lecture, losses, measures
 from .drawing import (
@@ -202,6 +204,15 @@ def _data_uri(layout: Picture, name: str) -> str:
     return png_data_uri(layout.images[name]) if name else ""
 
 
+def check_max_elements(max_elements: Any, default: str = "") -> None:
+    """A playback's (and its exports') ``max_elements``: a positive integer, the most
+    elements an array may have to be printed in full; 0, -1, 1.5 or True were taken."""
+    if isinstance(max_elements, bool) or not isinstance(max_elements, numbers.Integral) \
+            or max_elements < 1:
+        raise ValueError(f"backward playback: max_elements must be a positive integer"
+                         f"{default}, got {plain_repr(max_elements)}")
+
+
 def op_layout(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
               rankdir: str = "TB", max_elements: int = 6, fontsize: float = 14,
               rules: bool = False, collapse: bool = False, numeric: bool = False
@@ -211,6 +222,7 @@ def op_layout(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
     ("thumbs": the layout's slots with this frame's file names, "" for none yet; the
     layout keeps every frame's PNGs), each gradient arrow's style, the caption. Nothing
     moves between steps: the player only restyles."""
+    check_max_elements(max_elements)
     options = Options(show=tuple(show), rankdir=rankdir, max_elements=max_elements,
                       fontsize=fontsize, rules=rules, collapse=collapse)
     data: list[dict[str, Any]] = []
@@ -304,6 +316,8 @@ def backward_playback(loss: Tensor, *, level: str = "op", model: Any = None,
     "present" button); ``theme`` is "light" or "dark" (high contrast).
     """
     check_options(present, theme)
+    if max_elements is not None:
+        check_max_elements(max_elements, " (or None: 6 for op, 40 for layer)")
     if level not in LEVELS:
         raise ValueError(f"backward playback: level must be one of {LEVELS}, got {level!r}")
     if level == "layer":

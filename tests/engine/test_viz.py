@@ -521,6 +521,23 @@ def test_numeric_replays_an_eval_mode_dropout_as_the_identity_as_the_refusal_adv
 
 # --- playback ------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "6"])
+def test_playback_max_elements_that_is_not_a_positive_integer_is_refused_by_name(value, tmp_path):
+    """backward_playback took max_elements=0, -1 (layer level), 1.5 or True: a ValueError
+    names max_elements and the value, at both levels and in the step exports."""
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0, dtype=np.float64)
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(np.array([[0.0, 1.0], [1.0, 1.0]]))),
+                                 np.array([1, 0]))
+    message = rf"max_elements must be a positive integer.*, got {re.escape(repr(value))}$"
+    for level in ("op", "layer"):
+        with pytest.raises(ValueError, match=message):
+            backward_playback(loss, level=level, model=model, max_elements=value)
+    with pytest.raises(ValueError, match=message):
+        save_backward_steps(loss, tmp_path / "steps", max_elements=value)
+    assert list(tmp_path.iterdir()) == []
+    assert backward_playback(loss, level="layer", model=model, max_elements=1) is not None
+
+
 def test_one_frame_per_backward_step_with_the_current_op_highlighted():
     loss = fan_out_graph()
     frames = list(captioned_frames(loss))
