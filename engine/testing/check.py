@@ -25,6 +25,7 @@ from .properties import PROPERTIES, Property, exits_fail, kink_examples_hold, ne
 from .specs import OpSpec, Sample, spec_for
 
 KINKS = "kink_examples_hold"
+VJP = "vjp_matches_finite_differences"      # compares derivatives on every sample that has any
 
 
 class OpCheckError(AssertionError):
@@ -124,7 +125,20 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
         report.failure = str(e)
         if failing:
             _diagnose(report, lambda: diagnose_failure(op, report.failed_property, *failing[-1]))
+    _refuse_comparing_nothing(report)
     return report
+
+
+def _refuse_comparing_nothing(report: OpReport) -> None:
+    """Fail a report whose samples had no derivative to compare (``VJP`` ran, and measured
+    nothing on any of them): a check that compared nothing cannot pass, as
+    ``engine.gradcheck`` refuses one."""
+    if report.passed and VJP in report.worst and report.worst[VJP] is None:
+        report.failed_property = VJP
+        report.failure = (f"{report.name}: no sample had a derivative to compare: every sample "
+                          f"drawn had empty differentiable inputs or an empty output, so "
+                          f"{VJP} compared nothing (engine.gradcheck refuses such a check "
+                          f"too); draw samples with non-empty float arrays")
 
 
 def _diagnose(report: OpReport, find: Callable[[], Diagnosis | None]) -> None:

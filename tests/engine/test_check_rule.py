@@ -395,3 +395,22 @@ def test_a_rule_that_calls_exit_fails_instead_of_ending_the_program():
         with pytest.raises(OpCheckError, match=r"RuleExit: the rule called exit\(\)"):
             check_rule(forward, back, jvp=tangent, sample=unary(S.reals), name="square",
                        style="cache", max_examples=5)
+
+
+# --- samples that cannot check the rule ----------------------------------------------------------
+
+def square_forward(x):
+    return x * x, x
+
+
+def square_backward_wrong(dout, cache):
+    return -7 * dout * cache                   # d/dx x^2 = 2 x
+
+
+def test_samples_with_nothing_to_compare_fail_instead_of_passing():
+    """Arrays of shape (0, 3) only: no sample has a derivative to compare, so a wrong rule
+    would pass every property; the check refuses it, as engine.gradcheck does."""
+    empty = st.tuples(st.tuples(st.just(np.zeros((0, 3)))), st.just({}))
+    with pytest.raises(OpCheckError, match="square: no sample had a derivative to compare: "
+                                           "every sample drawn had empty"):
+        check_rule(square_forward, square_backward_wrong, sample=empty, max_examples=5)
