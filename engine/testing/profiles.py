@@ -4,9 +4,11 @@
     ci         25 examples per property, derandomized (the suite's setting under CI=true).
     thorough   1,000 examples per property: before a release, or after changing a rule.
 
-Each is registered as ``handgrad-<name>``. ``ci`` and ``thorough`` build on hypothesis's
-own ``ci`` profile (derandomized: the same examples every run, no example database,
-reproduction blobs printed); every profile has ``deadline=None`` because numpy-heavy
+Each is registered as ``handgrad-<name>``, with every setting stated: none is inherited
+from the profile a project loads or registers (its own, or its own ``default`` or ``ci``).
+``ci`` and ``thorough`` have the settings of hypothesis's own ``ci`` profile
+(derandomized: the same examples every run, no example database, reproduction blobs
+printed); every profile has ``deadline=None`` because numpy-heavy
 examples on a loaded 2-core machine have no stable timing. ``handgrad check --profile``
 and the environment variable ``HANDGRAD_PROFILE`` choose one (``thorough`` or
 ``handgrad-thorough``); handgrad's test suite reads the variable too, and takes
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import settings
+from hypothesis import HealthCheck, Phase, Verbosity, settings
 
 from . import PROFILE_NAMES
 
@@ -27,12 +29,20 @@ PER_PROPERTY = dict(zip(PROFILE_NAMES, (10, 25, 1000), strict=True))
 NAMES = PROFILE_NAMES
 ENV = "HANDGRAD_PROFILE"    # the environment variable that chooses a profile
 
-settings.register_profile("handgrad-dev", deadline=None, max_examples=PER_PROPERTY["dev"],
-                          database=None)
-settings.register_profile("handgrad-ci", parent=settings.get_profile("ci"), deadline=None,
-                          max_examples=PER_PROPERTY["ci"])
-settings.register_profile("handgrad-thorough", parent=settings.get_profile("ci"),
-                          deadline=None, max_examples=PER_PROPERTY["thorough"])
+# Every setting is given: a profile built on settings() would inherit the profile loaded
+# when this module is first imported (a project's own, or a project's "default" or "ci"
+# registered again), and that profile would change the check (no Phase.generate: every
+# property passes on no sample).
+_DEV = settings(max_examples=PER_PROPERTY["dev"], derandomize=False, database=None,
+                verbosity=Verbosity.normal, phases=tuple(Phase), stateful_step_count=50,
+                report_multiple_bugs=True, suppress_health_check=(), deadline=None,
+                print_blob=False, backend="hypothesis")
+_CI = settings(_DEV, derandomize=True, print_blob=True,     # as hypothesis's own ci profile
+               suppress_health_check=[HealthCheck.too_slow])
+
+settings.register_profile("handgrad-dev", _DEV)
+settings.register_profile("handgrad-ci", _CI, max_examples=PER_PROPERTY["ci"])
+settings.register_profile("handgrad-thorough", _CI, max_examples=PER_PROPERTY["thorough"])
 
 
 def full_name(name: str) -> str:

@@ -128,6 +128,34 @@ def test_the_profile_sets_the_examples(pytester, monkeypatch, option, variable, 
             f"{examples} samples drawn)") in result.stdout.str()
 
 
+def test_a_projects_own_hypothesis_profiles_do_not_change_the_check(pytester, monkeypatch):
+    """A conftest that loads a profile without Phase.generate (and registers hypothesis's
+    "ci" again without it) before handgrad's profiles are registered: the wrong rule still
+    fails (it was skipped, "told to run no test cases"). A fresh interpreter, as handgrad's
+    profiles are registered once per process."""
+    monkeypatch.delenv(profiles.ENV, raising=False)
+    pytester.makeconftest("""
+        from hypothesis import Phase, settings
+        settings.register_profile("quick", phases=[Phase.explicit])
+        settings.register_profile("ci", phases=[Phase.explicit])
+        settings.load_profile("quick")
+    """)
+    pytester.makepyfile(test_layers=RULES + textwrap.dedent("""
+        HANDGRAD_RULES = [buggy_sigmoid]
+
+
+        def test_every_handgrad_profile_generates():
+            from hypothesis import Phase, settings
+            for name in ("handgrad-dev", "handgrad-ci", "handgrad-thorough"):
+                assert Phase.generate in settings.get_profile(name).phases, name
+    """))
+    result = pytester.runpytest_subprocess("-p", "handgrad", "-p", "no:cacheprovider", "-v",
+                                           "-k", "vjp_matches or generates")
+    assert outcomes(result) == {"buggy_sigmoid[vjp_matches_finite_differences]": "FAILED",
+                                "test_every_handgrad_profile_generates": "PASSED"}, \
+        result.stdout.str()
+
+
 def test_a_bad_entry_is_one_collection_error(pytester):
     result = run(pytester, "affine, 42")
     result.assert_outcomes(errors=1)
