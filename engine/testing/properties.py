@@ -206,10 +206,12 @@ def derivatives_are_accurate(op: Op, spec: OpSpec, sample: Sample, seed: int = 0
 # --- the two modes and the rules' algebra --------------------------------------------------
 
 def _pullback(out: Tensor, leaves: list[Tensor], diff: list[int]) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """v -> J^T v for the differentiable leaves (zeros where no gradient arrives)."""
+    """v -> J^T v for the differentiable leaves (zeros of the leaf's dtype where no gradient
+    arrives: a rule returns None for an input that gets none)."""
     def pullback(v: np.ndarray) -> list[np.ndarray]:
         grads = gradients([out], [v], [leaves[i] for i in diff], retain_graph=True)
-        return [np.zeros(leaves[i].shape) if g is None else g for g, i in zip(grads, diff, strict=True)]
+        return [np.zeros(leaves[i].shape, leaves[i].dtype) if g is None else g
+                for g, i in zip(grads, diff, strict=True)]
     return pullback
 
 
@@ -385,15 +387,14 @@ def float32_agrees_with_float64(op: Op, spec: OpSpec, sample: Sample, seed: int 
     u = {i: rng.standard_normal(np.shape(args[i])).astype(np.float32) for i in diff}
     what = [f"the float32 gradient of input {i} (VJP)" for i in diff]
     got: list[np.ndarray] = []
-    if has_jvp(op):                                  # before backward() frees the graph
+    if has_jvp(op):
         got += graph.forward_tangents([out32], {id(leaves[i]): u[i] for i in diff})
         what = ["the float32 JVP"] + what
-    out32.backward(v)
-    for i in diff:
-        g = leaves[i].grad
-        assert g is not None and g.dtype == np.float32 and g.shape == np.shape(args[i]), \
-            f"{op.name}: gradient of float32 input {i} is {None if g is None else (g.dtype, g.shape)}"
-        got.append(g)
+    grads = _pullback(out32, leaves, diff)(v)       # None (no gradient) as zeros
+    for i, g in zip(diff, grads, strict=True):
+        assert g.dtype == np.float32 and g.shape == np.shape(args[i]), \
+            f"{op.name}: gradient of float32 input {i} is {(g.dtype, g.shape)}"
+    got += grads
     rounded = tuple(np.asarray(a, dtype=np.float64) if i in diff else a for i, a in enumerate(args32))
     want = _float64_derivatives(op, rounded, params, diff, v, u)
     # The spread (conditioning) term only widens the tolerance: it is measured (five more

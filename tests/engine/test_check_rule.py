@@ -414,3 +414,20 @@ def test_samples_with_nothing_to_compare_fail_instead_of_passing():
     with pytest.raises(OpCheckError, match="square: no sample had a derivative to compare: "
                                            "every sample drawn had empty"):
         check_rule(square_forward, square_backward_wrong, sample=empty, max_examples=5)
+
+
+# --- None for an input with no gradient ----------------------------------------------------------
+
+def gate_forward(x, y):
+    return x * (y > 0.5), y > 0.5                  # y only selects
+
+
+def gate_backward(dout, cache):
+    return dout * cache, None                      # right: d/dy = 0 away from the kink
+
+
+def test_none_for_an_input_with_no_gradient_passes_in_float32_too():
+    """None is a zero gradient for every property: float32_agrees_with_float64 failed with
+    "gradient of float32 input 1 is None" where the float64 ones passed."""
+    sample = st.tuples(st.tuples(S.values((2, 2)), S.values((2, 2), avoid=[0.5])), st.just({}))
+    assert check_rule(gate_forward, gate_backward, sample=sample, max_examples=EXAMPLES)
