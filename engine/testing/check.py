@@ -12,7 +12,8 @@ examples ran, the worst error each property measured, and the failure if there w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
@@ -21,7 +22,8 @@ from hypothesis import strategies as st
 from ..op import Op
 from ..plain import plain_repr
 from .diagnosis import Diagnosis, diagnose_failure, diagnose_kinks
-from .properties import PROPERTIES, Property, exits_fail, kink_examples_hold, needs_second_sample
+from .properties import (PROPERTIES, RULE_FAILURES, Property, exits_fail, kink_examples_hold,
+                         needs_second_sample)
 from .specs import OpSpec, Sample, spec_for
 
 KINKS = "kink_examples_hold"
@@ -37,8 +39,9 @@ class OpReport:
     """What checking one op found."""
 
     name: str
-    examples: int = 0                         # samples on which every property ran
-    worst: dict[str, float | None] = field(default_factory=dict)  # property -> worst error
+    examples: int = 0                         # samples drawn (not hypothesis's re-runs)
+    # property -> worst error, over the samples drawn and (failed property) the failing one
+    worst: dict[str, float | None] = field(default_factory=dict)
     failure: str | None = None                # the message of the (shrunk) failure
     failed_property: str | None = None        # the property that failed (or KINKS)
     diagnosis: str | None = None              # what is most likely wrong (diagnosis.py)
@@ -92,7 +95,7 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
     chosen = settings(base, max_examples=max_examples or base.max_examples, deadline=None,
                       report_multiple_bugs=False, phases=phases, verbosity=Verbosity.quiet,
                       suppress_health_check=list(HealthCheck))
-    failing: list[tuple[Sample, int]] = []    # the last failing sample: the shrunk one
+    failing: list[tuple[Property, Sample, int]] = []    # the last one is the shrunk sample
     # A rule's exit() fails it like any exception (run's own source stays as it was: its
     # text seeds hypothesis's derandomized draws, the samples every check sees).
     properties = [exits_fail(prop) for prop in properties]
@@ -100,31 +103,35 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
     @chosen
     @given(data=st.data(), seed=st.integers(0, 2**31 - 1))
     def run(data: st.DataObject, seed: int) -> None:
+        drawn = not failing         # after a failure, hypothesis re-runs samples to shrink it
         sample = data.draw(spec.sample, label="sample (args, params)")
+        report.examples += drawn
         if before is not None and before(sample, seed) is False:
-            report.examples += 1
             return
         for prop in properties:
             try:
                 if needs_second_sample(prop):       # re-entrancy: two calls of the op
                     other = data.draw(spec.sample, label="second sample (args, params)") \
                         if sample[1] else None      # no parameters: nothing to mix up
-                    report.record(prop.__name__, prop(op, spec, sample, seed, other=other))
+                    error = prop(op, spec, sample, seed, other=other)
                 else:
-                    report.record(prop.__name__, prop(op, spec, sample, seed))
+                    error = prop(op, spec, sample, seed)
             except Exception as e:  # a crash (shape, dtype) is as much a failure as a mismatch
                 report.failed_property = prop.__name__
-                failing.append((sample, seed))
+                failing.append((prop, sample, seed))
                 raise OpCheckError(f"{op.name}: property {prop.__name__} fails for sample "
                                    f"{_show(sample)} (seed {seed}):\n{type(e).__name__}: {e}") from None
-        report.examples += 1
+            if drawn:
+                report.record(prop.__name__, error)
 
     try:
         run()
     except OpCheckError as e:
         report.failure = str(e)
         if failing:
-            _diagnose(report, lambda: diagnose_failure(op, report.failed_property, *failing[-1]))
+            prop, sample, seed = failing[-1]
+            report.record(prop.__name__, _failing_error(op, spec, prop, sample, seed))
+            _diagnose(report, lambda: diagnose_failure(op, prop.__name__, sample, seed))
     _refuse_comparing_nothing(report)
     return report
 
@@ -139,6 +146,18 @@ def _refuse_comparing_nothing(report: OpReport) -> None:
                           f"drawn had empty differentiable inputs or an empty output, so "
                           f"{VJP} compared nothing (engine.gradcheck refuses such a check "
                           f"too); draw samples with non-empty float arrays")
+
+
+def _failing_error(op: Op, spec: OpSpec, prop: Property, sample: Sample, seed: int) -> float:
+    """The error ``prop`` finds on the failing sample: measured again with the spec's
+    tolerances lifted (the finite-difference and accuracy checks then return it instead of
+    raising); inf where the failure has no such number (a crash, a fixed tolerance)."""
+    lifted = replace(spec, atol=math.inf, rtol=0.0, accurate_to=math.inf)
+    try:
+        error = prop(op, lifted, sample, seed)
+    except RULE_FAILURES:
+        return math.inf
+    return math.inf if error is None else error
 
 
 def _diagnose(report: OpReport, find: Callable[[], Diagnosis | None]) -> None:

@@ -6,7 +6,7 @@
     python -m handgrad.engine.testing --op gelu --op relu --profile thorough
     python -m handgrad.engine.testing --mutants --module mypkg.myops
 
-One line per op or rule: PASS or FAIL, the examples run, the worst error each property
+One line per op or rule: PASS or FAIL, the examples drawn, the worst error each property
 measured. A failure prints its diagnosis (when there is one) and the (shrunk)
 counterexample; ``--json`` prints a list of records instead (targets.py says what a
 module's rules are, report.py what is printed). The exit status is 1 if anything failed
