@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 from ..op import Op
 from ..plain import plain_repr
 from .diagnosis import Diagnosis, diagnose_failure, diagnose_kinks
-from .properties import (PROPERTIES, RULE_FAILURES, Property, exits_fail, kink_examples_hold,
-                         needs_second_sample)
+from .properties import PROPERTIES, RULE_FAILURES, Property, exits_fail, kink_examples_hold, needs_second_sample
 from .specs import OpSpec, Sample, spec_for
 
 KINKS = "kink_examples_hold"
@@ -32,6 +31,15 @@ VJP = "vjp_matches_finite_differences"      # compares derivatives on every samp
 
 class OpCheckError(AssertionError):
     """An op failed one of its properties; the message names the property and the sample."""
+
+
+class SampleError(ValueError):
+    """A spec's sample strategy cannot check its op (it draws something that is not a
+    sample): the message, one line, says what a sample must be."""
+
+
+SAMPLE = ("a sample is (args, params): a tuple of the inputs and a dict of keyword "
+          "parameters, as st.tuples(st.tuples(x, y), st.just({}))")
 
 
 @dataclass
@@ -45,6 +53,7 @@ class OpReport:
     failure: str | None = None                # the message of the (shrunk) failure
     failed_property: str | None = None        # the property that failed (or KINKS)
     diagnosis: str | None = None              # what is most likely wrong (diagnosis.py)
+    unusable: bool = False                    # the spec cannot check it (failure says why)
 
     @property
     def passed(self) -> bool:
@@ -104,14 +113,14 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
     @given(data=st.data(), seed=st.integers(0, 2**31 - 1))
     def run(data: st.DataObject, seed: int) -> None:
         drawn = not failing         # after a failure, hypothesis re-runs samples to shrink it
-        sample = data.draw(spec.sample, label="sample (args, params)")
+        sample = _draw(data, spec, "sample (args, params)")
         report.examples += drawn
         if before is not None and before(sample, seed) is False:
             return
         for prop in properties:
             try:
                 if needs_second_sample(prop):       # re-entrancy: two calls of the op
-                    other = data.draw(spec.sample, label="second sample (args, params)") \
+                    other = _draw(data, spec, "second sample (args, params)") \
                         if sample[1] else None      # no parameters: nothing to mix up
                     error = prop(op, spec, sample, seed, other=other)
                 else:
@@ -132,6 +141,9 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
             prop, sample, seed = failing[-1]
             report.record(prop.__name__, _failing_error(op, spec, prop, sample, seed))
             _diagnose(report, lambda: diagnose_failure(op, prop.__name__, sample, seed))
+    except SampleError as e:
+        report.failure = str(e)
+        report.unusable = True
     _refuse_comparing_nothing(report)
     return report
 
@@ -146,6 +158,23 @@ def _refuse_comparing_nothing(report: OpReport) -> None:
                           f"drawn had empty differentiable inputs or an empty output, so "
                           f"{VJP} compared nothing (engine.gradcheck refuses such a check "
                           f"too); draw samples with non-empty float arrays")
+
+
+def _draw(data: st.DataObject, spec: OpSpec, label: str) -> Sample:
+    """A sample of ``spec``; SampleError for anything else than (args, params)."""
+    sample = data.draw(spec.sample, label=label)
+    if not (isinstance(sample, tuple) and len(sample) == 2
+            and isinstance(sample[0], (tuple, list)) and isinstance(sample[1], dict)):
+        raise SampleError(f"{spec.name}: its sample strategy drew {_kind(sample)}; {SAMPLE}")
+    return sample
+
+
+def _kind(value: object) -> str:
+    """``a tuple of 1 item``, ``a list of 3 items``, ``a ndarray``: what a strategy drew."""
+    kind = type(value).__name__
+    if isinstance(value, (tuple, list)):
+        return f"a {kind} of {len(value)} item{'s' if len(value) != 1 else ''}"
+    return f"a {kind}"
 
 
 def _failing_error(op: Op, spec: OpSpec, prop: Property, sample: Sample, seed: int) -> float:
@@ -181,6 +210,12 @@ def check_op(op: Op, spec: OpSpec | None = None, max_examples: int = 50) -> bool
     spec = spec if spec is not None else spec_for(op.name)
     profile = settings(database=None, derandomize=True, deadline=None)
     report = run_op(op, spec, max_examples=max_examples, profile=profile)
-    if report.failure is not None:
-        raise OpCheckError(report.failure)
+    raise_for(report)
     return True
+
+
+def raise_for(report: OpReport, prefix: str = "") -> None:
+    """Raise for a report that did not pass (``prefix`` before its message): SampleError
+    when the spec cannot check the op, else OpCheckError."""
+    if report.failure is not None:
+        raise (SampleError if report.unusable else OpCheckError)(prefix + report.failure)

@@ -11,7 +11,8 @@ measured. A failure prints its diagnosis (when there is one) and the (shrunk)
 counterexample; ``--json`` prints a list of records instead (targets.py says what a
 module's rules are, report.py what is printed). The exit status is 1 if anything failed
 (or, with --mutants, if a spec let a planted bug through), 2 for a usage error (unknown op
-or profile, a module that does not import, hypothesis missing).
+or profile, a module that does not import, hypothesis missing, a sample strategy that cannot
+check its rule: that rule is reported as ERROR and the others are still checked).
 
 This module imports no hypothesis at the top, so that its absence is one clear line.
 """
@@ -224,12 +225,13 @@ def _check(targets: list[Target], profile: Any, out: Any, as_json: bool) -> int:
     if not as_json:
         print("worst error per property: |rule - reference| / max(|reference|, 1); "
               "'-' does not apply", file=out, flush=True)
-    failed = 0
+    failed = unusable = 0
     records = []
     start = time.perf_counter()
     for t in targets:
         report = run_op(t.op, t.spec, profile=profile)
         failed += not report.passed
+        unusable += report.unusable
         records.append(fmt.record(report, t.kind))
         if not as_json:
             print(fmt.line(report, width), file=out, flush=True)
@@ -239,8 +241,9 @@ def _check(targets: list[Target], profile: Any, out: Any, as_json: bool) -> int:
         print(json.dumps(records, indent=1, allow_nan=False), file=out)
     else:
         seconds = time.perf_counter() - start
-        print(f"{len(targets) - failed} passed, {failed} failed in {seconds:.1f} s", file=out)
-    return 1 if failed else 0
+        errors = f" ({unusable} could not be checked)" if unusable else ""
+        print(f"{len(targets) - failed} passed, {failed} failed{errors} in {seconds:.1f} s", file=out)
+    return 2 if unusable else 1 if failed else 0
 
 
 def _mutants(targets: list[Target], profile: Any, out: Any, as_json: bool) -> int:

@@ -54,8 +54,9 @@ def failing_input(report: Any) -> tuple[str | None, int | None]:
 
 
 def line(report: Any, width: int) -> str:
-    """PASS or FAIL, the name, the examples run and the worst error of each property."""
-    status = "PASS" if report.passed else "FAIL"
+    """PASS, FAIL or ERROR (its spec cannot check it), the name, the examples drawn and the
+    worst error of each property."""
+    status = "PASS" if report.passed else "ERROR" if getattr(report, "unusable", False) else "FAIL"
     worst = "  ".join(f"{LABELS.get(p, p)} {_number(report.worst[p], p in YES_NO)}"
                       for p in [*LABELS, *sorted(set(report.worst) - set(LABELS))]
                       if p in report.worst)

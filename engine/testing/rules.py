@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 from ..op import Op, RuleContext
 from ..plain import plain_repr
-from .check import OpCheckError, run_op
+from .check import raise_for, run_op
 from .specs import OpSpec
 
 STYLES = ("cache", "inputs")
@@ -332,8 +332,7 @@ def check(rule: Rule, max_examples: int = 50) -> bool:
     smallest failing sample hypothesis finds."""
     profile = settings(database=None, derandomize=True, deadline=None)
     report = run_op(rule.op, rule.spec, max_examples=max_examples, profile=profile)
-    if report.failure is not None:
-        raise OpCheckError(f"{rule.kind} rule {report.failure}")
+    raise_for(report, f"{rule.kind} rule ")
     return True
 
 

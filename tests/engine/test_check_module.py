@@ -186,6 +186,44 @@ PRINTING = textwrap.dedent('''
 ''')
 
 
+BAD_SAMPLE = textwrap.dedent('''
+
+    def square_forward(x):
+        return x * x, x
+
+
+    def square_backward(dout, cache):
+        return dout * cache
+
+
+    square = numpy_rule(square_forward, square_backward,          # the params dict forgotten
+                        sample=st.tuples(st.tuples(strategies.values((2, 3)))))
+''')
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_sample_strategy_that_cannot_check_its_rule_is_an_error_the_others_are_checked(
+        tmp_path, as_json):
+    """A sample that is not (args, params): that rule is one clear ERROR, the others are
+    still checked, and the exit status is 2 (it was a bare traceback, and no JSON)."""
+    run = check(tmp_path, LAYERS + BAD_SAMPLE, "--op", "square", "--op", "affine",
+                *(["--json"] if as_json else []))
+    assert run.returncode == 2, run.stdout + run.stderr
+    message = ("square: its sample strategy drew a tuple of 1 item; a sample is (args, params): "
+               "a tuple of the inputs and a dict of keyword parameters")
+    if as_json:
+        records = {r["name"]: r for r in json.loads(run.stdout)}
+        assert records["affine"]["passed"]
+        square = records["square"]
+        assert not square["passed"] and square["failed_property"] is None
+        assert square["failure"].startswith(message)
+    else:
+        assert lines_for(run.stdout, "affine")[0].startswith("PASS")
+        assert re.search(r"^ERROR  square ", run.stdout, re.M), run.stdout
+        assert message in run.stdout and "Traceback" not in run.stdout + run.stderr
+        assert "1 passed, 1 failed (1 could not be checked)" in run.stdout
+
+
 @pytest.mark.parametrize("mutants", [False, True], ids=["check", "mutants"])
 def test_with_json_what_the_checked_code_prints_goes_to_stderr(tmp_path, mutants):
     """stdout holds the JSON alone, so a grading script can parse it (a student's prints

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from handgrad import engine
 from handgrad.engine.testing import OpCheckError, binary, check_rule, numpy_rule, run_op, unary
 from handgrad.engine.testing import strategies as S
+from handgrad.engine.testing.check import SampleError
 from handgrad.engine.testing.properties import rules_leave_their_arguments_alone
 from handgrad.engine.testing.rules import Rule, check, detect_style
 
@@ -454,3 +455,12 @@ def test_a_failure_reports_its_own_error_and_only_the_samples_drawn():
     assert found.failed_property == "vjp_matches_finite_differences"
     assert found.worst["vjp_matches_finite_differences"] > 1e-3     # beyond the tolerance
     assert 1 <= found.examples <= EXAMPLES
+
+
+def test_a_sample_that_is_not_args_and_params_is_one_clear_error():
+    """The params dict forgotten: one line saying what a sample is (it was a bare ValueError
+    from unpacking the sample again while reporting the failure)."""
+    forgot_params = st.tuples(st.tuples(S.values((2, 3))))
+    with pytest.raises(SampleError, match=r"^numpy rule square: its sample strategy drew a "
+                                          r"tuple of 1 item; a sample is \(args, params\)"):
+        check_rule(square_forward, square_backward_wrong, sample=forgot_params, max_examples=5)
