@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
 
 from ..op import Op
 from ..plain import plain_repr
@@ -161,8 +162,14 @@ def _refuse_comparing_nothing(report: OpReport) -> None:
 
 
 def _draw(data: st.DataObject, spec: OpSpec, label: str) -> Sample:
-    """A sample of ``spec``; SampleError for anything else than (args, params)."""
-    sample = data.draw(spec.sample, label=label)
+    """A sample of ``spec``; SampleError when its strategy raises or draws anything else
+    than (args, params)."""
+    try:
+        sample = data.draw(spec.sample, label=label)
+    except HypothesisException:         # hypothesis's own: a rejected draw, an invalid strategy
+        raise
+    except Exception as e:
+        raise SampleError(f"{spec.name}: its sample strategy raised {type(e).__name__}: {e}") from None
     if not (isinstance(sample, tuple) and len(sample) == 2
             and isinstance(sample[0], (tuple, list)) and isinstance(sample[1], dict)):
         raise SampleError(f"{spec.name}: its sample strategy drew {_kind(sample)}; {SAMPLE}")

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import settings
+from hypothesis import find, settings
 from hypothesis import strategies as st
 
 from handgrad import engine
@@ -464,3 +464,14 @@ def test_a_sample_that_is_not_args_and_params_is_one_clear_error():
     with pytest.raises(SampleError, match=r"^numpy rule square: its sample strategy drew a "
                                           r"tuple of 1 item; a sample is \(args, params\)"):
         check_rule(square_forward, square_backward_wrong, sample=forgot_params, max_examples=5)
+
+
+def test_zero_size_shapes_draw_empty_arrays_and_a_raising_strategy_is_one_error():
+    """values((0, 3)) raised ZeroDivisionError; a strategy that raises (here in a map) is a
+    SampleError naming the rule, not a traceback escaping the check."""
+    for strategy in (S.values, S.reals, S.positive, S.nonzero, S.wide):
+        assert find(strategy((0, 3)), lambda a: True, settings=PROFILE).shape == (0, 3)
+    broken = unary(S.reals).map(lambda sample: 1 / 0)
+    with pytest.raises(SampleError, match="^numpy rule square: its sample strategy raised "
+                                          "ZeroDivisionError: division by zero$"):
+        check_rule(square_forward, square_backward_wrong, sample=broken, max_examples=5)
