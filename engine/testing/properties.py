@@ -735,6 +735,9 @@ def kink_examples_hold(op: Op, spec: OpSpec) -> float:
     for n, (args, params, expected) in enumerate(spec.kink_examples):
         where = f" (kink example {n}: args {plain_repr(args)}, params {plain_repr(params)})"
         leaves, diff = _leaves(op, args)
+        if len(expected) != len(diff):
+            raise ValueError(f"{op.name}: kink example {n} gives {len(expected)} expected "
+                             f"gradients for {len(diff)} differentiable inputs {diff}{where}")
         out = op.apply(*leaves, **params)
         for i, want in zip(diff, expected, strict=True) if has_jvp(op) else ():
             want = np.asarray(want, dtype=np.float64)

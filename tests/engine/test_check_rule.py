@@ -475,3 +475,10 @@ def test_zero_size_shapes_draw_empty_arrays_and_a_raising_strategy_is_one_error(
     with pytest.raises(SampleError, match="^numpy rule square: its sample strategy raised "
                                           "ZeroDivisionError: division by zero$"):
         check_rule(square_forward, square_backward_wrong, sample=broken, max_examples=5)
+
+
+def test_a_kink_example_with_the_wrong_number_of_gradients_names_it_and_the_counts():
+    two = [((np.array([-1.0, 0.0]),), {}, (np.array([0.0, 0.0]), np.array([1.0, 1.0])))]
+    caught(relu_forward, lambda dout, cache: dout * (cache > 0),
+           r"kink example 0 gives 2 expected gradients for 1 differentiable inputs \[0\]",
+           sample=RELU["sample"], kink_examples=two)
