@@ -13,6 +13,7 @@ import numpy as np
 from .plain import plain_repr
 
 Shape = tuple[int, ...]
+_add_reduce: Any = np.add.reduce         # typed loosely: numpy's overloads want a literal keepdims
 
 
 def broadcast_shapes(op: str, *shapes: Shape) -> Shape:
@@ -22,6 +23,26 @@ def broadcast_shapes(op: str, *shapes: Shape) -> Shape:
     except ValueError:
         listed = " and ".join(str(tuple(s)) for s in shapes)
         raise ValueError(f"{op}: shapes {listed} cannot be broadcast together") from None
+
+
+def wide_sum(x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    """Σ x along ``axis`` (``np.add.reduce``: ``x.sum`` minus numpy's Python wrapper),
+    accumulated in float32 for a float16 ``x`` and returned in float32, for a caller that
+    divides or takes a log before casting back (a mean, a softmax normaliser). In float16 a
+    sum along a strided axis stalls at 2048 (2048 + 1 rounds to 2048) and a total beyond
+    65504 is inf even where the mean fits; PyTorch accumulates float16 in float32 too.
+    Other dtypes: one dtype test, the plain sum."""
+    out: np.ndarray = (_add_reduce(x, axis=axis, dtype=np.float32, keepdims=keepdims)
+                       if x.dtype.char == "e" else _add_reduce(x, axis=axis, keepdims=keepdims))
+    return out
+
+
+def add_reduce(x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    """Σ x along ``axis`` in x's dtype: ``wide_sum`` with a float16 result cast back."""
+    if x.dtype.char == "e":                    # float16
+        return wide_sum(x, axis, keepdims).astype(np.float16)
+    out: np.ndarray = _add_reduce(x, axis=axis, keepdims=keepdims)
+    return out
 
 
 def sum_to(grad: np.ndarray, shape: Shape) -> np.ndarray:
@@ -39,7 +60,7 @@ def sum_to(grad: np.ndarray, shape: Shape) -> np.ndarray:
     axes = tuple(range(extra)) + tuple(
         extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1
     )
-    out = grad.sum(axis=axes, keepdims=True) if axes else grad
+    out = add_reduce(grad, axis=axes, keepdims=True) if axes else grad
     if extra:
         out = out.reshape(out.shape[extra:])
     if out.shape != shape:

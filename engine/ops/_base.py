@@ -28,6 +28,23 @@ def as_float(x: np.ndarray) -> np.ndarray:
     return x if x.dtype.kind in "fc" else x.astype(np.float64)
 
 
+def over(x: np.ndarray, n: int) -> np.ndarray:
+    """``x / n`` for a count ``n`` (the elements a mean averages). A float16 ``x`` is divided
+    in float32 and cast back: numpy would make n float16 first, inf from n = 65520, and
+    x / inf is 0. Other dtypes: one dtype test, the plain division."""
+    if x.dtype.char == "e":
+        return (x / np.float32(n)).astype(np.float16)
+    return x / n
+
+
+def times(x: np.ndarray, c: float) -> np.ndarray:
+    """``x * c`` for a Python float ``c``, in float32 for a float16 ``x`` (cast back): a small
+    c (2 / n past n = 32768) is subnormal or 0 in float16."""
+    if x.dtype.char == "e":
+        return (x * np.float32(c)).astype(np.float16)
+    return x * c
+
+
 class UnaryElementwise(Op):
     """y = f(x) elementwise. The Jacobian is diagonal, diag(f'(x)), so the VJP is
     ``grad * f'(x)`` and the JVP is ``tangent * f'(x)``. Subclasses give ``forward``

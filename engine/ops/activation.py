@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..broadcast import normalize_axis
+from ..broadcast import add_reduce, normalize_axis, wide_sum
 from ..op import Op, RuleContext, register
 from ..plain import plain_repr
 from ._base import UnaryElementwise, as_float, is_number
@@ -219,13 +219,14 @@ class Softmax(_AlongAxis):
     def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
         x = as_float(x)               # x - max of an unsigned x would wrap around
         e = np.exp(x - x.max(axis=axis, keepdims=True))  # exponents <= 0
-        p = e / e.sum(axis=axis, keepdims=True)
+        # float16: the normaliser in float32 (over > 65504 elements it is no float16)
+        p = np.divide(e, wide_sum(e, axis=axis, keepdims=True), out=e)
         ctx.save_output(p)
         return p
 
     def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         (p,) = ctx.saved
-        return (p * (grad - (grad * p).sum(axis=ctx.params["axis"], keepdims=True)),)
+        return (p * (grad - add_reduce(grad * p, axis=ctx.params["axis"], keepdims=True)),)
 
     def jvp(self, ctx: RuleContext, dx: np.ndarray) -> np.ndarray:
         return self.backward(ctx, dx)[0]
@@ -241,17 +242,18 @@ class LogSoftmax(_AlongAxis):
     def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
         x = as_float(x)               # x - max of an unsigned x would wrap around
         shifted = x - x.max(axis=axis, keepdims=True)
-        out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        log_norm = np.log(wide_sum(np.exp(shifted), axis=axis, keepdims=True))  # float16: in float32
+        out = np.subtract(shifted, log_norm, out=shifted)
         ctx.save(np.exp(out))
         return out
 
     def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         (p,) = ctx.saved
-        return (grad - p * grad.sum(axis=ctx.params["axis"], keepdims=True),)
+        return (grad - p * add_reduce(grad, axis=ctx.params["axis"], keepdims=True),)
 
     def jvp(self, ctx: RuleContext, dx: np.ndarray) -> np.ndarray:
         (p,) = ctx.saved
-        return dx - (p * dx).sum(axis=ctx.params["axis"], keepdims=True)
+        return dx - add_reduce(p * dx, axis=ctx.params["axis"], keepdims=True)
 
 
 @register

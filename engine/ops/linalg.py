@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..broadcast import broadcast_shapes, sum_to
+from ..broadcast import add_reduce, broadcast_shapes, sum_to
 from ..op import Op, RuleContext, register
 
 
@@ -97,7 +97,7 @@ class Linear(Op):
         gW = (x2.T @ g2) if needs[1] else None
         if len(ctx.inputs) == 2:
             return gx, gW
-        gb = np.add.reduce(g2, axis=0) if needs[2] else None   # g2.sum(axis=0) minus numpy's Python wrapper
+        gb = add_reduce(g2, axis=0) if needs[2] else None   # g2.sum(axis=0); float16: summed in float32
         return gx, gW, gb
 
     def jvp(self, ctx: RuleContext, dx: np.ndarray, dW: np.ndarray, db: np.ndarray | None = None) -> np.ndarray:

@@ -9,6 +9,9 @@ never a derivative taken through log(softmax(z)) or log(sigmoid(z)), which overf
 loses every digit for large logits. Both are finite and exact for |z| up to 1e4.
 
 A loss over an empty batch is an error, never a silent 0.
+
+float16 losses are summed in float32, divided by N there and cast back (as PyTorch does):
+a float16 total passes 65504 where the mean fits.
 """
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..broadcast import add_reduce, wide_sum
 from ..op import Op, RuleContext, register
 from ..plain import plain_repr
-from ._base import as_float, is_number
+from ._base import as_float, is_number, over
 from .activation import stable_sigmoid
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -28,15 +32,16 @@ _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 def _reduce(per_item: np.ndarray, reduction: str, n: int) -> np.ndarray:
     if reduction == "none":
         return per_item
-    total = np.add.reduce(per_item, axis=None)    # per_item.sum(), minus numpy's Python wrapper
-    return total / n if reduction in ("mean", "batchmean") else total
+    total = wide_sum(per_item)               # per_item.sum(); float32 for float16
+    out = total / n if reduction in ("mean", "batchmean") else total
+    return out.astype(np.float16) if per_item.dtype.char == "e" else out
 
 
 def _scale_grad(grad: np.ndarray, reduction: str, n: int, item_ndim: int) -> np.ndarray:
     """The incoming gradient as a factor that broadcasts against per-element deltas."""
     if reduction == "none":
         return grad.reshape(grad.shape + (1,) * item_ndim)
-    return grad / n if reduction in ("mean", "batchmean") else grad
+    return over(grad, n) if reduction in ("mean", "batchmean") else grad
 
 
 class _Loss(Op):
@@ -146,8 +151,9 @@ class SoftmaxCrossEntropy(_Loss):
         # which cost a step of a tiny model about a microsecond)
         shifted = z - np.maximum.reduce(z, axis=-1, keepdims=True)
         e = np.exp(shifted)
-        norm = np.add.reduce(e, axis=-1, keepdims=True)
+        norm = wide_sum(e, axis=-1, keepdims=True)        # float16: float32, may pass 65504
         p = np.divide(e, norm, out=e)                     # e is not needed again
+        log_norm = np.log(norm).astype(z.dtype, copy=False)
         if y.dtype.kind in "iu" and not eps:
             # The common case in few passes: -log p_y = log(norm) - shifted_y per row, and
             # the delta p - y is p with 1 taken off at the true class (no one-hot built).
@@ -156,14 +162,14 @@ class SoftmaxCrossEntropy(_Loss):
                 flat_y, flat_shifted, flat_p = y, shifted, p
             else:
                 flat_y, flat_shifted, flat_p = y.reshape(-1), shifted.reshape(-1, C), p.reshape(-1, C)
-            per_row = np.log(norm).reshape(-1) - flat_shifted[rows, flat_y]
+            per_row = log_norm.reshape(-1) - flat_shifted[rows, flat_y]
             flat_p[rows, flat_y] -= 1
             per_row = per_row.reshape(y.shape)
             # flat_p, not p: on non-contiguous logits (a transposed (T, N, C) tensor) the
             # reshape above copied, and only the copy has the 1 taken off.
             ctx.save(flat_p.reshape(z.shape), per_row.size)
             return _reduce(per_row, reduction, per_row.size)
-        log_p = shifted - np.log(norm)
+        log_p = shifted - log_norm
         if y.dtype.kind in "iu":
             # The one-hot target is never built: pick log p of the true class per row, and
             # subtract (1 - eps) from p at that class for the delta p - y.
@@ -171,7 +177,7 @@ class SoftmaxCrossEntropy(_Loss):
             log_p2 = log_p.reshape(-1, C)
             per_row = -(1 - eps) * log_p2[rows, flat_y]
             if eps:
-                per_row -= (eps / C) * log_p2.sum(axis=-1)
+                per_row -= (eps / C) * wide_sum(log_p2, axis=-1)   # float16: Σ may pass 65504
             per_row = per_row.reshape(y.shape)
             delta = p.reshape(-1, C)
             if eps:
@@ -182,8 +188,8 @@ class SoftmaxCrossEntropy(_Loss):
             targets = y.astype(z.dtype, copy=False)
             if eps:
                 targets = (1 - eps) * targets + eps / C
-            per_row = -(targets * log_p).sum(axis=-1)
-            delta = p * targets.sum(axis=-1, keepdims=True) - targets
+            per_row = -add_reduce(targets * log_p, axis=-1)
+            delta = p * add_reduce(targets, axis=-1, keepdims=True) - targets
         ctx.save(delta, per_row.size)
         return _reduce(per_row, reduction, per_row.size)
 
@@ -193,7 +199,7 @@ class SoftmaxCrossEntropy(_Loss):
 
     def jvp(self, ctx: RuleContext, dz: np.ndarray, _: None) -> np.ndarray:
         delta, n = ctx.saved
-        return _reduce((delta * dz).sum(axis=-1), ctx.params["reduction"], n)
+        return _reduce(add_reduce(delta * dz, axis=-1), ctx.params["reduction"], n)
 
 
 @register

@@ -5,6 +5,10 @@ sum, mean, max, min, var, logsumexp.
 refuses a reduction over no elements at all: a sum or a mean of an empty batch is an error,
 never a silent 0.
 
+float16 inputs are summed in float32 and the results cast back (as PyTorch does): a float16
+sum along a strided axis stalls at 2048, and var's sum of squares overflows where the
+variance fits.
+
 Convention at ties: max/min split the gradient evenly among the tied elements
 (as PyTorch's amax and JAX do), so the gradient stays a valid subgradient and sums to 1.
 """
@@ -15,10 +19,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..broadcast import expand_reduced, normalize_axis
+from ..broadcast import add_reduce, expand_reduced, normalize_axis, wide_sum
 from ..op import Op, RuleContext, register
 from ..plain import plain_repr
-from ._base import as_float
+from ._base import as_float, over, times
 
 
 class _Reduction(Op):
@@ -46,7 +50,7 @@ class _Reduction(Op):
         return expand_reduced(g, shape, self.axes(ctx), ctx.params["keepdims"])
 
     def reduce_tangent(self, ctx: RuleContext, t: np.ndarray) -> np.ndarray:
-        return t.sum(axis=ctx.params["axis"], keepdims=ctx.params["keepdims"])
+        return add_reduce(t, axis=ctx.params["axis"], keepdims=ctx.params["keepdims"])
 
 
 @register(method=True)
@@ -58,7 +62,7 @@ class Sum(_Reduction):
     linear = True
 
     def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
-        return x.sum(axis=axis, keepdims=keepdims)
+        return add_reduce(x, axis=axis, keepdims=keepdims)
 
     def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         return (self.expand(ctx, grad, ctx.inputs[0].shape),)
@@ -78,7 +82,7 @@ class Mean(_Reduction):
     def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         shape = ctx.inputs[0].shape
         n = math.prod(shape[a] for a in self.axes(ctx))
-        return (self.expand(ctx, grad / n, shape),)
+        return (self.expand(ctx, over(grad, n), shape),)
 
 
 class _Extremum(_Reduction):
@@ -90,7 +94,7 @@ class _Extremum(_Reduction):
     def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         m = self.pick(x, axis=axis, keepdims=True)
         share = (x == m).astype(x.dtype if x.dtype.kind in "fc" else np.float64)
-        share /= share.sum(axis=axis, keepdims=True)
+        share /= wide_sum(share, axis=axis, keepdims=True)   # > 2048 float16 ties: counted in float32
         ctx.save(share)
         return m if keepdims else np.squeeze(m, axis=axis)
 
@@ -145,17 +149,21 @@ class Var(_Reduction):
     def forward(self, ctx: RuleContext, x: np.ndarray, *, axis: Any = None, keepdims: bool = False,
                 ddof: int = 0) -> np.ndarray:
         n = x.size if axis is None else math.prod(x.shape[a] for a in axis)
-        centered = x - x.mean(axis=axis, keepdims=True)
+        wide = x.astype(np.float32) if x.dtype.char == "e" else x   # float16: squares in float32
+        centered = wide - wide.mean(axis=axis, keepdims=True)
+        out = (centered * centered).sum(axis=axis, keepdims=keepdims) / (n - ddof)
+        if wide is not x:
+            centered, out = centered.astype(np.float16), out.astype(np.float16)
         ctx.save(centered, n - ddof)
-        return (centered * centered).sum(axis=axis, keepdims=keepdims) / (n - ddof)
+        return out
 
     def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
         centered, dof = ctx.saved
-        return (self.expand(ctx, grad, centered.shape) * centered * (2 / dof),)
+        return (times(self.expand(ctx, grad, centered.shape) * centered, 2 / dof),)
 
     def jvp(self, ctx: RuleContext, dx: np.ndarray) -> np.ndarray:
         centered, dof = ctx.saved
-        return self.reduce_tangent(ctx, dx * centered) * (2 / dof)
+        return times(self.reduce_tangent(ctx, dx * centered), 2 / dof)
 
 
 @register(method=True)
@@ -173,9 +181,9 @@ class LogSumExp(_Reduction):
         m = x.max(axis=axis, keepdims=True)
         m = np.where(np.isfinite(m), m, 0)  # all -inf along an axis: keep exp(x - m) at 0, not NaN
         e = np.exp(x - m)
-        s = e.sum(axis=axis, keepdims=True)
-        ctx.save(e / s)
-        out = m + np.log(s)
+        s = wide_sum(e, axis=axis, keepdims=True)     # float32 for float16: may pass 65504
+        ctx.save((e / s).astype(x.dtype, copy=False))
+        out = (m + np.log(s)).astype(x.dtype, copy=False)
         return out if keepdims else np.squeeze(out, axis=axis)
 
     def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:

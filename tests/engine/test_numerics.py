@@ -261,3 +261,58 @@ def test_detect_anomaly_stays_quiet_on_stable_ops(dtype):
                  engine.sigmoid_binary_cross_entropy(x, np.ones(5)).reshape(1)]
         engine.concat(parts).sum().backward()
     assert np.isfinite(x.grad).all()
+
+
+# --- float16 reductions: summed in float32 ---------------------------------------------------
+# A float16 sum overflows at 65504 where the mean, the variance or the log of the sum fits,
+# and a sum along a strided axis stalls at 2048 (2048 + 1 rounds to 2048). Reductions
+# accumulate float16 in float32 and cast back, as PyTorch does: each case matches its float64
+# reference to float16 rounding, value, gradient and tangent alike, in float16.
+_SPREAD = np.r_[np.zeros(99), 2000.0]        # var 39600; squares of 1980 overflow float16
+_WIDE = np.zeros((2, 70000))                 # 70000 classes: a normaliser beyond 65504
+FLOAT16_SUMS = {
+    "var": (lambda t: t.var(), np.array([0.0, 400.0])),        # 40000 (PyTorch: 40000)
+    "var of a spread": (lambda t: t.var(), _SPREAD),
+    "var ddof=1": (lambda t: t.var(axis=0, ddof=1), _SPREAD.reshape(-1, 1)),
+    "mse": (lambda t: engine.mse(t, np.zeros(4)), np.full(4, 200.0)),          # 40000
+    "bce": (lambda t: engine.sigmoid_binary_cross_entropy(t, np.zeros(3000)),
+            np.full(3000, 30.0)),                                               # 30
+    "cross entropy": (lambda t: engine.softmax_cross_entropy(t, np.array([0, 1])), _WIDE),
+    "cross entropy, smoothed": (lambda t: engine.softmax_cross_entropy(
+        t, np.array([0, 1]), label_smoothing=0.1), _WIDE),
+    "cross entropy over 70000 rows": (lambda t: engine.softmax_cross_entropy(
+        t, np.zeros(70000, np.int64)), np.zeros((70000, 3))),        # a total of 76903
+    "cross entropy, probabilities": (lambda t: engine.softmax_cross_entropy(
+        t, np.eye(3, dtype=np.float16)[np.zeros(70000, np.int64)]), np.zeros((70000, 3))),
+    "logsumexp": (lambda t: t.logsumexp(axis=1), _WIDE),
+    "log_softmax": (lambda t: engine.log_softmax(t)[:, :3], _WIDE),
+    "softmax": (lambda t: engine.softmax(t)[:, :3], _WIDE),
+    "mean of 70000": (lambda t: t.mean(axis=1), _WIDE + 1),     # gradient 1 / 70000, not 1 / inf
+    "var of 70000": (lambda t: t.var(axis=1), np.r_[[0.0], [1.0]].repeat(35000)[None]),
+    "sum along a strided axis": (lambda t: t.sum(axis=0), np.ones((5000, 3))),
+    "broadcast bias": (lambda t: (Tensor(np.ones((5000, 3), np.float16)) + t).sum(axis=0) * (1 / 5000),
+                       np.ones(3)),
+    "linear bias": (lambda t: engine.linear(Tensor(np.ones((5000, 2), np.float16)),
+                                            Tensor(np.ones((2, 3), np.float16)), t)
+                    .sum(axis=0) * (1 / 5000), np.ones(3)),
+    "max of 3000 ties": (lambda t: t.max(axis=0), np.zeros((3000, 2))),    # each 1/3000
+}
+
+
+@pytest.mark.parametrize("case", FLOAT16_SUMS)
+def test_float16_reductions_accumulate_in_float32(case):
+    f, x = FLOAT16_SUMS[case]
+    rng = np.random.default_rng(0)
+    dx = rng.uniform(-1, 1, x.shape).astype(np.float16)
+    results = {}
+    for dtype in (np.float16, np.float64):
+        t = Tensor(x.astype(dtype), requires_grad=True)
+        y = f(t)
+        seed = np.linspace(0.5, 1.5, y.size).reshape(y.shape).astype(dtype)
+        y.backward(seed)
+        _, dy = engine.jvp(f, (x.astype(dtype),), (dx.astype(dtype),))
+        assert y.dtype == t.grad.dtype == np.asarray(dy).dtype == dtype
+        results[dtype] = y.data, t.grad, dy
+    for got, want in zip(results[np.float16], results[np.float64], strict=True):
+        scale = np.abs(want).max() + 1e-4
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=4e-3, atol=4e-3 * scale)
