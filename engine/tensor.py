@@ -360,7 +360,7 @@ class Tensor(OpMethods):
     def __imatmul__(self, other: Any) -> "Tensor":
         raise TypeError("in-place matrix product (@=) is not supported: write t = t @ m")
 
-    def _inplace(self, ufunc: Callable[..., Any], other: Any, symbol: str) -> "Tensor":
+    def _inplace(self, ufunc: np.ufunc, other: Any, symbol: str) -> "Tensor":
         if self._requires_grad and STATE.grad_enabled:
             if self.node is None:
                 raise RuntimeError(
@@ -381,9 +381,25 @@ class Tensor(OpMethods):
         if shape != self.shape:
             raise ValueError(f"{symbol}: a value of shape {value.shape} cannot update "
                              f"{self.describe()} in place (it would need shape {shape})")
-        if not np.can_cast(np.result_type(self._data, value), self.dtype, "same_kind"):
-            raise TypeError(f"{symbol}: the result of {self.dtype} {symbol[:-1]} {value.dtype} "
-                            f"does not fit {self.describe()}")
+        op = symbol[:-1]
+        # The dtype numpy's loop computes in (true division of integers is float64, a power
+        # of bools int8), checked before anything is written or stamped.
+        try:
+            result = ufunc.resolve_dtypes((self.dtype, value.dtype, None))[-1]
+        except TypeError as e:     # no loop at all: bool - bool, a string
+            hint = (f"convert first, e.g. t = t.astype(np.int64) {op} x"
+                    if value.dtype.kind in NUMERIC_KINDS else "x must hold numbers")
+            raise TypeError(f"{symbol}: {self.dtype} {op} {value.dtype} is not defined for "
+                            f"{self.describe()} (numpy: {e}); {hint}") from None
+        if not np.can_cast(result, self.dtype, "same_kind"):
+            raise TypeError(f"{symbol}: the result of {self.dtype} {op} {value.dtype} does not "
+                            f"fit {self.describe()}: it is {result}, and an in-place operation "
+                            f"keeps the tensor's dtype; write t = t {op} x for a new tensor")
+        if ufunc is np.power and result.kind in "iu" and value.dtype.kind == "i" \
+                and (value < 0).any():   # numpy would raise midway, some elements written
+            raise ValueError(f"{symbol}: an integer to a negative integer power is not an "
+                             f"integer, and {self.describe()} keeps its dtype; convert first: "
+                             f"t = t.astype(np.float64) {op} x")
         with memory.writing(self) as (array,):     # stamped again once numpy has written
             try:
                 ufunc(array, value, out=array, casting="same_kind")

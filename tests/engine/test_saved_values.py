@@ -15,6 +15,7 @@ wrong number (engine/memory.py explains the guards):
 from __future__ import annotations
 
 import gc
+import operator
 
 import numpy as np
 import pytest
@@ -246,6 +247,31 @@ def test_in_place_arithmetic_checks_shape_and_dtype():
         t @= np.eye(3)
     t += np.ones(1)                                 # broadcasting into t's own shape is fine
     np.testing.assert_array_equal(t.data, np.ones(3))
+
+
+def test_in_place_arithmetic_numpy_cannot_do_is_refused_before_any_write():
+    """Integer true division is float64 (numpy's result_type said int64, so numpy's bare
+    casting error escaped), bool - bool has no numpy loop, and an integer to a negative power
+    raised midway through the array, some elements written."""
+    i = Tensor([1, 2, 3])
+    cases = [
+        (i, operator.itruediv, 2, TypeError, r"^/=: the result of int64 / int64 does not fit Tensor of "
+                                r"shape \(3,\), dtype int64: it is float64.*write t = t / x"),
+        (Tensor([True, False]), operator.isub, True, TypeError,
+         r"^-=: bool - bool is not defined for Tensor .*dtype bool.*t = t\.astype\(np\.int64\) - x"),
+        (Tensor([True, False]), operator.ipow, True, TypeError,
+         r"^\*\*=: the result of bool \*\* bool does not fit .*it is int8"),
+        (i, operator.ipow, np.array([2, 2, -1]), ValueError,
+         r"^\*\*=: an integer to a negative integer power .*t\.astype\(np\.float64\) \*\* x"),
+    ]
+    for t, update, value, error, message in cases:
+        before, stamp = t.numpy(copy=True), engine.write_stamp(t)
+        with pytest.raises(error, match=message):
+            update(t, value)
+        assert engine.write_stamp(t) == stamp       # no write stamped
+        np.testing.assert_array_equal(t.numpy(copy=True), before)
+    i **= np.array([2, 2, 0])                        # non-negative powers stay integers
+    np.testing.assert_array_equal(i.numpy(), [1, 4, 1])
 
 
 def test_load_state_dict_between_forward_and_backward_is_caught():
