@@ -61,6 +61,7 @@ suite walks ``REGISTRY`` and fails for an op without a test specification.
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 from typing import Any, Callable, Collection, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -71,7 +72,7 @@ from .graph import Node, check_finite
 from .modes import STATE
 from .plain import plain_repr
 from .plan_format import ReplayContext
-from .tensor import NUMERIC_KINDS, Tensor, check_dtype
+from .tensor import NUMERIC_KINDS, Tensor, check_dtype, huge_int, huge_int_text, int_as_float
 
 
 class InputSpec(Protocol):
@@ -388,9 +389,19 @@ class Op:
         of a compiled step: ``Tape.arrays``) are tensors that take part as arrays do, here
         and in ``_float_dtype``; their conversion is made again at every replay."""
         loose = STATE.tape.arrays if STATE.tape is not None else ()
-        values: list[Tensor | np.ndarray] = [
-            x if isinstance(x, Tensor) else self._constant_array(i, x) for i, x in enumerate(inputs)]
+        values: list[Tensor | np.ndarray] = []
+        huge = -1                       # a Python int beyond int64 (the last one), if any
+        for i, x in enumerate(inputs):
+            if isinstance(x, Tensor):
+                values.append(x)
+                continue
+            array = self._constant_array(i, x)
+            if array.dtype.kind == "O":            # only such an int gets here
+                huge, array = i, np.array(0)       # an integer in _float_dtype's eyes
+            values.append(array)
         ref = self._float_dtype(values, loose)
+        if huge >= 0:
+            values[huge] = self._huge_int(huge, inputs[huge], ref)
         out = []
         for i, x in enumerate(values):
             if isinstance(x, Tensor):
@@ -408,17 +419,39 @@ class Op:
         return tuple(out)
 
     def _constant_array(self, i: int, x: Any) -> np.ndarray:
-        """A number or array input as a new array, or a TypeError naming the op."""
+        """A number or array input as a new array, or a TypeError naming the op. A Python
+        int beyond int64 stays an object array, for ``_huge_int``."""
         if x is None or isinstance(x, (str, bytes)):
             raise self.error(f"input {i} must be a Tensor, an array or a number, "
                              f"got {plain_repr(x)}", TypeError)
         array = np.array(x, copy=True)
         if array.dtype.kind not in NUMERIC_KINDS:    # not numbers: say what it is
+            if huge_int(x):
+                return array
             if array.dtype == object:
                 raise self.error(f"input {i} must be a Tensor, an array or a number, "
                                  f"got {type(x).__name__}", TypeError)
             check_dtype(array.dtype, f"{self.name}: input {i}")
         return array
+
+    def _huge_int(self, i: int, x: int, ref: np.dtype | None) -> np.ndarray:
+        """Input ``i``, a Python int beyond int64: a float constant in a differentiable
+        position next to a floating-point operand (it takes that dtype, as a Python number
+        does in numpy and PyTorch: ``float32_tensor + 2**70`` is float32); otherwise an
+        OverflowError, as numpy and PyTorch give: making integer arithmetic float64 behind
+        the user's back would change the result's dtype for one large constant."""
+        as_float = int_as_float(x)
+        if ref is not None and i not in self.nondiff and math.isfinite(as_float):
+            return np.array(as_float)
+        if ref is not None and i not in self.nondiff:
+            raise self.error(f"input {i}, the integer {huge_int_text(x)}, is too large even "
+                             f"for float64", OverflowError)
+        hint = ""
+        if i not in self.nondiff and math.isfinite(as_float):
+            hint = (f"; no floating-point operand gives it a float dtype: write it as a float "
+                    f"({as_float:.6g}) or convert the integer tensor first (t.astype(np.float64))")
+        raise self.error(f"input {i}, the integer {huge_int_text(x)}, is too large for int64 "
+                         f"(numpy has no integer dtype that holds it){hint}", OverflowError)
 
     def _float_dtype(self, values: list[Tensor | np.ndarray],
                      loose: Collection[int] = ()) -> np.dtype | None:

@@ -19,6 +19,7 @@ A tensor holds numbers: bool, integers, floats (and complex, for complex-step ch
 """
 from __future__ import annotations
 
+import math
 import operator
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -58,6 +59,11 @@ class Tensor(OpMethods):
         except (TypeError, ValueError) as e:
             raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__}: {e}") from None
         if array.dtype.kind not in NUMERIC_KINDS:    # check_dtype's test, without its message
+            if huge_int(data):
+                f = int_as_float(data)
+                hint = f"; give it as a float ({f:.6g}) for a float tensor" if math.isfinite(f) else ""
+                raise OverflowError(f"Tensor: the integer {huge_int_text(data)} is too large for "
+                                    f"int64 (numpy has no integer dtype that holds it){hint}")
             check_dtype(array.dtype, f"Tensor: cannot make a tensor from {type(data).__name__}")
         self._data: np.ndarray = array
         self._memory: memory.MemoryRecord | None = record
@@ -374,6 +380,12 @@ class Tensor(OpMethods):
         if STATE.tape is not None:               # no op runs: a replay would skip the write
             STATE.tape.in_place(self, symbol)
         value = other._data if isinstance(other, Tensor) else np.asarray(other)
+        if value.dtype.kind == "O" and huge_int(other):   # beyond int64: as an operand of an op
+            if self.dtype.kind not in "fc" or not math.isfinite(int_as_float(other)):
+                raise OverflowError(f"{symbol}: the integer {huge_int_text(other)} is too large "
+                                    f"for {'float64' if self.dtype.kind in 'fc' else 'int64'}, "
+                                    f"and {self.describe()} keeps its dtype")
+            value = np.asarray(int_as_float(other))       # a float tensor takes it as a float
         try:
             shape = np.broadcast_shapes(self.shape, value.shape)
         except ValueError:
@@ -469,6 +481,25 @@ def check_dtype(dtype: np.dtype, what: str) -> None:
         objects = " (non-numeric Python objects)" if dtype.kind == "O" else ""
         raise TypeError(f"{what}: dtype {dtype}{objects} is not supported; a tensor holds "
                         f"bool, integers or floats (complex only for complex-step checks)")
+
+
+def huge_int(x: Any) -> bool:
+    """A Python int beyond int64 and uint64, which numpy has no integer dtype for
+    (``np.array(2**70)`` is an object array)."""
+    return isinstance(x, int) and not isinstance(x, bool) and not -2**63 <= x < 2**64
+
+
+def huge_int_text(x: int) -> str:
+    """The integer for a message: its digits, or its size when they would fill the line."""
+    return str(x) if x.bit_length() <= 100 else f"of {x.bit_length()} bits"
+
+
+def int_as_float(x: int) -> float:
+    """``float(x)``, inf beyond float64 (where ``float`` raises)."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
 
 
 def _data(x: Any) -> Any:

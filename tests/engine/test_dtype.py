@@ -254,3 +254,36 @@ def test_integer_tensors_compute_in_integers_without_a_graph():
     out = a * 2 + 1
     assert out.dtype.kind == "i" and out.node is None
     np.testing.assert_array_equal(out.data, [1, 3, 5, 7])
+
+
+def test_a_python_int_beyond_int64_takes_the_float_operands_dtype_or_is_refused_plainly():
+    """np.array(2**70) is an object array, so `x + 2**70` said "input 1 must be a Tensor, an
+    array or a number, got int". Next to a float operand it is a float of that dtype, as a
+    Python number is in numpy and PyTorch; with integers only (or beyond float64) it is an
+    OverflowError that says the integer is too large, as numpy and PyTorch refuse it too."""
+    x = Tensor(np.array([1.0, 2.0], np.float32), requires_grad=True)
+    y = x + 2**70
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y.data, np.float32(2.0**70) + x.data)
+    (x * -2**70 + y).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.float32(1 - 2.0**70) * np.ones(2, np.float32))
+    with engine.no_grad():
+        x += 2**70                                     # in place: the same rule
+    np.testing.assert_array_equal(x.data, np.float32(2.0**70) + np.float32([1, 2]))
+    i = Tensor([1, 2])
+    too_large = r"the integer 1180591620717411303424, is too large for int64"
+    with pytest.raises(OverflowError, match=r"^add: input 1, " + too_large + r".*t\.astype\(np\.float64\)"):
+        i + 2**70
+    with pytest.raises(OverflowError, match=r"^mul: input 0, the integer -1180591620717411303424, "
+                                            r"is too large for int64"):
+        -2**70 * i
+    with pytest.raises(OverflowError, match=r"^add: input 1, the integer of 2001 bits, is too "
+                                            r"large even for float64"):
+        x + 2**2000
+    with pytest.raises(OverflowError, match=r"^\+=: the integer 1180591620717411303424 is too "
+                                            r"large for int64"):
+        i += 2**70
+    np.testing.assert_array_equal(i.data, [1, 2])
+    with pytest.raises(OverflowError, match=r"^Tensor: the integer 1180591620717411303424 is "
+                                            r"too large for int64.*as a float \(1\.18059e\+21\)"):
+        Tensor(2**70)
