@@ -184,13 +184,13 @@ class Tape:
             f"softmax_cross_entropy for class labels), or run eagerly")
 
     @staticmethod
-    def in_place(t: "Tensor", symbol: str) -> None:
-        """``t <symbol> x`` (``t += x``): numpy writes t's array with no op, so a replay
-        would skip the write; refused."""
+    def in_place(t: "Tensor", symbol: str, instead: str) -> None:
+        """``t <symbol> x`` (``t += x``, ``t[i] = x``): numpy writes t's array with no op,
+        so a replay would skip the write; refused, saying what to write ``instead``."""
         raise CaptureError(
             f"capture: in-place {symbol} on {t.describe()} inside the captured function; a "
             f"replayed plan would not repeat it (an in-place write is not an op). Write "
-            f"t = t {symbol[:-1]} x instead")
+            f"{instead} instead")
 
     @staticmethod
     def refuse(what: str) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 from . import graph, memory
 from .memory import GradientStore
 from .modes import STATE
+from .plain import plain_repr
 
 if TYPE_CHECKING:       # t.exp(), t.sum(axis=0): the op methods, typed (engine/_ops.pyi)
     from ._ops import OpMethods
@@ -367,25 +368,7 @@ class Tensor(OpMethods):
         raise TypeError("in-place matrix product (@=) is not supported: write t = t @ m")
 
     def _inplace(self, ufunc: np.ufunc, other: Any, symbol: str) -> "Tensor":
-        if self._requires_grad and STATE.grad_enabled:
-            if self.node is None:
-                raise RuntimeError(
-                    f"{symbol} on {self.describe()}, a leaf that requires grad, while the graph "
-                    f"is recorded: an update would not be differentiable. Update parameters "
-                    f"inside `with engine.no_grad():` (as optimizers do), or write "
-                    f"t = t {symbol[:-1]} x for a new tensor in the graph.")
-            raise RuntimeError(
-                f"{symbol} on a tensor computed by op '{self.node.op.name}': in-place changes "
-                f"of graph tensors are not supported; write t = t {symbol[:-1]} x instead.")
-        if STATE.tape is not None:               # no op runs: a replay would skip the write
-            STATE.tape.in_place(self, symbol)
-        value = other._data if isinstance(other, Tensor) else np.asarray(other)
-        if value.dtype.kind == "O" and huge_int(other):   # beyond int64: as an operand of an op
-            if self.dtype.kind not in "fc" or not math.isfinite(int_as_float(other)):
-                raise OverflowError(f"{symbol}: the integer {huge_int_text(other)} is too large "
-                                    f"for {'float64' if self.dtype.kind in 'fc' else 'int64'}, "
-                                    f"and {self.describe()} keeps its dtype")
-            value = np.asarray(int_as_float(other))       # a float tensor takes it as a float
+        value = self._write_checks(other, symbol, f"t = t {symbol[:-1]} x")
         try:
             shape = np.broadcast_shapes(self.shape, value.shape)
         except ValueError:
@@ -418,6 +401,77 @@ class Tensor(OpMethods):
             except ValueError as e:   # a read-only view (broadcast_to, a view of saved memory)
                 raise ValueError(f"{symbol}: cannot write into {self.describe()}: {e}") from None
         return self
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        """``t[index] = value`` writes into t's own array, under the rules of ``t += x``:
+        refused while recording for a tensor that requires grad (update under
+        ``no_grad()``), a tracked write (a graph that saved the old values raises in its
+        backward), the tensor keeps its dtype. Python runs ``t[:2] *= 10`` as a getitem,
+        ``*=`` on the result, then this: a slice's view is written through by ``*=`` (as in
+        numpy and PyTorch) and an integer or array index's copy is written back here, so
+        both change t, and a tensor that refuses ``*=`` refuses before anything is written."""
+        symbol = "t[...] ="
+        array = self._write_checks(value, symbol, "engine.where(mask, x, t) or engine.concat")
+        if isinstance(value, Tensor) and value._requires_grad and STATE.grad_enabled:
+            raise RuntimeError(
+                f"{symbol}: the value requires grad and writing it into {self.describe()} "
+                f"would not be differentiable (an item assignment is not an op); build the "
+                f"new tensor with ops (engine.where(mask, x, t), engine.concat), or write "
+                f"under `with engine.no_grad():` for the values alone")
+        check_dtype(array.dtype, symbol)
+        if not np.can_cast(array.dtype, self.dtype, "same_kind"):
+            raise TypeError(f"{symbol}: a value of dtype {array.dtype} does not fit "
+                            f"{self.describe()} (an in-place write keeps the tensor's dtype); "
+                            f"convert the value first, or build a new tensor")
+        if isinstance(index, tuple):
+            index = tuple(i._data if isinstance(i, Tensor) else i for i in index)
+        elif isinstance(index, Tensor):
+            index = index._data
+        try:
+            target = np.shape(self._data[index])        # a bad index raises before any write
+        except IndexError as e:
+            raise IndexError(f"{symbol}: index {plain_repr(index)} is invalid for "
+                             f"{self.describe()}: {e}") from None
+        extra = array.ndim - len(target)         # numpy drops leading axes of length 1
+        try:
+            fits = all(n == 1 for n in array.shape[:max(extra, 0)]) and \
+                np.broadcast_shapes(array.shape[max(extra, 0):], target) == target
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"{symbol}: a value of shape {array.shape} cannot be written "
+                             f"into {self.describe()} at index {plain_repr(index)}, which "
+                             f"selects shape {target}")
+        with memory.writing(self) as (data,):      # stamped again once numpy has written
+            try:
+                data[index] = array
+            except ValueError as e:   # a read-only view (broadcast_to, a view of saved memory)
+                raise ValueError(f"{symbol}: cannot write into {self.describe()}: {e}") from None
+
+    def _write_checks(self, other: Any, symbol: str, instead: str) -> np.ndarray:
+        """What every in-place write checks first: refused on a tensor that requires grad
+        while the graph is recorded, and inside a capture; the operand as an array (a
+        Python int beyond int64 as a float for a float tensor)."""
+        if self._requires_grad and STATE.grad_enabled:
+            if self.node is None:
+                raise RuntimeError(
+                    f"{symbol} on {self.describe()}, a leaf that requires grad, while the graph "
+                    f"is recorded: an update would not be differentiable. Update parameters "
+                    f"inside `with engine.no_grad():` (as optimizers do), or write "
+                    f"{instead} for a new tensor in the graph.")
+            raise RuntimeError(
+                f"{symbol} on a tensor computed by op '{self.node.op.name}': in-place changes "
+                f"of graph tensors are not supported; write {instead} instead.")
+        if STATE.tape is not None:               # no op runs: a replay would skip the write
+            STATE.tape.in_place(self, symbol, instead)
+        value: np.ndarray = other._data if isinstance(other, Tensor) else np.asarray(other)
+        if value.dtype.kind == "O" and huge_int(other):   # beyond int64: as an operand of an op
+            if self.dtype.kind not in "fc" or not math.isfinite(int_as_float(other)):
+                raise OverflowError(f"{symbol}: the integer {huge_int_text(other)} is too large "
+                                    f"for {'float64' if self.dtype.kind in 'fc' else 'int64'}, "
+                                    f"and {self.describe()} keeps its dtype")
+            value = np.asarray(int_as_float(other))       # a float tensor takes it as a float
+        return value
 
     # --- comparisons -------------------------------------------------------------------
     # Elementwise, like numpy and PyTorch: boolean tensors outside the graph (masks for

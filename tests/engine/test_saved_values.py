@@ -274,6 +274,50 @@ def test_in_place_arithmetic_numpy_cannot_do_is_refused_before_any_write():
     np.testing.assert_array_equal(i.numpy(), [1, 4, 1])
 
 
+def test_item_assignment_writes_like_in_place_arithmetic_or_refuses_before_writing():
+    """`x[:2] *= 10` is getitem, *= on the result, then x.__setitem__: the *= wrote through
+    the slice's view, then the missing __setitem__ raised, x changed all the same (and with
+    an integer index, whose getitem copies, nothing changed). Item assignment is an in-place
+    write under the rules of +=."""
+    x = Tensor([1.0, 2.0, 3.0])
+    x[:2] *= 10
+    x[2] *= 10                                      # an integer index: a copy, written back
+    x[[0]] += 1
+    x[Tensor([False, True, False])] = -1
+    np.testing.assert_array_equal(x.numpy(copy=True), [11, -1, 30])
+    c = Tensor([1.0, 2.0])
+    y = leaf([3.0, 4.0]) * c                        # saves c
+    c[0] = 5.0                                      # a tracked write: the backward sees it
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        y.backward(np.ones(2))
+
+    w = leaf([1.0, 2.0, 3.0])
+    i = Tensor([1, 2])
+    refused = [
+        (w, lambda: w.__setitem__(slice(0, 2), w[:2] * 10), RuntimeError,
+         r"^t\[\.\.\.\] = on Tensor .* a leaf that requires grad.*no_grad"),
+        (w, lambda: operator.imul(w[:2], 10), RuntimeError, r"^\*= on a tensor computed by op 'getitem'"),
+        (w, lambda: operator.imul(w[0], 10), RuntimeError, r"^\*= on a tensor computed by op 'getitem'"),
+        (x, lambda: x.__setitem__(0, w[0]), RuntimeError, r"^t\[\.\.\.\] =: the value requires grad"),
+        (i, lambda: i.__setitem__(0, 2.5), TypeError,
+         r"^t\[\.\.\.\] =: a value of dtype float64 does not fit Tensor of shape \(2,\), dtype int64"),
+        (x, lambda: x.__setitem__(3, 0.0), IndexError, r"^t\[\.\.\.\] =: index 3 is invalid"),
+        (x, lambda: x.__setitem__(slice(0, 2), np.ones(3)), ValueError,
+         r"^t\[\.\.\.\] =: a value of shape \(3,\) cannot be written .* selects shape \(2,\)"),
+    ]
+    for t, write, error, message in refused:
+        before, stamp = t.numpy(copy=True), engine.write_stamp(t)
+        assert stamp is not None                    # never handed out: writes move it
+        with pytest.raises(error, match=message):
+            write()
+        assert engine.write_stamp(t) == stamp       # nothing written, nothing stamped
+        np.testing.assert_array_equal(t.numpy(copy=True), before)
+    with engine.no_grad():                          # a parameter update, as optimizers do
+        w[:2] *= 10
+        w[2] = 0.0
+    np.testing.assert_array_equal(w.data, [10, 20, 0])
+
+
 def test_load_state_dict_between_forward_and_backward_is_caught():
     model = nn.MLP([2, 2], seed=0)
     state = model.state_dict()
