@@ -18,7 +18,14 @@ from ..graph import Node, topological_order
 from ..plain import plain_repr
 from ..tensor import Tensor
 from . import labels, lecture, losses, measures, styles, thumbnails
-from .gradients import Step, all_gradients, backward_order, backward_steps, can_differentiate
+from .gradients import (
+    NoGradient,
+    Step,
+    all_gradients,
+    backward_order,
+    backward_steps,
+    can_differentiate,
+)
 from .numeric import NumericCheck, numeric_checks
 from .thumbnails import Picture
 from .view import GraphView, build_view
@@ -91,8 +98,10 @@ def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "TB",
       Arrays with at most ``max_elements`` elements are printed, larger ones summarised
       as min / mean / max with their norm and a heat-map thumbnail (blue negative, red
       positive; integer class labels: the count of each class instead). With a scalar
-      root and a live graph, every tensor's gradient (intermediates too) is computed
-      without touching ``.grad``; otherwise ``.grad`` is shown where set.
+      root, every tensor's gradient (intermediates too) is the gradient of that root,
+      computed without touching ``.grad`` (after ``backward()`` freed the graph, by
+      re-running its ops: ``.grad`` may sum several backward passes); for any other root
+      ``.grad`` is shown where set.
     rankdir: "TB" (top to bottom: the default MLP fits a 16:9 slide), "LR" (left to
       right), "RL" or "BT".
     collapse: one box per module instead of a cluster of its ops and tensors.
@@ -116,7 +125,10 @@ def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "TB",
     needs_steps = "grad" in options.show or numeric or backward_order
     steps = backward_steps(view) if needs_steps and can_differentiate(view) else None
     if "grad" in options.show or numeric:
-        overlay.grads = all_gradients(view, steps)
+        try:
+            overlay.grads = all_gradients(view, steps)
+        except NoGradient as unknown:       # graph freed, and it cannot be re-run
+            overlay.caption = str(unknown)
     if numeric:
         overlay.checks = numeric_checks(view, overlay.grads, max_elements)
     if backward_order:

@@ -1,15 +1,23 @@
 """Gradients for the pictures, all taken from the engine's own backward walker
 (``graph.backward_steps``, run with ``retain_graph=True``): every tensor's gradient,
 intermediates included, without touching ``.grad``, and the backward pass one step at a
-time exactly as ``loss.backward()`` runs it."""
+time exactly as ``loss.backward()`` runs it.
+
+Once ``loss.backward()`` freed the graph, a picture of the loss still shows the gradient
+of that loss, never ``.grad``: ``.grad`` sums every backward pass since it was last
+cleared (gradient accumulation, an earlier batch without ``zero_grad()``) and may have
+been clipped or assigned, and nothing records which. ``replayed_gradients`` re-runs the
+recorded ops on the same values in a graph of its own and walks that one backward."""
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from .. import graph
 from ..graph import Node
+from ..modes import enable_grad
 from ..tensor import Tensor
 from .view import GraphView
 
@@ -52,11 +60,16 @@ def rule_steps(steps: list[Step]) -> list[Step]:
 
 
 def all_gradients(view: GraphView, steps: list[Step] | None = None) -> dict[int, np.ndarray]:
-    """id(tensor) -> d root / d tensor for every tensor a gradient reaches. Without a live
-    graph and a scalar root, the ``.grad`` already stored on tensors is all there is."""
+    """id(tensor) -> d root / d tensor for every tensor a gradient reaches: from ``steps``
+    or a live graph's walker, else (backward() freed the graph) ``replayed_gradients``
+    (a ValueError saying why when the graph cannot be replayed). For a root that is not
+    a scalar loss, the ``.grad`` already stored on tensors is all there is."""
     if steps is None:
-        if not can_differentiate(view):
+        root = view.root
+        if root.node is None or root.size != 1:
             return {id(t): t.grad for t in view.tensors if t.grad is not None}
+        if not view.alive:
+            return replayed_gradients(view)
         steps = backward_steps(view)
     return {id(s.tensor): s.grad for s in steps}
 
@@ -82,3 +95,48 @@ def is_complete(view: GraphView, tensor: Tensor, pending: set[int]) -> bool:
     """A tensor's gradient is final once no op that used it still has to run its backward
     (``pending``: ids of the nodes whose step is still to come)."""
     return not any(id(n) in pending for n in view.consumers(tensor))
+
+
+def _random_draw(node: Node) -> bool:
+    """True when re-running the node would draw other random numbers than its forward did:
+    a zeroing dropout without an int seed (its mask went with the freed buffers), or any op
+    given a numpy Generator."""
+    params = node.params
+    if node.op.name == "dropout":
+        return (bool(params.get("training", True)) and params.get("p", 0.5) != 0
+                and not isinstance(params.get("rng"), numbers.Integral))
+    return any(isinstance(v, np.random.Generator) for v in params.values())
+
+
+class NoGradient(ValueError):
+    """The picture cannot differentiate this loss: the message says why (a picture drawn
+    anyway shows no gradient and this as its caption)."""
+
+
+def replayed_gradients(view: GraphView) -> dict[int, np.ndarray]:
+    """id(tensor) -> d root / d tensor for a scalar root whose graph backward() freed: the
+    recorded ops re-applied, with their parameters, to copies of the leaves' values (the
+    user's tensors and their ``.grad`` untouched), and that graph walked backward. The
+    values are the forward's (``check_one_point`` refused changed ones). NoGradient when
+    an op would draw new random numbers, or the re-run does not give the recorded root:
+    its gradient would be another function's."""
+    why = ("no gradient shown: backward() freed this graph, and .grad may hold other "
+           "backward passes too, so the picture re-runs the ops to differentiate this loss")
+    advice = "draw before loss.backward(), or pass retain_graph=True to it"
+    values: dict[int, Tensor] = {}
+    with enable_grad():
+        for t in view.tensors:
+            node = t.node
+            if node is None:
+                values[id(t)] = Tensor(t._data, requires_grad=t.requires_grad)
+                continue
+            if _random_draw(node):
+                raise NoGradient(f"{why}, but op '{node.op.name}' (node #{node.index}) would "
+                                 f"draw new random numbers; {advice}")
+            values[id(t)] = node.op.apply(*(values[id(i)] for i in node.inputs), **node.params)
+    root = values[id(view.root)]
+    if root.node is None or not np.array_equal(root._data, view.root._data, equal_nan=True):
+        raise NoGradient(f"{why}, but the re-run did not give the recorded loss; {advice}")
+    original = {id(values[id(t)]): id(t) for t in view.tensors}
+    steps = graph.backward_steps([root], [np.ones_like(root._data)])
+    return {original[id(tensor)]: g for tensor, g, _, _ in steps}

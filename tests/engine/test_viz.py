@@ -32,8 +32,9 @@ from handgrad.engine.viz import (
     save_backward_html,
     save_backward_steps,
 )
+from handgrad.engine.viz.drawing import check_lines
 from handgrad.engine.viz.losses import output_delta
-from handgrad.engine.viz.numeric import numeric_checks
+from handgrad.engine.viz.numeric import NumericCheck, numeric_checks
 from handgrad.engine.viz.playback import captioned_frames
 from handgrad.engine.viz.styles import DONE
 from handgrad.engine.viz.view import build_view
@@ -155,12 +156,50 @@ def test_big_tensors_are_summarised_and_show_selects_the_lines():
         draw(a, show=("colour",))
 
 
-def test_after_backward_the_graph_is_freed_and_only_dot_grad_is_shown():
+def test_after_backward_freed_the_graph_the_picture_still_shows_this_losss_gradient():
     loss, _, w, _ = tanh_graph()
+    before = nodes(draw(loss).source)
     loss.backward()
     found = nodes(draw(loss).source)
     assert f"grad [{labels.number(w.grad[0])}, {labels.number(w.grad[1])}]" in found["t1"]
-    assert "grad" not in found["t5"]                 # intermediates keep no .grad
+    assert found == before                           # intermediates too: the ops re-run
+    assert w.grad is not None and loss.node.freed    # .grad and the freed graph untouched
+
+
+def test_a_picture_after_an_accumulating_backward_shows_the_gradient_of_the_loss_drawn():
+    """.grad sums every backward() since it was last cleared: drawn after a second
+    backward without zero_grad, it was shown as "grad" of this loss (b² [-0.06867,
+    0.06867] where this loss's gradient is [-0.04431, 0.04431]), and numeric=True blamed
+    backprop for the difference (2.4e-02). The picture differentiates the loss drawn."""
+    x = engine.Tensor(np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32))
+    y = np.array([0, 1, 1, 0])
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0)
+    nn.CrossEntropyLoss()(model(x[:2]), y[:2]).backward()      # an earlier batch
+    loss = nn.CrossEntropyLoss()(model(x), y)
+    fresh = nodes(draw(loss, model=model).source)
+    loss.backward()
+    bias = model.layers[2].bias
+    accumulated = bias.grad.copy()
+    after = nodes(draw(loss, model=model, numeric=True).source)
+    (true,) = engine.grad(nn.CrossEntropyLoss()(model(x), y), [bias])
+    assert not np.allclose(accumulated, true, atol=1e-3)         # .grad is not this gradient
+    box = after["t6"]
+    assert box.startswith("b² = layers.2.bias") and box.split("\nnumeric")[0] == fresh["t6"]
+    assert f"grad [{labels.number(true[0])}, {labels.number(true[1])}]" in box
+    errors = [float(e) for e in re.findall(r"max \|analytic − numeric\| ([0-9.e+-]+)",
+                                           "\n".join(after.values()))]
+    assert len(errors) == 4 and max(errors) < 1e-6
+    np.testing.assert_array_equal(bias.grad, accumulated)        # the user's .grad untouched
+
+
+def test_a_freed_graph_that_cannot_be_rerun_shows_no_gradient_and_says_why():
+    w = engine.Tensor(np.ones(4), requires_grad=True, name="w")
+    loss = engine.dropout(w, p=0.5, rng=np.random.default_rng(0)).sum()
+    loss.backward()
+    source = draw(loss).source
+    assert "grad" not in "".join(nodes(source).values())
+    assert re.search(r"label=\"no gradient shown: backward\(\) freed this graph.*op "
+                     r"'dropout' \(node #\d+\) would draw new random numbers", source)
 
 
 def test_op_labels_show_parameters_that_differ_from_the_defaults():
@@ -222,9 +261,11 @@ def test_a_scaled_fused_loss_box_states_the_delta_it_sends():
     np.testing.assert_allclose(0.25 * delta.rhs(), sent, rtol=1e-15)     # what the box says
     frames = [nodes(f.source)["op0"] for f in backward_frames(loss)]
     assert "receives\n" in frames[0] and "receives = 0.25" in frames[-1]   # once it arrived
-    loss.backward()                                       # freed: g is not known, only named
-    assert "δ = g·(p − y)/N, N = 2 rows\ng = the gradient the loss receives\n" in \
+    loss.backward()                                       # freed: the ops re-run, g known
+    assert "δ = g·(p − y)/N, N = 2 rows\ng = the gradient the loss receives = 0.25\n" in \
         nodes(draw(loss).source)["op0"]
+    assert "δ = g·(p − y)/N, N = 2 rows\ng = the gradient the loss receives\n" in \
+        nodes(draw(loss, show=("shape",)).source)["op0"]   # no gradients: g only named
     summed = engine.sigmoid_binary_cross_entropy(z, np.ones((2, 2)), reduction="sum")
     box = nodes(draw(summed * 3 + summed).source)["op0"]  # used twice: g = 3 + 1
     assert "δ = g·(σ(z) − y) (reduction sum)\ng = the gradient the loss receives = 4\n" in box
@@ -416,19 +457,21 @@ def test_numeric_needs_a_scalar_root():
 
 
 def test_numeric_without_an_analytic_gradient_compares_with_nothing():
-    """After backward() and zero_grad() the picture has no gradient: the numeric estimate is
-    shown alone (it compared a missing .grad as zeros, "max |analytic − numeric| 8.7e-02")."""
+    """Without an analytic gradient the numeric estimate is shown alone (it compared a
+    missing .grad as zeros, "max |analytic − numeric| 8.7e-02"). After backward() and
+    zero_grad() the picture re-runs the freed graph and has this loss's gradient."""
     model, loss = small_mlp()
     loss.backward()
     true = {p: p.grad.copy() for p in model.parameters()}
     nn.optim.SGD(model.parameters(), lr=1.0).zero_grad()
     found = nodes(draw(loss, model=model, numeric=True, max_elements=4).source)
     boxes = [found[k] for k in ("t1", "t2", "t5", "t6")]   # W¹, b¹, W², b²
-    for box in boxes:
-        assert "max |analytic − numeric|" not in box and "\ngrad" not in box
-        assert box.endswith("no analytic gradient here to compare with")
-    assert any("numeric [" in box for box in boxes)
-    assert any("along a random unit u: numeric d/du" in box for box in boxes)   # 6 > 4 elements
+    assert all("\ngrad" in box and "max |analytic − numeric|" in box for box in boxes)
+    lines = check_lines(NumericCheck(None, np.array([0.5, -0.25])), 4)
+    assert lines == ["numeric [0.5, -0.25]", "no analytic gradient here to compare with"]
+    lines = check_lines(NumericCheck(None, np.array(0.125), direction=np.ones(6)), 4)
+    assert lines == ["along a random unit u: numeric d/du 0.125",
+                     "no analytic gradient here to compare with"]
     view = build_view(loss, model)
     checks = numeric_checks(view, {}, max_elements=6)
     W1 = model.layers[0].weight
