@@ -26,13 +26,14 @@ class OutputDelta:
 
     p: softmax(z) or σ(z), in float64; y: the targets as the engine uses them (integer
     labels one-hot, label smoothing applied); N: the divisor the reduction implies (1 for
-    "sum" and "none"); y_sum: each row's target sum, shape (..., 1), when some row does not
-    sum to 1 (softmax cross-entropy only), else None; formula: the text that states it.
+    "sum" and "none"), a count, so an int (``labels.number`` prints it exactly); y_sum:
+    each row's target sum, shape (..., 1), when some row does not sum to 1 (softmax
+    cross-entropy only), else None; formula: the text that states it.
     """
 
     p: np.ndarray
     y: np.ndarray
-    N: float
+    N: int
     y_sum: np.ndarray | None
     formula: str
 
@@ -112,10 +113,10 @@ def output_delta(node: Node, scaled: bool = False) -> OutputDelta:
             "mean": (rows, f"δ = {_over_n(core, scaled)}, N = {rows} rows{note}"),
             "sum": (1, f"δ = {_times(core, scaled)} (reduction sum){note}")}.get(
             reduction, (1, f"δₙ = ({core})ₙ·gₙ per row (reduction none){note}"))
-        return OutputDelta(_softmax(z64), y, float(n), y_sum, formula)
+        return OutputDelta(_softmax(z64), y, int(n), y_sum, formula)
     p = 0.5 * (1 + np.tanh(0.5 * z64))             # σ(z), without overflow
     n, formula = _bce_formula(z.shape, reduction, scaled)
-    return OutputDelta(p, y_raw.astype(np.float64), float(n), None, formula)
+    return OutputDelta(p, y_raw.astype(np.float64), int(n), None, formula)
 
 
 def _bce_formula(shape: tuple[int, ...], reduction: str, scaled: bool) -> tuple[int, str]:

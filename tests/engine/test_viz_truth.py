@@ -13,11 +13,13 @@ import pytest
 
 from handgrad import engine, nn
 from handgrad.engine.viz import backward_playback, derivation, draw, labels, measures, render
-from handgrad.engine.viz.layers import _matrix, check_line
+from handgrad.engine.viz.gradients import backward_steps, rule_steps
+from handgrad.engine.viz.layers import _matrix, check_line, layer_frames
 from handgrad.engine.viz.lecture import Clause
 from handgrad.engine.viz.losses import output_delta
-from handgrad.engine.viz.playback import captioned_frames
+from handgrad.engine.viz.playback import caption, captioned_frames
 from handgrad.engine.viz.player import STYLE
+from handgrad.engine.viz.view import build_view
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' not installed")
 
@@ -299,3 +301,23 @@ def test_render_refuses_a_format_that_contradicts_the_extension(tmp_path):
         render(picture, tmp_path / "g.jpg")
     assert not list(tmp_path.iterdir())                    # nothing written
     assert render(picture, tmp_path / "g.gv", "dot").read_text() == picture.source
+
+
+# --- 4. the numbers an equation is written with ---------------------------------------------
+
+@pytest.mark.parametrize("op", ["softmax_cross_entropy", "sigmoid_binary_cross_entropy"])
+def test_a_count_divisor_is_printed_exactly(op):
+    """N = 12345 rows was written "(p − y)/1.234e+04" and "÷ 1.234e+04 =" (4 significant
+    digits of a float): not the divisor. A count is an int, printed in full."""
+    rng = np.random.default_rng(0)
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0)
+    z = model(engine.Tensor(rng.standard_normal((12345, 2)).astype(np.float32)))
+    y = rng.integers(0, 2, 12345)
+    loss = (engine.softmax_cross_entropy(z, y) if op == "softmax_cross_entropy"
+            else engine.sigmoid_binary_cross_entropy(z, np.eye(2)[y], reduction="batchmean"))
+    view = build_view(loss, model)
+    steps = rule_steps(backward_steps(view))
+    assert f"({'p' if 'softmax' in op else 'σ(z)'} − y)/12345 = [[" in caption(view, steps, 1)
+    bp1 = layer_frames(loss, model=model)[0][1]
+    assert "÷ 12345 =" in bp1 and "e+04" not in bp1.split("hg-check")[0]
+    assert output_delta(loss.node).N == 12345
