@@ -16,6 +16,8 @@ RULE_WIDTH = 40  # characters per line of a derivative rule in an op box
 VECTOR_ROW = 8   # numbers per row of a long vector (it wraps into aligned rows)
 MAX_CLASSES = 10  # a big integer array (class labels) lists the count of each value up to this
 LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # where str.splitlines breaks a line
+DIGITS = 4       # significant digits of a number in a picture
+MAX_DIGITS = 17  # enough for any float64
 
 
 def one_line(text: str) -> str:
@@ -25,13 +27,32 @@ def one_line(text: str) -> str:
     return "".join(repr(c)[1:-1] if c in LINE_BREAKS else c for c in text)
 
 
-def number(v: Any) -> str:
-    """A number in 4 significant digits: 0.1235, -3, 1.5e-07, True."""
+def number(v: Any, digits: int = DIGITS) -> str:
+    """A number in ``digits`` significant digits: 0.1235, -3, 1.5e-07, True (an int in
+    full)."""
     if isinstance(v, (bool, np.bool_)):
         return str(bool(v))
     if isinstance(v, (int, np.integer)):
         return str(int(v))
-    return f"{float(v):.4g}"
+    return f"{float(v):.{digits}g}"
+
+
+def digits_to_subtract(a: np.ndarray, b: np.ndarray, digits: int = DIGITS) -> int:
+    """The significant digits to print ``a`` with so that (a as printed) − b keeps
+    ``digits`` significant digits of a − b, in every entry: a picture that states
+    "p − y = δ" must hold for the numbers it prints. ``digits`` unless a and b nearly
+    cancel (p = 0.99995892 beside y = 1 printed "1" made "1 − 1" of a δ of −4.108e-05),
+    then one more per power of ten they cancel (at most MAX_DIGITS). Rounding a to k
+    digits moves it by at most half a unit in its k-th digit, so k must reach
+    ``digits`` places below the leading digit of a − b."""
+    a64, b64 = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(b, np.float64))
+    with np.errstate(all="ignore"):
+        gap, size = np.abs(a64 - b64), np.abs(a64)
+        counted = np.isfinite(gap) & (gap > 0) & np.isfinite(size) & (size > 0)
+        if not counted.any():
+            return digits
+        need = np.floor(np.log10(size[counted])) - np.floor(np.log10(gap[counted])) + digits
+    return int(min(max(digits, need.max()), MAX_DIGITS))
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
@@ -44,9 +65,10 @@ def _aligned(rows: list[list[str]]) -> list[str]:
     return [", ".join(c.rjust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
 
 
-def vector_rows(a: np.ndarray, per_row: int = VECTOR_ROW) -> list[list[str]]:
+def vector_rows(a: np.ndarray, per_row: int = VECTOR_ROW, digits: int = DIGITS
+                ) -> list[list[str]]:
     """A vector's numbers (as text) in rows of at most ``per_row``: a long vector wraps."""
-    cells = [number(v) for v in np.asarray(a).reshape(-1)]
+    cells = [number(v, digits) for v in np.asarray(a).reshape(-1)]
     return [cells[i:i + per_row] for i in range(0, len(cells), per_row)] or [[]]
 
 
@@ -62,22 +84,24 @@ def class_counts(a: np.ndarray) -> str | None:
     return "counts " + ", ".join(f"{int(v)}: {int(c)}" for v, c in zip(values, counts, strict=True))
 
 
-def array_lines(a: np.ndarray, max_elements: int) -> list[str]:
-    """The values of a small array (one line per matrix row, numbers right-aligned in
-    columns; a vector longer than VECTOR_ROW wraps into rows), else min / mean / max (an
-    integer array of few distinct values, such as class labels: the count of each)."""
+def array_lines(a: np.ndarray, max_elements: int, digits: int = DIGITS) -> list[str]:
+    """The values of a small array in ``digits`` significant digits (one line per matrix
+    row, numbers right-aligned in columns; a vector longer than VECTOR_ROW wraps into
+    rows), else min / mean / max (an integer array of few distinct values, such as class
+    labels: the count of each)."""
     a = np.asarray(a)
     if a.size <= max_elements and a.ndim == 2:
-        rows = ["[" + r + "]" for r in _aligned([[number(v) for v in row] for row in a])]
+        rows = ["[" + r + "]" for r in _aligned([[number(v, digits) for v in row] for row in a])]
         return [("[" if i == 0 else " ") + r + ("]" if i == len(rows) - 1 else ",")
                 for i, r in enumerate(rows)]
     if VECTOR_ROW < a.size <= max_elements and a.ndim == 1:
-        rows = _aligned(vector_rows(a))
+        rows = _aligned(vector_rows(a, digits=digits))
         return [("[" if i == 0 else " ") + r + ("]" if i == len(rows) - 1 else ",")
                 for i, r in enumerate(rows)]
     if a.size <= max_elements:
         text = np.array2string(a, separator=", ", max_line_width=10**6,
-                               threshold=max_elements + 1, formatter={"all": number})
+                               threshold=max_elements + 1,
+                               formatter={"all": lambda v: number(v, digits)})
         return text.splitlines()
     if a.dtype.kind not in "biuf":
         return [f"{a.dtype} array"]
@@ -89,9 +113,9 @@ def array_lines(a: np.ndarray, max_elements: int) -> list[str]:
     return [f"min {number(lo)}  mean {number(mean)}  max {number(hi)}"]
 
 
-def labelled(title: str, a: np.ndarray, max_elements: int) -> list[str]:
+def labelled(title: str, a: np.ndarray, max_elements: int, digits: int = DIGITS) -> list[str]:
     """``title`` in front of the first line of ``array_lines``."""
-    lines = array_lines(a, max_elements)
+    lines = array_lines(a, max_elements, digits)
     pad = " " * (len(title) + 1)            # continuation rows stay under the first one
     return [f"{title} {lines[0]}", *(pad + line for line in lines[1:])]
 

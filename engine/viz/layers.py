@@ -162,10 +162,12 @@ def heat_map(a: np.ndarray) -> str:
             f'role="img" aria-label="heat map">{"".join(cells)}</svg>')
 
 
-def _matrix(name: str, a: np.ndarray, max_elements: int, summary: str | None = None) -> str:
-    """One named matrix (or vector) as an HTML table (a vector longer than
-    labels.VECTOR_ROW wraps into rows); if big, a heat-map thumbnail with its shape and
-    norm, or the line ``summary`` when one is given (targets: ``target_summary``)."""
+def _matrix(name: str, a: np.ndarray, max_elements: int, summary: str | None = None,
+            digits: int = labels.DIGITS) -> str:
+    """One named matrix (or vector) as an HTML table of numbers in ``digits`` significant
+    digits (a vector longer than labels.VECTOR_ROW wraps into rows); if big, a heat-map
+    thumbnail with its shape and norm, or the line ``summary`` when one is given
+    (targets: ``target_summary``)."""
     a = np.asarray(a)
     head = f'<div class="hg-name">{html.escape(name)}</div>'
     shape = f'<div class="hg-shape">{labels.shape_text(a.shape)}</div>'
@@ -176,8 +178,8 @@ def _matrix(name: str, a: np.ndarray, max_elements: int, summary: str | None = N
         summary = html.escape(labels.array_lines(a, 0)[0])
         return (f'<div>{head}{heat_map(a)}{shape}<div class="hg-shape">‖{html.escape(name)}‖ = '
                 f'{norm}</div><div class="hg-shape">{summary}</div></div>')
-    rows = labels.vector_rows(a) if a.ndim <= 1 else \
-        [[labels.number(v) for v in row] for row in a.reshape(-1, a.shape[-1])]
+    rows = labels.vector_rows(a, digits=digits) if a.ndim <= 1 else \
+        [[labels.number(v, digits) for v in row] for row in a.reshape(-1, a.shape[-1])]
     body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in rows)
     return f'<div>{head}<table class="hg-m" style="{BRACKETS}">{body}</table>{shape}</div>'
 
@@ -306,7 +308,7 @@ def derivation(loss: Tensor) -> list[dict[str, Any]]:
         if layer.index == len(layers):
             out_delta = losses.output_delta(loss.node)
             d.update(p=out_delta.p, y=out_delta.y, N=out_delta.N, y_sum=out_delta.y_sum,
-                     formula=out_delta.formula, rhs=out_delta.rhs())
+                     formula=out_delta.formula, rhs=out_delta.rhs(), digits=out_delta.digits())
         else:
             nxt = layers[layer.index]                    # layer l + 1
             assert layer.act is not None                 # only the output layer has none
@@ -342,9 +344,11 @@ def _slides(loss: Tensor, steps: list[dict[str, Any]], model: Any, max_elements:
             name = "p = softmax(z" + s + ")" if loss.node.op.name == "softmax_cross_entropy" \
                 else f"p = σ(z{s})"
             eq = f"BP1 (output delta): {layer_formula(d['formula'], s)}  (δ{s} = ∂L/∂z{s})"
-            sums = [] if d["y_sum"] is None else [_op("·"), _matrix("Σy", d["y_sum"], m)]
-            y = _matrix("y", d["y"], m, target_summary(loss.node, d["y"]))
-            body = _row(_matrix(name, d["p"], m), *sums, _op("−"), y,
+            p_digits, y_digits = d["digits"]     # enough that (p − y)/N holds as printed
+            sums = [] if d["y_sum"] is None else [_op("·"), _matrix("Σy", d["y_sum"], m,
+                                                                    digits=p_digits)]
+            y = _matrix("y", d["y"], m, target_summary(loss.node, d["y"]), y_digits)
+            body = _row(_matrix(name, d["p"], m, digits=p_digits), *sums, _op("−"), y,
                         _op("=" if d["N"] == 1 else f"÷ {labels.number(d['N'])} ="),
                         _matrix(f"δ{s}", delta, m))
             p_term = d["p"] if d["y_sum"] is None else d["p"] * d["y_sum"]

@@ -39,8 +39,19 @@ class OutputDelta:
 
     def rhs(self) -> np.ndarray:
         """The delta recomputed from p, y and N with the formula shown (float64)."""
-        p = self.p if self.y_sum is None else self.p * self.y_sum
-        return (p - self.y) / self.N
+        return (self.term() - self.y) / self.N
+
+    def term(self) -> np.ndarray:
+        """What y is subtracted from: p, or p·Σy."""
+        return self.p if self.y_sum is None else self.p * self.y_sum
+
+    def digits(self) -> tuple[int, int]:
+        """The significant digits to print p (and Σy) and y with, so that the delta
+        written with the printed numbers holds (``labels.digits_to_subtract``): a
+        confident p = 0.99995892 is no "1" beside y = 1."""
+        term = self.term()
+        return (labels.digits_to_subtract(term, self.y),
+                labels.digits_to_subtract(self.y, term))
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -153,10 +164,11 @@ def fused_loss_lines(node: Node, max_elements: int, incoming: float | None
         g = "" if incoming is None else f" = {labels.number(incoming)}"
         lines.append(f"g = the gradient the loss receives{g}")
     if delta.p.size <= max_elements:
-        lines += (labels.labelled("p", delta.p, max_elements)
-                  + labels.labelled("y", delta.y, max_elements))
+        p_digits, y_digits = delta.digits()
+        lines += (labels.labelled("p", delta.p, max_elements, p_digits)
+                  + labels.labelled("y", delta.y, max_elements, y_digits))
         if delta.y_sum is not None:
-            lines += labels.labelled("Σy", delta.y_sum, max_elements)
+            lines += labels.labelled("Σy", delta.y_sum, max_elements, p_digits)
     return lines
 
 

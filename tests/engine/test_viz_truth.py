@@ -10,13 +10,15 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from handgrad import engine, nn
 from handgrad.engine.viz import backward_playback, derivation, draw, labels, measures, render
 from handgrad.engine.viz.gradients import backward_steps, rule_steps
 from handgrad.engine.viz.layers import _matrix, check_line, layer_frames
 from handgrad.engine.viz.lecture import Clause
-from handgrad.engine.viz.losses import output_delta
+from handgrad.engine.viz.losses import fused_loss_lines, output_delta
 from handgrad.engine.viz.playback import caption, captioned_frames
 from handgrad.engine.viz.player import STYLE
 from handgrad.engine.viz.view import build_view
@@ -321,3 +323,61 @@ def test_a_count_divisor_is_printed_exactly(op):
     bp1 = layer_frames(loss, model=model)[0][1]
     assert "÷ 12345 =" in bp1 and "e+04" not in bp1.split("hg-check")[0]
     assert output_delta(loss.node).N == 12345
+
+
+NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?")
+
+
+def printed(lines: list[str], title: str) -> np.ndarray:
+    """The numbers of the array a box prints under ``title`` ("p [[...]]" and its rows)."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{title} "))
+    block = [lines[start][len(title):]]
+    block += [line for line in lines[start + 1:start + 20] if line.startswith(" ")]
+    block = block[:next((i for i, line in enumerate(block) if i and "]]" in block[i - 1]),
+                        len(block))]
+    return np.array([float(v) for line in block for v in NUMBER.findall(line)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 3), classes=st.integers(2, 3), dtype=st.sampled_from(["float32", "float64"]),
+       op=st.sampled_from(["softmax_cross_entropy", "sigmoid_binary_cross_entropy"]),
+       smoothing=st.sampled_from([0.0, 0.1]), data=st.data())
+def test_the_output_delta_holds_for_the_numbers_printed(rows, classes, dtype, op, smoothing, data):
+    """The rule for every displayed equation: it holds for the displayed numbers to their
+    printed precision. A confident p = 0.99995892 printed "1" beside y = 1 made "(1 − 1)/4"
+    of a δ of −1.028e-05: p and y are printed with the digits (p − y)/N needs, so the delta
+    computed from the printed numbers agrees with the printed δ to 4 significant digits
+    (relative 1e-3), up to the engine's own rounding of p − y in its dtype."""
+    logits = data.draw(st.lists(st.floats(-25, 25, allow_subnormal=False),
+                                min_size=rows * classes, max_size=rows * classes))
+    labels_ = np.array(data.draw(st.lists(st.integers(0, classes - 1), min_size=rows,
+                                          max_size=rows)))
+    z = engine.Tensor(np.array(logits, dtype).reshape(rows, classes), requires_grad=True)
+    if op == "softmax_cross_entropy":
+        loss = engine.softmax_cross_entropy(z, labels_, label_smoothing=smoothing)
+    else:
+        loss = engine.sigmoid_binary_cross_entropy(z, np.eye(classes)[labels_].astype(dtype))
+    lines = fused_loss_lines(loss.node, max_elements=100, incoming=1.0)
+    (engine_delta,) = engine.grad(loss, [z])
+    P, Y = printed(lines, "p"), printed(lines, "y")
+    D = np.array([float(labels.number(v)) for v in engine_delta.reshape(-1)])
+    N = output_delta(loss.node).N
+    eps = float(np.finfo(dtype).eps)
+    allowed = 1e-3 * np.abs(D) + 4 * eps * np.maximum(np.abs(P), np.abs(Y)) / N
+    assert np.all(np.abs((P - Y) / N - D) <= allowed), (lines, D)
+
+
+def test_a_confident_output_is_printed_with_the_digits_its_delta_needs():
+    """bug2: BP1 of a confident output read p 1 − y 1 ÷ 4 = δ −1.028e-05, and the op box
+    p [..., 1] beside y [..., 1]. Both print p = 0.99995892 now; other numbers keep 4."""
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0)
+    model.layers[2].weight = nn.Parameter(np.zeros((3, 2), np.float32))
+    model.layers[2].bias = nn.Parameter(np.array([0.0, 10.1], np.float32))
+    x = engine.Tensor(np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32))
+    loss = nn.CrossEntropyLoss()(model(x), np.array([1, 1, 1, 1]))
+    bp1 = layer_frames(loss, model=model)[0][1]
+    assert bp1.count("<td>0.99995892</td>") == 4 and "<td>1</td>" in bp1   # y stays 1
+    assert bp1.count("<td>-1.028e-05</td>") == 4                            # δ: 4 digits
+    box = label(draw(loss, model=model, max_elements=8).source, "op3")
+    assert "p [[4.1077852e-05, 0.99995892]," in box and "y [[0, 1]," in box
+    assert labels.digits_to_subtract(np.array([0.3, 0.7]), np.array([0.0, 1.0])) == 4
