@@ -26,6 +26,7 @@ from .gradients import (
     backward_steps,
     can_differentiate,
 )
+from .kinks import kink_notes
 from .numeric import NumericCheck, numeric_checks
 from .thumbnails import Picture
 from .view import GraphView, build_view
@@ -77,6 +78,7 @@ class Overlay:
     grads: dict[int, np.ndarray] = field(default_factory=dict)      # id(tensor) -> gradient
     partial: set[int] = field(default_factory=set)      # tensors whose gradient is still summed
     checks: dict[int, NumericCheck] = field(default_factory=dict)   # id(leaf) -> check
+    kinks: dict[int, list[str]] = field(default_factory=dict)  # id(leaf) -> why its check differs
     steps: dict[int, int] = field(default_factory=dict)  # id(node) -> backward step, from 1
     edge_labels: dict[EdgeKey, str] = field(default_factory=dict)
     hot_edges: set[EdgeKey] = field(default_factory=set)  # drawn in the gradient colour
@@ -109,7 +111,8 @@ def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "TB",
       each edge with the shape of the gradient flowing back along it.
     rules: print each op's derivative rule (its ``rule`` attribute; a loss's rule for the
       reduction it used).
-    numeric: beside each leaf's gradient, the central-difference estimate.
+    numeric: beside each leaf's gradient, the central-difference estimate (where they
+      differ because an op's input sits at a kink, such as relu's 0, a note says so).
     model: an nn.Module: names parameters ("layers.0.weight") and labels clusters
       ("layers.0 (Linear 2→3, bias=True)").
     fontsize: points for the text in the boxes (14 reads on a projected 16:9 slide).
@@ -131,6 +134,7 @@ def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "TB",
             overlay.caption = str(unknown)
     if numeric:
         overlay.checks = numeric_checks(view, overlay.grads, max_elements)
+        overlay.kinks = kink_notes(view, overlay.checks)
     if backward_order:
         overlay.steps = step_numbers(view, steps)
         overlay.edge_labels = gradient_shapes(view)
@@ -184,7 +188,7 @@ def tensor_lines(view: GraphView, t: Tensor, options: Options, overlay: Overlay
             thumbs.append((len(lines), np.asarray(a)))
     check = overlay.checks.get(id(t))
     if check is not None:
-        lines += check_lines(check, n)
+        lines += check_lines(check, n) + overlay.kinks.get(id(t), [])
     return lines, thumbs
 
 

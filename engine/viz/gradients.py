@@ -97,7 +97,7 @@ def is_complete(view: GraphView, tensor: Tensor, pending: set[int]) -> bool:
     return not any(id(n) in pending for n in view.consumers(tensor))
 
 
-def _random_draw(node: Node) -> bool:
+def draws_random(node: Node) -> bool:
     """True when re-running the node would draw other random numbers than its forward did:
     a zeroing dropout without an int seed (its mask went with the freed buffers), or any op
     given a numpy Generator."""
@@ -130,7 +130,7 @@ def replayed_gradients(view: GraphView) -> dict[int, np.ndarray]:
             if node is None:
                 values[id(t)] = Tensor(t._data, requires_grad=t.requires_grad)
                 continue
-            if _random_draw(node):
+            if draws_random(node):
                 raise NoGradient(f"{why}, but op '{node.op.name}' (node #{node.index}) would "
                                  f"draw new random numbers; {advice}")
             values[id(t)] = node.op.apply(*(values[id(i)] for i in node.inputs), **node.params)

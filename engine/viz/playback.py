@@ -28,6 +28,7 @@ from .drawing import (
     to_digraph,
 )
 from .gradients import Step, all_gradients, backward_steps, is_complete, received, rule_steps
+from .kinks import kink_notes
 from .layers import layer_frames
 from .numeric import numeric_checks
 from .player import Playback, check_options
@@ -140,10 +141,12 @@ def _step_overlays(loss: Tensor, model: Any, options: Options, numeric: bool, st
     steps = rule_steps(all_steps)              # one frame per op whose rule runs
     n = options.max_elements
     checks = numeric_checks(view, all_gradients(view, all_steps), n) if numeric else {}
+    kinks = kink_notes(view, checks)
     for k in range(0, len(steps) + 2):
         overlay = frame_overlay(view, steps, k, n, stable=stable)
         overlay.checks = {key: c for key, c in checks.items()
                           if key in overlay.grads and key not in overlay.partial}
+        overlay.kinks = {key: kinks[key] for key in overlay.checks if key in kinks}
         text, overlay.caption = overlay.caption or "", None
         yield text, view, overlay
 

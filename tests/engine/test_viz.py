@@ -908,3 +908,29 @@ def test_the_default_mlp_picture_fits_a_16_9_slide(tmp_path, capsys):
     root = ET.parse(out).getroot()
     width, height = (float(root.get(k).removesuffix("pt")) for k in ("width", "height"))
     assert 1.3 <= width / height <= 2.2, (width, height)      # 16:9 is 1.78
+
+
+def test_a_numeric_mismatch_at_a_kink_says_so_next_to_it():
+    """XOR with relu: z¹ = 0 exactly for the (0, 0) corner (zero biases), where the rule
+    takes relu′(0) = 0 and the central difference straddles the kink: b¹ showed analytic vs
+    numeric 7.6e-02 apart with no word why. Its box says so; the others agree (x = 0 in
+    that row, so W¹ does not move z¹ there) and say nothing."""
+    model = nn.MLP([2, 4, 2], activation="relu", seed=0)
+    x = engine.Tensor(np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32))
+    loss = nn.CrossEntropyLoss()(model(x), np.array([0, 1, 1, 0]))
+    found = nodes(draw(loss, model=model, numeric=True).source)
+    error = re.compile(r"max \|analytic − numeric\| ([0-9.e+-]+)")
+    why = "the rule takes one side's slope there, the central\ndifference averages both sides"
+    for box in found.values():
+        if box.startswith("b¹"):
+            assert float(error.search(box).group(1)) > 1e-2
+            assert "\nkink: 4 entries of z¹ (into relu) within h = 1e-06 of it\n" in box
+            assert box.endswith(why + ": both are right")
+        elif box.startswith(("W¹", "W²", "b²")):
+            assert float(error.search(box).group(1)) < 1e-6 and "kink" not in box
+    assert sum(box.startswith(("W", "b")) for box in found.values()) == 4
+    frames = [nodes(f.source) for _, f in captioned_frames(loss, model=model, numeric=True)]
+    assert sum("kink: " in box for box in frames[-1].values()) == 1    # the playback too
+    smooth = nn.MLP([2, 4, 2], activation="tanh", seed=0)
+    tanh_loss = nn.CrossEntropyLoss()(smooth(x), np.array([0, 1, 1, 0]))
+    assert "kink" not in draw(tanh_loss, model=smooth, numeric=True).source
