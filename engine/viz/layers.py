@@ -274,15 +274,30 @@ def _stack(layers: list[Layer], now: int) -> str:
     return '<div class="hg-stack">' + " → ".join(boxes) + "</div>"
 
 
-def _gradient_title(k: int, has_bias: bool) -> tuple[str, list[str]]:
-    """The caption and equations of layer k's gradient slide: BP3 ∂L/∂bˡ = Σₙ δˡ only for
-    a layer with a bias, BP4 ∂L/∂Wˡ = aˡ⁻¹ᵀ δˡ always."""
-    s = sup(k)
-    bp4 = f"BP4: ∂L/∂W{s} = a{sup(k - 1)}ᵀ δ{s}"
-    if not has_bias:
-        return f"layer {k}: BP4 (gradient of W{s}; the layer has no bias)", [bp4]
-    return (f"layer {k}: BP3 and BP4 (gradients of b{s} and W{s})",
-            [f"BP3: ∂L/∂b{s} = Σₙ δ{s}", bp4])
+def _gradient_title(layer: Layer) -> tuple[str, list[str]]:
+    """The caption and lines of layer k's gradient slide: BP3 ∂L/∂bˡ = Σₙ δˡ for a bias,
+    BP4 ∂L/∂Wˡ = aˡ⁻¹ᵀ δˡ for the weight, each only when it has a gradient; a frozen one
+    (requires_grad=False) is said to be frozen instead: backward computes nothing for it."""
+    k, s = layer.index, sup(layer.index)
+    frozen = [f"{name}{s}" for name, t in (("W", layer.W), ("b", layer.b))
+              if t is not None and not t.requires_grad]
+    equations = []
+    if layer.b is not None and layer.b.requires_grad:
+        equations.append((f"BP3: ∂L/∂b{s} = Σₙ δ{s}", f"b{s}"))
+    if layer.W.requires_grad:
+        equations.append((f"BP4: ∂L/∂W{s} = a{sup(k - 1)}ᵀ δ{s}", f"W{s}"))
+    notes = [f"{name} is frozen (requires_grad=False): no gradient, so no "
+             f"{'BP4' if name.startswith('W') else 'BP3'}" for name in frozen]
+    if layer.b is None:
+        notes.append("the layer has no bias")
+    why = [f"{name} is frozen" for name in frozen] + notes[len(frozen):]
+    if not equations:
+        return f"layer {k}: no gradients ({'; '.join(why)})", notes
+    numbers = " and ".join(e.split(":")[0] for e, _ in equations)
+    gradients = " and ".join(name for _, name in equations)
+    plural = "s" if len(equations) > 1 else ""
+    caption = f"layer {k}: {numbers} (gradient{plural} of {gradients}"
+    return caption + "".join(f"; {w}" for w in why) + ")", [e for e, _ in equations] + notes
 
 
 def derivation(loss: Tensor) -> list[dict[str, Any]]:
@@ -386,7 +401,7 @@ def _slides(loss: Tensor, steps: list[dict[str, Any]], model: Any, max_elements:
                               _matrix(f"∂L/∂W{s} ({wname})", d["gW"], m)))
             parts.append(check_line(d["a_prev"].T @ d2, d["gW"], f"∂L/∂W{s}",
                                     np.abs(d["a_prev"].T) @ np.abs(d2), d2.shape[0]))
-        caption, equations = _gradient_title(k, d["layer"].b is not None)
+        caption, equations = _gradient_title(d["layer"])
         eqs = "".join(f'<div class="hg-eq">{html.escape(e)}</div>' for e in equations)
         slides.append((caption,
                        f'<div class="hg-slide">{_stack(layers, k)}{eqs}{"".join(parts)}</div>'))

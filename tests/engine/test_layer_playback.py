@@ -266,3 +266,25 @@ def test_save_backward_html_writes_the_layer_page(tmp_path):
     assert text.startswith("<!DOCTYPE html>") and text.count('class="hg-frame"') == 4
     with pytest.raises(ValueError, match="level must be one of"):
         save_backward_html(loss, tmp_path / "x.html", level="module")
+
+
+def test_a_frozen_weight_or_bias_is_said_to_be_frozen_not_given_an_equation():
+    """A weight or bias with requires_grad=False has no gradient: its slide was titled "BP3
+    and BP4" and stated ∂L/∂b² = Σₙ δ² with no numbers. It says the tensor is frozen."""
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0, dtype=np.float64)
+    model.layers[2].bias.requires_grad = False
+    model.layers[0].weight.requires_grad = False
+    slides = layer_frames(nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y), model=model)
+    assert [cap for cap, _ in slides] == [
+        "layer 2: BP1 (output delta)", "layer 2: BP4 (gradient of W²; b² is frozen)",
+        "layer 1: BP2 (delta recursion)", "layer 1: BP3 (gradient of b¹; W¹ is frozen)"]
+    layer2, layer1 = html.unescape(slides[1][1]), html.unescape(slides[3][1])
+    assert "b² is frozen (requires_grad=False): no gradient, so no BP3" in layer2
+    assert "BP3" not in layer2.replace("so no BP3", "") and "BP4: ∂L/∂W² = a¹ᵀ δ²" in layer2
+    assert "W¹ is frozen (requires_grad=False): no gradient, so no BP4" in layer1
+    assert "BP4" not in layer1.replace("so no BP4", "") and "BP3: ∂L/∂b¹ = Σₙ δ¹" in layer1
+    assert "differs" not in "".join(body for _, body in slides)
+    model.layers[2].weight.requires_grad = False                 # layer 2: nothing to learn
+    caption, body = layer_frames(nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y))[1]
+    assert caption == "layer 2: no gradients (W² is frozen; b² is frozen)"
+    assert "BP3" not in body.replace("so no BP3", "") and "BP4" not in body.replace("so no BP4", "")
