@@ -274,23 +274,33 @@ def _stack(layers: list[Layer], now: int) -> str:
     return '<div class="hg-stack">' + " → ".join(boxes) + "</div>"
 
 
-def _gradient_title(layer: Layer) -> tuple[str, list[str]]:
+def _gradient_title(layer: Layer, layers: list[Layer]) -> tuple[str, list[str]]:
     """The caption and lines of layer k's gradient slide: BP3 ∂L/∂bˡ = Σₙ δˡ for a bias,
     BP4 ∂L/∂Wˡ = aˡ⁻¹ᵀ δˡ for the weight, each only when it has a gradient; a frozen one
-    (requires_grad=False) is said to be frozen instead: backward computes nothing for it."""
+    (requires_grad=False) is said to be frozen instead: backward computes nothing for it.
+    A weight or bias shared by several layers (tied weights) has the sum of their parts."""
     k, s = layer.index, sup(layer.index)
     frozen = [f"{name}{s}" for name, t in (("W", layer.W), ("b", layer.b))
               if t is not None and not t.requires_grad]
-    equations = []
-    if layer.b is not None and layer.b.requires_grad:
-        equations.append((f"BP3: ∂L/∂b{s} = Σₙ δ{s}", f"b{s}"))
-    if layer.W.requires_grad:
-        equations.append((f"BP4: ∂L/∂W{s} = a{sup(k - 1)}ᵀ δ{s}", f"W{s}"))
-    notes = [f"{name} is frozen (requires_grad=False): no gradient, so no "
-             f"{'BP4' if name.startswith('W') else 'BP3'}" for name in frozen]
+    equations, notes = [], []
+    for which, number, tensor in (("b", "BP3", layer.b), ("W", "BP4", layer.W)):
+        if tensor is None or not tensor.requires_grad:
+            continue
+        sharing = _sharing(layer, layers, which)
+        parts = [(f"Σₙ δ{sup(j)}" if which == "b" else f"a{sup(j - 1)}ᵀ δ{sup(j)}")
+                 for j in sharing]
+        equations.append((f"{number}: ∂L/∂{which}{s} = {' + '.join(parts)}", f"{which}{s}"))
+        if len(sharing) > 1:
+            notes.append(f"{which}{s} is one tensor shared by layers "
+                         f"{', '.join(map(str, sharing[:-1]))} and {sharing[-1]}: its "
+                         f"gradient is the sum of their parts")
+    frozen_notes = [f"{name} is frozen (requires_grad=False): no gradient, so no "
+                    f"{'BP4' if name.startswith('W') else 'BP3'}" for name in frozen]
+    why = [f"{name} is frozen" for name in frozen]
     if layer.b is None:
-        notes.append("the layer has no bias")
-    why = [f"{name} is frozen" for name in frozen] + notes[len(frozen):]
+        why.append("the layer has no bias")
+        frozen_notes.append("the layer has no bias")
+    notes = frozen_notes + notes
     if not equations:
         return f"layer {k}: no gradients ({'; '.join(why)})", notes
     numbers = " and ".join(e.split(":")[0] for e, _ in equations)
@@ -298,6 +308,54 @@ def _gradient_title(layer: Layer) -> tuple[str, list[str]]:
     plural = "s" if len(equations) > 1 else ""
     caption = f"layer {k}: {numbers} (gradient{plural} of {gradients}"
     return caption + "".join(f"; {w}" for w in why) + ")", [e for e, _ in equations] + notes
+
+
+def _part(d: dict[str, Any], which: str) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """Layer l's part of the gradient of its ``which`` ("b": Σₙ δˡ, BP3; "W": aˡ⁻¹ᵀ δˡ,
+    BP4): the value, the same on absolute values (for the tolerance), the terms summed into
+    one entry, and how the slide writes it."""
+    k, s = d["l"], sup(d["l"])
+    d2 = d["delta"].reshape(-1, d["delta"].shape[-1])
+    if which == "b":
+        return d2.sum(0), np.abs(d2).sum(0), d2.shape[0], f"Σₙ δ{s}"
+    return (d["a_prev"].T @ d2, np.abs(d["a_prev"].T) @ np.abs(d2), d2.shape[0],
+            f"a{sup(k - 1)}ᵀ δ{s}")
+
+
+def _sharing(layer: Layer, layers: list[Layer], which: str) -> list[int]:
+    """The layers (their numbers) whose W (or b) is this layer's very tensor: tied weights."""
+    mine = layer.W if which == "W" else layer.b
+    return sorted(other.index for other in layers
+                  if (other.W if which == "W" else other.b) is mine)
+
+
+def _gradient_rows(d: dict[str, Any], by_layer: dict[int, dict[str, Any]], which: str,
+                   name: str, m: int) -> list[str]:
+    """BP3 (``which`` "b") or BP4 ("W") of layer l with its numbers and its check. A tensor
+    shared by several layers (tied weights) gets this layer's part, then the sum of every
+    sharing layer's part: what backward accumulates into its gradient."""
+    sharing = _sharing(d["layer"], [e["layer"] for e in by_layer.values()], which)
+    shared = len(sharing) > 1
+    engine_grad = d["gb"] if which == "b" else d["gW"]
+    value, scale, terms, text = _part(d, which)
+    rows = []
+    if which == "W":                                  # the product written out: aˡ⁻¹ᵀ · δˡ
+        result = (_matrix(f"{text} (layer {d['l']}'s part)", value, m) if shared
+                  else _matrix(name, engine_grad, m))
+        rows.append(_row(_matrix(f"a{sup(d['l'] - 1)}ᵀ", d["a_prev"].T, m), _op("·"),
+                         _matrix(f"δ{sup(d['l'])}", d["delta"], m), _op("="), result))
+    if shared:
+        parts = [_part(by_layer[j], which) for j in sharing]
+        terms_shown = [html_part for j, part in enumerate(parts)
+                       for html_part in ([_op("+")] if j else []) + [_matrix(part[3], part[0], m)]]
+        rows.append(_row(*terms_shown, _op("="), _matrix(name, engine_grad, m)))
+        value = np.sum([part[0] for part in parts], axis=0)
+        scale = np.sum([part[1] for part in parts], axis=0)
+        terms = sum(part[2] for part in parts)
+    elif which == "b":
+        rows.append(_row(_matrix(text, value, m), _op("="), _matrix(name, engine_grad, m)))
+    rows.append(check_line(value, engine_grad, name.split(" (")[0], scale, terms))
+    return rows
 
 
 def derivation(loss: Tensor) -> list[dict[str, Any]]:
@@ -349,6 +407,7 @@ def _slides(loss: Tensor, steps: list[dict[str, Any]], model: Any, max_elements:
     assert loss.node is not None             # derivation() refused a loss without a graph
     layers = [d["layer"] for d in reversed(steps)]
     names = {id(p): n for n, p in model.named_parameters()} if model is not None else {}
+    by_layer = {d["l"]: d for d in steps}
     reduction = loss.node.params.get("reduction", "mean")
     m = max_elements
     slides: list[tuple[str, str]] = []
@@ -389,19 +448,11 @@ def _slides(loss: Tensor, steps: list[dict[str, Any]], model: Any, max_elements:
                        f"{html.escape(eq)}</div>{body}{check}</div>"))
         wname = names.get(id(d["layer"].W), f"W{s}")
         parts = []
-        d2 = delta.reshape(-1, delta.shape[-1])
         if d["gb"] is not None:
-            parts.append(_row(_matrix(f"Σₙ δ{s}", d2.sum(0), m), _op("="),
-                              _matrix(f"∂L/∂b{s}", d["gb"], m)))
-            parts.append(check_line(d2.sum(0), d["gb"], f"∂L/∂b{s}", np.abs(d2).sum(0),
-                                    d2.shape[0]))
+            parts += _gradient_rows(d, by_layer, "b", f"∂L/∂b{s}", m)
         if d["gW"] is not None:
-            parts.append(_row(_matrix(f"a{sup(k - 1)}ᵀ", d["a_prev"].T, m), _op("·"),
-                              _matrix(f"δ{s}", delta, m), _op("="),
-                              _matrix(f"∂L/∂W{s} ({wname})", d["gW"], m)))
-            parts.append(check_line(d["a_prev"].T @ d2, d["gW"], f"∂L/∂W{s}",
-                                    np.abs(d["a_prev"].T) @ np.abs(d2), d2.shape[0]))
-        caption, equations = _gradient_title(d["layer"])
+            parts += _gradient_rows(d, by_layer, "W", f"∂L/∂W{s} ({wname})", m)
+        caption, equations = _gradient_title(d["layer"], layers)
         eqs = "".join(f'<div class="hg-eq">{html.escape(e)}</div>' for e in equations)
         slides.append((caption,
                        f'<div class="hg-slide">{_stack(layers, k)}{eqs}{"".join(parts)}</div>'))

@@ -288,3 +288,23 @@ def test_a_frozen_weight_or_bias_is_said_to_be_frozen_not_given_an_equation():
     caption, body = layer_frames(nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y))[1]
     assert caption == "layer 2: no gradients (W² is frozen; b² is frozen)"
     assert "BP3" not in body.replace("so no BP3", "") and "BP4" not in body.replace("so no BP4", "")
+
+
+def test_tied_weights_are_stated_as_shared_with_the_sum_of_both_layers_parts():
+    """Layers 1 and 2 share one weight: backward sums both layers' parts into its gradient,
+    and BP4 with one layer's part said "differs" without saying why. Each slide says the
+    weight is shared by layers 1 and 2, shows this layer's part, then the sum, which
+    equals the engine's gradient."""
+    model = nn.MLP([2, 2, 2], activation="tanh", seed=0, dtype=np.float64)
+    model.layers[2].weight = model.layers[0].weight
+    slides = layer_frames(nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y), model=model)
+    for k, slide in ((2, slides[1][1]), (1, slides[3][1])):
+        text = html.unescape(slide)
+        s = "²" if k == 2 else "¹"
+        assert f"BP4: ∂L/∂W{s} = a⁰ᵀ δ¹ + a¹ᵀ δ²" in text
+        assert f"W{s} is one tensor shared by layers 1 and 2: its gradient is the sum of " \
+               f"their parts" in text
+        assert f"(layer {k}'s part)" in text and "differs" not in text
+        assert f"equals the engine's ∂L/∂W{s}" in text and f"equals the engine's ∂L/∂b{s}" in text
+    assert "shared" not in html.unescape(layer_frames(nn.CrossEntropyLoss()(
+        nn.MLP([2, 2, 2], seed=0)(engine.Tensor(X)), Y))[1][1])
