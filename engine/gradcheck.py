@@ -82,6 +82,33 @@ class GradcheckError(AssertionError):
     """A derivative rule disagrees with finite differences."""
 
 
+def _holds_float(x: Any) -> bool:
+    """Whether a (nested) list or tuple holds a float: a number, a float array or Tensor."""
+    if isinstance(x, (list, tuple)):
+        return any(_holds_float(e) for e in x)
+    if isinstance(x, Tensor):
+        x = x.data
+    return isinstance(x, (float, np.floating)) or (isinstance(x, np.ndarray) and x.dtype.kind == "f")
+
+
+def _list_array(x: list[Any] | tuple[Any, ...], i: int, what: str) -> np.ndarray | None:
+    """A list or tuple input as an array: a float one is differentiated as an ndarray of
+    the same values would be (the function then receives a Tensor in its place); one that
+    is no array of numbers (an index such as ``(slice(0, 2), 1)``, strings) is passed
+    through as given, unless it holds a float, which is never silently left unchecked."""
+    try:
+        arr = np.asarray(x)
+    except ValueError:                  # ragged: no array at all
+        arr = None
+    if arr is not None and arr.dtype.kind != "O":
+        return arr
+    if _holds_float(x):
+        raise ValueError(f"{what}: input {i} is a {type(x).__name__} holding floats that is not "
+                         f"an array of numbers, so it cannot be differentiated: pass an ndarray "
+                         f"(or, for a constant, a Tensor with requires_grad=False)")
+    return None
+
+
 class _Problem:
     """The inputs of a check: float64 copies of the differentiable ones (in the machine's
     byte order, whatever the input's), the rest as given."""
@@ -95,7 +122,8 @@ class _Problem:
         for i, x in enumerate(inputs):
             is_tensor = isinstance(x, Tensor)
             data = x.data if is_tensor else x
-            arr = np.asarray(data) if isinstance(data, (np.ndarray, float, int, np.generic)) else None
+            arr = np.asarray(data) if isinstance(data, (np.ndarray, float, int, np.generic)) \
+                else _list_array(data, i, what) if isinstance(data, (list, tuple)) else None
             if arr is not None and arr.dtype.kind == "f" and (
                     x.requires_grad if is_tensor else True):         # differentiable
                 precision = arr.dtype.newbyteorder("=")   # byte order changes no value
@@ -218,13 +246,15 @@ def gradcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float =
               seed: int = 0, raise_exception: bool = True) -> bool:
     """Check the backward (VJP) rules behind ``fn(*inputs)`` against float64 differences.
 
-    Floating-point arrays, numbers and Tensors with requires_grad=True are differentiated;
-    integer arrays (labels), boolean masks and Tensors with requires_grad=False are passed
-    through unperturbed. Every differentiated input is compared, whatever the rules
-    return: no gradient (None) counts as zeros, against the finite difference (a float
-    target not to be differentiated is passed as a Tensor with requires_grad=False).
-    Nothing to compare (an empty output or inputs) is a ValueError, never a pass.
-    Returns True, or raises GradcheckError naming the input, the
+    Floating-point arrays, numbers, lists and tuples of them (differentiated as the
+    ndarray they make, passed to ``fn`` as a Tensor) and Tensors with requires_grad=True are
+    differentiated; integer arrays (labels), boolean masks, lists that hold no float (an
+    index) and Tensors with requires_grad=False are passed through unperturbed; a list
+    holding floats that makes no array is a ValueError, never skipped. Every differentiated
+    input is compared, whatever the rules return: no gradient (None) counts as zeros,
+    against the finite difference (a float target not to be differentiated is passed as a
+    Tensor with requires_grad=False). Nothing to compare (an empty output or inputs) is a
+    ValueError, never a pass. Returns True, or raises GradcheckError naming the input, the
     element, the analytic and numerical values and the error; with
     ``raise_exception=False`` (as PyTorch's gradcheck) a mismatch returns False instead.
     Errors in the call itself (bad arguments, a function that raises) always raise.

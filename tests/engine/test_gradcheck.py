@@ -72,6 +72,47 @@ def test_float_targets_in_a_nondifferentiable_position_are_passed_as_constants()
         jvpcheck(engine.sigmoid_binary_cross_entropy, [A, y])
 
 
+class SignFlippedMul(engine.Op):
+    """a * b, whose rules give b's derivative the wrong sign."""
+
+    name = "sign_flipped_mul"
+    rule = "d/da = b, d/db = a (written here as -a: a planted bug)"
+
+    def forward(self, ctx, a, b):
+        ctx.save_input(a, b)
+        return a * b
+
+    def backward(self, ctx, grad):
+        a, b = ctx.saved
+        return grad * b, -grad * a
+
+    def jvp(self, ctx, da, db):
+        a, b = ctx.saved
+        return da * b - db * a
+
+
+@pytest.mark.parametrize("given", [list, tuple])
+@pytest.mark.parametrize("check", ["gradcheck", "directional", "jvpcheck", "accuracycheck"])
+def test_a_float_list_input_is_differentiated_not_skipped(check, given):
+    """A list or tuple of floats is an input like the array it makes: b's wrong derivative
+    fails every check. (It was passed through unperturbed and uncompared, and passed.)"""
+    op = SignFlippedMul()
+    args = [X3, given(W3.tolist())]
+    run = {"gradcheck": lambda: gradcheck(op, args, check_forward_mode=True),
+           "directional": lambda: gradcheck(op, args, mode="directional"),
+           "jvpcheck": lambda: jvpcheck(op, args),
+           "accuracycheck": lambda: accuracycheck(op, args)}[check]
+    with pytest.raises(GradcheckError):
+        run()
+    assert gradcheck(engine.mul, [X3, given(W3.tolist())], check_forward_mode=True)
+
+
+def test_lists_without_floats_pass_through_and_ragged_float_lists_are_an_error():
+    assert gradcheck(lambda x, index: x[index].sum(), [A, (slice(0, 2), 1)])
+    with pytest.raises(ValueError, match=r"input 1 is a list holding floats"):
+        gradcheck(lambda x, y: x.sum(), [A, [1.0, [2.0, 3.0]]])
+
+
 class ForgetsW(engine.Op):
     """scale(x, w) = x * w, whose rules forget w: its backward returns None for w's
     gradient, its JVP ignores w's tangent."""
