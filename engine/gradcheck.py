@@ -12,7 +12,13 @@ the same estimate cannot beat ~3e-7 relative, which is why every check runs in f
 
 Modes:
   * "full": the whole Jacobian, column by column (2 forward runs per input element) against
-    one backward run per output element. Exact location of a mismatch; for small inputs.
+    one backward run per output element (jvpcheck: one JVP pass per input element). Exact
+    location of a mismatch; for small inputs. The basis vectors move one element of one
+    input at a time (and a basis cotangent is never negative), which a rule that is not
+    linear (a JVP written as f(a + da, b + db) - f(a, b), a backward taking |grad|) passes;
+    so full mode also compares one random cotangent (tangent) with mixed signs, all
+    outputs (inputs) at once, with the same combination of the numerical Jacobian: one more
+    backward (JVP) pass, no more calls of the function.
   * "directional": one random projection v^T J u, cost independent of size (PyTorch's
     fast mode, Chainer's check_backward). u (over all inputs together) and v are random
     unit vectors. The numerical side is the derivative of ONE scalar function
@@ -210,17 +216,38 @@ def relative_error(analytic: Any, reference: Any) -> float:
     return float(np.max(np.abs(a - r) / np.maximum(np.abs(r), 1.0)))
 
 
-def _compare(what: str, analytic: np.ndarray, numerical: np.ndarray, atol: float, rtol: float,
-             describe: Callable[[tuple[int, ...]], str]) -> float:
+def _compare(what: str, analytic: np.ndarray, numerical: np.ndarray, tolerance: np.ndarray,
+             describe: Callable[[tuple[int, ...]], str], explain: str) -> float:
+    """Entry by entry, |analytic - numerical| <= tolerance (NaN fails); GradcheckError
+    naming the first entry that is not, the values, the error and its tolerance
+    (``explain`` says how the tolerance is made)."""
+    analytic, numerical = np.asarray(analytic), np.asarray(numerical)
     err = np.abs(analytic - numerical)
-    bad = ~(err <= atol + rtol * np.abs(numerical))   # NaN counts as bad
+    tolerance = np.broadcast_to(tolerance, err.shape)
+    bad = ~(err <= tolerance)                 # NaN counts as bad
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise GradcheckError(
             f"{what}: {describe(idx)}: analytic {plain_repr(analytic[idx])} vs numerical "
-            f"{plain_repr(numerical[idx])}, error {err[idx]:.3g} > atol {atol:g} + rtol {rtol:g} "
-            f"* |numerical| ({int(bad.sum())} of {bad.size} entries disagree)")
+            f"{plain_repr(numerical[idx])}, error {err[idx]:.3g} > tolerance {tolerance[idx]:.3g} "
+            f"({explain}) ({int(bad.sum())} of {bad.size} entries disagree)")
     return relative_error(analytic, numerical)
+
+
+def _tolerance(numerical: np.ndarray, atol: float, rtol: float) -> np.ndarray:
+    """How far an analytic derivative may be from ``numerical``, entry by entry."""
+    return atol + rtol * np.abs(numerical)
+
+
+def _explain(atol: float, rtol: float) -> str:
+    return f"atol {atol:g} + rtol {rtol:g} * |numerical|"
+
+
+# The random combinations of full mode compare a rule's result with the same combination
+# of the numerical Jacobian's entries; each entry is within its tolerance, so the
+# combination is within the same combination of the tolerances (weights |v_i|), plus
+# the rounding of the rule's own sum over the products (as in the transpose property).
+COMBINATION_ROUNDING = 1e-10
 
 
 def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -292,7 +319,8 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
         projected = sum(float(np.sum(jtv[k] * u[k])) for k in problem.diff)
         difference = float(np.sum(v * central_difference(problem.along(u), eps)))
         worst = _compare("gradcheck (directional)", np.array(projected), np.array(difference),
-                         atol, rtol, lambda _: "projection v^T J u (unit v, u)")
+                         _tolerance(np.array(difference), atol, rtol),
+                         lambda _: "projection v^T J u (unit v, u)", _explain(atol, rtol))
     else:
         # Analytic Jacobian row by row: backward with each output basis vector.
         n_out = int(np.prod(out_shape))
@@ -302,23 +330,43 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
             e[i] = 1
             for k, g in problem.pullback(out, leaves, e.reshape(out_shape)).items():
                 rows[k][i] = g.ravel()
+        numerical: dict[int, np.ndarray] = {}
         for k in problem.diff:
             x = problem.values[k]
-            numerical = np.zeros((n_out, x.size))
+            numerical[k] = np.zeros((n_out, x.size))
             for j in range(x.size):
                 if mode == "complex":
-                    numerical[:, j] = problem.complex_step(k, j, 1e-20).ravel()
+                    numerical[k][:, j] = problem.complex_step(k, j, 1e-20).ravel()
                 else:
                     d = np.zeros(x.size)
                     d[j] = 1
-                    numerical[:, j] = central_difference(
+                    numerical[k][:, j] = central_difference(
                         problem.along({k: d.reshape(x.shape)}), eps).ravel()
-
-            def describe(idx: tuple[int, ...], k: int = k, shape: tuple[int, ...] = x.shape) -> str:
+        tolerances = {k: _tolerance(numerical[k], atol, rtol) for k in problem.diff}
+        for k in problem.diff:
+            def describe(idx: tuple[int, ...], k: int = k,
+                         shape: tuple[int, ...] = problem.values[k].shape) -> str:
                 return (f"input {k}{problem.hint(k)}, d output{_index(idx[0], out_shape)}"
                         f" / d input{_index(idx[1], shape)}")
-            worst = max(worst, _compare(f"gradcheck ({mode})", rows[k], numerical, atol, rtol,
-                                        describe))
+            worst = max(worst, _compare(f"gradcheck ({mode})", rows[k], numerical[k],
+                                        tolerances[k], describe, _explain(atol, rtol)))
+        # The basis vectors e_i above are never negative and move one output at a time:
+        # a rule that is not linear in its incoming gradient (|grad|, a grad that is
+        # squared, a branch on its sign) agrees with every one of them. One random
+        # cotangent with mixed signs, over all outputs at once, must give the same
+        # combination of the Jacobian's rows (an extra backward pass, no extra calls of fn).
+        v = _random_like(rng, out_shape).ravel()
+        jtv = problem.pullback(out, leaves, v.reshape(out_shape))
+        for k in problem.diff:
+            def where(idx: tuple[int, ...], k: int = k,
+                      shape: tuple[int, ...] = problem.values[k].shape) -> str:
+                return (f"input {k}{problem.hint(k)}, d input{_index(idx[0], shape)} of J^T v "
+                        f"for a random cotangent v with mixed signs (the basis cotangents "
+                        f"agree: is the rule linear in its incoming gradient?)")
+            _compare(f"gradcheck ({mode})", jtv[k].ravel(), numerical[k].T @ v,
+                     tolerances[k].T @ np.abs(v)
+                     + COMBINATION_ROUNDING * (np.abs(rows[k]).T @ np.abs(v)),
+                     where, "the same combination of the entries' tolerances")
 
     if check_forward_mode:
         worst = max(worst, jvpcheck_error(
@@ -332,8 +380,9 @@ def jvpcheck(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float = 
              raise_exception: bool = True) -> bool:
     """Check the forward-mode (JVP) rules behind ``fn(*inputs)`` against float64 differences.
 
-    "full": J e_j for every input element j (one JVP pass each over the recorded graph);
-    "directional": J u for one random tangent u per input. ``raise_exception=False``
+    "full": J e_j for every input element j (one JVP pass each over the recorded graph),
+    then J u for one random tangent u moving all inputs at once (mixed signs), against the
+    same combination of the columns; "directional": J u for one random unit tangent u. ``raise_exception=False``
     returns False on a mismatch instead of raising GradcheckError.
     """
     try:
@@ -356,25 +405,52 @@ def jvpcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: fl
     if not out.requires_grad:
         raise GradcheckError("jvpcheck: the output does not depend on any differentiable input")
 
-    def check(directions: dict[int, np.ndarray], where: str) -> float:
+    def tangent(directions: dict[int, np.ndarray]) -> np.ndarray:
         seeds = {id(leaves[problem.diff.index(k)]): d for k, d in directions.items()}
         (analytic,) = graph.forward_tangents([out], seeds)
-        numerical = central_difference(problem.along(directions), eps)
-        return _compare("jvpcheck", np.asarray(analytic), numerical, atol, rtol,
-                        lambda idx: f"{where}, output{idx}")
+        return np.asarray(analytic)
 
     problem.entries(out)
     if mode == "directional":
-        return check(_unit_directions({k: _random_like(rng, problem.values[k].shape)
-                                       for k in problem.diff}), "random unit tangent")
-    worst = 0.0
+        u = _unit_directions({k: _random_like(rng, problem.values[k].shape) for k in problem.diff})
+        numerical = central_difference(problem.along(u), eps)
+        return _compare("jvpcheck", tangent(u), numerical, _tolerance(numerical, atol, rtol),
+                        lambda idx: f"random unit tangent, output{idx}", _explain(atol, rtol))
+    # The Jacobian column by column: J e_j from the JVP rules and from differences.
+    out_shape, n_out = out.shape, out.size
+    analytic: dict[int, np.ndarray] = {}
+    columns: dict[int, np.ndarray] = {}
     for k in problem.diff:
         x = problem.values[k]
+        analytic[k], columns[k] = np.zeros((n_out, x.size)), np.zeros((n_out, x.size))
         for j in range(x.size):
             d = np.zeros(x.size)
             d[j] = 1
-            worst = max(worst, check({k: d.reshape(x.shape)},
-                                     f"tangent e_{_index(j, x.shape)} of input {k}"))
+            analytic[k][:, j] = tangent({k: d.reshape(x.shape)}).ravel()
+            columns[k][:, j] = central_difference(problem.along({k: d.reshape(x.shape)}), eps).ravel()
+    tolerances = {k: _tolerance(columns[k], atol, rtol) for k in problem.diff}
+    worst = 0.0
+    for k in problem.diff:
+        def describe(idx: tuple[int, ...], k: int = k,
+                     shape: tuple[int, ...] = problem.values[k].shape) -> str:
+            return f"tangent e_{_index(idx[1], shape)} of input {k}, output{_index(idx[0], out_shape)}"
+        worst = max(worst, _compare("jvpcheck", analytic[k], columns[k], tolerances[k], describe,
+                                    _explain(atol, rtol)))
+    # Each e_j moves one element of one input: a rule that is not linear in the tangents
+    # (a JVP written as f(a + da, b + db) - f(a, b), one that handles only one moving
+    # input) agrees with every one of them. One random tangent with mixed signs, all
+    # inputs moving at once, must give the same combination of the columns (one more JVP
+    # pass, no extra calls of fn).
+    u = {k: _random_like(rng, problem.values[k].shape) for k in problem.diff}
+    _compare("jvpcheck", tangent(u).ravel(),
+             sum(columns[k] @ u[k].ravel() for k in problem.diff),
+             sum(tolerances[k] @ np.abs(u[k].ravel())
+                 + COMBINATION_ROUNDING * (np.abs(analytic[k]) @ np.abs(u[k].ravel()))
+                 for k in problem.diff),
+             lambda idx: (f"a random tangent with mixed signs over all inputs at once, output"
+                          f"{_index(idx[0], out_shape)} (the basis tangents agree: is the rule "
+                          f"linear in the tangents?)"),
+             "the same combination of the entries' tolerances")
     return worst
 
 

@@ -324,6 +324,61 @@ def test_wrong_jvp_rules_fail_jvpcheck_and_check_op(op, inputs, spec):
         check_op(op, spec=SPECS[spec], max_examples=30)
 
 
+class SecantJvpMul(engine.Op):
+    """a * b, whose JVP is written as f(a + da, b + db) - f(a, b): right for one moving
+    input, off by da db when both move (not linear in the tangents)."""
+
+    name = "secant_jvp_mul"
+    rule = "d(ab) = da b + a db"
+
+    def forward(self, ctx, a, b):
+        ctx.save_input(a, b)
+        return a * b
+
+    def backward(self, ctx, grad):
+        a, b = ctx.saved
+        return grad * b, grad * a
+
+    def jvp(self, ctx, da, db):
+        a, b = ctx.saved
+        return (a + da) * (b + db) - a * b
+
+
+class AbsGradRelu(engine.Op):
+    """relu whose backward takes |grad|: right for every cotangent >= 0 (the basis ones)."""
+
+    name = "abs_grad_relu"
+    rule = "relu'(x) = [x > 0]"
+
+    def forward(self, ctx, x):
+        ctx.save_input(x)
+        return np.maximum(x, 0)
+
+    def backward(self, ctx, grad):
+        return (np.abs(grad) * (ctx.saved[0] > 0),)
+
+    def jvp(self, ctx, dx):
+        return dx * (ctx.saved[0] > 0)
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_rules_not_linear_in_the_tangent_or_the_cotangent_fail(mode):
+    """Full mode moved one basis vector of one input at a time (and e_i >= 0 for the VJP):
+    both rules agreed with every one of them and passed. It also checks one random
+    direction with mixed signs, all inputs moving at once, as the directional mode does."""
+    x = np.array([-1.3, -0.4, 0.5, 1.7, 2.2])
+    with pytest.raises(GradcheckError, match="random tangent|random unit tangent"):
+        jvpcheck(SecantJvpMul(), [A, B], mode=mode)
+    with pytest.raises(GradcheckError, match="random tangent|random unit tangent"):
+        gradcheck(SecantJvpMul(), [A, B], mode=mode, check_forward_mode=True)
+    with pytest.raises(GradcheckError, match="random cotangent|projection"):
+        gradcheck(AbsGradRelu(), [x], mode=mode)
+    assert gradcheck(SecantJvpMul(), [A, B], mode=mode)         # its VJP is right
+    assert jvpcheck(AbsGradRelu(), [x], mode=mode)              # its JVP is right
+    assert gradcheck(engine.relu, [x], mode=mode, check_forward_mode=True)
+    assert gradcheck(engine.mul, [A, B], mode=mode, check_forward_mode=True)
+
+
 def test_directional_tolerance_still_catches_a_one_percent_error():
     class OnePercentExp(Exp):
         def backward(self, ctx, grad):
