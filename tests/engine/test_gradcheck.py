@@ -728,3 +728,69 @@ def test_composite_graphs_through_relu_catch_an_in_place_mask(monkeypatch):
     monkeypatch.setattr(relu, "backward", MaskInPlaceReLU.backward.__get__(relu))
     with pytest.raises((GradcheckError, ValueError)):
         random_graphs()
+
+
+# --- tolerances that scale with the function -------------------------------------------------
+
+class ScaledCube(engine.Op):
+    """scale x^3, whose rules have the sign ``sign`` (-1: a planted bug)."""
+
+    name = "scaled_cube"
+    rule = "3 scale x^2"
+    scale, sign = 1e-7, -1
+
+    def forward(self, ctx, x):
+        ctx.save_input(x)
+        return self.scale * x ** 3
+
+    def backward(self, ctx, grad):
+        return (self.sign * 3 * self.scale * grad * ctx.saved[0] ** 2,)
+
+    def jvp(self, ctx, dx):
+        return self.sign * 3 * self.scale * dx * ctx.saved[0] ** 2
+
+
+@pytest.mark.parametrize("scale", [1e-7, 1e-30, 1.0, 1e8])
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_a_sign_flip_fails_at_any_scale_and_a_right_rule_passes(scale, mode):
+    """atol was absolute (1e-5): a sign-flipped rule for 1e-7 x^3 passed every check."""
+    x = np.array([-3.0, -1.5, 0.5, 2.0, 3.0])
+    wrong, right = ScaledCube(), ScaledCube()
+    wrong.scale = right.scale = scale
+    right.sign = 1
+    with pytest.raises(GradcheckError):
+        gradcheck(wrong, [x], mode=mode)
+    with pytest.raises(GradcheckError):
+        jvpcheck(wrong, [x], mode=mode)
+    assert gradcheck(right, [x], mode=mode, check_forward_mode=True)
+
+
+def test_derivatives_lost_in_the_rounding_of_big_values_or_zero_with_curvature_pass():
+    """f = 1e6 + 1e-7 x: the difference is rounding (eps 1e6 / h ~ 2e-4), not 1e-7;
+    x^3 at 0: the difference is h^2 (truncation) where the derivative is 0."""
+    x = np.array([-3.0, -1.5, 0.5, 2.0, 3.0])
+    cube = ScaledCube()
+    cube.scale, cube.sign = 1.0, 1
+    for mode in ("full", "directional"):
+        assert gradcheck(lambda a: 1e6 + 1e-7 * a, [x], mode=mode, check_forward_mode=True)
+        assert gradcheck(cube, [np.zeros(4)], mode=mode, check_forward_mode=True)
+    assert gradcheck(cube, [np.zeros(4)], mode="complex", atol=1e-12, rtol=1e-12)
+
+
+def test_check_rule_fails_a_sign_flipped_rule_of_a_small_function_without_accurate_to():
+    from handgrad.engine.testing import check_rule, unary
+    from handgrad.engine.testing import strategies as S
+
+    def forward(x):
+        return 1e-7 * x ** 3, x
+
+    def flipped(dout, cache):
+        return -3e-7 * dout * cache ** 2
+
+    def right(dout, cache):
+        return 3e-7 * dout * cache ** 2
+
+    with pytest.raises(OpCheckError, match="vjp_matches_finite_differences"):
+        check_rule(forward, flipped, sample=unary(S.reals), style="cache", accurate_to=None,
+                   why="a test", max_examples=10)
+    assert check_rule(forward, right, sample=unary(S.reals), style="cache", max_examples=10)
