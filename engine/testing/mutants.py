@@ -62,6 +62,10 @@ class Mutant:
     # Which samples the bug can exist on at all (None: every sample). A mutant that never
     # applied is left out of the report: a bias is 1-D by nature, not by a weak spec.
     applies: Callable[[Sample], bool] | None = None
+    # The input whose gradient the mutant changes (dropped, or a term planted in it; None:
+    # every input's). It can exist only on samples where the rule gives that input a
+    # gradient (not None: a rule returning None for an input has nothing there to change).
+    planted_on: int | None = None
 
 
 def _each(result: tuple[Any, ...], change: Callable[[int, Any], Any]) -> tuple[Any, ...]:
@@ -100,7 +104,7 @@ def mutants_for(op: Op) -> list[Mutant]:
             f"{name} never got a nonzero gradient on the samples drawn (an optional input "
             f"the strategy never draws, or a derivative that is always 0 there)",
             backward=lambda rule, ctx, grad, k=k: _each(
-                rule(ctx, grad), lambda i, g: None if i == k else g)))
+                rule(ctx, grad), lambda i, g: None if i == k else g), planted_on=k))
     for (k, a), (m, b) in zip(inputs, inputs[1:], strict=False):
         found.append(Mutant(
             f"swap {a}, {b}",
@@ -213,19 +217,19 @@ def _generic_only_mutants(inputs: list[tuple[int, str]]) -> list[Mutant]:
             f"{name} was constant (all entries equal) on every sample drawn: draw generic "
             f"samples (distinct entries, engine.testing.strategies.generic)",
             backward=_planted(k, _centred(k)),
-            applies=functools.partial(_has_several_entries, k=k)))
+            applies=functools.partial(_has_several_entries, k=k), planted_on=k))
     for (k, a), (m, b) in zip(inputs, inputs[1:], strict=False):
         found.append(Mutant(
             f"only where equal {a}, {b}",
             f"{a} and {b} were equal on every sample drawn: draw them independently",
-            backward=_planted(k, _gap(k, m))))
+            backward=_planted(k, _gap(k, m)), planted_on=k))
     for k, name in inputs:
         found.append(Mutant(
             f"sum over wrong axis {name}",
             f"{name} was never a square matrix whose row means differ from its column "
             f"means: draw generic square matrices",
             backward=_planted(k, _wrong_axis(k)),
-            applies=functools.partial(_has_square_input, k=k)))
+            applies=functools.partial(_has_square_input, k=k), planted_on=k))
     return found
 
 
@@ -272,6 +276,22 @@ def _same(a: Any, b: Any) -> bool:
         return a is None and b is None
     a, b = np.asarray(a), np.asarray(b)
     return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+def gets_gradient(op: Op, sample: Sample, k: int, seed: int) -> bool:
+    """Whether the op's own backward rule gives input ``k`` a gradient (not None) on this
+    sample: a term planted in a gradient the rule never returns cannot exist (``_each``
+    leaves a None alone)."""
+    args, params = sample
+    if k not in differentiable_positions(op, args):
+        return False
+    leaves, _ = _leaves(op, args)
+    out = op.apply(*leaves, **params)
+    if out.node is None:
+        return False
+    grad = np.random.default_rng(seed).standard_normal(out.shape)
+    result = type(op).backward(op, out.node, grad)
+    return k < len(result) and result[k] is not None
 
 
 def changes_something(op: Op, mutated: Op, mutant: Mutant, sample: Sample, seed: int) -> bool:
@@ -346,6 +366,8 @@ def run_mutants(op: Op, spec: OpSpec | None = None, *, profile: settings | None 
                    mutated: Op = mutated, mutant: Mutant = mutant) -> bool:
             result.examples += 1
             if mutant.applies is not None and not mutant.applies(sample):
+                return False
+            if mutant.planted_on is not None and not gets_gradient(op, sample, mutant.planted_on, seed):
                 return False
             result.applicable += 1
             changed = changes_something(op, mutated, mutant, sample, seed)

@@ -78,3 +78,24 @@ def test_a_mutant_that_cannot_exist_on_the_samples_is_left_out_not_missed():
     assert report.inapplicable == ["sum over wrong axis b"]
     assert [r.mutant.name for r in report.results] == ["sum over wrong axis x"]
     assert report.results[0].caught
+
+
+def test_a_mutant_of_an_input_the_rule_gives_no_gradient_is_left_out_not_missed():
+    """A gate x * [y > 0.5] whose rule returns None for y (its derivative is 0 off the
+    kink) has no gradient of y to drop or plant a term in: those mutants cannot exist, and
+    were reported missed, one of them because "y was constant" (it was not)."""
+    from handgrad.engine.testing import numpy_rule
+
+    def gate(x, y):
+        return x * (y > 0.5), y > 0.5
+
+    def gate_backward(dout, cache):
+        return dout * cache, None
+
+    pairs = st.sampled_from([(3,), (2, 2)]).flatmap(lambda shape: st.tuples(
+        st.tuples(strategies.values(shape), strategies.values(shape, avoid=[0.5])), st.just({})))
+    rule = numpy_rule(gate, gate_backward, sample=pairs)
+    on_y = ["drop y", "cross term dropped y", "sum over wrong axis y"]
+    report = run_mutants(rule.op, rule.spec, profile=PROFILE, only=on_y + ["drop x"])
+    assert sorted(report.inapplicable) == sorted(on_y)
+    assert [(r.mutant.name, r.caught) for r in report.results] == [("drop x", True)]
