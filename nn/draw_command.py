@@ -93,6 +93,8 @@ def output_path(args: argparse.Namespace) -> tuple[Path, str]:
         fmt = "html"
         if suffix in FORMATS:
             raise UsageError(f"--out {out} names a .{suffix} file, but --html writes an HTML page")
+        if out is not None and suffix not in ("html", "htm"):
+            raise UsageError(f"--out {out}: --html writes an HTML page; name it .html")
     else:
         if args.format is not None and suffix in FORMATS and suffix != args.format:
             raise UsageError(f"--format {args.format} contradicts --out {out} (a .{suffix} file)")

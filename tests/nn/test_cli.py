@@ -143,6 +143,8 @@ def test_evaluate_on_a_truncated_checkpoint_is_one_line(tmp_path, capsys):
     (["draw", "--out", "{dir}"], "is a directory; give a file name"),
     (["draw", "--format", "png", "--out", "{dir}/graph.svg"], "--format png contradicts"),
     (["draw", "--html", "--out", "{dir}/graph.svg"], "names a .svg file, but --html"),
+    (["draw", "--html", "--out", "{dir}/page.jpg"], "--html writes an HTML page; name it .html"),
+    (["draw", "--html", "--out", "{dir}/page"], "--html writes an HTML page; name it .html"),
     (["draw", "--html", "--format", "svg"], "--format does not apply to --html"),
     (["draw", "--out", "{dir}/page.html"], "add --html"),
 ])
