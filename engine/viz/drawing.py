@@ -8,6 +8,7 @@ returned Digraph displays inline.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -65,8 +66,10 @@ class Options:
             raise ValueError(f"draw: show may contain {SHOW}, got {unknown}")
         if self.rankdir not in RANKDIRS:
             raise ValueError(f"draw: rankdir must be one of {RANKDIRS}, got {self.rankdir!r}")
-        if self.max_elements < 0:
-            raise ValueError(f"draw: max_elements must be >= 0, got {self.max_elements}")
+        if isinstance(self.max_elements, bool) or not isinstance(self.max_elements, numbers.Integral) \
+                or self.max_elements < 0:
+            raise ValueError(f"draw: max_elements must be an integer >= 0, got "
+                             f"{plain_repr(self.max_elements)}")
         if not isinstance(self.legend, bool):
             raise ValueError(f"draw: legend must be True or False, got {plain_repr(self.legend)}")
 

@@ -581,6 +581,14 @@ def test_playback_max_elements_that_is_not_a_positive_integer_is_refused_by_name
     assert backward_playback(loss, level="layer", model=model, max_elements=1) is not None
 
 
+@pytest.mark.parametrize("value", [-1, 1.5, True, "6"])
+def test_draw_max_elements_that_is_not_an_integer_of_zero_or_more_is_refused_by_name(value):
+    """draw took max_elements=1.5 or True (documented: an integer >= 0)."""
+    with pytest.raises(ValueError, match=rf"draw: max_elements must be an integer >= 0, "
+                                         rf"got {re.escape(repr(value))}$"):
+        draw(fan_out_graph(), max_elements=value)
+
+
 def test_one_frame_per_backward_step_with_the_current_op_highlighted():
     loss = fan_out_graph()
     frames = list(captioned_frames(loss))
