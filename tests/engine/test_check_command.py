@@ -193,9 +193,11 @@ def test_mutants_report_what_a_weak_spec_misses_and_why():
 
 
 def test_every_built_in_op_catches_every_mutant():
-    """All generic mutants of all built-in ops, on the ci profile (25 examples; the ops
-    themselves are checked by test_op_properties)."""
-    profile = settings.get_profile("handgrad-ci")
+    """All generic mutants of all built-in ops, on the ci profile with 40 examples (the ops
+    themselves are checked by test_op_properties). Draws are derandomized from the checker's
+    own source: with 25, one hypothesis version drew add's square inputs as zeros only (the
+    structured share of ``values``), so whether a spec "catches" a mutant turned on luck."""
+    profile = settings(settings.get_profile("handgrad-ci"), max_examples=40)
     missed = {}
     for name, op in sorted(engine.REGISTRY.items()):
         report = run_mutants(op, profile=profile, check_original=False)
