@@ -1048,6 +1048,31 @@ def forward_change(node: "Node", t: "Tensor") -> str | None:
     return None
 
 
+def unwatched(node: "Node", t: "Tensor") -> str | None:
+    """Why ``t`` (a tensor ``node`` read) may hold other values now than at ``node``'s
+    forward pass with nothing able to tell, in words for a caption, or None when every
+    write since would have left a trace ``forward_change`` sees. A freed graph's nodes no
+    longer lock or checksum what they read, so memory an array outside handgrad can write
+    is unwatched from ``backward()`` on: foreign memory (``np.frombuffer``, a memmap), and
+    memory still counting as handed out (``from_numpy`` or ``copy=False`` memory its caller
+    held at the forward pass, an array handed out since) unless a checkpoint taken after
+    that pass, which ``forward_change`` compares, vouches for its values. What a picture
+    asks before it re-runs a freed graph on its leaves' values now."""
+    record = t._memory
+    if record is None:
+        return None
+    if record.foreign:
+        return (f"its memory is not numpy's ({_buffer(record.owner)}: np.frombuffer, "
+                f"np.memmap), which can be written with no numpy array, so nothing records "
+                f"whether it changed after the forward pass")
+    if record.handed_out and _checkpoint_after(record, forward_tick(node)) is None:
+        return ("its memory is shared with an array outside handgrad (from_numpy, "
+                "Tensor(x, copy=False), t.data = array), and a write through that array "
+                "once backward() freed the graph (the next batch loaded into the same "
+                "buffer) leaves no trace")
+    return None
+
+
 def _changed_since(record: MemoryRecord, tick: int) -> bool:
     """Whether the memory was written after ``tick``: a tracked write, or a write through
     an array handed out after it (the checksum of the checkpoint that hand-out took)."""

@@ -7,7 +7,10 @@ Once ``loss.backward()`` freed the graph, a picture of the loss still shows the 
 of that loss, never ``.grad``: ``.grad`` sums every backward pass since it was last
 cleared (gradient accumulation, an earlier batch without ``zero_grad()``) and may have
 been clipped or assigned, and nothing records which. ``replayed_gradients`` re-runs the
-recorded ops on the same values in a graph of its own and walks that one backward."""
+recorded ops on the same values in a graph of its own and walks that one backward. It
+replays only leaves whose values handgrad can vouch for (``memory.unwatched``): a batch
+shared with the caller (``from_numpy``, ``copy=False``) may hold the next batch by then,
+so such a graph is drawn with no gradient and a caption saying why."""
 from __future__ import annotations
 
 import numbers
@@ -17,6 +20,7 @@ import numpy as np
 
 from .. import graph
 from ..graph import Node
+from ..memory import unwatched
 from ..modes import enable_grad
 from ..tensor import Tensor
 from .view import GraphView
@@ -118,11 +122,23 @@ def replayed_gradients(view: GraphView) -> dict[int, np.ndarray]:
     recorded ops re-applied, with their parameters, to copies of the leaves' values (the
     user's tensors and their ``.grad`` untouched), and that graph walked backward. The
     values are the forward's (``check_one_point`` refused changed ones). NoGradient when
-    an op would draw new random numbers, or the re-run does not give the recorded root:
-    its gradient would be another function's."""
+    a leaf's memory could have been written with no trace (``memory.unwatched``: shared
+    with the caller, foreign), an op would draw new random numbers, or the re-run does not
+    give the recorded root: its gradient would be another function's (the root alone
+    cannot tell, when the loss does not depend on the changed values)."""
     why = ("no gradient shown: backward() freed this graph, and .grad may hold other "
            "backward passes too, so the picture re-runs the ops to differentiate this loss")
     advice = "draw before loss.backward(), or pass retain_graph=True to it"
+    for reader in view.nodes:
+        for t in reader.inputs:
+            how = unwatched(reader, t) if t.node is None else None
+            if how is not None:
+                raise NoGradient(
+                    f"no gradient shown: backward() freed this graph (and .grad may hold "
+                    f"other backward passes), and re-running its ops needs the values its "
+                    f"forward pass read, but {view.name(t)} may no longer hold them: {how}. "
+                    f"Draw before loss.backward() (or pass retain_graph=True to it), or make "
+                    f"the batch with Tensor(x), which copies it")
     values: dict[int, Tensor] = {}
     with enable_grad():
         for t in view.tensors:

@@ -202,6 +202,46 @@ def test_a_freed_graph_that_cannot_be_rerun_shows_no_gradient_and_says_why():
                      r"'dropout' \(node #\d+\) would draw new random numbers", source)
 
 
+def _buffer_loss(x):
+    """mse(x @ W, y) with W zero-initialised, backward() run: the loss (0.5) does not
+    depend on x, its gradient with respect to W does."""
+    W = engine.Tensor(np.zeros((2, 1)), requires_grad=True, name="W")
+    loss = engine.mse(x @ W, np.array([[1.0], [0.0]]))
+    loss.backward()
+    return loss, W
+
+
+def test_a_freed_graph_reading_a_shared_batch_buffer_shows_no_gradient_and_says_why():
+    """The next batch loaded into a buffer shared with from_numpy after backward() (a
+    write handgrad cannot see once the graph is freed): the re-run gave W's gradient
+    [-10, -20] for a loss whose gradient is [-1, -2], and the equal loss let it through."""
+    buf = np.array([[1.0, 2.0], [3.0, 4.0]])
+    x = engine.from_numpy(buf)
+    x.name = "x"
+    loss, W = _buffer_loss(x)
+    np.testing.assert_array_equal(W.grad.ravel(), [-1, -2])
+    buf[:] = [[10.0, 20.0], [30.0, 40.0]]                 # the next batch
+    source = draw(loss).source
+    assert "grad" not in "".join(nodes(source).values())
+    assert re.search(r"label=\"no gradient shown: backward\(\) freed this graph.*but x may "
+                     r"no longer hold them: its memory is shared with an array outside "
+                     r"handgrad.*Draw before loss.backward\(\).*Tensor\(x\), which copies",
+                     source)
+    frames = np.frombuffer(bytearray(np.ones(4).tobytes())).reshape(2, 2)   # foreign memory
+    loss, _ = _buffer_loss(engine.Tensor(frames, copy=False))
+    assert "memory is not numpy's (it belongs to a bytearray" in draw(loss).source
+
+
+@pytest.mark.parametrize("make", [engine.Tensor, engine.adopt], ids=["Tensor", "adopt"])
+def test_a_freed_graph_reading_a_copied_or_adopted_batch_still_shows_its_gradient(make):
+    buf = np.array([[1.0, 2.0], [3.0, 4.0]])
+    x = make(buf if make is engine.Tensor else buf.copy())
+    loss, W = _buffer_loss(x)
+    buf[:] = [[10.0, 20.0], [30.0, 40.0]]                 # Tensor(buf) copied it
+    assert "grad [[-1],\n      [-2]]" in nodes(draw(loss).source)["t1"]
+    np.testing.assert_array_equal(W.grad.ravel(), [-1, -2])
+
+
 def test_op_labels_show_parameters_that_differ_from_the_defaults():
     a = engine.Tensor(np.ones((2, 3)), requires_grad=True)
     found = nodes(draw(a.softmax(axis=0).sum(axis=1).mean()).source)
