@@ -794,3 +794,56 @@ def test_check_rule_fails_a_sign_flipped_rule_of_a_small_function_without_accura
         check_rule(forward, flipped, sample=unary(S.reals), style="cache", accurate_to=None,
                    why="a test", max_examples=10)
     assert check_rule(forward, right, sample=unary(S.reals), style="cache", max_examples=10)
+
+
+class WeightedByAbs(engine.Op):
+    """W x elementwise, W = [1e6, -1e-3]; ``wrong``: the rules use |W| (the tiny entry's
+    derivative sign-flipped)."""
+
+    name = "weighted_by_abs"
+    rule = "W"
+    W = np.array([1e6, -1e-3])
+    wrong = True
+
+    def forward(self, ctx, x):
+        return self.W * x
+
+    def weight(self):
+        return np.abs(self.W) if self.wrong else self.W
+
+    def backward(self, ctx, grad):
+        return (grad * self.weight(),)
+
+    def jvp(self, ctx, dx):
+        return dx * self.weight()
+
+
+def test_a_sign_flip_of_a_tiny_entry_beside_a_huge_one_fails():
+    """atol was scaled by the largest derivative of the input's block (1e6): the -1e-3
+    entry, sign-flipped, passed with an allowed error of 10 (PyTorch's gradcheck fails it)."""
+    x = np.array([0.3, 0.7])
+    wrong, right = WeightedByAbs(), WeightedByAbs()
+    right.wrong = False
+    with pytest.raises(GradcheckError, match=r"d output\(1,\) / d input\(1,\)"):
+        gradcheck(wrong, [x])
+    with pytest.raises(GradcheckError, match=r"output\(1,\)"):
+        jvpcheck(wrong, [x])
+    with pytest.raises(GradcheckError):
+        gradcheck(wrong, [x], mode="directional", check_forward_mode=True)
+    for mode in ("full", "directional"):
+        assert gradcheck(right, [x], mode=mode, check_forward_mode=True)
+
+
+@pytest.mark.parametrize("fn,mode", [
+    (lambda x: (x - x.mean()).sum(), "complex"),
+    (lambda x: engine.softmax(x).sum(), "complex"),
+    (lambda x: x * 0.7 / 0.7 - x, "directional"),
+    (lambda x: x * 0.7 / 0.7 - x, "full"),
+], ids=["centred sum", "softmax sum", "x 0.7 / 0.7 - x", "x 0.7 / 0.7 - x, full"])
+def test_a_derivative_that_is_zero_by_cancellation_passes(fn, mode):
+    """The derivative is 0, its terms are not: the rules and the complex step give a few
+    eps of them (7.5e-17), which a tolerance scaled by the derivatives (0) refused."""
+    x = np.array([0.3, -0.7, 1.2])
+    assert gradcheck(fn, [x], mode=mode, check_forward_mode=mode != "complex")
+    if mode != "complex":
+        assert jvpcheck(fn, [x], mode=mode)
