@@ -451,7 +451,7 @@ class Tensor(OpMethods):
     def _write_checks(self, other: Any, symbol: str, instead: str) -> np.ndarray:
         """What every in-place write checks first: refused on a tensor that requires grad
         while the graph is recorded, and inside a capture; the operand as an array (a
-        Python int beyond int64 as a float for a float tensor)."""
+        Python int as numpy 2 takes it: ``_python_int``)."""
         if self._requires_grad and STATE.grad_enabled:
             if self.node is None:
                 raise RuntimeError(
@@ -464,14 +464,34 @@ class Tensor(OpMethods):
                 f"of graph tensors are not supported; write {instead} instead.")
         if STATE.tape is not None:               # no op runs: a replay would skip the write
             STATE.tape.in_place(self, symbol, instead)
-        value: np.ndarray = other._data if isinstance(other, Tensor) else np.asarray(other)
-        if value.dtype.kind == "O" and huge_int(other):   # beyond int64: as an operand of an op
-            if self.dtype.kind not in "fc" or not math.isfinite(int_as_float(other)):
-                raise OverflowError(f"{symbol}: the integer {huge_int_text(other)} is too large "
-                                    f"for {'float64' if self.dtype.kind in 'fc' else 'int64'}, "
-                                    f"and {self.describe()} keeps its dtype")
-            value = np.asarray(int_as_float(other))       # a float tensor takes it as a float
-        return value
+        if isinstance(other, Tensor):
+            return other._data
+        if isinstance(other, int) and not isinstance(other, bool):
+            return self._python_int(other, symbol)
+        return np.asarray(other)
+
+    def _python_int(self, x: int, symbol: str) -> np.ndarray:
+        """A Python int written into this tensor, as numpy 2 takes it (NEP 50): it has no
+        dtype of its own, so an integer tensor gives it its dtype and it must fit it
+        (``uint8_t[0] = 1`` is fine, ``int8_t[0] = 300`` an OverflowError, never a wrapped
+        44); a float tensor takes it as a float (beyond int64 too, not beyond float64)."""
+        dtype = self.dtype
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if not info.min <= x <= info.max:
+                raise OverflowError(
+                    f"{symbol}: the integer {huge_int_text(x)} is too "
+                    f"{'large' if x > 0 else 'small'} for {dtype} ({info.min} to {info.max}), "
+                    f"and {self.describe()} keeps its dtype in an in-place write; convert the "
+                    f"tensor first (t.astype(...)), or build a new tensor")
+            return np.array(x, dtype)
+        if -2**63 <= x < 2**64:
+            return np.asarray(x)       # bool: refused by the dtype checks, as an int64 is
+        if dtype.kind not in "fc" or not math.isfinite(int_as_float(x)):
+            raise OverflowError(f"{symbol}: the integer {huge_int_text(x)} is too large "
+                                f"for {'float64' if dtype.kind in 'fc' else 'int64'}, "
+                                f"and {self.describe()} keeps its dtype")
+        return np.asarray(int_as_float(x))       # a float tensor takes it as a float
 
     # --- comparisons -------------------------------------------------------------------
     # Elementwise, like numpy and PyTorch: boolean tensors outside the graph (masks for

@@ -318,6 +318,45 @@ def test_item_assignment_writes_like_in_place_arithmetic_or_refuses_before_writi
     np.testing.assert_array_equal(w.data, [10, 20, 0])
 
 
+def test_a_python_int_written_in_place_takes_the_tensor_dtype_and_must_fit_it():
+    """The int went through np.asarray (int64, or uint64 from 2**63) and a same_kind cast:
+    int8 `x[0] = 300` and `x += 300` wrapped to 44, int64 `y[0] = 2**64 - 1` to -1, while
+    uint8 `u[0] = 1` was refused (int64 does not fit uint8). As in numpy 2 (NEP 50) and
+    PyTorch, a Python int takes an integer tensor's dtype and must fit it."""
+    x = Tensor(np.zeros(3, np.int8))
+    y = Tensor(np.array([1, 2]))
+    refused = [
+        (x, lambda: x.__setitem__(0, 300), r"^t\[\.\.\.\] =: the integer 300 is too large for int8 "
+                                            r"\(-128 to 127\)"),
+        (x, lambda: operator.iadd(x, 300), r"^\+=: the integer 300 is too large for int8"),
+        (x, lambda: x.__setitem__(slice(None), -129), r"the integer -129 is too small for int8"),
+        (y, lambda: y.__setitem__(0, 2**64 - 1), r"the integer 18446744073709551615 is too large "
+                                                 r"for int64"),
+        (y, lambda: operator.isub(y, 2**63), r"^-=: the integer 9223372036854775808 is too large"),
+    ]
+    for t, write, message in refused:
+        before, stamp = t.numpy(copy=True), engine.write_stamp(t)
+        with pytest.raises(OverflowError, match=message):
+            write()
+        assert engine.write_stamp(t) == stamp       # nothing written, nothing stamped
+        np.testing.assert_array_equal(t.numpy(copy=True), before)
+    u = Tensor(np.zeros(3, np.uint8))
+    u[0] = 1
+    u[1:] = 255
+    u += 1                                          # computed in uint8, as in numpy
+    u[2] *= 2
+    assert u.dtype == np.uint8
+    np.testing.assert_array_equal(u.numpy(), [2, 0, 0])
+    x[0] = 127
+    x[1] = -128
+    np.testing.assert_array_equal(x.numpy(), [127, -128, 0])
+    big = Tensor(np.zeros(2, np.uint64))
+    big[0] = 2**64 - 1
+    assert big.numpy()[0] == 2**64 - 1
+    with pytest.raises(TypeError, match=r"a value of dtype float64 does not fit"):
+        x[0] = 1.0                                  # a float into an integer tensor: as before
+
+
 def test_load_state_dict_between_forward_and_backward_is_caught():
     model = nn.MLP([2, 2], seed=0)
     state = model.state_dict()
