@@ -427,21 +427,28 @@ class Tensor(OpMethods):
             index = tuple(i._data if isinstance(i, Tensor) else i for i in index)
         elif isinstance(index, Tensor):
             index = index._data
+        # numpy's own rules, tried first on a stand-in of t's shape and dtype whose elements
+        # all share one scratch element (no copy of t): a value numpy refuses is refused here,
+        # before the write is stamped. (Its rules are irregular: a (1,) value fits a slice of
+        # one element but not an element; a boolean mask takes a value of at most 1 dimension.)
+        scratch = np.ndarray(self.shape, self.dtype, np.empty(1, self.dtype),
+                             strides=(0,) * self.ndim)
         try:
-            target = np.shape(self._data[index])        # a bad index raises before any write
+            target = np.shape(scratch[index])           # a bad index raises before any write
         except IndexError as e:
             raise IndexError(f"{symbol}: index {plain_repr(index)} is invalid for "
                              f"{self.describe()}: {e}") from None
-        extra = array.ndim - len(target)         # numpy drops leading axes of length 1
         try:
-            fits = all(n == 1 for n in array.shape[:max(extra, 0)]) and \
-                np.broadcast_shapes(array.shape[max(extra, 0):], target) == target
-        except ValueError:
-            fits = False
-        if not fits:
+            with np.errstate(all="ignore"):
+                scratch[index] = array
+        except (ValueError, TypeError):
+            one = "; an element takes a single number" if target == () else ""
             raise ValueError(f"{symbol}: a value of shape {array.shape} cannot be written "
                              f"into {self.describe()} at index {plain_repr(index)}, which "
-                             f"selects shape {target}")
+                             f"selects shape {target}{one}") from None
+        if not memory.can_write(self):            # read-only memory of the caller's
+            raise ValueError(f"{symbol}: cannot write into {self.describe()}: its memory is "
+                             f"read-only (a broadcast view, a buffer); copy it first")
         with memory.writing(self) as (data,):      # stamped again once numpy has written
             try:
                 data[index] = array

@@ -318,6 +318,39 @@ def test_item_assignment_writes_like_in_place_arithmetic_or_refuses_before_writi
     np.testing.assert_array_equal(w.data, [10, 20, 0])
 
 
+def test_an_item_assignment_numpy_refuses_is_refused_before_the_write_is_stamped():
+    """`w[0] = np.array([0.1])` (a (1,) value into one element) passed the engine's shape
+    check, then numpy refused it inside the tracked write: nothing changed, yet the graph
+    that saved w raised "modified by an in-place operation" in its backward. So did a 2-D
+    value under a boolean mask (numpy's TypeError) and a write into read-only memory."""
+    x = leaf([1.0, 2.0, 3.0])
+    w = Tensor([1.0, 1.0, 1.0])
+    m = Tensor(np.ones((2, 2)))
+    r = Tensor(np.broadcast_to(np.ones(1), (3,)), copy=False)
+    loss = (x * w).sum()                            # saves w
+    refused = [
+        (w, lambda: w.__setitem__(0, np.array([0.1])), r"^t\[\.\.\.\] =: a value of shape "
+         r"\(1,\) cannot be written into Tensor of shape \(3,\).* at index 0, which selects "
+         r"shape \(\); an element takes a single number"),
+        (m, lambda: m.__setitem__((1, 0), [[2.0]]), r"value of shape \(1, 1\) cannot be written"),
+        (m, lambda: m.__setitem__(np.ones((2, 2), bool), np.ones((1, 4))),
+         r"(?s)value of shape \(1, 4\) cannot be written .* selects shape \(4,\)"),
+        (r, lambda: r.__setitem__(0, 2.0), r"^t\[\.\.\.\] =: cannot write into .* read-only"),
+    ]
+    for t, write, message in refused:
+        before, stamp = t.numpy(copy=True), engine.write_stamp(t)
+        with pytest.raises(ValueError, match=message):
+            write()
+        assert engine.write_stamp(t) == stamp       # nothing written, nothing stamped
+        np.testing.assert_array_equal(t.numpy(copy=True), before)
+    loss.backward()                                 # w never changed
+    np.testing.assert_array_equal(x.grad, np.ones(3))
+    w[0:1] = np.array([[0.5]])                      # a slice of one element takes it, as in numpy
+    m[m.numpy() > 0] = np.array([4.0])
+    np.testing.assert_array_equal(w.numpy(), [0.5, 1, 1])
+    np.testing.assert_array_equal(m.numpy(), np.full((2, 2), 4.0))
+
+
 def test_a_python_int_written_in_place_takes_the_tensor_dtype_and_must_fit_it():
     """The int went through np.asarray (int64, or uint64 from 2**63) and a same_kind cast:
     int8 `x[0] = 300` and `x += 300` wrapped to 44, int64 `y[0] = 2**64 - 1` to -1, while
