@@ -390,18 +390,19 @@ class Op:
         and in ``_float_dtype``; their conversion is made again at every replay."""
         loose = STATE.tape.arrays if STATE.tape is not None else ()
         values: list[Tensor | np.ndarray] = []
-        huge = -1                       # a Python int beyond int64 (the last one), if any
+        huge = -1                       # a Python int outside int64 (the last one), if any
         for i, x in enumerate(inputs):
             if isinstance(x, Tensor):
                 values.append(x)
                 continue
             array = self._constant_array(i, x)
-            if array.dtype.kind == "O":            # only such an int gets here
+            kind = array.dtype.kind
+            if kind == "O" or (kind == "u" and i not in self.nondiff and huge_int(x)):
                 huge, array = i, np.array(0)       # an integer in _float_dtype's eyes
             values.append(array)
         ref = self._float_dtype(values, loose)
         if huge >= 0:
-            values[huge] = self._huge_int(huge, inputs[huge], ref)
+            values[huge] = self._huge_int(huge, inputs[huge], ref, values, inputs)
         out = []
         for i, x in enumerate(values):
             if isinstance(x, Tensor):
@@ -434,15 +435,25 @@ class Op:
             check_dtype(array.dtype, f"{self.name}: input {i}")
         return array
 
-    def _huge_int(self, i: int, x: int, ref: np.dtype | None) -> np.ndarray:
-        """Input ``i``, a Python int beyond int64: a float constant in a differentiable
+    def _huge_int(self, i: int, x: int, ref: np.dtype | None, values: Sequence[Any],
+                  inputs: Sequence[Any]) -> np.ndarray:
+        """Input ``i``, a Python int outside int64: a float constant in a differentiable
         position next to a floating-point operand (it takes that dtype, as a Python number
-        does in numpy and PyTorch: ``float32_tensor + 2**70`` is float32); otherwise an
-        OverflowError, as numpy and PyTorch give: making integer arithmetic float64 behind
-        the user's back would change the result's dtype for one large constant."""
+        does in numpy and PyTorch: ``float32_tensor + 2**70`` is float32); a uint64 constant
+        where the other operands are uint64 and it fits (numpy 2: a Python int takes the
+        other operands' dtype); otherwise an OverflowError, as numpy and PyTorch give:
+        ``np.array(2**63)`` is uint64, and making integer arithmetic float64 (int64 with
+        uint64) behind the user's back would change the result's dtype for one constant."""
         as_float = int_as_float(x)
         if ref is not None and i not in self.nondiff and math.isfinite(as_float):
             return np.array(as_float)
+        fits_uint64 = 0 <= x < 2**64
+        if fits_uint64 and ref is None and i not in self.nondiff:
+            others = [v._data.dtype if isinstance(v, Tensor) else v.dtype
+                      for j, v in enumerate(values) if j != i and j not in self.nondiff
+                      and type(inputs[j]) not in (int, float, complex)]   # weak, as in numpy
+            if others and np.result_type(*others) == np.uint64:
+                return np.array(x, np.uint64)
         if ref is not None and i not in self.nondiff:
             raise self.error(f"input {i}, the integer {huge_int_text(x)}, is too large even "
                              f"for float64", OverflowError)
@@ -450,8 +461,10 @@ class Op:
         if i not in self.nondiff and math.isfinite(as_float):
             hint = (f"; no floating-point operand gives it a float dtype: write it as a float "
                     f"({as_float:.6g}) or convert the integer tensor first (t.astype(np.float64))")
+        why = ("it fits uint64 alone, and the other operands are not uint64" if fits_uint64
+               else "numpy has no integer dtype that holds it")
         raise self.error(f"input {i}, the integer {huge_int_text(x)}, is too large for int64 "
-                         f"(numpy has no integer dtype that holds it){hint}", OverflowError)
+                         f"({why}){hint}", OverflowError)
 
     def _float_dtype(self, values: list[Tensor | np.ndarray],
                      loose: Collection[int] = ()) -> np.dtype | None:

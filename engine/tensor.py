@@ -565,9 +565,10 @@ def check_dtype(dtype: np.dtype, what: str) -> None:
 
 
 def huge_int(x: Any) -> bool:
-    """A Python int beyond int64 and uint64, which numpy has no integer dtype for
-    (``np.array(2**70)`` is an object array)."""
-    return isinstance(x, int) and not isinstance(x, bool) and not -2**63 <= x < 2**64
+    """A Python int outside int64: ``np.array(2**63)`` is uint64 (which int64 operands
+    would make float64), ``np.array(2**70)`` an object array (numpy has no integer dtype
+    for it)."""
+    return isinstance(x, int) and not isinstance(x, bool) and not -2**63 <= x < 2**63
 
 
 def huge_int_text(x: int) -> str:

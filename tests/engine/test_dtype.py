@@ -287,3 +287,28 @@ def test_a_python_int_beyond_int64_takes_the_float_operands_dtype_or_is_refused_
     with pytest.raises(OverflowError, match=r"^Tensor: the integer 1180591620717411303424 is "
                                             r"too large for int64.*as a float \(1\.18059e\+21\)"):
         Tensor(2**70)
+
+
+def test_a_python_int_from_2_to_the_63_is_refused_with_integer_operands_unless_uint64():
+    """np.array(2**63) is uint64, so `int64_tensor + 2**63` slipped past the huge-int rule
+    (threshold 2**64) and came out float64, the +1 and +2 lost. As in numpy 2, a Python int
+    takes the other operands' dtype: it must fit int64 there, fits uint64 next to uint64
+    operands, and takes a float operand's dtype."""
+    i = Tensor([1, 2])
+    too_large = r"the integer 9223372036854775808, is too large for int64 \(it fits uint64 alone"
+    with pytest.raises(OverflowError, match=r"^add: input 1, " + too_large):
+        i + 2**63
+    with pytest.raises(OverflowError, match=r"^mul: input 0, the integer 18446744073709551615, "
+                                            r"is too large for int64"):
+        (2**64 - 1) * i
+    with pytest.raises(OverflowError, match=r"^add: input 1, " + too_large):
+        Tensor([True, False]) + 2**63
+    u = Tensor(np.array([1, 2], np.uint64))
+    for y in (u + 2**63, 2**63 + u):
+        assert y.dtype == np.uint64
+        np.testing.assert_array_equal(y.data, np.array([2**63 + 1, 2**63 + 2], np.uint64))
+    x = Tensor(np.array([1.0, 2.0], np.float32))
+    assert (x + 2**63).dtype == np.float32
+    np.testing.assert_array_equal((i + (-2**63)).data,
+                                  [1 - 2**63, 2 - 2**63])     # -2**63 fits int64
+    assert Tensor(2**63).dtype == np.uint64                 # alone it is numpy's uint64
