@@ -13,14 +13,12 @@ the same estimate cannot beat ~3e-7 relative, which is why every check runs in f
 The tolerance scales with the function (``_tolerance``): an analytic entry a may differ
 from the numerical one n by
 
-    rtol |n|  +  atol min(S, 1)  +  4 eps_mach M / h  +  4 eps_mach T / X
+    rtol |n|  +  atol S  +  4 eps_mach M / h
 
 S is the size of the derivatives compared (the largest |n| of the input's block of the
-Jacobian), so atol shrinks with it: as tight for 1e-7 x^3 as for x^3 (a fixed atol of
-1e-5 passed a sign-flipped rule for any function whose derivatives are below 5e-6). It
-never grows past PyTorch's absolute atol (S capped at 1): S comes from the whole block,
-and a huge entry says nothing about a small one's error (W x with W = [1e6, -1e-3] let a
-sign-flipped -1e-3 pass with an allowed error of 10). Truncation scales with the
+Jacobian), so atol is relative to it: absolute for derivatives of size 1 (PyTorch's
+atol), and as tight for 1e-7 x^3 as for x^3 (a fixed atol of 1e-5 passed a sign-flipped
+rule for any function whose derivatives are below 5e-6). Truncation scales with the
 function too (h^2 |f'''| / 6 ~ 1e-13 S for curvature on the scale of 1), far below atol S.
 Rounding does not scale with the derivatives but with the values: f(x +- h) are each
 off by a few ulps of the magnitudes f is computed from, M ~ |f| + sum_j |x_j| |df/dx_j|
@@ -32,17 +30,6 @@ it fails. Where an entry still fails, the difference is remeasured at 2h and h/2
 that column before the check fails (``_remeasured``): where its measured error is a
 tenth of S or more, the difference cannot resolve the derivatives and that error is
 tolerated (x^3 at 0, whose derivative is 0 and difference h^2: all truncation, S too).
-The last term is the rounding of the derivatives themselves (``_floor``): a rule sums
-derivative terms (and the complex step carries them in its imaginary parts), each to a
-relative eps, so a derivative that is 0 by cancellation ((x - mean(x)).sum(),
-softmax(x).sum(), x 0.7 / 0.7 - x) comes out as a few eps times its terms, on either
-side, where S = 0 covers nothing. T = sum over the tensors v of the graph (inputs,
-intermediates, output) of |d f_i / d v| |v| is the size of the values f_i is computed
-from (M, carried to the intermediates where terms cancel; the adjoints are the rules',
-but only an eps share of them counts), and T / X, X the largest |input|, the size of
-its derivative terms per unit of the inputs. It is per output, and an eps share: a sign
-flip of anything a difference resolves still fails. Only a failing row pays its
-backward pass.
 
 Modes:
   * "full": the whole Jacobian, column by column (2 forward runs per input element) against
@@ -57,7 +44,7 @@ Modes:
     fast mode, Chainer's check_backward). u (over all inputs together) and v are random
     unit vectors. The numerical side is the derivative of ONE scalar function
     g(t) = v . f(x + t u), so its error is that of a single central difference (as above),
-    whatever the number of elements: atol and rtol apply unscaled (S, capped at 1, is the larger of
+    whatever the number of elements: atol and rtol apply unscaled (S is the larger of
     ||J u|| and ||J^T v||, the largest |v^T J u| over unit v, or unit u). (PyTorch scales atol by
     ||v||_1 ||u||_1, the worst case of elementwise errors all aligned; for 400 elements
     that lets a 1% error in a rule pass, which this check must not.)
@@ -261,24 +248,6 @@ class _Problem:
             m = m + np.abs(jacobian[k]) @ np.abs(np.ravel(self.values[k]))
         return np.asarray(m)
 
-    def derivative_rounding(self, out: Tensor, cotangent: np.ndarray) -> float:
-        """The rounding of a derivative computed through ``out``'s graph, for the output
-        combination ``cotangent``: ROUNDING_ULPS eps times the size of the terms it is
-        summed from (see ``_floor``). T = sum over every tensor v of the graph (inputs,
-        intermediates, the output) of |dF/dv| |v|, F = cotangent . f: the values F is
-        computed from, each weighed by how much of it reaches F (the magnitude M of the
-        rounding term, carried to the intermediate values where terms cancel: (x -
-        mean(x)).sum() is 0, its terms are not); the derivative terms, per unit of the
-        inputs, are of size T / X, X the largest |input|. 0 where X is 0 (no scale)."""
-        size = self.size_of_inputs()
-        if size == 0:
-            return 0.0
-        terms = 0.0
-        for tensor, grad, _, _ in graph.backward_steps([out], [cotangent], retain_graph=True):
-            terms += float(np.sum(np.abs(np.asarray(grad, dtype=np.float64))
-                                  * np.abs(np.asarray(tensor.data, dtype=np.float64))))
-        return ROUNDING_ULPS * EPS * terms / size
-
     def complex_step(self, k: int, j: int, h: float) -> np.ndarray:
         values = list(self.values)
         z = self.values[k].astype(np.complex128)
@@ -327,41 +296,17 @@ ROUNDING_ULPS = 4
 def _tolerance(numerical: np.ndarray, atol: float, rtol: float, scale: float,
                magnitude: Any, step: float | None) -> np.ndarray:
     """How far an analytic derivative may be from ``numerical``, entry by entry (the
-    module's docstring has the analysis): rtol |numerical| + atol min(``scale``, 1)
-    (``scale`` the size of the derivatives compared; atol is PyTorch's absolute one for
-    derivatives of size 1 or more, never more, and shrinks with smaller ones) + the
-    rounding of central differences at ``step`` of
+    module's docstring has the analysis): rtol |numerical| + atol ``scale`` (the size of
+    the derivatives compared) + the rounding of central differences at ``step`` of
     values of size ``magnitude`` (per output; ``step`` None: the complex step, which
     subtracts nothing and has no such term)."""
     rounding = 0.0 if step is None else ROUNDING_ULPS * EPS * np.asarray(magnitude) / step
-    return rtol * np.abs(numerical) + atol * min(scale, 1.0) + rounding
+    return rtol * np.abs(numerical) + atol * scale + rounding
 
 
 def _explain(atol: float, rtol: float, scale: float, step: float | None) -> str:
     rounding = "" if step is None else f" + rounding {ROUNDING_ULPS} eps M / h"
-    return (f"rtol {rtol:g} * |numerical| + atol {atol:g} * min(scale {scale:.3g}, 1){rounding}"
-            f" + the derivative's rounding {ROUNDING_ULPS} eps T / X")
-
-
-def _floor(tolerance: np.ndarray, analytic: np.ndarray, numerical: np.ndarray,
-           rounding: Callable[[int], float]) -> np.ndarray:
-    """``tolerance`` (n_out x columns) plus, on a row with an entry outside it,
-    ``rounding(i)``: the rounding of the derivatives of output i themselves
-    (``_Problem.derivative_rounding``). The rules sum derivative terms (and the complex
-    step carries them in its imaginary parts) each to a relative eps: a derivative that
-    is 0 by cancellation (x - mean(x), a softmax's sum, x 0.7 / 0.7 - x) comes out as a
-    few eps times its terms, on either side, which no share of the derivative itself
-    (S = 0) covers. The terms are those of the values output i is computed from, per unit
-    of the inputs: never those of other outputs (a huge f_0 does not widen f_1), and an
-    eps-sized share of them (a sign flip of anything a difference resolves still fails).
-    Only a failing row pays its backward pass."""
-    bad = ~(np.abs(analytic - numerical) <= tolerance)
-    if not bad.any():
-        return tolerance
-    tolerance = np.array(tolerance, dtype=np.float64)
-    for i in np.flatnonzero(bad.any(axis=1)):
-        tolerance[i] += rounding(int(i))
-    return tolerance
+    return f"rtol {rtol:g} * |numerical| + atol {atol:g} * scale {scale:.3g}{rounding}"
 
 
 def _scale(*derivatives: np.ndarray) -> float:
@@ -383,8 +328,8 @@ def _remeasured(tolerance: np.ndarray, analytic: np.ndarray, numerical: np.ndarr
     the complex step's too), D(h/2) - D(h) about its rounding error or more (rounding
     grows as 1/h); twice the larger one bounds D(h)'s error. Where that is UNRESOLVED
     (a tenth) of ``scale`` or more, nothing finer can be told at this step, and the
-    column's entries are widened each by its own: x^3 at 0, whose difference is all
-    truncation (h^2, and S = h^2 too). A difference that resolves the derivatives keeps its tolerance (a
+    column is widened by it: x^3 at 0, whose difference is all truncation (h^2, and
+    S = h^2 too). A difference that resolves the derivatives keeps its tolerance (a
     large step a user chose, with atol = rtol = 0, still fails). Only a failing column
     pays the 4 more calls of fn."""
     bad = ~(np.abs(analytic - numerical) <= tolerance)
@@ -396,7 +341,7 @@ def _remeasured(tolerance: np.ndarray, analytic: np.ndarray, numerical: np.ndarr
                            np.abs(difference(int(j), step / 2) - numerical[:, j]))
         moved = 2 * np.where(np.isfinite(moved), moved, 0.0)
         if np.max(moved, initial=0.0) >= UNRESOLVED * scale:
-            tolerance[:, j] += moved            # each entry by its own measured error
+            tolerance[:, j] += moved
     return tolerance
 
 
@@ -483,11 +428,8 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
         # sqrt(n) times longer than what a unit u picks from them.
         magnitude = float(np.sum(np.abs(v) * np.abs(out.data))) + \
             problem.size_of_inputs() * np.sqrt(problem.n_inputs()) * scale
-        tolerance = _floor(_tolerance(difference, atol, rtol, scale, magnitude, eps),
-                           projected, difference,
-                           lambda _: problem.derivative_rounding(out, v))
         tolerance = _remeasured(
-            tolerance, projected, difference,
+            _tolerance(difference, atol, rtol, scale, magnitude, eps), projected, difference,
             lambda _, step: np.array([float(np.sum(v * central_difference(problem.along(u), step)))]),
             eps, scale)
         worst = _compare("gradcheck (directional)", projected, difference, tolerance,
@@ -511,25 +453,15 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
         step = None if mode == "complex" else eps
         magnitude = problem.magnitude(out, numerical)
         tolerances = {}
-        rounded: dict[int, float] = {}
-
-        def row_rounding(i: int) -> float:
-            if i not in rounded:
-                e = np.zeros(n_out)
-                e[i] = 1
-                rounded[i] = problem.derivative_rounding(out, e.reshape(out_shape))
-            return rounded[i]
         for k in problem.diff:
             def describe(idx: tuple[int, ...], k: int = k,
                          shape: tuple[int, ...] = problem.values[k].shape) -> str:
                 return (f"input {k}{problem.hint(k)}, d output{_index(idx[0], out_shape)}"
                         f" / d input{_index(idx[1], shape)}")
             scale = _scale(numerical[k])
-            tolerance = _floor(
+            tolerances[k] = _remeasured(
                 _tolerance(numerical[k], atol, rtol, scale, magnitude[:, None], step),
-                rows[k], numerical[k], row_rounding)
-            tolerances[k] = _remeasured(tolerance, rows[k], numerical[k],
-                                        problem.column(k, mode), step or COMPLEX_STEP, scale)
+                rows[k], numerical[k], problem.column(k, mode), step or COMPLEX_STEP, scale)
             worst = max(worst, _compare(f"gradcheck ({mode})", rows[k], numerical[k],
                                         tolerances[k], describe,
                                         _explain(atol, rtol, scale, step)))
@@ -546,16 +478,10 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
                 return (f"input {k}{problem.hint(k)}, d input{_index(idx[0], shape)} of J^T v "
                         f"for a random cotangent v with mixed signs (the basis cotangents "
                         f"agree: is the rule linear in its incoming gradient?)")
-            # plus, where that fails, the rounding of the backward pass with v itself
-            # (the derivative terms it sums, ``_floor``: zero rows can sum to 1e-16)
-            combined = numerical[k].T @ v
-            _compare(f"gradcheck ({mode})", jtv[k].ravel(), combined,
-                     _floor((tolerances[k].T @ np.abs(v)
-                             + COMBINATION_ROUNDING * (np.abs(rows[k]).T @ np.abs(v)))[None],
-                            jtv[k].ravel()[None], combined[None],
-                            lambda _: problem.derivative_rounding(out, v.reshape(out_shape)))[0],
-                     where, "the same combination of the entries' tolerances"
-                            " + the derivative's rounding")
+            _compare(f"gradcheck ({mode})", jtv[k].ravel(), numerical[k].T @ v,
+                     tolerances[k].T @ np.abs(v)
+                     + COMBINATION_ROUNDING * (np.abs(rows[k]).T @ np.abs(v)),
+                     where, "the same combination of the entries' tolerances")
 
     if check_forward_mode:
         worst = max(worst, jvpcheck_error(
@@ -607,14 +533,8 @@ def jvpcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: fl
         scale = _scale(ju, analytic_u)
         # as in gradcheck's directional mode, output by output
         magnitude = np.abs(out.data) + problem.size_of_inputs() * np.sqrt(problem.n_inputs()) * scale
-        def output_rounding(i: int) -> float:
-            e = np.zeros(out.size)
-            e[i] = 1
-            return problem.derivative_rounding(out, e.reshape(out.shape))
-        tolerance = _floor(_tolerance(ju, atol, rtol, scale, magnitude, eps).reshape(-1, 1),
-                           analytic_u.reshape(-1, 1), ju.reshape(-1, 1), output_rounding)
         tolerance = _remeasured(
-            tolerance,
+            _tolerance(ju, atol, rtol, scale, magnitude, eps).reshape(-1, 1),
             analytic_u.reshape(-1, 1), ju.reshape(-1, 1),
             lambda _, step: np.asarray(central_difference(problem.along(u), step)).ravel(), eps,
             scale)
@@ -636,23 +556,14 @@ def jvpcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: fl
     magnitude = problem.magnitude(out, columns)
     tolerances = {}
     worst = 0.0
-    rounded: dict[int, float] = {}
-
-    def row_rounding(i: int) -> float:
-        if i not in rounded:
-            e = np.zeros(n_out)
-            e[i] = 1
-            rounded[i] = problem.derivative_rounding(out, e.reshape(out_shape))
-        return rounded[i]
     for k in problem.diff:
         def describe(idx: tuple[int, ...], k: int = k,
                      shape: tuple[int, ...] = problem.values[k].shape) -> str:
             return f"tangent e_{_index(idx[1], shape)} of input {k}, output{_index(idx[0], out_shape)}"
         scale = _scale(columns[k])
-        tolerance = _floor(_tolerance(columns[k], atol, rtol, scale, magnitude[:, None], eps),
-                           analytic[k], columns[k], row_rounding)
-        tolerances[k] = _remeasured(tolerance, analytic[k], columns[k], problem.column(k),
-                                    eps, scale)
+        tolerances[k] = _remeasured(
+            _tolerance(columns[k], atol, rtol, scale, magnitude[:, None], eps),
+            analytic[k], columns[k], problem.column(k), eps, scale)
         worst = max(worst, _compare("jvpcheck", analytic[k], columns[k], tolerances[k], describe,
                                     _explain(atol, rtol, scale, eps)))
     # Each e_j moves one element of one input: a rule that is not linear in the tangents
@@ -660,17 +571,12 @@ def jvpcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: fl
     # input) agrees with every one of them. One random tangent with mixed signs, all
     # inputs moving at once, must give the same combination of the columns (one more JVP
     # pass, no extra calls of fn).
-    # Where that fails, plus the JVP pass's own rounding: the derivative terms of output
-    # i per unit input (``row_rounding``) times the tangent's size sum |u_j| (``_floor``).
     u = {k: _random_like(rng, problem.values[k].shape) for k in problem.diff}
-    along_u, combined = tangent(u).ravel(), sum(columns[k] @ u[k].ravel() for k in problem.diff)
-    size_of_u = sum(float(np.sum(np.abs(u[k]))) for k in problem.diff)
-    _compare("jvpcheck", along_u, combined,
-             _floor(sum(tolerances[k] @ np.abs(u[k].ravel())
-                        + COMBINATION_ROUNDING * (np.abs(analytic[k]) @ np.abs(u[k].ravel()))
-                        for k in problem.diff)[:, None],
-                    along_u[:, None], np.asarray(combined)[:, None],
-                    lambda i: row_rounding(i) * size_of_u)[:, 0],
+    _compare("jvpcheck", tangent(u).ravel(),
+             sum(columns[k] @ u[k].ravel() for k in problem.diff),
+             sum(tolerances[k] @ np.abs(u[k].ravel())
+                 + COMBINATION_ROUNDING * (np.abs(analytic[k]) @ np.abs(u[k].ravel()))
+                 for k in problem.diff),
              lambda idx: (f"a random tangent with mixed signs over all inputs at once, output"
                           f"{_index(idx[0], out_shape)} (the basis tangents agree: is the rule "
                           f"linear in the tangents?)"),
