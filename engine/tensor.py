@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
@@ -439,9 +440,12 @@ class Tensor(OpMethods):
             raise IndexError(f"{symbol}: index {plain_repr(index)} is invalid for "
                              f"{self.describe()}: {e}") from None
         try:
-            with np.errstate(all="ignore"):
+            # Older numpy (the deprecation dates from 1.25) only warns for a (1,) value into
+            # an element, and writes it; newer numpy refuses it: a refusal on every version.
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("error", DeprecationWarning)
                 scratch[index] = array
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, DeprecationWarning):
             one = "; an element takes a single number" if target == () else ""
             raise ValueError(f"{symbol}: a value of shape {array.shape} cannot be written "
                              f"into {self.describe()} at index {plain_repr(index)}, which "
