@@ -396,6 +396,7 @@ class Tensor(OpMethods):
             raise ValueError(f"{symbol}: an integer to a negative integer power is not an "
                              f"integer, and {self.describe()} keeps its dtype; convert first: "
                              f"t = t.astype(np.float64) {op} x")
+        self._check_can_write(symbol)
         with memory.writing(self) as (array,):     # stamped again once numpy has written
             try:
                 ufunc(array, value, out=array, casting="same_kind")
@@ -450,14 +451,20 @@ class Tensor(OpMethods):
             raise ValueError(f"{symbol}: a value of shape {array.shape} cannot be written "
                              f"into {self.describe()} at index {plain_repr(index)}, which "
                              f"selects shape {target}{one}") from None
-        if not memory.can_write(self):            # read-only memory of the caller's
-            raise ValueError(f"{symbol}: cannot write into {self.describe()}: its memory is "
-                             f"read-only (a broadcast view, a buffer); copy it first")
+        self._check_can_write(symbol)
         with memory.writing(self) as (data,):      # stamped again once numpy has written
             try:
                 data[index] = array
             except ValueError as e:   # a read-only view (broadcast_to, a view of saved memory)
                 raise ValueError(f"{symbol}: cannot write into {self.describe()}: {e}") from None
+
+    def _check_can_write(self, symbol: str) -> None:
+        """Read-only memory of the caller's is refused before the write is stamped (numpy
+        would refuse it inside the tracked write: nothing changed, yet a graph that saved
+        the tensor would raise "modified by an in-place operation" in its backward)."""
+        if not memory.can_write(self):
+            raise ValueError(f"{symbol}: cannot write into {self.describe()}: its memory is "
+                             f"read-only (a broadcast view, a buffer); copy it first")
 
     def _write_checks(self, other: Any, symbol: str, instead: str) -> np.ndarray:
         """What every in-place write checks first: refused on a tensor that requires grad

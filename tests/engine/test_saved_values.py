@@ -351,6 +351,22 @@ def test_an_item_assignment_numpy_refuses_is_refused_before_the_write_is_stamped
     np.testing.assert_array_equal(m.numpy(), np.full((2, 2), 4.0))
 
 
+def test_an_in_place_operator_on_read_only_memory_is_refused_before_the_write_is_stamped():
+    """`r += 1` on a tensor sharing a read-only broadcast view was stamped as written, then
+    numpy refused it: nothing changed, yet the graph that saved r raised "modified by an
+    in-place operation" in its backward."""
+    x = leaf([1.0, 2.0, 3.0])
+    r = Tensor(np.broadcast_to(np.full(1, 2.0), (3,)), copy=False)
+    loss = (x * r).sum()                            # saves r
+    stamp = engine.write_stamp(r)
+    for write in (r.__iadd__, r.__imul__, r.__ipow__):
+        with pytest.raises(ValueError, match=r"cannot write into .* read-only"):
+            write(1.0)
+        assert engine.write_stamp(r) == stamp       # nothing written, nothing stamped
+    loss.backward()
+    np.testing.assert_array_equal(x.grad, np.full(3, 2.0))
+
+
 def test_a_python_int_written_in_place_takes_the_tensor_dtype_and_must_fit_it():
     """The int went through np.asarray (int64, or uint64 from 2**63) and a same_kind cast:
     int8 `x[0] = 300` and `x += 300` wrapped to 44, int64 `y[0] = 2**64 - 1` to -1, while
