@@ -245,6 +245,15 @@ def dot_text(text: str) -> str:
     return text.replace("&", "&amp;")
 
 
+def dot_id(text: str) -> str:
+    """``text`` as a DOT identifier (a cluster's name), one for each text: ``dot_text``
+    with every backslash doubled. The graphviz package quotes it and escapes each quote
+    after an even run of backslashes (all of them, once doubled); without the doubling a
+    final backslash escaped the closing quote (a syntax error) and the scopes 'q"' and
+    'q\\"' came out as one cluster."""
+    return dot_text(text).replace("\\", "\\\\")
+
+
 def dot_label(lines: list[str]) -> str:
     """Lines joined with DOT's line break; backslashes kept literal, "&" as ``dot_text``
     writes it; never an HTML label."""
@@ -439,7 +448,7 @@ def place_boxes(g: Picture, view: GraphView, boxes: list[_Box],
                 if slots:
                     record.thumbs[f"n_{box.name}"] = slots
         for child in children[scope]:
-            with container.subgraph(name=f"cluster_{dot_text(child)}") as cluster:
+            with container.subgraph(name=f"cluster_{dot_id(child)}") as cluster:
                 # escaped as box lines are: a scope "<b>x</b>" is text, not an HTML label
                 cluster.attr(label=dot_label([module_label(view, child)]), **styles.CLUSTER)
                 emit(cluster, child)

@@ -709,6 +709,32 @@ def test_a_scope_shaped_like_html_is_the_cluster_label_as_text(tmp_path, scope):
 
 
 @needs_dot
+def test_scopes_with_backslashes_and_quotes_are_each_their_own_cluster(tmp_path):
+    """A scope ending in a backslash made the cluster's name end the DOT string early (dot
+    failed: syntax error), and the scopes 'q"' and 'q\\"' became one cluster's name, so
+    their boxes were drawn in one cluster."""
+    scopes = ["a\\", 'q"', 'q\\"', "b\\\\"]
+    x = engine.Tensor(np.array([1.0, 2.0]), requires_grad=True, name="x")
+    total = x.sum()
+    for scope in scopes:
+        with engine.name_scope(scope):
+            total = total + (x * 2.0).sum()
+    root = ET.parse(render(draw(total), tmp_path / "scopes.svg")).getroot()
+    clusters = [g for g in root.iter(f"{SVG}g") if g.get("class") == "cluster"
+                and g.find(f"{SVG}title").text != "cluster_legend"]
+    labels = sorted([t.text for t in g.iter(f"{SVG}text")][0] for g in clusters)
+    assert labels == sorted(scopes)                 # four clusters, each labelled as written
+    save_backward_steps(total, tmp_path / "frames")   # every frame on the one layout
+    boxes = []
+    for frame in sorted((tmp_path / "frames").glob("step-*.svg")):
+        found = {g.find(f"{SVG}title").text: [(e.get("points"), e.get("d")) for e in g
+                                               if e.tag in (f"{SVG}polygon", f"{SVG}path")]
+                 for g in ET.parse(frame).getroot().iter(f"{SVG}g") if g.get("class") == "cluster"}
+        boxes.append(found)
+    assert len(boxes) > 2 and all(b == boxes[0] for b in boxes)
+
+
+@needs_dot
 def test_a_name_or_scope_shaped_like_an_entity_is_shown_as_written(tmp_path):
     """Graphviz reads "&amp;", "&lt;", "&#38;" and "&alpha;" in a DOT label or name as the
     character they name: a tensor "&amp;" was drawn "&", and a scope "S&alpha;" went into
