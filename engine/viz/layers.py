@@ -259,10 +259,13 @@ def check_line(formula: np.ndarray, engine_value: np.ndarray, what: str, scale: 
             f"differs from the engine's {what}: {html.escape(found.gap())}{beyond}</div>")
 
 
-def _stack(layers: list[Layer], now: int) -> str:
+def _stack(layers: list[Layer], now: int, outside: list[str]) -> str:
     """The chain of layers, layer ``now`` highlighted, each with its own formula:
-    zˡ = aˡ⁻¹Wˡ + bˡ, or zˡ = aˡ⁻¹Wˡ for a layer without a bias."""
-    boxes = ['<span class="hg-layer">x = a⁰</span>']
+    zˡ = aˡ⁻¹Wˡ + bˡ, or zˡ = aˡ⁻¹Wˡ for a layer without a bias. The input is x = a⁰
+    unless the model has parameters ``outside`` the chain: then a⁰ need not be the model's
+    input (frozen layers before the chain compute it without a graph), and a line says so."""
+    first = "a⁰" if outside else "x = a⁰"
+    boxes = [f'<span class="hg-layer">{first}</span>']
     for layer in layers:
         k = layer.index
         cls = "hg-layer hg-now" if k == now else "hg-layer"
@@ -271,7 +274,13 @@ def _stack(layers: list[Layer], now: int) -> str:
         boxes.append(f'<span class="{cls}">layer {k}: z{sup(k)} = '
                      f"a{sup(k - 1)}W{sup(k)}{bias}{act}</span>")
     boxes.append('<span class="hg-layer">loss</span>')
-    return '<div class="hg-stack">' + " → ".join(boxes) + "</div>"
+    note = ""
+    if outside:
+        listed = ", ".join(outside[:4]) + (f" and {len(outside) - 4} more" if len(outside) > 4 else "")
+        note = (f'<div class="hg-eq">a⁰ is the input of the first layer with a graph, not '
+                f"necessarily x: the model's {html.escape(listed)} are not in this chain "
+                f"(frozen layers before it, or unused); layers are numbered from it</div>")
+    return '<div class="hg-stack">' + " → ".join(boxes) + "</div>" + note
 
 
 def _gradient_title(layer: Layer, layers: list[Layer]) -> tuple[str, list[str]]:
@@ -407,6 +416,8 @@ def _slides(loss: Tensor, steps: list[dict[str, Any]], model: Any, max_elements:
     assert loss.node is not None             # derivation() refused a loss without a graph
     layers = [d["layer"] for d in reversed(steps)]
     names = {id(p): n for n, p in model.named_parameters()} if model is not None else {}
+    chain = {id(t) for layer in layers for t in (layer.W, layer.b) if t is not None}
+    outside = [n for i, n in names.items() if i not in chain]
     by_layer = {d["l"]: d for d in steps}
     reduction = loss.node.params.get("reduction", "mean")
     m = max_elements
@@ -444,7 +455,7 @@ def _slides(loss: Tensor, steps: list[dict[str, Any]], model: Any, max_elements:
                                (np.abs(d["delta_next"]) @ np.abs(d["W_next"].T))
                                * np.abs(d["fprime"]), d["W_next"].shape[-1])
         slides.append((f"layer {k}: {eq.split(':')[0]}",
-                       f'<div class="hg-slide">{_stack(layers, k)}<div class="hg-eq">'
+                       f'<div class="hg-slide">{_stack(layers, k, outside)}<div class="hg-eq">'
                        f"{html.escape(eq)}</div>{body}{check}</div>"))
         wname = names.get(id(d["layer"].W), f"W{s}")
         parts = []
@@ -455,5 +466,5 @@ def _slides(loss: Tensor, steps: list[dict[str, Any]], model: Any, max_elements:
         caption, equations = _gradient_title(d["layer"], layers)
         eqs = "".join(f'<div class="hg-eq">{html.escape(e)}</div>' for e in equations)
         slides.append((caption,
-                       f'<div class="hg-slide">{_stack(layers, k)}{eqs}{"".join(parts)}</div>'))
+                       f'<div class="hg-slide">{_stack(layers, k, outside)}{eqs}{"".join(parts)}</div>'))
     return slides

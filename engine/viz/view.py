@@ -68,7 +68,10 @@ class GraphView:
             return self.base_name(tensor)
         own = self.own_name(tensor)
         if symbol == "a⁰":                       # the input: "x = a⁰", as lectures write it
-            return f"{own or 'x'} = a⁰"
+            # unless parameters of the model are outside the chain: frozen layers before
+            # it may have computed a⁰ (without a graph), and it is not the model's input x
+            outside = any(i not in self.lecture for i in self.param_names)
+            return f"{own} = a⁰" if own else ("a⁰" if outside else "x = a⁰")
         return f"{symbol} = {own}" if own and own != symbol else symbol
 
     def kind(self, tensor: Tensor) -> str:

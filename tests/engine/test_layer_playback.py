@@ -290,6 +290,28 @@ def test_a_frozen_weight_or_bias_is_said_to_be_frozen_not_given_an_equation():
     assert "BP3" not in body.replace("so no BP3", "") and "BP4" not in body.replace("so no BP4", "")
 
 
+def test_a_frozen_first_layer_is_not_drawn_as_the_input_x():
+    """With the first layer frozen whole, it makes no graph: the chain found starts at the
+    model's second layer, whose input relu(z) the stack called "x = a⁰" (false: it is not
+    the model's input). With the model known, a⁰ is not called x and a line names the
+    parameters outside the chain and says where the numbering starts."""
+    model = nn.MLP([2, 3, 3, 2], activation="tanh", seed=0, dtype=np.float64)
+    for p in model.layers[0].parameters():
+        p.requires_grad = False
+    slides = layer_frames(nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y), model=model)
+    assert len(slides) == 4                         # two layers with a graph, numbered 1 and 2
+    for _, body in slides:
+        text = html.unescape(body)
+        assert "x = a⁰" not in text and '<span class="hg-layer">a⁰</span>' in text
+        assert ("a⁰ is the input of the first layer with a graph, not necessarily x: the "
+                "model's layers.0.weight, layers.0.bias are not in this chain") in text
+        assert "differs" not in text
+    for p in model.layers[0].parameters():         # all in the chain: x = a⁰, no such line
+        p.requires_grad = True
+    slides = layer_frames(nn.CrossEntropyLoss()(model(engine.Tensor(X)), Y), model=model)
+    assert all("x = a⁰" in body and "not in this chain" not in body for _, body in slides)
+
+
 def test_tied_weights_are_stated_as_shared_with_the_sum_of_both_layers_parts():
     """Layers 1 and 2 share one weight: backward sums both layers' parts into its gradient,
     and BP4 with one layer's part said "differs" without saying why. Each slide says the

@@ -91,6 +91,19 @@ def test_boxes_carry_the_lectures_names_from_the_layers():
     assert "z¹" not in plain and "a⁰" not in plain and 'label="w\\n' in plain
 
 
+def test_a_frozen_first_layers_output_is_not_named_x():
+    """Layer 1 frozen whole makes no graph: the chain starts at layer 2, whose input (the
+    frozen layer's output) was named "x = a⁰". With the model's parameters outside the
+    chain it is a⁰ alone; the model's real input, outside the graph, is not drawn."""
+    model = nn.MLP([2, 3, 3, 2], activation="tanh", seed=0, dtype=np.float64)
+    for p in model.layers[0].parameters():
+        p.requires_grad = False
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X, name="x")), Y)
+    first = first_lines(draw(loss, model=model).source)
+    assert "a⁰" in first and "x = a⁰" not in first
+    assert {"W¹ = layers.2.weight", "W² = layers.4.weight"} <= first
+
+
 @needs_dot
 def test_the_players_frames_use_the_names_too():
     model, loss = mlp()
