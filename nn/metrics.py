@@ -129,9 +129,21 @@ def accuracy(scores: Any, labels: Any, threshold: float | None = None,
             y = y.argmax(axis=-1)
         else:
             y = _labels("accuracy", y)
+            _known_classes(y, s.shape[-1] if s.ndim >= 2 else None)
     if pred.shape != y.shape:
         raise ValueError(f"accuracy: {pred.shape[0] if pred.ndim else 0} predictions for labels of shape {y.shape}")
     return float(np.mean(pred == y)) if y.size else float("nan")
+
+
+def _known_classes(y: np.ndarray, classes: int | None) -> None:
+    """Class labels in [0, C) for scores of C classes (in [0, ...) for predicted classes,
+    whose count is not known): a label 7 for 3 classes, or a -1 ("ignore"), is an error, as
+    in the loss, never counted as a wrong prediction."""
+    bad = (y < 0) | (y >= classes) if classes is not None else y < 0
+    if np.any(bad):
+        where = (f"outside [0, {classes}) for scores of {classes} classes"
+                 if classes is not None else "negative")
+        raise ValueError(f"accuracy: class label {y[bad].ravel()[0]} is {where}")
 
 
 def _binary_targets(y: np.ndarray) -> np.ndarray:

@@ -55,6 +55,20 @@ def test_binary_accuracy_refuses_a_label_other_than_0_or_1_in_any_dtype():
     assert nn.accuracy(scores[:, None], np.array([0, 1, 1], np.uint8)) == 2 / 3
 
 
+def test_multiclass_accuracy_refuses_a_label_outside_the_classes():
+    """Scores of 3 classes against a label 7 or -1 (an "ignore" marker) counted them as
+    wrong predictions (0.0, 0.5) where the loss and PyTorch refuse them."""
+    scores = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]])
+    for labels, bad in ((np.array([7, -1]), "7"), (np.array([1, 3]), "3"), (np.array([[1], [-1]]), "-1")):
+        with pytest.raises(ValueError, match=rf"accuracy: class label {bad} is outside \[0, 3\) "
+                                             rf"for scores of 3 classes"):
+            nn.accuracy(scores, labels)
+    with pytest.raises(ValueError, match=r"accuracy: class label -1 is negative"):
+        nn.accuracy(np.array([1, 0]), np.array([1, -1]))      # predicted classes: count unknown
+    assert nn.accuracy(scores, np.array([1, 2])) == 0.5
+    assert nn.accuracy(np.array([1, 0]), np.array([1, 5])) == 0.5
+
+
 def test_confusion_matrix_counts():
     y = np.array([0, 0, 1, 2, 2, 2])
     p = np.array([0, 1, 1, 2, 0, 2])
