@@ -258,6 +258,7 @@ class _Where:
 
     def __init__(self) -> None:
         self.epoch, self.step = 0, 0
+        self.lr = math.nan          # the learning rate the last step used
 
 
 def _check_flags(**flags: Any) -> None:
@@ -384,6 +385,7 @@ def _train_epoch(step: Step, batches: Any, where: _Where, history: History,
     ``summed`` loss (``reduction="sum"``) is divided by the batch's number of examples."""
     for where.step, (xb, yb) in enumerate(batches, start=1):
         loss, scores = step(xb, yb)
+        where.lr = step.optimizer.lr          # before a schedule's step in the callbacks
         if summed:
             loss /= len(yb)
         history.steps.append(loss)
@@ -449,7 +451,8 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     validation) loss, a mean per example (a loss with ``reduction="sum"`` is divided by
     the batch size; so is each step's loss in ``history.steps`` and the callbacks), and,
     for a softmax classifier, accuracy are recorded (none for ``MSELoss`` or
-    ``BCEWithLogitsLoss``: ``_is_classification``), with the learning rate (``lr``), the
+    ``BCEWithLogitsLoss``: ``_is_classification``), with the learning rate the epoch
+    trained with (``lr``: its last step's, when a schedule changes it per step), the
     epoch's time (``seconds``) and number of steps (``steps``: where ``plots.plot_history``
     puts each of ``history.steps``); ``early_stopping=k`` stops when ``monitor`` ("train_loss",
     "train_accuracy", "val_loss" or "val_accuracy"; anything else is a ValueError)
@@ -562,7 +565,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
                     break
                 for cb in hooks:
                     cb.on_epoch_end(where.epoch)
-                record = tally.record(where.epoch, float(optimizer.lr))
+                record = tally.record(where.epoch, float(where.lr))
                 if val_data is not None:
                     _validate(model, loss_fn, val_data, record)
                 history.epochs.append(record)

@@ -86,7 +86,24 @@ def test_scheduler_clipping_and_regularizer(blobs_data):
     hist = nn.fit(model, nn.CrossEntropyLoss(), opt, (Xtr, ytr), epochs=4, batch_size=60,
                   scheduler=sched, clip_grad_norm=0.1,
                   regularizer=lambda: nn.l2_penalty(model, 1e-3), progress=False)
-    assert [e["lr"] for e in hist.epochs] == [0.1, 0.05, 0.05, 0.025]
+    assert [e["lr"] for e in hist.epochs] == [0.1, 0.1, 0.05, 0.05]
+
+
+def test_each_epoch_records_the_learning_rate_it_trained_with(blobs_data):
+    """The record's lr was read after the scheduler's step at the epoch's end: under
+    StepLR(2, 0.5) epoch 2 trained with 0.1 and recorded 0.05 (the next epoch's rate), as
+    Keras's history does not. Per step, it is the rate of the epoch's last step."""
+    Xtr, ytr, _, _ = blobs_data
+    steps = -(-len(Xtr) // 60)
+    for per_step in (False, True):
+        model = _model()
+        opt = nn.optim.SGD(model, lr=0.1)
+        hist = nn.fit(model, nn.CrossEntropyLoss(), opt, (Xtr, ytr), epochs=3, batch_size=60,
+                      scheduler=nn.optim.ExponentialLR(opt, gamma=0.5),
+                      scheduler_per_step=per_step, progress=False)
+        last = [k * steps - 1 if per_step else k - 1 for k in (1, 2, 3)]   # steps before it
+        assert [e["lr"] for e in hist.epochs] == [0.1 * 0.5 ** t for t in last]
+        assert opt.lr == 0.1 * 0.5 ** (3 * steps if per_step else 3)        # the next rate
 
 
 def test_a_diverging_loss_is_reported_not_silently_continued(blobs_data):
