@@ -347,7 +347,7 @@ def fit_additions(x: np.ndarray, y: np.ndarray, bare_step_s: float) -> dict[str,
     batches = [(xb, yb)] * 100
 
     def bookkeeping() -> None:
-        _train_epoch(lambda a, b: (0.5, scores), batches, _Where(), History(),   # type: ignore[arg-type]
+        _train_epoch(lambda a, b: (0.5, scores), opt, batches, _Where(), History(),   # type: ignore[arg-type]
                      [_Tally(nn.CrossEntropyLoss())], _Interrupts(), summed=False)
 
     loop = best(bookkeeping, 5) / len(batches)

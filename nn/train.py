@@ -378,14 +378,14 @@ def _updates_checked(optimizer: Optimizer) -> Iterator[None]:
         optimizer.check_finite = checking
 
 
-def _train_epoch(step: Step, batches: Any, where: _Where, history: History,
+def _train_epoch(step: Step, optimizer: Optimizer, batches: Any, where: _Where, history: History,
                  callbacks: list[Callback], interrupts: _Interrupts, summed: bool) -> bool:
     """Run one epoch's steps; False when a Ctrl-C interrupted it. Each step's loss goes to
     ``history.steps`` and the callbacks as a mean per example, like the epoch records: a
     ``summed`` loss (``reduction="sum"``) is divided by the batch's number of examples."""
     for where.step, (xb, yb) in enumerate(batches, start=1):
         loss, scores = step(xb, yb)
-        where.lr = step.optimizer.lr          # before a schedule's step in the callbacks
+        where.lr = optimizer.lr          # the rate this step used: before the callbacks' schedules
         if summed:
             loss /= len(yb)
         history.steps.append(loss)
@@ -559,7 +559,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
                 if loader is not None:
                     loader.set_epoch(where.epoch)       # its order: (its seed, the epoch)
                 batches = loader if loader is not None else _batches(X, y, size, shuffle, seed, where.epoch)
-                if not _train_epoch(step, batches, where, history, hooks, interrupts,
+                if not _train_epoch(step, optimizer, batches, where, history, hooks, interrupts,
                                     _summed(loss_fn)):
                     history.interrupted = True
                     break

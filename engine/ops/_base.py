@@ -87,4 +87,21 @@ class BinaryElementwise(Broadcasting):
     def jvp(self, ctx: RuleContext, ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
         da, db = self.partials(ctx)
         out_shape = np.broadcast_shapes(ta.shape, tb.shape)
-        return np.broadcast_to(ta * da + tb * db, out_shape)
+        return np.broadcast_to(tangent_term(ta, da) + tangent_term(tb, db), out_shape)
+
+
+def tangent_term(tangent: np.ndarray, partial: Any) -> np.ndarray:
+    """``tangent * partial`` with a zero tangent giving 0 even where the partial is NaN or
+    infinite (1/x at 0, 2x at inf): a constant operand's tangent is all zeros, and reverse
+    mode never multiplies a gradient into a constant's partial, so forward mode must not
+    either (0 * inf = NaN made the JVP of 1/x at 0 NaN where its VJP is -inf)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(tangent == 0, np.zeros((), dtype=np.result_type(tangent, partial)),
+                        tangent * partial)
+
+
+def moves(tangent: np.ndarray | None) -> bool:
+    """Whether a tangent has a nonzero entry (a constant's is all zeros): a product rule's
+    term for one that does not is left out, as reverse mode leaves its gradient out,
+    rather than computed as 0 @ B, NaN where B holds an inf."""
+    return tangent is not None and bool(tangent.any())

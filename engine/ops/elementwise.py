@@ -14,7 +14,7 @@ import numpy as np
 from ..broadcast import broadcast_shapes, sum_to
 from ..op import Op, RuleContext, register
 from ..plain import plain_repr
-from ._base import BinaryElementwise, Broadcasting, UnaryElementwise, as_float, is_number
+from ._base import BinaryElementwise, Broadcasting, UnaryElementwise, as_float, is_number, tangent_term
 
 
 @register
@@ -124,8 +124,10 @@ class Pow(BinaryElementwise):
 
     d/da = b a^(b-1) is 0 where b == 0 (a^0 is the constant 1), a == 0 included, where the
     formula would give 0 * inf (as pow_scalar and PyTorch give).
-    d/db = a^b log(a) needs a > 0: for a == 0 it is taken as 0 (the limit when b > 0);
-    for a < 0 it is NaN, as the real power is undefined there. A constant exponent
+    d/db = a^b log(a) needs a > 0: for a == 0 it is taken as 0 (the limit when b > 0;
+    b == 0 too, where 0^b jumps); for a == 0 and b < 0, where the output is inf, it is NaN
+    (PyTorch gives -inf, the limit from a > 0); for a < 0 it is NaN, as the real power is
+    undefined there. A constant exponent
     contributes nothing in either mode: reverse mode never computes its gradient, and
     forward mode drops each term whose tangent is zero (0 * NaN would otherwise make
     (-2) ** 3's JVP NaN although its d/da, 12, is finite).
@@ -154,19 +156,10 @@ class Pow(BinaryElementwise):
     def jvp(self, ctx: RuleContext, ta: np.ndarray | None, tb: np.ndarray | None) -> np.ndarray:
         a, b = ctx.inputs
         da, db = self.partials(ctx)
-        terms = [_term(t, d) for t, d in ((ta, da), (tb, db)) if t is not None]
+        terms = [tangent_term(t, d) for t, d in ((ta, da), (tb, db)) if t is not None]
         out_shape = np.broadcast_shapes(a.shape, b.shape)
         total = sum(terms[1:], terms[0]) if terms else np.zeros((), dtype=ctx.saved[2].dtype)
         return np.broadcast_to(total, out_shape)
-
-
-def _term(tangent: np.ndarray, partial: np.ndarray) -> np.ndarray:
-    """``tangent * partial`` with a zero tangent giving 0 even where the partial is NaN or
-    infinite: reverse mode never multiplies a gradient into a constant's partial, so
-    forward mode must not either (both modes then agree on every input that moves)."""
-    with np.errstate(invalid="ignore"):
-        return np.where(tangent == 0, np.zeros((), dtype=np.result_type(tangent, partial)),
-                        tangent * partial)
 
 
 @register

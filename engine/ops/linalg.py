@@ -8,6 +8,7 @@ import numpy as np
 
 from ..broadcast import add_reduce, broadcast_shapes, sum_to
 from ..op import Op, RuleContext, register
+from ._base import moves
 
 
 def _swap(m: np.ndarray) -> np.ndarray:
@@ -55,7 +56,13 @@ class MatMul(Op):
 
     def jvp(self, ctx: RuleContext, da: np.ndarray, db: np.ndarray) -> np.ndarray:
         a, b = ctx.saved
-        return da @ b + a @ db
+        # a constant operand's term is left out (``moves``): 0 @ B is NaN where B holds inf
+        out = np.zeros(np.matmul(np.zeros_like(a), np.zeros_like(b)).shape, np.result_type(da, db))
+        if moves(da):
+            out = out + da @ b
+        if moves(db):
+            out = out + a @ db
+        return out
 
 
 @register
@@ -102,5 +109,10 @@ class Linear(Op):
 
     def jvp(self, ctx: RuleContext, dx: np.ndarray, dW: np.ndarray, db: np.ndarray | None = None) -> np.ndarray:
         x, W = ctx.saved
-        out = dx @ W + x @ dW
-        return out if db is None else out + db
+        # a constant operand's term is left out (``moves``): 0 @ W is NaN where W holds inf
+        out = np.zeros(x.shape[:-1] + W.shape[-1:], np.result_type(dx, dW))
+        if moves(dx):
+            out = out + dx @ W
+        if moves(dW):
+            out = out + x @ dW
+        return out + db if moves(db) else out

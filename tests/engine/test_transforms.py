@@ -225,6 +225,29 @@ def test_jvp_agrees_with_vjp():
     np.testing.assert_allclose(np.sum(v * tangent), np.sum(ga * ua) + np.sum(gb * ub), **TIGHT)
 
 
+def test_a_constant_operand_adds_nothing_to_a_jvp_even_where_its_partial_is_infinite():
+    """A constant's tangent is zeros, and 0 * inf is NaN: jvp(1/x) at 0 was NaN where its
+    VJP (and PyTorch's forward mode) is -inf; so were 2x at inf, x/0, and C @ x or
+    linear(x, C) with an inf in the constant C. Reverse mode never forms such a term."""
+    ones = np.ones(2)
+    with np.errstate(divide="ignore"):
+        _, t = engine.jvp(lambda a: 1.0 / a, [np.array([0.0, 2.0])], [ones])
+        np.testing.assert_array_equal(t, [-np.inf, -0.25])
+        _, t = engine.jvp(lambda a: a / 0.0, [np.array([1.0, -2.0])], [ones])
+        np.testing.assert_array_equal(t, [np.inf, np.inf])          # d/da = 1/(+0)
+    _, t = engine.jvp(lambda a: a * 2.0, [np.array([np.inf, 1.0])], [ones])
+    np.testing.assert_array_equal(t, [2.0, 2.0])
+    C = np.array([[np.inf, 1.0], [0.0, 1.0]])
+    _, t = engine.jvp(lambda a: engine.Tensor(C) @ a, [np.ones((2, 3))], [np.ones((2, 3))])
+    np.testing.assert_array_equal(t, C @ np.ones((2, 3)))
+    _, t = engine.jvp(lambda v: engine.linear(v, engine.Tensor(C), engine.Tensor(ones)),
+                      [np.ones((3, 2))], [np.ones((3, 2))])
+    np.testing.assert_array_equal(t, np.ones((3, 2)) @ C)
+    _, t = engine.jvp(lambda b: engine.linear(engine.Tensor(np.ones((3, 2))), engine.Tensor(C), b),
+                      [ones], [np.array([1.0, 2.0])])
+    np.testing.assert_array_equal(t, np.tile([1.0, 2.0], (3, 1)))      # the bias alone moves
+
+
 def test_jvp_tangent_of_the_wrong_shape_is_a_value_error():
     with pytest.raises(ValueError, match=r"jvp: tangent 0 has shape \(2,\) but its primal has shape \(3,\)"):
         engine.jvp(lambda x: x * 2.0, (np.ones(3),), (np.ones(2),))
