@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..broadcast import wide_sum
 from ..graph import Node
+from ..ops.activation import stable_sigmoid
 from . import labels
 
 # The fused losses: one node whose backward is the classic output delta.
@@ -54,9 +56,18 @@ class OutputDelta:
                 labels.digits_to_subtract(self.y, term))
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def engine_p(node: Node, z: np.ndarray) -> np.ndarray:
+    """p as the loss op computes it, in the logits' dtype (``engine/ops/loss.py``), as
+    float64 (exactly): softmax(z) with the max shifted out, or σ(z). Not p recomputed in
+    float64: next to y = 1 the digits a slide prints of p must be the engine's, or
+    (p − y)/N written with them is not the engine's δ (0.99995892 in float64 against the
+    engine's float32 0.99995888, a δ of -2.054e-05 printed beside the engine's -2.056e-05)."""
+    if node.op.name == "softmax_cross_entropy":
+        e = np.exp(z - np.maximum.reduce(z, axis=-1, keepdims=True))
+        p = (e / wide_sum(e, axis=-1, keepdims=True)).astype(z.dtype, copy=False)
+    else:
+        p = stable_sigmoid(z)
+    return p.astype(np.float64)
 
 
 def engine_row_sums(z: np.ndarray, y_raw: np.ndarray, eps: float) -> np.ndarray | None:
@@ -107,7 +118,6 @@ def output_delta(node: Node, scaled: bool = False) -> OutputDelta:
     z = np.asarray(node.inputs[0]._data)
     y_raw = np.asarray(node.inputs[1]._data)
     reduction = node.params.get("reduction", "mean")
-    z64 = z.astype(np.float64)
     if node.op.name == "softmax_cross_entropy":
         C = z.shape[-1]
         y = np.eye(C)[y_raw] if y_raw.dtype.kind in "iu" else y_raw.astype(np.float64)
@@ -124,10 +134,9 @@ def output_delta(node: Node, scaled: bool = False) -> OutputDelta:
             "mean": (rows, f"δ = {_over_n(core, scaled)}, N = {rows} rows{note}"),
             "sum": (1, f"δ = {_times(core, scaled)} (reduction sum){note}")}.get(
             reduction, (1, f"δₙ = ({core})ₙ·gₙ per row (reduction none){note}"))
-        return OutputDelta(_softmax(z64), y, int(n), y_sum, formula)
-    p = 0.5 * (1 + np.tanh(0.5 * z64))             # σ(z), without overflow
+        return OutputDelta(engine_p(node, z), y, int(n), y_sum, formula)
     n, formula = _bce_formula(z.shape, reduction, scaled)
-    return OutputDelta(p, y_raw.astype(np.float64), int(n), None, formula)
+    return OutputDelta(engine_p(node, z), y_raw.astype(np.float64), int(n), None, formula)
 
 
 def _bce_formula(shape: tuple[int, ...], reduction: str, scaled: bool) -> tuple[int, str]:

@@ -312,6 +312,28 @@ def test_a_frozen_first_layer_is_not_drawn_as_the_input_x():
     assert all("x = a⁰" in body and "not in this chain" not in body for _, body in slides)
 
 
+def _cells(body: str, name: str) -> np.ndarray:
+    """The numbers of the first matrix a slide shows under a name starting with ``name``."""
+    table = re.search(r">" + re.escape(name) + r"[^<]*</div><table[^>]*>(.*?)</table>", body).group(1)
+    return np.array([float(v) for v in re.findall(r"<td>(.*?)</td>", table)])
+
+
+def test_bp1_prints_the_engines_p_so_that_the_printed_equation_holds():
+    """p was recomputed in float64 while δ is the engine's float32 (or float16) value: next
+    to y = 1 the printed p (0.99995892) was not the engine's (0.99995888), and
+    (p − y)/N written with the printed numbers gave -2.054e-05 beside a shown δ of
+    -2.056e-05. p is now the engine's, so the equation holds to the digits shown."""
+    lin = nn.Linear(2, 2)
+    lin.weight = nn.Parameter(np.array([[0.0, 10.1], [0.0, -9.3]], np.float32))
+    confident = nn.CrossEntropyLoss()(lin(engine.Tensor(np.eye(2, dtype=np.float32))), np.array([1, 0]))
+    # (Not float16: its δ carries float16's rounding, about 3 digits, which shows in the 4th
+    # digit printed; the check line's tolerance states it.)
+    _, body = layer_frames(confident)[0]
+    p, y, delta = _cells(body, "p = softmax(z"), _cells(body, "y"), _cells(body, "δ")
+    unit = 10.0 ** (np.floor(np.log10(np.abs(delta))) - 3)           # 4 significant digits
+    assert np.all(np.abs((p - y) / 2 - delta) <= 0.51 * unit), (p, y, delta)
+
+
 def test_tied_weights_are_stated_as_shared_with_the_sum_of_both_layers_parts():
     """Layers 1 and 2 share one weight: backward sums both layers' parts into its gradient,
     and BP4 with one layer's part said "differs" without saying why. Each slide says the
