@@ -473,7 +473,10 @@ def _rounded_once(value: Any, rng: np.random.Generator) -> Any:
         moved *= 1 + FLOAT32_EPS * rng.choice([-1.0, 1.0], value.shape)
         return moved
     if isinstance(value, (tuple, list)):
-        return type(value)(_rounded_once(x, rng) for x in value)
+        items = [_rounded_once(x, rng) for x in value]
+        if hasattr(value, "_fields"):      # a namedtuple cache takes its fields one by one
+            return type(value)(*items)
+        return type(value)(items)
     if isinstance(value, dict):
         return {k: _rounded_once(x, rng) for k, x in value.items()}
     return value

@@ -2,6 +2,7 @@
 inputs, checked with every property of the built-in ops through an unregistered Op."""
 from __future__ import annotations
 
+import collections
 import functools
 import re
 
@@ -14,7 +15,7 @@ from handgrad import engine
 from handgrad.engine.testing import OpCheckError, binary, check_rule, numpy_rule, run_op, unary
 from handgrad.engine.testing import strategies as S
 from handgrad.engine.testing.check import SampleError
-from handgrad.engine.testing.properties import rules_leave_their_arguments_alone
+from handgrad.engine.testing.properties import _rounded_once, rules_leave_their_arguments_alone
 from handgrad.engine.testing.rules import Rule, check, detect_style
 
 EXAMPLES = 25
@@ -134,6 +135,25 @@ DEFAULT_BATCHNORM = dict(sample=batchnorm_sample(), reference=batchnorm_referenc
 def test_the_batch_norm_spec_from_the_default_strategies_passes_the_correct_rule():
     assert check_rule(batchnorm_forward, batchnorm_backward, max_examples=EXAMPLES,
                       **DEFAULT_BATCHNORM)
+
+
+Cache = collections.namedtuple("Cache", "xhat gamma std")
+
+
+def test_a_correct_rule_whose_cache_is_a_namedtuple_passes():
+    """The float32 property rounds the cache's arrays and rebuilt every tuple as
+    type(cache)(generator): a namedtuple takes its fields one by one, so the correct batch
+    norm with its cache as a namedtuple failed with "Cache.__new__() missing 2 required
+    positional arguments" on an ill-conditioned sample."""
+    def forward(x, gamma, beta):
+        out, cache = batchnorm_forward(x, gamma, beta)
+        return out, Cache(*cache)
+
+    assert check_rule(forward, batchnorm_backward, max_examples=EXAMPLES, **DEFAULT_BATCHNORM)
+    # what the property does to the cache on an ill-conditioned sample (two rows 0.05 apart)
+    cache = Cache(np.array([[-1.0], [1.0]]), np.full(1, -3.0), np.full(1, 0.025))
+    moved = _rounded_once(cache, np.random.default_rng(0))
+    assert type(moved) is Cache and moved.xhat.shape == (2, 1) and moved.std[0] != 0.025
 
 
 def test_batch_norm_with_g_for_g_gamma_fails_with_the_default_strategies():
