@@ -283,6 +283,20 @@ def _stack(layers: list[Layer], now: int, outside: list[str]) -> str:
     return '<div class="hg-stack">' + " → ".join(boxes) + "</div>" + note
 
 
+def recorded(layer: Layer, which: str) -> bool:
+    """Whether the graph computes a gradient for the layer's W (``which`` "W") or b: as
+    ``requires_grad`` was when the forward pass recorded the node, which is what backward
+    follows, not as it is now (a weight frozen after the forward pass still gets one)."""
+    return layer.linear.needs_input_grad[1 if which == "W" else 2]
+
+
+def _since(layer: Layer, which: str) -> str:
+    """" when the graph was recorded" if the tensor requires grad now though it did not
+    then (unfrozen after the forward pass), else ""."""
+    tensor = layer.W if which == "W" else layer.b
+    return " when the graph was recorded" if tensor is not None and tensor.requires_grad else ""
+
+
 def _gradient_title(layer: Layer, layers: list[Layer]) -> tuple[str, list[str]]:
     """The caption and lines of layer k's gradient slide: BP3 ∂L/∂bˡ = Σₙ δˡ for a bias,
     BP4 ∂L/∂Wˡ = aˡ⁻¹ᵀ δˡ for the weight, each only when it has a gradient; a frozen one
@@ -290,10 +304,10 @@ def _gradient_title(layer: Layer, layers: list[Layer]) -> tuple[str, list[str]]:
     A weight or bias shared by several layers (tied weights) has the sum of their parts."""
     k, s = layer.index, sup(layer.index)
     frozen = [f"{name}{s}" for name, t in (("W", layer.W), ("b", layer.b))
-              if t is not None and not t.requires_grad]
+              if t is not None and not recorded(layer, name)]
     equations, notes = [], []
     for which, number, tensor in (("b", "BP3", layer.b), ("W", "BP4", layer.W)):
-        if tensor is None or not tensor.requires_grad:
+        if tensor is None or not recorded(layer, which):
             continue
         sharing = _sharing(layer, layers, which)
         parts = [(f"Σₙ δ{sup(j)}" if which == "b" else f"a{sup(j - 1)}ᵀ δ{sup(j)}")
@@ -303,8 +317,9 @@ def _gradient_title(layer: Layer, layers: list[Layer]) -> tuple[str, list[str]]:
             notes.append(f"{which}{s} is one tensor shared by layers "
                          f"{', '.join(map(str, sharing[:-1]))} and {sharing[-1]}: its "
                          f"gradient is the sum of their parts")
-    frozen_notes = [f"{name} is frozen (requires_grad=False): no gradient, so no "
-                    f"{'BP4' if name.startswith('W') else 'BP3'}" for name in frozen]
+    frozen_notes = [f"{name} is frozen (requires_grad=False{_since(layer, name[0])}): no "
+                    f"gradient, so no {'BP4' if name.startswith('W') else 'BP3'}"
+                    for name in frozen]
     why = [f"{name} is frozen" for name in frozen]
     if layer.b is None:
         why.append("the layer has no bias")

@@ -334,6 +334,28 @@ def test_bp1_prints_the_engines_p_so_that_the_printed_equation_holds():
     assert np.all(np.abs((p - y) / 2 - delta) <= 0.51 * unit), (p, y, delta)
 
 
+def test_freezing_after_the_forward_pass_changes_nothing_the_slides_say():
+    """The slides read requires_grad when drawn, backward what the forward pass recorded:
+    W¹ frozen after the forward pass was said to have no gradient on the slide showing
+    it; unfrozen after it, the slide stated a BP4 the engine does not compute."""
+    frozen_later = nn.MLP([2, 3, 2], activation="tanh", seed=0, dtype=np.float64)
+    loss = nn.CrossEntropyLoss()(frozen_later(engine.Tensor(X)), Y)
+    frozen_later.layers[0].weight.requires_grad = False
+    caption, body = layer_frames(loss, model=frozen_later)[-1]
+    assert caption == "layer 1: BP3 and BP4 (gradients of b¹ and W¹)"
+    assert "frozen" not in body and "differs" not in body
+    unfrozen_later = nn.MLP([2, 3, 2], activation="tanh", seed=0, dtype=np.float64)
+    unfrozen_later.layers[0].weight.requires_grad = False
+    loss = nn.CrossEntropyLoss()(unfrozen_later(engine.Tensor(X)), Y)
+    unfrozen_later.layers[0].weight.requires_grad = True
+    caption, body = layer_frames(loss, model=unfrozen_later)[-1]
+    assert caption == "layer 1: BP3 (gradient of b¹; W¹ is frozen)"
+    assert ("W¹ is frozen (requires_grad=False when the graph was recorded): no gradient, "
+            "so no BP4") in html.unescape(body) and "BP4:" not in html.unescape(body)
+    loss.backward()
+    assert unfrozen_later.layers[0].weight.grad is None        # as the slide says
+
+
 def test_tied_weights_are_stated_as_shared_with_the_sum_of_both_layers_parts():
     """Layers 1 and 2 share one weight: backward sums both layers' parts into its gradient,
     and BP4 with one layer's part said "differs" without saying why. Each slide says the
