@@ -73,6 +73,8 @@ def kink_notes(view: GraphView, checks: dict[int, NumericCheck]) -> dict[int, li
                 for key in below:
                     notes.setdefault(key, []).append(line)
     for lines in notes.values():
-        lines += ["the rule takes one side's slope there, the central",
+        # "a convention", not "one side's slope": abs′(0) = 0 is neither side's, and max
+        # splits its gradient among k tied entries (1/3 each for three)
+        lines += ["the rule takes a convention there, the central",
                   "difference averages both sides: both are right"]
     return notes

@@ -984,6 +984,15 @@ def test_the_default_mlp_picture_fits_a_16_9_slide(tmp_path, capsys):
     assert 1.3 <= width / height <= 2.2, (width, height)      # 16:9 is 1.78
 
 
+def test_the_kink_note_does_not_say_the_rule_takes_one_sides_slope():
+    """max over three tied entries gives each 1/3, neither side's slope (0 and 1): the note
+    said "the rule takes one side's slope there"."""
+    x = engine.Tensor(np.array([1.0, 1.0, 1.0, 0.5]), requires_grad=True, name="x")
+    box = nodes(draw(x.max(), numeric=True).source)["t0"]
+    assert "kink: 3 entries of x (into max)" in box and "one side" not in box
+    assert "the rule takes a convention there" in box
+
+
 def test_a_numeric_mismatch_at_a_kink_says_so_next_to_it():
     """XOR with relu: z¹ = 0 exactly for the (0, 0) corner (zero biases), where the rule
     takes relu′(0) = 0 and the central difference straddles the kink: b¹ showed analytic vs
@@ -994,7 +1003,7 @@ def test_a_numeric_mismatch_at_a_kink_says_so_next_to_it():
     loss = nn.CrossEntropyLoss()(model(x), np.array([0, 1, 1, 0]))
     found = nodes(draw(loss, model=model, numeric=True).source)
     error = re.compile(r"max \|analytic − numeric\| ([0-9.e+-]+)")
-    why = "the rule takes one side's slope there, the central\ndifference averages both sides"
+    why = "the rule takes a convention there, the central\ndifference averages both sides"
     for box in found.values():
         if box.startswith("b¹"):
             assert float(error.search(box).group(1)) > 1e-2
