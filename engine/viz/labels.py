@@ -133,6 +133,8 @@ def param_value(v: Any) -> str:
         return ":".join(parts[:2] if v.step is None else parts)
     if isinstance(v, float):
         return number(v)
+    if isinstance(v, np.random.Generator):     # its repr holds a memory address
+        return f"Generator({type(v.bit_generator).__name__})"
     return repr(v)
 
 

@@ -209,5 +209,9 @@ def loss_rule(node: Node) -> str | None:
 
 def node_rule(node: Node) -> str:
     """The derivative rule a picture prints for ``node``: a loss's rule for its reduction,
-    else the op's own ``rule``."""
+    a dropout's for its mode (the identity in eval mode or with p = 0, whose backward sends
+    the gradient unchanged: not ``keep / (1 − p)``), else the op's own ``rule``."""
+    if node.op.name == "dropout" and (not node.params.get("training", True)
+                                      or node.params.get("p", 0.5) == 0):
+        return "d/dx = 1 (the identity: eval mode, or p = 0)"
     return loss_rule(node) or labels.derivative_rule(node.op)

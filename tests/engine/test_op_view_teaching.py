@@ -104,6 +104,24 @@ def test_a_frozen_first_layers_output_is_not_named_x():
     assert {"W¹ = layers.2.weight", "W² = layers.4.weight"} <= first
 
 
+def test_an_eval_mode_dropout_states_the_identity_and_its_dot_text_is_repeatable():
+    """Eval mode (and p = 0): backward sends the gradient unchanged, yet the caption and the
+    box stated d/dx = mask = keep / (1 − p) (2 for p = 0.5). The box also printed the
+    dropout's generator with its memory address, so the same graph gave other DOT text."""
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    model = nn.MLP([2, 3, 2], activation="sigmoid", dropout=0.5, seed=0)
+    model.eval()
+    loss = nn.CrossEntropyLoss()(model(engine.Tensor(X)), np.array([0, 1, 1, 0]))
+    (caption,) = [c for c, _ in captioned_frames(loss, model=model) if "dropout" in c]
+    assert "d/dx = 1 (the identity: eval mode, or p = 0)" in caption and "keep" not in caption
+    source = draw(loss, model=model, rules=True).source
+    assert "keep / (1 − p)" not in source and "rng=Generator(PCG64)\\n" in source
+    again = nn.MLP([2, 3, 2], activation="sigmoid", dropout=0.5, seed=0)
+    again.eval()
+    other = nn.CrossEntropyLoss()(again(engine.Tensor(X)), np.array([0, 1, 1, 0]))
+    assert draw(other, model=again, rules=True).source == source
+
+
 @needs_dot
 def test_the_players_frames_use_the_names_too():
     model, loss = mlp()
