@@ -667,14 +667,22 @@ def _alone(op: Op, args: tuple[Any, ...], params: dict[str, Any], v: np.ndarray,
 
 def rules_read_their_own_parameters(op: Op, spec: OpSpec, sample: Sample, seed: int = 0,
                                     other: Sample | None = None) -> float | None:
-    """Re-entrancy: two calls with different parameters (``sample`` and ``other``, a second
-    sample of the spec), their rules run in the other order (the second call's backward and
-    JVP first), each give what they give alone. A rule that reads a parameter from the op
-    object (ops are singletons; ``self.slope`` set by the last forward) instead of its node
-    (``ctx.params``) fails. Needs the second sample (``needs_second_sample``); None when
-    there is none or both calls have the same parameters."""
-    if other is None or not sample[1] or plain_repr(sample[1]) == plain_repr(other[1]):
-        return None
+    """Re-entrancy: two calls, their rules run in the other order (the second call's
+    backward and JVP first), each give what they give alone. The second call has other
+    parameters (``other``, a second sample of the spec) when the sample has parameters and
+    they differ, else the same parameters on other inputs: every input array reversed
+    along each of its axes (``_reversed``: the same values, so in the spec's domain, and
+    elementwise relations between inputs kept, broadcasting included). A rule that reads
+    a parameter or a saved value from the op object (ops are singletons: ``self.slope`` or
+    ``self.t = tanh(x)`` set by the last forward; a torch Function's class attribute; a
+    numpy rule's module-level cache) instead of its node fails. None when the second call
+    would be the first one again (symmetric inputs, no other parameters)."""
+    if other is not None and sample[1] and plain_repr(sample[1]) != plain_repr(other[1]):
+        reads = "a parameter"
+    else:
+        other, reads = (_reversed(sample[0]), sample[1]), "a value the forward saved"
+        if all(_same_array(a, b) for a, b in zip(sample[0], other[0], strict=True)):
+            return None
     rng = np.random.default_rng(seed)
     calls = []
     for args, params in (sample, other):
@@ -690,8 +698,10 @@ def rules_read_their_own_parameters(op: Op, spec: OpSpec, sample: Sample, seed: 
     for k in (1, 0):
         (args, params, v, u, alone), (leaves, diff), out = calls[k], live[k][1:], outs[k]
         grads = _pullback(out, leaves, diff)(v)
-        where = (f" (call with params {plain_repr(params)}, after a call with params "
-                 f"{plain_repr(calls[1 - k][1])}: a rule reads a parameter from the op object?)")
+        after = (f"a call with params {plain_repr(calls[1 - k][1])}" if reads == "a parameter"
+                 else "a call on other inputs")
+        where = (f" (call with params {plain_repr(params)}, after {after}: a rule reads "
+                 f"{reads} from the op object or a class, not its node?)")
         for g, want, i in zip(grads, alone[3], diff, strict=True):
             worst = max(worst, _same_math(g, want, f"{op.name}: the gradient of input {i} "
                                                    f"changes{where}"))
@@ -703,6 +713,18 @@ def rules_read_their_own_parameters(op: Op, spec: OpSpec, sample: Sample, seed: 
 
 
 rules_read_their_own_parameters.needs_second_sample = True  # type: ignore[attr-defined]
+
+
+def _reversed(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The inputs with every array reversed along each of its axes (numbers as they are)."""
+    return tuple(np.flip(a).copy() if isinstance(a, np.ndarray) and a.ndim else a for a in args)
+
+
+def _same_array(a: Any, b: Any) -> bool:
+    """Whether two inputs are the same values (NaN equal to NaN), arrays or not."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    return a is b
 
 
 def needs_second_sample(prop: Property) -> bool:

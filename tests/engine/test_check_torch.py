@@ -322,3 +322,27 @@ class LinearVjp(torch.autograd.Function):
 def test_a_function_defining_vjp_instead_of_backward_is_checked_alike():
     assert check_torch(LinearVjp, sample=linear_samples(), reference=linear_reference,
                        max_examples=EXAMPLES)
+
+
+class ClassCube(torch.autograd.Function):
+    """x ** 3 with x kept on the class, not in ctx: right for one call, wrong for two before
+    a backward (two layers). check_torch passed it: the re-entrancy property ran only for
+    rules with parameters."""
+
+    @staticmethod
+    def forward(x):
+        return x ** 3
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ClassCube.x = inputs[0]
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 3 * ClassCube.x ** 2
+
+
+def test_a_torch_rule_keeping_its_input_on_the_class_fails():
+    with pytest.raises(OpCheckError, match="(?s)rules_read_their_own_parameters.*a call on other "
+                                           "inputs: a rule reads a value the forward saved"):
+        check_torch(ClassCube, sample=unary(strategies.reals))

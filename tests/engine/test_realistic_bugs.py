@@ -7,13 +7,15 @@ Also the bug those samples hid: forward mode through ``pow`` with a negative bas
 constant exponent returned NaN (0 * log(a) for the exponent's term)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from handgrad import engine
-from handgrad.engine.ops.activation import LeakyReLU
+from handgrad.engine.ops.activation import LeakyReLU, Tanh
 from handgrad.engine.ops.elementwise import Clip, Pow
 from handgrad.engine.ops.loss import SoftmaxCrossEntropy
 from handgrad.engine.ops.reduce import Sum
@@ -297,12 +299,30 @@ def test_a_delta_written_through_a_reshape_that_copied_fails_the_layout_property
                                          sample) is not None
 
 
+class SelfSavedTanh(Tanh):
+    """The forward keeps tanh(x) on the op object, not the node (``self.t``, as a torch
+    Function's class attribute or a numpy rule's module-level cache): right for one call,
+    wrong for tanh(tanh(x)). An op without parameters: the re-entrancy property ran only
+    for calls with different parameters, so every checker passed it."""
+
+    def forward(self, ctx, x):
+        self.t = super().forward(ctx, x)
+        return self.t
+
+    def derivative(self, ctx):
+        return 1 - self.t * self.t
+
+
 @pytest.mark.parametrize("op, spec, match", [
     (SelfSlopeLeakyReLU(), "leaky_relu", "rules_read_their_own_parameters.*after a call with params"),
+    (SelfSavedTanh(), dataclasses.replace(SPECS["tanh"], complex_step=False),  # as a torch rule's
+     "rules_read_their_own_parameters.*after a call on other inputs: a rule reads a value the "
+     "forward saved"),
     (InPlaceSmoothingSoftmaxCrossEntropy(), "softmax_cross_entropy",
      "rules_leave_their_arguments_alone.*its forward wrote into input 1"),
     (FalsyAxisSum(), "sum", r"axis.: \(\)"),
     (OneSidedClip(), "clip", "convention at a kink"),
-], ids=["slope read from the op object", "forward writes into its inputs", "axis=() as None", "clip with max only"])
+], ids=["slope read from the op object", "tanh(x) kept on the op object",
+        "forward writes into its inputs", "axis=() as None", "clip with max only"])
 def test_a_survivor_of_the_mutation_testing_is_caught(op, spec, match):
     caught(op, spec, match)
