@@ -80,7 +80,7 @@ def mlp_layers(loss: Tensor) -> list[Layer]:
         layers.append(Layer(0, lin, a_prev, W, b, z, act,
                             None if act is None else layers[-1].a_prev))
         prev = a_prev.node
-        while prev is not None and _identity(prev):     # eval-mode dropout: a = its input
+        while prev is not None and losses.identity_dropout(prev):   # a = its input
             prev = prev.inputs[0].node
         if prev is None:
             break
@@ -91,13 +91,6 @@ def mlp_layers(loss: Tensor) -> list[Layer]:
     for k, layer in enumerate(layers, start=1):
         layer.index = k
     return layers
-
-
-def _identity(node: Node) -> bool:
-    """A dropout that zeroes nothing (eval mode, or p = 0): its output is its input, so
-    the layers on either side of it are the chain BP1-BP4 describe."""
-    return node.op.name == "dropout" and (not node.params.get("training", True)
-                                          or node.params.get("p", 0.5) == 0)
 
 
 def _not_an_activation(name: str) -> str:

@@ -211,7 +211,14 @@ def node_rule(node: Node) -> str:
     """The derivative rule a picture prints for ``node``: a loss's rule for its reduction,
     a dropout's for its mode (the identity in eval mode or with p = 0, whose backward sends
     the gradient unchanged: not ``keep / (1 − p)``), else the op's own ``rule``."""
-    if node.op.name == "dropout" and (not node.params.get("training", True)
-                                      or node.params.get("p", 0.5) == 0):
+    if identity_dropout(node):
         return "d/dx = 1 (the identity: eval mode, or p = 0)"
     return loss_rule(node) or labels.derivative_rule(node.op)
+
+
+def identity_dropout(node: Node) -> bool:
+    """A dropout that zeroes nothing (eval mode, or p = 0): its output is its input and its
+    backward sends the gradient unchanged (so the layers on either side of it are the
+    chain BP1-BP4 describe)."""
+    return node.op.name == "dropout" and (not node.params.get("training", True)
+                                          or node.params.get("p", 0.5) == 0)
