@@ -90,6 +90,19 @@ class MSE(_Loss):
         return _reduce(2 * diff * (dp - dt), ctx.params["reduction"], diff.size)
 
 
+def softmax_parts(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``shifted`` = z minus each row's max, ``p`` = softmax(z) in z's dtype and ``norm``
+    = Σ exp(shifted) per row (float16: summed in float32, which may pass 65504): what
+    softmax_cross_entropy's forward computes, and the pictures print as its p. The max
+    shifted out keeps the log-sum-exp exact for |z| ~ 1e4. (np.maximum.reduce and
+    np.add.reduce: z.max and e.sum minus numpy's Python wrappers, which cost a step of a
+    tiny model about a microsecond.)"""
+    shifted = z - np.maximum.reduce(z, axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    norm = wide_sum(e, axis=-1, keepdims=True)
+    return shifted, np.divide(e, norm, out=e), norm       # e is not needed again
+
+
 @register
 class SoftmaxCrossEntropy(_Loss):
     """softmax_cross_entropy(z, y) = -Σ_c y_c log softmax(z)_c per row, averaged over the
@@ -146,13 +159,7 @@ class SoftmaxCrossEntropy(_Loss):
     def forward(self, ctx: RuleContext, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean",
                 label_smoothing: float = 0.0) -> np.ndarray:
         eps, C = label_smoothing, z.shape[-1]
-        # log-softmax through the log-sum-exp with the max shifted out: exact for |z| ~ 1e4.
-        # (np.maximum.reduce and np.add.reduce: z.max and e.sum minus numpy's Python wrappers,
-        # which cost a step of a tiny model about a microsecond)
-        shifted = z - np.maximum.reduce(z, axis=-1, keepdims=True)
-        e = np.exp(shifted)
-        norm = wide_sum(e, axis=-1, keepdims=True)        # float16: float32, may pass 65504
-        p = np.divide(e, norm, out=e)                     # e is not needed again
+        shifted, p, norm = softmax_parts(z)
         log_norm = np.log(norm).astype(z.dtype, copy=False)
         if y.dtype.kind in "iu" and not eps:
             # The common case in few passes: -log p_y = log(norm) - shifted_y per row, and
