@@ -186,7 +186,7 @@ class SoftmaxCrossEntropy(_Loss):
             if eps:
                 per_row -= (eps / C) * wide_sum(log_p2, axis=-1)   # float16: Σ may pass 65504
             per_row = per_row.reshape(y.shape)
-            delta = p.reshape(-1, C)
+            delta: np.ndarray = p.reshape(-1, C)
             if eps:
                 delta -= eps / C
             delta[rows, flat_y] -= 1 - eps
