@@ -57,12 +57,12 @@ class MatMul(Op):
     def jvp(self, ctx: RuleContext, da: np.ndarray, db: np.ndarray) -> np.ndarray:
         a, b = ctx.saved
         # a constant operand's term is left out (``moves``): 0 @ B is NaN where B holds inf
-        out = np.zeros(np.matmul(np.zeros_like(a), np.zeros_like(b)).shape, np.result_type(da, db))
-        if moves(da):
-            out = out + da @ b
-        if moves(db):
-            out = out + a @ db
-        return out
+        left, right = moves(da), moves(db)
+        if left and right:
+            return da @ b + a @ db
+        if left or right:
+            return da @ b if left else a @ db
+        return np.zeros_like(da) @ np.zeros_like(db)     # no tangent: zeros, the output's shape
 
 
 @register
@@ -110,9 +110,12 @@ class Linear(Op):
     def jvp(self, ctx: RuleContext, dx: np.ndarray, dW: np.ndarray, db: np.ndarray | None = None) -> np.ndarray:
         x, W = ctx.saved
         # a constant operand's term is left out (``moves``): 0 @ W is NaN where W holds inf
-        out = np.zeros(x.shape[:-1] + W.shape[-1:], np.result_type(dx, dW))
+        terms = []
         if moves(dx):
-            out = out + dx @ W
+            terms.append(dx @ W)
         if moves(dW):
-            out = out + x @ dW
+            terms.append(x @ dW)
+        if not terms:                                    # no tangent: zeros, the output's shape
+            terms.append(np.zeros(x.shape[:-1] + W.shape[-1:], np.result_type(dx, dW)))
+        out = sum(terms[1:], terms[0])
         return out + db if moves(db) else out
