@@ -528,15 +528,16 @@ def train(args: argparse.Namespace) -> int:
         if completed and not ctrl_c.requested:
             with np.errstate(all="ignore"):
                 test = evaluate(state.model, loss_fn, (splits.x_test, splits.y_test))
-        # A new run stopped before its first epoch has nothing of its own to save: the run
-        # already in --out (a finished one, maybe) is kept rather than replaced by weights
+        # A new run stopped before its first epoch has nothing of its own to save: what is
+        # already in --out (a finished run, maybe one an older handgrad saved without a
+        # manifest, or the user's own model.npz) is kept rather than replaced by weights
         # that never trained.
         kept = out is not None and saved is None and state.epochs_done == 0 \
-            and (out / rundir.MANIFEST).exists()
+            and rundir.holds_files(out)
         written, skipped = (state.save(out, test, interrupted=not completed)
                             if out is not None and not kept else ([], {}))
-    saved_where = (f"; no epoch completed, so nothing was saved and {out} keeps the run "
-                   f"that was there" if kept else
+    saved_where = (f"; no epoch completed, so nothing was saved and {out} keeps the files "
+                   f"that were there" if kept else
                    "" if out is None else f"; the state after epoch {state.epochs_done} is saved")
     if written:
         print("wrote " + ", ".join(str(p) for p in written))

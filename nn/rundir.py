@@ -42,6 +42,14 @@ class RunDirError(UserInputError):
     """A run directory that cannot be written, or whose files do not form one saved epoch."""
 
 
+def holds_files(directory: Path) -> bool:
+    """Whether ``directory`` has a manifest or any file a save would write there, committed
+    or staged (a run an older handgrad saved has no manifest; a model.npz may be the
+    user's own)."""
+    names = (MANIFEST, *FILES, *(staged(directory, name).name for name in FILES))
+    return any(os.path.lexists(directory / name) for name in names)
+
+
 def staged(directory: Path, name: str) -> Path:
     """Where a save writes ``name`` before the commit (same extension: savefig reads it)."""
     stem, dot, suffix = name.rpartition(".")

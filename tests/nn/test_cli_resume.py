@@ -347,8 +347,33 @@ def test_a_new_run_stopped_before_its_first_epoch_keeps_the_run_already_in_out(
     capsys.readouterr()
     assert cli.main(["train", *RUN, "--epochs", "6", "--seed", "7", "--out", str(out)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith(f"no epoch completed, so nothing was saved and {out} keeps the run "
-                            f"that was there")
+    assert err[-1].endswith(f"no epoch completed, so nothing was saved and {out} keeps the files "
+                            f"that were there")
+    assert _files(out) == before
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "nan"])
+def test_a_new_run_stopped_before_its_first_epoch_keeps_files_without_a_manifest(
+        tmp_path, capsys, monkeypatch, stop):
+    """An --out holding a run's files but no run.json (an older handgrad's run, the user's
+    own model.npz): a new run stopped by Ctrl-C or a NaN in its first epoch used to replace
+    model.npz by untrained weights and delete curves.png."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.npz").write_bytes(b"the user's trained model")
+    (out / "curves.png").write_bytes(b"the user's curves")
+    before = _files(out)
+    if stop == "ctrl-c":
+        monkeypatch.setattr(_CtrlCAt, "at", 2)
+        monkeypatch.setattr(_CtrlCAt, "calls", 0)
+        monkeypatch.setattr(cli, "CrossEntropyLoss", _CtrlCAt)
+        assert cli.main(["train", *RUN, "--epochs", "2", "--out", str(out)]) == 130
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+    else:
+        assert cli.main(["train", "--dataset", "moons", "--optimizer", "sgd", "--momentum", "0",
+                         "--lr", "1e38", "--epochs", "2", "--quiet", "--out", str(out)]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith(f"nothing was saved and {out} keeps the files that were there"), last
     assert _files(out) == before
 
 
