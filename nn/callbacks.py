@@ -49,9 +49,9 @@ class Callback:
 
     def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
                     targets: Any) -> None:
-        """After step ``step`` of ``epoch`` updated the weights: its loss (under ``fit`` a
-        mean per example, as in ``History.steps``, whatever the loss's reduction), the
-        model's outputs for the batch and the batch's targets."""
+        """After step ``step`` of ``epoch`` updated the weights: its loss (under ``fit``
+        per example, as in ``History.steps``: a ``reduction="sum"`` loss divided by the
+        batch size), the model's outputs for the batch and the batch's targets."""
 
     def on_epoch_end(self, epoch: int) -> None:
         """After the epoch's last step, before it is evaluated and recorded."""

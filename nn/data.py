@@ -299,7 +299,7 @@ def _finish(X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.
 
 
 def _check_n(name: str, n: int, classes: int = 1) -> None:
-    if not isinstance(n, (int, np.integer)) or n < classes or n <= 0:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < classes or n <= 0:
         raise ValueError(f"{name}: n must be an integer >= {max(classes, 1)}, got {plain_repr(n)}")
 
 
@@ -368,8 +368,14 @@ GENERATORS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
 # --- preprocessing -----------------------------------------------------------------------
 
 def normalize_images(x: np.ndarray) -> np.ndarray:
-    """uint8 pixels 0..255 as float32 in [0, 1]."""
-    return np.asarray(x, dtype=np.float32) / np.float32(255)
+    """uint8 pixels 0..255 as float32 in [0, 1]. Any other dtype is a TypeError: floats
+    may be scaled already (a second division by 255 would silently squeeze them into
+    [0, 0.004]), and wider integers need not stop at 255."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        raise TypeError(f"normalize_images: expected uint8 pixels 0..255, got dtype {x.dtype} "
+                        f"(float images are used as they are; scale other integers yourself)")
+    return x.astype(np.float32) / np.float32(255)
 
 
 def _standardized_dtype(dtype: np.dtype) -> np.dtype:
@@ -502,13 +508,13 @@ class DataLoader:
         self.X, self.y = np.asarray(X), np.asarray(y)
         if len(self.X) != len(self.y):
             raise ValueError(f"DataLoader: {len(self.X)} inputs but {len(self.y)} targets")
-        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-            raise ValueError(f"DataLoader: batch_size must be a positive integer, "
-                             f"got {plain_repr(batch_size)}")
+        check_positive("DataLoader: batch_size", batch_size)
+        check_flag("DataLoader: shuffle", shuffle)
+        check_flag("DataLoader: drop_last", drop_last)
         if seed is None:
             seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]  # drawn: an int
         check_count("DataLoader: seed", seed)
-        self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
+        self.batch_size, self.shuffle, self.drop_last = int(batch_size), bool(shuffle), bool(drop_last)
         self.seed, self.epoch = int(seed), 1      # the epoch of the next pass
 
     def set_epoch(self, epoch: int) -> None:
@@ -526,6 +532,20 @@ class DataLoader:
     def __len__(self) -> int:
         n = len(self.X)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+def check_positive(what: str, value: Any) -> int:
+    """A positive integer (not a bool) as an int, or a ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {plain_repr(value)}")
+    return int(value)
+
+
+def check_flag(what: str, value: Any) -> None:
+    """True or False (a numpy bool too), or a ValueError naming ``what``: a string such as
+    "no" is truthy, and would have turned the option on."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{what} must be True or False, got {plain_repr(value)}")
 
 
 def check_count(what: str, value: Any) -> None:
@@ -569,7 +589,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, n: int | 
     else:
         source = str(find_mnist_files(name, data_dir)["train_images"].parent)
         xtr, y_train, xte, y_test = load_mnist(name, data_dir)
-        if n is not None:
+        if n is not None:     # the first n (all of them when there are fewer)
+            _check_n(name, n)
             xtr, y_train = xtr[:n], y_train[:n]
         x_train = normalize_images(xtr.reshape(len(xtr), -1))
         x_test = normalize_images(xte.reshape(len(xte), -1))

@@ -8,8 +8,9 @@ from typing import Any
 
 @dataclass(repr=False)
 class History:
-    """What ``fit`` measured: the loss of every step (a mean per example, whatever the
-    loss's reduction) and a dict of metrics per epoch.
+    """What ``fit`` measured: the loss of every step (per example: a loss with
+    ``reduction="sum"`` divided by the batch size, see ``fit``) and a dict of metrics per
+    epoch.
 
     ``interrupted``: fit stopped at a Ctrl-C; the losses of the unfinished epoch's steps are
     in ``steps``, but that epoch has no record in ``epochs``."""

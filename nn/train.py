@@ -21,7 +21,7 @@ from handgrad.engine.plain import plain_repr
 
 from . import metrics
 from .callbacks import Callback, EarlyStopping, EpochFunction, GradNormRecorder, LRSchedule, Progress
-from .data import DataLoader, check_count
+from .data import DataLoader, check_count, check_flag, check_positive
 from .finite import all_finite, first_non_finite, non_finite_rows
 from .history import History
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
@@ -31,12 +31,6 @@ from .step import EagerStep, ReplayStep, Step, TrainingError, non_finite, one_nu
 from .threads import blas_threads, threads_for
 
 __all__ = ["History", "TrainingError", "fit", "evaluate", "predict", "NonFiniteEvaluation"]
-
-
-def _positive_int(what: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {plain_repr(value)}")
-    return int(value)
 
 
 def _split(data: Any, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +86,10 @@ def _is_classification(loss_fn: Any, scores: np.ndarray, y: np.ndarray) -> bool:
 
 def _summed(loss_fn: Any) -> bool:
     """Whether ``loss_fn`` sums over the batch (``reduction="sum"``): fit and evaluate then
-    divide its value by the number of examples, so that every loss they record is a mean
-    per example, whatever the reduction (a plain function's loss is taken as a mean)."""
+    divide its value by the number of examples, so that every loss they record is per
+    example (a plain function's loss is taken as a mean). For cross-entropy that is what
+    "mean" gives; MSELoss's and BCEWithLogitsLoss's "mean" is per element, so their "sum"
+    records the sum over each example's outputs: D times their "mean" for D outputs."""
     return getattr(loss_fn, "reduction", None) == "sum"
 
 
@@ -102,7 +98,7 @@ def predict(model: Module, X: Any, batch_size: int = 1024) -> np.ndarray:
     empty X, the model's output for an empty batch (shape (0, n_outputs)). Eval mode holds
     in this thread only (``model.eval_mode()``): a thread training the model keeps its
     dropout, and the flags ``train()``/``eval()`` set are untouched."""
-    batch_size = _positive_int("predict: batch_size", batch_size)
+    batch_size = check_positive("predict: batch_size", batch_size)
     X = np.asarray(X)
     with model.eval_mode(), engine.no_grad():     # this thread only: training goes on
         outs = [model(Tensor(X[i:i + batch_size], copy=False)).numpy(copy=True)
@@ -262,11 +258,9 @@ class _Where:
 
 
 def _check_flags(**flags: Any) -> None:
-    """fit's on/off options must be True or False (a numpy bool too): a string such as
-    "no" is truthy, and would have turned the option on."""
+    """fit's on/off options must be True or False (``data.check_flag``)."""
     for name, value in flags.items():
-        if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"fit: {name} must be True or False, got {plain_repr(value)}")
+        check_flag(f"fit: {name}", value)
 
 
 def _check_hooks(callbacks: Any, history: Any) -> list[Callback]:
@@ -319,13 +313,13 @@ def _check_options(epochs: Any, batch_size: Any, initial_epoch: Any, early_stopp
     """The option errors of fit (after epochs and verbose), in the order fit has always
     given them, then the seed's."""
     if batch_size is not None:
-        _positive_int("fit: batch_size", batch_size)
+        check_positive("fit: batch_size", batch_size)
     if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
             or not 0 <= initial_epoch < epochs:
         raise ValueError(f"fit: initial_epoch must be an integer in [0, {epochs}), "
                          f"got {plain_repr(initial_epoch)}")
     if early_stopping is not None:
-        _positive_int("fit: early_stopping", early_stopping)
+        check_positive("fit: early_stopping", early_stopping)
     if clip_grad_norm is not None and not (math.isfinite(clip_grad_norm) and clip_grad_norm > 0):
         raise ValueError(f"fit: clip_grad_norm must be finite and positive, got {plain_repr(clip_grad_norm)}")
     if seed is None:
@@ -448,8 +442,10 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     TrainingError). NaN/Inf in ``val_data`` is a ValueError before training; validation
     outputs that overflow are a TrainingError.
     ``batch_size=None`` means full-batch gradient descent. After each epoch the train (and
-    validation) loss, a mean per example (a loss with ``reduction="sum"`` is divided by
-    the batch size; so is each step's loss in ``history.steps`` and the callbacks), and,
+    validation) loss, averaged over the examples (a loss with ``reduction="sum"`` is
+    divided by the batch size, which for MSELoss and BCEWithLogitsLoss gives a sum over
+    each example's outputs where their "mean" averages over them too: ``_summed``; so is
+    each step's loss in ``history.steps`` and the callbacks), and,
     for a softmax classifier, accuracy are recorded (none for ``MSELoss`` or
     ``BCEWithLogitsLoss``: ``_is_classification``), with the learning rate the epoch
     trained with (``lr``: its last step's, when a schedule changes it per step), the
@@ -458,7 +454,9 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     "train_accuracy", "val_loss" or "val_accuracy"; anything else is a ValueError)
     has not improved for k epochs and, with ``restore_best``, puts back the best weights.
     ``train_data`` is (X, y) (shuffled per epoch from (seed, epoch)) or a DataLoader
-    (shuffled per epoch from (its seed, epoch): fit calls its ``set_epoch`` each epoch).
+    (shuffled per epoch from (its seed, epoch): fit calls its ``set_epoch`` each epoch). A
+    DataLoader batches by its own settings: its ``batch_size``, ``shuffle`` and ``seed``
+    apply, and fit's are not used (as Keras ignores ``shuffle`` for a generator).
     ``seed`` is a non-negative integer (checked before training, whatever ``train_data``);
     None is refused rather than drawn at random, so that a run resumed with the same seed
     sees the batches the uninterrupted run saw (a DataLoader's ``seed=None`` draws one
@@ -501,7 +499,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     process-wide: fits overlapping in two threads share it, the later one's applying to
     both while it runs (``blas_threads``).
     """
-    epochs = _positive_int("fit: epochs", epochs)
+    epochs = check_positive("fit: epochs", epochs)
     shown = Progress(verbose, progress)
     _check_options(epochs, batch_size, initial_epoch, early_stopping, clip_grad_norm, seed)
     _check_monitor(monitor, early_stopping, val_data, loss_fn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -297,6 +298,23 @@ def test_a_small_mlp_can_learn_each_teaching_dataset():
         assert nn.evaluate(model, nn.CrossEntropyLoss(), (s.x_test, s.y_test))["accuracy"] > 0.9, name
 
 
+@pytest.mark.parametrize("n", [0, -5, True, 2.0])
+def test_load_dataset_refuses_a_count_of_mnist_examples_that_is_not_a_positive_integer(tmp_path, n):
+    """x_train[:n] took n = -5 as all but the last five and True as one example."""
+    _fake_mnist(tmp_path)
+    with pytest.raises(ValueError, match="mnist: n must be an integer >= 1"):
+        D.load_dataset("mnist", data_dir=tmp_path, n=n)
+    assert D.load_dataset("mnist", data_dir=tmp_path, n=100).x_train.shape == (20, 784)  # all there are
+
+
+def test_normalize_images_takes_uint8_pixels_only():
+    """Float images divided by 255 again were squeezed into [0, 0.004]; int64 1000 became 3.9."""
+    once = D.normalize_images(np.array([0, 128, 255], np.uint8))
+    for x in (once, np.array([1000]), np.array([[0.5]], np.float64)):
+        with pytest.raises(TypeError, match="normalize_images: expected uint8"):
+            D.normalize_images(x)
+
+
 def test_preprocessing():
     assert D.normalize_images(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]
     rng = np.random.default_rng(0)
@@ -405,6 +423,20 @@ def test_a_data_loaders_order_is_a_function_of_its_seed_and_epoch():
         D.DataLoader(X, y, seed=-1)
     a, b = D.DataLoader(X, y, seed=None), D.DataLoader(X, y, seed=None)
     assert a.seed != b.seed and passes(a, 1) != passes(b, 1)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("shuffle", "no", "DataLoader: shuffle must be True or False, got 'no'"),
+    ("drop_last", "no", "DataLoader: drop_last must be True or False, got 'no'"),
+    ("batch_size", True, "DataLoader: batch_size must be a positive integer, got True"),
+])
+def test_a_data_loader_refuses_options_that_are_not_what_they_say(option, value, message):
+    """shuffle="no" shuffled, drop_last="no" dropped the tail, batch_size=True was 1 (fit
+    and PyTorch refuse them)."""
+    X = y = np.arange(10)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        D.DataLoader(X, y, **{option: value})
+    assert D.DataLoader(X, y, shuffle=np.bool_(False)).shuffle is False
 
 
 def test_batches_and_data_loader():
