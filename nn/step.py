@@ -121,24 +121,28 @@ class _Gradients:
     settings (a parameter replaced is an assignment): a step then clears the optimizer's
     parameters and that list (empty when the optimizer holds the whole model)."""
 
-    def __init__(self, model: Module, optimizer: Optimizer):
-        self.model, self.optimizer = model, optimizer
+    def __init__(self, model: Module):
+        self.model = model
         self._tree = -1                          # the tree version self._modules is for
         self._modules: list[Module] = []
-        self._seen: tuple[int, ...] | None = None   # the settings self._others is for
+        # What self._others is for: the settings, the optimizer and how many it holds (a
+        # step's optimizer may be replaced, and add_param_group adds to one).
+        self._seen: tuple[Any, ...] | None = None
         self._others: list[Parameter] = []
 
-    def clear(self) -> None:
+    def clear(self, optimizer: Optimizer) -> None:
+        """Forget the gradients of ``optimizer``'s parameters (the step's, read at each
+        step) and of the model's others."""
         if self._tree != module_.tree_version():
             self._tree = module_.tree_version()
             self._modules = list(self.model.modules())
             self._seen = None
-        settings = tuple([m._assignments for m in self._modules])
-        if settings != self._seen:
-            self._seen = settings
-            held = {id(p) for p in self.optimizer.params}
+        seen = (tuple([m._assignments for m in self._modules]), id(optimizer), len(optimizer.params))
+        if seen != self._seen:
+            self._seen = seen
+            held = {id(p) for p in optimizer.params}
             self._others = [p for p in self.model.parameters() if id(p) not in held]
-        for p in self.optimizer.params:
+        for p in optimizer.params:
             p.grad = None
         for p in self._others:
             p.grad = None
@@ -166,7 +170,7 @@ class Step:
         self.regularizer, self.clip_grad_norm = regularizer, clip_grad_norm
         self.check_finite = check_finite
         self.last_penalty: float | None = None
-        self._gradients = _Gradients(model, optimizer)
+        self._gradients = _Gradients(model)
 
     def __call__(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
         raise NotImplementedError
@@ -202,7 +206,7 @@ class EagerStep(Step):
             self.last_penalty = float(penalty.item())
             self._check("the regularizer", self.last_penalty)
             objective = loss + penalty
-        self._gradients.clear()                 # every parameter's: this step's gradients alone
+        self._gradients.clear(self.optimizer)   # every parameter's: this step's gradients alone
         objective.backward()
         scores = out.numpy(copy=True)     # before the update: out may share a weight's memory
         self._update()
@@ -290,7 +294,7 @@ class ReplayStep(Step):
         # Eagerly, targets given as an array reach the loss as one, which its op converts
         # to the outputs' dtype (as_arrays); a tensor stays a tensor.
         y = y if isinstance(y, Tensor) else targets
-        self._gradients.clear()                 # every parameter's: this step's gradients alone
+        self._gradients.clear(self.optimizer)   # every parameter's: this step's gradients alone
         key = self.key(x, y)
         plan = self.plans.get(key)
         if plan is None:

@@ -138,3 +138,37 @@ def test_every_parameter_of_the_model_holds_the_gradient_of_the_last_step_alone(
         twin_opt.step()
         for (name, p), q in zip(model.named_parameters(), twin.parameters()):
             np.testing.assert_allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("make", [EagerStep, ReplayStep])
+def test_a_replaced_optimizer_has_its_own_tensors_gradients_cleared_at_every_step(make):
+    """``step.optimizer = new``, where ``new`` also trains a tensor outside the model (read
+    by the regularizer): its gradient was never cleared (the step kept clearing the old
+    optimizer's), so it summed over steps: 0.1, 0.2, 0.296 instead of 0.1, 0.098."""
+    def run(use_step):
+        model = nn.MLP([5, 8, 3], seed=0)
+        scale = engine.Tensor(np.full(3, 0.5, np.float32), requires_grad=True)
+
+        def penalty():
+            return (scale * scale).sum() * 0.1
+
+        opt = nn.optim.SGD(model, lr=0.1)
+        step = make(model, nn.CrossEntropyLoss(), opt, regularizer=penalty) if use_step else None
+        for k in range(3):
+            if k == 1:
+                opt = nn.optim.SGD([*model.parameters(), scale], lr=0.1)
+                if step is not None:
+                    step.optimizer = opt
+            xb, yb = X[32 * k:32 * k + 32], Y[32 * k:32 * k + 32]
+            if step is not None:
+                step(xb, yb)
+            else:                    # the README's loop
+                loss = nn.CrossEntropyLoss()(model(engine.Tensor(xb)), yb) + penalty()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return scale.numpy(copy=True), scale.grad.copy()
+
+    (value, grad), (loop_value, loop_grad) = run(True), run(False)
+    np.testing.assert_allclose(grad, loop_grad, rtol=1e-6)
+    np.testing.assert_allclose(value, loop_value, rtol=1e-6)
