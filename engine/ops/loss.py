@@ -26,7 +26,10 @@ from ._base import as_float, is_number, over
 from .activation import stable_sigmoid
 
 REDUCTIONS = ("mean", "sum", "none")
-_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+# Each signed integer dtype's unsigned twin, in its byte order (big-endian labels read from
+# a file are labels too).
+_UNSIGNED = {np.dtype(f"{order}i{size}"): np.dtype(f"{order}u{size}")
+             for order in "<>" for size in (1, 2, 4, 8)}
 
 
 def _reduce(per_item: np.ndarray, reduction: str, n: int) -> np.ndarray:
@@ -151,7 +154,7 @@ class SoftmaxCrossEntropy(_Loss):
             return
         C = z.shape[-1]
         # One pass over the labels: viewed as unsigned, a negative label is huge.
-        unsigned = y.view(_UNSIGNED[y.dtype.itemsize]) if y.dtype.kind == "i" else y
+        unsigned = y.view(_UNSIGNED[y.dtype]) if y.dtype.kind == "i" else y
         if np.maximum.reduce(unsigned, axis=None) >= C:        # unsigned.max()
             bad = y[(y < 0) | (y >= C)].ravel()[0]
             raise self.error(f"class label {bad} is outside [0, {C}) for logits of shape {z.shape}")

@@ -81,6 +81,20 @@ def test_bad_targets_are_reported_before_any_arithmetic(make, pattern):
         make(z)
 
 
+@pytest.mark.parametrize("dtype", [">i8", ">i4", ">i2", "i1", "<i8", ">u4"])
+def test_labels_in_either_byte_order_are_checked_by_their_values(dtype):
+    """Big-endian labels (read from a file with an explicit byte order) were viewed as
+    native unsigned integers: valid ones looked huge, and the check crashed (IndexError)."""
+    z = engine.Tensor(np.zeros((4, 3), np.float32), requires_grad=True)
+    loss = engine.softmax_cross_entropy(z, np.array([0, 1, 2, 1], dtype=dtype))
+    assert loss.item() == pytest.approx(np.log(3))
+    with pytest.raises(ValueError, match=r"class label 3 is outside \[0, 3\)"):
+        engine.softmax_cross_entropy(z, np.array([0, 3, 2, 1], dtype=dtype))
+    if np.dtype(dtype).kind == "i":
+        with pytest.raises(ValueError, match=r"class label -1 is outside"):
+            engine.softmax_cross_entropy(z, np.array([0, -1, 2, 1], dtype=dtype))
+
+
 def test_bool_targets_are_a_type_error():
     with pytest.raises(TypeError, match="softmax_cross_entropy: targets must be integer class labels or float"):
         engine.softmax_cross_entropy(t(2, 3), np.ones((2, 3), bool))
