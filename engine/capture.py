@@ -99,6 +99,27 @@ def _frozen_values(given: Any, size: int) -> bool:
     return isinstance(given, (np.ndarray, Tensor)) or size > 1
 
 
+def _arrays_in(value: Any) -> list[np.ndarray]:
+    """The numpy arrays in an op parameter (in tuples and lists too), in order."""
+    if isinstance(value, (tuple, list)):
+        return [a for v in value for a in _arrays_in(v)]
+    return [value] if isinstance(value, np.ndarray) else []
+
+
+class WatchedParameter(NamedTuple):
+    """A numpy array an op took as a parameter at the capture (``original``, its owner's)
+    and the copy the plan replays (``kept``)."""
+
+    op: str
+    key: str
+    original: np.ndarray
+    kept: np.ndarray
+
+    def changed(self) -> bool:
+        return self.original.shape != self.kept.shape or \
+            not np.array_equal(self.original, self.kept, equal_nan=self.kept.dtype.kind in "fc")
+
+
 def same(a: np.ndarray) -> np.ndarray:
     """``detach()`` in a plan: the same array (a detached tensor shares its memory)."""
     return a
@@ -114,6 +135,15 @@ class Tape:
         # ids of inputs that stand for arrays (``capture(..., as_arrays=)``): ops convert
         # them as they convert an array operand (Op._as_tensors)
         self.arrays: set[int] = set()
+        self.watched: list[WatchedParameter] = []    # numpy arrays in op parameters
+
+    def array_parameter(self, op: "Op", key: str, given: Any, frozen: Any) -> None:
+        """``op``'s parameter ``key`` was ``given`` and is kept as ``frozen`` (a copy): each
+        numpy array in it is watched, since its owner may change it in place after the
+        capture (``self.cols[:] = ...`` on a module) and the plan would replay the old
+        values (``Plan.changed_parameter``)."""
+        for original, copy in zip(_arrays_in(given), _arrays_in(frozen), strict=True):
+            self.watched.append(WatchedParameter(op.name, key, original, copy))
 
     def constant(self, t: "Tensor", given: Any, position: int, op: "Op") -> None:
         """A number or array (``given``) an op turned into a constant tensor ``t`` inside
@@ -223,6 +253,7 @@ class Plan:
         self.root: int | None = None          # the differentiated output's slot
         self.leaves: list["Tensor"] = []      # outside tensors that receive a gradient
         self.names: dict[int, str] = {}       # slot -> name of inputs and outside tensors
+        self.watched: list[WatchedParameter] = []   # checked before every replay
         self.root_spec: tuple[tuple[int, ...], np.dtype] = ((), np.dtype(np.float64))
         self.last_outputs: list[np.ndarray] = []   # of the capture run
         self._ready = False
@@ -239,11 +270,28 @@ class Plan:
         self._read = [t for _, t, *_ in self.outside]    # what a write between the passes could change
         self._holds = memory.replay_holds(())
 
+    def changed_parameter(self) -> str | None:
+        """Which numpy array an op took as a parameter at the capture has changed since
+        (its owner wrote it in place), described; None if none did. A plan keeps the values
+        of the capture, so ``run_forward`` refuses to replay them (``compile_step`` captures
+        again)."""
+        for watched in self.watched:
+            if watched.changed():
+                return (f"the numpy array op '{watched.op}' took as its parameter "
+                        f"'{watched.key}' at the capture")
+        return None
+
     def run_forward(self, *arrays: Any) -> list[np.ndarray]:
         """The forward program on ``arrays``; returns the outputs. What the backward pass
         needs stays in the nodes' saved values until ``run_backward``, which raises if a
         tensor the forward read may have been written in between. The input ``arrays``
         are read where they are, with no copy: do not write them before ``run_backward``."""
+        if self.watched:
+            changed = self.changed_parameter()
+            if changed is not None:
+                raise CaptureError(f"plan: {changed} has changed since; the plan would replay "
+                                   f"its old values. Capture again (compile_step does), or "
+                                   f"pass values that change as inputs")
         self._ready = False                  # a forward that raises leaves nothing to run
         if self._stale:
             for step in self.forward:        # saves add to a context: start from none
@@ -359,6 +407,7 @@ def _record(fn: Callable[..., Any], example_inputs: Sequence[Any],
             raise CaptureError(f"capture: output {k} of fn is a {type(o).__name__}, not a Tensor")
 
     plan = Plan()
+    plan.watched = tape.watched
     plan.tuple_output = isinstance(result, (tuple, list))
     slots: dict[int, int] = {}
     context_of: dict[int, ReplayContext] = {}   # id(output tensor) -> its op's context

@@ -234,10 +234,14 @@ def freeze(value: Any) -> Any:
 def frozen_param(op: "Op", key: str, value: Any) -> Any:
     """``freeze(value)`` for ``op``'s parameter ``key``. A tensor in it (an index, a mask)
     is copied like an array, so a plan being captured would replay this call's values:
-    refused then (``Tape.tensor_parameter``)."""
+    refused then (``Tape.tensor_parameter``). A numpy array in it is watched instead
+    (``Tape.array_parameter``): a replay after its owner changed it is refused."""
     if STATE.tape is not None and _holds_tensor(value):
         STATE.tape.tensor_parameter(op, key)
-    return freeze(value)
+    frozen = freeze(value)
+    if STATE.tape is not None:
+        STATE.tape.array_parameter(op, key, value, frozen)
+    return frozen
 
 
 def _holds_tensor(value: Any) -> bool:

@@ -106,6 +106,8 @@ class Tensor(OpMethods):
     def data(self, value: Any) -> None:
         """``t.data = array`` replaces the values (sharing ``array``, as in PyTorch); graphs
         computed before keep the old ones."""
+        if STATE.tape is not None:     # no op runs: a replay would skip the replacement
+            STATE.tape.in_place(self, "t.data =", _AFTER_CAPTURE)
         source = value if isinstance(value, Tensor) else None
         array = value._data if source is not None else np.asarray(value)
         check_dtype(array.dtype, "data")
@@ -650,6 +652,7 @@ def inplace(*tensors: Tensor, keep: bool = True) -> list[np.ndarray]:
     The stamp comes before your write: if another thread may run a forward pass reading
     these tensors while you write, use ``engine.writing``, which stamps the write again
     when it is done, so that the backward of that forward raises."""
+    _refused_in_capture("engine.inplace", tensors)
     return memory.writable(*tensors, keep=keep)
 
 
@@ -660,7 +663,19 @@ def writing(*tensors: Tensor) -> "memory.Writing":
     before the block ends, in this thread or another one while numpy wrote, raises in its
     backward instead of using values written after its forward pass. handgrad's own
     writes go through it (``t += x`` under no_grad, the optimizers, ``load_state_dict``)."""
+    _refused_in_capture("engine.writing", tensors)
     return memory.writing(*tensors)
+
+
+# What a captured function should do instead of writing a tensor's memory (a running mean):
+_AFTER_CAPTURE = "the new values as an output of the function, and write them after it"
+
+
+def _refused_in_capture(symbol: str, tensors: tuple[Tensor, ...]) -> None:
+    """A write with no op inside a captured function: a replay would skip it."""
+    if STATE.tape is not None:
+        for t in tensors[:1]:
+            STATE.tape.in_place(t, symbol, _AFTER_CAPTURE)
 
 
 write_stamp = memory.write_stamp   # engine.write_stamp(t): changes whenever t may have been written

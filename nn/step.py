@@ -297,6 +297,8 @@ class ReplayStep(Step):
         self._gradients.clear(self.optimizer)   # every parameter's: this step's gradients alone
         key = self.key(x, y)
         plan = self.plans.get(key)
+        if plan is not None and plan.watched and plan.changed_parameter() is not None:
+            plan = None           # an array an op took as a parameter was written: capture again
         if plan is None:
             # The first step of this shape runs eagerly while it is recorded: its forward,
             # its backward (gradients land in .grad), then the checks and update below.

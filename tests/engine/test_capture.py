@@ -321,6 +321,62 @@ def test_in_place_arithmetic_inside_the_function_is_refused(symbol, write):
     assert engine.modes.STATE.tape is None
 
 
+def _replace_data(t, value):
+    t.data = np.full(t.shape, value)
+
+
+def _through_writing(t, value):
+    with engine.writing(t) as (a,):
+        a += value
+
+
+def _through_inplace(t, value):
+    (a,) = engine.inplace(t)
+    a += value
+
+
+@pytest.mark.parametrize(("symbol", "write"), [("t.data =", _replace_data),
+                                               ("engine.writing", _through_writing),
+                                               ("engine.inplace", _through_inplace)])
+def test_writes_without_an_op_inside_the_function_are_refused(symbol, write):
+    """A running statistic kept with ``t.data = ...`` or written through engine.writing in
+    the captured forward: the capture ran the write once and every replay skipped it, so a
+    compiled step's running mean stopped moving (a count of examples stayed at 32)."""
+    W = Tensor(np.ones(3), requires_grad=True)
+    running = Tensor(np.zeros(3))
+
+    def fn(x):
+        h = x * W
+        with engine.no_grad():
+            write(running, 1.0)
+        return h.sum()
+
+    with pytest.raises(CaptureError, match=f"in-place {re.escape(symbol)} on .*Write the new "
+                                           f"values as an output of the function"):
+        engine.capture(fn, np.ones(3))
+    assert engine.modes.STATE.tape is None
+    write(running, 1.0)                          # outside a capture: a plain write
+    assert running.numpy().tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_replay_after_an_array_parameter_changed_in_place_is_refused():
+    """``x[:, cols]`` with ``cols`` an array kept outside (a module's): the plan kept the
+    capture's copy of it, so after ``cols[:] = ...`` every replay gathered the old columns,
+    silently, where eager code reads the new ones."""
+    W = Tensor(np.ones(3), requires_grad=True)
+    cols = np.array([0, 1, 2])
+    plan = engine.capture(lambda x: (x[:, cols] * W).sum(), np.arange(12.0).reshape(2, 6))
+    x = np.arange(12.0).reshape(2, 6)
+    assert plan(x) == 24.0 and plan.changed_parameter() is None
+    cols[:] = [3, 4, 5]
+    assert "parameter 'index'" in plan.changed_parameter()
+    with pytest.raises(CaptureError, match=r"plan: the numpy array op 'getitem' took as its "
+                                           r"parameter 'index' at the capture has changed since"):
+        plan(x)
+    cols[:] = [0, 1, 2]                        # the values of the capture again: replayed
+    assert plan(x) == 24.0
+
+
 def test_a_tensor_computed_by_ops_outside_the_function_is_refused_before_any_gradient():
     """``h = W * 2`` outside, ``(x * h).sum()`` captured: the capture crashed with a bare
     KeyError in the middle of its backward pass, with W's gradient half accumulated. Its

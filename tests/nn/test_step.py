@@ -172,3 +172,31 @@ def test_a_replaced_optimizer_has_its_own_tensors_gradients_cleared_at_every_ste
     (value, grad), (loop_value, loop_grad) = run(True), run(False)
     np.testing.assert_allclose(grad, loop_grad, rtol=1e-6)
     np.testing.assert_allclose(value, loop_value, rtol=1e-6)
+
+
+def test_a_compiled_step_captures_again_when_an_array_parameter_was_changed_in_place():
+    """A module indexing its input with an array it keeps (``x[:, self.cols]``), changed in
+    place between steps: the replay kept gathering the capture's columns (losses and weights
+    differed from eager's, silently)."""
+    class Select(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cols = np.array([0, 1, 2])
+            self.lin = nn.Linear(3, 3, rng=np.random.default_rng(0))
+
+        def forward(self, x):
+            return self.lin(x[:, self.cols])
+
+    results = []
+    for make in (EagerStep, ReplayStep):
+        model = Select()
+        step = make(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1))
+        losses = []
+        for k in range(3):
+            if k == 1:
+                model.cols[:] = [2, 3, 4]
+            losses.append(step(X[32 * k:32 * k + 32], Y[32 * k:32 * k + 32])[0])
+        results.append((losses, model.lin.weight.numpy(copy=True)))
+    (eager_losses, eager_w), (replay_losses, replay_w) = results
+    assert replay_losses == eager_losses
+    np.testing.assert_array_equal(replay_w, eager_w)
