@@ -279,8 +279,9 @@ class Tensor(OpMethods):
             if g.shape != data.shape:
                 raise ValueError(f"backward: grad has shape {g.shape} but the tensor has shape "
                                  f"{self.shape}")
-            if g.dtype != data.dtype:
-                g = g.astype(data.dtype)
+            # A copy: the seed flows down every branch, and a leaf's .grad that this pass
+            # accumulates into in place may be that very array (y.backward(x.grad)).
+            g = np.array(g, dtype=data.dtype, copy=True)
         store = GradientStore([g])
         for tensor, g_tensor, node, _ in graph.backward_steps([self], [g], retain_graph=retain_graph):
             if node is None or tensor._retains_grad:
@@ -629,7 +630,8 @@ def adopt(array: np.ndarray, requires_grad: bool = False, name: str | None = Non
     graph that saves them locks them while the caller holds them), an adopted array is
     handgrad's alone, as if handgrad had made it: nothing is watched or locked. Memory numpy
     does not own (a ``np.memmap``, ``np.frombuffer``), which can change without any numpy
-    array, is shared as by ``from_numpy`` instead."""
+    array, is shared as by ``from_numpy`` instead. A tensor's ``.grad`` is not an array to
+    adopt: the next ``backward()`` adds into it in place (adopt a copy)."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"adopt expects a numpy array, got {type(array).__name__}")
     check_dtype(array.dtype, "adopt")

@@ -154,7 +154,11 @@ def jvp(fn: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any])
     for o in outs:
         if not isinstance(o, Tensor):
             raise TypeError(f"jvp: fn must return Tensors, got {type(o).__name__}")
-    out_tangents = graph.forward_tangents(list(outs), seeds)
+    # Independent arrays, handed out as gradients are: a linear op's tangent may be a view
+    # of another output's (reshape), and an output returned twice has one array.
+    store = GradientStore(())
+    out_tangents = [store.own(t, o.dtype)
+                    for t, o in zip(graph.forward_tangents(list(outs), seeds), outs, strict=True)]
     if isinstance(outputs, (tuple, list)):
         return outputs, tuple(out_tangents)
     return outputs, out_tangents[0]

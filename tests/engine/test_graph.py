@@ -139,6 +139,21 @@ def test_backward_with_an_explicit_gradient_for_a_non_scalar_output():
         (x * x).backward()                     # no implied gradient for a vector
 
 
+@pytest.mark.parametrize("order", ["w first", "x first"])
+def test_a_seed_that_is_a_leafs_grad_is_read_as_it_was_when_backward_began(order):
+    """``y.backward(x.grad)`` with ``y = w * 3 + x``: the seed went to x's branch and
+    w's as one array, x.grad (that array) was accumulated in place first, and w's branch
+    then read the doubled seed: w.grad 6 where 3 is right (PyTorch gives 6 too)."""
+    x, w = leaf([1.0, 2.0, 3.0]), leaf([1.0, 1.0, 1.0])
+    x.sum().backward()                                  # x.grad = [1, 1, 1]
+    y = w * 3.0 + x if order == "w first" else x + w * 3.0
+    seed = x.grad
+    y.backward(seed)
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(w.grad, [3.0, 3.0, 3.0])
+    assert x.grad is seed                               # accumulated in place, as always
+
+
 # --- deep graphs and topological order ---------------------------------------------------------
 
 DEPTH = 100_000

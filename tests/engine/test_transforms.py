@@ -212,6 +212,17 @@ def test_jvp_of_a_function_with_tuple_outputs():
     np.testing.assert_array_equal(t_doubled, 2 * u)
 
 
+def test_jvp_returns_output_tangents_that_share_no_memory():
+    """``jvp(lambda a: (a, a.reshape(6)))``: the second tangent was a view of the first
+    (reshape's rule reruns its forward on the tangent), so ``t1 *= 0`` zeroed t2 too; an
+    output returned twice gave one array twice."""
+    x, t = np.arange(6.0).reshape(2, 3), np.ones((2, 3))
+    _, (t1, t2, t3) = engine.jvp(lambda a: (a, a.reshape(6), a), (x,), (t,))
+    t1 *= 0.0
+    assert t2.tolist() == [1.0] * 6 and t3.tolist() == [[1.0] * 3] * 2
+    assert not np.shares_memory(t2, t3) and not np.shares_memory(t, t3)
+
+
 def test_jvp_agrees_with_vjp():
     # <v, J u> from forward mode equals <J^T v, u> from reverse mode.
     rng = np.random.default_rng(4)
