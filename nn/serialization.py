@@ -59,7 +59,7 @@ import numpy as np
 from .errors import UserInputError
 from .files import regular_file_size
 from .init import INITIALIZERS
-from .layers import ACTIVATIONS, MLP
+from .layers import ACTIVATIONS, MLP, Dropout, Linear, _Activation
 from .module import Module
 from .run_metadata import check_metadata
 
@@ -141,6 +141,7 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None
             raise ValueError(f"save: {e} (load would refuse the file); nothing was "
                              f"written") from None
         _check_dtypes_match_config(model, meta["config"])
+        _check_modules_match_config(model, meta["config"])
     reserved = [k for k in arrays if k == META_KEY or k.startswith(OPTIMIZER_PREFIX)]
     if reserved:
         raise ValueError(f"save: parameter names {reserved} are reserved by the format")
@@ -151,7 +152,7 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None
     # then fails in one plain write, not inside numpy's half-written ZipFile, which on
     # Python 3.10 later prints "Exception ignored ... seek of closed file" when collected.
     archive = io.BytesIO()
-    np.savez(archive, **arrays)  # type: ignore[arg-type]  # (the stub: **kwds may be allow_pickle)
+    _write_npz(archive, arrays)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -165,6 +166,53 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None
             os.unlink(tmp)
         raise
     return Path(path)
+
+
+def _write_npz(archive: io.BytesIO, arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez(archive, **arrays)`` writes (one ``name.npy`` member per array, not
+    compressed), without passing the names as keyword arguments: a parameter named
+    ``file`` or ``allow_pickle`` would be taken as savez's own argument (``allow_pickle``
+    silently left out of the file)."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in arrays.items():
+            with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def _settings(module: Module) -> Any:
+    """What a module of an MLP computes with, besides its parameters' values."""
+    if isinstance(module, Linear):
+        return module.bias is not None
+    if isinstance(module, _Activation):
+        return module.kwargs
+    if isinstance(module, Dropout):
+        return module.p
+    return None
+
+
+def _check_modules_match_config(model: Module, config: dict[str, Any]) -> None:
+    """A model rebuilt from its config (an MLP) must still be what its config builds:
+    ``load`` would rebuild the config's modules, so an activation's setting changed since
+    (``negative_slope``, ``approximate``, a dropout's ``p``) or a layer replaced would come
+    back as it was built, computing something else. Checked on an MLP of the config's
+    settings with one unit per layer; refused before anything is written."""
+    reference = MLP([1] * len(config["sizes"]), activation=config["activation"],
+                    dropout=config["dropout"], bias=config["bias"], dtype=config["dtype"], seed=0)
+    built = [(name, type(m), _settings(m)) for name, m in reference.named_modules()]
+    now = [(name, type(m), _settings(m)) for name, m in model.named_modules()]
+    if now == built:
+        return
+    name = next((a[0] for a, b in zip(now, built, strict=False) if a[1:] != b[1:]), None)
+    if name is None:                                  # one has modules the other has not
+        longer = now if len(now) > len(built) else built
+        name = longer[min(len(now), len(built))][0]
+    shown = name or "the model"
+    raise ValueError(f"save: module {shown} is not what the MLP's config builds "
+                     f"({config['activation']}, dropout {config['dropout']}): load rebuilds "
+                     f"the model from its config, so it would come back as it was built, "
+                     f"computing something else. Restore the module, or keep the "
+                     f"parameters alone (np.savez(path, **model.state_dict())) and load them "
+                     f"into a model you build (load_state_dict); nothing was written")
 
 
 def _check_dtypes_match_config(model: Module, config: Any) -> None:
@@ -527,7 +575,7 @@ def load(path: str | os.PathLike, model: Module | None = None, optimizer: Any = 
     ``optimizer``, also restore its state from the file; ``model`` must then be the model
     the optimizer updates (every parameter of the optimizer one of the model's, or a
     ValueError before the file is read). Everything is validated before anything changes;
-    ``check_finite`` also refuses NaN and Inf parameters. Loading never changes a saved
+    ``check_finite`` also refuses NaN and Inf parameters and optimizer state. Loading never changes a saved
     value: an array stored in another dtype than its parameter's is converted only when
     every value survives the conversion exactly, and is a CheckpointError otherwise."""
     if model is None and optimizer is not None:
@@ -547,7 +595,7 @@ def load(path: str | os.PathLike, model: Module | None = None, optimizer: Any = 
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None
     _check_exact_conversion(path, model, ck.params)
-    restore_optimizer = None if optimizer is None else _prepare_optimizer(ck, optimizer)
+    restore_optimizer = None if optimizer is None else _prepare_optimizer(ck, optimizer, check_finite)
     model.load_state_dict(ck.params, check_finite=check_finite)       # checked above
     if restore_optimizer is not None:
         restore_optimizer()            # last: a failed write above leaves it as it was
@@ -577,12 +625,21 @@ def _check_exact_conversion(path: str | os.PathLike, model: Module,
                                   f"loaded")
 
 
-def _prepare_optimizer(ck: Checkpoint, optimizer: Any) -> Callable[[], None]:
-    """The optimizer state of the file, checked against ``optimizer`` without changing it:
-    the function that restores it. ``load`` calls it only after the model's parameters
-    are written, so a load that fails leaves the optimizer as it was."""
+def _prepare_optimizer(ck: Checkpoint, optimizer: Any, check_finite: bool = False) -> Callable[[], None]:
+    """The optimizer state of the file, checked against ``optimizer`` without changing it
+    (with ``check_finite``, no NaN or Inf in its arrays: Adam's ``v`` holding one makes
+    the next step write NaN into the weights): the function that restores it. ``load``
+    calls it only after the model's parameters are written, so a load that fails leaves
+    the optimizer as it was."""
     if ck.optimizer_state is None:
         raise CheckpointError(f"{ck.path}: holds no optimizer state")
+    if check_finite:
+        for i, entry in ck.optimizer_state.get("state", {}).items():
+            for key, value in entry.items():
+                if isinstance(value, np.ndarray) and value.dtype.kind in "fc" \
+                        and not np.isfinite(value).all():
+                    raise CheckpointError(f"{ck.path}: optimizer state: parameter {i}'s "
+                                          f"{key!r} holds NaN or Inf (check_finite=True)")
     try:
         restore: Callable[[], None] = optimizer.prepare_state_dict(ck.optimizer_state)
     except (KeyError, ValueError, TypeError) as e:

@@ -110,6 +110,27 @@ def test_a_bad_optimizer_state_in_a_checkpoint_changes_neither_model_nor_optimiz
             assert np.array_equal(after_opt["state"][i][k], v)
 
 
+def test_check_finite_refuses_nan_in_the_optimizer_state_too(tmp_path):
+    """check_finite=True refused NaN parameters but loaded a NaN in Adam's v, and the next
+    step of a hand-written loop wrote NaN into the weights."""
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = optim.Adam(model, lr=0.01)
+    _train(model, opt, 2)
+    state = opt.state_dict()
+    state["state"][0]["v"][0, 0] = np.nan
+    path = nn.save(model, tmp_path / "m.npz", optimizer_state=state)
+    other = nn.MLP([3, 4, 2], seed=5)
+    other_opt = optim.Adam(other, lr=0.01)
+    _train(other, other_opt, 1, seed=3)
+    before, before_opt = _arrays(other), other_opt.state_dict()
+    with pytest.raises(CheckpointError, match=r"optimizer state: parameter 0's 'v' holds NaN "
+                                              r"or Inf \(check_finite=True\)"):
+        nn.load(path, other, optimizer=other_opt, check_finite=True)
+    assert _same(other, before) and _optimizer_as_it_was(other_opt, before_opt)
+    nn.load(path, other, optimizer=other_opt)             # asked for no check: loaded as saved
+    assert np.isnan(other_opt.state_dict()["state"][0]["v"][0, 0])
+
+
 def _optimizer_as_it_was(opt, before) -> bool:
     after = opt.state_dict()
     return after["steps"] == before["steps"] and after["state"].keys() == before["state"].keys() \

@@ -116,16 +116,75 @@ def test_save_refuses_a_config_that_load_would_refuse_and_writes_nothing(tmp_pat
     assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["b.npz", "m.npz"]
 
 
+def _set_slope(model):
+    for layer in model.layers:
+        if isinstance(layer, nn.layers.LeakyReLU):
+            layer.negative_slope = 0.3
+
+
+def _set_approximate(model):
+    model.layers[1].approximate = "none"
+
+
+def _replace_activation(model):
+    setattr(model.layers, "1", nn.layers.Tanh())
+
+
+def _set_dropout(model):
+    model.layers[2].p = 0.5
+
+
+@pytest.mark.parametrize(("activation", "dropout", "change", "module"), [
+    ("leaky_relu", 0.0, _set_slope, "layers.1"), ("gelu", 0.0, _set_approximate, "layers.1"),
+    ("relu", 0.0, _replace_activation, "layers.1"), ("relu", 0.1, _set_dropout, "layers.2"),
+])
+def test_save_refuses_an_mlp_whose_modules_are_no_longer_what_its_config_builds(
+        tmp_path, activation, dropout, change, module):
+    """load rebuilds an MLP from its config: a slope set to 0.3 came back 0.01, a layer
+    replaced by Tanh came back ReLU, a dropout's p 0.5 came back 0.1, each predicting
+    something else with no error."""
+    path = tmp_path / "m.npz"
+    nn.save(nn.MLP([2, 4, 4, 3], seed=0), path)
+    before = path.read_bytes()
+    model = nn.MLP([2, 4, 4, 3], activation=activation, dropout=dropout, seed=0)
+    nn.load(nn.save(model, tmp_path / "as_built.npz"))      # as built: saved and loaded
+    change(model)
+    with pytest.raises(ValueError, match=rf"save: module {module} is not what the MLP's config "
+                                         rf"builds .* nothing was written"):
+        nn.save(model, path)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["allow_pickle", "file"])
+def test_a_parameter_named_like_a_savez_argument_is_saved(tmp_path, name):
+    """np.savez(archive, **arrays) took a parameter named allow_pickle as its own argument
+    (left out of the file, which load then refused) and one named file as a TypeError."""
+    class Scaler(nn.Module):
+        def __init__(self):
+            super().__init__()
+            setattr(self, name, nn.Parameter(np.array([2.0], np.float32)))
+
+        def forward(self, x):
+            return x * getattr(self, name)
+
+    model = Scaler()
+    path = nn.save(model, tmp_path / "m.npz")
+    other = Scaler()
+    getattr(other, name).data[...] = 5.0
+    nn.load(path, other)
+    assert getattr(other, name).numpy().tolist() == [2.0]
+
+
 def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "m.npz"
     nn.save(nn.MLP([2, 3, 2], seed=0), path)
     before = path.read_bytes()
 
-    def broken_savez(f, **arrays):
+    def broken_write(f, arrays):
         f.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(serialization.np, "savez", broken_savez)
+    monkeypatch.setattr(serialization, "_write_npz", broken_write)
     with pytest.raises(OSError, match="disk full"):
         nn.save(nn.MLP([2, 3, 2], seed=1), path)
     assert path.read_bytes() == before
