@@ -283,6 +283,30 @@ def test_a_history_interrupted_mid_epoch_is_refused_for_continuing():
                initial_epoch=1, history=history)
 
 
+def test_the_history_of_a_training_error_mid_epoch_is_refused_for_continuing():
+    """A TrainingError's history holds the failed epoch's first steps, not marked
+    interrupted: continuing from it ran that epoch again on weights that had taken two of
+    its steps, and history.steps held 22 losses for 20 steps."""
+    X, Y = nn.data.blobs(64, centers=3, seed=0)
+    model = _model()
+    opt = nn.optim.SGD(model, lr=0.1)
+    calls = []
+
+    def flaky(scores, targets):                      # the 3rd step of epoch 2 is NaN
+        calls.append(1)
+        loss = nn.CrossEntropyLoss()(scores, targets)
+        return loss * float("nan") if len(calls) == 7 else loss
+
+    with pytest.raises(nn.TrainingError) as failure:
+        nn.fit(model, flaky, opt, (X, Y), epochs=3, batch_size=16, verbose=0)
+    history = failure.value.history
+    assert len(history.epochs) == 1 and len(history.steps) == 6 and not history.interrupted
+    with pytest.raises(ValueError, match=r"history holds 6 step losses but its 1 epoch records "
+                                         r"account for 4: the run stopped during epoch 2"):
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=3, batch_size=16, verbose=0,
+               initial_epoch=1, history=history)
+
+
 @pytest.mark.parametrize("compile", [False, True])
 def test_every_number_fit_records_is_a_python_number(blobs_data, compile):
     # a numpy scalar learning rate (SGD takes one) is recorded as a float: to_dict() stays
