@@ -927,6 +927,8 @@ class LRScheduler:
     (cosine annealing). A subclass checks its own arguments before it calls
     ``LRScheduler.__init__``, so that a schedule refused leaves no ``initial_lr`` behind."""
 
+    SETTINGS: tuple[str, ...] = ()     # the constructor's numbers, kept in ``state_dict``
+
     def __init__(self, optimizer: Optimizer):
         name = type(self).__name__
         if not isinstance(optimizer, Optimizer):
@@ -983,13 +985,22 @@ class LRScheduler:
         ``step``."""
         return self.optimizer.lr
 
+    def settings(self) -> dict[str, Any]:
+        """The numbers the schedule was made with (``StepLR``: step_size, gamma), by name."""
+        return {key: getattr(self, key) for key in self.SETTINGS}
+
     def state_dict(self) -> dict[str, Any]:
         """What ``load_state_dict`` needs to continue the schedule: its type name, the step
-        count ``t`` and the base learning rates (JSON-serialisable)."""
-        return {"type": type(self).__name__, "t": self.t, "base_lrs": list(self.base_lrs)}
+        count ``t``, the base learning rates and its ``settings()`` (JSON-serialisable)."""
+        return {"type": type(self).__name__, "t": self.t, "base_lrs": list(self.base_lrs),
+                "settings": self.settings()}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
-        """Continue the schedule where ``state_dict()`` left it (checked first)."""
+        """Continue the schedule where ``state_dict()`` left it (checked first). The state
+        of a schedule made with other settings is refused (PyTorch would take the saved
+        ones over; here the schedule is made with them): a StepLR(10, 0.5) continued as
+        StepLR(3, 0.1) would follow another learning rate from its first step. A state
+        without settings (handgrad 0.3) is taken as it was then."""
         name = type(self).__name__
         self._check_groups()
         if not isinstance(d, dict) or d.get("type") != name:
@@ -1001,12 +1012,19 @@ class LRScheduler:
             raise ValueError(f"{name}.load_state_dict: malformed state {plain_repr(d)}")
         for b in bases:
             _number(name, "base lr", b)
+        saved = d.get("settings")
+        if saved is not None and saved != self.settings():
+            raise ValueError(f"{name}.load_state_dict: the state is of a schedule made with "
+                             f"{plain_repr(saved)}, this one has {plain_repr(self.settings())}; "
+                             f"make the schedule with the saved settings")
         self.t, self.base_lrs = t, [float(b) for b in bases]
         self._apply()
 
 
 class StepLR(LRScheduler):
     """lr = base * gamma ** (t // step_size)."""
+
+    SETTINGS = ("step_size", "gamma")
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
         self.step_size = _positive_int("StepLR", "step_size", step_size)
@@ -1020,6 +1038,8 @@ class StepLR(LRScheduler):
 class ExponentialLR(LRScheduler):
     """lr = base * gamma ** t."""
 
+    SETTINGS = ("gamma",)
+
     def __init__(self, optimizer: Optimizer, gamma: float):
         self.gamma = _number("ExponentialLR", "gamma", gamma, 0, lo_open=True)
         super().__init__(optimizer)
@@ -1030,6 +1050,8 @@ class ExponentialLR(LRScheduler):
 
 class CosineAnnealingLR(LRScheduler):
     """lr = eta_min + (base - eta_min) (1 + cos(pi t / T_max)) / 2, constant after T_max."""
+
+    SETTINGS = ("T_max", "eta_min")
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
         self.T_max = _positive_int("CosineAnnealingLR", "T_max", T_max)
@@ -1049,6 +1071,8 @@ class LinearWarmup(LRScheduler):
     follows ``then`` (another schedule on the same optimizer, counted from the end of the
     warm-up) or stays at base."""
 
+    SETTINGS = ("warmup_steps", "start_factor")
+
     def __init__(self, optimizer: Optimizer, warmup_steps: int, start_factor: float = 0.1,
                  then: LRScheduler | None = None):
         self.warmup_steps = _positive_int("LinearWarmup", "warmup_steps", warmup_steps)
@@ -1066,3 +1090,9 @@ class LinearWarmup(LRScheduler):
 
     def factor(self, t: int) -> float:
         return self.lr_at(self.base_lr, t) / self.base_lr
+
+    def settings(self) -> dict[str, Any]:
+        """Its own numbers, and the ``then`` schedule's type and settings (or None)."""
+        then = None if self.then is None else {"type": type(self.then).__name__,
+                                               **self.then.settings()}
+        return {**super().settings(), "then": then}

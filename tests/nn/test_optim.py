@@ -644,3 +644,30 @@ def test_clip_grad_norm_accepts_a_single_parameter():
     p.grad = np.full((3, 4), 10.0)
     assert optim.clip_grad_norm_(p, 1.0) == pytest.approx(math.sqrt(12) * 10, rel=1e-12)
     np.testing.assert_allclose(p.grad, np.full((3, 4), 1 / math.sqrt(12)), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("saved", "other", "message"), [
+    (lambda o: optim.StepLR(o, step_size=10, gamma=0.5), lambda o: optim.StepLR(o, step_size=3, gamma=0.1),
+     r"made with \{'step_size': 10, 'gamma': 0.5\}, this one has \{'step_size': 3, 'gamma': 0.1\}"),
+    (lambda o: optim.CosineAnnealingLR(o, T_max=10), lambda o: optim.CosineAnnealingLR(o, T_max=100),
+     r"'T_max': 10"),
+    (lambda o: optim.LinearWarmup(o, 2, then=optim.StepLR(o, 3)),
+     lambda o: optim.LinearWarmup(o, 2, then=optim.StepLR(o, 4)), r"'then': \{'type': 'StepLR'"),
+])
+def test_a_schedule_state_is_refused_by_a_schedule_made_with_other_settings(saved, other, message):
+    """state_dict kept only t and the base rates: a StepLR(10, 0.5)'s state loaded into a
+    StepLR(3, 0.1) continued with 0.1, 0.01, ... where the run had 1.0 for six more steps."""
+    first = saved(optim.SGD(_one_param(), lr=1.0))
+    for _ in range(4):
+        first.step()
+    state = first.state_dict()
+    again = saved(optim.SGD(_one_param(), lr=1.0))
+    again.load_state_dict(state)                              # the same settings: continues
+    assert [again.step() for _ in range(6)] == [first.step() for _ in range(6)]
+    different = other(optim.SGD(_one_param(), lr=1.0))
+    with pytest.raises(ValueError, match=message):
+        different.load_state_dict(state)
+    assert different.t == 0
+    del state["settings"]                                     # a state saved by handgrad 0.3
+    different.load_state_dict(state)
+    assert different.t == 4
