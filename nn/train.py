@@ -341,8 +341,8 @@ def _check_resume(history: History, initial_epoch: int, stopper: EarlyStopping |
                          f"run uninterrupted, and its steps would be counted twice. Continue "
                          f"from weights saved at the end of an epoch (a callback, or handgrad "
                          f"train --resume), or start a new History")
-    recorded = [r.get("steps") for r in history.epochs]
-    if None not in recorded and len(history.steps) != sum(recorded):
+    recorded = [int(r["steps"]) for r in history.epochs if "steps" in r]
+    if len(recorded) == len(history.epochs) and len(history.steps) != sum(recorded):
         raise ValueError(f"fit: history holds {len(history.steps)} step losses but its "
                          f"{len(history.epochs)} epoch records account for {sum(recorded)}: "
                          f"the run stopped during epoch {len(history.epochs) + 1} (the "
