@@ -498,6 +498,7 @@ def train(args: argparse.Namespace) -> int:
         _say_unrecorded(args, saved, run)
     out = args.out if args.out is not None else args.resume
     check_size(run)
+    plan_.check_data_dir(run["dataset"], args.data_dir)
     inputs, classes = plan_.SHAPES[run["dataset"]]
     check_out(out, _save_bytes([inputs, *run["hidden"], classes], run["optimizer"]))
 
@@ -606,6 +607,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.checkpoint}: the recorded seed {seed!r} is not a seed; "
                          f"pass --seed")
     check_fits(args.checkpoint, model, dataset)
+    plan_.check_data_dir(dataset, args.data_dir)
     splits = _test_data(args.checkpoint, meta, dataset, args.data_dir, seed)
     run = meta.get("run")
     smoothing = run.get("label_smoothing", 0.0) if isinstance(run, dict) else 0.0

@@ -29,6 +29,14 @@ def examples(dataset: str, n: int | None) -> int:
     return MNIST_TRAIN if n is None else min(n, MNIST_TRAIN)
 
 
+def check_data_dir(dataset: str, data_dir: str | None) -> None:
+    """--data-dir says where MNIST-format files are read from: with a generated dataset it
+    would change nothing, so it is a UsageError rather than an option taken and ignored."""
+    if data_dir is not None and dataset in data_.GENERATORS:
+        raise UsageError(f"--data-dir is where the MNIST-format files are read from, but "
+                         f"--dataset {dataset} is generated: leave --data-dir out")
+
+
 def check_examples(dataset: str, n: int | None, what: str | None = None) -> None:
     """--n below what a generated dataset can be made of; ``what`` names where ``n`` comes
     from (default: the option)."""

@@ -18,6 +18,7 @@ import numpy as np
 from handgrad.engine import Tensor
 
 from .cli_args import UsageError, font_points, positive_int, seed, sizes
+from .cli_plan import check_data_dir
 from .data import DATASETS, load_dataset
 from .layers import ACTIVATIONS, MLP
 from .losses import CrossEntropyLoss
@@ -133,6 +134,28 @@ def check_exports(args: argparse.Namespace, fmt: str) -> None:
             raise UsageError("--preset slide makes a picture; for the page use --present")
         if fmt == "dot":
             raise UsageError("--preset slide makes a picture: svg, png or pdf, not dot")
+    if args.steps is None and args.steps_format != "svg":
+        raise UsageError("--steps-format is the format of the --steps pictures: add --steps DIR")
+
+
+def check_ignored(args: argparse.Namespace, fmt: str) -> None:
+    """Options the picture asked for would not use are UsageErrors, not dropped without a
+    word: --backward-order numbers one picture's nodes (the page steps through that order
+    itself); a slide is drawn top to bottom with at least its own font size; --data-dir
+    reads MNIST-format files, which a generated dataset has none of."""
+    from handgrad.engine.viz.export import SLIDE_FONT
+    if args.backward_order and fmt == "html":
+        raise UsageError("--backward-order numbers the nodes of one picture; the step-by-step "
+                         "page (--html) shows the backward order itself: leave it out")
+    if args.preset == "slide":
+        if args.rankdir != "TB":
+            raise UsageError(f"--preset slide draws top to bottom: --rankdir {args.rankdir} "
+                             f"would change nothing; leave one of them out")
+        if args.font_size != FONT_SIZE and args.font_size < SLIDE_FONT:
+            raise UsageError(f"--preset slide uses at least {SLIDE_FONT} pt: --font-size "
+                             f"{args.font_size:g} would change nothing; give {SLIDE_FONT} or "
+                             f"more, or leave it out")
+    check_data_dir(args.dataset, args.data_dir)
 
 
 def _probe(flag: str, path: Path, directory: Path) -> None:
@@ -221,6 +244,7 @@ def draw_command(args: argparse.Namespace) -> int:
         raise UsageError("--present is a mode of the step-by-step page: add --html")
     check_exports(args, fmt)
     check_level(args)
+    check_ignored(args, fmt)
     check_outputs(args, path)
     if args.dataset == "xor":
         # The classic XOR table: the four 0/1 corners (--batch picks how many of them).

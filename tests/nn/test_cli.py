@@ -254,6 +254,36 @@ def test_draw_layer_level_refuses_the_op_graphs_options_it_would_drop(flags, nam
     assert not page.exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["draw", "--html", "--backward-order"], "--backward-order numbers the nodes of one picture"),
+    (["draw", "--preset", "slide", "--rankdir", "LR"], "--preset slide draws top to bottom: "
+                                                      "--rankdir LR would change nothing"),
+    (["draw", "--preset", "slide", "--font-size", "10"], "--preset slide uses at least 24 pt: "
+                                                        "--font-size 10 would change nothing"),
+    (["draw", "--steps-format", "png"], "--steps-format is the format of the --steps pictures"),
+    (["draw", "--data-dir", "somewhere"], "--dataset xor is generated: leave --data-dir out"),
+    (["train", "--dataset", "spirals", "--data-dir", "somewhere", "--epochs", "1"],
+     "--dataset spirals is generated: leave --data-dir out"),
+])
+def test_an_option_that_would_change_nothing_is_refused(args, message, tmp_path, capsys,
+                                                         monkeypatch):
+    """Each of these ran with exit 0 and an output identical to the one without it."""
+    monkeypatch.chdir(tmp_path)
+    out = ["--out", str(tmp_path / ("page.html" if "--html" in args else "picture.svg"))]
+    status, err = run_cli([*args, *(out if args[0] == "draw" else [])], capsys)
+    assert status == 2 and len(err) == 1 and message in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_refuses_a_data_dir_for_a_generated_dataset(tmp_path, capsys):
+    path = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "moons", "--epochs", "1", "--quiet",
+                     "--out", str(path)]) == 0
+    capsys.readouterr()
+    status, err = run_cli(["evaluate", str(path / "model.npz"), "--data-dir", "x"], capsys)
+    assert status == 2 and "--dataset moons is generated: leave --data-dir out" in err[0], err
+
+
 def test_piping_into_head_exits_quietly():
     code = ("import sys; sys.argv = ['handgrad', 'train', '--dataset', 'xor', '--epochs', '3', "
             "'--quiet']; from handgrad.nn.cli import main; sys.exit(main())")
