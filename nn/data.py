@@ -266,7 +266,26 @@ def load_mnist(name: str = "mnist", data_dir: str | os.PathLike | None = None
             raise DatasetError(f"{labels_path}: {labels.shape} labels for "
                                f"{len(images)} images in {images_path}")
         out += [images, class_labels(labels_path, labels, MNIST_CLASSES)]
+        _check_not_the_other(name, split, labels_path, out[-1])
     return out[0], out[1], out[2], out[3]
+
+
+# The first ten labels of each split of the two MNIST-format datasets: same file names, same
+# sizes, so a directory of one passed for the other would load without complaint.
+FIRST_LABELS = {("mnist", "train"): [5, 0, 4, 1, 9, 2, 1, 3, 1, 4],
+                ("mnist", "test"): [7, 2, 1, 0, 4, 1, 4, 9, 5, 9],
+                ("fashion-mnist", "train"): [9, 0, 0, 3, 0, 2, 7, 2, 5, 5],
+                ("fashion-mnist", "test"): [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]}
+
+
+def _check_not_the_other(name: str, split: str, path: Path, labels: np.ndarray) -> None:
+    """A DatasetError when the labels asked for as ``name`` begin as the other dataset's
+    do: its files, found under this name (a --data-dir pointing at the wrong one)."""
+    for other in ("mnist", "fashion-mnist"):
+        if other != name and labels[:10].tolist() == FIRST_LABELS[(other, split)]:
+            raise DatasetError(f"{path}: these are {other}'s {split} labels (their first ten "
+                               f"are {other}'s), not {name}'s: the directory holds the other "
+                               f"dataset; pass {name}'s files, or --dataset {other}")
 
 
 def class_labels(path: Path, labels: np.ndarray, classes: int) -> np.ndarray:

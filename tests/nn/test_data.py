@@ -298,6 +298,19 @@ def test_a_small_mlp_can_learn_each_teaching_dataset():
         assert nn.evaluate(model, nn.CrossEntropyLoss(), (s.x_test, s.y_test))["accuracy"] > 0.9, name
 
 
+@pytest.mark.parametrize(("asked", "files_of"), [("mnist", "fashion-mnist"),
+                                                 ("fashion-mnist", "mnist")])
+def test_the_other_datasets_files_under_one_name_are_an_error(tmp_path, asked, files_of):
+    """MNIST asked for with a --data-dir holding Fashion-MNIST (same file names, same sizes)
+    trained and reported test accuracy on Fashion-MNIST under the name mnist."""
+    first = np.array(D.FIRST_LABELS[(files_of, "train")] * 2, np.uint8)
+    _fake_mnist(tmp_path, **{"train-labels-idx1-ubyte": first})
+    with pytest.raises(D.DatasetError, match=rf"these are {files_of}'s train labels .* not "
+                                             rf"{asked}'s"):
+        D.load_mnist(asked, data_dir=tmp_path)
+    assert D.load_mnist(files_of, data_dir=tmp_path)[1][:10].tolist() == first[:10].tolist()
+
+
 @pytest.mark.parametrize("n", [0, -5, True, 2.0])
 def test_load_dataset_refuses_a_count_of_mnist_examples_that_is_not_a_positive_integer(tmp_path, n):
     """x_train[:n] took n = -5 as all but the last five and True as one example."""
