@@ -222,6 +222,9 @@ class ReplayStep(Step):
     loss alone). ``plans`` maps each key (``key``) to its plan."""
 
     owner = "compile_step"
+    # Plans kept at most: a schedule that assigns a module attribute every step (a dropout's
+    # p annealed) captures a plan per step, about 4 KB per op each; the oldest go first.
+    MAX_PLANS = 64
 
     def __init__(self, model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, *,
                  regularizer: Callable[[], Tensor] | None = None,
@@ -308,6 +311,8 @@ class ReplayStep(Step):
                     self._fn, x, y, names=self.names,
                     as_arrays=() if isinstance(y, Tensor) else (1,))
             self._note_outside(plan, called, key, x, y)
+            while len(self.plans) > self.MAX_PLANS:
+                del self.plans[next(iter(self.plans))]     # the oldest (dicts keep order)
             outputs = plan.last_outputs
             if plan.root is None:
                 raise engine.CaptureError("compile_step: the loss does not depend on any "

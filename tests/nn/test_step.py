@@ -200,3 +200,22 @@ def test_a_compiled_step_captures_again_when_an_array_parameter_was_changed_in_p
     (eager_losses, eager_w), (replay_losses, replay_w) = results
     assert replay_losses == eager_losses
     np.testing.assert_array_equal(replay_w, eager_w)
+
+
+def test_a_compiled_step_keeps_a_bounded_number_of_plans(monkeypatch):
+    """A dropout's p annealed every step captures a plan per step; they were all kept (16 MB
+    after 600 steps of a 7-op model). The oldest now go beyond MAX_PLANS, and the steps are
+    the eager ones all the same."""
+    monkeypatch.setattr(ReplayStep, "MAX_PLANS", 3)
+    results = []
+    for make in (EagerStep, ReplayStep):
+        model = nn.MLP([5, 8, 3], dropout=0.5, seed=0)
+        step = make(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1))
+        losses = []
+        for k in range(6):
+            model.layers[2].p = 0.5 - 0.05 * k
+            losses.append(step(X[16 * k:16 * k + 16], Y[16 * k:16 * k + 16])[0])
+            if make is ReplayStep:
+                assert len(step.plans) == min(k + 1, 3)
+        results.append(losses)
+    assert results[0] == results[1]
