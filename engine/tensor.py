@@ -675,9 +675,8 @@ _AFTER_CAPTURE = "the new values as an output of the function, and write them af
 
 def _refused_in_capture(symbol: str, tensors: tuple[Tensor, ...]) -> None:
     """A write with no op inside a captured function: a replay would skip it."""
-    if STATE.tape is not None:
-        for t in tensors[:1]:
-            STATE.tape.in_place(t, symbol, _AFTER_CAPTURE)
+    if STATE.tape is not None and tensors:
+        STATE.tape.in_place(tensors[0], symbol, _AFTER_CAPTURE)
 
 
 write_stamp = memory.write_stamp   # engine.write_stamp(t): changes whenever t may have been written
