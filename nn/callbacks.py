@@ -16,8 +16,8 @@ Each works in a loop of your own as well; call the hooks where ``fit`` would::
 The hooks, in the order ``fit`` calls them (every one a no-op in ``Callback``):
 ``on_train_begin(history, epochs, steps_per_epoch)``; per epoch ``on_epoch_begin(epoch)``,
 after each step ``on_step_end(epoch, step, loss, scores, targets)``, after the epoch's last
-step ``on_epoch_end(epoch)`` (before it is evaluated: where per-epoch schedules step, so
-that the record shows the new learning rate), then ``on_record(epoch, record)`` once the
+step ``on_epoch_end(epoch)`` (before it is evaluated: where per-epoch schedules step; the
+record keeps the rate the epoch trained with, read before), then ``on_record(epoch, record)`` once the
 epoch's record is complete and in the History; ``on_train_end()`` at the end, also after an
 error. A callback that sets ``stop`` ends ``fit`` after the current epoch.
 """
@@ -85,23 +85,32 @@ class LRSchedule(Callback):
 class GradNormRecorder(Callback):
     """The L2 norm of each parameter's gradient after every step, by parameter name, in
     ``norms`` (the History's ``grad_norms`` under ``fit``: what
-    ``plots.plot_gradient_norms`` draws). One dot product per parameter per step."""
+    ``plots.plot_gradient_norms`` draws as ‖∂L/∂W‖). One dot product per parameter per step.
 
-    def __init__(self, model: Module):
+    A step that clips (``clip_grad_norm``) scales the optimizer's gradients in place before
+    this runs; given that ``step`` (``fit`` gives its own), the recorder divides their norms
+    by the step's ``last_clip_scale``, so that it records the norms backward computed (to
+    float32 rounding), where exploding gradients show, not the clipped ones."""
+
+    def __init__(self, model: Module, step: Any = None):
         if not isinstance(model, Module):
             raise TypeError(f"GradNormRecorder: model must be an nn.Module, got {type(model).__name__}")
         self.named = model.named_parameters()
         self.norms: dict[str, list[float]] = {}
+        self.step = step
 
     def on_train_begin(self, history: History, epochs: int, steps_per_epoch: int) -> None:
         self.norms = history.grad_norms
 
     def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
                     targets: Any) -> None:
+        scale = 1.0 if self.step is None else self.step.last_clip_scale
+        clipped = {id(p) for p in self.step.optimizer.params} if scale != 1.0 else set()
         for name, p in self.named:
             g = p.grad
             if g is not None:
-                self.norms.setdefault(name, []).append(l2_norm(g))
+                norm = l2_norm(g)
+                self.norms.setdefault(name, []).append(norm / scale if id(p) in clipped else norm)
 
 
 class Progress(Callback):
@@ -134,8 +143,10 @@ class EarlyStopping(Callback):
     """Stops when ``monitor`` (a key of the epoch records: "val_loss", "train_accuracy",
     ...; accuracies improve upwards, everything else downwards) has not improved for
     ``patience`` epochs. Keeps the best epoch's weights in ``best_state``; ``restore()``
-    puts them back when ``restore_best``. Under ``fit`` it marks the History's
-    ``best_epoch`` and ``stopped_early``."""
+    puts them back when ``restore_best``. Under ``fit`` (its own, from ``early_stopping=``,
+    or one in ``callbacks=``) it marks the History's ``best_epoch`` and ``stopped_early``,
+    and fit calls ``restore()`` when it ends, as Keras' ``restore_best_weights`` does; in a
+    loop of your own, call it yourself."""
 
     def __init__(self, model: Module, patience: int, monitor: str = "val_loss",
                  restore_best: bool = True, *, owner: str = "EarlyStopping"):

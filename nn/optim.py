@@ -45,8 +45,10 @@ def _positive_int(owner: str, name: str, value: Any) -> int:
 
 class NonFiniteUpdate(FloatingPointError):
     """An optimizer step (with ``check_finite`` on) would have left a parameter NaN or Inf.
-    Every parameter holds its value from before the step; the optimizer's own state (its
-    step count and moment buffers) has taken the step."""
+    Every parameter holds its value from before the step; the optimizer's own state (the
+    moment buffers, Adam's step counts) has taken the step for the parameters updated
+    before the failure and the one that failed (``index``), not for the others. To try the
+    step again (with a lower learning rate), restore a ``state_dict()`` taken before it."""
 
     def __init__(self, message: str, index: int, value: float):
         super().__init__(message)
@@ -351,14 +353,14 @@ class Optimizer:
             state = self._state
             if not self._check_finite:
                 for (p, group), w in zip(todo, arrays, strict=True):
-                    self.update(w, p.grad, state[id(p)], group)
+                    self.update(w, _gradient(p, w), state[id(p)], group)
                 return
             if None in proofs:
                 checked = [k for k, proof in enumerate(proofs) if proof is None]
                 self._checked_update([todo[k] for k in checked], [arrays[k] for k in checked])
             for (p, group), w, proof in zip(todo, arrays, proofs, strict=True):
                 if proof is not None:                 # cannot overflow: no copy, no check
-                    self.update(w, p.grad, state[id(p)], group)
+                    self.update(w, _gradient(p, w), state[id(p)], group)
         self.update_bounds.settle(groups, proofs, state)
 
     def _checked_update(self, todo: list[tuple[Any, dict[str, Any]]],
@@ -387,7 +389,7 @@ class Optimizer:
                 if last is None or last.shape != w.shape or last.dtype != w.dtype:
                     last = last_good[id(p)] = np.empty_like(w)
                 np.copyto(last, w)        # each copy and check while the array is in cache
-                self.update(w, p.grad, state[id(p)], group)
+                self.update(w, _gradient(p, w), state[id(p)], group)
                 norm = square_norm(w)
                 if not (math.isfinite(norm) or np.isfinite(w).all()):   # nn/finite.py
                     self._undo(todo[:k + 1], arrays[:k + 1], p, w)
@@ -403,7 +405,7 @@ class Optimizer:
         raise NonFiniteUpdate(
             f"{type(self).__name__}.step: the update of parameter {i} (shape {w.shape}) gives "
             f"{value}; every parameter keeps its value from before the step (the optimizer's "
-            f"own state has taken it)", i, value)
+            f"own state has taken it for the parameters updated so far)", i, value)
 
     def update_bound(self, group: dict[str, Any], state: dict[str, Any], w: float, g: float,
                      moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:
@@ -426,8 +428,8 @@ class Optimizer:
         and SGD's momentum buffer takes the gradient's shape), and a complex, object or
         string gradient fails halfway through an update, its state partly changed (SGD
         keeps the real part of a complex one). A gradient of another real dtype (float64
-        for a float32 parameter, integers) is taken: the update casts it, as it casts its
-        own numbers. O(1) per parameter: no element is read."""
+        for a float32 parameter, float16, integers) is taken: the update casts it to the
+        parameter's dtype first (``_gradient``). O(1) per parameter: no element is read."""
         for p, _ in todo:
             g = p.grad
             if type(g) is np.ndarray and g.shape == p.shape and g.dtype.kind in "fiub":
@@ -578,6 +580,14 @@ class Optimizer:
             self._state, self.steps = new_state, steps
             self.update_bounds.clear()
         return restore
+
+
+def _gradient(p: Any, w: np.ndarray) -> np.ndarray:
+    """``p``'s gradient in the dtype of its values ``w``: the update lines combine it with
+    Python numbers (``lr * g``, ``g * g``), which numpy computes in the gradient's own dtype,
+    where a float16 gradient underflows or overflows and an int8 one wraps around."""
+    g = p.grad
+    return g if g.dtype == w.dtype else g.astype(w.dtype)
 
 
 def _with_weight_decay(w: np.ndarray, g: np.ndarray, weight_decay: float) -> np.ndarray:
@@ -907,11 +917,17 @@ def clip_grad_norm_(params: Iterable[Parameter] | Module | Tensor, max_norm: flo
     # measured again, each gradient on l2_norm's scaled path; one pass otherwise.
     if not (math.isfinite(square) and square >= _F64_TINY) and all(all_finite(g) for g in grads):
         total = math.hypot(*(l2_norm(g) for g in grads))
-    if total > max_norm:
-        scale = max_norm / (total + 1e-6)
+    scale = clip_scale(total, max_norm)
+    if scale != 1.0:
         for g in grads:
             g *= scale
     return total
+
+
+def clip_scale(total: float, max_norm: float) -> float:
+    """The factor ``clip_grad_norm_`` scales gradients of global norm ``total`` by: 1 when
+    ``total`` is at most ``max_norm``."""
+    return max_norm / (total + 1e-6) if total > max_norm else 1.0
 
 
 # --- learning-rate schedules -----------------------------------------------------------------

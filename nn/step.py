@@ -40,7 +40,7 @@ from .errors import UserInputError
 from .finite import square_norm
 from .history import History
 from .module import Module, Parameter
-from .optim import Optimizer, clip_grad_norm_
+from .optim import Optimizer, clip_grad_norm_, clip_scale
 from .update_bounds import max_bound
 
 
@@ -170,6 +170,9 @@ class Step:
         self.regularizer, self.clip_grad_norm = regularizer, clip_grad_norm
         self.check_finite = check_finite
         self.last_penalty: float | None = None
+        # The factor the last step's clipping scaled the optimizer's gradients by (1: none),
+        # so that a GradNormRecorder given the step records the norms backward computed.
+        self.last_clip_scale = 1.0
         self._gradients = _Gradients(model)
 
     def __call__(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
@@ -185,8 +188,9 @@ class Step:
         bounds = gradient_bounds(params) if self.check_finite else {}
         if bounds is None:
             raise non_finite("a gradient", math.nan)
-        if self.clip_grad_norm is not None:
-            clip_grad_norm_(params, self.clip_grad_norm)     # scales by at most 1: bounds hold
+        if self.clip_grad_norm is not None:                  # scales by at most 1: bounds hold
+            self.last_clip_scale = clip_scale(clip_grad_norm_(params, self.clip_grad_norm),
+                                              self.clip_grad_norm)
         self.optimizer._step(bounds)
 
 

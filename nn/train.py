@@ -412,7 +412,7 @@ def _validate(model: Module, loss_fn: Any, val_data: Any, record: dict[str, floa
 
 
 def _failure(e: TrainingError | NonFiniteUpdate, where: _Where, history: History,
-             stopper: EarlyStopping | None, names: dict[int, str], params: list[Any]) -> TrainingError:
+             stoppers: list[EarlyStopping], names: dict[int, str], params: list[Any]) -> TrainingError:
     """The TrainingError fit raises for a step's (or the update's, the outputs', the
     validation's) NaN/Inf: what, where, and which weights the model keeps."""
     if isinstance(e, NonFiniteUpdate):
@@ -421,7 +421,8 @@ def _failure(e: TrainingError | NonFiniteUpdate, where: _Where, history: History
     else:
         what, kept = e.what, e.kept
     kept = kept or "its last good weights"
-    if stopper is not None and stopper.restore():
+    restored = [stopping.restore() for stopping in stoppers]    # every one of them
+    if any(restored):
         kept = "its best weights"
     return TrainingError(
         f"fit: {what} became {e.value} at epoch {where.epoch}, step {where.step}; the model "
@@ -547,10 +548,12 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     step.owner = "fit"                                  # its errors are fit's
     tally = _Tally(loss_fn)
     extras = [LRSchedule(scheduler, scheduler_per_step) if scheduler is not None else None,
-              GradNormRecorder(model) if record_grad_norms else None, tally,
+              GradNormRecorder(model, step) if record_grad_norms else None, tally,
               shown if shown.verbose else None, stopper,      # verbose=0: nothing to show
               EpochFunction(callback) if callback is not None else None, *callbacks]
     hooks = [cb for cb in extras if cb is not None]
+    # fit's own stopper and any in callbacks=: each puts its best weights back at the end
+    stoppers = [cb for cb in hooks if isinstance(cb, EarlyStopping)]
     names = {id(p): name for name, p in model.named_parameters()}
     where = _Where()
     with _Interrupts() as interrupts, _updates_checked(optimizer), _ending(hooks), \
@@ -582,9 +585,9 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
         except (TrainingError, NonFiniteUpdate) as e:
             if isinstance(e, TrainingError) and e.history is not None:
                 raise                              # a callback's own, with its context
-            raise _failure(e, where, history, stopper, names, optimizer.params) from None
-    if stopper is not None:
-        stopper.restore()
+            raise _failure(e, where, history, stoppers, names, optimizer.params) from None
+    for stopping in stoppers:
+        stopping.restore()
     return history
 
 

@@ -129,6 +129,26 @@ def test_an_early_stopping_passed_to_a_second_fit_starts_afresh():
     assert stopper.best == losses[-1] and second.best_epoch == 4
 
 
+def test_fit_puts_back_the_best_weights_of_an_early_stopping_given_in_callbacks():
+    """An EarlyStopping(restore_best=True) in callbacks= stopped the run and marked the
+    History's best epoch, but the model kept the last epoch's weights (fit restored only
+    the stopper it made from early_stopping=)."""
+    model = nn.MLP([4, 8, 2], seed=0)
+    weights = {}
+
+    def keep(epoch, record):
+        weights[epoch] = model.state_dict()
+
+    history = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=20.0), (X, Y),
+                     epochs=30, verbose=0, callback=keep,
+                     callbacks=[EarlyStopping(model, patience=1, monitor="train_loss")])
+    assert history.stopped_early and history.best_epoch < len(history.epochs)
+    for name, value in model.state_dict().items():
+        assert np.array_equal(value, weights[history.best_epoch][name]), name
+    assert not all(np.array_equal(v, weights[len(history.epochs)][k])
+                   for k, v in model.state_dict().items())
+
+
 def test_an_early_stopping_resumed_before_fit_keeps_its_count():
     # resume() recounts from the history being continued (as fit does for its own
     # stopper); on_train_begin with that history keeps the count instead of starting afresh
@@ -160,3 +180,19 @@ def test_fit_refuses_two_gradient_norm_recorders(record, users):
     history = nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=1, batch_size=32,
                      verbose=0, callbacks=recorders[:1])
     assert [len(v) for v in history.grad_norms.values()] == [3] * 4     # once per step
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_recorded_gradient_norms_are_backwards_not_the_clipped_ones(compile):
+    """With clip_grad_norm the recorder read the gradients after clipping had scaled them:
+    0.00095 recorded for a gradient of norm 0.64, hiding the exploding gradients the plot
+    (labelled ‖∂L/∂W‖) is for."""
+    model = nn.MLP([4, 8, 2], seed=0)
+    twin = nn.MLP([4, 8, 2], seed=0)
+    nn.CrossEntropyLoss()(twin(X), Y).backward()
+    raw = {name: float(np.linalg.norm(p.grad)) for name, p in twin.named_parameters()}
+    history = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (X, Y), epochs=1,
+                     batch_size=None, clip_grad_norm=1e-3, record_grad_norms=True, verbose=0,
+                     compile=compile)
+    for name, norm in raw.items():
+        assert history.grad_norms[name][0] == pytest.approx(norm, rel=1e-6), name

@@ -671,3 +671,25 @@ def test_a_schedule_state_is_refused_by_a_schedule_made_with_other_settings(save
     del state["settings"]                                     # a state saved by handgrad 0.3
     different.load_state_dict(state)
     assert different.t == 4
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: optim.SGD(p, lr=1e-4), lambda p: optim.SGD(p, lr=1e-4, momentum=0.9),
+    lambda p: optim.Adam(p, lr=1e-3), lambda p: optim.AdamW(p, lr=1e-3),
+    lambda p: optim.RMSprop(p, lr=1e-3), lambda p: optim.Adagrad(p, lr=0.1),
+    lambda p: optim.Adadelta(p)])
+@pytest.mark.parametrize("grad", [np.array([1e-4, 3e-3, 0.5, 300.0], np.float16),
+                                  np.array([100, -100, 3, 1], np.int8)], ids=["float16", "int8"])
+def test_a_gradient_of_a_narrower_dtype_updates_as_its_values_in_the_parameters_dtype(make, grad):
+    """A float16 or int8 gradient was combined with Python numbers in its own dtype: lr * g
+    underflowed to 0 (SGD), g * g to 0 or inf (Adam moved a weight by -100 for a gradient
+    of 1e-3), and int8's 100² wrapped to 16 (Adagrad)."""
+    results = []
+    for g in (grad, grad.astype(np.float32)):
+        p = nn.Parameter(np.zeros(4, np.float32))
+        opt = make([p])
+        for _ in range(2):
+            p.grad = g.copy()
+            opt.step()
+        results.append(p.numpy(copy=True))
+    np.testing.assert_array_equal(results[0], results[1])
