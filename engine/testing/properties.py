@@ -19,11 +19,14 @@ Besides agreeing with finite differences, a rule must behave as the engine assum
 * the forward leaves the caller's inputs alone too;
 * it is re-entrant: a call's rules read its parameters from its node, so another call
   with other parameters in between changes nothing (``rules_read_their_own_parameters``
-  takes a second sample of the spec: ``check_op`` and the suite draw one for it).
+  takes a second sample of the spec: ``check_op`` and the suite draw one for it);
+* it runs as a captured plan runs it: without ``check``, from a context whose inputs hold
+  shapes and dtypes only (``rules_run_as_a_plan_runs_them``).
 """
 from __future__ import annotations
 
 import functools
+import math
 from itertools import combinations
 from typing import Any, Callable, Iterator, TypedDict
 
@@ -182,11 +185,14 @@ def complex_step_matches(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) ->
     if not spec.complex_step:
         return None
     args, params = sample
-    # The complex step has no subtraction, so no cancellation: agreement to rounding.
+    # The complex step has no subtraction, so no cancellation: agreement to rounding. The
+    # tolerance is fixed, but lifted with the spec's (check._failing_error measures the
+    # error of a failure so, which a fixed one would report as inf).
     if _compares_nothing(op, args, params):
         return None
+    tolerance = math.inf if spec.atol == math.inf else 1e-12
     return gradcheck_error(*_checked(op, args, params), mode="complex",
-                           atol=1e-12, rtol=1e-12)
+                           atol=tolerance, rtol=0.0 if tolerance == math.inf else 1e-12)
 
 
 def derivatives_are_accurate(op: Op, spec: OpSpec, sample: Sample, seed: int = 0) -> float | None:
@@ -677,12 +683,10 @@ def rules_read_their_own_parameters(op: Op, spec: OpSpec, sample: Sample, seed: 
     ``self.t = tanh(x)`` set by the last forward; a torch Function's class attribute; a
     numpy rule's module-level cache) instead of its node fails. None when the second call
     would be the first one again (symmetric inputs, no other parameters)."""
-    if other is not None and sample[1] and plain_repr(sample[1]) != plain_repr(other[1]):
-        reads = "a parameter"
-    else:
-        other, reads = (_reversed(sample[0]), sample[1]), "a value the forward saved"
-        if all(_same_array(a, b) for a, b in zip(sample[0], other[0], strict=True)):
-            return None
+    second = _another_call(sample, other)
+    if second is None:
+        return None
+    other, reads = second
     rng = np.random.default_rng(seed)
     calls = []
     for args, params in (sample, other):
@@ -713,6 +717,63 @@ def rules_read_their_own_parameters(op: Op, spec: OpSpec, sample: Sample, seed: 
 
 
 rules_read_their_own_parameters.needs_second_sample = True  # type: ignore[attr-defined]
+
+
+def _another_call(sample: Sample, other: Sample | None) -> tuple[Sample, str] | None:
+    """The call to make between a call and its rules, and what a rule that changes under it
+    reads: ``other`` (a second sample of the spec) when the sample has parameters and they
+    differ ("a parameter"), else the sample's inputs reversed along every axis ("a value
+    the forward saved"); None when that would be the sample again."""
+    if other is not None and sample[1] and plain_repr(sample[1]) != plain_repr(other[1]):
+        return other, "a parameter"
+    reversed_ = (_reversed(sample[0]), sample[1])
+    if all(_same_array(a, b) for a, b in zip(sample[0], reversed_[0], strict=True)):
+        return None
+    return reversed_, "a value the forward saved"
+
+
+def rules_run_as_a_plan_runs_them(op: Op, spec: OpSpec, sample: Sample, seed: int = 0,
+                                  other: Sample | None = None) -> float | None:
+    """Replay: a captured plan (``engine.capture``, ``compile_step``) runs the forward rule
+    without ``check`` (the capture ran it), with a context whose ``ctx.inputs`` hold shapes
+    and dtypes only (``plan_format.ReplayContext``), then the backward rule on that
+    context; each must give what the eager call gave. Between the eager call and the
+    replay another call runs (``_another_call``). A rule that reads the values of
+    ``ctx.inputs`` (values it did not save: eagerly, a write to the input after the
+    forward then goes unnoticed) or state ``check`` left on the op object fails."""
+    from ..plan_format import ArraySpec, ReplayContext
+
+    args, params = sample
+    rng = np.random.default_rng(seed)
+    leaves, diff = _leaves(op, args)
+    out = op.apply(*leaves, **params)
+    node = out.node
+    if node is None:
+        return None
+    arrays = [t._data for t in node.inputs]
+    v = rng.standard_normal(out.shape)
+    eager = _pullback(out, leaves, diff)(v)
+    second = _another_call(sample, other)
+    if second is not None:
+        between, _ = _leaves(op, second[0][0])
+        op.apply(*between, **second[0][1])
+    ctx = ReplayContext(tuple(ArraySpec.of(a) for a in arrays), node.params, node.needs_input_grad)
+    where = f"{op.name}: run as a replayed plan runs it (no check, ctx.inputs without values)"
+    try:
+        replayed = op.forward(ctx, *arrays, **node.params)
+        grads = op.backward(ctx, v.astype(out.dtype))
+    except AttributeError as e:
+        raise AssertionError(f"{where}, a rule failed: {e}. Rules read values from what the "
+                             f"forward saved (ctx.save_input), never from ctx.inputs") from None
+    worst = _same_math(np.asarray(replayed), out._data, f"{where}, the forward gives another "
+                                                          f"value (a setting check left on the op?)")
+    for g, want, i in zip([grads[i] for i in diff], eager, diff, strict=True):
+        got = np.zeros_like(arrays[i]) if g is None else np.asarray(g).astype(arrays[i].dtype)
+        worst = max(worst, _same_math(got, want, f"{where}, the gradient of input {i} differs"))
+    return worst
+
+
+rules_run_as_a_plan_runs_them.needs_second_sample = True  # type: ignore[attr-defined]
 
 
 def _reversed(args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -746,6 +807,7 @@ PROPERTIES: tuple[Property, ...] = (
     rules_compute_in_float32,
     rules_leave_their_arguments_alone,
     rules_read_their_own_parameters,
+    rules_run_as_a_plan_runs_them,
 )
 
 

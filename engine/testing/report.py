@@ -25,6 +25,7 @@ LABELS = {
     "rules_compute_in_float32": "dtypes",
     "rules_leave_their_arguments_alone": "no-writes",
     "rules_read_their_own_parameters": "re-entrant",
+    "rules_run_as_a_plan_runs_them": "replay",
 }
 YES_NO = {"rules_compute_in_float32", "rules_leave_their_arguments_alone"}
 INDENT = "      "

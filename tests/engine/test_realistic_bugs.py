@@ -19,7 +19,7 @@ from handgrad.engine.ops.activation import LeakyReLU, Tanh
 from handgrad.engine.ops.elementwise import Clip, Pow
 from handgrad.engine.ops.loss import SoftmaxCrossEntropy
 from handgrad.engine.ops.reduce import Sum
-from handgrad.engine.testing import SPECS, OpCheckError, OpSpec, check_op
+from handgrad.engine.testing import SPECS, OpCheckError, OpSpec, check_op, run_op
 from handgrad.engine.testing import strategies as strategies
 from handgrad.engine.testing.properties import memory_layout_changes_nothing
 
@@ -311,6 +311,68 @@ class SelfSavedTanh(Tanh):
 
     def derivative(self, ctx):
         return 1 - self.t * self.t
+
+
+class UnplacedAxesSum(Sum):
+    """The gradient broadcast back without the reduced axes put in place (keepdims=False):
+    right when the reduced axes lead, as numpy aligns trailing axes. The reduction samples
+    showed it in 7% of draws: check_op passed it with 50 examples."""
+
+    def backward(self, ctx, grad):
+        return (np.broadcast_to(grad, ctx.inputs[0].shape).copy(),)
+
+
+class InputReadingTanh(Tanh):
+    """The backward reads the input's values from ``ctx.inputs`` instead of saving them:
+    eagerly a write to x after the forward went unnoticed, and a replayed plan crashed
+    (its context holds shapes alone). Every other property passed it."""
+
+    def forward(self, ctx, x):
+        return np.tanh(x)
+
+    def derivative(self, ctx):
+        return 1 - np.tanh(ctx.inputs[0].data) ** 2
+
+
+class CheckKeptSlopeLeakyReLU(LeakyReLU):
+    """``check`` leaves the slope on the op object for the forward: right in every eager
+    call (check runs just before), wrong in a replayed plan (no check, another call's
+    slope), which gave a silently wrong loss and gradient."""
+
+    def check(self, x, *, negative_slope=0.01):
+        self.slope = negative_slope
+        return super().check(x, negative_slope=negative_slope)
+
+    def forward(self, ctx, x, *, negative_slope=0.01):
+        return super().forward(ctx, x, negative_slope=self.slope)
+
+
+@pytest.mark.parametrize("op, spec, match", [
+    (UnplacedAxesSum(), "sum", "vjp_matches_finite_differences"),
+    (InputReadingTanh(), dataclasses.replace(SPECS["tanh"], complex_step=False),
+     "rules_run_as_a_plan_runs_them.*never from ctx.inputs"),
+    (CheckKeptSlopeLeakyReLU(), "leaky_relu",
+     "rules_run_as_a_plan_runs_them.*the forward gives another value"),
+], ids=["reduced axes not put back", "input values read from ctx.inputs",
+        "a setting check kept on the op"])
+def test_a_bug_of_a_users_op_found_by_a_hunt_is_caught_with_check_ops_defaults(op, spec, match):
+    caught(op, spec, match, max_examples=25)
+
+
+class OffByAFactorTanh(Tanh):
+    """A constant typed wrong: every rule 1.001 times the right one."""
+
+    def derivative(self, ctx):
+        return 1.001 * super().derivative(ctx)
+
+
+def test_a_complex_step_failure_reports_the_error_it_measured():
+    """handgrad check showed ``complex inf`` for it (its tolerance was fixed, and the
+    failure's error is measured with the tolerances lifted): inf is for a failure that
+    measures nothing, such as a crash."""
+    found = run_op(OffByAFactorTanh(), SPECS["tanh"], max_examples=10)
+    assert found.failure is not None
+    assert 1e-4 < found.worst["complex_step_matches"] < 1e-2
 
 
 @pytest.mark.parametrize("op, spec, match", [
