@@ -30,7 +30,7 @@ from .gradients import (
 from .kinks import kink_notes
 from .numeric import NumericCheck, numeric_checks
 from .thumbnails import Picture
-from .view import GraphView, build_view
+from .view import PARAMETER, GraphView, build_view
 
 SHOW = ("shape", "value", "grad")
 RANKDIRS = ("LR", "RL", "TB", "BT")
@@ -232,7 +232,8 @@ def op_lines(view: GraphView, node: Node, options: Options, overlay: Overlay) ->
         lines.append(params)
     if node.op.name in losses.FUSED_LOSSES:
         lines += losses.fused_loss_lines(node, options.max_elements,
-                                         loss_incoming(view, node, overlay))
+                                         loss_incoming(view, node, overlay),
+                                         root=view.output[id(node)] is view.root)
     if options.rules:
         lines += labels.wrap(losses.node_rule(node))
     return lines
@@ -315,13 +316,15 @@ def group_box(view: GraphView, unit: str, name: str, hidden: dict[int, str],
     with gradients the norms of its parameters' gradients and of the gradient at its output
     (‖δˡ‖ for a layer's zˡ); highlighted while one of its rules runs."""
     lines = [module_label(view, unit)]
-    params = [t for t in view.tensors
-              if hidden.get(id(t)) == unit and t.node is None and t.requires_grad]
+    params = [t for t in view.tensors if hidden.get(id(t)) == unit and t.node is None
+              and (t.requires_grad or view.kind(t) == PARAMETER)]
+    trained = [t for t in params if _gets_gradient(view, t)]
     for t in params:
         short = view.base_name(t).removeprefix(unit + ".")
         symbol = view.lecture.get(id(t))
         named = f"{symbol} = {short}" if symbol and symbol != short else short
-        lines.append(f"{named} {labels.shape_text(t.shape)}")
+        frozen = "" if any(t is u for u in trained) else ", frozen"
+        lines.append(f"{named} {labels.shape_text(t.shape)}{frozen}")
     nodes = [n for n in view.nodes if hidden.get(id(n)) == unit]
     steps = [overlay.steps[id(n)] for n in nodes if id(n) in overlay.steps]
     if steps:
@@ -329,7 +332,7 @@ def group_box(view: GraphView, unit: str, name: str, hidden: dict[int, str],
     if overlay.grads:
         outputs = [view.output[id(n)] for n in nodes
                    if any(hidden.get(id(u)) != unit for u in view.consumers(view.output[id(n)]))]
-        norms = [gradient_norm(view, t, overlay) for t in [*params, *outputs]]
+        norms = [gradient_norm(view, t, overlay) for t in [*trained, *outputs]]
         lines += [line for line in norms if line is not None]
     attrs: dict[str, str] = {}
     if overlay.current is not None and hidden.get(overlay.current) == unit:
@@ -338,6 +341,13 @@ def group_box(view: GraphView, unit: str, name: str, hidden: dict[int, str],
         attrs = dict(styles.DONE)
     parent = unit.rpartition(".")[0] or None
     return _Box(name, lines, styles.MODULE, parent, attrs)
+
+
+def _gets_gradient(view: GraphView, t: Tensor) -> bool:
+    """Whether the graph computes a gradient for leaf ``t``: as ``requires_grad`` was when
+    the forward pass recorded its users (what backward follows), not as it is now."""
+    return any(node.needs_input_grad[i] for node in view.users.get(id(t), [])
+               for i, inp in enumerate(node.inputs) if inp is t)
 
 
 def gradient_norm(view: GraphView, t: Tensor, overlay: Overlay) -> str | None:

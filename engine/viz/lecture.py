@@ -172,10 +172,14 @@ def derivative(node: Node) -> np.ndarray:
 
 
 # f′ written as a formula of the activation's output a (or its input z) where one exists
-ACTIVATION_FORMULAS: dict[str, tuple[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]] = {
-    "tanh": ("1 − ({a})²", lambda z, a: 1 - a * a),
-    "sigmoid": ("{a}(1 − {a})", lambda z, a: a * (1 - a)),
-    "relu": ("[{z} > 0]", lambda z, a: (z > 0).astype(np.float64)),
+Formula = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# Each activation's f′ as text and as a function of (z, a), and that function on absolute
+# values (``Clause.scale``): 1 − a² rounds on the scale of 1 + a², not of its own tiny
+# value where every unit saturates.
+ACTIVATION_FORMULAS: dict[str, tuple[str, Formula, Formula]] = {
+    "tanh": ("1 − ({a})²", lambda z, a: 1 - a * a, lambda z, a: 1 + a * a),
+    "sigmoid": ("{a}(1 − {a})", lambda z, a: a * (1 - a), lambda z, a: np.abs(a) * (1 + np.abs(a))),
+    "relu": ("[{z} > 0]", lambda z, a: (z > 0).astype(np.float64), lambda z, a: np.ones_like(a)),
 }
 ELEMENTWISE_ACTIVATIONS = ("tanh", "sigmoid", "relu", "leaky_relu", "elu", "softplus", "gelu")
 
@@ -189,9 +193,10 @@ def activation_clauses(c: Context) -> list[Clause]:
     f = {"sigmoid": "σ"}.get(name, name)
     lhs = f"{f}′({z_sym})"
     if name in ACTIVATION_FORMULAS:
-        text, formula = ACTIVATION_FORMULAS[name]
-        first = Clause(lhs, text.format(a=a_sym, z=z_sym), fprime,
-                       formula(c.x(0), np.asarray(c.out._data, np.float64)))
+        text, formula, on_magnitudes = ACTIVATION_FORMULAS[name]
+        z, a = c.x(0), np.asarray(c.out._data, np.float64)
+        first = Clause(lhs, text.format(a=a_sym, z=z_sym), fprime, formula(z, a),
+                       scale=on_magnitudes(z, a))
     else:
         first = Clause(lhs, None, fprime)
     chain = Clause(c.lhs(0), f"{c.g} ⊙ {lhs}", c.sent[0], np.asarray(c.grad, np.float64) * fprime)

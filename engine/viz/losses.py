@@ -152,17 +152,21 @@ def _bce_formula(shape: tuple[int, ...], reduction: str, scaled: bool) -> tuple[
     return 1, "δ = (σ(z) − y)·g per element (reduction none)"
 
 
-def fused_loss_lines(node: Node, max_elements: int, incoming: float | None
-                     ) -> list[str]:
+def fused_loss_lines(node: Node, max_elements: int, incoming: float | None,
+                     root: bool | None = None) -> list[str]:
     """The delta formula for the node's reduction and, for small tensors, p, y (and the
     rows' target sums when they are not all 1), so a student can check it by hand.
 
     ``incoming``: the gradient g the loss's output receives, 1 at the root (the formula
-    as the rule states it), None when it is not known here. Anything but 1 states the
-    delta the node sends, g·(...): ∂L/∂z = ∂L/∂ℓ · ∂ℓ/∂z for a loss ℓ scaled or summed
-    into L (gradient accumulation, loss weights)."""
+    as the rule states it), None when it is not known here. ``root``: whether the loss is
+    the graph's root (default: when ``incoming`` is exactly 1). A loss that is not states
+    the delta the node sends, g·(...): ∂L/∂z = ∂L/∂ℓ · ∂ℓ/∂z for a loss ℓ scaled or summed
+    into L (a penalty added, gradient accumulation, loss weights), in every frame, g's
+    value once it is known (1 for L = ℓ + penalty): each frame then has the same lines as
+    the last one, which the layout is made from."""
     reduction = node.params.get("reduction", "mean")
-    scaled = incoming != 1.0 and reduction != "none"     # "none": gₙ is in the formula
+    at_root = incoming == 1.0 if root is None else root
+    scaled = not at_root and reduction != "none"          # "none": gₙ is in the formula
     delta = output_delta(node, scaled)
     lines = [delta.formula]
     if scaled:

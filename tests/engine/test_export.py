@@ -210,3 +210,25 @@ def test_contradicting_export_options_are_refused(tmp_path, capsys, monkeypatch,
     assert cli.main(["draw", *args]) == 2
     assert message in capsys.readouterr().err
     assert not any(Path(tmp_path).iterdir())
+
+
+@pytest.mark.parametrize("extra", ["l2 penalty", "mse on the same logits"])
+def test_no_frame_has_more_lines_in_a_box_than_the_layout_keeps(extra, tmp_path):
+    """A loss that is not the root (CE + an L2 penalty): frame 0 gave its box the line
+    "g = the gradient the loss receives" that the last frame, which the layout is made
+    from, did not have, and the export and the player cut the box's last line (y's last
+    row) without a word. Every frame now has the last frame's lines."""
+    rng = np.random.default_rng(0)
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=1)
+    x = rng.normal(size=(2, 2)).astype(np.float32)
+    out = model(x)
+    loss = nn.CrossEntropyLoss()(out, np.array([0, 1]))
+    loss = loss + (nn.l2_penalty(model, 1e-3) if extra == "l2 penalty"
+                   else engine.mse(out, np.zeros((2, 2), np.float32)))
+    _, frames = op_layout(loss, model=model)
+    last = frames[-1]["nodes"]
+    for k, frame in enumerate(frames):
+        for box, spec in frame["nodes"].items():
+            assert len(spec["lines"]) <= len(last[box]["lines"]), (k, box, spec["lines"])
+    first = save_backward_steps(loss, tmp_path, format="svg", model=model)[0].read_text()
+    assert "g = the gradient the loss receives" in first and "[0, 1]]" in first

@@ -364,6 +364,27 @@ def test_collapse_draws_one_box_per_layer_with_its_parameter_shapes():
     assert edge_attrs(source)[("group0", "group1")] == 'label="(2, 3)" id=d_op1_0'
 
 
+@pytest.mark.parametrize("freeze", ["before", "after"])
+def test_collapse_lists_a_frozen_weight_and_says_it_is_frozen(freeze):
+    """A weight frozen before the forward pass disappeared from its collapsed layer's box
+    (the box listed parameters requiring grad only): "Linear 2→3" showed a bias alone.
+    Frozen is what the graph recorded: one frozen after the forward pass still got its
+    gradient, so it is not said to be frozen."""
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=1)
+    if freeze == "before":
+        model.layers[0].weight.requires_grad = False
+    x = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
+    loss = nn.CrossEntropyLoss()(model(x), np.array([0, 1, 1, 0]))
+    if freeze == "after":
+        model.layers[0].weight.requires_grad = False
+    loss.backward()
+    box = nodes(draw(loss, model=model, collapse=True).source)["group0"].splitlines()
+    if freeze == "before":
+        assert box[1] == "W¹ = weight (2, 3), frozen" and not any("∂L/∂W¹" in x for x in box)
+    else:
+        assert box[1] == "W¹ = weight (2, 3)"
+
+
 def test_ids_are_deterministic_two_builds_give_identical_dot():
     def build() -> str:
         junk = [engine.Tensor(np.ones(3), requires_grad=True) * 2 for _ in range(5)]  # noqa: F841

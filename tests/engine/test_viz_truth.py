@@ -276,6 +276,24 @@ def test_bce_of_a_0d_logit_is_drawn_with_n_1_as_the_engine_counts_it(reduction, 
     np.testing.assert_allclose(delta.rhs(), z.grad, rtol=1e-15)     # σ(0.3) − 1, N = 1
 
 
+def test_a_saturated_float32_tanh_is_captioned_as_the_formula_it_computes():
+    """Every unit saturated (|z| > 3): the caption said the engine's tanh′ "differs" from
+    1 − (a¹)² (largest difference 2.7e-08), beside two identical printed arrays: the
+    rounding tolerance was taken on the tiny 1 − a² itself, not on 1 + a²."""
+    x = engine.Tensor(np.array([[3.0], [-4.0]], np.float32))
+    W1 = engine.Tensor(np.array([[1.3, -1.27, 1.12]], np.float32), requires_grad=True)
+    W2 = engine.Tensor(np.array([[0.5, -0.2], [0.1, 0.3], [-0.4, 0.2]], np.float32),
+                       requires_grad=True)
+    a1 = engine.tanh(engine.linear(x, W1))
+    loss = engine.softmax_cross_entropy(engine.linear(a1, W2), np.array([0, 1]))
+    tanh_step = next(text for text, _ in captioned_frames(loss) if "backward of tanh" in text)
+    assert "tanh′(z) = 1 − (a)² = [[0.001638" in tanh_step.replace("¹", "") \
+        and "differs" not in tanh_step, tanh_step
+    wrong = Clause("f′", "1 − a²", np.array([0.5], np.float32), np.array([0.5001]),
+                   scale=np.array([1.5]))
+    assert not wrong.holds()                     # a real difference still shows
+
+
 def test_soft_targets_change_the_rule_line_for_every_reduction():
     z = engine.Tensor(Z[:, :2], requires_grad=True)
     for reduction in ("mean", "sum", "none"):
