@@ -321,6 +321,13 @@ class Plan:
                                f"mix old and new values. Call run_forward again")
         backward(on_grad)                    # empties each context on the walk
         self._stale = False
+        # Again: another thread may have written while the rules ran (the eager walker
+        # checks before and after each rule; a plan, around its whole backward pass).
+        changed = memory.replay_check(self._read, self._holds)
+        if changed is not None:
+            raise RuntimeError(f"plan: {changed.describe()}, which the forward pass read, may "
+                               f"have been written while the backward pass ran (another "
+                               f"thread): the gradients just given mix old and new values")
 
     def code(self) -> str:
         """The Python source a replay runs (see ``engine/replay.py``)."""

@@ -980,7 +980,9 @@ def replay_check(tensors: Sequence["Tensor"], holds: tuple[int, list[tuple[Memor
     for record, crc in sums:
         if checksum(record.owner) != crc:
             return next(t for t in tensors if t._memory is record)
-    if write_tick == tick:
+    # writes_now first, then the clock (``Writing`` says why this order): a write another
+    # thread is running has not moved the clock yet, but its records count as written.
+    if not writes_now and write_tick == tick:
         return None
     for t in tensors:
         held = t._memory

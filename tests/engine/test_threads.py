@@ -324,3 +324,55 @@ def test_a_whole_forward_and_backward_during_a_write_raises(monkeypatch):
     y = x * w                                    # after the write: no error
     y.sum().backward()
     assert np.array_equal(w.grad, [3.0, 3.0, 3.0])
+
+
+def _plan_and_weights() -> tuple[Any, Tensor, Tensor]:
+    w1, w2 = Tensor(np.ones((3, 3)), requires_grad=True), Tensor(np.ones((3, 3)), requires_grad=True)
+    plan = engine.capture(lambda x: ((x @ w1).tanh() @ w2).sum(), np.ones((2, 3)))
+    return plan, w1, w2
+
+
+def test_a_plan_run_while_another_threads_write_runs_raises():
+    """A replayed plan checked the clock alone before its backward: a tracked write another
+    thread had begun (an optimizer step half done) had not moved it, and the plan's whole
+    pass used w1 new and w2 old, with no error (eager raised)."""
+    plan, w1, w2 = _plan_and_weights()
+    inside, done = threading.Event(), threading.Event()
+
+    def half_a_step() -> None:
+        with engine.writing(w1, w2) as (a, b):
+            a += 1.0
+            inside.set()
+            done.wait(10)
+            b += 1.0
+    thread = threading.Thread(target=half_a_step)
+    thread.start()
+    inside.wait(10)
+    try:
+        plan.run_forward(np.ones((2, 3)))
+        with pytest.raises(RuntimeError, match="may have been written since run_forward"):
+            plan.run_backward(lambda k, g: None)
+    finally:
+        done.set()
+        finish(thread)
+    plan(np.ones((2, 3)))                           # after the write: replayed as usual
+
+
+def test_a_write_during_a_plans_backward_raises_after_it():
+    """Another thread's tracked write begun and ended while the plan's backward rules ran:
+    the plan checked before its backward only, and gave gradients of two points."""
+    plan, w1, w2 = _plan_and_weights()
+
+    def step() -> None:
+        with engine.writing(w1, w2) as (a, b):
+            a += 1.0
+            b += 1.0
+
+    def write_once(k: int, g: np.ndarray) -> None:
+        if k == 0:                                 # the first leaf's gradient is final
+            thread = threading.Thread(target=step)
+            thread.start()
+            finish(thread)
+    plan.run_forward(np.ones((2, 3)))
+    with pytest.raises(RuntimeError, match="written while the backward pass ran"):
+        plan.run_backward(write_once)
