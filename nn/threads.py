@@ -8,9 +8,10 @@ loaded 2-core machine, and 0.8 s with one thread (benchmarks/busy_machine.py).
 
 ``threads_for(model, batch_size)`` gives one thread when the largest matrix product of a
 step is small (``SMALL_WORK`` multiply-adds) and None (the thread count left alone)
-otherwise; ``blas_threads(limit)`` is a context manager that applies it. The count is one
-setting of the whole process: overlapping blocks (two fits in two threads) share it, the
-latest one to begin applying its count (``blas_threads``). ``fit(threads=...)``
+otherwise; ``blas_threads(limit)`` is a context manager that applies it. Overlapping
+blocks (two fits in two threads) each set and put back the count in their own thread,
+and the last to end puts back the counts from before the first (``blas_threads`` says
+how OpenBLAS takes a count set in one thread). ``fit(threads=...)``
 and ``handgrad train --threads`` use them; ``"auto"`` is the default, an int sets the count,
 ``None`` leaves BLAS alone.
 It needs the small pure-Python package threadpoolctl (scikit-learn's choice for this;
@@ -81,13 +82,17 @@ def blas_threads(limit: int | None) -> Iterator[int | None]:
     """Run the body with BLAS limited to ``limit`` threads (None: left alone); yields the
     limit in force. Without threadpoolctl the body runs unchanged.
 
-    The count is process-wide, not per thread: while blocks overlap (``fit`` in two
-    threads), the latest block to begin sets the count for all of them; when it ends,
-    the latest still running sets it again; when the last ends, the count from before
-    the first comes back. So two overlapping fits with different ``threads`` each run part
-    of their steps on the other's count, and their float32 results may then differ in
-    the last bits from a run alone (nn/threads.py's numbers); fits that choose the same
-    count (``"auto"`` for two small models) are unaffected."""
+    Each block sets the count in its own thread and puts back, when it ends, the counts
+    its thread had when it began; when the last block ends, the counts from before the
+    first one come back. With numpy's OpenBLAS a count set in the main thread holds for
+    every thread and one set in another thread for that thread alone, so a main-thread
+    block's count holds in other threads' fits too while it runs, and where a library
+    keeps one count for the whole process, the latest to begin wins: two overlapping fits
+    with different ``threads`` may each run part of their steps on the other's count, and
+    their float32 results may then differ in the last bits from a run alone
+    (nn/threads.py's numbers); fits that choose the same count (``"auto"`` for two small
+    models) are unaffected. After the last block, every thread that ran one and the main
+    thread compute on the counts from before."""
     if limit is None:
         yield None
         return
@@ -110,8 +115,13 @@ def blas_threads(limit: int | None) -> Iterator[int | None]:
     finally:
         with _BLOCKS:
             _ACTIVE.remove(entry)
-            if _ACTIVE:
-                _CONTROLLER.limit(limits=_ACTIVE[-1][1], user_api="blas")
-            else:
+            # Each block puts back, in its own thread, the counts that thread had when it
+            # began: OpenBLAS (numpy's wheels) takes a count set in the main thread for
+            # every thread, one set in another thread for that thread alone, so only the
+            # thread that set a count can undo it. The last block to end also puts back
+            # the counts from before the first one (where a count is one setting of the
+            # whole process, a block that ended before it may have left its own).
+            limiter.restore_original_limits()
+            if not _ACTIVE:
                 _ORIGINAL.restore_original_limits()
                 _ORIGINAL = None

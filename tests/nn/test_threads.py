@@ -177,6 +177,32 @@ def test_overlapping_blocks_in_two_threads_share_one_count_and_restore_it():
     assert blas_threads_now() == before
 
 
+def test_a_block_in_the_main_thread_ending_before_a_workers_is_undone():
+    """A block in the main thread, then one in a worker; the main one ends first. It used
+    to re-apply the worker's count in the main thread, and the worker's final restore
+    (made in the worker) never reached the main thread, where OpenBLAS had taken the
+    count for every thread: the process stayed on one BLAS thread for good."""
+    import threading
+
+    before = blas_threads_now()
+    if not before:
+        pytest.skip("threadpoolctl sees no BLAS library")
+    started, main_done = threading.Event(), threading.Event()
+
+    def worker():
+        with threads.blas_threads(1):
+            started.set()
+            assert main_done.wait(10)
+
+    thread = threading.Thread(target=worker)
+    with threads.blas_threads(1):
+        thread.start()
+        assert started.wait(10)
+    main_done.set()
+    thread.join(10)
+    assert blas_threads_now() == before and not threads._ACTIVE
+
+
 def test_fit_decides_auto_from_the_batch_size_of_the_dataloader_it_trains_on(monkeypatch):
     # it used fit's batch_size argument (default 32), which a DataLoader ignores: a loader
     # of 4096-example batches on a 500x500 model (far above SMALL_WORK) ran on one thread
