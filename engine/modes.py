@@ -56,6 +56,15 @@ def current_scope() -> str | None:
     return STATE.scope
 
 
+class _Saved(threading.local):
+    """What a context object's ``__enter__`` replaced, to put back at ``__exit__``: a
+    stack per thread, so that one object (``NO_GRAD = engine.no_grad()`` at module level)
+    entered by two threads, or twice by one, gives each block its own."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+
 class _Mode:
     """Set one field of this thread's state for a ``with`` block, or for every call of a
     decorated function. Subclasses set ``field`` and ``value``."""
@@ -64,22 +73,21 @@ class _Mode:
     value: Any = None
 
     def __init__(self) -> None:
-        self._previous: list[Any] = []
+        self._previous = _Saved()
 
     def _fresh(self) -> "_Mode":
-        """A new context with the same setting: a decorator makes one per call, so that
-        threads calling the same decorated function never share a stack."""
+        """A new context with the same setting: a decorator makes one per call."""
         fresh = object.__new__(type(self))
         fresh.__dict__.update(self.__dict__)
-        fresh._previous = []
+        fresh._previous = _Saved()
         return fresh
 
     def __enter__(self) -> None:
-        self._previous.append(getattr(STATE, self.field))
+        self._previous.items.append(getattr(STATE, self.field))
         setattr(STATE, self.field, self.value)
 
     def __exit__(self, *exc: object) -> None:
-        setattr(STATE, self.field, self._previous.pop())
+        setattr(STATE, self.field, self._previous.items.pop())
 
     def __call__(self, fn: F) -> F:
         if inspect.isgeneratorfunction(fn):
@@ -183,14 +191,14 @@ def pop_scope(outer: str | None) -> None:
 class name_scope:
     """``with name_scope("layers"):`` nodes created inside are tagged with the scope."""
 
-    __slots__ = ("name", "outer")
+    __slots__ = ("name", "_outer")
 
     def __init__(self, name: str):
         self.name = name
-        self.outer: str | None = None
+        self._outer = _Saved()                 # per thread: the scopes to return to
 
     def __enter__(self) -> None:
-        self.outer = push_scope(self.name)
+        self._outer.items.append(push_scope(self.name))
 
     def __exit__(self, *exc: object) -> None:
-        pop_scope(self.outer)
+        pop_scope(self._outer.items.pop())

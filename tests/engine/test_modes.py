@@ -159,3 +159,53 @@ def test_a_scope_can_be_set_by_its_full_name():
     assert engine.current_scope() == "model"
     engine.pop_scope(outer)
     assert engine.current_scope() is None
+
+
+def _interleaved(context, inner_outer):
+    """Thread A enters ``context``; thread B, inside ``inner_outer`` (its own block), enters
+    the same object; A leaves first, then B. What each thread's state is after."""
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with context:
+            a_in.set()
+            assert b_in.wait(10)
+        seen["a"] = (engine.is_grad_enabled(), engine.current_scope())
+        a_out.set()
+
+    def b():
+        with inner_outer:
+            assert a_in.wait(10)
+            with context:
+                b_in.set()
+                assert a_out.wait(10)
+            seen["b"] = (engine.is_grad_enabled(), engine.current_scope())
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return seen
+
+
+def test_one_no_grad_object_entered_by_two_threads_restores_each_threads_own_mode():
+    """``NO_GRAD = engine.no_grad()`` used by two threads kept one stack of previous modes:
+    each thread was restored to the other's (the training thread left its block with
+    gradients off, the evaluation thread with them on)."""
+    seen = _interleaved(engine.no_grad(), engine.no_grad())
+    assert seen["a"][0] is True and seen["b"][0] is False
+
+
+def test_one_name_scope_object_entered_twice_restores_each_scope():
+    """A shared name_scope left a thread inside a scope it never entered (its nodes then
+    carried another thread's name), and ``with S: with S:`` in one thread left 'blk'."""
+    seen = _interleaved(engine.name_scope("stats"), engine.name_scope("validation"))
+    assert seen["a"][1] is None and seen["b"][1] == "validation"
+    scope = engine.name_scope("blk")
+    with scope:
+        with scope:
+            assert engine.current_scope() == "blk.blk"
+        assert engine.current_scope() == "blk"
+    assert engine.current_scope() is None
