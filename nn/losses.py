@@ -1,10 +1,14 @@
 """Loss modules over the engine's fused losses, and L2 regularization."""
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
+
+import numpy as np
 
 from handgrad import engine
 from handgrad.engine import Tensor
+from handgrad.engine.plain import plain_repr
 
 from .module import Module, Parameter
 
@@ -67,6 +71,10 @@ def l2_penalty(params: Iterable[Parameter] | Module, weight_decay: float,
                include_biases: bool = False) -> Tensor:
     """(weight_decay / 2) * Σ ||W||^2 over the weights (1-D biases skipped unless asked):
     add it to the loss for classic L2 regularization; its gradient is weight_decay * W."""
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float, np.integer, np.floating)) \
+            or not 0 <= weight_decay < math.inf:
+        raise ValueError(f"l2_penalty: weight_decay must be a finite number >= 0, got "
+                         f"{plain_repr(weight_decay)} (a negative one rewards large weights)")
     params = params.parameters() if isinstance(params, Module) else list(params)
     chosen = [p for p in params if include_biases or p.ndim > 1]
     if not chosen:

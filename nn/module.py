@@ -21,7 +21,7 @@ import copy
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Any, Iterator, overload
+from typing import Any, Iterator, NamedTuple, overload
 
 import numpy as np
 
@@ -30,8 +30,18 @@ from handgrad.engine import Tensor, current_scope, pop_scope, push_scope
 from handgrad.engine.plain import plain_repr
 
 
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict`` returns: the model's keys the state lacked, and the state's
+    keys the model has no parameter for."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
 class Parameter(Tensor):
-    """A Tensor a Module trains: a leaf that requires grad (float32 unless given otherwise)."""
+    """A Tensor a Module trains: a leaf that requires grad, of the dtype its data has
+    (``Tensor``'s rules: a numpy array keeps its dtype, a Python list or number is float64;
+    the layers make theirs float32 unless given another dtype)."""
 
     __slots__ = ()
 
@@ -159,6 +169,27 @@ class _ModeBlock:
                 overrides[id(m)] = before
 
 
+def _slots(module: "Module") -> dict[str, str]:
+    """Every parameter and submodule name the module has registered, with its kind, in
+    registration order, including those set to None since (their places are kept)."""
+    slots = module.__dict__.get("_slots")
+    if slots is None:                         # a module pickled before slots were kept
+        slots = {**{n: "parameter" for n in module._parameters},
+                 **{n: "module" for n in module._modules}}
+        object.__setattr__(module, "_slots", slots)
+    return slots
+
+
+def _put(registry: "OrderedDict[str, Any]", name: str, value: Any, slots: dict[str, str]) -> None:
+    """``registry[name] = value`` at the name's place in ``slots`` (it may have been set to
+    None, and left the registry, since it was registered)."""
+    back = name in slots and name not in registry
+    registry[name] = value
+    if back:
+        for key in [k for k in slots if k in registry]:
+            registry.move_to_end(key)
+
+
 class Module:
     """Base class of layers and models. Subclasses set attributes in ``__init__`` and
     define ``forward``; call the module itself (``model(x)``), not ``forward``."""
@@ -176,6 +207,7 @@ class Module:
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_slots", {})           # see _slots
         # dotted name in the tree it runs in; None if it has none, or a name in each of
         # several roots' trees (then: ``_shared``, and the running root's ``_paths`` tell)
         object.__setattr__(self, "_path", None)
@@ -193,15 +225,22 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning attributes")
-        current = self._parameters.get(name)
-        if current is not None and value is not None and not isinstance(value, Parameter):
+        slots = _slots(self)
+        kind = slots.get(name)
+        where = f"cannot assign a {type(value).__name__} to {type(self).__name__}.{name}"
+        if value is not None and kind == "parameter" and not isinstance(value, Parameter):
+            holds = "which holds a Parameter" if name in self._parameters else \
+                "a parameter of the module (None now)"
             raise TypeError(
-                f"cannot assign a {type(value).__name__} to {type(self).__name__}.{name}, which "
-                f"holds a Parameter: assign an nn.Parameter (or None), or change the values in "
+                f"{where}, {holds}: assign an nn.Parameter (or None), or change the values in "
                 f"place (load_state_dict, or `with engine.no_grad(): {name}[...] = ...` on the "
-                f"parameter)")
-        # Replacing a parameter (or a submodule) keeps its place in the order, as dict
-        # assignment does: parameters() stays aligned with an optimizer's state.
+                f"parameter); to make it a plain attribute, delete it first")
+        if value is not None and kind == "module" and not isinstance(value, Module):
+            raise TypeError(f"{where}, a submodule of the module: assign an nn.Module (or "
+                            f"None); to make it a plain attribute, delete it first")
+        # A parameter or submodule keeps its place in the order when replaced, also through
+        # None (as in PyTorch): parameters() stays aligned with an optimizer's state, and a
+        # Sequential runs its layers in their order.
         if not isinstance(value, Parameter):
             self._parameters.pop(name, None)
         tree_edit = isinstance(self._modules.get(name), Module) or isinstance(value, Module)
@@ -210,14 +249,17 @@ class Module:
         if isinstance(value, Parameter):
             if value.name is None:
                 value.name = name
-            self._parameters[name] = value
+            _put(self._parameters, name, value, slots)
+            slots.setdefault(name, "parameter")
         elif isinstance(value, Module):
-            self._modules[name] = value
+            _put(self._modules, name, value, slots)
+            slots.setdefault(name, "module")
         object.__setattr__(self, name, value)
         _counted(self, tree_edit)
 
     def __delattr__(self, name: str) -> None:
         self._parameters.pop(name, None)
+        _slots(self).pop(name, None)
         tree_edit = self._modules.pop(name, None) is not None
         object.__delattr__(self, name)
         _counted(self, tree_edit)
@@ -333,9 +375,13 @@ class Module:
 
     # --- walking the tree ------------------------------------------------------------------
     def children(self) -> Iterator["Module"]:
-        """The direct sub-modules, in registration order (not their descendants: see
-        ``modules``)."""
-        yield from self._modules.values()
+        """The direct sub-modules, each once (one registered under two names too, as in
+        PyTorch), in registration order (not their descendants: see ``modules``)."""
+        seen: set[int] = set()
+        for m in self._modules.values():
+            if id(m) not in seen:
+                seen.add(id(m))
+                yield m
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
         """This module and every descendant, each once, with dotted names ("" for this
@@ -390,16 +436,21 @@ class Module:
         return OrderedDict((name, p.numpy(copy=True)) for name, p in self.named_parameters())
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True,
-                        check_finite: bool = False) -> None:
+                        check_finite: bool = False) -> "IncompatibleKeys":
         """Copy arrays into the parameters, in place. Every array is checked first: with
         ``strict`` the keys must match exactly; shapes must match; values must be real
         numbers (no object, string, complex or boolean arrays); with ``check_finite`` no
         NaN or Inf; every parameter written must be on writeable memory. If any check
-        fails, nothing has changed."""
+        fails, nothing has changed. Returns the keys that did not match (``missing_keys``,
+        ``unexpected_keys``: what ``strict=False`` let pass), as PyTorch does. A parameter
+        shared by two layers (tied weights) has one key, its first name."""
         updates = self.check_state_dict(state, strict, check_finite)
         with engine.writing(*(p for p, _ in updates)) as arrays:
             for w, (_, value) in zip(arrays, updates, strict=True):
                 w[...] = value
+        names = [name for name, _ in self.named_parameters()]
+        return IncompatibleKeys([k for k in names if k not in state],
+                                [k for k in state if k not in set(names)])
 
     def check_state_dict(self, state: dict[str, Any], strict: bool = True,
                          check_finite: bool = False) -> list[tuple[Parameter, np.ndarray]]:
@@ -479,6 +530,17 @@ class Module:
             memo[id(m)].__dict__.update(state)
         return memo[id(self)]
 
+    def __copy__(self) -> "Module":
+        """``copy.copy``: the same parameters and submodules, in registries of its own, so
+        that assigning one on the copy leaves the original as it was."""
+        new = type(self).__new__(type(self))
+        state = self.__getstate__()
+        for key in ("_parameters", "_modules", "_slots"):
+            if key in state:
+                state[key] = type(state[key])(state[key])
+        new.__dict__.update(state)
+        return new
+
     def __getstate__(self) -> dict[str, Any]:
         """What ``pickle`` (and ``copy.copy``) keep: the attributes without the naming
         caches (a weak reference to the root that named the module, a root's map keyed by
@@ -542,7 +604,8 @@ class Sequential(Module):
         while pending:
             for m in pending[-1]:
                 kind = type(m)
-                if kind.forward is Sequential.forward and kind.__call__ is Module.__call__:
+                if kind.forward is Sequential.forward and kind.__call__ is Module.__call__ \
+                        and "forward" not in m.__dict__:     # not a forward set on the instance
                     pending.append(iter(m._modules.values()))
                     break
                 x = m(x)

@@ -437,3 +437,78 @@ def test_a_shared_module_keeps_the_name_of_the_model_its_thread_runs():
     a.join(10)
     assert got["a"] == "1"
     assert model1(x).node.scope == "1" and model2(x).node.scope == "1.0"
+
+
+# --- from a hunt of the Module API, against PyTorch ------------------------------------------
+
+def test_a_nested_sequential_runs_a_forward_set_on_the_instance():
+    """Sequential walks a nested plain Sequential in place (no recursion); it decided that
+    from the class alone and skipped a forward set on the instance (an ablation patch)."""
+    inner = nn.Sequential(nn.Linear(2, 2, rng=np.random.default_rng(0)))
+    inner.forward = lambda x: x * 0.0
+    x = engine.Tensor(np.ones((1, 2), np.float32))
+    assert nn.Sequential(inner)(x).numpy().tolist() == [[0.0, 0.0]]
+
+
+def test_a_shallow_copy_has_registries_of_its_own():
+    """copy.copy shared _parameters with the original: a Parameter assigned on the copy
+    replaced the original's in parameters() and state_dict, while its forward kept the
+    old one."""
+    layer = nn.Linear(2, 2)
+    twin = copy.copy(layer)
+    twin.weight = nn.Parameter(np.zeros((2, 2), np.float32))
+    assert layer.parameters()[0] is layer.weight and layer.state_dict()["weight"].any()
+    assert twin.parameters()[0] is twin.weight and twin.bias is layer.bias
+
+
+def test_a_layer_or_parameter_set_to_none_and_back_keeps_its_place():
+    """Through None, a replaced layer moved to the end: the Sequential ran ReLU, Linear,
+    Linear, s[0] was the ReLU, parameters() no longer matched the optimizer's order."""
+    s = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3))
+    setattr(s, "0", None)
+    assert list(s._modules) == ["1", "2"] and isinstance(s[0], nn.ReLU)
+    setattr(s, "0", nn.Linear(3, 3))
+    assert list(s._modules) == ["0", "1", "2"] and isinstance(s[0], nn.Linear)
+    layer = nn.Linear(2, 2)
+    layer.weight = None
+    layer.weight = nn.Parameter(np.zeros((2, 2), np.float32))
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+
+
+def test_through_none_a_plain_tensor_still_cannot_take_a_parameters_place():
+    """``l.bias = None; l.bias = Tensor(...)``: the forward used the tensor, but it was in
+    neither parameters() nor state_dict (never trained or saved). As in PyTorch, a
+    parameter's or submodule's name takes a Parameter or Module (or None) until deleted."""
+    layer = nn.Linear(2, 3)
+    layer.bias = None
+    with pytest.raises(TypeError, match=r"Linear.bias, a parameter of the module \(None now\)"):
+        layer.bias = engine.Tensor(np.ones(3, np.float32), requires_grad=True)
+    s = nn.Sequential(nn.Linear(2, 2))
+    s.extra = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="Sequential.extra, a submodule of the module"):
+        s.extra = np.zeros(3)
+    del s.extra
+    s.extra = np.zeros(3)                       # deleted first: a plain attribute now
+    assert [n for n, _ in s.named_parameters()] == ["0.weight", "0.bias"]
+
+
+def test_children_lists_a_module_registered_twice_once():
+    layer = nn.Linear(2, 2)
+    assert len(list(nn.Sequential(layer, nn.ReLU(), layer).children())) == 2
+
+
+def test_a_non_strict_load_returns_the_keys_it_let_pass():
+    """load_state_dict(strict=False) returned None: a key it ignored was invisible."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    state = model.state_dict()
+    state["2.weight"] = state.pop("1.weight")
+    result = model.load_state_dict(state, strict=False)
+    assert result.missing_keys == ["1.weight"] and result.unexpected_keys == ["2.weight"]
+    assert model.load_state_dict(model.state_dict()) == ([], [])
+
+
+@pytest.mark.parametrize("decay", [-1.0, float("nan"), float("inf"), True])
+def test_l2_penalty_refuses_a_weight_decay_that_is_not_a_finite_number_at_least_0(decay):
+    """A negative weight decay silently rewarded large weights (the optimizers refuse it)."""
+    with pytest.raises(ValueError, match="l2_penalty: weight_decay must be a finite number >= 0"):
+        nn.l2_penalty(nn.MLP([3, 4, 2], seed=0), decay)
