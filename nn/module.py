@@ -495,13 +495,18 @@ class Module:
         on, each level indented two more spaces. Written without recursion (any depth); a
         sub-module with its own ``__repr__`` is shown by it."""
         out: list[str] = []
-        # (module or a closing ")", the "(name): " label, depth)
+        # (module, or the id of one whose closing ")" comes now; the "(name): " label; depth)
         stack: list[tuple[Any, str, int]] = [(self, "", 0)]
+        open_: set[int] = set()     # the modules being shown: the current one's ancestors
         while stack:
             item, label, depth = stack.pop()
             indent = "  " * depth
-            if item is None:
+            if isinstance(item, int):
+                open_.discard(item)
                 out.append(indent + ")")
+                continue
+            if id(item) in open_:   # a module holding one of its ancestors: not again
+                out.append(f"{indent}{label}<{type(item).__name__}: a cycle, shown above>")
                 continue
             own = type(item).__repr__ is Module.__repr__  # type: ignore[comparison-overlap]
             text = f"{type(item).__name__}({item.extra_repr()}" if own else repr(item)
@@ -509,7 +514,8 @@ class Module:
                 text += ")"
             out.append(indent + label + text.replace("\n", "\n" + indent))
             if own and item._modules:
-                stack.append((None, "", depth))
+                open_.add(id(item))
+                stack.append((id(item), "", depth))
                 for name, child in reversed(item._modules.items()):
                     stack.append((child, f"({name}): ", depth + 1))
         return "\n".join(out)
@@ -601,16 +607,25 @@ class Sequential(Module):
         than called (the same modules, in the same order, each in its own name scope), so
         chains thousands of levels deep run without RecursionError."""
         pending = [iter(self._modules.values())]
+        walking = [self]                # the Sequentials whose modules ``pending`` walks
+        inside = {id(self)}
         while pending:
             for m in pending[-1]:
                 kind = type(m)
                 if kind.forward is Sequential.forward and kind.__call__ is Module.__call__ \
                         and "forward" not in m.__dict__:     # not a forward set on the instance
+                    if id(m) in inside:
+                        raise RecursionError("Sequential: a Sequential contains itself "
+                                             "(a cycle in the module tree); its forward "
+                                             "would never end")
                     pending.append(iter(m._modules.values()))
+                    walking.append(m)
+                    inside.add(id(m))
                     break
                 x = m(x)
             else:
                 pending.pop()
+                inside.discard(id(walking.pop()))
         return x
 
     @overload

@@ -512,3 +512,15 @@ def test_l2_penalty_refuses_a_weight_decay_that_is_not_a_finite_number_at_least_
     """A negative weight decay silently rewarded large weights (the optimizers refuse it)."""
     with pytest.raises(ValueError, match="l2_penalty: weight_decay must be a finite number >= 0"):
         nn.l2_penalty(nn.MLP([3, 4, 2], seed=0), decay)
+
+
+def test_a_module_tree_with_a_cycle_is_shown_once_and_its_forward_raises():
+    """A module holding its parent: repr ran until memory ran out, and the Sequential's
+    forward (which walks nested Sequentials in place) would never end."""
+    parent, child = nn.Sequential(nn.Linear(2, 2)), nn.Sequential(nn.ReLU())
+    parent.child = child
+    child.back = parent
+    assert repr(parent).splitlines()[-3:] == [
+        "    (back): <Sequential: a cycle, shown above>", "  )", ")"]
+    with pytest.raises(RecursionError, match="a Sequential contains itself"):
+        parent(np.ones((1, 2), np.float32))
