@@ -607,7 +607,7 @@ class Sequential(Module):
         than called (the same modules, in the same order, each in its own name scope), so
         chains thousands of levels deep run without RecursionError."""
         pending = [iter(self._modules.values())]
-        walking = [self]                # the Sequentials whose modules ``pending`` walks
+        walking: list[Module] = [self]  # the Sequentials whose modules ``pending`` walks
         inside = {id(self)}
         while pending:
             for m in pending[-1]:
