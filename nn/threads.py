@@ -84,10 +84,11 @@ def blas_threads(limit: int | None) -> Iterator[int | None]:
 
     Each block sets the count in its own thread and puts back, when it ends, the counts
     its thread had when it began; when the last block ends, the counts from before the
-    first one come back. With numpy's OpenBLAS a count set in the main thread holds for
-    every thread and one set in another thread for that thread alone, so a main-thread
-    block's count holds in other threads' fits too while it runs, and where a library
-    keeps one count for the whole process, the latest to begin wins: two overlapping fits
+    first one come back. OpenBLAS versions differ (numpy 2.4's takes a count set in the
+    main thread for every thread and one set in another thread for that thread alone;
+    numpy 2.0's keeps one count for the whole process, where the latest block to begin
+    wins), so a main-thread block's count may hold in other threads' fits too while it
+    runs: two overlapping fits
     with different ``threads`` may each run part of their steps on the other's count, and
     their float32 results may then differ in the last bits from a run alone
     (nn/threads.py's numbers); fits that choose the same count (``"auto"`` for two small
@@ -115,13 +116,18 @@ def blas_threads(limit: int | None) -> Iterator[int | None]:
     finally:
         with _BLOCKS:
             _ACTIVE.remove(entry)
-            # Each block puts back, in its own thread, the counts that thread had when it
-            # began: OpenBLAS (numpy's wheels) takes a count set in the main thread for
-            # every thread, one set in another thread for that thread alone, so only the
-            # thread that set a count can undo it. The last block to end also puts back
-            # the counts from before the first one (where a count is one setting of the
-            # whole process, a block that ended before it may have left its own).
+            # OpenBLAS versions differ: numpy 2.0's takes a count set in any thread for the
+            # whole process; numpy 2.4's takes one set in the main thread for every thread
+            # and one set in another thread for that thread alone, so only the thread that
+            # set a count can undo it. What holds under both: each block puts back, in its
+            # own thread, the counts that thread had when it began; a block ending in
+            # another thread than the main one, while blocks are still running, applies
+            # the latest one's count again (in one process-wide count its restore undid
+            # it; otherwise it touches its own thread alone); and the last block puts back
+            # the counts from before the first one.
             limiter.restore_original_limits()
+            if _ACTIVE and threading.current_thread() is not threading.main_thread():
+                _CONTROLLER.limit(limits=_ACTIVE[-1][1], user_api="blas")
             if not _ACTIVE:
                 _ORIGINAL.restore_original_limits()
                 _ORIGINAL = None
