@@ -1137,10 +1137,11 @@ class GradientStore:
     tensor's dtype. Anything else is copied. ``engine.grad`` hands out its results by the
     same rule."""
 
-    __slots__ = ("handed_out",)
+    __slots__ = ("handed_out", "given")
 
     def __init__(self, given: Iterable[np.ndarray]):
-        self.handed_out = {id(g) for g in given}
+        self.given = list(given)
+        self.handed_out = {id(g) for g in self.given}
 
     def own(self, g: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """``g`` itself if its receiver may keep it, otherwise a copy."""
@@ -1169,4 +1170,9 @@ class GradientStore:
                 f"backward: {tensor.describe()} has a stale .grad of shape "
                 f"{np.shape(current)}, but its new gradient has shape {g.shape} (its data "
                 f"changed shape?). Set .grad = None (zero_grad()) before backward().")
+        if self.given and any(np.may_share_memory(current, a) for a in self.given):
+            # The .grad is (part of) an array the caller gave, such as the seed of
+            # y.backward(x.grad), which other branches of this pass may still read.
+            tensor.grad = current + g
+            return
         current += g

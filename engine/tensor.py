@@ -279,9 +279,10 @@ class Tensor(OpMethods):
             if g.shape != data.shape:
                 raise ValueError(f"backward: grad has shape {g.shape} but the tensor has shape "
                                  f"{self.shape}")
-            # A copy: the seed flows down every branch, and a leaf's .grad that this pass
-            # accumulates into in place may be that very array (y.backward(x.grad)).
-            g = np.array(g, dtype=data.dtype, copy=True)
+            if g.dtype != data.dtype:
+                g = g.astype(data.dtype)
+        # The seed may be a leaf's .grad (y.backward(x.grad)): the store does not add into
+        # it in place, as other branches of the pass still read it.
         store = GradientStore([g])
         for tensor, g_tensor, node, _ in graph.backward_steps([self], [g], retain_graph=retain_graph):
             if node is None or tensor._retains_grad:

@@ -151,7 +151,8 @@ def test_a_seed_that_is_a_leafs_grad_is_read_as_it_was_when_backward_began(order
     y.backward(seed)
     np.testing.assert_array_equal(x.grad, [2.0, 2.0, 2.0])
     np.testing.assert_array_equal(w.grad, [3.0, 3.0, 3.0])
-    assert x.grad is seed                               # accumulated in place, as always
+    np.testing.assert_array_equal(seed, [1.0, 1.0, 1.0])  # the seed as given: x.grad was
+    assert x.grad is not seed                           # added to out of place this once
 
 
 # --- deep graphs and topological order ---------------------------------------------------------
