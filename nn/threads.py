@@ -88,12 +88,11 @@ def blas_threads(limit: int | None) -> Iterator[int | None]:
     main thread for every thread and one set in another thread for that thread alone;
     numpy 2.0's keeps one count for the whole process, where the latest block to begin
     wins), so a main-thread block's count may hold in other threads' fits too while it
-    runs: two overlapping fits
-    with different ``threads`` may each run part of their steps on the other's count, and
-    their float32 results may then differ in the last bits from a run alone
-    (nn/threads.py's numbers); fits that choose the same count (``"auto"`` for two small
-    models) are unaffected. After the last block, every thread that ran one and the main
-    thread compute on the counts from before."""
+    runs: two overlapping fits with different ``threads`` may each run part of their steps
+    on the other's count, and their float32 results may then differ in the last bits from
+    a run alone (nn/threads.py's numbers); fits that choose the same count (``"auto"`` for
+    two small models) are unaffected. After the last block, every thread that ran one and
+    the main thread compute on the counts from before."""
     if limit is None:
         yield None
         return
