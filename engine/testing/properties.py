@@ -37,6 +37,7 @@ from ..gradcheck import accuracycheck, gradcheck_error, jvpcheck_error, relative
 from ..modes import no_grad
 from ..op import Op
 from ..plain import plain_repr
+from ..plan_format import ArraySpec, ReplayContext
 from ..tensor import Tensor
 from ..transforms import gradients
 from .specs import OpSpec, Sample
@@ -741,8 +742,6 @@ def rules_run_as_a_plan_runs_them(op: Op, spec: OpSpec, sample: Sample, seed: in
     replay another call runs (``_another_call``). A rule that reads the values of
     ``ctx.inputs`` (values it did not save: eagerly, a write to the input after the
     forward then goes unnoticed) or state ``check`` left on the op object fails."""
-    from ..plan_format import ArraySpec, ReplayContext
-
     args, params = sample
     rng = np.random.default_rng(seed)
     leaves, diff = _leaves(op, args)
