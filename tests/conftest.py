@@ -57,8 +57,27 @@ def _whole_suite(config) -> bool:
         all(a in ("tests", "tests/", str(config.rootpath / "tests")) for a in config.args)
 
 
+# Under pytest-xdist (``-n``) the tests run in worker processes: each worker hands what it
+# ran to the controller (``workeroutput``), which checks the union.
+_WORKERS_COLLECTED = [0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    output = getattr(node, "workeroutput", {})
+    for kind, names in output.get("rules_ran", {}).items():
+        RULES_RAN[kind].update(names)
+    _WORKERS_COLLECTED[0] = max(_WORKERS_COLLECTED[0], output.get("collected", 0))
+
+
 def pytest_sessionfinish(session, exitstatus):
-    if exitstatus != 0 or not _whole_suite(session.config) or session.testscollected == 0:
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:                       # an xdist worker: the controller checks
+        output["rules_ran"] = {kind: sorted(ran) for kind, ran in RULES_RAN.items()}
+        output["collected"] = session.testscollected
+        return
+    collected = session.testscollected or _WORKERS_COLLECTED[0]
+    if exitstatus != 0 or not _whole_suite(session.config) or collected == 0:
         return
     never = {kind: sorted(set(engine.REGISTRY) - ran) for kind, ran in RULES_RAN.items()}
     never = {k: v for k, v in never.items() if v}

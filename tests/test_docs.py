@@ -237,3 +237,16 @@ def test_each_op_family_marker_lists_its_ops():
     page = (DOCS / "api" / "ops.md").read_text("utf-8")
     assert {m.group("family") for m in hooks.OPS.finditer(page)} == families
     assert "::: handgrad.engine.exp" in hooks.expand("<!-- ops: elementwise -->\n", "")
+
+
+def test_ci_runs_the_test_command_the_readme_gives():
+    """README's set-up block names the suite's command; `.ci/run` must run exactly it (in
+    its own environment), so that the front door and CI cannot drift apart."""
+    ci = ROOT / ".ci" / "run"
+    if not ci.exists():
+        pytest.skip("no .ci/run here (an sdist)")
+    block = (ROOT / "README.md").read_text("utf-8").split("## Set up", 1)[1].split("```")[1]
+    command = next(line.split("#", 1)[0].strip() for line in block.splitlines()
+                   if "the test suite" in line)
+    assert command.startswith("python -m pytest")
+    assert command in [line.strip() for line in ci.read_text("utf-8").splitlines()]
