@@ -9,14 +9,16 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.engine import Tensor
 from handgrad.engine.plain import plain_repr
 
 from .finite import all_finite, non_finite_rows
 
 
 def _np(x: Any) -> np.ndarray:
-    """An array from an array, a Tensor (a copy: no need to hand out its memory) or a list."""
-    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+    """An array from an array, a Tensor (a copy: no need to hand out its memory) or
+    anything numpy takes (a list; a CPU torch tensor, through its ``__array__``)."""
+    if isinstance(x, Tensor):
         return x.numpy(copy=True)
     return np.asarray(x)
 
@@ -46,6 +48,9 @@ def _labels(what: str, x: Any) -> np.ndarray:
         if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
             bad = a[~np.isfinite(a) | (a != np.round(a))].ravel()[0]
             raise ValueError(f"{what}: class labels must be whole numbers, got {bad}")
+        if a.size and np.max(np.abs(a)) >= 2.0**63:      # no int64 holds it: the cast would wrap
+            bad = a[np.abs(a) >= 2.0**63].ravel()[0]
+            raise ValueError(f"{what}: class label {bad:g} is beyond any class (int64)")
     elif a.dtype.kind not in "biu":
         raise TypeError(f"{what}: class labels must be integers, got dtype {a.dtype}")
     return a.astype(np.int64)
@@ -111,6 +116,10 @@ def accuracy(scores: Any, labels: Any, threshold: float | None = None,
     if s.ndim == 2 and s.shape[1] == 1:
         s = s[:, 0]
     binary = s.dtype.kind == "f" and s.ndim == 1
+    if not binary and (threshold is not None or logits is not None):
+        raise ValueError(f"accuracy: threshold= and logits= are for one score per example (a "
+                         f"binary classifier); scores of shape {s.shape} are compared by their "
+                         f"argmax, which neither changes")
     if binary:
         if threshold is None:
             if logits is None:
@@ -123,7 +132,7 @@ def accuracy(scores: Any, labels: Any, threshold: float | None = None,
         y = _binary_targets(_column(y))
     else:
         pred = _predictions("accuracy", s)
-        y = _column(y)
+        y = _column(y) if pred.ndim == 1 else y      # (N, 1) labels of (N, 1, C) scores stay
         if y.ndim == pred.ndim + 1:
             _same_classes(s, y)
             y = y.argmax(axis=-1)
@@ -131,7 +140,8 @@ def accuracy(scores: Any, labels: Any, threshold: float | None = None,
             y = _labels("accuracy", y)
             _known_classes(y, s.shape[-1] if s.ndim >= 2 else None)
     if pred.shape != y.shape:
-        raise ValueError(f"accuracy: {pred.shape[0] if pred.ndim else 0} predictions for labels of shape {y.shape}")
+        raise ValueError(f"accuracy: predictions of shape {pred.shape} (from scores of shape "
+                         f"{s.shape}) for labels of shape {y.shape}")
     return float(np.mean(pred == y)) if y.size else float("nan")
 
 
@@ -180,8 +190,12 @@ def confusion_matrix(labels: Any, pred: Any, num_classes: int | None = None) -> 
     if y.shape != p.shape:
         raise ValueError(f"confusion_matrix: labels shape {y.shape} != predictions shape {p.shape}")
     n = int(num_classes) if num_classes is not None else int(max(y.max(initial=-1), p.max(initial=-1)) + 1)
-    if y.size and (min(y.min(), p.min()) < 0 or max(y.max(), p.max()) >= n):
-        raise ValueError(f"confusion_matrix: classes must lie in [0, {n})")
+    for name, a in (("label", y), ("prediction", p)):
+        bad = (a < 0) | (a >= n)
+        if np.any(bad):
+            limit = "num_classes" if num_classes is not None else "the largest class seen plus one"
+            raise ValueError(f"confusion_matrix: {name} {a[bad].ravel()[0]} is outside [0, {n}) "
+                             f"(n = {limit})")
     out = np.zeros((n, n), dtype=np.int64)
     np.add.at(out, (y, p), 1)
     return out
@@ -209,7 +223,8 @@ def precision_recall(probabilities: Any, targets: Any, threshold: float | None =
         threshold = 0.5
     threshold = _threshold("precision_recall", threshold)
     if t.size and (t.min() < 0 or t.max() > 1):
-        raise ValueError("precision_recall: targets must be 0 or 1")
+        raise ValueError(f"precision_recall: targets must be 0 or 1, got "
+                         f"{t[(t < 0) | (t > 1)].ravel()[0]}")
     if p.ndim == 1 or t.ndim == 1:
         p, t = _column(p), _column(t)
     if p.shape != t.shape:

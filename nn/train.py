@@ -208,6 +208,10 @@ class _Tally(Callback):
     def on_epoch_begin(self, epoch: int) -> None:
         self.start = time.perf_counter()
         self.total_loss, self.correct, self.seen, self.classification = 0.0, 0, 0, False
+        # A batch whose targets are no class labels (a zero row among probability rows, with
+        # a loss of the user's): the epoch then records no accuracy, as evaluate() records
+        # none for such data, rather than one batch's hits over every batch's examples.
+        self.unscored = False
         self.steps = 0
 
     def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
@@ -221,6 +225,8 @@ class _Tally(Callback):
                                  "the weights of that step (finite)")
             self.classification = True
             self.correct += self._count_correct(scores, targets)
+        else:
+            self.unscored = True
         self.seen += n
         self.steps += 1
 
@@ -244,7 +250,7 @@ class _Tally(Callback):
         record: dict[str, float] = {"epoch": epoch, "train_loss": self.total_loss / self.seen,
                                     "lr": lr, "seconds": time.perf_counter() - self.start,
                                     "steps": self.steps}
-        if self.classification:
+        if self.classification and not self.unscored:
             record["train_accuracy"] = self.correct / self.seen
         return record
 

@@ -149,7 +149,13 @@ class SoftmaxCrossEntropy(_Loss):
 
     def validate(self, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean",
                  label_smoothing: float = 0.0) -> None:
-        """Integer labels lie in [0, C): read at every call and every replay."""
+        """Integer labels lie in [0, C), probability targets are not negative (nor NaN): a
+        target row [-1, 0, 0] gave a negative loss. Read at every call and every replay."""
+        if y.dtype.kind == "f":
+            if y.size and not np.minimum.reduce(y, axis=None) >= 0:    # False for NaN too
+                bad = y[~(y >= 0)].ravel()[0]
+                raise self.error(f"probability targets must not be negative (nor NaN), got {bad}")
+            return
         if y.dtype.kind not in "iu":
             return
         C = z.shape[-1]

@@ -236,6 +236,9 @@ def test_cross_entropy_targets_get_no_gradient():
     (np.array([0, 1, 2]), {}, "integer labels must have shape"),
     (np.array([0, 1]), {"reduction": "avg"}, "reduction must be one of"),
     (np.array([0, 1]), {"label_smoothing": 1.5}, "label_smoothing must be in"),
+    # A negative target made a negative loss (-0.17 for a row [-1, 0, 0]); NaN one too.
+    (np.array([[-1.0, 0, 0, 0], [0, 1, 0, 0]]), {}, "targets must not be negative .*got -1.0"),
+    (np.array([[np.nan, 0, 0, 1], [0, 1, 0, 0]]), {}, "targets must not be negative .*got nan"),
 ])
 def test_cross_entropy_rejects_bad_arguments(targets, params, message):
     with pytest.raises(ValueError, match=f"^softmax_cross_entropy: .*{message}"):

@@ -151,3 +151,41 @@ def test_nan_probabilities_or_threshold_are_an_error_in_precision_recall():
         nn.accuracy(np.array([0.9, 0.1, 0.8]), truth, threshold=float("nan"))
     with pytest.raises(ValueError, match=r"accuracy: the labels are NaN/Inf"):
         nn.accuracy(np.eye(3), np.array([[1.0, 0, 0], [0, np.nan, 0], [0, 0, 1]]))
+
+
+def test_sequence_scores_with_one_step_take_labels_of_shape_n_by_1():
+    """Scores (N, T, C) against labels (N, T): T = 1 was refused (the labels taken for a
+    column of N labels) while T = 2 worked."""
+    scores = np.array([[[0.1, 0.9]], [[0.8, 0.2]], [[0.3, 0.7]]])
+    assert nn.accuracy(scores, np.array([[1], [0], [0]])) == pytest.approx(2 / 3)
+    assert nn.accuracy(np.concatenate([scores, scores], axis=1),
+                       np.array([[1, 1], [0, 0], [0, 0]])) == pytest.approx(2 / 3)
+
+
+def test_a_float_label_beyond_int64_is_named_not_wrapped():
+    with pytest.raises(ValueError, match=r"class label 1e\+20"):
+        nn.accuracy(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), np.array([1.0, 0.0, 1e20]))
+
+
+def test_confusion_matrix_and_precision_recall_name_the_value_at_fault():
+    with pytest.raises(ValueError, match="label -1 is outside"):
+        nn.metrics.confusion_matrix([-1, 0], [0, 0])
+    with pytest.raises(ValueError, match=r"prediction 3 is outside \[0, 2\) \(n = num_classes\)"):
+        nn.metrics.confusion_matrix([1, 0], [3, 0], num_classes=2)
+    with pytest.raises(ValueError, match="targets must be 0 or 1, got 2"):
+        nn.metrics.precision_recall(np.array([0.2, 0.9]), np.array([0, 2]))
+
+
+def test_threshold_and_logits_are_refused_for_multi_class_scores():
+    """They apply to one score per example; with class scores they were ignored silently."""
+    s, y = np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 0])
+    for options in ({"threshold": 0.95}, {"logits": True}):
+        with pytest.raises(ValueError, match="one score per example"):
+            nn.accuracy(s, y, **options)
+
+
+def test_metrics_take_arrays_of_other_libraries_through_numpy():
+    """An object with a numpy() method of its own (a torch tensor) was called as a handgrad
+    Tensor's (numpy(copy=True)) and failed with torch's TypeError."""
+    torch = pytest.importorskip("torch")
+    assert nn.accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 0])) == 1.0

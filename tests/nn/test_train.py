@@ -208,6 +208,30 @@ def test_accuracy_is_recorded_only_for_a_softmax_classifier(loss_fn, kind, accur
     assert ("accuracy" in nn.evaluate(model, loss_fn, (X, Y))) is accuracy
 
 
+def test_an_epoch_with_a_batch_of_no_class_targets_records_no_accuracy():
+    """A loss of the user's with probability rows, one of them all zeros (an example masked
+    out): that batch is no classification, and its examples counted while its hits did not
+    (0.2 recorded where the argmax accuracy is 0.3). As evaluate() on the same data, the
+    epoch records no accuracy; the next epoch of class rows alone records one."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 4))
+    Y = np.eye(3)[rng.integers(0, 3, 20)]
+    Y[0] = 0.0
+
+    def loss_fn(out, t):
+        return engine.softmax_cross_entropy(out, t)
+
+    model = nn.Linear(4, 3)
+    history = nn.fit(model, loss_fn, nn.optim.SGD(model, lr=0.0), (X, Y), epochs=1,
+                     batch_size=5, shuffle=False, verbose=0)
+    assert "train_accuracy" not in history.epochs[0]
+    assert "accuracy" not in nn.evaluate(model, loss_fn, (X, Y))
+    history = nn.fit(model, loss_fn, nn.optim.SGD(model, lr=0.0), (X[5:], Y[5:]), epochs=1,
+                     batch_size=5, shuffle=False, verbose=0)
+    hits = np.mean(nn.predict(model, X[5:]).argmax(1) == Y[5:].argmax(1))
+    assert history.epochs[0]["train_accuracy"] == hits
+
+
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_recorded_losses_are_means_per_example_whatever_the_reduction(compile):
     """With reduction="sum" the train loss was batch-size times the mean and the validation
