@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
-from hypothesis.errors import HypothesisException
+from hypothesis.errors import HypothesisException, Unsatisfiable
 
 from ..op import Op
 from ..plain import plain_repr
@@ -144,6 +144,11 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
             _diagnose(report, lambda: diagnose_failure(op, prop.__name__, sample, seed))
     except SampleError as e:
         report.failure = str(e)
+        report.unusable = True
+    except Unsatisfiable:          # every draw rejected (a .filter() or assume() never met)
+        report.failure = (f"{op.name}: its sample strategy gave no sample: hypothesis rejected "
+                          f"every draw (a .filter() or assume() that the drawn values never "
+                          f"meet); construct valid samples instead of filtering them")
         report.unusable = True
     _refuse_comparing_nothing(report)
     return report

@@ -21,9 +21,9 @@ framework's rule has a forward mode, ``tangent = jvp(cache, *tangents)``.
   AD through ``torch.autograd.forward_ad``).
 * JAX (``jax_rule``/``check_jax``): a function with ``jax.custom_vjp`` or
   ``jax.custom_jvp`` rules, called as ``f(*inputs, **params)`` (its arguments without a
-  default are the inputs, the others the parameters) inside JAX's x64 mode
-  (scoped to the check: the user's setting is left as it was); float32 inputs stay
-  float32. The backward is ``jax.vjp``'s pullback; the JVP (``jax.jvp``) is checked unless
+  default are the inputs, the others the parameters): float64 samples inside JAX's x64
+  mode (scoped to the call: the user's setting is left as it was), float32 samples in the
+  user's own mode (``x64``). The backward is ``jax.vjp``'s pullback; the JVP (``jax.jvp``) is checked unless
   ``f`` is a ``custom_vjp`` function, which has no forward mode (``forward_mode=`` says
   it explicitly for a plain function wrapping one). ``f`` and both rules are
   ``jax.jit``-compiled (per parameters, and by JAX per shape): eagerly each call costs
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any, Callable
@@ -292,16 +292,28 @@ class JaxCall:
     out_dtype: Any
     out_shape: tuple[int, ...]
     out: np.ndarray              # f's output, which the rules' primal outputs must equal
+    wide: bool                   # 64-bit inputs: JAX's x64 mode on (``x64``)
 
 
-def x64(jax: Any) -> AbstractContextManager[Any]:
-    """JAX's 64-bit mode for the duration of a ``with`` block: ``jax.enable_x64`` (JAX 0.8
-    and later), ``jax.experimental.enable_x64`` before. Scoped (thread-local): the user's
-    own setting is what it was afterwards."""
+def x64(jax: Any, wide: bool) -> AbstractContextManager[Any]:
+    """For a sample with float64 (complex128) inputs (``wide``), which JAX would cut to
+    float32, JAX's 64-bit mode for the duration of a ``with`` block: ``jax.enable_x64``
+    (JAX 0.8 and later), ``jax.experimental.enable_x64`` before; scoped (thread-local), so
+    the user's own setting is what it was afterwards. Other samples run in the user's own
+    mode (off by default): in 64-bit mode a numpy float64 constant (``np.sqrt(2 / np.pi)``)
+    turns float32 arithmetic into float64, and a rule was checked in a precision it never
+    runs in (a correct one failed for its float64 output)."""
+    if not wide:
+        return nullcontext()
     scoped = getattr(jax, "enable_x64", None)
     if scoped is None:
         scoped = import_module("jax.experimental").enable_x64
     return scoped(True)
+
+
+def _wide(inputs: tuple[Any, ...]) -> bool:
+    """Whether a sample needs JAX's 64-bit mode: a float64 or complex128 input."""
+    return any(np.asarray(x).dtype in (np.float64, np.complex128) for x in inputs)
 
 
 def _hashable(value: Any) -> Any:
@@ -368,7 +380,8 @@ def _jax_forward(jax: Any, runner: JaxRunner) -> Callable[..., tuple[np.ndarray,
     name, f = runner.name, runner.f
 
     def forward(*inputs: Any, **params: Any) -> tuple[np.ndarray, JaxCall]:
-        with x64(jax):
+        wide = _wide(inputs)
+        with x64(jax, wide):
             args = tuple(jax.numpy.asarray(x) for x in inputs)        # dtypes kept
             out = runner.rules(args, params)[0](args)
         if not hasattr(out, "shape") or not hasattr(out, "dtype"):
@@ -376,7 +389,7 @@ def _jax_forward(jax: Any, runner: JaxRunner) -> Callable[..., tuple[np.ndarray,
                             f"with one output array")
         diff = tuple(i for i, a in enumerate(args) if a.dtype.kind == "f")
         value = np.array(out)
-        return value, JaxCall(args, params, diff, out.dtype, tuple(out.shape), value.copy())
+        return value, JaxCall(args, params, diff, out.dtype, tuple(out.shape), value.copy(), wide)
 
     # f's own signature: its arguments without a default are the inputs, the others the
     # parameters (the sample's params, passed by keyword).
@@ -398,7 +411,7 @@ def _jax_backward(jax: Any, runner: JaxRunner) -> Callable[[np.ndarray, JaxCall]
             raise ValueError(f"{name}: the gradient of the output has shape {dout.shape}, "
                              f"the output {cache.out_shape}")
         try:
-            with x64(jax):
+            with x64(jax, cache.wide):
                 vjp = runner.rules(cache.args, cache.params)[1]
                 primal, got = vjp(cache.args, jax.numpy.asarray(dout, dtype=cache.out_dtype))
         except (TypeError, ValueError) as e:
@@ -414,7 +427,7 @@ def _jax_backward(jax: Any, runner: JaxRunner) -> Callable[[np.ndarray, JaxCall]
 
 def _jax_jvp(jax: Any, runner: JaxRunner) -> Callable[..., np.ndarray]:
     def jvp(cache: JaxCall, *tangents: np.ndarray | None) -> np.ndarray:
-        with x64(jax):
+        with x64(jax, cache.wide):
             ts = tuple(jax.numpy.zeros_like(cache.args[i]) if tangents[i] is None
                        else jax.numpy.asarray(tangents[i], dtype=cache.args[i].dtype)
                        for i in cache.diff)
@@ -462,7 +475,8 @@ def jax_rule(f: Callable[..., Any], *, sample: st.SearchStrategy, reference: Cal
              name: str | None = None, forward_mode: bool | None = None, **options: Any) -> Rule:
     """A checkable ``Rule`` for ``f``, a function with ``jax.custom_vjp`` or
     ``jax.custom_jvp`` rules, called as ``f(*inputs, **params)`` (compiled with ``jax.jit``:
-    see ``JaxRunner``) in JAX's x64 mode (scoped to each call; float32 inputs stay float32).
+    see ``JaxRunner``): float64 samples in JAX's x64 mode (scoped to each call), float32
+    ones in the user's own mode (``x64``).
     Its JVP is checked unless ``f`` is a
     ``custom_vjp`` function or ``forward_mode=False``. ``options`` go to ``numpy_rule``
     (kink_examples, atol, rtol, accurate_to, why)."""

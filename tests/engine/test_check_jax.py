@@ -127,7 +127,16 @@ def test_float64_samples_run_in_float64_and_float32_stays_float32():
     assert out32.dtype == grad32.dtype == np.float32
 
 
-def test_a_rule_leaving_float32_fails():
+@pytest.fixture
+def user_x64():
+    """The user's own JAX 64-bit mode, on for the test."""
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", before)
+
+
+def test_a_rule_leaving_float32_fails(user_x64):
     @jax.custom_jvp
     def cube64(x):
         return x.astype(jnp.float64) ** 3
@@ -136,6 +145,22 @@ def test_a_rule_leaving_float32_fails():
     with pytest.raises(OpCheckError, match="float32 inputs gave a float64 output"):
         check_jax(cube64, sample=one_vector(), reference=lambda x: x ** 3,
                   max_examples=EXAMPLES)
+
+
+def test_float32_samples_run_in_the_users_mode_not_in_64_bit_mode():
+    """A numpy float64 constant (the tanh-GELU's sqrt(2/pi)) keeps float32 maths float32
+    in JAX's default mode; the checker ran every sample in 64-bit mode, where it makes the
+    output float64, and failed this correct rule for it."""
+    c = np.sqrt(2 / np.pi)
+
+    @jax.custom_vjp
+    def scaled_square(x):
+        return c * x * x
+
+    scaled_square.defvjp(lambda x: (c * x * x, x), lambda x, g: (2 * c * x * g,))
+    assert not jax.config.jax_enable_x64
+    check_jax(scaled_square, sample=one_vector(), reference=lambda x: c * x * x,
+              max_examples=EXAMPLES)
 
 
 @pytest.mark.parametrize("enabled", [False, True])

@@ -486,6 +486,17 @@ def test_a_sample_that_is_not_args_and_params_is_one_clear_error():
         check_rule(square_forward, square_backward_wrong, sample=forgot_params, max_examples=5)
 
 
+def test_a_strategy_that_never_gives_a_sample_is_one_clear_error():
+    """A .filter() no draw meets (rows >= 8 where unary draws at most 4): hypothesis's
+    Unsatisfiable escaped the check, and `handgrad check --module` stopped there, leaving
+    the module's other rules unchecked."""
+    never = unary(S.reals).filter(lambda sample: sample[0][0].ndim == 2
+                                  and sample[0][0].shape[0] >= 8)
+    with pytest.raises(SampleError, match="^numpy rule square: its sample strategy "
+                                          "gave no sample: hypothesis rejected every draw"):
+        check_rule(square_forward, square_backward_wrong, sample=never, max_examples=5)
+
+
 def test_zero_size_shapes_draw_empty_arrays_and_a_raising_strategy_is_one_error():
     """values((0, 3)) raised ZeroDivisionError; a strategy that raises (here in a map) is a
     SampleError naming the rule, not a traceback escaping the check."""
