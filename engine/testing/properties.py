@@ -342,10 +342,14 @@ def _laid_out_otherwise(a: Any) -> Any:
 def memory_layout_changes_nothing(op: Op, spec: OpSpec, sample: Sample,
                                   seed: int = 0) -> float | None:
     """The output, each input's gradient and the JVP are the same for inputs laid out
-    otherwise in memory (Fortran order, a strided view) as for C-contiguous ones: a rule
-    that writes into a reshape of an array (a view of contiguous memory, a copy of other
-    memory) and keeps the original fails. Same values, another order of summation inside
-    numpy and BLAS: equal to rounding, the 1e-12 of the other same-math comparisons."""
+    otherwise in memory (Fortran order, a strided view) as for C-contiguous ones, and so
+    are the gradients and the JVP for an incoming gradient and tangents laid out otherwise
+    (a gradient arrives transposed when the output is transposed downstream): a rule that
+    writes into a reshape of an array (a view of contiguous memory, a copy of other
+    memory) and keeps the original fails, as does one that reads an array's buffer in C
+    order or needs it contiguous (torch's ``grad.view(-1)``). Same values, another order of
+    summation inside numpy and BLAS: equal to rounding, the 1e-12 of the other same-math
+    comparisons."""
     args, params = sample
     other = tuple(_laid_out_otherwise(a) for a in args)
     if all(o is a for o, a in zip(other, args, strict=True)):
@@ -361,14 +365,15 @@ def memory_layout_changes_nothing(op: Op, spec: OpSpec, sample: Sample,
     layout = "with the inputs' memory layout"
     worst = _same_math(out_o.data, out.data, f"{op.name}: the forward changes {layout}")
     v = rng.standard_normal(out.shape)
-    for g, want, i in zip(_pullback(out_o, leaves_o, diff)(v), _pullback(out, leaves, diff)(v),
-                          diff, strict=True):
+    for g, want, i in zip(_pullback(out_o, leaves_o, diff)(_laid_out_otherwise(v)),
+                          _pullback(out, leaves, diff)(v), diff, strict=True):
         worst = max(worst, _same_math(g, want, f"{op.name}: the gradient of input {i} "
-                                               f"changes {layout}"))
+                                               f"changes {layout} and the incoming gradient's"))
     if has_jvp(op) and diff:
         u = {i: rng.standard_normal(np.shape(args[i])) for i in diff}
-        worst = max(worst, _same_math(_tangent(out_o, leaves_o, u), _tangent(out, leaves, u),
-                                      f"{op.name}: the JVP changes {layout}"))
+        u_o = {i: _laid_out_otherwise(t) for i, t in u.items()}
+        worst = max(worst, _same_math(_tangent(out_o, leaves_o, u_o), _tangent(out, leaves, u),
+                                      f"{op.name}: the JVP changes {layout} and the tangents'"))
     return worst
 
 

@@ -388,3 +388,29 @@ def test_a_complex_step_failure_reports_the_error_it_measured():
         "forward writes into its inputs", "axis=() as None", "clip with max only"])
 def test_a_survivor_of_the_mutation_testing_is_caught(op, spec, match):
     caught(op, spec, match)
+
+
+def _square_forward(x):
+    return x * x, x
+
+
+def _square_backward_reading_the_buffer(dout, x):
+    """Reads dout's memory in C order (as a kernel handed its pointer does): right for a
+    C-contiguous gradient, scrambled for one that arrives transposed."""
+    flat = np.lib.stride_tricks.as_strided(dout, (dout.size,), (dout.itemsize,))
+    return (flat * 2 * x.ravel()).reshape(x.shape)
+
+
+def test_a_rule_reading_the_incoming_gradients_buffer_fails_the_layout_property():
+    """Every property handed rules a fresh C-contiguous gradient, so this rule passed 200
+    examples; in use, sum(square(x).T * w) gets x's gradient scrambled. The layout property
+    lays the incoming gradient out otherwise too."""
+    from handgrad.engine.testing import numpy_rule, unary
+    rule = numpy_rule(_square_forward, _square_backward_reading_the_buffer,
+                      sample=unary(strategies.reals), style="cache")
+    sample = ((np.arange(1.0, 7.0).reshape(2, 3),), {})
+    with pytest.raises(AssertionError, match="incoming gradient's"):
+        memory_layout_changes_nothing(rule.op, rule.spec, sample)
+    x = engine.Tensor(sample[0][0], requires_grad=True)
+    (rule.op.apply(x).T * engine.Tensor(np.arange(6.0).reshape(3, 2))).sum().backward()
+    assert not np.allclose(x.grad, 2 * sample[0][0] * np.arange(6.0).reshape(3, 2).T)
