@@ -40,8 +40,9 @@ class IncompatibleKeys(NamedTuple):
 
 class Parameter(Tensor):
     """A Tensor a Module trains: a leaf that requires grad, of the dtype its data has
-    (``Tensor``'s rules: a numpy array keeps its dtype, a Python list or number is float64;
-    the layers make theirs float32 unless given another dtype)."""
+    (``Tensor``'s rules: a numpy array keeps its dtype, a Python list or number of floats
+    is float64, and integer data is a TypeError, as only floating-point tensors require
+    grad; the layers make theirs float32 unless given another dtype)."""
 
     __slots__ = ()
 

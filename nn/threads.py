@@ -64,10 +64,11 @@ def threads_for(model: Any, batch_size: int, threads: Threads = "auto", owner: s
     return int(threads)                         # a numpy integer too, as a Python int
 
 
-# The BLAS thread count is one setting of the whole process (threadpoolctl sets the
-# library's), so overlapping blas_threads blocks (two fits in two threads) share it: each
-# block in force is an entry here, in the order they began; the latest one's limit is the
-# one applied, and the count from before the first comes back when the last one ends.
+# The blocks in force (two fits in two threads overlap), in the order they began: each
+# sets and restores its own thread's count (per thread or for the whole process, as the
+# OpenBLAS in use keeps it: blas_threads); a worker's block ending while others run applies
+# the latest one's limit again, and the counts from before the first come back when the
+# last one ends.
 _BLOCKS = threading.Lock()
 _ACTIVE: list[tuple[object, int]] = []   # (a token of its own, limit) per block in force
 _ORIGINAL: Any = None               # threadpoolctl's limiter from the first block, to restore

@@ -510,9 +510,11 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     on one thread (its products gain nothing from more, and idle BLAS threads
     spinning on a busy machine made a tiny run 4-7x slower), an int sets the count, None
     leaves BLAS alone. For mid-size float32 products the last bits can differ from numpy's
-    default thread count (nn/threads.py); a run and its resume choose alike. The count is
-    process-wide: fits overlapping in two threads share it, the later one's applying to
-    both while it runs (``blas_threads``).
+    default thread count (nn/threads.py); a run and its resume choose alike. Fits
+    overlapping in two threads may run some steps on the other's count (numpy 2.4's
+    OpenBLAS takes a count set in the main thread for every thread, one set in another
+    thread for that thread alone; numpy 2.0's keeps one count for the process: see
+    ``blas_threads``).
     """
     epochs = check_positive("fit: epochs", epochs)
     shown = Progress(verbose, progress)
