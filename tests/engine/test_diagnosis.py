@@ -514,3 +514,34 @@ def test_broadcast_axes():
     assert D.broadcast_axes((3,), (2, 3)) == [1]
     assert D.broadcast_axes((2, 1), (2, 3)) == [0]
     assert D.broadcast_axes((), (2, 3)) == []
+
+
+def _divide_forward(x, y):
+    return x / y, (x, y)
+
+
+def _divide_backward_times_y(dout, cache):
+    x, y = cache
+    return dout * y, -dout * x / y ** 2          # dout * y where dout / y belongs
+
+
+def test_a_factor_that_comes_from_the_samples_values_is_not_named_as_n():
+    """Shrunk to y = -2 everywhere on a 2x2 sample, g * y where g / y belongs is off by
+    y^2 = 4, which was named "4 = N (the number of entries of input 0)": a student looked
+    for a missing mean. The factor is checked on a re-run with the inputs scaled, where it
+    is 6.76, and the experiments point at input 1 instead."""
+    x = np.array([[0.5, -1.0], [2.0, 1.5]])
+    y = np.full((2, 2), -2.0)
+    g = np.ones((2, 2))
+
+    def rerun(inputs):
+        xs, ys = inputs
+        return ([g * ys, -g * xs / ys ** 2], [g / ys, -g * xs / ys ** 2])
+
+    analytic, numeric = rerun([x, y])
+    found = D.diagnose(analytic, numeric, [x, y], (2, 2), rerun=rerun)
+    assert found is not None and found.kind != D.FACTOR and "input 1" in found.evidence, found
+    # A forgotten 2 is a factor 2 on the re-run as well: still named.
+    found = D.diagnose([g * x], [2 * g * x], [x], (2, 2),
+                       rerun=lambda inputs: ([g * inputs[0]], [2 * g * inputs[0]]))
+    assert found is not None and found.kind == D.FACTOR and "factor 1/2 " in found.evidence
