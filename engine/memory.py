@@ -435,8 +435,14 @@ def writable(*tensors: "Tensor", keep: bool = False) -> list[np.ndarray]:
     is made writeable (it stays so: that node can no longer run its backward anyway).
     ``keep=True`` (``engine.inplace``'s default): the caller may keep the arrays and write
     them later, with no stamp, so the memory counts as handed out, as after ``t.data``."""
+    return _writable(tensors, keep)[0]
+
+
+def _writable(tensors: Sequence["Tensor"], keep: bool = False
+              ) -> tuple[list[np.ndarray], list[MemoryRecord]]:
+    """``writable``'s arrays, and the tensors' records it stamped."""
     now = _advance()
-    arrays = []
+    arrays, records = [], []
     for t in tensors:
         record = t._memory
         if record is None:
@@ -452,7 +458,8 @@ def writable(*tensors: "Tensor", keep: bool = False) -> list[np.ndarray]:
             finally:
                 _unlock()
         arrays.append(t._data)
-    return arrays
+        records.append(record)
+    return arrays, records
 
 
 def _begin_writes(records: Sequence[MemoryRecord]) -> None:
@@ -504,8 +511,7 @@ class Writing:
         self.records: list[MemoryRecord] = []
 
     def __enter__(self) -> list[np.ndarray]:
-        arrays = writable(*self.tensors)
-        self.records = [record_of(t) for t in self.tensors]
+        arrays, self.records = _writable(self.tensors)
         _begin_writes(self.records)
         return arrays
 

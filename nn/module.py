@@ -26,7 +26,8 @@ from typing import Any, Iterator, NamedTuple, overload
 import numpy as np
 
 from handgrad import engine
-from handgrad.engine import Tensor, current_scope, pop_scope, push_scope
+from handgrad.engine import Tensor, pop_scope, push_scope
+from handgrad.engine.modes import STATE as _THREAD
 from handgrad.engine.plain import plain_repr
 
 
@@ -280,7 +281,11 @@ class Module:
             calls = _CALLS.get(threading.get_ident())
             if calls is not None:
                 calls.append((self, self._assignments))
-        outer = current_scope()
+        # engine.push_scope(path, nested=False) and pop_scope, inlined on this thread's
+        # engine state: every module call enters a scope, and the two calls were a tenth of
+        # a tiny model's Python time per step.
+        state = _THREAD
+        outer = state.scope
         if outer is None:                             # called as the root of a model
             return self._call_as_root(args, kwargs)
         path = self._path
@@ -289,11 +294,11 @@ class Module:
             path = paths.get(id(self)) if paths is not None else None
             if path is None:                          # not part of the tree being run
                 return self.forward(*args, **kwargs)
-        push_scope(path, False)                       # the full dotted name, not nested
+        state.scope = path                            # the full dotted name, not nested
         try:
             return self.forward(*args, **kwargs)
         finally:
-            pop_scope(outer)
+            state.scope = outer
 
     def _call_as_root(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """``__call__`` of the root of a model: its tree named (again, if it changed), and

@@ -347,7 +347,7 @@ class Optimizer:
             self._check_gradients(todo)
         # Tracked, kept by nobody; stamped again when the block ends, so the write stamps
         # that settle takes below are the ones the parameters keep after the step.
-        with engine.writing(*(p for p, _ in todo)) as arrays:
+        with engine.writing(*[p for p, _ in todo]) as arrays:
             self._check_writeable(todo, arrays)
             self.steps += 1
             state = self._state

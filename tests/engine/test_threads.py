@@ -164,14 +164,14 @@ def test_the_write_clock_never_moves_back(monkeypatch):
 def pause_after_writable(monkeypatch, pause: Pause) -> None:
     """The chosen thread stops once its write is stamped, before numpy writes (where a
     big array's write lets other threads run)."""
-    real = memory.writable
+    real = memory._writable          # behind writable() and engine.writing
 
-    def stamped_then_paused(*tensors: Tensor, keep: bool = False) -> list[np.ndarray]:
-        arrays = real(*tensors, keep=keep)
+    def stamped_then_paused(tensors, keep=False):
+        stamped = real(tensors, keep)
         pause.here()
-        return arrays
+        return stamped
 
-    monkeypatch.setattr(memory, "writable", stamped_then_paused)
+    monkeypatch.setattr(memory, "_writable", stamped_then_paused)
 
 
 def test_a_forward_during_an_inplace_write_raises_in_its_backward(monkeypatch):
