@@ -22,9 +22,10 @@ _default_rng = np.random.default_rng(0)
 
 
 def manual_seed(seed: int) -> None:
-    """Reset the generator used when a layer is built without an explicit ``rng``."""
-    global _default_rng
-    _default_rng = np.random.default_rng(seed)
+    """Reset the generator used by layers built without an explicit ``rng``, in place (as
+    ``torch.manual_seed``): the initial weights of layers built afterwards, and the masks of
+    every such Dropout, built before or after, repeat after the same seed."""
+    _default_rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
 
 
 def default_rng() -> np.random.Generator:

@@ -237,6 +237,12 @@ class MLP(Module):
             raise ValueError(f"MLP: unknown activation {activation!r}; choose one of "
                              f"{sorted(ACTIVATIONS)}")
         init_.check_rng("MLP", rng)
+        if seed is not None and rng is not None:
+            raise ValueError("MLP: give seed or rng, not both (the weights would come from rng "
+                             "alone, the seed ignored)")
+        if dropout and len(sizes) == 2:
+            raise ValueError(f"MLP: dropout={plain_repr(dropout)} applies after hidden layers, "
+                             f"and sizes {plain_repr(sizes)} have none (no dropout would run)")
         if rng is None:
             rng = np.random.default_rng(seed) if seed is not None else init_.default_rng()
         init = init or DEFAULT_INIT[activation]

@@ -114,9 +114,10 @@ class ELU(UnaryElementwise):
 
     def forward(self, ctx: RuleContext, x: np.ndarray, *, alpha: float = 1.0) -> np.ndarray:
         x = as_float(x)
-        neg = alpha * np.exp(np.minimum(x, 0))   # alpha e^x on the left; never overflows
-        ctx.save(x > 0, neg)
-        return np.where(x > 0, x, neg - alpha)
+        left = np.minimum(x, 0)                  # e^x on the left only: never overflows
+        ctx.save(x > 0, alpha * np.exp(left))    # alpha e^x, the derivative on the left
+        # expm1, not e^x - 1, which cancels near 0 (elu(-1e-8) was 0 in float32)
+        return np.where(x > 0, x, alpha * np.expm1(left))
 
     def derivative(self, ctx: RuleContext) -> np.ndarray:
         positive, neg = ctx.saved

@@ -311,3 +311,13 @@ def test_dropout_rejects_p_outside_0_1(p):
 def test_dropout_rejects_a_bad_rng():
     with pytest.raises(TypeError, match="^dropout: rng must be a numpy Generator, an int seed or None"):
         engine.dropout(Tensor(np.ones(3)), p=0.5, rng="seed")
+
+
+@pytest.mark.parametrize("dtype, x", [(np.float32, -1e-6), (np.float32, -1e-8),
+                                      (np.float64, -1e-12)])
+def test_elu_keeps_its_digits_near_zero(dtype, x):
+    """alpha (e^x - 1) cancels near 0: elu(-1e-8) was 0 in float32 and elu(-1e-6) 4.6% off;
+    expm1 keeps every digit, as torch's ELU."""
+    got = engine.elu(engine.Tensor(np.array([x], dtype=dtype))).numpy(copy=True)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, np.expm1(np.float64(x)), rtol=np.finfo(dtype).eps)

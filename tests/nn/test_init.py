@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from handgrad import nn
+from handgrad import engine, nn
 from handgrad.nn import init
 
 FAN_IN, FAN_OUT = 400, 300
@@ -129,8 +129,9 @@ def test_mlp_seed_reproduces_the_state_dict():
 
 
 def test_manual_seed_resets_the_default_generator(monkeypatch):
-    # put back the generator other tests use once this test is done
-    monkeypatch.setattr(init, "_default_rng", init.default_rng())
+    # a generator of this test's own (manual_seed reseeds it in place), the other tests'
+    # put back once it is done
+    monkeypatch.setattr(init, "_default_rng", np.random.default_rng())
     init.manual_seed(5)
     first = [nn.Linear(4, 3).weight.data for _ in range(2)]
     init.manual_seed(5)
@@ -192,3 +193,24 @@ def test_linear_defaults_float32_weights_and_zero_biases():
     lin64 = nn.Linear(6, 4, dtype=np.float64)
     assert lin64.weight.dtype == np.float64 and lin64.bias.dtype == np.float64
     np.testing.assert_array_equal(lin64.bias.data, np.zeros(4))
+
+
+def test_manual_seed_makes_dropout_masks_repeat_in_layers_built_before(monkeypatch):
+    """As torch.manual_seed: the generator is reseeded in place, so a Dropout built earlier
+    without an rng draws the same masks after the same seed (it kept the generator that
+    manual_seed used to replace)."""
+    monkeypatch.setattr(init, "_default_rng", np.random.default_rng())
+    drop = nn.Dropout(0.5)
+    x = engine.Tensor(np.ones((4, 6)))
+    init.manual_seed(0)
+    first = drop(x).numpy(copy=True)
+    init.manual_seed(0)
+    np.testing.assert_array_equal(drop(x).numpy(copy=True), first)
+
+
+def test_mlp_refuses_options_that_would_be_ignored():
+    with pytest.raises(ValueError, match="give seed or rng, not both"):
+        nn.MLP([4, 3, 2], seed=1, rng=np.random.default_rng(2))
+    with pytest.raises(ValueError, match=r"dropout=0.9 applies after hidden layers, and sizes "
+                                         r"\[50, 10\] have none"):
+        nn.MLP([50, 10], dropout=0.9)
