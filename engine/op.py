@@ -407,6 +407,8 @@ class Op:
         ref = self._float_dtype(values, loose)
         if huge >= 0:
             values[huge] = self._huge_int(huge, inputs[huge], ref, values, inputs)
+        if ref is None:
+            self._uint64_ints(values, inputs)
         out = []
         for i, x in enumerate(values):
             if isinstance(x, Tensor):
@@ -469,6 +471,28 @@ class Op:
                else "numpy has no integer dtype that holds it")
         raise self.error(f"input {i}, the integer {huge_int_text(x)}, is too large for int64 "
                          f"({why}){hint}", OverflowError)
+
+    def _uint64_ints(self, values: list[Tensor | np.ndarray], inputs: Sequence[Any]) -> None:
+        """Python ints beside uint64 operands (no float one) become uint64, as in numpy 2:
+        an int64 constant would make the result float64, which rounds integers beyond
+        2**53 silently (``uint64_tensor + 1``). A negative one is an OverflowError, as
+        numpy 2 gives. (Other integer dtypes keep int64 constants: ``uint8_tensor - 1`` is
+        int64 -1, never a wrapped 255.)"""
+        python_ints = [i for i, x in enumerate(inputs) if type(x) is int and i not in self.nondiff]
+        if not python_ints:
+            return
+        others = [v._data.dtype if isinstance(v, Tensor) else v.dtype for j, v in enumerate(values)
+                  if j not in python_ints and j not in self.nondiff]
+        if not others or np.result_type(*others) != np.uint64:
+            return
+        for i in python_ints:
+            x = inputs[i]
+            if not 0 <= x < 2**64:
+                raise self.error(f"input {i}, the integer {huge_int_text(x)}, is outside uint64, "
+                                 f"the dtype of the other operands (numpy 2 refuses it too); "
+                                 f"convert the tensor first (t.astype(np.int64) or a float)",
+                                 OverflowError)
+            values[i] = np.array(x, np.uint64)
 
     def _float_dtype(self, values: list[Tensor | np.ndarray],
                      loose: Collection[int] = ()) -> np.dtype | None:

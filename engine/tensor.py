@@ -210,6 +210,10 @@ class Tensor(OpMethods):
         if STATE.tape is not None:
             STATE.tape.refuse(f"turned {self.describe()} into a numpy array")
         if dtype is not None and dtype != self._data.dtype:
+            if copy is False:            # numpy 2's protocol: no copy asked, one needed
+                raise ValueError(f"np.asarray(copy=False): {self.describe()} needs a copy to "
+                                 f"become {np.dtype(dtype)} (writes to it would not reach the "
+                                 f"tensor)")
             return self._data.astype(dtype)
         return self._data.copy() if copy else self.data
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -92,10 +92,14 @@ class Transpose(Op):
     def check(self, x: np.ndarray, *, axes: Sequence[int] | None = None) -> dict[str, Any]:
         if axes is None:
             return {"axes": tuple(reversed(range(x.ndim)))}
-        try:
-            perm = tuple(int(a) for a in axes)
-        except TypeError:
-            raise self.error(f"axes must be a sequence of ints, got {plain_repr(axes)}", TypeError) from None
+        # Ints only (numpy integers too): int() would truncate 1.7 to 1, read "10" as
+        # axes 1 and 0, and True as 1, where numpy and torch raise.
+        given = tuple(axes) if isinstance(axes, Iterable) and not isinstance(axes, (str, bytes)) \
+            else None
+        if given is None or any(isinstance(a, bool) or not isinstance(a, (int, np.integer))
+                                for a in given):
+            raise self.error(f"axes must be a sequence of ints, got {plain_repr(axes)}", TypeError)
+        perm = tuple(int(a) for a in given)
         if any(not -x.ndim <= a < x.ndim for a in perm) or \
                 sorted(a % x.ndim for a in perm) != list(range(x.ndim)):
             raise self.error(f"axes {axes} are not a permutation of the {x.ndim} axes of "

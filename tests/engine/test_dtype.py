@@ -312,3 +312,16 @@ def test_a_python_int_from_2_to_the_63_is_refused_with_integer_operands_unless_u
     np.testing.assert_array_equal((i + (-2**63)).data,
                                   [1 - 2**63, 2 - 2**63])     # -2**63 fits int64
     assert Tensor(2**63).dtype == np.uint64                 # alone it is numpy's uint64
+
+
+def test_a_python_int_beside_uint64_operands_is_uint64():
+    """An int64 constant made `uint64_tensor + 1` float64, rounding 2**63 + 2 to a float
+    silently; as in numpy 2 the int takes uint64 (a negative one is refused). Other integer
+    dtypes keep their int64 constant (uint8 - 1 is -1, never a wrapped 255)."""
+    u = Tensor(np.array([2**63 + 1], np.uint64))
+    for y in (u + 1, 1 + u):
+        assert y.dtype == np.uint64 and int(y.data[0]) == 2**63 + 2
+    with pytest.raises(OverflowError, match=r"^sub: input 1, the integer -1, is outside uint64"):
+        u - (-1)
+    small = Tensor(np.array([0], np.uint8)) - 1
+    assert small.dtype == np.int64 and small.data[0] == -1

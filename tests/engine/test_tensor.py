@@ -91,6 +91,11 @@ def test_numpy_conversion_with_asarray():
     as32 = np.asarray(t, dtype=np.float32)
     assert as32.dtype == np.float32
     np.testing.assert_array_equal(as32, [0.0, 1.0, 2.0, 3.0])
+    # copy=False with a dtype that needs a copy: numpy 2's ValueError, not a detached copy
+    with pytest.raises(ValueError, match=r"np.asarray\(copy=False\): .* needs a copy to "
+                                         r"become float32"):
+        np.asarray(t, dtype=np.float32, copy=False)
+    assert np.asarray(t, dtype=np.float64, copy=False) is t.data
 
 
 def test_detach_shares_data_and_drops_the_graph():
@@ -239,3 +244,11 @@ def test_shape_methods_record_their_op():
     assert x.permute(1, 0).node.op.name == "transpose"
     assert x.reshape(3, 2).node.op.name == "reshape"
     assert x.reshape(3, 2).node.params == {"shape": (3, 2)}
+
+
+@pytest.mark.parametrize("axes", [(1.7, 0.2), (True, False), "10"])
+def test_transpose_axes_must_be_ints(axes):
+    """int() truncated 1.7 to 1 and read "10" as (1, 0): silently a transpose; numpy and
+    torch raise TypeError."""
+    with pytest.raises(TypeError, match="transpose: axes must be a sequence of ints"):
+        Tensor(np.zeros((2, 3))).permute(axes)
