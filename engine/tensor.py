@@ -238,7 +238,17 @@ class Tensor(OpMethods):
         return t
 
     def astype(self, dtype: Any) -> "Tensor":
-        """A copy of the data in another dtype, as a new leaf (keeps requires_grad for floats)."""
+        """A copy of the data in another dtype, as a new leaf (keeps requires_grad for
+        floats). Not differentiable: on a tensor that requires grad while the graph is
+        recorded it is an error, since the gradient would stop at the new leaf (PyTorch's
+        ``.to(dtype)`` passes it on); ``t.detach().astype(...)`` cuts the graph on purpose."""
+        if self._requires_grad and STATE.grad_enabled:
+            raise RuntimeError(
+                f"astype: {self.describe()} requires grad, and astype makes a new leaf: no "
+                f"gradient would reach {'its graph' if self.node is not None else 'this tensor'} "
+                f"through the copy (handgrad has no differentiable cast). Write "
+                f"t.detach().astype(...) to cut the graph on purpose, or build the tensor in "
+                f"the dtype you need")
         data = self._data.astype(dtype)
         return Tensor(data, requires_grad=self._requires_grad and data.dtype.kind == "f",
                       copy=False)

@@ -252,3 +252,18 @@ def test_transpose_axes_must_be_ints(axes):
     torch raise TypeError."""
     with pytest.raises(TypeError, match="transpose: axes must be a sequence of ints"):
         Tensor(np.zeros((2, 3))).permute(axes)
+
+
+def test_astype_of_a_tensor_that_requires_grad_is_refused_in_a_recorded_graph():
+    """astype makes a new leaf: (h + h.astype(float64)).sum().backward() gave w.grad 3 where
+    it is 6 (torch's .to(dtype) is differentiable); a parameter's copy took its gradient
+    and the parameter none. Outside the graph (no_grad, detach) it converts as before."""
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    h = w * 3
+    for t in (h, w):
+        with pytest.raises(RuntimeError, match="astype: .* requires grad, and astype makes a new leaf"):
+            t.astype(np.float32)
+    assert h.detach().astype(np.float32).dtype == np.float32
+    with engine.no_grad():
+        assert w.astype(np.float32).dtype == np.float32
+    assert Tensor([1, 2]).astype(np.float64).dtype == np.float64
