@@ -728,3 +728,63 @@ def test_composite_graphs_through_relu_catch_an_in_place_mask(monkeypatch):
     monkeypatch.setattr(relu, "backward", MaskInPlaceReLU.backward.__get__(relu))
     with pytest.raises((GradcheckError, ValueError)):
         random_graphs()
+
+
+# --- false passes found by a hunt ------------------------------------------------------------
+
+class _ConstantLogRule(engine.ops.elementwise.Log):
+    """log with the derivative -123 everywhere: wrong at every x."""
+
+    def derivative(self, ctx):
+        return np.full_like(ctx.saved[0], -123.0)
+
+
+def test_an_infinite_numerical_derivative_passes_no_wrong_rule():
+    """At x = 1e-6, log(x - eps) is -inf: the difference was inf, its tolerance inf, and
+    inf <= inf passed any gradient (torch's gradcheck fails it)."""
+    x = np.array([1e-6])
+    with np.errstate(divide="ignore"):            # log(0) at x - eps, as numpy warns
+        with pytest.raises(GradcheckError, match="numerical derivative is not finite"):
+            gradcheck(_ConstantLogRule(), [x])
+        with pytest.raises(GradcheckError, match="numerical derivative is not finite"):
+            jvpcheck(_ConstantLogRule(), [x])
+        assert not gradcheck(_ConstantLogRule(), [x], mode="directional", raise_exception=False)
+
+
+class _LogTimesTwo(engine.ops.elementwise.Log):
+    def derivative(self, ctx):
+        return 2.0 / ctx.saved[0]
+
+
+class _LogFourDigits(engine.ops.elementwise.Log):
+    def derivative(self, ctx):
+        return 1.0001 / ctx.saved[0]
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4, 1e6])
+def test_accuracycheck_rounding_does_not_hide_wrong_rules_at_large_inputs(scale):
+    """The rounding allowance took max|x| once per output, as if outputs moved 1:1 with
+    the inputs: at x ~ 1e6 it was above log's derivative itself, and 2/x passed."""
+    x = np.array([1.3, 2.1, 0.7]) * scale
+    assert accuracycheck(engine.log, [x]) < 1e-6
+    for wrong in (_LogTimesTwo(), _LogFourDigits()):
+        with pytest.raises(GradcheckError, match="accuracycheck"):
+            accuracycheck(wrong, [x])
+
+
+class _ExpForgetsOneEntry(Exp):
+    name = "exp_forgets_one_entry"
+
+    def backward(self, ctx, grad):
+        g = grad * ctx.saved[0]
+        g[51] = 0.0
+        return (g,)
+
+
+def test_directional_mode_catches_an_error_in_one_entry_of_400():
+    """One projection weighed entry 51 too little with seed 0, every time; three do not."""
+    x = np.random.default_rng(1).standard_normal(400) * 0.5
+    op = _ExpForgetsOneEntry()
+    for seed in range(5):
+        assert not gradcheck(lambda a: op(a).sum(), [x], mode="directional", seed=seed,
+                             raise_exception=False)
