@@ -45,7 +45,7 @@ from .losses import CrossEntropyLoss
 from .module import Module
 from .plots import MatplotlibMissing
 from .step import TrainingError
-from .train import evaluate, fit
+from .train import NonFiniteEvaluation, evaluate, fit
 
 
 class _Parser(argparse.ArgumentParser):
@@ -525,10 +525,16 @@ def train(args: argparse.Namespace) -> int:
         failure = _fit(state, run, splits, loss_fn, args, record_grad_norms=out is not None)
         seconds = time.perf_counter() - start
         completed = failure is None and not state.history.interrupted   # fit ran to its end
-        test = None
+        test, test_failure = None, None
         if completed and not ctrl_c.requested:
-            with np.errstate(all="ignore"):
-                test = evaluate(state.model, loss_fn, (splits.x_test, splits.y_test))
+            try:
+                with np.errstate(all="ignore"):
+                    test = evaluate(state.model, loss_fn, (splits.x_test, splits.y_test))
+            except NonFiniteEvaluation as e:     # the trained epochs are still saved below
+                test_failure = (f"training ended, but on the test set the {e.what} are {e.value}"
+                                if e.what == "outputs" else
+                                f"training ended, but on the test set the {e.what} is {e.value}")
+                test_failure += ": the trained weights overflow there (lower --lr)"
         # A new run stopped before its first epoch has nothing of its own to save: what is
         # already in --out (a finished run, maybe one an older handgrad saved without a
         # manifest, or the user's own model.npz) is kept rather than replaced by weights
@@ -546,6 +552,9 @@ def train(args: argparse.Namespace) -> int:
         print("skipped " + "; ".join(f"{name} ({why})" for name, why in skipped.items()))
     if failure is not None:
         raise UsageError(f"{failure}{saved_where}" + (f" in {out}" if written else ""))
+    if test_failure is not None:
+        raise UsageError(test_failure + (f"; the trained run is saved in {out}, without a test "
+                                         f"result" if written else ""))
     if not completed or ctrl_c.requested:
         where = ("" if out is None else f"; the finished run is saved in {out}" if completed else
                  saved_where if kept else

@@ -37,6 +37,47 @@ def _number(owner: str, name: str, value: Any, lo: float = 0.0, hi: float = math
     return float(value)
 
 
+def _keep(state: dict[str, Any], saved: dict[str, Any]) -> None:
+    """Copy one parameter's optimizer state into ``saved``, its arrays into buffers kept
+    from step to step (allocated once, as the checked update's copies of the weights)."""
+    for key in [k for k in saved if k not in state]:
+        del saved[key]
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            buf = saved.get(key)
+            if not isinstance(buf, np.ndarray) or buf.shape != value.shape or buf.dtype != value.dtype:
+                buf = saved[key] = np.empty_like(value)
+            np.copyto(buf, value)
+        else:
+            saved[key] = value
+
+
+def _put_back(state: dict[str, Any], saved: dict[str, Any]) -> None:
+    """The state ``_keep`` saved, back in ``state``: arrays written into the state's own
+    arrays where they match, entries the step created removed."""
+    for key in [k for k in state if k not in saved]:
+        del state[key]
+    for key, value in saved.items():
+        now = state.get(key)
+        if isinstance(value, np.ndarray) and isinstance(now, np.ndarray) \
+                and now.shape == value.shape and now.dtype == value.dtype:
+            np.copyto(now, value)
+        else:
+            state[key] = value.copy() if isinstance(value, np.ndarray) else value
+
+
+def _plain_number(value: Any) -> Any:
+    """A numpy number hyperparameter as the Python number it holds (others as they are):
+    an ``np.float64`` lr computed the update in float64 before rounding to a float32
+    weight, a Python float in float32, and a checkpoint gives it back as a Python float,
+    so a resumed run took other steps (and an ``np.float32`` could not be saved)."""
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, tuple):                         # Adam's betas
+        return tuple(_plain_number(v) for v in value)
+    return value
+
+
 def _positive_int(owner: str, name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{owner}: {name} must be a positive integer, got {plain_repr(value)}")
@@ -45,10 +86,10 @@ def _positive_int(owner: str, name: str, value: Any) -> int:
 
 class NonFiniteUpdate(FloatingPointError):
     """An optimizer step (with ``check_finite`` on) would have left a parameter NaN or Inf.
-    Every parameter holds its value from before the step; the optimizer's own state (the
-    moment buffers, Adam's step counts) has taken the step for the parameters updated
-    before the failure and the one that failed (``index``), not for the others. To try the
-    step again (with a lower learning rate), restore a ``state_dict()`` taken before it."""
+    Every parameter holds its value from before the step, and so does the optimizer's own
+    state (the moment buffers, Adam's step counts, ``steps``): the step can be tried again
+    (with a lower learning rate) as if it had never run. ``index`` is the parameter that
+    failed."""
 
     def __init__(self, message: str, index: int, value: float):
         super().__init__(message)
@@ -106,11 +147,12 @@ class Optimizer:
 
     ``opt.check_finite = True`` (``fit`` sets it while it trains) makes ``step`` keep each
     parameter's values until its update is known finite: an update giving NaN or Inf is
-    undone for every parameter and raises ``NonFiniteUpdate``. A checked update costs a copy
-    of the parameter and a dot product of it with itself (nn/finite.py; the copies' buffers
-    are allocated once). Inside ``fit`` (and any ``nn.step`` step) most updates of SGD, Adam
-    and AdamW need neither: bounds from the last check and the gradient check prove them
-    finite (``update_bound``, nn/update_bounds.py); the rest are checked.
+    undone for every parameter and the optimizer's state, and raises ``NonFiniteUpdate``. A
+    checked update costs a copy of the parameter and of its state, and a dot product of it
+    with itself (nn/finite.py; the copies' buffers are allocated once). Inside ``fit`` (and
+    any ``nn.step`` step) most updates of SGD, Adam and AdamW need neither: bounds from the
+    last check and the gradient check prove them finite (``update_bound``,
+    nn/update_bounds.py); the rest are checked.
 
     ``exact_subnormals`` (SGD with momentum, Adam, AdamW, RMSprop with momentum): a moment
     buffer of a unit that stops getting gradient decays by its factor every step into the
@@ -147,6 +189,7 @@ class Optimizer:
         self.subnormal_hints = subnormal.Hints()
         # The parameters' values before the running step (check_finite): a cache, not state.
         self._last_good: dict[int, np.ndarray] = {}
+        self._state_before: dict[int, dict[str, Any]] = {}     # and their state's
         self._check_finite = False
         # What proves an update finite with no copy (nn/update_bounds.py): a cache, not state.
         self.update_bounds = UpdateBounds()
@@ -198,6 +241,7 @@ class Optimizer:
             raise ValueError(f"{owner}: unknown hyperparameters {sorted(unknown)} in a "
                              f"parameter group (known: {sorted(self.defaults)})")
         self.check_group(group)
+        group = {k: _plain_number(v) for k, v in group.items()}
         kept, dropped = [], 0
         for p in raw["params"]:
             self._check_param(owner, p)
@@ -281,6 +325,7 @@ class Optimizer:
         self._check_finite = value
         if not value:
             self._last_good = {}             # the copies' memory goes with the check
+            self._state_before = {}
             self.update_bounds.clear()
 
     @property
@@ -312,7 +357,7 @@ class Optimizer:
     def lr(self, value: float) -> None:
         self._check_lr(value)                   # before any group changes
         for group in self.param_groups:
-            group["lr"] = value
+            group["lr"] = _plain_number(value)
 
     def zero_grad(self) -> None:
         """Forget the gradient of every parameter the optimizer holds (each ``grad``
@@ -389,6 +434,7 @@ class Optimizer:
                 if last is None or last.shape != w.shape or last.dtype != w.dtype:
                     last = last_good[id(p)] = np.empty_like(w)
                 np.copyto(last, w)        # each copy and check while the array is in cache
+                _keep(state[id(p)], self._state_before.setdefault(id(p), {}))
                 self.update(w, _gradient(p, w), state[id(p)], group)
                 norm = square_norm(w)
                 if not (math.isfinite(norm) or np.isfinite(w).all()):   # nn/finite.py
@@ -397,15 +443,20 @@ class Optimizer:
 
     def _undo(self, todo: list[tuple[Tensor, dict[str, Any]]], arrays: list[np.ndarray],
               p: Tensor, w: np.ndarray) -> None:
-        """Put back the values from before the step, then raise NonFiniteUpdate for ``p``."""
+        """Put back the values and the optimizer's state from before the step (its moment
+        arrays written in place: the same arrays, as ``optimizer.state`` handed them out),
+        then raise NonFiniteUpdate for ``p``."""
         value = first_non_finite(w)
         for (q, _), v in zip(todo, arrays, strict=True):
             np.copyto(v, self._last_good[id(q)])
+            _put_back(self._state[id(q)], self._state_before[id(q)])
+        self.steps -= 1
+        self.update_bounds.clear()          # bounds measured on the updates just undone
         i = next(j for j, q in enumerate(self.params) if q is p)
         raise NonFiniteUpdate(
             f"{type(self).__name__}.step: the update of parameter {i} (shape {w.shape}) gives "
-            f"{value}; every parameter keeps its value from before the step (the optimizer's "
-            f"own state has taken it for the parameters updated so far)", i, value)
+            f"{value}; every parameter and the optimizer's state keep their values from before "
+            f"the step", i, value)
 
     def update_bound(self, group: dict[str, Any], state: dict[str, Any], w: float, g: float,
                      moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:

@@ -389,3 +389,16 @@ def test_a_new_run_stopped_before_its_first_epoch_into_an_empty_out_can_be_resum
                             f"--resume {out}")
     monkeypatch.setattr(cli, "CrossEntropyLoss", losses.CrossEntropyLoss)
     assert cli.main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0
+
+
+def test_a_finished_run_whose_test_loss_overflows_is_saved_and_one_line(tmp_path, capsys):
+    """Every epoch completed, then the test loss was Inf: evaluate's NonFiniteEvaluation
+    escaped as a traceback (exit 1) before the save, and the trained epoch was lost."""
+    out = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "spirals", "--n", "200", "--hidden", "32",
+                     "--activation", "tanh", "--optimizer", "sgd", "--lr", "1e38",
+                     "--epochs", "1", "--quiet", "--out", str(out)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "training ended, but on the test set the loss is inf" in last, last
+    assert last.endswith(f"the trained run is saved in {out}, without a test result"), last
+    assert {"model.npz", "resume.npz", "run.json"} <= {p.name for p in out.iterdir()}

@@ -37,12 +37,43 @@ def test_with_check_finite_an_overflowing_update_is_undone_for_every_parameter(c
     good.grad, huge.grad = np.array([1e-300, 0.0]), np.array([-1.0, 0.0])
     before = [good.data.copy(), huge.data.copy()]
     with pytest.raises(optim.NonFiniteUpdate, match=rf"{cls.__name__}\.step: the update of "
-                       r"parameter 1 \(shape \(2,\)\) gives -?(inf|nan); every parameter keeps its "
-                       r"value from before the step") as info:
+                       r"parameter 1 \(shape \(2,\)\) gives -?(inf|nan); every parameter and the "
+                       r"optimizer's state keep their values from before the step") as info:
         opt.step()
     assert info.value.index == 1 and not np.isfinite(info.value.value)
     np.testing.assert_array_equal(good.data, before[0])
     np.testing.assert_array_equal(huge.data, before[1])
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_an_overflowing_update_leaves_the_optimizers_state_as_before_the_step(cls):
+    """The moment buffers, step counts and `steps` of the parameters updated before the
+    failure had taken the failed step: retrying it (as fit's error advises) then differed
+    from a retry from the state before. They are put back, in the same arrays."""
+    big = np.finfo(np.float64).max
+    good = Parameter(np.array([0.5, -0.25]))
+    huge = Parameter(np.array([1.0, 1.0]))
+    opt = cls([good, huge], lr=0.1)
+    opt.check_finite = True
+    good.grad, huge.grad = np.array([0.3, -0.2]), np.array([0.1, 0.4])
+    opt.step()                                          # a finite step: state exists
+    state = {k: dict(v) for k, v in opt.state.items()}
+    before = {k: {key: np.copy(value) for key, value in v.items()} for k, v in state.items()}
+    steps = opt.steps
+    with engine.no_grad():
+        huge.data[0] = big
+    for group in opt.param_groups:
+        group["lr"] = 1e306
+    good.grad, huge.grad = np.array([1e-300, 0.0]), np.array([-1.0, 0.0])
+    with pytest.raises(optim.NonFiniteUpdate):
+        opt.step()
+    assert opt.steps == steps
+    for k, v in opt.state.items():
+        assert v.keys() == before[k].keys()
+        for key, value in v.items():
+            np.testing.assert_array_equal(value, before[k][key])
+            if isinstance(value, np.ndarray):
+                assert value is state[k][key]              # the arrays handed out, kept
 
 
 def test_check_finite_is_off_by_default_and_changes_no_bit_of_a_finite_step():
