@@ -56,7 +56,18 @@ def central_difference(f: Callable[[float], Any], eps: float) -> np.ndarray:
     return (np.asarray(f(eps), dtype=np.float64) - np.asarray(f(-eps), dtype=np.float64)) / (2 * eps)
 
 
-KINK_JUMP = 1e-3  # one-sided derivatives further apart than this: a kink lies between them
+# One-sided derivatives further apart than this, relative to the larger (at least 1): a
+# kink lies between them. Relative: a smooth function's one-sided derivatives differ by
+# about |f''| h, which for exp at 7 (h = 1e-6) is 1.1e-3, and an absolute 1e-3 called it
+# a kink (a picture then said a wrong rule there was "a convention: both are right").
+KINK_JUMP = 1e-3
+
+
+def kink_jump(left: Any, right: Any) -> Any:
+    """How far apart the one-sided derivatives are, relative to the larger (at least 1);
+    above KINK_JUMP: a kink."""
+    left, right = np.asarray(left, dtype=np.float64), np.asarray(right, dtype=np.float64)
+    return np.abs(left - right) / np.maximum(np.maximum(np.abs(left), np.abs(right)), 1.0)
 
 
 def one_sided_derivatives(f: Callable[[np.ndarray], float], x: np.ndarray, step: float
@@ -64,7 +75,7 @@ def one_sided_derivatives(f: Callable[[np.ndarray], float], x: np.ndarray, step:
     """For each entry j of ``x``, the derivative of ``f`` from the left, (f(x) − f(x − h
     e_j))/h, and from the right, (f(x + h e_j) − f(x))/h, h = ``step``: central
     differences of half the step around x ∓ h/2. Where they differ by more than KINK_JUMP
-    (``at_kink``) the derivative jumps within h of x: a kink, where a derivative rule takes
+    (``at_kink``, relative to the larger) the derivative jumps within h of x: a kink, where a derivative rule takes
     a convention and a central difference of step h straddles both sides. The op checker's
     kink diagnosis and the pictures' numeric check both read kinks so."""
     left, right = np.zeros(x.shape), np.zeros(x.shape)
@@ -80,8 +91,8 @@ def one_sided_derivatives(f: Callable[[np.ndarray], float], x: np.ndarray, step:
 
 def at_kink(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Where the one-sided derivatives (``one_sided_derivatives``) differ by more than
-    KINK_JUMP: a kink within the step."""
-    return np.asarray(np.abs(np.asarray(left) - np.asarray(right)) > KINK_JUMP)
+    KINK_JUMP, relative (``kink_jump``): a kink within the step."""
+    return np.asarray(kink_jump(left, right) > KINK_JUMP)
 
 
 class GradcheckError(AssertionError):
@@ -207,6 +218,47 @@ class _Problem:
             return np.imag(np.asarray(self.call(values)[0].data)) / h
 
 
+def _deterministic(problem: _Problem, out: Tensor, leaves: list[Tensor]) -> None:
+    """The same cotangent (ones: every output) through the same graph gives the same
+    gradients: a rule that draws random numbers (a dropout mask drawn again in backward)
+    or keeps state between calls passed a check by luck (a quarter to half of the time);
+    a GradcheckError."""
+    v = np.ones(out.shape)
+    jtv = problem.pullback(out, leaves, v)
+    runs = [problem.pullback(out, leaves, v) for _ in range(2)]
+    for k in problem.diff:
+        if not all(np.array_equal(run[k], jtv[k], equal_nan=True) for run in runs):
+            raise GradcheckError(
+                f"gradcheck: input {k}'s gradient differs between two backward passes with "
+                f"the same cotangent through the same graph: a rule draws random numbers (a "
+                f"mask drawn in backward instead of saved in forward) or keeps state between "
+                f"calls, and no check can hold")
+
+
+def _analytic_here(problem: _Problem, complex_jacobian: dict[int, np.ndarray],
+                   rng: np.random.Generator, out_shape: tuple[int, ...]) -> None:
+    """The complex step is the derivative only where f is analytic: abs, max, comparisons
+    and branches on a sign see the real part alone (Im|x + ih| / h = 0), so a rule that
+    forgets the chain through |x| matched it, and a right sigmoid written with -|x| failed.
+    One real central difference along a random direction (two calls of f) must agree with
+    the complex-step Jacobian to the central difference's own tolerance; otherwise a
+    GradcheckError says the mode does not apply here."""
+    u = _unit_directions({k: _random_like(rng, problem.values[k].shape) for k in problem.diff})
+    real = np.asarray(central_difference(problem.along(u), 1e-6)).ravel()
+    via_complex = sum(complex_jacobian[k] @ u[k].ravel() for k in problem.diff)
+    tolerance = _tolerance(real, 1e-5, 1e-3)
+    bad = ~(np.abs(via_complex - real) <= tolerance)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise GradcheckError(
+            f"gradcheck (complex): the function is not analytic at these inputs: the "
+            f"derivative of output{_index(i, out_shape)} along a random direction is "
+            f"{plain_repr(float(real[i]))} by a real central difference and "
+            f"{plain_repr(float(via_complex[i]))} by the complex step (abs, max, comparisons "
+            f"and branches on a sign see only the real part of a complex input); use "
+            f"mode='full'")
+
+
 def relative_error(analytic: Any, reference: Any) -> float:
     """The largest |analytic - reference| / max(|reference|, 1): the error a check reports
     (relative for big values, absolute for small ones; NaN for NaN)."""
@@ -326,6 +378,7 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
         # Several independent projections: one would let an error confined to a few
         # entries pass whenever u and v happen to weigh them little (an off-by-one at one
         # index of 400 passed seed 0 every time); each costs one VJP and two calls of fn.
+        _deterministic(problem, out, leaves)
         for p in range(PROJECTIONS):
             label = f"projection {p + 1} of {PROJECTIONS}, v^T J u (unit v, u)"
 
@@ -351,6 +404,7 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
             e[i] = 1
             for k, g in problem.pullback(out, leaves, e.reshape(out_shape)).items():
                 rows[k][i] = g.ravel()
+        _deterministic(problem, out, leaves)    # before any comparison: luck passed one
         numerical: dict[int, np.ndarray] = {}
         for k in problem.diff:
             x = problem.values[k]
@@ -363,6 +417,8 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
                     d[j] = 1
                     numerical[k][:, j] = central_difference(
                         problem.along({k: d.reshape(x.shape)}), eps).ravel()
+        if mode == "complex":
+            _analytic_here(problem, numerical, rng, out_shape)
         tolerances = {k: _tolerance(numerical[k], atol, rtol) for k in problem.diff}
         for k in problem.diff:
             def describe(idx: tuple[int, ...], k: int = k,

@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..broadcast import sum_to
-from ..gradcheck import KINK_JUMP, central_difference, one_sided_derivatives, relative_error
+from ..gradcheck import KINK_JUMP, central_difference, kink_jump, one_sided_derivatives, relative_error
 from ..modes import no_grad
 from ..op import Op
 from ..plain import plain_repr
@@ -472,7 +472,7 @@ def kink_diagnosis(got: np.ndarray, expected: np.ndarray, left: np.ndarray, righ
     for idx in map(tuple, bad):
         lo, hi = sorted((float(left[idx]), float(right[idx])))
         slack = 1e-4 * max(1.0, abs(lo), abs(hi))
-        at_kink.append(hi - lo > KINK_JUMP and lo - slack <= float(got[idx]) <= hi + slack)
+        at_kink.append(kink_jump(lo, hi) > KINK_JUMP and lo - slack <= float(got[idx]) <= hi + slack)
     if not bad:
         return Diagnosis(UNCLASSIFIED, f"{where}: no entry breaks the convention")
     idx = tuple(bad[0])

@@ -788,3 +788,62 @@ def test_directional_mode_catches_an_error_in_one_entry_of_400():
     for seed in range(5):
         assert not gradcheck(lambda a: op(a).sum(), [x], mode="directional", seed=seed,
                              raise_exception=False)
+
+
+class _SoftsignForgetsAbs(engine.Op):
+    """softsign(x) = x / (1 + |x|), with a rule forgetting the chain through |x|."""
+
+    name = "softsign_forgets_abs"
+    rule = "d/dx = 1 / (1 + |x|) (wrong: 1 / (1 + |x|)^2)"
+
+    def forward(self, ctx, x):
+        ctx.save_input(x)
+        return x / (1 + np.abs(x))
+
+    def backward(self, ctx, grad):
+        (x,) = ctx.saved
+        return (grad / (1 + np.abs(x)),)
+
+
+def test_complex_mode_refuses_a_function_that_is_not_analytic():
+    """Im|x + ih| / h = 0: the complex step treated |x| as a constant, so this wrong rule
+    passed at 1e-12 (and a right sigmoid, written with -|x|, failed blaming its rule)."""
+    x = np.array([-1.3, -0.4, 0.5, 1.7])
+    for fn in (_SoftsignForgetsAbs(), engine.sigmoid):
+        with pytest.raises(GradcheckError, match=r"gradcheck \(complex\): the function is not "
+                                                 r"analytic at these inputs"):
+            gradcheck(fn, [x], mode="complex", atol=1e-12, rtol=1e-12)
+    assert gradcheck(engine.tanh, [x], mode="complex", atol=1e-12, rtol=1e-12)
+
+
+def test_a_smooth_function_has_no_kink_where_its_derivative_is_large():
+    """exp at 7 and 10: one-sided derivatives 1.1e-3 and 2.2e-2 apart (|f''| h), above an
+    absolute 1e-3, so a picture called a wrong rule there "a convention: both are right".
+    The jump is relative to the derivative; relu's and abs's kinks stay kinks."""
+    from handgrad.engine.gradcheck import at_kink, one_sided_derivatives
+    x = np.array([1.0, 7.0, 10.0])
+    left, right = one_sided_derivatives(lambda a: float(np.exp(a).sum()), x, 1e-6)
+    assert not at_kink(left, right).any()
+    for f in (lambda a: float(np.maximum(a, 0).sum()), lambda a: float(np.abs(a).sum())):
+        left, right = one_sided_derivatives(f, np.array([0.0, 1.0]), 1e-6)
+        assert at_kink(left, right).tolist() == [True, False]
+
+
+class _DropoutMaskInBackward(engine.Op):
+    """x * mask / 0.5, the mask drawn again in backward: wrong, and right by luck now and
+    then (a quarter to half of the checks passed)."""
+
+    name = "dropout_mask_in_backward"
+    rule = "d/dx = mask / 0.5, the mask drawn afresh (wrong)"
+    rng = np.random.default_rng(0)
+
+    def forward(self, ctx, x):
+        return x * (self.rng.random(x.shape) < 0.5) / 0.5
+
+    def backward(self, ctx, grad):
+        return (grad * (self.rng.random(grad.shape) < 0.5) / 0.5,)
+
+
+def test_a_backward_that_draws_random_numbers_is_refused():
+    with pytest.raises(GradcheckError, match="differs between two backward passes"):
+        gradcheck(_DropoutMaskInBackward(), [np.linspace(-1, 1, 6)])
