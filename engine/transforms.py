@@ -7,6 +7,7 @@ the graph (``allow_unused=True`` gives zeros for the ones that do not).
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -91,11 +92,39 @@ def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
     return tuple(result)
 
 
+class _Running(threading.local):
+    """How many transforms this thread is running ``fn`` in."""
+
+    depth = 0
+
+
+_RUNNING = _Running()
+
+
 def _leaf(x: Any, what: str, i: int) -> Tensor:
+    """A fresh leaf of ``x``'s values: the function is differentiated at them, and nothing
+    flows back to ``x``. Inside another transform's function, a primal that requires grad
+    (the outer transform's leaf, or computed from it) is refused: the transforms do not
+    nest, and jvp of vjp's output (or vjp of jvp's) gave zero derivatives, silently."""
+    if _RUNNING.depth and isinstance(x, Tensor) and x.requires_grad:
+        raise RuntimeError(
+            f"{what}: primal {i} ({x.describe()}) requires grad, in a function another "
+            f"transform is running: transforms do not nest (the inner one differentiates at a "
+            f"fresh copy of the values, and the outer one would see zero derivatives)")
     data = x._data if isinstance(x, Tensor) else np.asarray(x)
     if data.dtype.kind != "f":
         raise TypeError(f"{what}: primal {i} must be floating point, got dtype {data.dtype}")
     return Tensor(data, requires_grad=True)
+
+
+def _run(fn: Callable[..., Any], leaves: list[Tensor]) -> Any:
+    """``fn(*leaves)`` with the graph recorded, counted as a transform running."""
+    _RUNNING.depth += 1
+    try:
+        with enable_grad():
+            return fn(*leaves)
+    finally:
+        _RUNNING.depth -= 1
 
 
 def vjp(fn: Callable[..., Any], *primals: Any) -> tuple[Any, Callable[[Any], tuple[np.ndarray, ...]]]:
@@ -119,8 +148,7 @@ def vjp(fn: Callable[..., Any], *primals: Any) -> tuple[Any, Callable[[Any], tup
                             f"own argument, vjp(fn, x, y), as jax.vjp and torch.func.vjp do "
                             f"(np.asarray it first if it is one array)")
     leaves = [_leaf(p, "vjp", i) for i, p in enumerate(primals)]
-    with enable_grad():
-        outputs = fn(*leaves)
+    outputs = _run(fn, leaves)
     outs = _as_tuple(outputs)
     for o in outs:
         if not isinstance(o, Tensor):
@@ -143,13 +171,17 @@ def jvp(fn: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any])
     Tensors) and the directional derivatives J·tangents as numpy arrays of the same structure.
     """
     primals, tangents = _as_tuple(primals), _as_tuple(tangents)
+    for i, p in enumerate(primals):
+        if isinstance(p, (tuple, list)):
+            raise TypeError(f"jvp: primal {i} is a {type(p).__name__}; each primal is one Tensor "
+                            f"or array (it would run fn on one stacked array), as jax.jvp takes "
+                            f"them: jvp(fn, (x, y), (dx, dy))")
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     leaves = [_leaf(p, "jvp", i) for i, p in enumerate(primals)]
     seeds = {id(x): _matching("jvp", f"tangent {i}", t, "its primal", x, copy=True)
              for i, (x, t) in enumerate(zip(leaves, tangents, strict=True))}
-    with enable_grad():
-        outputs = fn(*leaves)
+    outputs = _run(fn, leaves)
     outs = _as_tuple(outputs)
     for o in outs:
         if not isinstance(o, Tensor):
@@ -159,6 +191,8 @@ def jvp(fn: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any])
     store = GradientStore(())
     out_tangents = [store.own(t, o.dtype)
                     for t, o in zip(graph.forward_tangents(list(outs), seeds), outs, strict=True)]
-    if isinstance(outputs, (tuple, list)):
+    if isinstance(outputs, list):                  # the structure fn returned, as in jax.jvp
+        return outputs, out_tangents
+    if isinstance(outputs, tuple):
         return outputs, tuple(out_tangents)
     return outputs, out_tangents[0]

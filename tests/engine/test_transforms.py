@@ -358,3 +358,36 @@ def test_vjp_gives_zeros_for_a_primal_the_function_ignores():
 def test_jvp_checks_tangent_dtypes():
     with pytest.raises(TypeError, match=r"^jvp: tangent 0 must be numeric"):
         engine.jvp(lambda a: a * 2, (np.ones(2),), (np.array(["x", "y"]),))
+
+
+def test_transforms_do_not_nest_silently():
+    """jvp of a function using vjp's output (or vjp of jvp's) gave zero derivatives: the
+    inner transform differentiated at a fresh copy of the outer one's leaf."""
+    x = np.array([0.5, 1.0])
+
+    def through_vjp(t):
+        out, _ = engine.vjp(lambda a: a.exp(), t)
+        return out
+
+    def through_jvp(t):
+        out, _ = engine.jvp(lambda a: a.exp(), (t,), (np.ones(2),))
+        return out
+
+    with pytest.raises(RuntimeError, match="transforms do not nest"):
+        engine.jvp(through_vjp, (x,), (np.ones(2),))
+    with pytest.raises(RuntimeError, match="transforms do not nest"):
+        engine.vjp(through_jvp, x)
+    # outside a transform a tensor that requires grad is a value, as before
+    w = leaf([1.0, 2.0])
+    _, tangent = engine.jvp(lambda a: a * a, (w,), (np.ones(2),))
+    np.testing.assert_array_equal(tangent, [2.0, 4.0])
+
+
+def test_jvp_keeps_a_list_of_outputs_a_list_and_refuses_a_tuple_primal():
+    x = np.array([1.0, 2.0])
+    outs, tangents = engine.jvp(lambda a: [a * 2, a * 3], (x,), (np.ones(2),))
+    assert isinstance(outs, list) and isinstance(tangents, list)
+    outs, tangents = engine.jvp(lambda a: (a * 2, a * 3), (x,), (np.ones(2),))
+    assert isinstance(tangents, tuple)
+    with pytest.raises(TypeError, match="jvp: primal 0 is a tuple"):
+        engine.jvp(lambda a: a, ((x, x),), ((x, x),))
