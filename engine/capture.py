@@ -106,18 +106,35 @@ def _arrays_in(value: Any) -> list[np.ndarray]:
     return [value] if isinstance(value, np.ndarray) else []
 
 
+def _holds_list(value: Any) -> bool:
+    """Whether an op parameter holds a list (which its owner may change in place)."""
+    return isinstance(value, list) or isinstance(value, tuple) and any(map(_holds_list, value))
+
+
+def _differs(now: Any, kept: Any) -> bool:
+    """Whether a parameter's value ``now`` differs from the copy ``kept`` a plan replays
+    (containers item by item, arrays by shape and values, numbers by value)."""
+    if isinstance(now, (list, tuple)):
+        return not isinstance(kept, (list, tuple)) or len(now) != len(kept) or \
+            any(_differs(a, b) for a, b in zip(now, kept, strict=True))
+    if isinstance(now, np.ndarray) or isinstance(kept, np.ndarray):
+        now, kept = np.asarray(now), np.asarray(kept)
+        return now.shape != kept.shape or \
+            not np.array_equal(now, kept, equal_nan=kept.dtype.kind in "fc")
+    return bool(now != kept)
+
+
 class WatchedParameter(NamedTuple):
-    """A numpy array an op took as a parameter at the capture (``original``, its owner's)
-    and the copy the plan replays (``kept``)."""
+    """A numpy array, or a parameter holding a list, that an op took at the capture
+    (``original``, its owner's) and the copy the plan replays (``kept``)."""
 
     op: str
     key: str
-    original: np.ndarray
-    kept: np.ndarray
+    original: Any
+    kept: Any
 
     def changed(self) -> bool:
-        return self.original.shape != self.kept.shape or \
-            not np.array_equal(self.original, self.kept, equal_nan=self.kept.dtype.kind in "fc")
+        return _differs(self.original, self.kept)
 
 
 def same(a: np.ndarray) -> np.ndarray:
@@ -141,7 +158,11 @@ class Tape:
         """``op``'s parameter ``key`` was ``given`` and is kept as ``frozen`` (a copy): each
         numpy array in it is watched, since its owner may change it in place after the
         capture (``self.cols[:] = ...`` on a module) and the plan would replay the old
-        values (``Plan.changed_parameter``)."""
+        values (``Plan.changed_parameter``). So is a parameter holding a list (an index
+        ``x[:, self.cols]`` whose list the module changes in place), as a whole."""
+        if _holds_list(given):
+            self.watched.append(WatchedParameter(op.name, key, given, frozen))
+            return
         for original, copy in zip(_arrays_in(given), _arrays_in(frozen), strict=True):
             self.watched.append(WatchedParameter(op.name, key, original, copy))
 
@@ -167,12 +188,23 @@ class Tape:
     def record(self, op: "Op", tensors: tuple["Tensor", ...], params: dict[str, Any],
                ctx: Any, result: "Tensor") -> None:
         self.records.append((op, tensors, params, ctx, result))
+        self._array_from_arrays(tensors, result)
 
     def value(self, function: Callable[..., Any], name: str, text: str,
               tensors: tuple["Tensor", ...], result: "Tensor") -> None:
         """``result = function(*arrays of tensors)`` was made without an op (no gradient
         flows through it): the plan makes it again the same way (``ValueInstruction``)."""
         self.records.append(ValueRecord(function, name, text, tensors, result))
+        self._array_from_arrays(tensors, result)
+
+    def _array_from_arrays(self, tensors: tuple["Tensor", ...], result: "Tensor") -> None:
+        """A result computed from inputs that stand for arrays alone (``y * 0.5`` of the
+        targets) stands for an array too: the eager caller computes it in numpy, and an op
+        then converts it to the other operands' dtype (as it converts ``y``); taken for a
+        tensor it kept float64 and made the loss float64 where eager computes float32."""
+        inputs = [t for t in tensors if id(t) not in self.constants]     # numbers aside
+        if self.arrays and inputs and all(id(t) in self.arrays for t in inputs):
+            self.arrays.add(id(result))
 
     def detached(self, t: "Tensor", result: "Tensor") -> None:
         """``result = t.detach()``: a plan hands on the same array (``same``)."""
@@ -277,7 +309,8 @@ class Plan:
         again)."""
         for watched in self.watched:
             if watched.changed():
-                return (f"the numpy array op '{watched.op}' took as its parameter "
+                what = "numpy array" if isinstance(watched.original, np.ndarray) else "list"
+                return (f"the {what} op '{watched.op}' took as its parameter "
                         f"'{watched.key}' at the capture")
         return None
 

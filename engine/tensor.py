@@ -166,6 +166,8 @@ class Tensor(OpMethods):
         The copy's array is new memory, and the original's record (its locks, hand-outs,
         checkpoints) is not about it: a copied "locked" would stop later graphs from
         locking the copy's array, which stays writeable."""
+        if STATE.tape is not None:       # the plan would hold the capture's copy for good
+            STATE.tape.refuse(f"copied {self.describe()} (copy.deepcopy, pickle)")
         slots = {name: getattr(self, name) for name in _STATE_SLOTS if hasattr(self, name)}
         slots["_memory"] = None
         return None, slots
@@ -173,6 +175,8 @@ class Tensor(OpMethods):
     def __copy__(self) -> "Tensor":
         """``copy.copy``: a tensor on the same memory, so on the same record (as
         ``detach()``, but keeping the node and gradient)."""
+        if STATE.tape is not None:       # a tensor the plan would not know: the capture's
+            STATE.tape.refuse(f"copied {self.describe()} (copy.copy)")
         t = type(self).__new__(type(self))
         for name, value in self.__getstate__()[1].items():
             setattr(t, name, value)
@@ -193,7 +197,11 @@ class Tensor(OpMethods):
     # --- conversion --------------------------------------------------------------------
     def numpy(self, copy: bool = False) -> np.ndarray:
         """The underlying array (shared, like ``.data``), or a copy of it."""
-        return self._data.copy() if copy else self.data
+        if copy:
+            if STATE.tape is not None:   # a value read while capturing is frozen in the plan
+                STATE.tape.refuse(f"read the values of {self.describe()} (.numpy(copy=True))")
+            return self._data.copy()
+        return self.data
 
     def item(self) -> float | int | bool:
         """The value of a one-element tensor as a Python number (``float``, ``int`` or

@@ -2,6 +2,7 @@
 could not replay."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
 import operator
@@ -152,6 +153,9 @@ def test_a_plan_refuses_other_shapes_and_dtypes():
 @pytest.mark.parametrize("read", [
     lambda t: t.sum().item(), lambda t: float(t.sum()), lambda t: bool(t.sum() > 0),
     lambda t: t.numpy(), lambda t: t.data, lambda t: np.asarray(t),
+    # a copy of the values (frozen at the capture's), and tensors the plan never sees (a
+    # copy.copy(x) of the input kept the captured batch: every replay trained on it)
+    lambda t: t.numpy(copy=True), lambda t: copy.copy(t), lambda t: copy.deepcopy(t.detach()),
 ])
 def test_reading_values_inside_the_function_is_refused(read):
     W = Tensor(np.ones((2, 2)), requires_grad=True)

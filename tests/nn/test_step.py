@@ -174,14 +174,15 @@ def test_a_replaced_optimizer_has_its_own_tensors_gradients_cleared_at_every_ste
     np.testing.assert_allclose(value, loop_value, rtol=1e-6)
 
 
-def test_a_compiled_step_captures_again_when_an_array_parameter_was_changed_in_place():
-    """A module indexing its input with an array it keeps (``x[:, self.cols]``), changed in
-    place between steps: the replay kept gathering the capture's columns (losses and weights
-    differed from eager's, silently)."""
+@pytest.mark.parametrize("kind", [np.array, list], ids=["array", "list"])
+def test_a_compiled_step_captures_again_when_an_array_parameter_was_changed_in_place(kind):
+    """A module indexing its input with an array (or a list) it keeps (``x[:, self.cols]``),
+    changed in place between steps: the replay kept gathering the capture's columns (losses
+    and weights differed from eager's, silently; a list went unwatched until a hunt)."""
     class Select(nn.Module):
         def __init__(self):
             super().__init__()
-            self.cols = np.array([0, 1, 2])
+            self.cols = kind([0, 1, 2])
             self.lin = nn.Linear(3, 3, rng=np.random.default_rng(0))
 
         def forward(self, x):
@@ -219,3 +220,25 @@ def test_a_compiled_step_keeps_a_bounded_number_of_plans(monkeypatch):
                 assert len(step.plans) == min(k + 1, 3)
         results.append(losses)
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("targets", [lambda y: y * 0.5, lambda y: y - 1.0, lambda y: -y,
+                                     lambda y: (y.T * 2).T],
+                         ids=["scaled", "shifted", "negated", "transposed"])
+def test_targets_transformed_in_the_loss_stay_arrays_in_a_plan(targets):
+    """mse(out, y * 0.5): eager computes y * 0.5 in numpy and the op casts it to the output's
+    float32; a plan took the result for a float64 tensor and computed the loss in float64
+    (0.6326193118 for 0.6326192617 from the first step)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 4)).astype(np.float32)
+    Y = rng.standard_normal((16, 2))                        # float64 targets
+    runs = []
+    for make in (EagerStep, ReplayStep):
+        model = nn.MLP([4, 8, 2], seed=0)
+        step = make(model, lambda out, y: engine.mse(out, targets(y)),
+                    nn.optim.SGD(model, lr=0.1, momentum=0.9))
+        losses = [step(X, Y)[0] for _ in range(3)]
+        runs.append((losses, [p.numpy(copy=True) for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)
