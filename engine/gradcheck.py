@@ -218,6 +218,30 @@ class _Problem:
             return np.imag(np.asarray(self.call(values)[0].data)) / h
 
 
+def _kink_note(problem: _Problem, k: int, rows: np.ndarray, numerical: np.ndarray,
+               tolerance: np.ndarray, eps: float) -> str:
+    """For the first entry of input ``k`` that failed: a note when the input sits within
+    eps of a kink of the function (relu at 0), where the one-sided derivatives differ, a
+    rule takes a convention and a central difference averages both sides; "" otherwise (a
+    right relu failed at 0 with a message blaming its rule)."""
+    with np.errstate(invalid="ignore"):
+        bad = np.argwhere(~(np.abs(rows - numerical) <= tolerance))
+    if not len(bad):
+        return ""
+    i, j = (int(v) for v in bad[0])
+    e = np.zeros(problem.values[k].shape)
+    e.flat[j] = 1.0
+    g = problem.along({k: e})
+    left = float(central_difference(lambda t: np.ravel(g(t - eps / 2))[i], eps / 2))
+    right = float(central_difference(lambda t: np.ravel(g(t + eps / 2))[i], eps / 2))
+    if not at_kink(np.array(left), np.array(right)):
+        return ""
+    return (f"; that input lies within eps = {eps:g} of a kink of the function (one-sided "
+            f"derivatives {plain_repr(left)} from the left, {plain_repr(right)} from the right): "
+            f"a rule takes a convention there, which a central difference cannot check; "
+            f"check at inputs away from the kink")
+
+
 def _deterministic(problem: _Problem, out: Tensor, leaves: list[Tensor]) -> None:
     """The same cotangent (ones: every output) through the same graph gives the same
     gradients: a rule that draws random numbers (a dropout mask drawn again in backward)
@@ -425,8 +449,12 @@ def gradcheck_error(fn: Fn, inputs: Sequence[Any], *, eps: float = 1e-6, atol: f
                          shape: tuple[int, ...] = problem.values[k].shape) -> str:
                 return (f"input {k}{problem.hint(k)}, d output{_index(idx[0], out_shape)}"
                         f" / d input{_index(idx[1], shape)}")
-            worst = max(worst, _compare(f"gradcheck ({mode})", rows[k], numerical[k],
-                                        tolerances[k], describe, _explain(atol, rtol)))
+            try:
+                worst = max(worst, _compare(f"gradcheck ({mode})", rows[k], numerical[k],
+                                            tolerances[k], describe, _explain(atol, rtol)))
+            except GradcheckError as e:
+                raise GradcheckError(str(e) + _kink_note(problem, k, rows[k], numerical[k],
+                                                         tolerances[k], eps)) from None
         # The basis vectors e_i above are never negative and move one output at a time:
         # a rule that is not linear in its incoming gradient (|grad|, a grad that is
         # squared, a branch on its sign) agrees with every one of them. One random

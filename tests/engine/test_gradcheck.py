@@ -847,3 +847,15 @@ class _DropoutMaskInBackward(engine.Op):
 def test_a_backward_that_draws_random_numbers_is_refused():
     with pytest.raises(GradcheckError, match="differs between two backward passes"):
         gradcheck(_DropoutMaskInBackward(), [np.linspace(-1, 1, 6)])
+
+
+def test_a_failure_at_a_kink_says_so():
+    """relu at 0: the rule's convention (0) against the central difference's average (0.5)
+    failed with a message blaming the rule; it names the kink and its one-sided
+    derivatives. Away from kinks the message is as before."""
+    with pytest.raises(GradcheckError, match=r"within eps = 1e-06 of a kink of the function "
+                                             r"\(one-sided derivatives 0.0 from the left, 1.0"):
+        gradcheck(engine.relu, [np.array([0.0, 1.0])])
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(_LogTimesTwo(), [np.array([1.5, 2.0])])
+    assert "kink" not in str(info.value)
