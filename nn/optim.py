@@ -653,6 +653,9 @@ class SGD(Optimizer):
         b <- mu b + (1 - dampening) g      (b = g at the first step)
         g <- g + mu b  (Nesterov)  or  b
         w <- w - lr g
+
+    The default ``lr=0.01`` is Keras's; ``torch.optim.SGD``'s is 1e-3, so code ported
+    from PyTorch that leaves ``lr`` out takes steps ten times larger here.
     """
 
     STATE_KEYS = STATE_TOGETHER = ("momentum",)
