@@ -11,6 +11,7 @@ extra to install.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -178,11 +179,15 @@ def activation_facts(x: Any = None) -> dict[str, dict[str, float | None]]:
         (d,) = engine.grad(getattr(engine, name)(t).sum(), t)
         i = int(np.argmax(d))
         small = np.abs(d) < 0.01
-        left = x[~small][0] if (~small).any() else float("nan")
-        right = x[~small][-1] if (~small).any() else float("nan")
+        inside = np.flatnonzero(~small)
+        # The saturation bounds are the last grid points where f' < 0.01 (the threshold lies
+        # between them and the first where it is not), rounded outward, so that "f' < 0.01
+        # for x < b" holds as printed (elu's was -4.6, where elu' is 0.01005).
+        left = x[max(inside[0] - 1, 0)] if inside.size else float("nan")
+        right = x[min(inside[-1] + 1, x.size - 1)] if inside.size else float("nan")
         facts[name] = {"max_derivative": round(float(d[i]), 4), "at": round(float(x[i]), 3),
-                       "saturates_below": round(float(left), 2) if small[0] else None,
-                       "saturates_above": round(float(right), 2) if small[-1] else None}
+                       "saturates_below": math.floor(100 * float(left)) / 100 if small[0] else None,
+                       "saturates_above": math.ceil(100 * float(right)) / 100 if small[-1] else None}
     return facts
 
 
@@ -231,12 +236,13 @@ def plot_activations(path: str | Path | None = None, *, ax: Any = None,
         if name == "relu":
             note += "\nf′ is a step: 0 | 1"
         if f["saturates_below"] is not None and f["saturates_above"] is not None:
-            note += f"\nf′ < 0.01 for |x| > {max(-f['saturates_below'], f['saturates_above']):.1f}"
+            bound = math.ceil(10 * max(-f['saturates_below'], f['saturates_above'])) / 10
+            note += f"\nf′ < 0.01 for |x| > {bound:.1f}"     # rounded outward: true as printed
             for edge in (f["saturates_below"], f["saturates_above"]):
                 bottom.axvspan(*( (x[0], edge) if edge < 0 else (edge, x[-1]) ),
                                color="0.9", zorder=0)
         elif f["saturates_below"] is not None:
-            note += f"\nf′ < 0.01 for x < {f['saturates_below']:.1f}"
+            note += f"\nf′ < 0.01 for x < {math.floor(10 * f['saturates_below']) / 10:.1f}"
         # above the panel (its title), never over the curve
         bottom.set_title(note, fontsize=NOTE_POINTS, loc="left")
         lo, hi = float(dy.min()), float(dy.max())

@@ -359,8 +359,11 @@ def _gradient_rows(d: dict[str, Any], by_layer: dict[int, dict[str, Any]], which
     if which == "W":                                  # the product written out: aˡ⁻¹ᵀ · δˡ
         result = (_matrix(f"{text} (layer {d['l']}'s part)", value, m) if shared
                   else _matrix(name, engine_grad, m))
+        # δ with its batch axes flattened as aˡ⁻¹ is: (1, out) for one example given as a
+        # vector, not (out,), which would print a product numpy refuses
+        delta = d["delta"].reshape(-1, d["delta"].shape[-1])
         rows.append(_row(_matrix(f"a{sup(d['l'] - 1)}ᵀ", d["a_prev"].T, m), _op("·"),
-                         _matrix(f"δ{sup(d['l'])}", d["delta"], m), _op("="), result))
+                         _matrix(f"δ{sup(d['l'])}", delta, m), _op("="), result))
     if shared:
         parts = [_part(by_layer[j], which) for j in sharing]
         terms_shown = [html_part for j, part in enumerate(parts)

@@ -116,10 +116,14 @@ def output_delta(node: Node, scaled: bool = False) -> OutputDelta:
     reduction = node.params.get("reduction", "mean")
     if node.op.name == "softmax_cross_entropy":
         C = z.shape[-1]
-        y = np.eye(C)[y_raw] if y_raw.dtype.kind in "iu" else y_raw.astype(np.float64)
+        # y as the engine subtracts it: in the logits' dtype, smoothed in that dtype (y in
+        # float64 next to the engine's float32 p printed a p − y that was not the δ beside it)
+        y = (np.eye(C, dtype=z.dtype)[y_raw] if y_raw.dtype.kind in "iu"
+             else y_raw.astype(z.dtype, copy=False))
         eps = node.params.get("label_smoothing", 0.0)
         if eps:
             y = (1 - eps) * y + eps / C
+        y = y.astype(np.float64)
         sums = engine_row_sums(z, y_raw, eps)
         y_sum = None if sums is None or _rows_sum_to_one(sums, z.dtype) \
             else sums.astype(np.float64)
@@ -132,7 +136,8 @@ def output_delta(node: Node, scaled: bool = False) -> OutputDelta:
             reduction, (1, f"δₙ = ({core})ₙ·gₙ per row (reduction none){note}"))
         return OutputDelta(engine_p(node, z), y, int(n), y_sum, formula)
     n, formula = _bce_formula(z.shape, reduction, scaled)
-    return OutputDelta(engine_p(node, z), y_raw.astype(np.float64), int(n), None, formula)
+    return OutputDelta(engine_p(node, z), y_raw.astype(z.dtype).astype(np.float64), int(n),
+                       None, formula)
 
 
 def _bce_formula(shape: tuple[int, ...], reduction: str, scaled: bool) -> tuple[int, str]:

@@ -401,3 +401,36 @@ def test_a_confident_output_is_printed_with_the_digits_its_delta_needs():
     box = label(draw(loss, model=model, max_elements=8).source, "op3")
     assert "p [[4.1077856e-05, 0.99995887]," in box and "y [[0, 1]," in box
     assert labels.digits_to_subtract(np.array([0.3, 0.7]), np.array([0.0, 1.0])) == 4
+
+
+def _slide_matrix(html: str, name: str) -> np.ndarray:
+    m = re.search(r'<div class="hg-name">' + re.escape(name) + r'</div><table[^>]*>(.*?)</table>', html)
+    assert m is not None, name
+    return np.array([float(v) for v in re.findall(r"<td>(.*?)</td>", m.group(1))])
+
+
+def test_the_bp1_slide_prints_y_as_the_engine_subtracted_it():
+    """Soft float64 targets beside float32 logits: the engine subtracts y cast to float32,
+    the slide printed the float64 y, and near the fit (p close to y) the printed p - y was
+    not the printed delta (-2.71e-07 beside -2.68e-07)."""
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0)
+    x = engine.Tensor(np.array([[0.5, -1.0]], dtype=np.float32))
+    with engine.no_grad():
+        z = model(x).numpy(copy=True)
+    y = np.round(1 / (1 + np.exp(-z.astype(np.float64))), 7) + np.array([[3e-7, -4e-7]])
+    loss = nn.BCEWithLogitsLoss(reduction="sum")(model(x), y)          # N = 1: delta = p - y
+    _, html = layer_frames(loss, model=model)[0]
+    p, y_shown, delta = (_slide_matrix(html, k) for k in ("p = σ(z²)", "y", "δ²"))
+    np.testing.assert_allclose(p - y_shown, delta, rtol=1e-3)
+
+
+def test_bp4_shows_the_delta_of_one_example_given_as_a_vector_as_a_row():
+    """x of shape (in,): aᵀ was shown (3, 1) beside δ (2,), a product numpy refuses."""
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0)
+    x = engine.Tensor(np.array([0.5, 1.0], dtype=np.float32))
+    loss = engine.softmax_cross_entropy(model(x), np.array(1))
+    _, html = layer_frames(loss, model=model)[1]
+    names = re.findall(r'<div class="hg-name">(.*?)</div>', html)
+    shapes = re.findall(r'<div class="hg-shape">(\(.*?\))</div>', html)
+    shown = dict(zip(names, shapes))
+    assert shown["a¹ᵀ"] == "(3, 1)" and shown["δ²"] == "(1, 2)", shown

@@ -238,3 +238,26 @@ def test_the_per_step_curve_of_a_history_that_ends_mid_epoch_stays_under_its_epo
     fig = plots.plot_history(nn.History.from_dict(json.loads(json.dumps(history.to_dict()))))
     line = next(ln for ln in fig.axes[0].get_lines() if "per step" in ln.get_label())
     np.testing.assert_allclose(line.get_xdata(), [k / 6 for k in range(1, 15)])
+
+
+def test_the_saturation_bounds_hold_as_printed():
+    """The elu panel said "f′ < 0.01 for x < -4.6", where elu′ is 0.01005 (the grid's first
+    point not saturated, rounded to one decimal): each bound a panel prints holds there and
+    beyond, by handgrad's backward."""
+    import re
+    fig = nn.plots.plot_activations()
+    notes = [ax.get_title(loc="left") for ax in fig.axes if "max f′" in ax.get_title(loc="left")]
+    assert len(notes) == len(nn.plots.ACTIVATIONS)
+    checked = 0
+    for name, note in zip(nn.plots.ACTIVATIONS, notes, strict=True):
+        m = re.search(r"f′ < 0.01 for (x <|\|x\| >) (-?[0-9.]+)", note)
+        if m is None:
+            continue
+        bound = float(m.group(2))
+        x = np.linspace(bound - 3, bound, 301) if m.group(1) == "x <" else \
+            np.concatenate([np.linspace(bound, bound + 3, 301), -np.linspace(bound, bound + 3, 301)])
+        t = engine.Tensor(x, requires_grad=True)
+        getattr(engine, name)(t).sum().backward()
+        assert np.all(np.abs(t.grad) < 0.01), (name, note)
+        checked += 1
+    assert checked >= 4
