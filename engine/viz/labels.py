@@ -55,6 +55,23 @@ def digits_to_subtract(a: np.ndarray, b: np.ndarray, digits: int = DIGITS) -> in
     return int(min(max(digits, need.max()), MAX_DIGITS))
 
 
+def digits_to_sum(total: np.ndarray, magnitude: np.ndarray, digits: int = DIGITS) -> int:
+    """The significant digits to print the terms of sums with (Σₙ δ, the products of aᵀδ)
+    so that the printed terms add up to ``digits`` digits of each ``total``: ``digits``
+    unless the terms cancel, then one more per power of ten of ``magnitude`` (the same
+    sums on absolute values) over 2 |total| (at most MAX_DIGITS): the terms' rounding, half
+    a unit in their last digit, adds up to at most that share of ``magnitude``, and sums
+    that cancel less than twofold keep the usual digits. Near a minimum ∂L/∂b is -9.8e-06
+    while its δ are ±0.25, which 4 digits print as summing to 0."""
+    t, s = np.abs(np.asarray(total, np.float64)), np.asarray(magnitude, np.float64)
+    with np.errstate(all="ignore"):
+        counted = np.isfinite(t) & (t > 0) & np.isfinite(s) & (s > 0)
+        if not counted.any():
+            return digits
+        need = np.ceil(np.log10(s[counted] / (2 * t[counted]))) + digits
+    return int(min(max(digits, need.max()), MAX_DIGITS))
+
+
 def shape_text(shape: tuple[int, ...]) -> str:
     return str(tuple(int(n) for n in shape))
 

@@ -362,8 +362,14 @@ def _gradient_rows(d: dict[str, Any], by_layer: dict[int, dict[str, Any]], which
         # δ with its batch axes flattened as aˡ⁻¹ is: (1, out) for one example given as a
         # vector, not (out,), which would print a product numpy refuses
         delta = d["delta"].reshape(-1, d["delta"].shape[-1])
-        rows.append(_row(_matrix(f"a{sup(d['l'] - 1)}ᵀ", d["a_prev"].T, m), _op("·"),
-                         _matrix(f"δ{sup(d['l'])}", delta, m), _op("="), result))
+        # enough digits that the printed factors give the printed product, and the printed
+        # δ the printed Σₙ δ (BP3), however much they cancel
+        digits = labels.digits_to_sum(value, scale)
+        if d["gb"] is not None:
+            digits = max(digits, labels.digits_to_sum(*_part(d, "b")[:2]))
+        rows.append(_row(_matrix(f"a{sup(d['l'] - 1)}ᵀ", d["a_prev"].T, m, digits=digits),
+                         _op("·"), _matrix(f"δ{sup(d['l'])}", delta, m, digits=digits),
+                         _op("="), result))
     if shared:
         parts = [_part(by_layer[j], which) for j in sharing]
         terms_shown = [html_part for j, part in enumerate(parts)

@@ -434,3 +434,22 @@ def test_bp4_shows_the_delta_of_one_example_given_as_a_vector_as_a_row():
     shapes = re.findall(r'<div class="hg-shape">(\(.*?\))</div>', html)
     shown = dict(zip(names, shapes))
     assert shown["a¹ᵀ"] == "(3, 1)" and shown["δ²"] == "(1, 2)", shown
+
+
+def test_printed_deltas_add_up_to_the_printed_bias_gradient_when_they_cancel():
+    """Near a minimum ∂L/∂b² is -9.8e-06 while its δ² are ±0.25: printed with 4 digits the
+    δ summed to 0, and aᵀ·δ from the printed factors missed the printed product. The
+    factors get the digits their cancellation needs."""
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0, dtype=np.float64)
+    x = engine.Tensor(np.array([[3e-4, -1e-4], [-2e-4, 4e-4]]))
+    loss = nn.CrossEntropyLoss()(model(x), np.array([0, 1]))
+    _, html = layer_frames(loss, model=model)[1]
+
+    def matrix(name):
+        m = re.search(r'<div class="hg-name">' + re.escape(name) + r'</div><table[^>]*>(.*?)</table>', html)
+        return np.array([[float(v) for v in re.findall(r"<td>(.*?)</td>", r)]
+                         for r in re.findall(r"<tr>(.*?)</tr>", m.group(1))])
+
+    delta, a_T = matrix("δ²"), matrix("a¹ᵀ")
+    np.testing.assert_allclose(delta.sum(0), matrix("∂L/∂b²").ravel(), rtol=1e-3)
+    np.testing.assert_allclose(a_T @ delta, matrix("∂L/∂W² (layers.2.weight)"), rtol=1e-3)
