@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..broadcast import sum_to
-from ..gradcheck import KINK_JUMP, central_difference, kink_jump, one_sided_derivatives, relative_error
+from ..gradcheck import at_kink, central_difference, one_sided_derivatives, relative_error
 from ..modes import no_grad
 from ..op import Op
 from ..plain import plain_repr
@@ -468,19 +468,19 @@ def kink_diagnosis(got: np.ndarray, expected: np.ndarray, left: np.ndarray, righ
     one-sided derivatives differ) and the rule's value lies between them."""
     got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     bad = np.argwhere(~(np.abs(got - expected) <= 1e-12)).tolist()
-    at_kink = []
+    kinks: list[bool] = []           # each bad entry: at a kink, the rule between its sides
     for idx in map(tuple, bad):
         lo, hi = sorted((float(left[idx]), float(right[idx])))
         slack = 1e-4 * max(1.0, abs(lo), abs(hi))
-        at_kink.append(kink_jump(lo, hi) > KINK_JUMP and lo - slack <= float(got[idx]) <= hi + slack)
+        kinks.append(bool(at_kink(lo, hi)) and lo - slack <= float(got[idx]) <= hi + slack)
     if not bad:
         return Diagnosis(UNCLASSIFIED, f"{where}: no entry breaks the convention")
     idx = tuple(bad[0])
     values = (f"the rule gives {_num(float(got[idx]))}, the convention is "
               f"{_num(float(expected[idx]))}; one-sided derivatives there: "
               f"{_num(float(left[idx]))} from the left, {_num(float(right[idx]))} from the right")
-    if not all(at_kink):
-        idx = tuple(bad[at_kink.index(False)])
+    if not all(kinks):
+        idx = tuple(bad[kinks.index(False)])
         return Diagnosis(UNCLASSIFIED, f"{where}, entry {idx}: wrong where the op is smooth "
                                        f"too: the rule gives {_num(float(got[idx]))}, the "
                                        f"derivative is {_num(float(left[idx]))}")
