@@ -44,12 +44,18 @@ def _keep(state: dict[str, Any], saved: dict[str, Any]) -> None:
         del saved[key]
     for key, value in state.items():
         if isinstance(value, np.ndarray):
-            buf = saved.get(key)
-            if not isinstance(buf, np.ndarray) or buf.shape != value.shape or buf.dtype != value.dtype:
-                buf = saved[key] = np.empty_like(value)
-            np.copyto(buf, value)
+            _copy_into(saved, key, value)
         else:
             saved[key] = value
+
+
+def _copy_into(buffers: dict[Any, Any], key: Any, array: np.ndarray) -> None:
+    """``array``'s values into ``buffers[key]``, a buffer kept from step to step (made
+    again only when the shape or dtype changed)."""
+    buf = buffers.get(key)
+    if not isinstance(buf, np.ndarray) or buf.shape != array.shape or buf.dtype != array.dtype:
+        buf = buffers[key] = np.empty_like(array)
+    np.copyto(buf, array)
 
 
 def _put_back(state: dict[str, Any], saved: dict[str, Any]) -> None:
@@ -430,10 +436,7 @@ class Optimizer:
         state, last_good = self._state, self._last_good
         with np.errstate(over="ignore", invalid="ignore"):       # reported below, as an error
             for k, ((p, group), w) in enumerate(zip(todo, arrays, strict=True)):
-                last = last_good.get(id(p))
-                if last is None or last.shape != w.shape or last.dtype != w.dtype:
-                    last = last_good[id(p)] = np.empty_like(w)
-                np.copyto(last, w)        # each copy and check while the array is in cache
+                _copy_into(last_good, id(p), w)   # each copy and check while w is in cache
                 _keep(state[id(p)], self._state_before.setdefault(id(p), {}))
                 self.update(w, _gradient(p, w), state[id(p)], group)
                 norm = square_norm(w)
