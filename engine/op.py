@@ -392,6 +392,10 @@ class Op:
         A captured function's inputs that its eager caller passes as arrays (the targets
         of a compiled step: ``Tape.arrays``) are tensors that take part as arrays do, here
         and in ``_float_dtype``; their conversion is made again at every replay."""
+        if STATE.tape is None:
+            labels = self._labels_alone(inputs)
+            if labels is not None:
+                return labels
         loose = STATE.tape.arrays if STATE.tape is not None else ()
         values: list[Tensor | np.ndarray] = []
         huge = -1                       # a Python int outside int64 (the last one), if any
@@ -422,6 +426,25 @@ class Op:
                 x = Tensor._from_op(x, None)         # a private copy: nobody else holds it
                 if STATE.tape is not None:
                     STATE.tape.constant(x, inputs[i], i, self)
+            out.append(x)
+        return tuple(out)
+
+    def _labels_alone(self, inputs: tuple[Any, ...]) -> tuple[Tensor, ...] | None:
+        """The common case of ``_as_tensors`` in one pass (a loss given its labels as a
+        numpy array): the only inputs that are not tensors are numeric arrays in
+        non-differentiable positions, which keep their dtype (copied), and no tensor in a
+        differentiable position is an integer one to convert. None otherwise: the general
+        path decides."""
+        out = []
+        nondiff = self.nondiff
+        for i, x in enumerate(inputs):
+            if isinstance(x, Tensor):
+                if x._data.dtype.kind in "iu" and i not in nondiff:
+                    return None
+            elif type(x) is np.ndarray and i in nondiff and x.dtype.kind in NUMERIC_KINDS:
+                x = Tensor._from_op(np.array(x, copy=True), None)
+            else:
+                return None
             out.append(x)
         return tuple(out)
 

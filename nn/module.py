@@ -26,7 +26,7 @@ from typing import Any, Iterator, NamedTuple, overload
 import numpy as np
 
 from handgrad import engine
-from handgrad.engine import Tensor, pop_scope, push_scope
+from handgrad.engine import Tensor
 from handgrad.engine.modes import STATE as _THREAD
 from handgrad.engine.plain import plain_repr
 
@@ -308,11 +308,12 @@ class Module:
         modes = _MODES
         running = modes.paths
         modes.paths = self._paths
-        push_scope("", False)
+        state = _THREAD                       # push_scope("", False) and pop_scope, inlined
+        state.scope = ""
         try:
             return self.forward(*args, **kwargs)
         finally:
-            pop_scope(None)
+            state.scope = None
             modes.paths = running
 
     def _resolve_paths(self) -> None:

@@ -231,6 +231,26 @@ def test_integer_labels_stay_integer(dtype):
     assert loss.dtype == dtype
 
 
+@pytest.mark.parametrize("labels", [np.array([2, 0], np.uint8), np.array([2, 0], np.int32),
+                                    np.array([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])])
+def test_label_arrays_are_copied_with_their_dtype_as_label_tensors_are_kept(labels):
+    """A loss's labels given as a numpy array (the common call, which op.py's
+    ``_labels_alone`` serves in one pass) are a private copy in the label position, with the
+    array's dtype, and give the loss and the gradient the same labels given as a tensor do."""
+    z = Tensor(np.array([[0.1, -0.2, 0.3], [0.4, 0.0, -0.5]], np.float32), requires_grad=True)
+    loss = engine.softmax_cross_entropy(z, labels)
+    loss.backward()
+    kept, grad = loss.node.inputs[1], z.grad
+    assert kept.dtype == labels.dtype and not np.shares_memory(kept.data, labels)
+    before = labels.copy()
+    labels[...] = 0                       # the caller's array, changed after the call
+    np.testing.assert_array_equal(kept.data, before)
+    z.grad = None
+    again = engine.softmax_cross_entropy(z, Tensor(before))
+    again.backward()
+    assert again.item() == loss.item() and np.array_equal(z.grad, grad)
+
+
 def test_where_condition_stays_boolean_and_dropout_mask_takes_the_input_dtype():
     x = Tensor(np.ones(4, np.float32), requires_grad=True)
     out = engine.where(np.array([True, False, True, False]), x, 0.0)
