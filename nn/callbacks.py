@@ -28,7 +28,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from handgrad.engine.plain import plain_repr
+
 from . import progress as progress_
+from .data import check_flag
 from .finite import l2_norm
 from .history import History
 from .module import Module
@@ -64,12 +67,33 @@ class Callback:
         """After the last epoch, an interruption or an error."""
 
 
+# Which way a metric improves, from its name (EarlyStopping's mode="auto"): parts of names.
+_UPWARDS = ("acc", "precision", "recall", "f1", "auc")
+_DOWNWARDS = ("loss", "error", "mse", "mae", "perplexity")
+
+
+def _direction(owner: str, monitor: str, mode: Any) -> str:
+    """"min" or "max" for ``monitor`` under ``mode`` ("auto": from the metric's name)."""
+    if mode in ("min", "max"):
+        return str(mode)
+    if mode != "auto":
+        raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max', got {plain_repr(mode)}")
+    name = monitor.lower()
+    if any(part in name for part in _UPWARDS):
+        return "max"
+    if any(part in name for part in _DOWNWARDS):
+        return "min"
+    raise ValueError(f"{owner}: cannot tell from its name whether {monitor!r} improves "
+                     f"upwards or downwards; pass mode='max' or mode='min'")
+
+
 class LRSchedule(Callback):
     """Steps ``scheduler`` after every step (``per_step=True``) or every epoch."""
 
     def __init__(self, scheduler: LRScheduler, per_step: bool = False):
         if not isinstance(scheduler, LRScheduler):
             raise TypeError(f"LRSchedule: expected an nn.optim scheduler, got {type(scheduler).__name__}")
+        check_flag("LRSchedule: per_step", per_step)
         self.scheduler, self.per_step = scheduler, per_step
 
     def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
@@ -141,20 +165,26 @@ class Progress(Callback):
 
 class EarlyStopping(Callback):
     """Stops when ``monitor`` (a key of the epoch records: "val_loss", "train_accuracy",
-    ...; accuracies improve upwards, everything else downwards) has not improved for
-    ``patience`` epochs. Keeps the best epoch's weights in ``best_state``; ``restore()``
-    puts them back when ``restore_best``. Under ``fit`` (its own, from ``early_stopping=``,
+    ...) has not improved for ``patience`` epochs. ``mode`` says which way is better:
+    "min", "max", or "auto" (the default, as Keras): "max" for accuracies, precision,
+    recall, F1 and AUC, "min" for losses and errors, else a ValueError asking for it.
+    Keeps the best epoch's weights in ``best_state``; ``restore()`` puts them back when
+    ``restore_best``. Under ``fit`` (its own, from ``early_stopping=``,
     or one in ``callbacks=``) it marks the History's ``best_epoch`` and ``stopped_early``,
     and fit calls ``restore()`` when it ends, as Keras' ``restore_best_weights`` does; in a
     loop of your own, call it yourself."""
 
     def __init__(self, model: Module, patience: int, monitor: str = "val_loss",
-                 restore_best: bool = True, *, owner: str = "EarlyStopping"):
+                 restore_best: bool = True, *, mode: str = "auto", owner: str = "EarlyStopping"):
         if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience <= 0:
             raise ValueError(f"{owner}: patience must be a positive integer, got {patience!r}")
+        if not isinstance(monitor, str):
+            raise TypeError(f"{owner}: monitor must be the name of a metric (a str), got "
+                            f"{plain_repr(monitor)}")
+        check_flag(f"{owner}: restore_best", restore_best)
         self.model, self.patience, self.monitor = model, int(patience), monitor
         self.restore_best, self.owner = restore_best, owner
-        self.sign = -1.0 if "acc" in monitor else 1.0
+        self.sign = -1.0 if _direction(owner, monitor, mode) == "max" else 1.0
         self.best, self.waited = math.inf, 0
         self.best_epoch: int | None = None
         self.best_state: dict[str, Any] | None = None

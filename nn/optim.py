@@ -990,19 +990,29 @@ def clip_scale(total: float, max_norm: float) -> float:
 # --- learning-rate schedules -----------------------------------------------------------------
 
 class LRScheduler:
-    """Sets each parameter group's ``lr = lr_at(base_lr, t)``, t being the number of
-    ``step()`` calls (once per epoch, or once per batch for per-step schedules) and base_lr
-    the group's original learning rate, as in PyTorch: the first schedule made on a group
-    records its learning rate then as ``group["initial_lr"]``, and every schedule takes
-    that as its base. So a schedule made after another one lowered the learning rate (the
-    ``then`` of a LinearWarmup, made before it) starts from the same base, not from the
-    lowered one. ``lr_at`` is ``base * factor(t)`` unless a schedule needs the base itself
-    (cosine annealing). A subclass checks its own arguments before it calls
-    ``LRScheduler.__init__``, so that a schedule refused leaves no ``initial_lr`` behind."""
+    """Sets each parameter group's ``lr = lr_at(base, t)``, t being the number of ``step()``
+    calls (once per epoch, or once per batch for per-step schedules) and ``base`` the
+    group's learning rate when the schedule was made (a ``LinearWarmup``'s: its ``then``
+    schedule's). ``lr_at`` is ``base * factor(t)`` unless a schedule needs the base itself
+    (cosine annealing); it is affine in the base for every schedule here.
+
+    A learning rate changed outside the schedule since it last set one (by hand,
+    ``opt.lr = 1e-3``, or by another schedule of the same optimizer) is kept, as PyTorch's
+    chainable schedules keep it: ``step`` first takes as that group's base the one whose
+    ``lr_at`` at the current t is the rate it finds, then advances from there. Two schedules
+    stepping one optimizer therefore multiply, as in PyTorch. Where the schedule cannot
+    continue from the rate it finds (its ``lr_at`` does not depend on the base there, as a
+    warm-up from 0 at its start, or the base would be negative) ``step`` raises instead.
+    A step whose rate would not be a finite number >= 0 is refused, every group unchanged.
+
+    As in PyTorch, the first schedule made on a group records its learning rate as
+    ``group["initial_lr"]`` (a record: no schedule reads it). A subclass checks its own
+    arguments before it calls ``LRScheduler.__init__``, so that a schedule refused leaves
+    no ``initial_lr`` behind."""
 
     SETTINGS: tuple[str, ...] = ()     # the constructor's numbers, kept in ``state_dict``
 
-    def __init__(self, optimizer: Optimizer):
+    def __init__(self, optimizer: Optimizer, base_lrs: list[float] | None = None):
         name = type(self).__name__
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{name}: expected an Optimizer, got {type(optimizer).__name__}")
@@ -1013,8 +1023,11 @@ class LRScheduler:
         for group in groups:
             group.setdefault("initial_lr", group["lr"])
         self.optimizer = optimizer
-        self.base_lrs = [float(g["initial_lr"]) for g in groups]
+        self.base_lrs = [float(g["lr"]) for g in groups] if base_lrs is None else list(base_lrs)
         self.t = 0
+        # The rate this schedule last set in (or found at its making in) each group: a
+        # group whose rate differs at the next step was changed outside the schedule.
+        self._set = [g["lr"] for g in groups]
 
     @property
     def base_lr(self) -> float:
@@ -1041,16 +1054,59 @@ class LRScheduler:
                              f"since); make the schedule after add_param_group")
 
     def _apply(self) -> None:
+        """Every group's rate to ``lr_at(its base, t)``, each checked first (a ``gamma``
+        of 10 overflows in time): finite and >= 0, or a ValueError and no group changed."""
         self._check_groups()
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = self.lr_at(base, self.t)
+        rates = [self.lr_at(base, self.t) for base in self.base_lrs]
+        for i, rate in enumerate(rates):
+            if not (math.isfinite(rate) and rate >= 0):
+                raise ValueError(f"{type(self).__name__}: the learning rate of parameter group "
+                                 f"{i} at step {self.t} would be {plain_repr(rate)} (base "
+                                 f"{plain_repr(self.base_lrs[i])}); a learning rate must be "
+                                 f"finite and >= 0")
+        for group, rate in zip(self.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
+        self._set = rates
+
+    def _take_changed_rates(self) -> list[float]:
+        """The bases ``step`` continues from: for a group whose rate was changed outside the
+        schedule since it last set one, the base whose ``lr_at`` at the current t is that
+        rate (class docstring); the others' unchanged."""
+        bases = list(self.base_lrs)
+        for i, (group, mine) in enumerate(zip(self.optimizer.param_groups, self._set, strict=True)):
+            found = group["lr"]
+            if found == mine:
+                continue
+            offset = self.lr_at(0.0, self.t)
+            slope = self.lr_at(1.0, self.t) - offset
+            base = (found - offset) / slope if slope > 0 else math.nan
+            # lr_at is affine in the base for every schedule here; a subclass's that is not
+            # fails the round trip, and gets the error rather than a wrong base.
+            if not (math.isfinite(base) and base >= 0 and
+                    math.isclose(self.lr_at(base, self.t), found, rel_tol=1e-9, abs_tol=1e-300)):
+                raise ValueError(
+                    f"{type(self).__name__}.step: the learning rate of parameter group {i} is "
+                    f"{plain_repr(found)}, not the {plain_repr(mine)} this schedule set (it was "
+                    f"changed by hand or by another schedule), and at step {self.t} this "
+                    f"schedule cannot continue from it (its rate there is {plain_repr(offset)} "
+                    f"+ {plain_repr(slope)} x base); make a new schedule after changing the rate")
+            bases[i] = base
+        return bases
 
     def step(self) -> float:
         """Advance the schedule one step (``t += 1``), set every group's learning rate to
-        ``lr_at(its base, t)`` and return the first group's."""
+        ``lr_at(its base, t)`` and return the first group's (a rate changed outside the
+        schedule first becomes the base it continues from: class docstring)."""
         self._check_groups()
+        bases, kept = self._take_changed_rates(), self.base_lrs
+        self.base_lrs = bases
         self.t += 1
-        self._apply()
+        try:
+            self._apply()
+        except ValueError:
+            self.t -= 1
+            self.base_lrs = kept
+            raise
         return self.optimizer.lr
 
     def get_lr(self) -> float:
@@ -1092,6 +1148,16 @@ class LRScheduler:
                              f"make the schedule with the saved settings")
         self.t, self.base_lrs = t, [float(b) for b in bases]
         self._apply()
+
+
+def _base_factor(schedule: LRScheduler, t: int) -> float:
+    """``factor`` of a schedule whose ``lr_at`` needs the base: its first group's rate
+    over its base, which a base of 0 leaves undefined (a ValueError, not a division by 0)."""
+    base = schedule.base_lr
+    if base == 0:
+        raise ValueError(f"{type(schedule).__name__}.factor: the base learning rate is 0, and "
+                         f"this schedule's rate is not a multiple of its base; use lr_at(base, t)")
+    return schedule.lr_at(base, t) / base
 
 
 class StepLR(LRScheduler):
@@ -1136,7 +1202,7 @@ class CosineAnnealingLR(LRScheduler):
         return self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
 
     def factor(self, t: int) -> float:
-        return self.lr_at(self.base_lr, t) / self.base_lr
+        return _base_factor(self, t)
 
 
 class LinearWarmup(LRScheduler):
@@ -1150,10 +1216,14 @@ class LinearWarmup(LRScheduler):
                  then: LRScheduler | None = None):
         self.warmup_steps = _positive_int("LinearWarmup", "warmup_steps", warmup_steps)
         self.start_factor = _number("LinearWarmup", "start_factor", start_factor, 0, 1)
+        if then is not None and not isinstance(then, LRScheduler):
+            raise TypeError(f"LinearWarmup: then must be a schedule (an nn.optim LRScheduler) "
+                            f"or None, got {plain_repr(then)}")
         if then is not None and then.optimizer is not optimizer:
             raise ValueError("LinearWarmup: `then` must schedule the same optimizer")
         self.then = then
-        super().__init__(optimizer)
+        # ``then`` was made first, on the rates this warm-up rises to: its bases are ours.
+        super().__init__(optimizer, None if then is None else then.base_lrs)
         self._apply()
 
     def lr_at(self, base: float, t: int) -> float:
@@ -1162,7 +1232,7 @@ class LinearWarmup(LRScheduler):
         return self.then.lr_at(base, t - self.warmup_steps) if self.then is not None else base
 
     def factor(self, t: int) -> float:
-        return self.lr_at(self.base_lr, t) / self.base_lr
+        return _base_factor(self, t)
 
     def settings(self) -> dict[str, Any]:
         """Its own numbers, and the ``then`` schedule's type and settings (or None)."""

@@ -290,6 +290,44 @@ def _check_hooks(callbacks: Any, history: Any) -> list[Callback]:
     return list(callbacks)
 
 
+def _check_extras(callbacks: list[Callback], record_grad_norms: bool, scheduler: Any,
+                  optimizer: Optimizer) -> None:
+    """One gradient-norm recorder at most, each schedule stepped by one hook at most, and
+    ``scheduler`` on fit's optimizer: ValueErrors before training."""
+    recorders = sum(isinstance(cb, GradNormRecorder) for cb in callbacks) + bool(record_grad_norms)
+    if recorders > 1:
+        which = ("record_grad_norms=True and a GradNormRecorder in callbacks" if record_grad_norms
+                 else "two GradNormRecorders in callbacks")
+        raise ValueError(f"fit: {which} would each record into history.grad_norms, every norm "
+                         f"twice; pass one of them")
+    schedules = [cb.scheduler for cb in callbacks if isinstance(cb, LRSchedule)]
+    if scheduler is not None:
+        schedules.append(scheduler)
+    if len({id(s) for s in schedules}) < len(schedules):
+        raise ValueError("fit: one schedule is given twice (scheduler= and an LRSchedule in "
+                         "callbacks, or two LRSchedules of it): it would step twice per "
+                         "epoch or step; pass it once")
+    if isinstance(scheduler, LRScheduler) and scheduler.optimizer is not optimizer:
+        raise ValueError(f"fit: scheduler is a {type(scheduler).__name__} of another optimizer "
+                         f"than the one fit trains with: its steps would set learning rates "
+                         f"that fit never uses; make the schedule on fit's optimizer")
+
+
+@contextlib.contextmanager
+def _lent_step(step: Step, callbacks: list[Callback]) -> Iterator[None]:
+    """Fit's step lent to the GradNormRecorders in ``callbacks`` made without one, while
+    fit runs: with it they record the norms backward computed, not the clipped ones, as
+    fit's own recorder does (``record_grad_norms=True``)."""
+    lent = [cb for cb in callbacks if isinstance(cb, GradNormRecorder) and cb.step is None]
+    for cb in lent:
+        cb.step = step
+    try:
+        yield
+    finally:
+        for cb in lent:
+            cb.step = None
+
+
 MONITORED = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")   # what fit records
 
 
@@ -523,16 +561,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     callbacks = _check_hooks(callbacks, history)
     _check_flags(shuffle=shuffle, restore_best=restore_best, compile=compile,
                  scheduler_per_step=scheduler_per_step, record_grad_norms=record_grad_norms)
-    recorders = sum(isinstance(cb, GradNormRecorder) for cb in callbacks) + bool(record_grad_norms)
-    if recorders > 1:
-        which = ("record_grad_norms=True and a GradNormRecorder in callbacks" if record_grad_norms
-                 else "two GradNormRecorders in callbacks")
-        raise ValueError(f"fit: {which} would each record into history.grad_norms, every norm "
-                         f"twice; pass one of them")
-    if isinstance(scheduler, LRScheduler) and scheduler.optimizer is not optimizer:
-        raise ValueError(f"fit: scheduler is a {type(scheduler).__name__} of another optimizer "
-                         f"than the one fit trains with: its steps would set learning rates "
-                         f"that fit never uses; make the schedule on fit's optimizer")
+    _check_extras(callbacks, record_grad_norms, scheduler, optimizer)
     stopper = None if early_stopping is None else EarlyStopping(model, early_stopping, monitor,
                                                                 restore_best, owner="fit")
     X, y = _split(train_data, "fit: train_data")
@@ -565,9 +594,10 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     names = {id(p): name for name, p in model.named_parameters()}
     where = _Where()
     with _Interrupts() as interrupts, _updates_checked(optimizer), _ending(hooks), \
-            blas_threads(blas_limit):
+            blas_threads(blas_limit), _lent_step(step, callbacks):
         try:
             for cb in hooks:
+                cb.stop = False               # a new run, as in Keras (a callback kept from an earlier fit)
                 cb.on_train_begin(history, epochs, len(loader) if loader is not None else -(-len(X) // size))
             for where.epoch in range(initial_epoch + 1, epochs + 1):
                 model.train()

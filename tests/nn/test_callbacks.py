@@ -196,3 +196,78 @@ def test_recorded_gradient_norms_are_backwards_not_the_clipped_ones(compile):
                      compile=compile)
     for name, norm in raw.items():
         assert history.grad_norms[name][0] == pytest.approx(norm, rel=1e-6), name
+
+
+@pytest.mark.parametrize("monitor, mode, best", [
+    ("val_precision", "auto", 3), ("val_f1", "auto", 3), ("train_accuracy", "auto", 3),
+    ("val_loss", "auto", 1), ("my_score", "max", 3), ("my_score", "min", 1)])
+def test_early_stopping_improves_in_the_metrics_direction(monitor, mode, best):
+    """mode="auto" reads the direction from the name (Keras): precision, F1, AUC go up, as
+    accuracies do. Before, only names with "acc" went up: a rising precision was minimised,
+    and the worst epoch's weights were kept and restored."""
+    stopper = EarlyStopping(nn.MLP([4, 8, 2], seed=0), patience=5, monitor=monitor, mode=mode)
+    for epoch, value in enumerate([0.5, 0.7, 0.9], start=1):
+        stopper.on_record(epoch, {"epoch": epoch, monitor: value})
+    assert stopper.best_epoch == best
+
+
+def test_early_stopping_asks_for_a_mode_it_cannot_tell_and_checks_its_flags():
+    model = nn.MLP([4, 8, 2], seed=0)
+    with pytest.raises(ValueError, match=r"EarlyStopping: cannot tell from its name whether "
+                                         r"'my_score' improves upwards or downwards; pass mode="):
+        EarlyStopping(model, patience=2, monitor="my_score")
+    with pytest.raises(ValueError, match=r"EarlyStopping: mode must be 'auto', 'min' or 'max', got 'up'"):
+        EarlyStopping(model, patience=2, monitor="val_loss", mode="up")
+    with pytest.raises(ValueError, match=r"EarlyStopping: restore_best must be True or False, got 'no'"):
+        EarlyStopping(model, patience=2, restore_best="no")
+    _, _, schedule = _setup()
+    with pytest.raises(ValueError, match=r"LRSchedule: per_step must be True or False, got 'no'"):
+        LRSchedule(schedule, per_step="no")
+
+
+def test_a_callback_that_stopped_one_fit_does_not_stop_the_next():
+    """fit sets every callback's stop to False when it begins, as Keras does: a callback
+    kept from a fit it stopped ended the next fit after one epoch."""
+    class StopBelow(Callback):
+        def on_record(self, epoch, record):
+            if record["train_loss"] < 0.6:
+                self.stop = True
+    model, opt, _ = _setup()
+    stopper = StopBelow()
+    nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=50, verbose=0, callbacks=[stopper])
+    assert stopper.stop
+    again = nn.fit(nn.MLP([4, 8, 2], seed=1), nn.CrossEntropyLoss(),
+                   nn.optim.SGD(nn.MLP([4, 8, 2], seed=1), lr=0.0), (X, Y), epochs=3,
+                   verbose=0, callbacks=[StopBelow()])
+    assert len(again.epochs) == 3                     # (the control: a fresh callback)
+    model2 = nn.MLP([4, 8, 2], seed=1)
+    second = nn.fit(model2, nn.CrossEntropyLoss(), nn.optim.SGD(model2, lr=0.0), (X, Y),
+                    epochs=3, verbose=0, callbacks=[stopper])
+    assert len(second.epochs) == 3 and not stopper.stop
+
+
+def test_a_users_grad_norm_recorder_records_the_norms_before_clipping_as_fits_own():
+    """A GradNormRecorder made without a step and passed in callbacks gets fit's step while
+    fit runs (and is given it back after): before, it recorded the clipped norms, about 40x
+    smaller than record_grad_norms=True's with clip_grad_norm=0.01."""
+    runs = []
+    for own in (True, False):
+        model = nn.MLP([4, 8, 2], seed=0)
+        recorder = GradNormRecorder(model)
+        history = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.5), (X, Y),
+                         epochs=2, verbose=0, clip_grad_norm=0.01, record_grad_norms=own,
+                         callbacks=[] if own else [recorder])
+        runs.append(history.grad_norms)
+        assert recorder.step is None
+    assert runs[0] == runs[1] and runs[0]["layers.0.weight"][0] > 0.02
+
+
+def test_fit_refuses_a_schedule_given_twice():
+    """scheduler= and an LRSchedule of the same schedule in callbacks stepped it twice per
+    epoch, silently: [0.1, 0.05, 0.025, ...] for [0.1, 0.1, 0.05, ...]."""
+    model, opt, schedule = _setup()
+    for hooks in ([LRSchedule(schedule)], [LRSchedule(schedule), LRSchedule(schedule)]):
+        with pytest.raises(ValueError, match=r"fit: one schedule is given twice"):
+            nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, verbose=0,
+                   scheduler=schedule if len(hooks) == 1 else None, callbacks=hooks)
+    assert schedule.t == 0

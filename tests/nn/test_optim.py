@@ -541,17 +541,87 @@ def test_a_warmup_then_a_warmup_starts_from_the_original_learning_rate():
     assert schedule.base_lrs == [1.0] and opt.param_groups[0]["initial_lr"] == 1.0
 
 
-def test_every_schedule_takes_the_first_one_s_initial_lr_as_its_base():
-    """As in PyTorch: the first schedule made on a group records its lr as the group's
-    ``initial_lr``, set once; a schedule made after the lr was lowered starts from it."""
+def test_a_schedule_made_after_another_lowered_the_rate_continues_from_that_rate():
+    """As torch 2's chainable schedules (these values are torch's LinearLR then StepLR): a
+    schedule's base is the group's rate when it is made. The first schedule made on a group
+    records its rate as ``initial_lr`` (a record, as in torch). Before: the StepLR took
+    initial_lr 1.0 as its base and stepped to 0.5, twice the rate torch gives."""
     opt = optim.SGD([{"params": _one_param(), "lr": 1.0}, {"params": _one_param(), "lr": 0.1}])
     optim.LinearWarmup(opt, warmup_steps=4, start_factor=0.25)
     assert [g["lr"] for g in opt.param_groups] == [0.25, 0.025]
     later = optim.StepLR(opt, step_size=1, gamma=0.5)
-    assert later.base_lrs == [1.0, 0.1]
+    assert later.base_lrs == [0.25, 0.025]
     assert [g["initial_lr"] for g in opt.param_groups] == [1.0, 0.1]
     later.step()
-    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.5, 0.05], rel=1e-15)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.125, 0.0125], rel=1e-15)
+
+
+# torch 2.x's lr sequences for the same runs (torch.optim.lr_scheduler, chainable form)
+_TORCH_AFTER_HAND_SET = {
+    # StepLR(2, 0.5) for 4 steps from 0.1, then lr = 1e-3 by hand, then ExponentialLR(0.9)
+    "new schedule": [0.0009, 0.00081, 0.000729],
+    # StepLR(10, 0.5) from 0.1: one step, lr = 0.01 by hand, then 11 more steps
+    "mid-run": [0.01] * 8 + [0.005] * 3,
+}
+
+
+def test_a_rate_set_by_hand_is_kept_by_the_schedules_next_steps():
+    """A rate changed outside the schedule is where it continues from, as in torch. Before,
+    the next step recomputed the rate from the original one: 0.09 for 9e-4 (100x the rate
+    the user set), and 0.1 back from a hand-set 0.01."""
+    opt = optim.SGD(_one_param(), lr=0.1)
+    first = optim.StepLR(opt, 2, 0.5)
+    for _ in range(4):
+        first.step()
+    opt.lr = 1e-3
+    second = optim.ExponentialLR(opt, 0.9)
+    assert [second.step() for _ in range(3)] == pytest.approx(_TORCH_AFTER_HAND_SET["new schedule"], rel=1e-12)
+    opt = optim.SGD(_one_param(), lr=0.1)
+    schedule = optim.StepLR(opt, 10, 0.5)
+    schedule.step()
+    opt.lr = 0.01
+    assert [schedule.step() for _ in range(11)] == pytest.approx(_TORCH_AFTER_HAND_SET["mid-run"], rel=1e-12)
+    again = optim.StepLR(optim.SGD(_one_param(), lr=0.1), 10, 0.5)   # a resumed run:
+    again.load_state_dict(schedule.state_dict())     # the base it continued from is its state
+    assert [again.step() for _ in range(10)] == [schedule.step() for _ in range(10)]
+
+
+def test_two_schedules_of_one_optimizer_multiply_as_in_torch():
+    """ExponentialLR(0.9) and StepLR(3, 0.5) both stepping: torch gives 0.9^t 0.5^(t//3).
+    Before, the last one to step set its own rate alone (0.5 at t = 3 for 0.3645)."""
+    opt = optim.SGD(_one_param(), lr=1.0)
+    a, b = optim.ExponentialLR(opt, 0.9), optim.StepLR(opt, 3, 0.5)
+    rates = []
+    for _ in range(7):
+        a.step()
+        rates.append(b.step())
+    assert rates == pytest.approx([0.9 ** t * 0.5 ** (t // 3) for t in range(1, 8)], rel=1e-12)
+
+
+def test_a_schedule_refuses_to_continue_from_a_rate_it_cannot_reach_or_an_overflowing_one():
+    """A warm-up from 0 gives 0 at its start whatever its base: a rate set by hand there
+    cannot be continued (an error, not a guess). A rate that overflows is refused with the
+    group unchanged (gamma 10 on 1e300 made the lr inf, and the optimizer then refused its
+    own state_dict); a base of 0 has no factor (it was a ZeroDivisionError)."""
+    opt = optim.SGD(_one_param(), lr=0.1)
+    warmup = optim.LinearWarmup(opt, warmup_steps=4, start_factor=0.0)
+    opt.lr = 0.05
+    with pytest.raises(ValueError, match=r"LinearWarmup.step: the learning rate of parameter "
+                                         r"group 0 is 0.05, not the 0.0 this schedule set"):
+        warmup.step()
+    assert warmup.t == 0 and opt.lr == 0.05
+    opt = optim.SGD(_one_param(), lr=1e308)
+    schedule = optim.StepLR(opt, 1, gamma=10.0)
+    with pytest.raises(ValueError, match=r"StepLR: the learning rate of parameter group 0 at "
+                                         r"step 1 would be inf"):
+        schedule.step()
+    assert schedule.t == 0 and opt.lr == 1e308
+    opt.load_state_dict(opt.state_dict())
+    opt = optim.SGD([{"params": _one_param(), "lr": 0.0}])
+    with pytest.raises(ValueError, match=r"CosineAnnealingLR.factor: the base learning rate is 0"):
+        optim.CosineAnnealingLR(opt, T_max=4, eta_min=0.1).factor(1)
+    with pytest.raises(TypeError, match=r"LinearWarmup: then must be a schedule"):
+        optim.LinearWarmup(optim.SGD(_one_param(), lr=0.1), 2, then=0.5)
 
 
 def test_initial_lr_goes_through_the_optimizer_state_dict():
@@ -565,7 +635,7 @@ def test_initial_lr_goes_through_the_optimizer_state_dict():
     fresh = optim.Adam(q, lr=0.01)                                  # no schedule made on it
     fresh.load_state_dict(state)
     assert fresh.param_groups[0]["initial_lr"] == 0.5 and fresh.lr == 0.25
-    assert optim.StepLR(fresh, step_size=1).base_lrs == [0.5]
+    assert optim.StepLR(fresh, step_size=1).base_lrs == [0.25]       # the rate it has now
     del state["param_groups"][0]["initial_lr"]                      # an older state
     fresh.load_state_dict(state)
     assert "initial_lr" not in fresh.param_groups[0] and fresh.lr == 0.25
