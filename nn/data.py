@@ -419,14 +419,17 @@ def standardize(x_train: np.ndarray, *others: np.ndarray, eps: float = 1e-8) -> 
     The statistics and the transform are computed in float64 whatever the input dtype (a
     float32 mean is an ulp off a constant, whose std then is that rounding error; float16
     cannot hold ``eps``), about the first training example: a feature that is constant in
-    ``x_train`` becomes exactly 0 there."""
+    ``x_train`` becomes exactly 0 there, and is only shifted, not scaled (divided by 1, as
+    scikit-learn's StandardScaler does): divided by its std of 0 plus ``eps``, any other
+    value a test set has there would be 1e8 times its difference."""
     x_train = np.asarray(x_train)
     dtype = _standardized_dtype(x_train.dtype)
     x64 = x_train.astype(np.float64)
     origin = x64[:1] if len(x64) else np.zeros(x64.shape[1:])      # the first example
     shifted = x64 - origin                 # a constant feature: exactly 0 in every row
     mean = shifted.mean(axis=0)
-    std = shifted.std(axis=0) + eps
+    std = shifted.std(axis=0)
+    std = np.where(std == 0, 1.0, std + eps)     # constant in x_train: shifted alone
     return tuple((((np.asarray(x).astype(np.float64) - origin) - mean) / std).astype(dtype)
                  for x in (x_train, *others))
 
@@ -465,22 +468,46 @@ def _strata(y: Any) -> np.ndarray:
     return y.argmax(axis=1)
 
 
+def _shares(counts: np.ndarray, total: int) -> list[int]:
+    """How many of each class go to the validation part: ``total`` in all (what the
+    fraction asks of the whole set), each class's share of it rounded down and the rest
+    given one by one to the largest remainders (rounding each class on its own gave 20
+    for 15 from 10 classes of 15)."""
+    quotas = counts * (total / counts.sum())
+    shares = np.floor(quotas).astype(np.int64)
+    order = np.argsort(-(quotas - shares), kind="stable")
+    shares[order[:total - int(shares.sum())]] += 1
+    return [int(k) for k in shares]
+
+
+def _arrays(owner: str, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` and ``y`` as arrays with one example per row, as many of each, or a ValueError
+    naming ``owner`` (``len()`` of a 0-d array is a TypeError that names nothing)."""
+    X, y = np.asarray(X), np.asarray(y)
+    for name, a in (("inputs", X), ("targets", y)):
+        if a.ndim == 0:
+            raise ValueError(f"{owner}: the {name} must be an array with one example per row, "
+                             f"got {plain_repr(a.item())}")
+    if len(X) != len(y):
+        raise ValueError(f"{owner}: {len(X)} inputs but {len(y)} targets")
+    return X, y
+
+
 def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.1, seed: int = 0,
                     stratify: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A shuffled split into (x_train, y_train, x_val, y_val); ``stratify`` keeps the class
     proportions in both parts, the class of an example being its label, or the argmax of
     its row for one-hot or probability targets (N, C)."""
-    if len(X) != len(y):
-        raise ValueError(f"train_val_split: {len(X)} inputs but {len(y)} labels")
+    X, y = _arrays("train_val_split", X, y)
     if not 0 < val_fraction < 1:
         raise ValueError(f"train_val_split: val_fraction must be in (0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
     if stratify:
-        val_idx = []
         classes = _strata(y)
-        for c in np.unique(classes):
-            members = rng.permutation(np.flatnonzero(classes == c))
-            val_idx.append(members[: int(round(len(members) * val_fraction))])
+        values, counts = np.unique(classes, return_counts=True)
+        shares = _shares(counts, int(round(len(y) * val_fraction)))
+        val_idx = [rng.permutation(np.flatnonzero(classes == c))[:k]
+                   for c, k in zip(values, shares, strict=True)]
         val = np.sort(np.concatenate(val_idx))
         train = np.setdiff1d(np.arange(len(y)), val)
         train, val = rng.permutation(train), rng.permutation(val)
@@ -500,8 +527,9 @@ def batches(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
     """Minibatches (xb, yb) covering every example once, in a shuffled order if asked."""
     if len(X) != len(y):
         raise ValueError(f"batches: {len(X)} inputs but {len(y)} targets")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ValueError(f"batches: batch_size must be a positive integer, got {plain_repr(batch_size)}")
+    check_positive("batches: batch_size", batch_size)
+    check_flag("batches: shuffle", shuffle)
+    check_flag("batches: drop_last", drop_last)
     n = len(X)
     order = (rng if rng is not None else np.random.default_rng()).permutation(n) if shuffle else None
     stop = n - n % batch_size if drop_last else n
@@ -524,9 +552,7 @@ class DataLoader:
 
     def __init__(self, X: Any, y: Any, batch_size: int = 32, shuffle: bool = True,
                  seed: int | None = 0, drop_last: bool = False):
-        self.X, self.y = np.asarray(X), np.asarray(y)
-        if len(self.X) != len(self.y):
-            raise ValueError(f"DataLoader: {len(self.X)} inputs but {len(self.y)} targets")
+        self.X, self.y = _arrays("DataLoader", X, y)
         check_positive("DataLoader: batch_size", batch_size)
         check_flag("DataLoader: shuffle", shuffle)
         check_flag("DataLoader: drop_last", drop_last)

@@ -486,7 +486,7 @@ class Optimizer:
         parameter's dtype first (``_gradient``). O(1) per parameter: no element is read."""
         for p, _ in todo:
             g = p.grad
-            if type(g) is np.ndarray and g.shape == p._data.shape and g.dtype.kind in "fiub":
+            if type(g) is np.ndarray and g.shape == p.shape and g.dtype.kind in "fiub":
                 continue
             i = next(j for j, q in enumerate(self.params) if q is p)
             where = f"{type(self).__name__}.step: the gradient of parameter {i} (shape {p.shape})"

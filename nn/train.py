@@ -50,6 +50,24 @@ def _split(data: Any, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+def _check_val_data(X: np.ndarray, y: np.ndarray, val_data: Any) -> None:
+    """``val_data`` checked before training, not after the first epoch changed the weights:
+    finite, and its examples and targets of the shapes and kinds of train_data's (``X``,
+    ``y``): a third input column, (N, 1) labels or float labels are errors now."""
+    Xv, yv = _split(val_data, "fit: val_data")
+    bad = _where_not_finite("fit: val_data", Xv, yv)
+    if bad is not None:
+        raise ValueError(bad)
+    for name, train, val in (("inputs", X, Xv), ("targets", y, yv)):
+        if val.shape[1:] != train.shape[1:]:
+            raise ValueError(f"fit: val_data: its {name} have shape {val.shape[1:]} per example, "
+                             f"train_data's {train.shape[1:]}")
+    labels = "iu"
+    if (y.dtype.kind in labels) != (yv.dtype.kind in labels):
+        raise ValueError(f"fit: val_data: its targets are of dtype {yv.dtype}, train_data's of "
+                         f"{y.dtype} (class labels are integers, probabilities floats)")
+
+
 def _check_loader(loader: DataLoader) -> None:
     """A DataLoader that ``fit`` can train on: one that yields at least one batch."""
     if len(loader) == 0:
@@ -236,7 +254,13 @@ class _Tally(Callback):
         targets through ``metrics.accuracy``."""
         if targets.ndim != 1:
             return int(round(metrics.accuracy(scores, targets) * len(targets)))
-        n = len(targets)
+        n, classes = len(targets), scores.shape[1]
+        # Labels outside [0, C) never match an argmax: they would count as wrong answers.
+        # The built-in losses refuse them; a loss of the user's (an NLL by hand) may not.
+        if n and (np.maximum.reduce(targets) >= classes or np.minimum.reduce(targets) < 0):
+            bad = targets[(targets < 0) | (targets >= classes)][0]
+            raise ValueError(f"fit: class label {bad} is outside [0, {classes}) for the model's "
+                             f"outputs of shape {scores.shape} (the loss took it without error)")
         if n not in self._buffers:
             self._buffers[n] = (np.empty(n, np.intp), np.empty(n, np.bool_))
         predicted, hit = self._buffers[n]
@@ -451,6 +475,8 @@ def _validate(model: Module, loss_fn: Any, val_data: Any, record: dict[str, floa
         raise non_finite(f"the validation {e.what}", e.value,
                          "the weights of that step (finite, but they overflow on the "
                          "validation data)") from None
+    except (ValueError, TypeError) as e:         # a label the model has no class for, ...
+        raise (TypeError if isinstance(e, TypeError) else ValueError)(f"fit: val_data: {e}") from e
     for k, v in scores.items():
         record[f"val_{k}"] = v
 
@@ -513,7 +539,10 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     ``seed`` is a non-negative integer (checked before training, whatever ``train_data``);
     None is refused rather than drawn at random, so that a run resumed with the same seed
     sees the batches the uninterrupted run saw (a DataLoader's ``seed=None`` draws one
-    once and keeps it in the loader).
+    once and keeps it in the loader). Epochs count from ``initial_epoch + 1``: calling
+    ``fit(..., epochs=1)`` in a loop of your own trains every pass in epoch 1's order
+    (Keras would reshuffle); continue with ``initial_epoch=`` and ``history=``, or pass
+    another ``seed`` each call.
 
     Ctrl-C stops after the current step: the History comes back with ``interrupted``.
     ``initial_epoch=k`` and ``history=`` continue a run that has done k epochs (epochs is
@@ -566,9 +595,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
                                                                 restore_best, owner="fit")
     X, y = _split(train_data, "fit: train_data")
     if val_data is not None:
-        bad = _where_not_finite("fit: val_data", *_split(val_data, "fit: val_data"))
-        if bad is not None:
-            raise ValueError(bad)
+        _check_val_data(X, y, val_data)
     history = history if history is not None else History()
     _check_resume(history, initial_epoch, stopper, best_state, scheduler, scheduler_per_step)
     if best_state is not None:

@@ -469,3 +469,47 @@ def test_batches_and_data_loader():
         D.DataLoader(X, y[:9])
     with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
         D.load_dataset("cifar")
+
+
+def test_standardize_only_shifts_a_feature_that_is_constant_in_training():
+    """Divided by its std of 0 plus eps, a value 0.5 away in the test set became 5e7
+    (1.28e10 on Fashion-MNIST's border pixels, and a test loss of 80921 for 0.738). Such a
+    feature is divided by 1, as scikit-learn's StandardScaler does."""
+    train = np.array([[1.0, 3.0], [1.0, 5.0], [1.0, 7.0]])
+    test = np.array([[1.5, 5.0]])
+    z_train, z_test = D.standardize(train, test)
+    assert np.array_equal(z_train[:, 0], [0.0, 0.0, 0.0])
+    assert z_test[0, 0] == 0.5 and z_test[0, 1] == pytest.approx(0.0, abs=1e-12)
+    assert z_train[:, 1] == pytest.approx([-1.2247448, 0.0, 1.2247448], rel=1e-6)
+
+
+@pytest.mark.parametrize("classes, each, fraction, asked", [
+    (10, 15, 0.1, 15), (10, 25, 0.1, 25), (2, 5, 0.3, 3), (10, 10, 0.05, 5), (3, 7, 0.5, 10)])
+def test_a_stratified_split_holds_the_fraction_of_the_whole_set(classes, each, fraction, asked):
+    """Each class's share rounded on its own gave 20 for 15 (10 classes of 15), and an
+    "empty split" error for 5 of 100. The shares now add up to round(N x fraction), the
+    remainders going to the classes with the largest ones."""
+    y = np.repeat(np.arange(classes), each)
+    X = np.arange(len(y), dtype=np.float64)[:, None]
+    _, y_train, _, y_val = D.train_val_split(X, y, fraction, stratify=True)
+    assert len(y_val) == asked and len(y_train) == len(y) - asked
+    counts = np.bincount(y_val, minlength=classes)
+    assert counts.max() - counts.min() <= 1
+
+
+def test_data_helpers_name_the_argument_at_fault():
+    """DataLoader of a 0-d array or None (it was "len() of unsized object"), train_val_split
+    of lists (a numpy indexing TypeError), batches' flags ("no" shuffled)."""
+    X = np.zeros((4, 2))
+    with pytest.raises(ValueError, match=r"DataLoader: the targets must be an array with one "
+                                         r"example per row, got None"):
+        D.DataLoader(X, None)
+    with pytest.raises(ValueError, match=r"DataLoader: the inputs must be an array with one "
+                                         r"example per row, got 3.0"):
+        D.DataLoader(np.float64(3.0), [1])
+    x_train, y_train, x_val, y_val = D.train_val_split(X.tolist(), [0, 1, 0, 1], 0.5)
+    assert x_train.shape == (2, 2) and y_val.shape == (2,)
+    with pytest.raises(ValueError, match=r"batches: shuffle must be True or False, got 'no'"):
+        next(D.batches(X, np.zeros(4), 2, shuffle="no"))
+    with pytest.raises(ValueError, match=r"batches: batch_size must be a positive integer, got True"):
+        next(D.batches(X, np.zeros(4), True))

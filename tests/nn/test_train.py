@@ -399,3 +399,51 @@ def test_a_resume_refuses_a_schedule_that_was_not_restored(blobs_data, per_step)
     resumed = run(m2, o2, s2, epochs=4, initial_epoch=2, history=history)
     assert [e["lr"] for e in resumed.epochs] == [e["lr"] for e in full.epochs]
     assert all(np.array_equal(full_model.state_dict()[k], v) for k, v in m2.state_dict().items())
+
+
+def _nll(out, t):
+    """The textbook NLL over log_softmax, written by hand: it reads a label -1 as the last
+    class, without error (the built-in losses refuse it)."""
+    t = np.asarray(t)
+    return -(engine.log_softmax(out)[np.arange(len(t)), t]).mean()
+
+
+def test_fit_refuses_labels_outside_the_classes_that_the_loss_took():
+    """fit's running accuracy counted a label -1 as a wrong answer (0.24 with 100 of 300),
+    where evaluate refuses it: both now name it."""
+    X, y = spirals(300, seed=1)
+    bad = y.copy()
+    bad[5] = -1
+    model = nn.MLP([2, 16, 3], seed=0)
+    with pytest.raises(ValueError, match=r"fit: class label -1 is outside \[0, 3\) for the "
+                                         r"model's outputs of shape \(32, 3\)"):
+        nn.fit(model, _nll, nn.optim.SGD(model, lr=0.1), (X, bad), epochs=1, verbose=0,
+               shuffle=False)
+
+
+@pytest.mark.parametrize("val, message", [
+    ("column", r"fit: val_data: its inputs have shape \(3,\) per example, train_data's \(2,\)"),
+    ("labels (N, 1)", r"fit: val_data: its targets have shape \(1,\) per example, train_data's \(\)"),
+    ("float labels", r"fit: val_data: its targets are of dtype float64, train_data's of int64"),
+])
+def test_fit_checks_val_data_against_train_data_before_training(val, message):
+    """These failed after a whole epoch had changed the weights, as an op's error that did
+    not name val_data."""
+    X, y = spirals(300, seed=1)
+    Xv, yv = {"column": (np.c_[X, X[:, :1]], y), "labels (N, 1)": (X, y[:, None]),
+              "float labels": (X, y.astype(np.float64))}[val]
+    model = nn.MLP([2, 16, 3], seed=0)
+    before = model.state_dict()
+    with pytest.raises(ValueError, match=message):
+        nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (X, y),
+               val_data=(Xv, yv), epochs=2, verbose=0)
+    assert all(np.array_equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_an_error_on_the_validation_data_names_val_data():
+    X, y = spirals(300, seed=1)
+    model = nn.MLP([2, 16, 3], seed=0)
+    with pytest.raises(ValueError, match=r"^fit: val_data: softmax_cross_entropy: class label 3 "
+                                         r"is outside \[0, 3\)"):
+        nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (X, y),
+               val_data=(X[:10], np.r_[y[:9], 3]), epochs=1, verbose=0)
