@@ -6,7 +6,7 @@ import numpy as np
 
 from .tensor import Tensor
 
-TensorLike = Tensor | np.ndarray | float | int | bool
+TensorLike = Tensor | np.ndarray | np.generic | float | int | bool | Sequence[Any]
 
 
 def abs(x: TensorLike) -> Tensor:

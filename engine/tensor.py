@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import operator
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,8 @@ from . import graph, memory
 from .memory import GradientStore
 from .modes import STATE
 from .plain import plain_repr
+
+_Self = TypeVar("_Self", bound="Tensor")     # the in-place operators return self
 
 if TYPE_CHECKING:       # t.exp(), t.sum(axis=0): the op methods, typed (engine/_ops.pyi)
     from ._ops import OpMethods
@@ -214,7 +216,14 @@ class Tensor(OpMethods):
                              f"Python scalar, this one has shape {self.shape}")
         return self._data.item()
 
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+    # Hidden from type checkers: numpy's stubs would type ``ndarray @ tensor`` (a Tensor:
+    # ``__array_ufunc__ = None`` sends it to ``__rmatmul__``) as an ndarray.
+    if not TYPE_CHECKING:
+        def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+            return self._as_array(dtype, copy)
+
+    def _as_array(self, dtype: Any, copy: bool | None) -> np.ndarray:
+        """``np.asarray(t, dtype, copy=...)``: numpy's ``__array__`` protocol."""
         if STATE.tape is not None:
             STATE.tape.refuse(f"turned {self.describe()} into a numpy array")
         if dtype is not None and dtype != self._data.dtype:
@@ -376,25 +385,25 @@ class Tensor(OpMethods):
     # its version so that a backward through a graph that saved the old values raises.
     # Like PyTorch, this is refused while recording for a tensor that requires grad: for a
     # parameter, update inside ``with engine.no_grad():`` (as optimizers do).
-    def __iadd__(self, other: Any) -> "Tensor":
+    def __iadd__(self: _Self, other: Any) -> _Self:
         return self._inplace(np.add, other, "+=")
 
-    def __isub__(self, other: Any) -> "Tensor":
+    def __isub__(self: _Self, other: Any) -> _Self:
         return self._inplace(np.subtract, other, "-=")
 
-    def __imul__(self, other: Any) -> "Tensor":
+    def __imul__(self: _Self, other: Any) -> _Self:
         return self._inplace(np.multiply, other, "*=")
 
-    def __itruediv__(self, other: Any) -> "Tensor":
+    def __itruediv__(self: _Self, other: Any) -> _Self:
         return self._inplace(np.true_divide, other, "/=")
 
-    def __ipow__(self, other: Any) -> "Tensor":
+    def __ipow__(self: _Self, other: Any) -> _Self:
         return self._inplace(np.power, other, "**=")
 
     def __imatmul__(self, other: Any) -> "Tensor":
         raise TypeError("in-place matrix product (@=) is not supported: write t = t @ m")
 
-    def _inplace(self, ufunc: np.ufunc, other: Any, symbol: str) -> "Tensor":
+    def _inplace(self: _Self, ufunc: np.ufunc, other: Any, symbol: str) -> _Self:
         value = self._write_checks(other, symbol, f"t = t {symbol[:-1]} x")
         try:
             shape = np.broadcast_shapes(self.shape, value.shape)

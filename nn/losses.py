@@ -10,7 +10,7 @@ from handgrad import engine
 from handgrad.engine import Tensor
 from handgrad.engine.plain import plain_repr
 
-from .module import Module, Parameter
+from .module import Module
 
 
 class CrossEntropyLoss(Module):
@@ -67,7 +67,7 @@ class MSELoss(Module):
         return f"reduction={self.reduction!r}"
 
 
-def l2_penalty(params: Iterable[Parameter] | Module, weight_decay: float,
+def l2_penalty(params: Iterable[Tensor] | Module, weight_decay: float,
                include_biases: bool = False) -> Tensor:
     """(weight_decay / 2) * Σ ||W||^2 over the weights (1-D biases skipped unless asked):
     add it to the loss for classic L2 regularization; its gradient is weight_decay * W."""

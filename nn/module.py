@@ -21,7 +21,7 @@ import copy
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Any, Iterator, NamedTuple, overload
+from typing import Any, Iterator, NamedTuple, TypeVar, overload
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from handgrad import engine
 from handgrad.engine import Tensor
 from handgrad.engine.modes import STATE as _THREAD
 from handgrad.engine.plain import plain_repr
+
+_M = TypeVar("_M", bound="Module")      # train() and eval() return the module itself
 
 
 class IncompatibleKeys(NamedTuple):
@@ -357,7 +359,7 @@ class Module:
     def training(self, mode: bool) -> None:
         object.__setattr__(self, "_training", _mode("training", mode))
 
-    def train(self, mode: bool = True) -> "Module":
+    def train(self: _M, mode: bool = True) -> _M:
         """Training mode (dropout active) for this module and every sub-module, in every
         thread (a thread's ``eval_mode()`` block still wins in that thread). ``mode`` is
         True or False (a numpy bool too); anything else is a TypeError."""
@@ -366,7 +368,7 @@ class Module:
             object.__setattr__(m, "_training", mode)
         return self
 
-    def eval(self) -> "Module":
+    def eval(self: _M) -> _M:
         """Evaluation mode (dropout off), in every thread; see ``eval_mode`` for one thread."""
         return self.train(False)
 

@@ -736,7 +736,7 @@ class Adam(Optimizer):
     STATE_KEYS = STATE_TOGETHER = ("m", "v", "t")
     STATE_COUNTS = ("t",)
 
-    def __init__(self, params: ParamsArg, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, params: ParamsArg, lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, *, exact_subnormals: bool = True):
         super().__init__(params, dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas,
                                       eps=eps, weight_decay=weight_decay),
@@ -811,7 +811,7 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter, 2019):
     w <- w - lr wd w, then the Adam step on the plain gradient."""
 
-    def __init__(self, params: ParamsArg, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, params: ParamsArg, lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, *, exact_subnormals: bool = True):
         super().__init__(params, lr, betas, eps, weight_decay, exact_subnormals=exact_subnormals)
 
@@ -958,7 +958,7 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 _F64_TINY = float(np.finfo(np.float64).tiny)
 
 
-def clip_grad_norm_(params: Iterable[Parameter] | Module | Tensor, max_norm: float) -> float:
+def clip_grad_norm_(params: Iterable[Tensor] | Module | Tensor, max_norm: float) -> float:
     """Scale all gradients together so that their global L2 norm is at most ``max_norm``.
     ``params`` is a Module, an iterable of parameters, or one parameter (as in PyTorch).
     Returns the norm before clipping."""
