@@ -293,6 +293,17 @@ def read_saved(directory: Path) -> Saved:
     return Saved(directory, manifest, files, metadata)
 
 
+def _check_same_data(args: argparse.Namespace, saved: Saved, data: str) -> None:
+    """--resume continues a run on the data it was trained on: the checksum of the splits
+    loaded now must be the run's (a run saved before handgrad recorded one is taken)."""
+    recorded = saved.metadata["resume"].get("data")
+    if recorded is not None and recorded != data:
+        where = f"--data-dir {args.data_dir}" if args.data_dir is not None else "the data found"
+        raise UsageError(f"--resume {args.resume}: {where} is not the data the run was trained "
+                         f"on (checksum {data}, the run's {recorded}); --resume continues a run "
+                         f"on its own data: pass the --data-dir it was trained with")
+
+
 def _say_unrecorded(args: argparse.Namespace, saved: Saved, run: dict[str, Any]) -> None:
     """A run saved before handgrad recorded an option resumes with the value that option
     had by default then; say so on stderr, since the run may have been given another."""
@@ -315,8 +326,9 @@ class _Run:
     history. Both are saved together with the history and the curves, as one unit
     (``rundir.commit``)."""
 
-    def __init__(self, run: dict[str, Any], sizes: list[int]):
+    def __init__(self, run: dict[str, Any], sizes: list[int], data: str):
         self.run = run
+        self.data = data              # the checksum of its data (Splits.fingerprint)
         self.model = MLP(sizes, activation=run["activation"], dropout=run["dropout"],
                          init=run["init"], seed=run["seed"])
         self.optimizer = _optimizer(run, self.model)
@@ -394,8 +406,8 @@ class _Run:
             produced.load_state_dict(snap["best"])
         meta = {"dataset": self.run["dataset"], "seed": self.run["seed"], "run": self.run,
                 "test": test, "interrupted": interrupted}
-        resume = dict(meta, resume={k: snap[k] for k in ("scheduler", "rng", "epochs_done",
-                                                           "history")})
+        resume = dict(meta, resume={**{k: snap[k] for k in ("scheduler", "rng", "epochs_done",
+                                                              "history")}, "data": self.data})
         history = History.from_dict(snap["history"])
         skipped: dict[str, str] = {}
         writers = {
@@ -504,8 +516,9 @@ def train(args: argparse.Namespace) -> int:
 
     splits = load_splits(run, args.data_dir)
     sizes = [int(np.prod(splits.input_shape))] + run["hidden"] + [splits.num_classes]
-    state = _Run(run, sizes)
+    state = _Run(run, sizes, splits.fingerprint())
     if saved is not None:
+        _check_same_data(args, saved, state.data)
         state.restore(saved)
         if state.history.stopped_early:
             raise UsageError(f"--resume {args.resume}: the run stopped early (no improvement "

@@ -617,6 +617,20 @@ class Splits:
     source: str = ""          # where the data came from: a directory, or how it was generated
 
 
+    def fingerprint(self) -> str:
+        """A checksum of every split's values, shapes and dtypes: ``handgrad train --resume``
+        compares it with the run's, so that a run is never continued on other data (another
+        --data-dir, files replaced) while looking like the same run. CRC-32: about 0.1 s
+        for Fashion-MNIST's 70,000 float32 images."""
+        crc = 0
+        for a in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            if a is not None:
+                a = np.ascontiguousarray(a)
+                crc = zlib.crc32(f"{a.dtype.str}{a.shape}".encode(), crc)
+                crc = zlib.crc32(a.data.cast("B") if a.size else b"", crc)
+        return f"crc32:{crc:08x}"
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, n: int | None = None,
                  seed: int = 0, val_fraction: float = 0.0) -> Splits:
     """Load ``name`` (one of DATASETS). MNIST-format images become (N, 784) float32 in [0, 1]

@@ -183,7 +183,10 @@ def check_history(where: str, history: Any) -> None:
 
 
 def check_resume(where: str, resume: Any) -> None:
-    _exact_fields(where, resume, ("scheduler", "rng", "epochs_done", "history"))
+    # "data", the checksum of the run's data, is absent from runs saved before it existed
+    _exact_fields(where, resume, {"scheduler", "rng", "epochs_done", "history"} | ({"data"} & set(resume)))
+    if "data" in resume and not (isinstance(resume["data"], str) and resume["data"].startswith("crc32:")):
+        _fail(f"{where}.data", "a checksum of the data (\"crc32:...\")", resume["data"])
     optional_object(f"{where}.scheduler", resume["scheduler"])
     rng = resume["rng"]
     if not isinstance(rng, list) or not all(isinstance(s, dict) for s in rng):

@@ -402,3 +402,29 @@ def test_a_finished_run_whose_test_loss_overflows_is_saved_and_one_line(tmp_path
     assert "training ended, but on the test set the loss is inf" in last, last
     assert last.endswith(f"the trained run is saved in {out}, without a test result"), last
     assert {"model.npz", "resume.npz", "run.json"} <= {p.name for p in out.iterdir()}
+
+
+def _idx_dir(directory: Path, value: int) -> Path:
+    """Tiny MNIST-format files: 40 training and 10 test images of one gray ``value``."""
+    from handgrad.nn import data
+    directory.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 10)):
+        data.write_idx(directory / f"{split}-images-idx3-ubyte", np.full((n, 28, 28), value, np.uint8))
+        data.write_idx(directory / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8))
+    return directory
+
+
+def test_resume_refuses_other_data_than_the_runs(tmp_path, capsys):
+    """A run started on one --data-dir continued silently on another (inverted images, same
+    options), exit 0. The run records a checksum of its splits, and --resume compares it."""
+    first, other = _idx_dir(tmp_path / "a", 10), _idx_dir(tmp_path / "b", 200)
+    run = ["--dataset", "mnist", "--hidden", "8", "--batch-size", "16", "--quiet"]
+    out = str(tmp_path / "run")
+    assert cli.main(["train", *run, "--data-dir", str(first), "--epochs", "1", "--out", out]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", out, "--data-dir", str(other), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"--data-dir {other} is not the data the run was trained on" in err
+    assert cli.main(["train", "--resume", out, "--data-dir", str(first), "--epochs", "2",
+                     "--quiet"]) == 0
