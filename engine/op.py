@@ -264,10 +264,15 @@ class Op:
         # What help(), IDEs and inspect.signature show for engine.<name>(...).
         self.__signature__ = stubs.call_signature(self)
 
-    def forward(self, ctx: RuleContext, *inputs: np.ndarray, **params: Any) -> np.ndarray:
-        """The op's value, numpy in and numpy out: inputs positional, parameters keyword-only.
-        Saves what the rules need with ``ctx.save_input``, ``ctx.save_output`` and
-        ``ctx.save`` (see the module docstring). Every op must define it."""
+    # forward and jvp are declared (*args: Any, **kwargs: Any): every op's own take its own
+    # inputs and parameters, (ctx, x, *, axis), and a type checker accepts any narrower
+    # signature in place of this one. The contract is enforced when the op is registered
+    # (Signature), not by subclass compatibility.
+    def forward(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        """``forward(ctx, *inputs, **params)``: the op's value, numpy in and numpy out:
+        inputs positional, parameters keyword-only. Saves what the rules need with
+        ``ctx.save_input``, ``ctx.save_output`` and ``ctx.save`` (see the module
+        docstring). Every op must define it."""
         raise NotImplementedError(f"op {self.name!r} has no forward rule")
 
     def backward(self, ctx: RuleContext, grad: np.ndarray) -> tuple[np.ndarray | None, ...]:
@@ -276,16 +281,18 @@ class Op:
         the input is not differentiable). Every op must define it."""
         raise NotImplementedError(f"op {self.name!r} has no backward (VJP) rule")
 
-    def jvp(self, ctx: Node, *tangents: np.ndarray | None) -> np.ndarray:
-        """For a linear op, J u = f(u): the forward applied to the tangents (inputs that
-        are not differentiable, like a condition, keep their values). Forward mode runs
-        on graph nodes only; the forward re-run gets a fresh context of its own, so what
-        it saves leaves the node's saved values alone."""
+    def jvp(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        """``jvp(ctx, *tangents)``. For a linear op, J u = f(u): the forward applied to the
+        tangents (inputs that are not differentiable, like a condition, keep their values).
+        Forward mode runs on graph nodes only; the forward re-run gets a fresh context of
+        its own, so what it saves leaves the node's saved values alone."""
+        ctx: Node = args[0]
+        tangents: tuple[np.ndarray | None, ...] = args[1:]
         if not self.linear:
             raise NotImplementedError(f"op {self.name!r} has no forward-mode (JVP) rule")
-        args = [ctx.inputs[i]._data if t is None else t for i, t in enumerate(tangents)]
-        rerun = ReplayContext(ctx.inputs, ctx.params, (False,) * len(args))
-        return self.forward(rerun, *args, **ctx.params)
+        values = [ctx.inputs[i]._data if t is None else t for i, t in enumerate(tangents)]
+        rerun = ReplayContext(ctx.inputs, ctx.params, (False,) * len(values))
+        return self.forward(rerun, *values, **ctx.params)
 
     # Validation of shapes, dtypes and parameters (never values): see the module docstring.
     check: Callable[..., Mapping[str, Any] | None] | None = None

@@ -135,8 +135,8 @@ class Var(_Reduction):
     name = "var"
     rule = "d/dx = 2 (x - mean) / (n - ddof)"
 
-    def check(self, x: np.ndarray, *, axis: Any = None, keepdims: bool = False,
-              ddof: int = 0) -> dict[str, Any]:
+    def check(self, x: np.ndarray, *, axis: Any = None, keepdims: bool = False,  # type: ignore[override]
+              ddof: int = 0) -> dict[str, Any]:          # (ddof: var's own, where the base has **rest)
         params = super().check(x, axis=axis, keepdims=keepdims, ddof=ddof)
         if not isinstance(ddof, (int, np.integer)) or isinstance(ddof, bool) or ddof < 0:
             raise self.error(f"ddof must be a non-negative integer, got {plain_repr(ddof)}", TypeError)

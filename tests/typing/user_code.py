@@ -39,3 +39,26 @@ with engine.no_grad():
 penalty: engine.Tensor = nn.l2_penalty([W, b], weight_decay=1e-4)
 norm: float = nn.optim.clip_grad_norm_([W, b], max_norm=1.0)
 opt = nn.optim.Adam(model, lr=1e-3, betas=[0.9, 0.999])
+
+
+# An op written as the op contract says (inputs positional, parameters keyword-only): its
+# forward and jvp are narrower than the base class's, which a type checker accepts.
+@engine.register
+class UserCube(engine.Op):
+    """user_cube(x) = x^3, elementwise."""
+
+    name = "user_cube"
+    rule = "d/dx = 3 x^2"
+
+    def forward(self, ctx: engine.RuleContext, x: np.ndarray) -> np.ndarray:
+        ctx.save_input(x)
+        out: np.ndarray = x ** 3
+        return out
+
+    def backward(self, ctx: engine.RuleContext, grad: np.ndarray) -> tuple[np.ndarray]:
+        g: np.ndarray = grad * 3 * ctx.saved[0] ** 2
+        return (g,)
+
+    def jvp(self, ctx: engine.RuleContext, dx: np.ndarray) -> np.ndarray:
+        t: np.ndarray = dx * 3 * ctx.saved[0] ** 2
+        return t
