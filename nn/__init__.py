@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import data, init, metrics, optim
 from .compile import CompiledStep, compile_step
@@ -46,7 +46,24 @@ _SUBMODULES = ("plots", "demos", "cli", "serialization", "subnormal", "layers", 
                "module", "train", "compile", "step", "callbacks", "history")
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if TYPE_CHECKING:       # the submodules loaded on first use, for type checkers
+    from . import (  # noqa: F401
+        callbacks,
+        cli,
+        compile,
+        demos,
+        history,
+        layers,
+        losses,
+        module,
+        plots,
+        serialization,
+        step,
+        subnormal,
+        train,
+    )
+else:                   # hidden from type checkers: nn.<misspelt name> is their error
+    def __getattr__(name: str) -> Any:
+        if name in _SUBMODULES:
+            return import_module(f".{name}", __name__)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ that instead of failing with a bare ImportError.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 INSTALL = 'pip install "handgrad[check]"'
 PROFILE_NAMES = ("dev", "ci", "thorough")   # hypothesis profiles: see profiles.py
@@ -53,12 +53,23 @@ def require_hypothesis() -> None:
 _SUBMODULES = ("strategies", "profiles")   # in __all__: engine.testing.strategies works too
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE and name not in _SUBMODULES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    require_hypothesis()
-    if name in _SUBMODULES:
-        return import_module(f".{name}", __name__)
-    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
-    globals()[name] = value            # the next lookup finds it directly
-    return value
+if TYPE_CHECKING:    # the names loaded on first use, for type checkers (a misspelt one is an error)
+    from . import profiles, strategies
+    from .check import OpCheckError, OpReport, check_op, run_op
+    from .frameworks import FrameworkMissing, check_jax, check_torch, jax_rule, torch_rule
+    from .mutants import run_mutants
+    from .properties import PROPERTIES
+    from .rules import Rule, check_rule, numpy_rule
+    from .specs import SPECS, OpSpec, binary, reduction, spec, spec_for, unary
+
+
+if not TYPE_CHECKING:   # hidden from type checkers: a misspelt name is their error
+    def __getattr__(name: str) -> Any:
+        if name not in _WHERE and name not in _SUBMODULES:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        require_hypothesis()
+        if name in _SUBMODULES:
+            return import_module(f".{name}", __name__)
+        value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value            # the next lookup finds it directly
+        return value

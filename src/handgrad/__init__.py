@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from . import engine, nn
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("engine", "nn"):
-        return import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'handgrad' has no attribute {name!r}")
+if not TYPE_CHECKING:   # hidden from type checkers: handgrad.<misspelt name> is their error
+    def __getattr__(name: str) -> Any:
+        if name in ("engine", "nn"):
+            return import_module(f".{name}", __name__)
+        raise AttributeError(f"module 'handgrad' has no attribute {name!r}")
