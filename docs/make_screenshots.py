@@ -1,5 +1,5 @@
 """Regenerate docs/images/present.png, the README's screenshot of presentation mode: the
-default ``handgrad draw --html --present`` page at step 2, in headless Chromium at
+default ``handgrad draw --html --present`` page at step 3, in headless Chromium at
 1366x768 (a projector's size), as the tests drive the browser.
 
     .venv/bin/python docs/make_screenshots.py

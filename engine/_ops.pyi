@@ -21,11 +21,11 @@ def broadcast_to(x: TensorLike, shape: tuple[int, ...]) -> Tensor:
     """broadcast_to(x, shape): numpy broadcasting made explicit (a read-only view)."""
 
 
-def clip(x: TensorLike, min: float | None = ..., max: float | None = ...) -> Tensor:
+def clip(x: TensorLike, min: float | None = None, max: float | None = None) -> Tensor:
     """clip(x, min, max) = min(max(x, min), max); either bound may be None."""
 
 
-def concat(tensors: Sequence[Any], axis: int = ...) -> Tensor:
+def concat(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     """concat([x1, x2, ...], axis=0) joins tensors along an existing axis."""
 
 
@@ -33,11 +33,11 @@ def div(a: TensorLike, b: TensorLike) -> Tensor:
     """div(a, b) = a / b, elementwise with broadcasting (true division)."""
 
 
-def dropout(x: TensorLike, p: float = ..., training: bool = ..., rng: Any = ...) -> Tensor:
+def dropout(x: TensorLike, p: float = 0.5, training: bool = True, rng: Any = None) -> Tensor:
     """dropout(x, p=0.5, training=True, rng=None): inverted dropout. In training, each element is zeroed with probability p and the rest scaled by 1/(1-p): x * mask with mask = keep / (1 - p), drawn once in the forward and saved. Otherwise the identity."""
 
 
-def elu(x: TensorLike, alpha: float = ...) -> Tensor:
+def elu(x: TensorLike, alpha: float = 1.0) -> Tensor:
     """elu(x) = x if x > 0 else alpha (e^x - 1); its derivative at 0 is alpha."""
 
 
@@ -45,11 +45,11 @@ def exp(x: TensorLike) -> Tensor:
     """exp(x) = e^x."""
 
 
-def flatten(x: TensorLike, start_dim: int = ..., end_dim: int = ...) -> Tensor:
+def flatten(x: TensorLike, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """flatten(x, start_dim=0, end_dim=-1): axes start_dim..end_dim merged into one (a 0-d tensor becomes shape (1,))."""
 
 
-def gelu(x: TensorLike, approximate: str = ...) -> Tensor:
+def gelu(x: TensorLike, approximate: str = 'tanh') -> Tensor:
     """gelu(x) = x Phi(x), Phi the standard normal CDF."""
 
 
@@ -57,11 +57,11 @@ def getitem(x: TensorLike, index: Any) -> Tensor:
     """getitem(x, index) = x[index]: slices, ints, None, ..., integer or boolean arrays. Index arrays are copied when the node is made, so changing them later is harmless."""
 
 
-def leaky_relu(x: TensorLike, negative_slope: float = ...) -> Tensor:
+def leaky_relu(x: TensorLike, negative_slope: float = 0.01) -> Tensor:
     """leaky_relu(x) = x if x > 0 else a x, a = negative_slope (its derivative at 0)."""
 
 
-def linear(x: TensorLike, W: TensorLike, b: TensorLike | None = ...) -> Tensor:
+def linear(x: TensorLike, W: TensorLike, b: TensorLike | None = None) -> Tensor:
     """linear(x, W, b=None) = x @ W + b, x: (..., in), W: (in, out), b: (out,) or None."""
 
 
@@ -69,11 +69,11 @@ def log(x: TensorLike) -> Tensor:
     """log(x), the natural logarithm, for x > 0."""
 
 
-def log_softmax(x: TensorLike, axis: int = ...) -> Tensor:
+def log_softmax(x: TensorLike, axis: int = -1) -> Tensor:
     """log_softmax(x, axis) = x - logsumexp(x, axis), computed with the max shifted out."""
 
 
-def logsumexp(x: TensorLike, axis: Any = ..., keepdims: bool = ...) -> Tensor:
+def logsumexp(x: TensorLike, axis: Any = None, keepdims: bool = False) -> Tensor:
     """logsumexp(x, axis) = log Σ_axis exp(x)."""
 
 
@@ -81,7 +81,7 @@ def matmul(a: TensorLike, b: TensorLike) -> Tensor:
     """matmul(a, b) = a @ b (``t @ u``), batch axes broadcast as in numpy."""
 
 
-def max(x: TensorLike, axis: Any = ..., keepdims: bool = ...) -> Tensor:
+def max(x: TensorLike, axis: Any = None, keepdims: bool = False) -> Tensor:
     """max(x, axis): the largest element along the axes; tied maxima share the gradient."""
 
 
@@ -89,11 +89,11 @@ def maximum(a: TensorLike, b: TensorLike) -> Tensor:
     """maximum(a, b), elementwise with broadcasting; ties split the gradient evenly."""
 
 
-def mean(x: TensorLike, axis: Any = ..., keepdims: bool = ...) -> Tensor:
+def mean(x: TensorLike, axis: Any = None, keepdims: bool = False) -> Tensor:
     """mean(x, axis) = Σ_axis x / n, n = the number of elements averaged. Linear."""
 
 
-def min(x: TensorLike, axis: Any = ..., keepdims: bool = ...) -> Tensor:
+def min(x: TensorLike, axis: Any = None, keepdims: bool = False) -> Tensor:
     """min(x, axis): the smallest element along the axes; tied minima share the gradient."""
 
 
@@ -101,7 +101,7 @@ def minimum(a: TensorLike, b: TensorLike) -> Tensor:
     """minimum(a, b), elementwise with broadcasting; ties split the gradient evenly."""
 
 
-def mse(pred: TensorLike, target: TensorLike, reduction: str = ...) -> Tensor:
+def mse(pred: TensorLike, target: TensorLike, reduction: str = 'mean') -> Tensor:
     """mse(pred, target) = mean((pred - target)^2) over all N elements (or sum / none)."""
 
 
@@ -133,15 +133,15 @@ def sigmoid(x: TensorLike) -> Tensor:
     """sigmoid(x) = 1 / (1 + e^-x)."""
 
 
-def sigmoid_binary_cross_entropy(z: TensorLike, y: TensorLike, reduction: str = ...) -> Tensor:
+def sigmoid_binary_cross_entropy(z: TensorLike, y: TensorLike, reduction: str = 'mean') -> Tensor:
     """sigmoid_binary_cross_entropy(z, y) = -[y log s + (1 - y) log(1 - s)], s = sigmoid(z), per element, computed as max(z, 0) - z y + log(1 + e^-|z|) (exact for |z| ~ 1e4)."""
 
 
-def softmax(x: TensorLike, axis: int = ...) -> Tensor:
+def softmax(x: TensorLike, axis: int = -1) -> Tensor:
     """softmax(x, axis)_i = e^(x_i) / Σ_j e^(x_j), computed with the max shifted out. Its Jacobian diag(p) - p p^T is symmetric, so the JVP is the VJP's formula."""
 
 
-def softmax_cross_entropy(z: TensorLike, y: TensorLike, reduction: str = ..., label_smoothing: float = ...) -> Tensor:
+def softmax_cross_entropy(z: TensorLike, y: TensorLike, reduction: str = 'mean', label_smoothing: float = 0.0) -> Tensor:
     """softmax_cross_entropy(z, y) = -Σ_c y_c log softmax(z)_c per row, averaged over the N rows (reduction "mean"; or "sum", "none"). With p = softmax(z) the gradient is (p Σ_c y_c - y) / N, which is (p - y) / N for one-hot or probability targets."""
 
 
@@ -153,7 +153,7 @@ def sqrt(x: TensorLike) -> Tensor:
     """sqrt(x) = x^(1/2), for x >= 0."""
 
 
-def stack(tensors: Sequence[Any], axis: int = ...) -> Tensor:
+def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     """stack([x1, x2, ...], axis=0) joins equal-shaped tensors along a new axis."""
 
 
@@ -161,7 +161,7 @@ def sub(a: TensorLike, b: TensorLike) -> Tensor:
     """sub(a, b) = a - b, with numpy broadcasting. Linear: its JVP is da - db."""
 
 
-def sum(x: TensorLike, axis: Any = ..., keepdims: bool = ...) -> Tensor:
+def sum(x: TensorLike, axis: Any = None, keepdims: bool = False) -> Tensor:
     """sum(x, axis) = Σ_axis x. Linear: its JVP is sum(dx)."""
 
 
@@ -169,11 +169,11 @@ def tanh(x: TensorLike) -> Tensor:
     """tanh(x), the hyperbolic tangent."""
 
 
-def transpose(x: TensorLike, axes: tuple[int, ...] | None = ...) -> Tensor:
+def transpose(x: TensorLike, axes: tuple[int, ...] | None = None) -> Tensor:
     """transpose(x, axes=None): the axes permuted (reversed when axes is None); ``t.T``, ``t.transpose(...)`` and ``t.permute(...)`` call it."""
 
 
-def var(x: TensorLike, axis: Any = ..., keepdims: bool = ..., ddof: int = ...) -> Tensor:
+def var(x: TensorLike, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     """var(x, axis, ddof) = Σ (x - mean)^2 / (n - ddof)."""
 
 
@@ -190,46 +190,46 @@ class OpMethods:
     def broadcast_to(self, shape: tuple[int, ...]) -> Tensor:
         """broadcast_to(x, shape): numpy broadcasting made explicit (a read-only view)."""
 
-    def clip(self, min: float | None = ..., max: float | None = ...) -> Tensor:
+    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:
         """clip(x, min, max) = min(max(x, min), max); either bound may be None."""
 
-    def elu(self, alpha: float = ...) -> Tensor:
+    def elu(self, alpha: float = 1.0) -> Tensor:
         """elu(x) = x if x > 0 else alpha (e^x - 1); its derivative at 0 is alpha."""
 
     def exp(self) -> Tensor:
         """exp(x) = e^x."""
 
-    def flatten(self, start_dim: int = ..., end_dim: int = ...) -> Tensor:
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         """flatten(x, start_dim=0, end_dim=-1): axes start_dim..end_dim merged into one (a 0-d tensor becomes shape (1,))."""
 
-    def gelu(self, approximate: str = ...) -> Tensor:
+    def gelu(self, approximate: str = 'tanh') -> Tensor:
         """gelu(x) = x Phi(x), Phi the standard normal CDF."""
 
-    def leaky_relu(self, negative_slope: float = ...) -> Tensor:
+    def leaky_relu(self, negative_slope: float = 0.01) -> Tensor:
         """leaky_relu(x) = x if x > 0 else a x, a = negative_slope (its derivative at 0)."""
 
     def log(self) -> Tensor:
         """log(x), the natural logarithm, for x > 0."""
 
-    def log_softmax(self, axis: int = ...) -> Tensor:
+    def log_softmax(self, axis: int = -1) -> Tensor:
         """log_softmax(x, axis) = x - logsumexp(x, axis), computed with the max shifted out."""
 
-    def logsumexp(self, axis: Any = ..., keepdims: bool = ...) -> Tensor:
+    def logsumexp(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """logsumexp(x, axis) = log Σ_axis exp(x)."""
 
     def matmul(self, b: TensorLike) -> Tensor:
         """matmul(a, b) = a @ b (``t @ u``), batch axes broadcast as in numpy."""
 
-    def max(self, axis: Any = ..., keepdims: bool = ...) -> Tensor:
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """max(x, axis): the largest element along the axes; tied maxima share the gradient."""
 
     def maximum(self, b: TensorLike) -> Tensor:
         """maximum(a, b), elementwise with broadcasting; ties split the gradient evenly."""
 
-    def mean(self, axis: Any = ..., keepdims: bool = ...) -> Tensor:
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """mean(x, axis) = Σ_axis x / n, n = the number of elements averaged. Linear."""
 
-    def min(self, axis: Any = ..., keepdims: bool = ...) -> Tensor:
+    def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """min(x, axis): the smallest element along the axes; tied minima share the gradient."""
 
     def minimum(self, b: TensorLike) -> Tensor:
@@ -241,7 +241,7 @@ class OpMethods:
     def sigmoid(self) -> Tensor:
         """sigmoid(x) = 1 / (1 + e^-x)."""
 
-    def softmax(self, axis: int = ...) -> Tensor:
+    def softmax(self, axis: int = -1) -> Tensor:
         """softmax(x, axis)_i = e^(x_i) / Σ_j e^(x_j), computed with the max shifted out. Its Jacobian diag(p) - p p^T is symmetric, so the JVP is the VJP's formula."""
 
     def softplus(self) -> Tensor:
@@ -250,11 +250,11 @@ class OpMethods:
     def sqrt(self) -> Tensor:
         """sqrt(x) = x^(1/2), for x >= 0."""
 
-    def sum(self, axis: Any = ..., keepdims: bool = ...) -> Tensor:
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """sum(x, axis) = Σ_axis x. Linear: its JVP is sum(dx)."""
 
     def tanh(self) -> Tensor:
         """tanh(x), the hyperbolic tangent."""
 
-    def var(self, axis: Any = ..., keepdims: bool = ..., ddof: int = ...) -> Tensor:
+    def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
         """var(x, axis, ddof) = Σ (x - mean)^2 / (n - ddof)."""

@@ -14,6 +14,7 @@ Ops are registered when ``handgrad.engine`` is imported, so a static tool sees n
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,8 +77,15 @@ def _parameter_text(p: inspect.Parameter) -> str:
     if p.annotation is inspect.Parameter.empty:
         annotation = "Any"
     star = "*" if p.kind is p.VAR_POSITIONAL else ""
-    default = "" if p.default is p.empty else " = ..."
+    default = "" if p.default is p.empty else f" = {_default_text(p.default)}"
     return f"{star}{p.name}: {annotation}{default}"
+
+
+def _default_text(value: Any) -> str:
+    """A default as the stub shows it: the value itself when it is a plain literal (what
+    the API reference then prints, ``negative_slope: float = 0.01``), else ``...``."""
+    plain = value is None or type(value) in (bool, int, float, str)
+    return repr(value) if plain and not (type(value) is float and not math.isfinite(value)) else "..."
 
 
 def _arguments(sig: inspect.Signature, first: str | None = None) -> str:

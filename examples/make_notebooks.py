@@ -65,10 +65,11 @@ plt.show()
     md("""
 ## The model and the training run
 
-`nn.MLP([784, 128, 10])` is `Linear(784, 128)`, ReLU, `Linear(128, 10)`, with He
-initialisation from a seed. `CrossEntropyLoss` is the fused softmax and cross-entropy: one
-node whose backward is the output delta `(softmax(z) - y) / N`. `fit` shuffles the batches,
-steps the optimizer, and records the loss of every step and the metrics of every epoch.
+`nn.MLP([784, 128, 10])` is `Linear(784, 128)`, ReLU, `Linear(128, 10)`, initialised from a
+seed (He for the ReLU layer, Xavier for the output layer). `CrossEntropyLoss` is the fused
+softmax and cross-entropy: one node whose backward is the output delta
+`(softmax(z) - y) / N`. `fit` shuffles the batches, steps the optimizer, and records the
+loss of every step and the metrics of every epoch.
 """),
     code("""
 model = nn.MLP([784, 128, 10], activation="relu", seed=0)
@@ -255,8 +256,9 @@ Needs: `pip install "handgrad[check]"` (hypothesis).
     md("""
 ## The op: SiLU (swish)
 
-`silu(x) = x σ(x)`, with derivative `σ(x) (1 + x (1 − σ(x)))`. `forward` saves σ(x) for
-the rules; `derivative` is the one thing an elementwise op must say, as in
+`silu(x) = x σ(x)`, with derivative `σ(x) (1 + x (1 − σ(x)))`. `forward` keeps its input
+with `ctx.save_input` (handgrad then guards it against in-place writes) and σ(x), which it
+computed itself, with `ctx.save`, for the rules; `derivative` is the one thing an elementwise op must say, as in
 `engine/ops/_base.py`'s `UnaryElementwise`; written out here so that all the contract is
 in view.
 """),
@@ -276,7 +278,8 @@ class SiLU(engine.Op):
 
     def forward(self, ctx, x):
         s = 1 / (1 + np.exp(-x))
-        ctx.save(x, s)
+        ctx.save_input(x)
+        ctx.save(s)
         return x * s
 
     def backward(self, ctx, grad):              # VJP: one gradient per input
@@ -390,7 +393,8 @@ class SiLU(engine.Op):
 
     def forward(self, ctx, x):
         s = 1 / (1 + np.exp(-x))
-        ctx.save(x, s)
+        ctx.save_input(x)
+        ctx.save(s)
         return x * s
 
     def backward(self, ctx, grad):

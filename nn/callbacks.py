@@ -24,6 +24,7 @@ error. A callback that sets ``stop`` ends ``fit`` after the current epoch.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable
 
 import numpy as np
@@ -67,9 +68,9 @@ class Callback:
         """After the last epoch, an interruption or an error."""
 
 
-# Which way a metric improves, from its name (EarlyStopping's mode="auto"): parts of names.
-_UPWARDS = ("acc", "precision", "recall", "f1", "auc")
-_DOWNWARDS = ("loss", "error", "mse", "mae", "perplexity")
+# Which way a metric improves, from the words of its name (EarlyStopping's mode="auto").
+_UPWARDS = {"acc", "accuracy", "precision", "recall", "f1", "auc"}
+_DOWNWARDS = {"loss", "error", "err", "mse", "mae", "rmse", "perplexity"}
 
 
 def _direction(owner: str, monitor: str, mode: Any) -> str:
@@ -78,11 +79,10 @@ def _direction(owner: str, monitor: str, mode: Any) -> str:
         return str(mode)
     if mode != "auto":
         raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max', got {plain_repr(mode)}")
-    name = monitor.lower()
-    if any(part in name for part in _UPWARDS):
-        return "max"
-    if any(part in name for part in _DOWNWARDS):
-        return "min"
+    words = set(re.split(r"[^a-z0-9]+", monitor.lower()))    # "val_loss": {"val", "loss"}
+    up, down = bool(words & _UPWARDS), bool(words & _DOWNWARDS)
+    if up != down:
+        return "max" if up else "min"
     raise ValueError(f"{owner}: cannot tell from its name whether {monitor!r} improves "
                      f"upwards or downwards; pass mode='max' or mode='min'")
 

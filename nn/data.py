@@ -547,7 +547,8 @@ class DataLoader:
     permutation): passes are epochs 1, 2, 3, ... in turn, and ``set_epoch(e)`` makes the
     next pass epoch ``e``. ``fit`` calls it before each epoch, so a run resumed at epoch k
     with a new loader sees the batches the uninterrupted run saw; consecutive passes of one
-    loader differ, and two loaders never share randomness. ``seed=None`` draws a seed
+    loader differ, and two loaders share no generator (two with the same seed over data of
+    the same length shuffle alike: give each its own seed). ``seed=None`` draws a seed
     once, at random."""
 
     def __init__(self, X: Any, y: Any, batch_size: int = 32, shuffle: bool = True,

@@ -1031,7 +1031,8 @@ class LRScheduler:
 
     @property
     def base_lr(self) -> float:
-        """The first group's original learning rate (``base_lrs[0]``)."""
+        """The first group's base (``base_lrs[0]``): its rate when the schedule was made, or
+        the one it continued from after a rate changed outside it (class docstring)."""
         return self.base_lrs[0]
 
     def factor(self, t: int) -> float:
@@ -1057,7 +1058,7 @@ class LRScheduler:
         """Every group's rate to ``lr_at(its base, t)``, each checked first (a ``gamma``
         of 10 overflows in time): finite and >= 0, or a ValueError and no group changed."""
         self._check_groups()
-        rates = [self.lr_at(base, self.t) for base in self.base_lrs]
+        rates = [self._rate(base, self.t) for base in self.base_lrs]
         for i, rate in enumerate(rates):
             if not (math.isfinite(rate) and rate >= 0):
                 raise ValueError(f"{type(self).__name__}: the learning rate of parameter group "
@@ -1067,6 +1068,13 @@ class LRScheduler:
         for group, rate in zip(self.optimizer.param_groups, rates, strict=True):
             group["lr"] = rate
         self._set = rates
+
+    def _rate(self, base: float, t: int) -> float:
+        """``lr_at(base, t)``, inf where it overflows (``gamma ** t`` raises OverflowError)."""
+        try:
+            return self.lr_at(base, t)
+        except OverflowError:
+            return math.inf
 
     def _take_changed_rates(self) -> list[float]:
         """The bases ``step`` continues from: for a group whose rate was changed outside the

@@ -46,14 +46,18 @@ from .update_bounds import max_bound
 
 class TrainingError(UserInputError, FloatingPointError):
     """The loss, a regularizer, a gradient, an update of the weights, the model's outputs or
-    the validation loss became NaN or Inf. Raised before the weights took such a value (an
-    update that would is undone), so the model keeps its last good weights (the best ones
-    under early stopping with restore_best).
+    the validation loss became NaN or Inf. ``fit`` raises it before the weights took such a
+    value (it turns the optimizer's ``check_finite`` on, so an update that would is undone):
+    the model keeps its last good weights (the best ones under early stopping with
+    restore_best). A step used alone (``EagerStep``, ``compile_step``) checks the loss, the
+    regularizer and the gradients before any weight changes; its update is checked only
+    with ``optimizer.check_finite`` on (``optim.NonFiniteUpdate``). Without it, an update
+    that overflows reaches the weights, and the next step's loss reports it.
 
     ``what`` and ``value`` say what failed. Raised by a step alone, ``history``, ``epoch``
     and ``step`` are None; ``fit`` raises it with them (``history`` holds everything
-    recorded so far). ``kept`` says which weights the model keeps when they are not its
-    last good ones (None: the last good ones)."""
+    recorded so far). ``kept``, set by ``fit``, says which weights the model keeps when
+    they are not its last good ones (None: the last good ones, or a step alone)."""
 
     def __init__(self, message: str, history: History | None = None, epoch: int | None = None,
                  step: int | None = None, *, what: str = "", value: float = math.nan,

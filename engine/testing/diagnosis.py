@@ -4,7 +4,7 @@ bug class, with the evidence (``run_op`` appends it to the failure as a line "li
 
 The comparison is of vector-Jacobian products: one random cotangent v (seeded), the rule's
 J^T v per input against the numeric one, each entry a float64 central difference
-(``engine.gradcheck.central_difference``) of <v, f(x + t e_j)>. The classes, tried in this
+(``engine.gradcheck.central_difference``) of ``<v, f(x + t e_j)>``. The classes, tried in this
 order for each input whose gradient disagrees (relative error above ``TOL``):
 
 * no gradient: the rule returns None where the numeric gradient is not zero;
@@ -519,7 +519,7 @@ class Probe:
             return np.asarray(self.op.apply(*self._args(inputs), **self.params).data)
 
     def numeric(self, inputs: Arrays) -> Arrays:
-        """<v, f> differentiated entry by entry (step STEP relative to each entry)."""
+        """``<v, f>`` differentiated entry by entry (step STEP relative to each entry)."""
         out = []
         for k, x in enumerate(inputs):
             g = np.zeros(x.shape)

@@ -200,7 +200,8 @@ def test_recorded_gradient_norms_are_backwards_not_the_clipped_ones(compile):
 
 @pytest.mark.parametrize("monitor, mode, best", [
     ("val_precision", "auto", 3), ("val_f1", "auto", 3), ("train_accuracy", "auto", 3),
-    ("val_loss", "auto", 1), ("my_score", "max", 3), ("my_score", "min", 1)])
+    ("val_loss", "auto", 1), ("my_score", "max", 3), ("my_score", "min", 1),
+    ("cauchy_loss", "auto", 1), ("val_top5_err", "auto", 1)])
 def test_early_stopping_improves_in_the_metrics_direction(monitor, mode, best):
     """mode="auto" reads the direction from the name (Keras): precision, F1, AUC go up, as
     accuracies do. Before, only names with "acc" went up: a rising precision was minimised,
@@ -216,6 +217,8 @@ def test_early_stopping_asks_for_a_mode_it_cannot_tell_and_checks_its_flags():
     with pytest.raises(ValueError, match=r"EarlyStopping: cannot tell from its name whether "
                                          r"'my_score' improves upwards or downwards; pass mode="):
         EarlyStopping(model, patience=2, monitor="my_score")
+    with pytest.raises(ValueError, match=r"cannot tell from its name whether 'val_loss_cls_acc'"):
+        EarlyStopping(model, patience=2, monitor="val_loss_cls_acc")     # both: ask
     with pytest.raises(ValueError, match=r"EarlyStopping: mode must be 'auto', 'min' or 'max', got 'up'"):
         EarlyStopping(model, patience=2, monitor="val_loss", mode="up")
     with pytest.raises(ValueError, match=r"EarlyStopping: restore_best must be True or False, got 'no'"):

@@ -617,6 +617,15 @@ def test_a_schedule_refuses_to_continue_from_a_rate_it_cannot_reach_or_an_overfl
         schedule.step()
     assert schedule.t == 0 and opt.lr == 1e308
     opt.load_state_dict(opt.state_dict())
+    opt = optim.SGD(_one_param(), lr=0.1)
+    schedule = optim.ExponentialLR(opt, gamma=10.0)       # 10.0 ** 309: an OverflowError
+    for _ in range(308):
+        schedule.step()
+    for _ in range(2):                                    # refused, and refused again
+        with pytest.raises(ValueError, match=r"ExponentialLR: the learning rate of parameter "
+                                             r"group 0 at step 309 would be inf"):
+            schedule.step()
+        assert schedule.t == 308
     opt = optim.SGD([{"params": _one_param(), "lr": 0.0}])
     with pytest.raises(ValueError, match=r"CosineAnnealingLR.factor: the base learning rate is 0"):
         optim.CosineAnnealingLR(opt, T_max=4, eta_min=0.1).factor(1)

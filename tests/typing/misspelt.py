@@ -9,4 +9,4 @@ from handgrad import engine, nn
 x = engine.Tensor(np.ones(3))
 engine.softmaxx(x)                  # error
 nn.MLPP([3, 2])                     # error
-engine.testing.chek_op              # error
+check = engine.testing.chek_op      # error
