@@ -252,7 +252,8 @@ def reduction_clauses(c: Context) -> list[Clause]:
     if c.node.op.name == "sum":
         return [Clause(c.lhs(0), f"{c.g} copied to every summed entry", c.sent[0], spread)]
     n = int(np.prod([x.shape[a] for a in axes]))
-    return [Clause(c.lhs(0), f"{c.g} / n, n = {n}", c.sent[0], spread / n)]
+    # "/ 12", not "/ n, n = 12": the caption goes on "= <values>", which would read 12 = [[…]]
+    return [Clause(c.lhs(0), f"{c.g} / {n}", c.sent[0], spread / n)]
 
 
 def product_clauses(c: Context) -> list[Clause]:

@@ -294,6 +294,14 @@ def test_a_saturated_float32_tanh_is_captioned_as_the_formula_it_computes():
     assert not wrong.holds()                     # a real difference still shows
 
 
+def test_a_means_caption_states_no_false_equation():
+    """It read "∂L/∂t = ∂L/∂L / n, n = 12 = [[0.08333, …]]": as written, 12 = [[0.08333, …]]."""
+    x = engine.Tensor(np.arange(12.0).reshape(4, 3), requires_grad=True)
+    mean_step = next(text for text, _ in captioned_frames(engine.mean(x * 2.0))
+                     if "backward of mean" in text)
+    assert "/ 12 = [[0.08333" in mean_step and "n = 12 =" not in mean_step, mean_step
+
+
 def test_soft_targets_change_the_rule_line_for_every_reduction():
     z = engine.Tensor(Z[:, :2], requires_grad=True)
     for reduction in ("mean", "sum", "none"):
