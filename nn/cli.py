@@ -10,7 +10,8 @@ are one line too. A bug in handgrad still shows its traceback: only ``UserInputE
 the OS errors about the user's paths) is caught, never a plain ValueError.
 
 ``train --out`` saves the run directory as one unit (``rundir``); ``--resume`` verifies it.
-Ctrl-C at any moment exits with status 130 and the last complete epoch saved.
+Ctrl-C at any moment exits with status 130 and the last complete epoch saved (SIGTERM and
+SIGHUP during training too).
 """
 from __future__ import annotations
 
@@ -453,25 +454,44 @@ def _write_text(path: Path, text: str) -> Path:
     return path
 
 
+# Signals taken as a Ctrl-C while a run trains: what `timeout`, `docker stop`, Slurm and
+# systemd send (SIGTERM), and a closed terminal (SIGHUP). They killed the process with
+# every trained epoch unsaved.
+_AS_CTRL_C = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class _HeldInterrupts:
     """Ctrl-C while this is active (outside fit, which has its own handler) is recorded,
-    not raised: the run is saved whole first. Outside the main thread it does nothing."""
+    not raised: the run is saved whole first. SIGTERM and SIGHUP go to whichever Ctrl-C
+    handler is current (fit's during training, this one's outside it), so they save the
+    run as Ctrl-C does. Outside the main thread it does nothing."""
 
     def __init__(self) -> None:
         self.requested = False
-        self.previous: Any = None
+        self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_HeldInterrupts":
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
+            for signum in _AS_CTRL_C:
+                self.previous[signum] = signal.signal(signum, _as_ctrl_c)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
 
     def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _as_ctrl_c(signum: int, frame: Any) -> None:
+    """SIGTERM or SIGHUP: what the current Ctrl-C handler does."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:                                       # SIG_IGN or SIG_DFL: stop as Ctrl-C would
+        raise KeyboardInterrupt
 
 
 def _fit(state: _Run, run: dict[str, Any], splits: data_.Splits, loss_fn: CrossEntropyLoss,

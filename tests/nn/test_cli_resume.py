@@ -113,13 +113,31 @@ class _CtrlCAt(losses.CrossEntropyLoss):
     at = 0
     calls = 0
     presses = 1
+    signum = signal.SIGINT
 
     def forward(self, out, y):
         type(self).calls += 1
         if type(self).calls == self.at:
             for _ in range(self.presses):
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), self.signum)
         return super().forward(out, y)
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_save_the_run_as_ctrl_c_does(tmp_path, capsys, monkeypatch, name):
+    """What `timeout`, `docker stop`, Slurm and systemd send: it killed the process with
+    every trained epoch unsaved (an empty --out after 150 of 200 epochs)."""
+    signum = getattr(signal, name)
+    previous = signal.getsignal(signum)
+    monkeypatch.setattr(_CtrlCAt, "at", 30)
+    monkeypatch.setattr(_CtrlCAt, "calls", 0)
+    monkeypatch.setattr(_CtrlCAt, "signum", signum)
+    monkeypatch.setattr(cli, "CrossEntropyLoss", _CtrlCAt)
+    status = cli.main(["train", *RUN, "--epochs", "30", "--out", str(tmp_path / "cut")])
+    assert status == 130 and "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signum) is previous
+    saved = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert 1 <= len(saved["epochs"]) < 30
 
 
 def test_ctrl_c_saves_the_last_complete_epoch_and_resume_finishes_the_run(tmp_path, capsys,
