@@ -327,9 +327,11 @@ class _Run:
     history. Both are saved together with the history and the curves, as one unit
     (``rundir.commit``)."""
 
-    def __init__(self, run: dict[str, Any], sizes: list[int], data: str):
+    def __init__(self, run: dict[str, Any], sizes: list[int], splits: data_.Splits):
         self.run = run
-        self.data = data              # the checksum of its data (Splits.fingerprint)
+        self.data = splits.fingerprint()        # checksums of its data: all of it (--resume)
+        self.test_data = splits.test_fingerprint()     # and its test split (evaluate)
+        self.source = splits.source             # where the data was read, or how generated
         self.model = MLP(sizes, activation=run["activation"], dropout=run["dropout"],
                          init=run["init"], seed=run["seed"])
         self.optimizer = _optimizer(run, self.model)
@@ -406,7 +408,8 @@ class _Run:
         if self.run["early_stopping"] is not None and snap["best"] is not None:
             produced.load_state_dict(snap["best"])
         meta = {"dataset": self.run["dataset"], "seed": self.run["seed"], "run": self.run,
-                "test": test, "interrupted": interrupted}
+                "test": test, "interrupted": interrupted, "test_data": self.test_data,
+                "data_source": self.source}
         resume = dict(meta, resume={**{k: snap[k] for k in ("scheduler", "rng", "epochs_done",
                                                               "history")}, "data": self.data})
         history = History.from_dict(snap["history"])
@@ -536,7 +539,7 @@ def train(args: argparse.Namespace) -> int:
 
     splits = load_splits(run, args.data_dir)
     sizes = [int(np.prod(splits.input_shape))] + run["hidden"] + [splits.num_classes]
-    state = _Run(run, sizes, splits.fingerprint())
+    state = _Run(run, sizes, splits)
     if saved is not None:
         _check_same_data(args, saved, state.data)
         state.restore(saved)
@@ -651,13 +654,14 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     check_fits(args.checkpoint, model, dataset)
     plan_.check_data_dir(dataset, args.data_dir)
     splits = _test_data(args.checkpoint, meta, dataset, args.data_dir, seed)
+    other = _other_test_data(args, meta, dataset, splits)
     run = meta.get("run")
     smoothing = run.get("label_smoothing", 0.0) if isinstance(run, dict) else 0.0
     with np.errstate(all="ignore"):    # a NaN loss is reported as the number it is
         scores_loss = evaluate(model, CrossEntropyLoss(label_smoothing=smoothing),   # train's loss
                                (splits.x_test, splits.y_test))
     print(f"{args.checkpoint}: {type(model).__name__} {model.config['sizes']} on {dataset} "
-          f"({len(splits.x_test)} test examples)")
+          f"({len(splits.x_test)} test examples) from {splits.source}{other}")
     print(f"test loss: {scores_loss['loss']:.4f}{_smoothed(smoothing)}")
     print(f"test accuracy: {scores_loss['accuracy']:.4f}")
     return 0
@@ -677,6 +681,22 @@ def _test_data(checkpoint: Path, meta: dict[str, Any], dataset: str, data_dir: s
     if len(splits.x_test) == 0:
         raise UsageError(f"{what}, which leaves no test example of {dataset}")
     return splits
+
+
+def _other_test_data(args: argparse.Namespace, meta: dict[str, Any], dataset: str,
+                     splits: data_.Splits) -> str:
+    """"" when the test split loaded is the one the model was saved with (or none was
+    recorded, or another dataset was asked for); a note when it differs and --data-dir or
+    --seed asked for other data; a UsageError when it differs and nobody asked for it (the
+    default search found other files than the run's: the metrics would be of other data)."""
+    recorded = meta.get("test_data")
+    if recorded is None or dataset != meta.get("dataset") or recorded == splits.test_fingerprint():
+        return ""
+    if args.data_dir is None and args.seed is None:
+        raise UsageError(f"{args.checkpoint}: the test data found ({splits.source}) is not the "
+                         f"test data the model was trained with ({meta.get('data_source')}): "
+                         f"pass --data-dir")
+    return " (not the test data the model was trained with)"
 
 
 def check_fits(checkpoint: Path, model: MLP, dataset: str) -> None:

@@ -619,17 +619,27 @@ class Splits:
 
 
     def fingerprint(self) -> str:
-        """A checksum of every split's values, shapes and dtypes: ``handgrad train --resume``
-        compares it with the run's, so that a run is never continued on other data (another
-        --data-dir, files replaced) while looking like the same run. CRC-32: about 0.1 s
-        for Fashion-MNIST's 70,000 float32 images."""
-        crc = 0
-        for a in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
-            if a is not None:
-                a = np.ascontiguousarray(a)
-                crc = zlib.crc32(f"{a.dtype.str}{a.shape}".encode(), crc)
-                crc = zlib.crc32(a.data.cast("B") if a.size else b"", crc)
-        return f"crc32:{crc:08x}"
+        """A checksum of every split (``checksum``): ``handgrad train --resume`` compares it
+        with the run's, so that a run is never continued on other data (another --data-dir,
+        files replaced) while looking like the same run."""
+        return checksum(self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test)
+
+    def test_fingerprint(self) -> str:
+        """A checksum of the test split alone: ``handgrad evaluate`` compares it with the one
+        the model was saved with, so that it never scores other data without saying so."""
+        return checksum(self.x_test, self.y_test)
+
+
+def checksum(*arrays: np.ndarray | None) -> str:
+    """A CRC-32 of the arrays' values, shapes and dtypes (None skipped), as "crc32:<hex>":
+    about 0.1 s for Fashion-MNIST's 70,000 float32 images."""
+    crc = 0
+    for a in arrays:
+        if a is not None:
+            a = np.ascontiguousarray(a)
+            crc = zlib.crc32(f"{a.dtype.str}{a.shape}".encode(), crc)
+            crc = zlib.crc32(a.data.cast("B") if a.size else b"", crc)
+    return f"crc32:{crc:08x}"
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, n: int | None = None,

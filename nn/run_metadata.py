@@ -182,11 +182,22 @@ def check_history(where: str, history: Any) -> None:
         numbers(f"{where}.grad_norms[{_show(name)}]", values)
 
 
+def checksum(where: str, value: Any) -> None:
+    """A checksum of data as nn.data.checksum writes it ("crc32:<hex>")."""
+    if not (isinstance(value, str) and value.startswith("crc32:")):
+        _fail(where, 'a checksum of the data ("crc32:...")', value)
+
+
+def text(where: str, value: Any) -> None:
+    if not isinstance(value, str):
+        _fail(where, "a string", value)
+
+
 def check_resume(where: str, resume: Any) -> None:
     # "data", the checksum of the run's data, is absent from runs saved before it existed
     _exact_fields(where, resume, {"scheduler", "rng", "epochs_done", "history"} | ({"data"} & set(resume)))
-    if "data" in resume and not (isinstance(resume["data"], str) and resume["data"].startswith("crc32:")):
-        _fail(f"{where}.data", "a checksum of the data (\"crc32:...\")", resume["data"])
+    if "data" in resume:
+        checksum(f"{where}.data", resume["data"])
     optional_object(f"{where}.scheduler", resume["scheduler"])
     rng = resume["rng"]
     if not isinstance(rng, list) or not all(isinstance(s, dict) for s in rng):
@@ -202,6 +213,7 @@ def check_resume(where: str, resume: Any) -> None:
 METADATA_FIELDS: dict[str, Check] = {
     "dataset": choice(DATASETS), "seed": integer(0, MAX_SEED), "run": check_run,
     "test": optional_records, "interrupted": boolean, "resume": check_resume,
+    "test_data": checksum, "data_source": text,   # (absent from runs saved before them)
 }
 
 
