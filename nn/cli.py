@@ -653,6 +653,9 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
                          f"pass --seed")
     check_fits(args.checkpoint, model, dataset)
     plan_.check_data_dir(dataset, args.data_dir)
+    if args.seed is not None and dataset not in data_.GENERATORS:
+        raise UsageError(f"--seed draws another sample of a generated dataset, but the test "
+                         f"split of {dataset} is its official one: leave --seed out")
     splits = _test_data(args.checkpoint, meta, dataset, args.data_dir, seed)
     other = _other_test_data(args, meta, dataset, splits)
     run = meta.get("run")

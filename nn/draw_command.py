@@ -175,6 +175,8 @@ def check_outputs(args: argparse.Namespace, path: Path) -> None:
     checked before any is: a later one failing must not leave the earlier ones written. A
     file's folder must exist; --steps is created, so its nearest existing folder must take
     it."""
+    if args.steps is not None:
+        _apart_from_steps(args, path)
     for flag, file in (("--out", path), ("--pdf", args.pdf)):
         if file is None:
             continue
@@ -190,6 +192,21 @@ def check_outputs(args: argparse.Namespace, path: Path) -> None:
         if not existing.is_dir():
             raise UsageError(f"--steps {args.steps}: {existing} is a file, not a folder")
         _probe("--steps", args.steps, existing)
+
+
+def _apart_from_steps(args: argparse.Namespace, path: Path) -> None:
+    """--steps is a folder of its own: not the page's --out, and not holding --pdf under a
+    step picture's name (the export removes an earlier export's step-NN files, which would
+    delete the handout it had just written)."""
+    from handgrad.engine.viz.export import STEP_FILE
+    steps = args.steps.resolve()
+    if path.resolve() == steps:
+        raise UsageError(f"--steps {args.steps} is the page's --out; give the step pictures a "
+                         f"folder of their own")
+    if args.pdf is not None and args.pdf.resolve().parent == steps and STEP_FILE.fullmatch(args.pdf.name):
+        raise UsageError(f"--pdf {args.pdf} is named as a step picture in --steps {args.steps}, "
+                         f"which keeps only this export's step pictures; give the handout "
+                         f"another name")
 
 
 def check_level(args: argparse.Namespace) -> None:

@@ -191,6 +191,13 @@ def test_draw_batch_larger_than_the_data_is_one_line_and_writes_nothing(argv, me
                                                  "{dir}/nodir does not exist"),
     (["--out", "{dir}/afile/g.svg"], "--out {dir}/afile/g.svg: the folder {dir}/afile is not "
                                      "a folder"),
+    # the handout was written, announced, then removed as an earlier export's step picture
+    (["--html", "--out", "{dir}/p.html", "--pdf", "{dir}/s/step-00.pdf", "--steps", "{dir}/s"],
+     "--pdf {dir}/s/step-00.pdf is named as a step picture in --steps {dir}/s, which keeps "
+     "only this export's step pictures; give the handout another name"),
+    # the page was written, then a traceback
+    (["--html", "--out", "{dir}/p.html", "--steps", "{dir}/p.html"],
+     "--steps {dir}/p.html is the page's --out; give the step pictures a folder of their own"),
 ])
 def test_draw_checks_every_output_path_before_writing_any(argv, message, tmp_path, capsys):
     """--html --out p.html --pdf nodir/h.pdf wrote p.html, then failed on the PDF with a

@@ -467,3 +467,6 @@ def test_evaluate_refuses_test_data_other_than_the_models_unless_asked_for(tmp_p
     assert cli.main(["evaluate", str(out / "model.npz"), "--data-dir", str(first)]) == 0
     shown = capsys.readouterr().out
     assert f"from {first}" in shown and "not the test data" not in shown
+    # --seed changes nothing in an official test split: refused, not taken and ignored
+    assert cli.main(["evaluate", str(out / "model.npz"), "--data-dir", str(first), "--seed", "3"]) == 2
+    assert "the test split of mnist is its official one" in capsys.readouterr().err
