@@ -384,8 +384,10 @@ class Record:
 
 
 def to_digraph(view: GraphView, options: Options, overlay: Overlay,
-               record: Record | None = None) -> Picture:
-    """Lay every box into its cluster, then the edges, then the legend."""
+               record: Record | None = None, sizing: dict[str, list[str]] | None = None) -> Picture:
+    """Lay every box into its cluster, then the edges, then the legend. ``sizing`` (by
+    box name) gives lines to size a box with instead of its own: a player lays its boxes
+    out once, each as wide as its widest line in any frame."""
     g = Picture(name="handgrad")
     g.attr(rankdir=options.rankdir, **styles.GRAPH_ATTRS)
     g.attr(fontsize=f"{options.fontsize + 1:g}")
@@ -415,7 +417,7 @@ def to_digraph(view: GraphView, options: Options, overlay: Overlay,
         if id(t) not in hidden:
             lines, thumbs = tensor_lines(view, t, options, overlay)
             boxes.append(_Box(view.dot_id(t), lines, view.kind(t), view.scope(t), thumbs=thumbs))
-    place_boxes(g, view, boxes, record)
+    place_boxes(g, view, boxes, record, sizing or {})
     add_edges(g, view, overlay, endpoint, record)
     kinds = [k for k in styles.STYLES if any(b.kind == k for b in boxes)]
     if any(b.scope for b in boxes):
@@ -432,7 +434,7 @@ def to_digraph(view: GraphView, options: Options, overlay: Overlay,
 
 
 def place_boxes(g: Picture, view: GraphView, boxes: list[_Box],
-                record: Record | None = None) -> None:
+                record: Record | None = None, sizing: dict[str, list[str]] | None = None) -> None:
     """Emit each box inside the nested clusters of its scope (``cluster_layers.0`` inside
     ``cluster_layers``), clusters in the order they first appear. A box with heat maps
     gets an HTML-like label (its PNGs kept in ``g.images``), every other a plain one."""
@@ -451,7 +453,8 @@ def place_boxes(g: Picture, view: GraphView, boxes: list[_Box],
         for box in members[scope]:
             attrs = {**styles.STYLES[box.kind], **box.attrs}
             slots = [g.add_thumbnail(k, a) for k, a in box.thumbs]
-            label = thumbnails.html_label(box.lines, slots) if slots else dot_label(box.lines)
+            sized = (sizing or {}).get(box.name, box.lines)
+            label = thumbnails.html_label(sized, slots) if slots else dot_label(sized)
             container.node(box.name, label, id=f"n_{box.name}", **attrs)
             if record is not None:
                 record.nodes[f"n_{box.name}"] = (box.lines, attrs)

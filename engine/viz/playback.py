@@ -231,6 +231,7 @@ def op_layout(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
     data: list[dict[str, Any]] = []
     layout, arrows, images, record = None, set(), {}, Record()
     thumbs: list[dict[str, list[str]]] = []          # per frame: box id -> file names
+    texts: list[dict[str, list[str]]] = []           # per frame: box id -> its lines
     for text, view, overlay in _step_overlays(loss, model, options, numeric, stable=True):
         record = Record()
         layout = to_digraph(view, options, overlay, record)
@@ -238,6 +239,7 @@ def op_layout(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
         images.update(layout.images)
         thumbs.append({nid: [name for _, name, _ in slots]
                        for nid, slots in record.thumbs.items()})
+        texts.append({nid: lines for nid, (lines, _) in record.nodes.items()})
         now = focus_ids(view, overlay, record)
         data.append({"caption": text,
                      "nodes": {nid: {"lines": [svg_text(x) for x in lines],
@@ -254,6 +256,9 @@ def op_layout(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
         frame["edges"].update({eid: {"pen": "1", "dash": "", "hide": True}
                                for eid in sorted(arrows - set(frame["edges"]))})
     assert layout is not None
+    sizing = _widest_lines(texts)
+    if sizing:          # a line longer in an earlier frame ("grad so far [...]"): wider boxes
+        layout = to_digraph(view, options, overlay, Record(), sizing)
     for frame, names in zip(data, thumbs, strict=True):   # the last frame's slots, filled
         for nid, slots in record.thumbs.items():
             mine = names.get(nid, [])
@@ -262,6 +267,25 @@ def op_layout(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,
                 for i, (k, _, size) in enumerate(slots)]
     layout.images.update(images)
     return layout, data
+
+
+def _widest_lines(frames: list[dict[str, list[str]]]) -> dict[str, list[str]]:
+    """By box name, for each box whose lines (``frames``: per frame, by node id) are
+    longer in some frame than in the last one (the layout's): each line at its longest
+    over the frames (in characters), so that the box laid out once holds every frame's
+    text. Empty when the last frame's are the longest."""
+    longest: dict[str, list[str]] = {}
+    for frame in frames:
+        for nid, lines in frame.items():
+            rows = longest.setdefault(nid, [])
+            for i, line in enumerate(lines):
+                if i == len(rows):
+                    rows.append(line)
+                elif len(line) > len(rows[i]):
+                    rows[i] = line
+    last = frames[-1] if frames else {}
+    return {nid.removeprefix("n_"): rows for nid, rows in longest.items()
+            if nid in last and rows != last[nid]}
 
 
 def captioned_frames(loss: Tensor, *, model: Any = None, show: Sequence[str] = SHOW,

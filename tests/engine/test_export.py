@@ -232,3 +232,17 @@ def test_no_frame_has_more_lines_in_a_box_than_the_layout_keeps(extra, tmp_path)
             assert len(spec["lines"]) <= len(last[box]["lines"]), (k, box, spec["lines"])
     first = save_backward_steps(loss, tmp_path, format="svg", model=model)[0].read_text()
     assert "g = the gradient the loss receives" in first and "[0, 1]]" in first
+
+
+def test_a_box_is_laid_out_as_wide_as_its_widest_line_in_any_frame():
+    """A tensor used twice shows "grad so far [...]" while its gradient is partial, longer
+    than the last frame's "grad [...]"; the one layout was made from the last frame, and
+    the line ran 32 px out of its box (the word "grad" and the "]" hidden), in the player
+    and the exported pictures alike."""
+    x = engine.Tensor(np.array([1.5, -2.0, 0.5]), requires_grad=True, name="x")
+    w = engine.Tensor(np.array([0.3, 0.7, -1.1]), requires_grad=True, name="w")
+    h = engine.tanh(x * w)
+    layout, frames = op_layout(engine.sum(h * x + h))
+    partial = [line for frame in frames for line in frame["nodes"]["n_t0"]["lines"]
+               if line.startswith("grad so far")]
+    assert partial and "grad so far [0.4219" in layout.source      # the box is sized with it
