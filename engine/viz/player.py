@@ -236,6 +236,9 @@ SCRIPT = """<script>
     x = 0; y = 0; scale = 1; stage.style.transform = "";
     var least = presenting() ? target() : 8;
     var base = presenting() ? largest(least, 1.6 * least, true) : 16;
+    // A slide too big for the screen even at readable text (three layers of a batch of 4
+    // at 1024x768) goes below it, down to 60%, rather than run off the screen.
+    if (presenting() && !fits(base, true)) { least = base = largest(0.6 * least, least, true); }
     var px = Math.max(least, base * zoomed);
     if (px > base && !fits(px, false)) { px = largest(base, px, false); }
     stage.style.fontSize = px + "px";
