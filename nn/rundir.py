@@ -179,6 +179,9 @@ def verify(directory: Path, required: tuple[str, ...] = ("resume.npz",),
     """The manifest of the saved epoch in ``directory`` and, for each file it names, where
     its verified bytes are (in place, or staged by a save that committed but did not finish
     its renames). Anything else is a RunDirError naming the file."""
+    if not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "does not exist"
+        raise RunDirError(f"{option} {directory}: {what} (give the --out folder of the run)")
     manifest = read_manifest(directory)
     if manifest is None:
         raise RunDirError(f"{option} {directory}: no {MANIFEST}, so no complete epoch was saved "

@@ -79,7 +79,8 @@ def _import(module: str) -> ModuleType:
     import."""
     path = Path(module) if module.endswith(".py") else None
     if path is not None and not path.is_file():
-        raise UsageError(f"--module {module}: no such file")
+        raise UsageError(f"--module {module}: " + ("a directory, not a .py file" if path.is_dir()
+                                                   else "no such file"))
     folder = str(path.resolve().parent) if path is not None else os.getcwd()
     if folder not in sys.path and (path is not None or "" not in sys.path):
         sys.path.insert(0, folder)
@@ -136,6 +137,11 @@ def _where(error: BaseException, module: str) -> str:
     return f" at line {lines[-1]}" if lines else ""
 
 
+def _module_key(module: str) -> str:
+    """What a --module names: a .py file's resolved path, else the dotted module name."""
+    return str(Path(module).resolve()) if module.endswith(".py") else module
+
+
 def select(modules: Sequence[str], names: Sequence[str]) -> list[Target]:
     """What to check: the ops the modules register and the rules they declare (or every
     registered op), narrowed to ``names`` if given; ops first, then rules, each by name."""
@@ -144,6 +150,9 @@ def select(modules: Sequence[str], names: Sequence[str]) -> list[Target]:
     from .targets import Target, declared, unique
     registry = engine.REGISTRY
     if modules:
+        # one module given twice (op.py and ./op.py) is checked once, not refused as two
+        # modules registering the same ops
+        modules = list({_module_key(m): m for m in reversed(modules)}.values())[::-1]
         chosen: list[Target] = []
         for module in modules:
             before = set(registry)

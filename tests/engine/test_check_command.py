@@ -37,6 +37,19 @@ def lines_for(output: str, name: str) -> list[str]:
 
 # --- checking ops ----------------------------------------------------------------------------
 
+def test_a_module_given_twice_is_checked_once_and_a_folder_is_named_as_one(tmp_path):
+    """op.py and ./op.py were "two ops named cube (give each rule its own name=)"; a folder
+    named like a .py file was "no such file"."""
+    run = command("--module", "myops.py", "--module", "./myops.py", "--op", "cube",
+                  "--profile", "dev")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert len(lines_for(run.stdout, "cube")) == 1
+    folder = tmp_path / "ops.py"
+    folder.mkdir()
+    run = command("--module", str(folder))
+    assert run.returncode == 2 and f"--module {folder}: a directory, not a .py file" in run.stderr
+
+
 def test_a_user_module_is_checked_one_line_per_op():
     run = command("--module", "myops")
     assert run.returncode == 0, run.stdout + run.stderr

@@ -470,3 +470,12 @@ def test_evaluate_refuses_test_data_other_than_the_models_unless_asked_for(tmp_p
     # --seed changes nothing in an official test split: refused, not taken and ignored
     assert cli.main(["evaluate", str(out / "model.npz"), "--data-dir", str(first), "--seed", "3"]) == 2
     assert "the test split of mnist is its official one" in capsys.readouterr().err
+
+
+def test_resume_of_a_missing_folder_or_a_file_says_so(tmp_path, capsys):
+    """They read "no run.json ... a first save that was interrupted" and "run.json: cannot
+    read (Not a directory)"."""
+    (tmp_path / "afile").write_text("x")
+    for target, what in ((tmp_path / "nothing", "does not exist"), (tmp_path / "afile", "is not a directory")):
+        assert cli.main(["train", "--resume", str(target)]) == 2
+        assert f"--resume {target}: {what}" in capsys.readouterr().err
