@@ -626,6 +626,7 @@ def demo_cmd(args: argparse.Namespace) -> int:
           f"after {args.steps} full-batch SGD steps:")
     print(demos.table(result))
     if args.out is not None:
+        rundir.make(args.out)
         (args.out / "vanishing.json").write_text(json.dumps(result, indent=1))
         png = args.out / "vanishing.png"
         try:

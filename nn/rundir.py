@@ -63,27 +63,50 @@ def check_writable(directory: Path, needed_bytes: int = 0, option: str = "--out"
     """Everything about ``directory`` that a save needs, checked before any training: it is
     (or can be made) a writable directory, each file a save replaces is a writable regular
     file (a read-only one would be silently replaced by the rename), and the file system
-    has at least ``needed_bytes`` free."""
+    has at least ``needed_bytes`` free. Nothing is created: a directory that does not exist
+    yet is made by the save (``make``), so a run that fails first leaves no empty folders."""
     if directory.exists() and not directory.is_dir():
         raise RunDirError(f"{option} {directory} is an existing file; give a directory")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunDirError(f"{option} {directory}: cannot create the directory "
-                          f"({e.strerror or e})") from None
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirError(f"{option} {directory}: cannot create the directory ({existing} is "
+                          f"not a directory)")
+    if existing != directory:
+        _probe(existing, f"{option} {directory}: cannot create the directory")
+        _check_free(existing, directory, needed_bytes, option)
+        return
     for name in files:
         for path in (directory / name, staged(directory, name)):
             _check_replaceable(path, option)
     if files:
         _check_replaceable(directory / MANIFEST, option)
-    try:      # as root os.access says yes to everything: only a real write tells
-        fd, probe = tempfile.mkstemp(prefix=".handgrad-probe.", dir=directory)
+    _probe(directory, f"{option} {directory}: cannot write in the directory")
+    _check_free(directory, directory, needed_bytes, option)
+
+
+def make(directory: Path, option: str = "--out") -> None:
+    """Create ``directory`` (and its parents) for the files about to be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"{option} {directory}: cannot create the directory "
+                          f"({e.strerror or e})") from None
+
+
+def _probe(folder: Path, failure: str) -> None:
+    """A real write in ``folder`` (as root os.access says yes to everything)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".handgrad-probe.", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise RunDirError(f"{option} {directory}: cannot write in the directory "
-                          f"({e.strerror or e})") from None
-    free = shutil.disk_usage(directory).free
+        raise RunDirError(f"{failure} ({e.strerror or e})") from None
+
+
+def _check_free(folder: Path, directory: Path, needed_bytes: int, option: str) -> None:
+    free = shutil.disk_usage(folder).free
     if free < needed_bytes:
         raise RunDirError(f"{option} {directory}: the run's files need at least "
                           f"{_size(needed_bytes)}, but only {_size(free)} is free")
@@ -232,6 +255,7 @@ def commit(directory: Path, writers: dict[str, Callable[[Path], Path | None]],
     """Write one epoch's files as a unit. ``writers[name](path)`` writes the file ``name``
     to ``path`` (or returns None when it has nothing to write). Returns the final paths.
     On any error, or a kill, the directory keeps its previous epoch."""
+    make(directory)
     settle(directory)
     entries: dict[str, dict[str, Any]] = {}
     manifest_bytes = b""

@@ -479,3 +479,15 @@ def test_resume_of_a_missing_folder_or_a_file_says_so(tmp_path, capsys):
     for target, what in ((tmp_path / "nothing", "does not exist"), (tmp_path / "afile", "is not a directory")):
         assert cli.main(["train", "--resume", str(target)]) == 2
         assert f"--resume {target}: {what}" in capsys.readouterr().err
+
+
+def test_a_run_that_fails_before_training_leaves_no_empty_folders(tmp_path, capsys):
+    """--out and its parents were created by the checks before training: a bad --data-dir
+    left them behind, empty."""
+    out = tmp_path / "new" / "run"
+    assert cli.main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "nodata"),
+                     "--out", str(out), "--quiet"]) == 2
+    capsys.readouterr()
+    assert not (tmp_path / "new").exists()
+    assert cli.main(["train", "--epochs", "1", "--out", str(out), "--quiet"]) == 0   # made when saved
+    assert (out / "model.npz").exists()
