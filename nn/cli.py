@@ -753,7 +753,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("handgrad: error: standard output is closed; nothing could show the results",
               file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)      # (the parser imports graphviz: slow)
+    except KeyboardInterrupt:
+        print("handgrad: interrupted", file=sys.stderr)
+        return 130
     command = {"train": train, "draw": draw_command, "evaluate": evaluate_cmd,
                "demo": demo_cmd, "check": check_cli.check_command}[args.command]
     stdout = sys.stdout

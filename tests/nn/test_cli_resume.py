@@ -491,3 +491,32 @@ def test_a_run_that_fails_before_training_leaves_no_empty_folders(tmp_path, caps
     assert not (tmp_path / "new").exists()
     assert cli.main(["train", "--epochs", "1", "--out", str(out), "--quiet"]) == 0   # made when saved
     assert (out / "model.npz").exists()
+
+
+def test_ctrl_c_while_the_command_line_is_read_is_status_130(monkeypatch, capsys):
+    """Building the parser imports graphviz (about half a second): a Ctrl-C then was a
+    KeyboardInterrupt traceback, not "interrupted" with status 130."""
+    def interrupted():
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["train"]) == 130
+    assert capsys.readouterr().err == "handgrad: interrupted\n"
+
+
+def test_the_command_starts_through_a_launcher_that_takes_ctrl_c_while_importing(monkeypatch, capsys):
+    """The `handgrad` script and `python -m handgrad` import the command line inside
+    handgrad.__main__.run, which turns a Ctrl-C during the imports into status 130."""
+    import builtins
+
+    from handgrad import __main__ as launcher
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    assert 'handgrad = "handgrad.__main__:run"' in pyproject      # (no tomllib on 3.10)
+    real_import = builtins.__import__
+
+    def importing(name, *args, **kwargs):
+        if name == "handgrad.nn.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", importing)
+    assert launcher.run() == 130
+    assert capsys.readouterr().err == "handgrad: interrupted\n"
