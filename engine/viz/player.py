@@ -273,7 +273,9 @@ SCRIPT = """<script>
     caption.textContent = frames[current].dataset.caption;
     prev.disabled = current === 0;
     next.disabled = current === frames.length - 1;
-    layout(!restyle || !root.dataset.shown);   // one layout keeps its scale between steps
+    // One layout keeps its scale between steps; step 1 is always shown as at load (back
+    // from the end, the pan kept along the way had moved it).
+    layout(!restyle || !root.dataset.shown || current === 0);
     root.dataset.shown = "1";
     root.dataset.step = String(current + 1);
   }

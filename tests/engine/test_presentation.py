@@ -238,6 +238,25 @@ def test_a_slide_too_big_for_readable_text_shrinks_rather_than_run_off_the_scree
         player.send_keys(Keys.PAGE_DOWN)
 
 
+def test_step_one_looks_the_same_after_going_to_the_end_and_back(browser, tmp_path):
+    """Op level, presenting at 1366x768: after End then Home (or PageDown then PageUp to
+    the first step) step 1 was panned 188 px away from where it was at load, the loss box
+    under the control bar."""
+    from selenium.webdriver.common.keys import Keys
+    model = nn.MLP([2, 3, 4, 3], activation="tanh", seed=0)
+    x = engine.Tensor(np.random.default_rng(1).standard_normal((4, 2)).astype(np.float32))
+    loss = nn.CrossEntropyLoss()(model(x), np.array([0, 2, 1, 1]))
+    page = save_backward_html(loss, tmp_path / "op.html", model=model, present=True)
+    player = open_page(browser, page, (1366, 768))
+    where = "return arguments[0].querySelector('.hg-stage').style.transform"
+    at_load = browser.execute_script(where, player)
+    frames = len(player.find_elements("css selector", ".hg-frame"))
+    for keys in ([Keys.END, Keys.HOME], [Keys.PAGE_DOWN] * frames + [Keys.PAGE_UP] * frames):
+        for key in keys:
+            player.send_keys(key)
+        assert step_of(player) == 1 and browser.execute_script(where, player) == at_load
+
+
 @pytest.mark.parametrize("size", list(SIZES), ids=["1366x768", "1920x1080"])
 def test_presenting_the_readme_examples_has_big_text(browser, readme_pages, size):
     from selenium.webdriver.common.keys import Keys
