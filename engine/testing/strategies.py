@@ -69,18 +69,39 @@ def _pair(bs: hnp.BroadcastableShapes) -> tuple[Shape, Shape]:
 
 def intervals_avoiding(kinks: Sequence[float], lo: float, hi: float,
                        margin: float = MARGIN) -> list[tuple[float, float]]:
-    """The parts of [lo, hi] at least ``margin`` away from every kink: [lo, hi] minus
-    the union of (k - margin, k + margin), as closed pieces inside [lo, hi] (a kink
-    beyond either end removes only what its margin reaches inside)."""
+    """The parts of [lo, hi] away from every kink: [lo, hi] minus the union of
+    (k - m, k + m), as closed pieces inside [lo, hi] (a kink beyond either end removes only
+    what its margin reaches inside). m is ``margin``, or a quarter of the distance to the
+    nearest other kink where that is less: two kinks 0.2 apart (a Huber loss with beta
+    0.1) would otherwise remove the whole piece between them, and a rule wrong only there
+    would never be sampled."""
+    points = sorted(set(kinks))
     out, start = [], lo
-    for k in sorted(kinks):
-        end = min(k - margin, hi)          # the piece before this kink stops at hi
+    for i, k in enumerate(points):
+        gaps = [k - points[i - 1]] if i else []
+        gaps += [points[i + 1] - k] if i + 1 < len(points) else []
+        m = min([margin, *(g / 4 for g in gaps)])
+        end = min(k - m, hi)               # the piece before this kink stops at hi
         if end > start:
             out.append((start, end))
-        start = max(start, k + margin)
+        start = max(start, k + m)
     if hi > start:
         out.append((start, hi))
     return out
+
+
+SPAN = 3.0      # the default range is [-SPAN, SPAN], reaching SPAN beyond every kink
+
+
+def default_range(avoid: Sequence[float], lo: float | None, hi: float | None) -> tuple[float, float]:
+    """[lo, hi] as given, each end left out (None) being -SPAN or SPAN, or SPAN beyond the
+    outermost kink of ``avoid`` if that is further: a relu6 (kinks 0 and 6) is drawn on
+    [-3, 9], so that a rule wrong above the cap is sampled (on [-3, 3] it never was)."""
+    if lo is None:
+        lo = min([-SPAN, *(k - SPAN for k in avoid)])
+    if hi is None:
+        hi = max([SPAN, *(k + SPAN for k in avoid)])
+    return lo, hi
 
 
 GENERIC_SHARE = 3 / 4     # of the arrays ``values`` and ``wide`` draw, about (72% of 200 4x3 draws)
@@ -119,25 +140,32 @@ def _mixed(generic: Callable[[], st.SearchStrategy[np.ndarray]],
 def _place(u: np.ndarray, pieces: list[tuple[float, float]]) -> np.ndarray:
     """Map each of ``u`` (in [0, 1]) into the pieces, all at least a spacing apart: the
     entries sorted by u get positions u * (room - (n-1) d) + rank * d along the pieces laid
-    end to end (the gaps between pieces only add distance), in u's own order."""
+    end to end (the gaps between pieces only add distance), in u's own order. A piece
+    shorter than a quarter of the average is laid out as if it were that long, its
+    positions squeezed back into it: the 0.1-wide middle of a Huber loss with beta 0.1 is
+    drawn in about 1 entry in 12, not 1 in 60 (its entries are closer together)."""
     lengths = np.array([b - a for a, b in pieces])
-    room = float(lengths.sum())
+    shares = np.maximum(lengths, lengths.sum() / (4 * len(pieces)))
+    room = float(shares.sum())
     n = u.size
     spacing = min(MAX_SPACING, room / (2 * n))
     rank = np.empty(n)
     rank[np.argsort(u, kind="stable")] = np.arange(n)
     t = np.minimum(u * (room - (n - 1) * spacing) + rank * spacing, room)
-    starts = np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
+    starts = np.concatenate([[0.0], np.cumsum(shares)[:-1]])
     piece = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, len(pieces) - 1)
-    return np.array([p[0] for p in pieces])[piece] + (t - starts[piece])
+    along = np.minimum(t - starts[piece], shares[piece]) * (lengths / shares)[piece]
+    return np.array([p[0] for p in pieces])[piece] + along
 
 
-def generic(shape: Shape, lo: float = -3.0, hi: float = 3.0, avoid: Sequence[float] = (),
-            margin: float = MARGIN) -> st.SearchStrategy[np.ndarray]:
-    """float64 arrays of ``shape`` in [lo, hi], ``margin`` away from ``avoid``, every entry
-    drawn on its own (uniform along the allowed pieces) and all pairwise at least
-    min(0.05, room / (2 n)) apart."""
-    return _generic(tuple(shape), lo, hi, tuple(avoid), margin)
+def generic(shape: Shape, lo: float | None = None, hi: float | None = None,
+            avoid: Sequence[float] = (), margin: float = MARGIN) -> st.SearchStrategy[np.ndarray]:
+    """float64 arrays of ``shape`` in [lo, hi] (``default_range``: [-3, 3] reaching 3
+    beyond every kink), ``margin`` away from ``avoid``, every entry drawn on its own
+    (uniform along the allowed pieces, a narrow piece drawn as if it were wider: ``_place``)
+    and all pairwise at least min(0.05, room / (2 n)) apart (times a narrow piece's own
+    width over the width it is drawn as, inside it)."""
+    return _generic(tuple(shape), *default_range(avoid, lo, hi), tuple(avoid), margin)
 
 
 @lru_cache(maxsize=1024)
@@ -155,11 +183,12 @@ def _generic(shape: Shape, lo: float, hi: float, avoid: tuple[float, ...],
     return u.map(lambda x: _place(x, pieces).reshape(shape))
 
 
-def structured(shape: Shape, lo: float = -3.0, hi: float = 3.0, avoid: Sequence[float] = (),
-               margin: float = MARGIN) -> st.SearchStrategy[np.ndarray]:
-    """float64 arrays of ``shape`` in [lo, hi], ``margin`` away from ``avoid``, as
-    hypothesis draws them: often one value repeated, a few values, zeros, bounds."""
-    return _structured(tuple(shape), lo, hi, tuple(avoid), margin)
+def structured(shape: Shape, lo: float | None = None, hi: float | None = None,
+               avoid: Sequence[float] = (), margin: float = MARGIN) -> st.SearchStrategy[np.ndarray]:
+    """float64 arrays of ``shape`` in [lo, hi] (``default_range``), ``margin`` away from
+    ``avoid``, as hypothesis draws them: often one value repeated, a few values, zeros,
+    bounds."""
+    return _structured(tuple(shape), *default_range(avoid, lo, hi), tuple(avoid), margin)
 
 
 @lru_cache(maxsize=1024)
@@ -171,10 +200,12 @@ def _structured(shape: Shape, lo: float, hi: float, avoid: tuple[float, ...],
     return hnp.arrays(np.float64, shape, elements=element)
 
 
-def values(shape: Shape, lo: float = -3.0, hi: float = 3.0, avoid: Sequence[float] = (),
-           margin: float = MARGIN) -> st.SearchStrategy[np.ndarray]:
-    """float64 arrays of ``shape`` with entries in [lo, hi], ``margin`` away from ``avoid``:
+def values(shape: Shape, lo: float | None = None, hi: float | None = None,
+           avoid: Sequence[float] = (), margin: float = MARGIN) -> st.SearchStrategy[np.ndarray]:
+    """float64 arrays of ``shape`` with entries in [lo, hi] (by default [-3, 3], reaching 3
+    beyond every kink of ``avoid``: ``default_range``), ``margin`` away from ``avoid``:
     ``generic`` ones in GENERIC_SHARE of the draws, ``structured`` ones in the rest."""
+    lo, hi = default_range(avoid, lo, hi)
     return _mixed(lambda: generic(shape, lo, hi, avoid, margin),
                   lambda: structured(shape, lo, hi, avoid, margin))
 
@@ -184,12 +215,18 @@ def reals(shape: Shape, bound: float = 3.0) -> st.SearchStrategy[np.ndarray]:
     return values(shape, -bound, bound)
 
 
+HUGE = 100.0     # wide(): huge entries have |x| >= HUGE; between bound and HUGE, saturating ones
+
+
 def wide(shape: Shape, bound: float = 3.0, extreme: float = 1e4) -> st.SearchStrategy[np.ndarray]:
-    """Reals in [-bound, bound] mixed with huge ones (100 <= |x| <= ``extreme``): for the
-    ops that promise stability there (sigmoid, softplus, softmax, logsumexp, the fused
-    losses). Their references must be stable too (np.logaddexp, not exp then log)."""
+    """Reals in [-bound, bound] mixed with saturating ones (bound < |x| < 100, drawn
+    log-uniformly: sigmoid'(8) is still 3e-4, where a rule that rounds a saturated
+    derivative to 0 is wrong) and huge ones (100 <= |x| <= ``extreme``): for the ops that
+    promise stability there (sigmoid, softplus, softmax, logsumexp, the fused losses).
+    Their references must be stable too (np.logaddexp, not exp then log)."""
     element = st.one_of(st.floats(-bound, bound, allow_subnormal=False),
-                        st.floats(100.0, extreme), st.floats(-extreme, -100.0))
+                        st.floats(bound, HUGE), st.floats(-HUGE, -bound),
+                        st.floats(HUGE, extreme), st.floats(-extreme, -HUGE))
     return _mixed(lambda: _generic_wide(tuple(shape), bound, extreme),
                   lambda: hnp.arrays(np.float64, shape, elements=element))
 
@@ -197,23 +234,29 @@ def wide(shape: Shape, bound: float = 3.0, extreme: float = 1e4) -> st.SearchStr
 @lru_cache(maxsize=1024)
 def _generic_wide(shape: Shape, bound: float, extreme: float) -> st.SearchStrategy[np.ndarray]:
     """Generic arrays of reals in [-bound, bound], about a quarter of the entries replaced
-    by huge ones (100 <= |x| <= extreme, the small entry's sign), all distinct. An array
-    of four or more entries always has a huge one (and moderate ones), so the stability
-    promise is exercised whatever examples a hypothesis version happens to generate."""
+    by huge ones (HUGE <= |x| <= extreme) and a quarter by saturating ones (bound < |x| <
+    HUGE, log-uniform), each with the small entry's sign, all distinct. An array of four or
+    more entries always has a huge one (and moderate ones), so the stability promise is
+    exercised whatever examples a hypothesis version happens to generate."""
     n = int(np.prod(shape))
-    return st.tuples(generic((n,), -bound, bound), generic((n,), 100.0, extreme),
-                     st.binary(min_size=n, max_size=n)).map(
-        lambda p: np.where(_huge_positions(p[2]), np.where(p[0] < 0, -p[1], p[1]),
-                           p[0]).reshape(shape))
+    band = (np.log(bound), np.log(HUGE)) if bound < HUGE else (0.0, 0.0)
+    return st.tuples(generic((n,), -bound, bound), generic((n,), HUGE, extreme),
+                     generic((n,), *band), st.binary(min_size=n, max_size=n)).map(
+        lambda p: _widened(*p, bound < HUGE).reshape(shape))
 
 
-def _huge_positions(draws: bytes) -> np.ndarray:
-    """Which entries become huge: about one in four, at least one among four or more."""
+def _widened(small: np.ndarray, huge: np.ndarray, log_band: np.ndarray, draws: bytes,
+             banded: bool) -> np.ndarray:
+    """``small`` with the entries ``draws`` picks made huge or saturating (the small
+    entry's sign): about one in four huge, at least one among four or more; about one in
+    four saturating (``banded``)."""
     b = np.frombuffer(draws, dtype=np.uint8)
-    mask = b >= 192
+    huge_mask = b >= 192
     if b.size >= 4:
-        mask[np.argmax(b)] = True
-    return mask
+        huge_mask[np.argmax(b)] = True
+    band_mask = (b >= 128) & ~huge_mask if banded else np.zeros(b.size, bool)
+    magnitude = np.where(huge_mask, huge, np.exp(log_band))
+    return np.where(huge_mask | band_mask, np.where(small < 0, -magnitude, magnitude), small)
 
 
 def positive(shape: Shape, lo: float = 0.2, hi: float = 3.0) -> st.SearchStrategy[np.ndarray]:

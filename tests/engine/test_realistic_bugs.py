@@ -19,7 +19,7 @@ from handgrad.engine.ops.activation import LeakyReLU, Tanh
 from handgrad.engine.ops.elementwise import Clip, Pow
 from handgrad.engine.ops.loss import SoftmaxCrossEntropy
 from handgrad.engine.ops.reduce import Sum
-from handgrad.engine.testing import SPECS, OpCheckError, OpSpec, check_op, run_op
+from handgrad.engine.testing import SPECS, OpCheckError, OpSpec, check_op, numpy_rule, run_op, unary
 from handgrad.engine.testing import strategies as strategies
 from handgrad.engine.testing.properties import memory_layout_changes_nothing
 
@@ -414,3 +414,51 @@ def test_a_rule_reading_the_incoming_gradients_buffer_fails_the_layout_property(
     x = engine.Tensor(sample[0][0], requires_grad=True)
     (rule.op.apply(x).T * engine.Tensor(np.arange(6.0).reshape(3, 2))).sum().backward()
     assert not np.allclose(x.grad, 2 * sample[0][0] * np.arange(6.0).reshape(3, 2).T)
+
+
+# --- wrong rules whose mistake lies where the samples never went (a hunt) ----------------------
+
+def _sigmoid(x):
+    return np.exp(-np.logaddexp(0, -x))
+
+
+def _kinked(*kinks):
+    return unary(lambda shape: strategies.values(shape, avoid=list(kinks)))
+
+
+WRONG_OUTSIDE_THE_BOX = {
+    # relu6 without its cap: right on [-3, 3], where values() drew even with kink 6 declared
+    "relu6": (lambda x: (np.clip(x, 0.0, 6.0), x), lambda g, x: g * (x > 0), _kinked(0.0, 6.0)),
+    # hardswish with its middle piece's derivative everywhere: wrong beyond the kinks at ±3
+    "hardswish": (lambda x: (x * np.clip(x + 3, 0, 6) / 6, x), lambda g, x: g * (2 * x + 3) / 6,
+                  _kinked(-3.0, 3.0)),
+    # a sigmoid rule that rounds the saturated derivative to 0 beyond |x| = 6: wide() drew
+    # |x| <= 5 or >= 100, nothing between (sigmoid'(8) = 3e-4 there)
+    "sigmoid_cut": (lambda x: (_sigmoid(x), x),
+                    lambda g, x: g * np.where(np.abs(x) > 6, 0.0, _sigmoid(x) * (1 - _sigmoid(x))),
+                    unary(lambda shape: strategies.wide(shape, 5.0))),
+    # Huber with beta 0.1, its inner derivative x for x / beta: the kinks' margins of 0.1
+    # removed the whole inner piece
+    "smooth_l1": (lambda x: (np.where(np.abs(x) < 0.1, 5 * x * x, np.abs(x) - 0.05), x),
+                  lambda g, x: g * np.where(np.abs(x) < 0.1, x, np.sign(x)), _kinked(-0.1, 0.1)),
+}
+
+
+@pytest.mark.parametrize("name", list(WRONG_OUTSIDE_THE_BOX))
+def test_a_rule_wrong_only_beyond_3_or_between_close_kinks_is_caught(name):
+    """Each passed check_rule's defaults, the ci and the dev profiles: values() drew on
+    [-3, 3] whatever kinks were declared, wide() nothing in (bound, 100), and two kinks
+    0.2 apart left nothing between them. Caught with the ci profile's 25 examples."""
+    forward, backward, sample = WRONG_OUTSIDE_THE_BOX[name]
+    rule = numpy_rule(forward, backward, sample=sample, style="cache", name=name)
+    found = run_op(rule.op, rule.spec, max_examples=25,
+                   profile=settings(database=None, derandomize=True, deadline=None), shrink=False)
+    assert found.failure is not None
+    assert found.failed_property in ("vjp_matches_finite_differences", "derivatives_are_accurate")
+
+
+def test_the_default_range_reaches_beyond_every_kink():
+    assert strategies.default_range([0.0, 6.0], None, None) == (-3.0, 9.0)
+    assert strategies.default_range([-3.0, 3.0], None, None) == (-6.0, 6.0)
+    assert strategies.default_range([0.0, 6.0], -1.0, 2.0) == (-1.0, 2.0)     # as given
+    assert strategies.intervals_avoiding([-0.1, 0.1], -3.0, 3.0)[1] == pytest.approx((-0.05, 0.05))

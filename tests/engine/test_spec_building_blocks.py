@@ -104,13 +104,18 @@ def test_intervals_avoiding_are_the_parts_of_lo_hi_a_margin_from_every_kink(lo, 
     """Each piece lies inside [lo, hi] and a margin from every kink, and every point of
     [lo, hi] a margin from every kink lies in a piece (a kink above hi stretched the
     piece before it up to the kink, beyond hi)."""
-    hi, margin = lo + width, strategies.MARGIN
+    hi = lo + width
+    points = sorted(set(kinks))
+
+    def margin(k):       # MARGIN, or a quarter of the way to the nearest other kink
+        others = [abs(k - j) for j in points if j != k]
+        return min([strategies.MARGIN, *(d / 4 for d in others)])
     pieces = strategies.intervals_avoiding(kinks, lo, hi)
     for a, b in pieces:
         assert lo <= a < b <= hi
-        assert all(k <= a - margin + 1e-12 or k >= b + margin - 1e-12 for k in kinks)
+        assert all(k <= a - margin(k) + 1e-12 or k >= b + margin(k) - 1e-12 for k in points)
     for x in np.linspace(lo, hi, 101):          # (a single point is not a piece)
-        if all(abs(x - k) > margin + 1e-12 for k in kinks):
+        if all(abs(x - k) > margin(k) + 1e-12 for k in points):
             assert any(a <= x <= b for a, b in pieces), (x, pieces)
 
 
