@@ -242,7 +242,7 @@ def _generic_wide(shape: Shape, bound: float, extreme: float) -> st.SearchStrate
     band = (np.log(bound), np.log(HUGE)) if bound < HUGE else (0.0, 0.0)
     return st.tuples(generic((n,), -bound, bound), generic((n,), HUGE, extreme),
                      generic((n,), *band), st.binary(min_size=n, max_size=n)).map(
-        lambda p: _widened(*p, bound < HUGE).reshape(shape))
+        lambda p: _widened(p[0], p[1], p[2], p[3], bound < HUGE).reshape(shape))
 
 
 def _widened(small: np.ndarray, huge: np.ndarray, log_band: np.ndarray, draws: bytes,
