@@ -22,8 +22,10 @@ def _reshape_sample(draw: st.DrawFn) -> Sample:
 def _flatten_sample(draw: st.DrawFn) -> Sample:
     shape = draw(s.shapes(min_dims=1, max_dims=4))
     n = len(shape)
-    start = draw(st.integers(0, n - 1))
-    end = draw(st.integers(start, n - 1))
+    # start < end wherever the shape allows (start == end flattens nothing: 70-80% of the
+    # samples were that no-op)
+    start = draw(st.integers(0, max(n - 2, 0)))
+    end = draw(st.integers(min(start + 1, n - 1), n - 1))
     return (draw(s.reals(shape)),), {"start_dim": start, "end_dim": end - n}
 
 
