@@ -91,15 +91,17 @@ def _positive_int(owner: str, name: str, value: Any) -> int:
 
 
 class NonFiniteUpdate(FloatingPointError):
-    """An optimizer step (with ``check_finite`` on) would have left a parameter NaN or Inf.
-    Every parameter holds its value from before the step, and so does the optimizer's own
-    state (the moment buffers, Adam's step counts, ``steps``): the step can be tried again
-    (with a lower learning rate) as if it had never run. ``index`` is the parameter that
-    failed."""
+    """An optimizer step (with ``check_finite`` on) would have left a parameter, or its
+    state in the optimizer (a moment buffer: Adam's ``v`` holds g², Inf for a float32
+    gradient beyond 1.8e19), NaN or Inf. Every parameter holds its value from before the
+    step, and so does the optimizer's own state (the moment buffers, Adam's step counts,
+    ``steps``): the step can be tried again (with a lower learning rate) as if it had never
+    run. ``index`` is the parameter that failed; ``state_key`` the state entry that did
+    (None: the parameter itself)."""
 
-    def __init__(self, message: str, index: int, value: float):
+    def __init__(self, message: str, index: int, value: float, state_key: str | None = None):
         super().__init__(message)
-        self.index, self.value = index, value
+        self.index, self.value, self.state_key = index, value, state_key
 
 
 @dataclass(frozen=True)
@@ -433,33 +435,48 @@ class Optimizer:
         is not finite), under one ``np.errstate`` for the whole step rather than one per
         array.
         """
-        state, last_good = self._state, self._last_good
+        state, last_good, before = self._state, self._last_good, self._state_before
         with np.errstate(over="ignore", invalid="ignore"):       # reported below, as an error
             for k, ((p, group), w) in enumerate(zip(todo, arrays, strict=True)):
-                _copy_into(last_good, id(p), w)   # each copy and check while w is in cache
-                _keep(state[id(p)], self._state_before.setdefault(id(p), {}))
-                self.update(w, _gradient(p, w), state[id(p)], group)
+                # Copies by position, not by parameter: a parameter listed twice (or two
+                # sharing memory) has one per update, and _restore puts them back last first.
+                _copy_into(last_good, k, w)       # each copy and check while w is in cache
+                _keep(state[id(p)], before.setdefault(k, {}))
+                try:
+                    self.update(w, _gradient(p, w), state[id(p)], group)
+                except BaseException:            # (a hyperparameter set out of range by hand)
+                    self._restore(todo[:k + 1], arrays[:k + 1])
+                    raise
                 norm = square_norm(w)
                 if not (math.isfinite(norm) or np.isfinite(w).all()):   # nn/finite.py
-                    self._undo(todo[:k + 1], arrays[:k + 1], p, w)
+                    self._undo(todo[:k + 1], arrays[:k + 1], p, w, None)
+                for key, value in state[id(p)].items():  # g² of a finite float32 gradient beyond
+                    if isinstance(value, np.ndarray) and not all_finite(value):   # 1.8e19 is Inf
+                        self._undo(todo[:k + 1], arrays[:k + 1], p, value, key)
                 self.update_bounds.measured(p, state[id(p)], norm)
 
-    def _undo(self, todo: list[tuple[Tensor, dict[str, Any]]], arrays: list[np.ndarray],
-              p: Tensor, w: np.ndarray) -> None:
+    def _restore(self, todo: list[tuple[Tensor, dict[str, Any]]], arrays: list[np.ndarray]) -> None:
         """Put back the values and the optimizer's state from before the step (its moment
         arrays written in place: the same arrays, as ``optimizer.state`` handed them out),
-        then raise NonFiniteUpdate for ``p``."""
-        value = first_non_finite(w)
-        for (q, _), v in zip(todo, arrays, strict=True):
-            np.copyto(v, self._last_good[id(q)])
-            _put_back(self._state[id(q)], self._state_before[id(q)])
+        last update first, and the step count."""
+        for k in reversed(range(len(todo))):
+            np.copyto(arrays[k], self._last_good[k])
+            _put_back(self._state[id(todo[k][0])], self._state_before[k])
         self.steps -= 1
         self.update_bounds.clear()          # bounds measured on the updates just undone
+
+    def _undo(self, todo: list[tuple[Tensor, dict[str, Any]]], arrays: list[np.ndarray],
+              p: Tensor, bad: np.ndarray, key: str | None) -> None:
+        """``_restore``, then NonFiniteUpdate for ``p`` (``bad``: its new values, or its state
+        entry ``key``'s)."""
+        value = first_non_finite(bad)
+        self._restore(todo, arrays)
         i = next(j for j, q in enumerate(self.params) if q is p)
+        where = "" if key is None else f" in its optimizer state {key!r}"
         raise NonFiniteUpdate(
-            f"{type(self).__name__}.step: the update of parameter {i} (shape {w.shape}) gives "
-            f"{value}; every parameter and the optimizer's state keep their values from before "
-            f"the step", i, value)
+            f"{type(self).__name__}.step: the update of parameter {i} (shape {p.shape}) gives "
+            f"{value}{where}; every parameter and the optimizer's state keep their values from "
+            f"before the step", i, value, key)
 
     def update_bound(self, group: dict[str, Any], state: dict[str, Any], w: float, g: float,
                      moments: dict[str, float]) -> tuple[float, float, dict[str, float]] | None:
@@ -840,7 +857,7 @@ class RMSprop(Optimizer):
     """RMSprop (Hinton, 2012).
 
         v <- alpha v + (1 - alpha) g^2
-        d <- sqrt(v - mean_g^2) + eps  (centered)  or  sqrt(v) + eps
+        d <- sqrt(max(v - mean_g^2, 0)) + eps  (centered)  or  sqrt(v) + eps
         b <- mu b + g / d ;  w <- w - lr b     (momentum)   or   w <- w - lr g / d
     """
 
@@ -878,7 +895,9 @@ class RMSprop(Optimizer):
             mean_g = state.setdefault("mean_g", np.zeros_like(w))
             mean_g *= alpha
             mean_g += (1 - alpha) * g
-            denom = np.sqrt(v - mean_g * mean_g)
+            # v - mean_g² is a variance, never negative, but with a steady gradient it
+            # rounds below 0 (-1e-17 after a thousand steps): clamped, not a NaN weight
+            denom = np.sqrt(np.maximum(v - mean_g * mean_g, 0))
         else:
             denom = np.sqrt(v)
         denom += group["eps"]

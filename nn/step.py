@@ -37,7 +37,7 @@ from handgrad.engine.plain import plain_repr
 
 from . import module as module_
 from .errors import UserInputError
-from .finite import square_norm
+from .finite import all_finite, first_non_finite, square_norm
 from .history import History
 from .module import Module, Parameter
 from .optim import Optimizer, clip_grad_norm_, clip_scale
@@ -191,11 +191,23 @@ class Step:
         params = self.optimizer.params
         bounds = gradient_bounds(params) if self.check_finite else {}
         if bounds is None:
-            raise non_finite("a gradient", math.nan)
+            raise self._non_finite_gradient(params)
         if self.clip_grad_norm is not None:                  # scales by at most 1: bounds hold
             self.last_clip_scale = clip_scale(clip_grad_norm_(params, self.clip_grad_norm),
                                               self.clip_grad_norm)
         self.optimizer._step(bounds)
+
+
+    def _non_finite_gradient(self, params: list[Any]) -> TrainingError:
+        """The error for the first gradient holding NaN or Inf: its parameter's name and
+        its first such value (the check's sum only says that one does)."""
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        for i, p in enumerate(params):
+            g = p.grad
+            if g is not None and not all_finite(g):
+                name = names.get(id(p), f"parameter {i}")
+                return non_finite(f"the gradient of {name}", first_non_finite(g))
+        return non_finite("a gradient", math.nan)         # (not reached: one was not finite)
 
 
 class EagerStep(Step):

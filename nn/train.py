@@ -487,17 +487,20 @@ def _failure(e: TrainingError | NonFiniteUpdate, where: _Where, history: History
     validation's) NaN/Inf: what, where, and which weights the model keeps."""
     if isinstance(e, NonFiniteUpdate):
         p = params[e.index]
-        what, kept = f"{names.get(id(p), f'parameter {e.index}')} (after the optimizer's update)", None
+        name = names.get(id(p), f"parameter {e.index}")
+        what = (f"{name} (after the optimizer's update)" if e.state_key is None else
+                f"the optimizer's state {e.state_key!r} of {name} (after its update)")
+        kept = None
     else:
         what, kept = e.what, e.kept
-    kept = kept or "its last good weights"
     restored = [stopping.restore() for stopping in stoppers]    # every one of them
     if any(restored):
         kept = "its best weights"
     return TrainingError(
         f"fit: {what} became {e.value} at epoch {where.epoch}, step {where.step}; the model "
-        f"keeps {kept}. Lower the learning rate, clip gradients, or find the op with "
-        f"engine.detect_anomaly()", history, where.epoch, where.step, what=what, value=e.value)
+        f"keeps {kept or 'its last good weights'}. Lower the learning rate, clip gradients, or "
+        f"find the op with engine.detect_anomaly()", history, where.epoch, where.step,
+        what=what, value=e.value, kept=kept)
 
 
 def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, train_data: Any, *,

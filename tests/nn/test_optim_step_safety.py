@@ -145,3 +145,72 @@ def test_a_gradient_of_another_real_dtype_is_taken_as_its_values(cls):
         opt_b.step()
     assert a.dtype == np.float32
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [optim.Adam, optim.AdamW, optim.RMSprop, optim.Adagrad, optim.Adadelta])
+def test_an_update_that_makes_the_optimizers_state_inf_is_undone(cls):
+    """g² of a finite float32 gradient beyond 1.8e19 is Inf: the step succeeded with v (or
+    the sum of squares) Inf, and the weight never moved again (m / inf = 0), where torch
+    goes on. The state is checked with the weights: the step is undone and named."""
+    p = Parameter(np.array([1.0, 0.5], dtype=np.float32))
+    opt = cls([p])
+    opt.check_finite = True
+    p.grad = np.array([2e19, 1.0], dtype=np.float32)
+    with pytest.raises(optim.NonFiniteUpdate, match=r"gives inf in its optimizer state '"):
+        opt.step()
+    assert np.array_equal(p.numpy(), [1.0, 0.5]) and opt.steps == 0
+    assert all(np.isfinite(v).all() for s in opt.state.values() for v in s.values()
+               if isinstance(v, np.ndarray))
+
+
+def test_a_failed_update_restores_a_parameter_listed_twice_and_memory_shared_by_two():
+    """The copies were kept by parameter, so the second update's copy (taken after the
+    first) was put back: [0.9, -8.0] for [1, 2], with a message saying every value was."""
+    p = Parameter(np.array([1.0, 2.0], dtype=np.float32))
+    q = Parameter(np.array([1.0], dtype=np.float32))
+    opt = optim.SGD([{"params": [p], "lr": 0.1}, {"params": [q], "lr": 0.1}])
+    opt.check_finite = True
+    opt.param_groups[1]["params"].append(p)               # p in both groups, by hand
+    opt.param_groups[1]["lr"] = 1e38
+    p.grad, q.grad = np.array([1.0, 1e2], np.float32), np.array([1.0], np.float32)
+    with pytest.raises(optim.NonFiniteUpdate):
+        opt.step()
+    assert np.array_equal(p.numpy(), [1.0, 2.0])
+    shared = np.array([1.0, 2.0], dtype=np.float32)
+    a, b = engine.Tensor(shared, requires_grad=True, copy=False), engine.Tensor(shared, requires_grad=True, copy=False)
+    opt = optim.SGD([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 1e38}])
+    opt.check_finite = True
+    a.grad, b.grad = np.ones(2, np.float32), np.array([1.0, 1e2], np.float32)
+    with pytest.raises(optim.NonFiniteUpdate):
+        opt.step()
+    assert np.array_equal(shared, [1.0, 2.0])
+
+
+def test_a_step_that_raises_midway_leaves_nothing_changed():
+    """Adam's betas set to (1.0, 0.999) by hand: a ZeroDivisionError after the first
+    parameters were updated and the step counts moved on."""
+    ps = [Parameter(np.array([1.0, 2.0])), Parameter(np.array([3.0]))]
+    opt = optim.Adam([{"params": [ps[0]]}, {"params": [ps[1]]}], lr=0.1)
+    opt.check_finite = True
+    for p in ps:
+        p.grad = np.ones_like(p.numpy())
+    opt.step()
+    before = [p.numpy(copy=True) for p in ps]
+    opt.param_groups[1]["betas"] = (1.0, 0.999)
+    with pytest.raises(ZeroDivisionError):
+        opt.step()
+    assert all(np.array_equal(p.numpy(), b) for p, b in zip(ps, before)) and opt.steps == 1
+    assert [s["t"] for s in opt.state.values()] == [1, 1]
+
+
+def test_centered_rmsprop_with_a_steady_gradient_stays_finite():
+    """v - mean_g² rounds below 0 after about a thousand steps of one gradient: sqrt gave
+    NaN, and 0 * NaN reached the weight even with lr = 0."""
+    p = Parameter(np.zeros(64, dtype=np.float32))
+    opt = optim.RMSprop([p], lr=0.0, centered=True)
+    opt.check_finite = True
+    g = (np.arange(64, dtype=np.float32) / 64 + 1) * 0.3
+    for _ in range(2000):
+        p.grad = g.copy()
+        opt.step()
+    assert np.array_equal(p.numpy(), np.zeros(64))

@@ -68,7 +68,8 @@ def test_a_nan_regularizer_and_a_nan_gradient_are_caught_the_same_way():
                regularizer=lambda: (w * w).sum() * np.nan)
     assert same(weights(model), before)
     # sqrt(0 * w) is 0 (the loss stays finite) but its gradient is infinite.
-    with pytest.raises(nn.TrainingError, match="a gradient became nan at epoch 1, step 1"), \
+    with pytest.raises(nn.TrainingError,
+                       match="the gradient of layers.0.weight became nan at epoch 1, step 1"), \
             np.errstate(divide="ignore", invalid="ignore"):
         nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=1, progress=False,
                regularizer=lambda: engine.sqrt(w * 0.0).sum())
@@ -427,3 +428,38 @@ def test_fit_takes_callbacks_none_as_no_callbacks():
         runs.append(nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, verbose=0,
                            callbacks=callbacks).steps)
     assert runs[0] == runs[1]
+
+
+class _Overflowing(nn.Module):
+    """d out / d w = x * 1e30 = 1e40 for x = 1e10: Inf in float32, the loss finite."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(np.full((1, 1), 1e-30, dtype=np.float32))
+
+    def forward(self, x):
+        return (x * self.w) * 1e30
+
+
+def test_an_inf_gradient_is_named_with_its_parameter_and_value():
+    """It was "a gradient became nan", value nan, no parameter named."""
+    from handgrad.nn.step import EagerStep
+    model = _Overflowing()
+    step = EagerStep(model, nn.MSELoss(), nn.optim.SGD(model, lr=1e-3))
+    with np.errstate(all="ignore"), pytest.raises(nn.TrainingError,
+                                                  match=r"^the gradient of w became inf$") as e:
+        step(np.full((4, 1), 1e10, np.float32), np.zeros((4, 1), np.float32))
+    assert e.value.value == np.inf and e.value.what == "the gradient of w"
+
+
+def test_fits_training_error_says_which_weights_the_model_keeps():
+    """fit's TrainingError had kept=None ("the last good weights") even where its message
+    said the best ones, or the weights of the step."""
+    X, y = nn.data.blobs(200, centers=3, seed=0)
+    X = X.astype(np.float32)
+    model = nn.MLP([2, 16, 3], seed=0)
+    with np.errstate(all="ignore"), pytest.raises(nn.TrainingError) as e:
+        nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (X, y),
+               val_data=(np.full((4, 2), 3.4e38, np.float32), y[:4]), epochs=2, verbose=0)
+    assert "the model keeps the weights of that step" in str(e.value)
+    assert e.value.kept.startswith("the weights of that step")
