@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
-from hypothesis.errors import HypothesisException, Unsatisfiable
+from hypothesis.errors import Flaky, HypothesisException, Unsatisfiable
 
 from ..op import Op
 from ..plain import plain_repr
@@ -145,6 +145,13 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
     except SampleError as e:
         report.failure = str(e)
         report.unusable = True
+    except Flaky as e:             # failed once, passed when hypothesis ran it again
+        first = next((str(x) for x in getattr(e, "exceptions", ()) if isinstance(x, OpCheckError)), "")
+        report.failure = (f"{op.name}: its rule does not give the same result twice on the same "
+                          f"sample (it depends on a global, a call count or randomness?): a "
+                          f"property failed, then passed when run again"
+                          + (f". The first failure:\n{first}" if first else ""))
+        report.failed_property = report.failed_property or "deterministic"
     except Unsatisfiable:          # every draw rejected (a .filter() or assume() never met)
         report.failure = (f"{op.name}: its sample strategy gave no sample: hypothesis rejected "
                           f"every draw (a .filter() or assume() that the drawn values never "

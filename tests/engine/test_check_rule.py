@@ -513,3 +513,19 @@ def test_a_kink_example_with_the_wrong_number_of_gradients_names_it_and_the_coun
     caught(relu_forward, lambda dout, cache: dout * (cache > 0),
            r"kink example 0 gives 2 expected gradients for 1 differentiable inputs \[0\]",
            sample=RELU["sample"], kink_examples=two)
+
+
+def test_a_rule_that_changes_between_calls_is_one_clear_failure():
+    """A backward wrong at its first call only: hypothesis's FlakyFailure escaped check_rule,
+    handgrad check --module (a 60-line traceback, the module's other rules unreported) and
+    the pytest plugin."""
+    calls = [0]
+
+    def forward(x):
+        return x ** 3, x
+
+    def backward(dout, x):
+        calls[0] += 1
+        return dout * (3 * x ** 2 + (1.0 if calls[0] == 1 else 0.0))
+    with pytest.raises(OpCheckError, match=r"does not give the same result twice on the same sample"):
+        check_rule(forward, backward, sample=unary(S.reals), style="cache")
