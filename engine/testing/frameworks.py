@@ -57,13 +57,14 @@ class FrameworkMissing(ModuleNotFoundError):
 
 
 def _require(module: str, what: str, install: str) -> Any:
-    """Import ``module``, or raise FrameworkMissing saying what to install."""
+    """Import ``module``, or raise FrameworkMissing saying that ``what`` (the functions
+    that need it: "check_torch and torch_rule") need it, and what to install."""
     try:
         return import_module(module)
     except ModuleNotFoundError as e:
         if e.name is None or e.name.split(".")[0] != module.split(".")[0]:
             raise
-        raise FrameworkMissing(f"{what} needs {module.split('.')[0]}, which is not installed: "
+        raise FrameworkMissing(f"{what} need {module.split('.')[0]}, which is not installed: "
                                f"{install}", name=e.name) from None
 
 
@@ -258,7 +259,7 @@ def torch_rule(function: Any, *, sample: st.SearchStrategy, reference: Callable[
     default are the parameters, passed to ``function.apply`` positionally after the inputs,
     in forward's order. ``options`` go to ``numpy_rule`` (kink_examples, atol, rtol,
     accurate_to, why)."""
-    torch = _require("torch", "check_torch", TORCH_INSTALL)
+    torch = _require("torch", "check_torch and torch_rule", TORCH_INSTALL)
     label = _torch_function(torch, function)
     has_jvp = function.jvp is not torch.autograd.Function.jvp
     observed, returned = _observed(torch, function)
@@ -480,7 +481,7 @@ def jax_rule(f: Callable[..., Any], *, sample: st.SearchStrategy, reference: Cal
     Its JVP is checked unless ``f`` is a
     ``custom_vjp`` function or ``forward_mode=False``. ``options`` go to ``numpy_rule``
     (kink_examples, atol, rtol, accurate_to, why)."""
-    jax = _require("jax", "check_jax", JAX_INSTALL)
+    jax = _require("jax", "check_jax and jax_rule", JAX_INSTALL)
     if not callable(f):
         raise TypeError(f"check_jax: expected a function with jax.custom_vjp or jax.custom_jvp "
                         f"rules, got {f!r}")

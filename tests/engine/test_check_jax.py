@@ -182,6 +182,8 @@ def test_without_jax_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "jax", None)        # import jax now fails
     with pytest.raises(FrameworkMissing, match=re.escape('pip install "handgrad[jax]"')):
         check_jax(lambda x: x, sample=one_vector())
+    with pytest.raises(FrameworkMissing, match="^check_jax and jax_rule need jax"):
+        jax_rule(lambda x: x, sample=one_vector())
 
 
 def test_the_readme_example_runs_as_printed(tmp_path):

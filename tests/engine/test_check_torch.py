@@ -250,6 +250,9 @@ def test_without_torch_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)      # import torch now fails
     with pytest.raises(FrameworkMissing, match=re.escape('pip install "handgrad[torch]"')):
         check_torch(Cube, sample=cube_sample())
+    # torch_rule (what --module and the plugin call) named check_torch alone
+    with pytest.raises(FrameworkMissing, match="^check_torch and torch_rule need torch"):
+        torch_rule(Cube, sample=cube_sample())
 
 
 def test_the_engine_imports_without_torch_or_jax():

@@ -487,3 +487,17 @@ def test_shapes_and_flatten_samples_are_mostly_not_degenerate():
     flattens = _draws(SPECS["flatten"].sample)
     noop = sum(p["start_dim"] == p["end_dim"] + x.ndim for (x,), p in flattens)
     assert noop <= 0.25 * len(flattens)
+
+
+def test_the_forward_of_a_float32_sample_is_compared_in_float32_ulps():
+    """A sample drawn in float32 is computed in float32; the reference may compute in
+    float64. The tolerance was 1e-12 whatever the dtype: a correct float32 exp failed by
+    one ulp. (float64 samples keep 1e-12.)"""
+    from handgrad.engine.testing.properties import forward_matches_reference
+    spec = OpSpec("exp", unary(strategies.reals), lambda x: np.exp(np.asarray(x, np.float64)))
+    x = np.linspace(-3, 3, 7).astype(np.float32)
+    assert forward_matches_reference(engine.exp, spec, ((x,), {})) < 1e-6
+    with pytest.raises(AssertionError):                    # float64: still 1e-12
+        forward_matches_reference(engine.exp, OpSpec("exp", unary(strategies.reals),
+                                                     lambda x: np.exp(x) * (1 + 1e-10)),
+                                  ((x.astype(np.float64),), {}))
