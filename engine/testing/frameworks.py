@@ -181,6 +181,8 @@ def _torch_forward(torch: Any, function: Any, name: str,
         for i in needs:
             tensors[i].requires_grad_(True)
         values = tuple(given.get(p.name, p.default) for p in params)   # positional, in order
+        for p, value in zip(params, values, strict=True):
+            _not_an_array(f"{name}.forward", p.name, value)
         with torch.enable_grad():
             out = observed.apply(*tensors, *values)
         if not isinstance(out, torch.Tensor):
@@ -377,10 +379,28 @@ class JaxRunner:
         return jax.jit(forward), jax.jit(vjp), jax.jit(jvp)
 
 
+def _not_an_array(owner: str, parameter: str, value: Any) -> None:
+    """A parameter (an argument with a default) given a floating-point array is a
+    TypeError: its gradient would never be checked (PyTorch's own LinearFunction takes
+    ``bias=None``, and a wrong bias gradient passed). Integer and boolean arrays (an index,
+    a mask) are parameters as any other."""
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")) or not len(value.shape):
+        return
+    floating = value.is_floating_point() if hasattr(value, "is_floating_point") \
+        else np.dtype(value.dtype).kind in "fc"
+    if floating:
+        raise TypeError(f"{owner}: the parameter {parameter!r} was given an array; an argument "
+                        f"with a default is a parameter, whose gradient is not checked. Check "
+                        f"it as an input: a wrapper whose {parameter} has no default, drawn "
+                        f"among the sample's inputs")
+
+
 def _jax_forward(jax: Any, runner: JaxRunner) -> Callable[..., tuple[np.ndarray, JaxCall]]:
     name, f = runner.name, runner.f
 
     def forward(*inputs: Any, **params: Any) -> tuple[np.ndarray, JaxCall]:
+        for key, value in params.items():
+            _not_an_array(name, key, value)
         wide = _wide(inputs)
         with x64(jax, wide):
             args = tuple(jax.numpy.asarray(x) for x in inputs)        # dtypes kept

@@ -349,3 +349,24 @@ def test_a_torch_rule_keeping_its_input_on_the_class_fails():
     with pytest.raises(OpCheckError, match="(?s)rules_read_their_own_parameters.*a call on other "
                                            "inputs: a rule reads a value the forward saved"):
         check_torch(ClassCube, sample=unary(strategies.reals))
+
+
+def test_an_array_given_to_a_parameter_is_refused_not_left_unchecked():
+    """PyTorch's own LinearFunction takes bias=None: given the bias as a parameter (an
+    argument with a default), its gradient was never checked, and a doubled bias gradient
+    passed."""
+    class LinearFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w, bias=None):
+            ctx.save_for_backward(x, w, bias)
+            return x @ w.t() + (0 if bias is None else bias)
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w, bias = ctx.saved_tensors
+            return g @ w, g.t() @ x, None if bias is None else 2 * g.sum(0)
+
+    sample = st.tuples(st.tuples(strategies.values((2, 3)), strategies.values((4, 3))),
+                       st.fixed_dictionaries({"bias": strategies.values((4,))}))
+    with pytest.raises(OpCheckError, match=r"the parameter 'bias' was given an array"):
+        check_torch(LinearFunction, sample=sample, reference=lambda x, w, bias=None: x @ w.T + bias)
