@@ -202,8 +202,13 @@ def _torch_backward(torch: Any, name: str,
         grads: list[np.ndarray | None] = [None] * len(inputs)
         for i in cache.diff:
             grads[i] = np.zeros_like(inputs[i].detach().numpy())
-        if not out.requires_grad or not cache.needs:   # the output depends on no input
+        if not cache.needs:                            # no input asks for a gradient
             return tuple(grads)
+        if not out.requires_grad:        # a Function's output requires grad when an input does
+            raise ValueError(f"{name}: its output does not require grad although inputs "
+                             f"{list(cache.needs)} do: forward marked it non-differentiable "
+                             f"(ctx.mark_non_differentiable), so torch gives no gradient to "
+                             f"check")
         dout = np.asarray(dout)
         if tuple(dout.shape) != tuple(out.shape):
             raise ValueError(f"{name}: the gradient of the output has shape {dout.shape}, "

@@ -370,3 +370,22 @@ def test_an_array_given_to_a_parameter_is_refused_not_left_unchecked():
                        st.fixed_dictionaries({"bias": strategies.values((4,))}))
     with pytest.raises(OpCheckError, match=r"the parameter 'bias' was given an array"):
         check_torch(LinearFunction, sample=sample, reference=lambda x, w, bias=None: x @ w.T + bias)
+
+
+def test_an_output_marked_non_differentiable_is_named_as_such():
+    """The adapter returned zero gradients for it, and the failure read "unclassified ...
+    no known pattern", with figures that contradicted the line above."""
+    class MarkedCube(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            y = x ** 3
+            ctx.mark_non_differentiable(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * 3 * x ** 2
+    with pytest.raises(OpCheckError, match=r"forward marked it non-differentiable"):
+        check_torch(MarkedCube, sample=cube_sample(), reference=lambda x: x ** 3)
