@@ -258,6 +258,10 @@ class Op:
     rule: str = ""
     nondiff: tuple[int, ...] = ()
     linear: bool = False
+    # Integer operands take the float operands' dtype (float32 * int64 is float32, as in
+    # PyTorch). A rule written elsewhere (engine.testing's RuleOp) gets its inputs as they
+    # were drawn instead: an int64 index stays an index, a bool mask a mask.
+    promotes_integers: bool = True
 
     def __init__(self) -> None:
         self.signature = Signature(self)
@@ -425,10 +429,11 @@ class Op:
             if isinstance(x, Tensor):
                 kinds = "biuf" if id(x) in loose else "iu"
                 if ref is not None and x._data.dtype.kind in kinds and x._data.dtype != ref \
-                        and i not in self.nondiff:
+                        and i not in self.nondiff and self.promotes_integers:
                     x = _converted(x, ref)
             else:
-                if ref is not None and x.dtype.kind in "biuf" and i not in self.nondiff:
+                if ref is not None and x.dtype.kind in ("biuf" if self.promotes_integers else "f") \
+                        and i not in self.nondiff:
                     x = x.astype(ref, copy=False)
                 x = Tensor._from_op(x, None)         # a private copy: nobody else holds it
                 if STATE.tape is not None:

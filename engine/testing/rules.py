@@ -148,6 +148,7 @@ class RuleOp(Op):
     user_forward: Fn
     user_backward: Fn
     user_jvp: Fn | None = None
+    promotes_integers = False      # an int64 index or a bool mask reaches the rule as drawn
 
     def run_forward(self, ctx: RuleContext, inputs: tuple[np.ndarray, ...], params: dict[str, Any]) -> Any:
         """The user's forward on the input arrays; saves what the rules are called with.

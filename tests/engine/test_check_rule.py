@@ -529,3 +529,30 @@ def test_a_rule_that_changes_between_calls_is_one_clear_failure():
         return dout * (3 * x ** 2 + (1.0 if calls[0] == 1 else 0.0))
     with pytest.raises(OpCheckError, match=r"does not give the same result twice on the same sample"):
         check_rule(forward, backward, sample=unary(S.reals), style="cache")
+
+
+@st.composite
+def _gather_sample(draw):
+    n = draw(st.integers(2, 5))
+    idx = np.array(draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=4)), np.int64)
+    return (draw(S.values((n,))), idx), {}
+
+
+def test_an_integer_index_input_reaches_the_rule_as_an_index():
+    """The checker handed the rule its int64 index as float64 (x[idx] then raised an
+    IndexError in a correct rule), as the engine's ops promote integer operands; a rule
+    written elsewhere gets its inputs as drawn."""
+    seen = []
+
+    def forward(x, idx):
+        seen.append(idx.dtype)
+        return x[idx], (x.shape[0], idx)
+
+    def backward(dout, cache):
+        n, idx = cache
+        dx = np.zeros(n, dout.dtype)
+        np.add.at(dx, idx, dout)
+        return dx, None
+    assert check_rule(forward, backward, sample=_gather_sample(), style="cache",
+                      reference=lambda x, idx: x[idx], max_examples=EXAMPLES)
+    assert set(seen) == {np.dtype(np.int64)}
