@@ -400,6 +400,25 @@ def _not_an_array(owner: str, parameter: str, value: Any) -> None:
                         f"among the sample's inputs")
 
 
+def _static_arguments_have_defaults(f: Any, label: str) -> None:
+    """A custom_vjp/custom_jvp's static arguments (``nondiff_argnums``) must be parameters
+    (arguments with a default, set by the sample's params): drawn as inputs, the checker
+    would trace them and JAX would say a Tracer was passed, not what to change."""
+    static = tuple(getattr(f, "nondiff_argnums", ()) or ())
+    if not static:
+        return
+    try:
+        arguments = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):
+        return
+    for i in static:
+        if i < len(arguments) and arguments[i].default is inspect.Parameter.empty:
+            raise TypeError(f"check_jax: {label}'s argument {arguments[i].name!r} is static "
+                            f"(nondiff_argnums), so it cannot be an input the checker "
+                            f"differentiates around: give it a default (a parameter, set by "
+                            f"the sample's params)")
+
+
 def _jax_forward(jax: Any, runner: JaxRunner) -> Callable[..., tuple[np.ndarray, JaxCall]]:
     name, f = runner.name, runner.f
 
@@ -511,6 +530,7 @@ def jax_rule(f: Callable[..., Any], *, sample: st.SearchStrategy, reference: Cal
         raise TypeError(f"check_jax: expected a function with jax.custom_vjp or jax.custom_jvp "
                         f"rules, got {f!r}")
     label = str(name or getattr(f, "__name__", None) or getattr(getattr(f, "fun", None), "__name__", "f"))
+    _static_arguments_have_defaults(f, label)
     runner = JaxRunner(jax, f, label)
     return numpy_rule(_jax_forward(jax, runner), _jax_backward(jax, runner), sample=sample,
                       jvp=_jax_jvp(jax, runner) if _forward_mode(jax, f, forward_mode) else None,

@@ -213,3 +213,17 @@ def test_a_wrong_primal_output_of_fwd_or_of_a_jvp_rule_fails():
         with pytest.raises(OpCheckError, match=r"the primal output of jax\.(vjp|jvp) .*differs "
                                                r"from f's output"):
             check_jax(f, sample=one_vector(), reference=reference, max_examples=EXAMPLES)
+
+
+def test_a_static_argument_without_a_default_is_named_when_the_rule_is_made():
+    """Drawn as an input, it was traced, and JAX said a Tracer was passed to nondiff_argnums
+    (the user passed none), without saying what to change."""
+    from functools import partial
+
+    @partial(jax.custom_vjp, nondiff_argnums=(1,))
+    def sum_along(x, axis):
+        return x.sum(axis)
+    sum_along.defvjp(lambda x, axis: (x.sum(axis), x.shape),
+                     lambda axis, shape, g: (jax.numpy.broadcast_to(jax.numpy.expand_dims(g, axis), shape),))
+    with pytest.raises(TypeError, match=r"argument 'axis' is static \(nondiff_argnums\).*give it a default"):
+        jax_rule(sum_along, sample=one_vector())
