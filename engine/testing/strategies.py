@@ -228,8 +228,9 @@ def wide(shape: Shape, bound: float = 3.0, extreme: float = 1e4) -> st.SearchStr
     derivative to 0 is wrong) and huge ones (100 <= |x| <= ``extreme``): for the ops that
     promise stability there (sigmoid, softplus, softmax, logsumexp, the fused losses).
     Their references must be stable too (np.logaddexp, not exp then log)."""
+    # (the structured arrays keep to moderate and huge values, with their bounds, which
+    # hypothesis favours: the saturating ones come from the generic arrays)
     element = st.one_of(st.floats(-bound, bound, allow_subnormal=False),
-                        st.floats(bound, HUGE), st.floats(-HUGE, -bound),
                         st.floats(HUGE, extreme), st.floats(-extreme, -HUGE))
     return _mixed(lambda: _generic_wide(tuple(shape), bound, extreme),
                   lambda: hnp.arrays(np.float64, shape, elements=element))
