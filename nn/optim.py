@@ -1104,13 +1104,14 @@ class LRScheduler:
             found = group["lr"]
             if found == mine:
                 continue
-            offset = self.lr_at(0.0, self.t)
-            slope = self.lr_at(1.0, self.t) - offset
+            offset = self._rate(0.0, self.t)
+            slope = self._rate(1.0, self.t) - offset
             base = (found - offset) / slope if slope > 0 else math.nan
             # lr_at is affine in the base for every schedule here; a subclass's that is not
-            # fails the round trip, and gets the error rather than a wrong base.
+            # fails the round trip, and gets the error rather than a wrong base (as does a
+            # rate that overflows here: no base to continue from).
             if not (math.isfinite(base) and base >= 0 and
-                    math.isclose(self.lr_at(base, self.t), found, rel_tol=1e-9, abs_tol=1e-300)):
+                    math.isclose(self._rate(base, self.t), found, rel_tol=1e-9, abs_tol=1e-300)):
                 raise ValueError(
                     f"{type(self).__name__}.step: the learning rate of parameter group {i} is "
                     f"{plain_repr(found)}, not the {plain_repr(mine)} this schedule set (it was "

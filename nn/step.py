@@ -197,7 +197,6 @@ class Step:
                                               self.clip_grad_norm)
         self.optimizer._step(bounds)
 
-
     def _non_finite_gradient(self, params: list[Any]) -> TrainingError:
         """The error for the first gradient holding NaN or Inf: its parameter's name and
         its first such value (the check's sum only says that one does)."""

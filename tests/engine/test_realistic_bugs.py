@@ -503,3 +503,9 @@ def test_the_forward_of_a_float32_sample_is_compared_in_float32_ulps():
         forward_matches_reference(engine.exp, OpSpec("exp", unary(strategies.reals),
                                                      lambda x: np.exp(x) * (1 + 1e-10)),
                                   ((x.astype(np.float64),), {}))
+
+
+def test_wide_with_a_bound_of_100_or_more_has_no_band_and_still_draws():
+    """The saturating band (bound, 100) is empty then: drawing it failed (an IndexError)."""
+    for x in _draws(strategies.wide((3,), 150.0), n=20):
+        assert np.all((np.abs(x) <= 150.0) | (np.abs(x) >= strategies.HUGE))

@@ -626,6 +626,13 @@ def test_a_schedule_refuses_to_continue_from_a_rate_it_cannot_reach_or_an_overfl
                                              r"group 0 at step 309 would be inf"):
             schedule.step()
         assert schedule.t == 308
+    opt = optim.SGD(_one_param(), lr=0.1)
+    schedule = optim.ExponentialLR(opt, gamma=10.0)
+    schedule.t = 400                                      # 10.0 ** 400 overflows
+    opt.lr = 0.5
+    with pytest.raises(ValueError, match=r"ExponentialLR.step: the learning rate of parameter "
+                                         r"group 0 is 0.5, not the 0.1 this schedule set"):
+        schedule.step()                                   # (an OverflowError before)
     opt = optim.SGD([{"params": _one_param(), "lr": 0.0}])
     with pytest.raises(ValueError, match=r"CosineAnnealingLR.factor: the base learning rate is 0"):
         optim.CosineAnnealingLR(opt, T_max=4, eta_min=0.1).factor(1)
