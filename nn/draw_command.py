@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from handgrad.engine import Tensor
 from .cli_args import UsageError, font_points, positive_int, seed, sizes
 from .cli_plan import check_data_dir
 from .data import DATASETS, load_dataset
+from .files import nearest_existing, probe_write
 from .layers import ACTIVATIONS, MLP
 from .losses import CrossEntropyLoss
 
@@ -162,9 +161,7 @@ def _probe(flag: str, path: Path, directory: Path) -> None:
     """A file can be made in ``directory`` (as root os.access says yes to everything: only
     a real write tells), else a UsageError naming ``flag`` and ``path``."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".handgrad-probe.", dir=directory)
-        os.close(fd)
-        os.unlink(probe)
+        probe_write(directory)
     except OSError as e:
         raise UsageError(f"{flag} {path}: cannot write in {directory} "
                          f"({e.strerror or e})") from None
@@ -186,9 +183,7 @@ def check_outputs(args: argparse.Namespace, path: Path) -> None:
             raise UsageError(f"{flag} {file}: the folder {folder} {what}")
         _probe(flag, file, folder)
     if args.steps is not None:
-        existing = args.steps
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
+        existing = nearest_existing(args.steps)
         if not existing.is_dir():
             raise UsageError(f"--steps {args.steps}: {existing} is a file, not a folder")
         _probe("--steps", args.steps, existing)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserInputError
+from .files import nearest_existing, probe_write
 
 MANIFEST = "run.json"
 FORMAT = "handgrad-run"
@@ -67,9 +68,7 @@ def check_writable(directory: Path, needed_bytes: int = 0, option: str = "--out"
     yet is made by the save (``make``), so a run that fails first leaves no empty folders."""
     if directory.exists() and not directory.is_dir():
         raise RunDirError(f"{option} {directory} is an existing file; give a directory")
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(directory)
     if not existing.is_dir():
         raise RunDirError(f"{option} {directory}: cannot create the directory ({existing} is "
                           f"not a directory)")
@@ -96,11 +95,9 @@ def make(directory: Path, option: str = "--out") -> None:
 
 
 def _probe(folder: Path, failure: str) -> None:
-    """A real write in ``folder`` (as root os.access says yes to everything)."""
+    """A real write in ``folder`` (``files.probe_write``), or a RunDirError ``failure``."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".handgrad-probe.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        probe_write(folder)
     except OSError as e:
         raise RunDirError(f"{failure} ({e.strerror or e})") from None
 
