@@ -314,11 +314,17 @@ class Plan:
                         f"'{watched.key}' at the capture")
         return None
 
-    def run_forward(self, *arrays: Any) -> list[np.ndarray]:
-        """The forward program on ``arrays``; returns the outputs. What the backward pass
-        needs stays in the nodes' saved values until ``run_backward``, which raises if a
-        tensor the forward read may have been written in between. The input ``arrays``
-        are read where they are, with no copy: do not write them before ``run_backward``."""
+    def run_forward(self, *arrays: Any, copy: bool = True) -> list[np.ndarray]:
+        """The forward program on ``arrays``; returns the outputs, as new arrays. What the
+        backward pass needs stays in the nodes' saved values until ``run_backward``, which
+        raises if a tensor the forward read may have been written in between. The input
+        ``arrays`` are read where they are, with no copy: do not write them before
+        ``run_backward``.
+
+        ``copy=False`` returns the arrays the program computed, with no copy: an output
+        may be a value a rule saved for the backward pass (exp's output) or an outside
+        tensor's memory (``w.reshape(3)``), and a write into it would reach the gradient or
+        the tensor unseen. For a caller that only reads them (``compile_step``)."""
         if self.watched:
             changed = self.changed_parameter()
             if changed is not None:
@@ -334,7 +340,7 @@ class Plan:
         self._holds = memory.replay_holds(self._read)
         outputs = self._forward(arrays)
         self._ready = True
-        return outputs
+        return [np.array(o, copy=True) for o in outputs] if copy else outputs
 
     def run_backward(self, on_grad: Callable[[int, np.ndarray], None]) -> None:
         """The recorded backward walk, seeded with ones at the root. ``on_grad(k, g)`` gets
@@ -499,7 +505,9 @@ def _record(fn: Callable[..., Any], example_inputs: Sequence[Any],
                                "input or an outside tensor); return computed values only")
         plan.output_slots.append(slots[id(o)])
 
-    plan.last_outputs = [o._data for o in outputs]
+    # Copies: an output may be an outside tensor's memory (``w.reshape(3)``), to be written
+    # only through the tensor, where the write is seen.
+    plan.last_outputs = [np.array(o._data, copy=True) for o in outputs]
     if differentiate:
         _capture_backward(plan, root, slots, context_of)
     return plan

@@ -338,7 +338,7 @@ class ReplayStep(Step):
                                           "parameter that requires grad")
             self._check_outputs(outputs)
         else:
-            outputs = plan.run_forward(x, y)
+            outputs = plan.run_forward(x, y, copy=False)     # read here, the scores copied
             self._check_outputs(outputs)
             plan.run_backward(plan.accumulator())
         self.last_plan = plan

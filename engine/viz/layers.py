@@ -391,7 +391,8 @@ def derivation(loss: Tensor) -> list[dict[str, Any]]:
     (each row's target sum when some row does not sum to 1, else None), ``formula`` and
     ``rhs`` (BP1's right-hand side, in numpy); for a hidden layer ``delta_next``,
     ``W_next``, ``back`` (δˡ⁺¹ Wˡ⁺¹ᵀ, the engine's ∂L/∂aˡ) and ``fprime`` (f′(zˡ), through
-    the engine's backward) with ``fprime_formula`` (its formula as text)."""
+    the engine's backward) with ``fprime_formula`` (its formula as text). The arrays are
+    copies: writing them changes nothing of the graph, which is still alive."""
     if loss.size != 1 or loss.node is None:
         raise ValueError("level='layer' needs a scalar loss with its graph")
     layers = mlp_layers(loss)
@@ -414,7 +415,10 @@ def derivation(loss: Tensor) -> list[dict[str, Any]]:
             d.update(delta_next=grads[id(nxt.z)], W_next=nxt.W._data, back=grads[id(layer.a)],
                      fprime=_derivative(layer.act, layer.z._data), act=layer.act.op.name,
                      fprime_formula=fprime_formula(layer.act))
-        out.append(d)
+        # Copies: a_prev is a value the graph saved, W_next a weight's memory, and the
+        # graph is alive; a write into them would change its backward pass unseen.
+        out.append({k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
+                    for k, v in d.items()})
     return out
 
 

@@ -747,3 +747,52 @@ def test_a_plan_split_in_two_takes_a_read_between_its_passes():
     assert w.data[0] == 0.5                     # read, not written
     plan.run_backward(plan.accumulator())
     np.testing.assert_array_equal(w.grad, [1.0, -4.0, 12.0])
+
+
+def test_a_plan_split_in_two_returns_outputs_a_write_cannot_reach_the_gradient_through():
+    """exp saves its output for its backward: the output run_forward returns is a copy, so
+    writing it (reusing the buffer) leaves the gradient that of the values used."""
+    w = Tensor(np.array([0.5, 1.0, 1.5]), requires_grad=True)
+
+    def fn(x):
+        e = engine.exp(x * w)
+        return e.sum(), e
+
+    x = np.array([1.0, 2.0, 3.0])
+    plan = engine.capture(fn, x)
+    w.grad = None
+    _, e = plan.run_forward(x)
+    e[...] = 0.0
+    plan.run_backward(plan.accumulator())
+    np.testing.assert_allclose(w.grad, x * np.exp(x * np.array([0.5, 1.0, 1.5])), rtol=1e-15)
+
+
+@pytest.mark.parametrize("run", ["call", "run_forward", "last_outputs"])
+def test_a_plan_output_on_an_outside_tensors_memory_is_a_copy(run):
+    """An output that is an outside tensor's memory (w.reshape(3)) comes back as a new
+    array: a write through it would change w unseen by the graphs that saved w."""
+    w = Tensor(np.array([0.5, 1.0, 1.5]), requires_grad=True)
+    plan = engine.capture(lambda x: ((x * w).sum(), w.reshape(3)), np.ones(3))
+    if run == "call":
+        _, r = plan(np.ones(3))
+    elif run == "run_forward":
+        _, r = plan.run_forward(np.ones(3))
+        plan.run_backward(plan.accumulator())
+    else:
+        r = plan.last_outputs[1]
+    assert not np.shares_memory(r, w.numpy(copy=True))
+    w.grad = None
+    y = (w * w).sum()
+    r[0] = 100.0
+    y.backward()
+    np.testing.assert_array_equal(w.grad, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(w.numpy(copy=True), [0.5, 1.0, 1.5])
+
+
+def test_run_forward_without_copy_gives_the_programs_own_arrays():
+    """copy=False (compile_step's reading) returns what the program computed, uncopied."""
+    w = Tensor(np.array([0.5, 1.0, 1.5]), requires_grad=True)
+    plan = engine.capture(lambda x: ((x * w).sum(), w.reshape(3)), np.ones(3))
+    _, r = plan.run_forward(np.ones(3), copy=False)
+    plan.run_backward(plan.accumulator())
+    assert np.shares_memory(r, w.numpy())

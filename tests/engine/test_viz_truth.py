@@ -461,3 +461,26 @@ def test_printed_deltas_add_up_to_the_printed_bias_gradient_when_they_cancel():
     delta, a_T = matrix("δ²"), matrix("a¹ᵀ")
     np.testing.assert_allclose(delta.sum(0), matrix("∂L/∂b²").ravel(), rtol=1e-3)
     np.testing.assert_allclose(a_T @ delta, matrix("∂L/∂W² (layers.2.weight)"), rtol=1e-3)
+
+
+def test_derivation_hands_out_copies_so_a_write_leaves_the_live_graph_as_it_was():
+    """derivation() needs the graph alive; its arrays (a_prev: the activation the linear
+    node saved, W_next: the weight's memory, p: the loss's saved delta) are copies, so
+    writing them leaves the backward pass and the weights as they were."""
+    model = nn.MLP([2, 3, 2], activation="tanh", seed=0)
+    x = engine.Tensor(X)
+    y = np.array([0, 1, 1, 0, 1])
+    expected_loss = engine.softmax_cross_entropy(model(x), y)
+    expected_loss.backward()
+    expected = [p.grad.copy() for p in model.parameters()]
+    weights = [p.numpy(copy=True) for p in model.parameters()]
+    model.zero_grad()
+    loss = engine.softmax_cross_entropy(model(x), y)
+    for d in derivation(loss):
+        for value in d.values():
+            if isinstance(value, np.ndarray) and value.size:
+                value[...] = 0.0
+    loss.backward()
+    for p, g, w in zip(model.parameters(), expected, weights, strict=True):
+        np.testing.assert_array_equal(p.grad, g)
+        np.testing.assert_array_equal(p.numpy(copy=True), w)
