@@ -60,6 +60,7 @@ suite walks ``REGISTRY`` and fails for an op without a test specification.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import sys
@@ -434,7 +435,7 @@ class Op:
             else:
                 if ref is not None and x.dtype.kind in ("biuf" if self.promotes_integers else "f") \
                         and i not in self.nondiff:
-                    x = x.astype(ref, copy=False)
+                    x = in_dtype(x, ref, functools.partial(self.error, f"input {i} {VANISHES}"))
                 x = Tensor._from_op(x, None)         # a private copy: nobody else holds it
                 if STATE.tape is not None:
                     STATE.tape.constant(x, inputs[i], i, self)
@@ -553,14 +554,64 @@ class Op:
         return f"<op {self.name}>"
 
 
+# The smallest magnitude a cast to the dtype rounds to Inf: halfway past its largest number
+# (whose last bit is 1, so a tie rounds up). Compared before the cast, which then never
+# overflows (numpy would warn).
+_INF_AT = {np.dtype(np.float16): 65520.0,
+           np.dtype(np.float32): float(np.finfo(np.float32).max) + 2.0 ** 103}
+VANISHES = ("holds {value}, which is {becomes} in {dtype}, the op's dtype: it would compute "
+            "with that; compute in {wider} or rescale")
+
+
+def in_dtype(array: np.ndarray, dtype: np.dtype, error: Callable[[], Exception]) -> np.ndarray:
+    """``array`` cast to the floating-point ``dtype``, or ``error()`` (its message formatted
+    with the value) when the cast changes what a value says rather than rounding it: a
+    finite value made Inf (70000 in float16), or one below the dtype's normal range
+    rounded by more than the dtype's precision (5e-9 made 0 in float16: ``t * 5e-9`` would
+    be 0; 3e-8 made 6e-8). Only casts to a narrower range can."""
+    limit = _INF_AT.get(dtype)
+    kind = array.dtype.kind
+    if limit is None or not (kind == "f" and array.dtype.itemsize > dtype.itemsize
+                             or kind in "iu" and dtype.itemsize == 2):
+        return array.astype(dtype, copy=False)
+    over = (array >= limit) | (array <= -limit)
+    if kind == "f":
+        over &= np.isfinite(array)
+    if over.any():
+        raise _vanishing(error, array[over].flat[0], np.inf, dtype)
+    cast = array.astype(dtype)
+    if kind == "f":
+        info = np.finfo(dtype)
+        small = (np.abs(array) < info.smallest_normal) & (array != 0)
+        if small.any():
+            value = array[small]
+            off = np.abs(value.astype(dtype).astype(array.dtype) - value) > info.eps * np.abs(value)
+            if off.any():
+                raise _vanishing(error, value[off].flat[0], None, dtype)
+    return cast
+
+
+def _vanishing(error: Callable[[], Exception], value: Any, becomes: float | None,
+               dtype: np.dtype) -> Exception:
+    e = error()
+    made = value.astype(dtype) if becomes is None else becomes
+    wider = "float32 (t.astype(np.float32))" if dtype.itemsize == 2 else "float64"
+    e.args = (str(e).format(value=plain_repr(value.item()), becomes=plain_repr(float(made)),
+                            dtype=dtype, wider=wider),)
+    return e
+
+
 def _converted(t: Tensor, dtype: np.dtype) -> Tensor:
     """An integer tensor's values in ``dtype``, as a new constant tensor of the same name;
     a captured plan converts its new array at every replay."""
-    c = Tensor._from_op(t._data.astype(dtype), None)
+    def error() -> Exception:
+        return ValueError(f"{t.describe()} {VANISHES}")
+
+    c = Tensor._from_op(in_dtype(t._data, dtype, error), None)
     c.name = t.name
     if STATE.tape is not None:
         def astype(a: np.ndarray) -> np.ndarray:
-            return a.astype(dtype)
+            return in_dtype(a, dtype, error)
         STATE.tape.value(astype, "astype", f"{{0}}.astype({dtype})", (t,), c)
     return c
 

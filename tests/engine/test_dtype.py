@@ -10,6 +10,8 @@ EXAMPLES holds at least one small valid call per op name; a test asserts it cove
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -345,3 +347,44 @@ def test_a_python_int_beside_uint64_operands_is_uint64():
         u - (-1)
     small = Tensor(np.array([0], np.uint8)) - 1
     assert small.dtype == np.int64 and small.data[0] == -1
+
+
+# --- constants taking a narrower dtype ---------------------------------------------------------
+
+F16 = Tensor(np.array([1e4], np.float16))
+F32 = Tensor(np.array([1e4], np.float32))
+
+
+@pytest.mark.parametrize("compute, op, value, becomes", [
+    (lambda: F16 / 70000.0, "div", "70000.0", "inf"),            # was 1e4 / inf = 0
+    (lambda: F16 * 5e-9, "mul", "5e-09", "0.0"),                  # was 0 (torch: 5e-05)
+    (lambda: F16 * 3e-8, "mul", "3e-08", "5.96"),                 # a subnormal twice the value
+    (lambda: F16 + np.array([1.0, -7e4]), "add", "-70000.0", "inf"),
+    (lambda: F32 * 1e39, "mul", "1e+39", "inf"),
+    (lambda: F32 * 1e-50, "mul", "1e-50", "0.0"),
+    (lambda: F16 * Tensor(np.array([70000])), "int64", "70000", "inf"),   # an integer tensor
+])
+def test_a_constant_the_ops_dtype_cannot_hold_is_an_error_not_a_silent_inf_or_zero(compute, op, value,
+                                                                                   becomes):
+    with pytest.raises(ValueError, match=rf"{op}.* holds {re.escape(value)}, which is {becomes}.*in float(16|32)"):
+        compute()
+
+
+def test_constants_the_dtype_holds_are_rounded_as_before():
+    assert (Tensor(np.float16(1.0)) * 65519.0).item() == 65504   # rounds to 65504, not past it
+    assert (F16 / 2049).item() == np.float16(1e4) / np.float16(2049)     # 2049 rounds to 2048
+    assert (F16 * 6e-5).item() == np.float16(1e4) * np.float16(6e-5)     # subnormal, within eps
+    np.testing.assert_array_equal((F16 * np.array([np.inf, 0.0])).numpy(), [np.inf, 0.0])
+    assert np.isnan((F16 * np.nan).item())                       # Inf and NaN stay what they are
+    assert (F32 * 0.1).item() == np.float32(1e4) * np.float32(0.1)
+
+
+def test_a_float16_model_given_a_float32_array_it_cannot_hold_says_so():
+    """model(X) casts an array X to the weights' dtype (model(Tensor(X)) computes in X's);
+    70000 became Inf in float16 and the scores -inf, with numpy's warning alone."""
+    from handgrad import nn
+    model = nn.MLP([2, 3, 2], seed=0, dtype=np.float16)
+    with pytest.raises(ValueError, match="linear: input 0 holds 70000.0, which is inf in float16"):
+        model(np.array([[70000.0, 1.0]], np.float32))
+    with pytest.raises(ValueError, match="mul: input 1 holds 5e-09, which is 0.0 in float16"):
+        nn.l2_penalty(model, weight_decay=1e-8)          # was exactly 0, its gradient too
