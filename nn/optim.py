@@ -84,6 +84,25 @@ def _plain_number(value: Any) -> Any:
     return value
 
 
+class ParamGroup(dict[str, Any]):
+    """A parameter group: a dict, as in PyTorch, whose numbers stay Python numbers when set
+    by item (``group["lr"] = 0.1 * np.exp(-0.1 * epoch)``, a schedule of one's own),
+    through ``_plain_number``: an ``np.float64`` rate made the update compute in float64, a
+    checkpoint gave it back as a Python float, and the resumed run took other steps."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, _plain_number(value))
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+
 def _positive_int(owner: str, name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{owner}: {name} must be a positive integer, got {plain_repr(value)}")
@@ -249,7 +268,7 @@ class Optimizer:
             raise ValueError(f"{owner}: unknown hyperparameters {sorted(unknown)} in a "
                              f"parameter group (known: {sorted(self.defaults)})")
         self.check_group(group)
-        group = {k: _plain_number(v) for k, v in group.items()}
+        group = ParamGroup({k: _plain_number(v) for k, v in group.items()})
         kept, dropped = [], 0
         for p in raw["params"]:
             self._check_param(owner, p)
@@ -501,8 +520,10 @@ class Optimizer:
         keeps the real part of a complex one). A gradient of another real dtype (float64
         for a float32 parameter, float16, integers) is taken: the update casts it to the
         parameter's dtype first (``_gradient``). O(1) per parameter: no element is read."""
-        for p, _ in todo:
+        for p, group in todo:
             g = p.grad
+            if p.dtype.char == "e":
+                _check_half_eps(type(self).__name__, self.params, p, group)
             if type(g) is np.ndarray and g.shape == p.shape and g.dtype.kind in "fiub":
                 continue
             i = next(j for j, q in enumerate(self.params) if q is p)
@@ -641,7 +662,8 @@ class Optimizer:
                                      f"{i} has shape {value.shape} dtype {value.dtype}; the "
                                      f"parameter has shape {p.shape} dtype {p.dtype}")
                 else:
-                    new_state[id(p)][key] = value.astype(p.dtype, copy=True)
+                    new_state[id(p)][key] = _state_in(name, f"state {key!r} of parameter {i}",
+                                                      value, p.dtype)
 
         def restore() -> None:
             for group, hyper in zip(self.param_groups, new_groups, strict=True):
@@ -651,6 +673,35 @@ class Optimizer:
             self._state, self.steps = new_state, steps
             self.update_bounds.clear()
         return restore
+
+
+def _check_half_eps(owner: str, params: list[Any], p: Any, group: dict[str, Any]) -> None:
+    """A float16 parameter's update computes in float16, where an ``eps`` below 6e-8 is 0:
+    where the second moment is 0 too (a small gradient's square underflows) the update
+    divides by 0 and writes Inf and NaN (PyTorch's Adam on float16 CPU tensors does). An
+    error naming the cause, before anything changes, rather than "lower the learning
+    rate"."""
+    eps = group.get("eps")
+    if eps is not None and eps > 0 and np.float16(eps) == 0:
+        i = next(j for j, q in enumerate(params) if q is p)
+        raise ValueError(f"{owner}.step: eps = {plain_repr(eps)} is 0 in float16, the dtype of "
+                         f"parameter {i} (shape {p.shape}): where a gradient squares to 0 there "
+                         f"the update would divide by 0. Train in float32, or give an eps "
+                         f"float16 holds (at least 6e-8). Nothing was updated")
+
+
+def _state_in(owner: str, what: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A saved state array in its parameter's dtype (a copy), or a ValueError naming it when
+    a finite value would become Inf there (Adam's v of 1e5 loaded for a float16 model: the
+    weights never moved again), as ``Module.load_state_dict`` refuses for a parameter."""
+    with np.errstate(over="ignore"):
+        new = value.astype(dtype, copy=True)
+    grown = np.isinf(new) & np.isfinite(value)
+    if grown.any():
+        raise ValueError(f"{owner}.load_state_dict: {what} holds {plain_repr(value[grown][0].item())}, "
+                         f"beyond the range of the parameter's {np.dtype(dtype).name} (it would "
+                         f"become Inf). Nothing was loaded")
+    return new
 
 
 def _gradient(p: Any, w: np.ndarray) -> np.ndarray:
@@ -1148,16 +1199,24 @@ class LRScheduler:
 
     def state_dict(self) -> dict[str, Any]:
         """What ``load_state_dict`` needs to continue the schedule: its type name, the step
-        count ``t``, the base learning rates and its ``settings()`` (JSON-serialisable)."""
+        count ``t``, the base learning rates, its ``settings()``, and each group's rate now
+        and the one the schedule last set (``lrs``, ``set``: a rate changed by hand since
+        differs, and the next step continues from it) (JSON-serialisable)."""
         return {"type": type(self).__name__, "t": self.t, "base_lrs": list(self.base_lrs),
-                "settings": self.settings()}
+                "settings": self.settings(),
+                "lrs": [float(g["lr"]) for g in self.optimizer.param_groups],
+                "set": [float(r) for r in self._set]}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Continue the schedule where ``state_dict()`` left it (checked first). The state
         of a schedule made with other settings is refused (PyTorch would take the saved
         ones over; here the schedule is made with them): a StepLR(10, 0.5) continued as
-        StepLR(3, 0.1) would follow another learning rate from its first step. A state
-        without settings (handgrad 0.3) is taken as it was then."""
+        StepLR(3, 0.1) would follow another learning rate from its first step. Each group
+        gets the rate it had when the state was saved, and the schedule the rates it had set
+        then, whether the optimizer's state is loaded before or after: a rate changed by
+        hand before the save is kept, and continued from, as in the run that saved it. A
+        state without settings (handgrad 0.3) is taken as it was then, and one without the
+        rates gives the groups the schedule's own."""
         name = type(self).__name__
         self._check_groups()
         if not isinstance(d, dict) or d.get("type") != name:
@@ -1174,8 +1233,20 @@ class LRScheduler:
             raise ValueError(f"{name}.load_state_dict: the state is of a schedule made with "
                              f"{plain_repr(saved)}, this one has {plain_repr(self.settings())}; "
                              f"make the schedule with the saved settings")
+        rates = [d.get(key) for key in ("lrs", "set")]
+        for found in rates:
+            if found is not None and (not isinstance(found, list) or len(found) != len(bases)):
+                raise ValueError(f"{name}.load_state_dict: malformed state {plain_repr(d)}")
+            for r in found or ():
+                _number(name, "learning rate", r)
         self.t, self.base_lrs = t, [float(b) for b in bases]
-        self._apply()
+        lrs, set_ = rates
+        if lrs is None or set_ is None:
+            self._apply()
+            return
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = float(lr)
+        self._set = [float(r) for r in set_]
 
 
 def _base_factor(schedule: LRScheduler, t: int) -> float:

@@ -625,6 +625,28 @@ def _check_exact_conversion(path: str | os.PathLike, model: Module,
                                   f"loaded")
 
 
+def _check_exact_state(ck: Checkpoint, optimizer: Any) -> None:
+    """The optimizer's state arrays, as the parameters (``_check_exact_conversion``): one
+    stored in another dtype than its parameter's only when every value survives the
+    conversion (a float32 Adam ``v`` of 1e5 became Inf in a float16 model)."""
+    params = optimizer.params
+    for i, entry in (ck.optimizer_state or {}).get("state", {}).items():
+        k = int(i)
+        if not 0 <= k < len(params) or not isinstance(entry, dict):
+            continue                                  # prepare_state_dict says what is wrong
+        dtype = params[k].dtype
+        for key, value in entry.items():
+            if not isinstance(value, np.ndarray) or value.dtype == dtype or value.dtype.kind != "f":
+                continue
+            with np.errstate(all="ignore"):
+                back = value.astype(dtype).astype(value.dtype)
+            if not np.array_equal(back, value, equal_nan=True):
+                raise CheckpointError(f"{ck.path}: optimizer state: parameter {k}'s {key!r} is "
+                                      f"stored as {value.dtype.name} but the parameter is "
+                                      f"{dtype.name}, which cannot hold its values exactly "
+                                      f"(converting would change them). Nothing was loaded")
+
+
 def _prepare_optimizer(ck: Checkpoint, optimizer: Any, check_finite: bool = False) -> Callable[[], None]:
     """The optimizer state of the file, checked against ``optimizer`` without changing it
     (with ``check_finite``, no NaN or Inf in its arrays: Adam's ``v`` holding one makes
@@ -640,6 +662,7 @@ def _prepare_optimizer(ck: Checkpoint, optimizer: Any, check_finite: bool = Fals
                         and not np.isfinite(value).all():
                     raise CheckpointError(f"{ck.path}: optimizer state: parameter {i}'s "
                                           f"{key!r} holds NaN or Inf (check_finite=True)")
+    _check_exact_state(ck, optimizer)
     try:
         restore: Callable[[], None] = optimizer.prepare_state_dict(ck.optimizer_state)
     except (KeyError, ValueError, TypeError) as e:

@@ -779,3 +779,98 @@ def test_a_gradient_of_a_narrower_dtype_updates_as_its_values_in_the_parameters_
             opt.step()
         results.append(p.numpy(copy=True))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def _hand_changed_run(resume_at=None, order="optimizer first", fresh_lr=0.1):
+    """8 epochs of SGD + ExponentialLR(0.9) on a small problem, the rate halved by hand
+    after epoch 4 (the schedule continues from it); with ``resume_at``, the optimizer and
+    schedule states are taken there into a new model, optimizer and schedule, loaded in
+    ``order``. Returns the rates of each epoch and the final weights."""
+    X = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 3, 64)
+
+    def make():
+        m = nn.MLP([4, 16, 3], seed=0)
+        o = optim.SGD(m, lr=fresh_lr, momentum=0.9)
+        return m, o, optim.ExponentialLR(o, gamma=0.9)
+
+    m, o, s = make()
+    rates = []
+    for e in range(1, 9):
+        loss = nn.CrossEntropyLoss()(m(engine.Tensor(X)), y)
+        o.zero_grad()
+        loss.backward()
+        o.step()
+        s.step()
+        if e == 4:
+            o.lr = o.lr * 0.5
+        if e == resume_at:
+            weights, opt_state, schedule_state = m.state_dict(), o.state_dict(), s.state_dict()
+            m, o, s = make()
+            m.load_state_dict(weights)
+            loads = [(o, opt_state), (s, schedule_state)]
+            for owner, state in loads if order == "optimizer first" else loads[::-1]:
+                owner.load_state_dict(state)
+        rates.append(o.lr)
+    return rates, [p.numpy(copy=True) for p in m.parameters()]
+
+
+@pytest.mark.parametrize("order", ["optimizer first", "schedule first"])
+@pytest.mark.parametrize("resume_at", [3, 4, 6])
+def test_a_resumed_schedule_keeps_a_rate_changed_by_hand_as_the_run_did(order, resume_at):
+    """load_state_dict set every group to the schedule's own rate: after a hand change the
+    resumed run trained at twice the rate (0.059 for 0.030), with no message."""
+    rates, weights = _hand_changed_run()
+    resumed_rates, resumed_weights = _hand_changed_run(resume_at, order)
+    assert resumed_rates == rates
+    for a, b in zip(weights, resumed_weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_schedule_loaded_into_a_fresh_optimizer_gives_it_the_saved_rate():
+    """The schedule's state carries the rates: loaded alone, into an optimizer made with
+    another rate, it continues as the run that saved it."""
+    rates, _ = _hand_changed_run()
+    resumed, _ = _hand_changed_run(6, "schedule first", fresh_lr=0.1)
+    assert resumed == rates
+    m = nn.MLP([4, 3], seed=0)
+    o = optim.SGD(m, lr=0.5)
+    s = optim.ExponentialLR(o, gamma=0.9)
+    s.step()
+    o2 = optim.SGD(nn.MLP([4, 3], seed=0), lr=7.0)
+    s2 = optim.ExponentialLR(o2, gamma=0.9)
+    s2.load_state_dict(s.state_dict())
+    assert o2.lr == o.lr == 0.45
+    s.step()
+    s2.step()
+    assert o2.lr == o.lr
+
+
+@pytest.mark.parametrize("make", [lambda m: optim.Adam(m, lr=1e-3), lambda m: optim.AdamW(m, lr=1e-3),
+                                  lambda m: optim.RMSprop(m, lr=1e-3, eps=1e-10)])
+def test_an_eps_float16_cannot_hold_is_named_before_a_float16_step_divides_by_zero(make):
+    """eps = 1e-8 is 0 in float16: one Adam step wrote [-inf, nan, 0.999] for weights
+    [0.5, -0.25, 1.0] and gradient [1e-3, 0, 1], and fit said to lower the learning rate."""
+    model = nn.Linear(3, 1, dtype=np.float16)
+    opt = make(model)
+    for p in model.parameters():
+        p.grad = np.full(p.shape, 1e-3, np.float16)
+    before = [p.numpy(copy=True) for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"\.step: eps = 1e-(08|10) is 0 in float16, the dtype of "
+                                         r"parameter 0 .*Nothing was updated"):
+        opt.step()
+    for p, w in zip(model.parameters(), before, strict=True):
+        np.testing.assert_array_equal(p.numpy(copy=True), w)
+    X = np.ones((4, 3), np.float16)
+    with pytest.raises(ValueError, match="eps = 1e-(08|10) is 0 in float16"):
+        nn.fit(model, nn.MSELoss(), make(model), (X, np.zeros((4, 1), np.float16)), epochs=1,
+               verbose=0)
+
+
+def test_an_eps_float16_holds_trains_a_float16_model():
+    model = nn.Linear(3, 1, dtype=np.float16)
+    opt = optim.Adam(model, lr=1e-3, eps=1e-4)
+    for p in model.parameters():
+        p.grad = np.full(p.shape, 1e-3, np.float16)
+    opt.step()
+    assert all(np.isfinite(p.numpy()).all() for p in model.parameters())

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from handgrad import nn
+from handgrad import engine, nn
 from handgrad.nn import serialization
 
 
@@ -239,3 +239,69 @@ def test_a_resumed_run_is_exact_with_numpy_number_hyperparameters(tmp_path):
     for a, b in zip(m.parameters(), m2.parameters()):
         np.testing.assert_array_equal(a.numpy(copy=True), b.numpy(copy=True))
     assert type(o2.param_groups[0]["lr"]) is float and type(o.param_groups[0]["momentum"]) is float
+
+
+def test_a_resumed_run_is_exact_with_a_numpy_rate_set_in_a_group_by_hand(tmp_path):
+    """group["lr"] = 0.1 * np.exp(-0.1 * e), a schedule of one's own (the way Optimizer.lr
+    names for groups apart) is an np.float64: its updates computed in float64, the resumed
+    run's in float32 (6e-8 apart). A group keeps the Python number, set by item too."""
+    r = np.random.default_rng(1)
+    X, y = r.normal(size=(64, 4)).astype(np.float32), r.integers(0, 3, 64)
+
+    def run(m, o, epochs):
+        for e in epochs:
+            for group in o.param_groups:
+                group["lr"] = 0.1 * np.exp(-0.1 * e)
+            loss = nn.CrossEntropyLoss()(m(engine.Tensor(X)), y)
+            o.zero_grad()
+            loss.backward()
+            o.step()
+
+    def fresh():
+        m = nn.MLP([4, 8, 3], seed=0)
+        return m, nn.optim.SGD(m, lr=0.1, momentum=0.9)
+
+    m, o = fresh()
+    run(m, o, range(8))
+    assert type(o.param_groups[0]["lr"]) is float
+    m1, o1 = fresh()
+    run(m1, o1, range(4))
+    nn.save(m1, tmp_path / "run.npz", optimizer=o1)
+    m2, o2 = fresh()
+    nn.load(tmp_path / "run.npz", m2, optimizer=o2)
+    run(m2, o2, range(4, 8))
+    for a, b in zip(m.parameters(), m2.parameters(), strict=True):
+        np.testing.assert_array_equal(a.numpy(copy=True), b.numpy(copy=True))
+    group = o.param_groups[0]
+    group.update(momentum=np.float32(0.5))
+    group.setdefault("dampening", np.float64(0.0))
+    assert type(group["momentum"]) is float and isinstance(group, dict)
+
+
+def _adam_state_of_1e5(tmp_path):
+    m32 = nn.Linear(2, 1, dtype=np.float32)
+    opt32 = nn.optim.Adam(m32, lr=1e-3)
+    for p in m32.parameters():
+        p.grad = np.full(p.shape, 1e4, np.float32)
+    opt32.step()
+    for p in m32.parameters():                  # weights a float16 model holds exactly
+        p.data = np.full(p.shape, 0.5, np.float32)
+    return opt32.state_dict(), nn.save(m32, tmp_path / "ck.npz", optimizer=opt32)
+
+
+def test_optimizer_state_a_float16_model_cannot_hold_is_refused_before_anything_changes(tmp_path):
+    """Adam's v of 1e5 from a float32 run became Inf in a float16 optimizer, with no error,
+    and the next step left the weights where they were (m / Inf = 0)."""
+    state, path = _adam_state_of_1e5(tmp_path)
+    m16 = nn.Linear(2, 1, dtype=np.float16)
+    opt16 = nn.optim.Adam(m16, lr=1e-3)
+    with pytest.raises(ValueError, match=r"Adam.load_state_dict: state 'v' of parameter 0 holds "
+                                         r"100000.0.*float16 \(it would become Inf\)"):
+        opt16.load_state_dict(state)
+    assert opt16.state[id(m16.weight)] == {} and opt16.steps == 0
+    weights = [p.numpy(copy=True) for p in m16.parameters()]
+    with pytest.raises(nn.CheckpointError, match="parameter 0's 'v' is stored as float32 but the "
+                                                 "parameter is float16, which cannot hold"):
+        nn.load(path, m16, opt16, check_finite=True)
+    for p, w in zip(m16.parameters(), weights, strict=True):
+        np.testing.assert_array_equal(p.numpy(copy=True), w)
