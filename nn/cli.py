@@ -693,7 +693,7 @@ def _other_test_data(args: argparse.Namespace, meta: dict[str, Any], dataset: st
     recorded, or another dataset was asked for); a note when it differs and --data-dir or
     --seed asked for other data; a UsageError when it differs and nobody asked for it (the
     default search found other files than the run's: the metrics would be of other data)."""
-    recorded = meta.get("test_data")
+    recorded = meta.get("test_data") if "run" in meta else None    # else a key of the user's
     if recorded is None or dataset != meta.get("dataset") or recorded == splits.test_fingerprint():
         return ""
     if args.data_dir is None and args.seed is None:

@@ -4,7 +4,10 @@
 ``test`` (its test metrics), ``interrupted`` and, in ``resume.npz``, ``resume`` (the
 schedule, the random generators, the epochs done and the history); ``handgrad evaluate``
 and ``--resume`` read them back. ``check_metadata`` checks the type and range of each of
-these fields that is present (other keys are the user's own and are left alone), and that
+these fields that is present in a run's metadata (one with ``run`` or ``resume``; other
+keys, and every key of a file of one's own, ``nn.save(..., metadata={"dataset": "cifar10"})``,
+are the user's and are left alone: ``handgrad evaluate`` checks the dataset and seed it
+reads from such a file itself), and that
 the run describes the architecture the file stores, so that a file can never make the
 command build a model bigger than the file or pass a NaN where a seed goes. It raises
 ValueError naming the field; ``serialization`` turns that into a CheckpointError naming
@@ -238,6 +241,8 @@ def check_metadata(metadata: Any, config: Any = None) -> None:
     already checked against the stored arrays). Raises ValueError naming the field."""
     if not isinstance(metadata, dict):
         _fail("metadata", "an object", metadata)
+    if "run" not in metadata and "resume" not in metadata:
+        return        # not a run of handgrad train's (which writes "run"): every key is the user's
     for key, check in METADATA_FIELDS.items():
         if key in metadata:
             check(f"metadata.{key}", metadata[key])

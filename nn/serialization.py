@@ -276,6 +276,11 @@ def _writable_target(path: Path) -> Path:
         if not mode & 0o222 or not os.access(target, os.W_OK):
             raise PermissionError(f"{path}: the existing checkpoint is read-only; it was not "
                                   f"replaced (make it writable or save elsewhere)")
+    if not target.parent.exists():
+        raise FileNotFoundError(f"{path}: the directory {target.parent} does not exist "
+                                f"(create it first)")
+    if not target.parent.is_dir():
+        raise NotADirectoryError(f"{path}: {target.parent} is not a directory")
     if not os.access(target.parent, os.W_OK):
         raise PermissionError(f"{path}: cannot write in the directory {target.parent}")
     return target

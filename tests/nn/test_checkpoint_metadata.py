@@ -285,8 +285,8 @@ def test_user_metadata_beside_the_recorded_fields_is_left_alone(tmp_path):
 
 
 @pytest.mark.parametrize("metadata,message", [
-    ({"dataset": "cifar"}, "metadata.dataset must be one of"),
-    ({"seed": -1}, r"metadata.seed must be an integer in \[0, 4294967295\]"),
+    ({"dataset": "cifar", "run": {}}, "metadata.dataset must be one of"),
+    ({"seed": -1, "resume": {}}, r"metadata.seed must be an integer in \[0, 4294967295\]"),
     ([("dataset", "xor")], "metadata must be an object"),
 ])
 def test_save_refuses_metadata_that_load_would_refuse(tmp_path, metadata, message):
@@ -327,3 +327,13 @@ def test_metadata_save_accepts_comes_back_from_load_unchanged(tmp_path):
     metadata = {"a": [1, 2.5, None, True, "x", {"b": [], "c": {}}], "d": {"1": 0.75}}
     loaded = nn.load(nn.save(nn.MLP([2, 2], seed=0), tmp_path / "m.npz", metadata=metadata))
     assert serialization.metadata_of(loaded) == metadata
+
+
+@pytest.mark.parametrize("metadata", [{"dataset": "cifar10"}, {"seed": None}, {"seed": 12345678901},
+                                      {"test": "held-out 2023"}, {"interrupted": "no", "data_source": 3}])
+def test_a_file_of_ones_own_keeps_the_keys_handgrad_train_uses_as_the_users(tmp_path, metadata):
+    """Keys handgrad train writes are checked in a run's metadata (with "run" or "resume");
+    a file of one's own, such as the README's metadata={"dataset": "spirals"}, was refused
+    for {"dataset": "cifar10"}."""
+    loaded = nn.load(nn.save(nn.MLP([2, 2], seed=0), tmp_path / "m.npz", metadata=metadata))
+    assert loaded.checkpoint_metadata == metadata

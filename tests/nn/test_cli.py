@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from handgrad import nn
 from handgrad.nn import cli
 
 
@@ -517,3 +518,16 @@ def test_user_errors_share_one_base_class_and_bugs_keep_their_traceback(monkeypa
     monkeypatch.setattr(cli.data_, "load_dataset", broken)
     with pytest.raises(ValueError, match="a bug inside load_dataset"):
         cli.main(["train", "--quiet"])
+
+
+def test_evaluate_takes_a_file_of_ones_own_whose_keys_look_like_a_runs(tmp_path, capsys):
+    """Keys of the user's (a file nn.save wrote, no "run") are not handgrad train's: a
+    "test_data" there made evaluate say the test data found differs, and such a file could
+    not even be saved with {"dataset": "cifar10"}."""
+    path = nn.save(nn.MLP([2, 8, 2], seed=0), tmp_path / "mine.npz",
+                   metadata={"dataset": "moons", "seed": 3, "test_data": "abc"})
+    assert cli.main(["evaluate", str(path)]) == 0
+    assert "on moons (80 test examples) from generated (seed 3)" in capsys.readouterr().out
+    other = nn.save(nn.MLP([2, 8, 2], seed=0), tmp_path / "cifar.npz", metadata={"dataset": "cifar10"})
+    assert cli.main(["evaluate", str(other)]) == 2
+    assert "the recorded dataset 'cifar10' is not one of" in capsys.readouterr().err

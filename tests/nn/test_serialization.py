@@ -305,3 +305,14 @@ def test_optimizer_state_a_float16_model_cannot_hold_is_refused_before_anything_
         nn.load(path, m16, opt16, check_finite=True)
     for p, w in zip(m16.parameters(), weights, strict=True):
         np.testing.assert_array_equal(p.numpy(copy=True), w)
+
+
+def test_a_save_into_a_missing_directory_says_it_is_missing(tmp_path):
+    """It said "cannot write in the directory" (a PermissionError) for one that is not there."""
+    model = nn.MLP([2, 2], seed=0)
+    with pytest.raises(FileNotFoundError, match=f"the directory {tmp_path}/no/such does not exist"):
+        nn.save(model, tmp_path / "no" / "such" / "m.npz")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match=f"{tmp_path}/file is not a directory"):
+        nn.save(model, tmp_path / "file" / "m.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
