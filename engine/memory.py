@@ -231,8 +231,23 @@ def _add_view(record: MemoryRecord, array: np.ndarray) -> None:
             record.views += (array,)
             if record.locked is not None:
                 _lock(record)
+                locked = record.locked
+                if locked is not None and _read_only_by_lock(locked, array):
+                    locked.append(array)            # made writeable again with its base
         finally:
             _unlock()
+
+
+def _read_only_by_lock(locked: list[np.ndarray], array: np.ndarray) -> bool:   # with _LOCK held
+    """Whether a view tensors hold is read-only only because numpy made it so from a base
+    its record locked (in ``locked``) (``x.T`` or ``x.detach()[0]`` while a graph holds x): unlocking must
+    make it writeable again, or a safe write after backward is refused. A broadcast view
+    (a stride of 0) is read-only by its nature and stays so."""
+    shape = zip(array.strides, array.shape, strict=True)
+    if array.flags.writeable or any(stride == 0 and n > 1 for stride, n in shape):
+        return False
+    base = array.base
+    return isinstance(base, np.ndarray) and any(base is a for a in locked)
 
 
 # --- building tensors and handing their arrays out (tensor.py) --------------------------------

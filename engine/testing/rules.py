@@ -22,6 +22,8 @@ after ``dout``, then the tangents (one per input), and returns the output's tang
 """
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -153,6 +155,10 @@ class RuleOp(Op):
     def run_forward(self, ctx: RuleContext, inputs: tuple[np.ndarray, ...], params: dict[str, Any]) -> Any:
         """The user's forward on the input arrays; saves what the rules are called with.
         ``needs_input_grad()`` gives it ``ctx.needs_input_grad`` meanwhile."""
+        # A dict or list parameter is a copy for each call: CS231n's batchnorm writes its
+        # running mean and variance into bn_param, and one sample's (of another width) made
+        # the next sample's forward fail.
+        params = _fresh(params)
         token = _NEEDS_INPUT_GRAD.set(tuple(ctx.needs_input_grad))
         try:
             result = type(self).user_forward(*inputs, **params)
@@ -223,6 +229,11 @@ class RuleOp(Op):
         return tuple(out)
 
 
+def _fresh(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters with each dict or list one copied (deeply), for one call."""
+    return {k: copy.deepcopy(v) if isinstance(v, (dict, list)) else v for k, v in params.items()}
+
+
 def _forward(self: RuleOp, ctx: RuleContext, *inputs: np.ndarray, **params: Any) -> Any:
     return self.run_forward(ctx, inputs, params)
 
@@ -244,7 +255,10 @@ def _jvp(self: RuleOp, ctx: RuleContext, *tangents: np.ndarray | None) -> np.nda
 
 
 def _default_name(forward: Fn) -> str:
-    """``affine_forward`` -> ``affine``; a lambda -> ``rule``."""
+    """``affine_forward`` -> ``affine`` (through a ``functools.partial`` too); a lambda ->
+    ``rule``."""
+    while isinstance(forward, functools.partial):
+        forward = forward.func
     name = getattr(forward, "__name__", "").removesuffix("_forward").removeprefix("forward_")
     return name if name.isidentifier() else "rule"
 
@@ -281,7 +295,10 @@ def _forward_reference(forward: Fn, style: str) -> Fn:
     """Without a reference the user's forward is taken as right (the derivative properties
     check the rules against it): its value, computed on copies of the inputs."""
     def reference(*args: Any, **params: Any) -> Any:
-        result = forward(*[np.array(a, copy=True) for a in args], **params)
+        # A partial's dict argument, as the op's parameters, is a copy for each call
+        # (RuleOp.run_forward): the forward may write into it.
+        fn = copy.deepcopy(forward) if isinstance(forward, functools.partial) else forward
+        result = fn(*[np.array(a, copy=True) for a in args], **_fresh(params))
         return result[0] if style == "cache" else result
     return reference
 

@@ -12,7 +12,7 @@ from hypothesis import find, settings
 from hypothesis import strategies as st
 
 from handgrad import engine
-from handgrad.engine.testing import OpCheckError, binary, check_rule, numpy_rule, run_op, unary
+from handgrad.engine.testing import OpCheckError, binary, check_rule, numpy_rule, run_op, strategies, unary
 from handgrad.engine.testing import strategies as S
 from handgrad.engine.testing.check import SampleError
 from handgrad.engine.testing.properties import _rounded_once, rules_leave_their_arguments_alone
@@ -556,3 +556,71 @@ def test_an_integer_index_input_reaches_the_rule_as_an_index():
     assert check_rule(forward, backward, sample=_gather_sample(), style="cache",
                       reference=lambda x, idx: x[idx], max_examples=EXAMPLES)
     assert set(seen) == {np.dtype(np.int64)}
+
+
+def _softmax_loss_forward(x, y):
+    s = x - x.max(axis=1, keepdims=True)
+    logp = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+    n = x.shape[0]
+    return -logp[np.arange(n), y].sum() / n, (np.exp(logp), y)
+
+
+def _softmax_loss_backward_writing_its_cache(dout, cache):
+    p, y = cache
+    n = p.shape[0]
+    p[np.arange(n), y] -= 1               # the classic slip: no p.copy()
+    return p / n * dout, None
+
+
+def test_a_backward_writing_into_its_cache_is_named_as_such():
+    """It was reported as "a rule draws random numbers ... or keeps state between calls"."""
+    @st.composite
+    def scores_labels(draw):
+        n, c = draw(st.integers(1, 4)), draw(st.integers(2, 5))
+        y = np.array(draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)))
+        return (draw(strategies.values((n, c))), y), {}
+
+    with pytest.raises(OpCheckError, match="the backward rule of op '_softmax_loss' wrote into the "
+                                           r"values its forward saved \(a cache changed in place"):
+        check_rule(_softmax_loss_forward, _softmax_loss_backward_writing_its_cache,
+                   sample=scores_labels(), max_examples=10)
+
+
+def _cs231n_batchnorm_forward(x, gamma, beta, bn_param):
+    """CS231n's train-mode forward: it writes the running statistics into bn_param."""
+    eps, momentum = bn_param.get("eps", 1e-5), bn_param.get("momentum", 0.9)
+    d = x.shape[1]
+    running_mean = bn_param.get("running_mean", np.zeros(d))
+    running_var = bn_param.get("running_var", np.zeros(d))
+    mu, var = x.mean(axis=0), x.var(axis=0)
+    std = np.sqrt(var + eps)
+    xhat = (x - mu) / std
+    bn_param["running_mean"] = momentum * running_mean + (1 - momentum) * mu
+    bn_param["running_var"] = momentum * running_var + (1 - momentum) * var
+    return gamma * xhat + beta, (xhat, gamma, std)
+
+
+def _cs231n_batchnorm_backward(dout, cache):
+    xhat, gamma, std = cache
+    n = dout.shape[0]
+    dxhat = dout * gamma
+    dx = (n * dxhat - dxhat.sum(axis=0) - xhat * (dxhat * xhat).sum(axis=0)) / (n * std)
+    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
+
+
+def test_a_forward_writing_into_a_dict_given_through_partial_passes_as_it_is_correct():
+    """The README's functools.partial(batchnorm_forward, bn_param={...}) shared one dict
+    between samples: the running mean of width 3 met a sample of width 2 (a broadcast error
+    in a correct forward). Each call gets its own copy; the rule takes the function's name."""
+    @st.composite
+    def batchnorm_inputs(draw):
+        n, d = draw(st.integers(2, 4)), draw(st.integers(1, 4))
+        return tuple(draw(strategies.values(shape)) for shape in ((n, d), (d,), (d,))), {}
+
+    forward = functools.partial(_cs231n_batchnorm_forward, bn_param={"mode": "train"})
+    rule = numpy_rule(forward, _cs231n_batchnorm_backward, sample=batchnorm_inputs(),
+                      accurate_to=None, why="columns of equal values")
+    assert rule.name == "_cs231n_batchnorm"
+    assert check_rule(forward, _cs231n_batchnorm_backward, sample=batchnorm_inputs(),
+                      accurate_to=None, why="columns of equal values", max_examples=15)
+    assert forward.keywords["bn_param"] == {"mode": "train"}

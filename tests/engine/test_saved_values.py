@@ -870,3 +870,29 @@ def test_memory_a_tensor_left_is_not_kept_once_nothing_references_it():
     w.data = np.full(3, 2.0)                   # nothing references it any more: dropped
     gc.collect()
     assert kept() is None
+
+
+@pytest.mark.parametrize("view", [lambda x: x.detach()[0], lambda x: x.detach().T,
+                                  lambda x: x.detach().reshape(6)])
+def test_a_view_tensor_made_while_a_graph_locks_its_memory_is_writeable_after_backward(view):
+    """numpy makes a view of a read-only array read-only; unlocking made only the arrays
+    handgrad had locked writeable again, so `row += 1` after backward() (no graph alive)
+    was refused as "read-only memory: copy it first"."""
+    x = Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    held = x.data
+    y = (x * x).sum()                       # saves x: the held array is locked
+    v = view(x)
+    assert not held.flags.writeable
+    y.backward()
+    with engine.no_grad():
+        v += 1.0
+    assert held.flags.writeable and held.sum() == 15.0 + v.size
+
+
+def test_a_broadcast_view_made_while_locked_stays_read_only_after_backward():
+    x = Tensor(np.arange(3.0), requires_grad=True)
+    held = x.data
+    y = (x * x).sum()
+    b = engine.broadcast_to(x.detach(), (2, 3))
+    y.backward()
+    assert held.flags.writeable and not b.numpy().flags.writeable
