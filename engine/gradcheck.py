@@ -229,10 +229,13 @@ def _kink_note(problem: _Problem, k: int, idx: tuple[int, ...], eps: float) -> s
         right = float(central_difference(lambda t: np.ravel(g(t + eps / 2))[i], eps / 2))
     if not (np.isfinite(left) and np.isfinite(right) and at_kink(left, right)):
         return ""
-    return (f"; that input lies within eps = {eps:g} of a kink of the function (one-sided "
+    return (f"; that input lies within eps = {eps:g} {AT_A_KINK} (one-sided "
             f"derivatives {plain_repr(left)} from the left, {plain_repr(right)} from the right): "
             f"a rule takes a convention there, which a central difference cannot check; "
             f"check at inputs away from the kink")
+
+
+AT_A_KINK = "of a kink of the function"     # in a failure's message: its cause, named
 
 
 def _deterministic(problem: _Problem, out: Tensor, leaves: list[Tensor]) -> None:

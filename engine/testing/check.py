@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky, HypothesisException, Unsatisfiable
 
+from ..gradcheck import AT_A_KINK
 from ..op import Op
 from ..plain import plain_repr
 from .diagnosis import Diagnosis, diagnose_failure, diagnose_kinks
@@ -141,7 +142,8 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
         if failing:
             prop, sample, seed = failing[-1]
             report.record(prop.__name__, _failing_error(op, spec, prop, sample, seed))
-            _diagnose(report, lambda: diagnose_failure(op, prop.__name__, sample, seed))
+            if AT_A_KINK not in report.failure:    # the cause is named: no pattern guessed
+                _diagnose(report, lambda: diagnose_failure(op, prop.__name__, sample, seed))
     except SampleError as e:
         report.failure = str(e)
         report.unusable = True

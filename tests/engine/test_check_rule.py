@@ -624,3 +624,21 @@ def test_a_forward_writing_into_a_dict_given_through_partial_passes_as_it_is_cor
     assert check_rule(forward, _cs231n_batchnorm_backward, sample=batchnorm_inputs(),
                       accurate_to=None, why="columns of equal values", max_examples=15)
     assert forward.keywords["bn_param"] == {"mode": "train"}
+
+
+def test_a_failure_at_a_kink_names_the_kink_and_guesses_no_other_cause():
+    """A correct two-input rule hit at relu's kink inside it was told "likely: a factor
+    missing in one term" beside the right note that the input lies at a kink."""
+    def forward(x, w):
+        return np.maximum(x * w, 0), (x, w)
+
+    def backward(dout, cache):
+        x, w = cache
+        mask = x * w > 0
+        return dout * mask * w, dout * mask * x
+
+    at_the_kink = st.just(((np.array([0.0, 1.0]), np.array([2.0, 3.0])), {}))
+    with pytest.raises(OpCheckError, match="of a kink of the function") as info:
+        check_rule(forward, backward, sample=at_the_kink, max_examples=1, accurate_to=None,
+                   why="a kink")
+    assert "likely:" not in str(info.value)
