@@ -53,6 +53,9 @@ def _labels(what: str, x: Any) -> np.ndarray:
             raise ValueError(f"{what}: class label {bad:g} is beyond any class (int64)")
     elif a.dtype.kind not in "biu":
         raise TypeError(f"{what}: class labels must be integers, got dtype {a.dtype}")
+    elif a.dtype.kind == "u" and a.dtype.itemsize == 8 and a.size and a.max() >= 2**63:
+        # the cast would wrap it to a negative number, and the message would show that
+        raise ValueError(f"{what}: class label {a.max()} is beyond any class (int64)")
     return a.astype(np.int64)
 
 

@@ -189,3 +189,9 @@ def test_metrics_take_arrays_of_other_libraries_through_numpy():
     Tensor's (numpy(copy=True)) and failed with torch's TypeError."""
     torch = pytest.importorskip("torch")
     assert nn.accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 0])) == 1.0
+
+
+def test_a_uint64_label_beyond_int64_is_named_as_it_is():
+    """2**63 as uint64 was reported as the label -9223372036854775808 (the int64 cast)."""
+    with pytest.raises(ValueError, match="accuracy: class label 9223372036854775808 is beyond any class"):
+        nn.accuracy(np.eye(3), np.array([0, 1, 2**63], np.uint64))
