@@ -142,6 +142,19 @@ def same(a: np.ndarray) -> np.ndarray:
     return a
 
 
+# Ops a numpy array reaches through its operators (``y * 0.5``, ``abs(y)``, ``y[0]``) and
+# methods (``y.sum()``): on the targets of a step, which its eager caller passes as an
+# array, they give arrays eagerly (Tape._array_from_arrays).
+_NUMPY_OPERATORS = frozenset({"add", "sub", "mul", "div", "neg", "pow", "pow_scalar", "matmul",
+                              "abs", "getitem"})
+_NUMPY_METHODS = frozenset({"clip", "sum", "mean", "max", "min", "var", "reshape", "flatten",
+                            "transpose"})
+# Of those, the one an engine call on targets is as likely as the method (engine.clip(y, 0,
+# 1) for y.clip(0, 1)); the others are taken for the method (y.T, y.sum()).
+_AMBIGUOUS = frozenset({"clip"})
+_LAYOUT = frozenset({"getitem", "reshape", "flatten", "transpose"})     # values moved, not computed
+
+
 class Tape:
     """What the engine records while ``STATE.tape`` is set: every op application."""
 
@@ -152,6 +165,9 @@ class Tape:
         # ids of inputs that stand for arrays (``capture(..., as_arrays=)``): ops convert
         # them as they convert an array operand (Op._as_tensors)
         self.arrays: set[int] = set()
+        # ids of values computed from them by clip: ``y.clip(0, 1)`` or ``engine.clip(y, 0,
+        # 1)``, an array or a tensor eagerly (``_array_from_arrays``)
+        self.ambiguous: set[int] = set()
         self.watched: list[WatchedParameter] = []    # numpy arrays in op parameters
 
     def array_parameter(self, op: "Op", key: str, given: Any, frozen: Any) -> None:
@@ -188,7 +204,7 @@ class Tape:
     def record(self, op: "Op", tensors: tuple["Tensor", ...], params: dict[str, Any],
                ctx: Any, result: "Tensor") -> None:
         self.records.append((op, tensors, params, ctx, result))
-        self._array_from_arrays(tensors, result)
+        self._array_from_arrays(tensors, result, op.name)
 
     def value(self, function: Callable[..., Any], name: str, text: str,
               tensors: tuple["Tensor", ...], result: "Tensor") -> None:
@@ -197,14 +213,46 @@ class Tape:
         self.records.append(ValueRecord(function, name, text, tensors, result))
         self._array_from_arrays(tensors, result)
 
-    def _array_from_arrays(self, tensors: tuple["Tensor", ...], result: "Tensor") -> None:
-        """A result computed from inputs that stand for arrays alone (``y * 0.5`` of the
-        targets) stands for an array too: the eager caller computes it in numpy, and an op
-        then converts it to the other operands' dtype (as it converts ``y``); taken for a
-        tensor it kept float64 and made the loss float64 where eager computes float32."""
+    def _array_from_arrays(self, tensors: tuple["Tensor", ...], result: "Tensor",
+                           op: str | None = None) -> None:
+        """A result computed from inputs that stand for arrays alone, by a numpy operator
+        (``y * 0.5`` of the targets; ``op`` None: a comparison, a detach), stands for an
+        array too: the eager caller computes it in numpy, and an op then converts it to the
+        other operands' dtype (as it converts ``y``); taken for a tensor it kept float64
+        and made the loss float64 where eager computes float32. By an op a numpy array has
+        no operator or method for (``engine.exp(y)``) it is a tensor, as it is eagerly. By
+        one a numpy array has as a method it is taken for the method's array (``y.T``,
+        ``y.sum()``), but ``y.clip(0, 1)`` and ``engine.clip(y, 0, 1)`` are as likely, an
+        array and a tensor eagerly: that value is ``ambiguous``, and converting it is
+        refused (``converting``). Integer arithmetic on them is refused: numpy's rules
+        (uint8 wraps around, ``y - 128``) are not the engine's (it widens)."""
         inputs = [t for t in tensors if id(t) not in self.constants]     # numbers aside
-        if self.arrays and inputs and all(id(t) in self.arrays for t in inputs):
-            self.arrays.add(id(result))
+        if not (self.arrays and inputs and all(id(t) in self.arrays for t in inputs)):
+            return
+        if op is not None and op not in _NUMPY_OPERATORS and op not in _NUMPY_METHODS:
+            return                                  # engine.exp(y): a tensor, eagerly too
+        narrow = [t for t in inputs if t.dtype.kind in "iub" and t.dtype.itemsize < 8]
+        if op is not None and op not in _LAYOUT and result.dtype.kind in "iub" and narrow:
+            raise CaptureError(
+                f"capture: op '{op}' computes integers from {narrow[0].describe()}, which the "
+                f"step's caller passes as a numpy array: numpy's integer rules (uint8 wraps "
+                f"around) are not the engine's, so a plan could compute another value. "
+                f"Convert it to floats first (y.astype(np.float32))")
+        self.arrays.add(id(result))
+        if op in _AMBIGUOUS or any(id(t) in self.ambiguous for t in inputs):
+            self.ambiguous.add(id(result))
+
+    def converting(self, t: "Tensor", op: "Op", dtype: np.dtype) -> None:
+        """``op`` converts ``t``, which stands for an array, to ``dtype``: refused when ``t``
+        is ``ambiguous`` (eagerly converted if the caller wrote ``y.clip(...)``, kept as a
+        tensor of its own dtype if ``engine.clip(y, ...)``)."""
+        if id(t) in self.ambiguous:
+            raise CaptureError(
+                f"capture: op '{op.name}' converts {t.describe()} to {dtype}; it was computed "
+                f"from the step's targets by clip, and eagerly the result is an array "
+                f"(y.clip(0, 1): converted) or a tensor "
+                f"(engine.clip(y, 0, 1): kept {t.dtype}), which a plan cannot tell apart. "
+                f"Pass the targets in the outputs' dtype (y.astype(np.float32))")
 
     def detached(self, t: "Tensor", result: "Tensor") -> None:
         """``result = t.detach()``: a plan hands on the same array (``same``)."""
@@ -253,6 +301,14 @@ class Tape:
             f"capture: in-place {symbol} on {t.describe()} inside the captured function; a "
             f"replayed plan would not repeat it (an in-place write is not an op). Write "
             f"{instead} instead")
+
+    @staticmethod
+    def backward_inside() -> None:
+        """A backward pass run by the captured function itself (``loss.backward()``,
+        ``engine.grad``): a replay runs the backward of the first output alone."""
+        raise CaptureError("capture: the captured function runs a backward pass (backward(), "
+                           "engine.grad, vjp); a replayed plan runs only the backward of its "
+                           "first output and would skip it. Return the loss instead")
 
     @staticmethod
     def refuse(what: str) -> None:
@@ -331,6 +387,9 @@ class Plan:
                 raise CaptureError(f"plan: {changed} has changed since; the plan would replay "
                                    f"its old values. Capture again (compile_step does), or "
                                    f"pass values that change as inputs")
+        if STATE.anomaly:
+            raise RuntimeError("plan: detect_anomaly() checks every op as it runs, which a "
+                               "replayed plan does not; find the op eagerly (call fn itself)")
         self._ready = False                  # a forward that raises leaves nothing to run
         if self._stale:
             for step in self.forward:        # saves add to a context: start from none
@@ -352,6 +411,9 @@ class Plan:
         if not self._ready:
             raise RuntimeError("plan: run_backward needs a run_forward first (each forward "
                                "pass is backpropagated once)")
+        if not STATE.grad_enabled:           # eagerly, no graph to backpropagate through
+            raise RuntimeError("plan: gradients are off in this thread (inside "
+                               "engine.no_grad()); run_forward alone gives the outputs")
         self._ready = False
         changed = memory.replay_check(self._read, self._holds)
         if changed is not None:

@@ -181,6 +181,8 @@ def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
     outputs first, as steps ``(tensor, grad, node, sent)`` (see ``Step``). Each node's rule
     runs once, after all its output's gradient is summed; its buffers are freed after its
     step unless ``retain_graph``."""
+    if STATE.tape is not None:
+        STATE.tape.backward_inside()
     pending: dict[Tensor, np.ndarray] = {}     # keyed by the tensors (topological_order)
     for root, g in zip(roots, grads, strict=True):
         pending[root] = pending[root] + g if root in pending else g

@@ -431,6 +431,8 @@ class Op:
                 kinds = "biuf" if id(x) in loose else "iu"
                 if ref is not None and x._data.dtype.kind in kinds and x._data.dtype != ref \
                         and i not in self.nondiff and self.promotes_integers:
+                    if STATE.tape is not None and id(x) in loose:
+                        STATE.tape.converting(x, self, ref)
                     x = _converted(x, ref)
             else:
                 if ref is not None and x.dtype.kind in ("biuf" if self.promotes_integers else "f") \

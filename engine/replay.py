@@ -64,6 +64,11 @@ def _bad_outside(tensor: Any, a: np.ndarray, shape: tuple[int, ...], dtype: np.d
 
 
 def _as_array(a: Any) -> np.ndarray:
+    """A replay input's array. A tensor that requires grad is refused, as the capture
+    refuses one: the plan gives inputs no gradient, so it would stay None unseen."""
+    if getattr(a, "_requires_grad", False):
+        raise ValueError(f"plan: {a.describe()} requires grad; plan inputs are data and get "
+                         f"no gradient (pass it detached, or read it inside fn as a parameter)")
     return np.asarray(a._data if hasattr(a, "_data") else a)
 
 

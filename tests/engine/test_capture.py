@@ -796,3 +796,37 @@ def test_run_forward_without_copy_gives_the_programs_own_arrays():
     _, r = plan.run_forward(np.ones(3), copy=False)
     plan.run_backward(plan.accumulator())
     assert np.shares_memory(r, w.numpy())
+
+
+def test_a_backward_inside_the_captured_function_is_refused():
+    """It ran at the capture and never again: eagerly W.grad took two backward passes per
+    call, a replay one."""
+    W = Tensor(np.array([[0.5, -1.0]]), requires_grad=True)
+
+    def fn(x):
+        loss = (x @ W).sum()
+        loss.backward(retain_graph=True)
+        return loss
+
+    with pytest.raises(CaptureError, match="runs a backward pass"):
+        engine.capture(fn, np.ones((1, 1)))
+    with pytest.raises(CaptureError, match="runs a backward pass"):
+        engine.capture(lambda x: (x * engine.grad((x @ W).sum(), W)[0]).sum(), np.ones((1, 1)))
+
+
+def test_a_plan_refuses_what_eager_would_check_or_refuse():
+    """Under detect_anomaly eager raises at the op making NaN, a plan returned NaN; under
+    no_grad eager has no graph to backpropagate, a plan wrote W.grad; an input requiring
+    grad got no gradient from a replay, unseen (the capture refuses one)."""
+    W = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    plan = engine.capture(lambda x: engine.log(x * W).sum(), np.array([1.0, 1.0]))
+    with engine.detect_anomaly(), pytest.raises(RuntimeError, match="detect_anomaly"):
+        plan(np.array([-1.0, 1.0]))
+    W.grad = None
+    with engine.no_grad(), pytest.raises(RuntimeError, match="gradients are off"):
+        plan(np.array([1.0, 1.0]))
+    assert W.grad is None
+    with pytest.raises(ValueError, match="requires grad; plan inputs are data"):
+        plan(Tensor(np.array([1.0, 1.0]), requires_grad=True))
+    plan(np.array([1.0, 1.0]))                      # as before
+    np.testing.assert_array_equal(W.grad, [1.0, 0.5])

@@ -437,3 +437,50 @@ def test_a_module_assigning_in_its_forward_is_captured_again_at_every_step(case)
                   for i in range(5)]
         runs.append((losses, ce.t, [p.numpy(copy=True).tobytes() for p in model.parameters()]))
     assert runs[0] == runs[1] and runs[1][1] == 5
+
+
+def _twin_runs(loss_fn, Y, X=None):
+    """compile_step and the eager loop from the same weights on the same batches: the
+    parameters of each after four steps."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(16, 3)).astype(np.float32) if X is None else X
+    model, twin = nn.MLP([3, 8, 2], seed=0), nn.MLP([3, 8, 2], seed=0)
+    step = nn.compile_step(model, loss_fn, nn.optim.SGD(model, lr=0.1))
+    opt = nn.optim.SGD(twin, lr=0.1)
+    for i in range(0, 16, 4):
+        step(X[i:i + 4], Y[i:i + 4])
+        loss = loss_fn(twin(engine.Tensor(X[i:i + 4])), Y[i:i + 4])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return ([p.numpy(copy=True) for p in model.parameters()],
+            [p.numpy(copy=True) for p in twin.parameters()])
+
+
+@pytest.mark.parametrize("loss_fn, dtype", [
+    (lambda out, y: engine.mse(out, engine.exp(y)), np.float64),    # a tensor eagerly: kept
+    (lambda out, y: engine.mse(out, y * 0.9 + 0.05), np.float64),   # arrays eagerly: converted
+    (lambda out, y: engine.mse(out, y.clip(0.1, 0.9)), np.float32),  # a method, no conversion
+], ids=["engine op", "operators", "method"])
+def test_an_engine_op_on_the_targets_is_a_tensor_in_a_plan_as_eagerly(loss_fn, dtype):
+    """engine.exp(y) of float64 targets is a float64 tensor eagerly, so the loss is float64;
+    the capture took it for an array and converted it to float32: the compiled step trained
+    to other weights, with no error."""
+    Y = np.random.default_rng(1).random((16, 2)).astype(dtype)
+    compiled, eager = _twin_runs(loss_fn, Y)
+    for a, b in zip(compiled, eager, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("loss_fn, Y, match", [
+    (lambda out, y: engine.mse(out, engine.clip(y, 0.0, 1.0)), np.linspace(0, 1, 32).reshape(16, 2),
+     "converts .* float64 to float32; it was computed from the step's targets by clip"),
+    (lambda out, y: engine.mse(out, (y - 128) / 128), np.arange(32, dtype=np.uint8).reshape(16, 2),
+     r"op 'sub' computes integers from .*uint8.*numpy's integer rules \(uint8 wraps"),
+], ids=["engine.clip or y.clip", "uint8 arithmetic"])
+def test_targets_a_plan_cannot_compute_as_eagerly_are_refused(loss_fn, Y, match):
+    """engine.clip(y) is a float64 tensor eagerly and y.clip() an array converted to
+    float32: the plan cannot tell which was written. y - 128 wraps in uint8 eagerly and
+    widens in the engine. Both trained silently otherwise."""
+    with pytest.raises(engine.CaptureError, match=match):
+        _twin_runs(loss_fn, Y)
