@@ -187,7 +187,10 @@ def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
     for root, g in zip(roots, grads, strict=True):
         pending[root] = pending[root] + g if root in pending else g
     anomaly = STATE.anomaly
-    for tensor in reversed(topological_order(roots)):
+    order = topological_order(roots)
+    if STATE.transform_leaves:
+        _refuse_inside_a_transform(order)
+    for tensor in reversed(order):
         grad = pending.pop(tensor, None)
         if grad is None:
             continue                         # nothing reached it (its users got no gradient)
@@ -202,6 +205,18 @@ def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
                 pending[key] = pending[key] + g_inp if key in pending else g_inp
         if not retain_graph:
             node.free()                      # release what the rules saved
+
+
+def _refuse_inside_a_transform(order: Sequence["Tensor"]) -> None:
+    """A backward pass inside a function engine.jvp or vjp is running, reaching one of its
+    leaves, gives numpy arrays: constants to the transform, which would see zero derivatives
+    through them (a Hessian-vector product as jvp of grad gave 0)."""
+    leaves = frozenset().union(*STATE.transform_leaves)
+    if any(id(t) in leaves for t in order):
+        raise RuntimeError("backward: this backward pass (backward(), engine.grad) runs inside "
+                           "a function engine.jvp or vjp is differentiating, and reaches its "
+                           "inputs: the gradients it gives are constants to the transform, which "
+                           "would see zero derivatives through them (transforms do not nest)")
 
 
 def run_rule(node: Node, grad: np.ndarray, out: "Tensor", anomaly: bool = False) -> list[np.ndarray | None]:

@@ -36,6 +36,9 @@ class _ThreadState(threading.local):
         self.anomaly = False
         self.scope: str | None = None
         self.tape: Any = None          # a capture.Tape while engine.capture runs a function
+        # The leaves (ids) of each transform (engine.jvp, vjp) running its function here:
+        # a backward pass inside that reaches one is refused (graph.backward_steps).
+        self.transform_leaves: tuple[frozenset[int], ...] = ()
 
 
 STATE = _ThreadState()

@@ -316,7 +316,9 @@ class Tensor(OpMethods):
         # it in place, as other branches of the pass still read it.
         store = GradientStore([g])
         for tensor, g_tensor, node, _ in graph.backward_steps([self], [g], retain_graph=retain_graph):
-            if node is None or tensor._retains_grad:
+            # A leaf frozen since the forward pass (requires_grad = False) gets no .grad,
+            # as in PyTorch.
+            if node is None and tensor._requires_grad or tensor._retains_grad:
                 store.accumulate(tensor, g_tensor)
 
     def zero_grad(self) -> None:

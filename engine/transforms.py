@@ -14,7 +14,7 @@ import numpy as np
 
 from . import graph
 from .memory import GradientStore
-from .modes import enable_grad
+from .modes import STATE, enable_grad
 from .tensor import Tensor
 
 
@@ -118,12 +118,16 @@ def _leaf(x: Any, what: str, i: int) -> Tensor:
 
 
 def _run(fn: Callable[..., Any], leaves: list[Tensor]) -> Any:
-    """``fn(*leaves)`` with the graph recorded, counted as a transform running."""
+    """``fn(*leaves)`` with the graph recorded, counted as a transform running (its leaves
+    noted: a backward pass inside fn that reaches them is refused, ``graph.backward_steps``)."""
     _RUNNING.depth += 1
+    outer = STATE.transform_leaves
+    STATE.transform_leaves = outer + (frozenset(map(id, leaves)),)
     try:
         with enable_grad():
             return fn(*leaves)
     finally:
+        STATE.transform_leaves = outer
         _RUNNING.depth -= 1
 
 

@@ -107,8 +107,8 @@ class LRSchedule(Callback):
 
 
 class GradNormRecorder(Callback):
-    """The L2 norm of each parameter's gradient after every step, by parameter name, in
-    ``norms`` (the History's ``grad_norms`` under ``fit``: what
+    """The L2 norm of each parameter's gradient after every step (NaN at a step without
+    one), by parameter name, in ``norms`` (the History's ``grad_norms`` under ``fit``: what
     ``plots.plot_gradient_norms`` draws as ‖∂L/∂W‖). One dot product per parameter per step.
 
     A step that clips (``clip_grad_norm``) scales the optimizer's gradients in place before
@@ -122,19 +122,33 @@ class GradNormRecorder(Callback):
         self.named = model.named_parameters()
         self.norms: dict[str, list[float]] = {}
         self.step = step
+        self.steps = 0          # the steps recorded (with fit: the History's, before the run too)
 
     def on_train_begin(self, history: History, epochs: int, steps_per_epoch: int) -> None:
         self.norms = history.grad_norms
+        self.steps = len(history.steps)
 
     def on_step_end(self, epoch: int, step: int, loss: float, scores: np.ndarray,
                     targets: Any) -> None:
+        """Each list lines up with the steps (entry i: step i + 1): a step where a
+        parameter had no gradient (frozen) gets NaN, once it has had one (a list drawn
+        by position showed a norm at the wrong step)."""
+        self.steps += 1
         scale = 1.0 if self.step is None else self.step.last_clip_scale
         clipped = {id(p) for p in self.step.optimizer.params} if scale != 1.0 else set()
         for name, p in self.named:
             g = p.grad
-            if g is not None:
-                norm = l2_norm(g)
-                self.norms.setdefault(name, []).append(norm / scale if id(p) in clipped else norm)
+            norms = self.norms.get(name)
+            if g is None and norms is None:
+                continue                        # never had one: no list
+            if norms is None:
+                norms = self.norms[name] = []
+            norms.extend([math.nan] * (self.steps - 1 - len(norms)))   # steps without one
+            if g is None:
+                norms.append(math.nan)
+                continue
+            norm = l2_norm(g)
+            norms.append(norm / scale if id(p) in clipped else norm)
 
 
 class Progress(Callback):

@@ -12,8 +12,8 @@ class History:
     ``reduction="sum"`` divided by the batch size, see ``fit``) and a dict of metrics per
     epoch.
 
-    ``interrupted``: fit stopped at a Ctrl-C; the losses of the unfinished epoch's steps are
-    in ``steps``, but that epoch has no record in ``epochs``."""
+    ``interrupted``: fit stopped at a Ctrl-C; during an epoch, the losses of the unfinished
+    epoch's steps are in ``steps``, but that epoch has no record in ``epochs``."""
 
     steps: list[float] = field(default_factory=list)
     epochs: list[dict[str, float]] = field(default_factory=list)
@@ -21,7 +21,8 @@ class History:
     best_epoch: int | None = None
     interrupted: bool = False
     # With fit(record_grad_norms=True): the L2 norm of each parameter's gradient at every
-    # step, by parameter name (what plots.plot_gradient_norms draws).
+    # step (NaN at a step where it had none: a frozen parameter), by parameter name (what
+    # plots.plot_gradient_norms draws).
     grad_norms: dict[str, list[float]] = field(default_factory=dict)
 
     def metric(self, name: str) -> list[float]:

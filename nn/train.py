@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import functools
 import math
 import signal
 import threading
@@ -107,7 +108,13 @@ def _summed(loss_fn: Any) -> bool:
     divide its value by the number of examples, so that every loss they record is per
     example (a plain function's loss is taken as a mean). For cross-entropy that is what
     "mean" gives; MSELoss's and BCEWithLogitsLoss's "mean" is per element, so their "sum"
-    records the sum over each example's outputs: D times their "mean" for D outputs."""
+    records the sum over each example's outputs: D times their "mean" for D outputs. The
+    reduction is read from the loss's ``reduction`` (nn's losses) or a ``functools.partial``'s
+    keyword (``partial(engine.softmax_cross_entropy, reduction="sum")``)."""
+    while isinstance(loss_fn, functools.partial):
+        if "reduction" in loss_fn.keywords:
+            return bool(loss_fn.keywords["reduction"] == "sum")
+        loss_fn = loss_fn.func
     return getattr(loss_fn, "reduction", None) == "sum"
 
 
@@ -315,9 +322,10 @@ def _check_hooks(callbacks: Any, history: Any) -> list[Callback]:
 
 
 def _check_extras(callbacks: list[Callback], record_grad_norms: bool, scheduler: Any,
-                  optimizer: Optimizer) -> None:
-    """One gradient-norm recorder at most, each schedule stepped by one hook at most, and
-    ``scheduler`` on fit's optimizer: ValueErrors before training."""
+                  optimizer: Optimizer, early_stopping: int | None = None) -> None:
+    """One gradient-norm recorder at most, each schedule stepped by one hook at most, one
+    early stopping at most, and ``scheduler`` on fit's optimizer: ValueErrors before
+    training."""
     recorders = sum(isinstance(cb, GradNormRecorder) for cb in callbacks) + bool(record_grad_norms)
     if recorders > 1:
         which = ("record_grad_norms=True and a GradNormRecorder in callbacks" if record_grad_norms
@@ -331,6 +339,12 @@ def _check_extras(callbacks: list[Callback], record_grad_norms: bool, scheduler:
         raise ValueError("fit: one schedule is given twice (scheduler= and an LRSchedule in "
                          "callbacks, or two LRSchedules of it): it would step twice per "
                          "epoch or step; pass it once")
+    stoppers = sum(isinstance(cb, EarlyStopping) for cb in callbacks) + (early_stopping is not None)
+    if stoppers > 1:
+        which = ("early_stopping= and an EarlyStopping in callbacks" if early_stopping is not None
+                 else "two EarlyStoppings in callbacks")
+        raise ValueError(f"fit: {which} would each put their own best weights back, the last "
+                         f"one winning, and history.best_epoch would name either; pass one")
     if isinstance(scheduler, LRScheduler) and scheduler.optimizer is not optimizer:
         raise ValueError(f"fit: scheduler is a {type(scheduler).__name__} of another optimizer "
                          f"than the one fit trains with: its steps would set learning rates "
@@ -402,14 +416,15 @@ def _check_resume(history: History, initial_epoch: int, stopper: EarlyStopping |
                   best_state: dict[str, Any] | None, scheduler: Any, per_step: bool) -> None:
     """A resumed run (``initial_epoch``, ``history``, ``best_state``, the schedule) must fit
     together."""
-    if history.interrupted:
+    recorded = [int(r["steps"]) for r in history.epochs if "steps" in r]
+    between = len(recorded) == len(history.epochs) and len(history.steps) == sum(recorded)
+    if history.interrupted and not between:     # stopped between epochs: it goes on
         raise ValueError(f"fit: history is of a run interrupted during epoch "
                          f"{len(history.epochs) + 1} (Ctrl-C): the model's weights are from "
                          f"the middle of it, so continuing from its start would not be the "
                          f"run uninterrupted, and its steps would be counted twice. Continue "
                          f"from weights saved at the end of an epoch (a callback, or handgrad "
                          f"train --resume), or start a new History")
-    recorded = [int(r["steps"]) for r in history.epochs if "steps" in r]
     if len(recorded) == len(history.epochs) and len(history.steps) != sum(recorded):
         raise ValueError(f"fit: history holds {len(history.steps)} step losses but its "
                          f"{len(history.epochs)} epoch records account for {sum(recorded)}: "
@@ -454,6 +469,8 @@ def _train_epoch(step: Step, optimizer: Optimizer, batches: Any, where: _Where, 
     ``history.steps`` and the callbacks as a mean per example, like the epoch records: a
     ``summed`` loss (``reduction="sum"``) is divided by the batch's number of examples."""
     for where.step, (xb, yb) in enumerate(batches, start=1):
+        if interrupts.requested:           # before the step: one during the last ends the epoch
+            return False
         loss, scores = step(xb, yb)
         where.lr = optimizer.lr          # the rate this step used: before the callbacks' schedules
         if summed:
@@ -461,8 +478,6 @@ def _train_epoch(step: Step, optimizer: Optimizer, batches: Any, where: _Where, 
         history.steps.append(loss)
         for cb in callbacks:
             cb.on_step_end(where.epoch, where.step, loss, scores, yb)
-        if interrupts.requested:
-            return False
     return True
 
 
@@ -524,9 +539,10 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     TrainingError). NaN/Inf in ``val_data`` is a ValueError before training; validation
     outputs that overflow are a TrainingError.
     ``batch_size=None`` means full-batch gradient descent. After each epoch the train (and
-    validation) loss, averaged over the examples (a loss with ``reduction="sum"`` is
-    divided by the batch size, which for MSELoss and BCEWithLogitsLoss gives a sum over
-    each example's outputs where their "mean" averages over them too: ``_summed``; so is
+    validation) loss, averaged over the examples (a loss with ``reduction="sum"``, as an
+    attribute or a ``functools.partial``'s keyword, is divided by the batch size, which
+    for MSELoss and BCEWithLogitsLoss gives a sum over each example's outputs where their
+    "mean" averages over them too: ``_summed``; so is
     each step's loss in ``history.steps`` and the callbacks), and,
     for a softmax classifier, accuracy are recorded (none for ``MSELoss`` or
     ``BCEWithLogitsLoss``: ``_is_classification``), with the learning rate the epoch
@@ -547,7 +563,9 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     (Keras would reshuffle); continue with ``initial_epoch=`` and ``history=``, or pass
     another ``seed`` each call.
 
-    Ctrl-C stops after the current step: the History comes back with ``interrupted``.
+    Ctrl-C stops after the current step (between epochs: before the next one begins, the
+    epochs done all recorded): the History comes back with ``interrupted``; one stopped
+    between epochs continues with ``initial_epoch=`` and ``history=``.
     ``initial_epoch=k`` and ``history=`` continue a run that has done k epochs (epochs is
     the total), as ``handgrad train --resume`` does; under early stopping the patience count
     is recounted from the history and ``best_state`` gives the weights of its best epoch.
@@ -593,7 +611,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     callbacks = _check_hooks(callbacks, history)
     _check_flags(shuffle=shuffle, restore_best=restore_best, compile=compile,
                  scheduler_per_step=scheduler_per_step, record_grad_norms=record_grad_norms)
-    _check_extras(callbacks, record_grad_norms, scheduler, optimizer)
+    _check_extras(callbacks, record_grad_norms, scheduler, optimizer, early_stopping)
     stopper = None if early_stopping is None else EarlyStopping(model, early_stopping, monitor,
                                                                 restore_best, owner="fit")
     X, y = _split(train_data, "fit: train_data")
@@ -601,6 +619,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
         _check_val_data(X, y, val_data)
     history = history if history is not None else History()
     _check_resume(history, initial_epoch, stopper, best_state, scheduler, scheduler_per_step)
+    history.interrupted = False        # (one stopped between epochs goes on; set again at a Ctrl-C)
     if best_state is not None:
         model.check_state_dict(best_state, check_finite=True)
     loader = train_data if isinstance(train_data, DataLoader) else None
@@ -619,7 +638,7 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
               shown if shown.verbose else None, stopper,      # verbose=0: nothing to show
               EpochFunction(callback) if callback is not None else None, *callbacks]
     hooks = [cb for cb in extras if cb is not None]
-    # fit's own stopper and any in callbacks=: each puts its best weights back at the end
+    # fit's own stopper or one in callbacks= (one at most): it puts its best weights back
     stoppers = [cb for cb in hooks if isinstance(cb, EarlyStopping)]
     names = {id(p): name for name, p in model.named_parameters()}
     where = _Where()
@@ -630,6 +649,9 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
                 cb.stop = False               # a new run, as in Keras (a callback kept from an earlier fit)
                 cb.on_train_begin(history, epochs, len(loader) if loader is not None else -(-len(X) // size))
             for where.epoch in range(initial_epoch + 1, epochs + 1):
+                if interrupts.requested:      # between epochs (validation, a callback): no step
+                    history.interrupted = True
+                    break
                 model.train()
                 for cb in hooks:
                     cb.on_epoch_begin(where.epoch)

@@ -114,7 +114,7 @@ class SoftmaxCrossEntropy(_Loss):
 
     z: (..., C) logits; y: integer labels of shape z.shape[:-1] or probabilities of z's
     shape. label_smoothing eps replaces y by (1 - eps) y + eps / C. Targets are not
-    differentiable.
+    differentiable (PyTorch's are): a target that requires grad gets no gradient.
     """
 
     name = "softmax_cross_entropy"
@@ -225,7 +225,8 @@ class SigmoidBinaryCrossEntropy(_Loss):
 
     reduction="mean" averages over all elements (N = z.size, as PyTorch's
     BCEWithLogitsLoss); "batchmean" sums over the labels and averages over the batch
-    (N = z.shape[0], the classic derivation); "sum" (N = 1); "none".
+    (N = z.shape[0], the classic derivation); "sum" (N = 1); "none". Targets are not
+    differentiable (PyTorch's are): a target that requires grad gets no gradient.
     """
 
     name = "sigmoid_binary_cross_entropy"

@@ -411,3 +411,15 @@ def test_a_tangent_of_the_wrong_shape_is_an_error_naming_the_op(registered):
     broken = registered(MulWithScalarTangent)
     with pytest.raises(RuntimeError, match=r"op 'broken_mul_jvp': its jvp rule returned shape \(\)"):
         engine.jvp(lambda a: broken(a, a), (np.ones(3),), (np.ones(3),))
+
+
+def test_a_leaf_frozen_between_forward_and_backward_gets_no_grad():
+    """requires_grad set to False after the forward pass: its .grad was filled anyway;
+    PyTorch leaves it None (and engine.grad refuses it)."""
+    x = engine.Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    w = engine.Tensor(np.array([1.0, 1.0, 1.0]), requires_grad=True)
+    y = (x * w).sum()
+    x.requires_grad = False
+    y.backward()
+    assert x.grad is None
+    np.testing.assert_array_equal(w.grad, [1.0, 2.0, 3.0])

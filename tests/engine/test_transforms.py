@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from handgrad import engine
+from handgrad.engine import Tensor
 
 # Sums of a few float64 products of numbers of order 1: rounding errors are ~1e-16 each.
 TIGHT = dict(rtol=1e-12, atol=1e-12)
@@ -391,3 +392,34 @@ def test_jvp_keeps_a_list_of_outputs_a_list_and_refuses_a_tuple_primal():
     assert isinstance(tangents, tuple)
     with pytest.raises(TypeError, match="jvp: primal 0 is a tuple"):
         engine.jvp(lambda a: a, ((x, x),), ((x, x),))
+
+
+def test_a_backward_pass_inside_a_transformed_function_reaching_its_inputs_is_refused():
+    """A Hessian-vector product written as jvp of grad returned 0 (JAX: [6, 0, 9] for
+    sum(x**3) at [1, 0, 1.5] along [1, 1, 1]); vjp of it, and backward() inside, too."""
+    x0, t0 = np.array([1.0, 0.0, 1.5]), np.ones(3)
+
+    def grad_of_cube(x):
+        return Tensor(engine.grad((x * x * x).sum(), [x])[0])
+
+    def backward_inside(x):
+        (x * x * x).sum().backward()
+        return Tensor(x.grad)
+
+    for fn in (grad_of_cube, backward_inside):
+        with pytest.raises(RuntimeError, match="runs inside a function engine.jvp or vjp"):
+            engine.jvp(fn, (x0,), (t0,))
+        with pytest.raises(RuntimeError, match="runs inside a function engine.jvp or vjp"):
+            engine.vjp(fn, x0)
+
+
+def test_a_backward_pass_inside_a_transform_that_does_not_reach_its_inputs_runs():
+    w = Tensor(np.array([2.0]), requires_grad=True)
+
+    def fn(x):
+        (w * w).sum().backward()                  # bookkeeping of its own: not through x
+        return x * 3.0
+
+    _, tangent = engine.jvp(fn, (np.array([1.0]),), (np.array([1.0]),))
+    np.testing.assert_array_equal(tangent, [3.0])
+    np.testing.assert_array_equal(w.grad, [4.0])

@@ -2,6 +2,8 @@
 can call too, with the same results as fit."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -274,3 +276,41 @@ def test_fit_refuses_a_schedule_given_twice():
             nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, verbose=0,
                    scheduler=schedule if len(hooks) == 1 else None, callbacks=hooks)
     assert schedule.t == 0
+
+
+def test_grad_norms_line_up_with_the_steps_when_a_parameter_is_frozen_for_a_while():
+    """A parameter frozen in epoch 1 and trained in epoch 2 had 3 norms for 6 steps, its
+    first (step 4's) drawn at step 1; a later frozen step was skipped too."""
+    r = np.random.default_rng(1)
+    X, y = r.normal(size=(48, 4)).astype(np.float32), r.integers(0, 3, 48)
+
+    class FreezeOddEpochs(nn.callbacks.Callback):
+        def __init__(self, w):
+            self.w = w
+
+        def on_epoch_begin(self, epoch):
+            self.w.requires_grad = epoch == 2
+
+    model = nn.MLP([4, 8, 3], seed=0)
+    h = nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (X, y), epochs=3,
+               batch_size=16, shuffle=False, record_grad_norms=True, verbose=0,
+               callbacks=[FreezeOddEpochs(model.layers[0].weight)])
+    norms = h.grad_norms["layers.0.weight"]
+    assert len(norms) == len(h.steps) == len(h.grad_norms["layers.0.bias"]) == 9
+    assert all(math.isnan(v) for v in norms[:3] + norms[6:]) and all(v > 0 for v in norms[3:6])
+
+
+def test_two_early_stoppings_are_refused_before_training():
+    """fit took early_stopping= and an EarlyStopping in callbacks: each put its best weights
+    back, the last winning, and history.best_epoch named the other's epoch (3, weights of 1)."""
+    r = np.random.default_rng(1)
+    X, y = r.normal(size=(48, 4)).astype(np.float32), r.integers(0, 3, 48)
+    model = nn.MLP([4, 8, 3], seed=0)
+    before = [p.numpy(copy=True) for p in model.parameters()]
+    for args in (dict(early_stopping=5, monitor="train_loss", callbacks=[EarlyStopping(model, 2, "val_loss")]),
+                 dict(callbacks=[EarlyStopping(model, 2, "val_loss"), EarlyStopping(model, 3, "val_loss")])):
+        with pytest.raises(ValueError, match="fit: .*EarlyStopping.* would each put their own best weights"):
+            nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (X, y), epochs=3,
+                   val_data=(X[:10], y[:10]), verbose=0, **args)
+    for p, w in zip(model.parameters(), before, strict=True):
+        np.testing.assert_array_equal(p.numpy(copy=True), w)

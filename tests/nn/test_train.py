@@ -447,3 +447,21 @@ def test_an_error_on_the_validation_data_names_val_data():
                                          r"is outside \[0, 3\)"):
         nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=0.1), (X, y),
                val_data=(X[:10], np.r_[y[:9], 3]), epochs=1, verbose=0)
+
+
+def test_a_partial_loss_summing_over_the_batch_is_recorded_per_example():
+    """partial(engine.softmax_cross_entropy, reduction="sum") was recorded as a sum: train
+    losses 16 times the per-example value, validation losses 20 times."""
+    import functools
+
+    r = np.random.default_rng(1)
+    X, y = r.normal(size=(48, 4)).astype(np.float32), r.integers(0, 3, 48)
+    runs = []
+    for loss in (nn.CrossEntropyLoss(reduction="sum"),
+                 functools.partial(engine.softmax_cross_entropy, reduction="sum")):
+        model = nn.MLP([4, 8, 3], seed=0)
+        h = nn.fit(model, loss, nn.optim.SGD(model, lr=0.01), (X, y), epochs=2, batch_size=16,
+                   val_data=(X[:20], y[:20]), verbose=0)
+        runs.append(h)
+    assert runs[0].steps == runs[1].steps
+    assert [r["val_loss"] for r in runs[0].epochs] == [r["val_loss"] for r in runs[1].epochs]

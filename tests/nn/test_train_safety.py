@@ -463,3 +463,44 @@ def test_fits_training_error_says_which_weights_the_model_keeps():
                val_data=(np.full((4, 2), 3.4e38, np.float32), y[:4]), epochs=2, verbose=0)
     assert "the model keeps the weights of that step" in str(e.value)
     assert e.value.kept.startswith("the weights of that step")
+
+
+class _CtrlCAt(nn.callbacks.Callback):
+    """Presses Ctrl-C (SIGINT to this process) in on_record of one epoch, or in the
+    on_step_end of one step (its epoch, its step)."""
+
+    def __init__(self, record=None, step=None):
+        self.record, self.step = record, step
+
+    def on_record(self, epoch, record):
+        if epoch == self.record:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def on_step_end(self, epoch, step, loss, scores, targets):
+        if (epoch, step) == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _three_steps_an_epoch(**fit_args):
+    r = np.random.default_rng(1)
+    X, y = r.normal(size=(48, 4)).astype(np.float32), r.integers(0, 3, 48)
+    model = nn.MLP([4, 8, 3], seed=0)
+    opt = nn.optim.SGD(model, lr=0.1, momentum=0.9)
+    args = dict(epochs=4, batch_size=16, val_data=(X[:20], y[:20]), verbose=0) | fit_args
+    return model, opt, nn.fit(model, nn.CrossEntropyLoss(), opt, (X, y), **args), (X, y)
+
+
+@pytest.mark.parametrize("when", [dict(record=2), dict(step=(2, 3))],
+                         ids=["while epoch 2 is recorded", "during epoch 2's last step"])
+def test_ctrl_c_at_the_end_of_an_epoch_stops_before_the_next_and_the_run_goes_on(when):
+    """In on_record (validation, a checkpoint saved) fit ran one step of epoch 3 and then
+    refused to resume ("weights from the middle of it"); in the last step it left epoch 2
+    unrecorded."""
+    whole, _, _, _ = _three_steps_an_epoch()
+    model, opt, history, data = _three_steps_an_epoch(callbacks=[_CtrlCAt(**when)])
+    assert history.interrupted and len(history.epochs) == 2 and len(history.steps) == 6
+    nn.fit(model, nn.CrossEntropyLoss(), opt, data, epochs=4, batch_size=16,
+           val_data=(data[0][:20], data[1][:20]), verbose=0, initial_epoch=2, history=history)
+    assert not history.interrupted and len(history.epochs) == 4
+    for a, b in zip(whole.parameters(), model.parameters(), strict=True):
+        np.testing.assert_array_equal(a.numpy(copy=True), b.numpy(copy=True))
