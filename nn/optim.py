@@ -522,7 +522,7 @@ class Optimizer:
         parameter's dtype first (``_gradient``). O(1) per parameter: no element is read."""
         for p, group in todo:
             g = p.grad
-            if p.dtype.char == "e":
+            if "eps" in group and p.dtype.char == "e":
                 _check_half_eps(type(self).__name__, self.params, p, group)
             if type(g) is np.ndarray and g.shape == p.shape and g.dtype.kind in "fiub":
                 continue
