@@ -231,7 +231,7 @@ class Tape:
             return
         if op is not None and op not in _NUMPY_OPERATORS and op not in _NUMPY_METHODS:
             return                                  # engine.exp(y): a tensor, eagerly too
-        narrow = [t for t in inputs if t.dtype.kind in "iub" and t.dtype.itemsize < 8]
+        narrow = [t for t in inputs if t.dtype.kind in "iu" and t.dtype.itemsize < 8]
         if op is not None and op not in _LAYOUT and result.dtype.kind in "iub" and narrow:
             raise CaptureError(
                 f"capture: op '{op}' computes integers from {narrow[0].describe()}, which the "
