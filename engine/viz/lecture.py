@@ -35,13 +35,19 @@ def lecture_names(root: Tensor) -> dict[int, str]:
     names = {id(layers[0].a_prev): "a⁰", id(root): "L"}
     if len(root.node.inputs) > 1:
         names[id(root.node.inputs[1])] = "y"
+    # A weight or bias shared by several layers (tied) is named after each of them, W¹,³:
+    # its gradient is the sum of their parts, which W³ alone would not say.
+    uses: dict[int, tuple[str, list[int]]] = {}
     for layer in layers:
         s = sup(layer.index)
-        names.update({id(layer.z): f"z{s}", id(layer.W): f"W{s}"})
-        if layer.b is not None:
-            names[id(layer.b)] = f"b{s}"
+        names.update({id(layer.z): f"z{s}"})
+        for letter, t in (("W", layer.W), ("b", layer.b)):
+            if t is not None:
+                uses.setdefault(id(t), (letter, []))[1].append(layer.index)
         if layer.a is not None:
             names[id(layer.a)] = f"a{s}"
+    for key, (letter, indices) in uses.items():
+        names[key] = letter + ",".join(sup(i) for i in indices)
     return names
 
 

@@ -484,3 +484,17 @@ def test_derivation_hands_out_copies_so_a_write_leaves_the_live_graph_as_it_was(
     for p, g, w in zip(model.parameters(), expected, weights, strict=True):
         np.testing.assert_array_equal(p.grad, g)
         np.testing.assert_array_equal(p.numpy(copy=True), w)
+
+
+def test_a_weight_shared_by_two_layers_is_named_after_both():
+    """Sequential(lin, Tanh, Linear, Tanh, lin): the shared weight was drawn as W³ alone
+    (layer 1's use unnamed) and its whole gradient shown as ‖∂L/∂W³‖, the symbol of layer
+    3's part; the slides already said it is one tensor shared by layers 1 and 3."""
+    lin = nn.Linear(2, 2)
+    model = nn.Sequential(lin, nn.Tanh(), nn.Linear(2, 2), nn.Tanh(), lin)
+    loss = engine.softmax_cross_entropy(model(engine.Tensor(X)), np.array([0, 1, 1, 0, 1]))
+    source = draw(loss, model=model).source
+    assert "W¹,³ = 0.weight" in source and "W³ = 0.weight" not in source
+    assert "b¹,³ = 0.bias" in source and "W² = 2.weight" in source
+    done = backward_playback(loss, model=model).frames[-1][0]
+    assert "‖∂L/∂W¹,³‖" in done and "‖∂L/∂W²‖" in done
