@@ -97,7 +97,9 @@ class Div(BinaryElementwise):
 
     def partials(self, ctx: RuleContext) -> tuple[Any, Any]:
         a, b = ctx.saved
-        return 1 / b, -a / (b * b)
+        # -(a / b) / b, not -a / (b * b): b * b overflows or underflows where a / b^2 fits
+        # (float16 from |b| = 256: d/db was 0; 0 / 0 = NaN for a = 0, b = 1e-300).
+        return 1 / b, -(a / b) / b
 
 
 @register

@@ -316,3 +316,25 @@ def test_float16_reductions_accumulate_in_float32(case):
     for got, want in zip(results[np.float16], results[np.float64], strict=True):
         scale = np.abs(want).max() + 1e-4
         np.testing.assert_allclose(got.astype(np.float64), want, rtol=4e-3, atol=4e-3 * scale)
+
+
+@pytest.mark.parametrize("dtype, a, b, expected", [
+    (np.float16, 1.0, 300.0, -1 / 90000),          # b * b = inf in float16: d/db was -0
+    (np.float16, 300.0, 300.0, -1 / 300),
+    (np.float32, 1e20, 1e20, -1e-20),              # b * b = inf in float32
+    (np.float64, 1e200, 1e200, -1e-200),
+    (np.float64, 0.0, 1e-300, -0.0),               # b * b = 0: 0 / 0 was NaN
+    (np.float64, 1e-300, 1e-300, -1e300),          # b * b = 0: was -inf
+])
+def test_div_gradient_with_respect_to_the_denominator_where_b_squared_does_not_fit(dtype, a, b, expected):
+    """d(a/b)/db = -a/b² was computed as -a / (b * b), which overflows or underflows where
+    the derivative fits; -(a / b) / b does not (as PyTorch computes it)."""
+    # Two roundings of the dtype; float16's -1.11e-5 is subnormal, whose spacing (6e-8) is
+    # 0.54% of it: one spacing allowed there.
+    rtol = 6e-3 if dtype == np.float16 else 4 * float(np.finfo(dtype).eps)
+    ta = engine.Tensor(np.array([a], dtype), requires_grad=True)
+    tb = engine.Tensor(np.array([b], dtype), requires_grad=True)
+    (ta / tb).sum().backward()
+    np.testing.assert_allclose(tb.grad.astype(np.float64), [expected], rtol=rtol)
+    _, tangent = engine.jvp(lambda u: ta.detach() / u, (np.array([b], dtype),), (np.ones(1, dtype),))
+    np.testing.assert_allclose(tangent.astype(np.float64), [expected], rtol=rtol)
