@@ -236,6 +236,7 @@ def _kink_note(problem: _Problem, k: int, idx: tuple[int, ...], eps: float) -> s
 
 
 AT_A_KINK = "of a kink of the function"     # in a failure's message: its cause, named
+NOT_REPEATABLE = "differs between two backward passes"     # so is this one
 
 
 def _deterministic(problem: _Problem, out: Tensor, leaves: list[Tensor]) -> None:
@@ -251,8 +252,7 @@ def _deterministic(problem: _Problem, out: Tensor, leaves: list[Tensor]) -> None
     runs = [problem.pullback(out, leaves, v) for _ in range(2)]
     for k in problem.diff:
         if not all(np.array_equal(run[k], jtv[k], equal_nan=True) for run in runs):
-            what = ("differs between two backward passes with the same cotangent through the "
-                    "same graph")
+            what = f"{NOT_REPEATABLE} with the same cotangent through the same graph"
             for node, before in zip(nodes, saved, strict=True):
                 now = list(_saved_arrays(node.saved))
                 if len(now) != len(before) or not all(

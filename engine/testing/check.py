@@ -16,11 +16,12 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
+import numpy as np
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
-from hypothesis.errors import Flaky, HypothesisException, Unsatisfiable
+from hypothesis.errors import Flaky, HypothesisException, InvalidArgument, Unsatisfiable
 
-from ..gradcheck import AT_A_KINK
+from ..gradcheck import AT_A_KINK, NOT_REPEATABLE
 from ..op import Op
 from ..plain import plain_repr
 from .diagnosis import Diagnosis, diagnose_failure, diagnose_kinks
@@ -136,13 +137,15 @@ def run_op(op: Op, spec: OpSpec | None = None, *, max_examples: int | None = Non
                 report.record(prop.__name__, error)
 
     try:
-        run()
+        with np.errstate():     # a rule's np.seterr stays with it, not the next rule checked
+            run()
     except OpCheckError as e:
         report.failure = str(e)
         if failing:
             prop, sample, seed = failing[-1]
             report.record(prop.__name__, _failing_error(op, spec, prop, sample, seed))
-            if AT_A_KINK not in report.failure:    # the cause is named: no pattern guessed
+            named = AT_A_KINK in report.failure or NOT_REPEATABLE in report.failure
+            if not named:                # a failure whose cause is named: no pattern guessed
                 _diagnose(report, lambda: diagnose_failure(op, prop.__name__, sample, seed))
     except SampleError as e:
         report.failure = str(e)
@@ -180,7 +183,9 @@ def _draw(data: st.DataObject, spec: OpSpec, label: str) -> Sample:
     than (args, params)."""
     try:
         sample = data.draw(spec.sample, label=label)
-    except HypothesisException:         # hypothesis's own: a rejected draw, an invalid strategy
+    except InvalidArgument as e:        # the strategy is built wrong (st.integers(3, 1))
+        raise SampleError(f"{spec.name}: its sample strategy is invalid: {e}") from None
+    except HypothesisException:         # hypothesis's own: a rejected draw
         raise
     except Exception as e:
         raise SampleError(f"{spec.name}: its sample strategy raised {type(e).__name__}: {e}") from None

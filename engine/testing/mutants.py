@@ -349,8 +349,12 @@ def run_mutants(op: Op, spec: OpSpec | None = None, *, profile: settings | None 
     """Plant each mutant of ``op`` (those named in ``only``, if given) and run the op's spec
     on it; see the module docstring. With ``check_original`` the op itself is checked
     first (a spec the op fails cannot judge mutants)."""
-    spec = spec if spec is not None else spec_for(op.name)
     report = MutationReport(op.name)
+    try:
+        spec = spec if spec is not None else spec_for(op.name)
+    except KeyError as e:                # no spec: the same failure as without --mutants
+        report.failure = str(e.args[0])
+        return report
     if check_original:
         original = run_op(op, spec, profile=profile, max_examples=max_examples)
         if original.failure is not None:

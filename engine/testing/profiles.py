@@ -50,10 +50,13 @@ def full_name(name: str) -> str:
     Raises ValueError listing the choices for a name hypothesis does not know."""
     full = f"handgrad-{name}" if name in PER_PROPERTY else name
     try:
-        settings.get_profile(full)
+        profile = settings.get_profile(full)
     except Exception:
         raise ValueError(f"unknown hypothesis profile {name!r}: choose one of "
                          f"{', '.join(NAMES)}") from None
+    if Phase.generate not in profile.phases:      # every property would pass on no sample
+        raise ValueError(f"hypothesis profile {name!r} has no generate phase: the rules would "
+                         f"be checked on no sample, and pass; choose one of {', '.join(NAMES)}")
     return full
 
 

@@ -235,3 +235,78 @@ def test_the_test_suite_takes_the_thorough_profile(how):
              "CI": "true", **env})
     assert run.returncode == 0, run.stdout[-2000:]
     assert "- 1000 passing" in run.stdout
+
+
+_STUDENT = '''
+import numpy as np
+from hypothesis import strategies as st
+from handgrad.engine.testing import numpy_rule, strategies
+
+def sq_f(x):
+    return x * x, x
+
+def sq_b(dout, cache):
+    np.seterr(under="raise")               # a rule's own numpy settings
+    return 2 * dout * cache
+
+def exp_f(x):
+    return np.exp(x), np.exp(x)
+
+def exp_b(dout, cache):
+    return dout * cache
+
+@st.composite
+def bad_inputs(draw):
+    n = draw(st.integers(3, 1))            # min > max: hypothesis's InvalidArgument
+    return (draw(strategies.values((n, 2))),), {}
+
+a_broken = numpy_rule(sq_f, sq_b, sample=bad_inputs(), name="a_broken")
+b_square = numpy_rule(sq_f, sq_b, name="b_square",
+                      sample=st.tuples(st.tuples(strategies.values((2, 3), 1, 2)), st.just({})))
+c_exp = numpy_rule(exp_f, exp_b, name="c_exp",
+                   sample=st.tuples(st.tuples(strategies.values((2, 3), -800, 1)), st.just({})))
+'''
+
+
+def test_one_rules_invalid_strategy_is_its_error_and_numpy_settings_stay_with_a_rule(tmp_path):
+    """st.integers(3, 1) in one rule's strategy ended the run in a traceback, exit 1, with
+    no JSON for the others; np.seterr(under="raise") in b_square's backward made c_exp,
+    checked next, fail on an underflow it passes alone."""
+    import json
+    (tmp_path / "student.py").write_text(_STUDENT)
+    run = command("--module", str(tmp_path / "student.py"), "--json")
+    assert run.returncode == 2, run.stderr
+    records = {r["name"]: r for r in json.loads(run.stdout)}
+    assert set(records) == {"a_broken", "b_square", "c_exp"}
+    assert "sample strategy is invalid" in records["a_broken"]["failure"]
+    assert records["b_square"]["failure"] is None and records["c_exp"]["failure"] is None
+
+
+def test_mutants_of_an_op_without_a_spec_fail_as_without_mutants():
+    """It was a KeyError traceback (no JSON, exit 1) instead of the op's failure."""
+    class Quad(engine.Op):
+        """quad(x) = x^4."""
+        name = "quad_without_spec"
+        rule = "d/dx = 4x^3"
+
+        def forward(self, ctx, x):
+            ctx.save_input(x)
+            return x ** 4
+
+        def backward(self, ctx, grad):
+            return (grad * 4 * ctx.saved[0] ** 3,)
+
+        def jvp(self, ctx, dx):
+            return dx * 4 * ctx.saved[0] ** 3
+
+    report = run_mutants(Quad())
+    assert report.failure is not None and "has no test specification" in report.failure
+
+
+def test_a_profile_without_the_generate_phase_is_refused():
+    """The plugin took any registered hypothesis profile: one with phases=[explicit, reuse]
+    skipped every test of a wrong rule, and pytest exited 0."""
+    from hypothesis import Phase
+    settings.register_profile("no-generate-for-the-test", phases=[Phase.explicit, Phase.reuse])
+    with pytest.raises(ValueError, match="has no generate phase"):
+        profiles.full_name("no-generate-for-the-test")

@@ -642,3 +642,19 @@ def test_a_failure_at_a_kink_names_the_kink_and_guesses_no_other_cause():
         check_rule(forward, backward, sample=at_the_kink, max_examples=1, accurate_to=None,
                    why="a kink")
     assert "likely:" not in str(info.value)
+
+
+def test_a_rule_drawing_random_numbers_is_named_and_given_no_guessed_pattern():
+    """Beside the right "differs between two backward passes", the diagnosis said "off by a
+    constant factor 0.8917", another number at every run."""
+    rng = np.random.default_rng()
+
+    def forward(x):
+        return x * x, x
+
+    def backward(dout, cache):
+        return dout * cache * (2 + 0.1 * rng.standard_normal())
+
+    with pytest.raises(OpCheckError, match="differs between two backward passes") as info:
+        check_rule(forward, backward, sample=unary(strategies.reals), max_examples=5)
+    assert "likely:" not in str(info.value)
