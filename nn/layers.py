@@ -237,6 +237,8 @@ class MLP(Module):
             raise ValueError(f"MLP: unknown activation {activation!r}; choose one of "
                              f"{sorted(ACTIVATIONS)}")
         init_.check_rng("MLP", rng)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"MLP: seed must be an integer or None, got {seed!r}")
         if seed is not None and rng is not None:
             raise ValueError("MLP: give seed or rng, not both (the weights would come from rng "
                              "alone, the seed ignored)")

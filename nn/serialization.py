@@ -59,6 +59,7 @@ import numpy as np
 from .errors import UserInputError
 from .files import regular_file_size
 from .init import INITIALIZERS
+from .init import default_rng as init_default_rng
 from .layers import ACTIVATIONS, MLP, Dropout, Linear, _Activation
 from .module import Module
 from .run_metadata import check_metadata
@@ -534,7 +535,21 @@ def _build(ck: Checkpoint) -> Module:
     if cls is None or meta["config"] is None:
         raise CheckpointError(f"{path}: a {meta['class']} cannot be rebuilt from the file; "
                               f"create the model and call load(path, model)")
-    return cls(**meta["config"])
+    # The weights are the file's: the ones the constructor draws are thrown away, so they
+    # come from a generator of their own, and the global one (nn.init.manual_seed) is left
+    # where it was. Dropout draws from the global one, as in a model built without a seed.
+    build: Any = cls                     # MLP: its config and a generator
+    model: Module = build(**meta["config"], rng=np.random.default_rng(0))
+    for m in model.modules():
+        if isinstance(m, Dropout):
+            m.rng = init_default_rng()
+    return model
+
+
+def _architecture(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An MLP config without its initializer: the weights are the file's, however the
+    model's were first drawn (he, kaiming or a callable, stored as None)."""
+    return None if config is None else {k: v for k, v in config.items() if k != "init"}
 
 
 def metadata_of(model: Module) -> dict[str, Any]:
@@ -591,7 +606,8 @@ def load(path: str | os.PathLike, model: Module | None = None, optimizer: Any = 
     meta = ck.meta
     if model is None:
         model = _build(ck)
-    elif meta.get("config") is not None and getattr(model, "config", None) not in (None, meta["config"]):
+    elif meta.get("config") is not None and _architecture(getattr(model, "config", None)) \
+            not in (None, _architecture(meta["config"])):
         raise CheckpointError(f"{path}: saved architecture {meta['class']}{meta['config']} does "
                               f"not match the model {type(model).__name__}"
                               f"{getattr(model, 'config', None)}")

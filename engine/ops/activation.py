@@ -290,7 +290,11 @@ class Dropout(Op):
             return x
         generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         keep = generator.random(x.shape) >= p
-        mask = keep.astype(x.dtype) / x.dtype.type(1 - p)
+        kept = x.dtype.type(1 - p)
+        if kept == 0:      # float16 and p > 1 - 3e-8: every mask entry 0/0 or 1/0
+            raise self.error(f"p = {p} leaves 1 - p = 0 in {x.dtype}, the input's dtype: the "
+                             f"kept values would be scaled by 1/0", ValueError)
+        mask = keep.astype(x.dtype) / kept
         ctx.save(mask)
         return x * mask
 

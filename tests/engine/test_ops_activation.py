@@ -321,3 +321,12 @@ def test_elu_keeps_its_digits_near_zero(dtype, x):
     got = engine.elu(engine.Tensor(np.array([x], dtype=dtype))).numpy(copy=True)
     assert got.dtype == dtype
     np.testing.assert_allclose(got, np.expm1(np.float64(x)), rtol=np.finfo(dtype).eps)
+
+
+def test_dropout_whose_one_minus_p_is_zero_in_float16_is_an_error_not_nan():
+    """p = 1 - 1e-8 is allowed, and 1 - p is 0 in float16: every output was 0/0 = NaN,
+    dropped ones included, with numpy's warning alone."""
+    x = engine.Tensor(np.ones(1000, np.float16))
+    with pytest.raises(ValueError, match="dropout: p = 0.99999999 leaves 1 - p = 0 in float16"):
+        engine.dropout(x, p=1 - 1e-8, rng=0)
+    assert np.isfinite(engine.dropout(x, p=0.9, rng=0).numpy()).all()

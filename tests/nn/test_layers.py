@@ -218,3 +218,10 @@ def test_mlp_learns_xor_with_gradient_descent():
         opt.step()
     assert loss.item() < 0.05
     assert nn.accuracy(model(X), y) == 1.0
+
+
+def test_an_mlp_seed_must_be_an_integer():
+    """seed=True was taken as the seed 1."""
+    with pytest.raises(TypeError, match="MLP: seed must be an integer or None, got True"):
+        nn.MLP([2, 3], seed=True)
+    nn.MLP([2, 3], seed=np.int64(3))

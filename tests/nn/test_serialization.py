@@ -316,3 +316,30 @@ def test_a_save_into_a_missing_directory_says_it_is_missing(tmp_path):
     with pytest.raises(NotADirectoryError, match=f"{tmp_path}/file is not a directory"):
         nn.save(model, tmp_path / "file" / "m.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_load_into_a_model_of_the_same_architecture_made_with_another_initializer(tmp_path):
+    """The whole config was compared, initializer included: a checkpoint of an
+    xavier_uniform MLP would not load into MLP(sizes), "he" not into "kaiming", and a model
+    made with a callable init not into itself after a save and load."""
+    path = nn.save(nn.MLP([3, 5, 2], init="xavier_uniform", seed=1), tmp_path / "m.npz")
+    for model in (nn.MLP([3, 5, 2], seed=0), nn.MLP([3, 5, 2], init="kaiming", seed=0),
+                  nn.MLP([3, 5, 2], init=lambda shape, rng: rng.normal(size=shape), seed=0)):
+        nn.load(path, model)
+        np.testing.assert_array_equal(model.layers[0].weight.numpy(copy=True),
+                                      nn.load(path).layers[0].weight.numpy(copy=True))
+    with pytest.raises(nn.CheckpointError, match="does not match the model"):
+        nn.load(path, nn.MLP([3, 5, 2], activation="tanh", seed=0))
+
+
+def test_rebuilding_a_model_from_a_file_leaves_the_global_generator_where_it_was(tmp_path):
+    """nn.load(path) drew throw-away initial weights from nn.init's global generator, so the
+    layers built after manual_seed(0) and a load were not those built after manual_seed(0)."""
+    path = nn.save(nn.MLP([3, 4, 2], dropout=0.5, seed=0), tmp_path / "m.npz")
+    nn.init.manual_seed(0)
+    expected = nn.Linear(3, 3).weight.numpy(copy=True)
+    nn.init.manual_seed(0)
+    loaded = nn.load(path)
+    np.testing.assert_array_equal(nn.Linear(3, 3).weight.numpy(copy=True), expected)
+    dropout = [m for m in loaded.modules() if isinstance(m, nn.Dropout)][0]
+    assert dropout.rng is nn.init.default_rng()          # masks from the global one, as before
