@@ -181,15 +181,13 @@ def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
     outputs first, as steps ``(tensor, grad, node, sent)`` (see ``Step``). Each node's rule
     runs once, after all its output's gradient is summed; its buffers are freed after its
     step unless ``retain_graph``."""
-    if STATE.tape is not None:
-        STATE.tape.backward_inside()
     pending: dict[Tensor, np.ndarray] = {}     # keyed by the tensors (topological_order)
     for root, g in zip(roots, grads, strict=True):
         pending[root] = pending[root] + g if root in pending else g
     anomaly = STATE.anomaly
     order = topological_order(roots)
-    if STATE.transform_leaves:
-        _refuse_inside_a_transform(order)
+    if STATE.tape is not None or STATE.transform_leaves:
+        _refuse_nested(order)
     for tensor in reversed(order):
         grad = pending.pop(tensor, None)
         if grad is None:
@@ -207,10 +205,13 @@ def backward_steps(roots: Sequence["Tensor"], grads: Sequence[np.ndarray], *,
             node.free()                      # release what the rules saved
 
 
-def _refuse_inside_a_transform(order: Sequence["Tensor"]) -> None:
-    """A backward pass inside a function engine.jvp or vjp is running, reaching one of its
-    leaves, gives numpy arrays: constants to the transform, which would see zero derivatives
+def _refuse_nested(order: Sequence["Tensor"]) -> None:
+    """A backward pass inside a captured function (a replay would skip it: the tape says
+    so), or inside a function engine.jvp or vjp is running that reaches one of its leaves:
+    it gives numpy arrays, constants to the transform, which would see zero derivatives
     through them (a Hessian-vector product as jvp of grad gave 0)."""
+    if STATE.tape is not None:
+        STATE.tape.backward_inside()
     leaves = frozenset().union(*STATE.transform_leaves)
     if any(id(t) in leaves for t in order):
         raise RuntimeError("backward: this backward pass (backward(), engine.grad) runs inside "

@@ -418,7 +418,9 @@ class _Run:
             "resume.npz": lambda p: serialization.save(last, p, metadata=resume,
                                                        optimizer_state=snap["optimizer"]),
             "model.npz": lambda p: serialization.save(produced, p, metadata=meta),
-            "history.json": lambda p: _write_text(p, json.dumps(snap["history"], indent=1)),
+            # The epochs saved, and whether the run was interrupted (a Ctrl-C after them)
+            "history.json": lambda p: _write_text(p, json.dumps(
+                dict(snap["history"], interrupted=self.history.interrupted), indent=1)),
             "curves.png": lambda p: _plot("curves.png", history, p, skipped),
             "grad_norms.png": lambda p: _plot("grad_norms.png", history, p, skipped),
         }
@@ -556,6 +558,7 @@ def train(args: argparse.Namespace) -> int:
           f"{run['epochs']} epochs, batch {run['batch_size'] or 'full'}"
           + (f", resuming after epoch {state.epochs_done}" if saved else ""), flush=True)
 
+    first = state.epochs_done + 1          # this invocation's first epoch
     start = time.perf_counter()
     with _HeldInterrupts() as ctrl_c:      # from here on a Ctrl-C waits for the save
         failure = _fit(state, run, splits, loss_fn, args, record_grad_norms=out is not None)
@@ -597,13 +600,29 @@ def train(args: argparse.Namespace) -> int:
                  f"{saved_where}: continue with handgrad train --resume {out}")
         print(f"interrupted after {seconds:.1f} s{where}", file=sys.stderr)
         return 130
-    last = state.history.epochs[-1]
-    summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith(("train_", "val_")))
-    print(f"trained {len(state.history.epochs)} epochs in {seconds:.1f} s: {summary}")
+    print(_summary(state.history, first, seconds))
     assert test is not None
     print(f"test loss: {test['loss']:.4f}{_smoothed(run['label_smoothing'])}")
     print(f"test accuracy: {test['accuracy']:.4f}")
     return 0
+
+
+def _summary(history: History, first: int, seconds: float) -> str:
+    """What this invocation trained (epochs ``first`` on: a resumed run's time is of them
+    alone) and the last epoch's metrics; under early stopping with another best epoch, the
+    epoch whose weights the model keeps, which the test lines below score."""
+    def metrics(record: dict[str, float]) -> str:
+        return ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("train_", "val_")))
+
+    done = len(history.epochs)
+    epochs = (f"{done} epochs" if first == 1 else f"epoch {done}" if first == done else
+              f"epochs {first}-{done}") + ("" if first == 1 else f" (resumed after epoch {first - 1})")
+    line = f"trained {epochs} in {seconds:.1f} s: {metrics(history.epochs[-1])}"
+    best = history.best_epoch
+    if best is not None and best != done:
+        line += (f"\nthe model keeps epoch {best}'s weights (early stopping: "
+                 f"{metrics(history.epochs[best - 1])}), which the test below scores")
+    return line
 
 
 def _smoothed(label_smoothing: float) -> str:

@@ -116,10 +116,10 @@ def plot_history(history: Any, path: str | Path | None = None, *, ax: Any = None
         ax_loss.plot(_step_positions(history), history.steps, color="0.75", linewidth=0.8,
                      label="train loss (per step)")
     full_batch = " (one step per epoch)" if epochs and len(history.steps) == len(epochs) else ""
-    ax_loss.plot(epochs, history.metric("train_loss"),
-                 label=f"train loss (epoch mean){full_batch}", **mark)
+    ax_loss.plot(*_recorded(history, "train_loss"), label=f"train loss (epoch mean){full_batch}",
+                 **mark)
     if history.metric("val_loss"):
-        ax_loss.plot(epochs, history.metric("val_loss"), label="validation loss", **mark)
+        ax_loss.plot(*_recorded(history, "val_loss"), label="validation loss", **mark)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     if history.steps:
@@ -128,12 +128,18 @@ def plot_history(history: Any, path: str | Path | None = None, *, ax: Any = None
     if ax_acc is not None:
         for key, label in (("train_accuracy", "train"), ("val_accuracy", "validation")):
             if history.metric(key):
-                ax_acc.plot(epochs, history.metric(key), label=label, **mark)
+                ax_acc.plot(*_recorded(history, key), label=label, **mark)
         ax_acc.set_xlabel("epoch")
         ax_acc.set_ylabel("accuracy")
         if ax_acc.get_lines():
             ax_acc.legend()
     return _finish(fig, path, made)
+
+
+def _recorded(history: Any, key: str) -> tuple[list[int], list[float]]:
+    """The epochs that recorded metric ``key`` and its values there: a run continued with
+    validation data has val_loss from its later epochs only."""
+    return [e["epoch"] for e in history.epochs if key in e], history.metric(key)
 
 
 def _step_positions(history: Any) -> list[float]:

@@ -640,6 +640,11 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     hooks = [cb for cb in extras if cb is not None]
     # fit's own stopper or one in callbacks= (one at most): it puts its best weights back
     stoppers = [cb for cb in hooks if isinstance(cb, EarlyStopping)]
+    # A continued History: this run has not stopped early (yet), and without early stopping
+    # nothing monitors its epochs, so an earlier run's best epoch would be false of them.
+    history.stopped_early = False
+    if not stoppers:
+        history.best_epoch = None
     names = {id(p): name for name, p in model.named_parameters()}
     where = _Where()
     with _Interrupts() as interrupts, _updates_checked(optimizer), _ending(hooks), \

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -531,3 +532,16 @@ def test_evaluate_takes_a_file_of_ones_own_whose_keys_look_like_a_runs(tmp_path,
     other = nn.save(nn.MLP([2, 8, 2], seed=0), tmp_path / "cifar.npz", metadata={"dataset": "cifar10"})
     assert cli.main(["evaluate", str(other)]) == 2
     assert "the recorded dataset 'cifar10' is not one of" in capsys.readouterr().err
+
+
+def test_the_summary_of_an_early_stopped_run_names_the_epoch_the_test_scores(capsys):
+    """It gave the last epoch's metrics right above the test lines of the best epoch's
+    weights, with no word of which epoch those were."""
+    args = ["train", "--quiet", "--n", "300", "--hidden", "16", "--epochs", "200",
+            "--batch-size", "32", "--lr", "0.1", "--early-stopping", "3"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    kept = re.search(r"the model keeps epoch (\d+)'s weights \(early stopping: .*val_loss "
+                     r"([0-9.]+).*\), which the test below scores", out)
+    trained = re.search(r"trained (\d+) epochs", out)
+    assert kept and trained and int(kept.group(1)) < int(trained.group(1))

@@ -159,9 +159,14 @@ def test_ctrl_c_saves_the_last_complete_epoch_and_resume_finishes_the_run(tmp_pa
     saved = json.loads((tmp_path / "cut" / "history.json").read_text())
     assert 1 <= len(saved["epochs"]) < 6
     assert len(saved["steps"]) == len(saved["epochs"]) * steps_per_epoch   # whole epochs only
+    assert saved["interrupted"] is True           # it said false, the metadata beside it true
+    done = len(saved["epochs"])
     monkeypatch.setattr(cli, "CrossEntropyLoss", losses.CrossEntropyLoss)
     assert cli.main(["train", "--resume", str(tmp_path / "cut"), "--quiet"]) == 0
+    # what this invocation trained, not "trained 6 epochs" in the time of the last few
+    assert f"trained epochs {done + 1}-6 (resumed after epoch {done}) in " in capsys.readouterr().out
     _assert_same_run(tmp_path / "whole", tmp_path / "cut")
+    assert json.loads((tmp_path / "cut" / "history.json").read_text())["interrupted"] is False
 
 
 def test_resume_refuses_changed_options_and_files_it_did_not_write(tmp_path, capsys):

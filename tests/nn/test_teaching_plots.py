@@ -261,3 +261,19 @@ def test_the_saturation_bounds_hold_as_printed():
         assert np.all(np.abs(t.grad) < 0.01), (name, note)
         checked += 1
     assert checked >= 4
+
+
+def test_a_metric_recorded_for_part_of_the_run_is_drawn_at_its_own_epochs():
+    """A run continued with validation data has val_loss from epoch 4 on: plot_history
+    drew every metric against all epochs and crashed inside matplotlib."""
+    X, y = nn.data.xor(64, seed=0)
+    model = nn.MLP([2, 8, 2], seed=0)
+    opt = nn.optim.SGD(model, lr=0.5)
+    h = nn.fit(model, nn.CrossEntropyLoss(), opt, (X, y), epochs=3, batch_size=32, verbose=0)
+    h = nn.fit(model, nn.CrossEntropyLoss(), opt, (X, y), epochs=6, batch_size=32, verbose=0,
+               val_data=(X, y), initial_epoch=3, history=h)
+    fig = plots.plot_history(h)
+    lines = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
+    assert list(lines["validation loss"].get_xdata()) == [4, 5, 6]
+    assert list(lines["validation loss"].get_ydata()) == h.metric("val_loss")
+    assert list(lines["validation"].get_xdata()) == [4, 5, 6]

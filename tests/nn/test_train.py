@@ -465,3 +465,18 @@ def test_a_partial_loss_summing_over_the_batch_is_recorded_per_example():
         runs.append(h)
     assert runs[0].steps == runs[1].steps
     assert [r["val_loss"] for r in runs[0].epochs] == [r["val_loss"] for r in runs[1].epochs]
+
+
+def test_a_history_continued_without_early_stopping_drops_the_earlier_best_epoch():
+    """Continued to 10 epochs without early stopping, a History that had stopped early still
+    said stopped_early=True and best_epoch=1, though every epoch ran and none was monitored."""
+    r = np.random.default_rng(1)
+    X, y = r.normal(size=(48, 4)).astype(np.float32), r.integers(0, 3, 48)
+    model = nn.MLP([4, 8, 3], seed=0)
+    opt = nn.optim.SGD(model, lr=0.0)           # no improvement: stops at once
+    h = nn.fit(model, nn.CrossEntropyLoss(), opt, (X, y), epochs=10, batch_size=None,
+               early_stopping=1, monitor="train_loss", verbose=0)
+    assert h.stopped_early and h.best_epoch == 1 and len(h.epochs) < 10
+    nn.fit(model, nn.CrossEntropyLoss(), opt, (X, y), epochs=10, batch_size=None, verbose=0,
+           initial_epoch=len(h.epochs), history=h)
+    assert len(h.epochs) == 10 and not h.stopped_early and h.best_epoch is None
