@@ -321,6 +321,10 @@ def numpy_rule(forward: Fn, backward: Fn, *, sample: st.SearchStrategy, jvp: Fn 
     kink_examples, atol, rtol, accurate_to, why: as in ``OpSpec``.
     """
     label = name if name is not None else _default_name(forward)
+    if not isinstance(label, str) or not label.strip() or any(c in label for c in ("::", "[", "]")):
+        # it names the rule in reports and pytest ids (test_x.py::name[property])
+        raise ValueError(f"numpy_rule: name must be a non-empty string without '::', '[' or "
+                         f"']' (it names the rule in reports and pytest test ids), got {label!r}")
     if not isinstance(sample, st.SearchStrategy):
         raise TypeError(f"{label}: sample must be a hypothesis strategy of (args, params), got "
                         f"{type(sample).__name__}")

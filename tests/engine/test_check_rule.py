@@ -658,3 +658,11 @@ def test_a_rule_drawing_random_numbers_is_named_and_given_no_guessed_pattern():
     with pytest.raises(OpCheckError, match="differs between two backward passes") as info:
         check_rule(forward, backward, sample=unary(strategies.reals), max_examples=5)
     assert "likely:" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["", "  ", "a::b", "relu[0]"])
+def test_a_rule_name_that_no_report_or_test_id_can_show_is_refused(name):
+    """name="" gave a report line with no name; "a::b" a pytest id that cannot be selected."""
+    with pytest.raises(ValueError, match="numpy_rule: name must be a non-empty string"):
+        numpy_rule(lambda x: (x * x, x), lambda dout, cache: 2 * dout * cache,
+                   sample=unary(strategies.reals), name=name)
