@@ -310,3 +310,29 @@ def test_a_profile_without_the_generate_phase_is_refused():
     settings.register_profile("no-generate-for-the-test", phases=[Phase.explicit, Phase.reuse])
     with pytest.raises(ValueError, match="has no generate phase"):
         profiles.full_name("no-generate-for-the-test")
+
+
+def test_a_module_importing_a_rule_from_another_one_checked_too(tmp_path):
+    """--module layers.py --module losses.py, where layers.py does `from losses import
+    square`: losses.py ran a second time, its rule a new object of the same name, and the
+    check was refused ("two rules are named 'square'"); the other order worked."""
+    (tmp_path / "losses.py").write_text(
+        "from hypothesis import strategies as st\n"
+        "from handgrad.engine.testing import numpy_rule, strategies\n"
+        "def square_forward(x): return x * x, x\n"
+        "def square_backward(dout, cache): return 2 * dout * cache\n"
+        "square = numpy_rule(square_forward, square_backward,\n"
+        "                    sample=st.tuples(st.tuples(strategies.values((2, 3))), st.just({})))\n")
+    (tmp_path / "layers.py").write_text(
+        "from losses import square\n"
+        "from hypothesis import strategies as st\n"
+        "from handgrad.engine.testing import numpy_rule, strategies\n"
+        "def cube_forward(x): return x ** 3, x\n"
+        "def cube_backward(dout, cache): return 3 * dout * cache ** 2\n"
+        "cube = numpy_rule(cube_forward, cube_backward,\n"
+        "                  sample=st.tuples(st.tuples(strategies.values((2, 3))), st.just({})))\n")
+    for order in (["layers.py", "losses.py"], ["losses.py", "layers.py"]):
+        args = [a for name in order for a in ("--module", str(tmp_path / name))]
+        run = command(*args, env={"PYTHONPATH": str(tmp_path)})
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert lines_for(run.stdout, "square") and lines_for(run.stdout, "cube")
