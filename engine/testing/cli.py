@@ -262,17 +262,18 @@ def _mutants(targets: list[Target], profile: Any, out: Any, as_json: bool) -> in
     from . import report as fmt
     from .mutants import run_mutants
 
-    missed_total = broken = 0
+    missed_total = broken = unusable = 0
     records = []
     for t in targets:
         report = run_mutants(t.op, t.spec, profile=profile)
         records.append(fmt.mutants_record(report, t.kind))
         if report.failure is not None:
             broken += 1
+            unusable += report.unusable       # an ERROR, as without --mutants (exit 2)
+            what = "its spec cannot check it" if report.unusable else "it fails its own spec"
             if not as_json:
-                print(f"FAIL    {t.name}: the {'op' if t.kind == 'op' else 'rule'} fails its "
-                      f"own spec, so mutants cannot be judged:\n" + fmt.failure_text(report),
-                      file=out)
+                print(f"{'ERROR' if report.unusable else 'FAIL '}   {t.name}: {what}, so mutants "
+                      f"cannot be judged:\n" + fmt.failure_text(report), file=out)
             continue
         missed_total += len(report.missed)
         if not as_json:
@@ -285,7 +286,7 @@ def _mutants(targets: list[Target], profile: Any, out: Any, as_json: bool) -> in
               + ": strengthen the specs (samples, tolerances) so that they fail", file=out)
     else:
         print("every mutant was caught", file=out)
-    return 1 if missed_total or broken else 0
+    return 2 if unusable else 1 if missed_total or broken else 0
 
 
 def _print_mutants(name: str, report: Any, out: Any) -> None:

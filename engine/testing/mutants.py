@@ -336,6 +336,7 @@ class MutationReport:
     name: str
     results: list[MutantResult] = field(default_factory=list)
     failure: str | None = None       # the op fails its own spec: mutants are meaningless
+    unusable: bool = False           # its spec cannot check it at all (run_op's ``unusable``)
     inapplicable: list[str] = field(default_factory=list)   # never applied to a sample
 
     @property
@@ -358,7 +359,7 @@ def run_mutants(op: Op, spec: OpSpec | None = None, *, profile: settings | None 
     if check_original:
         original = run_op(op, spec, profile=profile, max_examples=max_examples)
         if original.failure is not None:
-            report.failure = original.failure
+            report.failure, report.unusable = original.failure, original.unusable
             return report
     for mutant in mutants_for(op):
         if only is not None and mutant.name not in only:

@@ -336,3 +336,18 @@ def test_a_module_importing_a_rule_from_another_one_checked_too(tmp_path):
         run = command(*args, env={"PYTHONPATH": str(tmp_path)})
         assert run.returncode == 0, run.stdout + run.stderr
         assert lines_for(run.stdout, "square") and lines_for(run.stdout, "cube")
+
+
+def test_mutants_of_a_rule_its_spec_cannot_check_are_an_error_as_without_mutants(tmp_path):
+    """An unusable sample strategy (x, {} instead of (x,), {}): ERROR and exit 2 without
+    --mutants, but "fails its own spec" and exit 1 with it."""
+    (tmp_path / "student.py").write_text(
+        "from hypothesis import strategies as st\n"
+        "from handgrad.engine.testing import numpy_rule, strategies\n"
+        "def square_forward(x): return x * x, x\n"
+        "def square_backward(dout, cache): return 2 * dout * cache\n"
+        "broken = numpy_rule(square_forward, square_backward,\n"
+        "                    sample=st.tuples(strategies.values((2, 3)), st.just({})))\n")
+    plain = command("--module", str(tmp_path / "student.py"))
+    mutants = command("--module", str(tmp_path / "student.py"), "--mutants")
+    assert plain.returncode == 2 and mutants.returncode == 2, mutants.stdout + mutants.stderr
