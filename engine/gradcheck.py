@@ -246,7 +246,7 @@ def _deterministic(problem: _Problem, out: Tensor, leaves: list[Tensor]) -> None
     a GradcheckError, which names the op whose backward changed what its forward saved
     (a cache written in place) when one did."""
     nodes = [t.node for t in graph.topological_order([out]) if t.node is not None]
-    saved = [[a.copy() for a in _saved_arrays(node.saved)] for node in nodes]
+    saved = [[a.copy() for a in graph.saved_arrays(node.saved)] for node in nodes]
     v = np.ones(out.shape)
     jtv = problem.pullback(out, leaves, v)
     runs = [problem.pullback(out, leaves, v) for _ in range(2)]
@@ -254,7 +254,7 @@ def _deterministic(problem: _Problem, out: Tensor, leaves: list[Tensor]) -> None
         if not all(np.array_equal(run[k], jtv[k], equal_nan=True) for run in runs):
             what = f"{NOT_REPEATABLE} with the same cotangent through the same graph"
             for node, before in zip(nodes, saved, strict=True):
-                now = list(_saved_arrays(node.saved))
+                now = list(graph.saved_arrays(node.saved))
                 if len(now) != len(before) or not all(
                         np.array_equal(a, b, equal_nan=True) for a, b in zip(now, before, strict=True)):
                     raise GradcheckError(
@@ -266,18 +266,6 @@ def _deterministic(problem: _Problem, out: Tensor, leaves: list[Tensor]) -> None
                 f"gradcheck: input {k}'s gradient {what}: a rule draws random numbers (a "
                 f"mask drawn in backward instead of saved in forward) or keeps state between "
                 f"calls, and no check can hold")
-
-
-def _saved_arrays(value: Any) -> list[np.ndarray]:
-    """The arrays among a node's saved values, inside tuples, lists and dicts too (a
-    hand-written rule's cache)."""
-    if isinstance(value, np.ndarray):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [a for v in value for a in _saved_arrays(v)]
-    if isinstance(value, dict):
-        return [a for v in value.values() for a in _saved_arrays(v)]
-    return []
 
 
 def _analytic_here(problem: _Problem, complex_jacobian: dict[int, np.ndarray],

@@ -116,6 +116,19 @@ class Node:
         return f"<node #{self.index} {self.op.name}({shapes})>"
 
 
+def saved_arrays(value: Any) -> Iterator[np.ndarray]:
+    """The arrays inside a node's saved values (``node.saved``): tuples, lists and dicts
+    are searched, as a hand-written rule's cache may be any of them."""
+    if isinstance(value, np.ndarray):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from saved_arrays(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from saved_arrays(v)
+
+
 # --- the walk ------------------------------------------------------------------------------
 
 def topological_order(roots: Sequence["Tensor"], *, everything: bool = False) -> list["Tensor"]:

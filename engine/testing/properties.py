@@ -601,18 +601,6 @@ def rules_compute_in_float32(op: Op, spec: OpSpec, sample: Sample, seed: int = 0
     return 0.0
 
 
-def _arrays(value: Any) -> Iterator[np.ndarray]:
-    """The arrays inside a saved value (tuples and lists are searched)."""
-    if isinstance(value, np.ndarray):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _arrays(v)
-    elif isinstance(value, dict):          # a hand-written rule's cache may be a dict
-        for v in value.values():
-            yield from _arrays(v)
-
-
 def _snapshot(arrays: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray, bytes]]:
     return [(name, a, a.tobytes()) for name, a in arrays]
 
@@ -642,7 +630,7 @@ def rules_leave_their_arguments_alone(op: Op, spec: OpSpec, sample: Sample, seed
     assert out.node is not None, f"{op.name}: no node was recorded for inputs that require grad"
     node = out.node
     rng = np.random.default_rng(seed)
-    held += [(f"saved value {k}", a) for k, a in enumerate(_arrays(node.saved))]
+    held += [(f"saved value {k}", a) for k, a in enumerate(graph.saved_arrays(node.saved))]
     held.append(("the output", out._data))
     for seed_name, make in _seeds(rng):
         grad = make(out.shape, out.dtype)
