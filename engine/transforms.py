@@ -7,7 +7,6 @@ the graph (``allow_unused=True`` gives zeros for the ones that do not).
 """
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -92,21 +91,12 @@ def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
     return tuple(result)
 
 
-class _Running(threading.local):
-    """How many transforms this thread is running ``fn`` in."""
-
-    depth = 0
-
-
-_RUNNING = _Running()
-
-
 def _leaf(x: Any, what: str, i: int) -> Tensor:
     """A fresh leaf of ``x``'s values: the function is differentiated at them, and nothing
     flows back to ``x``. Inside another transform's function, a primal that requires grad
     (the outer transform's leaf, or computed from it) is refused: the transforms do not
     nest, and jvp of vjp's output (or vjp of jvp's) gave zero derivatives, silently."""
-    if _RUNNING.depth and isinstance(x, Tensor) and x.requires_grad:
+    if STATE.transform_leaves and isinstance(x, Tensor) and x.requires_grad:
         raise RuntimeError(
             f"{what}: primal {i} ({x.describe()}) requires grad, in a function another "
             f"transform is running: transforms do not nest (the inner one differentiates at a "
@@ -118,9 +108,9 @@ def _leaf(x: Any, what: str, i: int) -> Tensor:
 
 
 def _run(fn: Callable[..., Any], leaves: list[Tensor]) -> Any:
-    """``fn(*leaves)`` with the graph recorded, counted as a transform running (its leaves
-    noted: a backward pass inside fn that reaches them is refused, ``graph.backward_steps``)."""
-    _RUNNING.depth += 1
+    """``fn(*leaves)`` with the graph recorded, counted as a transform running in this
+    thread (``STATE.transform_leaves``: its leaves noted, for ``_leaf`` and for a backward
+    pass inside fn that reaches them, which ``graph.backward_steps`` refuses)."""
     outer = STATE.transform_leaves
     STATE.transform_leaves = outer + (frozenset(map(id, leaves)),)
     try:
@@ -128,7 +118,6 @@ def _run(fn: Callable[..., Any], leaves: list[Tensor]) -> Any:
             return fn(*leaves)
     finally:
         STATE.transform_leaves = outer
-        _RUNNING.depth -= 1
 
 
 def vjp(fn: Callable[..., Any], *primals: Any) -> tuple[Any, Callable[[Any], tuple[np.ndarray, ...]]]:
