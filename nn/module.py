@@ -490,7 +490,7 @@ class Module:
             if check_finite and not np.isfinite(value).all():
                 raise ValueError(f"{where}: {name} holds NaN or Inf")
             _check_writeable(where, name, p)
-            updates.append((p, _in_dtype(where, name, value, p.dtype)))
+            updates.append((p, stored_in_dtype(where, name, value, p.dtype)))
         return updates
 
     # --- display ---------------------------------------------------------------------------
@@ -572,10 +572,12 @@ _UNNAMED: dict[str, Any] = {"_path": None, "_paths": None, "_paths_for": None,
                             "_named_by": None, "_shared": False}
 
 
-def _in_dtype(where: str, name: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``value`` in the parameter's dtype (a copy), checked before anything is written: a
-    finite value beyond that dtype's range (1e300 into float32) would become Inf, silently
-    (and past ``check_finite``, which saw the value before the cast)."""
+def stored_in_dtype(where: str, name: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A stored ``value`` (a parameter's, or its optimizer state's) in the parameter's dtype
+    (``value`` itself when it has it, else a new array), checked before anything is
+    written: a finite value beyond that dtype's range (1e300 into float32, Adam's v of 1e5
+    into float16) would become Inf, silently (and past ``check_finite``, which saw the
+    value before the cast)."""
     if value.dtype == dtype:
         return value
     with np.errstate(over="ignore", invalid="ignore"):    # found below, as an error

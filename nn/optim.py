@@ -19,7 +19,7 @@ from handgrad.engine.plain import plain_repr
 
 from . import subnormal
 from .finite import all_finite, first_non_finite, l2_norm, square_norm
-from .module import Module, Parameter
+from .module import Module, Parameter, stored_in_dtype
 from .update_bounds import UpdateBounds, state_held_outside
 
 ParamsArg = Union[Module, Iterable[Any]]
@@ -484,13 +484,31 @@ class Optimizer:
         self.steps -= 1
         self.update_bounds.clear()          # bounds measured on the updates just undone
 
+    def _position(self, p: Tensor) -> int:
+        """``p``'s position in ``params``: how the errors name a parameter."""
+        return next(j for j, q in enumerate(self.params) if q is p)
+
+    def _check_half_eps(self, p: Tensor, group: dict[str, Any]) -> None:
+        """A float16 parameter's update computes in float16, where an ``eps`` below 6e-8 is
+        0: where the second moment is 0 too (a small gradient's square underflows) the
+        update divides by 0 and writes Inf and NaN (PyTorch's Adam on float16 CPU tensors
+        does). An error naming the cause, before anything changes, rather than "lower the
+        learning rate"."""
+        eps = group.get("eps")
+        if eps is not None and eps > 0 and np.float16(eps) == 0:
+            raise ValueError(f"{type(self).__name__}.step: eps = {plain_repr(eps)} is 0 in "
+                             f"float16, the dtype of parameter {self._position(p)} (shape "
+                             f"{p.shape}): where a gradient squares to 0 there the update would "
+                             f"divide by 0. Train in float32, or give an eps float16 holds (at "
+                             f"least 6e-8). Nothing was updated")
+
     def _undo(self, todo: list[tuple[Tensor, dict[str, Any]]], arrays: list[np.ndarray],
               p: Tensor, bad: np.ndarray, key: str | None) -> None:
         """``_restore``, then NonFiniteUpdate for ``p`` (``bad``: its new values, or its state
         entry ``key``'s)."""
         value = first_non_finite(bad)
         self._restore(todo, arrays)
-        i = next(j for j, q in enumerate(self.params) if q is p)
+        i = self._position(p)
         where = "" if key is None else f" in its optimizer state {key!r}"
         raise NonFiniteUpdate(
             f"{type(self).__name__}.step: the update of parameter {i} (shape {p.shape}) gives "
@@ -523,10 +541,10 @@ class Optimizer:
         for p, group in todo:
             g = p.grad
             if "eps" in group and p.dtype.char == "e":
-                _check_half_eps(type(self).__name__, self.params, p, group)
+                self._check_half_eps(p, group)
             if type(g) is np.ndarray and g.shape == p.shape and g.dtype.kind in "fiub":
                 continue
-            i = next(j for j, q in enumerate(self.params) if q is p)
+            i = self._position(p)
             where = f"{type(self).__name__}.step: the gradient of parameter {i} (shape {p.shape})"
             if not isinstance(g, (np.ndarray, np.generic)):
                 raise TypeError(f"{where} is a {type(g).__name__}, not a numpy array; nothing "
@@ -543,7 +561,7 @@ class Optimizer:
                          arrays: list[np.ndarray]) -> None:
         for (p, _), w in zip(todo, arrays, strict=True):
             if not w.flags.writeable:
-                i = next(j for j, q in enumerate(self.params) if q is p)
+                i = self._position(p)
                 raise ValueError(
                     f"{type(self).__name__}.step: parameter {i} (shape {w.shape}) is read-only "
                     f"(its numpy array is not writeable: a tensor made with copy=False from a "
@@ -662,8 +680,9 @@ class Optimizer:
                                      f"{i} has shape {value.shape} dtype {value.dtype}; the "
                                      f"parameter has shape {p.shape} dtype {p.dtype}")
                 else:
-                    new_state[id(p)][key] = _state_in(name, f"state {key!r} of parameter {i}",
-                                                      value, p.dtype)
+                    own = stored_in_dtype(f"{name}.load_state_dict",
+                                          f"state {key!r} of parameter {i}", value, p.dtype)
+                    new_state[id(p)][key] = own.copy() if own is value else own   # the optimizer's own
 
         def restore() -> None:
             for group, hyper in zip(self.param_groups, new_groups, strict=True):
@@ -673,35 +692,6 @@ class Optimizer:
             self._state, self.steps = new_state, steps
             self.update_bounds.clear()
         return restore
-
-
-def _check_half_eps(owner: str, params: list[Any], p: Any, group: dict[str, Any]) -> None:
-    """A float16 parameter's update computes in float16, where an ``eps`` below 6e-8 is 0:
-    where the second moment is 0 too (a small gradient's square underflows) the update
-    divides by 0 and writes Inf and NaN (PyTorch's Adam on float16 CPU tensors does). An
-    error naming the cause, before anything changes, rather than "lower the learning
-    rate"."""
-    eps = group.get("eps")
-    if eps is not None and eps > 0 and np.float16(eps) == 0:
-        i = next(j for j, q in enumerate(params) if q is p)
-        raise ValueError(f"{owner}.step: eps = {plain_repr(eps)} is 0 in float16, the dtype of "
-                         f"parameter {i} (shape {p.shape}): where a gradient squares to 0 there "
-                         f"the update would divide by 0. Train in float32, or give an eps "
-                         f"float16 holds (at least 6e-8). Nothing was updated")
-
-
-def _state_in(owner: str, what: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """A saved state array in its parameter's dtype (a copy), or a ValueError naming it when
-    a finite value would become Inf there (Adam's v of 1e5 loaded for a float16 model: the
-    weights never moved again), as ``Module.load_state_dict`` refuses for a parameter."""
-    with np.errstate(over="ignore"):
-        new = value.astype(dtype, copy=True)
-    grown = np.isinf(new) & np.isfinite(value)
-    if grown.any():
-        raise ValueError(f"{owner}.load_state_dict: {what} holds {plain_repr(value[grown][0].item())}, "
-                         f"beyond the range of the parameter's {np.dtype(dtype).name} (it would "
-                         f"become Inf). Nothing was loaded")
-    return new
 
 
 def _gradient(p: Any, w: np.ndarray) -> np.ndarray:
