@@ -636,14 +636,19 @@ def _check_exact_conversion(path: str | os.PathLike, model: Module,
         p = params.get(name)
         if p is None or value.dtype == p.dtype:
             continue
-        with np.errstate(all="ignore"):
-            back = value.astype(p.dtype).astype(value.dtype)
-        if not np.array_equal(back, value, equal_nan=value.dtype.kind == "f"):
+        if not _survives(value, p.dtype):
             raise CheckpointError(f"{path}: {name} is stored as {value.dtype.name} but the "
                                   f"parameter is {p.dtype.name}, which cannot hold its values "
                                   f"exactly (converting would change them); load it into a "
                                   f"model whose parameter is {value.dtype.name}. Nothing was "
                                   f"loaded")
+
+
+def _survives(value: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether every value of ``value`` comes back unchanged from ``dtype`` (NaN as NaN)."""
+    with np.errstate(all="ignore"):
+        back = value.astype(dtype).astype(value.dtype)
+    return bool(np.array_equal(back, value, equal_nan=value.dtype.kind == "f"))
 
 
 def _check_exact_state(ck: Checkpoint, optimizer: Any) -> None:
@@ -659,9 +664,7 @@ def _check_exact_state(ck: Checkpoint, optimizer: Any) -> None:
         for key, value in entry.items():
             if not isinstance(value, np.ndarray) or value.dtype == dtype or value.dtype.kind != "f":
                 continue
-            with np.errstate(all="ignore"):
-                back = value.astype(dtype).astype(value.dtype)
-            if not np.array_equal(back, value, equal_nan=True):
+            if not _survives(value, dtype):
                 raise CheckpointError(f"{ck.path}: optimizer state: parameter {k}'s {key!r} is "
                                       f"stored as {value.dtype.name} but the parameter is "
                                       f"{dtype.name}, which cannot hold its values exactly "
