@@ -508,7 +508,7 @@ def _failure(e: TrainingError | NonFiniteUpdate, where: _Where, history: History
         kept = None
     else:
         what, kept = e.what, e.kept
-    restored = [stopping.restore() for stopping in stoppers]    # every one of them
+    restored = [stopping.restore() for stopping in stoppers]    # one at most (_check_extras)
     if any(restored):
         kept = "its best weights"
     return TrainingError(
@@ -619,7 +619,6 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
         _check_val_data(X, y, val_data)
     history = history if history is not None else History()
     _check_resume(history, initial_epoch, stopper, best_state, scheduler, scheduler_per_step)
-    history.interrupted = False        # (one stopped between epochs goes on; set again at a Ctrl-C)
     if best_state is not None:
         model.check_state_dict(best_state, check_finite=True)
     loader = train_data if isinstance(train_data, DataLoader) else None
@@ -640,9 +639,11 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     hooks = [cb for cb in extras if cb is not None]
     # fit's own stopper or one in callbacks= (one at most): it puts its best weights back
     stoppers = [cb for cb in hooks if isinstance(cb, EarlyStopping)]
-    # A continued History: this run has not stopped early (yet), and without early stopping
-    # nothing monitors its epochs, so an earlier run's best epoch would be false of them.
-    history.stopped_early = False
+    # A continued History starts a new run, once every check has passed: not interrupted
+    # (one stopped between epochs goes on; a Ctrl-C sets it again), not stopped early (yet),
+    # and without early stopping nothing monitors its epochs, so an earlier run's best epoch
+    # would be false of them.
+    history.interrupted = history.stopped_early = False
     if not stoppers:
         history.best_epoch = None
     names = {id(p): name for name, p in model.named_parameters()}
