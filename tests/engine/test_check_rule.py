@@ -587,7 +587,8 @@ def test_a_backward_writing_into_its_cache_is_named_as_such():
 
 
 def _cs231n_batchnorm_forward(x, gamma, beta, bn_param):
-    """CS231n's train-mode forward: it writes the running statistics into bn_param."""
+    """CS231n's train-mode forward: it writes the running statistics into bn_param (its
+    backward is batchnorm_backward above)."""
     eps, momentum = bn_param.get("eps", 1e-5), bn_param.get("momentum", 0.9)
     d = x.shape[1]
     running_mean = bn_param.get("running_mean", np.zeros(d))
@@ -600,14 +601,6 @@ def _cs231n_batchnorm_forward(x, gamma, beta, bn_param):
     return gamma * xhat + beta, (xhat, gamma, std)
 
 
-def _cs231n_batchnorm_backward(dout, cache):
-    xhat, gamma, std = cache
-    n = dout.shape[0]
-    dxhat = dout * gamma
-    dx = (n * dxhat - dxhat.sum(axis=0) - xhat * (dxhat * xhat).sum(axis=0)) / (n * std)
-    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
-
-
 def test_a_forward_writing_into_a_dict_given_through_partial_passes_as_it_is_correct():
     """The README's functools.partial(batchnorm_forward, bn_param={...}) shared one dict
     between samples: the running mean of width 3 met a sample of width 2 (a broadcast error
@@ -618,10 +611,10 @@ def test_a_forward_writing_into_a_dict_given_through_partial_passes_as_it_is_cor
         return tuple(draw(strategies.values(shape)) for shape in ((n, d), (d,), (d,))), {}
 
     forward = functools.partial(_cs231n_batchnorm_forward, bn_param={"mode": "train"})
-    rule = numpy_rule(forward, _cs231n_batchnorm_backward, sample=batchnorm_inputs(),
+    rule = numpy_rule(forward, batchnorm_backward, sample=batchnorm_inputs(),
                       accurate_to=None, why="columns of equal values")
     assert rule.name == "_cs231n_batchnorm"
-    assert check_rule(forward, _cs231n_batchnorm_backward, sample=batchnorm_inputs(),
+    assert check_rule(forward, batchnorm_backward, sample=batchnorm_inputs(),
                       accurate_to=None, why="columns of equal values", max_examples=15)
     assert forward.keywords["bn_param"] == {"mode": "train"}
 
