@@ -60,7 +60,6 @@ suite walks ``REGISTRY`` and fails for an op without a test specification.
 """
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 import sys
@@ -437,7 +436,7 @@ class Op:
             else:
                 if ref is not None and x.dtype.kind in ("biuf" if self.promotes_integers else "f") \
                         and i not in self.nondiff:
-                    x = in_dtype(x, ref, functools.partial(self.error, f"input {i} {VANISHES}"))
+                    x = in_dtype(x, ref, f"input {i}", self.error)
                 x = Tensor._from_op(x, None)         # a private copy: nobody else holds it
                 if STATE.tape is not None:
                     STATE.tape.constant(x, inputs[i], i, self)
@@ -561,14 +560,13 @@ class Op:
 # overflows (numpy would warn).
 _INF_AT = {np.dtype(np.float16): 65520.0,
            np.dtype(np.float32): float(np.finfo(np.float32).max) + 2.0 ** 103}
-VANISHES = ("holds {value}, which is {becomes} in {dtype}, the op's dtype: it would compute "
-            "with that; compute in {wider} or rescale")
 
 
-def in_dtype(array: np.ndarray, dtype: np.dtype, error: Callable[[], Exception]) -> np.ndarray:
-    """``array`` cast to the floating-point ``dtype``, or ``error()`` (its message formatted
-    with the value) when the cast changes what a value says rather than rounding it: a
-    finite value made Inf (70000 in float16), or one below the dtype's normal range
+def in_dtype(array: np.ndarray, dtype: np.dtype, what: str,
+             error: Callable[[str], Exception] = ValueError) -> np.ndarray:
+    """``array`` cast to the floating-point ``dtype``, or ``error(message)``, the message
+    starting with ``what``, when the cast changes what a value says rather than rounding
+    it: a finite value made Inf (70000 in float16), or one below the dtype's normal range
     rounded by more than the dtype's precision (5e-9 made 0 in float16: ``t * 5e-9`` would
     be 0; 3e-8 made 6e-8). Only casts to a narrower range can."""
     limit = _INF_AT.get(dtype)
@@ -580,7 +578,7 @@ def in_dtype(array: np.ndarray, dtype: np.dtype, error: Callable[[], Exception])
     if kind == "f":
         over &= np.isfinite(array)
     if over.any():
-        raise _vanishing(error, array[over].flat[0], np.inf, dtype)
+        raise error(f"{what} {_vanishes(array[over].flat[0], np.inf, dtype)}")
     cast = array.astype(dtype)
     if kind == "f":
         info = np.finfo(dtype)
@@ -589,31 +587,26 @@ def in_dtype(array: np.ndarray, dtype: np.dtype, error: Callable[[], Exception])
             value = array[small]
             off = np.abs(value.astype(dtype).astype(array.dtype) - value) > info.eps * np.abs(value)
             if off.any():
-                raise _vanishing(error, value[off].flat[0], None, dtype)
+                raise error(f"{what} {_vanishes(value[off].flat[0], None, dtype)}")
     return cast
 
 
-def _vanishing(error: Callable[[], Exception], value: Any, becomes: float | None,
-               dtype: np.dtype) -> Exception:
-    e = error()
+def _vanishes(value: Any, becomes: float | None, dtype: np.dtype) -> str:
+    """What a value's cast does to it (``becomes``, or its cast when None), and what to do."""
     made = value.astype(dtype) if becomes is None else becomes
     wider = "float32 (t.astype(np.float32))" if dtype.itemsize == 2 else "float64"
-    e.args = (str(e).format(value=plain_repr(value.item()), becomes=plain_repr(float(made)),
-                            dtype=dtype, wider=wider),)
-    return e
+    return (f"holds {plain_repr(value.item())}, which is {plain_repr(float(made))} in {dtype}, "
+            f"the op's dtype: it would compute with that; compute in {wider} or rescale")
 
 
 def _converted(t: Tensor, dtype: np.dtype) -> Tensor:
     """An integer tensor's values in ``dtype``, as a new constant tensor of the same name;
     a captured plan converts its new array at every replay."""
-    def error() -> Exception:
-        return ValueError(f"{t.describe()} {VANISHES}")
-
-    c = Tensor._from_op(in_dtype(t._data, dtype, error), None)
+    c = Tensor._from_op(in_dtype(t._data, dtype, t.describe()), None)
     c.name = t.name
     if STATE.tape is not None:
         def astype(a: np.ndarray) -> np.ndarray:
-            return in_dtype(a, dtype, error)
+            return in_dtype(a, dtype, t.describe())
         STATE.tape.value(astype, "astype", f"{{0}}.astype({dtype})", (t,), c)
     return c
 

@@ -388,3 +388,10 @@ def test_a_float16_model_given_a_float32_array_it_cannot_hold_says_so():
         model(np.array([[70000.0, 1.0]], np.float32))
     with pytest.raises(ValueError, match="mul: input 1 holds 5e-09, which is 0.0 in float16"):
         nn.l2_penalty(model, weight_decay=1e-8)          # was exactly 0, its gradient too
+
+
+def test_a_constant_the_dtype_cannot_hold_is_named_whatever_the_tensors_name():
+    """The message was a template formatted after the tensor's description went in: a
+    tensor named "{n}" raised KeyError('n') instead of the error."""
+    with pytest.raises(ValueError, match=r"Tensor '\{n\}' .* holds 70000, which is inf in float16"):
+        F16 * Tensor(np.array([70000]), name="{n}")
