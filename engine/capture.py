@@ -47,8 +47,10 @@ The plan's instructions are the named records of ``plan_format.py``.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Collection, NamedTuple, Sequence
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -345,6 +347,10 @@ class Plan:
         self.root_spec: tuple[tuple[int, ...], np.dtype] = ((), np.dtype(np.float64))
         self.last_outputs: list[np.ndarray] = []   # of the capture run
         self._ready = False
+        # A replay's saved values serve one thread's forward and backward: a second thread
+        # running the plan meanwhile, or backpropagating the forward another ran, is refused.
+        self._running = threading.RLock()
+        self._forward_thread: int | None = None
         # Some contexts may hold saves no backward released (a forward-only replay, or a
         # backward that raised): the next forward empties them all first. The contexts
         # off the backward walk are emptied by the generated code itself.
@@ -390,6 +396,10 @@ class Plan:
         if STATE.anomaly:
             raise RuntimeError("plan: detect_anomaly() checks every op as it runs, which a "
                                "replayed plan does not; find the op eagerly (call fn itself)")
+        with self._alone():
+            return self._run_forward(arrays, copy)
+
+    def _run_forward(self, arrays: tuple[Any, ...], copy: bool) -> list[np.ndarray]:
         self._ready = False                  # a forward that raises leaves nothing to run
         if self._stale:
             for step in self.forward:        # saves add to a context: start from none
@@ -399,6 +409,7 @@ class Plan:
         self._holds = memory.replay_holds(self._read)
         outputs = self._forward(arrays)
         self._ready = True
+        self._forward_thread = threading.get_ident()
         return [np.array(o, copy=True) for o in outputs] if copy else outputs
 
     def run_backward(self, on_grad: Callable[[int, np.ndarray], None]) -> None:
@@ -408,12 +419,21 @@ class Plan:
         if self.root is None or backward is None:
             raise RuntimeError("plan: this plan has no backward pass (its first output was "
                                "not a scalar requiring grad)")
-        if not self._ready:
-            raise RuntimeError("plan: run_backward needs a run_forward first (each forward "
-                               "pass is backpropagated once)")
         if not STATE.grad_enabled:           # eagerly, no graph to backpropagate through
             raise RuntimeError("plan: gradients are off in this thread (inside "
                                "engine.no_grad()); run_forward alone gives the outputs")
+        with self._alone():
+            self._run_backward(backward, on_grad)
+
+    def _run_backward(self, backward: Callable[..., None],
+                      on_grad: Callable[[int, np.ndarray], None]) -> None:
+        if not self._ready:
+            raise RuntimeError("plan: run_backward needs a run_forward first (each forward "
+                               "pass is backpropagated once)")
+        if self._forward_thread != threading.get_ident():
+            raise RuntimeError("plan: the last run_forward ran in another thread, whose "
+                               "saved values this backward pass would use; give each thread "
+                               "its own plan (capture again)")
         self._ready = False
         changed = memory.replay_check(self._read, self._holds)
         if changed is not None:
@@ -437,10 +457,24 @@ class Plan:
     def __call__(self, *arrays: Any) -> Any:
         """Replay: the outputs (new arrays), and, if the plan has a backward pass, gradients
         accumulated into each leaf's ``.grad`` exactly as ``output.backward()`` would."""
-        outputs = self.run_forward(*arrays)
-        if self.root is not None:
-            self.run_backward(self.accumulator())
+        with self._alone():                  # no other thread between the two passes
+            outputs = self.run_forward(*arrays)
+            if self.root is not None:
+                self.run_backward(self.accumulator())
         return tuple(outputs) if self.tuple_output else outputs[0]
+
+    @contextlib.contextmanager
+    def _alone(self) -> Iterator[None]:
+        """Hold the plan's lock (this thread may hold it already), taken without waiting:
+        a RuntimeError if another thread is running the plan."""
+        if not self._running.acquire(blocking=False):
+            raise RuntimeError("plan: another thread is running this plan; its saved values "
+                               "serve one forward and backward at a time: give each thread "
+                               "its own plan (capture again)")
+        try:
+            yield
+        finally:
+            self._running.release()
 
     def accumulator(self) -> Callable[[int, np.ndarray], None]:
         """``on_grad`` for run_backward that adds each gradient into its leaf's ``.grad``

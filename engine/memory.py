@@ -172,6 +172,7 @@ _SHARED: "weakref.WeakValueDictionary[int, MemoryRecord]" = weakref.WeakValueDic
 # records other threads add meanwhile), and a reader iterates whichever tuple it got.
 _RETIRED: tuple[MemoryRecord, ...] = ()
 _RETIRING = threading.Lock()
+_ACCUMULATING = threading.Lock()   # GradientStore.accumulate, one thread at a time
 # Tensors whose array was replaced (``t.data = new``): id(t) -> (a weak reference to t, the
 # write clock's tick of its latest replacement), for ``forward_change``. An entry leaves
 # with its tensor.
@@ -1174,26 +1175,30 @@ class GradientStore:
         return np.array(g, dtype=dtype, copy=True)
 
     def accumulate(self, tensor: "Tensor", g: np.ndarray) -> None:
-        """Add ``g`` to ``tensor.grad`` (set it, if it has none)."""
-        current = tensor.grad
-        if current is None:
-            dtype = tensor._data.dtype
-            key = id(g)
-            if key not in self.handed_out and g.base is None and g.dtype == dtype \
-                    and g.flags.writeable:             # own(g), inlined: once per leaf
-                self.handed_out.add(key)
-                tensor.grad = g
-            else:
-                tensor.grad = np.array(g, dtype=dtype, copy=True)
-            return
-        if type(current) is not np.ndarray or current.shape != g.shape:
-            raise RuntimeError(
-                f"backward: {tensor.describe()} has a stale .grad of shape "
-                f"{np.shape(current)}, but its new gradient has shape {g.shape} (its data "
-                f"changed shape?). Set .grad = None (zero_grad()) before backward().")
-        if self.given and any(np.may_share_memory(current, a) for a in self.given):
-            # The .grad is (part of) an array the caller gave, such as the seed of
-            # y.backward(x.grad), which other branches of this pass may still read.
-            tensor.grad = current + g
-            return
-        current += g
+        """Add ``g`` to ``tensor.grad`` (set it, if it has none). One thread at a time
+        (``_ACCUMULATING``): two threads backpropagating into a shared leaf each read
+        ``.grad`` as None and the second store won, and two ``+=`` on a large array (numpy
+        lets go of the GIL) interleaved, losing part of both gradients."""
+        with _ACCUMULATING:
+            current = tensor.grad
+            if current is None:
+                dtype = tensor._data.dtype
+                key = id(g)
+                if key not in self.handed_out and g.base is None and g.dtype == dtype \
+                        and g.flags.writeable:             # own(g), inlined: once per leaf
+                    self.handed_out.add(key)
+                    tensor.grad = g
+                else:
+                    tensor.grad = np.array(g, dtype=dtype, copy=True)
+                return
+            if type(current) is not np.ndarray or current.shape != g.shape:
+                raise RuntimeError(
+                    f"backward: {tensor.describe()} has a stale .grad of shape "
+                    f"{np.shape(current)}, but its new gradient has shape {g.shape} (its data "
+                    f"changed shape?). Set .grad = None (zero_grad()) before backward().")
+            if self.given and any(np.may_share_memory(current, a) for a in self.given):
+                # The .grad is (part of) an array the caller gave, such as the seed of
+                # y.backward(x.grad), which other branches of this pass may still read.
+                tensor.grad = current + g
+                return
+            current += g

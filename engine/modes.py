@@ -143,13 +143,39 @@ def _wrap_generator(context: Callable[[], _Mode],
 
 
 class set_grad_enabled(_Mode):
-    """``with set_grad_enabled(False):`` records no graph; ``True`` records it again."""
+    """``with set_grad_enabled(False):`` records no graph in the block; ``True`` records it
+    again. As in PyTorch, a plain call ``set_grad_enabled(False)`` sets this thread's mode
+    at once and keeps it (a ``with`` block puts back the mode from before the call, and a
+    decorator leaves the mode as it found it, applying it at each call)."""
 
     field = "grad_enabled"
 
     def __init__(self, mode: bool) -> None:
         super().__init__()
         self.value = bool(mode)
+        # What the call replaced, in the thread that made it: the first ``with`` block
+        # entered there puts it back at its end, a decorator at once.
+        self._called: tuple[int, bool] | None = None
+        if type(self) is set_grad_enabled:        # no_grad() and enable_grad() set nothing
+            self._called = (threading.get_ident(), STATE.grad_enabled)
+            STATE.grad_enabled = self.value
+
+    def _before_call(self) -> bool | None:
+        """The mode the call replaced, if this thread made it and nothing took it yet."""
+        called, self._called = self._called, None
+        return called[1] if called is not None and called[0] == threading.get_ident() else None
+
+    def __enter__(self) -> None:
+        before = self._before_call()
+        super().__enter__()
+        if before is not None:
+            self._previous.items[-1] = before
+
+    def __call__(self, fn: F) -> F:
+        before = self._before_call()
+        if before is not None:
+            STATE.grad_enabled = before
+        return super().__call__(fn)
 
 
 class no_grad(set_grad_enabled):

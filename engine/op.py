@@ -52,6 +52,8 @@ An op is ONE class holding everything about one mathematical function::
   input's tangent). An op with ``linear = True`` needs none: for a linear function the
   JVP is the function itself applied to the tangents (``sum(dx)``, ``dx[index]``).
 * ``nondiff``: positions of inputs that are not differentiable (labels, masks, conditions).
+  Among them, ``refuses_grad``: positions where an input that requires grad is an error
+  rather than a gradient silently left out (the losses' targets).
 * ``rule``: the derivative in one line, shown in pictures. The docstring states the math.
 
 ``@register`` instantiates the class, puts the instance in ``REGISTRY`` and makes it
@@ -257,6 +259,9 @@ class Op:
     name: str = ""
     rule: str = ""
     nondiff: tuple[int, ...] = ()
+    # Non-differentiable positions where an input that requires grad is an error instead
+    # of a gradient silently cut off: a loss's targets, which PyTorch differentiates.
+    refuses_grad: tuple[int, ...] = ()
     linear: bool = False
     # Integer operands take the float operands' dtype (float32 * int64 is float32, as in
     # PyTorch). A rule written elsewhere (engine.testing's RuleOp) gets its inputs as they
@@ -367,6 +372,8 @@ class Op:
             needs = (False,) * len(flags)
         elif nondiff:
             needs = tuple([f and i not in nondiff for i, f in enumerate(flags)])
+            if self.refuses_grad and True in flags:
+                self._refuse_grad(flags)
         else:
             needs = tuple(flags)
         ctx = Node(self, tensors, params, needs)   # type: ignore[arg-type]
@@ -547,6 +554,15 @@ class Op:
                 return x.dtype
         return None
 
+    def _refuse_grad(self, flags: list[bool]) -> None:
+        for i in self.refuses_grad:
+            if flags[i]:
+                name = self.signature.inputs[i]
+                raise self.error(
+                    f"input {i} ({name}) requires grad, but {self.name} does not differentiate "
+                    f"it (PyTorch does): the gradient through it would be silently left out. "
+                    f"Detach it ({name}.detach()) or compute it under engine.no_grad()")
+
     def error(self, message: str, kind: type[Exception] = ValueError) -> Exception:
         """An exception whose message starts with this op's name."""
         return kind(f"{self.name}: {message}")
@@ -652,6 +668,9 @@ def register(cls: type | None = None, *, method: bool | str = False) -> Any:
     if not op.signature.varargs and any(not 0 <= i < len(op.signature.inputs) for i in op.nondiff):
         raise ValueError(f"op {name!r}: nondiff {op.nondiff} names positions outside its "
                          f"inputs {op.signature.inputs}")
+    if not set(op.refuses_grad) <= set(op.nondiff):
+        raise ValueError(f"op {name!r}: refuses_grad {op.refuses_grad} names positions that "
+                         f"are not nondiff {op.nondiff}")
     previous = REGISTRY.get(name)
     if previous is not None and not _same_class(type(previous), cls):
         raise ValueError(f"an op named {name!r} is already registered "

@@ -114,13 +114,14 @@ class SoftmaxCrossEntropy(_Loss):
 
     z: (..., C) logits; y: integer labels of shape z.shape[:-1] or probabilities of z's
     shape. label_smoothing eps replaces y by (1 - eps) y + eps / C. Targets are not
-    differentiable (PyTorch's are): a target that requires grad gets no gradient.
+    differentiable (PyTorch's are): a target that requires grad is an error.
     """
 
     name = "softmax_cross_entropy"
     rule = ("d/dz = (p·Σy − y)/N, p = softmax(z), Σy = each row's target sum (1 for labels "
             "and one-hot rows), N = rows averaged (mean), 1 (sum)")
     nondiff = (1,)
+    refuses_grad = (1,)
 
     def check(self, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean",
               label_smoothing: float = 0.0) -> None:
@@ -226,13 +227,14 @@ class SigmoidBinaryCrossEntropy(_Loss):
     reduction="mean" averages over all elements (N = z.size, as PyTorch's
     BCEWithLogitsLoss); "batchmean" sums over the labels and averages over the batch
     (N = z.shape[0], the classic derivation); "sum" (N = 1); "none". Targets are not
-    differentiable (PyTorch's are): a target that requires grad gets no gradient.
+    differentiable (PyTorch's are): a target that requires grad is an error.
     """
 
     name = "sigmoid_binary_cross_entropy"
     rule = ("d/dz = (σ(z) − y)/N, N = all elements (mean), the batch size (batchmean), "
             "1 (sum)")
     nondiff = (1,)
+    refuses_grad = (1,)
     reductions = REDUCTIONS + ("batchmean",)
 
     def check(self, z: np.ndarray, y: np.ndarray, *, reduction: str = "mean") -> None:

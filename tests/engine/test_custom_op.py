@@ -316,6 +316,18 @@ def test_nondiff_input_gets_no_gradient(registered):
     np.testing.assert_array_equal(tangent, [3.0, -1.0])
 
 
+def test_refuses_grad_makes_a_nondiff_input_that_requires_grad_an_error(registered):
+    class Strict(Scale):
+        """scale(x, weights) = x * weights; weights that require grad are refused."""
+        refuses_grad = (1,)
+    strict = registered(Strict)
+    x, weights = leaf([1.0, 2.0]), leaf([3.0, -1.0])
+    with pytest.raises(ValueError, match=r"^scale: input 1 \(weights\) requires grad, but scale "
+                                         r"does not differentiate it"):
+        strict(x, weights)
+    np.testing.assert_array_equal(strict(x, weights.detach()).data, [3.0, -2.0])
+
+
 # --- what register refuses ----------------------------------------------------------------------
 
 def _op(name="bad", rule="d/dx = 1", doc="bad(x) = x.", forward=None, jvp=True, **attrs):
@@ -335,6 +347,7 @@ def _op(name="bad", rule="d/dx = 1", doc="bad(x) = x.", forward=None, jvp=True, 
     (_op(rule="d/dx = 1\nand more"), "needs a `rule`"),
     (_op(jvp=False), "defines no jvp rule"),
     (_op(nondiff=(1,)), r"nondiff \(1,\) names positions outside its inputs"),
+    (_op(refuses_grad=(0,)), r"refuses_grad \(0,\) names positions that are not nondiff \(\)"),
     (_op(name="grad"), r"op name 'grad' is taken by engine.grad"),
     (_op(check_values=True), r"sets check_values, which handgrad no longer reads: `check` "
                              r"reads shapes, dtypes and parameters only; move validation that "

@@ -59,17 +59,42 @@ def test_integer_labels_and_constant_tensors_are_not_perturbed():
     assert gradcheck(fn, [A, labels, mask, probs])
 
 
-def test_float_targets_in_a_nondifferentiable_position_are_passed_as_constants():
-    """The loss does depend on y, but the op declares y non-differentiable (no gradient):
-    given as a constant Tensor, y is not perturbed; given as an array it is differentiated
-    like any float input, and its missing gradient (zeros) disagrees with the differences."""
-    y = rng.random((3, 3))
+class FixedScale(engine.Op):
+    """fixed_scale(x, w) = x * w, with w not differentiated (nondiff)."""
+
+    name = "fixed_scale"
+    rule = "d/dx = w"
+    nondiff = (1,)
+
+    def forward(self, ctx, x, w):
+        ctx.save(w)
+        return x * w
+
+    def backward(self, ctx, grad):
+        return grad * ctx.saved[0], None
+
+    def jvp(self, ctx, dx, dw):
+        return dx * ctx.saved[0]
+
+
+def test_float_inputs_in_a_nondifferentiable_position_are_passed_as_constants(registered):
+    """The output does depend on w, but the op declares w non-differentiable (no gradient):
+    given as a constant Tensor, w is not perturbed; given as an array it is differentiated
+    like any float input, and its missing gradient (zeros) disagrees with the differences.
+    A loss's targets, which the loss refuses to take requiring grad, are an error at once."""
+    scale = registered(FixedScale)
+    w, y = rng.random((3, 3)), rng.random((3, 3))
+    assert gradcheck(scale, [A, engine.Tensor(w)], check_forward_mode=True)
+    with pytest.raises(GradcheckError, match=r"input 1 \(the rules return no gradient for it"):
+        gradcheck(scale, [A, w])
+    with pytest.raises(GradcheckError, match="jvpcheck"):
+        jvpcheck(scale, [A, w])
     assert gradcheck(engine.sigmoid_binary_cross_entropy, [A, engine.Tensor(y)],
                      check_forward_mode=True)
-    with pytest.raises(GradcheckError, match=r"input 1 \(the rules return no gradient for it"):
-        gradcheck(engine.sigmoid_binary_cross_entropy, [A, y])
-    with pytest.raises(GradcheckError, match="jvpcheck"):
-        jvpcheck(engine.sigmoid_binary_cross_entropy, [A, y])
+    for check in (gradcheck, jvpcheck):
+        with pytest.raises(ValueError, match=r"input 1 \(y\) requires grad, but "
+                                             r"sigmoid_binary_cross_entropy does not"):
+            check(engine.sigmoid_binary_cross_entropy, [A, y])
 
 
 class SignFlippedMul(engine.Op):

@@ -209,3 +209,28 @@ def test_one_name_scope_object_entered_twice_restores_each_scope():
             assert engine.current_scope() == "blk.blk"
         assert engine.current_scope() == "blk"
     assert engine.current_scope() is None
+
+
+def test_set_grad_enabled_called_plainly_sets_the_mode_as_in_pytorch():
+    """``engine.set_grad_enabled(False)`` as a plain call built an object and changed
+    nothing: graphs kept recording (torch.set_grad_enabled(False) turns them off)."""
+    x = engine.Tensor(np.ones(2), requires_grad=True)
+    try:
+        engine.set_grad_enabled(False)
+        assert not engine.is_grad_enabled() and (x * 2).node is None
+        engine.set_grad_enabled(True)
+        assert (x * 2).node is not None
+        with engine.set_grad_enabled(False):          # the block puts back the mode before it
+            assert not engine.is_grad_enabled()
+        assert engine.is_grad_enabled()
+
+        @engine.set_grad_enabled(False)               # a decorator leaves the mode alone
+        def inside() -> bool:
+            return engine.is_grad_enabled()
+        assert engine.is_grad_enabled() and not inside() and engine.is_grad_enabled()
+        with engine.no_grad():
+            with engine.set_grad_enabled(True):
+                assert engine.is_grad_enabled()
+            assert not engine.is_grad_enabled()
+    finally:
+        engine.set_grad_enabled(True)

@@ -221,12 +221,22 @@ def test_cross_entropy_of_non_contiguous_logits_with_leading_axes(eps):
     np.testing.assert_allclose(tangent, np.sum(leaf.grad * d), rtol=1e-12)
 
 
-def test_cross_entropy_targets_get_no_gradient():
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "sigmoid_binary_cross_entropy"])
+def test_loss_targets_that_require_grad_are_refused(loss):
+    """Targets are not differentiated (PyTorch's are): soft targets computed from the model
+    without detach (distillation) gave the shared weight part of its gradient, silently.
+    An error now; detached, or under no_grad, they are taken."""
     z, _ = logits_and_labels((3, 4))
-    y = Tensor(probability_rows((3, 4)), requires_grad=True)
-    zt = Tensor(z, requires_grad=True)
-    engine.softmax_cross_entropy(zt, y).backward()
-    assert zt.grad is not None and y.grad is None
+    w = Tensor(np.ones((4,)), requires_grad=True)
+    logits = Tensor(z) * w
+    targets = engine.softmax(logits) if loss == "softmax_cross_entropy" else logits.sigmoid()
+    fn = getattr(engine, loss)
+    with pytest.raises(ValueError, match=rf"{loss}: input 1 \(y\) requires grad.*detach"):
+        fn(logits, targets)
+    fn(logits, targets.detach()).backward()
+    assert w.grad is not None
+    with engine.no_grad():
+        fn(logits, targets)
 
 
 @pytest.mark.parametrize("targets, params, message", [

@@ -376,3 +376,66 @@ def test_a_write_during_a_plans_backward_raises_after_it():
     plan.run_forward(np.ones((2, 3)))
     with pytest.raises(RuntimeError, match="written while the backward pass ran"):
         plan.run_backward(write_once)
+
+
+# --- gradients accumulated into a shared leaf ------------------------------------------------
+
+def test_two_threads_accumulating_into_one_leaf_keep_both_gradients():
+    """Two threads backpropagating into one leaf: each read .grad as None before either
+    stored its gradient, and the second store won (one thread's gradient lost, silently;
+    PyTorch accumulates under a lock). The first thread pauses between its read and its
+    store; the second must wait for it, then add to what it stored."""
+    w = Tensor(np.zeros(3), requires_grad=True)
+    pause = Pause()
+
+    class PausingSet(set):
+        def add(self, key: object) -> None:       # between reading .grad and storing it
+            pause.here()
+            super().add(key)
+
+    def accumulate(g: np.ndarray, pausing: bool = False) -> None:
+        store = memory.GradientStore(())
+        if pausing:
+            store.handed_out = PausingSet()
+        store.accumulate(w, g)
+    first = pause.start(lambda: accumulate(np.full(3, 1.0), pausing=True))
+    second = run_meanwhile(lambda: accumulate(np.full(3, 2.0)))
+    pause.go_on.set()
+    finish(first, second)
+    np.testing.assert_array_equal(w.grad, [3.0, 3.0, 3.0])
+
+
+# --- one plan, two threads ----------------------------------------------------------------
+
+def test_a_plan_running_in_one_thread_is_refused_to_another():
+    """Two threads replaying one plan shared its saved values: gradients mixed from both
+    threads' inputs (off by up to 8.9 in a hunt), or unrelated errors. While one thread is
+    inside the plan (its backward here), another thread's replay is refused."""
+    plan, _, _ = _plan_and_weights()
+    pause = Pause()
+
+    def forward_and_backward() -> None:
+        plan.run_forward(np.ones((2, 3)))
+        plan.run_backward(lambda k, g: pause.here())
+    first = pause.start(forward_and_backward)
+    try:
+        for run in (lambda: plan.run_forward(np.ones((2, 3))), lambda: plan(np.ones((2, 3))),
+                    lambda: plan.run_backward(lambda k, g: None)):
+            with pytest.raises(RuntimeError, match="another thread is running this plan"):
+                run()
+    finally:
+        pause.go_on.set()
+        finish(first)
+    plan(np.ones((2, 3)))                           # the other thread done: replayed as usual
+
+
+def test_a_plan_backward_of_another_threads_forward_is_refused():
+    """Thread A's forward, then thread B's backward: B would use A's saved values."""
+    plan, _, _ = _plan_and_weights()
+    other = Worker(lambda: plan.run_forward(np.full((2, 3), 2.0)))
+    other.start()
+    finish(other)
+    with pytest.raises(RuntimeError, match="the last run_forward ran in another thread"):
+        plan.run_backward(lambda k, g: None)
+    plan.run_forward(np.ones((2, 3)))
+    plan.run_backward(lambda k, g: None)

@@ -250,14 +250,17 @@ def test_a_constant_operand_adds_nothing_to_a_jvp_even_where_its_partial_is_infi
     _, t = engine.jvp(lambda a: a * 2.0, [np.array([np.inf, 1.0])], [ones])
     np.testing.assert_array_equal(t, [2.0, 2.0])
     C = np.array([[np.inf, 1.0], [0.0, 1.0]])
-    _, t = engine.jvp(lambda a: engine.Tensor(C) @ a, [np.ones((2, 3))], [np.ones((2, 3))])
-    np.testing.assert_array_equal(t, C @ np.ones((2, 3)))
-    _, t = engine.jvp(lambda v: engine.linear(v, engine.Tensor(C), engine.Tensor(ones)),
-                      [np.ones((3, 2))], [np.ones((3, 2))])
-    np.testing.assert_array_equal(t, np.ones((3, 2)) @ C)
-    _, t = engine.jvp(lambda b: engine.linear(engine.Tensor(np.ones((3, 2))), engine.Tensor(C), b),
-                      [ones], [np.array([1.0, 2.0])])
-    np.testing.assert_array_equal(t, np.tile([1.0, 2.0], (3, 1)))      # the bias alone moves
+    # OpenBLAS's kernels on some CPUs (AVX-512) raise the invalid flag for a product with
+    # an inf operand though no element is NaN (numpy's own C @ ones does): not checked here.
+    with np.errstate(invalid="ignore"):
+        _, t = engine.jvp(lambda a: engine.Tensor(C) @ a, [np.ones((2, 3))], [np.ones((2, 3))])
+        np.testing.assert_array_equal(t, C @ np.ones((2, 3)))
+        _, t = engine.jvp(lambda v: engine.linear(v, engine.Tensor(C), engine.Tensor(ones)),
+                          [np.ones((3, 2))], [np.ones((3, 2))])
+        np.testing.assert_array_equal(t, np.ones((3, 2)) @ C)
+        _, t = engine.jvp(lambda b: engine.linear(engine.Tensor(np.ones((3, 2))), engine.Tensor(C), b),
+                          [ones], [np.array([1.0, 2.0])])
+        np.testing.assert_array_equal(t, np.tile([1.0, 2.0], (3, 1)))  # the bias alone moves
 
 
 def test_jvp_tangent_of_the_wrong_shape_is_a_value_error():
@@ -331,12 +334,12 @@ def test_grad_of_an_input_that_does_not_require_grad_is_an_error():
 
 def test_grad_of_an_input_used_only_where_no_gradient_flows_is_unused():
     z = leaf([[1.0, 2.0]])
-    target = engine.Tensor([[0.5, 0.5]], requires_grad=True)   # a target is not differentiated
-    loss = engine.softmax_cross_entropy(z, target)
+    condition = leaf([[0.5, 0.5]])          # reaches the output only through a comparison
+    out = engine.where(condition > 0, z, z * 2).sum()
     with pytest.raises(RuntimeError, match="input 1 .* is not used in the graph"):
-        engine.grad(loss, (z, target), retain_graph=True)
-    gz, gt = engine.grad(loss, (z, target), allow_unused=True)
-    np.testing.assert_array_equal(gt, np.zeros((1, 2)))
+        engine.grad(out, (z, condition), retain_graph=True)
+    gz, gc = engine.grad(out, (z, condition), allow_unused=True)
+    np.testing.assert_array_equal(gc, np.zeros((1, 2)))
 
 
 def test_vjp_fn_checks_its_cotangents():
