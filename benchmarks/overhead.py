@@ -1,13 +1,15 @@
 """Per-step overhead: a tiny MLP 784-32-10 with batch 32, where Python work per graph node
-dominates the arithmetic; steps per second for numpy by hand, handgrad eager and compiled,
-PyTorch eager and torch.compile, JAX jit (the last three when installed). Every variant is
-compared with numpy by hand at the same BLAS thread count: one thread (what ``fit`` picks for
-this model, and PyTorch limited to one), and, for numpy, the README's loop and ``fit``, also
-OpenBLAS's default count ("left alone": two threads here, which speed numpy up on an idle
-machine and slow it down on a busy one, so a ratio against it swings with the load). Then the cost of
-graph nodes: per op, one forward + backward of a single node (which includes the fixed cost
-of a backward() call), and the marginal cost of one node in a chain of 100, next to numpy
-doing the same arithmetic without a graph.
+dominates the arithmetic; steps per second for numpy by hand, a bare graph engine with no
+checks (benchmarks/bare_engine.py: the floor for any graph engine in Python), handgrad
+eager and compiled, PyTorch eager and torch.compile, JAX jit (the last three when
+installed). Every variant is compared with numpy by hand at the same BLAS thread count:
+one thread (what ``fit`` picks for this model, and PyTorch limited to one), and, for numpy,
+the README's loop and ``fit``, also OpenBLAS's default count ("left alone": two threads
+here, which speed numpy up on an idle machine and slow it down on a busy one, so a ratio
+against it swings with the load). Then the cost of graph nodes: per op, one forward +
+backward of a single node (which includes the fixed cost of a backward() call), and the
+marginal cost of one node in a chain of 100, next to numpy doing the same arithmetic
+without a graph.
 
     python benchmarks/overhead.py [--smoke]
 """
@@ -18,6 +20,7 @@ import timeit
 from typing import Any, Callable
 
 import numpy as np
+from bare_engine import BareMLP
 from common import median, parser, print_notes, save, table, torch_or_none
 from numpy_mlp import NumpyMLP  # noqa: E402
 
@@ -47,6 +50,15 @@ def tiny_variants(x: np.ndarray, y: np.ndarray, steps: int, torch: Any, jax: Any
 
     def numpy_steps():
         ref = NumpyMLP(SIZES, np.random.default_rng(0))
+        start = time.perf_counter()
+        for _ in range(steps):
+            ref.step(x, y, LR, MOMENTUM)
+        return time.perf_counter() - start
+
+    def bare_engine_steps():
+        """The floor for a graph engine in Python (benchmarks/bare_engine.py): the same
+        arithmetic recorded as graph nodes and walked back, with no check of any kind."""
+        ref = BareMLP(SIZES, np.random.default_rng(0))
         start = time.perf_counter()
         for _ in range(steps):
             ref.step(x, y, LR, MOMENTUM)
@@ -110,7 +122,9 @@ def tiny_variants(x: np.ndarray, y: np.ndarray, steps: int, torch: Any, jax: Any
         return time.perf_counter() - start
 
     variants: dict[str, tuple[Callable[[], float], int | None]] = {
-        "numpy by hand": (numpy_steps, ONE), "handgrad eager": (handgrad_steps, ONE),
+        "numpy by hand": (numpy_steps, ONE),
+        "bare graph engine, no checks (the floor)": (bare_engine_steps, ONE),
+        "handgrad eager": (handgrad_steps, ONE),
         "handgrad eager, Tensor(x) each step": (readme_loop_steps, ONE),
         "handgrad fit": (fit_steps, ONE), "handgrad compiled": (compiled_steps, ONE),
         "numpy by hand, fit's fresh batches": (numpy_fresh_batches, ONE),

@@ -44,3 +44,24 @@ def test_hand_written_numpy_mlp_and_handgrad_agree_step_by_step():
             assert np.array_equal(W, layer.weight.data)
     finally:
         sys.path.remove(str(BENCHMARKS))
+
+
+def test_bare_engine_floor_computes_what_numpy_by_hand_does():
+    """benchmarks/overhead.py's floor (a graph engine with no checks) times the same
+    arithmetic as numpy by hand: the same losses and weights, bit for bit, step by step."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import numpy as np
+        from bare_engine import BareMLP
+        from numpy_mlp import NumpyMLP
+        rng = np.random.default_rng(1)
+        x = rng.random((32, 784), dtype=np.float32)
+        y = rng.integers(0, 10, 32)
+        by_hand = NumpyMLP([784, 32, 10], np.random.default_rng(0))
+        bare = BareMLP([784, 32, 10], np.random.default_rng(0))
+        for _ in range(5):
+            assert by_hand.step(x, y, 0.01, 0.9) == bare.step(x, y, 0.01, 0.9)
+        for W, b, (w2, b2) in zip(by_hand.W, by_hand.b, zip(bare.params[::2], bare.params[1::2])):
+            assert np.array_equal(W, w2.data) and np.array_equal(b, b2.data)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
