@@ -95,7 +95,7 @@ def blas_threads(limit: int | None) -> Iterator[int | None]:
     two small models) are unaffected. After the last block, every thread that ran one and
     the main thread compute on the counts from before; not always with a thread pool's
     workers: with numpy 2.4.6's OpenBLAS (0.3.31), two overlapping blocks in two workers,
-    the first to begin ending first, left the process on the blocks' count (README).
+    the first to begin ending first, left the process on the blocks' count (README)."""
     if limit is None:
         yield None
         return
