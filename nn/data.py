@@ -72,7 +72,8 @@ def _inflated_length(path: Path, limit: int) -> tuple[int, bool]:
     and ``cat a.gz b.gz`` write several; zero padding after one is skipped, as gzip.open
     does), and whether its last member ends properly. Counting stops once it passes
     ``limit``, so no more than ``limit + 1`` bytes are inflated, one chunk at a time and
-    none kept. zlib.error for corrupt data, a bad CRC or a bad recorded length."""
+    none kept. zlib.error for corrupt data, a bad CRC or a bad recorded length; a
+    DatasetError for bytes after a member that do not start another one."""
     count, inflater, data = 0, None, b""
     with open(path, "rb") as f:
         while count <= limit:
@@ -83,12 +84,26 @@ def _inflated_length(path: Path, limit: int) -> tuple[int, bool]:
                 data = data.lstrip(b"\0")
                 if not data:
                     continue
+                if len(data) < 2:             # the magic may straddle two reads
+                    data += f.read(1)
+                if not data.startswith(_GZIP_MAGIC):
+                    _trailing_bytes(path, f, data)
                 inflater = zlib.decompressobj(wbits=31)
             count += len(inflater.decompress(data, limit + 1 - count))
             data = inflater.unconsumed_tail
             if inflater.eof:
                 data, inflater = inflater.unused_data, None
     return count, inflater is None
+
+
+def _trailing_bytes(path: Path, f: Any, data: bytes) -> None:
+    """Raise a DatasetError for what is left of ``f`` from ``data`` on (already read):
+    bytes after the last gzip member that are not another member (zlib would call one
+    byte a truncated member, two or more an "incorrect header check")."""
+    start = f.tell() - len(data)
+    extra = os.fstat(f.fileno()).st_size - start
+    raise DatasetError(f"{path}: {extra} unexpected byte{'s' * (extra != 1)} after the gzip "
+                       f"data (from byte {start} on; not another gzip member)")
 
 
 def _check_inflated_length(path: Path, head: int, expected: int, dims: tuple[int, ...]) -> None:
@@ -107,6 +122,16 @@ def _check_inflated_length(path: Path, head: int, expected: int, dims: tuple[int
     if count < total:
         raise DatasetError(f"{path}: truncated: expected {expected} bytes of data for shape "
                            f"{dims}, found {max(count - head, 0)}")
+
+
+def _read_at_most(f: Any, n: int, chunk: int = 1 << 20) -> bytes:
+    """Up to ``n`` bytes of ``f``, a chunk at a time: ``f.read(n)`` allocates n bytes before
+    reading any, and a forged gzip length (ISIZE) lets a small file declare gigabytes."""
+    parts: list[bytes] = []
+    while n > 0 and (part := f.read(min(n, chunk))):
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -144,7 +169,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
                     f"unexpected bytes after the data: expected"
                 raise DatasetError(f"{path}: {what} {expected} bytes of data for shape {dims}, "
                                    f"found {found}")
-            body = f.read(expected + 1)            # one more: is there anything after?
+            body = _read_at_most(f, expected + 1)  # one more: is there anything after?
     except (OSError, EOFError, zlib.error) as e:
         raise DatasetError(f"{path}: corrupt gzip stream: {e}") from None
     if len(body) < expected:
@@ -279,13 +304,22 @@ FIRST_LABELS = {("mnist", "train"): [5, 0, 4, 1, 9, 2, 1, 3, 1, 4],
 
 
 def _check_not_the_other(name: str, split: str, path: Path, labels: np.ndarray) -> None:
-    """A DatasetError when the labels asked for as ``name`` begin as the other dataset's
-    do: its files, found under this name (a --data-dir pointing at the wrong one)."""
+    """A DatasetError when the labels asked for as ``name``'s ``split`` begin as the other
+    dataset's do (its files, found under this name: a --data-dir pointing at the wrong
+    one), or as ``name``'s other split's do (train and test files swapped, or one copied
+    over the other: training on the test set, scoring on the training set)."""
+    first = labels[:10].tolist()
     for other in ("mnist", "fashion-mnist"):
-        if other != name and labels[:10].tolist() == FIRST_LABELS[(other, split)]:
+        if other != name and first == FIRST_LABELS[(other, split)]:
             raise DatasetError(f"{path}: these are {other}'s {split} labels (their first ten "
                                f"are {other}'s), not {name}'s: the directory holds the other "
                                f"dataset; pass {name}'s files, or --dataset {other}")
+    swapped = "test" if split == "train" else "train"
+    if first == FIRST_LABELS[(name, swapped)]:
+        raise DatasetError(f"{path}: these look like {name}'s {swapped} labels, not its {split} "
+                           f"labels (their first ten are {first}, as in the official {swapped} "
+                           f"set): the {split} files are the {swapped} files, swapped or copied; "
+                           f"put the official {split} files there")
 
 
 def class_labels(path: Path, labels: np.ndarray, classes: int) -> np.ndarray:
@@ -322,11 +356,18 @@ def _check_n(name: str, n: int, classes: int = 1) -> None:
         raise ValueError(f"{name}: n must be an integer >= {max(classes, 1)}, got {plain_repr(n)}")
 
 
+def _rng(owner: str, seed: int) -> np.random.Generator:
+    """The generator of ``seed``, checked as ``fit`` checks its own: None (a seed drawn at
+    random: other data on every call) and True are ValueErrors naming ``owner``."""
+    check_count(f"{owner}: seed", seed)
+    return np.random.default_rng(seed)
+
+
 def spirals(n: int = 600, classes: int = 3, noise: float = 0.2,
             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``classes`` interleaved spiral arms in the plane (the CS231n toy problem)."""
     _check_n("spirals", n, classes)
-    rng = np.random.default_rng(seed)
+    rng = _rng("spirals", seed)
     y = _classes_of(n, classes)
     t = np.concatenate([np.linspace(0, 1, int((y == c).sum())) for c in range(classes)])
     radius = t
@@ -338,7 +379,7 @@ def spirals(n: int = 600, classes: int = 3, noise: float = 0.2,
 def moons(n: int = 400, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two interleaving half circles."""
     _check_n("moons", n, 2)
-    rng = np.random.default_rng(seed)
+    rng = _rng("moons", seed)
     y = _classes_of(n, 2)
     t = rng.uniform(0, np.pi, n)
     X = np.where(y[:, None] == 0, np.stack([np.cos(t), np.sin(t)], 1),
@@ -352,7 +393,7 @@ def circles(n: int = 400, noise: float = 0.05, factor: float = 0.5,
     _check_n("circles", n, 2)
     if not 0 < factor < 1:
         raise ValueError(f"circles: factor must be in (0, 1), got {factor}")
-    rng = np.random.default_rng(seed)
+    rng = _rng("circles", seed)
     y = _classes_of(n, 2)
     t = rng.uniform(0, 2 * np.pi, n)
     r = np.where(y == 0, 1.0, factor)
@@ -363,7 +404,7 @@ def circles(n: int = 400, noise: float = 0.05, factor: float = 0.5,
 def xor(n: int = 400, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Four clusters at the corners of the unit square; the label is x1 XOR x2."""
     _check_n("xor", n, 4)
-    rng = np.random.default_rng(seed)
+    rng = _rng("xor", seed)
     corner = np.arange(n) % 4
     bits = np.stack([corner // 2, corner % 2], 1)
     y = bits[:, 0] ^ bits[:, 1]
@@ -374,7 +415,7 @@ def blobs(n: int = 300, centers: int = 3, std: float = 0.5, dim: int = 2,
           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian clusters around ``centers`` random points in [-5, 5]^dim."""
     _check_n("blobs", n, centers)
-    rng = np.random.default_rng(seed)
+    rng = _rng("blobs", seed)
     means = rng.uniform(-5, 5, (centers, dim))
     y = _classes_of(n, centers)
     return _finish(means[y] + rng.normal(0, std, (n, dim)), y, rng)
@@ -423,9 +464,12 @@ def standardize(x_train: np.ndarray, *others: np.ndarray, eps: float = 1e-8) -> 
     scikit-learn's StandardScaler does): divided by its std of 0 plus ``eps``, any other
     value a test set has there would be 1e8 times its difference."""
     x_train = np.asarray(x_train)
+    if x_train.ndim == 0 or len(x_train) == 0:
+        raise ValueError(f"standardize: x_train must hold at least one example (row) to take "
+                         f"the statistics of, got shape {x_train.shape}")
     dtype = _standardized_dtype(x_train.dtype)
     x64 = x_train.astype(np.float64)
-    origin = x64[:1] if len(x64) else np.zeros(x64.shape[1:])      # the first example
+    origin = x64[:1]                       # the first example
     shifted = x64 - origin                 # a constant feature: exactly 0 in every row
     mean = shifted.mean(axis=0)
     std = shifted.std(axis=0)
@@ -501,7 +545,7 @@ def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.1, see
     X, y = _arrays("train_val_split", X, y)
     if not 0 < val_fraction < 1:
         raise ValueError(f"train_val_split: val_fraction must be in (0, 1), got {val_fraction}")
-    rng = np.random.default_rng(seed)
+    rng = _rng("train_val_split", seed)
     if stratify:
         classes = _strata(y)
         values, counts = np.unique(classes, return_counts=True)
@@ -521,12 +565,11 @@ def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.1, see
     return X[train], y[train], X[val], y[val]
 
 
-def batches(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
+def batches(X: Any, y: Any, batch_size: int, shuffle: bool = True,
             rng: np.random.Generator | None = None, drop_last: bool = False
             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Minibatches (xb, yb) covering every example once, in a shuffled order if asked."""
-    if len(X) != len(y):
-        raise ValueError(f"batches: {len(X)} inputs but {len(y)} targets")
+    X, y = _arrays("batches", X, y)
     check_positive("batches: batch_size", batch_size)
     check_flag("batches: shuffle", shuffle)
     check_flag("batches: drop_last", drop_last)
@@ -650,6 +693,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, n: int | 
     80/20. ``val_fraction`` > 0 carves a validation split out of the training set."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    check_count("load_dataset: seed", seed)
     if name in GENERATORS:
         X, y = GENERATORS[name](seed=seed) if n is None else GENERATORS[name](n=n, seed=seed)
         cut = int(round(len(y) * 0.8))
