@@ -88,8 +88,19 @@ class Overlay:
     current: int | None = None                           # id(node) whose rule runs now
     done: set[int] = field(default_factory=set)          # ids of nodes whose rule already ran
     caption: str | None = None
+    stored: bool = False           # the gradients are the tensors' .grad, not of the root
     focus: int | None = None       # id(tensor or node) a player keeps in view when no rule runs
     playback: bool = False         # a frame of the backward playback: its legend explains it
+
+
+# The caption of a picture whose root is not one number: it has no gradient of its own.
+STORED_GRAD = (".grad: what backward() stored on each tensor (summed over every backward pass "
+               "since zero_grad()), not a gradient of the root drawn, which is not one number")
+
+
+def differentiates_root(view: GraphView) -> bool:
+    """Whether a picture's gradients are those of its root: a scalar computed by ops."""
+    return view.root.node is not None and view.root.size == 1
 
 
 def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "TB",
@@ -106,7 +117,7 @@ def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "TB",
       root, every tensor's gradient (intermediates too) is the gradient of that root,
       computed without touching ``.grad`` (after ``backward()`` freed the graph, by
       re-running its ops: ``.grad`` may sum several backward passes); for any other root
-      ``.grad`` is shown where set.
+      ``.grad`` is shown where set, labelled ``.grad``, with a caption saying what it is.
     rankdir: "TB" (top to bottom: the default MLP fits a 16:9 slide), "LR" (left to
       right), "RL" or "BT".
     collapse: one box per module instead of a cluster of its ops and tensors.
@@ -135,6 +146,9 @@ def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "TB",
             overlay.grads = all_gradients(view, steps)
         except NoGradient as unknown:       # graph freed, and it cannot be re-run
             overlay.caption = str(unknown)
+        if overlay.grads and not differentiates_root(view):
+            overlay.stored = True
+            overlay.caption = STORED_GRAD
     if numeric:
         overlay.checks = numeric_checks(view, overlay.grads, max_elements)
         overlay.kinks = kink_notes(view, overlay.checks)
@@ -183,7 +197,8 @@ def tensor_lines(view: GraphView, t: Tensor, options: Options, overlay: Overlay
         arrays.append(("value", t._data))
     grad = overlay.grads.get(id(t))
     if "grad" in options.show and grad is not None:
-        arrays.append(("grad so far" if id(t) in overlay.partial else "grad", grad))
+        name = ".grad" if overlay.stored else "grad so far" if id(t) in overlay.partial else "grad"
+        arrays.append((name, grad))
     for title, a in arrays:
         lines += labels.labelled(title, a, n)
         if thumbnails.wants_thumbnail(a, n):

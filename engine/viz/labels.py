@@ -11,6 +11,7 @@ import numpy as np
 from ..graph import Node
 from ..op import Op
 from ..tensor import Tensor
+from . import measures
 
 RULE_WIDTH = 40  # characters per line of a derivative rule in an op box
 VECTOR_ROW = 8   # numbers per row of a long vector (it wraps into aligned rows)
@@ -29,12 +30,13 @@ def one_line(text: str) -> str:
 
 def number(v: Any, digits: int = DIGITS) -> str:
     """A number in ``digits`` significant digits: 0.1235, -3, 1.5e-07, True (an int in
-    full)."""
+    full). A negative zero (relu's grad * mask, x * 0) is 0: "-0" would read as a small
+    negative number rounded away."""
     if isinstance(v, (bool, np.bool_)):
         return str(bool(v))
     if isinstance(v, (int, np.integer)):
         return str(int(v))
-    return f"{float(v):.{digits}g}"
+    return f"{float(v) + 0.0:.{digits}g}"
 
 
 def digits_to_subtract(a: np.ndarray, b: np.ndarray, digits: int = DIGITS) -> int:
@@ -125,9 +127,7 @@ def array_lines(a: np.ndarray, max_elements: int, digits: int = DIGITS) -> list[
     counts = class_counts(a)
     if counts is not None:
         return [counts]
-    with np.errstate(all="ignore"):  # inf - inf in a mean is not worth a warning here
-        lo, mean, hi = a.min(), a.astype(np.float64).mean(), a.max()
-    return [f"min {number(lo)}  mean {number(mean)}  max {number(hi)}"]
+    return [f"min {number(a.min())}  mean {number(measures.mean(a))}  max {number(a.max())}"]
 
 
 def labelled(title: str, a: np.ndarray, max_elements: int, digits: int = DIGITS) -> list[str]:

@@ -290,11 +290,13 @@ def _since(layer: Layer, which: str) -> str:
     return " when the graph was recorded" if tensor is not None and tensor.requires_grad else ""
 
 
-def _gradient_title(layer: Layer, layers: list[Layer]) -> tuple[str, list[str]]:
+def _gradient_title(layer: Layer, layers: list[Layer], others: dict[str, list[Node]]
+                    ) -> tuple[str, list[str]]:
     """The caption and lines of layer k's gradient slide: BP3 ∂L/∂bˡ = Σₙ δˡ for a bias,
     BP4 ∂L/∂Wˡ = aˡ⁻¹ᵀ δˡ for the weight, each only when it has a gradient; a frozen one
     (requires_grad=False) is said to be frozen instead: backward computes nothing for it.
-    A weight or bias shared by several layers (tied weights) has the sum of their parts."""
+    A weight or bias shared by several layers (tied weights) has the sum of their parts;
+    one that ``others`` (op nodes outside the layers) also use, their parts too."""
     k, s = layer.index, sup(layer.index)
     frozen = [f"{name}{s}" for name, t in (("W", layer.W), ("b", layer.b))
               if t is not None and not recorded(layer, name)]
@@ -305,11 +307,15 @@ def _gradient_title(layer: Layer, layers: list[Layer]) -> tuple[str, list[str]]:
         sharing = _sharing(layer, layers, which)
         parts = [(f"Σₙ δ{sup(j)}" if which == "b" else f"a{sup(j - 1)}ᵀ δ{sup(j)}")
                  for j in sharing]
+        if others[which]:
+            parts.append("the parts of its other uses")
         equations.append((f"{number}: ∂L/∂{which}{s} = {' + '.join(parts)}", f"{which}{s}"))
         if len(sharing) > 1:
             notes.append(f"{which}{s} is one tensor shared by layers "
                          f"{', '.join(map(str, sharing[:-1]))} and {sharing[-1]}: its "
                          f"gradient is the sum of their parts")
+        if others[which]:
+            notes.append(_other_uses_note(f"{which}{s}", others[which], sharing))
     frozen_notes = [f"{name} is frozen (requires_grad=False{_since(layer, name[0])}): no "
                     f"gradient, so no {'BP4' if name.startswith('W') else 'BP3'}"
                     for name in frozen]
@@ -327,16 +333,42 @@ def _gradient_title(layer: Layer, layers: list[Layer]) -> tuple[str, list[str]]:
     return caption + "".join(f"; {w}" for w in why) + ")", [e for e, _ in equations] + notes
 
 
+def _other_uses_note(name: str, nodes: list[Node], sharing: list[int]) -> str:
+    """Why a slide checks this layer's part only: ``name`` also feeds ``nodes``."""
+    whose = f"layer {sharing[0]}" if len(sharing) == 1 else \
+        f"layers {', '.join(map(str, sharing[:-1]))} and {sharing[-1]}"
+    return (f"{name} also feeds {uses_text(nodes)} outside the layers (tied through a "
+            f"transpose, or used again): its gradient also holds those uses' parts, so this "
+            f"slide shows the part from {whose} and checks it against what the linear "
+            f"node{'s' if len(sharing) > 1 else ''} of {whose} sent back to {name}")
+
+
 def _part(d: dict[str, Any], which: str) -> tuple[np.ndarray, np.ndarray, int, str]:
     """Layer l's part of the gradient of its ``which`` ("b": Σₙ δˡ, BP3; "W": aˡ⁻¹ᵀ δˡ,
     BP4): the value, the same on absolute values (for the tolerance), the terms summed into
     one entry, and how the slide writes it."""
     k, s = d["l"], sup(d["l"])
-    d2 = d["delta"].reshape(-1, d["delta"].shape[-1])
+    d2 = d["delta"].reshape(-1, d["delta"].shape[-1]).astype(np.float64)
     if which == "b":
         return d2.sum(0), np.abs(d2).sum(0), d2.shape[0], f"Σₙ δ{s}"
-    return (d["a_prev"].T @ d2, np.abs(d["a_prev"].T) @ np.abs(d2), d2.shape[0],
+    return (d["a_prev"].T.astype(np.float64) @ d2, np.abs(d["a_prev"].T) @ np.abs(d2), d2.shape[0],
             f"a{sup(k - 1)}ᵀ δ{s}")
+
+
+def other_uses(view: Any, tensor: Tensor | None, layers: list[Layer], slot: int) -> list[Node]:
+    """The op nodes other than the layers' linear nodes (with ``tensor`` in their weight,
+    ``slot`` 1, or bias slot 2) that take ``tensor`` as an input: W tied to Wᵀ through a
+    transpose, a penalty on W added to the loss. Their parts are in ∂L/∂W too."""
+    if tensor is None:
+        return []
+    own = {id(layer.linear) for layer in layers
+           if len(layer.linear.inputs) > slot and layer.linear.inputs[slot] is tensor}
+    return list({id(n): n for n in view.consumers(tensor) if id(n) not in own}.values())
+
+
+def uses_text(nodes: list[Node]) -> str:
+    """"op 'transpose' (node #3)", listed for a note."""
+    return ", ".join(f"op '{n.op.name}' (node #{n.index})" for n in nodes)
 
 
 def _sharing(layer: Layer, layers: list[Layer], which: str) -> list[int]:
@@ -346,42 +378,95 @@ def _sharing(layer: Layer, layers: list[Layer], which: str) -> list[int]:
                   if (other.W if which == "W" else other.b) is mine)
 
 
+def _target(d: dict[str, Any], by_layer: dict[int, dict[str, Any]], which: str,
+            sharing: list[int], name: str) -> tuple[np.ndarray, str]:
+    """What the sharing layers' parts add up to, and its name: the engine's gradient, or,
+    when the tensor also feeds other ops (d["others"]), the parts the layers' linear
+    nodes sent back to it, which the gradient sums with those uses' parts."""
+    if not d["others"][which]:
+        return (d["gb"] if which == "b" else d["gW"]), name
+    sent = np.sum([by_layer[j]["sent"][which] for j in sharing], axis=0)
+    whose = "layer" + ("s " if len(sharing) > 1 else " ") + ",".join(map(str, sharing))
+    base, _, model_name = name.partition(" (")       # "∂L/∂W¹ (layers.0.weight)"
+    return sent, f"part of {base} from {whose}" + (f" ({model_name}" if model_name else "")
+
+
+def _relation(left: np.ndarray, right: np.ndarray) -> str:
+    """"=" when ``left`` and ``right`` print the same (labels.DIGITS digits), else "≈":
+    the engine's rounding (float16's, a sum that cancels) can show in the printed
+    digits, and a picture must not put "=" between numbers that visibly differ."""
+    same = [labels.number(v) for v in np.ravel(left)] == \
+        [labels.number(v) for v in np.ravel(right)]
+    return "=" if same else "≈"
+
+
+def _approx_note(rows: list[str], dtype: np.dtype) -> list[str]:
+    """A line saying what "≈" means, when one of the ``rows`` uses it."""
+    if not any(_op("≈") in r for r in rows):
+        return []
+    return [f'<div class="hg-check">≈: the two sides differ in the printed digits by '
+            f"the engine's {np.dtype(dtype).name} rounding (the check gives the difference)"
+            f"</div>"]
+
+
 def _gradient_rows(d: dict[str, Any], by_layer: dict[int, dict[str, Any]], which: str,
                    name: str, m: int) -> list[str]:
     """BP3 (``which`` "b") or BP4 ("W") of layer l with its numbers and its check. A tensor
     shared by several layers (tied weights) gets this layer's part, then the sum of every
-    sharing layer's part: what backward accumulates into its gradient."""
+    sharing layer's part: what backward accumulates into its gradient (or, when it also
+    feeds other ops, what these layers' linear nodes sent back: ``_target``)."""
     sharing = _sharing(d["layer"], [e["layer"] for e in by_layer.values()], which)
     shared = len(sharing) > 1
-    engine_grad = d["gb"] if which == "b" else d["gW"]
+    target, target_name = _target(d, by_layer, which, sharing, name)
     value, scale, terms, text = _part(d, which)
     rows = []
     if which == "W":                                  # the product written out: aˡ⁻¹ᵀ · δˡ
-        result = (_matrix(f"{text} (layer {d['l']}'s part)", value, m) if shared
-                  else _matrix(name, engine_grad, m))
-        # δ with its batch axes flattened as aˡ⁻¹ is: (1, out) for one example given as a
-        # vector, not (out,), which would print a product numpy refuses
-        delta = d["delta"].reshape(-1, d["delta"].shape[-1])
-        # enough digits that the printed factors give the printed product, and the printed
-        # δ the printed Σₙ δ (BP3), however much they cancel
-        digits = labels.digits_to_sum(value, scale)
-        if d["gb"] is not None:
-            digits = max(digits, labels.digits_to_sum(*_part(d, "b")[:2]))
-        rows.append(_row(_matrix(f"a{sup(d['l'] - 1)}ᵀ", d["a_prev"].T, m, digits=digits),
-                         _op("·"), _matrix(f"δ{sup(d['l'])}", delta, m, digits=digits),
-                         _op("="), result))
+        shown, shown_name = ((value, f"{text} (layer {d['l']}'s part)") if shared
+                             else (target, target_name))
+        rows.append(_product_row(d, value, scale, m, shown, shown_name))
     if shared:
         parts = [_part(by_layer[j], which) for j in sharing]
         terms_shown = [html_part for j, part in enumerate(parts)
                        for html_part in ([_op("+")] if j else []) + [_matrix(part[3], part[0], m)]]
-        rows.append(_row(*terms_shown, _op("="), _matrix(name, engine_grad, m)))
         value = np.sum([part[0] for part in parts], axis=0)
         scale = np.sum([part[1] for part in parts], axis=0)
         terms = sum(part[2] for part in parts)
+        rows.append(_row(*terms_shown, _op(_relation(value, target)),
+                         _matrix(target_name, target, m)))
     elif which == "b":
-        rows.append(_row(_matrix(text, value, m), _op("="), _matrix(name, engine_grad, m)))
-    rows.append(check_line(value, engine_grad, name.split(" (")[0], scale, terms))
+        rows.append(_row(_matrix(text, value, m), _op(_relation(value, target)),
+                         _matrix(target_name, target, m)))
+    rows += _approx_note(rows, target.dtype)
+    rows.append(check_line(value, target, target_name.split(" (")[0], scale, terms))
     return rows
+
+
+def _product_row(d: dict[str, Any], value: np.ndarray, scale: np.ndarray, m: int,
+                 shown: np.ndarray, shown_name: str) -> str:
+    """BP4's aˡ⁻¹ᵀ · δˡ = ``shown``, the factors with enough digits that they give the
+    printed product, and the printed δ the printed Σₙ δ (BP3), however much they cancel."""
+    # δ with its batch axes flattened as aˡ⁻¹ is: (1, out) for one example given as a
+    # vector, not (out,), which would print a product numpy refuses
+    delta = d["delta"].reshape(-1, d["delta"].shape[-1])
+    digits = labels.digits_to_sum(value, scale)
+    if d["gb"] is not None:
+        digits = max(digits, labels.digits_to_sum(*_part(d, "b")[:2]))
+    return _row(_matrix(f"a{sup(d['l'] - 1)}ᵀ", d["a_prev"].T, m, digits=digits),
+                _op("·"), _matrix(f"δ{sup(d['l'])}", delta, m, digits=digits),
+                _op(_relation(value, shown)), _matrix(shown_name, shown, m))
+
+
+def _back_row(d: dict[str, Any], s: str, sn: str, m: int) -> str:
+    """BP2's first row, δˡ⁺¹ · Wˡ⁺¹ᵀ = ∂L/∂aˡ, its factors with enough digits that they
+    give the printed product however much its terms cancel (as BP4's aᵀ · δ); the usual
+    digits when the product is a heat map, which prints no numbers to give."""
+    delta_next, W_T = d["delta_next"], d["W_next"].T
+    exact = delta_next.astype(np.float64) @ W_T.astype(np.float64)
+    digits = labels.digits_to_sum(exact, np.abs(delta_next) @ np.abs(W_T)) \
+        if d["back"].size <= m else labels.DIGITS
+    return _row(_matrix(f"δ{sn}", delta_next, m, digits=digits), _op("·"),
+                _matrix(f"W{sn}ᵀ", W_T, m, digits=digits), _op(_relation(exact, d["back"])),
+                _matrix(f"δ{sn} W{sn}ᵀ = ∂L/∂a{s}", d["back"], m))
 
 
 def derivation(loss: Tensor) -> list[dict[str, Any]]:
@@ -397,14 +482,19 @@ def derivation(loss: Tensor) -> list[dict[str, Any]]:
         raise ValueError("level='layer' needs a scalar loss with its graph")
     layers = mlp_layers(loss)
     # the engine's walker, graph kept alive; a freed graph is a clear error
-    grads = all_gradients(view := build_view(loss), backward_steps(view))
+    steps = backward_steps(view := build_view(loss))
+    grads = all_gradients(view, steps)
+    sent = {id(s.node): s.sent for s in steps if s.node is not None}
     out: list[dict[str, Any]] = []
     for layer in reversed(layers):
         d: dict[str, Any] = {
             "l": layer.index, "layer": layer, "delta": grads[id(layer.z)],
             "a_prev": layer.a_prev._data.reshape(-1, layer.a_prev.shape[-1]),
             "gW": grads.get(id(layer.W)),
-            "gb": grads.get(id(layer.b)) if layer.b is not None else None}
+            "gb": grads.get(id(layer.b)) if layer.b is not None else None,
+            "sent": dict(zip(("W", "b"), sent[id(layer.linear)][1:], strict=False)),
+            "others": {"W": other_uses(view, layer.W, layers, 1),
+                       "b": other_uses(view, layer.b, layers, 2)}}
         if layer.index == len(layers):
             out_delta = losses.output_delta(loss.node)
             d.update(p=out_delta.p, y=out_delta.y, N=out_delta.N, y_sum=out_delta.y_sum,
@@ -417,6 +507,8 @@ def derivation(loss: Tensor) -> list[dict[str, Any]]:
                      fprime_formula=fprime_formula(layer.act))
         # Copies: a_prev is a value the graph saved, W_next a weight's memory, and the
         # graph is alive; a write into them would change its backward pass unseen.
+        d["sent"] = {k: None if v is None else np.array(v, copy=True)
+                     for k, v in d["sent"].items()}
         out.append({k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
                     for k, v in d.items()})
     return out
@@ -465,12 +557,12 @@ def _slides(loss: Tensor, steps: list[dict[str, Any]], model: Any, max_elements:
             sn = sup(k + 1)
             eq = (f"BP2 (delta recursion): δ{s} = (δ{sn} W{sn}ᵀ) ⊙ f′(z{s}),  f = {d['act']}, "
                   f"{d['fprime_formula']}")
-            body = (_row(_matrix(f"δ{sn}", d["delta_next"], m), _op("·"),
-                         _matrix(f"W{sn}ᵀ", d["W_next"].T, m), _op("="),
-                         _matrix(f"δ{sn} W{sn}ᵀ = ∂L/∂a{s}", d["back"], m))
+            body = (_back_row(d, s, sn, m)
                     + _row(_matrix(f"δ{sn} W{sn}ᵀ", d["back"], m), _op("⊙"),
-                           _matrix(f"f′(z{s})", d["fprime"], m), _op("="),
+                           _matrix(f"f′(z{s})", d["fprime"], m),
+                           _op(_relation(d["back"].astype(np.float64) * d["fprime"], delta)),
                            _matrix(f"δ{s}", delta, m)))
+            body += "".join(_approx_note([body], d["back"].dtype))
             check = check_line((d["delta_next"] @ d["W_next"].T) * d["fprime"], delta,
                                f"δ{s} = ∂L/∂z{s}",
                                (np.abs(d["delta_next"]) @ np.abs(d["W_next"].T))
@@ -484,7 +576,7 @@ def _slides(loss: Tensor, steps: list[dict[str, Any]], model: Any, max_elements:
             parts += _gradient_rows(d, by_layer, "b", f"∂L/∂b{s}", m)
         if d["gW"] is not None:
             parts += _gradient_rows(d, by_layer, "W", f"∂L/∂W{s} ({wname})", m)
-        caption, equations = _gradient_title(d["layer"], layers)
+        caption, equations = _gradient_title(d["layer"], layers, d["others"])
         eqs = "".join(f'<div class="hg-eq">{html.escape(e)}</div>' for e in equations)
         slides.append((caption,
                        f'<div class="hg-slide">{_stack(layers, k, outside)}{eqs}{"".join(parts)}</div>'))

@@ -34,6 +34,19 @@ def norm(a: np.ndarray) -> float:
         return big * float(np.sqrt(np.dot(scaled, scaled)))
 
 
+def mean(a: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+    """The mean in float64 (over ``axis``, or all entries), computed as m·mean(a/m) with m
+    the largest finite |entry|, so that a sum of finite entries never overflows (an array
+    of 1.5e308 has the mean 1.5e308, not inf); inf and nan stay what they make a mean."""
+    x = np.asarray(a, dtype=np.float64)
+    if x.size == 0 and axis is None:
+        return float("nan")
+    big = finite_max(x) or 1.0
+    with np.errstate(all="ignore"):         # inf − inf in a mean is the nan it shows
+        m = big * np.mean(x / big, axis=axis)
+    return float(m) if axis is None else m
+
+
 def finite_max(a: np.ndarray | None) -> float:
     """The largest finite |entry| of ``a`` (0 for none): the scale a rounding tolerance is
     taken from, where an infinite entry would make every difference "within" it."""

@@ -22,7 +22,7 @@ from typing import Any
 import graphviz
 import numpy as np
 
-from . import labels, rendering
+from . import labels, measures, rendering
 
 HEAT_CELLS = 48          # a heat-map thumbnail has at most this many rows and columns of cells
 LONG_SIDE = 192          # px: a PNG's longer side is about this long (cells scaled up whole)
@@ -45,11 +45,12 @@ def wants_thumbnail(a: np.ndarray, max_elements: int) -> bool:
 
 
 def heat_cells(a: np.ndarray) -> np.ndarray:
-    """``a`` as a 2-D float64 array of at most HEAT_CELLS × HEAT_CELLS block means."""
+    """``a`` as a 2-D float64 array of at most HEAT_CELLS × HEAT_CELLS block means (taken
+    by measures.mean, so finite entries near the float64 maximum never average to inf)."""
     a = np.asarray(a, dtype=np.float64)
     m = a.reshape(1, -1) if a.ndim <= 1 else a.reshape(-1, a.shape[-1])
-    rows = [blk.mean(axis=0) for blk in np.array_split(m, min(len(m), HEAT_CELLS))]
-    return np.stack([[blk.mean() for blk in np.array_split(r, min(len(r), HEAT_CELLS))]
+    rows = [measures.mean(blk, axis=0) for blk in np.array_split(m, min(len(m), HEAT_CELLS))]
+    return np.stack([[measures.mean(blk) for blk in np.array_split(r, min(len(r), HEAT_CELLS))]
                      for r in rows])
 
 
