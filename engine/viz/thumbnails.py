@@ -49,7 +49,8 @@ def heat_cells(a: np.ndarray) -> np.ndarray:
     by measures.mean, so finite entries near the float64 maximum never average to inf)."""
     a = np.asarray(a, dtype=np.float64)
     m = a.reshape(1, -1) if a.ndim <= 1 else a.reshape(-1, a.shape[-1])
-    rows = [measures.mean(blk, axis=0) for blk in np.array_split(m, min(len(m), HEAT_CELLS))]
+    rows = [np.asarray(measures.mean(blk, axis=0))
+            for blk in np.array_split(m, min(len(m), HEAT_CELLS))]
     return np.stack([[measures.mean(blk) for blk in np.array_split(r, min(len(r), HEAT_CELLS))]
                      for r in rows])
 
