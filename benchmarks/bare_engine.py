@@ -19,9 +19,10 @@ class Value:
     """An array, the nodes it was computed from, and how to send a gradient back to them."""
 
     def __init__(self, data: np.ndarray, parents: tuple["Value", ...] = (),
-                 backward: Callable[[np.ndarray], None] | None = None):
+                 backward: Callable[[np.ndarray], None] | None = None, needs_grad: bool = True):
         self.data, self.parents, self.backward_fn = data, parents, backward
         self.grad: np.ndarray | None = None
+        self.needs_grad = needs_grad     # False for the batch: no gradient is computed for it
 
     def add_grad(self, g: np.ndarray) -> None:
         self.grad = g if self.grad is None else self.grad + g
@@ -48,7 +49,8 @@ def linear(x: Value, w: Value, b: Value) -> Value:
     def backward(g: np.ndarray) -> None:
         w.add_grad(x.data.T @ g)
         b.add_grad(g.sum(axis=0))
-        x.add_grad(g @ w.data.T)
+        if x.needs_grad:
+            x.add_grad(g @ w.data.T)
     out = x.data @ w.data
     out += b.data
     return Value(out, (x, w, b), backward)
@@ -88,7 +90,7 @@ class BareMLP:
         self.velocity = [np.zeros_like(p.data) for p in self.params]
 
     def __call__(self, x: np.ndarray) -> Value:
-        h = Value(x)
+        h = Value(x, needs_grad=False)
         pairs = list(zip(self.params[::2], self.params[1::2]))
         for i, (w, b) in enumerate(pairs):
             h = linear(h, w, b)
