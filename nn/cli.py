@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=opt_.positive_float, help="learning rate")
     t.add_argument("--momentum", type=opt_.fraction,
                    help="for sgd and rmsprop only (default 0.9)")
-    t.add_argument("--weight-decay", type=opt_.nonnegative_float)
+    t.add_argument("--weight-decay", type=opt_.nonnegative_float,
+                   help="default 0.01 for adamw (as nn.optim.AdamW and PyTorch), else 0")
     t.add_argument("--label-smoothing", type=opt_.unit_interval)
     t.add_argument("--schedule", choices=["none", "step", "cosine", "exponential"])
     t.add_argument("--clip-grad-norm", type=opt_.positive_float)
@@ -180,7 +181,8 @@ def run_config(args: argparse.Namespace, saved: dict[str, Any] | None = None) ->
         1e-3 if optimizer in ("adam", "adamw") else 0.05)
     run = {"dataset": dataset, "n": None, "hidden": d["hidden"], "activation": "relu",
            "dropout": 0.0, "init": None, "optimizer": optimizer, "lr": default_lr,
-           "momentum": 0.9 if optimizer in MOMENTUM_OPTIMIZERS else None, "weight_decay": 0.0,
+           "momentum": 0.9 if optimizer in MOMENTUM_OPTIMIZERS else None,
+           "weight_decay": 1e-2 if optimizer == "adamw" else 0.0,
            "label_smoothing": 0.0, "schedule": "none", "clip_grad_norm": None,
            "epochs": d["epochs"], "batch_size": d["batch_size"], "val_fraction": 0.1,
            "early_stopping": None, "seed": 0, "threads": "auto"}

@@ -545,3 +545,18 @@ def test_the_summary_of_an_early_stopped_run_names_the_epoch_the_test_scores(cap
                      r"([0-9.]+).*\), which the test below scores", out)
     trained = re.search(r"trained (\d+) epochs", out)
     assert kept and trained and int(kept.group(1)) < int(trained.group(1))
+
+
+@pytest.mark.parametrize("argv, weight_decay", [
+    (["train", "--optimizer", "adamw"], 1e-2),       # nn.optim.AdamW's and PyTorch's default
+    (["train", "--optimizer", "adamw", "--weight-decay", "0"], 0.0),
+    (["train", "--optimizer", "adam"], 0.0),
+    (["train"], 0.0),
+])
+def test_adamw_decays_its_weights_by_default_as_its_class_does(argv, weight_decay):
+    """`--optimizer adamw` without --weight-decay trained with weight decay 0: Adam under
+    another name (nn.optim.AdamW and torch.optim.AdamW default to 0.01)."""
+    run = cli.run_config(cli.build_parser().parse_args(argv))
+    assert run["weight_decay"] == weight_decay
+    opt = cli._optimizer(run, nn.MLP([2, 3], seed=0))
+    assert opt.param_groups[0]["weight_decay"] == weight_decay
