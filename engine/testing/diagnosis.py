@@ -431,26 +431,39 @@ def _one(k: int, raw: Sequence[np.ndarray | None], numeric: Arrays, inputs: Arra
     # along one direction, says less than an experiment that explains the error.
     if d is None and rerun is not None:
         d = _experiments(k, inputs, raw, numeric, names, rerun)
-    return d or constant_factor(a, n, name, sizes) or unclassified(a, n, name)
+    if d is None:
+        d = _again(constant_factor(a, n, name, sizes), k, inputs, rerun,
+                   lambda a2, n2: constant_factor(a2, n2, name, sizes))
+    return d or unclassified(a, n, name)
 
 
 def _again(d: Diagnosis | None, k: int, inputs: Arrays, rerun: Rerun | None,
            classify: Callable[[np.ndarray, np.ndarray], Diagnosis | None]) -> Diagnosis | None:
-    """``d`` (a named factor, or an error constant along axes) if ``classify`` finds it
-    again on a re-run with every float input scaled entry by entry by 1.3 to 1.5 (as a
-    forgotten 2, a 1/N or a dropped mean term does); None if it does not: it came from the
-    sample's values. ``g * y`` where ``g / y`` belongs, on a shrunk sample whose y is -2
+    """``d`` (a factor, or an error constant along axes) if ``classify`` finds it again on
+    a re-run with the inputs moved (``_moved``: as a forgotten 2, a 1/N or a dropped mean
+    term does); None if it does not: it came from the sample's values. ``g * y`` where ``g / y`` belongs, on a shrunk sample whose y is -2
     everywhere, is off by "a factor 4 = N" and by "the same amount in every entry".
     Without a re-run in the op's domain, ``d`` is kept."""
     if d is None or rerun is None:
         return d
-    scaled = [x * (1.3 + 0.1 * (np.arange(x.size) % 3).reshape(x.shape))
-              if x.dtype.kind == "f" else x for x in inputs]
-    again = _try(rerun, scaled)
+    again = _try(rerun, _moved(inputs))
     if again is None or again[0][k] is None:
         return d
     found = classify(np.asarray(again[0][k]).astype(np.float64), again[1][k])
     return d if found is not None and found.kind == d.kind else None
+
+
+def _moved(inputs: Arrays) -> Arrays:
+    """The float inputs scaled entry by entry by 1.3 to 1.5, and their zeros moved to 0.1
+    to 0.3: a sample shrunk to all zeros stays all zeros when scaled, and on it any two
+    rules of one shape are a constant factor apart (s(1+s) and s(1-s) at s = 1/2: 3)."""
+    out = []
+    for x in inputs:
+        if x.dtype.kind == "f":
+            pattern = (np.arange(x.size) % 3).reshape(x.shape)
+            x = np.where(x == 0, 0.1 + 0.1 * pattern, x * (1.3 + 0.1 * pattern))
+        out.append(x)
+    return out
 
 
 def _experiments(k: int, inputs: Arrays, raw: Sequence[np.ndarray | None], numeric: Arrays,

@@ -545,3 +545,19 @@ def test_a_factor_that_comes_from_the_samples_values_is_not_named_as_n():
     found = D.diagnose([g * x], [2 * g * x], [x], (2, 2),
                        rerun=lambda inputs: ([g * inputs[0]], [2 * g * inputs[0]]))
     assert found is not None and found.kind == D.FACTOR and "factor 1/2 " in found.evidence
+
+
+def test_a_sample_shrunk_to_zeros_is_not_taken_for_a_constant_factor():
+    """A wrong sigmoid derivative s(1+s) for s(1-s), on a sample shrunk to all zeros
+    (s = 1/2 everywhere): the two are 3 apart in every entry, which said "off by a constant
+    factor 3". Re-run off the zeros, the ratio changes: no factor is claimed."""
+    def rules(xs):
+        s = 1 / (1 + np.exp(-xs[0]))
+        return [s * (1 + s)], [s * (1 - s)]
+    x = np.zeros((2, 3))
+    (a,), (n,) = rules([x])
+    found = D.diagnose([a], [n], [x], x.shape, rerun=rules)
+    assert found is not None and found.kind != D.FACTOR, found
+    wrong_by_two = D.diagnose([2 * n], [n], [x], x.shape, rerun=lambda xs: (
+        [2 * rules(xs)[1][0]], rules(xs)[1]))          # a real factor survives the re-run
+    assert wrong_by_two is not None and wrong_by_two.kind == D.FACTOR, wrong_by_two
