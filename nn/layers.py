@@ -167,6 +167,10 @@ class Flatten(Module):
         return engine.flatten(x, start_dim=1)
 
 
+# What a copied Dropout's state holds in place of nn.init's shared generator.
+_SHARED_RNG = "nn.init.default_rng()"
+
+
 class Dropout(Module):
     """Inverted dropout: in training, zero each element with probability p and scale the
     rest by 1/(1-p); in eval mode, the identity."""
@@ -189,6 +193,20 @@ class Dropout(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return engine.dropout(x, p=self.p, training=self.training, rng=self.rng)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy (pickle, deepcopy) of a Dropout on nn.init's shared generator draws from
+        that generator too, as in PyTorch: with a copy of it, the copy drew the very masks
+        the original drew, and ``manual_seed`` no longer reached it."""
+        state = super().__getstate__()
+        if state.get("rng") is init_.default_rng():
+            state["rng"] = _SHARED_RNG
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("rng") == _SHARED_RNG:
+            state = {**state, "rng": init_.default_rng()}
+        super().__setstate__(state)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -242,6 +242,11 @@ class Module:
         if value is not None and kind == "module" and not isinstance(value, Module):
             raise TypeError(f"{where}, a submodule of the module: assign an nn.Module (or "
                             f"None); to make it a plain attribute, delete it first")
+        if isinstance(value, (Parameter, Module)) and (not name or "." in name):
+            # setattr(m, "a.b", p): its dotted name would be that of a submodule a's b, and
+            # state_dict would keep one of the two (PyTorch refuses these names too)
+            raise KeyError(f"{type(self).__name__}: a parameter or submodule name can contain "
+                           f"no '.' and cannot be empty, got {name!r}")
         # A parameter or submodule keeps its place in the order when replaced, also through
         # None (as in PyTorch): parameters() stays aligned with an optimizer's state, and a
         # Sequential runs its layers in their order.
@@ -362,10 +367,21 @@ class Module:
     def train(self: _M, mode: bool = True) -> _M:
         """Training mode (dropout active) for this module and every sub-module, in every
         thread (a thread's ``eval_mode()`` block still wins in that thread). ``mode`` is
-        True or False (a numpy bool too); anything else is a TypeError."""
+        True or False (a numpy bool too); anything else is a TypeError. A sub-module whose
+        class overrides ``train`` gets that method called, as in PyTorch (a layer kept in
+        eval mode whatever its model's)."""
         mode = _mode("train", mode)
-        for m in self.modules():
+        pending, seen = [self], set()
+        while pending:                          # a loop: 2,000 nested Sequentials are fine
+            m = pending.pop()
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            if m is not self and type(m).train is not Module.train:
+                m.train(mode)       # its own train() decides for its tree (as in PyTorch)
+                continue
             object.__setattr__(m, "_training", mode)
+            pending.extend(c for c in m._modules.values() if c is not None)
         return self
 
     def eval(self: _M) -> _M:
@@ -533,16 +549,16 @@ class Module:
         """A deep copy of the whole tree, without recursion over its depth: every module of
         the tree gets its (empty) copy first, so that copying each one's attributes finds
         its sub-modules already made (shared modules stay shared). A sub-module with its
-        own ``__deepcopy__`` is copied by it. The copy names its tree again at its first
-        call."""
+        own ``__deepcopy__`` is copied by it. Each module's state goes through its
+        ``__getstate__`` and ``__setstate__``, as in pickle (and PyTorch's deepcopy): a
+        subclass that leaves out a lock or a cache there has it left out of copies too. The
+        copy names its tree again at its first call."""
         plain = [m for _, m in self.named_modules() if id(m) not in memo and
                  (m is self or type(m).__deepcopy__ is Module.__deepcopy__)]
         for m in plain:
             memo[id(m)] = type(m).__new__(type(m))
         for m in plain:
-            state = {key: copy.deepcopy(value, memo) for key, value in m.__dict__.items()}
-            state.update(_UNNAMED)
-            memo[id(m)].__dict__.update(state)
+            memo[id(m)].__setstate__(copy.deepcopy(m.__getstate__(), memo))
         return memo[id(self)]
 
     def __copy__(self) -> "Module":
@@ -553,7 +569,7 @@ class Module:
         for key in ("_parameters", "_modules", "_slots"):
             if key in state:
                 state[key] = type(state[key])(state[key])
-        new.__dict__.update(state)
+        new.__setstate__(state)
         return new
 
     def __getstate__(self) -> dict[str, Any]:
@@ -564,6 +580,10 @@ class Module:
         state = self.__dict__.copy()
         state.update(_UNNAMED)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A copy's attributes (``pickle``, ``copy.copy``, ``copy.deepcopy``) from ``state``."""
+        self.__dict__.update(state)
 
 
 # A module's naming caches as a new module has them (copies start from these: see

@@ -592,6 +592,25 @@ class Optimizer:
                     return
         kernel.plain(*args)
 
+    # --- copies ----------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``pickle`` and ``copy.deepcopy`` keep: the per-parameter state in the order
+        of ``params`` (it is keyed by ``id(p)``, which names nothing in a copy: a deep-copied
+        optimizer raised KeyError at its first step), and none of the caches (subnormal
+        hints, values kept for an undo, update bounds), which a copy builds afresh."""
+        state = self.__dict__.copy()
+        state["_state"] = [self._state[id(p)] for p in self.params]
+        state["_last_good"], state["_state_before"] = {}, {}
+        state["subnormal_hints"] = subnormal.Hints(self.subnormal_hints.every)
+        state["update_bounds"] = UpdateBounds()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A copy's attributes, its per-parameter state keyed by its own parameters."""
+        per_parameter = state.pop("_state")
+        self.__dict__.update(state)
+        self._state = {id(p): s for p, s in zip(self.params, per_parameter, strict=True)}
+
     # --- resuming --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: JSON-serialisable apart from the numpy

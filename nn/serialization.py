@@ -109,6 +109,16 @@ class Checkpoint:
 
 # --- writing -------------------------------------------------------------------------------
 
+def _class_name(model: Module) -> str:
+    """The model's class as the file names it: a class load can rebuild by its name alone
+    (``BUILDERS``), else its module and name (``__main__.MLP``): a class of the user's own
+    called MLP, stored as "MLP", was read as handgrad's MLP and refused at load."""
+    cls = type(model)
+    if BUILDERS.get(cls.__name__) is cls:
+        return cls.__name__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
          optimizer: Any = None, optimizer_state: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (parameters + architecture + ``metadata``, and the state of
@@ -118,7 +128,7 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, Any] | None
     if optimizer is not None:
         optimizer_state = optimizer.state_dict()
     opt_meta, opt_arrays = _split_optimizer_state(optimizer_state)
-    meta = {"format": FORMAT, "version": VERSION, "class": type(model).__name__,
+    meta = {"format": FORMAT, "version": VERSION, "class": _class_name(model),
             "config": getattr(model, "config", None), "metadata": metadata or {},
             "optimizer": opt_meta}
     try:

@@ -441,9 +441,10 @@ def _again(d: Diagnosis | None, k: int, inputs: Arrays, rerun: Rerun | None,
            classify: Callable[[np.ndarray, np.ndarray], Diagnosis | None]) -> Diagnosis | None:
     """``d`` (a factor, or an error constant along axes) if ``classify`` finds it again on
     a re-run with the inputs moved (``_moved``: as a forgotten 2, a 1/N or a dropped mean
-    term does); None if it does not: it came from the sample's values. ``g * y`` where ``g / y`` belongs, on a shrunk sample whose y is -2
-    everywhere, is off by "a factor 4 = N" and by "the same amount in every entry".
-    Without a re-run in the op's domain, ``d`` is kept."""
+    term does); None if it does not: it came from the sample's values. ``g * y`` where
+    ``g / y`` belongs, on a shrunk sample whose y is -2 everywhere, is off by "a factor
+    4 = N" and by "the same amount in every entry". Without a re-run in the op's domain,
+    ``d`` is kept."""
     if d is None or rerun is None:
         return d
     again = _try(rerun, _moved(inputs))

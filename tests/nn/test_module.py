@@ -524,3 +524,82 @@ def test_a_module_tree_with_a_cycle_is_shown_once_and_its_forward_raises():
         "    (back): <Sequential: a cycle, shown above>", "  )", ")"]
     with pytest.raises(RecursionError, match="a Sequential contains itself"):
         parent(np.ones((1, 2), np.float32))
+
+
+class _KeptInEval(nn.Dropout):
+    """A layer that stays in eval mode whatever its model's (PyTorch's idiom)."""
+
+    def train(self, mode=True):
+        return super().train(False)
+
+
+def test_train_calls_a_sub_modules_own_train_as_pytorch_does():
+    """model.train() set every sub-module's flag itself: a layer overriding train() to stay
+    in eval (a frozen block, a deterministic dropout) dropped half its inputs in fit."""
+    kept = _KeptInEval(0.5)
+    inner = nn.Sequential(nn.Linear(2, 2), kept)
+    model = nn.Sequential(inner, nn.Dropout(0.5))
+    model.eval().train()
+    assert model.training and inner.training and model[1].training and not kept.training
+    x = engine.Tensor(np.ones((4, 2)))
+    assert np.array_equal(kept(x).data, x.data)               # kept in eval: no mask
+
+
+@pytest.mark.parametrize("name", ["a.b", ""])
+def test_names_that_would_collide_in_state_dict_are_refused(name):
+    """setattr(m, "a.b", p) gave p the dotted name of submodule a's b: state_dict kept one
+    of the two and nn.save saved the other's values under both (PyTorch refuses)."""
+    m = nn.Module()
+    m.a = nn.Linear(2, 2)
+    with pytest.raises(KeyError, match="can contain no '.' and cannot be empty"):
+        setattr(m, name, nn.Parameter(np.zeros(2)))
+    with pytest.raises(KeyError, match="can contain no '.'"):
+        setattr(m, name, nn.Linear(2, 2))
+    assert [n for n, _ in m.named_parameters()] == ["a.weight", "a.bias"]
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_dropout_draws_from_the_shared_generator_as_the_original(how):
+    """A Dropout built without rng draws from nn.init's generator. Its copies (deepcopy,
+    pickle) got a copy of that generator: original and copy drew the same masks (an
+    ensemble made by deepcopy shared its dropout noise), and manual_seed missed the copy."""
+    original = nn.Dropout(0.5)
+    clone = copy.deepcopy(original) if how == "deepcopy" else pickle.loads(pickle.dumps(original))
+    assert clone.rng is nn.init.default_rng() and original.rng is nn.init.default_rng()
+    x = engine.Tensor(np.ones(1000))
+    nn.init.manual_seed(123)
+    first = clone(x).data
+    nn.init.manual_seed(123)
+    assert np.array_equal(clone(x).data, first)            # manual_seed reaches the copy
+    assert not np.array_equal(original(x).data, clone(x).data)
+    own = nn.Dropout(0.5, rng=np.random.default_rng(0))    # a generator of its own: copied
+    assert copy.deepcopy(own).rng is not own.rng
+
+
+class _Cached(nn.Module):
+    """A module whose __getstate__ leaves out a lock and a cache (rebuilt by __setstate__)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 2)
+        self.lock, self.cache = threading.Lock(), {}
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        del state["lock"], state["cache"]
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.lock, self.cache = threading.Lock(), {}
+
+
+@pytest.mark.parametrize("how", [copy.deepcopy, copy.copy, lambda m: pickle.loads(pickle.dumps(m))])
+def test_copies_go_through_a_modules_getstate_and_setstate(how):
+    """deepcopy copied __dict__ as it was (a lock: TypeError; a cache: carried over) and
+    copy.copy skipped __setstate__; pickle and PyTorch use both hooks."""
+    m = _Cached()
+    m.cache["stale"] = True
+    clone = how(m)
+    assert clone.cache == {} and clone.lock is not m.lock
+    assert np.array_equal(clone.linear.weight.data, m.linear.weight.data)

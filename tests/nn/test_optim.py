@@ -11,7 +11,9 @@ lambda the weight decay, t the step count starting at 1.
 """
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import re
 
 import numpy as np
@@ -874,3 +876,29 @@ def test_an_eps_float16_holds_trains_a_float16_model():
         p.grad = np.full(p.shape, 1e-3, np.float16)
     opt.step()
     assert all(np.isfinite(p.numpy()).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_model_and_optimizer_train_as_the_originals(how):
+    """copy.deepcopy((model, opt)), an in-memory checkpoint: the optimizer's state was keyed
+    by the original parameters' ids, so the copy raised a bare KeyError (an address) at its
+    first step; pickling one failed on its subnormal hints' weak references."""
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = nn.optim.Adam(model, lr=0.01)
+    opt.check_finite = True
+    x, y = np.random.default_rng(0).standard_normal((8, 3)), np.arange(8) % 2
+
+    def step(m, o):
+        o.zero_grad()
+        nn.CrossEntropyLoss()(m(engine.Tensor(x)), y).backward()
+        o.step()
+    step(model, opt)
+    model2, opt2 = copy.deepcopy((model, opt)) if how == "deepcopy" else \
+        pickle.loads(pickle.dumps((model, opt)))
+    assert all(a is b for a, b in zip(opt2.params, model2.parameters()))
+    for _ in range(3):
+        step(model, opt)
+        step(model2, opt2)
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert np.array_equal(a.data, b.data)
+    assert opt2.state_dict()["state"].keys() == opt.state_dict()["state"].keys()

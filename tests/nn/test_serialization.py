@@ -343,3 +343,24 @@ def test_rebuilding_a_model_from_a_file_leaves_the_global_generator_where_it_was
     np.testing.assert_array_equal(nn.Linear(3, 3).weight.numpy(copy=True), expected)
     dropout = [m for m in loaded.modules() if isinstance(m, nn.Dropout)][0]
     assert dropout.rng is nn.init.default_rng()          # masks from the global one, as before
+
+
+def test_a_users_own_class_called_mlp_saves_and_loads(tmp_path):
+    """A user's class named MLP was stored as "MLP", read back as handgrad's MLP, and its
+    own config refused ("invalid MLP config"): the file could not be loaded at all."""
+    class MLP(nn.Module):                              # the user's, not nn.MLP
+        def __init__(self, hidden: int = 8):
+            super().__init__()
+            self.config = {"hidden": hidden}
+            self.fc = nn.Linear(4, hidden)
+
+        def forward(self, x):
+            return self.fc(x)
+    model = MLP()
+    path = nn.save(model, tmp_path / "user.npz")
+    loaded = nn.load(path, MLP())
+    assert np.array_equal(loaded.fc.weight.data, model.fc.weight.data)
+    with pytest.raises(nn.CheckpointError, match=r"MLP cannot be rebuilt from the file; create "
+                                                 r"the model"):
+        nn.load(path)
+    assert nn.load(nn.save(nn.MLP([2, 3], seed=0), tmp_path / "ours.npz")).config["sizes"] == [2, 3]
