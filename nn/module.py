@@ -371,7 +371,8 @@ class Module:
         class overrides ``train`` gets that method called, as in PyTorch (a layer kept in
         eval mode whatever its model's)."""
         mode = _mode("train", mode)
-        pending, seen = [self], set()
+        pending: list[Module] = [self]
+        seen: set[int] = set()
         while pending:                          # a loop: 2,000 nested Sequentials are fine
             m = pending.pop()
             if id(m) in seen:
