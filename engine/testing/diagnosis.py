@@ -115,14 +115,18 @@ def _negligible(x: np.ndarray) -> bool:
 
 def factor_name(r: float, sizes: dict[int, str]) -> str | None:
     """``r`` as the factor a reader looks for: 2, 1/2, N or 1/N (``sizes``: N -> what it is
-    the size of), else a small fraction (3/4), else None."""
+    the size of), else a small fraction (3/4), else None. A 2 where a size is 2 too names
+    both: a forgotten 1/N on a sample shrunk to N = 2 is a factor 2 as well."""
     sign = "-" if r < 0 else ""
     m = abs(r)
-    for n, what in [(2, ""), *sorted(sizes.items())]:
+    for n, what in [(2, ""), *sorted((k, v) for k, v in sizes.items() if k > 2)]:
         for value, text in ((n, f"{n}"), (1 / n, f"1/{n}")):
             if abs(m - value) <= 1e-6 * value:
-                named = f" = {'N' if text == str(n) else '1/N'}, N = {n} {what}" if what else ""
-                return f"{sign}{text}{named}"
+                which = "N" if text == str(n) else "1/N"
+                if what:
+                    return f"{sign}{text} = {which}, N = {n} {what}"
+                also = f" (or {which}, N = 2 {sizes[2]})" if 2 in sizes else ""
+                return f"{sign}{text}{also}"
     frac = Fraction(m).limit_denominator(16)
     if abs(m - float(frac)) <= 1e-9 * m:
         return f"{sign}{frac}" + (f" ({_num(r)})" if frac.denominator > 1 else "")
@@ -131,7 +135,7 @@ def factor_name(r: float, sizes: dict[int, str]) -> str | None:
 
 def dimension_names(inputs: Sequence[np.ndarray], output_shape: tuple[int, ...],
                     names: Sequence[str]) -> dict[int, str]:
-    """Sizes N > 2 of an axis (or the whole) of an input or the output, with what each is
+    """Sizes N >= 2 of an axis (or the whole) of an input or the output, with what each is
     (the first one found keeps the name)."""
     found: dict[int, str] = {}
     shapes = [(name, np.shape(x)) for name, x in zip(names, inputs, strict=True)] + [("the output", output_shape)]
@@ -140,7 +144,7 @@ def dimension_names(inputs: Sequence[np.ndarray], output_shape: tuple[int, ...],
             found.setdefault(int(n), f"(the size of axis {ax} of {name})")
         if len(shape) > 1:
             found.setdefault(int(np.prod(shape)), f"(the number of entries of {name})")
-    return {n: w for n, w in found.items() if n > 2}
+    return {n: w for n, w in found.items() if n >= 2}
 
 
 def not_summed(a: np.ndarray, n: np.ndarray, shape: tuple[int, ...], output_shape: tuple[int, ...],
@@ -451,7 +455,11 @@ def _again(d: Diagnosis | None, k: int, inputs: Arrays, rerun: Rerun | None,
     if again is None or again[0][k] is None:
         return d
     found = classify(np.asarray(again[0][k]).astype(np.float64), again[1][k])
-    return d if found is not None and found.kind == d.kind else None
+    if found is None or found.kind != d.kind:
+        return None
+    # A factor must be the same number (a forgotten 2 stays 2; exp(x) for softmax(x) was
+    # "factor 2" at x = [0, 0], and is 2.33 at the moved sample).
+    return d if d.kind != FACTOR or found.evidence == d.evidence else None
 
 
 def _moved(inputs: Arrays) -> Arrays:

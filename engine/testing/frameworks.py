@@ -230,8 +230,9 @@ def _torch_backward(torch: Any, name: str,
                              f"{tuple(out.shape)}{hint})") from None
         raw = returned.value if isinstance(returned.value, tuple) else (returned.value,)
         for i, g in zip(cache.needs, got, strict=True):
-            if g is not None:
-                grads[i] = _as_returned(torch, g, raw[i] if i < len(raw) else None)
+            # None where the rule returned None: the diagnosis says "no gradient", as for a
+            # numpy rule (compared as zeros, it was "unclassified")
+            grads[i] = None if g is None else _as_returned(torch, g, raw[i] if i < len(raw) else None)
         return tuple(grads)
     return backward
 

@@ -389,3 +389,26 @@ def test_an_output_marked_non_differentiable_is_named_as_such():
             return g * 3 * x ** 2
     with pytest.raises(OpCheckError, match=r"forward marked it non-differentiable"):
         check_torch(MarkedCube, sample=cube_sample(), reference=lambda x: x ** 3)
+
+
+class MulForgetsY(torch.autograd.Function):
+    """x * y whose backward forgets y's gradient (returns None for it)."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        ctx.save_for_backward(x, y)
+        return x * y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        return g * y, None
+
+
+def test_a_gradient_returned_as_none_is_diagnosed_as_none():
+    """torch's None was checked as zeros, and the diagnosis said "unclassified" where the
+    same numpy rule gets "no gradient"."""
+    sample = st.tuples(st.tuples(strategies.values((2, 3)), strategies.values((2, 3))), st.just({}))
+    with pytest.raises(OpCheckError, match="MulForgetsY") as e:
+        check_torch(MulForgetsY, sample=sample, max_examples=EXAMPLES)
+    assert "likely: no gradient: the rule returns no gradient (None) for input 1" in str(e.value)

@@ -561,3 +561,29 @@ def test_a_sample_shrunk_to_zeros_is_not_taken_for_a_constant_factor():
     wrong_by_two = D.diagnose([2 * n], [n], [x], x.shape, rerun=lambda xs: (
         [2 * rules(xs)[1][0]], rules(xs)[1]))          # a real factor survives the re-run
     assert wrong_by_two is not None and wrong_by_two.kind == D.FACTOR, wrong_by_two
+
+
+def test_a_factor_that_changes_with_the_sample_is_not_named():
+    """A logsumexp backward g·exp(x) for g·softmax(x), on the shrunk sample x = [[0, 0]]: off
+    by sum(exp(x)) = 2 there, and said "a constant factor 2". Moved off the zeros the
+    factor is 2.33: not a constant."""
+    def rules(xs):
+        x = xs[0]
+        e = np.exp(x)
+        return [e], [e / e.sum()]
+    x = np.zeros((1, 2))
+    (a,), (n,) = rules([x])
+    found = D.diagnose([a], [n], [x], (1,), rerun=rules)
+    assert found is not None and found.kind != D.FACTOR, found
+
+
+def test_a_factor_2_where_a_size_is_2_names_both():
+    """A forgotten 1/N on a sample shrunk to N = 2 was "factor 2": the student looks for a
+    forgotten 2 (MSE has a legitimate one). Both readings are named."""
+    x = np.array([[0.3, -1.2]])
+    n = x / x.size                       # the numeric gradient of mean(x²)/2
+    found = D.diagnose([x], [n], [x], ())
+    assert found is not None and found.kind == D.FACTOR, found
+    assert "factor 2 (or N, N = 2 (the size of axis 1 of input 0))" in found.evidence
+    wider = np.array([[0.3, -1.2, 0.7]])
+    assert "3 = N, N = 3" in D.diagnose([wider], [wider / 3], [wider], ()).evidence
