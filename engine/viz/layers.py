@@ -391,10 +391,14 @@ def _target(d: dict[str, Any], by_layer: dict[int, dict[str, Any]], which: str,
     return sent, f"part of {base} from {whose}" + (f" ({model_name}" if model_name else "")
 
 
-def _relation(left: np.ndarray, right: np.ndarray) -> str:
+def _relation(left: np.ndarray, right: np.ndarray, m: int) -> str:
     """"=" when ``left`` and ``right`` print the same (labels.DIGITS digits), else "≈":
     the engine's rounding (float16's, a sum that cancels) can show in the printed
-    digits, and a picture must not put "=" between numbers that visibly differ."""
+    digits, and a picture must not put "=" between numbers that visibly differ. Arrays
+    of more than ``m`` entries print no numbers (a heat map): "=", and the check line
+    gives the difference."""
+    if np.size(left) > m or np.size(right) > m:
+        return "="
     same = [labels.number(v) for v in np.ravel(left)] == \
         [labels.number(v) for v in np.ravel(right)]
     return "=" if same else "≈"
@@ -402,7 +406,7 @@ def _relation(left: np.ndarray, right: np.ndarray) -> str:
 
 def _approx_note(rows: list[str], dtype: np.dtype) -> list[str]:
     """A line saying what "≈" means, when one of the ``rows`` uses it."""
-    if not any(_op("≈") in r for r in rows):
+    if not any("≈</div>" in r for r in rows):             # an operator ending in ≈
         return []
     return [f'<div class="hg-check">≈: the two sides differ in the printed digits by '
             f"the engine's {np.dtype(dtype).name} rounding (the check gives the difference)"
@@ -431,10 +435,10 @@ def _gradient_rows(d: dict[str, Any], by_layer: dict[int, dict[str, Any]], which
         value = np.sum([part[0] for part in parts], axis=0)
         scale = np.sum([part[1] for part in parts], axis=0)
         terms = sum(part[2] for part in parts)
-        rows.append(_row(*terms_shown, _op(_relation(value, target)),
+        rows.append(_row(*terms_shown, _op(_relation(value, target, m)),
                          _matrix(target_name, target, m)))
     elif which == "b":
-        rows.append(_row(_matrix(text, value, m), _op(_relation(value, target)),
+        rows.append(_row(_matrix(text, value, m), _op(_relation(value, target, m)),
                          _matrix(target_name, target, m)))
     rows += _approx_note(rows, target.dtype)
     rows.append(check_line(value, target, target_name.split(" (")[0], scale, terms))
@@ -453,7 +457,7 @@ def _product_row(d: dict[str, Any], value: np.ndarray, scale: np.ndarray, m: int
         digits = max(digits, labels.digits_to_sum(*_part(d, "b")[:2]))
     return _row(_matrix(f"a{sup(d['l'] - 1)}ᵀ", d["a_prev"].T, m, digits=digits),
                 _op("·"), _matrix(f"δ{sup(d['l'])}", delta, m, digits=digits),
-                _op(_relation(value, shown)), _matrix(shown_name, shown, m))
+                _op(_relation(value, shown, m)), _matrix(shown_name, shown, m))
 
 
 def _back_row(d: dict[str, Any], s: str, sn: str, m: int) -> str:
@@ -465,7 +469,7 @@ def _back_row(d: dict[str, Any], s: str, sn: str, m: int) -> str:
     digits = labels.digits_to_sum(exact, np.abs(delta_next) @ np.abs(W_T)) \
         if d["back"].size <= m else labels.DIGITS
     return _row(_matrix(f"δ{sn}", delta_next, m, digits=digits), _op("·"),
-                _matrix(f"W{sn}ᵀ", W_T, m, digits=digits), _op(_relation(exact, d["back"])),
+                _matrix(f"W{sn}ᵀ", W_T, m, digits=digits), _op(_relation(exact, d["back"], m)),
                 _matrix(f"δ{sn} W{sn}ᵀ = ∂L/∂a{s}", d["back"], m))
 
 
@@ -546,9 +550,11 @@ def _slides(loss: Tensor, steps: list[dict[str, Any]], model: Any, max_elements:
             sums = [] if d["y_sum"] is None else [_op("·"), _matrix("Σy", d["y_sum"], m,
                                                                     digits=p_digits)]
             y = _matrix("y", d["y"], m, target_summary(loss.node, d["y"]), y_digits)
+            equals = _relation(d["rhs"], delta, m)
             body = _row(_matrix(name, d["p"], m, digits=p_digits), *sums, _op("−"), y,
-                        _op("=" if d["N"] == 1 else f"÷ {labels.number(d['N'])} ="),
+                        _op(equals if d["N"] == 1 else f"÷ {labels.number(d['N'])} {equals}"),
                         _matrix(f"δ{s}", delta, m))
+            body += "".join(_approx_note([body], delta.dtype))
             p_term = d["p"] if d["y_sum"] is None else d["p"] * d["y_sum"]
             check = check_line(d["rhs"], delta, f"δ{s} = ∂L/∂z{s}",
                                (np.abs(p_term) + np.abs(d["y"])) / d["N"], delta.shape[-1]) \
@@ -560,7 +566,7 @@ def _slides(loss: Tensor, steps: list[dict[str, Any]], model: Any, max_elements:
             body = (_back_row(d, s, sn, m)
                     + _row(_matrix(f"δ{sn} W{sn}ᵀ", d["back"], m), _op("⊙"),
                            _matrix(f"f′(z{s})", d["fprime"], m),
-                           _op(_relation(d["back"].astype(np.float64) * d["fprime"], delta)),
+                           _op(_relation(d["back"].astype(np.float64) * d["fprime"], delta, m)),
                            _matrix(f"δ{s}", delta, m)))
             body += "".join(_approx_note([body], d["back"].dtype))
             check = check_line((d["delta_next"] @ d["W_next"].T) * d["fprime"], delta,

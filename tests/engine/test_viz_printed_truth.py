@@ -140,3 +140,21 @@ def test_a_root_that_is_not_one_number_shows_grad_as_stored_and_says_so():
     loss = model(engine.Tensor(x)).sum()                  # a scalar root: its own gradient
     source = draw(loss, model=model).source
     assert "\\ngrad [" in source and ".grad" not in source
+
+
+def test_bp1_with_targets_not_summing_to_one_does_not_print_equals_between_differing_numbers():
+    """BP1's p·Σy − y ÷ N = δ for probability rows not summing to 1, built to cancel: the
+    engine's float32 p·Σy rounds, and the printed right-hand side and δ differed in the
+    third digit under "=". They are joined by "≈", with a note saying why."""
+    rng = np.random.default_rng(3)
+    model = nn.MLP([2, 3, 3], activation="tanh", seed=3)
+    z = model(engine.Tensor(rng.standard_normal((2, 2)).astype(np.float32)))
+    logits = z.numpy(copy=True).astype(float)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    y = (p * rng.uniform(0.5, 2.0, (2, 1))).astype(np.float32)
+    y[:, 0] += rng.uniform(-1e-4, 1e-4, 2).astype(np.float32)
+    _, slide = layer_frames(nn.CrossEntropyLoss()(z, np.abs(y)), model=model)[0]
+    first_row = slide.split('<div class="hg-row">')[1]
+    assert re.findall(r'<div class="hg-op">(.*?)</div>', first_row)[-1] == "÷ 2 ≈"
+    assert "≈: the two sides differ in the printed digits" in slide
