@@ -31,6 +31,7 @@ FRAME = (153, 153, 170)  # the 1-px frame around a PNG, so white (zero) cells sh
 GREY = (136, 136, 136)   # a cell that is not finite (nan, inf)
 THUMB_SIZE = (96, 60)    # pt: the box a thumbnail is fitted into (aspect kept) in a label
 PAD = 4                  # pt around a thumbnail in its cell
+MARGIN = 8               # pt between a box's lines and its thumbnail: see html_label
 Slot = tuple[int, str, tuple[int, int]]  # (beside the lines up to k, file name, (w, h) pt)
 PREFIX = "hg-heat-"      # every thumbnail file is named hg-heat-<hash of its PNG>.png
 
@@ -124,7 +125,7 @@ def html_label(lines: list[str], slots: list[Slot]) -> str:
     """A Graphviz HTML-like label: the lines left-aligned, each slot's (k, file name, size)
     picture to the right of the lines since the previous slot, up to line ``k`` (an empty
     cell of that size for the name "", so a frame without that picture keeps the layout);
-    lines after the last slot span both columns. The text keeps the node's font and size."""
+    lines after the last slot span every column. The text keeps the node's font and size."""
     rows: list[str] = []
     start = 0
     for k, name, (w, h) in [*slots, (len(lines), None, (0, 0))]:
@@ -132,11 +133,15 @@ def html_label(lines: list[str], slots: list[Slot]) -> str:
                        for line in lines[start:k])
         if name is None:
             if text:
-                rows.append(f'<TR><TD ALIGN="LEFT" BALIGN="LEFT" COLSPAN="2">{text}</TD></TR>')
+                rows.append(f'<TR><TD ALIGN="LEFT" BALIGN="LEFT" COLSPAN="3">{text}</TD></TR>')
             break
         image = f'<IMG SRC="{html.escape(name)}" SCALE="TRUE"/>' if name else " "
         pad = PAD                              # the picture keeps clear of the text
-        rows.append(f'<TR><TD ALIGN="LEFT" BALIGN="LEFT">{text}</TD>'
+        # An empty cell MARGIN pt wide between the lines and the picture: Graphviz measures
+        # its monospace text narrower than a browser draws it (380 pt where Chromium drew
+        # 386 px), and the last digit ran under the picture. (No text in it: the player
+        # fills a box's <text> elements line by line.)
+        rows.append(f'<TR><TD ALIGN="LEFT" BALIGN="LEFT">{text}</TD><TD WIDTH="{MARGIN}"></TD>'
                     f'<TD FIXEDSIZE="TRUE" CELLPADDING="{pad}" WIDTH="{w + 2 * pad}" '
                     f'HEIGHT="{h + 2 * pad}">{image}</TD></TR>')
         start = k
