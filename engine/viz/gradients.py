@@ -136,9 +136,10 @@ def replayed_gradients(view: GraphView) -> dict[int, np.ndarray]:
                 raise NoGradient(
                     f"no gradient shown: backward() freed this graph (and .grad may hold "
                     f"other backward passes), and re-running its ops needs the values its "
-                    f"forward pass read, but {view.name(t)} may no longer hold them: {how}. "
-                    f"Draw before loss.backward() (or pass retain_graph=True to it), or make "
-                    f"the batch with Tensor(x), which copies it")
+                    f"forward pass read, but {view.name(t)} may no longer hold them: {how}; "
+                    f"the values shown for {view.name(t)} are its values now, which may not be "
+                    f"those the forward pass read. Draw before loss.backward() (or pass "
+                    f"retain_graph=True to it), or make the batch with Tensor(x), which copies it")
     values: dict[int, Tensor] = {}
     with enable_grad():
         for t in view.tensors:

@@ -191,3 +191,19 @@ def test_no_text_line_runs_under_its_boxs_heat_map_in_a_browser(browser, tmp_pat
             });
             return out;""")
         assert overlaps == [], (fontsize, overlaps)
+
+
+def test_a_leaf_held_outside_says_its_values_shown_may_not_be_the_forwards():
+    """W's array held from before the forward pass, written after backward(): the picture
+    withheld the gradient with a caption, but showed W's new values next to the
+    activations of the old ones without a word. The caption now says so."""
+    x = engine.Tensor(np.array([[1.0, 0.5]]), name="x")
+    W = engine.Tensor(np.array([[1.0, 2.0], [3.0, 4.0]]), requires_grad=True, name="W")
+    held = W.data
+    loss = (x @ W).tanh().sum()
+    loss.backward()
+    held -= 0.5
+    source = draw(loss).source
+    assert "no gradient shown" in source
+    assert "the values shown for W are its values now, which may not be those the forward" \
+        in re.sub(r"\\\\n|\s+", " ", source)
