@@ -109,7 +109,8 @@ def accuracy(scores: Any, labels: Any, threshold: float | None = None,
     ``logits=True`` and 0.5 for ``logits=False``, against labels that must be 0 or 1 in
     any dtype (a label 2 is an error). Without either, scores outside [0, 1] must be
     logits (threshold 0); scores all inside [0, 1] could be either, and that is an error
-    asking which, never a guess.
+    asking which, never a guess. ``logits=False`` with scores outside [0, 1] is an error
+    too (as in ``precision_recall``): they are no probabilities.
     """
     s, y = _finite_scores("accuracy", _np(scores)), _np(labels)
     if y.dtype.kind == "f":
@@ -130,6 +131,11 @@ def accuracy(scores: Any, labels: Any, threshold: float | None = None,
                     raise ValueError("accuracy: one score per example, all in [0, 1]: they could "
                                      "be probabilities or logits; pass threshold= or logits=")
                 logits = True
+            elif not logits and s.size and (s.min() < 0 or s.max() > 1):
+                # thresholded at 0.5, logits would give a wrong accuracy, silently
+                raise ValueError(f"accuracy: logits=False, but the scores lie in "
+                                 f"[{s.min():.4g}, {s.max():.4g}], outside [0, 1]: logits? "
+                                 f"Pass logits=True, or sigmoid(logits)")
             threshold = 0.0 if logits else 0.5
         pred = (s >= threshold).astype(np.int64)
         y = _binary_targets(_column(y))

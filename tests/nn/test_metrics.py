@@ -195,3 +195,13 @@ def test_a_uint64_label_beyond_int64_is_named_as_it_is():
     """2**63 as uint64 was reported as the label -9223372036854775808 (the int64 cast)."""
     with pytest.raises(ValueError, match="accuracy: class label 9223372036854775808 is beyond any class"):
         nn.accuracy(np.eye(3), np.array([0, 1, 2**63], np.uint64))
+
+
+def test_accuracy_of_probabilities_outside_0_1_is_an_error_as_in_precision_recall():
+    """accuracy(logits=False) thresholded logits at 0.5, silently: [-3, 0.2, 0.7] against
+    [0, 1, 1] said 2/3 where the logits' own answer is 1 (precision_recall refused them)."""
+    scores, labels = np.array([-3.0, 0.2, 0.7]), np.array([0, 1, 1])
+    with pytest.raises(ValueError, match=r"logits=False, but the scores lie in \[-3, 0.7\]"):
+        nn.accuracy(scores, labels, logits=False)
+    assert nn.accuracy(scores, labels, logits=True) == 1.0
+    assert nn.accuracy(np.array([0.1, 0.6, 0.9]), labels, logits=False) == 1.0
