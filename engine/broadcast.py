@@ -68,6 +68,18 @@ def sum_to(grad: np.ndarray, shape: Shape) -> np.ndarray:
     return out
 
 
+def one_axis(op: str, axis: Any, ndim: int, what: str = "axis") -> int:
+    """One numpy-style axis (an int, negative from the end) as a non-negative int; a
+    TypeError naming the op for anything but an int (None or a tuple, which
+    ``normalize_axis`` takes), a ValueError for one out of range."""
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"{op}: {what} must be an int, got {plain_repr(axis)}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: {what} {axis} is out of range for a tensor with {ndim} "
+                         f"dimension(s)")
+    return int(axis) % ndim
+
+
 def normalize_axis(op: str, axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
     """numpy-style `axis` (int, tuple or None) as a sorted tuple of non-negative axes.
 

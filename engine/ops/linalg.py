@@ -2,6 +2,7 @@
 dense layer linear(x, W, b) = x @ W + b."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -98,8 +99,13 @@ class Linear(Op):
         x, W = ctx.saved
         needs = ctx.needs_input_grad
         # Batch axes flattened into one: (batch, out) and (batch, in); a 2-D array already is.
-        g2 = grad if grad.ndim == 2 else grad.reshape(-1, grad.shape[-1])
-        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+        # The batch size spelled out: numpy cannot infer a -1 next to an axis of length 0
+        # (in_features or out_features 0).
+        if x.ndim == 2:
+            g2, x2 = grad, x
+        else:
+            batch = math.prod(x.shape[:-1])
+            g2, x2 = grad.reshape(batch, grad.shape[-1]), x.reshape(batch, x.shape[-1])
         gx = (grad @ W.T) if needs[0] else None
         gW = (x2.T @ g2) if needs[1] else None
         if len(ctx.inputs) == 2:

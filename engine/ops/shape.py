@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..broadcast import broadcast_shapes, normalize_axis, sum_to
+from ..broadcast import broadcast_shapes, one_axis, sum_to
 from ..op import Op, RuleContext, register
 from ..plain import plain_repr
 from ..tensor import Tensor
@@ -63,10 +63,12 @@ class Flatten(Op):
     linear = True
 
     def check(self, x: np.ndarray, *, start_dim: int = 0, end_dim: int = -1) -> dict[str, Any]:
+        # a 0-d input takes the dims of a 1-d one (0 or -1), as in PyTorch
+        flat = " of a 0-d tensor (flattened as one of 1 dimension)" if x.ndim == 0 else ""
+        start = one_axis(self.name, start_dim, max(x.ndim, 1), "start_dim" + flat)
+        end = one_axis(self.name, end_dim, max(x.ndim, 1), "end_dim" + flat)
         if x.ndim == 0:
             return {"start_dim": 0, "end_dim": 0}
-        (start,) = normalize_axis(self.name, start_dim, x.ndim)
-        (end,) = normalize_axis(self.name, end_dim, x.ndim)
         if start > end:
             raise self.error(f"start_dim {start_dim} comes after end_dim {end_dim} "
                              f"for shape {x.shape}")
@@ -185,7 +187,7 @@ class Concat(_Joining):
         ndim = xs[0].ndim
         if ndim == 0:
             raise self.error("cannot concatenate 0-d tensors (use stack)")
-        (ax,) = normalize_axis(self.name, axis, ndim)
+        ax = one_axis(self.name, axis, ndim)
         for x in xs:
             if x.ndim != ndim or x.shape[:ax] + x.shape[ax + 1:] != xs[0].shape[:ax] + xs[0].shape[ax + 1:]:
                 raise self.error(f"all shapes must match except along axis {axis}: "
@@ -212,7 +214,7 @@ class Stack(_Joining):
     def check(self, *xs: np.ndarray, axis: int = 0) -> dict[str, Any]:
         if any(x.shape != xs[0].shape for x in xs):
             raise self.error(f"all tensors must have the same shape, got {[x.shape for x in xs]}")
-        (ax,) = normalize_axis(self.name, axis, xs[0].ndim + 1)
+        ax = one_axis(self.name, axis, xs[0].ndim + 1)
         return {"axis": ax}
 
     def forward(self, ctx: RuleContext, *xs: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -42,6 +42,13 @@ def t(*shape, dtype=np.float64, grad=False):
     (lambda: engine.stack([t(2), t(3)]), ValueError, r"stack: all tensors must have the same shape"),
     (lambda: engine.transpose(t(2, 3), (0, 0)), ValueError, r"transpose: axes \(0, 0\) are not a permutation"),
     (lambda: engine.flatten(t(2, 3, 4), start_dim=2, end_dim=1), ValueError, r"flatten: start_dim 2 comes after end_dim 1"),
+    # an axis that must be one int: None and tuples raised a bare unpacking error, (1,) was
+    # taken as 1, and a 0-d input's dims were never checked (numpy and torch refuse them)
+    (lambda: engine.concat([t(2, 3), t(2, 3)], axis=None), TypeError, r"concat: axis must be an int, got None"),
+    (lambda: engine.concat([t(2, 3), t(2, 3)], axis=(1,)), TypeError, r"concat: axis must be an int, got \(1,\)"),
+    (lambda: engine.stack([t(2), t(2)], axis=(0, 1)), TypeError, r"stack: axis must be an int"),
+    (lambda: engine.flatten(t(2, 3), start_dim=None), TypeError, r"flatten: start_dim must be an int, got None"),
+    (lambda: engine.flatten(t(), start_dim=5), ValueError, r"flatten: start_dim of a 0-d tensor .* 5 is out of range"),
     (lambda: t(2, 3)[5], IndexError, r"getitem: index 5 is invalid for shape \(2, 3\)"),
     (lambda: engine.var(t(1, 3), axis=0, ddof=1), ValueError, r"var: needs more than ddof=1"),
     (lambda: engine.clip(t(3), 1.0, -1.0), ValueError, r"clip: min \(1.0\) must not exceed max \(-1.0\)"),

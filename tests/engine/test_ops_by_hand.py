@@ -168,6 +168,20 @@ def test_linear_is_x_w_plus_b_with_the_classic_gradients():
     np.testing.assert_allclose(W.grad, x.data.T @ delta + x3.data.reshape(-1, 3).T @ np.ones((8, 2)))
 
 
+@pytest.mark.parametrize("x_shape, w_shape", [((2, 3, 0), (0, 2)), ((0,), (0, 4)),
+                                               ((2, 3, 4), (4, 0)), ((4,), (4, 0))])
+def test_linear_with_no_input_or_no_output_features_has_gradients_of_its_inputs_shapes(
+        x_shape, w_shape):
+    """numpy cannot infer -1 next to an axis of length 0: backward raised a bare
+    "cannot reshape array of size 0" for a batched or 1-D input (PyTorch gives these)."""
+    x, W, b = leaf(np.ones(x_shape)), leaf(np.ones(w_shape)), leaf(np.ones(w_shape[1]))
+    out = engine.linear(x, W, b)
+    out.backward(np.ones(out.shape))           # (a sum over no elements is refused)
+    assert x.grad.shape == x_shape and W.grad.shape == w_shape
+    np.testing.assert_array_equal(b.grad, np.full(w_shape[1], np.prod(x_shape[:-1])))
+    assert not x.grad.any() and not W.grad.any()
+
+
 def test_forward_mode_by_hand():
     x = np.array([1.0, 2.0])
     _, tangent = engine.jvp(lambda x: (x * x).sum(), (x,), (np.array([1.0, 0.0]),))
