@@ -242,6 +242,10 @@ class EarlyStopping(Callback):
         self.best_epoch = None if best_epoch is None else int(best_epoch)
         self._resumed = history
 
+    def resumed_with(self, history: History) -> bool:
+        """Whether ``resume`` was called with ``history`` (and no run has begun since)."""
+        return self._resumed is history
+
     def on_record(self, epoch: int, record: dict[str, float]) -> None:
         if self.monitor not in record:
             why = ("; accuracy is recorded for a softmax classifier only (class scores "

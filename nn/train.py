@@ -322,9 +322,10 @@ def _check_hooks(callbacks: Any, history: Any) -> list[Callback]:
 
 
 def _check_extras(callbacks: list[Callback], record_grad_norms: bool, scheduler: Any,
-                  optimizer: Optimizer, early_stopping: int | None = None) -> None:
+                  optimizer: Optimizer, model: Module, early_stopping: int | None = None) -> None:
     """One gradient-norm recorder at most, each schedule stepped by one hook at most, one
-    early stopping at most, and ``scheduler`` on fit's optimizer: ValueErrors before
+    early stopping at most, every schedule (``scheduler`` and the callbacks') on fit's
+    optimizer, and the callbacks' stopper and recorder of fit's model: ValueErrors before
     training."""
     recorders = sum(isinstance(cb, GradNormRecorder) for cb in callbacks) + bool(record_grad_norms)
     if recorders > 1:
@@ -345,10 +346,25 @@ def _check_extras(callbacks: list[Callback], record_grad_norms: bool, scheduler:
                  else "two EarlyStoppings in callbacks")
         raise ValueError(f"fit: {which} would each put their own best weights back, the last "
                          f"one winning, and history.best_epoch would name either; pass one")
-    if isinstance(scheduler, LRScheduler) and scheduler.optimizer is not optimizer:
-        raise ValueError(f"fit: scheduler is a {type(scheduler).__name__} of another optimizer "
-                         f"than the one fit trains with: its steps would set learning rates "
-                         f"that fit never uses; make the schedule on fit's optimizer")
+    for s in schedules:
+        if isinstance(s, LRScheduler) and s.optimizer is not optimizer:
+            where = "scheduler" if s is scheduler else "an LRSchedule in callbacks schedules"
+            raise ValueError(f"fit: {where} is a {type(s).__name__} of another optimizer than "
+                             f"the one fit trains with: its steps would set learning rates "
+                             f"that fit never uses; make the schedule on fit's optimizer")
+    _check_same_model(callbacks, model)
+
+
+def _check_same_model(callbacks: list[Callback], model: Module) -> None:
+    """An EarlyStopping or a GradNormRecorder in ``callbacks`` must be of fit's model (a
+    list of callbacks built once for the first model of a search): one of another model
+    restored that model's best weights and recorded its stale gradients."""
+    mine = {id(p) for p in model.parameters()}
+    for cb in callbacks:
+        if isinstance(cb, EarlyStopping) and cb.model is not model or \
+                isinstance(cb, GradNormRecorder) and any(id(p) not in mine for _, p in cb.named):
+            raise ValueError(f"fit: the {type(cb).__name__} in callbacks was made for another "
+                             f"model than the one fit trains: make it on this model")
 
 
 @contextlib.contextmanager
@@ -413,9 +429,10 @@ def _check_options(epochs: Any, batch_size: Any, initial_epoch: Any, early_stopp
 
 
 def _check_resume(history: History, initial_epoch: int, stopper: EarlyStopping | None,
-                  best_state: dict[str, Any] | None, scheduler: Any, per_step: bool) -> None:
-    """A resumed run (``initial_epoch``, ``history``, ``best_state``, the schedule) must fit
-    together."""
+                  best_state: dict[str, Any] | None, scheduler: Any, per_step: bool,
+                  callbacks: Sequence[Callback] = ()) -> None:
+    """A resumed run (``initial_epoch``, ``history``, ``best_state``, the schedules, an
+    EarlyStopping in ``callbacks``) must fit together."""
     recorded = [int(r["steps"]) for r in history.epochs if "steps" in r]
     between = len(recorded) == len(history.epochs) and len(history.steps) == sum(recorded)
     if history.interrupted and not between:     # stopped between epochs: it goes on
@@ -435,7 +452,9 @@ def _check_resume(history: History, initial_epoch: int, stopper: EarlyStopping |
     if len(history.epochs) != initial_epoch:
         raise ValueError(f"fit: history has {len(history.epochs)} epochs but initial_epoch is "
                          f"{initial_epoch}")
-    if initial_epoch > 0 and isinstance(scheduler, LRScheduler):
+    schedules = [(scheduler, per_step)] if isinstance(scheduler, LRScheduler) else []
+    schedules += [(cb.scheduler, cb.per_step) for cb in callbacks if isinstance(cb, LRSchedule)]
+    for scheduler, per_step in schedules if initial_epoch > 0 else []:
         done = len(history.steps) if per_step else initial_epoch
         if scheduler.t != done:
             unit = "steps" if per_step else "epochs"
@@ -445,6 +464,12 @@ def _check_resume(history: History, initial_epoch: int, stopper: EarlyStopping |
                              f"would start again from its beginning. Restore it first: "
                              f"scheduler.load_state_dict() with the scheduler.state_dict() "
                              f"saved with the checkpoint (as handgrad train --resume does)")
+    for cb in callbacks if initial_epoch > 0 else []:
+        if isinstance(cb, EarlyStopping) and not cb.resumed_with(history):
+            raise ValueError("fit: the EarlyStopping in callbacks has not been resumed with "
+                             "this history: it would count from the first epoch it sees, and "
+                             "history.best_epoch would name its best of the new epochs alone. "
+                             "Call its resume(history, best_state) first")
     if stopper is None or initial_epoch == 0:
         if best_state is not None:
             raise ValueError("fit: best_state is only for resuming a run with early stopping")
@@ -565,7 +590,12 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
 
     Ctrl-C stops after the current step (between epochs: before the next one begins, the
     epochs done all recorded): the History comes back with ``interrupted``; one stopped
-    between epochs continues with ``initial_epoch=`` and ``history=``.
+    between epochs continues with ``initial_epoch=`` and ``history=``. Under early stopping
+    the best weights come back when the run ends (before the callbacks' ``on_train_end``),
+    not after a Ctrl-C: the model keeps the last epoch's, which go with the optimizer's
+    state, so that the run continues exactly. A stopper, a gradient-norm recorder or a
+    schedule in ``callbacks`` gets the checks fit's own get (of this model and optimizer;
+    on resume, restored).
     ``initial_epoch=k`` and ``history=`` continue a run that has done k epochs (epochs is
     the total), as ``handgrad train --resume`` does; under early stopping the patience count
     is recounted from the history and ``best_state`` gives the weights of its best epoch.
@@ -611,14 +641,15 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
     callbacks = _check_hooks(callbacks, history)
     _check_flags(shuffle=shuffle, restore_best=restore_best, compile=compile,
                  scheduler_per_step=scheduler_per_step, record_grad_norms=record_grad_norms)
-    _check_extras(callbacks, record_grad_norms, scheduler, optimizer, early_stopping)
+    _check_extras(callbacks, record_grad_norms, scheduler, optimizer, model, early_stopping)
     stopper = None if early_stopping is None else EarlyStopping(model, early_stopping, monitor,
                                                                 restore_best, owner="fit")
     X, y = _split(train_data, "fit: train_data")
     if val_data is not None:
         _check_val_data(X, y, val_data)
     history = history if history is not None else History()
-    _check_resume(history, initial_epoch, stopper, best_state, scheduler, scheduler_per_step)
+    _check_resume(history, initial_epoch, stopper, best_state, scheduler, scheduler_per_step,
+                  callbacks)
     if best_state is not None:
         model.check_state_dict(best_state, check_finite=True)
     loader = train_data if isinstance(train_data, DataLoader) else None
@@ -682,16 +713,33 @@ def fit(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, tra
             if isinstance(e, TrainingError) and e.history is not None:
                 raise                              # a callback's own, with its context
             raise _failure(e, where, history, stoppers, names, optimizer.params) from None
-    for stopping in stoppers:
-        stopping.restore()
+        # The best weights back before on_train_end, so that a callback saving "the final
+        # model" there saves the one fit returns. Not after a Ctrl-C: the model keeps the
+        # last epoch's weights, which go with the optimizer's state, so that the run
+        # continues (initial_epoch=, history=) as if never stopped.
+        if not history.interrupted:
+            for stopping in stoppers:
+                stopping.restore()
     return history
 
 
 @contextlib.contextmanager
 def _ending(hooks: list[Callback]) -> Iterator[None]:
-    """``on_train_end`` of every callback however the loop ends."""
+    """``on_train_end`` of every callback however the loop ends, each one even if another
+    raised; the first such error is raised after them, unless the loop's own is on its way
+    (a TrainingError is not replaced by a callback's)."""
+    failed = False
     try:
         yield
+    except BaseException:
+        failed = True
+        raise
     finally:
+        errors = []
         for cb in hooks:
-            cb.on_train_end()
+            try:
+                cb.on_train_end()
+            except Exception as e:  # noqa: BLE001 - raised below, after every hook ran
+                errors.append(e)
+        if errors and not failed:
+            raise errors[0]

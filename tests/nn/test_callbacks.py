@@ -314,3 +314,128 @@ def test_two_early_stoppings_are_refused_before_training():
                    val_data=(X[:10], y[:10]), verbose=0, **args)
     for p, w in zip(model.parameters(), before, strict=True):
         np.testing.assert_array_equal(p.numpy(copy=True), w)
+
+
+class _Final(Callback):
+    """Keeps the model's weights as on_train_end sees them (a callback saving "the final
+    model" there)."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, None
+
+    def on_train_end(self):
+        self.seen = self.model.state_dict()
+
+
+def _stopping_run(model, *callbacks, epochs=30, **options):
+    return nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=20.0), (X, Y),
+                  epochs=epochs, verbose=0, early_stopping=1, monitor="train_loss",
+                  callbacks=list(callbacks), **options)
+
+
+def test_on_train_end_sees_the_weights_fit_returns():
+    """The best weights were put back after on_train_end: a callback saving the final
+    model there saved the last epoch's, not the model fit returned."""
+    model = nn.MLP([4, 8, 2], seed=0)
+    final = _Final(model)
+    history = _stopping_run(model, final)
+    assert history.stopped_early and history.best_epoch < len(history.epochs)
+    for name, value in model.state_dict().items():
+        assert np.array_equal(final.seen[name], value), name
+
+
+def test_every_on_train_end_runs_and_the_best_weights_come_back_when_one_raises():
+    """One on_train_end raising skipped the callbacks after it and the restore of the best
+    weights; its error is raised after every hook ran."""
+    class Raises(Callback):
+        def on_train_end(self):
+            raise RuntimeError("disk full")
+    model = nn.MLP([4, 8, 2], seed=0)
+    reference = nn.MLP([4, 8, 2], seed=0)
+    _stopping_run(reference)
+    final = _Final(model)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _stopping_run(model, Raises(), final)
+    assert final.seen is not None
+    for name, value in model.state_dict().items():
+        assert np.array_equal(value, reference.state_dict()[name]), name
+
+
+def test_a_ctrl_c_under_early_stopping_keeps_the_last_weights_and_resumes_exactly():
+    """A Ctrl-C between epochs put the best weights back next to the last epoch's optimizer
+    state: continuing as documented (initial_epoch=, history=) diverged from the run never
+    stopped. The model keeps the last epoch's weights; the run goes on bit for bit."""
+    import os
+    import signal
+
+    class CtrlC(Callback):
+        def on_record(self, epoch, record):
+            if epoch == 4:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    def run(stop):
+        model = nn.MLP([4, 8, 2], seed=0)
+        opt = nn.optim.SGD(model, lr=2.0, momentum=0.9)    # train_loss best at epoch 2 of 4
+        fit = dict(verbose=0, early_stopping=3, monitor="train_loss", epochs=8)
+        history = nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y),
+                         callbacks=[CtrlC()] if stop else [], **fit)
+        if stop:
+            assert history.interrupted and len(history.epochs) == 4 and history.best_epoch == 2
+            best = history.best_epoch
+            best_state = kept[best]
+            history = nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), initial_epoch=4,
+                             history=history, best_state=best_state, **fit)
+        return model, history
+
+    kept = {}
+    model = nn.MLP([4, 8, 2], seed=0)
+    nn.fit(model, nn.CrossEntropyLoss(), nn.optim.SGD(model, lr=2.0, momentum=0.9), (X, Y),
+           verbose=0, epochs=4, callback=lambda e, r: kept.__setitem__(e, model.state_dict()))
+    whole, whole_history = run(False)
+    resumed, resumed_history = run(True)
+    assert [r["train_loss"] for r in resumed_history.epochs] == \
+        [r["train_loss"] for r in whole_history.epochs]
+    for name, value in whole.state_dict().items():
+        assert np.array_equal(resumed.state_dict()[name], value), name
+
+
+def test_an_lr_schedule_in_callbacks_is_checked_as_scheduler_is():
+    """LRSchedule(s) in callbacks= skipped the checks scheduler=s gets: a schedule of
+    another optimizer (its rates never used) and one not restored on resume (a cosine
+    started again from its beginning) were taken."""
+    model, opt, _ = _setup()
+    other = nn.optim.ExponentialLR(nn.optim.SGD(nn.MLP([4, 2], seed=0), lr=0.1), gamma=0.9)
+    with pytest.raises(ValueError, match="an LRSchedule in callbacks schedules is a "
+                                         "ExponentialLR of another optimizer"):
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=1, verbose=0,
+               callbacks=[LRSchedule(other)])
+    history = nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, verbose=0)
+    fresh = nn.optim.ExponentialLR(opt, gamma=0.9)
+    with pytest.raises(ValueError, match="scheduler has been stepped 0 times, but the run "
+                                         "being resumed stepped it 2 times"):
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=3, initial_epoch=2,
+               history=history, verbose=0, callbacks=[LRSchedule(fresh)])
+
+
+def test_a_resumed_run_refuses_an_early_stopping_in_callbacks_not_resumed():
+    """Not resume()d, the stopper counted from the first new epoch: history.best_epoch
+    named the best of the new epochs alone, against the History's own records."""
+    model = nn.MLP([4, 8, 2], seed=0)
+    opt = nn.optim.SGD(model, lr=0.1)
+    history = nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=2, verbose=0,
+                     early_stopping=5, monitor="train_loss")
+    with pytest.raises(ValueError, match="has not been resumed with this history"):
+        nn.fit(model, nn.CrossEntropyLoss(), opt, (X, Y), epochs=4, initial_epoch=2,
+               history=history, verbose=0,
+               callbacks=[EarlyStopping(model, patience=5, monitor="train_loss")])
+
+
+def test_callbacks_made_for_another_model_are_refused():
+    """A list of callbacks built once for a search's first model: the stopper restored that
+    model's weights, and the recorder recorded its stale gradients (one value 50 times)."""
+    first, second = nn.MLP([4, 8, 2], seed=0), nn.MLP([4, 8, 2], seed=1)
+    for cb in (EarlyStopping(first, patience=2, monitor="train_loss"), GradNormRecorder(first)):
+        with pytest.raises(ValueError, match=f"the {type(cb).__name__} in callbacks was made "
+                                             f"for another model"):
+            nn.fit(second, nn.CrossEntropyLoss(), nn.optim.SGD(second, lr=0.1), (X, Y),
+                   epochs=1, verbose=0, callbacks=[cb])
