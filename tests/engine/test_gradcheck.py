@@ -25,6 +25,8 @@ from handgrad.engine.ops.linalg import MatMul
 from handgrad.engine.ops.reduce import Sum
 from handgrad.engine.testing import SPECS, OpCheckError, check_op
 
+from .test_custom_op import Scale
+
 rng = np.random.default_rng(0)
 A = rng.standard_normal((3, 3))
 B = rng.standard_normal((3, 3))
@@ -59,30 +61,12 @@ def test_integer_labels_and_constant_tensors_are_not_perturbed():
     assert gradcheck(fn, [A, labels, mask, probs])
 
 
-class FixedScale(engine.Op):
-    """fixed_scale(x, w) = x * w, with w not differentiated (nondiff)."""
-
-    name = "fixed_scale"
-    rule = "d/dx = w"
-    nondiff = (1,)
-
-    def forward(self, ctx, x, w):
-        ctx.save(w)
-        return x * w
-
-    def backward(self, ctx, grad):
-        return grad * ctx.saved[0], None
-
-    def jvp(self, ctx, dx, dw):
-        return dx * ctx.saved[0]
-
-
 def test_float_inputs_in_a_nondifferentiable_position_are_passed_as_constants(registered):
     """The output does depend on w, but the op declares w non-differentiable (no gradient):
     given as a constant Tensor, w is not perturbed; given as an array it is differentiated
     like any float input, and its missing gradient (zeros) disagrees with the differences.
     A loss's targets, which the loss refuses to take requiring grad, are an error at once."""
-    scale = registered(FixedScale)
+    scale = registered(Scale)             # scale(x, weights) = x * weights, weights nondiff
     w, y = rng.random((3, 3)), rng.random((3, 3))
     assert gradcheck(scale, [A, engine.Tensor(w)], check_forward_mode=True)
     with pytest.raises(GradcheckError, match=r"input 1 \(the rules return no gradient for it"):
