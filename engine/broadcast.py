@@ -100,11 +100,7 @@ def normalize_axis(op: str, axis: int | Sequence[int] | None, ndim: int) -> tupl
     for a in axes:
         if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
             raise TypeError(f"{op}: axis must be an int, a tuple of ints or None, got {plain_repr(axis)}")
-        if not -ndim <= a < ndim:
-            raise ValueError(
-                f"{op}: axis {a} is out of range for a tensor with {ndim} dimension(s)"
-            )
-        out.append(int(a) % ndim if ndim else 0)
+        out.append(one_axis(op, a, ndim))
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: repeated axis in {plain_repr(axis)}")
     return tuple(sorted(out))

@@ -454,11 +454,11 @@ def _check_resume(history: History, initial_epoch: int, stopper: EarlyStopping |
                          f"{initial_epoch}")
     schedules = [(scheduler, per_step)] if isinstance(scheduler, LRScheduler) else []
     schedules += [(cb.scheduler, cb.per_step) for cb in callbacks if isinstance(cb, LRSchedule)]
-    for scheduler, per_step in schedules if initial_epoch > 0 else []:
-        done = len(history.steps) if per_step else initial_epoch
-        if scheduler.t != done:
-            unit = "steps" if per_step else "epochs"
-            raise ValueError(f"fit: scheduler has been stepped {scheduler.t} times, but the run "
+    for schedule, by_step in schedules if initial_epoch > 0 else []:
+        done = len(history.steps) if by_step else initial_epoch
+        if schedule.t != done:
+            unit = "steps" if by_step else "epochs"
+            raise ValueError(f"fit: scheduler has been stepped {schedule.t} times, but the run "
                              f"being resumed stepped it {done} times (once per "
                              f"{unit[:-1]}: {done} {unit}); a schedule that is not restored "
                              f"would start again from its beginning. Restore it first: "

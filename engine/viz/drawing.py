@@ -26,6 +26,7 @@ from .gradients import (
     backward_order,
     backward_steps,
     can_differentiate,
+    differentiates_root,
 )
 from .kinks import kink_notes
 from .numeric import NumericCheck, numeric_checks
@@ -96,11 +97,6 @@ class Overlay:
 # The caption of a picture whose root is not one number: it has no gradient of its own.
 STORED_GRAD = (".grad: what backward() stored on each tensor (summed over every backward pass "
                "since zero_grad()), not a gradient of the root drawn, which is not one number")
-
-
-def differentiates_root(view: GraphView) -> bool:
-    """Whether a picture's gradients are those of its root: a scalar computed by ops."""
-    return view.root.node is not None and view.root.size == 1
 
 
 def draw(tensor: Tensor, *, show: Sequence[str] = SHOW, rankdir: str = "TB",

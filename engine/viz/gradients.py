@@ -63,14 +63,19 @@ def rule_steps(steps: list[Step]) -> list[Step]:
     return [s for s in steps if s.node is not None]
 
 
+def differentiates_root(view: GraphView) -> bool:
+    """Whether a picture's gradients are those of its root: a scalar computed by ops (for
+    any other root the tensors' ``.grad`` is all there is)."""
+    return view.root.node is not None and view.root.size == 1
+
+
 def all_gradients(view: GraphView, steps: list[Step] | None = None) -> dict[int, np.ndarray]:
     """id(tensor) -> d root / d tensor for every tensor a gradient reaches: from ``steps``
     or a live graph's walker, else (backward() freed the graph) ``replayed_gradients``
     (a ValueError saying why when the graph cannot be replayed). For a root that is not
     a scalar loss, the ``.grad`` already stored on tensors is all there is."""
     if steps is None:
-        root = view.root
-        if root.node is None or root.size != 1:
+        if not differentiates_root(view):
             return {id(t): t.grad for t in view.tensors if t.grad is not None}
         if not view.alive:
             return replayed_gradients(view)

@@ -311,8 +311,7 @@ def _gradient_title(layer: Layer, layers: list[Layer], others: dict[str, list[No
             parts.append("the parts of its other uses")
         equations.append((f"{number}: ∂L/∂{which}{s} = {' + '.join(parts)}", f"{which}{s}"))
         if len(sharing) > 1:
-            notes.append(f"{which}{s} is one tensor shared by layers "
-                         f"{', '.join(map(str, sharing[:-1]))} and {sharing[-1]}: its "
+            notes.append(f"{which}{s} is one tensor shared by {_layer_list(sharing)}: its "
                          f"gradient is the sum of their parts")
         if others[which]:
             notes.append(_other_uses_note(f"{which}{s}", others[which], sharing))
@@ -333,10 +332,16 @@ def _gradient_title(layer: Layer, layers: list[Layer], others: dict[str, list[No
     return caption + "".join(f"; {w}" for w in why) + ")", [e for e, _ in equations] + notes
 
 
+def _layer_list(numbers: list[int]) -> str:
+    """"layer 1", "layers 1 and 3", "layers 1, 2 and 3"."""
+    if len(numbers) == 1:
+        return f"layer {numbers[0]}"
+    return f"layers {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}"
+
+
 def _other_uses_note(name: str, nodes: list[Node], sharing: list[int]) -> str:
     """Why a slide checks this layer's part only: ``name`` also feeds ``nodes``."""
-    whose = f"layer {sharing[0]}" if len(sharing) == 1 else \
-        f"layers {', '.join(map(str, sharing[:-1]))} and {sharing[-1]}"
+    whose = _layer_list(sharing)
     return (f"{name} also feeds {uses_text(nodes)} outside the layers (tied through a "
             f"transpose, or used again): its gradient also holds those uses' parts, so this "
             f"slide shows the part from {whose} and checks it against what the linear "
@@ -386,9 +391,9 @@ def _target(d: dict[str, Any], by_layer: dict[int, dict[str, Any]], which: str,
     if not d["others"][which]:
         return (d["gb"] if which == "b" else d["gW"]), name
     sent = np.sum([by_layer[j]["sent"][which] for j in sharing], axis=0)
-    whose = "layer" + ("s " if len(sharing) > 1 else " ") + ",".join(map(str, sharing))
     base, _, model_name = name.partition(" (")       # "∂L/∂W¹ (layers.0.weight)"
-    return sent, f"part of {base} from {whose}" + (f" ({model_name}" if model_name else "")
+    return sent, (f"part of {base} from {_layer_list(sharing)}"
+                  + (f" ({model_name}" if model_name else ""))
 
 
 def _relation(left: np.ndarray, right: np.ndarray, m: int) -> str:
